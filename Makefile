@@ -1,0 +1,81 @@
+# sluice build. `make` builds everything into build/ and bin/; `make demo` and `make test` also
+# install their prerequisites on a fresh Debian machine (see README).
+
+ARCH        := $(shell uname -m)
+CLANG       ?= clang
+CC          ?= cc
+BPF_CFLAGS  := -O2 -g -Wall -Werror -target bpf -I/usr/include/$(ARCH)-linux-gnu
+SHIM_CFLAGS := -O2 -g -Wall -Wextra -Werror -fPIC
+APT_PKGS    := clang llvm bpftool libbpf-dev containernetworking-plugins iproute2 iptables
+VITEST      := node_modules/.bin/vitest
+
+BPF_SRCS    := $(wildcard bpf/*.c)
+BPF_OBJS    := $(patsubst bpf/%.c,build/bpf/%.o,$(BPF_SRCS))
+BPF_HDRS    := $(wildcard bpf/lib/*.h)
+TS_SRCS     := $(shell find src -name '*.ts')
+
+.PHONY: all deps apt-deps npm-deps test test-unit bench demo clean install
+
+all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/dist/.stamp bin/sluice
+
+build/bpf/%.o: bpf/%.c $(BPF_HDRS)
+	@mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+build/libsluice.so: native/shim.c native/shim.h
+	@mkdir -p $(@D)
+	$(CC) $(SHIM_CFLAGS) -shared -o $@ native/shim.c -lbpf -pthread
+
+build/sl-probe: test/tools/sl-probe.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -Wall -Wextra -pthread -o $@ $<
+
+build/dist/.stamp: $(TS_SRCS) tsconfig.json package.json
+	node_modules/.bin/tsc -p tsconfig.json
+	@touch $@
+
+bin/sluice: build/dist/.stamp
+	@mkdir -p bin
+	printf '#!/usr/bin/env node\nrequire(require("path").join(__dirname, "../build/dist/cli.js"));\n' > $@
+	chmod +x $@
+
+# Prerequisites: Debian packages (only when something is missing) and the locked node modules.
+deps: apt-deps npm-deps
+
+apt-deps:
+	@missing=""; \
+	for f in /usr/bin/clang /usr/bin/llc /usr/sbin/bpftool /usr/include/bpf/libbpf.h \
+	         /usr/lib/cni/bridge /sbin/ip /usr/sbin/iptables; do \
+	  [ -e $$f ] || missing="$$missing $$f"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages (missing:$$missing)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS); \
+	fi
+
+npm-deps: node_modules/.package-lock.json
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+# The whole suite, against the real kernel (needs root).
+test: deps all
+	$(VITEST) run --config test/vitest.config.ts
+
+test-unit: deps all
+	$(VITEST) run --config test/vitest.config.ts test/unit
+
+bench: deps all
+	node_modules/.bin/tsx test/bench/run.ts $(BENCH_ARGS)
+
+demo: deps all
+	node_modules/.bin/tsx test/demo/run.ts
+
+install: all
+	install -d $(DESTDIR)/opt/sluice/build $(DESTDIR)/opt/sluice/bin
+	cp -r build/bpf build/dist build/libsluice.so $(DESTDIR)/opt/sluice/build/
+	cp -r node_modules package.json $(DESTDIR)/opt/sluice/
+	install -m 0755 bin/sluice $(DESTDIR)/opt/sluice/bin/sluice
+
+clean:
+	rm -rf build bin

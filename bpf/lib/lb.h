@@ -1,0 +1,223 @@
+/* Socket-LB logic: service lookup, backend selection, ClientIP affinity and reverse translation.
+ * Included by bpf/sock_lb.c only. Every failed lookup lets the socket call through unchanged.
+ */
+#ifndef SLUICE_LB_H
+#define SLUICE_LB_H
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "shared.h"
+#include "lb_maps.h"
+
+#define SL_ALLOW 1
+#define SL_REJECT 0
+#define SL_ECONNREFUSED 111
+
+/* Set by the agent before load: the verifier prunes the hostns-only branch when it is off. */
+const volatile __u8 cfg_hostns_only = 0;
+const volatile __u64 cfg_host_netns_cookie = 0;
+
+static __always_inline void lb_count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&sl_lb_counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void lb_addr_from_v4(struct sl_addr *a, __u32 ip4)
+{
+	__u32 *w = (__u32 *)a->b;
+
+	w[0] = 0;
+	w[1] = 0;
+	w[2] = bpf_htonl(0x0000ffff);
+	w[3] = ip4;
+}
+
+static __always_inline void lb_addr_from_v6(struct sl_addr *a, const struct bpf_sock_addr *ctx)
+{
+	__u32 *w = (__u32 *)a->b;
+
+	w[0] = ctx->user_ip6[0];
+	w[1] = ctx->user_ip6[1];
+	w[2] = ctx->user_ip6[2];
+	w[3] = ctx->user_ip6[3];
+}
+
+static __always_inline void lb_addr_to_v6(struct bpf_sock_addr *ctx, const struct sl_addr *a)
+{
+	const __u32 *w = (const __u32 *)a->b;
+
+	ctx->user_ip6[0] = w[0];
+	ctx->user_ip6[1] = w[1];
+	ctx->user_ip6[2] = w[2];
+	ctx->user_ip6[3] = w[3];
+}
+
+static __always_inline __u32 lb_addr_v4(const struct sl_addr *a)
+{
+	return ((const __u32 *)a->b)[3];
+}
+
+static __always_inline int lb_addr_eq(const struct sl_addr *x, const struct sl_addr *y)
+{
+	const __u32 *a = (const __u32 *)x->b, *b = (const __u32 *)y->b;
+
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+/* Remembers backend -> VIP for this socket so getpeername/recvmsg can show the VIP. */
+static __always_inline void lb_rev_remember(struct bpf_sock_addr *ctx, const struct sl_backend *be,
+					    const struct sl_addr *vip, __u16 vip_port)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct sl_sock_rev *rev;
+	__u32 i, idx;
+
+	if (!sk)
+		return;
+	rev = bpf_sk_storage_get(&sl_lb_sock_rev, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!rev) {
+		lb_count(SL_CNT_NO_STORAGE);
+		return;
+	}
+	for (i = 0; i < SL_SOCK_REV_SLOTS; i++) {
+		if (i >= rev->used)
+			break;
+		if (rev->e[i].backend_port == be->port && lb_addr_eq(&rev->e[i].backend, &be->ip)) {
+			rev->e[i].vip = *vip;
+			rev->e[i].vip_port = vip_port;
+			return;
+		}
+	}
+	idx = rev->next & (SL_SOCK_REV_SLOTS - 1);
+	rev->e[idx].backend = be->ip;
+	rev->e[idx].backend_port = be->port;
+	rev->e[idx].vip = *vip;
+	rev->e[idx].vip_port = vip_port;
+	rev->next = idx + 1;
+	if (rev->used < SL_SOCK_REV_SLOTS)
+		rev->used++;
+}
+
+/* Looks up the VIP behind a backend address this socket was translated to; rewrites in place. */
+static __always_inline int lb_rev_lookup(struct bpf_sock_addr *ctx, struct sl_addr *addr, __u16 *port)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct sl_sock_rev *rev;
+	__u32 i;
+
+	if (!sk)
+		return 0;
+	rev = bpf_sk_storage_get(&sl_lb_sock_rev, sk, 0, 0);
+	if (!rev)
+		return 0;
+	for (i = 0; i < SL_SOCK_REV_SLOTS; i++) {
+		if (i >= rev->used)
+			break;
+		if (rev->e[i].backend_port == *port && lb_addr_eq(&rev->e[i].backend, addr)) {
+			*addr = rev->e[i].vip;
+			*port = rev->e[i].vip_port;
+			lb_count(SL_CNT_REV_TRANSLATED);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* A 64-bit mix so that consecutive socket cookies spread over the slots. */
+static __always_inline __u32 lb_mix(__u64 x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	return (__u32)x;
+}
+
+static __always_inline __u32 lb_affinity_backend(struct sl_affinity_key *ak, const struct sl_svc_val *svc)
+{
+	struct sl_affinity_val *av = bpf_map_lookup_elem(&sl_lb_affinity, ak);
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!av)
+		return 0;
+	if (now - av->last_ns > (__u64)svc->affinity_s * 1000000000ULL)
+		return 0;
+	/* The agent removes the affinity entries of backends it removes; a backend that vanished
+	 * anyway (agent mid-update) makes us choose again.
+	 */
+	if (!bpf_map_lookup_elem(&sl_lb_backend, &av->backend_id))
+		return 0;
+	lb_count(SL_CNT_AFFINITY_HIT);
+	return av->backend_id;
+}
+
+/* Translates a destination that names a service into one of its backends.
+ * per_flow: choose by socket cookie (unconnected UDP: every datagram of a socket to the same
+ * backend) instead of at random (one choice per connect).
+ * Returns SL_ALLOW (destination possibly rewritten) or SL_REJECT (ECONNREFUSED).
+ */
+static __always_inline int lb_translate(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *dport,
+					int per_flow)
+{
+	struct sl_svc_key key = {};
+	struct sl_affinity_key ak = {};
+	struct sl_svc_val *svc, *slot;
+	struct sl_backend *be;
+	__u32 backend_id = 0, n;
+	__u16 count;
+
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return SL_ALLOW;
+	key.vip = *dst;
+	key.port = *dport;
+	key.proto = ctx->protocol;
+	svc = bpf_map_lookup_elem(&sl_lb_svc, &key);
+	if (!svc)
+		return SL_ALLOW;
+	if (cfg_hostns_only && bpf_get_netns_cookie(ctx) != cfg_host_netns_cookie) {
+		lb_count(SL_CNT_HOSTNS_SKIP);
+		return SL_ALLOW;
+	}
+	count = svc->count;
+	if (count == 0) {
+		lb_count(SL_CNT_NO_BACKEND);
+		bpf_set_retval(-SL_ECONNREFUSED);
+		return SL_REJECT;
+	}
+	if (svc->flags & SL_SVC_F_AFFINITY) {
+		ak.netns_cookie = bpf_get_netns_cookie(ctx);
+		ak.svc_id = svc->id;
+		backend_id = lb_affinity_backend(&ak, svc);
+	}
+	if (!backend_id) {
+		n = per_flow ? lb_mix(bpf_get_socket_cookie(ctx)) : bpf_get_prandom_u32();
+		key.slot = (__u16)(n % count) + 1;
+		slot = bpf_map_lookup_elem(&sl_lb_svc, &key);
+		if (!slot) {
+			lb_count(SL_CNT_SLOT_MISS);
+			return SL_ALLOW;
+		}
+		backend_id = slot->id;
+	}
+	be = bpf_map_lookup_elem(&sl_lb_backend, &backend_id);
+	if (!be) {
+		lb_count(SL_CNT_SLOT_MISS);
+		return SL_ALLOW;
+	}
+	if (svc->flags & SL_SVC_F_AFFINITY) {
+		struct sl_affinity_val av = { .last_ns = bpf_ktime_get_ns(), .backend_id = backend_id };
+
+		bpf_map_update_elem(&sl_lb_affinity, &ak, &av, BPF_ANY);
+	}
+	lb_rev_remember(ctx, be, dst, *dport);
+	*dst = be->ip;
+	*dport = be->port;
+	lb_count(SL_CNT_TRANSLATED);
+	return SL_ALLOW;
+}
+
+#endif /* SLUICE_LB_H */

@@ -1,0 +1,110 @@
+/* Socket-level service load balancing: cgroup sock_addr hooks for IPv4 and IPv6.
+ * connect/sendmsg rewrite a Service VIP to a backend; recvmsg/getpeername rewrite it back.
+ */
+#include "lib/lb.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+static __always_inline int sock4_forward(struct bpf_sock_addr *ctx, int per_flow)
+{
+	struct sl_addr dst;
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+	int verdict;
+
+	lb_addr_from_v4(&dst, ctx->user_ip4);
+	verdict = lb_translate(ctx, &dst, &port, per_flow);
+	if (verdict == SL_ALLOW) {
+		ctx->user_ip4 = lb_addr_v4(&dst);
+		ctx->user_port = bpf_htons(port);
+	}
+	return verdict;
+}
+
+static __always_inline int sock6_forward(struct bpf_sock_addr *ctx, int per_flow)
+{
+	struct sl_addr dst;
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+	int verdict;
+
+	lb_addr_from_v6(&dst, ctx);
+	verdict = lb_translate(ctx, &dst, &port, per_flow);
+	if (verdict == SL_ALLOW) {
+		lb_addr_to_v6(ctx, &dst);
+		ctx->user_port = bpf_htons(port);
+	}
+	return verdict;
+}
+
+static __always_inline int sock4_reverse(struct bpf_sock_addr *ctx)
+{
+	struct sl_addr src;
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+
+	lb_addr_from_v4(&src, ctx->user_ip4);
+	if (lb_rev_lookup(ctx, &src, &port)) {
+		ctx->user_ip4 = lb_addr_v4(&src);
+		ctx->user_port = bpf_htons(port);
+	}
+	return SL_ALLOW;
+}
+
+static __always_inline int sock6_reverse(struct bpf_sock_addr *ctx)
+{
+	struct sl_addr src;
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+
+	lb_addr_from_v6(&src, ctx);
+	if (lb_rev_lookup(ctx, &src, &port)) {
+		lb_addr_to_v6(ctx, &src);
+		ctx->user_port = bpf_htons(port);
+	}
+	return SL_ALLOW;
+}
+
+SEC("cgroup/connect4")
+int sl_connect4(struct bpf_sock_addr *ctx)
+{
+	return sock4_forward(ctx, 0);
+}
+
+SEC("cgroup/connect6")
+int sl_connect6(struct bpf_sock_addr *ctx)
+{
+	return sock6_forward(ctx, 0);
+}
+
+SEC("cgroup/sendmsg4")
+int sl_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return sock4_forward(ctx, 1);
+}
+
+SEC("cgroup/sendmsg6")
+int sl_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return sock6_forward(ctx, 1);
+}
+
+SEC("cgroup/recvmsg4")
+int sl_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return sock4_reverse(ctx);
+}
+
+SEC("cgroup/recvmsg6")
+int sl_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return sock6_reverse(ctx);
+}
+
+SEC("cgroup/getpeername4")
+int sl_getpeername4(struct bpf_sock_addr *ctx)
+{
+	return sock4_reverse(ctx);
+}
+
+SEC("cgroup/getpeername6")
+int sl_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return sock6_reverse(ctx);
+}

@@ -1,0 +1,333 @@
+/* libsluice: see shim.h. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+
+#include "shim.h"
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+static __thread char last_error[8192];
+
+/* libbpf prints verifier logs and warnings through this hook; keep the tail for error messages. */
+static __thread char libbpf_log[65536];
+static __thread size_t libbpf_log_len;
+
+const char *sl_last_error(void)
+{
+	return last_error;
+}
+
+static int fail(int err, const char *fmt, ...)
+{
+	va_list ap;
+	size_t n;
+
+	va_start(ap, fmt);
+	n = (size_t)vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	va_end(ap);
+	if (n < sizeof(last_error))
+		snprintf(last_error + n, sizeof(last_error) - n, ": %s", strerror(err > 0 ? err : -err));
+	return err > 0 ? -err : err;
+}
+
+static int log_to_buffer(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	size_t room = sizeof(libbpf_log) - libbpf_log_len;
+	int n;
+
+	if (level == LIBBPF_DEBUG || room <= 1)
+		return 0;
+	n = vsnprintf(libbpf_log + libbpf_log_len, room, fmt, ap);
+	if (n > 0)
+		libbpf_log_len += (size_t)n < room ? (size_t)n : room - 1;
+	return 0;
+}
+
+struct bpf_object *sl_obj_open(const char *path)
+{
+	struct bpf_object *obj;
+
+	libbpf_set_print(log_to_buffer);
+	obj = bpf_object__open_file(path, NULL);
+	if (!obj) {
+		fail(errno, "open bpf object %s", path);
+		return NULL;
+	}
+	return obj;
+}
+
+/* Writes a `const volatile` global of .rodata before load, found by name through BTF. */
+int sl_obj_set_rodata(struct bpf_object *obj, const char *var, const void *data, size_t len)
+{
+	struct bpf_map *map = NULL, *m;
+	const struct btf_var_secinfo *vs;
+	const struct btf_type *sec;
+	struct btf *btf = bpf_object__btf(obj);
+	size_t size;
+	char *init, *buf;
+	int id, i, err;
+
+	bpf_object__for_each_map(m, obj) {
+		const char *name = bpf_map__name(m);
+		size_t n = strlen(name);
+
+		if (n >= 7 && strcmp(name + n - 7, ".rodata") == 0)
+			map = m;
+	}
+	if (!map || !btf)
+		return fail(ENOENT, "set %s: object has no .rodata with BTF", var);
+	id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
+	if (id < 0)
+		return fail(ENOENT, "set %s: no .rodata section in BTF", var);
+	sec = btf__type_by_id(btf, id);
+	vs = btf_var_secinfos(sec);
+	for (i = 0; i < btf_vlen(sec); i++, vs++) {
+		const struct btf_type *t = btf__type_by_id(btf, vs->type);
+
+		if (strcmp(btf__name_by_offset(btf, t->name_off), var) != 0)
+			continue;
+		if (vs->size != len)
+			return fail(EINVAL, "set %s: size %zu, value has %zu bytes", var,
+				    (size_t)vs->size, len);
+		init = (char *)bpf_map__initial_value(map, &size);
+		if (!init || vs->offset + len > size)
+			return fail(EINVAL, "set %s: .rodata has no room", var);
+		/* libbpf 1.1 returns the pre-load image as const: write through its setter */
+		buf = malloc(size);
+		if (!buf)
+			return fail(ENOMEM, "set %s", var);
+		memcpy(buf, init, size);
+		memcpy(buf + vs->offset, data, len);
+		err = bpf_map__set_initial_value(map, buf, size);
+		free(buf);
+		return err ? fail(err, "set %s", var) : 0;
+	}
+	return fail(ENOENT, "set %s: no such variable in .rodata", var);
+}
+
+int sl_obj_set_map(struct bpf_object *obj, const char *name, uint32_t max_entries, const char *pin_path)
+{
+	struct bpf_map *map = bpf_object__find_map_by_name(obj, name);
+	int err;
+
+	if (!map)
+		return fail(ENOENT, "map %s not in object", name);
+	if (max_entries) {
+		err = bpf_map__set_max_entries(map, max_entries);
+		if (err)
+			return fail(err, "map %s: set max_entries %u", name, max_entries);
+	}
+	if (pin_path) {
+		/* libbpf reuses a compatible map already pinned there, and fails the load when
+		 * the pinned one differs (type, key/value size, max_entries, flags).
+		 */
+		err = bpf_map__set_pin_path(map, pin_path);
+		if (err)
+			return fail(err, "map %s: set pin path %s", name, pin_path);
+	}
+	return 0;
+}
+
+int sl_obj_load(struct bpf_object *obj)
+{
+	int err;
+
+	libbpf_log_len = 0;
+	libbpf_log[0] = 0;
+	err = bpf_object__load(obj);
+	if (err) {
+		/* keep the end of the log: the verifier's reason is at the bottom */
+		const char *tail = libbpf_log;
+
+		if (libbpf_log_len > 6000)
+			tail = libbpf_log + libbpf_log_len - 6000;
+		fail(err, "load bpf object %s\n%s", bpf_object__name(obj), tail);
+		return err < 0 ? err : -err;
+	}
+	return 0;
+}
+
+int sl_obj_prog_fd(struct bpf_object *obj, const char *name)
+{
+	struct bpf_program *prog = bpf_object__find_program_by_name(obj, name);
+
+	if (!prog)
+		return fail(ENOENT, "program %s not in object", name);
+	return bpf_program__fd(prog);
+}
+
+int sl_obj_map_fd(struct bpf_object *obj, const char *name)
+{
+	struct bpf_map *map = bpf_object__find_map_by_name(obj, name);
+
+	if (!map)
+		return fail(ENOENT, "map %s not in object", name);
+	return bpf_map__fd(map);
+}
+
+void sl_obj_close(struct bpf_object *obj)
+{
+	bpf_object__close(obj);
+}
+
+int sl_cgroup_id(const char *cgroup_path, uint64_t *id)
+{
+	struct stat st;
+
+	/* On cgroup2 the kernel's cgroup id is the directory's inode number. */
+	if (stat(cgroup_path, &st))
+		return fail(errno, "stat cgroup %s", cgroup_path);
+	*id = st.st_ino;
+	return 0;
+}
+
+int sl_link_cgroup_id(const char *link_pin, uint64_t *cgroup_id, uint32_t *prog_id)
+{
+	struct bpf_link_info info;
+	__u32 len = sizeof(info);
+	int fd, err;
+
+	fd = bpf_obj_get(link_pin);
+	if (fd < 0)
+		return fail(fd, "open link pin %s", link_pin);
+	memset(&info, 0, sizeof(info));
+	err = bpf_obj_get_info_by_fd(fd, &info, &len);
+	close(fd);
+	if (err)
+		return fail(err, "link info %s", link_pin);
+	*cgroup_id = info.type == BPF_LINK_TYPE_CGROUP ? info.cgroup.cgroup_id : 0;
+	*prog_id = info.prog_id;
+	return 0;
+}
+
+/* Attaches a program to a cgroup through a pinned bpf_link. When the pin already holds a link to
+ * the same cgroup (an agent restart), the program is swapped atomically with BPF_LINK_UPDATE, so
+ * no socket call ever runs without a program. A pin for another cgroup is replaced.
+ * Returns 0 when a link was created, 1 when an existing one was updated.
+ */
+int sl_cgroup_link(struct bpf_object *obj, const char *name, const char *cgroup_path, const char *link_pin)
+{
+	struct bpf_program *prog = bpf_object__find_program_by_name(obj, name);
+	uint64_t want_cg, have_cg;
+	uint32_t prog_id;
+	int prog_fd, cg_fd, link_fd, err;
+
+	if (!prog)
+		return fail(ENOENT, "program %s not in object", name);
+	prog_fd = bpf_program__fd(prog);
+	if (prog_fd < 0)
+		return fail(EBADF, "program %s not loaded", name);
+	err = sl_cgroup_id(cgroup_path, &want_cg);
+	if (err)
+		return err;
+
+	if (sl_link_cgroup_id(link_pin, &have_cg, &prog_id) == 0 && have_cg == want_cg) {
+		link_fd = bpf_obj_get(link_pin);
+		if (link_fd < 0)
+			return fail(link_fd, "open link pin %s", link_pin);
+		err = bpf_link_update(link_fd, prog_fd, NULL);
+		close(link_fd);
+		if (err)
+			return fail(err, "update link %s to program %s", link_pin, name);
+		return 1;
+	}
+
+	cg_fd = open(cgroup_path, O_RDONLY | O_DIRECTORY);
+	if (cg_fd < 0)
+		return fail(errno, "open cgroup %s", cgroup_path);
+	link_fd = bpf_link_create(prog_fd, cg_fd, bpf_program__expected_attach_type(prog), NULL);
+	close(cg_fd);
+	if (link_fd < 0)
+		return fail(link_fd, "attach %s to cgroup %s", name, cgroup_path);
+	/* A stale pin (other cgroup, or a detached link) is replaced by the new one. */
+	unlink(link_pin);
+	err = bpf_obj_pin(link_fd, link_pin);
+	close(link_fd);
+	if (err)
+		return fail(err, "pin link %s", link_pin);
+	return 0;
+}
+
+static int socket_netns_cookie(uint64_t *cookie)
+{
+	socklen_t len = sizeof(*cookie);
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	int err = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, cookie, &len))
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+int sl_netns_cookie_self(uint64_t *cookie)
+{
+	int err = socket_netns_cookie(cookie);
+
+	return err ? fail(err, "SO_NETNS_COOKIE (needs Linux 5.14)") : 0;
+}
+
+struct netns_job {
+	const char *path;
+	uint64_t cookie;
+	int err;
+	char what[64];
+};
+
+/* Runs on its own thread: setns changes only the calling thread, and this one ends here. */
+static void *netns_cookie_thread(void *arg)
+{
+	struct netns_job *job = arg;
+	int fd = open(job->path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		job->err = -errno;
+		snprintf(job->what, sizeof(job->what), "open");
+		return NULL;
+	}
+	if (setns(fd, CLONE_NEWNET)) {
+		job->err = -errno;
+		snprintf(job->what, sizeof(job->what), "setns");
+		close(fd);
+		return NULL;
+	}
+	close(fd);
+	job->err = socket_netns_cookie(&job->cookie);
+	if (job->err)
+		snprintf(job->what, sizeof(job->what), "SO_NETNS_COOKIE");
+	return NULL;
+}
+
+int sl_netns_cookie_of(const char *netns_path, uint64_t *cookie)
+{
+	struct netns_job job = { .path = netns_path };
+	pthread_t t;
+	int err;
+
+	err = pthread_create(&t, NULL, netns_cookie_thread, &job);
+	if (err)
+		return fail(err, "netns cookie of %s: thread", netns_path);
+	pthread_join(t, NULL);
+	if (job.err)
+		return fail(job.err, "netns cookie of %s: %s", netns_path, job.what);
+	*cookie = job.cookie;
+	return 0;
+}

@@ -1,0 +1,32 @@
+/* libsluice: the C shim the TypeScript loader calls through koffi. Multi-step libbpf work
+ * (open/configure/load/attach-or-replace) and the syscalls Node lacks (setns, netns cookies).
+ * Every int-returning function returns >= 0 on success or a negative errno; the message of the
+ * last failure on the calling thread is in sl_last_error().
+ */
+#ifndef SLUICE_SHIM_H
+#define SLUICE_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct bpf_object;
+
+const char *sl_last_error(void);
+
+struct bpf_object *sl_obj_open(const char *path);
+int sl_obj_set_rodata(struct bpf_object *obj, const char *var, const void *data, size_t len);
+int sl_obj_set_map(struct bpf_object *obj, const char *map, uint32_t max_entries, const char *pin_path);
+int sl_obj_load(struct bpf_object *obj);
+int sl_obj_prog_fd(struct bpf_object *obj, const char *prog);
+int sl_obj_map_fd(struct bpf_object *obj, const char *map);
+void sl_obj_close(struct bpf_object *obj);
+
+int sl_cgroup_link(struct bpf_object *obj, const char *prog, const char *cgroup_path,
+		   const char *link_pin);
+int sl_link_cgroup_id(const char *link_pin, uint64_t *cgroup_id, uint32_t *prog_id);
+
+int sl_netns_cookie_self(uint64_t *cookie);
+int sl_netns_cookie_of(const char *netns_path, uint64_t *cookie);
+int sl_cgroup_id(const char *cgroup_path, uint64_t *id);
+
+#endif /* SLUICE_SHIM_H */

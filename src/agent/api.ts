@@ -1,0 +1,120 @@
+/* The agent's local API on the unix socket `agent-socket`: one JSON request per line, one JSON
+ * answer per line. Line-delimited JSON keeps clients trivial (the CLI here, the C CNI plugin).
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { log } from '../log';
+
+export type Request = { op: string; [k: string]: unknown };
+export type Handler = (req: Request) => Promise<unknown> | unknown;
+
+const MAX_LINE = 1 << 20;
+
+export class ApiServer {
+  private server?: net.Server;
+
+  constructor(
+    private readonly socketPath: string,
+    private readonly handlers: Record<string, Handler>,
+  ) {}
+
+  async listen(): Promise<void> {
+    fs.mkdirSync(path.dirname(this.socketPath), { recursive: true });
+    // A socket file left by a killed agent would make listen fail with EADDRINUSE.
+    try {
+      fs.unlinkSync(this.socketPath);
+    } catch {
+      /* absent */
+    }
+    const server = net.createServer((c) => this.serve(c));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.socketPath, () => resolve());
+    });
+    fs.chmodSync(this.socketPath, 0o600);
+    this.server = server;
+  }
+
+  private serve(conn: net.Socket): void {
+    let buf = '';
+    conn.setEncoding('utf8');
+    conn.on('error', () => conn.destroy());
+    conn.on('data', (chunk: string) => {
+      buf += chunk;
+      if (buf.length > MAX_LINE) {
+        conn.end(JSON.stringify({ ok: false, error: 'request too large' }) + '\n');
+        return;
+      }
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        void this.answer(line).then((out) => conn.write(JSON.stringify(out) + '\n'));
+      }
+    });
+  }
+
+  private async answer(line: string): Promise<unknown> {
+    let req: Request;
+    try {
+      req = JSON.parse(line);
+    } catch {
+      return { ok: false, error: 'request is not JSON' };
+    }
+    const h = req && typeof req.op === 'string' ? this.handlers[req.op] : undefined;
+    if (!h) return { ok: false, error: `unknown op ${JSON.stringify(req?.op)}` };
+    try {
+      return { ok: true, result: await h(req) };
+    } catch (e) {
+      log.warn('api request failed', { op: req.op, err: (e as Error).message });
+      return { ok: false, error: (e as Error).message };
+    }
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (!s) return;
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+    try {
+      fs.unlinkSync(this.socketPath);
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+/** Sends one request to the agent; rejects when it does not answer within timeoutMs. */
+export function callAgent(socketPath: string, req: Request, timeoutMs = 3000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const conn = net.createConnection(socketPath);
+    let buf = '';
+    const timer = setTimeout(() => {
+      conn.destroy();
+      reject(new Error(`agent at ${socketPath} did not answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    conn.setEncoding('utf8');
+    conn.on('connect', () => conn.write(JSON.stringify(req) + '\n'));
+    conn.on('data', (chunk: string) => {
+      buf += chunk;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      conn.end();
+      let res: { ok: boolean; result?: unknown; error?: string };
+      try {
+        res = JSON.parse(buf.slice(0, nl));
+      } catch {
+        reject(new Error('agent answered with malformed JSON'));
+        return;
+      }
+      if (res.ok) resolve(res.result);
+      else reject(new Error(res.error ?? 'agent refused the request'));
+    });
+    conn.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new Error(`agent not reachable at ${socketPath} (${e.code ?? e.message})`));
+    });
+  });
+}

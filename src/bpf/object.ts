@@ -1,0 +1,99 @@
+/* A live eBPF object: open → configure (rodata, map sizes, pins) → load → attach → close.
+ * Only what this process created is torn down by close(); pinned maps and links outlive it.
+ */
+import * as fs from 'node:fs';
+import { BpfError, check, loadShim, type ObjectHandle } from './shim';
+
+export type AttachResult = 'created' | 'updated';
+
+export class BpfObject {
+  private handle: ObjectHandle | null;
+  private loaded = false;
+
+  private constructor(
+    readonly path: string,
+    handle: ObjectHandle,
+  ) {
+    this.handle = handle;
+  }
+
+  static open(path: string): BpfObject {
+    if (!fs.existsSync(path)) throw new BpfError(`open bpf object ${path}`, 2, 'not built (run make)');
+    const s = loadShim();
+    const h = s.objOpen(path);
+    if (!h) throw new BpfError(`open bpf object ${path}`, 22, s.lastError());
+    return new BpfObject(path, h);
+  }
+
+  private get h(): ObjectHandle {
+    if (!this.handle) throw new Error(`bpf object ${this.path} is closed`);
+    return this.handle;
+  }
+
+  /** Sets a `const volatile` global before load (the verifier prunes on it). */
+  setRodata(name: string, value: Buffer): this {
+    check(loadShim().objSetRodata(this.h, name, value, value.length), `set ${name}`);
+    return this;
+  }
+
+  /** Sizes a map and pins it at pinPath; an existing compatible pin is reused at load. */
+  configureMap(name: string, opts: { maxEntries?: number; pinPath?: string }): this {
+    check(loadShim().objSetMap(this.h, name, opts.maxEntries ?? 0, opts.pinPath ?? null), `configure map ${name}`);
+    return this;
+  }
+
+  /** Loads every program; a verifier failure throws with the end of the verifier log. */
+  load(): this {
+    check(loadShim().objLoad(this.h), `load ${this.path}`);
+    this.loaded = true;
+    return this;
+  }
+
+  mapFd(name: string): number {
+    return check(loadShim().objMapFd(this.h, name), `map ${name}`);
+  }
+
+  /**
+   * Attaches a program to a cgroup through a link pinned at linkPin. A pin already holding a link
+   * to that cgroup is updated in place (atomic program swap, no gap).
+   */
+  attachCgroup(prog: string, cgroupPath: string, linkPin: string): AttachResult {
+    if (!this.loaded) throw new Error(`attach ${prog}: object not loaded`);
+    const ret = check(loadShim().cgroupLink(this.h, prog, cgroupPath, linkPin), `attach ${prog} to ${cgroupPath}`);
+    return ret === 1 ? 'updated' : 'created';
+  }
+
+  close(): void {
+    if (this.handle) loadShim().objClose(this.handle);
+    this.handle = null;
+  }
+}
+
+/** The network-namespace cookie of the calling process (Linux ≥ 5.14). */
+export function netnsCookieSelf(): bigint {
+  const out = new BigUint64Array(1);
+  check(loadShim().netnsCookieSelf(out), 'netns cookie');
+  return out[0];
+}
+
+/** The cookie of the network namespace at path (e.g. /var/run/netns/x or /proc/PID/ns/net). */
+export function netnsCookieOf(path: string): bigint {
+  const out = new BigUint64Array(1);
+  check(loadShim().netnsCookieOf(path, out), `netns cookie of ${path}`);
+  return out[0];
+}
+
+/** Details of a pinned cgroup link, or undefined when the pin is absent. */
+export function pinnedLinkInfo(linkPin: string): { cgroupId: bigint; progId: number } | undefined {
+  if (!fs.existsSync(linkPin)) return undefined;
+  const cg = new BigUint64Array(1);
+  const prog = new Uint32Array(1);
+  check(loadShim().linkCgroupId(linkPin, cg, prog), `link ${linkPin}`);
+  return { cgroupId: cg[0], progId: prog[0] };
+}
+
+export function cgroupId(path: string): bigint {
+  const out = new BigUint64Array(1);
+  check(loadShim().cgroupId(path, out), `cgroup id ${path}`);
+  return out[0];
+}

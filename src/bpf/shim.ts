@@ -1,0 +1,131 @@
+/* Bindings to libsluice (native/shim.c) and the few libbpf calls used directly, through koffi.
+ * Loaded once, lazily, so that commands which never touch the kernel start without it.
+ */
+import * as path from 'node:path';
+import * as fs from 'node:fs';
+import koffi from 'koffi';
+
+/** A failed kernel or libbpf call: `op` names what was attempted, `errno` is matchable. */
+export class BpfError extends Error {
+  constructor(
+    readonly op: string,
+    readonly errno: number,
+    detail?: string,
+  ) {
+    super(`${op}: ${detail ?? errnoText(errno)}`);
+    this.name = 'BpfError';
+  }
+}
+
+const errnoNames: Record<number, string> = {
+  1: 'EPERM: operation not permitted',
+  2: 'ENOENT: no such entry',
+  7: 'E2BIG: map is full',
+  9: 'EBADF: bad file descriptor',
+  12: 'ENOMEM: out of memory',
+  13: 'EACCES: permission denied',
+  17: 'EEXIST: key exists',
+  22: 'EINVAL: invalid argument',
+  95: 'EOPNOTSUPP: not supported by this kernel',
+};
+
+export function errnoText(errno: number): string {
+  return errnoNames[errno] ?? `errno ${errno}`;
+}
+
+/** The directory holding build/ (the package root), also when running from build/dist. */
+export function packageRoot(): string {
+  let dir = __dirname;
+  for (let i = 0; i < 6; i++) {
+    if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
+    dir = path.dirname(dir);
+  }
+  throw new Error(`Cannot find the sluice package root above ${__dirname}`);
+}
+
+function buildPath(file: string): string {
+  return path.join(packageRoot(), 'build', file);
+}
+
+/** Pointer-sized opaque handle to a libbpf `struct bpf_object`. */
+export type ObjectHandle = unknown;
+
+export interface Shim {
+  lastError(): string;
+  objOpen(path: string): ObjectHandle | null;
+  objSetRodata(obj: ObjectHandle, name: string, data: Buffer, len: number): number;
+  objSetMap(obj: ObjectHandle, name: string, maxEntries: number, pinPath: string | null): number;
+  objLoad(obj: ObjectHandle): number;
+  objProgFd(obj: ObjectHandle, name: string): number;
+  objMapFd(obj: ObjectHandle, name: string): number;
+  objClose(obj: ObjectHandle): void;
+  cgroupLink(obj: ObjectHandle, prog: string, cgroup: string, linkPin: string): number;
+  linkCgroupId(linkPin: string, cgroupId: BigUint64Array, progId: Uint32Array): number;
+  netnsCookieSelf(out: BigUint64Array): number;
+  netnsCookieOf(path: string, out: BigUint64Array): number;
+  cgroupId(path: string, out: BigUint64Array): number;
+  // libbpf, directly
+  objGet(path: string): number;
+  objPin(fd: number, path: string): number;
+  mapUpdate(fd: number, key: Buffer, value: Buffer, flags: bigint): number;
+  mapLookup(fd: number, key: Buffer, value: Buffer): number;
+  mapDelete(fd: number, key: Buffer): number;
+  mapNextKey(fd: number, key: Buffer | null, next: Buffer): number;
+  mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: Uint32Array, opts: Buffer): number;
+  mapDeleteBatch(fd: number, keys: Buffer, count: Uint32Array, opts: Buffer): number;
+  mapInfo(fd: number, info: Buffer, len: Uint32Array): number;
+  close(fd: number): number;
+}
+
+let shim: Shim | undefined;
+
+export function loadShim(): Shim {
+  if (shim) return shim;
+  const libPath = process.env.SLUICE_SHIM ?? buildPath('libsluice.so');
+  if (!fs.existsSync(libPath)) throw new Error(`Cannot load ${libPath}: not built (run make)`);
+  const lib = koffi.load(libPath);
+  const libbpf = koffi.load('libbpf.so.1');
+  const libc = koffi.load('libc.so.6');
+  koffi.opaque('bpf_object');
+  shim = {
+    lastError: lib.func('const char *sl_last_error()'),
+    objOpen: lib.func('bpf_object *sl_obj_open(const char *path)'),
+    objSetRodata: lib.func('int sl_obj_set_rodata(bpf_object *obj, const char *var, const void *data, size_t len)'),
+    objSetMap: lib.func('int sl_obj_set_map(bpf_object *obj, const char *map, uint32_t max, const char *pin)'),
+    objLoad: lib.func('int sl_obj_load(bpf_object *obj)'),
+    objProgFd: lib.func('int sl_obj_prog_fd(bpf_object *obj, const char *prog)'),
+    objMapFd: lib.func('int sl_obj_map_fd(bpf_object *obj, const char *map)'),
+    objClose: lib.func('void sl_obj_close(bpf_object *obj)'),
+    cgroupLink: lib.func('int sl_cgroup_link(bpf_object *obj, const char *prog, const char *cg, const char *pin)'),
+    linkCgroupId: lib.func('int sl_link_cgroup_id(const char *pin, uint64_t *cg, uint32_t *prog)'),
+    netnsCookieSelf: lib.func('int sl_netns_cookie_self(uint64_t *cookie)'),
+    netnsCookieOf: lib.func('int sl_netns_cookie_of(const char *path, uint64_t *cookie)'),
+    cgroupId: lib.func('int sl_cgroup_id(const char *path, uint64_t *id)'),
+    objGet: libbpf.func('int bpf_obj_get(const char *path)'),
+    objPin: libbpf.func('int bpf_obj_pin(int fd, const char *path)'),
+    mapUpdate: libbpf.func('int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)'),
+    mapLookup: libbpf.func('int bpf_map_lookup_elem(int fd, const void *key, void *value)'),
+    mapDelete: libbpf.func('int bpf_map_delete_elem(int fd, const void *key)'),
+    mapNextKey: libbpf.func('int bpf_map_get_next_key(int fd, const void *key, void *next)'),
+    mapUpdateBatch: libbpf.func(
+      'int bpf_map_update_batch(int fd, const void *keys, const void *values, uint32_t *count, const void *opts)',
+    ),
+    mapDeleteBatch: libbpf.func('int bpf_map_delete_batch(int fd, const void *keys, uint32_t *count, const void *opts)'),
+    mapInfo: libbpf.func('int bpf_obj_get_info_by_fd(int fd, void *info, uint32_t *len)'),
+    close: libc.func('int close(int fd)'),
+  };
+  return shim;
+}
+
+/** Throws a BpfError for a negative return of a shim call, with the shim's message. */
+export function check(ret: number, op: string): number {
+  if (ret >= 0) return ret;
+  const s = loadShim();
+  throw new BpfError(op, -ret, s.lastError() || errnoText(-ret));
+}
+
+/** Throws a BpfError for a negative return of a direct libbpf call. */
+export function checkErrno(ret: number, op: string): number {
+  if (ret >= 0) return ret;
+  throw new BpfError(op, -ret);
+}

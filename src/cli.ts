@@ -1,0 +1,110 @@
+/* The sluice command line: `sluice <command> [--config FILE] [-o json]`. */
+import * as fs from 'node:fs';
+import { loadConfig, parseConfig, type Config } from './config';
+import { setLogLevel } from './log';
+
+const USAGE = `usage: sluice <command> [--config FILE] [-o json]
+
+commands:
+  agent              run the node agent (loads, attaches and keeps the datapath in step)
+  status             exit 0 when the agent is ready (programs attached, first sync done)
+  bpf lb list        services and backends as the pinned maps hold them (works while the agent is down)
+  bpf lb counters    datapath counters (summed over CPUs)
+  uninstall          detach every program and remove every pin sluice created
+
+--config FILE defaults to /etc/sluice/config.yaml when it exists, else built-in defaults.
+`;
+
+const DEFAULT_CONFIG_FILE = '/etc/sluice/config.yaml';
+
+interface Args {
+  words: string[];
+  config?: string;
+  output: 'text' | 'json';
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { words: [], output: 'text' };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--config' || a === '-c') args.config = argv[++i];
+    else if (a.startsWith('--config=')) args.config = a.slice(9);
+    else if (a === '-o' || a === '--output') args.output = argv[++i] === 'json' ? 'json' : 'text';
+    else if (a === '-h' || a === '--help') args.words.unshift('help');
+    else args.words.push(a);
+  }
+  return args;
+}
+
+function config(args: Args): Config {
+  if (args.config) return loadConfig(args.config);
+  if (fs.existsSync(DEFAULT_CONFIG_FILE)) return loadConfig(DEFAULT_CONFIG_FILE);
+  return parseConfig({});
+}
+
+async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv);
+  const cmd = args.words.join(' ');
+  switch (cmd) {
+    case 'agent': {
+      const cfg = config(args);
+      setLogLevel(cfg.logLevel);
+      const { runAgent } = await import('./agent/agent');
+      await runAgent(cfg);
+      return -1; // keeps running until a signal
+    }
+    case 'status': {
+      const cfg = config(args);
+      const { callAgent } = await import('./agent/api');
+      try {
+        const st = (await callAgent(cfg.agentSocket, { op: 'status' })) as { ready: boolean; reason: string; phase: string };
+        if (args.output === 'json') process.stdout.write(JSON.stringify(st, null, 2) + '\n');
+        else process.stdout.write(st.ready ? `ready: ${st.reason}\n` : `not ready (${st.phase}): ${st.reason}\n`);
+        return st.ready ? 0 : 1;
+      } catch (e) {
+        process.stdout.write(`not ready: ${(e as Error).message}\n`);
+        return 1;
+      }
+    }
+    case 'bpf lb list': {
+      const cfg = config(args);
+      const { listLbServices, formatLbList } = await import('./lb/list');
+      const services = listLbServices(cfg.bpfPinDir);
+      process.stdout.write(args.output === 'json' ? JSON.stringify(services, null, 2) + '\n' : formatLbList(services));
+      return 0;
+    }
+    case 'bpf lb counters': {
+      const cfg = config(args);
+      const { LbMaps } = await import('./lb/datapath');
+      const maps = LbMaps.open(cfg.bpfPinDir);
+      const counters = maps.readCounters();
+      maps.close();
+      if (args.output === 'json') process.stdout.write(JSON.stringify(counters, null, 2) + '\n');
+      else for (const [k, v] of Object.entries(counters)) process.stdout.write(`${k.padEnd(16)}${v}\n`);
+      return 0;
+    }
+    case 'uninstall': {
+      const cfg = config(args);
+      const { uninstall } = await import('./uninstall');
+      for (const line of uninstall(cfg)) process.stdout.write(line + '\n');
+      return 0;
+    }
+    case 'help':
+    case '':
+      process.stdout.write(USAGE);
+      return cmd === 'help' ? 0 : 2;
+    default:
+      process.stderr.write(`sluice: unknown command "${cmd}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (e: Error) => {
+    process.stderr.write(`sluice: ${e.message}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,131 @@
+/* Agent configuration: string keys in the form of a ConfigMap's `data`, the same keys a DaemonSet
+ * reads from its mounted ConfigMap. Spelling follows Cilium's where a key exists there.
+ */
+import * as fs from 'node:fs';
+import yaml from 'js-yaml';
+import { log } from './log';
+
+export interface Config {
+  /** bpf-pin-dir: where every map and link is pinned. */
+  bpfPinDir: string;
+  /** cgroup-root: the cgroup the programs attach to (default: the cgroup2 mount). */
+  cgroupRoot: string;
+  /** k8s-objects-dir: standalone mode, a directory of Kubernetes YAML. */
+  k8sObjectsDir: string;
+  /** agent-socket: unix socket of the agent's local API (status, CNI). */
+  agentSocket: string;
+  /** bpf-lb-sock-hostns-only: socket-LB only for sockets in the agent's network namespace. */
+  lbSockHostnsOnly: boolean;
+  /** bpf-lb-service-map-max: entries of sl_lb_svc (one per service port and per backend slot). */
+  lbServiceMapMax: number;
+  /** bpf-lb-backend-map-max */
+  lbBackendMapMax: number;
+  /** bpf-lb-affinity-map-max */
+  lbAffinityMapMax: number;
+  /** log-level: debug, info, warn, error */
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+}
+
+type Parser<T> = (key: string, raw: string) => T;
+
+const absPath: Parser<string> = (key, raw) => {
+  if (!raw.startsWith('/')) throw new RangeError(`Cannot parse config key ${key} "${raw}": not an absolute path`);
+  return raw.replace(/\/+$/, '') || '/';
+};
+
+const bool: Parser<boolean> = (key, raw) => {
+  if (raw === 'true') return true;
+  if (raw === 'false') return false;
+  throw new RangeError(`Cannot parse config key ${key} "${raw}": expected "true" or "false"`);
+};
+
+function intIn(min: number, max: number): Parser<number> {
+  return (key, raw) => {
+    if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+      throw new RangeError(`Cannot parse config key ${key} "${raw}": expected an integer from ${min} to ${max}`);
+    }
+    return Number(raw);
+  };
+}
+
+function oneOf<T extends string>(...values: T[]): Parser<T> {
+  return (key, raw) => {
+    if (!(values as string[]).includes(raw)) {
+      throw new RangeError(`Cannot parse config key ${key} "${raw}": expected one of ${values.join(', ')}`);
+    }
+    return raw as T;
+  };
+}
+
+/** The cgroup2 mount point, from /proc/mounts. */
+export function cgroup2Mount(mounts = fs.readFileSync('/proc/mounts', 'utf8')): string {
+  for (const line of mounts.split('\n')) {
+    const [, mnt, type] = line.split(' ');
+    if (type === 'cgroup2') return mnt;
+  }
+  throw new Error('Cannot find a cgroup2 mount in /proc/mounts: set cgroup-root');
+}
+
+interface KeySpec<K extends keyof Config> {
+  field: K;
+  parse: Parser<Config[K]>;
+  default: () => string;
+}
+
+const keys: { [name: string]: KeySpec<any> } = {
+  'bpf-pin-dir': { field: 'bpfPinDir', parse: absPath, default: () => '/sys/fs/bpf/sluice' },
+  'cgroup-root': { field: 'cgroupRoot', parse: absPath, default: () => cgroup2Mount() },
+  'k8s-objects-dir': { field: 'k8sObjectsDir', parse: absPath, default: () => '/etc/sluice/objects' },
+  'agent-socket': { field: 'agentSocket', parse: absPath, default: () => '/var/run/sluice/agent.sock' },
+  'bpf-lb-sock-hostns-only': { field: 'lbSockHostnsOnly', parse: bool, default: () => 'false' },
+  'bpf-lb-service-map-max': { field: 'lbServiceMapMax', parse: intIn(16, 16 << 20), default: () => '262144' },
+  'bpf-lb-backend-map-max': { field: 'lbBackendMapMax', parse: intIn(16, 16 << 20), default: () => '65536' },
+  'bpf-lb-affinity-map-max': { field: 'lbAffinityMapMax', parse: intIn(16, 16 << 20), default: () => '65536' },
+  'log-level': { field: 'logLevel', parse: oneOf('debug', 'info', 'warn', 'error'), default: () => 'info' },
+};
+
+export const CONFIG_KEYS = Object.keys(keys);
+
+/**
+ * Builds a Config from key/value data. Unknown keys are warned about and ignored; a malformed
+ * value throws a RangeError naming the key and the value.
+ */
+export function parseConfig(data: Record<string, unknown>): Config {
+  const out: Partial<Config> = {};
+  for (const name of Object.keys(data)) {
+    if (!(name in keys)) log.warn('unknown config key ignored', { key: name });
+  }
+  for (const [name, spec] of Object.entries(keys)) {
+    const v = data[name];
+    let raw: string;
+    if (v === undefined || v === null) raw = spec.default();
+    else if (typeof v === 'string') raw = v.trim();
+    else if (typeof v === 'boolean' || typeof v === 'number') raw = String(v); // unquoted YAML scalars
+    else throw new TypeError(`Cannot parse config key ${name}: expected a string, got ${Array.isArray(v) ? 'a list' : typeof v}`);
+    (out as Record<string, unknown>)[spec.field] = spec.parse(name, raw);
+  }
+  return out as Config;
+}
+
+/** Reads a config file: a YAML map of keys, or a whole ConfigMap manifest (its `data`). */
+export function loadConfig(file: string): Config {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new Error(`Cannot read config file ${file}: ${(e as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = yaml.load(text);
+  } catch (e) {
+    throw new SyntaxError(`Cannot parse config file ${file}: ${(e as Error).message}`);
+  }
+  if (doc === undefined || doc === null) doc = {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new TypeError(`Cannot parse config file ${file}: expected a map of keys`);
+  }
+  const obj = doc as Record<string, unknown>;
+  const data = obj.kind === 'ConfigMap' ? ((obj.data as Record<string, unknown>) ?? {}) : obj;
+  return parseConfig(data);
+}

@@ -1,0 +1,385 @@
+/*
+ * Standalone mode: the cluster is a directory of Kubernetes manifests (*.yaml,
+ * *.yml, *.json, multi-document YAML and List objects allowed), e.g. a
+ * ConfigMap volume or files dropped by an operator. The directory is watched
+ * with fs.watch, debounced, and rescanned periodically as a safety net for
+ * missed events (inotify overflow, network filesystems, a recreated dir).
+ *
+ * Failure policy, chosen so that a bad edit degrades one object, never the node:
+ *  - a document that fails validation is logged and skipped; the rest of the
+ *    file and directory are served;
+ *  - a file that is not valid YAML/JSON as a whole (js-yaml fails the whole
+ *    file, e.g. one half-written by an editor) keeps the objects previously
+ *    loaded from it, with a warning, until it parses again or is deleted;
+ *  - a deleted file withdraws its objects;
+ *  - an unreadable directory after start keeps everything and is reported.
+ * Writers should still write a temp file and rename it into place: a file
+ * truncated exactly at a document boundary is valid YAML and would withdraw
+ * the objects after the cut.
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { loadAll } from 'js-yaml';
+import { log } from '../log';
+import type { ClusterSource } from './source';
+import type { ObjectStore } from './store';
+import type { K8sObject } from './types';
+import { expandList, parseObject, UnsupportedKindError } from './validate';
+
+export interface DirectorySourceOptions {
+  /** Delay between the first fs event of a burst and the rescan it triggers. Default 100. */
+  debounceMs?: number;
+  /** Period of the full safety-net rescan; 0 disables it. Default 10000. */
+  rescanMs?: number;
+}
+
+export interface ManifestFileStatus {
+  /** Full path; also the store source name of the file's objects. */
+  file: string;
+  /** Objects currently served from the file. */
+  objects: number;
+  /** Documents dropped as malformed at the last successful parse. */
+  skippedDocuments: number;
+  /** Documents of unsupported kinds (ConfigMap, ...) at the last successful parse. */
+  ignoredDocuments: number;
+  /** Why the last load failed (the objects above are then from an earlier load). */
+  error?: string;
+}
+
+export interface DirectorySourceStatus {
+  dir: string;
+  synced: boolean;
+  /** False when fs.watch failed and only the periodic rescan is running. */
+  watching: boolean;
+  scans: number;
+  objects: number;
+  skippedDocuments: number;
+  ignoredDocuments: number;
+  lastSyncError?: string;
+  files: ManifestFileStatus[];
+}
+
+interface FileState {
+  /** `mtimeMs:size:ino` of the version last parsed; '' forces a re-read. */
+  fingerprint: string;
+  objects: number;
+  skippedDocuments: number;
+  ignoredDocuments: number;
+  error?: string;
+}
+
+const MANIFEST_EXTENSIONS = ['.yaml', '.yml', '.json'];
+
+/** Manifest files we serve: not hidden (editor swap files, ConfigMap `..data`), not temp files. */
+export function isManifestFileName(name: string): boolean {
+  if (name.startsWith('.') || name.endsWith('~') || name.endsWith('.tmp')) return false;
+  return MANIFEST_EXTENSIONS.some((ext) => name.endsWith(ext) && name.length > ext.length);
+}
+
+function errorMessage(err: unknown): string {
+  // js-yaml messages carry a multi-line source snippet after the first line.
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0];
+}
+
+function errorCode(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | undefined)?.code;
+}
+
+function checkDuration(name: string, value: number): number {
+  if (!Number.isFinite(value) || value < 0) {
+    throw new RangeError(`Cannot parse ${name} "${value}": must be a non-negative number of milliseconds`);
+  }
+  return value;
+}
+
+/** Decodes a whole file into documents; throws (SyntaxError or YAMLException) when it is not valid as a whole. */
+function decodeDocuments(file: string, text: string): unknown[] {
+  const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  if (file.endsWith('.json')) return body.trim() === '' ? [] : [JSON.parse(body)];
+  return loadAll(body, { filename: file });
+}
+
+export class DirectorySource implements ClusterSource {
+  readonly dir: string;
+  private readonly debounceMs: number;
+  private readonly rescanMs: number;
+  private store: ObjectStore | undefined;
+  /** By file name (not path), for files we currently serve or tried to. */
+  private readonly files = new Map<string, FileState>();
+  private watcher: FSWatcher | undefined;
+  private watchFailures = 0;
+  private dirIno: number | undefined;
+  private debounceTimer: NodeJS.Timeout | undefined;
+  private rescanTimer: NodeJS.Timeout | undefined;
+  /** Tail of the scan queue: scans never overlap. */
+  private scanChain: Promise<void> = Promise.resolve();
+  /** A scan queued but not yet started; later requests share it. */
+  private queuedScan: Promise<void> | undefined;
+  private dirError: string | undefined;
+  private scanCount = 0;
+  private isSynced = false;
+  private stopped = false;
+
+  constructor(dir: string, opts: DirectorySourceOptions = {}) {
+    this.dir = resolve(dir);
+    this.debounceMs = checkDuration('debounceMs', opts.debounceMs ?? 100);
+    this.rescanMs = checkDuration('rescanMs', opts.rescanMs ?? 10000);
+  }
+
+  get synced(): boolean {
+    return this.isSynced;
+  }
+
+  /** Why the directory or some file could not be (fully) loaded, or undefined when all is served. */
+  get lastSyncError(): string | undefined {
+    if (this.dirError !== undefined) return this.dirError;
+    for (const name of [...this.files.keys()].sort()) {
+      const error = this.files.get(name)?.error;
+      if (error !== undefined) return error;
+    }
+    return undefined;
+  }
+
+  /** Malformed documents currently skipped, over all files. */
+  get skippedDocuments(): number {
+    let n = 0;
+    for (const f of this.files.values()) n += f.skippedDocuments;
+    return n;
+  }
+
+  status(): DirectorySourceStatus {
+    const files = [...this.files.keys()].sort().map((name): ManifestFileStatus => {
+      const f = this.files.get(name) as FileState;
+      const s: ManifestFileStatus = {
+        file: join(this.dir, name),
+        objects: f.objects,
+        skippedDocuments: f.skippedDocuments,
+        ignoredDocuments: f.ignoredDocuments,
+      };
+      if (f.error !== undefined) s.error = f.error;
+      return s;
+    });
+    const status: DirectorySourceStatus = {
+      dir: this.dir,
+      synced: this.isSynced,
+      watching: this.watcher !== undefined,
+      scans: this.scanCount,
+      objects: files.reduce((n, f) => n + f.objects, 0),
+      skippedDocuments: this.skippedDocuments,
+      ignoredDocuments: files.reduce((n, f) => n + f.ignoredDocuments, 0),
+      files,
+    };
+    const error = this.lastSyncError;
+    if (error !== undefined) status.lastSyncError = error;
+    return status;
+  }
+
+  /** Rejects when the directory cannot be read: standalone mode without manifests is a configuration error. */
+  async start(store: ObjectStore): Promise<void> {
+    if (this.store !== undefined) throw new Error(`DirectorySource for "${this.dir}" was already started`);
+    this.store = store;
+    const started = Date.now();
+    await this.rescan();
+    if (this.dirError !== undefined) throw new Error(this.dirError);
+    if (this.stopped) return;
+    this.isSynced = true;
+    const status = this.status();
+    log.info('Manifest directory loaded', {
+      dir: this.dir,
+      files: status.files.length,
+      objects: status.objects,
+      skippedDocuments: status.skippedDocuments,
+      ms: Date.now() - started,
+    });
+    this.startWatching();
+    if (this.rescanMs > 0) this.rescanTimer = setInterval(() => this.periodicRescan(), this.rescanMs);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.isSynced = false;
+    clearTimeout(this.debounceTimer);
+    clearInterval(this.rescanTimer);
+    this.debounceTimer = this.rescanTimer = undefined;
+    this.watcher?.close();
+    this.watcher = undefined;
+    await this.scanChain;
+  }
+
+  /**
+   * Scans the directory now; resolves when a scan that began after this call
+   * has finished. Events and the timer use it too. Rejects only when the
+   * directory itself cannot be read.
+   */
+  rescan(): Promise<void> {
+    if (this.queuedScan !== undefined) return this.queuedScan;
+    const scan = this.scanChain.then(() => {
+      this.queuedScan = undefined;
+      return this.scanOnce();
+    });
+    this.queuedScan = scan;
+    this.scanChain = scan.catch(() => undefined);
+    return scan;
+  }
+
+  private startWatching(): void {
+    if (this.stopped || this.watcher !== undefined) return;
+    const onFailure = (err: unknown): void => {
+      this.watchFailures++;
+      // Retried at every periodic rescan: say it loudly once, then quietly.
+      const report = this.watchFailures === 1 ? log.warn : log.debug;
+      report('Cannot watch manifest directory; relying on the periodic rescan', {
+        dir: this.dir,
+        err: errorMessage(err),
+        rescanMs: this.rescanMs,
+      });
+    };
+    try {
+      const watcher = watch(this.dir, () => this.onFsEvent());
+      watcher.on('error', (err) => {
+        watcher.close();
+        if (this.watcher === watcher) this.watcher = undefined;
+        onFailure(err);
+      });
+      this.watcher = watcher;
+      if (this.watchFailures > 0) log.info('Watching manifest directory again', { dir: this.dir });
+      this.watchFailures = 0;
+    } catch (err) {
+      onFailure(err);
+    }
+  }
+
+  /** Any event, even on a hidden entry: ConfigMap volumes update by swapping the `..data` symlink. */
+  private onFsEvent(): void {
+    if (this.stopped || this.debounceTimer !== undefined) return;
+    this.debounceTimer = setTimeout(() => {
+      this.debounceTimer = undefined;
+      this.rescan().catch(() => undefined); // reported through dirError by scanOnce
+    }, this.debounceMs);
+  }
+
+  private periodicRescan(): void {
+    this.startWatching();
+    this.rescan().catch(() => undefined);
+  }
+
+  private async scanOnce(): Promise<void> {
+    if (this.stopped) return;
+    this.scanCount++;
+    let names: string[];
+    try {
+      const dirStat = await stat(this.dir);
+      if (!dirStat.isDirectory()) throw new Error('not a directory');
+      if (this.dirIno !== undefined && dirStat.ino !== this.dirIno && this.watcher !== undefined) {
+        // The directory was replaced: the old watch follows the old inode.
+        this.watcher.close();
+        this.watcher = undefined;
+        this.startWatching();
+      }
+      this.dirIno = dirStat.ino;
+      names = await readdir(this.dir);
+    } catch (err) {
+      const message = `Cannot read manifest directory "${this.dir}": ${errorMessage(err)}`;
+      if (message !== this.dirError) log.warn('Cannot read manifest directory; keeping loaded objects', { dir: this.dir, err: message });
+      this.dirError = message;
+      throw new Error(message);
+    }
+    if (this.dirError !== undefined) log.info('Manifest directory readable again', { dir: this.dir });
+    this.dirError = undefined;
+    const present = new Set(names.filter(isManifestFileName));
+    for (const name of [...this.files.keys()]) if (!present.has(name)) this.withdrawFile(name);
+    for (const name of [...present].sort()) {
+      if (this.stopped) return;
+      await this.loadFile(name);
+    }
+  }
+
+  private withdrawFile(name: string): void {
+    const state = this.files.get(name);
+    if (state === undefined || this.stopped) return;
+    const file = join(this.dir, name);
+    this.files.delete(name);
+    this.store?.replaceAll(file, []);
+    log.info('Manifest file removed', { file, objects: state.objects });
+  }
+
+  private async loadFile(name: string): Promise<void> {
+    const file = join(this.dir, name);
+    const prev = this.files.get(name);
+    let text: string;
+    let fingerprint: string;
+    try {
+      // stat before read: a write landing in between changes the fingerprint and triggers another load.
+      const st = await stat(file);
+      if (!st.isFile()) return this.withdrawFile(name);
+      fingerprint = `${st.mtimeMs}:${st.size}:${st.ino}`;
+      if (prev?.fingerprint === fingerprint) return;
+      text = await readFile(file, 'utf8');
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') return this.withdrawFile(name);
+      // Not fingerprinted, so the next scan retries (e.g. after a chmod, which leaves mtime alone).
+      this.keepPrevious(name, prev, '', `Cannot read "${file}": ${errorMessage(err)}`);
+      return;
+    }
+    let documents: unknown[];
+    try {
+      documents = decodeDocuments(file, text);
+    } catch (err) {
+      this.keepPrevious(name, prev, fingerprint, `Cannot parse "${file}": ${errorMessage(err)}`);
+      return;
+    }
+    const objects: K8sObject[] = [];
+    let skippedDocuments = 0;
+    let ignoredDocuments = 0;
+    documents.forEach((doc, index) => {
+      if (doc === null || doc === undefined) return; // empty document, e.g. a trailing `---`
+      const document = index + 1;
+      let items: unknown[];
+      try {
+        items = expandList(doc);
+      } catch (err) {
+        skippedDocuments++;
+        log.warn('Skipping malformed document', { file, document, err: errorMessage(err) });
+        return;
+      }
+      items.forEach((item, itemIndex) => {
+        const where = items.length === 1 && item === doc ? { file, document } : { file, document, item: itemIndex + 1 };
+        try {
+          objects.push(parseObject(item));
+        } catch (err) {
+          if (err instanceof UnsupportedKindError) {
+            ignoredDocuments++;
+            log.debug('Ignoring object of unsupported kind', { ...where, apiVersion: err.apiVersion, kind: err.kind });
+          } else {
+            skippedDocuments++;
+            log.warn('Skipping malformed document', { ...where, err: errorMessage(err) });
+          }
+        }
+      });
+    });
+    if (this.stopped || this.store === undefined) return;
+    this.store.replaceAll(file, objects);
+    this.files.set(name, { fingerprint, objects: objects.length, skippedDocuments, ignoredDocuments });
+    if (prev?.error !== undefined) log.info('Manifest file loads again', { file, objects: objects.length });
+    log.debug('Manifest file loaded', { file, objects: objects.length, skippedDocuments, ignoredDocuments });
+  }
+
+  /** Records a failed load while the objects from the last good load stay in the store. */
+  private keepPrevious(name: string, prev: FileState | undefined, fingerprint: string, error: string): void {
+    if (error !== prev?.error) {
+      log.warn('Cannot load manifest file; keeping the objects previously loaded from it', {
+        file: join(this.dir, name),
+        err: error,
+        kept: prev?.objects ?? 0,
+      });
+    }
+    this.files.set(name, {
+      fingerprint,
+      objects: prev?.objects ?? 0,
+      skippedDocuments: prev?.skippedDocuments ?? 0,
+      ignoredDocuments: prev?.ignoredDocuments ?? 0,
+      error,
+    });
+  }
+}

@@ -1,0 +1,222 @@
+/*
+ * In-memory cache of the cluster objects the agent follows, fed by one or more
+ * ClusterSources. Every object is claimed by a "source" (a file path, the API
+ * server, ...). When several sources claim the same key, the one whose name
+ * sorts last wins: for a directory of manifests that is "the file read last in
+ * sorted order", independent of the order events arrived in.
+ *
+ * Only effective changes are emitted: re-delivering an object that is deep
+ * equal (ignoring metadata.resourceVersion) is silent, so consumers can
+ * recompute on every event without churn.
+ */
+import { EventEmitter } from 'node:events';
+import { log } from '../log';
+import type { K8sKind, K8sObject, KindMap } from './types';
+import { objectKey } from './validate';
+
+export type ChangeEvent =
+  | { type: 'upsert'; kind: K8sKind; key: string; obj: K8sObject; old?: K8sObject; revision: number }
+  | { type: 'delete'; kind: K8sKind; key: string; obj?: undefined; old: K8sObject; revision: number };
+
+/** Source used by upsert/delete when none is given. */
+export const DEFAULT_SOURCE = 'default';
+
+export interface SourceOption {
+  /** Which origin supplies (or withdraws) the object. Default DEFAULT_SOURCE. */
+  source?: string;
+}
+
+export interface ObjectStore {
+  on(event: 'change', listener: (ev: ChangeEvent) => void): this;
+  once(event: 'change', listener: (ev: ChangeEvent) => void): this;
+  off(event: 'change', listener: (ev: ChangeEvent) => void): this;
+  emit(event: 'change', ev: ChangeEvent): boolean;
+}
+
+/** Deep equality of JSON-like values; keys whose value is undefined count as absent. */
+function deepEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  if (Array.isArray(a)) {
+    const bArr = b as unknown[];
+    return a.length === bArr.length && a.every((v, i) => deepEqual(v, bArr[i]));
+  }
+  const ao = a as Record<string, unknown>;
+  const bo = b as Record<string, unknown>;
+  const aKeys = Object.keys(ao).filter((k) => ao[k] !== undefined);
+  const bKeys = Object.keys(bo).filter((k) => bo[k] !== undefined);
+  return aKeys.length === bKeys.length && aKeys.every((k) => deepEqual(ao[k], bo[k]));
+}
+
+/** Equal for our purposes: the API server bumps resourceVersion on changes we do not model. */
+export function sameObject(a: K8sObject, b: K8sObject): boolean {
+  if (a === b) return true;
+  const { resourceVersion: _a, ...metaA } = a.metadata;
+  const { resourceVersion: _b, ...metaB } = b.metadata;
+  return deepEqual({ ...a, metadata: metaA }, { ...b, metadata: metaB });
+}
+
+/** The claim that wins for a key: the source whose name sorts last. */
+function winner(claims: Map<string, K8sObject>): [string, K8sObject] | undefined {
+  let best: [string, K8sObject] | undefined;
+  for (const entry of claims) if (best === undefined || entry[0] > best[0]) best = entry;
+  return best;
+}
+
+export class ObjectStore extends EventEmitter {
+  /** key -> (source -> object that source supplies). */
+  private readonly claims = new Map<string, Map<string, K8sObject>>();
+  /** source -> keys it claims, so replaceAll can find what a source withdrew. */
+  private readonly keysBySource = new Map<string, Set<string>>();
+  /** key -> effective object. */
+  private readonly current = new Map<string, K8sObject>();
+  private readonly byKind = new Map<K8sKind, Map<string, K8sObject>>();
+  /** Sorted list(kind) results, dropped when that kind changes. */
+  private readonly listCache = new Map<K8sKind, readonly K8sObject[]>();
+  private rev = 0;
+
+  /** Number of effective changes applied so far (each emitted event counts one). */
+  get revision(): number {
+    return this.rev;
+  }
+
+  /** Number of distinct keys held. */
+  get size(): number {
+    return this.current.size;
+  }
+
+  get(key: string): K8sObject | undefined {
+    return this.current.get(key);
+  }
+
+  /** Objects of one kind, sorted by key. The array is shared: do not mutate it. */
+  list<K extends K8sKind>(kind: K): readonly KindMap[K][] {
+    let cached = this.listCache.get(kind);
+    if (cached === undefined) {
+      const entries = [...(this.byKind.get(kind) ?? new Map<string, K8sObject>())];
+      entries.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+      cached = entries.map((e) => e[1]);
+      this.listCache.set(kind, cached);
+    }
+    return cached as readonly KindMap[K][];
+  }
+
+  /** Adds or replaces the object `source` supplies for its key. Returns whether the effective object changed. */
+  upsert(obj: K8sObject, opts: SourceOption = {}): boolean {
+    const source = opts.source ?? DEFAULT_SOURCE;
+    const key = objectKey(obj);
+    this.claim(source, key, obj);
+    this.sourceKeys(source).add(key);
+    return this.commit([key]) > 0;
+  }
+
+  /**
+   * Withdraws the object `source` supplied for key. If another source also
+   * supplies it, that version becomes effective. Returns whether the effective object changed.
+   */
+  delete(key: string, opts: SourceOption = {}): boolean {
+    const source = opts.source ?? DEFAULT_SOURCE;
+    this.unclaim(source, key);
+    return this.commit([key]) > 0;
+  }
+
+  /**
+   * Atomically replaces everything `source` supplies with objs (an empty list
+   * withdraws it all). Listeners run after the whole batch is applied, so they
+   * see the final state. Duplicate keys within objs: the last one wins.
+   * Returns the number of effective changes.
+   */
+  replaceAll(source: string, objs: readonly K8sObject[]): number {
+    const next = new Map<string, K8sObject>();
+    for (const obj of objs) {
+      const key = objectKey(obj);
+      if (next.has(key)) log.warn('Duplicate object in one source; the later one wins', { source, key });
+      next.set(key, obj);
+    }
+    const previous = this.keysBySource.get(source) ?? new Set<string>();
+    const touched = new Set<string>(previous);
+    for (const key of previous) if (!next.has(key)) this.unclaim(source, key);
+    for (const [key, obj] of next) {
+      this.claim(source, key, obj);
+      touched.add(key);
+    }
+    if (next.size === 0) this.keysBySource.delete(source);
+    else this.keysBySource.set(source, new Set(next.keys()));
+    return this.commit([...touched].sort());
+  }
+
+  /** Sources currently supplying at least one object, sorted. */
+  sources(): string[] {
+    return [...this.keysBySource.keys()].sort();
+  }
+
+  private sourceKeys(source: string): Set<string> {
+    let keys = this.keysBySource.get(source);
+    if (keys === undefined) this.keysBySource.set(source, (keys = new Set()));
+    return keys;
+  }
+
+  private claim(source: string, key: string, obj: K8sObject): void {
+    let claims = this.claims.get(key);
+    if (claims === undefined) this.claims.set(key, (claims = new Map()));
+    const isNewConflict = !claims.has(source) && claims.size > 0;
+    claims.set(source, obj);
+    if (isNewConflict) {
+      const sources = [...claims.keys()].sort();
+      log.warn('Object defined by several sources; the last in sorted order wins', {
+        key,
+        winner: sources[sources.length - 1],
+        sources,
+      });
+    }
+  }
+
+  private unclaim(source: string, key: string): void {
+    const claims = this.claims.get(key);
+    if (claims === undefined) return;
+    claims.delete(source);
+    if (claims.size === 0) this.claims.delete(key);
+    const keys = this.keysBySource.get(source);
+    if (keys !== undefined) {
+      keys.delete(key);
+      if (keys.size === 0) this.keysBySource.delete(source);
+    }
+  }
+
+  /** Recomputes the effective object of each key, applies all differences, then emits them. */
+  private commit(keys: Iterable<string>): number {
+    const events: ChangeEvent[] = [];
+    for (const key of keys) {
+      const claims = this.claims.get(key);
+      const next = claims === undefined ? undefined : winner(claims)?.[1];
+      const old = this.current.get(key);
+      if (next === undefined) {
+        if (old === undefined) continue;
+        this.setCurrent(key, old.kind, undefined);
+        events.push({ type: 'delete', kind: old.kind, key, old, revision: ++this.rev });
+      } else if (old === undefined || !sameObject(old, next)) {
+        this.setCurrent(key, next.kind, next);
+        events.push({ type: 'upsert', kind: next.kind, key, obj: next, old, revision: ++this.rev });
+      } else if (old !== next) {
+        // Same content (e.g. only resourceVersion moved): keep the newer copy, silently.
+        this.setCurrent(key, next.kind, next);
+      }
+    }
+    for (const ev of events) this.emit('change', ev);
+    return events.length;
+  }
+
+  private setCurrent(key: string, kind: K8sKind, obj: K8sObject | undefined): void {
+    let ofKind = this.byKind.get(kind);
+    if (ofKind === undefined) this.byKind.set(kind, (ofKind = new Map()));
+    if (obj === undefined) {
+      this.current.delete(key);
+      ofKind.delete(key);
+    } else {
+      this.current.set(key, obj);
+      ofKind.set(key, obj);
+    }
+    this.listCache.delete(kind);
+  }
+}

@@ -1,0 +1,143 @@
+/*
+ * The slice of the Kubernetes object model the agent reads. Only the fields the
+ * load-balancer model and the capture logic use are declared; parseObject
+ * (validate.ts) projects decoded documents onto exactly these shapes, so
+ * everything else (status conditions, managedFields, ...) never reaches the
+ * store and cannot cause spurious change events.
+ */
+
+export type Protocol = 'TCP' | 'UDP' | 'SCTP';
+export type IPFamily = 'IPv4' | 'IPv6';
+
+/** metadata of a cluster-scoped object (Namespace). */
+export interface ObjectMeta {
+  name: string;
+  /** Absent on cluster-scoped kinds. */
+  namespace?: string;
+  uid?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  resourceVersion?: string;
+}
+
+/** metadata of a namespaced object: parseObject always fills the namespace ("default" when absent). */
+export interface NamespacedObjectMeta extends ObjectMeta {
+  namespace: string;
+}
+
+export interface Namespace {
+  apiVersion: 'v1';
+  kind: 'Namespace';
+  metadata: ObjectMeta;
+}
+
+export interface PodIP {
+  ip: string;
+}
+
+export interface PodSpec {
+  nodeName?: string;
+  hostNetwork?: boolean;
+}
+
+export interface PodStatus {
+  podIP?: string;
+  podIPs?: PodIP[];
+}
+
+export interface Pod {
+  apiVersion: 'v1';
+  kind: 'Pod';
+  metadata: NamespacedObjectMeta;
+  spec: PodSpec;
+  status: PodStatus;
+}
+
+export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
+export type SessionAffinity = 'None' | 'ClientIP';
+
+export interface ServicePort {
+  /** Required by the API when a Service has more than one port; '' and absent mean the same. */
+  name?: string;
+  /** Absent means TCP. */
+  protocol?: Protocol;
+  port: number;
+  /** A port number or the name of a container port. */
+  targetPort?: number | string;
+}
+
+export interface ClientIPConfig {
+  timeoutSeconds?: number;
+}
+
+export interface SessionAffinityConfig {
+  clientIP?: ClientIPConfig;
+}
+
+export interface ServiceSpec {
+  /** Absent means ClusterIP. */
+  type?: ServiceType;
+  /** "None" for headless services, "" when unset. */
+  clusterIP?: string;
+  /** Dual-stack: the primary family first; clusterIPs[0] === clusterIP. */
+  clusterIPs?: string[];
+  externalIPs?: string[];
+  ports?: ServicePort[];
+  sessionAffinity?: SessionAffinity;
+  sessionAffinityConfig?: SessionAffinityConfig;
+  ipFamilies?: IPFamily[];
+}
+
+export interface Service {
+  apiVersion: 'v1';
+  kind: 'Service';
+  metadata: NamespacedObjectMeta;
+  spec: ServiceSpec;
+}
+
+export type EndpointAddressType = IPFamily | 'FQDN';
+
+export interface EndpointConditions {
+  /** Absent (nil) means ready, per the API. */
+  ready?: boolean;
+  serving?: boolean;
+  terminating?: boolean;
+}
+
+export interface Endpoint {
+  /** 1..100 fungible addresses; consumers such as kube-proxy use the first. */
+  addresses: string[];
+  conditions?: EndpointConditions;
+  nodeName?: string;
+}
+
+export interface EndpointPort {
+  name?: string;
+  /** Absent (nil) means "all ports"; kube-proxy ignores such ports. */
+  port?: number;
+  /** Absent means TCP. */
+  protocol?: Protocol;
+}
+
+/** The label that ties an EndpointSlice to its Service. */
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+export interface EndpointSlice {
+  apiVersion: 'discovery.k8s.io/v1';
+  kind: 'EndpointSlice';
+  metadata: NamespacedObjectMeta;
+  addressType: EndpointAddressType;
+  endpoints: Endpoint[];
+  ports?: EndpointPort[];
+}
+
+export type K8sObject = Namespace | Pod | Service | EndpointSlice;
+export type K8sKind = K8sObject['kind'];
+
+/** Maps a kind name to its object type, for typed look-ups such as ObjectStore.list('Service'). */
+export interface KindMap {
+  Namespace: Namespace;
+  Pod: Pod;
+  Service: Service;
+  EndpointSlice: EndpointSlice;
+}

@@ -1,0 +1,381 @@
+/*
+ * Validation of decoded Kubernetes documents (YAML or JSON) into the typed
+ * objects of types.ts. The output is a projection: only the fields we model
+ * are kept, nulls are treated as absent (as the API server does for optional
+ * fields), and the namespace is defaulted like kubectl does. Anything the
+ * load-balancer model reads is type- and range-checked here so the model can
+ * trust it; errors name the object and the offending field.
+ */
+import { isIP } from 'node:net';
+import {
+  type Endpoint,
+  type EndpointConditions,
+  type EndpointPort,
+  type EndpointSlice,
+  type IPFamily,
+  type K8sKind,
+  type K8sObject,
+  type Namespace,
+  type NamespacedObjectMeta,
+  type ObjectMeta,
+  type Pod,
+  type PodIP,
+  type Protocol,
+  type Service,
+  type ServicePort,
+  type ServiceSpec,
+} from './types';
+
+/** apiVersion each supported kind must carry. */
+export const SUPPORTED_KINDS: Readonly<Record<K8sKind, string>> = {
+  Namespace: 'v1',
+  Pod: 'v1',
+  Service: 'v1',
+  EndpointSlice: 'discovery.k8s.io/v1',
+};
+
+const CLUSTER_SCOPED_KINDS: ReadonlySet<K8sKind> = new Set<K8sKind>(['Namespace']);
+const DEFAULT_NAMESPACE = 'default';
+const PROTOCOLS: readonly Protocol[] = ['TCP', 'UDP', 'SCTP'];
+const SERVICE_TYPES = ['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName'] as const;
+const SESSION_AFFINITIES = ['None', 'ClientIP'] as const;
+const IP_FAMILIES: readonly IPFamily[] = ['IPv4', 'IPv6'];
+const ADDRESS_TYPES = ['IPv4', 'IPv6', 'FQDN'] as const;
+/** Same bound as the API server's validation of sessionAffinityConfig.clientIP.timeoutSeconds. */
+const MAX_AFFINITY_TIMEOUT_SEC = 86400;
+
+/**
+ * A well-formed object of a kind (or apiVersion) the agent does not model, such
+ * as a ConfigMap. Distinct from malformed documents so callers can log it at
+ * debug level: a directory of mixed manifests is normal.
+ */
+export class UnsupportedKindError extends TypeError {
+  constructor(
+    readonly apiVersion: string,
+    readonly kind: string,
+  ) {
+    super(`Cannot parse kind "${apiVersion}/${kind}": not supported (supported: ${supportedList()})`);
+    this.name = 'UnsupportedKindError';
+  }
+}
+
+function supportedList(): string {
+  return Object.entries(SUPPORTED_KINDS)
+    .map(([kind, apiVersion]) => `${apiVersion}/${kind}`)
+    .join(', ');
+}
+
+export function isNamespacedKind(kind: K8sKind): boolean {
+  return !CLUSTER_SCOPED_KINDS.has(kind);
+}
+
+/** Store key of an object: `Kind/namespace/name`, or `Kind/name` for cluster-scoped kinds. */
+export function objectKey(o: K8sObject): string {
+  return isNamespacedKind(o.kind)
+    ? `${o.kind}/${o.metadata.namespace ?? DEFAULT_NAMESPACE}/${o.metadata.name}`
+    : `${o.kind}/${o.metadata.name}`;
+}
+
+type Json = Record<string, unknown>;
+
+function isRecord(v: unknown): v is Json {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function describe(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (Array.isArray(v)) return 'an array';
+  if (v === null) return 'null';
+  const text = typeof v === 'object' ? '{...}' : JSON.stringify(v);
+  return text.length > 64 ? `${text.slice(0, 61)}...` : text;
+}
+
+/**
+ * Expands `kind: List` and typed lists (`ServiceList`, ...) into their items;
+ * any other document is returned as the only element. Items of typed lists as
+ * returned by the API server carry no kind/apiVersion: they inherit them from
+ * the list. Nested lists are expanded too.
+ */
+export function expandList(raw: unknown): unknown[] {
+  if (!isRecord(raw) || typeof raw.kind !== 'string') return [raw];
+  const kind = raw.kind;
+  const isList = kind === 'List' || (kind.endsWith('List') && Array.isArray(raw.items));
+  if (!isList) return [raw];
+  if (raw.items !== undefined && raw.items !== null && !Array.isArray(raw.items)) {
+    throw new TypeError(`Cannot parse ${kind}: items must be an array, got ${describe(raw.items)}`);
+  }
+  const items = (raw.items ?? []) as unknown[];
+  const itemKind = kind === 'List' ? undefined : kind.slice(0, -'List'.length);
+  const out: unknown[] = [];
+  for (const item of items) {
+    let filled = item;
+    if (itemKind !== undefined && isRecord(item) && (item.kind === undefined || item.apiVersion === undefined)) {
+      filled = { ...item, kind: item.kind ?? itemKind, apiVersion: item.apiVersion ?? raw.apiVersion };
+    }
+    out.push(...expandList(filled));
+  }
+  return out;
+}
+
+/** Carries the object's identity into every error message. */
+class Checker {
+  constructor(private subject: string) {}
+
+  rename(subject: string): void {
+    this.subject = subject;
+  }
+
+  fail(field: string, reason: string, ErrorClass: typeof TypeError | typeof RangeError = TypeError): never {
+    throw new ErrorClass(`Cannot parse ${this.subject}: ${field} ${reason}`);
+  }
+
+  /** null counts as absent, as for optional fields in the API. */
+  optional<T>(v: unknown, field: string, check: (v: unknown, field: string) => T): T | undefined {
+    return v === undefined || v === null ? undefined : check(v, field);
+  }
+
+  record(v: unknown, field: string): Json {
+    if (!isRecord(v)) this.fail(field, `must be an object, got ${describe(v)}`);
+    return v;
+  }
+
+  array(v: unknown, field: string): unknown[] {
+    if (!Array.isArray(v)) this.fail(field, `must be an array, got ${describe(v)}`);
+    return v;
+  }
+
+  string(v: unknown, field: string): string {
+    if (typeof v !== 'string') this.fail(field, `must be a string, got ${describe(v)}`);
+    return v;
+  }
+
+  nonEmptyString(v: unknown, field: string): string {
+    const s = this.string(v, field);
+    if (s === '') this.fail(field, 'must not be empty');
+    return s;
+  }
+
+  boolean(v: unknown, field: string): boolean {
+    if (typeof v !== 'boolean') this.fail(field, `must be a boolean, got ${describe(v)}`);
+    return v;
+  }
+
+  integer(v: unknown, field: string, min: number, max: number): number {
+    if (typeof v !== 'number' || !Number.isInteger(v)) this.fail(field, `must be an integer, got ${describe(v)}`);
+    if (v < min || v > max) this.fail(field, `must be in ${min}..${max}, got ${v}`, RangeError);
+    return v;
+  }
+
+  port(v: unknown, field: string): number {
+    return this.integer(v, field, 1, 65535);
+  }
+
+  oneOf<T extends string>(v: unknown, field: string, allowed: readonly T[]): T {
+    const s = this.string(v, field);
+    if (!(allowed as readonly string[]).includes(s)) {
+      this.fail(field, `must be one of ${allowed.join('|')}, got ${describe(s)}`, RangeError);
+    }
+    return s as T;
+  }
+
+  /** A plain IPv4 or IPv6 address; zone suffixes (`%eth0`) are not valid in the API. */
+  ip(v: unknown, field: string, family?: 4 | 6): string {
+    const s = this.string(v, field);
+    const got = s.includes('%') ? 0 : isIP(s);
+    if (got === 0) this.fail(field, `must be an IP address, got ${describe(s)}`, RangeError);
+    if (family !== undefined && got !== family) this.fail(field, `must be an IPv${family} address, got ${describe(s)}`, RangeError);
+    return s;
+  }
+
+  stringMap(v: unknown, field: string): Record<string, string> {
+    const rec = this.record(v, field);
+    const out: Record<string, string> = {};
+    for (const [k, val] of Object.entries(rec)) out[k] = this.string(val, `${field}["${k}"]`);
+    return out;
+  }
+}
+
+/** A name usable in a store key: non-empty and without the key separator. */
+function checkName(c: Checker, v: unknown, field: string): string {
+  const s = c.nonEmptyString(v, field);
+  if (s.includes('/')) c.fail(field, `must not contain "/", got ${describe(s)}`, RangeError);
+  return s;
+}
+
+function parseMeta(c: Checker, kind: K8sKind, raw: unknown): ObjectMeta {
+  const m = c.record(raw, 'metadata');
+  const name = checkName(c, m.name, 'metadata.name');
+  const meta: ObjectMeta = { name };
+  if (isNamespacedKind(kind)) {
+    // kubectl applies "default" to namespaced objects without a namespace (or with an empty one).
+    const ns = m.namespace === undefined || m.namespace === null || m.namespace === '' ? DEFAULT_NAMESPACE : m.namespace;
+    meta.namespace = checkName(c, ns, 'metadata.namespace');
+    c.rename(`${kind} "${meta.namespace}/${name}"`);
+  } else {
+    c.rename(`${kind} "${name}"`);
+  }
+  const uid = c.optional(m.uid, 'metadata.uid', (v, f) => c.string(v, f));
+  if (uid !== undefined) meta.uid = uid;
+  const labels = c.optional(m.labels, 'metadata.labels', (v, f) => c.stringMap(v, f));
+  if (labels !== undefined) meta.labels = labels;
+  const annotations = c.optional(m.annotations, 'metadata.annotations', (v, f) => c.stringMap(v, f));
+  if (annotations !== undefined) meta.annotations = annotations;
+  const rv = c.optional(m.resourceVersion, 'metadata.resourceVersion', (v, f) => c.string(v, f));
+  if (rv !== undefined) meta.resourceVersion = rv;
+  return meta;
+}
+
+function parseServicePort(c: Checker, raw: unknown, field: string): ServicePort {
+  const p = c.record(raw, field);
+  const port: ServicePort = { port: c.port(p.port, `${field}.port`) };
+  const name = c.optional(p.name, `${field}.name`, (v, f) => c.string(v, f));
+  if (name !== undefined) port.name = name;
+  const protocol = c.optional(p.protocol, `${field}.protocol`, (v, f) => c.oneOf(v, f, PROTOCOLS));
+  if (protocol !== undefined) port.protocol = protocol;
+  const target = c.optional(p.targetPort, `${field}.targetPort`, (v, f) =>
+    typeof v === 'number' ? c.port(v, f) : c.nonEmptyString(v, f),
+  );
+  if (target !== undefined) port.targetPort = target;
+  return port;
+}
+
+/** clusterIP(s) hold an address, "None" for headless services, or "" when not allocated. */
+function parseClusterIP(c: Checker, v: unknown, field: string): string {
+  const s = c.string(v, field);
+  return s === 'None' || s === '' ? s : c.ip(s, field);
+}
+
+function parseServiceSpec(c: Checker, raw: unknown): ServiceSpec {
+  const s = c.optional(raw, 'spec', (v, f) => c.record(v, f)) ?? {};
+  const spec: ServiceSpec = {};
+  const type = c.optional(s.type, 'spec.type', (v, f) => c.oneOf(v, f, SERVICE_TYPES));
+  if (type !== undefined) spec.type = type;
+  const clusterIP = c.optional(s.clusterIP, 'spec.clusterIP', (v, f) => parseClusterIP(c, v, f));
+  if (clusterIP !== undefined) spec.clusterIP = clusterIP;
+  const clusterIPs = c.optional(s.clusterIPs, 'spec.clusterIPs', (v, f) =>
+    c.array(v, f).map((ip, i) => parseClusterIP(c, ip, `${f}[${i}]`)),
+  );
+  if (clusterIPs !== undefined) spec.clusterIPs = clusterIPs;
+  const externalIPs = c.optional(s.externalIPs, 'spec.externalIPs', (v, f) =>
+    c.array(v, f).map((ip, i) => c.ip(ip, `${f}[${i}]`)),
+  );
+  if (externalIPs !== undefined) spec.externalIPs = externalIPs;
+  const ports = c.optional(s.ports, 'spec.ports', (v, f) =>
+    c.array(v, f).map((p, i) => parseServicePort(c, p, `${f}[${i}]`)),
+  );
+  if (ports !== undefined) spec.ports = ports;
+  const affinity = c.optional(s.sessionAffinity, 'spec.sessionAffinity', (v, f) => c.oneOf(v, f, SESSION_AFFINITIES));
+  if (affinity !== undefined) spec.sessionAffinity = affinity;
+  const affinityConfig = c.optional(s.sessionAffinityConfig, 'spec.sessionAffinityConfig', (v, f) => c.record(v, f));
+  if (affinityConfig !== undefined) {
+    spec.sessionAffinityConfig = {};
+    const clientIP = c.optional(affinityConfig.clientIP, 'spec.sessionAffinityConfig.clientIP', (v, f) => c.record(v, f));
+    if (clientIP !== undefined) {
+      spec.sessionAffinityConfig.clientIP = {};
+      const field = 'spec.sessionAffinityConfig.clientIP.timeoutSeconds';
+      const timeout = c.optional(clientIP.timeoutSeconds, field, (v, f) => c.integer(v, f, 1, MAX_AFFINITY_TIMEOUT_SEC));
+      if (timeout !== undefined) spec.sessionAffinityConfig.clientIP.timeoutSeconds = timeout;
+    }
+  }
+  const families = c.optional(s.ipFamilies, 'spec.ipFamilies', (v, f) =>
+    c.array(v, f).map((fam, i) => c.oneOf(fam, `${f}[${i}]`, IP_FAMILIES)),
+  );
+  if (families !== undefined) spec.ipFamilies = families;
+  return spec;
+}
+
+function parseEndpoint(c: Checker, raw: unknown, field: string, family: 4 | 6 | undefined): Endpoint {
+  const e = c.record(raw, field);
+  const addresses = c.array(e.addresses, `${field}.addresses`).map((a, i) =>
+    family === undefined ? c.nonEmptyString(a, `${field}.addresses[${i}]`) : c.ip(a, `${field}.addresses[${i}]`, family),
+  );
+  if (addresses.length === 0) c.fail(`${field}.addresses`, 'must not be empty', RangeError);
+  const endpoint: Endpoint = { addresses };
+  const cond = c.optional(e.conditions, `${field}.conditions`, (v, f) => c.record(v, f));
+  if (cond !== undefined) {
+    const conditions: EndpointConditions = {};
+    for (const name of ['ready', 'serving', 'terminating'] as const) {
+      const value = c.optional(cond[name], `${field}.conditions.${name}`, (v, f) => c.boolean(v, f));
+      if (value !== undefined) conditions[name] = value;
+    }
+    endpoint.conditions = conditions;
+  }
+  const nodeName = c.optional(e.nodeName, `${field}.nodeName`, (v, f) => c.string(v, f));
+  if (nodeName !== undefined) endpoint.nodeName = nodeName;
+  return endpoint;
+}
+
+function parseEndpointPort(c: Checker, raw: unknown, field: string): EndpointPort {
+  const p = c.record(raw, field);
+  const port: EndpointPort = {};
+  const name = c.optional(p.name, `${field}.name`, (v, f) => c.string(v, f));
+  if (name !== undefined) port.name = name;
+  const number = c.optional(p.port, `${field}.port`, (v, f) => c.port(v, f));
+  if (number !== undefined) port.port = number;
+  const protocol = c.optional(p.protocol, `${field}.protocol`, (v, f) => c.oneOf(v, f, PROTOCOLS));
+  if (protocol !== undefined) port.protocol = protocol;
+  return port;
+}
+
+function parseEndpointSlice(c: Checker, raw: Json, metadata: NamespacedObjectMeta): EndpointSlice {
+  const addressType = c.oneOf(raw.addressType, 'addressType', ADDRESS_TYPES);
+  const family = addressType === 'IPv4' ? 4 : addressType === 'IPv6' ? 6 : undefined;
+  const endpoints = (c.optional(raw.endpoints, 'endpoints', (v, f) => c.array(v, f)) ?? []).map((e, i) =>
+    parseEndpoint(c, e, `endpoints[${i}]`, family),
+  );
+  const slice: EndpointSlice = { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata, addressType, endpoints };
+  const ports = c.optional(raw.ports, 'ports', (v, f) => c.array(v, f).map((p, i) => parseEndpointPort(c, p, `${f}[${i}]`)));
+  if (ports !== undefined) slice.ports = ports;
+  return slice;
+}
+
+function parsePod(c: Checker, raw: Json, metadata: NamespacedObjectMeta): Pod {
+  const s = c.optional(raw.spec, 'spec', (v, f) => c.record(v, f)) ?? {};
+  const st = c.optional(raw.status, 'status', (v, f) => c.record(v, f)) ?? {};
+  const pod: Pod = { apiVersion: 'v1', kind: 'Pod', metadata, spec: {}, status: {} };
+  const nodeName = c.optional(s.nodeName, 'spec.nodeName', (v, f) => c.string(v, f));
+  if (nodeName !== undefined) pod.spec.nodeName = nodeName;
+  const hostNetwork = c.optional(s.hostNetwork, 'spec.hostNetwork', (v, f) => c.boolean(v, f));
+  if (hostNetwork !== undefined) pod.spec.hostNetwork = hostNetwork;
+  // An unscheduled or just-created pod has podIP "" in some serializations: treat as absent.
+  const podIP = st.podIP === '' ? undefined : c.optional(st.podIP, 'status.podIP', (v, f) => c.ip(v, f));
+  if (podIP !== undefined) pod.status.podIP = podIP;
+  const podIPs = c.optional(st.podIPs, 'status.podIPs', (v, f) =>
+    c.array(v, f).map((entry, i): PodIP => ({ ip: c.ip(c.record(entry, `${f}[${i}]`).ip, `${f}[${i}].ip`) })),
+  );
+  if (podIPs !== undefined) pod.status.podIPs = podIPs;
+  return pod;
+}
+
+/**
+ * Validates one decoded document (already expanded from lists, see
+ * expandList) and returns its typed projection. Throws UnsupportedKindError for
+ * well-formed objects of other kinds, TypeError/RangeError for malformed ones.
+ */
+export function parseObject(raw: unknown): K8sObject {
+  if (!isRecord(raw)) throw new TypeError(`Cannot parse document: must be an object, got ${describe(raw)}`);
+  const c = new Checker('document');
+  const apiVersion = c.nonEmptyString(raw.apiVersion, 'apiVersion');
+  const kindName = c.nonEmptyString(raw.kind, 'kind');
+  if (!Object.hasOwn(SUPPORTED_KINDS, kindName) || SUPPORTED_KINDS[kindName as K8sKind] !== apiVersion) {
+    throw new UnsupportedKindError(apiVersion, kindName);
+  }
+  const kind = kindName as K8sKind;
+  c.rename(kind);
+  const meta = parseMeta(c, kind, raw.metadata);
+  switch (kind) {
+    case 'Namespace': {
+      const ns: Namespace = { apiVersion: 'v1', kind, metadata: meta };
+      return ns;
+    }
+    case 'Service': {
+      const svc: Service = { apiVersion: 'v1', kind, metadata: meta as NamespacedObjectMeta, spec: parseServiceSpec(c, raw.spec) };
+      return svc;
+    }
+    case 'EndpointSlice':
+      return parseEndpointSlice(c, raw, meta as NamespacedObjectMeta);
+    case 'Pod':
+      return parsePod(c, raw, meta as NamespacedObjectMeta);
+  }
+}
+

@@ -1,0 +1,24 @@
+/* `sluice uninstall`: removes every link (detaching the programs), map and directory that sluice
+ * pinned. The agent should be stopped first (a running agent would attach again on restart).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Config } from './config';
+import { LINKS_DIR, uninstallLbDatapath } from './lb/datapath';
+
+export function uninstall(cfg: Config): string[] {
+  const out: string[] = [];
+  if (!fs.existsSync(cfg.bpfPinDir)) return [`nothing pinned at ${cfg.bpfPinDir}`];
+  for (const p of uninstallLbDatapath(cfg.bpfPinDir)) out.push(`removed ${p}`);
+  for (const dir of [path.join(cfg.bpfPinDir, LINKS_DIR), cfg.bpfPinDir]) {
+    try {
+      fs.rmdirSync(dir);
+      out.push(`removed ${dir}/`);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOTEMPTY') out.push(`kept ${dir}/: it holds pins sluice did not create (${fs.readdirSync(dir).join(', ')})`);
+      else if (code !== 'ENOENT') throw e;
+    }
+  }
+  return out;
+}

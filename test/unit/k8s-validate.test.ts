@@ -1,0 +1,277 @@
+import { describe, expect, test } from 'vitest';
+import { expandList, objectKey, parseObject, UnsupportedKindError } from '../../src/k8s/validate';
+import type { EndpointSlice, Pod, Service } from '../../src/k8s/types';
+
+function service(spec: Record<string, unknown>, metadata: Record<string, unknown> = { name: 'web', namespace: 'shop' }) {
+  return { apiVersion: 'v1', kind: 'Service', metadata, spec };
+}
+
+function slice(extra: Record<string, unknown>) {
+  return {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: 'web-abc', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
+    addressType: 'IPv4',
+    ...extra,
+  };
+}
+
+describe('parseObject', () => {
+  test('accepts a full Service and projects only modelled fields', () => {
+    const svc = parseObject({
+      ...service({
+        type: 'NodePort',
+        clusterIP: '10.96.0.10',
+        clusterIPs: ['10.96.0.10', 'fd00::10'],
+        externalIPs: ['192.0.2.1'],
+        ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 'http', nodePort: 30080 }],
+        sessionAffinity: 'ClientIP',
+        sessionAffinityConfig: { clientIP: { timeoutSeconds: 60 } },
+        ipFamilies: ['IPv4', 'IPv6'],
+        selector: { app: 'web' },
+      }),
+      status: { loadBalancer: {} },
+    }) as Service;
+    expect(svc).toEqual({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'web', namespace: 'shop' },
+      spec: {
+        type: 'NodePort',
+        clusterIP: '10.96.0.10',
+        clusterIPs: ['10.96.0.10', 'fd00::10'],
+        externalIPs: ['192.0.2.1'],
+        ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 'http' }],
+        sessionAffinity: 'ClientIP',
+        sessionAffinityConfig: { clientIP: { timeoutSeconds: 60 } },
+        ipFamilies: ['IPv4', 'IPv6'],
+      },
+    });
+  });
+
+  test('keeps metadata uid, labels, annotations and resourceVersion', () => {
+    const ns = parseObject({
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: { name: 'shop', uid: 'u1', labels: { a: 'b' }, annotations: { c: 'd' }, resourceVersion: '7', generation: 3 },
+    });
+    expect(ns.metadata).toEqual({ name: 'shop', uid: 'u1', labels: { a: 'b' }, annotations: { c: 'd' }, resourceVersion: '7' });
+  });
+
+  test('defaults the namespace of namespaced kinds to "default" like kubectl', () => {
+    expect(parseObject(service({}, { name: 'web' })).metadata.namespace).toBe('default');
+    expect(parseObject(service({}, { name: 'web', namespace: '' })).metadata.namespace).toBe('default');
+  });
+
+  test('drops a namespace given on a cluster-scoped Namespace', () => {
+    const ns = parseObject({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', namespace: 'x' } });
+    expect(ns.metadata.namespace).toBeUndefined();
+    expect(objectKey(ns)).toBe('Namespace/shop');
+  });
+
+  test('treats null optional fields as absent', () => {
+    const svc = parseObject(service({ clusterIP: null, ports: null, externalIPs: null })) as Service;
+    expect(svc.spec).toEqual({});
+  });
+
+  test('accepts headless and unallocated clusterIPs', () => {
+    expect((parseObject(service({ clusterIP: 'None', clusterIPs: ['None'] })) as Service).spec.clusterIP).toBe('None');
+    expect((parseObject(service({ type: 'ExternalName', clusterIP: '' })) as Service).spec.clusterIP).toBe('');
+  });
+
+  test('accepts a numeric targetPort', () => {
+    const svc = parseObject(service({ ports: [{ port: 53, protocol: 'UDP', targetPort: 5353 }] })) as Service;
+    expect(svc.spec.ports).toEqual([{ port: 53, protocol: 'UDP', targetPort: 5353 }]);
+  });
+
+  test('accepts an EndpointSlice with conditions, nodeName and ports', () => {
+    const s = parseObject(
+      slice({
+        endpoints: [{ addresses: ['10.0.0.1'], conditions: { ready: true, serving: true, terminating: false }, nodeName: 'n1', zone: 'a' }],
+        ports: [{ name: 'http', port: 8080, protocol: 'TCP', appProtocol: 'http' }],
+      }),
+    ) as EndpointSlice;
+    expect(s.endpoints).toEqual([{ addresses: ['10.0.0.1'], conditions: { ready: true, serving: true, terminating: false }, nodeName: 'n1' }]);
+    expect(s.ports).toEqual([{ name: 'http', port: 8080, protocol: 'TCP' }]);
+    expect(s.metadata.labels?.['kubernetes.io/service-name']).toBe('web');
+  });
+
+  test('defaults missing EndpointSlice endpoints to an empty list', () => {
+    expect((parseObject(slice({ endpoints: null })) as EndpointSlice).endpoints).toEqual([]);
+  });
+
+  test('accepts FQDN EndpointSlice addresses without IP checks', () => {
+    const s = parseObject(slice({ addressType: 'FQDN', endpoints: [{ addresses: ['db.example.com'] }] })) as EndpointSlice;
+    expect(s.endpoints[0].addresses).toEqual(['db.example.com']);
+  });
+
+  test('accepts a Pod with node, host network and pod IPs', () => {
+    const pod = parseObject({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'p', namespace: 'shop' },
+      spec: { nodeName: 'n1', hostNetwork: false, containers: [] },
+      status: { podIP: '10.0.0.5', podIPs: [{ ip: '10.0.0.5' }, { ip: 'fd00::5' }], phase: 'Running' },
+    }) as Pod;
+    expect(pod.spec).toEqual({ nodeName: 'n1', hostNetwork: false });
+    expect(pod.status).toEqual({ podIP: '10.0.0.5', podIPs: [{ ip: '10.0.0.5' }, { ip: 'fd00::5' }] });
+  });
+
+  test('treats an empty podIP as absent', () => {
+    const pod = parseObject({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p' }, status: { podIP: '' } }) as Pod;
+    expect(pod.status).toEqual({});
+  });
+
+  test('rejects non-object documents', () => {
+    expect(() => parseObject('hello')).toThrow(TypeError);
+    expect(() => parseObject([1])).toThrow(/must be an object/);
+    expect(() => parseObject(null)).toThrow(TypeError);
+  });
+
+  test('rejects a document without apiVersion or kind', () => {
+    expect(() => parseObject({ kind: 'Service', metadata: { name: 'x' } })).toThrow(/apiVersion must be a string/);
+    expect(() => parseObject({ apiVersion: 'v1', metadata: { name: 'x' } })).toThrow(/kind must be a string/);
+  });
+
+  test('reports unsupported kinds with UnsupportedKindError', () => {
+    let caught: unknown;
+    try {
+      parseObject({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'c' } });
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(UnsupportedKindError);
+    expect(caught).toBeInstanceOf(TypeError);
+    expect((caught as UnsupportedKindError).kind).toBe('ConfigMap');
+    expect((caught as UnsupportedKindError).message).toContain('v1/ConfigMap');
+  });
+
+  test('reports a supported kind at an unsupported apiVersion as unsupported', () => {
+    expect(() => parseObject({ ...slice({}), apiVersion: 'discovery.k8s.io/v1beta1' })).toThrow(UnsupportedKindError);
+  });
+
+  test('requires a non-empty metadata.name', () => {
+    expect(() => parseObject(service({}, { namespace: 'shop' }))).toThrow('Cannot parse Service: metadata.name must be a string');
+    expect(() => parseObject(service({}, { name: '' }))).toThrow(/metadata.name must not be empty/);
+    expect(() => parseObject({ apiVersion: 'v1', kind: 'Service', spec: {} })).toThrow(/metadata must be an object/);
+  });
+
+  test('rejects names containing the key separator', () => {
+    expect(() => parseObject(service({}, { name: 'a/b' }))).toThrow(RangeError);
+  });
+
+  test('names kind, namespace/name and the field in errors', () => {
+    expect(() => parseObject(service({ ports: [{ port: 80 }, { port: 70000 }] }))).toThrow(
+      'Cannot parse Service "shop/web": spec.ports[1].port must be in 1..65535, got 70000',
+    );
+  });
+
+  test('rejects service ports that are not integers', () => {
+    expect(() => parseObject(service({ ports: [{ port: '80' }] }))).toThrow(TypeError);
+    expect(() => parseObject(service({ ports: [{ port: 80.5 }] }))).toThrow(/must be an integer/);
+    expect(() => parseObject(service({ ports: [{ name: 'x' }] }))).toThrow(/spec.ports\[0\].port must be an integer, got nothing/);
+    expect(() => parseObject(service({ ports: [{ port: 0 }] }))).toThrow(RangeError);
+  });
+
+  test('rejects bad targetPorts', () => {
+    expect(() => parseObject(service({ ports: [{ port: 80, targetPort: 0 }] }))).toThrow(RangeError);
+    expect(() => parseObject(service({ ports: [{ port: 80, targetPort: '' }] }))).toThrow(/targetPort must not be empty/);
+    expect(() => parseObject(service({ ports: [{ port: 80, targetPort: true }] }))).toThrow(TypeError);
+  });
+
+  test('accepts protocols TCP, UDP and SCTP only', () => {
+    expect((parseObject(service({ ports: [{ port: 9, protocol: 'SCTP' }] })) as Service).spec.ports?.[0].protocol).toBe('SCTP');
+    expect(() => parseObject(service({ ports: [{ port: 80, protocol: 'tcp' }] }))).toThrow(
+      'Cannot parse Service "shop/web": spec.ports[0].protocol must be one of TCP|UDP|SCTP, got "tcp"',
+    );
+    expect(() => parseObject(slice({ endpoints: [], ports: [{ port: 80, protocol: 'ICMP' }] }))).toThrow(RangeError);
+  });
+
+  test('rejects invalid IP strings', () => {
+    expect(() => parseObject(service({ clusterIP: '10.96.0.300' }))).toThrow(/spec.clusterIP must be an IP address/);
+    expect(() => parseObject(service({ clusterIPs: ['10.96.0.1', 'nope'] }))).toThrow(/spec.clusterIPs\[1\]/);
+    expect(() => parseObject(service({ externalIPs: ['fe80::1%eth0'] }))).toThrow(RangeError);
+    expect(() => parseObject(service({ externalIPs: '1.2.3.4' }))).toThrow(/spec.externalIPs must be an array/);
+  });
+
+  test('requires EndpointSlice addresses to match the addressType', () => {
+    expect(() => parseObject(slice({ endpoints: [{ addresses: ['fd00::1'] }] }))).toThrow(
+      'Cannot parse EndpointSlice "shop/web-abc": endpoints[0].addresses[0] must be an IPv4 address, got "fd00::1"',
+    );
+    expect(() => parseObject(slice({ endpoints: [{ addresses: [] }] }))).toThrow(/addresses must not be empty/);
+    expect(() => parseObject(slice({ addressType: 'IPv5' }))).toThrow(RangeError);
+  });
+
+  test('rejects non-boolean endpoint conditions', () => {
+    expect(() => parseObject(slice({ endpoints: [{ addresses: ['10.0.0.1'], conditions: { ready: 'yes' } }] }))).toThrow(
+      /endpoints\[0\].conditions.ready must be a boolean/,
+    );
+  });
+
+  test('checks session affinity and its timeout', () => {
+    expect(() => parseObject(service({ sessionAffinity: 'Cookie' }))).toThrow(RangeError);
+    const timeout = (t: unknown) => service({ sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: t } } });
+    expect(() => parseObject(timeout(0))).toThrow(RangeError);
+    expect(() => parseObject(timeout(86401))).toThrow(/must be in 1..86400/);
+    expect(() => parseObject(timeout(1.5))).toThrow(TypeError);
+    expect((parseObject(timeout(86400)) as Service).spec.sessionAffinityConfig?.clientIP?.timeoutSeconds).toBe(86400);
+  });
+
+  test('rejects an unknown Service type and IP family', () => {
+    expect(() => parseObject(service({ type: 'Magic' }))).toThrow(/spec.type must be one of/);
+    expect(() => parseObject(service({ ipFamilies: ['IPv4', 'IPX'] }))).toThrow(/spec.ipFamilies\[1\]/);
+  });
+
+  test('requires label and annotation values to be strings', () => {
+    expect(() => parseObject(service({}, { name: 'web', labels: { version: 1 } }))).toThrow(/metadata.labels\["version"\] must be a string/);
+  });
+
+  test('rejects non-string pod IPs and non-boolean hostNetwork', () => {
+    const pod = (spec: unknown, status: unknown) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p' }, spec, status });
+    expect(() => parseObject(pod({ hostNetwork: 'true' }, {}))).toThrow(/spec.hostNetwork must be a boolean/);
+    expect(() => parseObject(pod({}, { podIPs: [{ ip: 'x' }] }))).toThrow(/status.podIPs\[0\].ip must be an IP address/);
+  });
+});
+
+describe('objectKey', () => {
+  test('is Kind/namespace/name for namespaced kinds', () => {
+    expect(objectKey(parseObject(service({})))).toBe('Service/shop/web');
+    expect(objectKey(parseObject(slice({})))).toBe('EndpointSlice/shop/web-abc');
+  });
+});
+
+describe('expandList', () => {
+  test('returns a plain object as its only element', () => {
+    const doc = service({});
+    expect(expandList(doc)).toEqual([doc]);
+  });
+
+  test('expands kind List into its items', () => {
+    const items = [service({}), slice({})];
+    expect(expandList({ apiVersion: 'v1', kind: 'List', items })).toEqual(items);
+  });
+
+  test('treats a List without items as empty', () => {
+    expect(expandList({ apiVersion: 'v1', kind: 'List' })).toEqual([]);
+  });
+
+  test('fills kind and apiVersion of typed list items from the list', () => {
+    const items = expandList({ apiVersion: 'v1', kind: 'ServiceList', items: [{ metadata: { name: 'a' }, spec: {} }] });
+    expect(items).toEqual([{ apiVersion: 'v1', kind: 'Service', metadata: { name: 'a' }, spec: {} }]);
+    expect(objectKey(parseObject(items[0]))).toBe('Service/default/a');
+  });
+
+  test('expands nested lists', () => {
+    const inner = { apiVersion: 'v1', kind: 'List', items: [service({})] };
+    expect(expandList({ apiVersion: 'v1', kind: 'List', items: [inner, slice({})] })).toHaveLength(2);
+  });
+
+  test('rejects a List whose items is not an array', () => {
+    expect(() => expandList({ apiVersion: 'v1', kind: 'List', items: {} })).toThrow('Cannot parse List: items must be an array, got {...}');
+  });
+
+  test('leaves a kind ending in List without items alone', () => {
+    const doc = { apiVersion: 'example.com/v1', kind: 'AllowList', metadata: { name: 'a' } };
+    expect(expandList(doc)).toEqual([doc]);
+  });
+});
