@@ -60,10 +60,10 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 # The whole suite, against the real kernel (needs root).
 test: deps all
-	$(VITEST) run --config test/vitest.config.ts
+	$(VITEST) run --config test/vitest.config.mts
 
 test-unit: deps all
-	$(VITEST) run --config test/vitest.config.ts test/unit
+	$(VITEST) run --config test/vitest.config.mts test/unit
 
 bench: deps all
 	node_modules/.bin/tsx test/bench/run.ts $(BENCH_ARGS)

@@ -2,7 +2,7 @@
  * reads from its mounted ConfigMap. Spelling follows Cilium's where a key exists there.
  */
 import * as fs from 'node:fs';
-import yaml from 'js-yaml';
+import { load as loadYaml } from 'js-yaml';
 import { log } from './log';
 
 export interface Config {
@@ -117,7 +117,7 @@ export function loadConfig(file: string): Config {
   }
   let doc: unknown;
   try {
-    doc = yaml.load(text);
+    doc = loadYaml(text);
   } catch (e) {
     throw new SyntaxError(`Cannot parse config file ${file}: ${(e as Error).message}`);
   }

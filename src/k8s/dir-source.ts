@@ -255,13 +255,18 @@ export class DirectorySource implements ClusterSource {
     if (this.stopped || this.debounceTimer !== undefined) return;
     this.debounceTimer = setTimeout(() => {
       this.debounceTimer = undefined;
-      this.rescan().catch(() => undefined); // reported through dirError by scanOnce
+      this.rescan().catch((err) => this.reportScanFailure(err));
     }, this.debounceMs);
   }
 
   private periodicRescan(): void {
     this.startWatching();
-    this.rescan().catch(() => undefined);
+    this.rescan().catch((err) => this.reportScanFailure(err));
+  }
+
+  /** Directory errors were already logged by scanOnce; anything else (e.g. a throwing store listener) is not. */
+  private reportScanFailure(err: unknown): void {
+    if (errorMessage(err) !== this.dirError) log.error('Manifest directory scan failed', { dir: this.dir, err: errorMessage(err) });
   }
 
   private async scanOnce(): Promise<void> {

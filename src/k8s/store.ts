@@ -37,24 +37,37 @@ export interface ObjectStore {
 function deepEqual(a: unknown, b: unknown): boolean {
   if (a === b) return true;
   if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
-  if (Array.isArray(a) !== Array.isArray(b)) return false;
   if (Array.isArray(a)) {
-    const bArr = b as unknown[];
-    return a.length === bArr.length && a.every((v, i) => deepEqual(v, bArr[i]));
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!deepEqual(a[i], b[i])) return false;
+    return true;
   }
-  const ao = a as Record<string, unknown>;
-  const bo = b as Record<string, unknown>;
-  const aKeys = Object.keys(ao).filter((k) => ao[k] !== undefined);
-  const bKeys = Object.keys(bo).filter((k) => bo[k] !== undefined);
-  return aKeys.length === bKeys.length && aKeys.every((k) => deepEqual(ao[k], bo[k]));
+  if (Array.isArray(b)) return false;
+  return sameFields(a as Record<string, unknown>, b as Record<string, unknown>);
+}
+
+/** Field-wise equality of two plain objects, optionally ignoring one key. */
+function sameFields(a: Record<string, unknown>, b: Record<string, unknown>, ignore?: string): boolean {
+  let aCount = 0;
+  for (const k in a) {
+    if (k === ignore || a[k] === undefined) continue;
+    aCount++;
+    if (!deepEqual(a[k], b[k])) return false;
+  }
+  let bCount = 0;
+  for (const k in b) if (k !== ignore && b[k] !== undefined) bCount++;
+  return aCount === bCount;
 }
 
 /** Equal for our purposes: the API server bumps resourceVersion on changes we do not model. */
 export function sameObject(a: K8sObject, b: K8sObject): boolean {
   if (a === b) return true;
-  const { resourceVersion: _a, ...metaA } = a.metadata;
-  const { resourceVersion: _b, ...metaB } = b.metadata;
-  return deepEqual({ ...a, metadata: metaA }, { ...b, metadata: metaB });
+  const top = a as unknown as Record<string, unknown>;
+  const other = b as unknown as Record<string, unknown>;
+  return (
+    sameFields(top, other, 'metadata') &&
+    sameFields(a.metadata as unknown as Record<string, unknown>, b.metadata as unknown as Record<string, unknown>, 'resourceVersion')
+  );
 }
 
 /** The claim that wins for a key: the source whose name sorts last. */

@@ -190,7 +190,10 @@ class Checker {
   stringMap(v: unknown, field: string): Record<string, string> {
     const rec = this.record(v, field);
     const out: Record<string, string> = {};
-    for (const [k, val] of Object.entries(rec)) out[k] = this.string(val, `${field}["${k}"]`);
+    for (const [k, val] of Object.entries(rec)) {
+      // defineProperty, not assignment: a "__proto__" key must stay a plain entry.
+      Object.defineProperty(out, k, { value: this.string(val, `${field}["${k}"]`), enumerable: true, writable: true, configurable: true });
+    }
     return out;
   }
 }

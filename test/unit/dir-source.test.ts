@@ -1,7 +1,7 @@
 import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, test, vi, type MockInstance } from 'vitest';
 import { DirectorySource, isManifestFileName } from '../../src/k8s/dir-source';
 import { ObjectStore } from '../../src/k8s/store';
 import type { Service } from '../../src/k8s/types';
@@ -9,7 +9,11 @@ import { computeFrontends } from '../../src/lb/model';
 import { log } from '../../src/log';
 
 /* Counts js-yaml parses, and lets a test make fs.watch fail as when inotify watches run out. */
-const hooks = vi.hoisted(() => ({ yamlParses: 0, failWatch: false }));
+const hooks = vi.hoisted(() => ({
+  yamlParses: 0,
+  failWatch: false,
+  lastWatcher: undefined as import('node:fs').FSWatcher | undefined,
+}));
 
 vi.mock('js-yaml', async (importOriginal) => {
   const real = await importOriginal<typeof import('js-yaml')>();
@@ -28,7 +32,8 @@ vi.mock('node:fs', async (importOriginal) => {
     ...real,
     watch: (...args: Parameters<typeof real.watch>) => {
       if (hooks.failWatch) throw Object.assign(new Error('ENOSPC: System limit for number of file watchers reached'), { code: 'ENOSPC' });
-      return real.watch(...args);
+      hooks.lastWatcher = real.watch(...args);
+      return hooks.lastWatcher;
     },
   };
 });
@@ -75,8 +80,8 @@ function waitFor(store: ObjectStore, cond: (s: ObjectStore) => boolean, timeoutM
 let dir: string;
 let store: ObjectStore;
 let source: DirectorySource | undefined;
-let warn: ReturnType<typeof vi.spyOn>;
-let debug: ReturnType<typeof vi.spyOn>;
+let warn: MockInstance<typeof log.warn>;
+let debug: MockInstance<typeof log.debug>;
 
 function write(name: string, text: string): void {
   writeFileSync(join(dir, name), text);
@@ -310,11 +315,9 @@ describe('DirectorySource', () => {
   });
 
   test('falls back to the periodic rescan after a watcher error event', async () => {
-    const fs = await import('node:fs');
-    let watcher: import('node:fs').FSWatcher | undefined;
-    const realWatch = fs.watch;
-    vi.spyOn(fs, 'watch').mockImplementation(((...args: Parameters<typeof realWatch>) => (watcher = realWatch(...args))) as typeof realWatch);
+    hooks.lastWatcher = undefined;
     const src = await startSource({ rescanMs: 60_000 });
+    const watcher = hooks.lastWatcher as import('node:fs').FSWatcher | undefined;
     expect(watcher).toBeDefined();
     watcher?.emit('error', new Error('EMFILE'));
     expect(src.status().watching).toBe(false);

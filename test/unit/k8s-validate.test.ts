@@ -226,6 +226,13 @@ describe('parseObject', () => {
     expect(() => parseObject(service({}, { name: 'web', labels: { version: 1 } }))).toThrow(/metadata.labels\["version"\] must be a string/);
   });
 
+  test('keeps a "__proto__" label as a plain entry', () => {
+    const labels = JSON.parse('{"__proto__": "x", "app": "web"}') as Record<string, unknown>;
+    const parsed = parseObject(service({}, { name: 'web', labels }));
+    expect(Object.keys(parsed.metadata.labels ?? {})).toEqual(['__proto__', 'app']);
+    expect(Object.getPrototypeOf(parsed.metadata.labels)).toBe(Object.prototype);
+  });
+
   test('rejects non-string pod IPs and non-boolean hostNetwork', () => {
     const pod = (spec: unknown, status: unknown) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p' }, spec, status });
     expect(() => parseObject(pod({ hostNetwork: 'true' }, {}))).toThrow(/spec.hostNetwork must be a boolean/);

@@ -1,0 +1,223 @@
+/* A simulated node running the sluice agent in standalone mode: a client pod, backend pods serving
+ * TCP 8080 and UDP 5353 on IPv4 and IPv6 (each answers with its pod name), and helpers to write
+ * Kubernetes objects, start/stop the agent and probe through VIPs. Shared by the kernel suites and
+ * the demo.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { createNode, run, waitFor, type SimNode, type SimPod } from '../harness';
+
+export const ROOT = path.resolve(__dirname, '../..');
+export const SLUICE = path.join(ROOT, 'bin/sluice');
+export const PROBE = path.join(ROOT, 'build/sl-probe');
+export const TCP_PORT = 8080;
+export const UDP_PORT = 5353;
+
+export interface ProbeResult {
+  ok: boolean;
+  reply?: string;
+  peer?: string;
+  errno?: number;
+  stage?: string;
+}
+
+export interface LbEnv {
+  node: SimNode;
+  client: SimPod;
+  backends: SimPod[];
+  objectsDir: string;
+  configPath: string;
+  agent?: ChildProcess;
+}
+
+export async function createLbEnv(opts: { backends?: number } = {}): Promise<LbEnv> {
+  const node = await createNode();
+  const objectsDir = path.join(node.workDir, 'objects');
+  fs.mkdirSync(objectsDir, { recursive: true });
+  const env: LbEnv = { node, client: undefined as unknown as SimPod, backends: [], objectsDir, configPath: path.join(node.workDir, 'sluice.yaml') };
+  try {
+    env.client = await node.addPod('client');
+    for (let i = 1; i <= (opts.backends ?? 2); i++) {
+      const pod = await node.addPod(`be${i}`);
+      env.backends.push(pod);
+      await serve(env, pod);
+    }
+    writeConfig(env);
+  } catch (e) {
+    await node.destroy();
+    throw e;
+  }
+  return env;
+}
+
+/** Starts sl-probe servers in a pod: TCP and UDP, IPv4 and IPv6, each answering with `name`. */
+export async function serve(env: LbEnv, pod: SimPod, name = pod.name): Promise<void> {
+  for (const ip of [pod.ipv4, pod.ipv6].filter(Boolean) as string[]) {
+    for (const [proto, port] of [['tcp', TCP_PORT], ['udp', UDP_PORT]] as const) {
+      const child = env.node.spawn([PROBE, 'serve', '--proto', proto, '--addr', ip, '--port', String(port), '--id', name], {
+        netnsPath: pod.netnsPath,
+        inCgroup: false,
+      });
+      await env.node.waitForLine(child, 'ready');
+    }
+  }
+}
+
+export function writeConfig(env: LbEnv, extra: Record<string, string> = {}): void {
+  const data: Record<string, string> = {
+    'bpf-pin-dir': env.node.pinDir,
+    'cgroup-root': env.node.cgroupPath,
+    'k8s-objects-dir': env.objectsDir,
+    'agent-socket': path.join(env.node.workDir, 'agent.sock'),
+    ...extra,
+  };
+  fs.writeFileSync(env.configPath, Object.entries(data).map(([k, v]) => `${k}: "${v}"`).join('\n') + '\n');
+}
+
+/** Replaces a file in the objects dir the way a careful writer does: temp file, then rename. */
+export function writeObjects(env: LbEnv, file: string, docs: string[]): void {
+  const tmp = path.join(env.objectsDir, `.${file}.tmp`);
+  fs.writeFileSync(tmp, docs.join('\n---\n'));
+  fs.renameSync(tmp, path.join(env.objectsDir, file));
+}
+
+export function removeObjects(env: LbEnv, file: string): void {
+  fs.rmSync(path.join(env.objectsDir, file), { force: true });
+}
+
+export async function sluice(env: LbEnv, args: string[], allowFail = false) {
+  return run([SLUICE, ...args, '--config', env.configPath], { allowFail });
+}
+
+/** Starts the agent in the node's network namespace (outside the test cgroup) and waits for ready. */
+export async function startAgent(env: LbEnv): Promise<ChildProcess> {
+  const agent = env.node.spawn([SLUICE, 'agent', '--config', env.configPath], { inCgroup: false });
+  env.agent = agent;
+  await waitFor(
+    'agent ready',
+    async () => {
+      const out = env.node.output(agent);
+      if (out.exited) throw new Error(`agent exited (${out.exitCode ?? out.signal}): ${out.stderr.slice(-2000)}`);
+      return (await sluice(env, ['status'], true)).code === 0;
+    },
+    20000,
+    50,
+  );
+  return agent;
+}
+
+export async function stopAgent(env: LbEnv, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+  const agent = env.agent;
+  if (!agent) return null;
+  env.agent = undefined;
+  if (agent.exitCode === null && agent.signalCode === null) {
+    const exited = new Promise<void>((resolve) => agent.once('exit', () => resolve()));
+    agent.kill(signal);
+    await exited;
+  }
+  return agent.exitCode;
+}
+
+export interface ListedService {
+  frontend: string;
+  scope: string;
+  affinitySec: number;
+  backends: string[];
+}
+
+export async function lbList(env: LbEnv): Promise<ListedService[]> {
+  return JSON.parse((await sluice(env, ['bpf', 'lb', 'list', '-o', 'json'])).stdout);
+}
+
+/** Waits until the pinned maps hold `frontend` with exactly these backends (any order). */
+export async function waitForBackends(env: LbEnv, frontend: string, backends: string[]): Promise<void> {
+  const want = [...backends].sort().join(',');
+  await waitFor(`${frontend} -> [${want}]`, async () => {
+    const s = (await lbList(env)).find((x) => x.frontend === frontend);
+    return s !== undefined && [...s.backends].sort().join(',') === want;
+  });
+}
+
+export async function waitForAbsent(env: LbEnv, frontend: string): Promise<void> {
+  await waitFor(`${frontend} removed`, async () => !(await lbList(env)).some((x) => x.frontend === frontend));
+}
+
+export interface ProbeOpts {
+  proto?: 'tcp' | 'udp';
+  count?: number;
+  udpMode?: 'connected' | 'unconnected';
+  sameSocket?: boolean;
+  intervalMs?: number;
+  timeoutMs?: number;
+  /** run from this pod (default: the client pod) or from the node's own namespace */
+  from?: SimPod | 'node';
+  uid?: number;
+}
+
+/** Runs sl-probe connect inside the test cgroup and returns one result per attempt. */
+export async function probe(env: LbEnv, addr: string, port: number, o: ProbeOpts = {}): Promise<ProbeResult[]> {
+  const args = [PROBE, 'connect', '--proto', o.proto ?? 'tcp', '--addr', addr, '--port', String(port), '--count', String(o.count ?? 1)];
+  if (o.udpMode) args.push('--udp-mode', o.udpMode);
+  if (o.sameSocket) args.push('--same-socket');
+  if (o.intervalMs) args.push('--interval-ms', String(o.intervalMs));
+  args.push('--timeout-ms', String(o.timeoutMs ?? 1000));
+  const from = o.from ?? env.client;
+  const netnsPath = from === 'node' ? env.node.netnsPath : from.netnsPath;
+  const count = o.count ?? 1;
+  const res = await env.node.exec(args, { netnsPath, uid: o.uid, allowFail: true, timeoutMs: 20000 + count * ((o.intervalMs ?? 0) + 50) });
+  return res.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{') && !l.includes('"summary"'))
+    .map((l) => JSON.parse(l) as ProbeResult);
+}
+
+/** The backend that answered: sl-probe servers reply with their pod name first. */
+export function answeredBy(r: ProbeResult): string | undefined {
+  return r.ok ? r.reply?.split(' ')[0] : undefined;
+}
+
+// --- Kubernetes object builders (YAML text) ---
+
+export interface PortSpec {
+  name?: string;
+  port: number;
+  targetPort?: number | string;
+  protocol?: 'TCP' | 'UDP';
+}
+
+export function serviceYaml(name: string, spec: { clusterIP: string; ports: PortSpec[]; externalIPs?: string[]; affinitySec?: number; namespace?: string }): string {
+  const lines = [
+    'apiVersion: v1',
+    'kind: Service',
+    `metadata: {name: ${name}, namespace: ${spec.namespace ?? 'default'}}`,
+    'spec:',
+    `  clusterIP: "${spec.clusterIP}"`,
+    `  clusterIPs: ["${spec.clusterIP}"]`,
+    '  ports:',
+    ...spec.ports.map(
+      (p) => `  - {${p.name ? `name: ${p.name}, ` : ''}port: ${p.port}, targetPort: ${JSON.stringify(p.targetPort ?? p.port)}, protocol: ${p.protocol ?? 'TCP'}}`,
+    ),
+  ];
+  if (spec.externalIPs) lines.push(`  externalIPs: [${spec.externalIPs.map((i) => `"${i}"`).join(', ')}]`);
+  if (spec.affinitySec) lines.push('  sessionAffinity: ClientIP', `  sessionAffinityConfig: {clientIP: {timeoutSeconds: ${spec.affinitySec}}}`);
+  return lines.join('\n');
+}
+
+export function sliceYaml(
+  name: string,
+  spec: { service: string; family: 4 | 6; endpoints: Array<{ ip: string; ready?: boolean }>; ports: Array<{ name?: string; port: number; protocol?: 'TCP' | 'UDP' }>; namespace?: string },
+): string {
+  return [
+    'apiVersion: discovery.k8s.io/v1',
+    'kind: EndpointSlice',
+    `metadata: {name: ${name}, namespace: ${spec.namespace ?? 'default'}, labels: {kubernetes.io/service-name: ${spec.service}}}`,
+    `addressType: IPv${spec.family}`,
+    'endpoints:',
+    ...(spec.endpoints.length ? spec.endpoints.map((e) => `- {addresses: ["${e.ip}"], conditions: {ready: ${e.ready ?? true}}}`) : ['[]']),
+    'ports:',
+    ...spec.ports.map((p) => `- {${p.name !== undefined ? `name: "${p.name}", ` : ''}port: ${p.port}, protocol: ${p.protocol ?? 'TCP'}}`),
+  ]
+    .join('\n')
+    .replace('endpoints:\n[]', 'endpoints: []');
+}

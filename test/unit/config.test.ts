@@ -1,0 +1,55 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { cgroup2Mount, loadConfig, parseConfig } from '../../src/config';
+
+describe('config', () => {
+  it('defaults match the documented values', () => {
+    const c = parseConfig({ 'cgroup-root': '/sys/fs/cgroup' });
+    expect(c).toMatchObject({
+      bpfPinDir: '/sys/fs/bpf/sluice',
+      agentSocket: '/var/run/sluice/agent.sock',
+      lbSockHostnsOnly: false,
+      lbServiceMapMax: 262144,
+      lbBackendMapMax: 65536,
+      lbAffinityMapMax: 65536,
+    });
+  });
+
+  it('the cgroup2 mount is found from /proc/mounts', () => {
+    const mounts = 'tmpfs /sys/fs/cgroup tmpfs rw 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n';
+    expect(cgroup2Mount(mounts)).toBe('/sys/fs/cgroup/unified');
+    expect(() => cgroup2Mount('proc /proc proc rw 0 0\n')).toThrow(/cgroup-root/);
+  });
+
+  it('malformed values are rejected with the key and the value', () => {
+    expect(() => parseConfig({ 'bpf-lb-sock-hostns-only': 'yes' })).toThrow('Cannot parse config key bpf-lb-sock-hostns-only "yes"');
+    expect(() => parseConfig({ 'bpf-pin-dir': 'relative/dir' })).toThrow(/bpf-pin-dir "relative\/dir": not an absolute path/);
+    expect(() => parseConfig({ 'bpf-lb-backend-map-max': '12x' })).toThrow(/bpf-lb-backend-map-max "12x"/);
+    expect(() => parseConfig({ 'bpf-lb-backend-map-max': '4' })).toThrow(/from 16/);
+    expect(() => parseConfig({ 'bpf-pin-dir': ['a'] })).toThrow(TypeError);
+  });
+
+  it('unquoted YAML scalars are read as their strings', () => {
+    const c = parseConfig({ 'bpf-lb-sock-hostns-only': true, 'bpf-lb-backend-map-max': 1024, 'cgroup-root': '/x' });
+    expect(c.lbSockHostnsOnly).toBe(true);
+    expect(c.lbBackendMapMax).toBe(1024);
+  });
+
+  it('a ConfigMap manifest is read through its data', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slcfg-'));
+    try {
+      const f = path.join(dir, 'cm.yaml');
+      fs.writeFileSync(f, 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: sluice}\ndata:\n  bpf-pin-dir: /sys/fs/bpf/x\n  cgroup-root: /c\n  not-a-key: "1"\n');
+      expect(loadConfig(f).bpfPinDir).toBe('/sys/fs/bpf/x');
+      fs.writeFileSync(f, '- a list\n');
+      expect(() => loadConfig(f)).toThrow(/expected a map of keys/);
+      fs.writeFileSync(f, 'a: [\n');
+      expect(() => loadConfig(f)).toThrow(SyntaxError);
+      expect(() => loadConfig(path.join(dir, 'absent.yaml'))).toThrow(/Cannot read config file/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
