@@ -15,6 +15,8 @@ import { ApiServer } from './api';
 
 /** Coalesces bursts of object changes (a file with 10,000 services is one burst). */
 const RESYNC_DELAY_MS = 20;
+/** Services that did not fit (a full map) are retried this often, in case room was freed. */
+const RETRY_FAILED_MS = 5000;
 
 export type Phase = 'starting' | 'ready' | 'stopping' | 'failed';
 
@@ -77,20 +79,20 @@ export class Agent {
     log.info('agent ready', { services: this.sync.serviceCount });
   }
 
-  private scheduleResync(): void {
+  private scheduleResync(delayMs = RESYNC_DELAY_MS): void {
     if (this.timer || this.phase === 'stopping') return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       try {
-        this.resync();
+        this.resync(delayMs === RETRY_FAILED_MS);
       } catch (e) {
         log.error('sync failed', { err: e });
       }
-    }, RESYNC_DELAY_MS);
+    }, delayMs);
   }
 
-  private resync(): void {
-    if (!this.sync || this.store.revision === this.syncedRevision) return;
+  private resync(force = false): void {
+    if (!this.sync || (!force && this.store.revision === this.syncedRevision)) return;
     const t0 = process.hrtime.bigint();
     const revision = this.store.revision;
     const frontends = computeFrontends([...this.store.list('Service')], [...this.store.list('EndpointSlice')]);
@@ -101,6 +103,7 @@ export class Agent {
     const { failed, ...counts } = report;
     log.info('services synced', { ...counts, failed: failed.length, ms: Math.round(ms * 10) / 10 });
     for (const f of failed) log.error('service not programmed', { frontend: f.frontend, service: f.service, reason: f.reason });
+    if (failed.length) this.scheduleResync(RETRY_FAILED_MS);
   }
 
   status(): AgentStatus {

@@ -180,8 +180,19 @@ export class DirectorySource implements ClusterSource {
     if (this.store !== undefined) throw new Error(`DirectorySource for "${this.dir}" was already started`);
     this.store = store;
     const started = Date.now();
-    await this.rescan();
-    if (this.dirError !== undefined) throw new Error(this.dirError);
+    // Watch before the initial scan so that a file written while it runs is not missed;
+    // but only once the directory is known to exist, so a typo yields one clear error.
+    const isDir = await stat(this.dir).then((st) => st.isDirectory(), () => false);
+    if (isDir) this.startWatching();
+    try {
+      await this.rescan();
+    } catch (err) {
+      this.watcher?.close();
+      this.watcher = undefined;
+      clearTimeout(this.debounceTimer);
+      this.debounceTimer = undefined;
+      throw err;
+    }
     if (this.stopped) return;
     this.isSynced = true;
     const status = this.status();
@@ -192,7 +203,6 @@ export class DirectorySource implements ClusterSource {
       skippedDocuments: status.skippedDocuments,
       ms: Date.now() - started,
     });
-    this.startWatching();
     if (this.rescanMs > 0) this.rescanTimer = setInterval(() => this.periodicRescan(), this.rescanMs);
   }
 

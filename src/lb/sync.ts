@@ -26,6 +26,12 @@ interface Programmed {
   dirty: boolean;
 }
 
+interface Change {
+  f: LbFrontend;
+  cur?: Programmed;
+  next: Programmed;
+}
+
 export interface SyncFailure {
   frontend: string;
   service: string;
@@ -118,60 +124,29 @@ export class LbSync {
     return this.nextBackendId++;
   }
 
-  /** Writes entries, falling back to one at a time on failure to learn which entries failed. */
-  private writeAll<K, V>(map: { setMany(e: Array<[K, V]>): void; set(k: K, v: V): void }, entries: Array<[K, V]>, owners: string[], failed: Map<string, string>): void {
-    try {
-      map.setMany(entries);
-      return;
-    } catch (e) {
-      if (!(e instanceof BpfError)) throw e;
-    }
-    entries.forEach(([k, v], i) => {
-      if (failed.has(owners[i])) return;
-      try {
-        map.set(k, v);
-      } catch (e) {
-        if (!(e instanceof BpfError)) throw e;
-        failed.set(owners[i], e.errno === E2BIG ? `${e.op}: map is full` : e.message);
-      }
-    });
-  }
-
   apply(desired: LbFrontend[]): SyncReport {
     const report: SyncReport = { added: 0, updated: 0, removed: 0, unchanged: 0, backends: 0, failed: [] };
     const failed = new Map<string, string>(); // frontend id -> reason
     const wanted = new Map<string, LbFrontend>();
     for (const f of desired) wanted.set(f.id, f);
+    const affinityDropped = new Map<number, Set<number>>(); // svc id -> backend ids no longer in it
 
-    // 1. backends that are new
-    const newBackends: Array<[number, Backend]> = [];
-    const newOwners: string[] = [];
-    const pendingIds = new Map<string, number>();
-    for (const f of wanted.values()) {
-      for (const b of f.backends) {
-        const be: Backend = { ip: b.ip, port: b.port, proto: protoNumber(f.proto) };
-        const bk = backendKey(be);
-        if (this.backendIds.has(bk) || pendingIds.has(bk)) continue;
-        const id = this.allocBackendId();
-        pendingIds.set(bk, id);
-        this.backends.set(id, be); // reserve the id; dropped below if its write fails
-        newBackends.push([id, be]);
-        newOwners.push(f.id);
-      }
+    // 1. services no longer wanted, first so that their room is free for new ones: the service
+    //    entry first (lookups then miss), then its slots
+    for (const [fid, p] of this.services) {
+      if (wanted.has(fid)) continue;
+      this.deleteSlots(p, 0, p.slotsPresent);
+      if (p.flags & SVC_F_AFFINITY) affinityDropped.set(p.id, new Set(p.backendIds));
+      this.services.delete(fid);
+      this.usedSvcIds.delete(p.id);
+      report.removed++;
     }
-    const backendFailed = new Map<string, string>();
-    this.writeAll(this.maps.backend, newBackends, newBackends.map(([, b]) => backendKey(b)), backendFailed);
-    for (const [bk, id] of pendingIds) {
-      if (backendFailed.has(bk)) this.backends.delete(id);
-      else this.backendIds.set(bk, id);
-    }
-    newOwners.forEach((fid, i) => {
-      const reason = backendFailed.get(backendKey(newBackends[i][1]));
-      if (reason && !failed.has(fid)) failed.set(fid, reason);
-    });
 
-    // 2. slots of new or changed services
-    const changes: Array<{ f: LbFrontend; cur?: Programmed; next: Programmed }> = [];
+    // 2. backends that are new
+    this.addBackends(wanted, failed);
+
+    // 3. new and changed services: slots, then the service entry that makes them live
+    const changes: Change[] = [];
     for (const f of wanted.values()) {
       if (failed.has(f.id)) continue;
       const proto = protoNumber(f.proto);
@@ -197,61 +172,27 @@ export class LbSync {
         },
       });
     }
-    const slotEntries: Array<[SvcKey, SvcVal]> = [];
-    const slotOwners: string[] = [];
-    for (const { f, next } of changes) {
-      next.backendIds.forEach((id, i) => {
-        slotEntries.push([{ vip: next.vip, port: next.port, proto: next.proto, slot: i + 1 }, { id, count: 0, flags: 0, affinitySec: 0 }]);
-        slotOwners.push(f.id);
-      });
-    }
-    this.writeAll(this.maps.svc, slotEntries, slotOwners, failed);
-
-    // 3. service entries (the count that makes the new slots live)
-    const masters: Array<[SvcKey, SvcVal]> = [];
-    const masterOwners: string[] = [];
-    for (const { f, next } of changes) {
-      if (failed.has(f.id)) continue;
-      masters.push([{ vip: next.vip, port: next.port, proto: next.proto, slot: 0 }, { id: next.id, count: next.backendIds.length, flags: next.flags, affinitySec: next.affinitySec }]);
-      masterOwners.push(f.id);
-    }
-    this.writeAll(this.maps.svc, masters, masterOwners, failed);
+    this.writeServices(changes, failed);
 
     // 4. surplus slots, then record the result
-    const affinityDropped = new Map<number, Set<number>>(); // svc id -> backend ids no longer in it
     for (const { f, cur, next } of changes) {
       if (failed.has(f.id)) {
-        if (cur) cur.dirty = true;
-        else if (next.slotsPresent > 0) this.services.set(f.id, { ...next, backendIds: [], dirty: true }); // slots to clean up
+        if (cur) cur.dirty = true; // the old entry still serves; rewrite on the next sync
         else this.usedSvcIds.delete(next.id);
-        if (cur) cur.slotsPresent = next.slotsPresent;
         continue;
       }
-      for (let slot = next.backendIds.length + 1; slot <= next.slotsPresent; slot++) {
-        this.maps.svc.delete({ vip: next.vip, port: next.port, proto: next.proto, slot });
-      }
+      this.deleteSlots(next, next.backendIds.length + 1, next.slotsPresent);
       next.slotsPresent = next.backendIds.length;
       if (cur) {
         report.updated++;
         const keep = new Set(next.backendIds);
         const gone = cur.backendIds.filter((id) => !keep.has(id));
-        if (gone.length && (cur.flags & SVC_F_AFFINITY)) affinityDropped.set(cur.id, new Set(gone));
+        if (gone.length && cur.flags & SVC_F_AFFINITY) affinityDropped.set(cur.id, new Set(gone));
       } else report.added++;
       this.services.set(f.id, next);
     }
 
-    // 5. services no longer wanted: the entry first (lookups then miss), then its slots
-    for (const [fid, p] of this.services) {
-      if (wanted.has(fid)) continue;
-      this.maps.svc.delete({ vip: p.vip, port: p.port, proto: p.proto, slot: 0 });
-      for (let slot = 1; slot <= p.slotsPresent; slot++) this.maps.svc.delete({ vip: p.vip, port: p.port, proto: p.proto, slot });
-      if (p.flags & SVC_F_AFFINITY) affinityDropped.set(p.id, new Set(p.backendIds));
-      this.services.delete(fid);
-      this.usedSvcIds.delete(p.id);
-      report.removed++;
-    }
-
-    // 6. backends nobody references any more
+    // 5. backends nobody references any more
     const referenced = new Set<number>();
     for (const p of this.services.values()) for (const id of p.backendIds) referenced.add(id);
     for (const [id, b] of this.backends) {
@@ -267,6 +208,109 @@ export class LbSync {
       report.failed.push({ frontend: fid, service: wanted.get(fid)?.service ?? '', reason });
     }
     return report;
+  }
+
+  /** Deletes slots from..to of a service (slot 0 is the service entry itself). */
+  private deleteSlots(p: Programmed, from: number, to: number): void {
+    for (let slot = from; slot <= to; slot++) this.maps.svc.delete({ vip: p.vip, port: p.port, proto: p.proto, slot });
+  }
+
+  /** Writes the backends the wanted services need and the map lacks; first fit when it is full. */
+  private addBackends(wanted: Map<string, LbFrontend>, failed: Map<string, string>): void {
+    const entries: Array<[number, Backend]> = [];
+    const owners: string[][] = [];
+    const index = new Map<string, number>();
+    for (const f of wanted.values()) {
+      for (const b of f.backends) {
+        const be: Backend = { ip: b.ip, port: b.port, proto: protoNumber(f.proto) };
+        const bk = backendKey(be);
+        if (this.backendIds.has(bk)) continue;
+        const i = index.get(bk);
+        if (i !== undefined) {
+          owners[i].push(f.id);
+          continue;
+        }
+        index.set(bk, entries.length);
+        entries.push([this.allocBackendId(), be]);
+        owners.push([f.id]);
+        this.backends.set(entries[entries.length - 1][0], be); // reserves the id
+      }
+    }
+    let reasons: Array<string | undefined> = entries.map(() => undefined);
+    try {
+      this.maps.backend.setMany(entries);
+    } catch (e) {
+      if (!(e instanceof BpfError)) throw e;
+      reasons = entries.map(([id, be]) => this.tryWrite(() => this.maps.backend.set(id, be)));
+    }
+    entries.forEach(([id, be], i) => {
+      const reason = reasons[i];
+      if (reason === undefined) {
+        this.backendIds.set(backendKey(be), id);
+        return;
+      }
+      this.backends.delete(id);
+      for (const fid of owners[i]) if (!failed.has(fid)) failed.set(fid, reason);
+    });
+  }
+
+  /** Runs a map write; returns why it failed, or undefined. */
+  private tryWrite(write: () => void): string | undefined {
+    try {
+      write();
+      return undefined;
+    } catch (e) {
+      if (!(e instanceof BpfError)) throw e;
+      return e.errno === E2BIG ? `${e.op}: map is full` : e.message;
+    }
+  }
+
+  /**
+   * Programs changed services. Fast path: all slots in one batch, then all service entries in one.
+   * When the map fills up, undo the slots the batch may have added and go service by service
+   * (first fit), so a service is either wholly programmed or left as it was, never half.
+   */
+  private writeServices(changes: Change[], failed: Map<string, string>): void {
+    const key = (p: Programmed, slot: number): SvcKey => ({ vip: p.vip, port: p.port, proto: p.proto, slot });
+    const slotVal = (id: number): SvcVal => ({ id, count: 0, flags: 0, affinitySec: 0 });
+    const entryVal = (p: Programmed): SvcVal => ({ id: p.id, count: p.backendIds.length, flags: p.flags, affinitySec: p.affinitySec });
+    try {
+      const slots: Array<[SvcKey, SvcVal]> = [];
+      for (const { next } of changes) next.backendIds.forEach((id, i) => slots.push([key(next, i + 1), slotVal(id)]));
+      this.maps.svc.setMany(slots);
+      this.maps.svc.setMany(changes.map(({ next }) => [key(next, 0), entryVal(next)]));
+      return;
+    } catch (e) {
+      if (!(e instanceof BpfError)) throw e;
+    }
+    // Back to the state before the batch: old entries and slots, nothing added.
+    for (const { cur, next } of changes) {
+      if (cur) this.rewriteAsRecorded(cur);
+      this.deleteSlots(next, cur ? cur.slotsPresent + 1 : 0, next.slotsPresent);
+    }
+    for (const { f, cur, next } of changes) {
+      let reason: string | undefined;
+      for (let i = 0; i < next.backendIds.length && !reason; i++) {
+        reason = this.tryWrite(() => this.maps.svc.set(key(next, i + 1), slotVal(next.backendIds[i])));
+      }
+      reason ??= this.tryWrite(() => this.maps.svc.set(key(next, 0), entryVal(next)));
+      if (!reason) continue;
+      failed.set(f.id, reason);
+      // Undo this service: a new one disappears, a changed one keeps serving as it was.
+      if (cur) this.rewriteAsRecorded(cur);
+      this.deleteSlots(next, cur ? cur.slotsPresent + 1 : 0, next.backendIds.length);
+      next.slotsPresent = cur?.slotsPresent ?? 0;
+    }
+  }
+
+  /** Rewrites a service's entry and slots as recorded (existing keys: needs no room in the map). */
+  private rewriteAsRecorded(p: Programmed): void {
+    p.backendIds.forEach((id, i) => {
+      if (id) this.tryWrite(() => this.maps.svc.set({ vip: p.vip, port: p.port, proto: p.proto, slot: i + 1 }, { id, count: 0, flags: 0, affinitySec: 0 }));
+    });
+    this.tryWrite(() =>
+      this.maps.svc.set({ vip: p.vip, port: p.port, proto: p.proto, slot: 0 }, { id: p.id, count: p.backendIds.length, flags: p.flags, affinitySec: p.affinitySec }),
+    );
   }
 
   /** Forgets ClientIP affinity to backends that left a service, so clients choose again. */
