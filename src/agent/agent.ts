@@ -43,8 +43,8 @@ export class Agent {
   private readonly store = new ObjectStore();
   private api?: ApiServer;
   private timer?: NodeJS.Timeout;
+  private timerDueMs = 0;
   private lastSync?: AgentStatus['lastSync'];
-  private syncedRevision = -1;
 
   constructor(private readonly cfg: Config) {}
 
@@ -79,26 +79,31 @@ export class Agent {
     log.info('agent ready', { services: this.sync.serviceCount });
   }
 
+  /** A change syncs soon; a retry of failed services waits longer but never delays a change. */
   private scheduleResync(delayMs = RESYNC_DELAY_MS): void {
-    if (this.timer || this.phase === 'stopping') return;
+    if (this.phase === 'stopping') return;
+    if (this.timer) {
+      if (this.timerDueMs <= Date.now() + delayMs) return;
+      clearTimeout(this.timer);
+    }
+    this.timerDueMs = Date.now() + delayMs;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       try {
-        this.resync(delayMs === RETRY_FAILED_MS);
+        this.resync();
       } catch (e) {
         log.error('sync failed', { err: e });
       }
     }, delayMs);
   }
 
-  private resync(force = false): void {
-    if (!this.sync || (!force && this.store.revision === this.syncedRevision)) return;
+  /** Recomputes the frontends and writes the differences (a no-op diff costs one model pass). */
+  private resync(): void {
+    if (!this.sync) return;
     const t0 = process.hrtime.bigint();
-    const revision = this.store.revision;
     const frontends = computeFrontends([...this.store.list('Service')], [...this.store.list('EndpointSlice')]);
     const report = this.sync.apply(frontends);
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    this.syncedRevision = revision;
     this.lastSync = { at: new Date().toISOString(), ms, report };
     const { failed, ...counts } = report;
     log.info('services synced', { ...counts, failed: failed.length, ms: Math.round(ms * 10) / 10 });
