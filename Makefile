@@ -16,7 +16,7 @@ TS_SRCS     := $(shell find src -name '*.ts')
 
 .PHONY: all deps apt-deps npm-deps test test-unit bench demo clean install
 
-all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/dist/.stamp bin/sluice
+all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/dist/.stamp bin/sluice bin/sluice-cni
 
 build/bpf/%.o: bpf/%.c $(BPF_HDRS)
 	@mkdir -p $(@D)
@@ -25,6 +25,11 @@ build/bpf/%.o: bpf/%.c $(BPF_HDRS)
 build/libsluice.so: native/shim.c native/shim.h
 	@mkdir -p $(@D)
 	$(CC) $(SHIM_CFLAGS) -shared -o $@ native/shim.c -lbpf -pthread
+
+# The CNI plugin is C: the runtime executes it on every pod start, where Node's start-up would cost.
+bin/sluice-cni: cni/sluice-cni.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
 
 build/sl-probe: test/tools/sl-probe.c
 	@mkdir -p $(@D)

@@ -10,7 +10,8 @@ commands:
   status             exit 0 when the agent is ready (programs attached, first sync done)
   bpf lb list        services and backends as the pinned maps hold them (works while the agent is down)
   bpf lb counters    datapath counters (summed over CPUs)
-  uninstall          detach every program and remove every pin sluice created
+  endpoint list      registered pods: IPs, namespace/name, mode=…, netns cookie, container (-o json)
+  uninstall          remove sluice's CNI entry and binary, detach every program, remove every pin
 
 --config FILE defaults to /etc/sluice/config.yaml when it exists, else built-in defaults.
 `;
@@ -81,6 +82,15 @@ async function main(argv: string[]): Promise<number> {
       maps.close();
       if (args.output === 'json') process.stdout.write(JSON.stringify(counters, null, 2) + '\n');
       else for (const [k, v] of Object.entries(counters)) process.stdout.write(`${k.padEnd(16)}${v}\n`);
+      return 0;
+    }
+    case 'endpoint list': {
+      const cfg = config(args);
+      const { readEndpoints } = await import('./agent/endpoints');
+      const { formatEndpointList } = await import('./agent/endpoint-list');
+      // No capture yet: every endpoint is mode=none until the capture issues program the maps.
+      const eps = readEndpoints(cfg.stateDir).map((ep) => ({ ...ep, mode: 'none' as const, reason: 'no capture configured' }));
+      process.stdout.write(args.output === 'json' ? JSON.stringify(eps, null, 2) + '\n' : formatEndpointList(eps));
       return 0;
     }
     case 'uninstall': {

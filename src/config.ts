@@ -22,6 +22,16 @@ export interface Config {
   lbBackendMapMax: number;
   /** bpf-lb-affinity-map-max */
   lbAffinityMapMax: number;
+  /** state-dir: registrations of pod endpoints and backups of edited CNI configs */
+  stateDir: string;
+  /** cni-conf-dir: where the runtime reads CNI configs; empty: do not install the plugin */
+  cniConfDir: string;
+  /** cni-bin-dir: where the runtime finds CNI plugin executables */
+  cniBinDir: string;
+  /** cni-exclusive: move other loadable configs aside (Cilium's behaviour); default false */
+  cniExclusive: boolean;
+  /** cni-conf-file-name: chain into this file; empty: the file the runtime would load */
+  cniConfFileName: string;
   /** log-level: debug, info, warn, error */
   logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
@@ -38,6 +48,16 @@ const bool: Parser<boolean> = (key, raw) => {
   if (raw === 'false') return false;
   throw new RangeError(`Cannot parse config key ${key} "${raw}": expected "true" or "false"`);
 };
+
+const fileName: Parser<string> = (key, raw) => {
+  if (raw.includes('/') || raw.startsWith('.')) throw new RangeError(`Cannot parse config key ${key} "${raw}": expected a file name, not a path`);
+  return raw;
+};
+
+/** An empty value means "not set". */
+function optional(p: Parser<string>): Parser<string> {
+  return (key, raw) => (raw === '' ? '' : p(key, raw));
+}
 
 function intIn(min: number, max: number): Parser<number> {
   return (key, raw) => {
@@ -81,6 +101,11 @@ const keys: { [name: string]: KeySpec<any> } = {
   'bpf-lb-service-map-max': { field: 'lbServiceMapMax', parse: intIn(16, 16 << 20), default: () => '262144' },
   'bpf-lb-backend-map-max': { field: 'lbBackendMapMax', parse: intIn(16, 16 << 20), default: () => '65536' },
   'bpf-lb-affinity-map-max': { field: 'lbAffinityMapMax', parse: intIn(16, 16 << 20), default: () => '65536' },
+  'state-dir': { field: 'stateDir', parse: absPath, default: () => '/var/run/sluice' },
+  'cni-conf-dir': { field: 'cniConfDir', parse: optional(absPath), default: () => '' },
+  'cni-bin-dir': { field: 'cniBinDir', parse: absPath, default: () => '/opt/cni/bin' },
+  'cni-exclusive': { field: 'cniExclusive', parse: bool, default: () => 'false' },
+  'cni-conf-file-name': { field: 'cniConfFileName', parse: optional(fileName), default: () => '' },
   'log-level': { field: 'logLevel', parse: oneOf('debug', 'info', 'warn', 'error'), default: () => 'info' },
 };
 

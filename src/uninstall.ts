@@ -4,11 +4,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Config } from './config';
+import { cniInstaller } from './cni/install-config';
 import { LINKS_DIR, uninstallLbDatapath } from './lb/datapath';
 
 export function uninstall(cfg: Config): string[] {
   const out: string[] = [];
-  if (!fs.existsSync(cfg.bpfPinDir)) return [`nothing pinned at ${cfg.bpfPinDir}`];
+  if (cfg.cniConfDir) out.push(...cniInstaller(cfg).uninstall());
+  if (!fs.existsSync(cfg.bpfPinDir)) return [...out, `nothing pinned at ${cfg.bpfPinDir}`];
   for (const p of uninstallLbDatapath(cfg.bpfPinDir)) out.push(`removed ${p}`);
   for (const dir of [path.join(cfg.bpfPinDir, LINKS_DIR), cfg.bpfPinDir]) {
     try {

@@ -2,8 +2,11 @@
  * keeps the maps in step, and answers on the local API. Killing it leaves the datapath running
  * from its pins; starting it again re-opens them and writes only differences.
  */
+import { netnsCookieOf, netnsCookieSelf } from '../bpf';
+import { handleCni, type CniReply, type CniRequest } from '../cni/handler';
+import type { CniInstaller } from '../cni/install';
+import { cniInstaller } from '../cni/install-config';
 import type { Config } from '../config';
-import { netnsCookieSelf } from '../bpf';
 import { DirectorySource } from '../k8s/dir-source';
 import type { ClusterSource } from '../k8s/source';
 import { ObjectStore } from '../k8s/store';
@@ -11,7 +14,8 @@ import { computeFrontends } from '../lb/model';
 import { installLbDatapath, type LbMaps } from '../lb/datapath';
 import { LbSync, type SyncReport } from '../lb/sync';
 import { log } from '../log';
-import { ApiServer } from './api';
+import { ApiServer, RawReply } from './api';
+import { EndpointRegistry } from './endpoints';
 
 /** Coalesces bursts of object changes (a file with 10,000 services is one burst). */
 const RESYNC_DELAY_MS = 20;
@@ -30,6 +34,8 @@ export interface AgentStatus {
   datapath?: { links: Record<string, string>; services: number; backends: number; counters: Record<string, number> };
   lastSync?: { at: string; ms: number; report: SyncReport };
   source?: unknown;
+  cni?: { installed: boolean; file?: string; reason?: string };
+  endpoints: number;
 }
 
 export class Agent {
@@ -45,12 +51,20 @@ export class Agent {
   private timer?: NodeJS.Timeout;
   private timerDueMs = 0;
   private lastSync?: AgentStatus['lastSync'];
+  private readonly endpoints: EndpointRegistry;
+  private installer?: CniInstaller;
 
-  constructor(private readonly cfg: Config) {}
+  constructor(private readonly cfg: Config) {
+    this.endpoints = new EndpointRegistry(cfg.stateDir);
+  }
 
   async start(): Promise<void> {
-    this.api = new ApiServer(this.cfg.agentSocket, { status: () => this.status() });
+    this.api = new ApiServer(this.cfg.agentSocket, {
+      status: () => this.status(),
+      cni: (req) => this.cni(req as unknown as CniRequest),
+    });
     await this.api.listen();
+    this.loadEndpoints();
 
     const cookie = netnsCookieSelf();
     const { maps, links } = installLbDatapath({
@@ -74,9 +88,62 @@ export class Agent {
     await this.source.start(this.store);
     this.resync();
     this.store.on('change', () => this.scheduleResync());
+    if (this.cfg.cniConfDir) this.installCni();
     this.phase = 'ready';
     this.reason = '';
-    log.info('agent ready', { services: this.sync.serviceCount });
+    log.info('agent ready', { services: this.sync.serviceCount, endpoints: this.endpoints.list().length });
+  }
+
+  /** Registrations survive restarts; those whose network namespace is gone are dropped. */
+  private loadEndpoints(): void {
+    const n = this.endpoints.load();
+    let dropped = 0;
+    for (const ep of this.endpoints.list()) {
+      let cookie: string | undefined;
+      try {
+        cookie = netnsCookieOf(ep.netnsPath).toString();
+      } catch {
+        cookie = undefined;
+      }
+      if (cookie === ep.netnsCookie) continue;
+      this.endpoints.remove(ep.containerId, ep.ifName);
+      dropped++;
+      log.info('endpoint dropped: its network namespace is gone', { pod: `${ep.namespace}/${ep.name}`, containerId: ep.containerId, netns: ep.netnsPath });
+    }
+    log.info('endpoints loaded', { registered: n - dropped, dropped });
+  }
+
+  private installCni(): void {
+    this.installer = cniInstaller(this.cfg);
+    this.installer.install();
+    this.installer.watch();
+    log.info('CNI plugin installed', { ...this.installer.status(), exclusive: this.cfg.cniExclusive });
+  }
+
+  /** Readiness for pods: the datapath programmed and, when configured, the plugin installed. */
+  private readiness(): { ready: boolean; reason: string } {
+    if (this.phase !== 'ready') return { ready: false, reason: this.reason || this.phase };
+    const cni = this.installer?.status();
+    if (cni && !cni.installed) return { ready: false, reason: `CNI plugin not installed: ${cni.reason ?? 'unknown'}` };
+    return { ready: true, reason: 'programs attached, first sync done' + (cni ? `, CNI plugin in ${cni.file}` : '') };
+  }
+
+  private cni(req: CniRequest): RawReply {
+    const t0 = process.hrtime.bigint();
+    let reply: CniReply;
+    try {
+      reply = handleCni(req, { registry: this.endpoints, readiness: () => this.readiness() });
+    } catch (e) {
+      // handleCni answers every CNI failure itself; this is a bug, still answered in CNI's terms
+      reply = { code: 1, stdout: JSON.stringify({ cniVersion: '1.1.0', code: 11, msg: 'sluice agent failed', details: (e as Error).message }) + '\n' };
+    }
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    const args = req.env?.CNI_ARGS ?? '';
+    const pod = /K8S_POD_NAMESPACE=([^;]*)/.exec(args)?.[1] + '/' + /K8S_POD_NAME=([^;]*)/.exec(args)?.[1];
+    const fields = { command: req.command, containerId: req.env?.CNI_CONTAINERID, pod, exit: reply.code, ms: Math.round(ms * 100) / 100 };
+    if (reply.code === 0) log.info('cni', fields);
+    else log.warn('cni failed', { ...fields, error: reply.stdout.trim() });
+    return new RawReply(`${reply.code}\n${reply.stdout}`);
   }
 
   /** A change syncs soon; a retry of failed services waits longer but never delays a change. */
@@ -112,11 +179,13 @@ export class Agent {
   }
 
   status(): AgentStatus {
-    const ready = this.phase === 'ready';
+    const { ready, reason } = this.readiness();
     return {
       ready,
       phase: this.phase,
-      reason: ready ? 'programs attached, first sync done' : this.reason,
+      reason,
+      cni: this.installer?.status(),
+      endpoints: this.endpoints.list().length,
       pid: process.pid,
       startedAt: this.startedAt.toISOString(),
       config: {
@@ -138,6 +207,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.phase = 'stopping';
     if (this.timer) clearTimeout(this.timer);
+    this.installer?.stop();
     await this.source?.stop();
     await this.api?.close();
     this.maps?.close();

@@ -7,9 +7,18 @@ import * as path from 'node:path';
 import { log } from '../log';
 
 export type Request = { op: string; [k: string]: unknown };
+
+/**
+ * An answer written as is, after which the connection is closed: the CNI plugin reads
+ * "<exit code>\n<stdout bytes>" without having to parse JSON in C.
+ */
+export class RawReply {
+  constructor(readonly bytes: string) {}
+}
 export type Handler = (req: Request) => Promise<unknown> | unknown;
 
-const MAX_LINE = 1 << 20;
+/** The CNI plugin forwards stdin of up to 16 MiB, which JSON escaping can grow. */
+const MAX_LINE = 64 << 20;
 
 export class ApiServer {
   private server?: net.Server;
@@ -50,12 +59,15 @@ export class ApiServer {
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        void this.answer(line).then((out) => conn.write(JSON.stringify(out) + '\n'));
+        void this.answer(line).then((out) => {
+          if (out instanceof RawReply) conn.end(out.bytes);
+          else conn.write(JSON.stringify(out) + '\n');
+        });
       }
     });
   }
 
-  private async answer(line: string): Promise<unknown> {
+  private async answer(line: string): Promise<unknown | RawReply> {
     let req: Request;
     try {
       req = JSON.parse(line);
@@ -65,7 +77,8 @@ export class ApiServer {
     const h = req && typeof req.op === 'string' ? this.handlers[req.op] : undefined;
     if (!h) return { ok: false, error: `unknown op ${JSON.stringify(req?.op)}` };
     try {
-      return { ok: true, result: await h(req) };
+      const result = await h(req);
+      return result instanceof RawReply ? result : { ok: true, result };
     } catch (e) {
       log.warn('api request failed', { op: req.op, err: (e as Error).message });
       return { ok: false, error: (e as Error).message };

@@ -1,0 +1,735 @@
+/* The sluice benchmark (`make bench`, or `node_modules/.bin/tsx test/bench/run.ts [options]` after
+ * `make all`; needs root). One run measures, on a simulated node of the kernel-test harness:
+ *
+ *  1. TCP connection setup from a pod (sl-probe bench: connect latency median/p99, connections per
+ *     second at concurrency 1) with 1, 1,000 and 10,000 services, in these modes, side by side:
+ *       direct      to a backend pod IP, sluice attached (the hooks run and miss: non-VIP traffic)
+ *       sluice      to the VIP of the last generated service, agent running with all N services
+ *       bare        to the backend pod IP with nothing attached and no rules (pure baseline)
+ *       iptables    to the same VIP through kube-proxy-style nat rules for all N services, loaded in
+ *                   the client pod's netns (sluice detached: agent stopped and `sluice uninstall`)
+ *       direct-ipt  to the backend pod IP with those rules loaded (non-service traffic walks them)
+ *     Modes are interleaved in rounds over three node states, A (sluice attached), B (nothing) and
+ *     C (iptables rules), visited A B C, then C B A, ... so each round needs two reconfigurations;
+ *     the reported value of a mode is the median of its per-round values.
+ *  2. Agent sync for 10,000 services / 50,000 endpoints from one multi-document YAML file: spawn to
+ *     ready, the directory load and map sync times the agent logs, peak RSS, and incremental
+ *     updates (one service's endpoints changed in the file).
+ *  3. A Markdown report on stdout and in build/bench/results.md (raw numbers in results.json).
+ *
+ * Each mode has its own server port on the backends (direct 8080, sluice 8081, iptables 8082), so
+ * no mode reuses another's 4-tuples. Why: the backends keep TIME_WAIT for every connection, and a
+ * client's TCP timestamp offset is derived from the destination it connects to, which is the VIP
+ * under DNAT but the backend under sluice (it rewrites before the connect). A SYN reusing a 4-tuple
+ * that is in TIME_WAIT with timestamps from another offset is rejected (PAWS) and retransmitted,
+ * which cost ~12 ms stalls in a few % of connections in trials; that is an artefact of replaying
+ * 10,000s of connections between the same two addresses, not of either load balancer. For the same
+ * reason the measured service keeps one VIP at every size.
+ *
+ * Options (environment variables in brackets; `make bench BENCH_ARGS="--quick"`):
+ *   --sizes 1,1000,10000 [BENCH_SIZES]  --count 5000 [BENCH_COUNT]  --warmup 500 [BENCH_WARMUP]
+ *   --concurrency 1 [BENCH_CONCURRENCY]  --rounds 9 [BENCH_ROUNDS]
+ *   --sync-services 10000 [BENCH_SYNC_SERVICES]  --sync-endpoints 5 (per service)
+ *   --updates 3 (incremental updates)  --skip-latency  --skip-sync  --out build/bench
+ *   --pin 0,1 [BENCH_PIN]  CPU of the client, CPU of the backend servers (default 0,1 with >= 2 CPUs;
+ *             `--no-pin` or `none` to let the scheduler place them). Unpinned, each run lands at
+ *             random in one of two regimes (client and server on one CPU: connect ~45 us, op ~59 us;
+ *             on two: connect ~32 us, op ~85 us in trials), which swamps the differences measured.
+ *   --quick   smoke run: sizes 1,1000, count 1000, warmup 100, 2 rounds, sync of 1,000 services
+ *
+ * Safety: everything runs inside the harness's `sltest-` namespaces and cgroup; iptables only in
+ * the client pod's netns (see iptables.ts); the node is destroyed in `finally`, and on signals by
+ * the harness's exit handlers.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { run, sleep, waitFor } from '../harness';
+import type { SimPod } from '../harness';
+import {
+  createLbEnv, lbList, PROBE, ROOT, serviceYaml, sliceYaml, sluice, startAgent, stopAgent, TCP_PORT, waitForBackends,
+  writeObjects, type LbEnv,
+} from '../kernel/lb-env';
+import { iptablesInfo, kubeProxyRuleset, loadRuleset, countNatRules, removeRuleset, type IptablesInfo, type IptService } from './iptables';
+
+// ---------------------------------------------------------------------------------------------
+// options
+
+interface Opts {
+  sizes: number[];
+  count: number;
+  warmup: number;
+  concurrency: number;
+  rounds: number;
+  syncServices: number;
+  syncEndpoints: number;
+  updates: number;
+  skipLatency: boolean;
+  skipSync: boolean;
+  quick: boolean;
+  /** [client CPU, server CPU], or undefined: no pinning */
+  pin?: [number, number];
+  out: string;
+}
+
+function parseOpts(argv: string[]): Opts {
+  const env = process.env;
+  const quick = argv.includes('--quick') || env.BENCH_QUICK === '1';
+  const o: Opts = {
+    sizes: (env.BENCH_SIZES ?? (quick ? '1,1000' : '1,1000,10000')).split(',').map(Number),
+    count: Number(env.BENCH_COUNT ?? (quick ? 1000 : 5000)),
+    warmup: Number(env.BENCH_WARMUP ?? (quick ? 100 : 500)),
+    concurrency: Number(env.BENCH_CONCURRENCY ?? 1),
+    rounds: Number(env.BENCH_ROUNDS ?? (quick ? 2 : 9)),
+    syncServices: Number(env.BENCH_SYNC_SERVICES ?? (quick ? 1000 : 10000)),
+    syncEndpoints: 5,
+    updates: quick ? 2 : 3,
+    skipLatency: false,
+    skipSync: false,
+    quick,
+    pin: os.cpus().length >= 2 ? [0, 1] : undefined,
+    out: path.join(ROOT, 'build/bench'),
+  };
+  const parsePin = (v: string): [number, number] | undefined => {
+    if (v === 'none') return undefined;
+    const m = /^(\d+),(\d+)$/.exec(v);
+    if (!m) throw new Error(`--pin takes CLIENT_CPU,SERVER_CPU or none, got ${v}`);
+    return [Number(m[1]), Number(m[2])];
+  };
+  if (env.BENCH_PIN) o.pin = parsePin(env.BENCH_PIN);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    switch (a) {
+      case '--quick': break;
+      case '--sizes': o.sizes = val().split(',').map(Number); break;
+      case '--count': o.count = Number(val()); break;
+      case '--warmup': o.warmup = Number(val()); break;
+      case '--concurrency': o.concurrency = Number(val()); break;
+      case '--rounds': o.rounds = Number(val()); break;
+      case '--sync-services': o.syncServices = Number(val()); break;
+      case '--sync-endpoints': o.syncEndpoints = Number(val()); break;
+      case '--updates': o.updates = Number(val()); break;
+      case '--skip-latency': o.skipLatency = true; break;
+      case '--skip-sync': o.skipSync = true; break;
+      case '--out': o.out = path.resolve(val()); break;
+      case '--pin': o.pin = parsePin(val()); break;
+      case '--no-pin': o.pin = undefined; break;
+      case '-h':
+      case '--help':
+        process.stdout.write(fs.readFileSync(__filename, 'utf8').split('*/')[0] + '*/\n');
+        process.exit(0);
+      // falls through (exit does not return)
+      default: throw new Error(`unknown option ${a} (see --help)`);
+    }
+  }
+  const int = (name: string, v: number, min: number, max: number) => {
+    if (!Number.isInteger(v) || v < min || v > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${v}`);
+  };
+  if (o.sizes.length === 0) throw new Error('--sizes is empty');
+  for (const s of o.sizes) int('a size', s, 1, 60000);
+  int('--count', o.count, 10, 1_000_000);
+  int('--warmup', o.warmup, 0, 1_000_000);
+  int('--concurrency', o.concurrency, 1, 64);
+  int('--rounds', o.rounds, 1, 50);
+  int('--sync-services', o.syncServices, 1, 60000);
+  int('--sync-endpoints', o.syncEndpoints, 1, 64);
+  int('--updates', o.updates, 0, 20);
+  if (o.syncServices * o.syncEndpoints + o.updates * o.syncEndpoints > 60000) throw new Error('at most 60,000 sync endpoints (backend map size)');
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// small helpers
+
+const PORT_DIRECT = TCP_PORT; // 8080, started by createLbEnv
+const PORT_SLUICE = 8081;
+const PORT_IPT = 8082;
+const SVC_PORT = 80;
+/** The measured service's VIP, the same at every size (see the header). Never generated for others. */
+const MEASURED_VIP = '10.250.255.254';
+
+const t0Run = Date.now();
+
+function progress(msg: string): void {
+  process.stderr.write(`[bench +${((Date.now() - t0Run) / 1000).toFixed(0)}s] ${msg}\n`);
+}
+
+function median(xs: number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** 10.250.x.y for service i (i < 60000); 10.250.255.254 is the measured VIP and never produced. */
+function vipFor(i: number): string {
+  const k = i + 1;
+  return `10.250.${k >> 8}.${k & 255}`;
+}
+
+/** Fake endpoint addresses, 10.241.0.1 upwards: in the cluster's 10/8 but outside every harness pod /24 (10.16-239.x.x). */
+function fakeIp(idx: number): string {
+  const k = idx + 1;
+  return `10.${241 + (k >> 16)}.${(k >> 8) & 255}.${k & 255}`;
+}
+
+interface AgentLog {
+  ts?: string;
+  msg?: string;
+  [k: string]: unknown;
+}
+
+function agentLogs(env: LbEnv): AgentLog[] {
+  if (!env.agent) return [];
+  return env.node
+    .output(env.agent)
+    .stderr.split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => {
+      try {
+        return JSON.parse(l) as AgentLog;
+      } catch {
+        return {};
+      }
+    });
+}
+
+async function attachedProgs(env: LbEnv): Promise<number> {
+  const r = await run(['bpftool', '-j', 'cgroup', 'show', env.node.cgroupPath], { timeoutMs: 10000 });
+  return r.stdout.trim() ? (JSON.parse(r.stdout) as unknown[]).length : 0;
+}
+
+/** Pins the sl-probe servers of the backend pods (our own processes, found by netns) to one CPU. */
+async function pinServers(env: LbEnv, cpu: number): Promise<number> {
+  let n = 0;
+  for (const pod of env.backends) {
+    const pids = (await run(['ip', 'netns', 'pids', pod.netnsName])).stdout.split('\n').filter((l) => /^\d+$/.test(l.trim()));
+    for (const pid of pids.map((p) => p.trim())) {
+      let comm = '';
+      try {
+        comm = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      } catch {
+        continue;
+      }
+      if (comm !== 'sl-probe') continue;
+      await run(['taskset', '-pc', String(cpu), pid]);
+      n++;
+    }
+  }
+  return n;
+}
+
+/** Starts an extra TCP server (IPv4) in a backend pod, answering with the pod's name. */
+async function serveTcp(env: LbEnv, pod: SimPod, port: number): Promise<void> {
+  const child = env.node.spawn([PROBE, 'serve', '--proto', 'tcp', '--addr', pod.ipv4, '--port', String(port), '--id', pod.name], {
+    netnsPath: pod.netnsPath,
+    inCgroup: false,
+  });
+  await env.node.waitForLine(child, 'ready');
+}
+
+interface BenchResult {
+  count: number;
+  errors: number;
+  connect_median_us: number;
+  connect_p99_us: number;
+  op_median_us: number;
+  op_p99_us: number;
+  rate_per_s: number;
+  elapsed_s: number;
+}
+
+/** 1-minute load average at the start of every measured run (the machine may be shared). */
+const loadAvgs: number[] = [];
+
+/** sl-probe bench from the client pod, inside the test cgroup (the sluice programs apply when attached). */
+async function probeBench(env: LbEnv, o: Opts, addr: string, port: number): Promise<BenchResult> {
+  const args = [...(o.pin ? ['taskset', '-c', String(o.pin[0])] : []), PROBE, 'bench', '--addr', addr, '--port', String(port), '--count', String(o.count), '--warmup', String(o.warmup), '--concurrency', String(o.concurrency)];
+  loadAvgs.push(Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]));
+  const r = await env.node.exec(args, { netnsPath: env.client.netnsPath, inCgroup: true, allowFail: true, timeoutMs: 60000 + (o.count + o.warmup) * 20 });
+  const line = r.stdout.split('\n').filter((l) => l.startsWith('{')).pop();
+  if (!line) throw new Error(`sl-probe bench ${addr}:${port} printed no result (exit ${r.code}): ${r.stderr.trim()}`);
+  const res = JSON.parse(line) as BenchResult;
+  if (res.errors > 0) progress(`  WARNING: ${res.errors} of ${res.count} operations to ${addr}:${port} failed`);
+  return res;
+}
+
+/** A few plain connects through the VIP, so a broken setup fails loudly instead of being measured. */
+async function checkVip(env: LbEnv, what: string): Promise<void> {
+  const r = await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', MEASURED_VIP, '--port', String(SVC_PORT), '--count', '6', '--timeout-ms', '2000'], {
+    netnsPath: env.client.netnsPath,
+    inCgroup: true,
+    allowFail: true,
+    timeoutMs: 30000,
+  });
+  const res = r.stdout.split('\n').filter((l) => l.startsWith('{') && !l.includes('"summary"')).map((l) => JSON.parse(l) as { ok: boolean; reply?: string });
+  if (res.length !== 6 || !res.every((x) => x.ok)) throw new Error(`${what}: connects to ${MEASURED_VIP}:${SVC_PORT} failed: ${r.stdout.trim()} ${r.stderr.trim()}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// objects
+
+interface SvcSpec {
+  name: string;
+  vip: string;
+  endpoints: string[];
+  targetPort: number;
+}
+
+/** N services with 2 backends among the backend pods; the last one is the measured service. */
+function latencyServices(n: number, pods: SimPod[], measuredPort: number): SvcSpec[] {
+  const out: SvcSpec[] = [];
+  for (let i = 0; i < n - 1; i++) {
+    out.push({ name: `svc-${i}`, vip: vipFor(i), endpoints: [pods[i % pods.length].ipv4, pods[(i + 1) % pods.length].ipv4], targetPort: PORT_DIRECT });
+  }
+  out.push({ name: 'measured', vip: MEASURED_VIP, endpoints: [pods[0].ipv4, pods[1].ipv4], targetPort: measuredPort });
+  return out;
+}
+
+function k8sDocs(svcs: SvcSpec[]): string[] {
+  const docs: string[] = [];
+  for (const s of svcs) {
+    docs.push(serviceYaml(s.name, { clusterIP: s.vip, ports: [{ name: 'http', port: SVC_PORT, targetPort: s.targetPort }] }));
+    docs.push(sliceYaml(`${s.name}-1`, { service: s.name, family: 4, endpoints: s.endpoints.map((ip) => ({ ip })), ports: [{ name: 'http', port: s.targetPort }] }));
+  }
+  return docs;
+}
+
+function iptServices(svcs: SvcSpec[]): IptService[] {
+  return svcs.map((s) => ({
+    namespace: 'default', name: s.name, portName: 'http', vip: s.vip, port: SVC_PORT,
+    endpoints: s.endpoints.map((ip) => ({ ip, port: s.targetPort })),
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// part 1: connection setup
+
+type Mode = 'direct' | 'sluice' | 'bare' | 'iptables' | 'direct-ipt';
+type State = 'A' | 'B' | 'C';
+const MODES: Mode[] = ['direct', 'sluice', 'bare', 'iptables', 'direct-ipt'];
+const MODES_OF: Record<State, Mode[]> = { A: ['direct', 'sluice'], B: ['bare'], C: ['iptables', 'direct-ipt'] };
+const MODE_LABEL: Record<Mode, string> = {
+  direct: 'direct, sluice attached',
+  sluice: '**sluice** VIP',
+  bare: 'direct, nothing attached',
+  iptables: '**iptables** VIP',
+  'direct-ipt': 'direct, iptables rules loaded',
+};
+
+interface SizeResult {
+  size: number;
+  runs: Record<Mode, BenchResult[]>;
+  agentStartMs: number[];
+  syncMs: number[];
+  /** the agent's VmHWM after each start, KiB */
+  agentHwmKiB: number[];
+  iptLoadMs: number[];
+  iptRules: number;
+  iptChains: number;
+  natRulesLoaded: number;
+}
+
+interface Ctx {
+  env: LbEnv;
+  o: Opts;
+  ipt: IptablesInfo;
+  state: State;
+}
+
+async function detachSluice(c: Ctx): Promise<void> {
+  await stopAgent(c.env);
+  await sluice(c.env, ['uninstall']);
+  const n = await attachedProgs(c.env);
+  if (n !== 0) throw new Error(`${n} programs still attached to ${c.env.node.cgroupPath} after uninstall`);
+}
+
+async function attachSluice(c: Ctx, r: SizeResult): Promise<void> {
+  // Fresh pins every time (the previous detach removed them): the agent loads, attaches and syncs N services.
+  const t0 = Date.now();
+  await startAgent(c.env);
+  r.agentStartMs.push(Date.now() - t0);
+  const synced = agentLogs(c.env).find((l) => l.msg === 'services synced');
+  if (typeof synced?.ms === 'number') r.syncMs.push(synced.ms);
+  if (typeof synced?.failed === 'number' && synced.failed > 0) throw new Error(`agent failed to program ${synced.failed} services`);
+  const [a, b] = c.env.backends;
+  await waitForBackends(c.env, `${MEASURED_VIP}:${SVC_PORT}/TCP`, [`${a.ipv4}:${PORT_SLUICE}`, `${b.ipv4}:${PORT_SLUICE}`]);
+  const n = await attachedProgs(c.env);
+  if (n === 0) throw new Error('agent ready but no programs attached to the test cgroup');
+  const st = JSON.parse((await sluice(c.env, ['status', '-o', 'json'])).stdout) as { pid: number };
+  r.agentHwmKiB.push(procStatusKiB(st.pid, 'VmHWM'));
+}
+
+async function goto(c: Ctx, to: State, r: SizeResult, rulesFile: string): Promise<void> {
+  if (c.state === to) return;
+  if (c.state === 'A') await detachSluice(c);
+  if (c.state === 'C') await removeRuleset(c.env.node, c.env.client.netnsPath, c.ipt);
+  c.state = 'B';
+  if (to === 'A') {
+    await attachSluice(c, r);
+    await checkVip(c.env, `sluice, ${r.size} services`);
+  } else if (to === 'C') {
+    r.iptLoadMs.push(await loadRuleset(c.env.node, c.env.client.netnsPath, rulesFile));
+    if (r.natRulesLoaded < 0) {
+      r.natRulesLoaded = await countNatRules(c.env.node, c.env.client.netnsPath);
+      if (r.natRulesLoaded !== r.iptRules) throw new Error(`iptables-save shows ${r.natRulesLoaded} nat rules, expected ${r.iptRules}`);
+    }
+    await checkVip(c.env, `iptables, ${r.size} services`);
+  }
+  c.state = to;
+  await sleep(500); // let the reconfiguration's work (agent GC, iptables-restore) settle
+}
+
+async function latencySize(c: Ctx, size: number): Promise<SizeResult> {
+  const { env, o } = c;
+  const r: SizeResult = {
+    size, runs: { direct: [], sluice: [], bare: [], iptables: [], 'direct-ipt': [] },
+    agentStartMs: [], syncMs: [], agentHwmKiB: [], iptLoadMs: [], iptRules: 0, iptChains: 0, natRulesLoaded: -1,
+  };
+  if (c.state !== 'B') throw new Error('a size starts from the bare state');
+  writeObjects(env, 'bench.yaml', k8sDocs(latencyServices(size, env.backends, PORT_SLUICE)));
+  const rs = kubeProxyRuleset(iptServices(latencyServices(size, env.backends, PORT_IPT)), { clusterCidr: env.node.cidr4 });
+  const rulesFile = path.join(env.node.workDir, `kube-proxy-${size}.rules`);
+  fs.writeFileSync(rulesFile, rs.text);
+  r.iptRules = rs.rules;
+  r.iptChains = rs.chains;
+  progress(`${size} services: ${rs.rules} nat rules / ${rs.chains} chains for iptables`);
+
+  const target: Record<Mode, [string, number]> = {
+    direct: [env.backends[0].ipv4, PORT_DIRECT],
+    bare: [env.backends[0].ipv4, PORT_DIRECT],
+    'direct-ipt': [env.backends[0].ipv4, PORT_DIRECT],
+    sluice: [MEASURED_VIP, SVC_PORT],
+    iptables: [MEASURED_VIP, SVC_PORT],
+  };
+  for (let round = 0; round < o.rounds; round++) {
+    const states: State[] = round % 2 === 0 ? ['A', 'B', 'C'] : ['C', 'B', 'A'];
+    for (const st of states) {
+      await goto(c, st, r, rulesFile);
+      const modes = round % 2 === 0 ? MODES_OF[st] : [...MODES_OF[st]].reverse();
+      for (const m of modes) {
+        const res = await probeBench(env, o, ...target[m]);
+        r.runs[m].push(res);
+        progress(`${size} svc, round ${round + 1}/${o.rounds}, ${m.padEnd(10)} connect median ${res.connect_median_us} us, p99 ${res.connect_p99_us} us, ${res.rate_per_s}/s`);
+      }
+    }
+  }
+  await goto(c, 'B', r, rulesFile);
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// part 2: agent sync at scale
+
+interface SyncResult {
+  services: number;
+  endpoints: number;
+  fileBytes: number;
+  spawnToStatusMs: number;
+  spawnToReadyLogMs: number;
+  spawnToAttachedMs: number;
+  dirLoadMs: number;
+  syncMs: number;
+  synced: Record<string, unknown>;
+  lbListServices: number;
+  lbListMs: number;
+  vmHwmKiB: number;
+  vmRssKiB: number;
+  updates: Array<{ writeToSyncedLogMs: number; syncMs: number; writeToListedMs: number; report: Record<string, unknown> }>;
+  vmHwmAfterUpdatesKiB: number;
+}
+
+function procStatusKiB(pid: number, field: string): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
+  return Number(m[1]);
+}
+
+/** The sync objects; `changed` maps a service index to the generation of its replaced endpoints. */
+function syncDocs(o: Opts, changed = new Map<number, number>()): string[] {
+  const svcs: SvcSpec[] = [];
+  for (let i = 0; i < o.syncServices; i++) {
+    const gen = changed.get(i);
+    const base = gen === undefined ? i * o.syncEndpoints : (o.syncServices + gen) * o.syncEndpoints;
+    const endpoints = Array.from({ length: o.syncEndpoints }, (_, j) => fakeIp(base + j));
+    svcs.push({ name: `sync-${i}`, vip: vipFor(i), endpoints, targetPort: PORT_DIRECT });
+  }
+  return k8sDocs(svcs);
+}
+
+async function syncBench(c: Ctx): Promise<SyncResult> {
+  const { env, o } = c;
+  if (c.state !== 'B') throw new Error('the sync benchmark starts from the bare state');
+  fs.rmSync(path.join(env.objectsDir, 'bench.yaml'), { force: true });
+  await sluice(env, ['uninstall']); // fresh pins
+  const file = 'sync.yaml';
+  writeObjects(env, file, syncDocs(o));
+  const fileBytes = fs.statSync(path.join(env.objectsDir, file)).size;
+  progress(`sync: ${o.syncServices} services / ${o.syncServices * o.syncEndpoints} endpoints, ${(fileBytes / 1e6).toFixed(1)} MB of YAML; starting the agent`);
+
+  const t0 = Date.now();
+  await startAgent(env);
+  const spawnToStatusMs = Date.now() - t0;
+  c.state = 'A';
+  const logs = agentLogs(env);
+  const at = (msg: string) => {
+    const l = logs.find((x) => x.msg === msg);
+    if (!l) throw new Error(`agent did not log "${msg}"`);
+    return l;
+  };
+  const tsMs = (l: AgentLog) => Date.parse(String(l.ts)) - t0;
+  const synced = at('services synced');
+  const dirLoaded = at('Manifest directory loaded');
+  if (synced.failed !== 0) throw new Error(`agent failed to program ${String(synced.failed)} services`);
+  const st = JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout) as { pid: number };
+  const vmHwmKiB = procStatusKiB(st.pid, 'VmHWM');
+  const vmRssKiB = procStatusKiB(st.pid, 'VmRSS');
+  const tl = Date.now();
+  const listed = await lbList(env);
+  const lbListMs = Date.now() - tl;
+  if (listed.length !== o.syncServices) throw new Error(`lb list shows ${listed.length} services, expected ${o.syncServices}`);
+
+  const updates: SyncResult['updates'] = [];
+  const changed = new Map<number, number>(); // earlier updates stay in the file: each update changes one service
+  for (let u = 0; u < o.updates; u++) {
+    await sleep(1000);
+    const index = Math.floor(((u + 1) * o.syncServices) / (o.updates + 1)) % o.syncServices;
+    const expect = Array.from({ length: o.syncEndpoints }, (_, j) => `${fakeIp((o.syncServices + u) * o.syncEndpoints + j)}:${PORT_DIRECT}`);
+    changed.set(index, u);
+    const docs = syncDocs(o, changed);
+    const before = agentLogs(env).filter((l) => l.msg === 'services synced').length;
+    const tw = Date.now();
+    writeObjects(env, file, docs);
+    const line = await waitFor(
+      'the agent to sync the update',
+      () => agentLogs(env).filter((l) => l.msg === 'services synced')[before],
+      60000,
+      5,
+    );
+    const writeToSyncedLogMs = Date.parse(String(line.ts)) - tw;
+    await waitForBackends(env, `${vipFor(index)}:${SVC_PORT}/TCP`, expect);
+    const writeToListedMs = Date.now() - tw;
+    const { ts: _ts, level: _lv, msg: _m, ...report } = line;
+    updates.push({ writeToSyncedLogMs, syncMs: Number(line.ms), writeToListedMs, report });
+    progress(`sync: update ${u + 1}: write -> synced ${writeToSyncedLogMs} ms (map sync ${String(line.ms)} ms), -> visible in lb list ${writeToListedMs} ms`);
+  }
+  const vmHwmAfterUpdatesKiB = procStatusKiB(st.pid, 'VmHWM');
+  await detachSluice(c);
+  c.state = 'B';
+  fs.rmSync(path.join(env.objectsDir, file), { force: true });
+  const { ts: _ts, level: _lv, msg: _m, ...syncedFields } = synced;
+  return {
+    services: o.syncServices, endpoints: o.syncServices * o.syncEndpoints, fileBytes,
+    spawnToStatusMs, spawnToReadyLogMs: tsMs(at('agent ready')), spawnToAttachedMs: tsMs(at('datapath attached')),
+    dirLoadMs: Number(dirLoaded.ms), syncMs: Number(synced.ms), synced: syncedFields,
+    lbListServices: listed.length, lbListMs, vmHwmKiB, vmRssKiB, updates, vmHwmAfterUpdatesKiB,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// report
+
+const fmt = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : 'n/a');
+const int = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString('en-US') : 'n/a');
+const ratio = (a: number, b: number) => (b > 0 && Number.isFinite(a) ? a / b : NaN);
+/** A Markdown table; the first `left` columns are left-aligned, the others right-aligned. */
+function table(head: string[], rows: string[][], left = 1): string {
+  const align = head.map((_, i) => (i < left ? ' --- ' : ' ---: '));
+  return [`| ${head.join(' | ')} |`, `|${align.join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+interface Agg {
+  med: number;
+  p99: number;
+  opMed: number;
+  opP99: number;
+  rate: number;
+  rateBest: number;
+  errors: number;
+  medMin: number;
+  medMax: number;
+}
+
+function agg(runs: BenchResult[]): Agg {
+  const meds = runs.map((x) => x.connect_median_us);
+  return {
+    med: median(meds),
+    p99: median(runs.map((x) => x.connect_p99_us)),
+    opMed: median(runs.map((x) => x.op_median_us)),
+    opP99: median(runs.map((x) => x.op_p99_us)),
+    rate: median(runs.map((x) => x.rate_per_s)),
+    rateBest: Math.max(...runs.map((x) => x.rate_per_s)),
+    errors: runs.reduce((n, x) => n + x.errors, 0),
+    medMin: Math.min(...meds),
+    medMax: Math.max(...meds),
+  };
+}
+
+function report(o: Opts, env: Record<string, string>, sizes: SizeResult[], sync: SyncResult | undefined, totalS: number): string {
+  const out: string[] = [];
+  out.push(`## sluice benchmark (${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC)`, '');
+  out.push(
+    `Kernel ${env.kernel}, ${env.cpus} CPUs (${env.cpuModel}), ${env.memory}, Node ${process.version}, ${env.iptables}; ` +
+      `sl-probe bench --count ${o.count} --warmup ${o.warmup} --concurrency ${o.concurrency}, ${o.rounds} rounds per size, ` +
+      `${o.pin ? `client pinned to CPU ${o.pin[0]} and backend servers to CPU ${o.pin[1]}` : 'no CPU pinning'}; ` +
+      `sync: ${int(o.syncServices)} services × ${o.syncEndpoints} endpoints. Total run time ${fmt(totalS / 60, 1)} min${o.quick ? ' (--quick)' : ''}.`,
+    '',
+  );
+  if (sizes.length) {
+    out.push('### TCP connection setup from a pod', '');
+    out.push(
+      'Median over rounds of each round\'s value. *connect* = socket() + blocking connect(); *op* = connect, read the reply to EOF, close; ' +
+        '*conn/s* = completed ops per second at concurrency ' + o.concurrency + '. The VIP is the last of the N services. ' +
+        '"direct, sluice attached" is the baseline for sluice: the same node state, the hooks run and miss (the cost every non-service connection pays).',
+      '',
+    );
+    const rows: string[][] = [];
+    for (const s of sizes) {
+      for (const m of MODES) {
+        const a = agg(s.runs[m]);
+        rows.push([int(s.size), MODE_LABEL[m], fmt(a.med), fmt(a.p99), `${fmt(a.medMin)}–${fmt(a.medMax)}`, fmt(a.opMed), fmt(a.opP99), int(a.rate), int(a.rateBest), String(a.errors)]);
+      }
+    }
+    out.push(table(['services', 'mode', 'connect median µs', 'connect p99 µs', 'connect median: range over rounds µs', 'op median µs', 'op p99 µs', 'conn/s', 'conn/s: best round', 'errors'], rows, 2), '');
+    out.push(
+      `conn/s is the mean rate of a run, so it follows the op tail (op p99), which moves with whatever else the machine runs: ` +
+        `the 1-minute load average at the start of the runs was median ${fmt(median(loadAvgs), 2)}, max ${fmt(Math.max(...loadAvgs), 2)} ` +
+        `(the benchmark itself keeps about one CPU busy). Connect medians are the stable numbers.`,
+      '',
+    );
+
+    out.push('### Ratios', '');
+    out.push('Latency ratios: lower is better; rate ratios: higher is better. Target: sluice within 1.10× of direct at every size (latency ≤ 1.10, rate ≥ 0.91).', '');
+    const rr: string[][] = [];
+    const mark = (v: number, ok: boolean) => `${fmt(v, 2)}${ok ? '' : ' ✗'}`;
+    for (const s of sizes) {
+      const d = agg(s.runs.direct), sl = agg(s.runs.sluice), b = agg(s.runs.bare), ip = agg(s.runs.iptables), di = agg(s.runs['direct-ipt']);
+      const m1 = ratio(sl.med, d.med), p1 = ratio(sl.p99, d.p99), r1 = ratio(sl.rate, d.rate);
+      rr.push([
+        int(s.size), mark(m1, m1 <= 1.1), mark(p1, p1 <= 1.1), mark(r1, r1 >= 1 / 1.1),
+        fmt(ratio(ip.med, b.med), 2), fmt(ratio(ip.p99, b.p99), 2), fmt(ratio(ip.rate, b.rate), 2),
+        fmt(ratio(d.med, b.med), 2), fmt(ratio(di.med, b.med), 2),
+      ]);
+    }
+    out.push(
+      table(
+        ['services', 'sluice/direct median ×', 'sluice/direct p99 ×', 'sluice/direct rate ×', 'iptables/bare median ×', 'iptables/bare p99 ×', 'iptables/bare rate ×', 'direct w/ sluice / bare median ×', 'direct w/ rules / bare median ×'],
+        rr,
+      ),
+      '',
+      '✗ = misses the 1.10× target. *bare* = direct with nothing attached and no rules (the iptables world\'s baseline).',
+      '',
+    );
+    const big = sizes[sizes.length - 1];
+    const sl = agg(big.runs.sluice), ip = agg(big.runs.iptables);
+    out.push(
+      `**sluice vs iptables at ${int(big.size)} services:** connect median ${fmt(sl.med)} vs ${fmt(ip.med)} µs (iptables/sluice ${fmt(ratio(ip.med, sl.med), 2)}×), ` +
+        `p99 ${fmt(sl.p99)} vs ${fmt(ip.p99)} µs (${fmt(ratio(ip.p99, sl.p99), 2)}×), rate ${int(sl.rate)} vs ${int(ip.rate)} conn/s (sluice/iptables ${fmt(ratio(sl.rate, ip.rate), 2)}×).`,
+      '',
+    );
+
+    out.push('### Control plane during the connection benchmark', '');
+    out.push(
+      table(
+        ['services', 'sluice: agent spawn → ready ms', 'sluice: map sync ms', 'sluice: agent VmHWM MiB', 'iptables-restore ms', 'nat rules', 'nat chains'],
+        sizes.map((s) => [
+          int(s.size), int(median(s.agentStartMs)), fmt(median(s.syncMs)), fmt(median(s.agentHwmKiB) / 1024), int(median(s.iptLoadMs)), int(s.iptRules), int(s.iptChains),
+        ]),
+      ),
+      '',
+      'Medians over the attaches/loads of the rounds (services with 2 endpoints each). "spawn → ready" is until `sluice status` first exits 0 (polled every 50 ms by the harness, each poll a CLI start); VmHWM is read right after.',
+      '',
+    );
+  }
+  if (sync) {
+    const upd = (f: (u: SyncResult['updates'][number]) => number) => median(sync.updates.map(f));
+    const mib = (k: number) => k / 1024;
+    out.push(`### Agent sync: ${int(sync.services)} services / ${int(sync.endpoints)} endpoints (${fmt(sync.fileBytes / 1e6)} MB multi-document YAML, one file)`, '');
+    const rows: string[][] = [
+      ['agent spawn → `sluice status` ready', `${int(sync.spawnToStatusMs)} ms`, '≤ 2,000 ms', sync.spawnToStatusMs <= 2000 ? 'met' : '**missed**'],
+      ['agent spawn → "agent ready" logged', `${int(sync.spawnToReadyLogMs)} ms`, '', ''],
+      ['  of which: spawn → "datapath attached" (node start, load, attach)', `${int(sync.spawnToAttachedMs)} ms`, '', ''],
+      ['  of which: directory load (read + parse + validate, "Manifest directory loaded" ms)', `${int(sync.dirLoadMs)} ms`, '', ''],
+      ['  of which: map sync (first "services synced" ms)', `${fmt(sync.syncMs)} ms`, '≤ 2,000 ms', sync.syncMs <= 2000 ? 'met' : '**missed**'],
+      ['peak RSS after the first sync (VmHWM)', `${fmt(mib(sync.vmHwmKiB))} MiB`, '≤ 150 MiB', mib(sync.vmHwmKiB) <= 150 ? 'met' : '**missed**'],
+      ['RSS after the first sync (VmRSS)', `${fmt(mib(sync.vmRssKiB))} MiB`, '', ''],
+      [`peak RSS after ${sync.updates.length} incremental updates (VmHWM)`, `${fmt(mib(sync.vmHwmAfterUpdatesKiB))} MiB`, '≤ 150 MiB', mib(sync.vmHwmAfterUpdatesKiB) <= 150 ? 'met' : '**missed**'],
+      ['`sluice bpf lb list -o json` (CLI run, all services)', `${int(sync.lbListMs)} ms`, '', ''],
+    ];
+    if (sync.updates.length) {
+      rows.push(
+        [`incremental update (1 service's ${o.syncEndpoints} endpoints replaced; median of ${sync.updates.length}): file rename → "services synced" logged`, `${int(upd((u) => u.writeToSyncedLogMs))} ms`, '', ''],
+        ['  map sync of the update ("services synced" ms)', `${fmt(upd((u) => u.syncMs))} ms`, '', ''],
+        ['  file rename → change visible in `sluice bpf lb list -o json`', `${int(upd((u) => u.writeToListedMs))} ms`, '', ''],
+      );
+    }
+    out.push(table(['measurement', 'value', 'target', ''], rows, 1), '');
+    out.push(`First sync report: \`${JSON.stringify(sync.synced)}\`; update reports: ${sync.updates.map((u) => `\`${JSON.stringify(u.report)}\``).join(', ')}.`, '');
+  }
+  out.push(
+    'Reproduce: `make all && node_modules/.bin/tsx test/bench/run.ts` as root (or `make bench`; `BENCH_ARGS="--quick"` for a smoke run). ' +
+      'Options: `--sizes`, `--count`, `--warmup`, `--concurrency`, `--rounds`, `--pin`, `--sync-services`, `--sync-endpoints`, `--updates` (see the header of test/bench/run.ts).',
+    '',
+  );
+  return out.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// main
+
+async function main(): Promise<void> {
+  const o = parseOpts(process.argv.slice(2));
+  if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (namespaces, cgroups, BPF)');
+  for (const f of [PROBE, path.join(ROOT, 'bin/sluice'), path.join(ROOT, 'build/dist/cli.js')]) {
+    if (!fs.existsSync(f)) throw new Error(`${f} is missing: run \`make all\` first`);
+  }
+  const ipt = await iptablesInfo();
+  const cpus = os.cpus();
+  const envInfo = {
+    kernel: os.release(),
+    cpus: String(cpus.length),
+    cpuModel: cpus[0]?.model?.trim() ?? 'unknown',
+    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM`,
+    iptables: `${ipt.version}${ipt.variant === 'nf_tables' ? ' (nft backend)' : ' (legacy backend)'}`,
+  };
+  progress(`kernel ${envInfo.kernel}, ${envInfo.cpus} CPUs, ${envInfo.iptables}; sizes ${o.sizes.join(',')}, count ${o.count}, warmup ${o.warmup}, concurrency ${o.concurrency}, rounds ${o.rounds}`);
+
+  const env = await createLbEnv({ backends: 3 });
+  const sizes: SizeResult[] = [];
+  let sync: SyncResult | undefined;
+  const c: Ctx = { env, o, ipt, state: 'B' };
+  try {
+    for (const pod of env.backends) for (const port of [PORT_SLUICE, PORT_IPT]) await serveTcp(env, pod, port);
+    progress(`node ${env.node.id}: client ${env.client.ipv4}, backends ${env.backends.map((p) => p.ipv4).join(' ')}`);
+    if (o.pin) {
+      const n = await pinServers(env, o.pin[1]);
+      if (n !== env.backends.length * 6) throw new Error(`pinned ${n} sl-probe servers, expected ${env.backends.length * 6}`);
+      progress(`pinned the client to CPU ${o.pin[0]} and ${n} backend servers to CPU ${o.pin[1]}`);
+    }
+    if (!o.skipLatency) {
+      for (const size of o.sizes) sizes.push(await latencySize(c, size));
+    }
+    if (!o.skipSync) sync = await syncBench(c);
+  } finally {
+    await stopAgent(env).catch(() => undefined);
+    await env.node.destroy();
+    if (env.node.destroyReport.length) progress(`cleanup warnings: ${env.node.destroyReport.join('; ')}`);
+  }
+  const totalS = (Date.now() - t0Run) / 1000;
+  const md = report(o, envInfo, sizes, sync, totalS);
+  fs.mkdirSync(o.out, { recursive: true });
+  fs.writeFileSync(path.join(o.out, 'results.md'), md);
+  fs.writeFileSync(path.join(o.out, 'results.json'), JSON.stringify({ opts: o, env: envInfo, sizes, sync, totalS, loadAvgs }, null, 2) + '\n');
+  process.stdout.write(md);
+  progress(`done in ${fmt(totalS / 60, 1)} min; wrote ${path.relative(process.cwd(), path.join(o.out, 'results.md'))} and results.json`);
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench failed: ${(e as Error).stack ?? e}\n`);
+  process.exit(1);
+});
