@@ -1,6 +1,9 @@
-/* Socket-level service load balancing: cgroup sock_addr hooks for IPv4 and IPv6.
- * connect/sendmsg rewrite a Service VIP to a backend; recvmsg/getpeername rewrite it back.
+/* The cgroup sock_addr hooks for IPv4 and IPv6: socket-level service load balancing, and the
+ * outbound half of mesh capture, which must decide first. connect/sendmsg rewrite a Service VIP
+ * to a backend; recvmsg/getpeername rewrite it back. A meshed app's connect goes to its proxy
+ * with the VIP untranslated; the proxy's own connects get socket-LB.
  */
+#include "lib/capture.h"
 #include "lib/lb.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -9,12 +12,13 @@ static __always_inline int sock4_forward(struct bpf_sock_addr *ctx, int per_flow
 {
 	struct sl_addr dst;
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
-	int verdict;
+	int verdict = SL_ALLOW;
 
-	lb_addr_from_v4(&dst, ctx->user_ip4);
-	verdict = lb_translate(ctx, &dst, &port, per_flow);
+	addr_from_v4(&dst, ctx->user_ip4);
+	if (per_flow || capture_connect(ctx, &dst, &port) != CAP_REDIRECTED)
+		verdict = lb_translate(ctx, &dst, &port, per_flow);
 	if (verdict == SL_ALLOW) {
-		ctx->user_ip4 = lb_addr_v4(&dst);
+		ctx->user_ip4 = addr_v4(&dst);
 		ctx->user_port = bpf_htons(port);
 	}
 	return verdict;
@@ -24,10 +28,11 @@ static __always_inline int sock6_forward(struct bpf_sock_addr *ctx, int per_flow
 {
 	struct sl_addr dst;
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
-	int verdict;
+	int verdict = SL_ALLOW;
 
 	lb_addr_from_v6(&dst, ctx);
-	verdict = lb_translate(ctx, &dst, &port, per_flow);
+	if (per_flow || capture_connect(ctx, &dst, &port) != CAP_REDIRECTED)
+		verdict = lb_translate(ctx, &dst, &port, per_flow);
 	if (verdict == SL_ALLOW) {
 		lb_addr_to_v6(ctx, &dst);
 		ctx->user_port = bpf_htons(port);
@@ -40,9 +45,9 @@ static __always_inline int sock4_reverse(struct bpf_sock_addr *ctx)
 	struct sl_addr src;
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 
-	lb_addr_from_v4(&src, ctx->user_ip4);
+	addr_from_v4(&src, ctx->user_ip4);
 	if (lb_rev_lookup(ctx, &src, &port)) {
-		ctx->user_ip4 = lb_addr_v4(&src);
+		ctx->user_ip4 = addr_v4(&src);
 		ctx->user_port = bpf_htons(port);
 	}
 	return SL_ALLOW;

@@ -144,6 +144,42 @@ int sl_obj_set_map(struct bpf_object *obj, const char *name, uint32_t max_entrie
 	return 0;
 }
 
+/* Pins every map of the object (not .rodata/.bss/.data) at dir/<map name>: objects that declare
+ * the same map share it, and a restart reuses the pinned contents.
+ */
+int sl_obj_pin_maps(struct bpf_object *obj, const char *dir)
+{
+	struct bpf_map *m;
+	char path[4096];
+	int err;
+
+	bpf_object__for_each_map(m, obj) {
+		const char *name = bpf_map__name(m);
+
+		if (strchr(name, '.'))
+			continue; /* internal maps: per load, never shared */
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
+			return fail(ENAMETOOLONG, "pin path for %s", name);
+		err = bpf_map__set_pin_path(m, path);
+		if (err)
+			return fail(err, "map %s: set pin path %s", name, path);
+	}
+	return 0;
+}
+
+/* Pins a loaded program (replacing an older pin) so later attachments can open it. */
+int sl_obj_pin_prog(struct bpf_object *obj, const char *name, const char *path)
+{
+	struct bpf_program *prog = bpf_object__find_program_by_name(obj, name);
+	int err;
+
+	if (!prog)
+		return fail(ENOENT, "program %s not in object", name);
+	unlink(path);
+	err = bpf_obj_pin(bpf_program__fd(prog), path);
+	return err ? fail(err, "pin program %s at %s", name, path) : 0;
+}
+
 int sl_obj_load(struct bpf_object *obj)
 {
 	int err;
@@ -262,6 +298,54 @@ int sl_cgroup_link(struct bpf_object *obj, const char *name, const char *cgroup_
 	if (err)
 		return fail(err, "pin link %s", link_pin);
 	return 0;
+}
+
+/* Attaches an sk_lookup program to a network namespace through a pinned link; a pin already
+ * linking that namespace gets the program swapped in. Returns 0 created, 1 updated.
+ */
+int sl_netns_link(int prog_fd, const char *netns_path, const char *link_pin)
+{
+	struct bpf_link_info info;
+	__u32 len = sizeof(info);
+	struct stat st;
+	int ns_fd, link_fd, err;
+
+	if (stat(netns_path, &st))
+		return fail(errno, "netns %s", netns_path);
+	link_fd = bpf_obj_get(link_pin);
+	if (link_fd >= 0) {
+		memset(&info, 0, sizeof(info));
+		err = bpf_obj_get_info_by_fd(link_fd, &info, &len);
+		if (!err && info.type == BPF_LINK_TYPE_NETNS && info.netns.netns_ino == st.st_ino) {
+			err = bpf_link_update(link_fd, prog_fd, NULL);
+			close(link_fd);
+			return err ? fail(err, "update link %s", link_pin) : 1;
+		}
+		close(link_fd);
+	}
+	ns_fd = open(netns_path, O_RDONLY | O_CLOEXEC);
+	if (ns_fd < 0)
+		return fail(errno, "open netns %s", netns_path);
+	link_fd = bpf_link_create(prog_fd, ns_fd, BPF_SK_LOOKUP, NULL);
+	close(ns_fd);
+	if (link_fd < 0)
+		return fail(link_fd, "attach sk_lookup to netns %s", netns_path);
+	unlink(link_pin);
+	err = bpf_obj_pin(link_fd, link_pin);
+	close(link_fd);
+	return err ? fail(err, "pin link %s", link_pin) : 0;
+}
+
+/* Swaps the program of a pinned link (agent restart: new program, same attachments). */
+int sl_link_update_prog(const char *link_pin, int prog_fd)
+{
+	int link_fd = bpf_obj_get(link_pin), err;
+
+	if (link_fd < 0)
+		return fail(link_fd, "open link pin %s", link_pin);
+	err = bpf_link_update(link_fd, prog_fd, NULL);
+	close(link_fd);
+	return err ? fail(err, "update link %s", link_pin) : 0;
 }
 
 static int socket_netns_cookie(uint64_t *cookie)

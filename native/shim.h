@@ -16,13 +16,17 @@ const char *sl_last_error(void);
 struct bpf_object *sl_obj_open(const char *path);
 int sl_obj_set_rodata(struct bpf_object *obj, const char *var, const void *data, size_t len);
 int sl_obj_set_map(struct bpf_object *obj, const char *map, uint32_t max_entries, const char *pin_path);
+int sl_obj_pin_maps(struct bpf_object *obj, const char *dir);
 int sl_obj_load(struct bpf_object *obj);
+int sl_obj_pin_prog(struct bpf_object *obj, const char *prog, const char *path);
 int sl_obj_prog_fd(struct bpf_object *obj, const char *prog);
 int sl_obj_map_fd(struct bpf_object *obj, const char *map);
 void sl_obj_close(struct bpf_object *obj);
 
 int sl_cgroup_link(struct bpf_object *obj, const char *prog, const char *cgroup_path,
 		   const char *link_pin);
+int sl_netns_link(int prog_fd, const char *netns_path, const char *link_pin);
+int sl_link_update_prog(const char *link_pin, int prog_fd);
 int sl_link_cgroup_id(const char *link_pin, uint64_t *cgroup_id, uint32_t *prog_id);
 
 int sl_netns_cookie_self(uint64_t *cookie);

@@ -76,7 +76,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'bpf lb counters': {
       const cfg = config(args);
-      const { LbMaps } = await import('./lb/datapath');
+      const { LbMaps } = await import('./lb/maps');
       const maps = LbMaps.open(cfg.bpfPinDir);
       const counters = maps.readCounters();
       maps.close();

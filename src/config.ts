@@ -32,6 +32,11 @@ export interface Config {
   cniExclusive: boolean;
   /** cni-conf-file-name: chain into this file; empty: the file the runtime would load */
   cniConfFileName: string;
+  /** exclude-namespaces: namespaces whose pods are never captured */
+  excludeNamespaces: string[];
+  /** mesh-proxy-uid / mesh-proxy-gid: the proxy's own sockets are never captured (Istio: 1337) */
+  meshProxyUid: number;
+  meshProxyGid: number;
   /** log-level: debug, info, warn, error */
   logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
@@ -52,6 +57,15 @@ const bool: Parser<boolean> = (key, raw) => {
 const fileName: Parser<string> = (key, raw) => {
   if (raw.includes('/') || raw.startsWith('.')) throw new RangeError(`Cannot parse config key ${key} "${raw}": expected a file name, not a path`);
   return raw;
+};
+
+/** A comma-separated list of Kubernetes names (namespaces); spaces around items are ignored. */
+const nameList: Parser<string[]> = (key, raw) => {
+  const items = raw.split(',').map((x) => x.trim()).filter(Boolean);
+  for (const x of items) {
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(x)) throw new RangeError(`Cannot parse config key ${key} "${raw}": "${x}" is not a namespace name`);
+  }
+  return items;
 };
 
 /** An empty value means "not set". */
@@ -106,6 +120,9 @@ const keys: { [name: string]: KeySpec<any> } = {
   'cni-bin-dir': { field: 'cniBinDir', parse: absPath, default: () => '/opt/cni/bin' },
   'cni-exclusive': { field: 'cniExclusive', parse: bool, default: () => 'false' },
   'cni-conf-file-name': { field: 'cniConfFileName', parse: optional(fileName), default: () => '' },
+  'exclude-namespaces': { field: 'excludeNamespaces', parse: nameList, default: () => 'kube-system,istio-system' },
+  'mesh-proxy-uid': { field: 'meshProxyUid', parse: intIn(0, 4294967294), default: () => '1337' },
+  'mesh-proxy-gid': { field: 'meshProxyGid', parse: intIn(0, 4294967294), default: () => '1337' },
   'log-level': { field: 'logLevel', parse: oneOf('debug', 'info', 'warn', 'error'), default: () => 'info' },
 };
 

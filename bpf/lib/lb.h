@@ -8,7 +8,7 @@
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
-#include "shared.h"
+#include "addr.h"
 #include "lb_maps.h"
 
 #define SL_ALLOW 1
@@ -27,24 +27,9 @@ static __always_inline void lb_count(__u32 idx)
 		*v += 1;
 }
 
-static __always_inline void lb_addr_from_v4(struct sl_addr *a, __u32 ip4)
-{
-	__u32 *w = (__u32 *)a->b;
-
-	w[0] = 0;
-	w[1] = 0;
-	w[2] = bpf_htonl(0x0000ffff);
-	w[3] = ip4;
-}
-
 static __always_inline void lb_addr_from_v6(struct sl_addr *a, const struct bpf_sock_addr *ctx)
 {
-	__u32 *w = (__u32 *)a->b;
-
-	w[0] = ctx->user_ip6[0];
-	w[1] = ctx->user_ip6[1];
-	w[2] = ctx->user_ip6[2];
-	w[3] = ctx->user_ip6[3];
+	addr_from_words(a, ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]);
 }
 
 static __always_inline void lb_addr_to_v6(struct bpf_sock_addr *ctx, const struct sl_addr *a)
@@ -55,18 +40,6 @@ static __always_inline void lb_addr_to_v6(struct bpf_sock_addr *ctx, const struc
 	ctx->user_ip6[1] = w[1];
 	ctx->user_ip6[2] = w[2];
 	ctx->user_ip6[3] = w[3];
-}
-
-static __always_inline __u32 lb_addr_v4(const struct sl_addr *a)
-{
-	return ((const __u32 *)a->b)[3];
-}
-
-static __always_inline int lb_addr_eq(const struct sl_addr *x, const struct sl_addr *y)
-{
-	const __u32 *a = (const __u32 *)x->b, *b = (const __u32 *)y->b;
-
-	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
 }
 
 /* Remembers backend -> VIP for this socket so getpeername/recvmsg can show the VIP. */
@@ -87,7 +60,7 @@ static __always_inline void lb_rev_remember(struct bpf_sock_addr *ctx, const str
 	for (i = 0; i < SL_SOCK_REV_SLOTS; i++) {
 		if (i >= rev->used)
 			break;
-		if (rev->e[i].backend_port == be->port && lb_addr_eq(&rev->e[i].backend, &be->ip)) {
+		if (rev->e[i].backend_port == be->port && addr_eq(&rev->e[i].backend, &be->ip)) {
 			rev->e[i].vip = *vip;
 			rev->e[i].vip_port = vip_port;
 			return;
@@ -118,7 +91,7 @@ static __always_inline int lb_rev_lookup(struct bpf_sock_addr *ctx, struct sl_ad
 	for (i = 0; i < SL_SOCK_REV_SLOTS; i++) {
 		if (i >= rev->used)
 			break;
-		if (rev->e[i].backend_port == *port && lb_addr_eq(&rev->e[i].backend, addr)) {
+		if (rev->e[i].backend_port == *port && addr_eq(&rev->e[i].backend, addr)) {
 			*addr = rev->e[i].vip;
 			*port = rev->e[i].vip_port;
 			lb_count(SL_CNT_REV_TRANSLATED);

@@ -77,6 +77,90 @@ struct sl_sock_rev {
 	struct sl_sock_rev_entry e[SL_SOCK_REV_SLOTS];
 };
 
+/* ---- Mesh capture ---- */
+
+#define SL_MODE_NONE 0
+#define SL_MODE_SIDECAR 1
+#define SL_MODE_AMBIENT 2
+
+#define SL_POL_OUT_ALL (1 << 0) /* includeOutboundIPRanges "*" */
+#define SL_POL_IN_ALL (1 << 1)	/* includeInboundPorts "*" */
+#define SL_POL_DNS (1 << 2)	/* capture DNS (UDP/TCP 53) to the proxy's DNS port */
+
+#define SL_MAX_CIDRS 16
+#define SL_MAX_PORTS 32
+#define SL_MAX_POD_IPS 4
+
+/* A CIDR over the 16-byte address: IPv4 prefixes are stored plus 96 (IPv4-mapped). */
+struct sl_cidr {
+	struct sl_addr addr;
+	__u8 prefix;
+	__u8 pad[3];
+};
+
+/* Capture policy of one pod, keyed by its network-namespace cookie in sl_endpoints. Port lists
+ * are in host order; the counts bound every loop.
+ */
+struct sl_policy {
+	__u8 mode; /* SL_MODE_* */
+	__u8 flags; /* SL_POL_* */
+	__u8 n_include_cidrs;
+	__u8 n_exclude_cidrs;
+	__u8 n_include_out_ports;
+	__u8 n_exclude_out_ports;
+	__u8 n_include_in_ports;
+	__u8 n_exclude_in_ports;
+	__u8 n_pod_ips;
+	__u8 pad[3];
+	__u16 outbound_port; /* 15001 */
+	__u16 inbound_port;  /* 15006 */
+	__u16 dns_port;	     /* 15053 */
+	__u16 pad2;
+	struct sl_addr pod_ips[SL_MAX_POD_IPS];
+	struct sl_cidr include_cidrs[SL_MAX_CIDRS];
+	struct sl_cidr exclude_cidrs[SL_MAX_CIDRS];
+	__u16 include_out_ports[SL_MAX_PORTS];
+	__u16 exclude_out_ports[SL_MAX_PORTS];
+	__u16 include_in_ports[SL_MAX_PORTS];
+	__u16 exclude_in_ports[SL_MAX_PORTS];
+};
+
+/* The destination a captured socket asked for, kept in its socket storage. */
+struct sl_orig_dst {
+	struct sl_addr addr;
+	__u16 port;
+	__u8 captured; /* 1: outbound to the proxy, 2: proxy to its own pod IP, sent inbound */
+	__u8 pad;
+};
+
+/* Original destinations by the client side of the captured connection, as the proxy sees it
+ * from its accepted socket (peer address and port), scoped by the pod's network namespace.
+ */
+struct sl_origdst_key {
+	__u64 netns_cookie;
+	struct sl_addr addr;
+	__u16 port;
+	__u16 pad;
+	__u32 pad2;
+};
+
+/* The proxy's listening sockets that inbound connections are steered to (sk_lookup). */
+struct sl_listener_key {
+	__u64 netns_cookie;
+	__u16 port;
+	__u8 family; /* 4 or 6 */
+	__u8 pad;
+	__u32 pad2;
+};
+
+/* Per-pod capture counters (sl_ep_stats), updated atomically. */
+struct sl_ep_stats {
+	__u64 outbound;	    /* connects sent to the proxy's outbound port */
+	__u64 inbound;	    /* connections steered to the proxy's inbound port */
+	__u64 proxy_bypass; /* connects of the proxy itself (uid/gid), not captured */
+	__u64 no_listener;  /* inbound to be captured while the proxy had no listener: dropped */
+};
+
 /* Datapath counters, indices into the per-CPU array sl_lb_counters. Numbers are never reused:
  * a retired counter keeps its slot.
  */

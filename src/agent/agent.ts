@@ -11,7 +11,8 @@ import { DirectorySource } from '../k8s/dir-source';
 import type { ClusterSource } from '../k8s/source';
 import { ObjectStore } from '../k8s/store';
 import { computeFrontends } from '../lb/model';
-import { installLbDatapath, type LbMaps } from '../lb/datapath';
+import { installDatapath } from '../datapath';
+import { LbMaps } from '../lb/maps';
 import { LbSync, type SyncReport } from '../lb/sync';
 import { log } from '../log';
 import { ApiServer, RawReply } from './api';
@@ -67,20 +68,23 @@ export class Agent {
     this.loadEndpoints();
 
     const cookie = netnsCookieSelf();
-    const { maps, links } = installLbDatapath({
+    const { links, netnsLinks } = installDatapath({
       pinDir: this.cfg.bpfPinDir,
       cgroupRoot: this.cfg.cgroupRoot,
       hostnsOnly: this.cfg.lbSockHostnsOnly,
       hostNetnsCookie: cookie,
+      proxyUid: this.cfg.meshProxyUid,
+      proxyGid: this.cfg.meshProxyGid,
       sizes: { service: this.cfg.lbServiceMapMax, backend: this.cfg.lbBackendMapMax, affinity: this.cfg.lbAffinityMapMax },
     });
+    const maps = LbMaps.open(this.cfg.bpfPinDir);
     this.maps = maps;
     this.links = links;
     this.sync = new LbSync(maps);
     const restored = this.sync.restore();
     log.info('datapath attached', {
       cgroup: this.cfg.cgroupRoot, pinDir: this.cfg.bpfPinDir, hostnsOnly: this.cfg.lbSockHostnsOnly,
-      netnsCookie: cookie.toString(), links, restoredServices: restored.services, restoredBackends: restored.backends,
+      netnsCookie: cookie.toString(), links, netnsLinks, restoredServices: restored.services, restoredBackends: restored.backends,
     });
 
     this.reason = 'waiting for the first sync of cluster objects';

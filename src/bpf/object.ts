@@ -31,14 +31,30 @@ export class BpfObject {
   }
 
   /** Sets a `const volatile` global before load (the verifier prunes on it). */
-  setRodata(name: string, value: Buffer): this {
-    check(loadShim().objSetRodata(this.h, name, value, value.length), `set ${name}`);
+  setRodata(name: string, value: Buffer, opts: { ifPresent?: boolean } = {}): this {
+    const ret = loadShim().objSetRodata(this.h, name, value, value.length);
+    if (ret === -2 && opts.ifPresent) return this;
+    check(ret, `set ${name}`);
+    return this;
+  }
+
+  /** Pins every map of the object under dir (by map name); objects declaring a map share it. */
+  pinMaps(dir: string): this {
+    check(loadShim().objPinMaps(this.h, dir), `pin maps under ${dir}`);
+    return this;
+  }
+
+  /** Pins a loaded program so that later attachments (per pod) can open it. */
+  pinProgram(prog: string, path: string): this {
+    check(loadShim().objPinProg(this.h, prog, path), `pin program ${prog}`);
     return this;
   }
 
   /** Sizes a map and pins it at pinPath; an existing compatible pin is reused at load. */
-  configureMap(name: string, opts: { maxEntries?: number; pinPath?: string }): this {
-    check(loadShim().objSetMap(this.h, name, opts.maxEntries ?? 0, opts.pinPath ?? null), `configure map ${name}`);
+  configureMap(name: string, opts: { maxEntries?: number; pinPath?: string; ifPresent?: boolean }): this {
+    const ret = loadShim().objSetMap(this.h, name, opts.maxEntries ?? 0, opts.pinPath ?? null);
+    if (ret === -2 && opts.ifPresent) return this;
+    check(ret, `configure map ${name}`);
     return this;
   }
 
@@ -66,6 +82,33 @@ export class BpfObject {
   close(): void {
     if (this.handle) loadShim().objClose(this.handle);
     this.handle = null;
+  }
+}
+
+/**
+ * Attaches a pinned sk_lookup program to a network namespace through a link pinned at linkPin
+ * (updated in place when it already links that namespace).
+ */
+export function attachNetns(progPin: string, netnsPath: string, linkPin: string): AttachResult {
+  const s = loadShim();
+  const fd = s.objGet(progPin);
+  if (fd < 0) throw new BpfError(`open program ${progPin}`, -fd);
+  try {
+    return check(s.netnsLink(fd, netnsPath, linkPin), `attach sk_lookup to ${netnsPath}`) === 1 ? 'updated' : 'created';
+  } finally {
+    s.close(fd);
+  }
+}
+
+/** Swaps the program behind a pinned link for the pinned program at progPin. */
+export function updateLinkProgram(linkPin: string, progPin: string): void {
+  const s = loadShim();
+  const fd = s.objGet(progPin);
+  if (fd < 0) throw new BpfError(`open program ${progPin}`, -fd);
+  try {
+    check(s.linkUpdateProg(linkPin, fd), `update link ${linkPin}`);
+  } finally {
+    s.close(fd);
   }
 }
 

@@ -55,7 +55,11 @@ export interface Shim {
   objOpen(path: string): ObjectHandle | null;
   objSetRodata(obj: ObjectHandle, name: string, data: Buffer, len: number): number;
   objSetMap(obj: ObjectHandle, name: string, maxEntries: number, pinPath: string | null): number;
+  objPinMaps(obj: ObjectHandle, dir: string): number;
   objLoad(obj: ObjectHandle): number;
+  objPinProg(obj: ObjectHandle, prog: string, path: string): number;
+  netnsLink(progFd: number, netnsPath: string, linkPin: string): number;
+  linkUpdateProg(linkPin: string, progFd: number): number;
   objProgFd(obj: ObjectHandle, name: string): number;
   objMapFd(obj: ObjectHandle, name: string): number;
   objClose(obj: ObjectHandle): void;
@@ -92,7 +96,11 @@ export function loadShim(): Shim {
     objOpen: lib.func('bpf_object *sl_obj_open(const char *path)'),
     objSetRodata: lib.func('int sl_obj_set_rodata(bpf_object *obj, const char *var, const void *data, size_t len)'),
     objSetMap: lib.func('int sl_obj_set_map(bpf_object *obj, const char *map, uint32_t max, const char *pin)'),
+    objPinMaps: lib.func('int sl_obj_pin_maps(bpf_object *obj, const char *dir)'),
     objLoad: lib.func('int sl_obj_load(bpf_object *obj)'),
+    objPinProg: lib.func('int sl_obj_pin_prog(bpf_object *obj, const char *prog, const char *path)'),
+    netnsLink: lib.func('int sl_netns_link(int prog_fd, const char *netns, const char *pin)'),
+    linkUpdateProg: lib.func('int sl_link_update_prog(const char *pin, int prog_fd)'),
     objProgFd: lib.func('int sl_obj_prog_fd(bpf_object *obj, const char *prog)'),
     objMapFd: lib.func('int sl_obj_map_fd(bpf_object *obj, const char *map)'),
     objClose: lib.func('void sl_obj_close(bpf_object *obj)'),

@@ -2,7 +2,7 @@
  * holds, not what the agent intends, and readable while the agent is down.
  */
 import { protoName, SVC_F_AFFINITY, SVC_F_EXTERNAL } from '../bpf/layout';
-import { LbMaps } from './datapath';
+import { LbMaps } from './maps';
 import { frontendId } from './sync';
 
 export interface ListedService {

@@ -7,7 +7,7 @@
  */
 import { BpfError } from '../bpf';
 import { protoName, protoNumber, SVC_F_AFFINITY, SVC_F_EXTERNAL, type Backend, type SvcKey, type SvcVal } from '../bpf/layout';
-import type { LbMaps } from './datapath';
+import type { LbMaps } from './maps';
 import type { LbFrontend } from './model';
 
 const E2BIG = 7;

@@ -52,9 +52,9 @@ describe.skipIf(process.getuid?.() !== 0)('socket load balancing (needs root)', 
   it('status reports ready with the programs attached', async () => {
     const st = JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout);
     expect(st.ready).toBe(true);
-    expect(Object.keys(st.datapath.links)).toHaveLength(8);
+    expect(Object.keys(st.datapath.links)).toHaveLength(10);
     const cg = await run(['bpftool', 'cgroup', 'show', env.node.cgroupPath]);
-    for (const hook of ['connect4', 'connect6', 'sendmsg4', 'sendmsg6', 'recvmsg4', 'recvmsg6', 'getpeername4', 'getpeername6']) {
+    for (const hook of ['connect4', 'connect6', 'sendmsg4', 'sendmsg6', 'recvmsg4', 'recvmsg6', 'getpeername4', 'getpeername6', 'sock_ops', 'getsockopt']) {
       expect(cg.stdout).toContain(hook);
     }
   });

@@ -15,6 +15,10 @@
  *   connect  make N attempts and print one JSON object per attempt plus a
  *            summary line; exit status says whether all attempts succeeded.
  *   bench    measure TCP connection setup latency and connection rate.
+ *   sidecar  stand-in for Istio's Envoy sidecar (and ztunnel): listen on the
+ *            capture ports, report each connection's original destination
+ *            (SO_ORIGINAL_DST) and optionally forward to it, so a test can
+ *            see what the proxy saw and where the traffic went next.
  *
  * Output goes to stdout, line-buffered, so a test harness reading a pipe sees
  * every line (in particular `ready`) as soon as it is printed.
@@ -22,6 +26,7 @@
 #define _GNU_SOURCE
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -40,7 +45,9 @@
 
 #define EXIT_USAGE 2
 #define ID_MAX 64
-#define REPLY_MAX 512
+/* Room for a sidecar line, which embeds an upstream line of < UPSTREAM_MAX. */
+#define REPLY_MAX 1024
+#define UPSTREAM_MAX 512
 #define PEER_MAX (INET6_ADDRSTRLEN + 16)
 #define COUNT_MAX 1000000L
 #define MS_MAX 3600000L
@@ -50,6 +57,27 @@
 /* A server line is < 200 bytes, so a handful of reads always reaches EOF. */
 #define BENCH_MAX_READS 64
 #define DRAIN_MAX_READS 4
+/* --extra-port may be given this many times */
+#define PORTS_MAX 8
+/* out, in and the extra ports, each IPv4 and IPv6 */
+#define LISTENERS_MAX ((2 + PORTS_MAX) * 2)
+/* Connections handled by their own thread; beyond that, inline. */
+#define SIDECAR_THREADS_MAX 256
+#define SIDECAR_STACK_SIZE (256 * 1024)
+/* Upstream connect and read timeout (each). */
+#define SIDECAR_UPSTREAM_MS 2000
+/* On stop, wait this long for connection threads to finish. */
+#define SIDECAR_STOP_WAIT_S 10
+/* Connections accepted from one listener per poll() round. */
+#define SIDECAR_ACCEPT_BATCH 16
+
+/* The netfilter values, without pulling in the netfilter headers. */
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
 
 /* Set by the SIGTERM/SIGINT handler; the only global mutable state. */
 static volatile sig_atomic_t g_stop;
@@ -59,7 +87,18 @@ struct target {
 	socklen_t len;
 };
 
-enum cmd { CMD_SERVE = 1, CMD_CONNECT = 2, CMD_BENCH = 4 };
+enum cmd { CMD_SERVE = 1, CMD_CONNECT = 2, CMD_BENCH = 4, CMD_SIDECAR = 8 };
+
+/* Repeatable options: --extra-port, --bind-inbound-source (once per family). */
+struct port_list {
+	long v[PORTS_MAX];
+	int n;
+};
+
+struct addr_list {
+	const char *v[2];
+	int n;
+};
 
 struct opts {
 	const char *proto;
@@ -73,26 +112,35 @@ struct opts {
 	long warmup;
 	long concurrency;
 	bool same_socket;
+	const char *bind;
+	long mark; /* SO_MARK value, -1 if not set */
+	long out_port;
+	long in_port;
+	struct port_list extra_ports;
+	struct addr_list inbound_src;
+	bool forward;
+	bool v4_only;
 };
 
-enum optkind { OPT_STR, OPT_LONG, OPT_FLAG };
+enum optkind { OPT_STR, OPT_LONG, OPT_FLAG, OPT_MARK, OPT_PORTS, OPT_ADDRS };
 
 struct optdef {
 	const char *name;
 	unsigned cmds; /* subcommands that accept this option */
 	enum optkind kind;
 	size_t off;    /* field in struct opts */
-	long min, max; /* range for OPT_LONG */
+	long min, max; /* range for OPT_LONG and each OPT_PORTS value */
 };
 
 #define ALL_CMDS (CMD_SERVE | CMD_CONNECT | CMD_BENCH)
+#define MARK_MAX 0xffffffffUL
 #define OFF(f) offsetof(struct opts, f)
 
 static const struct optdef optdefs[] = {
 	{ "--proto", CMD_SERVE | CMD_CONNECT, OPT_STR, OFF(proto), 0, 0 },
 	{ "--addr", ALL_CMDS, OPT_STR, OFF(addr), 0, 0 },
 	{ "--port", ALL_CMDS, OPT_LONG, OFF(port), 1, 65535 },
-	{ "--id", CMD_SERVE, OPT_STR, OFF(id), 0, 0 },
+	{ "--id", CMD_SERVE | CMD_SIDECAR, OPT_STR, OFF(id), 0, 0 },
 	{ "--count", CMD_CONNECT | CMD_BENCH, OPT_LONG, OFF(count), 1, COUNT_MAX },
 	{ "--interval-ms", CMD_CONNECT, OPT_LONG, OFF(interval_ms), 0, MS_MAX },
 	{ "--timeout-ms", CMD_CONNECT | CMD_BENCH, OPT_LONG, OFF(timeout_ms), 1, MS_MAX },
@@ -100,6 +148,14 @@ static const struct optdef optdefs[] = {
 	{ "--same-socket", CMD_CONNECT, OPT_FLAG, OFF(same_socket), 0, 0 },
 	{ "--warmup", CMD_BENCH, OPT_LONG, OFF(warmup), 0, COUNT_MAX },
 	{ "--concurrency", CMD_BENCH, OPT_LONG, OFF(concurrency), 1, 1024 },
+	{ "--bind", CMD_CONNECT, OPT_STR, OFF(bind), 0, 0 },
+	{ "--mark", CMD_CONNECT | CMD_SIDECAR, OPT_MARK, OFF(mark), 0, 0 },
+	{ "--out-port", CMD_SIDECAR, OPT_LONG, OFF(out_port), 1, 65535 },
+	{ "--in-port", CMD_SIDECAR, OPT_LONG, OFF(in_port), 1, 65535 },
+	{ "--extra-port", CMD_SIDECAR, OPT_PORTS, OFF(extra_ports), 1, 65535 },
+	{ "--forward", CMD_SIDECAR, OPT_FLAG, OFF(forward), 0, 0 },
+	{ "--bind-inbound-source", CMD_SIDECAR, OPT_ADDRS, OFF(inbound_src), 0, 0 },
+	{ "--v4-only", CMD_SIDECAR, OPT_FLAG, OFF(v4_only), 0, 0 },
 };
 
 #define N_OPTDEFS (sizeof(optdefs) / sizeof(optdefs[0]))
@@ -118,14 +174,32 @@ static void usage(FILE *f)
 	      "  sl-probe connect --proto tcp|udp --addr ADDR --port PORT\n"
 	      "      [--count N (1)] [--interval-ms M (0)] [--timeout-ms T (1000)]\n"
 	      "      [--udp-mode connected|unconnected (connected)] [--same-socket]\n"
+	      "      [--bind ADDR] [--mark N]\n"
 	      "      One JSON line per attempt, then a summary line.\n"
 	      "      --same-socket reuses one UDP socket for all attempts.\n"
+	      "      --bind binds the client socket to ADDR port 0 before use;\n"
+	      "      --mark sets SO_MARK=N on it.\n"
 	      "      Exit 0 if all attempts succeeded, 1 otherwise.\n"
 	      "  sl-probe bench --addr ADDR --port PORT [--count N (2000)]\n"
 	      "      [--warmup W (200)] [--concurrency C (1)] [--timeout-ms T (5000)]\n"
 	      "      TCP connect latency / connection rate against 'serve'.\n"
 	      "      Exit 0 if no operation failed, 1 otherwise.\n"
+	      "  sl-probe sidecar --id ID [--out-port P (15001)] [--in-port P (15006)]\n"
+	      "      [--extra-port P]... [--forward] [--mark N]\n"
+	      "      [--bind-inbound-source ADDR]... [--v4-only]\n"
+	      "      Stand-in for Envoy/ztunnel: TCP listeners on 0.0.0.0 and [::]\n"
+	      "      (v6-only) at each port; prints 'ready' once listening, serves\n"
+	      "      until SIGTERM/SIGINT. Each connection gets the line\n"
+	      "      'sidecar ID via=VIA orig=A local=A peer=A[ upstream_peer=A]\n"
+	      "      [ upstream=LINE]' (VIA is out, in or the extra port; orig is\n"
+	      "      SO_ORIGINAL_DST or ERR:errno) and is logged as a JSON line.\n"
+	      "      --forward connects to orig (2 s timeout) and reads one line;\n"
+	      "      --bind-inbound-source (once per address family) is the source\n"
+	      "      of upstream connections for in-port connections;\n"
+	      "      --mark sets SO_MARK=N on listeners and upstream sockets;\n"
+	      "      --v4-only skips the IPv6 listeners.\n"
 	      "  sl-probe --help\n"
+	      "N (--mark) is decimal or 0x hex.\n"
 	      "ADDR is an IPv4 or IPv6 literal. Bad arguments exit with status 2.\n",
 	      f);
 }
@@ -159,6 +233,28 @@ static long parse_long(const char *name, const char *s, long min, long max)
 	return v;
 }
 
+/* SO_MARK value: decimal or 0x hex; no sign, no leading blanks. */
+static long parse_mark(const char *name, const char *s)
+{
+	bool hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+	const char *digits = hex ? s + 2 : s;
+	char *end;
+
+	errno = 0;
+	unsigned long v = 0;
+	bool ok = hex ? isxdigit((unsigned char)*digits) : isdigit((unsigned char)*digits);
+	if (ok) {
+		v = strtoul(digits, &end, hex ? 16 : 10);
+		ok = errno == 0 && *end == '\0' && v <= MARK_MAX;
+	}
+	if (!ok) {
+		fprintf(stderr, "sl-probe: %s must be decimal or 0x hex in [0, 0x%lx]: %s\n",
+			name, MARK_MAX, s);
+		exit(EXIT_USAGE);
+	}
+	return (long)v;
+}
+
 static const struct optdef *find_optdef(const char *name)
 {
 	for (size_t i = 0; i < N_OPTDEFS; i++)
@@ -177,6 +273,9 @@ static void set_defaults(enum cmd cmd, struct opts *o)
 	o->timeout_ms = cmd == CMD_BENCH ? 5000 : 1000;
 	o->warmup = 200;
 	o->concurrency = 1;
+	o->mark = -1;
+	o->out_port = 15001;
+	o->in_port = 15006;
 }
 
 static void apply_option(const struct optdef *d, const char *val, struct opts *o)
@@ -193,22 +292,39 @@ static void apply_option(const struct optdef *d, const char *val, struct opts *o
 	case OPT_FLAG:
 		*(bool *)field = true;
 		break;
+	case OPT_MARK:
+		*(long *)field = parse_mark(d->name, val);
+		break;
+	case OPT_PORTS: {
+		struct port_list *l = (struct port_list *)field;
+		if (l->n >= PORTS_MAX)
+			usage_error("option given too often", d->name);
+		l->v[l->n++] = parse_long(d->name, val, d->min, d->max);
+		break;
+	}
+	case OPT_ADDRS: {
+		struct addr_list *l = (struct addr_list *)field;
+		if (l->n >= 2)
+			usage_error("option given too often", d->name);
+		l->v[l->n++] = val;
+		break;
+	}
 	}
 }
 
 static void validate_opts(enum cmd cmd, const struct opts *o)
 {
-	if (!o->addr)
+	if (cmd != CMD_SIDECAR && !o->addr)
 		usage_error("missing --addr", NULL);
-	if (o->port < 0)
+	if (cmd != CMD_SIDECAR && o->port < 0)
 		usage_error("missing --port", NULL);
-	if (cmd != CMD_BENCH) {
+	if (cmd == CMD_SERVE || cmd == CMD_CONNECT) {
 		if (!o->proto)
 			usage_error("missing --proto", NULL);
 		if (strcmp(o->proto, "tcp") != 0 && strcmp(o->proto, "udp") != 0)
 			usage_error("--proto must be tcp or udp", o->proto);
 	}
-	if (cmd == CMD_SERVE) {
+	if (cmd == CMD_SERVE || cmd == CMD_SIDECAR) {
 		if (!o->id)
 			usage_error("missing --id", NULL);
 		/* The id is the first field of a space-separated reply line. */
@@ -311,6 +427,13 @@ static int set_timeout(int fd, int optname, long ms)
 	return setsockopt(fd, SOL_SOCKET, optname, &tv, sizeof(tv));
 }
 
+/* SO_MARK needs CAP_NET_ADMIN (or CAP_NET_RAW); EPERM otherwise. */
+static int set_mark(int fd, long mark)
+{
+	unsigned int v = (unsigned int)mark;
+	return setsockopt(fd, SOL_SOCKET, SO_MARK, &v, sizeof(v));
+}
+
 static double now_us(void)
 {
 	struct timespec ts;
@@ -364,33 +487,42 @@ static int install_signal_handlers(void)
 	return 0;
 }
 
-static int serve_fail(const char *what, int fd)
+/* `who` names the subcommand (and for sidecar the listener) in the message. */
+static int cmd_fail(const char *who, const char *what, int fd)
 {
-	fprintf(stderr, "sl-probe serve: %s: %s\n", what, strerror(errno));
+	fprintf(stderr, "sl-probe %s: %s: %s\n", who, what, strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	return -1;
 }
 
+static int serve_fail(const char *what, int fd)
+{
+	return cmd_fail("serve", what, fd);
+}
+
 /* Non-blocking so a connection that disappears between poll() and
- * accept() cannot wedge the loop (and thus the stop flag check). */
-static int open_server_socket(const struct target *t, int type)
+ * accept() cannot wedge the loop (and thus the stop flag check).
+ * mark < 0 leaves SO_MARK alone. */
+static int open_server_socket(const char *who, const struct target *t, int type, long mark)
 {
 	int one = 1;
 	int fd = socket(t->ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	if (fd < 0)
-		return serve_fail("socket", -1);
+		return cmd_fail(who, "socket", -1);
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
-		return serve_fail("SO_REUSEADDR", fd);
+		return cmd_fail(who, "SO_REUSEADDR", fd);
 	/* v6-only so an IPv6 server never silently captures IPv4 traffic */
 	if (t->ss.ss_family == AF_INET6 &&
 	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
-		return serve_fail("IPV6_V6ONLY", fd);
+		return cmd_fail(who, "IPV6_V6ONLY", fd);
+	if (mark >= 0 && set_mark(fd, mark) < 0)
+		return cmd_fail(who, "SO_MARK", fd);
 	if (bind(fd, (const struct sockaddr *)&t->ss, t->len) < 0)
-		return serve_fail("bind", fd);
+		return cmd_fail(who, "bind", fd);
 	if (type == SOCK_STREAM && listen(fd, SOMAXCONN) < 0)
-		return serve_fail("listen", fd);
+		return cmd_fail(who, "listen", fd);
 	return fd;
 }
 
@@ -419,18 +551,11 @@ static int format_server_line(char *buf, size_t len, const char *id,
 	return (n < 0 || (size_t)n >= len) ? -1 : n;
 }
 
-static void serve_tcp_conn(int cfd, const char *id, const struct sockaddr_storage *peer)
+/* After the reply: FIN, then close. */
+static void finish_conn(int cfd)
 {
-	struct sockaddr_storage local;
-	socklen_t llen = sizeof(local);
-	char line[REPLY_MAX];
 	char scratch[REPLY_MAX];
 
-	if (getsockname(cfd, (struct sockaddr *)&local, &llen) == 0) {
-		int n = format_server_line(line, sizeof(line), id, peer, &local);
-		if (n > 0)
-			(void)send(cfd, line, (size_t)n, MSG_NOSIGNAL);
-	}
 	shutdown(cfd, SHUT_WR);
 	/* Eat anything the client already sent: closing with unread data
 	 * makes the kernel send RST instead of FIN. */
@@ -438,6 +563,20 @@ static void serve_tcp_conn(int cfd, const char *id, const struct sockaddr_storag
 		if (recv(cfd, scratch, sizeof(scratch), MSG_DONTWAIT) <= 0)
 			break;
 	close(cfd);
+}
+
+static void serve_tcp_conn(int cfd, const char *id, const struct sockaddr_storage *peer)
+{
+	struct sockaddr_storage local;
+	socklen_t llen = sizeof(local);
+	char line[REPLY_MAX];
+
+	if (getsockname(cfd, (struct sockaddr *)&local, &llen) == 0) {
+		int n = format_server_line(line, sizeof(line), id, peer, &local);
+		if (n > 0)
+			(void)send(cfd, line, (size_t)n, MSG_NOSIGNAL);
+	}
+	finish_conn(cfd);
 }
 
 static int serve_tcp(int lfd, const char *id)
@@ -494,7 +633,7 @@ static int run_serve(const struct opts *o, const struct target *t)
 		serve_fail("sigaction", -1);
 		return 1;
 	}
-	int fd = open_server_socket(t, tcp ? SOCK_STREAM : SOCK_DGRAM);
+	int fd = open_server_socket("serve", t, tcp ? SOCK_STREAM : SOCK_DGRAM, -1);
 	if (fd < 0)
 		return 1;
 	printf("ready\n");
@@ -587,6 +726,43 @@ static int read_line(int fd, char *buf, size_t len)
 	return 0;
 }
 
+/* What is done to a client socket before it connects or sends: connect's
+ * --mark/--bind, and the sidecar's upstream sockets. */
+struct client_sock {
+	long mark; /* SO_MARK value, or -1 */
+	bool bind; /* bind to src (port 0) first */
+	struct target src;
+};
+
+/* On failure errno is set and *stage names the step, as in attempt.stage. */
+static int prepare_client_socket(int fd, const struct client_sock *cs, const char **stage)
+{
+	if (cs->mark >= 0 && set_mark(fd, cs->mark) < 0) {
+		*stage = "mark";
+		return -1;
+	}
+	if (cs->bind && bind(fd, (const struct sockaddr *)&cs->src.ss, cs->src.len) < 0) {
+		*stage = "bind";
+		return -1;
+	}
+	return 0;
+}
+
+/* connect's --bind and --mark; --bind must be of the target's family. */
+static void parse_client_sock(const struct opts *o, const struct target *t,
+			      struct client_sock *cs)
+{
+	memset(cs, 0, sizeof(*cs));
+	cs->mark = o->mark;
+	if (!o->bind)
+		return;
+	if (!parse_target(o->bind, 0, &cs->src))
+		usage_error("--bind is not an IPv4 or IPv6 address", o->bind);
+	if (cs->src.ss.ss_family != t->ss.ss_family)
+		usage_error("--bind must be of the same address family as --addr", o->bind);
+	cs->bind = true;
+}
+
 static bool tcp_attempt_on(int fd, const struct target *t, long timeout_ms, struct attempt *a)
 {
 	if (connect_with_timeout(fd, t, timeout_ms) < 0)
@@ -605,22 +781,28 @@ static bool tcp_attempt_on(int fd, const struct target *t, long timeout_ms, stru
 	return true;
 }
 
-static bool tcp_attempt(const struct target *t, long timeout_ms, struct attempt *a)
+static bool tcp_attempt(const struct target *t, const struct client_sock *cs, long timeout_ms,
+			struct attempt *a)
 {
+	const char *stage;
 	int fd = socket(t->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return attempt_fail(a, "socket");
-	bool ok = tcp_attempt_on(fd, t, timeout_ms, a);
+	bool ok = prepare_client_socket(fd, cs, &stage) == 0 ? tcp_attempt_on(fd, t, timeout_ms, a)
+							      : attempt_fail(a, stage);
 	close(fd);
 	return ok;
 }
 
-static int open_udp_client(const struct target *t, long timeout_ms)
+static int open_udp_client(const struct target *t, const struct client_sock *cs,
+			   long timeout_ms, const char **stage)
 {
+	*stage = "socket";
 	int fd = socket(t->ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
-	if (set_timeout(fd, SO_RCVTIMEO, timeout_ms) < 0) {
+	if (set_timeout(fd, SO_RCVTIMEO, timeout_ms) < 0 ||
+	    prepare_client_socket(fd, cs, stage) < 0) {
 		int e = errno;
 		close(fd);
 		errno = e;
@@ -678,15 +860,16 @@ static bool udp_unconnected_attempt(int fd, const struct target *t, struct attem
 }
 
 /* *shared_fd holds the socket kept across attempts with --same-socket. */
-static bool udp_attempt(const struct opts *o, const struct target *t, int *shared_fd,
-			struct attempt *a)
+static bool udp_attempt(const struct opts *o, const struct target *t,
+			const struct client_sock *cs, int *shared_fd, struct attempt *a)
 {
 	int fd = o->same_socket ? *shared_fd : -1;
 
 	if (fd < 0) {
-		fd = open_udp_client(t, o->timeout_ms);
+		const char *stage;
+		fd = open_udp_client(t, cs, o->timeout_ms, &stage);
 		if (fd < 0)
-			return attempt_fail(a, "socket");
+			return attempt_fail(a, stage);
 		if (o->same_socket)
 			*shared_fd = fd;
 	}
@@ -717,14 +900,17 @@ static int run_connect(const struct opts *o, const struct target *t)
 	bool tcp = strcmp(o->proto, "tcp") == 0;
 	int shared_fd = -1;
 	long ok = 0, failed = 0;
+	struct client_sock cs;
+
+	parse_client_sock(o, t, &cs);
 
 	for (long i = 0; i < o->count; i++) {
 		if (i > 0 && o->interval_ms > 0)
 			sleep_ms(o->interval_ms);
 		struct attempt a;
 		memset(&a, 0, sizeof(a));
-		bool success = tcp ? tcp_attempt(t, o->timeout_ms, &a)
-				   : udp_attempt(o, t, &shared_fd, &a);
+		bool success = tcp ? tcp_attempt(t, &cs, o->timeout_ms, &a)
+				   : udp_attempt(o, t, &cs, &shared_fd, &a);
 		print_attempt(&a);
 		if (success)
 			ok++;
@@ -927,6 +1113,419 @@ static int run_bench(const struct opts *o, const struct target *t)
 }
 
 /* ------------------------------------------------------------------ */
+/* sidecar                                                             */
+/* ------------------------------------------------------------------ */
+
+struct sc_listener {
+	int fd;
+	int family;
+	bool inbound; /* the in-port: upstream may bind to the inbound source */
+	char via[8];  /* "out", "in" or the extra port's number */
+	char name[PEER_MAX]; /* "0.0.0.0:15001", for messages */
+};
+
+struct sidecar {
+	const char *id;
+	bool forward;
+	long mark;
+	/* --bind-inbound-source by family: [0] IPv4, [1] IPv6 */
+	bool has_src[2];
+	struct target src[2];
+	struct sc_listener ls[LISTENERS_MAX];
+	int nls;
+	pthread_attr_t attr;
+	pthread_mutex_t lock; /* guards active */
+	pthread_cond_t idle;  /* signalled when active drops to 0 */
+	int active;           /* connection threads running */
+};
+
+struct sc_conn {
+	struct sidecar *sc;
+	const struct sc_listener *l;
+	int fd;
+	struct sockaddr_storage peer;
+};
+
+/* What the proxy saw for one connection, as printed. */
+struct sc_seen {
+	char orig[PEER_MAX];
+	char local[PEER_MAX];
+	char peer[PEER_MAX];
+	bool forwarded; /* upstream is set */
+	bool has_upstream_peer;
+	char upstream_peer[PEER_MAX];
+	char upstream[UPSTREAM_MAX + 64];
+};
+
+static int family_index(int family)
+{
+	return family == AF_INET6 ? 1 : 0;
+}
+
+/* "ERR:<errno>:<strerror with '_' for spaces>", one token for the line. */
+static void format_errno(char *buf, size_t len, int err)
+{
+	snprintf(buf, len, "ERR:%d:%s", err, strerror(err));
+	for (char *p = buf; *p; p++)
+		if (*p == ' ')
+			*p = '_';
+}
+
+/* Where the connection was going before the redirect, as Envoy asks. */
+static int get_orig_dst(int fd, int family, struct sockaddr_storage *ss)
+{
+	socklen_t len = family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					   : sizeof(struct sockaddr_in);
+	memset(ss, 0, sizeof(*ss));
+	int r = family == AF_INET6 ? getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, ss, &len)
+				   : getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, ss, &len);
+	if (r == 0)
+		ss->ss_family = (sa_family_t)family;
+	return r;
+}
+
+static bool same_endpoint(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+	return x->sin6_port == y->sin6_port &&
+	       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+/* Connect, note the upstream's address, read its one line. errno on failure. */
+static int sc_upstream_on(int fd, const struct target *t, const struct client_sock *cs,
+			  struct sc_seen *s)
+{
+	const char *stage;
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof(peer);
+	char line[UPSTREAM_MAX];
+
+	if (prepare_client_socket(fd, cs, &stage) < 0 ||
+	    connect_with_timeout(fd, t, SIDECAR_UPSTREAM_MS) < 0 || set_blocking(fd) < 0 ||
+	    set_timeout(fd, SO_RCVTIMEO, SIDECAR_UPSTREAM_MS) < 0 ||
+	    getpeername(fd, (struct sockaddr *)&peer, &plen) < 0)
+		return -1;
+	format_peer(&peer, s->upstream_peer, sizeof(s->upstream_peer));
+	s->has_upstream_peer = true;
+	if (read_line(fd, line, sizeof(line)) < 0)
+		return -1;
+	strip_line_end(line);
+	snprintf(s->upstream, sizeof(s->upstream), "%s", line);
+	return 0;
+}
+
+static void sc_forward(const struct sidecar *sc, const struct sc_listener *l,
+		       const struct sockaddr_storage *orig, struct sc_seen *s)
+{
+	struct target t = { .ss = *orig };
+	struct client_sock cs = { .mark = sc->mark };
+	int fi = family_index(orig->ss_family);
+
+	t.len = orig->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					    : sizeof(struct sockaddr_in);
+	/* Envoy's inbound passthrough connects from 127.0.0.6 / ::6 */
+	if (l->inbound && sc->has_src[fi]) {
+		cs.bind = true;
+		cs.src = sc->src[fi];
+	}
+	int fd = socket(orig->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || sc_upstream_on(fd, &t, &cs, s) < 0)
+		format_errno(s->upstream, sizeof(s->upstream), errno);
+	if (fd >= 0)
+		close(fd);
+}
+
+static void sc_observe(const struct sidecar *sc, const struct sc_listener *l, int cfd,
+		       const struct sockaddr_storage *peer, struct sc_seen *s)
+{
+	struct sockaddr_storage local, orig;
+	socklen_t llen = sizeof(local);
+	int orig_err = 0;
+
+	memset(s, 0, sizeof(*s));
+	format_peer(peer, s->peer, sizeof(s->peer));
+	memset(&local, 0, sizeof(local));
+	if (getsockname(cfd, (struct sockaddr *)&local, &llen) == 0)
+		format_peer(&local, s->local, sizeof(s->local));
+	else
+		snprintf(s->local, sizeof(s->local), "ERR:%d", errno);
+	if (get_orig_dst(cfd, l->family, &orig) == 0) {
+		format_peer(&orig, s->orig, sizeof(s->orig));
+	} else {
+		orig_err = errno;
+		snprintf(s->orig, sizeof(s->orig), "ERR:%d", orig_err);
+	}
+	if (!sc->forward)
+		return;
+	s->forwarded = true;
+	/* Without a redirect the original destination is this very
+	 * listener; forwarding there would loop. */
+	if (orig_err == 0 && same_endpoint(&orig, &local))
+		orig_err = ELOOP;
+	if (orig_err != 0)
+		format_errno(s->upstream, sizeof(s->upstream), orig_err);
+	else
+		sc_forward(sc, l, &orig, s);
+}
+
+/* One JSON line per connection; threads share stdout, so lock it. */
+static void sc_log(const struct sc_listener *l, const struct sc_seen *s)
+{
+	flockfile(stdout);
+	printf("{\"conn\":true,\"via\":");
+	print_json_string(l->via);
+	printf(",\"orig\":");
+	print_json_string(s->orig);
+	printf(",\"local\":");
+	print_json_string(s->local);
+	printf(",\"peer\":");
+	print_json_string(s->peer);
+	if (s->forwarded) {
+		printf(",\"upstream\":");
+		print_json_string(s->upstream);
+	}
+	if (s->has_upstream_peer) {
+		printf(",\"upstream_peer\":");
+		print_json_string(s->upstream_peer);
+	}
+	printf("}\n");
+	fflush(stdout);
+	funlockfile(stdout);
+}
+
+/* upstream goes last: the upstream's line may contain spaces. */
+static void sc_reply(int cfd, const char *id, const struct sc_listener *l,
+		     const struct sc_seen *s)
+{
+	char line[REPLY_MAX];
+	int n = snprintf(line, sizeof(line), "sidecar %s via=%s orig=%s local=%s peer=%s%s%s%s%s\n",
+			 id, l->via, s->orig, s->local, s->peer,
+			 s->has_upstream_peer ? " upstream_peer=" : "",
+			 s->has_upstream_peer ? s->upstream_peer : "",
+			 s->forwarded ? " upstream=" : "", s->forwarded ? s->upstream : "");
+
+	if (n > 0 && (size_t)n < sizeof(line))
+		(void)send(cfd, line, (size_t)n, MSG_NOSIGNAL);
+	finish_conn(cfd);
+}
+
+/* Log before replying, so a client that has its reply finds the log line. */
+static void sc_handle(const struct sidecar *sc, const struct sc_listener *l, int cfd,
+		      const struct sockaddr_storage *peer)
+{
+	struct sc_seen s;
+
+	sc_observe(sc, l, cfd, peer, &s);
+	sc_log(l, &s);
+	sc_reply(cfd, sc->id, l, &s);
+}
+
+static void sc_release_slot(struct sidecar *sc)
+{
+	pthread_mutex_lock(&sc->lock);
+	if (--sc->active == 0)
+		pthread_cond_broadcast(&sc->idle);
+	pthread_mutex_unlock(&sc->lock);
+}
+
+static void *sc_conn_main(void *arg)
+{
+	struct sc_conn *c = arg;
+	struct sidecar *sc = c->sc;
+
+	sc_handle(sc, c->l, c->fd, &c->peer);
+	free(c);
+	sc_release_slot(sc);
+	return NULL;
+}
+
+/* Signals stay with the main thread, so a worker's recv() never sees EINTR. */
+static bool sc_spawn(struct sidecar *sc, struct sc_conn *c)
+{
+	sigset_t block, old;
+	pthread_t tid;
+
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	int err = pthread_create(&tid, &sc->attr, sc_conn_main, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return err == 0;
+}
+
+/* A thread per connection up to SIDECAR_THREADS_MAX, else inline. */
+static void sc_dispatch(struct sidecar *sc, const struct sc_listener *l, int cfd,
+			const struct sockaddr_storage *peer)
+{
+	pthread_mutex_lock(&sc->lock);
+	bool slot = sc->active < SIDECAR_THREADS_MAX;
+	if (slot)
+		sc->active++;
+	pthread_mutex_unlock(&sc->lock);
+
+	struct sc_conn *c = slot ? malloc(sizeof(*c)) : NULL;
+	if (c) {
+		*c = (struct sc_conn){ .sc = sc, .l = l, .fd = cfd, .peer = *peer };
+		if (sc_spawn(sc, c))
+			return;
+		free(c);
+	}
+	if (slot)
+		sc_release_slot(sc);
+	sc_handle(sc, l, cfd, peer);
+}
+
+static void sc_accept_some(struct sidecar *sc, const struct sc_listener *l)
+{
+	for (int i = 0; i < SIDECAR_ACCEPT_BATCH && !g_stop; i++) {
+		struct sockaddr_storage peer;
+		socklen_t plen = sizeof(peer);
+		int cfd = accept4(l->fd, (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC);
+		if (cfd < 0)
+			return; /* EAGAIN: drained; others: try again next round */
+		sc_dispatch(sc, l, cfd, &peer);
+	}
+}
+
+static int sc_serve(struct sidecar *sc)
+{
+	struct pollfd p[LISTENERS_MAX];
+
+	for (int i = 0; i < sc->nls; i++)
+		p[i] = (struct pollfd){ .fd = sc->ls[i].fd, .events = POLLIN };
+	while (!g_stop) {
+		int r = poll(p, (nfds_t)sc->nls, SERVE_POLL_MS);
+		if (r < 0 && errno != EINTR)
+			return cmd_fail("sidecar", "poll", -1);
+		for (int i = 0; r > 0 && i < sc->nls; i++)
+			if (p[i].revents & POLLIN)
+				sc_accept_some(sc, &sc->ls[i]);
+	}
+	return 0;
+}
+
+/* Bounded: every connection thread finishes within its timeouts. */
+static void sc_wait_idle(struct sidecar *sc)
+{
+	struct timespec deadline;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += SIDECAR_STOP_WAIT_S;
+	pthread_mutex_lock(&sc->lock);
+	while (sc->active > 0)
+		if (pthread_cond_timedwait(&sc->idle, &sc->lock, &deadline) == ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&sc->lock);
+}
+
+static int sc_add_listener(struct sidecar *sc, int family, long port, const char *via,
+			   bool inbound)
+{
+	struct target t;
+	struct sc_listener *l = &sc->ls[sc->nls];
+	char who[PEER_MAX + 16];
+
+	parse_target(family == AF_INET6 ? "::" : "0.0.0.0", port, &t);
+	format_peer(&t.ss, l->name, sizeof(l->name));
+	snprintf(who, sizeof(who), "sidecar %s", l->name);
+	l->fd = open_server_socket(who, &t, SOCK_STREAM, sc->mark);
+	if (l->fd < 0)
+		return -1;
+	l->family = family;
+	l->inbound = inbound;
+	snprintf(l->via, sizeof(l->via), "%s", via);
+	sc->nls++;
+	return 0;
+}
+
+/* out, in, then the extra ports; each IPv4 then IPv6. */
+static int sc_open_listeners(struct sidecar *sc, const struct opts *o)
+{
+	int nports = 2 + o->extra_ports.n;
+
+	for (int i = 0; i < nports; i++) {
+		long port = i == 0 ? o->out_port : i == 1 ? o->in_port : o->extra_ports.v[i - 2];
+		char via[8];
+		if (i < 2)
+			snprintf(via, sizeof(via), "%s", i == 0 ? "out" : "in");
+		else
+			snprintf(via, sizeof(via), "%ld", port);
+		if (sc_add_listener(sc, AF_INET, port, via, i == 1) < 0)
+			return -1;
+		if (!o->v4_only && sc_add_listener(sc, AF_INET6, port, via, i == 1) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Ports must differ (two listeners cannot share one); one source per family. */
+static void sc_config(const struct opts *o, struct sidecar *sc)
+{
+	long ports[2 + PORTS_MAX] = { o->out_port, o->in_port };
+	int nports = 2 + o->extra_ports.n;
+
+	memcpy(ports + 2, o->extra_ports.v, (size_t)o->extra_ports.n * sizeof(long));
+	for (int i = 0; i < nports; i++)
+		for (int j = 0; j < i; j++)
+			if (ports[i] == ports[j]) {
+				fprintf(stderr, "sl-probe: sidecar port %ld given twice\n", ports[i]);
+				exit(EXIT_USAGE);
+			}
+	memset(sc, 0, sizeof(*sc));
+	sc->id = o->id;
+	sc->forward = o->forward;
+	sc->mark = o->mark;
+	for (int i = 0; i < o->inbound_src.n; i++) {
+		struct target t;
+		const char *a = o->inbound_src.v[i];
+		if (!parse_target(a, 0, &t))
+			usage_error("--bind-inbound-source is not an IPv4 or IPv6 address", a);
+		int fi = family_index(t.ss.ss_family);
+		if (sc->has_src[fi])
+			usage_error("--bind-inbound-source given twice for one family", a);
+		sc->has_src[fi] = true;
+		sc->src[fi] = t;
+	}
+}
+
+static int run_sidecar(const struct opts *o)
+{
+	struct sidecar sc;
+
+	sc_config(o, &sc);
+	fprintf(stderr, "sl-probe sidecar: %s uid=%u gid=%u\n", sc.id, (unsigned)getuid(),
+		(unsigned)getgid());
+	if (install_signal_handlers() < 0) {
+		cmd_fail("sidecar", "sigaction", -1);
+		return 1;
+	}
+	if (pthread_attr_init(&sc.attr) != 0 ||
+	    pthread_attr_setdetachstate(&sc.attr, PTHREAD_CREATE_DETACHED) != 0 ||
+	    pthread_attr_setstacksize(&sc.attr, SIDECAR_STACK_SIZE) != 0 ||
+	    pthread_mutex_init(&sc.lock, NULL) != 0 || pthread_cond_init(&sc.idle, NULL) != 0) {
+		fprintf(stderr, "sl-probe sidecar: pthread setup failed\n");
+		return 1;
+	}
+	int rc = sc_open_listeners(&sc, o) < 0 ? -1 : 0;
+	if (rc == 0) {
+		printf("ready\n");
+		rc = sc_serve(&sc);
+	}
+	/* close the listeners first so nothing new arrives while we wait */
+	for (int i = 0; i < sc.nls; i++)
+		close(sc.ls[i].fd);
+	sc_wait_idle(&sc);
+	return rc < 0 ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* main                                                                */
 /* ------------------------------------------------------------------ */
 
@@ -938,6 +1537,8 @@ static enum cmd parse_cmd(const char *s)
 		return CMD_CONNECT;
 	if (strcmp(s, "bench") == 0)
 		return CMD_BENCH;
+	if (strcmp(s, "sidecar") == 0)
+		return CMD_SIDECAR;
 	usage_error("unknown subcommand", s);
 	return CMD_SERVE; /* not reached */
 }
@@ -957,6 +1558,8 @@ int main(int argc, char **argv)
 	}
 	enum cmd cmd = parse_cmd(argv[1]);
 	parse_opts(cmd, argc - 2, argv + 2, &o);
+	if (cmd == CMD_SIDECAR)
+		return run_sidecar(&o);
 	if (!parse_target(o.addr, o.port, &t))
 		usage_error("--addr is not an IPv4 or IPv6 address", o.addr);
 
@@ -967,6 +1570,8 @@ int main(int argc, char **argv)
 		return run_connect(&o, &t);
 	case CMD_BENCH:
 		return run_bench(&o, &t);
+	case CMD_SIDECAR:
+		break; /* handled above: it has no --addr/--port */
 	}
 	return EXIT_USAGE;
 }

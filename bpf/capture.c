@@ -1,0 +1,241 @@
+/* Mesh capture, the parts that are not sock_addr hooks:
+ *  - sockops: remembers where a captured connect was going, by its client address, and enrols
+ *    the proxy's inbound listeners;
+ *  - cgroup/getsockopt: answers SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST as Envoy expects;
+ *  - sk_lookup (one link per captured pod's netns): steers inbound connections to the proxy's
+ *    inbound listener, leaving the packet untouched so the accepted socket keeps the original
+ *    destination as its local address.
+ */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "lib/capture.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define SL_AF_INET 2
+#define SL_AF_INET6 10
+#define SL_SOL_IP 0
+#define SL_SOL_IPV6 41
+#define SL_SO_ORIGINAL_DST 80 /* also IP6T_SO_ORIGINAL_DST */
+#define SL_PAGE_SIZE 4096
+
+static __always_inline void sockops_local(struct bpf_sock_ops *skops, struct sl_origdst_key *key)
+{
+	key->netns_cookie = bpf_get_netns_cookie(skops);
+	if (skops->family == SL_AF_INET)
+		addr_from_v4(&key->addr, SL_LOAD(skops->local_ip4));
+	else
+		addr_from_words(&key->addr, SL_LOAD(skops->local_ip6[0]), SL_LOAD(skops->local_ip6[1]),
+				SL_LOAD(skops->local_ip6[2]), SL_LOAD(skops->local_ip6[3]));
+	key->port = (__u16)skops->local_port;
+}
+
+/* At SYN time the client port is known: index the original destination by it. */
+static __always_inline void sockops_connect(struct bpf_sock_ops *skops)
+{
+	struct sl_origdst_key key = {};
+	struct sl_orig_dst *o;
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return;
+	o = bpf_sk_storage_get(&sl_cap_sock, sk, 0, 0);
+	if (!o)
+		return;
+	sockops_local(skops, &key);
+	bpf_map_update_elem(&sl_origdst, &key, o, BPF_ANY);
+	/* to remove the entry when this socket closes */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+static __always_inline void sockops_closed(struct bpf_sock_ops *skops)
+{
+	struct sl_origdst_key key = {};
+
+	sockops_local(skops, &key);
+	bpf_map_delete_elem(&sl_origdst, &key);
+}
+
+/* The proxy's inbound listener of a captured pod joins sl_listeners when it starts listening. */
+static __always_inline void sockops_listen(struct bpf_sock_ops *skops)
+{
+	struct sl_listener_key key = {};
+	struct sl_policy *pol;
+
+	key.netns_cookie = bpf_get_netns_cookie(skops);
+	pol = bpf_map_lookup_elem(&sl_endpoints, &key.netns_cookie);
+	if (!pol || pol->mode == SL_MODE_NONE)
+		return;
+	key.port = (__u16)skops->local_port;
+	if (key.port != pol->inbound_port)
+		return;
+	key.family = skops->family == SL_AF_INET ? 4 : 6;
+	bpf_sock_hash_update(skops, &sl_listeners, &key, BPF_ANY);
+}
+
+SEC("sockops")
+int sl_sockops(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		sockops_connect(skops);
+		break;
+	case BPF_SOCK_OPS_TCP_LISTEN_CB:
+		sockops_listen(skops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			sockops_closed(skops);
+		break;
+	}
+	return 1;
+}
+
+/* Writes a sockaddr_in / sockaddr_in6 answer; 0 when the caller's buffer is too small. */
+static __always_inline int sockopt_answer(struct bpf_sockopt *ctx, const struct sl_addr *addr, __u16 port)
+{
+	__u8 *optval = ctx->optval, *end = ctx->optval_end;
+
+	if (ctx->level == SL_SOL_IP) {
+		struct { __u16 family; __u16 port; __u32 addr; __u8 zero[8]; } *sin = (void *)optval;
+
+		if (!addr_is_mapped_v4(addr) || optval + sizeof(*sin) > end)
+			return 0;
+		sin->family = SL_AF_INET;
+		sin->port = bpf_htons(port);
+		sin->addr = addr_v4(addr);
+		__builtin_memset(sin->zero, 0, sizeof(sin->zero));
+		*(volatile __s32 *)&ctx->optlen = sizeof(*sin);
+	} else {
+		struct { __u16 family; __u16 port; __u32 flowinfo; __u32 addr[4]; __u32 scope; } *sin6 = (void *)optval;
+		const __u32 *w = (const __u32 *)addr->b;
+
+		if (optval + sizeof(*sin6) > end)
+			return 0;
+		sin6->family = SL_AF_INET6;
+		sin6->port = bpf_htons(port);
+		sin6->flowinfo = 0;
+		sin6->addr[0] = w[0];
+		sin6->addr[1] = w[1];
+		sin6->addr[2] = w[2];
+		sin6->addr[3] = w[3];
+		sin6->scope = 0;
+		*(volatile __s32 *)&ctx->optlen = sizeof(*sin6);
+	}
+	/* a separate store: merged with optlen into one 64-bit write it fails verification */
+	*(volatile __s32 *)&ctx->retval = 0;
+	return 1;
+}
+
+/*
+ * SO_ORIGINAL_DST on a socket of a captured pod: for a connection the pod's app made to the
+ * proxy, where the app was going; otherwise (an inbound connection steered by sk_lookup, whose
+ * local address is still the original destination) the socket's own local address, as conntrack
+ * answers for a connection that was not translated. Every other call is left as the kernel
+ * answered it.
+ */
+SEC("cgroup/getsockopt")
+int sl_getsockopt(struct bpf_sockopt *ctx)
+{
+	struct sl_origdst_key key = {};
+	struct bpf_sock *sk = ctx->sk;
+	struct sl_orig_dst *o;
+	struct sl_addr local;
+
+	if (ctx->optname != SL_SO_ORIGINAL_DST || (ctx->level != SL_SOL_IP && ctx->level != SL_SOL_IPV6))
+		goto untouched;
+	if (!sk || sk->protocol != IPPROTO_TCP)
+		goto untouched;
+	key.netns_cookie = bpf_get_netns_cookie(ctx);
+	if (!bpf_map_lookup_elem(&sl_endpoints, &key.netns_cookie))
+		goto untouched;
+	if (sk->family == SL_AF_INET) {
+		addr_from_v4(&key.addr, SL_LOAD(sk->dst_ip4));
+		addr_from_v4(&local, SL_LOAD(sk->src_ip4));
+	} else {
+		addr_from_words(&key.addr, SL_LOAD(sk->dst_ip6[0]), SL_LOAD(sk->dst_ip6[1]), SL_LOAD(sk->dst_ip6[2]),
+				SL_LOAD(sk->dst_ip6[3]));
+		addr_from_words(&local, SL_LOAD(sk->src_ip6[0]), SL_LOAD(sk->src_ip6[1]), SL_LOAD(sk->src_ip6[2]),
+				SL_LOAD(sk->src_ip6[3]));
+	}
+	key.port = bpf_ntohs((__u16)SL_LOAD(sk->dst_port));
+	o = bpf_map_lookup_elem(&sl_origdst, &key);
+	if (o) {
+		if (sockopt_answer(ctx, &o->addr, o->port))
+			return 1;
+		goto untouched;
+	}
+	if (ctx->retval != 0 && sockopt_answer(ctx, &local, (__u16)sk->src_port))
+		return 1;
+untouched:
+	/* the kernel's rule for large buffers: optlen 0 keeps the kernel's own answer */
+	if (ctx->optlen > SL_PAGE_SIZE)
+		ctx->optlen = 0;
+	return 1;
+}
+
+SEC("sk_lookup")
+int sl_sk_lookup(struct bpf_sk_lookup *ctx)
+{
+	struct sl_listener_key lkey = {};
+	struct sl_addr local, remote;
+	struct sl_policy *pol;
+	struct bpf_sock *sk;
+	__u64 *cookie;
+	__u16 port;
+	long err;
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return SK_PASS;
+	if (ctx->family == SL_AF_INET) {
+		addr_from_v4(&local, SL_LOAD(ctx->local_ip4));
+		addr_from_v4(&remote, SL_LOAD(ctx->remote_ip4));
+	} else {
+		addr_from_words(&local, SL_LOAD(ctx->local_ip6[0]), SL_LOAD(ctx->local_ip6[1]), SL_LOAD(ctx->local_ip6[2]),
+				SL_LOAD(ctx->local_ip6[3]));
+		addr_from_words(&remote, SL_LOAD(ctx->remote_ip6[0]), SL_LOAD(ctx->remote_ip6[1]),
+				SL_LOAD(ctx->remote_ip6[2]), SL_LOAD(ctx->remote_ip6[3]));
+	}
+	if (addr_is_loopback(&local))
+		return SK_PASS;
+	cookie = bpf_map_lookup_elem(&sl_pod_ips, &local);
+	if (!cookie)
+		return SK_PASS;
+	pol = bpf_map_lookup_elem(&sl_endpoints, cookie);
+	if (!pol || pol->mode != SL_MODE_SIDECAR)
+		return SK_PASS;
+	/* Connections from the pod itself never pass PREROUTING, where Istio's inbound chain is. */
+	if (addr_is_loopback(&remote) || cap_is_pod_ip(pol, &remote))
+		return SK_PASS;
+	port = (__u16)ctx->local_port;
+	if (cap_reserved_port(port) || cap_port_in(pol->exclude_in_ports, pol->n_exclude_in_ports, port))
+		return SK_PASS;
+	if (!(pol->flags & SL_POL_IN_ALL) && !cap_port_in(pol->include_in_ports, pol->n_include_in_ports, port))
+		return SK_PASS;
+
+	lkey.netns_cookie = *cookie;
+	lkey.port = pol->inbound_port;
+	lkey.family = ctx->family == SL_AF_INET ? 4 : 6;
+	sk = bpf_map_lookup_elem(&sl_listeners, &lkey);
+	if (!sk && ctx->family == SL_AF_INET) {
+		lkey.family = 6; /* a dual-stack listener serves IPv4 too */
+		sk = bpf_map_lookup_elem(&sl_listeners, &lkey);
+	}
+	if (!sk) {
+		/* Fail closed, as Istio's REDIRECT to a port nobody listens on: the app is not
+		 * reached around its proxy. The SYN is dropped, so the client retries.
+		 */
+		cap_count(*cookie, CAP_STAT_NO_LISTENER);
+		return SK_DROP;
+	}
+	err = bpf_sk_assign(ctx, sk, 0);
+	bpf_sk_release(sk);
+	if (err) {
+		cap_count(*cookie, CAP_STAT_NO_LISTENER);
+		return SK_DROP;
+	}
+	cap_count(*cookie, CAP_STAT_INBOUND);
+	return SK_PASS;
+}

@@ -1,0 +1,188 @@
+/* Mesh capture decisions shared by the programs: which connections of a captured pod go to its
+ * proxy, following the rules Istio's iptables chains apply (ISTIO_OUTPUT, ISTIO_INBOUND).
+ * Included by bpf/sock_lb.c and bpf/capture.c.
+ */
+#ifndef SLUICE_CAPTURE_H
+#define SLUICE_CAPTURE_H
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "addr.h"
+#include "capture_maps.h"
+
+/* Set by the agent before load (mesh-proxy-uid, mesh-proxy-gid). */
+const volatile __u32 cfg_proxy_uid = 1337;
+const volatile __u32 cfg_proxy_gid = 1337;
+
+#define SL_PORT_HBONE 15008
+
+/* Outcome of the outbound decision at connect(). */
+#define CAP_NONE 0	 /* not captured: socket-LB may apply */
+#define CAP_PROXY 1	 /* the proxy's own connect: not captured, socket-LB applies */
+#define CAP_REDIRECTED 2 /* sent to the proxy: the destination must stay as the app asked */
+
+static __always_inline int cap_port_in(const __u16 *ports, __u8 n, __u16 port)
+{
+	__u32 i;
+
+	for (i = 0; i < SL_MAX_PORTS; i++) {
+		if (i >= n)
+			break;
+		if (ports[i] == port)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int cap_cidr_in(const struct sl_cidr *cidrs, __u8 n, const struct sl_addr *a)
+{
+	__u32 i;
+
+	for (i = 0; i < SL_MAX_CIDRS; i++) {
+		if (i >= n)
+			break;
+		if (addr_in_cidr(a, &cidrs[i]))
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int cap_is_pod_ip(const struct sl_policy *pol, const struct sl_addr *a)
+{
+	__u32 i;
+
+	for (i = 0; i < SL_MAX_POD_IPS; i++) {
+		if (i >= pol->n_pod_ips)
+			break;
+		if (addr_eq(&pol->pod_ips[i], a))
+			return 1;
+	}
+	return 0;
+}
+
+/* Ports of the proxy itself, never steered inbound (Istio reserves 15000-15090 for these). */
+static __always_inline int cap_reserved_port(__u16 port)
+{
+	switch (port) {
+	case 15000: case 15001: case 15004: case 15006: case 15008:
+	case 15020: case 15021: case 15053: case 15090:
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline void cap_count(__u64 cookie, int which)
+{
+	struct sl_ep_stats *st = bpf_map_lookup_elem(&sl_ep_stats, &cookie);
+
+	if (!st)
+		return;
+	switch (which) {
+	case 0: __sync_fetch_and_add(&st->outbound, 1); break;
+	case 1: __sync_fetch_and_add(&st->inbound, 1); break;
+	case 2: __sync_fetch_and_add(&st->proxy_bypass, 1); break;
+	case 3: __sync_fetch_and_add(&st->no_listener, 1); break;
+	}
+}
+
+#define CAP_STAT_OUTBOUND 0
+#define CAP_STAT_INBOUND 1
+#define CAP_STAT_BYPASS 2
+#define CAP_STAT_NO_LISTENER 3
+
+/* 127.0.0.1 exactly (Istio's "-d 127.0.0.1/32"), or ::1 */
+static __always_inline int cap_is_localhost1(const struct sl_addr *a)
+{
+	if (addr_is_mapped_v4(a))
+		return addr_v4(a) == bpf_htonl(0x7f000001);
+	return addr_is_loopback(a);
+}
+
+/* Sends the connect to the proxy's port on loopback, remembering where it was going. */
+static __always_inline int cap_redirect(struct bpf_sock_addr *ctx, __u64 cookie, struct sl_addr *dst, __u16 *dport,
+					__u16 to_port, __u8 kind)
+{
+	struct sl_orig_dst *o;
+
+	if (!ctx->sk)
+		return CAP_NONE;
+	o = bpf_sk_storage_get(&sl_cap_sock, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o)
+		return CAP_NONE;
+	o->addr = *dst;
+	o->port = *dport;
+	o->captured = kind;
+	if (addr_is_mapped_v4(dst))
+		addr_from_v4(dst, bpf_htonl(0x7f000001));
+	else
+		addr_from_words(dst, 0, 0, 0, bpf_htonl(1));
+	*dport = to_port;
+	cap_count(cookie, CAP_STAT_OUTBOUND);
+	return CAP_REDIRECTED;
+}
+
+/* The source address the socket is bound to, if any (Envoy binds 127.0.0.6 for passthrough). */
+static __always_inline int cap_bound_to_inbound_passthrough(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return 0;
+	if (ctx->user_family == 2 /* AF_INET */)
+		return SL_LOAD(sk->src_ip4) == bpf_htonl(0x7f000006);
+	return SL_LOAD(sk->src_ip6[0]) == 0 && SL_LOAD(sk->src_ip6[1]) == 0 && SL_LOAD(sk->src_ip6[2]) == 0 &&
+	       SL_LOAD(sk->src_ip6[3]) == bpf_htonl(6);
+}
+
+/*
+ * The outbound rules of Istio's ISTIO_OUTPUT chain, in its order:
+ *  excluded ports; from 127.0.0.6 over lo; the proxy's uid to a local address other than
+ *  127.0.0.1 (not 15008) goes inbound (15006); other traffic to local addresses, and the proxy's
+ *  uid or gid, is left alone; included ports; excluded ranges; included ranges (or "*").
+ * "-o lo" is "the destination is one of this namespace's addresses": loopback or a pod IP.
+ */
+static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *dport)
+{
+	struct sl_policy *pol;
+	__u64 cookie, uidgid;
+	__u32 uid, gid;
+	int local;
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return CAP_NONE;
+	cookie = bpf_get_netns_cookie(ctx);
+	pol = bpf_map_lookup_elem(&sl_endpoints, &cookie);
+	if (!pol || pol->mode != SL_MODE_SIDECAR)
+		return CAP_NONE;
+	if (cap_port_in(pol->exclude_out_ports, pol->n_exclude_out_ports, *dport))
+		return CAP_NONE;
+	local = addr_is_loopback(dst) || cap_is_pod_ip(pol, dst);
+	if (local && cap_bound_to_inbound_passthrough(ctx))
+		return CAP_NONE;
+	uidgid = bpf_get_current_uid_gid();
+	uid = (__u32)uidgid;
+	gid = (__u32)(uidgid >> 32);
+	if (uid == cfg_proxy_uid) {
+		if (local && !cap_is_localhost1(dst) && *dport != SL_PORT_HBONE)
+			return cap_redirect(ctx, cookie, dst, dport, pol->inbound_port, 2);
+		cap_count(cookie, CAP_STAT_BYPASS);
+		return CAP_PROXY;
+	}
+	if (local)
+		return CAP_NONE;
+	if (gid == cfg_proxy_gid) {
+		cap_count(cookie, CAP_STAT_BYPASS);
+		return CAP_PROXY;
+	}
+	if (cap_port_in(pol->include_out_ports, pol->n_include_out_ports, *dport))
+		return cap_redirect(ctx, cookie, dst, dport, pol->outbound_port, 1);
+	if (cap_cidr_in(pol->exclude_cidrs, pol->n_exclude_cidrs, dst))
+		return CAP_NONE;
+	if ((pol->flags & SL_POL_OUT_ALL) || cap_cidr_in(pol->include_cidrs, pol->n_include_cidrs, dst))
+		return cap_redirect(ctx, cookie, dst, dport, pol->outbound_port, 1);
+	return CAP_NONE;
+}
+
+#endif /* SLUICE_CAPTURE_H */

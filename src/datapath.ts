@@ -1,0 +1,156 @@
+/* The node's datapath: two eBPF objects (sock_lb.o: sock_addr hooks for socket-LB and outbound
+ * capture; capture.o: sockops, getsockopt, sk_lookup) attached to the cgroup, their maps pinned
+ * under the pin dir and shared between them. install() is also the restart path: pinned maps are
+ * reused with their contents, and pinned links get the freshly loaded programs swapped in.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { BpfError, BpfObject, packageRoot, updateLinkProgram, type AttachResult } from './bpf';
+
+/** cgroup programs of each object, attached to cgroup-root. */
+export const OBJECTS = {
+  'sock_lb.o': [
+    'sl_connect4', 'sl_connect6', 'sl_sendmsg4', 'sl_sendmsg6',
+    'sl_recvmsg4', 'sl_recvmsg6', 'sl_getpeername4', 'sl_getpeername6',
+  ],
+  'capture.o': ['sl_sockops', 'sl_getsockopt'],
+} as const;
+
+/** Every pinned map, by its name in the ELF (= its pin file name). */
+export const PINNED_MAPS = [
+  'sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_lb_sock_rev', 'sl_lb_counters',
+  'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst', 'sl_listeners', 'sl_ep_stats',
+] as const;
+
+export const LINKS_DIR = 'links';
+/** per-pod sk_lookup links, one per captured pod's netns, named by its netns cookie */
+export const NETNS_LINKS_DIR = 'links/netns';
+export const PROGS_DIR = 'progs';
+export const SK_LOOKUP_PROG = 'sl_sk_lookup';
+
+export interface MapSizes {
+  /** sl_lb_svc entries: one per service port plus one per backend slot. */
+  service: number;
+  backend: number;
+  affinity: number;
+}
+
+export interface DatapathOptions {
+  pinDir: string;
+  cgroupRoot: string;
+  hostnsOnly: boolean;
+  hostNetnsCookie: bigint;
+  proxyUid: number;
+  proxyGid: number;
+  sizes: MapSizes;
+  /** directory of the built objects; default: build/bpf of this package */
+  objectDir?: string;
+}
+
+export interface InstallResult {
+  links: Record<string, AttachResult>;
+  /** per-pod sk_lookup links updated to the new program */
+  netnsLinks: number;
+}
+
+function isBpffs(dir: string): boolean {
+  const real = fs.realpathSync(dir);
+  let best = '';
+  let type = '';
+  for (const line of fs.readFileSync('/proc/mounts', 'utf8').split('\n')) {
+    const [, mnt, fstype] = line.split(' ');
+    if (!mnt) continue;
+    if ((real === mnt || real.startsWith(mnt.endsWith('/') ? mnt : mnt + '/')) && mnt.length >= best.length) {
+      best = mnt;
+      type = fstype;
+    }
+  }
+  return type === 'bpf';
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+export function sockLinkPin(pinDir: string, prog: string): string {
+  return path.join(pinDir, LINKS_DIR, prog);
+}
+
+export function netnsLinkPin(pinDir: string, netnsCookie: bigint | string): string {
+  return path.join(pinDir, NETNS_LINKS_DIR, String(netnsCookie));
+}
+
+/** Loads both objects with this configuration, reusing (or creating) the pinned maps. */
+export function installDatapath(opts: DatapathOptions): InstallResult {
+  for (const d of [LINKS_DIR, NETNS_LINKS_DIR, PROGS_DIR]) fs.mkdirSync(path.join(opts.pinDir, d), { recursive: true });
+  if (!isBpffs(opts.pinDir)) {
+    throw new Error(`Cannot pin under bpf-pin-dir "${opts.pinDir}": not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)`);
+  }
+  const dir = opts.objectDir ?? path.join(packageRoot(), 'build', 'bpf');
+  const links: Record<string, AttachResult> = {};
+  let netnsLinks = 0;
+  for (const [file, programs] of Object.entries(OBJECTS)) {
+    const obj = BpfObject.open(path.join(dir, file));
+    try {
+      const cookie = Buffer.alloc(8);
+      cookie.writeBigUInt64LE(opts.hostNetnsCookie);
+      obj.setRodata('cfg_hostns_only', Buffer.from([opts.hostnsOnly ? 1 : 0]), { ifPresent: true });
+      obj.setRodata('cfg_host_netns_cookie', cookie, { ifPresent: true });
+      obj.setRodata('cfg_proxy_uid', u32(opts.proxyUid), { ifPresent: true });
+      obj.setRodata('cfg_proxy_gid', u32(opts.proxyGid), { ifPresent: true });
+      obj.pinMaps(opts.pinDir);
+      obj.configureMap('sl_lb_svc', { maxEntries: opts.sizes.service, ifPresent: true });
+      obj.configureMap('sl_lb_backend', { maxEntries: opts.sizes.backend, ifPresent: true });
+      obj.configureMap('sl_lb_affinity', { maxEntries: opts.sizes.affinity, ifPresent: true });
+      try {
+        obj.load();
+      } catch (e) {
+        if (e instanceof BpfError && /reuse|pinned/i.test(e.message)) {
+          throw new BpfError(
+            e.op,
+            e.errno,
+            `${e.message}\nA map pinned under ${opts.pinDir} does not match this configuration (size or layout changed): ` +
+              `restore the previous bpf-lb-*-map-max values, or run "sluice uninstall" and start again.`,
+          );
+        }
+        throw e;
+      }
+      for (const prog of programs) links[prog] = obj.attachCgroup(prog, opts.cgroupRoot, sockLinkPin(opts.pinDir, prog));
+      if (file === 'capture.o') {
+        const progPin = path.join(opts.pinDir, PROGS_DIR, SK_LOOKUP_PROG);
+        obj.pinProgram(SK_LOOKUP_PROG, progPin);
+        netnsLinks = updateNetnsLinks(opts.pinDir, progPin);
+      }
+    } finally {
+      // Pins and links keep programs and maps alive; the object's own fds are not needed.
+      obj.close();
+    }
+  }
+  return { links, netnsLinks };
+}
+
+/** Swaps the new sk_lookup program into every pod's link (a restart keeps pods captured). */
+function updateNetnsLinks(pinDir: string, progPin: string): number {
+  const names = fs.readdirSync(path.join(pinDir, NETNS_LINKS_DIR));
+  for (const name of names) updateLinkProgram(path.join(pinDir, NETNS_LINKS_DIR, name), progPin);
+  return names.length;
+}
+
+/** Removes the links (detaching the programs), the pinned programs and every pinned map. */
+export function uninstallDatapath(pinDir: string): string[] {
+  const removed: string[] = [];
+  const rm = (p: string) => {
+    if (fs.existsSync(p)) {
+      fs.rmSync(p);
+      removed.push(p);
+    }
+  };
+  const netnsDir = path.join(pinDir, NETNS_LINKS_DIR);
+  if (fs.existsSync(netnsDir)) for (const name of fs.readdirSync(netnsDir)) rm(path.join(netnsDir, name));
+  for (const progs of Object.values(OBJECTS)) for (const prog of progs) rm(sockLinkPin(pinDir, prog));
+  rm(path.join(pinDir, PROGS_DIR, SK_LOOKUP_PROG));
+  for (const name of PINNED_MAPS) rm(path.join(pinDir, name));
+  return removed;
+}
