@@ -86,10 +86,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'endpoint list': {
       const cfg = config(args);
-      const { readEndpoints } = await import('./agent/endpoints');
-      const { formatEndpointList } = await import('./agent/endpoint-list');
-      // No capture yet: every endpoint is mode=none until the capture issues program the maps.
-      const eps = readEndpoints(cfg.stateDir).map((ep) => ({ ...ep, mode: 'none' as const, reason: 'no capture configured' }));
+      const { listEndpoints, formatEndpointList } = await import('./agent/endpoint-list');
+      const eps = listEndpoints(cfg.stateDir, cfg.bpfPinDir);
       process.stdout.write(args.output === 'json' ? JSON.stringify(eps, null, 2) + '\n' : formatEndpointList(eps));
       return 0;
     }

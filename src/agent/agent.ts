@@ -15,8 +15,12 @@ import { installDatapath } from '../datapath';
 import { LbMaps } from '../lb/maps';
 import { LbSync, type SyncReport } from '../lb/sync';
 import { log } from '../log';
+import { CaptureMaps } from '../mesh/maps';
+import { Enroller } from '../mesh/enroller';
+import { decideMode, type ModeDecision } from '../mesh/mode';
+import type { Namespace, Pod } from '../k8s/types';
 import { ApiServer, RawReply } from './api';
-import { EndpointRegistry } from './endpoints';
+import { EndpointRegistry, type Endpoint } from './endpoints';
 
 /** Coalesces bursts of object changes (a file with 10,000 services is one burst). */
 const RESYNC_DELAY_MS = 20;
@@ -53,6 +57,8 @@ export class Agent {
   private timerDueMs = 0;
   private lastSync?: AgentStatus['lastSync'];
   private readonly endpoints: EndpointRegistry;
+  private capture?: CaptureMaps;
+  private enroller?: Enroller;
   private installer?: CniInstaller;
 
   constructor(private readonly cfg: Config) {
@@ -79,6 +85,8 @@ export class Agent {
     });
     const maps = LbMaps.open(this.cfg.bpfPinDir);
     this.maps = maps;
+    this.capture = CaptureMaps.open(this.cfg.bpfPinDir);
+    this.enroller = new Enroller(this.capture, this.cfg.bpfPinDir);
     this.links = links;
     this.sync = new LbSync(maps);
     const restored = this.sync.restore();
@@ -91,11 +99,51 @@ export class Agent {
     this.source = new DirectorySource(this.cfg.k8sObjectsDir);
     await this.source.start(this.store);
     this.resync();
+    const stale = this.enroller.releaseUnknown(new Set(this.endpoints.list().map((e) => e.netnsCookie)));
+    if (stale) log.info('released capture of pods no longer registered', { count: stale });
     this.store.on('change', () => this.scheduleResync());
     if (this.cfg.cniConfDir) this.installCni();
     this.phase = 'ready';
     this.reason = '';
     log.info('agent ready', { services: this.sync.serviceCount, endpoints: this.endpoints.list().length });
+  }
+
+  /** Re-decides every registered pod (labels and annotations change at run time). */
+  private reconcileMesh(): void {
+    for (const ep of this.endpoints.list()) {
+      try {
+        this.applyMesh(ep);
+      } catch (e) {
+        log.error('capture update failed', { pod: podKey(ep), err: e });
+      }
+    }
+  }
+
+  private decide(ep: Endpoint): ModeDecision {
+    const pod = this.store.get(`Pod/${ep.namespace}/${ep.name}`) as Pod | undefined;
+    const ns = this.store.get(`Namespace/${ep.namespace}`) as Namespace | undefined;
+    return decideMode(pod, ns, ep.ips, { excludeNamespaces: this.cfg.excludeNamespaces });
+  }
+
+  /** Brings the kernel in line with the pod's decision; throws when the kernel refuses. */
+  private applyMesh(ep: Endpoint): void {
+    if (!this.enroller) return;
+    const d = this.decide(ep);
+    const current = this.enroller.programmed(ep.netnsCookie);
+    const pod = podKey(ep);
+    if (d.policy) {
+      if (!current || JSON.stringify(current) !== JSON.stringify(d.policy)) {
+        this.enroller.enrol(ep, d.policy);
+        log.info(current ? 'pod capture updated' : 'pod enrolled', { pod, mode: d.mode, rule: d.rule, netnsCookie: ep.netnsCookie });
+      }
+    } else if (current) {
+      this.enroller.release(ep);
+      log.info('pod released', { pod, mode: d.mode, rule: d.rule, netnsCookie: ep.netnsCookie });
+    }
+    if (ep.decision?.rule !== d.rule || ep.decision?.mode !== d.mode) {
+      if (d.refused) log.warn('pod not enrolled', { pod, reason: d.refused });
+      this.endpoints.put({ ...ep, decision: { mode: d.mode, rule: d.rule } });
+    }
   }
 
   /** Registrations survive restarts; those whose network namespace is gone are dropped. */
@@ -136,7 +184,13 @@ export class Agent {
     const t0 = process.hrtime.bigint();
     let reply: CniReply;
     try {
-      reply = handleCni(req, { registry: this.endpoints, readiness: () => this.readiness() });
+      reply = handleCni(req, {
+        registry: this.endpoints,
+        readiness: () => this.readiness(),
+        // capture is in place before ADD returns: the pod's containers start right after
+        onAdd: (ep) => this.applyMesh(ep),
+        onDel: (ep) => this.enroller?.release(ep),
+      });
     } catch (e) {
       // handleCni answers every CNI failure itself; this is a bug, still answered in CNI's terms
       reply = { code: 1, stdout: JSON.stringify({ cniVersion: '1.1.0', code: 11, msg: 'sluice agent failed', details: (e as Error).message }) + '\n' };
@@ -170,6 +224,7 @@ export class Agent {
 
   /** Recomputes the frontends and writes the differences (a no-op diff costs one model pass). */
   private resync(): void {
+    this.reconcileMesh();
     if (!this.sync) return;
     const t0 = process.hrtime.bigint();
     const frontends = computeFrontends([...this.store.list('Service')], [...this.store.list('EndpointSlice')]);
@@ -215,8 +270,13 @@ export class Agent {
     await this.source?.stop();
     await this.api?.close();
     this.maps?.close();
+    this.capture?.close();
     log.info('agent stopped; datapath left running from its pins', { pinDir: this.cfg.bpfPinDir });
   }
+}
+
+function podKey(ep: Endpoint): string {
+  return ep.namespace || ep.name ? `${ep.namespace}/${ep.name}` : ep.containerId.slice(0, 12);
 }
 
 /** Runs the agent until SIGTERM/SIGINT. */

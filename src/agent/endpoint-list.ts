@@ -2,12 +2,42 @@
  * IP(s), namespace/name, mode=<sidecar|ambient|none>, then free text. The registry is read from
  * the state dir, so the list works while the agent is down.
  */
-import type { Endpoint } from './endpoints';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { EpStats, Policy } from '../bpf/layout';
+import { CaptureMaps } from '../mesh/maps';
+import { describePolicy } from '../mesh/sidecar-policy';
+import { readEndpoints, type Endpoint } from './endpoints';
 
 export interface ListedEndpoint extends Endpoint {
+  /** what the kernel holds now (sl_endpoints), not only what the agent intends */
   mode: 'sidecar' | 'ambient' | 'none';
-  /** why the mode was decided (the rule), free text */
+  /** the rule that decided it, the effective policy and the counters, free text */
   reason: string;
+  policy?: Policy;
+  counters?: { outbound: number; inbound: number; proxyBypass: number; noListener: number };
+}
+
+/** Registrations from the state dir, modes and counters read back from the pinned maps. */
+export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[] {
+  const eps = readEndpoints(stateDir);
+  const maps = fs.existsSync(path.join(pinDir, 'sl_endpoints')) ? CaptureMaps.open(pinDir) : undefined;
+  try {
+    return eps.map((ep) => {
+      const cookie = BigInt(ep.netnsCookie || 0);
+      const policy = maps?.endpoints.get(cookie);
+      const st: EpStats | undefined = maps?.stats.get(cookie);
+      const counters = st && { outbound: Number(st.outbound), inbound: Number(st.inbound), proxyBypass: Number(st.proxyBypass), noListener: Number(st.noListener) };
+      const mode = policy?.mode ?? 'none';
+      const parts = [ep.decision ? `rule="${ep.decision.rule}"` : ''];
+      if (policy) parts.push(describePolicy(policy));
+      if (counters) parts.push(`captured-out=${counters.outbound} captured-in=${counters.inbound} proxy-bypass=${counters.proxyBypass} in-no-listener=${counters.noListener}`);
+      if (ep.decision && ep.decision.mode !== mode) parts.push(`(agent intends mode=${ep.decision.mode})`);
+      return { ...ep, mode, reason: parts.filter(Boolean).join(' '), policy, counters };
+    });
+  } finally {
+    maps?.close();
+  }
 }
 
 export function podName(ep: Endpoint): string {

@@ -205,3 +205,147 @@ export function perCpuU64Codec(possibleCpus: number): Codec<bigint> {
     },
   };
 }
+
+// ---- mesh capture (struct sl_policy and friends) ----
+
+export const MODE = { none: 0, sidecar: 1, ambient: 2 } as const;
+export type MeshMode = keyof typeof MODE;
+export const POL_OUT_ALL = 1 << 0;
+export const POL_IN_ALL = 1 << 1;
+export const POL_DNS = 1 << 2;
+export const MAX_CIDRS = 16;
+export const MAX_PORTS = 32;
+export const MAX_POD_IPS = 4;
+
+export interface Cidr {
+  ip: string;
+  /** prefix length in the address's own family (IPv4: 0-32) */
+  prefix: number;
+}
+
+export interface Policy {
+  mode: MeshMode;
+  flags: number;
+  outboundPort: number;
+  inboundPort: number;
+  dnsPort: number;
+  podIps: string[];
+  includeCidrs: Cidr[];
+  excludeCidrs: Cidr[];
+  includeOutPorts: number[];
+  excludeOutPorts: number[];
+  includeInPorts: number[];
+  excludeInPorts: number[];
+}
+
+const P = {
+  podIps: 20,
+  includeCidrs: 84,
+  excludeCidrs: 404,
+  includeOutPorts: 724,
+  excludeOutPorts: 788,
+  includeInPorts: 852,
+  excludeInPorts: 916,
+  size: 980,
+};
+
+function checkCount(what: string, n: number, max: number): void {
+  if (n > max) throw new RangeError(`Cannot encode policy: ${n} ${what}, at most ${max}`);
+}
+
+/** struct sl_policy (980 bytes). */
+export const policyCodec: Codec<Policy> = {
+  size: P.size,
+  encode(p, b, o) {
+    b.fill(0, o, o + P.size);
+    checkCount('pod IPs', p.podIps.length, MAX_POD_IPS);
+    checkCount('included ranges', p.includeCidrs.length, MAX_CIDRS);
+    checkCount('excluded ranges', p.excludeCidrs.length, MAX_CIDRS);
+    for (const [n, l] of [['included outbound ports', p.includeOutPorts], ['excluded outbound ports', p.excludeOutPorts], ['included inbound ports', p.includeInPorts], ['excluded inbound ports', p.excludeInPorts]] as const) {
+      checkCount(n, l.length, MAX_PORTS);
+    }
+    b.writeUInt8(MODE[p.mode], o);
+    b.writeUInt8(p.flags, o + 1);
+    b.writeUInt8(p.includeCidrs.length, o + 2);
+    b.writeUInt8(p.excludeCidrs.length, o + 3);
+    b.writeUInt8(p.includeOutPorts.length, o + 4);
+    b.writeUInt8(p.excludeOutPorts.length, o + 5);
+    b.writeUInt8(p.includeInPorts.length, o + 6);
+    b.writeUInt8(p.excludeInPorts.length, o + 7);
+    b.writeUInt8(p.podIps.length, o + 8);
+    b.writeUInt16LE(p.outboundPort, o + 12);
+    b.writeUInt16LE(p.inboundPort, o + 14);
+    b.writeUInt16LE(p.dnsPort, o + 16);
+    p.podIps.forEach((ip, i) => encodeAddr(ip, b, o + P.podIps + 16 * i));
+    const cidrs = (list: Cidr[], at: number) =>
+      list.forEach((c, i) => {
+        encodeAddr(c.ip, b, o + at + 20 * i);
+        b.writeUInt8(c.ip.includes(':') ? c.prefix : c.prefix + 96, o + at + 20 * i + 16);
+      });
+    cidrs(p.includeCidrs, P.includeCidrs);
+    cidrs(p.excludeCidrs, P.excludeCidrs);
+    const ports = (list: number[], at: number) => list.forEach((port, i) => b.writeUInt16LE(port, o + at + 2 * i));
+    ports(p.includeOutPorts, P.includeOutPorts);
+    ports(p.excludeOutPorts, P.excludeOutPorts);
+    ports(p.includeInPorts, P.includeInPorts);
+    ports(p.excludeInPorts, P.excludeInPorts);
+  },
+  decode(b, o) {
+    const modeNum = b.readUInt8(o);
+    const mode = (Object.keys(MODE) as MeshMode[]).find((k) => MODE[k] === modeNum) ?? 'none';
+    const cidrs = (n: number, at: number): Cidr[] =>
+      Array.from({ length: n }, (_, i) => {
+        const ip = decodeAddr(b, o + at + 20 * i);
+        const raw = b.readUInt8(o + at + 20 * i + 16);
+        return { ip, prefix: ip.includes(':') ? raw : raw - 96 };
+      });
+    const ports = (n: number, at: number) => Array.from({ length: n }, (_, i) => b.readUInt16LE(o + at + 2 * i));
+    return {
+      mode,
+      flags: b.readUInt8(o + 1),
+      outboundPort: b.readUInt16LE(o + 12),
+      inboundPort: b.readUInt16LE(o + 14),
+      dnsPort: b.readUInt16LE(o + 16),
+      podIps: Array.from({ length: b.readUInt8(o + 8) }, (_, i) => decodeAddr(b, o + P.podIps + 16 * i)),
+      includeCidrs: cidrs(b.readUInt8(o + 2), P.includeCidrs),
+      excludeCidrs: cidrs(b.readUInt8(o + 3), P.excludeCidrs),
+      includeOutPorts: ports(b.readUInt8(o + 4), P.includeOutPorts),
+      excludeOutPorts: ports(b.readUInt8(o + 5), P.excludeOutPorts),
+      includeInPorts: ports(b.readUInt8(o + 6), P.includeInPorts),
+      excludeInPorts: ports(b.readUInt8(o + 7), P.excludeInPorts),
+    };
+  },
+};
+
+export const u64Codec: Codec<bigint> = {
+  size: 8,
+  encode(v, b, o) {
+    b.writeBigUInt64LE(v, o);
+  },
+  decode(b, o) {
+    return b.readBigUInt64LE(o);
+  },
+};
+
+export const addrCodec: Codec<string> = { size: 16, encode: encodeAddr, decode: decodeAddr };
+
+export interface EpStats {
+  outbound: bigint;
+  inbound: bigint;
+  proxyBypass: bigint;
+  noListener: bigint;
+}
+
+/** struct sl_ep_stats: four u64 counters (32 bytes). */
+export const epStatsCodec: Codec<EpStats> = {
+  size: 32,
+  encode(v, b, o) {
+    b.writeBigUInt64LE(v.outbound, o);
+    b.writeBigUInt64LE(v.inbound, o + 8);
+    b.writeBigUInt64LE(v.proxyBypass, o + 16);
+    b.writeBigUInt64LE(v.noListener, o + 24);
+  },
+  decode(b, o) {
+    return { outbound: b.readBigUInt64LE(o), inbound: b.readBigUInt64LE(o + 8), proxyBypass: b.readBigUInt64LE(o + 16), noListener: b.readBigUInt64LE(o + 24) };
+  },
+};

@@ -35,6 +35,7 @@
  *             `--no-pin` or `none` to let the scheduler place them). Unpinned, each run lands at
  *             random in one of two regimes (client and server on one CPU: connect ~45 us, op ~59 us;
  *             on two: connect ~32 us, op ~85 us in trials), which swamps the differences measured.
+ *   --from-json build/bench/results.json   print the report of an earlier run again (no measuring)
  *   --quick   smoke run: sizes 1,1000, count 1000, warmup 100, 2 rounds, sync of 1,000 services
  *
  * Safety: everything runs inside the harness's `sltest-` namespaces and cgroup; iptables only in
@@ -70,6 +71,8 @@ interface Opts {
   /** [client CPU, server CPU], or undefined: no pinning */
   pin?: [number, number];
   out: string;
+  /** re-render the report of an earlier run's results.json instead of measuring */
+  fromJson?: string;
 }
 
 function parseOpts(argv: string[]): Opts {
@@ -119,6 +122,7 @@ function parseOpts(argv: string[]): Opts {
       case '--out': o.out = path.resolve(val()); break;
       case '--pin': o.pin = parsePin(val()); break;
       case '--no-pin': o.pin = undefined; break;
+      case '--from-json': o.fromJson = path.resolve(val()); break;
       case '-h':
       case '--help':
         process.stdout.write(fs.readFileSync(__filename, 'utf8').split('*/')[0] + '*/\n');
@@ -570,6 +574,12 @@ function agg(runs: BenchResult[]): Agg {
   };
 }
 
+/** Median over rounds of runs[a][i][field] / runs[b][i][field] (runs are stored in round order). */
+function pairedRatio(s: SizeResult, a: Mode, b: Mode, field: 'connect_median_us' | 'connect_p99_us' | 'rate_per_s'): number {
+  const n = Math.min(s.runs[a].length, s.runs[b].length);
+  return median(Array.from({ length: n }, (_, i) => ratio(s.runs[a][i][field], s.runs[b][i][field])).filter(Number.isFinite));
+}
+
 function report(o: Opts, env: Record<string, string>, sizes: SizeResult[], sync: SyncResult | undefined, totalS: number): string {
   const out: string[] = [];
   out.push(`## sluice benchmark (${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC)`, '');
@@ -604,16 +614,24 @@ function report(o: Opts, env: Record<string, string>, sizes: SizeResult[], sync:
     );
 
     out.push('### Ratios', '');
-    out.push('Latency ratios: lower is better; rate ratios: higher is better. Target: sluice within 1.10× of direct at every size (latency ≤ 1.10, rate ≥ 0.91).', '');
+    out.push(
+      'Each ratio is the median over rounds of the ratio of two runs of the same round (sluice and direct run back to back in ' +
+        'one node state; iptables and bare in adjacent states), which cancels drifts of the machine between rounds. ' +
+        'Latency ratios: lower is better; rate ratios: higher is better. Target: sluice within 1.10× of direct at every size ' +
+        '(latency ≤ 1.10, rate ≥ 0.91).',
+      '',
+    );
     const rr: string[][] = [];
     const mark = (v: number, ok: boolean) => `${fmt(v, 2)}${ok ? '' : ' ✗'}`;
     for (const s of sizes) {
-      const d = agg(s.runs.direct), sl = agg(s.runs.sluice), b = agg(s.runs.bare), ip = agg(s.runs.iptables), di = agg(s.runs['direct-ipt']);
-      const m1 = ratio(sl.med, d.med), p1 = ratio(sl.p99, d.p99), r1 = ratio(sl.rate, d.rate);
+      const m1 = pairedRatio(s, 'sluice', 'direct', 'connect_median_us');
+      const p1 = pairedRatio(s, 'sluice', 'direct', 'connect_p99_us');
+      const r1 = pairedRatio(s, 'sluice', 'direct', 'rate_per_s');
       rr.push([
         int(s.size), mark(m1, m1 <= 1.1), mark(p1, p1 <= 1.1), mark(r1, r1 >= 1 / 1.1),
-        fmt(ratio(ip.med, b.med), 2), fmt(ratio(ip.p99, b.p99), 2), fmt(ratio(ip.rate, b.rate), 2),
-        fmt(ratio(d.med, b.med), 2), fmt(ratio(di.med, b.med), 2),
+        fmt(pairedRatio(s, 'iptables', 'bare', 'connect_median_us'), 2), fmt(pairedRatio(s, 'iptables', 'bare', 'connect_p99_us'), 2),
+        fmt(pairedRatio(s, 'iptables', 'bare', 'rate_per_s'), 2),
+        fmt(pairedRatio(s, 'direct', 'bare', 'connect_median_us'), 2), fmt(pairedRatio(s, 'direct-ipt', 'bare', 'connect_median_us'), 2),
       ]);
     }
     out.push(
@@ -622,14 +640,24 @@ function report(o: Opts, env: Record<string, string>, sizes: SizeResult[], sync:
         rr,
       ),
       '',
-      '✗ = misses the 1.10× target. *bare* = direct with nothing attached and no rules (the iptables world\'s baseline).',
+      '✗ = misses the 1.10× target. *direct* = direct with sluice attached; *bare* = direct with nothing attached and no rules (the iptables world\'s baseline). ' +
+        'For comparison, the ratios of the medians of the first table (sluice/direct median, p99, rate): ' +
+        sizes
+          .map((s) => {
+            const d = agg(s.runs.direct), sl = agg(s.runs.sluice);
+            return `${int(s.size)}: ${fmt(ratio(sl.med, d.med), 2)}, ${fmt(ratio(sl.p99, d.p99), 2)}, ${fmt(ratio(sl.rate, d.rate), 2)}`;
+          })
+          .join('; ') +
+        '.',
       '',
     );
     const big = sizes[sizes.length - 1];
     const sl = agg(big.runs.sluice), ip = agg(big.runs.iptables);
     out.push(
-      `**sluice vs iptables at ${int(big.size)} services:** connect median ${fmt(sl.med)} vs ${fmt(ip.med)} µs (iptables/sluice ${fmt(ratio(ip.med, sl.med), 2)}×), ` +
-        `p99 ${fmt(sl.p99)} vs ${fmt(ip.p99)} µs (${fmt(ratio(ip.p99, sl.p99), 2)}×), rate ${int(sl.rate)} vs ${int(ip.rate)} conn/s (sluice/iptables ${fmt(ratio(sl.rate, ip.rate), 2)}×).`,
+      `**sluice vs iptables at ${int(big.size)} services:** connect median ${fmt(sl.med)} vs ${fmt(ip.med)} µs ` +
+        `(iptables/sluice ${fmt(pairedRatio(big, 'iptables', 'sluice', 'connect_median_us'), 2)}×), ` +
+        `p99 ${fmt(sl.p99)} vs ${fmt(ip.p99)} µs (${fmt(pairedRatio(big, 'iptables', 'sluice', 'connect_p99_us'), 2)}×), ` +
+        `rate ${int(sl.rate)} vs ${int(ip.rate)} conn/s (sluice/iptables ${fmt(pairedRatio(big, 'sluice', 'iptables', 'rate_per_s'), 2)}×).`,
       '',
     );
 
@@ -684,6 +712,12 @@ function report(o: Opts, env: Record<string, string>, sizes: SizeResult[], sync:
 
 async function main(): Promise<void> {
   const o = parseOpts(process.argv.slice(2));
+  if (o.fromJson) {
+    const saved = JSON.parse(fs.readFileSync(o.fromJson, 'utf8'));
+    loadAvgs.push(...(saved.loadAvgs ?? []));
+    process.stdout.write(report(saved.opts, saved.env, saved.sizes, saved.sync, saved.totalS));
+    return;
+  }
   if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (namespaces, cgroups, BPF)');
   for (const f of [PROBE, path.join(ROOT, 'bin/sluice'), path.join(ROOT, 'build/dist/cli.js')]) {
     if (!fs.existsSync(f)) throw new Error(`${f} is missing: run \`make all\` first`);

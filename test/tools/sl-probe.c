@@ -1475,7 +1475,8 @@ static void sc_config(const struct opts *o, struct sidecar *sc)
 	for (int i = 0; i < nports; i++)
 		for (int j = 0; j < i; j++)
 			if (ports[i] == ports[j]) {
-				fprintf(stderr, "sl-probe: sidecar port %ld given twice\n", ports[i]);
+				fprintf(stderr, "sl-probe: sidecar port %ld given twice\n",
+					ports[i]);
 				exit(EXIT_USAGE);
 			}
 	memset(sc, 0, sizeof(*sc));

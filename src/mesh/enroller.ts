@@ -1,0 +1,61 @@
+/* Puts a pod's capture decision into the kernel: its policy in sl_endpoints (keyed by netns
+ * cookie), its IPs in sl_pod_ips, a per-pod counter entry, and an sk_lookup link on its netns.
+ * Enrolment writes the policy last (it makes capture live); release removes it first.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { attachNetns } from '../bpf';
+import type { Policy } from '../bpf/layout';
+import { netnsLinkPin, PROGS_DIR, SK_LOOKUP_PROG } from '../datapath';
+import type { CaptureMaps } from './maps';
+
+export interface EnrolTarget {
+  netnsCookie: string;
+  netnsPath: string;
+  ips: string[];
+}
+
+const ZERO_STATS = { outbound: 0n, inbound: 0n, proxyBypass: 0n, noListener: 0n };
+
+export class Enroller {
+  constructor(
+    private readonly maps: CaptureMaps,
+    private readonly pinDir: string,
+  ) {}
+
+  /** The policy the kernel holds for a pod, if any. */
+  programmed(netnsCookie: string): Policy | undefined {
+    return this.maps.endpoints.get(BigInt(netnsCookie));
+  }
+
+  enrol(t: EnrolTarget, policy: Policy): void {
+    const cookie = BigInt(t.netnsCookie);
+    if (this.maps.stats.get(cookie) === undefined) this.maps.stats.set(cookie, ZERO_STATS);
+    for (const ip of t.ips) this.maps.podIps.set(ip, cookie);
+    attachNetns(path.join(this.pinDir, PROGS_DIR, SK_LOOKUP_PROG), t.netnsPath, netnsLinkPin(this.pinDir, cookie));
+    this.maps.endpoints.set(cookie, policy);
+  }
+
+  /** Idempotent: releasing a pod that is not enrolled does nothing. */
+  release(t: Pick<EnrolTarget, 'netnsCookie' | 'ips'>): boolean {
+    const cookie = BigInt(t.netnsCookie);
+    const was = this.maps.endpoints.delete(cookie);
+    fs.rmSync(netnsLinkPin(this.pinDir, cookie), { force: true });
+    for (const ip of t.ips) if (this.maps.podIps.get(ip) === cookie) this.maps.podIps.delete(ip);
+    this.maps.stats.delete(cookie);
+    return was;
+  }
+
+  /** Enrolled cookies the caller no longer knows (registrations gone while the agent was down). */
+  releaseUnknown(known: Set<string>): number {
+    let n = 0;
+    for (const cookie of this.maps.endpoints.keys()) {
+      if (known.has(cookie.toString())) continue;
+      const ips = this.maps.endpoints.get(cookie)?.podIps ?? [];
+      this.release({ netnsCookie: cookie.toString(), ips });
+      n++;
+    }
+    for (const [ip, cookie] of this.maps.podIps.entries()) if (!known.has(cookie.toString())) this.maps.podIps.delete(ip);
+    return n;
+  }
+}

@@ -1,0 +1,110 @@
+/* Istio's sidecar traffic annotations, parsed with Istio's meaning and defaults, into the policy
+ * the datapath enforces. An invalid value refuses the whole policy: a pod is never enrolled with
+ * a half-parsed one.
+ */
+import { isIP } from 'node:net';
+import { MAX_CIDRS, MAX_PORTS, POL_IN_ALL, POL_OUT_ALL, type Cidr, type Policy } from '../bpf/layout';
+
+export const ANNOTATION = {
+  status: 'sidecar.istio.io/status',
+  interceptionMode: 'sidecar.istio.io/interceptionMode',
+  includeOutboundIPRanges: 'traffic.sidecar.istio.io/includeOutboundIPRanges',
+  excludeOutboundIPRanges: 'traffic.sidecar.istio.io/excludeOutboundIPRanges',
+  includeOutboundPorts: 'traffic.sidecar.istio.io/includeOutboundPorts',
+  excludeOutboundPorts: 'traffic.sidecar.istio.io/excludeOutboundPorts',
+  includeInboundPorts: 'traffic.sidecar.istio.io/includeInboundPorts',
+  excludeInboundPorts: 'traffic.sidecar.istio.io/excludeInboundPorts',
+} as const;
+
+/** Istio's proxy ports (also the defaults sluice captures to). */
+export const PROXY_PORTS = { outbound: 15001, inbound: 15006, dns: 15053 } as const;
+
+function items(value: string): string[] {
+  return value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+}
+
+function parsePorts(name: string, value: string): number[] {
+  const out: number[] = [];
+  for (const item of items(value)) {
+    if (!/^\d+$/.test(item) || Number(item) < 1 || Number(item) > 65535) {
+      throw new RangeError(`Cannot parse annotation ${name} "${value}": "${item}" is not a port`);
+    }
+    if (!out.includes(Number(item))) out.push(Number(item));
+  }
+  if (out.length > MAX_PORTS) throw new RangeError(`Cannot use annotation ${name}: ${out.length} ports, sluice supports at most ${MAX_PORTS}`);
+  return out;
+}
+
+function parseCidrs(name: string, value: string): Cidr[] {
+  const out: Cidr[] = [];
+  for (const item of items(value)) {
+    const m = /^([^/]+)\/(\d{1,3})$/.exec(item);
+    const fam = m ? isIP(m[1]) : 0;
+    const max = fam === 4 ? 32 : 128;
+    if (!m || fam === 0 || Number(m[2]) > max) {
+      throw new RangeError(`Cannot parse annotation ${name} "${value}": "${item}" is not a CIDR (address/prefix)`);
+    }
+    out.push({ ip: m[1].toLowerCase(), prefix: Number(m[2]) });
+  }
+  if (out.length > MAX_CIDRS) throw new RangeError(`Cannot use annotation ${name}: ${out.length} ranges, sluice supports at most ${MAX_CIDRS}`);
+  return out;
+}
+
+export interface SidecarPolicyResult {
+  policy?: Policy;
+  /** why the pod is not enrolled, when it is not */
+  refused?: string;
+}
+
+/** The policy of a pod with an injected sidecar, from its annotations. */
+export function sidecarPolicy(annotations: Record<string, string>, podIps: string[]): SidecarPolicyResult {
+  const mode = annotations[ANNOTATION.interceptionMode] ?? 'REDIRECT';
+  if (mode === 'TPROXY') return { refused: `${ANNOTATION.interceptionMode} TPROXY is not supported by sluice (REDIRECT is)` };
+  if (mode === 'NONE') return { refused: `${ANNOTATION.interceptionMode} is NONE: Istio captures nothing for this pod` };
+  if (mode !== 'REDIRECT') return { refused: `Cannot parse annotation ${ANNOTATION.interceptionMode} "${mode}": expected REDIRECT, TPROXY or NONE` };
+  try {
+    let flags = 0;
+    const incRanges = annotations[ANNOTATION.includeOutboundIPRanges] ?? '*';
+    let includeCidrs: Cidr[] = [];
+    if (incRanges.trim() === '*') flags |= POL_OUT_ALL;
+    else includeCidrs = parseCidrs(ANNOTATION.includeOutboundIPRanges, incRanges);
+    const incIn = annotations[ANNOTATION.includeInboundPorts] ?? '*';
+    let includeInPorts: number[] = [];
+    if (incIn.trim() === '*') flags |= POL_IN_ALL;
+    else includeInPorts = parsePorts(ANNOTATION.includeInboundPorts, incIn);
+    return {
+      policy: {
+        mode: 'sidecar',
+        flags,
+        outboundPort: PROXY_PORTS.outbound,
+        inboundPort: PROXY_PORTS.inbound,
+        dnsPort: PROXY_PORTS.dns,
+        podIps,
+        includeCidrs,
+        excludeCidrs: parseCidrs(ANNOTATION.excludeOutboundIPRanges, annotations[ANNOTATION.excludeOutboundIPRanges] ?? ''),
+        includeOutPorts: parsePorts(ANNOTATION.includeOutboundPorts, annotations[ANNOTATION.includeOutboundPorts] ?? ''),
+        excludeOutPorts: parsePorts(ANNOTATION.excludeOutboundPorts, annotations[ANNOTATION.excludeOutboundPorts] ?? ''),
+        includeInPorts,
+        excludeInPorts: parsePorts(ANNOTATION.excludeInboundPorts, annotations[ANNOTATION.excludeInboundPorts] ?? ''),
+      },
+    };
+  } catch (e) {
+    return { refused: (e as Error).message };
+  }
+}
+
+/** One line for `endpoint list`: the effective policy, in the annotations' terms. */
+export function describePolicy(p: Policy): string {
+  const list = (xs: Array<string | number>) => (xs.length ? xs.join(',') : '-');
+  const cidr = (c: Cidr) => `${c.ip}/${c.prefix}`;
+  return [
+    `out=${p.flags & POL_OUT_ALL ? '*' : list(p.includeCidrs.map(cidr))}`,
+    p.excludeCidrs.length ? `out-exclude=${list(p.excludeCidrs.map(cidr))}` : '',
+    p.includeOutPorts.length ? `out-ports=${list(p.includeOutPorts)}` : '',
+    p.excludeOutPorts.length ? `out-exclude-ports=${list(p.excludeOutPorts)}` : '',
+    `in=${p.flags & POL_IN_ALL ? '*' : list(p.includeInPorts)}`,
+    p.excludeInPorts.length ? `in-exclude-ports=${list(p.excludeInPorts)}` : '',
+  ]
+    .filter(Boolean)
+    .join(' ');
+}
