@@ -1,0 +1,95 @@
+/* Istio's sidecar annotations and the mode decision, with Istio's meaning and defaults. */
+import { describe, expect, it } from 'vitest';
+import { POL_IN_ALL, POL_OUT_ALL, policyCodec } from '../../src/bpf/layout';
+import { decideMode } from '../../src/mesh/mode';
+import { describePolicy, sidecarPolicy } from '../../src/mesh/sidecar-policy';
+import type { Pod } from '../../src/k8s/types';
+
+const STATUS = { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}' };
+const T = 'traffic.sidecar.istio.io/';
+
+function pod(annotations: Record<string, string>, namespace = 'shop', extra: Partial<Pod['spec']> = {}): Pod {
+  return { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'cart-1', namespace, annotations }, spec: { nodeName: 'n1', ...extra } } as Pod;
+}
+
+const opts = { excludeNamespaces: ['kube-system', 'istio-system'] };
+
+describe('sidecar policy', () => {
+  it('defaults capture every outbound range and every inbound port to 15001/15006', () => {
+    const { policy } = sidecarPolicy({}, ['10.1.0.5']);
+    expect(policy).toMatchObject({ mode: 'sidecar', outboundPort: 15001, inboundPort: 15006, includeCidrs: [], includeInPorts: [], podIps: ['10.1.0.5'] });
+    expect(policy!.flags & POL_OUT_ALL).toBeTruthy();
+    expect(policy!.flags & POL_IN_ALL).toBeTruthy();
+  });
+
+  it('reads every traffic annotation', () => {
+    const { policy } = sidecarPolicy(
+      {
+        [`${T}includeOutboundIPRanges`]: '10.96.0.0/12, fd00:96::/64',
+        [`${T}excludeOutboundIPRanges`]: '10.96.0.10/32',
+        [`${T}includeOutboundPorts`]: '8443,9000',
+        [`${T}excludeOutboundPorts`]: '5432',
+        [`${T}includeInboundPorts`]: '8080,9090',
+        [`${T}excludeInboundPorts`]: '9091',
+      },
+      ['10.1.0.5', 'fd00::5'],
+    );
+    expect(policy).toMatchObject({
+      includeCidrs: [{ ip: '10.96.0.0', prefix: 12 }, { ip: 'fd00:96::', prefix: 64 }],
+      excludeCidrs: [{ ip: '10.96.0.10', prefix: 32 }],
+      includeOutPorts: [8443, 9000],
+      excludeOutPorts: [5432],
+      includeInPorts: [8080, 9090],
+      excludeInPorts: [9091],
+    });
+    expect(policy!.flags & (POL_OUT_ALL | POL_IN_ALL)).toBe(0);
+    expect(describePolicy(policy!)).toBe('out=10.96.0.0/12,fd00:96::/64 out-exclude=10.96.0.10/32 out-ports=8443,9000 out-exclude-ports=5432 in=8080,9090 in-exclude-ports=9091');
+  });
+
+  it('empty include lists capture nothing by range or inbound port, as in Istio', () => {
+    const { policy } = sidecarPolicy({ [`${T}includeOutboundIPRanges`]: '', [`${T}includeInboundPorts`]: '' }, []);
+    expect(policy!.flags).toBe(0);
+    expect(policy!.includeCidrs).toEqual([]);
+    expect(policy!.includeInPorts).toEqual([]);
+  });
+
+  it('invalid values refuse the whole policy with the annotation, the value and why', () => {
+    expect(sidecarPolicy({ [`${T}excludeOutboundPorts`]: '80,x' }, []).refused).toBe(
+      'Cannot parse annotation traffic.sidecar.istio.io/excludeOutboundPorts "80,x": "x" is not a port',
+    );
+    expect(sidecarPolicy({ [`${T}includeOutboundIPRanges`]: '10.0.0.1' }, []).refused).toMatch(/"10.0.0.1" is not a CIDR/);
+    expect(sidecarPolicy({ [`${T}excludeOutboundIPRanges`]: '10.0.0.0/33' }, []).refused).toMatch(/not a CIDR/);
+    expect(sidecarPolicy({ [`${T}includeInboundPorts`]: '70000' }, []).refused).toMatch(/"70000" is not a port/);
+    const many = Array.from({ length: 17 }, (_, i) => `10.${i}.0.0/16`).join(',');
+    expect(sidecarPolicy({ [`${T}excludeOutboundIPRanges`]: many }, []).refused).toMatch(/at most 16/);
+    expect(sidecarPolicy({ 'sidecar.istio.io/interceptionMode': 'TPROXY' }, []).refused).toMatch(/TPROXY is not supported/);
+    expect(sidecarPolicy({ 'sidecar.istio.io/interceptionMode': 'FAST' }, []).refused).toMatch(/expected REDIRECT, TPROXY or NONE/);
+  });
+
+  it('the policy round-trips through the kernel layout', () => {
+    const { policy } = sidecarPolicy({ [`${T}includeOutboundIPRanges`]: '10.96.0.0/12,fd00::/8', [`${T}excludeInboundPorts`]: '1,65535' }, ['10.1.0.5', 'fd00::5']);
+    const buf = Buffer.alloc(policyCodec.size);
+    policyCodec.encode(policy!, buf, 0);
+    expect(buf[84 + 16]).toBe(96 + 12); // IPv4 prefixes are stored over the mapped 128 bits
+    expect(policyCodec.decode(buf, 0)).toEqual(policy);
+  });
+});
+
+describe('mode decision', () => {
+  it('a pod with the injector status annotation is in sidecar mode', () => {
+    expect(decideMode(pod(STATUS), undefined, ['10.1.0.5'], opts)).toMatchObject({ mode: 'sidecar', rule: 'annotation sidecar.istio.io/status' });
+  });
+
+  it('excluded namespaces, the host network and missing objects are never captured', () => {
+    expect(decideMode(pod(STATUS, 'istio-system'), undefined, [], opts)).toMatchObject({ mode: 'none', rule: 'namespace istio-system is in exclude-namespaces' });
+    expect(decideMode(pod(STATUS, 'shop', { hostNetwork: true }), undefined, [], opts).mode).toBe('none');
+    expect(decideMode(undefined, undefined, [], opts)).toMatchObject({ mode: 'none', rule: 'no Pod object for this endpoint' });
+    expect(decideMode(pod({}), undefined, [], opts)).toMatchObject({ mode: 'none', rule: 'no sidecar.istio.io/status annotation' });
+  });
+
+  it('an invalid annotation leaves the pod out, saying why', () => {
+    const d = decideMode(pod({ ...STATUS, [`${T}excludeInboundPorts`]: 'all' }), undefined, [], opts);
+    expect(d.mode).toBe('none');
+    expect(d.refused).toMatch(/excludeInboundPorts "all": "all" is not a port/);
+  });
+});
