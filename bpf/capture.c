@@ -20,6 +20,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SL_SOL_IPV6 41
 #define SL_SO_ORIGINAL_DST 80 /* also IP6T_SO_ORIGINAL_DST */
 #define SL_PAGE_SIZE 4096
+#define SL_LOOPBACK_IFINDEX 1 /* lo is ifindex 1 in every network namespace */
 
 static __always_inline void sockops_local(struct bpf_sock_ops *skops, struct sl_origdst_key *key)
 {
@@ -206,8 +207,12 @@ int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 	pol = bpf_map_lookup_elem(&sl_endpoints, cookie);
 	if (!pol || pol->mode != SL_MODE_SIDECAR)
 		return SK_PASS;
-	/* Connections from the pod itself never pass PREROUTING, where Istio's inbound chain is. */
-	if (addr_is_loopback(&remote) || cap_is_pod_ip(pol, &remote))
+	/* Connections from the pod itself never pass PREROUTING, where Istio's inbound chain is:
+	 * IPv4 ones arrive on lo; IPv6 ones to the pod's own address arrive on its interface, so
+	 * the source tells (loopback, a pod IP, or Envoy's passthrough source ::6).
+	 */
+	if (ctx->ingress_ifindex == SL_LOOPBACK_IFINDEX || addr_is_loopback(&remote) || addr_is_v6_passthrough(&remote) ||
+	    cap_is_pod_ip(pol, &remote))
 		return SK_PASS;
 	port = (__u16)ctx->local_port;
 	if (cap_reserved_port(port) || cap_port_in(pol->exclude_in_ports, pol->n_exclude_in_ports, port))

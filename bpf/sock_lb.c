@@ -46,7 +46,7 @@ static __always_inline int sock4_reverse(struct bpf_sock_addr *ctx)
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 
 	addr_from_v4(&src, ctx->user_ip4);
-	if (lb_rev_lookup(ctx, &src, &port)) {
+	if (capture_peer(ctx, &src, &port) || lb_rev_lookup(ctx, &src, &port)) {
 		ctx->user_ip4 = addr_v4(&src);
 		ctx->user_port = bpf_htons(port);
 	}
@@ -59,7 +59,7 @@ static __always_inline int sock6_reverse(struct bpf_sock_addr *ctx)
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 
 	lb_addr_from_v6(&src, ctx);
-	if (lb_rev_lookup(ctx, &src, &port)) {
+	if (capture_peer(ctx, &src, &port) || lb_rev_lookup(ctx, &src, &port)) {
 		lb_addr_to_v6(ctx, &src);
 		ctx->user_port = bpf_htons(port);
 	}

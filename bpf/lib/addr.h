@@ -65,6 +65,14 @@ static __always_inline int addr_is_loopback(const struct sl_addr *a)
 	return w[0] == 0 && w[1] == 0 && w[2] == 0 && w[3] == bpf_htonl(1);
 }
 
+/* ::6, the source Envoy uses to hand inbound IPv6 connections to the app (Istio puts it on lo) */
+static __always_inline int addr_is_v6_passthrough(const struct sl_addr *a)
+{
+	const __u32 *w = (const __u32 *)a->b;
+
+	return w[0] == 0 && w[1] == 0 && w[2] == 0 && w[3] == bpf_htonl(6);
+}
+
 /* Is `a` inside `c`? Prefix lengths are over all 128 bits. */
 static __always_inline int addr_in_cidr(const struct sl_addr *a, const struct sl_cidr *c)
 {

@@ -123,6 +123,21 @@ static __always_inline int cap_redirect(struct bpf_sock_addr *ctx, __u64 cookie,
 	return CAP_REDIRECTED;
 }
 
+/* getpeername of a captured socket shows where the app connected, not the proxy (as with NAT). */
+static __always_inline int capture_peer(struct bpf_sock_addr *ctx, struct sl_addr *peer, __u16 *port)
+{
+	struct sl_orig_dst *o;
+
+	if (!ctx->sk || ctx->protocol != IPPROTO_TCP)
+		return 0;
+	o = bpf_sk_storage_get(&sl_cap_sock, ctx->sk, 0, 0);
+	if (!o || !o->captured)
+		return 0;
+	*peer = o->addr;
+	*port = o->port;
+	return 1;
+}
+
 /* The source address the socket is bound to, if any (Envoy binds 127.0.0.6 for passthrough). */
 static __always_inline int cap_bound_to_inbound_passthrough(struct bpf_sock_addr *ctx)
 {

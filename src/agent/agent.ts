@@ -69,6 +69,8 @@ export class Agent {
     this.api = new ApiServer(this.cfg.agentSocket, {
       status: () => this.status(),
       cni: (req) => this.cni(req as unknown as CniRequest),
+      // the agent's view of one object (`Kind/namespace/name`): for debugging and tests
+      object: (req) => this.store.get(String(req.key)) ?? null,
     });
     await this.api.listen();
     this.loadEndpoints();

@@ -2,6 +2,7 @@
  * cookie), its IPs in sl_pod_ips, a per-pod counter entry, and an sk_lookup link on its netns.
  * Enrolment writes the policy last (it makes capture live); release removes it first.
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { attachNetns } from '../bpf';
@@ -17,6 +18,14 @@ export interface EnrolTarget {
 
 const ZERO_STATS = { outbound: 0n, inbound: 0n, proxyBypass: 0n, noListener: 0n };
 
+/**
+ * Envoy hands inbound IPv6 connections to the app from ::6 (as from 127.0.0.6 for IPv4), and
+ * Istio's pod setup puts ::6 on lo for that; sluice replaces that setup, so it does the same.
+ */
+function addInboundPassthroughV6(netnsPath: string): void {
+  execFileSync('nsenter', [`--net=${netnsPath}`, '--', 'ip', '-6', 'addr', 'replace', '::6/128', 'dev', 'lo', 'nodad'], { stdio: 'pipe', timeout: 5000 });
+}
+
 export class Enroller {
   constructor(
     private readonly maps: CaptureMaps,
@@ -30,6 +39,7 @@ export class Enroller {
 
   enrol(t: EnrolTarget, policy: Policy): void {
     const cookie = BigInt(t.netnsCookie);
+    if (policy.mode === 'sidecar' && t.ips.some((ip) => ip.includes(':'))) addInboundPassthroughV6(t.netnsPath);
     if (this.maps.stats.get(cookie) === undefined) this.maps.stats.set(cookie, ZERO_STATS);
     for (const ip of t.ips) this.maps.podIps.set(ip, cookie);
     attachNetns(path.join(this.pinDir, PROGS_DIR, SK_LOOKUP_PROG), t.netnsPath, netnsLinkPin(this.pinDir, cookie));

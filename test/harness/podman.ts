@@ -5,8 +5,8 @@
  *    backend executes the plugins in podman's own namespace and the bridge plugin creates its
  *    bridge there. It is never run in the machine's namespace, not even to clean up.
  *  - Everything it keeps lives under <node.workDir>/podman: storage (--root, vfs driver, so no
- *    overlay mounts), run root, tmp dir (locks as files, not in /dev/shm), events log, the OCI
- *    runtime's state root, and its containers.conf (network_backend "cni", the given plugin dirs
+ *    overlay mounts), run root, tmp dir (locks as files, not in /dev/shm), events log, and its
+ *    containers.conf (network_backend "cni", the given plugin dirs
  *    and config dir; passed with CONTAINERS_CONF, which podman hands on to conmon's cleanup).
  *  - Containers get `--ipc none` (no shm tmpfs mounted on the host), `--cgroups no-conmon` and
  *    `--cgroup-parent /<node.id>/podman`: in cgroup2 that is inside the node's test cgroup, so the
@@ -17,7 +17,8 @@
  *    the hard limit here and the runtime fails with EPERM setting it.
  *
  * What podman still writes outside the work dir, and destroy() removes: the container's network
- * namespace (/run/netns/netns-<uuid>, removed by `podman rm`), libcni's result cache
+ * namespace (/run/netns/netns-<uuid>, removed by `podman rm`), the runtime's state (/run/runc/<id>,
+ * removed by `podman rm`; /run/runc itself only when it did not exist before), libcni's result cache
  * (/var/lib/cni/results/<network>-<id>-<if>, removed by `podman rm`), the cgroup v1 directories
  * under /sys/fs/cgroup/<controller>/<node.id>, and the image blob-info cache
  * /var/lib/containers/cache (written by `podman import` whatever --root says; removed only when
@@ -92,14 +93,14 @@ export function podmanInstalled(): boolean {
   return which('podman') !== undefined;
 }
 
-/** Mount points of every cgroup hierarchy (v1 controllers, name=systemd, and cgroup2). */
-function cgroupMounts(): string[] {
+/** Mount points of the cgroup hierarchies (v1 controllers and name=systemd; with cgroup2 also its own). */
+function cgroupMounts(withV2 = true): string[] {
   try {
     return fs
       .readFileSync('/proc/mounts', 'utf8')
       .split('\n')
       .map((l) => l.split(' '))
-      .filter((f) => f[2] === 'cgroup' || f[2] === 'cgroup2')
+      .filter((f) => f[2] === 'cgroup' || (withV2 && f[2] === 'cgroup2'))
       .map((f) => f[1].replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
   } catch {
     return [];
@@ -173,13 +174,13 @@ function rmdirIfEmpty(p: string): void {
 }
 
 /**
- * Removes what podman left of runs that are gone (SIGKILLed): cgroup directories named after
+ * Removes what podman left of runs that are gone (SIGKILLed): cgroup v1 directories named after
  * sltest nodes whose creator is dead (only empty ones; nothing is killed here) and their libcni
  * cache entries. Safe to run while other runs are alive.
  */
 export function sweepStalePodmanSync(): string[] {
   const out: string[] = [];
-  for (const m of cgroupMounts()) {
+  for (const m of cgroupMounts(false)) { // cgroup2's are the harness's (sweepStale)
     let names: string[] = [];
     try {
       names = fs.readdirSync(m).filter((n) => ID_RE.test(n));
@@ -213,6 +214,9 @@ class PodmanImpl implements Podman {
   readonly runtime: string;
   private readonly confFile: string;
   private readonly netnsSeen = new Set<string>();
+  private readonly idsSeen = new Set<string>();
+  private readonly runtimeRoot: string;
+  private readonly hadRuntimeRoot: boolean;
   private readonly hadBlobCache: boolean;
   private readonly hadCniCache: boolean;
   private destroyed?: Promise<string[]>;
@@ -230,12 +234,14 @@ class PodmanImpl implements Podman {
     this.dir = path.join(node.workDir, 'podman');
     this.confFile = path.join(this.dir, 'containers.conf');
     this.runtime = opts.runtime ?? (which('runc') ? 'runc' : '');
+    this.runtimeRoot = `/run/${path.basename(this.runtime || 'crun')}`;
+    this.hadRuntimeRoot = fs.existsSync(this.runtimeRoot);
     this.hadBlobCache = fs.existsSync(BLOB_CACHE_ROOT);
     this.hadCniCache = fs.existsSync(CNI_CACHE_DIR);
   }
 
   init(): void {
-    for (const d of ['root', 'run', 'tmp', 'runtime']) fs.mkdirSync(path.join(this.dir, d), { recursive: true });
+    for (const d of ['root', 'run', 'tmp']) fs.mkdirSync(path.join(this.dir, d), { recursive: true });
     const q = (s: string) => JSON.stringify(s);
     fs.writeFileSync(
       this.confFile,
@@ -274,10 +280,9 @@ class PodmanImpl implements Podman {
       '--events-backend', 'file',
       '--network-config-dir', this.opts.networkConfigDir,
     ];
+    // The runtime keeps its state in its default root (/run/runc, /run/crun): a private one would
+    // need --runtime-flag, which podman does not hand on to conmon's exit command (cleanup).
     if (this.runtime) f.push('--runtime', this.runtime);
-    if (this.runtime === 'runc' || this.runtime === 'crun' || this.runtime === '') {
-      f.push('--runtime-flag', `root=${path.join(this.dir, 'runtime')}`); // its state dir (default /run/<runtime>)
-    }
     return f;
   }
 
@@ -323,6 +328,7 @@ class PodmanImpl implements Podman {
     const info = JSON.parse((await this.podman(['inspect', '--type', 'container', nameOrId])).stdout)[0];
     const key = info?.NetworkSettings?.SandboxKey;
     if (typeof key === 'string' && key) this.netnsSeen.add(key);
+    if (typeof info?.Id === 'string' && /^[0-9a-f]{64}$/.test(info.Id)) this.idsSeen.add(info.Id);
     return info;
   }
 
@@ -368,7 +374,15 @@ class PodmanImpl implements Podman {
         problems.push(`container netns ${ns} was still there`);
       }
     }
-    removeCniCacheSync(this.opts.defaultNetwork, problems, false);
+    for (const id of this.idsSeen) {
+      const st = path.join(this.runtimeRoot, id);
+      if (fs.existsSync(st)) {
+        problems.push(`runtime state ${st} was still there`);
+        step(`removing ${st}`, () => fs.rmSync(st, { recursive: true, force: true }));
+      }
+    }
+    if (!this.hadRuntimeRoot) rmdirIfEmpty(this.runtimeRoot);
+    removeCniCacheSync(`${this.opts.defaultNetwork}-`, problems, false);
     if (!this.hadCniCache) {
       rmdirIfEmpty(path.join(CNI_CACHE_DIR, 'results'));
       rmdirIfEmpty(CNI_CACHE_DIR);

@@ -1184,17 +1184,23 @@ static int get_orig_dst(int fd, int family, struct sockaddr_storage *ss)
 	return r;
 }
 
-static bool same_endpoint(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+static unsigned sockaddr_port(const struct sockaddr_storage *a)
 {
-	if (a->ss_family != b->ss_family)
-		return false;
-	if (a->ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-	return x->sin6_port == y->sin6_port &&
-	       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+	if (a->ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)(const void *)a)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)(const void *)a)->sin6_port);
+}
+
+/* The port a listener is bound to. */
+static unsigned listener_port(const struct sc_listener *l)
+{
+	struct sockaddr_storage a;
+	socklen_t len = sizeof(a);
+
+	memset(&a, 0, sizeof(a));
+	if (getsockname(l->fd, (struct sockaddr *)&a, &len) != 0)
+		return 0;
+	return sockaddr_port(&a);
 }
 
 /* Connect, note the upstream's address, read its one line. errno on failure. */
@@ -1265,8 +1271,11 @@ static void sc_observe(const struct sidecar *sc, const struct sc_listener *l, in
 		return;
 	s->forwarded = true;
 	/* Without a redirect the original destination is this very
-	 * listener; forwarding there would loop. */
-	if (orig_err == 0 && same_endpoint(&orig, &local))
+	 * listener; forwarding there would loop. (With sk_lookup steering,
+	 * the local address legitimately equals the original destination,
+	 * so only the listener's own port counts as a loop.) */
+	if (orig_err == 0 && sockaddr_port(&orig) == sockaddr_port(&local) &&
+	    sockaddr_port(&orig) == listener_port(l))
 		orig_err = ELOOP;
 	if (orig_err != 0)
 		format_errno(s->upstream, sizeof(s->upstream), orig_err);

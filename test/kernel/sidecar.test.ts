@@ -1,0 +1,205 @@
+/* Sidecar-mode capture end to end: pods added through the CNI chain, the stand-in sidecar
+ * (sl-probe sidecar, uid/gid 1337, forwarding to the original destination as Envoy does),
+ * socket-LB on the same node.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { SimPod } from '../harness';
+import {
+  answeredBy, probe, serviceYaml, sliceYaml, sluice, stopAgent, TCP_PORT, UDP_PORT, waitForBackends, writeObjects,
+} from './lb-env';
+import { addMeshPod, createMeshEnv, endpoint, sidecarReply, startApp, startSidecar, updatePodObject, waitForMode, type MeshEnv } from './mesh-env';
+
+const VIP = '10.96.0.10';
+const VIP6 = 'fd00:96::10';
+const STATUS = { 'sidecar.istio.io/status': '{"initContainers":null,"containers":["istio-proxy"]}' };
+const T = 'traffic.sidecar.istio.io/';
+
+describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => {
+  let env: MeshEnv;
+  let app: SimPod; // meshed pod: app server on 8080, stand-in sidecar
+  let be1: string;
+  let be2: string;
+
+  async function fromApp(addr: string, port: number, o: { uid?: number; count?: number } = {}) {
+    return probe(env, addr, port, { from: app, count: o.count ?? 1, uid: o.uid });
+  }
+
+  beforeAll(async () => {
+    env = await createMeshEnv({ backends: 2 });
+    [be1, be2] = env.backends.map((p) => p.name);
+    const [a, b] = env.backends;
+    writeObjects(env, 'svc.yaml', [
+      serviceYaml('web', { clusterIP: VIP, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }),
+      sliceYaml('web-1', { service: 'web', family: 4, endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }], ports: [{ name: 'http', port: TCP_PORT }] }),
+      serviceYaml('web6', { clusterIP: VIP6, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }),
+      sliceYaml('web6-1', { service: 'web6', family: 6, endpoints: [{ ip: a.ipv6! }, { ip: b.ipv6! }], ports: [{ name: 'http', port: TCP_PORT }] }),
+    ]);
+    await waitForBackends(env, `${VIP}:80/TCP`, [`${a.ipv4}:${TCP_PORT}`, `${b.ipv4}:${TCP_PORT}`]);
+    app = await addMeshPod(env, 'meshed', { annotations: STATUS });
+    await startSidecar(env, app);
+    await startApp(env, app, 8080);
+    await startApp(env, app, 8080, app.ipv6);
+  });
+
+  afterAll(async () => {
+    await stopAgent(env);
+    await env?.node.destroy();
+  });
+
+  it('a pod with the injector annotation is captured as soon as its ADD returns', async () => {
+    const ep = await endpoint(env, app);
+    expect(ep?.mode).toBe('sidecar');
+    const line = (await sluice(env, ['endpoint', 'list'])).stdout.split('\n').find((l) => l.includes('default/meshed'))!;
+    expect(line.split(/\s+/).slice(1, 3)).toEqual(['default/meshed', 'mode=sidecar']);
+    expect(line).toContain('out=* in=*');
+  });
+
+  it('outbound to a VIP reaches the sidecar with the VIP intact; the sidecar upstream gets socket-LB', async () => {
+    const res = await fromApp(VIP, 80, { count: 20 });
+    const replies = res.map((r) => sidecarReply(r.reply)!);
+    expect(replies.every((r) => r.via === 'out' && r.orig === `${VIP}:80`)).toBe(true);
+    expect(res.every((r) => r.peer === `${VIP}:80`)).toBe(true); // the app still sees the VIP as its peer
+    expect(new Set(replies.map((r) => r.upstream?.split(' ')[0]))).toEqual(new Set([be1, be2])); // proxy's connect balanced
+    expect(new Set(replies.map((r) => r.upstreamPeer))).toEqual(new Set([`${VIP}:80`]));
+  });
+
+  it('outbound to a pod IP and over IPv6 keeps the original destination', async () => {
+    const [a] = env.backends;
+    const direct = sidecarReply((await fromApp(a.ipv4, TCP_PORT))[0].reply)!;
+    expect(direct).toMatchObject({ via: 'out', orig: `${a.ipv4}:${TCP_PORT}` });
+    expect(direct.upstream?.split(' ')[0]).toBe(be1);
+    const v6 = sidecarReply((await fromApp(VIP6, 80))[0].reply)!;
+    expect(v6).toMatchObject({ via: 'out', orig: `[${VIP6}]:80` });
+    expect([be1, be2]).toContain(v6.upstream?.split(' ')[0]);
+  });
+
+  it('the proxy uid and gid are never captured, and their connects get socket-LB', async () => {
+    for (const uid of [1337]) {
+      const res = await fromApp(VIP, 80, { uid, count: 10 });
+      expect(res.every((r) => r.ok && [be1, be2].includes(answeredBy(r)!))).toBe(true);
+    }
+    // gid 1337 alone (uid 0): spawn with gid only
+    const res = await env.node.exec(['/bin/sh', '-c', `exec setpriv --regid=1337 --clear-groups -- ${process.cwd()}/build/sl-probe connect --proto tcp --addr ${VIP} --port 80 --count 5`], {
+      netnsPath: app.netnsPath,
+      allowFail: true,
+    });
+    const lines = res.stdout.split('\n').filter((l) => l.startsWith('{"ok"')).map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(5);
+    expect(lines.every((r) => r.ok && [be1, be2].includes(r.reply.split(' ')[0]))).toBe(true);
+  });
+
+  it('localhost is not captured', async () => {
+    await startApp(env, app, 9099, '127.0.0.1');
+    const res = await fromApp('127.0.0.1', 9099);
+    expect(answeredBy(res[0])).toBe('app-meshed');
+  });
+
+  it('inbound to any port reaches the sidecar with the original destination as local address and SO_ORIGINAL_DST', async () => {
+    for (const port of [8080, 9090, 443]) {
+      const res = await probe(env, app.ipv4, port);
+      const r = sidecarReply(res[0].reply)!;
+      expect(r).toMatchObject({ via: 'in', orig: `${app.ipv4}:${port}`, local: `${app.ipv4}:${port}` });
+    }
+    // forwarded from 127.0.0.6 to the app, without being captured again
+    const fwd = sidecarReply((await probe(env, app.ipv4, 8080))[0].reply)!;
+    expect(fwd.upstream).toMatch(/^app-meshed 127\.0\.0\.6 \d+ /);
+    const v6 = sidecarReply((await probe(env, app.ipv6!, 8080))[0].reply)!;
+    expect(v6).toMatchObject({ via: 'in', orig: `[${app.ipv6}]:8080`, local: `[${app.ipv6}]:8080` });
+    expect(v6.upstream).toMatch(/^app-meshed ::6 \d+ /); // Istio's IPv6 passthrough source, on lo as Istio sets it up
+  });
+
+  it("the sidecar's own ports are never redirected inbound", async () => {
+    for (const port of [15001, 15006]) {
+      const r = sidecarReply((await probe(env, app.ipv4, port))[0].reply)!;
+      expect(r.via).toBe(port === 15001 ? 'out' : 'in');
+      expect(r.local).toBe(`${app.ipv4}:${port}`); // reached directly, not steered
+    }
+  });
+
+  it('a non-mesh pod on the same node keeps socket-LB', async () => {
+    const res = await probe(env, VIP, 80, { count: 20 });
+    expect(new Set(res.map(answeredBy))).toEqual(new Set([be1, be2]));
+  });
+
+  it('per-pod counters count captured connections', async () => {
+    const before = (await endpoint(env, app))!.counters!;
+    await fromApp(VIP, 80, { count: 3 });
+    await probe(env, app.ipv4, 8080, { count: 2 });
+    const after = (await endpoint(env, app))!.counters!;
+    expect(after.outbound - before.outbound).toBeGreaterThanOrEqual(3);
+    expect(after.inbound - before.inbound).toBe(2);
+    expect(after.proxyBypass).toBeGreaterThan(before.proxyBypass); // the sidecar's upstream connects
+  });
+
+  it('excludeOutboundPorts and excludeOutboundIPRanges leave matching traffic alone', async () => {
+    const [a] = env.backends;
+    await updatePodObject(env, app, { annotations: { ...STATUS, [`${T}excludeOutboundPorts`]: `${TCP_PORT}`, [`${T}excludeOutboundIPRanges`]: '10.96.0.0/16' } });
+    await waitFor(async () => (await endpoint(env, app))?.reason.includes('out-exclude-ports=8080'));
+    expect(answeredBy((await fromApp(a.ipv4, TCP_PORT))[0])).toBe(be1); // direct, not via the sidecar
+    expect([be1, be2]).toContain(answeredBy((await fromApp(VIP, 80))[0])); // excluded range: socket-LB
+  });
+
+  it('includeOutboundIPRanges limits capture to its ranges; includeOutboundPorts adds ports', async () => {
+    const [a] = env.backends;
+    await updatePodObject(env, app, { annotations: { ...STATUS, [`${T}includeOutboundIPRanges`]: '10.96.0.0/16' } });
+    await waitFor(async () => (await endpoint(env, app))?.reason.includes('out=10.96.0.0/16'));
+    expect(sidecarReply((await fromApp(VIP, 80))[0].reply)?.orig).toBe(`${VIP}:80`);
+    expect(answeredBy((await fromApp(a.ipv4, TCP_PORT))[0])).toBe(be1);
+    await updatePodObject(env, app, { annotations: { ...STATUS, [`${T}includeOutboundIPRanges`]: '', [`${T}includeOutboundPorts`]: `${TCP_PORT}` } });
+    await waitFor(async () => (await endpoint(env, app))?.reason.includes('out-ports=8080'));
+    expect(sidecarReply((await fromApp(a.ipv4, TCP_PORT))[0].reply)?.orig).toBe(`${a.ipv4}:${TCP_PORT}`);
+    expect([be1, be2]).toContain(answeredBy((await fromApp(VIP, 80))[0]));
+  });
+
+  it('includeInboundPorts and excludeInboundPorts select the ports steered inbound', async () => {
+    await updatePodObject(env, app, { annotations: { ...STATUS, [`${T}includeInboundPorts`]: '8080,9090', [`${T}excludeInboundPorts`]: '9090' } });
+    await waitFor(async () => (await endpoint(env, app))?.reason.includes('in=8080,9090'));
+    expect(sidecarReply((await probe(env, app.ipv4, 8080))[0].reply)?.via).toBe('in');
+    const excluded = await probe(env, app.ipv4, 9090, { timeoutMs: 500 });
+    expect(excluded[0]).toMatchObject({ ok: false, errno: 111 }); // reached the pod directly: nothing listens
+    const notIncluded = await probe(env, app.ipv4, 443, { timeoutMs: 500 });
+    expect(notIncluded[0]).toMatchObject({ ok: false, errno: 111 });
+  });
+
+  it('an invalid annotation releases the pod and says why', async () => {
+    await updatePodObject(env, app, { annotations: { ...STATUS, [`${T}excludeOutboundPorts`]: '80,x' } });
+    const ep = await waitForMode(env, app, 'none');
+    expect(ep.reason).toContain('excludeOutboundPorts \\"80,x\\": \\"x\\" is not a port'.replace(/\\/g, ''));
+    const log = env.node.output(env.agent!).stderr;
+    expect(log).toMatch(/"msg":"pod not enrolled".*"x\\" is not a port/);
+    expect([be1, be2]).toContain(answeredBy((await fromApp(VIP, 80))[0]));
+  });
+
+  it('a pod whose annotation disappears is released, and enrolled again when it returns', async () => {
+    await updatePodObject(env, app, { annotations: STATUS });
+    await waitForMode(env, app, 'sidecar');
+    await updatePodObject(env, app, { annotations: {} });
+    await waitForMode(env, app, 'none');
+    expect([be1, be2]).toContain(answeredBy((await fromApp(VIP, 80))[0]));
+    const inbound = await probe(env, app.ipv4, 8080);
+    expect(answeredBy(inbound[0])).toBe('app-meshed');
+    await updatePodObject(env, app, { annotations: STATUS });
+    await waitForMode(env, app, 'sidecar');
+    expect(sidecarReply((await fromApp(VIP, 80))[0].reply)?.via).toBe('out');
+  });
+
+  it('capture survives an agent restart', async () => {
+    await stopAgent(env, 'SIGKILL');
+    expect(sidecarReply((await probe(env, app.ipv4, 8080))[0].reply)?.via).toBe('in');
+    expect(sidecarReply((await fromApp(VIP, 80))[0].reply)?.via).toBe('out');
+    const { startAgent } = await import('./lb-env');
+    await startAgent(env);
+    expect((await endpoint(env, app))?.mode).toBe('sidecar');
+    expect(sidecarReply((await probe(env, app.ipv4, 8080))[0].reply)?.via).toBe('in');
+    expect(sidecarReply((await fromApp(VIP, 80))[0].reply)?.via).toBe('out');
+  });
+
+  async function waitFor(fn: () => Promise<boolean | undefined>): Promise<void> {
+    for (let i = 0; i < 60; i++) {
+      if (await fn()) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error('condition not reached in 3 s');
+  }
+  void UDP_PORT;
+});
