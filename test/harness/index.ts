@@ -17,3 +17,5 @@ export {
   sweepStale, sweepStaleSync, ensureBpffs, bpffsMounted, findCgroup2Mount, PREFIX,
 } from './cleanup';
 export type { SweepReport } from './cleanup';
+
+export { joinNodes } from './join';

@@ -6,13 +6,16 @@
  *    bridge there. It is never run in the machine's namespace, not even to clean up.
  *  - Everything it keeps lives under <node.workDir>/podman: storage (--root, vfs driver, so no
  *    overlay mounts), run root, tmp dir (locks as files, not in /dev/shm), events log, and its
- *    containers.conf (network_backend "cni", the given plugin dirs
- *    and config dir; passed with CONTAINERS_CONF, which podman hands on to conmon's cleanup).
+ *    containers.conf (network_backend "cni" — podman 4.3 has no --network-backend flag, and
+ *    netavark is installed too — the given plugin dirs and config dir). CONTAINERS_CONF points
+ *    there; podman hands it on to conmon, whose exit command (`podman container cleanup`, the
+ *    CNI DEL when a container exits on its own) gets the other flags on its command line.
  *  - Containers get `--ipc none` (no shm tmpfs mounted on the host), `--cgroups no-conmon` and
  *    `--cgroup-parent /<node.id>/podman`: in cgroup2 that is inside the node's test cgroup, so the
  *    code under test sees them as the node's pods and node.destroy() kills them on any failure.
- *  - The OCI runtime is runc when installed: crun 1.8 refuses to start anything on a hybrid
- *    cgroup machine whose cgroup2 mount offers a controller (here: hugetlb).
+ *  - The OCI runtime is runc (Debian package runc) when installed: crun 1.8, podman's default,
+ *    refuses to start anything on a hybrid cgroup machine whose cgroup2 mount offers a controller
+ *    ("cgroups in hybrid mode not supported, drop all controllers from cgroupv2"; here: hugetlb).
  *  - `--ulimit nofile=20000:20000 --ulimit nproc=1000:1000`: podman's default nofile limit is above
  *    the hard limit here and the runtime fails with EPERM setting it.
  *
@@ -136,13 +139,18 @@ function mountsUnder(prefix: string): string[] {
 
 function deletePodmanNetnsSync(p: string): void {
   const name = path.basename(p);
-  if (path.dirname(p) !== NETNS_DIR || !NETNS_NAME_RE.test(name)) throw new Error(`refusing to delete netns ${p}`);
+  const dir = path.dirname(p);
+  if ((dir !== NETNS_DIR && dir !== '/run/netns') || !NETNS_NAME_RE.test(name)) throw new Error(`refusing to delete netns ${p}`);
   if (!fs.existsSync(p)) return;
   execFileSync('ip', ['netns', 'delete', name], { timeout: 10000, stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
-/** Removes libcni cache entries of networks named `<prefix>...` (and the netns they name, if it still exists). */
-function removeCniCacheSync(namePrefix: string, problems: string[], removeNetns: boolean): void {
+/**
+ * Removes libcni cache entries of networks named `<prefix>...`. With `orphans`, also what such an
+ * entry names of a container whose run is gone: its netns (the result's sandbox paths) and the OCI
+ * runtime's state directory.
+ */
+function removeCniCacheSync(namePrefix: string, problems: string[], orphans: boolean): void {
   const dir = path.join(CNI_CACHE_DIR, 'results');
   let files: string[] = [];
   try {
@@ -153,9 +161,16 @@ function removeCniCacheSync(namePrefix: string, problems: string[], removeNetns:
   for (const f of files) {
     const p = path.join(dir, f);
     try {
-      if (removeNetns) {
-        const netns = JSON.parse(fs.readFileSync(p, 'utf8'))?.netns;
-        if (typeof netns === 'string' && netns) deletePodmanNetnsSync(netns);
+      if (orphans) {
+        const entry = JSON.parse(fs.readFileSync(p, 'utf8'));
+        const sandboxes = new Set<string>();
+        for (const i of entry?.result?.interfaces ?? []) if (typeof i?.sandbox === 'string' && i.sandbox) sandboxes.add(i.sandbox);
+        if (typeof entry?.netns === 'string' && entry.netns) sandboxes.add(entry.netns);
+        for (const ns of sandboxes) deletePodmanNetnsSync(ns);
+        const id = entry?.containerId;
+        if (typeof id === 'string' && /^[0-9a-f]{64}$/.test(id)) {
+          for (const rt of ['/run/runc', '/run/crun']) fs.rmSync(path.join(rt, id), { recursive: true, force: true });
+        }
       }
       fs.rmSync(p, { force: true });
       problems.push(`removed leftover CNI cache entry ${p}`);
@@ -175,8 +190,9 @@ function rmdirIfEmpty(p: string): void {
 
 /**
  * Removes what podman left of runs that are gone (SIGKILLed): cgroup v1 directories named after
- * sltest nodes whose creator is dead (only empty ones; nothing is killed here) and their libcni
- * cache entries. Safe to run while other runs are alive.
+ * sltest nodes whose creator is dead (only empty ones; nothing is killed here), and their libcni
+ * cache entries with the container netns and runtime state those name. Safe to run while other
+ * runs are alive.
  */
 export function sweepStalePodmanSync(): string[] {
   const out: string[] = [];
@@ -204,7 +220,7 @@ export function sweepStalePodmanSync(): string[] {
     /* none */
   }
   for (const id of new Set(cached.map((f) => ID_RE.exec(f)?.[1]).filter((x): x is string => !!x))) {
-    if (!ownerAlive(id)) removeCniCacheSync(id, out, true);
+    if (!ownerAlive(id)) removeCniCacheSync(`${id}-`, out, true);
   }
   return out;
 }
@@ -220,9 +236,9 @@ class PodmanImpl implements Podman {
   private readonly hadBlobCache: boolean;
   private readonly hadCniCache: boolean;
   private destroyed?: Promise<string[]>;
-  private readonly exitHandler = () => this.cleanupSync([]);
+  private readonly exitHandler = () => this.emergencyCleanup();
   private readonly signalHandler = (sig: NodeJS.Signals) => {
-    this.cleanupSync([]);
+    this.emergencyCleanup();
     this.removeHandlers();
     if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
   };
@@ -263,6 +279,12 @@ class PodmanImpl implements Podman {
     );
     process.on('exit', this.exitHandler);
     for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as NodeJS.Signals[]) process.on(sig, this.signalHandler);
+  }
+
+  private emergencyCleanup(): void {
+    const problems: string[] = [];
+    this.cleanupSync(problems);
+    for (const p of problems) log(`podman ${this.node.id} (emergency cleanup): ${p}`);
   }
 
   private removeHandlers(): void {
