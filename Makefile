@@ -6,7 +6,7 @@ CLANG       ?= clang
 CC          ?= cc
 BPF_CFLAGS  := -O2 -g -Wall -Werror -target bpf -I/usr/include/$(ARCH)-linux-gnu
 SHIM_CFLAGS := -O2 -g -Wall -Wextra -Werror -fPIC
-APT_PKGS    := clang llvm bpftool libbpf-dev containernetworking-plugins iproute2 iptables
+APT_PKGS    := clang llvm bpftool libbpf-dev containernetworking-plugins iproute2 iptables podman runc busybox-static
 VITEST      := node_modules/.bin/vitest
 
 BPF_SRCS    := $(wildcard bpf/*.c)
@@ -50,7 +50,7 @@ deps: apt-deps npm-deps
 apt-deps:
 	@missing=""; \
 	for f in /usr/bin/clang /usr/bin/llc /usr/sbin/bpftool /usr/include/bpf/libbpf.h \
-	         /usr/lib/cni/bridge /sbin/ip /usr/sbin/iptables; do \
+	         /usr/lib/cni/bridge /sbin/ip /usr/sbin/iptables /usr/bin/podman /usr/sbin/runc /bin/busybox; do \
 	  [ -e $$f ] || missing="$$missing $$f"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages (missing:$$missing)"; \

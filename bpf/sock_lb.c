@@ -8,6 +8,24 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* Capture decides first; what it redirects is not load-balanced (the proxy must see the VIP). */
+static __always_inline int sock_capture(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *port)
+{
+	struct sl_addr orig = *dst;
+	__u16 orig_port = *port;
+	struct sl_backend proxy = {};
+
+	if (ctx->protocol == IPPROTO_TCP)
+		return capture_connect(ctx, dst, port);
+	if (capture_dns_udp(ctx, dst, port) != CAP_REDIRECTED)
+		return CAP_NONE;
+	/* replies from the proxy's DNS port show the resolver, like a VIP's replies show the VIP */
+	proxy.ip = *dst;
+	proxy.port = *port;
+	lb_rev_remember(ctx, &proxy, &orig, orig_port);
+	return CAP_REDIRECTED;
+}
+
 static __always_inline int sock4_forward(struct bpf_sock_addr *ctx, int per_flow)
 {
 	struct sl_addr dst;
@@ -15,7 +33,7 @@ static __always_inline int sock4_forward(struct bpf_sock_addr *ctx, int per_flow
 	int verdict = SL_ALLOW;
 
 	addr_from_v4(&dst, ctx->user_ip4);
-	if (per_flow || capture_connect(ctx, &dst, &port) != CAP_REDIRECTED)
+	if (sock_capture(ctx, &dst, &port) != CAP_REDIRECTED)
 		verdict = lb_translate(ctx, &dst, &port, per_flow);
 	if (verdict == SL_ALLOW) {
 		ctx->user_ip4 = addr_v4(&dst);
@@ -31,7 +49,7 @@ static __always_inline int sock6_forward(struct bpf_sock_addr *ctx, int per_flow
 	int verdict = SL_ALLOW;
 
 	lb_addr_from_v6(&dst, ctx);
-	if (per_flow || capture_connect(ctx, &dst, &port) != CAP_REDIRECTED)
+	if (sock_capture(ctx, &dst, &port) != CAP_REDIRECTED)
 		verdict = lb_translate(ctx, &dst, &port, per_flow);
 	if (verdict == SL_ALLOW) {
 		lb_addr_to_v6(ctx, &dst);

@@ -2,6 +2,7 @@
  * reads from its mounted ConfigMap. Spelling follows Cilium's where a key exists there.
  */
 import * as fs from 'node:fs';
+import { isIP } from 'node:net';
 import { load as loadYaml } from 'js-yaml';
 import { log } from './log';
 
@@ -37,6 +38,10 @@ export interface Config {
   /** mesh-proxy-uid / mesh-proxy-gid: the proxy's own sockets are never captured (Istio: 1337) */
   meshProxyUid: number;
   meshProxyGid: number;
+  /** mesh-dns-capture: send sidecar pods' DNS (UDP/TCP 53) to the proxy's 15053, as Istio's DNS capture */
+  meshDnsCapture: boolean;
+  /** mesh-dns-servers: resolvers whose traffic DNS capture takes; empty: every port-53 destination */
+  meshDnsServers: string[];
   /** log-level: debug, info, warn, error */
   logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
@@ -67,6 +72,16 @@ const nameList: Parser<string[]> = (key, raw) => {
   }
   return items;
 };
+
+/** A comma-separated list of IP addresses, at most `max`. */
+function ipList(max: number): Parser<string[]> {
+  return (key, raw) => {
+    const items = raw.split(',').map((x) => x.trim()).filter(Boolean);
+    for (const x of items) if (!isIP(x)) throw new RangeError(`Cannot parse config key ${key} "${raw}": "${x}" is not an IP address`);
+    if (items.length > max) throw new RangeError(`Cannot parse config key ${key} "${raw}": at most ${max} addresses`);
+    return items;
+  };
+}
 
 /** An empty value means "not set". */
 function optional(p: Parser<string>): Parser<string> {
@@ -123,6 +138,8 @@ const keys: { [name: string]: KeySpec<any> } = {
   'exclude-namespaces': { field: 'excludeNamespaces', parse: nameList, default: () => 'kube-system,istio-system' },
   'mesh-proxy-uid': { field: 'meshProxyUid', parse: intIn(0, 4294967294), default: () => '1337' },
   'mesh-proxy-gid': { field: 'meshProxyGid', parse: intIn(0, 4294967294), default: () => '1337' },
+  'mesh-dns-capture': { field: 'meshDnsCapture', parse: bool, default: () => 'false' },
+  'mesh-dns-servers': { field: 'meshDnsServers', parse: ipList(4), default: () => '' },
   'log-level': { field: 'logLevel', parse: oneOf('debug', 'info', 'warn', 'error'), default: () => 'info' },
 };
 

@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BpfError, BpfObject, packageRoot, updateLinkProgram, type AttachResult } from './bpf';
+import { encodeAddr } from './bpf/layout';
 
 /** cgroup programs of each object, attached to cgroup-root. */
 export const OBJECTS = {
@@ -42,6 +43,8 @@ export interface DatapathOptions {
   hostNetnsCookie: bigint;
   proxyUid: number;
   proxyGid: number;
+  /** resolvers DNS capture applies to (empty: all) */
+  dnsServers: string[];
   sizes: MapSizes;
   /** directory of the built objects; default: build/bpf of this package */
   objectDir?: string;
@@ -100,6 +103,10 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
       obj.setRodata('cfg_host_netns_cookie', cookie, { ifPresent: true });
       obj.setRodata('cfg_proxy_uid', u32(opts.proxyUid), { ifPresent: true });
       obj.setRodata('cfg_proxy_gid', u32(opts.proxyGid), { ifPresent: true });
+      const dns = Buffer.alloc(16 * 4);
+      opts.dnsServers.forEach((ip, i) => encodeAddr(ip, dns, 16 * i));
+      obj.setRodata('cfg_dns_servers', dns, { ifPresent: true });
+      obj.setRodata('cfg_n_dns_servers', Buffer.from([opts.dnsServers.length]), { ifPresent: true });
       obj.pinMaps(opts.pinDir);
       obj.configureMap('sl_lb_svc', { maxEntries: opts.sizes.service, ifPresent: true });
       obj.configureMap('sl_lb_backend', { maxEntries: opts.sizes.backend, ifPresent: true });

@@ -17,6 +17,14 @@ const volatile __u32 cfg_proxy_uid = 1337;
 const volatile __u32 cfg_proxy_gid = 1337;
 
 #define SL_PORT_HBONE 15008
+#define SL_PORT_DNS 53
+#define SL_MAX_DNS_SERVERS 4
+
+/* mesh-dns-servers: the resolvers whose traffic DNS capture takes (Istio: the pod's
+ * resolv.conf); none listed means every destination on port 53 (Istio's capture-all-dns).
+ */
+const volatile struct sl_addr cfg_dns_servers[SL_MAX_DNS_SERVERS] = {};
+const volatile __u8 cfg_n_dns_servers = 0;
 
 /* Outcome of the outbound decision at connect(). */
 #define CAP_NONE 0	 /* not captured: socket-LB may apply */
@@ -138,6 +146,60 @@ static __always_inline int capture_peer(struct bpf_sock_addr *ctx, struct sl_add
 	return 1;
 }
 
+static __always_inline int cap_is_dns_server(const struct sl_addr *a)
+{
+	__u32 i;
+
+	if (cfg_n_dns_servers == 0)
+		return 1;
+	for (i = 0; i < SL_MAX_DNS_SERVERS; i++) {
+		/* read through volatile: a plain read of a const object may be folded to its
+		 * (all-zero) initializer, ignoring what the agent set before load */
+		const volatile __u32 *w = (const volatile __u32 *)cfg_dns_servers[i].b;
+		const __u32 *x = (const __u32 *)a->b;
+
+		if (i >= cfg_n_dns_servers)
+			break;
+		if (w[0] == x[0] && w[1] == x[1] && w[2] == x[2] && w[3] == x[3])
+			return 1;
+	}
+	return 0;
+}
+
+/* DNS capture applies to this connect/datagram (port 53 to a resolver, pod opted in)? */
+static __always_inline int cap_dns_applies(const struct sl_policy *pol, const struct sl_addr *dst, __u16 dport)
+{
+	return (pol->flags & SL_POL_DNS) && dport == SL_PORT_DNS && cap_is_dns_server(dst);
+}
+
+/*
+ * UDP DNS capture at sendmsg/connect (Istio's ISTIO_OUTPUT_DNS): a query of the app to a resolver
+ * goes to the proxy's DNS port on loopback; the proxy's own queries do not. The reply is shown
+ * as coming from the resolver through the same reverse entries socket-LB uses.
+ */
+static __always_inline int capture_dns_udp(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *dport)
+{
+	struct sl_policy *pol;
+	__u64 cookie, uidgid;
+
+	if (ctx->protocol != IPPROTO_UDP || *dport != SL_PORT_DNS)
+		return CAP_NONE;
+	cookie = bpf_get_netns_cookie(ctx);
+	pol = bpf_map_lookup_elem(&sl_endpoints, &cookie);
+	if (!pol || pol->mode != SL_MODE_SIDECAR || !cap_dns_applies(pol, dst, *dport))
+		return CAP_NONE;
+	uidgid = bpf_get_current_uid_gid();
+	if ((__u32)uidgid == cfg_proxy_uid || (__u32)(uidgid >> 32) == cfg_proxy_gid)
+		return CAP_PROXY;
+	if (addr_is_mapped_v4(dst))
+		addr_from_v4(dst, bpf_htonl(0x7f000001));
+	else
+		addr_from_words(dst, 0, 0, 0, bpf_htonl(1));
+	*dport = pol->dns_port;
+	cap_count(cookie, CAP_STAT_OUTBOUND);
+	return CAP_REDIRECTED;
+}
+
 /* The source address the socket is bound to, if any (Envoy binds 127.0.0.6 for passthrough). */
 static __always_inline int cap_bound_to_inbound_passthrough(struct bpf_sock_addr *ctx)
 {
@@ -163,7 +225,7 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 	struct sl_policy *pol;
 	__u64 cookie, uidgid;
 	__u32 uid, gid;
-	int local;
+	int local, dns;
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return CAP_NONE;
@@ -179,18 +241,23 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 	uidgid = bpf_get_current_uid_gid();
 	uid = (__u32)uidgid;
 	gid = (__u32)(uidgid >> 32);
+	dns = (pol->flags & SL_POL_DNS) && *dport == SL_PORT_DNS;
 	if (uid == cfg_proxy_uid) {
-		if (local && !cap_is_localhost1(dst) && *dport != SL_PORT_HBONE)
+		if (local && !cap_is_localhost1(dst) && *dport != SL_PORT_HBONE && !dns)
 			return cap_redirect(ctx, cookie, dst, dport, pol->inbound_port, 2);
 		cap_count(cookie, CAP_STAT_BYPASS);
 		return CAP_PROXY;
 	}
-	if (local)
+	if (local && !dns)
 		return CAP_NONE;
 	if (gid == cfg_proxy_gid) {
 		cap_count(cookie, CAP_STAT_BYPASS);
 		return CAP_PROXY;
 	}
+	if (dns && cap_is_dns_server(dst))
+		return cap_redirect(ctx, cookie, dst, dport, pol->dns_port, 1);
+	if (local)
+		return CAP_NONE;
 	if (cap_port_in(pol->include_out_ports, pol->n_include_out_ports, *dport))
 		return cap_redirect(ctx, cookie, dst, dport, pol->outbound_port, 1);
 	if (cap_cidr_in(pol->exclude_cidrs, pol->n_exclude_cidrs, dst))

@@ -83,6 +83,7 @@ export class Agent {
       hostNetnsCookie: cookie,
       proxyUid: this.cfg.meshProxyUid,
       proxyGid: this.cfg.meshProxyGid,
+      dnsServers: this.cfg.meshDnsServers,
       sizes: { service: this.cfg.lbServiceMapMax, backend: this.cfg.lbBackendMapMax, affinity: this.cfg.lbAffinityMapMax },
     });
     const maps = LbMaps.open(this.cfg.bpfPinDir);
@@ -124,7 +125,7 @@ export class Agent {
   private decide(ep: Endpoint): ModeDecision {
     const pod = this.store.get(`Pod/${ep.namespace}/${ep.name}`) as Pod | undefined;
     const ns = this.store.get(`Namespace/${ep.namespace}`) as Namespace | undefined;
-    return decideMode(pod, ns, ep.ips, { excludeNamespaces: this.cfg.excludeNamespaces });
+    return decideMode(pod, ns, ep.ips, { excludeNamespaces: this.cfg.excludeNamespaces, dnsCapture: this.cfg.meshDnsCapture });
   }
 
   /** Brings the kernel in line with the pod's decision; throws when the kernel refuses. */

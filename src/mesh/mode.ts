@@ -14,6 +14,8 @@ export interface ModeDecision {
 
 export interface ModeOptions {
   excludeNamespaces: readonly string[];
+  /** mesh-dns-capture (default false, as in Istio) */
+  dnsCapture?: boolean;
 }
 
 export function decideMode(pod: Pod | undefined, ns: Namespace | undefined, podIps: string[], opts: ModeOptions): ModeDecision {
@@ -23,7 +25,7 @@ export function decideMode(pod: Pod | undefined, ns: Namespace | undefined, podI
   if (pod.spec?.hostNetwork) return { mode: 'none', rule: 'the pod uses the host network' };
   const annotations = pod.metadata.annotations ?? {};
   if (annotations[ANNOTATION.status] !== undefined) {
-    const r = sidecarPolicy(annotations, podIps);
+    const r = sidecarPolicy(annotations, podIps, { dnsCapture: opts.dnsCapture });
     if (r.refused) return { mode: 'none', rule: `sidecar refused: ${r.refused}`, refused: r.refused };
     return { mode: 'sidecar', rule: `annotation ${ANNOTATION.status}`, policy: r.policy };
   }

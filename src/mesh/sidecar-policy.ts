@@ -3,7 +3,7 @@
  * a half-parsed one.
  */
 import { isIP } from 'node:net';
-import { MAX_CIDRS, MAX_PORTS, POL_IN_ALL, POL_OUT_ALL, type Cidr, type Policy } from '../bpf/layout';
+import { MAX_CIDRS, MAX_PORTS, POL_DNS, POL_IN_ALL, POL_OUT_ALL, type Cidr, type Policy } from '../bpf/layout';
 
 export const ANNOTATION = {
   status: 'sidecar.istio.io/status',
@@ -57,13 +57,13 @@ export interface SidecarPolicyResult {
 }
 
 /** The policy of a pod with an injected sidecar, from its annotations. */
-export function sidecarPolicy(annotations: Record<string, string>, podIps: string[]): SidecarPolicyResult {
+export function sidecarPolicy(annotations: Record<string, string>, podIps: string[], opts: { dnsCapture?: boolean } = {}): SidecarPolicyResult {
   const mode = annotations[ANNOTATION.interceptionMode] ?? 'REDIRECT';
   if (mode === 'TPROXY') return { refused: `${ANNOTATION.interceptionMode} TPROXY is not supported by sluice (REDIRECT is)` };
   if (mode === 'NONE') return { refused: `${ANNOTATION.interceptionMode} is NONE: Istio captures nothing for this pod` };
   if (mode !== 'REDIRECT') return { refused: `Cannot parse annotation ${ANNOTATION.interceptionMode} "${mode}": expected REDIRECT, TPROXY or NONE` };
   try {
-    let flags = 0;
+    let flags = opts.dnsCapture ? POL_DNS : 0;
     const incRanges = annotations[ANNOTATION.includeOutboundIPRanges] ?? '*';
     let includeCidrs: Cidr[] = [];
     if (incRanges.trim() === '*') flags |= POL_OUT_ALL;
@@ -104,6 +104,7 @@ export function describePolicy(p: Policy): string {
     p.excludeOutPorts.length ? `out-exclude-ports=${list(p.excludeOutPorts)}` : '',
     `in=${p.flags & POL_IN_ALL ? '*' : list(p.includeInPorts)}`,
     p.excludeInPorts.length ? `in-exclude-ports=${list(p.excludeInPorts)}` : '',
+    p.flags & POL_DNS ? `dns=${p.dnsPort}` : '',
   ]
     .filter(Boolean)
     .join(' ');

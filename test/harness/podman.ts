@@ -110,6 +110,17 @@ function cgroupMounts(withV2 = true): string[] {
   }
 }
 
+/** cgroup v1 at /sys/fs/cgroup with a cgroup2 mount that offers controllers (what crun 1.8 rejects). */
+function hybridWithV2Controllers(): boolean {
+  try {
+    const v2 = fs.readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2');
+    if (!v2 || v2[1] === '/sys/fs/cgroup') return false;
+    return fs.readFileSync(path.join(v2[1], 'cgroup.controllers'), 'utf8').trim() !== '';
+  } catch {
+    return false;
+  }
+}
+
 /** rmdir of a cgroup tree, deepest first; never kills (a busy cgroup is reported, not forced). */
 function rmdirCgroupTree(dir: string): void {
   if (!path.basename(dir).startsWith(PREFIX) && !dir.includes(`/${PREFIX}`)) throw new Error(`refusing to touch ${dir}`);
@@ -435,6 +446,9 @@ class PodmanImpl implements Podman {
 /** Sets up a private podman for the node (see the file comment). Destroy it before the node. */
 export async function createPodman(node: SimNode, opts: PodmanOpts): Promise<Podman> {
   if (!podmanInstalled()) throw new Error('podman is not installed (Debian package podman; `make deps` installs it)');
+  if (!opts.runtime && !which('runc') && hybridWithV2Controllers()) {
+    throw new Error('podman needs runc on this machine (Debian package runc): crun refuses hybrid cgroups whose cgroup2 has controllers');
+  }
   for (const p of sweepStalePodmanSync()) log(p);
   const pm = new PodmanImpl(node, opts);
   pm.init();

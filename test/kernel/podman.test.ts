@@ -121,7 +121,7 @@ describe.skipIf(process.getuid?.() !== 0)('podman runs containers on a conflist 
   });
 
   it('a container that exits on its own is unregistered by podman\'s cleanup (DEL from conmon\'s exit command)', async () => {
-    const id = (await runCtr('short', ['sleep', '1'])).stdout.trim();
+    const id = (await runCtr('short', ['sleep', '3'])).stdout.trim();
     expect((await endpoints()).some((e) => e.containerId === id)).toBe(true);
     await waitFor('the exited container to be unregistered', async () => !(await endpoints()).some((e) => e.containerId === id), 20000, 200);
     expect((await pm!.inspect(id)).State.Status).toBe('exited');
