@@ -94,10 +94,33 @@ function checkDuration(name: string, value: number): number {
 }
 
 /** Decodes a whole file into documents; throws (SyntaxError or YAMLException) when it is not valid as a whole. */
-function decodeDocuments(file: string, text: string): unknown[] {
+/**
+ * The documents of a file, decoded one at a time: each document's parse tree is garbage as soon
+ * as the caller has taken its projection, so a 10,000-Service file never holds every tree at once
+ * (that peak, not the objects kept, is what the agent's RSS would be). YAML documents start at a
+ * line beginning with "---"; files using %-directives are decoded whole, as before.
+ */
+function* decodeDocuments(file: string, text: string): Generator<unknown> {
   const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
-  if (file.endsWith('.json')) return body.trim() === '' ? [] : [JSON.parse(body)];
-  return loadAll(body, { filename: file });
+  if (file.endsWith('.json')) {
+    if (body.trim() !== '') yield JSON.parse(body);
+    return;
+  }
+  if (/^%/m.test(body)) {
+    yield* loadAll(body, { filename: file });
+    return;
+  }
+  let start = 0;
+  const marker = /^---(?=[ \t\r\n]|$)/gm;
+  for (let guard = 0; guard <= body.length; guard++) {
+    marker.lastIndex = start + 1; // the next marker after the one this chunk starts with
+    const m = marker.exec(body);
+    const end = m ? m.index : body.length;
+    const chunk = body.slice(start, end);
+    if (chunk.trim() !== '' && chunk.trim() !== '---') yield* loadAll(chunk, { filename: file });
+    if (!m) return;
+    start = end;
+  }
 }
 
 export class DirectorySource implements ClusterSource {
@@ -337,26 +360,31 @@ export class DirectorySource implements ClusterSource {
       this.keepPrevious(name, prev, '', `Cannot read "${file}": ${errorMessage(err)}`);
       return;
     }
-    let documents: unknown[];
-    try {
-      documents = decodeDocuments(file, text);
-    } catch (err) {
-      this.keepPrevious(name, prev, fingerprint, `Cannot parse "${file}": ${errorMessage(err)}`);
-      return;
-    }
     const objects: K8sObject[] = [];
     let skippedDocuments = 0;
     let ignoredDocuments = 0;
-    documents.forEach((doc, index) => {
-      if (doc === null || doc === undefined) return; // empty document, e.g. a trailing `---`
-      const document = index + 1;
+    let index = 0;
+    const documents = decodeDocuments(file, text);
+    for (;;) {
+      let next: IteratorResult<unknown>;
+      try {
+        next = documents.next();
+      } catch (err) {
+        // A file that does not parse keeps what it served before (it may be half-written).
+        this.keepPrevious(name, prev, fingerprint, `Cannot parse "${file}": ${errorMessage(err)}`);
+        return;
+      }
+      if (next.done) break;
+      const doc = next.value;
+      const document = ++index;
+      if (doc === null || doc === undefined) continue; // empty document, e.g. a trailing `---`
       let items: unknown[];
       try {
         items = expandList(doc);
       } catch (err) {
         skippedDocuments++;
         log.warn('Skipping malformed document', { file, document, err: errorMessage(err) });
-        return;
+        continue;
       }
       items.forEach((item, itemIndex) => {
         const where = items.length === 1 && item === doc ? { file, document } : { file, document, item: itemIndex + 1 };
@@ -372,7 +400,7 @@ export class DirectorySource implements ClusterSource {
           }
         }
       });
-    });
+    }
     if (this.stopped || this.store === undefined) return;
     this.store.replaceAll(file, objects);
     this.files.set(name, { fingerprint, objects: objects.length, skippedDocuments, ignoredDocuments });
