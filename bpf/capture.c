@@ -59,19 +59,17 @@ static __always_inline void sockops_closed(struct bpf_sock_ops *skops)
 	bpf_map_delete_elem(&sl_origdst, &key);
 }
 
-/* The proxy's inbound listener of a captured pod joins sl_listeners when it starts listening. */
+/* A proxy's listener (15001, 15006, 15008) joins sl_listeners when it starts listening, in any
+ * namespace: a pod enrolled later (live, by a label) finds the listeners its proxy already has.
+ */
 static __always_inline void sockops_listen(struct bpf_sock_ops *skops)
 {
 	struct sl_listener_key key = {};
-	struct sl_policy *pol;
 
-	key.netns_cookie = bpf_get_netns_cookie(skops);
-	pol = bpf_map_lookup_elem(&sl_endpoints, &key.netns_cookie);
-	if (!pol || pol->mode == SL_MODE_NONE)
-		return;
 	key.port = (__u16)skops->local_port;
-	if (key.port != pol->inbound_port)
+	if (key.port != SL_PORT_OUTBOUND && key.port != SL_PORT_INBOUND && key.port != SL_PORT_HBONE)
 		return;
+	key.netns_cookie = bpf_get_netns_cookie(skops);
 	key.family = skops->family == SL_AF_INET ? 4 : 6;
 	bpf_sock_hash_update(skops, &sl_listeners, &key, BPF_ANY);
 }
@@ -205,7 +203,7 @@ int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 	if (!cookie)
 		return SK_PASS;
 	pol = bpf_map_lookup_elem(&sl_endpoints, cookie);
-	if (!pol || pol->mode != SL_MODE_SIDECAR)
+	if (!pol || pol->mode == SL_MODE_NONE)
 		return SK_PASS;
 	/* Connections from the pod itself never pass PREROUTING, where Istio's inbound chain is:
 	 * IPv4 ones arrive on lo; IPv6 ones to the pod's own address arrive on its interface, so
@@ -215,10 +213,18 @@ int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 	    cap_is_pod_ip(pol, &remote))
 		return SK_PASS;
 	port = (__u16)ctx->local_port;
-	if (cap_reserved_port(port) || cap_port_in(pol->exclude_in_ports, pol->n_exclude_in_ports, port))
-		return SK_PASS;
-	if (!(pol->flags & SL_POL_IN_ALL) && !cap_port_in(pol->include_in_ports, pol->n_include_in_ports, port))
-		return SK_PASS;
+	if (pol->mode == SL_MODE_AMBIENT) {
+		/* HBONE reaches the node proxy's own 15008 socket; the node itself (kubelet probes,
+		 * which Istio SNATs to 169.254.7.127) is not captured */
+		if (port == SL_PORT_HBONE || bpf_map_lookup_elem(&sl_node_ips, &remote) ||
+		    (addr_is_mapped_v4(&remote) && addr_v4(&remote) == bpf_htonl(0xa9fe077f)))
+			return SK_PASS;
+	} else {
+		if (cap_reserved_port(port) || cap_port_in(pol->exclude_in_ports, pol->n_exclude_in_ports, port))
+			return SK_PASS;
+		if (!(pol->flags & SL_POL_IN_ALL) && !cap_port_in(pol->include_in_ports, pol->n_include_in_ports, port))
+			return SK_PASS;
+	}
 
 	lkey.netns_cookie = *cookie;
 	lkey.port = pol->inbound_port;

@@ -42,6 +42,8 @@ export interface Config {
   meshDnsCapture: boolean;
   /** mesh-dns-servers: resolvers whose traffic DNS capture takes; empty: every port-53 destination */
   meshDnsServers: string[];
+  /** ambient-proxy-mark: "MARK/MASK" of the node proxy's sockets (Istio's ztunnel: 0x539/0xfff) */
+  ambientProxyMark: { mark: number; mask: number };
   /** log-level: debug, info, warn, error */
   logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
@@ -82,6 +84,16 @@ function ipList(max: number): Parser<string[]> {
     return items;
   };
 }
+
+/** "MARK[/MASK]", each decimal or 0x-hex, as iptables writes marks; the mask defaults to all bits. */
+const markMask: Parser<{ mark: number; mask: number }> = (key, raw) => {
+  const m = /^(0x[0-9a-fA-F]+|\d+)(?:\/(0x[0-9a-fA-F]+|\d+))?$/.exec(raw);
+  const num = (x: string) => Number(x);
+  if (!m || num(m[1]) > 0xffffffff || (m[2] !== undefined && num(m[2]) > 0xffffffff)) {
+    throw new RangeError(`Cannot parse config key ${key} "${raw}": expected MARK or MARK/MASK, e.g. 0x539/0xfff`);
+  }
+  return { mark: num(m[1]), mask: m[2] === undefined ? 0xffffffff : num(m[2]) };
+};
 
 /** An empty value means "not set". */
 function optional(p: Parser<string>): Parser<string> {
@@ -140,6 +152,7 @@ const keys: { [name: string]: KeySpec<any> } = {
   'mesh-proxy-gid': { field: 'meshProxyGid', parse: intIn(0, 4294967294), default: () => '1337' },
   'mesh-dns-capture': { field: 'meshDnsCapture', parse: bool, default: () => 'false' },
   'mesh-dns-servers': { field: 'meshDnsServers', parse: ipList(4), default: () => '' },
+  'ambient-proxy-mark': { field: 'ambientProxyMark', parse: markMask, default: () => '0x539/0xfff' },
   'log-level': { field: 'logLevel', parse: oneOf('debug', 'info', 'warn', 'error'), default: () => 'info' },
 };
 

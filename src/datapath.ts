@@ -20,7 +20,7 @@ export const OBJECTS = {
 /** Every pinned map, by its name in the ELF (= its pin file name). */
 export const PINNED_MAPS = [
   'sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_lb_sock_rev', 'sl_lb_counters',
-  'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst', 'sl_listeners', 'sl_ep_stats',
+  'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst', 'sl_listeners', 'sl_ep_stats', 'sl_node_ips',
 ] as const;
 
 export const LINKS_DIR = 'links';
@@ -45,6 +45,8 @@ export interface DatapathOptions {
   proxyGid: number;
   /** resolvers DNS capture applies to (empty: all) */
   dnsServers: string[];
+  /** the node proxy's socket mark and mask (ambient) */
+  proxyMark: { mark: number; mask: number };
   sizes: MapSizes;
   /** directory of the built objects; default: build/bpf of this package */
   objectDir?: string;
@@ -103,6 +105,8 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
       obj.setRodata('cfg_host_netns_cookie', cookie, { ifPresent: true });
       obj.setRodata('cfg_proxy_uid', u32(opts.proxyUid), { ifPresent: true });
       obj.setRodata('cfg_proxy_gid', u32(opts.proxyGid), { ifPresent: true });
+      obj.setRodata('cfg_proxy_mark', u32(opts.proxyMark.mark), { ifPresent: true });
+      obj.setRodata('cfg_proxy_mark_mask', u32(opts.proxyMark.mask), { ifPresent: true });
       const dns = Buffer.alloc(16 * 4);
       opts.dnsServers.forEach((ip, i) => encodeAddr(ip, dns, 16 * i));
       obj.setRodata('cfg_dns_servers', dns, { ifPresent: true });

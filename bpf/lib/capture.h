@@ -12,9 +12,14 @@
 #include "addr.h"
 #include "capture_maps.h"
 
-/* Set by the agent before load (mesh-proxy-uid, mesh-proxy-gid). */
+/* Set by the agent before load (mesh-proxy-uid, mesh-proxy-gid, ambient-proxy-mark). */
 const volatile __u32 cfg_proxy_uid = 1337;
 const volatile __u32 cfg_proxy_gid = 1337;
+const volatile __u32 cfg_proxy_mark = 0x539;
+const volatile __u32 cfg_proxy_mark_mask = 0xfff;
+
+#define SL_PORT_OUTBOUND 15001
+#define SL_PORT_INBOUND 15006
 
 #define SL_PORT_HBONE 15008
 #define SL_PORT_DNS 53
@@ -213,6 +218,43 @@ static __always_inline int cap_bound_to_inbound_passthrough(struct bpf_sock_addr
 	       SL_LOAD(sk->src_ip6[3]) == bpf_htonl(6);
 }
 
+/* The node proxy's own sockets carry its mark (Istio's ztunnel: 0x539/0xfff). */
+static __always_inline int cap_is_proxy_marked(struct bpf_sock *sk)
+{
+	return sk && (SL_LOAD(sk->mark) & cfg_proxy_mark_mask) == (cfg_proxy_mark & cfg_proxy_mark_mask);
+}
+
+/*
+ * Ambient outbound (Istio's in-pod rules for ztunnel): TCP from the pod to anything that is not
+ * one of its own addresses goes to the node proxy's 15001 socket inside the pod's namespace;
+ * the proxy's own (marked) sockets are left alone. No listener there: the connect is still sent
+ * to 15001 and refused (fail closed: nothing leaves the pod around the proxy), and counted.
+ */
+static __always_inline int capture_connect_ambient(struct bpf_sock_addr *ctx, const struct sl_policy *pol, __u64 cookie,
+						   struct sl_addr *dst, __u16 *dport)
+{
+	struct sl_listener_key lkey = { .netns_cookie = cookie, .port = pol->outbound_port };
+	struct bpf_sock *l;
+
+	if (cap_is_proxy_marked(ctx->sk)) {
+		cap_count(cookie, CAP_STAT_BYPASS);
+		return CAP_PROXY;
+	}
+	if (addr_is_loopback(dst) || cap_is_pod_ip(pol, dst))
+		return CAP_NONE;
+	lkey.family = addr_is_mapped_v4(dst) ? 4 : 6;
+	l = bpf_map_lookup_elem(&sl_listeners, &lkey);
+	if (!l && lkey.family == 4) {
+		lkey.family = 6;
+		l = bpf_map_lookup_elem(&sl_listeners, &lkey);
+	}
+	if (l)
+		bpf_sk_release(l);
+	else
+		cap_count(cookie, CAP_STAT_NO_LISTENER);
+	return cap_redirect(ctx, cookie, dst, dport, pol->outbound_port, 1);
+}
+
 /*
  * The outbound rules of Istio's ISTIO_OUTPUT chain, in its order:
  *  excluded ports; from 127.0.0.6 over lo; the proxy's uid to a local address other than
@@ -231,7 +273,11 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 		return CAP_NONE;
 	cookie = bpf_get_netns_cookie(ctx);
 	pol = bpf_map_lookup_elem(&sl_endpoints, &cookie);
-	if (!pol || pol->mode != SL_MODE_SIDECAR)
+	if (!pol)
+		return CAP_NONE;
+	if (pol->mode == SL_MODE_AMBIENT)
+		return capture_connect_ambient(ctx, pol, cookie, dst, dport);
+	if (pol->mode != SL_MODE_SIDECAR)
 		return CAP_NONE;
 	if (cap_port_in(pol->exclude_out_ports, pol->n_exclude_out_ports, *dport))
 		return CAP_NONE;

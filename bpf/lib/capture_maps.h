@@ -60,4 +60,12 @@ struct {
 	__type(value, struct sl_ep_stats);
 } sl_ep_stats SEC(".maps");
 
+/* The node's own addresses: connections from them (kubelet probes) are not captured inbound. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct sl_addr);
+	__type(value, __u8);
+} sl_node_ips SEC(".maps");
+
 #endif /* SLUICE_CAPTURE_MAPS_H */

@@ -6,6 +6,7 @@ import { netnsCookieOf, netnsCookieSelf } from '../bpf';
 import { handleCni, type CniReply, type CniRequest } from '../cni/handler';
 import type { CniInstaller } from '../cni/install';
 import { cniInstaller } from '../cni/install-config';
+import * as os from 'node:os';
 import type { Config } from '../config';
 import { DirectorySource } from '../k8s/dir-source';
 import type { ClusterSource } from '../k8s/source';
@@ -84,12 +85,14 @@ export class Agent {
       proxyUid: this.cfg.meshProxyUid,
       proxyGid: this.cfg.meshProxyGid,
       dnsServers: this.cfg.meshDnsServers,
+      proxyMark: this.cfg.ambientProxyMark,
       sizes: { service: this.cfg.lbServiceMapMax, backend: this.cfg.lbBackendMapMax, affinity: this.cfg.lbAffinityMapMax },
     });
     const maps = LbMaps.open(this.cfg.bpfPinDir);
     this.maps = maps;
     this.capture = CaptureMaps.open(this.cfg.bpfPinDir);
     this.enroller = new Enroller(this.capture, this.cfg.bpfPinDir);
+    this.enroller.setNodeIps(nodeAddresses());
     this.links = links;
     this.sync = new LbSync(maps);
     const restored = this.sync.restore();
@@ -276,6 +279,14 @@ export class Agent {
     this.capture?.close();
     log.info('agent stopped; datapath left running from its pins', { pinDir: this.cfg.bpfPinDir });
   }
+}
+
+/** This node's own addresses (the agent runs in the node's network namespace). */
+function nodeAddresses(): string[] {
+  return Object.values(os.networkInterfaces())
+    .flat()
+    .filter((a): a is os.NetworkInterfaceInfo => a !== undefined && !a.internal)
+    .map((a) => a.address.split('%')[0]);
 }
 
 function podKey(ep: Endpoint): string {

@@ -30,7 +30,8 @@ export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[
       const counters = st && { outbound: Number(st.outbound), inbound: Number(st.inbound), proxyBypass: Number(st.proxyBypass), noListener: Number(st.noListener) };
       const mode = policy?.mode ?? 'none';
       const parts = [ep.decision ? `rule="${ep.decision.rule}"` : ''];
-      if (policy) parts.push(describePolicy(policy));
+      if (policy?.mode === "sidecar") parts.push(describePolicy(policy));
+      if (policy?.mode === "ambient") parts.push(`node-proxy=${policy.outboundPort}/${policy.inboundPort}/15008`);
       if (counters) parts.push(`captured-out=${counters.outbound} captured-in=${counters.inbound} proxy-bypass=${counters.proxyBypass} in-no-listener=${counters.noListener}`);
       if (ep.decision && ep.decision.mode !== mode) parts.push(`(agent intends mode=${ep.decision.mode})`);
       return { ...ep, mode, reason: parts.filter(Boolean).join(' '), policy, counters };

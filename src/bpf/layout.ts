@@ -327,6 +327,16 @@ export const u64Codec: Codec<bigint> = {
   },
 };
 
+export const u8Codec: Codec<number> = {
+  size: 1,
+  encode(v, b, o) {
+    b.writeUInt8(v, o);
+  },
+  decode(b, o) {
+    return b.readUInt8(o);
+  },
+};
+
 export const addrCodec: Codec<string> = { size: 16, encode: encodeAddr, decode: decodeAddr };
 
 export interface EpStats {

@@ -32,6 +32,13 @@ export class Enroller {
     private readonly pinDir: string,
   ) {}
 
+  /** The node's addresses: traffic from them (kubelet probes) is not captured inbound (ambient). */
+  setNodeIps(ips: string[]): void {
+    const want = new Set(ips);
+    for (const ip of this.maps.nodeIps.keys()) if (!want.has(ip)) this.maps.nodeIps.delete(ip);
+    for (const ip of want) this.maps.nodeIps.set(ip, 1);
+  }
+
   /** The policy the kernel holds for a pod, if any. */
   programmed(netnsCookie: string): Policy | undefined {
     return this.maps.endpoints.get(BigInt(netnsCookie));

@@ -84,12 +84,47 @@ describe('mode decision', () => {
     expect(decideMode(pod(STATUS, 'istio-system'), undefined, [], opts)).toMatchObject({ mode: 'none', rule: 'namespace istio-system is in exclude-namespaces' });
     expect(decideMode(pod(STATUS, 'shop', { hostNetwork: true }), undefined, [], opts).mode).toBe('none');
     expect(decideMode(undefined, undefined, [], opts)).toMatchObject({ mode: 'none', rule: 'no Pod object for this endpoint' });
-    expect(decideMode(pod({}), undefined, [], opts)).toMatchObject({ mode: 'none', rule: 'no sidecar.istio.io/status annotation' });
+    expect(decideMode(pod({}), undefined, [], opts)).toMatchObject({ mode: 'none', rule: 'no sidecar.istio.io/status annotation, no istio.io/dataplane-mode=ambient label' });
   });
 
   it('an invalid annotation leaves the pod out, saying why', () => {
     const d = decideMode(pod({ ...STATUS, [`${T}excludeInboundPorts`]: 'all' }), undefined, [], opts);
     expect(d.mode).toBe('none');
     expect(d.refused).toMatch(/excludeInboundPorts "all": "all" is not a port/);
+  });
+});
+
+describe('ambient enrolment rules, in Istio\'s order', () => {
+  const ns = (labels: Record<string, string>) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels } }) as never;
+  const AMB = { 'istio.io/dataplane-mode': 'ambient' };
+  const withLabels = (labels: Record<string, string>, annotations: Record<string, string> = {}) => {
+    const p = pod(annotations);
+    p.metadata.labels = labels;
+    return p;
+  };
+
+  it('a namespace labelled ambient enrols its pods', () => {
+    expect(decideMode(pod({}), ns(AMB), ['10.1.0.5'], opts)).toMatchObject({ mode: 'ambient', rule: 'namespace label istio.io/dataplane-mode=ambient', policy: { mode: 'ambient', outboundPort: 15001, inboundPort: 15006 } });
+  });
+
+  it('a pod labelled ambient is enrolled in an unlabelled namespace', () => {
+    expect(decideMode(withLabels(AMB), ns({}), [], opts)).toMatchObject({ mode: 'ambient', rule: 'pod label istio.io/dataplane-mode=ambient' });
+  });
+
+  it('excluded namespaces come first', () => {
+    const p = withLabels(AMB);
+    p.metadata.namespace = 'kube-system';
+    expect(decideMode(p, ns(AMB), [], opts).mode).toBe('none');
+  });
+
+  it('sidecar wins over ambient', () => {
+    expect(decideMode(withLabels(AMB, STATUS), ns(AMB), [], opts)).toMatchObject({ mode: 'sidecar' });
+  });
+
+  it('the opt-outs win over the namespace label: the annotation and the label none', () => {
+    expect(decideMode(pod({ 'ambient.istio.io/redirection': 'disabled' }), ns(AMB), [], opts)).toMatchObject({ mode: 'none', rule: 'annotation ambient.istio.io/redirection=disabled' });
+    expect(decideMode(withLabels({ 'istio.io/dataplane-mode': 'none' }), ns(AMB), [], opts)).toMatchObject({ mode: 'none', rule: 'pod label istio.io/dataplane-mode=none' });
+    // "enabled" is Istio's own status write-back, not an opt-out
+    expect(decideMode(pod({ 'ambient.istio.io/redirection': 'enabled' }), ns(AMB), [], opts).mode).toBe('ambient');
   });
 });
