@@ -82,7 +82,10 @@ const DEFAULT_CASES: Conn[] = [
   { name: 'uid 1337 to its own pod IP (inbound redirect)', to: 'self', port: 8080, uid: 1337, want: 'in self:8080 > app' },
   { name: 'uid 1337 to 127.0.0.1', to: 'lo', port: LOCAL_PORT, uid: 1337, want: 'direct app' },
   { name: 'uid 1337 to its own pod IP:15008 (HBONE, not redirected)', to: 'self', port: 15008, uid: 1337, want: 'fail 111' },
+  { name: 'uid 1337 to 127.0.0.2 (loopback, not 127.0.0.1)', to: '127.0.0.2', port: LOCAL_PORT, uid: 1337, want: 'in 127.0.0.2:9099 > ERR:111' },
+  { name: "uid 1337 to its own pod IP:15006 (the proxy's inbound port)", to: 'self', port: 15006, uid: 1337, want: 'in self:15006 > sidecar(in)' },
   { name: 'gid 1337 only to a backend pod IP', to: 'be1', port: TCP_PORT, gid: 1337, want: 'direct be1' },
+  { name: 'gid 1337 only to a VIP', to: 'VIP', port: 80, gid: 1337, want: 'not captured' },
   { name: 'gid 1337 only to its own pod IP', to: 'self', port: 8080, gid: 1337, want: 'direct app' },
   { name: 'from 127.0.0.6 to its own pod IP', to: 'self', port: 8080, bind: '127.0.0.6', want: 'direct app' },
   inbound('self', 8080, 'in self:8080 > app'),
@@ -91,8 +94,9 @@ const DEFAULT_CASES: Conn[] = [
   inbound('self', 15020, 'fail 111'),
   inbound('self', 15021, 'fail 111'),
   inbound('self', 15090, 'fail 111'),
-  inbound('self', 15006, 'in self:15006 > sidecar(in)'),
+  inbound('self', 15006, 'in self:15006 > ERR:40'),
   inbound('self', 15001, 'in self:15001 > sidecar(out)'),
+  inbound('self', 15000, 'in self:15000 > ERR:111'),
   { name: 'IPv6: app to a VIP', to: 'VIP6', port: 80, want: 'out [VIP6]:80' },
   { name: 'IPv6: app to another pod IP', to: 'be16', port: TCP_PORT, want: 'out [be16]:8080 > be1' },
   { name: 'IPv6: app to ::1', to: 'lo6', port: LOCAL_PORT, want: 'direct app' },
@@ -169,6 +173,24 @@ function groups(be1: SimPod): Group[] {
       ],
     },
     {
+      name: 'includeOutboundIPRanges=127.0.0.0/8,<be1>/32 (a loopback range)',
+      opts: { includeOutboundIPRanges: `127.0.0.0/8,${be1.ipv4}/32` },
+      cases: [
+        {
+          name: 'app to 127.0.0.2 (inside the included loopback range)',
+          to: '127.0.0.2',
+          port: LOCAL_PORT,
+          want: 'out 127.0.0.2:9099 > sidecar(in)',
+          mismatch:
+            'with a loopback range included istio-iptables leaves out the "-o lo -m owner ! --uid-owner/--gid-owner -j RETURN" rules, ' +
+            'so app traffic to 127.0.0.0/8 (except 127.0.0.1) meets the include rule; bpf/lib/capture.h returns CAP_NONE for every local destination of a non-proxy uid',
+        },
+        { name: 'app to 127.0.0.1 (always returned)', to: 'lo', port: LOCAL_PORT, want: 'direct app' },
+        { name: 'app to the included pod IP', to: 'be1', port: TCP_PORT, want: 'out be1:8080 > be1' },
+        { name: 'app to its own pod IP (not in the ranges)', to: 'self', port: 8080, want: 'direct app' },
+      ],
+    },
+    {
       name: 'includeInboundPorts=8080,9090',
       opts: { includeInboundPorts: '8080,9090' },
       cases: [
@@ -208,9 +230,12 @@ function groups(be1: SimPod): Group[] {
 
 // Inbound to the proxy's own outbound port 15001: Istio's "*" redirects every port except 15008
 // and the excluded ones to 15006; sluice never steers the proxy's ports (cap_reserved_port).
-DEFAULT_CASES.find((c) => c.port === 15001 && c.from === 'client')!.mismatch =
-  "Istio's ISTIO_INBOUND redirects 15001 to 15006 (only 15008 and excludeInboundPorts return); " +
-  'sluice treats 15000/15001/15004/15006/15008/15020/15021/15053/15090 as reserved (cap_reserved_port), so the connection reaches the 15001 listener directly';
+for (const c of DEFAULT_CASES.filter((x) => (x.port === 15001 || x.port === 15000) && x.from === 'client')) {
+  c.mismatch =
+    `Istio's ISTIO_INBOUND redirects ${c.port} to 15006 (only 15008 and excludeInboundPorts return); ` +
+    'sluice never steers 15000/15001/15004/15006/15008/15020/15021/15053/15090 (cap_reserved_port in bpf/lib/capture.h), ' +
+    `so the connection reaches port ${c.port} directly`;
+}
 
 // --- running a connection ---
 
@@ -246,6 +271,7 @@ describe.skipIf(process.getuid?.() !== 0)("Istio's own iptables rules and sluice
 
   function address(side: Side, sym: string): string {
     for (const [a, s] of symbols(side)) if (s === sym) return a;
+    if (/^[\d.]+$|:/.test(sym)) return sym; // a literal address
     throw new Error(`unknown destination ${sym}`);
   }
 
