@@ -1,9 +1,9 @@
 /* The sluice command line: `sluice <command> [--config FILE] [-o json]`. */
 import * as fs from 'node:fs';
-import { loadConfig, parseConfig, type Config } from './config';
+import { loadConfig, loadConfigDir, parseConfig, type Config } from './config';
 import { setLogLevel } from './log';
 
-const USAGE = `usage: sluice <command> [--config FILE] [-o json]
+const USAGE = `usage: sluice <command> [--config FILE | --config-dir DIR] [-o json]
 
 commands:
   agent              run the node agent (loads, attaches and keeps the datapath in step)
@@ -13,7 +13,9 @@ commands:
   endpoint list      registered pods: IPs, namespace/name, mode=…, netns cookie, container (-o json)
   uninstall          remove sluice's CNI entry and binary, detach every program, remove every pin
 
---config FILE defaults to /etc/sluice/config.yaml when it exists, else built-in defaults.
+--config FILE: a YAML map of keys (or a ConfigMap manifest); --config-dir DIR: a mounted
+ConfigMap, one file per key. Without either, /etc/sluice/config.yaml when it exists, else the
+built-in defaults.
 `;
 
 const DEFAULT_CONFIG_FILE = '/etc/sluice/config.yaml';
@@ -21,6 +23,7 @@ const DEFAULT_CONFIG_FILE = '/etc/sluice/config.yaml';
 interface Args {
   words: string[];
   config?: string;
+  configDir?: string;
   output: 'text' | 'json';
 }
 
@@ -30,6 +33,8 @@ function parseArgs(argv: string[]): Args {
     const a = argv[i];
     if (a === '--config' || a === '-c') args.config = argv[++i];
     else if (a.startsWith('--config=')) args.config = a.slice(9);
+    else if (a === '--config-dir') args.configDir = argv[++i];
+    else if (a.startsWith('--config-dir=')) args.configDir = a.slice(13);
     else if (a === '-o' || a === '--output') args.output = argv[++i] === 'json' ? 'json' : 'text';
     else if (a === '-h' || a === '--help') args.words.unshift('help');
     else args.words.push(a);
@@ -39,6 +44,7 @@ function parseArgs(argv: string[]): Args {
 
 function config(args: Args): Config {
   if (args.config) return loadConfig(args.config);
+  if (args.configDir) return loadConfigDir(args.configDir);
   if (fs.existsSync(DEFAULT_CONFIG_FILE)) return loadConfig(DEFAULT_CONFIG_FILE);
   return parseConfig({});
 }

@@ -179,6 +179,26 @@ export function parseConfig(data: Record<string, unknown>): Config {
   return out as Config;
 }
 
+/**
+ * Reads a mounted ConfigMap: one file per key, as kubelet projects it (hidden entries such as
+ * `..data` are kubelet's bookkeeping). The form a DaemonSet uses, so that
+ * `kubectl get cm sluice-config -o yaml | grep <key>` shows what the agent reads.
+ */
+export function loadConfigDir(dir: string): Config {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir).filter((n) => !n.startsWith('.'));
+  } catch (e) {
+    throw new Error(`Cannot read config directory ${dir}: ${(e as Error).message}`);
+  }
+  const data: Record<string, string> = {};
+  for (const n of names) {
+    const file = `${dir}/${n}`;
+    if (fs.statSync(file).isFile()) data[n] = fs.readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+  }
+  return parseConfig(data);
+}
+
 /** Reads a config file: a YAML map of keys, or a whole ConfigMap manifest (its `data`). */
 export function loadConfig(file: string): Config {
   let text: string;

@@ -83,7 +83,7 @@ const DEFAULT_CASES: Conn[] = [
   { name: 'uid 1337 to 127.0.0.1', to: 'lo', port: LOCAL_PORT, uid: 1337, want: 'direct app' },
   { name: 'uid 1337 to its own pod IP:15008 (HBONE, not redirected)', to: 'self', port: 15008, uid: 1337, want: 'fail 111' },
   { name: 'uid 1337 to 127.0.0.2 (loopback, not 127.0.0.1)', to: '127.0.0.2', port: LOCAL_PORT, uid: 1337, want: 'in 127.0.0.2:9099 > ERR:111' },
-  { name: "uid 1337 to its own pod IP:15006 (the proxy's inbound port)", to: 'self', port: 15006, uid: 1337, want: 'in self:15006 > sidecar(in)' },
+  { name: "uid 1337 to its own pod IP:15006 (the proxy's inbound port)", to: 'self', port: 15006, uid: 1337, want: 'in self:15006 > ERR:40' },
   { name: 'gid 1337 only to a backend pod IP', to: 'be1', port: TCP_PORT, gid: 1337, want: 'direct be1' },
   { name: 'gid 1337 only to a VIP', to: 'VIP', port: 80, gid: 1337, want: 'not captured' },
   { name: 'gid 1337 only to its own pod IP', to: 'self', port: 8080, gid: 1337, want: 'direct app' },

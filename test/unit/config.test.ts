@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { cgroup2Mount, loadConfig, parseConfig } from '../../src/config';
+import { cgroup2Mount, loadConfig, loadConfigDir, parseConfig } from '../../src/config';
 
 describe('config', () => {
   it('defaults match the documented values', () => {
@@ -48,6 +48,25 @@ describe('config', () => {
       fs.writeFileSync(f, 'a: [\n');
       expect(() => loadConfig(f)).toThrow(SyntaxError);
       expect(() => loadConfig(path.join(dir, 'absent.yaml'))).toThrow(/Cannot read config file/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('config directory', () => {
+  it('a mounted ConfigMap (one file per key) is read, kubelet bookkeeping ignored', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slcfgd-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'bpf-pin-dir'), '/sys/fs/bpf/y\n');
+      fs.writeFileSync(path.join(dir, 'cgroup-root'), '/c');
+      fs.writeFileSync(path.join(dir, 'bpf-lb-sock-hostns-only'), 'true');
+      fs.mkdirSync(path.join(dir, '..2026_12_01'));
+      fs.symlinkSync('..2026_12_01', path.join(dir, '..data'));
+      const c = loadConfigDir(dir);
+      expect(c).toMatchObject({ bpfPinDir: '/sys/fs/bpf/y', lbSockHostnsOnly: true });
+      fs.writeFileSync(path.join(dir, 'cni-exclusive'), 'maybe');
+      expect(() => loadConfigDir(dir)).toThrow('Cannot parse config key cni-exclusive "maybe"');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
