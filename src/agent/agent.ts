@@ -11,7 +11,7 @@ import type { Config } from '../config';
 import { DirectorySource } from '../k8s/dir-source';
 import type { ClusterSource } from '../k8s/source';
 import { ObjectStore } from '../k8s/store';
-import { computeFrontends } from '../lb/model';
+import { ServiceTracker } from '../lb/tracker';
 import { installDatapath } from '../datapath';
 import { LbMaps } from '../lb/maps';
 import { LbSync, type SyncReport } from '../lb/sync';
@@ -58,6 +58,7 @@ export class Agent {
   private timerDueMs = 0;
   private lastSync?: AgentStatus['lastSync'];
   private readonly endpoints: EndpointRegistry;
+  private tracker?: ServiceTracker;
   private capture?: CaptureMaps;
   private enroller?: Enroller;
   private installer?: CniInstaller;
@@ -104,6 +105,7 @@ export class Agent {
     this.reason = 'waiting for the first sync of cluster objects';
     this.source = new DirectorySource(this.cfg.k8sObjectsDir);
     await this.source.start(this.store);
+    this.tracker = new ServiceTracker(this.store);
     this.resync();
     const stale = this.enroller.releaseUnknown(new Set(this.endpoints.list().map((e) => e.netnsCookie)));
     if (stale) log.info('released capture of pods no longer registered', { count: stale });
@@ -228,19 +230,22 @@ export class Agent {
     }, delayMs);
   }
 
-  /** Recomputes the frontends and writes the differences (a no-op diff costs one model pass). */
+  /** Re-decides captured pods, then writes the frontends of the Services that changed. */
   private resync(): void {
     this.reconcileMesh();
-    if (!this.sync) return;
+    if (!this.sync || !this.tracker?.pending) return;
     const t0 = process.hrtime.bigint();
-    const frontends = computeFrontends([...this.store.list('Service')], [...this.store.list('EndpointSlice')]);
-    const report = this.sync.apply(frontends);
+    const batch = this.tracker.collect();
+    const report = this.sync.apply(batch.frontends, { scope: batch.scope });
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     this.lastSync = { at: new Date().toISOString(), ms, report };
     const { failed, ...counts } = report;
-    log.info('services synced', { ...counts, failed: failed.length, ms: Math.round(ms * 10) / 10 });
+    log.info('services synced', { ...counts, failed: failed.length, services: batch.services, full: !batch.scope, ms: Math.round(ms * 10) / 10 });
     for (const f of failed) log.error('service not programmed', { frontend: f.frontend, service: f.service, reason: f.reason });
-    if (failed.length) this.scheduleResync(RETRY_FAILED_MS);
+    if (failed.length) {
+      this.tracker.markAll(); // room may have been freed anywhere
+      this.scheduleResync(RETRY_FAILED_MS);
+    }
   }
 
   status(): AgentStatus {

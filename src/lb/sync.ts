@@ -124,7 +124,11 @@ export class LbSync {
     return this.nextBackendId++;
   }
 
-  apply(desired: LbFrontend[]): SyncReport {
+  /**
+   * Writes the differences between the maps and `desired`. With `scope`, desired speaks only for
+   * those frontend ids (the frontends of the Services that changed): others are left alone.
+   */
+  apply(desired: LbFrontend[], opts: { scope?: Set<string> } = {}): SyncReport {
     const report: SyncReport = { added: 0, updated: 0, removed: 0, unchanged: 0, backends: 0, failed: [] };
     const failed = new Map<string, string>(); // frontend id -> reason
     const wanted = new Map<string, LbFrontend>();
@@ -134,7 +138,7 @@ export class LbSync {
     // 1. services no longer wanted, first so that their room is free for new ones: the service
     //    entry first (lookups then miss), then its slots
     for (const [fid, p] of this.services) {
-      if (wanted.has(fid)) continue;
+      if (wanted.has(fid) || (opts.scope && !opts.scope.has(fid))) continue;
       this.deleteSlots(p, 0, p.slotsPresent);
       if (p.flags & SVC_F_AFFINITY) affinityDropped.set(p.id, new Set(p.backendIds));
       this.services.delete(fid);

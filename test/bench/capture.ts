@@ -22,7 +22,8 @@
  * with the ratio sluice/iptables (latency: <= 1 meets the target; rate: >= 1 does).
  *
  * Options: --quick (fewer requests, 5 rounds), --rounds N (>= 5), --count N, --warmup N,
- * --rate-concurrency C, --out DIR (default build/bench). Output: a Markdown table on stdout and
+ * --rate-concurrency C, --out DIR (default build/bench), --pin APP_CPU,PROXY_CPU (taskset: the apps on
+ * one CPU, both sidecars and the server on another; default no pinning). Output: a Markdown table on stdout and
  * in DIR/capture.md. Exit 1 when a request failed or the setup check failed.
  *
  * Safety: iptables rules only in pod I's netns (applyIstioRules checks it is a pod of this node);
@@ -46,11 +47,13 @@ interface Opts {
   warmup: number;
   rateC: number;
   out: string;
+  /** [app CPU, CPU of the sidecars and the server], or undefined: no pinning */
+  pin?: [number, number];
 }
 
 function parseOpts(argv: string[]): Opts {
   const quick = argv.includes('--quick');
-  const o: Opts = { quick, rounds: quick ? 5 : 7, count: quick ? 1000 : 3000, warmup: quick ? 100 : 300, rateC: 4, out: path.join(ROOT, 'build/bench') };
+  const o: Opts = { quick, rounds: quick ? 5 : 9, count: quick ? 1000 : 4000, warmup: quick ? 100 : 400, rateC: 4, out: path.join(ROOT, 'build/bench') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -65,6 +68,12 @@ function parseOpts(argv: string[]): Opts {
       case '--warmup': o.warmup = Number(val()); break;
       case '--rate-concurrency': o.rateC = Number(val()); break;
       case '--out': o.out = path.resolve(val()); break;
+      case '--pin': {
+        const m = /^(\d+),(\d+)$/.exec(val());
+        if (!m) throw new Error('--pin takes APP_CPU,PROXY_CPU');
+        o.pin = [Number(m[1]), Number(m[2])];
+        break;
+      }
       default: throw new Error(`unknown option ${a} (see the header of test/bench/capture.ts)`);
     }
   }
@@ -133,6 +142,14 @@ async function main(): Promise<number> {
       });
       await env.node.waitForLine(sc, 'ready');
     }
+    if (o.pin) {
+      // every process already in the sidecars' and the server's namespaces, all their threads
+      for (const pod of [S, I, server]) {
+        const pids = (await run(['ip', 'netns', 'pids', pod.netnsName])).stdout.split('\n').filter((l) => /^\d+$/.test(l.trim()));
+        for (const pid of pids) await run(['taskset', '-apc', String(o.pin[1]), pid.trim()], { allowFail: true });
+      }
+      progress(`pinned the apps to CPU ${o.pin[0]}, the sidecars and the server to CPU ${o.pin[1]}`);
+    }
     const from: Record<Variant, { pod: SimPod; inCgroup: boolean }> = {
       sluice: { pod: S, inCgroup: true },
       iptables: { pod: I, inCgroup: false },
@@ -158,13 +175,14 @@ async function main(): Promise<number> {
     }
 
     const bench = async (v: Variant, c: number): Promise<BenchOut> => {
-      const args = [PROBE, 'bench', '--addr', server.ipv4, '--port', String(TCP_PORT), '--count', String(o.count), '--warmup', String(o.warmup), '--concurrency', String(c)];
+      const args = [...(o.pin ? ['taskset', '-c', String(o.pin[0])] : []), PROBE, 'bench', '--addr', server.ipv4, '--port', String(TCP_PORT), '--count', String(o.count), '--warmup', String(o.warmup), '--concurrency', String(c)];
       const r = await env!.node.exec(args, { netnsPath: from[v].pod.netnsPath, inCgroup: from[v].inCgroup, allowFail: true, timeoutMs: 300000 });
       const line = r.stdout.split('\n').find((l) => l.startsWith('{"count"'));
       if (!line) throw new Error(`bench (${v}) printed no result: ${r.stderr.slice(-500)}`);
       return JSON.parse(line) as BenchOut;
     };
 
+    const load0 = os.loadavg()[0];
     const samples: Sample[] = [];
     for (let round = 1; round <= o.rounds; round++) {
       const order: Variant[] = round % 2 ? ['sluice', 'iptables', 'direct'] : ['iptables', 'sluice', 'direct'];
@@ -196,10 +214,12 @@ async function main(): Promise<number> {
       '',
       `app → stand-in sidecar (sl-probe sidecar --forward, uid 1337) → server pod, same node; ${o.rounds} interleaved rounds, ` +
         `${o.count} requests per pass after ${o.warmup} warm-up; median over rounds of each round's figure.`,
-      `Kernel ${os.release()}, ${os.cpus().length} CPUs, ${iptVer}; no CPU pinning.`,
+      `Kernel ${os.release()}, ${os.cpus().length} CPUs, ${iptVer}; ` +
+        `${o.pin ? `apps pinned to CPU ${o.pin[0]}, sidecars and server to CPU ${o.pin[1]}` : 'no CPU pinning'}; ` +
+        `load average ${load0.toFixed(2)} before the rounds, ${os.loadavg()[0].toFixed(2)} after (other work on the machine adds noise).`,
       '',
-      '| figure | direct (no capture) | sluice | iptables | sluice/iptables | target |',
-      '|---|---:|---:|---:|---:|---|',
+      '| figure | direct (no capture) | sluice | iptables | sluice/iptables | target | rounds sluice ahead |',
+      '|---|---:|---:|---:|---:|---|---:|',
     ];
     let missed = 0;
     for (const fig of figures) {
@@ -209,7 +229,13 @@ async function main(): Promise<number> {
       const ratio = s / i;
       const met = fig.lowerIsBetter ? s <= i : s >= i;
       if (!met) missed++;
-      lines.push(`| ${fig.name} (${fig.unit}) | ${fmt(d)} | ${fmt(s)} | ${fmt(i)} | ${ratio.toFixed(3)} | ${met ? 'met' : 'MISSED'} |`);
+      let ahead = 0;
+      for (let round = 1; round <= o.rounds; round++) {
+        const rs = fig.f(samples.find((x) => x.round === round && x.variant === 'sluice')!) ?? NaN;
+        const ri = fig.f(samples.find((x) => x.round === round && x.variant === 'iptables')!) ?? NaN;
+        if (fig.lowerIsBetter ? rs <= ri : rs >= ri) ahead++;
+      }
+      lines.push(`| ${fig.name} (${fig.unit}) | ${fmt(d)} | ${fmt(s)} | ${fmt(i)} | ${ratio.toFixed(3)} | ${met ? 'met' : 'MISSED'} | ${ahead}/${o.rounds} |`);
     }
     lines.push(
       '',

@@ -11,7 +11,8 @@
  *       direct-ipt  to the backend pod IP with those rules loaded (non-service traffic walks them)
  *     Modes are interleaved in rounds over three node states, A (sluice attached), B (nothing) and
  *     C (iptables rules), visited A B C, then C B A, ... so each round needs two reconfigurations;
- *     the reported value of a mode is the median of its per-round values.
+ *     the reported value of a mode is the median of its per-round values, and a ratio of two modes
+ *     is the median of the per-round ratios (runs of one round are back to back).
  *  2. Agent sync for 10,000 services / 50,000 endpoints from one multi-document YAML file: spawn to
  *     ready, the directory load and map sync times the agent logs, peak RSS, and incremental
  *     updates (one service's endpoints changed in the file).

@@ -1,0 +1,201 @@
+/* A minimal Kubernetes API client over @kubernetes/client-node's KubeConfig (server, CA, client
+ * certificates, tokens): GET, PATCH, POST and streaming watches with Node's https, so that the
+ * reflector controls resourceVersions, bookmarks and 410s itself.
+ */
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import { KubeConfig } from '@kubernetes/client-node';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly reason?: string,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+export interface ApiClientOptions {
+  /** k8s-kubeconfig: a kubeconfig file; default: in-cluster service account */
+  kubeconfig?: string;
+  /** k8s-api-server: overrides the server URL */
+  server?: string;
+}
+
+const SA_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
+/** Projected service-account tokens rotate; re-read this often, and at once after a 401. */
+const TOKEN_REREAD_MS = 60_000;
+
+export class ApiClient {
+  private readonly kc = new KubeConfig();
+  private readonly tokenFile?: string;
+  private tokenReadAt = 0;
+  private readonly agent: https.Agent | http.Agent;
+
+  constructor(opts: ApiClientOptions = {}) {
+    if (opts.kubeconfig) this.kc.loadFromFile(opts.kubeconfig);
+    else this.kc.loadFromCluster();
+    const user = this.kc.getCurrentUser();
+    // in-cluster (or a kubeconfig naming a tokenFile): the token is read by us, so a rotated one
+    // is picked up after a 401 rather than up to a minute later
+    const file = (user as { authProvider?: { config?: { tokenFile?: string } } } | null)?.authProvider?.config?.tokenFile ?? (opts.kubeconfig ? undefined : SA_TOKEN);
+    if (file && user) {
+      this.tokenFile = file;
+      this.kc.users = [{ name: user.name, token: '' }];
+      this.kc.contexts = this.kc.contexts.map((c) => ({ ...c, user: user.name }));
+    }
+    if (opts.server) {
+      const cluster = this.kc.getCurrentCluster();
+      if (cluster) this.kc.clusters = this.kc.clusters.map((c) => (c.name === cluster.name ? { ...c, server: opts.server! } : c));
+    }
+    this.agent = this.serverUrl().protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+  }
+
+  serverUrl(): URL {
+    const c = this.kc.getCurrentCluster();
+    if (!c) throw new Error('Cannot find the API server: no cluster in the kubeconfig');
+    return new URL(c.server);
+  }
+
+  private refreshToken(force = false): void {
+    if (!this.tokenFile) return;
+    if (!force && Date.now() - this.tokenReadAt < TOKEN_REREAD_MS) return;
+    const token = fs.readFileSync(this.tokenFile, 'utf8').trim();
+    this.kc.users = this.kc.users.map((u) => ({ ...u, token }));
+    this.tokenReadAt = Date.now();
+  }
+
+  private async options(method: string, path: string, headers: Record<string, string> = {}): Promise<https.RequestOptions> {
+    this.refreshToken();
+    const url = new URL(path, this.serverUrl());
+    const opts: https.RequestOptions = {
+      method,
+      protocol: url.protocol,
+      hostname: url.hostname.replace(/^\[|\]$/g, ''),
+      port: url.port,
+      path: url.pathname + url.search,
+      headers: { Accept: 'application/json', ...headers },
+      agent: this.agent as https.Agent,
+    };
+    await this.kc.applyToHTTPSOptions(opts);
+    return opts;
+  }
+
+  /** One request; the JSON body of a 2xx answer, else an ApiError with the Status' message. */
+  async request<T = unknown>(method: string, path: string, body?: unknown, opts: { contentType?: string; timeoutMs?: number } = {}): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const headers: Record<string, string> = {};
+      if (body !== undefined) headers['Content-Type'] = opts.contentType ?? 'application/json';
+      const ro = await this.options(method, path, headers);
+      try {
+        return await this.send<T>(ro, body, opts.timeoutMs ?? 30_000);
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 401 && attempt === 0 && this.tokenFile) {
+          this.refreshToken(true); // a rotated token
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  private send<T>(ro: https.RequestOptions, body: unknown, timeoutMs: number): Promise<T> {
+    const mod = ro.protocol === 'https:' ? https : http;
+    return new Promise<T>((resolve, reject) => {
+      const req = mod.request(ro, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json: any;
+          try {
+            json = text ? JSON.parse(text) : undefined;
+          } catch {
+            json = undefined;
+          }
+          const status = res.statusCode ?? 0;
+          if (status >= 200 && status < 300) resolve(json as T);
+          else reject(new ApiError(status, `${ro.method} ${ro.path}: ${status} ${json?.message ?? text.slice(0, 200)}`, json?.reason));
+        });
+        res.on('error', reject);
+      });
+      req.setTimeout(timeoutMs, () => req.destroy(new Error(`${ro.method} ${ro.path}: no answer within ${timeoutMs} ms`)));
+      req.on('error', reject);
+      if (body !== undefined) req.write(typeof body === 'string' ? body : JSON.stringify(body));
+      req.end();
+    });
+  }
+
+  /**
+   * A watch stream: calls onEvent for every event line, resolves when the server closes the
+   * stream, rejects on a failed start (an ApiError carries 410 for "too old resource version").
+   * abort() ends it.
+   */
+  async watch(path: string, onEvent: (ev: { type: string; object: any }) => void, signal: AbortSignal): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const ro = await this.options('GET', path);
+      ro.signal = signal;
+      try {
+        return await this.stream(ro, onEvent);
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 401 && attempt === 0 && this.tokenFile) {
+          this.refreshToken(true);
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  private stream(ro: https.RequestOptions, onEvent: (ev: { type: string; object: any }) => void): Promise<void> {
+    const mod = ro.protocol === 'https:' ? https : http;
+    return new Promise<void>((resolve, reject) => {
+      const req = mod.request(ro, (res) => {
+        const status = res.statusCode ?? 0;
+        if (status !== 200) {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            let msg = '';
+            let reason: string | undefined;
+            try {
+              const j = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+              msg = j.message;
+              reason = j.reason;
+            } catch {
+              /* not a Status */
+            }
+            reject(new ApiError(status, `watch ${ro.path}: ${status} ${msg}`, reason));
+          });
+          return;
+        }
+        res.setEncoding('utf8');
+        let buf = '';
+        res.on('data', (chunk: string) => {
+          buf += chunk;
+          let nl: number;
+          while ((nl = buf.indexOf('\n')) >= 0) {
+            const line = buf.slice(0, nl).trim();
+            buf = buf.slice(nl + 1);
+            if (!line) continue;
+            let ev: { type: string; object: any };
+            try {
+              ev = JSON.parse(line);
+            } catch {
+              continue; // a torn line: the stream is restarted from the last resourceVersion anyway
+            }
+            onEvent(ev);
+          }
+        });
+        res.on('end', () => resolve());
+        res.on('error', (e) => reject(e));
+        res.on('aborted', () => resolve());
+      });
+      req.on('error', (e: NodeJS.ErrnoException) => (e.name === 'AbortError' ? resolve() : reject(e)));
+      req.end();
+    });
+  }
+}

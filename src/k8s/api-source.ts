@@ -1,0 +1,311 @@
+/* The API server as a ClusterSource: one reflector per kind (Namespaces, Services, EndpointSlices
+ * cluster-wide; this node's Pods only). Each lists, then watches from the list's resourceVersion
+ * with bookmarks; a 410 Gone relists and hands the store the whole list, which applies only the
+ * difference, so an unchanged Service is never rewritten. Failures reconnect with capped
+ * exponential backoff and jitter; the datapath keeps running from the pins meanwhile.
+ */
+import { log } from '../log';
+import { ApiError, type ApiClient } from './api-client';
+import type { ClusterSource } from './source';
+import type { ObjectStore } from './store';
+import type { K8sKind, K8sObject, Pod } from './types';
+import { objectKey, parseObject } from './validate';
+
+interface ResourceSpec {
+  kind: K8sKind;
+  /** collection path; apiVersion/kind of items are filled in (list items omit them) */
+  path: string;
+  apiVersion: string;
+  fieldSelector?: string;
+}
+
+export interface ApiSourceOptions {
+  /** only this node's Pods are watched (fieldSelector spec.nodeName) */
+  nodeName: string;
+  /** backoff after a failure: from minBackoffMs (default 200) doubling to maxBackoffMs (default 30000), ±50 % jitter */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** watch stream length asked of the server (timeoutSeconds; default 300) */
+  watchTimeoutSeconds?: number;
+  /** list page size (default 500) */
+  pageSize?: number;
+}
+
+export interface ReflectorStatus {
+  resourceVersion: string;
+  lists: number;
+  relistsAfterGone: number;
+  watchStarts: number;
+  events: number;
+  skipped: number;
+}
+
+export interface ApiSourceStatus {
+  server: string;
+  synced: boolean;
+  reachable: boolean;
+  /** when the API server stopped answering (ISO time), while it does not */
+  unreachableSince?: string;
+  lastError?: string;
+  resources: Record<string, ReflectorStatus>;
+}
+
+class Gone extends Error {}
+
+class Reflector {
+  rv = '';
+  readonly stats: ReflectorStatus = { resourceVersion: '', lists: 0, relistsAfterGone: 0, watchStarts: 0, events: 0, skipped: 0 };
+  private readonly source: string;
+
+  constructor(
+    private readonly spec: ResourceSpec,
+    private readonly client: ApiClient,
+    private readonly store: ObjectStore,
+    private readonly opts: Required<Omit<ApiSourceOptions, 'nodeName'>>,
+  ) {
+    this.source = `api:${spec.kind}`;
+  }
+
+  private query(extra: Record<string, string>): string {
+    const q = new URLSearchParams(extra);
+    if (this.spec.fieldSelector) q.set('fieldSelector', this.spec.fieldSelector);
+    return `${this.spec.path}?${q}`;
+  }
+
+  /** Parses an object from the API; a malformed one is logged with its name and skipped. */
+  private parse(raw: any): K8sObject | undefined {
+    try {
+      return parseObject({ apiVersion: this.spec.apiVersion, kind: this.spec.kind, ...raw });
+    } catch (e) {
+      this.stats.skipped++;
+      const m = raw?.metadata ?? {};
+      log.warn('Skipping malformed object from the API server', { kind: this.spec.kind, namespace: m.namespace, name: m.name, err: (e as Error).message });
+      return undefined;
+    }
+  }
+
+  /** Lists every page and replaces this kind's objects in the store (differences only). */
+  async list(): Promise<void> {
+    const objects: K8sObject[] = [];
+    let cont = '';
+    let rv = '';
+    for (let page = 0; page < 100_000; page++) {
+      const q: Record<string, string> = { limit: String(this.opts.pageSize) };
+      if (cont) q.continue = cont;
+      const res = await this.client.request<{ metadata?: { resourceVersion?: string; continue?: string }; items?: unknown[] }>('GET', this.query(q));
+      for (const item of res.items ?? []) {
+        const o = this.parse(item);
+        if (o) objects.push(o);
+      }
+      rv = res.metadata?.resourceVersion ?? rv;
+      cont = res.metadata?.continue ?? '';
+      if (!cont) break;
+    }
+    this.store.replaceAll(this.source, objects);
+    this.rv = rv;
+    this.stats.resourceVersion = rv;
+    this.stats.lists++;
+  }
+
+  /** One watch stream from the last resourceVersion; returns when the server ends it. */
+  async watchOnce(signal: AbortSignal): Promise<void> {
+    this.stats.watchStarts++;
+    const path = this.query({
+      watch: 'true',
+      resourceVersion: this.rv,
+      allowWatchBookmarks: 'true',
+      timeoutSeconds: String(this.opts.watchTimeoutSeconds),
+    });
+    let gone = false;
+    const ctrl = new AbortController();
+    const onAbort = () => ctrl.abort();
+    signal.addEventListener('abort', onAbort);
+    try {
+      await this.client.watch(
+        path,
+        (ev) => {
+          if (gone) return;
+          if (ev.type === 'ERROR') {
+            if (ev.object?.code === 410) {
+              gone = true;
+              ctrl.abort();
+              return;
+            }
+            log.warn('watch error event', { kind: this.spec.kind, status: ev.object?.code, message: ev.object?.message });
+            return;
+          }
+          const rv = ev.object?.metadata?.resourceVersion;
+          if (ev.type === 'BOOKMARK') {
+            if (rv) this.rv = rv;
+            return;
+          }
+          this.stats.events++;
+          const o = this.parse(ev.object);
+          if (rv) this.rv = rv;
+          this.stats.resourceVersion = this.rv;
+          if (!o) return;
+          if (ev.type === 'DELETED') this.store.delete(objectKey(o), { source: this.source });
+          else this.store.upsert(o, { source: this.source });
+        },
+        ctrl.signal,
+      );
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 410) gone = true;
+      else throw e;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+    if (gone) throw new Gone();
+  }
+
+  /** Relists after a 410: the store gets the full list and applies only differences. */
+  async relist(): Promise<void> {
+    this.stats.relistsAfterGone++;
+    log.info('resourceVersion expired (410): relisting', { kind: this.spec.kind, resourceVersion: this.rv });
+    await this.list();
+  }
+}
+
+export class ApiSource implements ClusterSource {
+  private reflectors: Reflector[] = [];
+  private readonly abort = new AbortController();
+  private started = false;
+  private initialSync = false;
+  private unreachableSince?: Date;
+  private lastError?: string;
+  private loops: Promise<void>[] = [];
+  private readonly opts: Required<Omit<ApiSourceOptions, 'nodeName'>>;
+  private store?: ObjectStore;
+
+  constructor(
+    private readonly client: ApiClient,
+    private readonly sourceOpts: ApiSourceOptions,
+  ) {
+    this.opts = {
+      minBackoffMs: sourceOpts.minBackoffMs ?? 200,
+      maxBackoffMs: sourceOpts.maxBackoffMs ?? 30_000,
+      watchTimeoutSeconds: sourceOpts.watchTimeoutSeconds ?? 300,
+      pageSize: sourceOpts.pageSize ?? 500,
+    };
+  }
+
+  get synced(): boolean {
+    return this.initialSync && !this.abort.signal.aborted;
+  }
+
+  private specs(): ResourceSpec[] {
+    return [
+      { kind: 'Namespace', path: '/api/v1/namespaces', apiVersion: 'v1' },
+      { kind: 'Service', path: '/api/v1/services', apiVersion: 'v1' },
+      { kind: 'EndpointSlice', path: '/apis/discovery.k8s.io/v1/endpointslices', apiVersion: 'discovery.k8s.io/v1' },
+      { kind: 'Pod', path: '/api/v1/pods', apiVersion: 'v1', fieldSelector: `spec.nodeName=${this.sourceOpts.nodeName}` },
+    ];
+  }
+
+  /** Lists every kind (retrying until the API answers), then keeps watching in the background. */
+  async start(store: ObjectStore): Promise<void> {
+    if (this.started) throw new Error('ApiSource started twice');
+    this.started = true;
+    this.store = store;
+    this.reflectors = this.specs().map((s) => new Reflector(s, this.client, store, this.opts));
+    await Promise.all(this.reflectors.map((r) => this.retry(`list ${r}`, () => r.list())));
+    this.initialSync = true;
+    log.info('API server synced', { server: this.client.serverUrl().origin, node: this.sourceOpts.nodeName, ...Object.fromEntries(this.reflectors.map((r, i) => [this.specs()[i].kind, r.rv])) });
+    this.loops = this.reflectors.map((r) => this.watchLoop(r));
+  }
+
+  private reachable(): void {
+    if (this.unreachableSince) log.info('API server reachable again', { since: this.unreachableSince.toISOString() });
+    this.unreachableSince = undefined;
+    this.lastError = undefined;
+  }
+
+  private unreachable(e: unknown): void {
+    this.lastError = (e as Error).message;
+    if (!this.unreachableSince) {
+      this.unreachableSince = new Date();
+      log.warn('API server unreachable; the datapath keeps running from its pins', { err: this.lastError });
+    }
+  }
+
+  private backoff(attempt: number): number {
+    const base = Math.min(this.opts.maxBackoffMs, this.opts.minBackoffMs * 2 ** Math.min(attempt, 20));
+    return base * (0.5 + Math.random());
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.abort.signal.addEventListener('abort', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  private async retry(what: string, fn: () => Promise<void>): Promise<void> {
+    for (let attempt = 0; !this.abort.signal.aborted; attempt++) {
+      try {
+        await fn();
+        this.reachable();
+        return;
+      } catch (e) {
+        this.unreachable(e);
+        log.debug('API request failed; retrying', { what, attempt, err: (e as Error).message });
+        await this.sleep(this.backoff(attempt));
+      }
+    }
+  }
+
+  private async watchLoop(r: Reflector): Promise<void> {
+    let attempt = 0;
+    while (!this.abort.signal.aborted) {
+      try {
+        await r.watchOnce(this.abort.signal);
+        this.reachable();
+        attempt = 0; // the server ended the stream normally: watch again from the last rv
+      } catch (e) {
+        if (this.abort.signal.aborted) return;
+        if (e instanceof Gone) {
+          await this.retry('relist', () => r.relist());
+          continue;
+        }
+        this.unreachable(e);
+        await this.sleep(this.backoff(attempt++));
+      }
+    }
+  }
+
+  /**
+   * The Pod straight from the API server (CNI ADD can come before its watch event), put into the
+   * store. Undefined when it does not exist; throws when the API does not answer in time.
+   */
+  async getPod(namespace: string, name: string, timeoutMs = 2000): Promise<Pod | undefined> {
+    try {
+      const raw = await this.client.request('GET', `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`, undefined, { timeoutMs });
+      const pod = parseObject({ apiVersion: 'v1', kind: 'Pod', ...(raw as object) }) as Pod;
+      this.store?.upsert(pod, { source: 'api:Pod' });
+      return pod;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) return undefined;
+      throw e;
+    }
+  }
+
+  status(): ApiSourceStatus {
+    const specs = this.specs();
+    return {
+      server: this.client.serverUrl().origin,
+      synced: this.synced,
+      reachable: !this.unreachableSince,
+      unreachableSince: this.unreachableSince?.toISOString(),
+      lastError: this.lastError,
+      resources: Object.fromEntries(this.reflectors.map((r, i) => [specs[i].kind, { ...r.stats, resourceVersion: r.rv }])),
+    };
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort();
+    await Promise.allSettled(this.loops);
+  }
+}
