@@ -76,11 +76,27 @@ bench: deps all
 demo: deps all
 	node_modules/.bin/tsx test/demo/run.ts
 
+# `make install DESTDIR=DIR`: the self-contained tree the image ships (deploy/Dockerfile copies
+# it to /). The code finds everything from the package root (the directory with package.json):
+# build/libsluice.so, build/bpf/*.o, bin/sluice-cni. Production modules only: a copy of the
+# locked node_modules pruned of devDependencies, offline (npm prune only removes). sluice-cni
+# is linked statically here: the agent copies it to the host's cni-bin-dir and the runtime runs
+# it there, on whatever libc the node has.
+INSTALL_ROOT = $(DESTDIR)/opt/sluice
+
 install: all
-	install -d $(DESTDIR)/opt/sluice/build $(DESTDIR)/opt/sluice/bin
-	cp -r build/bpf build/dist build/libsluice.so $(DESTDIR)/opt/sluice/build/
-	cp -r node_modules package.json $(DESTDIR)/opt/sluice/
-	install -m 0755 bin/sluice $(DESTDIR)/opt/sluice/bin/sluice
+	rm -rf $(INSTALL_ROOT)/build $(INSTALL_ROOT)/node_modules
+	install -d $(INSTALL_ROOT)/bin $(INSTALL_ROOT)/build/bpf
+	install -m 0644 $(BPF_OBJS) $(INSTALL_ROOT)/build/bpf/
+	install -m 0755 build/libsluice.so $(INSTALL_ROOT)/build/libsluice.so
+	cp -R build/dist $(INSTALL_ROOT)/build/dist
+	rm -f $(INSTALL_ROOT)/build/dist/.stamp
+	install -m 0644 package.json package-lock.json $(INSTALL_ROOT)/
+	cp -R node_modules $(INSTALL_ROOT)/node_modules
+	cd $(INSTALL_ROOT) && npm prune --omit=dev --offline --no-audit --no-fund --loglevel=error
+	find $(INSTALL_ROOT)/node_modules -mindepth 1 -maxdepth 1 -type d -empty -delete
+	install -m 0755 bin/sluice $(INSTALL_ROOT)/bin/sluice
+	$(CC) -O2 -Wall -Wextra -Werror -static -o $(INSTALL_ROOT)/bin/sluice-cni cni/sluice-cni.c
 
 clean:
 	rm -rf build bin

@@ -23,9 +23,9 @@ import { join, resolve } from 'node:path';
 import { loadAll } from 'js-yaml';
 import { log } from '../log';
 import type { ClusterSource } from './source';
-import type { ObjectStore } from './store';
+import { sameObject, type ObjectStore } from './store';
 import type { K8sObject } from './types';
-import { expandList, parseObject, UnsupportedKindError } from './validate';
+import { expandList, objectKey, parseObject, UnsupportedKindError } from './validate';
 
 export interface DirectorySourceOptions {
   /** Delay between the first fs event of a burst and the rescan it triggers. Default 100. */
@@ -389,7 +389,12 @@ export class DirectorySource implements ClusterSource {
       items.forEach((item, itemIndex) => {
         const where = items.length === 1 && item === doc ? { file, document } : { file, document, item: itemIndex + 1 };
         try {
-          objects.push(parseObject(item));
+          // An object equal to what the store holds keeps the stored instance: the fresh parse is
+          // then garbage at once (young generation) instead of replacing 20,000 objects that
+          // would all survive into the old generation on every edit of a large file.
+          const obj = parseObject(item);
+          const held = this.store?.get(objectKey(obj));
+          objects.push(held && sameObject(held, obj) ? held : obj);
         } catch (err) {
           if (err instanceof UnsupportedKindError) {
             ignoredDocuments++;

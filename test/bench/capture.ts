@@ -23,7 +23,8 @@
  *
  * Options: --quick (fewer requests, 5 rounds), --rounds N (>= 5), --count N, --warmup N,
  * --rate-concurrency C, --out DIR (default build/bench), --pin APP_CPU,PROXY_CPU (taskset: the apps on
- * one CPU, both sidecars and the server on another; default no pinning). Output: a Markdown table on stdout and
+ * one CPU, both sidecars and the server on another; default 0,1 with >= 2 CPUs, as test/bench/run.ts),
+ * --no-pin (let the scheduler place them). Output: a Markdown table on stdout and
  * in DIR/capture.md. Exit 1 when a request failed or the setup check failed.
  *
  * Safety: iptables rules only in pod I's netns (applyIstioRules checks it is a pod of this node);
@@ -53,7 +54,15 @@ interface Opts {
 
 function parseOpts(argv: string[]): Opts {
   const quick = argv.includes('--quick');
-  const o: Opts = { quick, rounds: quick ? 5 : 9, count: quick ? 1000 : 4000, warmup: quick ? 100 : 400, rateC: 4, out: path.join(ROOT, 'build/bench') };
+  const o: Opts = {
+    quick,
+    rounds: quick ? 5 : 9,
+    count: quick ? 1000 : 4000,
+    warmup: quick ? 100 : 400,
+    rateC: 4,
+    out: path.join(ROOT, 'build/bench'),
+    pin: os.cpus().length >= 2 ? [0, 1] : undefined,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -74,6 +83,7 @@ function parseOpts(argv: string[]): Opts {
         o.pin = [Number(m[1]), Number(m[2])];
         break;
       }
+      case '--no-pin': o.pin = undefined; break;
       default: throw new Error(`unknown option ${a} (see the header of test/bench/capture.ts)`);
     }
   }
