@@ -7,7 +7,8 @@ const USAGE = `usage: sluice <command> [--config FILE | --config-dir DIR] [-o js
 
 commands:
   agent              run the node agent (loads, attaches and keeps the datapath in step)
-  status             exit 0 when the agent is ready (programs attached, first sync done)
+  status             exit 0 when the agent is ready (programs attached, first sync done);
+                     --alive: exit 0 when it answers at all (liveness)
   bpf lb list        services and backends as the pinned maps hold them (works while the agent is down)
   bpf lb counters    datapath counters (summed over CPUs)
   endpoint list      registered pods: IPs, namespace/name, mode=…, netns cookie, container (-o json)
@@ -25,6 +26,8 @@ interface Args {
   config?: string;
   configDir?: string;
   output: 'text' | 'json';
+  /** status --alive: only whether the agent answers (a liveness probe) */
+  alive?: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -36,6 +39,7 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--config-dir') args.configDir = argv[++i];
     else if (a.startsWith('--config-dir=')) args.configDir = a.slice(13);
     else if (a === '-o' || a === '--output') args.output = argv[++i] === 'json' ? 'json' : 'text';
+    else if (a === '--alive') args.alive = true;
     else if (a === '-h' || a === '--help') args.words.unshift('help');
     else args.words.push(a);
   }
@@ -67,6 +71,7 @@ async function main(argv: string[]): Promise<number> {
         const st = (await callAgent(cfg.agentSocket, { op: 'status' })) as { ready: boolean; reason: string; phase: string };
         if (args.output === 'json') process.stdout.write(JSON.stringify(st, null, 2) + '\n');
         else process.stdout.write(st.ready ? `ready: ${st.reason}\n` : `not ready (${st.phase}): ${st.reason}\n`);
+        if (args.alive) return st.phase === 'failed' ? 1 : 0;
         return st.ready ? 0 : 1;
       } catch (e) {
         process.stdout.write(`not ready: ${(e as Error).message}\n`);

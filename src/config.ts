@@ -2,6 +2,7 @@
  * reads from its mounted ConfigMap. Spelling follows Cilium's where a key exists there.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { isIP } from 'node:net';
 import { load as loadYaml } from 'js-yaml';
 import { log } from './log';
@@ -44,6 +45,16 @@ export interface Config {
   meshDnsServers: string[];
   /** ambient-proxy-mark: "MARK/MASK" of the node proxy's sockets (Istio's ztunnel: 0x539/0xfff) */
   ambientProxyMark: { mark: number; mask: number };
+  /** k8s-api-server: API server URL; with k8s-kubeconfig or in a pod, the cluster is the API */
+  k8sApiServer: string;
+  /** k8s-kubeconfig: kubeconfig file for the API server */
+  k8sKubeconfig: string;
+  /** node-name: this node, whose Pods are watched (default: env NODE_NAME, else the hostname) */
+  nodeName: string;
+  /** repair-mode: what to do with pods that started before the agent: repair, label, delete, off */
+  repairMode: 'repair' | 'label' | 'delete' | 'off';
+  /** the cluster source: "api" with an API server configured (or in a pod), else "standalone" */
+  source: 'api' | 'standalone';
   /** log-level: debug, info, warn, error */
   logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
@@ -93,6 +104,21 @@ const markMask: Parser<{ mark: number; mask: number }> = (key, raw) => {
     throw new RangeError(`Cannot parse config key ${key} "${raw}": expected MARK or MARK/MASK, e.g. 0x539/0xfff`);
   }
   return { mark: num(m[1]), mask: m[2] === undefined ? 0xffffffff : num(m[2]) };
+};
+
+const url: Parser<string> = (key, raw) => {
+  try {
+    const u = new URL(raw);
+    if (u.protocol === 'https:' || u.protocol === 'http:') return raw.replace(/\/+$/, '');
+  } catch {
+    /* below */
+  }
+  throw new RangeError(`Cannot parse config key ${key} "${raw}": expected an http(s) URL`);
+};
+
+const nodeNameP: Parser<string> = (key, raw) => {
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(raw)) throw new RangeError(`Cannot parse config key ${key} "${raw}": not a node name`);
+  return raw;
 };
 
 /** An empty value means "not set". */
@@ -153,6 +179,10 @@ const keys: { [name: string]: KeySpec<any> } = {
   'mesh-dns-capture': { field: 'meshDnsCapture', parse: bool, default: () => 'false' },
   'mesh-dns-servers': { field: 'meshDnsServers', parse: ipList(4), default: () => '' },
   'ambient-proxy-mark': { field: 'ambientProxyMark', parse: markMask, default: () => '0x539/0xfff' },
+  'k8s-api-server': { field: 'k8sApiServer', parse: optional(url), default: () => '' },
+  'k8s-kubeconfig': { field: 'k8sKubeconfig', parse: optional(absPath), default: () => '' },
+  'node-name': { field: 'nodeName', parse: optional(nodeNameP), default: () => (process.env.NODE_NAME ?? os.hostname()).toLowerCase() },
+  'repair-mode': { field: 'repairMode', parse: oneOf('repair', 'label', 'delete', 'off'), default: () => 'repair' },
   'log-level': { field: 'logLevel', parse: oneOf('debug', 'info', 'warn', 'error'), default: () => 'info' },
 };
 
@@ -176,6 +206,11 @@ export function parseConfig(data: Record<string, unknown>): Config {
     else throw new TypeError(`Cannot parse config key ${name}: expected a string, got ${Array.isArray(v) ? 'a list' : typeof v}`);
     (out as Record<string, unknown>)[spec.field] = spec.parse(name, raw);
   }
+  // Standalone (a directory of YAML) stays the default; an API server configured, or running in
+  // a pod without an objects dir, makes the cluster the API server.
+  const inPod = process.env.KUBERNETES_SERVICE_HOST !== undefined && data['k8s-objects-dir'] === undefined;
+  out.source = out.k8sApiServer || out.k8sKubeconfig || inPod ? 'api' : 'standalone';
+  if (!out.nodeName) out.nodeName = os.hostname();
   return out as Config;
 }
 

@@ -4,12 +4,16 @@
  */
 import { netnsCookieOf, netnsCookieSelf } from '../bpf';
 import { handleCni, type CniReply, type CniRequest } from '../cni/handler';
+import { parseCniArgs } from '../cni/spec';
 import type { CniInstaller } from '../cni/install';
 import { cniInstaller } from '../cni/install-config';
 import * as os from 'node:os';
 import * as v8 from 'node:v8';
 import type { Config } from '../config';
+import { ApiClient } from '../k8s/api-client';
+import { ApiSource } from '../k8s/api-source';
 import { DirectorySource } from '../k8s/dir-source';
+import { WriteBack } from '../k8s/write-back';
 import type { ClusterSource } from '../k8s/source';
 import { ObjectStore } from '../k8s/store';
 import { ServiceTracker } from '../lb/tracker';
@@ -61,6 +65,8 @@ export class Agent {
   private lastSync?: AgentStatus['lastSync'];
   private readonly endpoints: EndpointRegistry;
   private tracker?: ServiceTracker;
+  private api8s?: ApiSource;
+  private writeBack?: WriteBack;
   private capture?: CaptureMaps;
   private enroller?: Enroller;
   private installer?: CniInstaller;
@@ -105,7 +111,16 @@ export class Agent {
     });
 
     this.reason = 'waiting for the first sync of cluster objects';
-    this.source = new DirectorySource(this.cfg.k8sObjectsDir);
+    if (this.cfg.source === 'api') {
+      const client = new ApiClient({ kubeconfig: this.cfg.k8sKubeconfig || undefined, server: this.cfg.k8sApiServer || undefined });
+      this.api8s = new ApiSource(client, { nodeName: this.cfg.nodeName });
+      this.writeBack = new WriteBack(client, this.cfg.nodeName);
+      this.source = this.api8s;
+      log.info('cluster source: API server', { server: client.serverUrl().origin, node: this.cfg.nodeName });
+    } else {
+      this.source = new DirectorySource(this.cfg.k8sObjectsDir);
+      log.info('cluster source: standalone directory', { dir: this.cfg.k8sObjectsDir });
+    }
     await this.source.start(this.store);
     this.tracker = new ServiceTracker(this.store);
     this.resync();
@@ -116,6 +131,15 @@ export class Agent {
     this.phase = 'ready';
     this.reason = '';
     log.info('agent ready', { services: this.sync.serviceCount, endpoints: this.endpoints.list().length });
+  }
+
+  /** The Pod an ADD names, when the store does not hold it yet. */
+  private missingPod(req: CniRequest): { namespace: string; name: string } | undefined {
+    const args = parseCniArgs(req.env?.CNI_ARGS);
+    const namespace = args.K8S_POD_NAMESPACE;
+    const name = args.K8S_POD_NAME;
+    if (!namespace || !name || this.store.get(`Pod/${namespace}/${name}`)) return undefined;
+    return { namespace, name };
   }
 
   /** Re-decides every registered pod (labels and annotations change at run time). */
@@ -153,6 +177,7 @@ export class Agent {
     if (ep.decision?.rule !== d.rule || ep.decision?.mode !== d.mode) {
       if (d.refused) log.warn('pod not enrolled', { pod, reason: d.refused });
       this.endpoints.put({ ...ep, decision: { mode: d.mode, rule: d.rule } });
+      this.writeBack?.decided(ep, d, ep.decision?.mode ?? 'none');
     }
   }
 
@@ -190,10 +215,20 @@ export class Agent {
     return { ready: true, reason: 'programs attached, first sync done' + (cni ? `, CNI plugin in ${cni.file}` : '') };
   }
 
-  private cni(req: CniRequest): RawReply {
+  private async cni(req: CniRequest): Promise<RawReply> {
     const t0 = process.hrtime.bigint();
     let reply: CniReply;
     try {
+      // CNI ADD can come before the Pod's watch event: the capture decision must still be made
+      // now, so a cache miss asks the API server (bounded); no answer fails ADD with 11.
+      const missing = req.command === 'ADD' && this.api8s ? this.missingPod(req) : undefined;
+      if (missing) {
+        try {
+          await this.api8s!.getPod(missing.namespace, missing.name);
+        } catch (e) {
+          return new RawReply(`1\n${JSON.stringify({ cniVersion: '1.1.0', code: 11, msg: 'sluice agent cannot read the Pod from the API server; try again later', details: (e as Error).message })}\n`);
+        }
+      }
       reply = handleCni(req, {
         registry: this.endpoints,
         readiness: () => this.readiness(),

@@ -16,6 +16,12 @@
  *  - meta.k8s.io/v1 Table responses (what kubectl's human-readable output asks for);
  *  - Status objects for every error, as the real server sends them.
  * One global resourceVersion counter (integers as strings, shared across kinds, like etcd).
+ *
+ * Known differences from the real server: no admission or validation beyond names, namespaces and
+ * preconditions (a POST into a namespace that doesn't exist works; pods get no defaults); strategic
+ * merge patch replaces lists whole; no server-side apply (415); DELETE removes at once (no graceful
+ * deletion, no finalizers, no cascading); no aggregated discovery (kubectl falls back to the legacy
+ * documents), no OpenAPI (kubectl create/apply need --validate=false), no authorization APIs.
  */
 
 import { randomBytes, randomUUID, createHash } from 'crypto';
@@ -871,8 +877,8 @@ export class FakeApiServer {
   /**
    * Writes a kubeconfig (cluster server + CA, user token) and returns its path (default: in the
    * server's temp dir). With tokenFile, the current token is written there and the kubeconfig
-   * names the file instead (as `tokenFile` for kubectl/client-go and `token-file` for client-node);
-   * rotateToken() does not rewrite it.
+   * names the file instead (as `tokenFile` for kubectl/client-go and `token-file` for client-node,
+   * which reads it once, verbatim: so no trailing newline); rotateToken() does not rewrite it.
    */
   kubeconfig(file?: string, opts: { tokenFile?: string } = {}): string {
     const p = file ?? path.join(this.dir, 'kubeconfig');

@@ -1,0 +1,63 @@
+/* What the agent tells the cluster, as Istio does: an ambient-enrolled pod carries the annotation
+ * `ambient.istio.io/redirection: enabled` (removed on release), and enrolment, release and
+ * refusal are Events on the Pod. Best effort: a failure is logged, never blocks the datapath.
+ */
+import type { Endpoint } from '../agent/endpoints';
+import { log } from '../log';
+import type { ModeDecision } from '../mesh/mode';
+import type { ApiClient } from './api-client';
+
+export const REDIRECTION_ANNOTATION = 'ambient.istio.io/redirection';
+
+export class WriteBack {
+  /** writes in flight, for tests and shutdown */
+  private pending: Promise<void>[] = [];
+
+  constructor(
+    private readonly client: ApiClient,
+    private readonly nodeName: string,
+  ) {}
+
+  /** Reports a changed decision for a registered pod. */
+  decided(ep: Endpoint, d: ModeDecision, previous: ModeDecision['mode']): void {
+    if (!ep.namespace || !ep.name) return;
+    const work = async () => {
+      if (d.mode === 'ambient' && previous !== 'ambient') await this.annotate(ep, 'enabled');
+      if (previous === 'ambient' && d.mode !== 'ambient') await this.annotate(ep, null);
+      if (d.refused) await this.event(ep, 'Warning', 'CaptureRefused', `sluice did not enrol the pod: ${d.refused}`);
+      else if (d.mode !== 'none' && previous !== d.mode) await this.event(ep, 'Normal', 'Enrolled', `sluice captures the pod's traffic in ${d.mode} mode (${d.rule})`);
+      else if (d.mode === 'none' && previous !== 'none') await this.event(ep, 'Normal', 'Released', `sluice released the pod from ${previous} mode (${d.rule})`);
+    };
+    const p = work().catch((e) => log.warn('write-back to the API server failed', { pod: `${ep.namespace}/${ep.name}`, err: (e as Error).message }));
+    this.pending.push(p);
+    void p.finally(() => (this.pending = this.pending.filter((x) => x !== p)));
+  }
+
+  private async annotate(ep: Endpoint, value: string | null): Promise<void> {
+    const path = `/api/v1/namespaces/${encodeURIComponent(ep.namespace)}/pods/${encodeURIComponent(ep.name)}`;
+    await this.client.request('PATCH', path, { metadata: { annotations: { [REDIRECTION_ANNOTATION]: value } } }, { contentType: 'application/merge-patch+json' });
+  }
+
+  private async event(ep: Endpoint, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+    const now = new Date().toISOString();
+    await this.client.request('POST', `/api/v1/namespaces/${encodeURIComponent(ep.namespace)}/events`, {
+      apiVersion: 'v1',
+      kind: 'Event',
+      metadata: { generateName: `${ep.name}.`, namespace: ep.namespace },
+      involvedObject: { apiVersion: 'v1', kind: 'Pod', namespace: ep.namespace, name: ep.name, uid: ep.uid || undefined },
+      reason,
+      message,
+      type,
+      source: { component: 'sluice-agent', host: this.nodeName },
+      reportingComponent: 'sluice-agent',
+      reportingInstance: this.nodeName,
+      firstTimestamp: now,
+      lastTimestamp: now,
+      count: 1,
+    });
+  }
+
+  async flush(): Promise<void> {
+    await Promise.allSettled(this.pending);
+  }
+}
