@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { KubeConfig } from '@kubernetes/client-node';
+import { load as loadYaml } from 'js-yaml';
 
 export class ApiError extends Error {
   constructor(
@@ -29,6 +30,18 @@ const SA_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
 /** Projected service-account tokens rotate; re-read this often, and at once after a 401. */
 const TOKEN_REREAD_MS = 60_000;
 
+/** The token file a kubeconfig's user names (`tokenFile`, client-go's spelling, or `token-file`). */
+function kubeconfigTokenFile(file: string, userName: string | undefined): string | undefined {
+  try {
+    const doc = loadYaml(fs.readFileSync(file, 'utf8')) as { users?: Array<{ name: string; user?: Record<string, unknown> }> };
+    const u = doc?.users?.find((x) => x.name === userName)?.user;
+    const f = u?.tokenFile ?? u?.['token-file'];
+    return typeof f === 'string' && f ? f : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export class ApiClient {
   private readonly kc = new KubeConfig();
   private readonly tokenFile?: string;
@@ -39,9 +52,9 @@ export class ApiClient {
     if (opts.kubeconfig) this.kc.loadFromFile(opts.kubeconfig);
     else this.kc.loadFromCluster();
     const user = this.kc.getCurrentUser();
-    // in-cluster (or a kubeconfig naming a tokenFile): the token is read by us, so a rotated one
+    // in-cluster (or a kubeconfig naming a token file): the token is read by us, so a rotated one
     // is picked up after a 401 rather than up to a minute later
-    const file = (user as { authProvider?: { config?: { tokenFile?: string } } } | null)?.authProvider?.config?.tokenFile ?? (opts.kubeconfig ? undefined : SA_TOKEN);
+    const file = opts.kubeconfig ? kubeconfigTokenFile(opts.kubeconfig, user?.name) : SA_TOKEN;
     if (file && user) {
       this.tokenFile = file;
       this.kc.users = [{ name: user.name, token: '' }];

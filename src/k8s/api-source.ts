@@ -62,6 +62,7 @@ class Reflector {
     private readonly client: ApiClient,
     private readonly store: ObjectStore,
     private readonly opts: Required<Omit<ApiSourceOptions, 'nodeName'>>,
+    private readonly alive: () => void,
   ) {
     this.source = `api:${spec.kind}`;
   }
@@ -125,6 +126,7 @@ class Reflector {
         path,
         (ev) => {
           if (gone) return;
+          this.alive(); // a streaming watch is an answering API server
           if (ev.type === 'ERROR') {
             if (ev.object?.code === 410) {
               gone = true;
@@ -207,7 +209,7 @@ export class ApiSource implements ClusterSource {
     if (this.started) throw new Error('ApiSource started twice');
     this.started = true;
     this.store = store;
-    this.reflectors = this.specs().map((s) => new Reflector(s, this.client, store, this.opts));
+    this.reflectors = this.specs().map((s) => new Reflector(s, this.client, store, this.opts, () => this.reachable()));
     await Promise.all(this.reflectors.map((r) => this.retry(`list ${r}`, () => r.list())));
     this.initialSync = true;
     log.info('API server synced', { server: this.client.serverUrl().origin, node: this.sourceOpts.nodeName, ...Object.fromEntries(this.reflectors.map((r, i) => [this.specs()[i].kind, r.rv])) });
@@ -235,11 +237,13 @@ export class ApiSource implements ClusterSource {
 
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.abort.signal.addEventListener('abort', () => {
+      const done = () => {
         clearTimeout(t);
+        this.abort.signal.removeEventListener('abort', done);
         resolve();
-      });
+      };
+      const t = setTimeout(done, ms);
+      this.abort.signal.addEventListener('abort', done);
     });
   }
 

@@ -29,6 +29,8 @@ export interface LbEnv {
   objectsDir: string;
   configPath: string;
   agent?: ChildProcess;
+  /** restarts keep the agent where startAgent first put it */
+  agentInTestNetns?: boolean;
 }
 
 export async function createLbEnv(opts: { backends?: number } = {}): Promise<LbEnv> {
@@ -90,9 +92,16 @@ export async function sluice(env: LbEnv, args: string[], allowFail = false) {
   return run([SLUICE, ...args, '--config', env.configPath], { allowFail });
 }
 
-/** Starts the agent in the node's network namespace (outside the test cgroup) and waits for ready. */
-export async function startAgent(env: LbEnv): Promise<ChildProcess> {
-  const agent = env.node.spawn([SLUICE, 'agent', '--config', env.configPath], { inCgroup: false });
+/**
+ * Starts the agent in the node's network namespace (outside the test cgroup) and waits for ready.
+ * `inTestNetns`: run it in this test process's namespace instead, to reach an in-process stand-in
+ * API server on 127.0.0.1 (nothing is attached to that namespace: programs go to the test cgroup
+ * and the pods' namespaces only).
+ */
+export async function startAgent(env: LbEnv, opts: { inTestNetns?: boolean } = {}): Promise<ChildProcess> {
+  env.agentInTestNetns = opts.inTestNetns ?? env.agentInTestNetns;
+  const netnsPath = env.agentInTestNetns ? `/proc/${process.pid}/ns/net` : undefined;
+  const agent = env.node.spawn([SLUICE, 'agent', '--config', env.configPath], { inCgroup: false, netnsPath });
   env.agent = agent;
   await waitFor(
     'agent ready',
