@@ -220,10 +220,15 @@ int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 		    (addr_is_mapped_v4(&remote) && addr_v4(&remote) == bpf_htonl(0xa9fe077f)))
 			return SK_PASS;
 	} else {
-		if (cap_reserved_port(port) || cap_port_in(pol->exclude_in_ports, pol->n_exclude_in_ports, port))
+		/* as istio-iptables: excludeInboundPorts applies to "*"; a port list is taken as is */
+		if (cap_reserved_port(port))
 			return SK_PASS;
-		if (!(pol->flags & SL_POL_IN_ALL) && !cap_port_in(pol->include_in_ports, pol->n_include_in_ports, port))
+		if (pol->flags & SL_POL_IN_ALL) {
+			if (cap_port_in(pol->exclude_in_ports, pol->n_exclude_in_ports, port))
+				return SK_PASS;
+		} else if (!cap_port_in(pol->include_in_ports, pol->n_include_in_ports, port)) {
 			return SK_PASS;
+		}
 	}
 
 	lkey.netns_cookie = *cookie;

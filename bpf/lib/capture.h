@@ -75,12 +75,14 @@ static __always_inline int cap_is_pod_ip(const struct sl_policy *pol, const stru
 	return 0;
 }
 
-/* Ports of the proxy itself, never steered inbound (Istio reserves 15000-15090 for these). */
+/* The sidecar's own ports, never steered inbound: Istio's chain skips 15008 and the injector
+ * adds 15020, 15021 and 15090 to the excluded ports; 15006 is the target itself; 15001 is kept
+ * out as well (steering it to 15006 would only loop the proxy's outbound listener into inbound).
+ */
 static __always_inline int cap_reserved_port(__u16 port)
 {
 	switch (port) {
-	case 15000: case 15001: case 15004: case 15006: case 15008:
-	case 15020: case 15021: case 15053: case 15090:
+	case 15001: case 15006: case 15008: case 15020: case 15021: case 15090:
 		return 1;
 	}
 	return 0;
@@ -258,8 +260,9 @@ static __always_inline int capture_connect_ambient(struct bpf_sock_addr *ctx, co
 /*
  * The outbound rules of Istio's ISTIO_OUTPUT chain, in its order:
  *  excluded ports; from 127.0.0.6 over lo; the proxy's uid to a local address other than
- *  127.0.0.1 (not 15008) goes inbound (15006); other traffic to local addresses, and the proxy's
- *  uid or gid, is left alone; included ports; excluded ranges; included ranges (or "*").
+ *  127.0.0.1 (not 15008) goes inbound (15006); other traffic to local addresses (unless an
+ *  included range is loopback), and the proxy's uid or gid, is left alone; 127.0.0.1; excluded
+ *  ranges; included ports; included ranges (or "*").
  * "-o lo" is "the destination is one of this namespace's addresses": loopback or a pod IP.
  */
 static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *dport)
@@ -267,7 +270,7 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 	struct sl_policy *pol;
 	__u64 cookie, uidgid;
 	__u32 uid, gid;
-	int local, dns;
+	int local, dns, lo_ranges;
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return CAP_NONE;
@@ -294,7 +297,9 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 		cap_count(cookie, CAP_STAT_BYPASS);
 		return CAP_PROXY;
 	}
-	if (local && !dns)
+	/* Istio drops its "-o lo ! --uid-owner RETURN" rules when an included range is loopback */
+	lo_ranges = pol->flags & SL_POL_LOOPBACK_RANGE;
+	if (local && !dns && !lo_ranges)
 		return CAP_NONE;
 	if (gid == cfg_proxy_gid) {
 		cap_count(cookie, CAP_STAT_BYPASS);
@@ -302,12 +307,13 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 	}
 	if (dns && cap_is_dns_server(dst))
 		return cap_redirect(ctx, cookie, dst, dport, pol->dns_port, 1);
-	if (local)
+	if (cap_is_localhost1(dst) || (local && !lo_ranges))
+		return CAP_NONE;
+	/* exclusions before inclusions, as istio-iptables orders them */
+	if (cap_cidr_in(pol->exclude_cidrs, pol->n_exclude_cidrs, dst))
 		return CAP_NONE;
 	if (cap_port_in(pol->include_out_ports, pol->n_include_out_ports, *dport))
 		return cap_redirect(ctx, cookie, dst, dport, pol->outbound_port, 1);
-	if (cap_cidr_in(pol->exclude_cidrs, pol->n_exclude_cidrs, dst))
-		return CAP_NONE;
 	if ((pol->flags & SL_POL_OUT_ALL) || cap_cidr_in(pol->include_cidrs, pol->n_include_cidrs, dst))
 		return cap_redirect(ctx, cookie, dst, dport, pol->outbound_port, 1);
 	return CAP_NONE;

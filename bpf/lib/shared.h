@@ -86,6 +86,7 @@ struct sl_sock_rev {
 #define SL_POL_OUT_ALL (1 << 0) /* includeOutboundIPRanges "*" */
 #define SL_POL_IN_ALL (1 << 1)	/* includeInboundPorts "*" */
 #define SL_POL_DNS (1 << 2)	/* capture DNS (UDP/TCP 53) to the proxy's DNS port */
+#define SL_POL_LOOPBACK_RANGE (1 << 3) /* an included outbound range covers loopback */
 
 #define SL_MAX_CIDRS 16
 #define SL_MAX_PORTS 32

@@ -3,7 +3,7 @@
  * a half-parsed one.
  */
 import { isIP } from 'node:net';
-import { MAX_CIDRS, MAX_PORTS, POL_DNS, POL_IN_ALL, POL_OUT_ALL, type Cidr, type Policy } from '../bpf/layout';
+import { MAX_CIDRS, MAX_PORTS, POL_DNS, POL_IN_ALL, POL_LOOPBACK_RANGE, POL_OUT_ALL, type Cidr, type Policy } from '../bpf/layout';
 
 export const ANNOTATION = {
   status: 'sidecar.istio.io/status',
@@ -50,6 +50,15 @@ function parseCidrs(name: string, value: string): Cidr[] {
   return out;
 }
 
+/** Does a range include a loopback address (127.0.0.0/8 or ::1)? Istio then captures local traffic too. */
+function coversLoopback(c: Cidr): boolean {
+  if (!c.ip.includes(':')) {
+    const first = Number(c.ip.split('.')[0]);
+    return c.prefix === 0 || (c.prefix <= 8 ? (first >> (8 - c.prefix)) === (127 >> (8 - c.prefix)) : first === 127);
+  }
+  return c.prefix === 0 || c.ip === '::1' || (c.ip === '::' && c.prefix <= 127);
+}
+
 export interface SidecarPolicyResult {
   policy?: Policy;
   /** why the pod is not enrolled, when it is not */
@@ -68,6 +77,7 @@ export function sidecarPolicy(annotations: Record<string, string>, podIps: strin
     let includeCidrs: Cidr[] = [];
     if (incRanges.trim() === '*') flags |= POL_OUT_ALL;
     else includeCidrs = parseCidrs(ANNOTATION.includeOutboundIPRanges, incRanges);
+    if (includeCidrs.some(coversLoopback)) flags |= POL_LOOPBACK_RANGE;
     const incIn = annotations[ANNOTATION.includeInboundPorts] ?? '*';
     let includeInPorts: number[] = [];
     if (incIn.trim() === '*') flags |= POL_IN_ALL;
