@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -346,6 +347,29 @@ int sl_link_update_prog(const char *link_pin, int prog_fd)
 	err = bpf_link_update(link_fd, prog_fd, NULL);
 	close(link_fd);
 	return err ? fail(err, "update link %s", link_pin) : 0;
+}
+
+/* Puts another process's socket into a sockhash: a listener opened before sluice's sockops program
+ * could see it (a pod that predates the agent). pidfd_getfd needs PTRACE_MODE_ATTACH on the
+ * owner (CAP_SYS_PTRACE); the map holds its own reference, our duplicate is closed at once.
+ */
+int sl_sockhash_add_from_pid(int map_fd, const void *key, int pid, int fd)
+{
+	__u64 value;
+	int pidfd, sfd, err;
+
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (pidfd < 0)
+		return fail(errno, "pidfd_open %d", pid);
+	sfd = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+	err = errno;
+	close(pidfd);
+	if (sfd < 0)
+		return fail(err, "pidfd_getfd %d/%d (needs CAP_SYS_PTRACE)", pid, fd);
+	value = (__u64)sfd;
+	err = bpf_map_update_elem(map_fd, key, &value, BPF_ANY);
+	close(sfd);
+	return err ? fail(err, "sockhash update with socket %d/%d", pid, fd) : 0;
 }
 
 static int socket_netns_cookie(uint64_t *cookie)

@@ -29,6 +29,7 @@ int sl_netns_link(int prog_fd, const char *netns_path, const char *link_pin);
 int sl_link_update_prog(const char *link_pin, int prog_fd);
 int sl_link_cgroup_id(const char *link_pin, uint64_t *cgroup_id, uint32_t *prog_id);
 
+int sl_sockhash_add_from_pid(int map_fd, const void *key, int pid, int fd);
 int sl_netns_cookie_self(uint64_t *cookie);
 int sl_netns_cookie_of(const char *netns_path, uint64_t *cookie);
 int sl_cgroup_id(const char *cgroup_path, uint64_t *id);

@@ -27,6 +27,7 @@ import { decideMode, type ModeDecision } from '../mesh/mode';
 import type { Namespace, Pod } from '../k8s/types';
 import { ApiServer, RawReply } from './api';
 import { EndpointRegistry, type Endpoint } from './endpoints';
+import { repairPods } from './repair';
 
 /** Coalesces bursts of object changes (a file with 10,000 services is one burst). */
 const RESYNC_DELAY_MS = 20;
@@ -66,6 +67,7 @@ export class Agent {
   private readonly endpoints: EndpointRegistry;
   private tracker?: ServiceTracker;
   private api8s?: ApiSource;
+  private apiClient?: ApiClient;
   private writeBack?: WriteBack;
   private capture?: CaptureMaps;
   private enroller?: Enroller;
@@ -113,6 +115,7 @@ export class Agent {
     this.reason = 'waiting for the first sync of cluster objects';
     if (this.cfg.source === 'api') {
       const client = new ApiClient({ kubeconfig: this.cfg.k8sKubeconfig || undefined, server: this.cfg.k8sApiServer || undefined });
+      this.apiClient = client;
       this.api8s = new ApiSource(client, { nodeName: this.cfg.nodeName });
       this.writeBack = new WriteBack(client, this.cfg.nodeName);
       this.source = this.api8s;
@@ -126,6 +129,14 @@ export class Agent {
     this.resync();
     const stale = this.enroller.releaseUnknown(new Set(this.endpoints.list().map((e) => e.netnsCookie)));
     if (stale) log.info('released capture of pods no longer registered', { count: stale });
+    const repaired = await repairPods({
+      cfg: this.cfg,
+      store: this.store,
+      endpoints: this.endpoints,
+      enrol: (ep) => this.applyMesh(ep),
+      api: this.apiClient,
+    });
+    if (repaired.candidates) log.info('pods that predate the agent', { mode: this.cfg.repairMode, ...repaired });
     this.store.on('change', () => this.scheduleResync());
     if (this.cfg.cniConfDir) this.installCni();
     this.phase = 'ready';

@@ -65,6 +65,7 @@ export interface Shim {
   objClose(obj: ObjectHandle): void;
   cgroupLink(obj: ObjectHandle, prog: string, cgroup: string, linkPin: string): number;
   linkCgroupId(linkPin: string, cgroupId: BigUint64Array, progId: Uint32Array): number;
+  sockhashAddFromPid(mapFd: number, key: Buffer, pid: number, fd: number): number;
   netnsCookieSelf(out: BigUint64Array): number;
   netnsCookieOf(path: string, out: BigUint64Array): number;
   cgroupId(path: string, out: BigUint64Array): number;
@@ -106,6 +107,7 @@ export function loadShim(): Shim {
     objClose: lib.func('void sl_obj_close(bpf_object *obj)'),
     cgroupLink: lib.func('int sl_cgroup_link(bpf_object *obj, const char *prog, const char *cg, const char *pin)'),
     linkCgroupId: lib.func('int sl_link_cgroup_id(const char *pin, uint64_t *cg, uint32_t *prog)'),
+    sockhashAddFromPid: lib.func('int sl_sockhash_add_from_pid(int map_fd, const void *key, int pid, int fd)'),
     netnsCookieSelf: lib.func('int sl_netns_cookie_self(uint64_t *cookie)'),
     netnsCookieOf: lib.func('int sl_netns_cookie_of(const char *path, uint64_t *cookie)'),
     cgroupId: lib.func('int sl_cgroup_id(const char *path, uint64_t *id)'),

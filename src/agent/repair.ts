@@ -1,0 +1,243 @@
+/* Pods that started before the agent (sluice installed on a running node): no CNI ADD ever
+ * registered them. repair-mode decides what happens, as istio-cni's repair controller does:
+ *  - repair (default): find the pod's network namespace from /proc (hostPID) by its IP, register
+ *    it, enrol it in place, and hand its proxy's existing listeners to the datapath (they were
+ *    opened before sluice's sockops program could see them) — no restart;
+ *  - label: label the pod (cni.istio.io/uninitialized=true, Istio's repair label);
+ *  - delete: delete it, so it is recreated through the CNI chain (needs the opt-in RBAC overlay);
+ *  - off: nothing.
+ * Only processes under cgroup-root are considered: the programs act on nothing else anyway.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { BpfError, netnsCookieOf } from '../bpf';
+import { loadShim } from '../bpf/shim';
+import type { Config } from '../config';
+import { cgroup2Mount } from '../config';
+import type { ApiClient } from '../k8s/api-client';
+import type { ObjectStore } from '../k8s/store';
+import type { Pod } from '../k8s/types';
+import { log } from '../log';
+import type { Endpoint, EndpointRegistry } from './endpoints';
+
+export const REPAIR_LABEL = { key: 'cni.istio.io/uninitialized', value: 'true' };
+/** the proxy ports whose listeners the datapath steers to (sockops would have registered them) */
+const PROXY_LISTEN_PORTS = new Set([15001, 15006, 15008]);
+
+interface NetnsInfo {
+  ino: number;
+  pids: number[];
+  /** a path that names the namespace (a runtime's mount when there is one, else /proc/<pid>/ns/net) */
+  path: string;
+}
+
+/** Network namespaces of the processes under cgroupRoot, by inode. */
+export function namespacesUnder(cgroupRoot: string, mount = cgroup2Mount()): Map<number, NetnsInfo> {
+  const self = fs.statSync('/proc/self/ns/net').ino;
+  const out = new Map<number, NetnsInfo>();
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const pid = Number(name);
+    try {
+      const line = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'));
+      if (!line) continue;
+      const cg = path.join(mount, line.slice(3));
+      if (cg !== cgroupRoot && !cg.startsWith(cgroupRoot.endsWith('/') ? cgroupRoot : cgroupRoot + '/')) continue;
+      const ino = fs.statSync(`/proc/${pid}/ns/net`).ino;
+      if (ino === self) continue;
+      const info = out.get(ino) ?? { ino, pids: [], path: `/proc/${pid}/ns/net` };
+      info.pids.push(pid);
+      out.set(ino, info);
+    } catch {
+      /* the process ended while we looked */
+    }
+  }
+  // prefer a runtime's bind mount: it outlives any one process
+  for (const dir of ['/var/run/netns', '/run/netns']) {
+    let names: string[] = [];
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const n of names) {
+      try {
+        const info = out.get(fs.statSync(path.join(dir, n)).ino);
+        if (info) info.path = path.join(dir, n);
+      } catch {
+        /* a stale mount point */
+      }
+    }
+  }
+  return out;
+}
+
+/** Global-scope addresses inside a network namespace. */
+function addressesIn(netnsPath: string): string[] {
+  const out = execFileSync('nsenter', [`--net=${netnsPath}`, '--', 'ip', '-j', 'addr', 'show'], { encoding: 'utf8', timeout: 5000 });
+  const ifs = JSON.parse(out) as Array<{ addr_info?: Array<{ local?: string; scope?: string }> }>;
+  return ifs.flatMap((i) => i.addr_info ?? []).filter((a) => a.scope === 'global' && a.local).map((a) => a.local!);
+}
+
+function hexAddrToPort(field: string): number {
+  return parseInt(field.split(':')[1], 16);
+}
+
+/** Listening sockets on the proxy ports in a namespace: (pid, fd, port, family) of each. */
+function proxyListeners(ns: NetnsInfo): Array<{ pid: number; fd: number; port: number; family: 4 | 6 }> {
+  const byInode = new Map<string, { port: number; family: 4 | 6 }>();
+  for (const [file, family] of [['tcp', 4], ['tcp6', 6]] as const) {
+    let text = '';
+    try {
+      text = fs.readFileSync(`/proc/${ns.pids[0]}/net/${file}`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10 || f[3] !== '0A') continue; // LISTEN
+      const port = hexAddrToPort(f[1]);
+      if (PROXY_LISTEN_PORTS.has(port)) byInode.set(f[9], { port, family });
+    }
+  }
+  const out: Array<{ pid: number; fd: number; port: number; family: 4 | 6 }> = [];
+  for (const pid of ns.pids) {
+    let fds: string[] = [];
+    try {
+      fds = fs.readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+        const l = m && byInode.get(m[1]);
+        if (l) {
+          out.push({ pid, fd: Number(fd), ...l });
+          byInode.delete(m![1]);
+        }
+      } catch {
+        /* gone */
+      }
+    }
+  }
+  return out;
+}
+
+export interface RepairDeps {
+  cfg: Config;
+  store: ObjectStore;
+  endpoints: EndpointRegistry;
+  /** registers and enrols (applyMesh) */
+  enrol(ep: Endpoint): void;
+  api?: ApiClient;
+}
+
+export interface RepairReport {
+  candidates: number;
+  repaired: string[];
+  labelled: string[];
+  deleted: string[];
+  notFound: string[];
+  listeners: number;
+}
+
+function podIps(p: Pod): string[] {
+  const ips = (p.status?.podIPs ?? []).map((x) => x.ip).filter(Boolean);
+  return ips.length ? ips : p.status?.podIP ? [p.status.podIP] : [];
+}
+
+/** Finds this node's running pods that no CNI ADD registered, and acts per repair-mode. */
+export async function repairPods(d: RepairDeps): Promise<RepairReport> {
+  const report: RepairReport = { candidates: 0, repaired: [], labelled: [], deleted: [], notFound: [], listeners: 0 };
+  if (d.cfg.repairMode === 'off') return report;
+  const registered = new Set(d.endpoints.list().map((e) => `${e.namespace}/${e.name}`));
+  const candidates = d.store
+    .list('Pod')
+    .filter((p) => p.spec?.nodeName === d.cfg.nodeName && !p.spec?.hostNetwork && podIps(p).length > 0)
+    .filter((p) => !registered.has(`${p.metadata.namespace}/${p.metadata.name}`));
+  report.candidates = candidates.length;
+  if (candidates.length === 0) return report;
+  let namespaces: Map<number, NetnsInfo> | undefined;
+  const byIp = new Map<string, NetnsInfo>();
+  for (const pod of candidates) {
+    const key = `${pod.metadata.namespace}/${pod.metadata.name}`;
+    const podPath = `/api/v1/namespaces/${encodeURIComponent(pod.metadata.namespace)}/pods/${encodeURIComponent(pod.metadata.name)}`;
+    try {
+      if (d.cfg.repairMode === 'label') {
+        if (!d.api) throw new Error('repair-mode label needs the API server');
+        await d.api.request('PATCH', podPath, { metadata: { labels: { [REPAIR_LABEL.key]: REPAIR_LABEL.value } } }, { contentType: 'application/merge-patch+json' });
+        report.labelled.push(key);
+        log.info('pod predates the agent: labelled', { pod: key, label: `${REPAIR_LABEL.key}=${REPAIR_LABEL.value}` });
+        continue;
+      }
+      if (d.cfg.repairMode === 'delete') {
+        if (!d.api) throw new Error('repair-mode delete needs the API server');
+        await d.api.request('DELETE', podPath);
+        report.deleted.push(key);
+        log.info('pod predates the agent: deleted, to be recreated through the CNI chain', { pod: key });
+        continue;
+      }
+      if (!namespaces) {
+        namespaces = namespacesUnder(d.cfg.cgroupRoot);
+        for (const ns of namespaces.values()) {
+          try {
+            for (const ip of addressesIn(ns.path)) byIp.set(ip, ns);
+          } catch (e) {
+            log.debug('cannot list addresses of a namespace', { netns: ns.path, err: (e as Error).message });
+          }
+        }
+      }
+      const ips = podIps(pod);
+      const ns = ips.map((ip) => byIp.get(ip)).find(Boolean);
+      if (!ns) {
+        report.notFound.push(key);
+        log.warn('pod predates the agent, but no network namespace under cgroup-root has its IP', { pod: key, ips });
+        continue;
+      }
+      const ep: Endpoint = {
+        containerId: `repair-${pod.metadata.uid ?? key.replace('/', '-')}`,
+        ifName: 'eth0',
+        namespace: pod.metadata.namespace,
+        name: pod.metadata.name,
+        uid: pod.metadata.uid ?? '',
+        ips,
+        netnsCookie: netnsCookieOf(ns.path).toString(),
+        netnsPath: ns.path,
+        network: 'repaired',
+        createdAt: new Date().toISOString(),
+      };
+      d.endpoints.put(ep);
+      d.enrol(ep);
+      report.listeners += adoptListeners(d.cfg.bpfPinDir, ns, BigInt(ep.netnsCookie));
+      report.repaired.push(key);
+      log.info('pod predates the agent: registered and enrolled in place', { pod: key, netns: ns.path, netnsCookie: ep.netnsCookie });
+    } catch (e) {
+      log.warn('repair failed', { pod: key, mode: d.cfg.repairMode, err: (e as Error).message });
+    }
+  }
+  return report;
+}
+
+/** Hands listeners the proxy opened before sluice could see them to sl_listeners (pidfd_getfd). */
+function adoptListeners(pinDir: string, ns: NetnsInfo, cookie: bigint): number {
+  const s = loadShim();
+  const fd = s.objGet(path.join(pinDir, 'sl_listeners'));
+  if (fd < 0) throw new BpfError('open sl_listeners', -fd);
+  let n = 0;
+  try {
+    for (const l of proxyListeners(ns)) {
+      const key = Buffer.alloc(16);
+      key.writeBigUInt64LE(cookie, 0);
+      key.writeUInt16LE(l.port, 8);
+      key.writeUInt8(l.family, 10);
+      const ret = s.sockhashAddFromPid(fd, key, l.pid, l.fd);
+      if (ret < 0) log.warn('cannot adopt an existing listener', { pid: l.pid, port: l.port, err: s.lastError() });
+      else n++;
+    }
+  } finally {
+    s.close(fd);
+  }
+  return n;
+}
