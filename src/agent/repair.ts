@@ -8,7 +8,6 @@
  *  - off: nothing.
  * Only processes under cgroup-root are considered: the programs act on nothing else anyway.
  */
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BpfError, netnsCookieOf } from '../bpf';
@@ -17,6 +16,7 @@ import type { Config } from '../config';
 import { cgroup2Mount } from '../config';
 import type { ApiClient } from '../k8s/api-client';
 import type { ObjectStore } from '../k8s/store';
+import { canonicalIp } from '../lb/model';
 import type { Pod } from '../k8s/types';
 import { log } from '../log';
 import type { Endpoint, EndpointRegistry } from './endpoints';
@@ -73,11 +73,26 @@ export function namespacesUnder(cgroupRoot: string, mount = cgroup2Mount()): Map
   return out;
 }
 
-/** Global-scope addresses inside a network namespace. */
-function addressesIn(netnsPath: string): string[] {
-  const out = execFileSync('nsenter', [`--net=${netnsPath}`, '--', 'ip', '-j', 'addr', 'show'], { encoding: 'utf8', timeout: 5000 });
-  const ifs = JSON.parse(out) as Array<{ addr_info?: Array<{ local?: string; scope?: string }> }>;
-  return ifs.flatMap((i) => i.addr_info ?? []).filter((a) => a.scope === 'global' && a.local).map((a) => a.local!);
+/**
+ * The local addresses of a network namespace, read through a process in it: /proc/<pid>/net is
+ * that namespace's view (fib_trie's "/32 host LOCAL" entries for IPv4, if_inet6 for IPv6), so no
+ * process needs to enter it (repairing 100 pods spawns nothing).
+ */
+function addressesIn(pid: number): string[] {
+  const out = new Set<string>();
+  const trie = fs.readFileSync(`/proc/${pid}/net/fib_trie`, 'utf8').split('\n');
+  for (let i = 1; i < trie.length; i++) {
+    if (!/\/32 host LOCAL/.test(trie[i])) continue;
+    const m = /\|-- (\d+\.\d+\.\d+\.\d+)/.exec(trie[i - 1]);
+    if (m && !m[1].startsWith('127.')) out.add(m[1]);
+  }
+  for (const line of fs.readFileSync(`/proc/${pid}/net/if_inet6`, 'utf8').split('\n')) {
+    const [hex, , , scope] = line.trim().split(/\s+/);
+    if (!hex || hex.length !== 32 || scope !== '00') continue; // global scope only
+    out.add(canonicalIp(hex.match(/.{4}/g)!.join(':'))?.ip ?? '');
+  }
+  out.delete('');
+  return [...out];
 }
 
 function hexAddrToPort(field: string): number {
@@ -136,6 +151,7 @@ export interface RepairDeps {
 
 export interface RepairReport {
   candidates: number;
+  ms: number;
   repaired: string[];
   labelled: string[];
   deleted: string[];
@@ -150,7 +166,8 @@ function podIps(p: Pod): string[] {
 
 /** Finds this node's running pods that no CNI ADD registered, and acts per repair-mode. */
 export async function repairPods(d: RepairDeps): Promise<RepairReport> {
-  const report: RepairReport = { candidates: 0, repaired: [], labelled: [], deleted: [], notFound: [], listeners: 0 };
+  const t0 = Date.now();
+  const report: RepairReport = { candidates: 0, ms: 0, repaired: [], labelled: [], deleted: [], notFound: [], listeners: 0 };
   if (d.cfg.repairMode === 'off') return report;
   const registered = new Set(d.endpoints.list().map((e) => `${e.namespace}/${e.name}`));
   const candidates = d.store
@@ -183,7 +200,7 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
         namespaces = namespacesUnder(d.cfg.cgroupRoot);
         for (const ns of namespaces.values()) {
           try {
-            for (const ip of addressesIn(ns.path)) byIp.set(ip, ns);
+            for (const ip of addressesIn(ns.pids[0])) byIp.set(ip, ns);
           } catch (e) {
             log.debug('cannot list addresses of a namespace', { netns: ns.path, err: (e as Error).message });
           }
@@ -217,6 +234,7 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
       log.warn('repair failed', { pod: key, mode: d.cfg.repairMode, err: (e as Error).message });
     }
   }
+  report.ms = Date.now() - t0;
   return report;
 }
 
