@@ -115,6 +115,15 @@ static __always_inline int cap_is_localhost1(const struct sl_addr *a)
 	return addr_is_loopback(a);
 }
 
+/* 127.0.0.1 for an IPv4 (mapped) destination, ::1 for IPv6: where the proxy listens. */
+static __always_inline void cap_to_loopback(struct sl_addr *dst)
+{
+	if (addr_is_mapped_v4(dst))
+		addr_from_v4(dst, bpf_htonl(0x7f000001));
+	else
+		addr_from_words(dst, 0, 0, 0, bpf_htonl(1));
+}
+
 /* Sends the connect to the proxy's port on loopback, remembering where it was going. */
 static __always_inline int cap_redirect(struct bpf_sock_addr *ctx, __u64 cookie, struct sl_addr *dst, __u16 *dport,
 					__u16 to_port, __u8 kind)
@@ -129,10 +138,7 @@ static __always_inline int cap_redirect(struct bpf_sock_addr *ctx, __u64 cookie,
 	o->addr = *dst;
 	o->port = *dport;
 	o->captured = kind;
-	if (addr_is_mapped_v4(dst))
-		addr_from_v4(dst, bpf_htonl(0x7f000001));
-	else
-		addr_from_words(dst, 0, 0, 0, bpf_htonl(1));
+	cap_to_loopback(dst);
 	*dport = to_port;
 	cap_count(cookie, CAP_STAT_OUTBOUND);
 	return CAP_REDIRECTED;
@@ -198,10 +204,7 @@ static __always_inline int capture_dns_udp(struct bpf_sock_addr *ctx, struct sl_
 	uidgid = bpf_get_current_uid_gid();
 	if ((__u32)uidgid == cfg_proxy_uid || (__u32)(uidgid >> 32) == cfg_proxy_gid)
 		return CAP_PROXY;
-	if (addr_is_mapped_v4(dst))
-		addr_from_v4(dst, bpf_htonl(0x7f000001));
-	else
-		addr_from_words(dst, 0, 0, 0, bpf_htonl(1));
+	cap_to_loopback(dst);
 	*dport = pol->dns_port;
 	cap_count(cookie, CAP_STAT_OUTBOUND);
 	return CAP_REDIRECTED;

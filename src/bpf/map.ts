@@ -182,3 +182,21 @@ export class BpfMap<K, V> {
     this.fd = -1;
   }
 }
+
+/**
+ * Opens several pinned maps together: all or none (the ones already open are closed when one
+ * fails). `open(name, key, value)` is called in order by the builder.
+ */
+export function openPinnedSet<T>(pinDir: string, build: (open: <K, V>(name: string, key: Codec<K>, value: Codec<V>) => BpfMap<K, V>) => T): T {
+  const opened: Array<BpfMap<unknown, unknown>> = [];
+  try {
+    return build((name, key, value) => {
+      const m = BpfMap.openPinned(`${pinDir}/${name}`, key, value);
+      opened.push(m as BpfMap<unknown, unknown>);
+      return m;
+    });
+  } catch (e) {
+    for (const m of opened) m.close();
+    throw e;
+  }
+}

@@ -1,6 +1,5 @@
 /* Typed handles to the pinned socket-LB maps (see bpf/lib/lb_maps.h). */
-import * as path from 'node:path';
-import { BpfMap, possibleCpus } from '../bpf';
+import { BpfMap, openPinnedSet, possibleCpus } from '../bpf';
 import {
   affinityKeyCodec,
   affinityValCodec,
@@ -28,23 +27,14 @@ export class LbMaps {
 
   /** Opens the maps pinned under pinDir (works while the agent is down). */
   static open(pinDir: string): LbMaps {
-    const opened: Array<BpfMap<any, any>> = [];
-    const open = <K, V>(name: string, k: any, v: any): BpfMap<K, V> => {
-      const m = BpfMap.openPinned<K, V>(path.join(pinDir, name), k, v);
-      opened.push(m);
-      return m;
-    };
-    try {
-      return new LbMaps(
+    return openPinnedSet(pinDir, (open) =>
+      new LbMaps(
         open('sl_lb_svc', svcKeyCodec, svcValCodec),
         open('sl_lb_backend', u32Codec, backendCodec),
         open('sl_lb_affinity', affinityKeyCodec, affinityValCodec),
         open('sl_lb_counters', u32Codec, perCpuU64Codec(possibleCpus())),
-      );
-    } catch (e) {
-      for (const m of opened) m.close();
-      throw e;
-    }
+      ),
+    );
   }
 
   readCounters(): Record<CounterName, number> {

@@ -1,6 +1,5 @@
 /* Typed handles to the pinned capture maps (see bpf/lib/capture_maps.h). */
-import * as path from 'node:path';
-import { BpfMap } from '../bpf';
+import { BpfMap, openPinnedSet } from '../bpf';
 import { addrCodec, epStatsCodec, policyCodec, u64Codec, u8Codec, type EpStats, type Policy } from '../bpf/layout';
 
 export class CaptureMaps {
@@ -12,23 +11,14 @@ export class CaptureMaps {
   ) {}
 
   static open(pinDir: string): CaptureMaps {
-    const opened: Array<BpfMap<any, any>> = [];
-    const open = <K, V>(name: string, k: any, v: any): BpfMap<K, V> => {
-      const m = BpfMap.openPinned<K, V>(path.join(pinDir, name), k, v);
-      opened.push(m);
-      return m;
-    };
-    try {
-      return new CaptureMaps(
+    return openPinnedSet(pinDir, (open) =>
+      new CaptureMaps(
         open('sl_endpoints', u64Codec, policyCodec),
         open('sl_pod_ips', addrCodec, u64Codec),
         open('sl_ep_stats', u64Codec, epStatsCodec),
         open('sl_node_ips', addrCodec, u8Codec),
-      );
-    } catch (e) {
-      for (const m of opened) m.close();
-      throw e;
-    }
+      ),
+    );
   }
 
   close(): void {
