@@ -60,13 +60,13 @@ export class Agent {
   private links: Record<string, string> = {};
   private source?: ClusterSource & { status?(): unknown };
   private readonly store = new ObjectStore();
-  private api?: ApiServer;
+  private localApi?: ApiServer;
   private timer?: NodeJS.Timeout;
   private timerDueMs = 0;
   private lastSync?: AgentStatus['lastSync'];
   private readonly endpoints: EndpointRegistry;
   private tracker?: ServiceTracker;
-  private api8s?: ApiSource;
+  private apiSource?: ApiSource;
   private apiClient?: ApiClient;
   private writeBack?: WriteBack;
   private capture?: CaptureMaps;
@@ -78,13 +78,13 @@ export class Agent {
   }
 
   async start(): Promise<void> {
-    this.api = new ApiServer(this.cfg.agentSocket, {
+    this.localApi = new ApiServer(this.cfg.agentSocket, {
       status: () => this.status(),
       cni: (req) => this.cni(req as unknown as CniRequest),
       // the agent's view of one object (`Kind/namespace/name`): for debugging and tests
       object: (req) => this.store.get(String(req.key)) ?? null,
     });
-    await this.api.listen();
+    await this.localApi.listen();
     this.loadEndpoints();
 
     const cookie = netnsCookieSelf();
@@ -116,9 +116,9 @@ export class Agent {
     if (this.cfg.source === 'api') {
       const client = new ApiClient({ kubeconfig: this.cfg.k8sKubeconfig || undefined, server: this.cfg.k8sApiServer || undefined });
       this.apiClient = client;
-      this.api8s = new ApiSource(client, { nodeName: this.cfg.nodeName });
+      this.apiSource = new ApiSource(client, { nodeName: this.cfg.nodeName });
       this.writeBack = new WriteBack(client, this.cfg.nodeName);
-      this.source = this.api8s;
+      this.source = this.apiSource;
       log.info('cluster source: API server', { server: client.serverUrl().origin, node: this.cfg.nodeName });
     } else {
       this.source = new DirectorySource(this.cfg.k8sObjectsDir);
@@ -232,10 +232,10 @@ export class Agent {
     try {
       // CNI ADD can come before the Pod's watch event: the capture decision must still be made
       // now, so a cache miss asks the API server (bounded); no answer fails ADD with 11.
-      const missing = req.command === 'ADD' && this.api8s ? this.missingPod(req) : undefined;
+      const missing = req.command === 'ADD' && this.apiSource ? this.missingPod(req) : undefined;
       if (missing) {
         try {
-          await this.api8s!.getPod(missing.namespace, missing.name);
+          await this.apiSource!.getPod(missing.namespace, missing.name);
         } catch (e) {
           return new RawReply(`1\n${JSON.stringify({ cniVersion: '1.1.0', code: 11, msg: 'sluice agent cannot read the Pod from the API server; try again later', details: (e as Error).message })}\n`);
         }
@@ -328,7 +328,7 @@ export class Agent {
     if (this.timer) clearTimeout(this.timer);
     this.installer?.stop();
     await this.source?.stop();
-    await this.api?.close();
+    await this.localApi?.close();
     this.maps?.close();
     this.capture?.close();
     log.info('agent stopped; datapath left running from its pins', { pinDir: this.cfg.bpfPinDir });
