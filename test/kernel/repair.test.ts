@@ -83,6 +83,19 @@ describe.skipIf(process.getuid?.() !== 0)('repair of pods that predate the agent
     expect((await eps()).some((e) => e.name === 'late-label')).toBe(false);
   });
 
+  it('repair-mode off leaves an unregistered pod alone', async () => {
+    await stopAgent(env);
+    const late = await env.node.addPod('late-off');
+    env.node.spawn(['sleep', '300'], { netnsPath: late.netnsPath });
+    api.apply(podObject(late));
+    const before = JSON.stringify(api.get('Pod', 'default', 'late-off'));
+    config('off');
+    await startAgent(env, { inTestNetns: true });
+    expect((await eps()).some((e) => e.name === 'late-off')).toBe(false);
+    expect(JSON.stringify(api.get('Pod', 'default', 'late-off'))).toBe(before);
+    expect(api.requests.some((r) => r.name === 'late-off' && r.verb !== 'list' && r.verb !== 'watch')).toBe(false);
+  });
+
   it('repair-mode delete deletes an unregistered pod so it is recreated through the chain', async () => {
     await stopAgent(env);
     const late = await env.node.addPod('late-delete');
