@@ -72,6 +72,7 @@ test-unit: deps all
 
 bench: deps all
 	node_modules/.bin/tsx test/bench/run.ts $(BENCH_ARGS)
+	node_modules/.bin/tsx test/bench/api.ts $(BENCH_ARGS)
 
 demo: deps all
 	node_modules/.bin/tsx test/demo/run.ts

@@ -114,7 +114,7 @@ export class Agent {
 
     this.reason = 'waiting for the first sync of cluster objects';
     if (this.cfg.source === 'api') {
-      const client = new ApiClient({ kubeconfig: this.cfg.k8sKubeconfig || undefined, server: this.cfg.k8sApiServer || undefined });
+      const client = await ApiClient.create({ kubeconfig: this.cfg.k8sKubeconfig || undefined, server: this.cfg.k8sApiServer || undefined });
       this.apiClient = client;
       this.apiSource = new ApiSource(client, { nodeName: this.cfg.nodeName });
       this.writeBack = new WriteBack(client, this.cfg.nodeName);

@@ -227,7 +227,11 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
       };
       d.endpoints.put(ep);
       d.enrol(ep);
-      report.listeners += adoptListeners(d.cfg.bpfPinDir, ns, BigInt(ep.netnsCookie));
+      // only a captured pod's proxy listeners matter (reading /proc/<pid>/net/tcp walks the
+      // kernel's whole TCP hash, ~3 ms a file here: not for every plain pod)
+      if (d.endpoints.get(ep.containerId, ep.ifName)?.decision?.mode !== 'none') {
+        report.listeners += adoptListeners(d.cfg.bpfPinDir, ns, BigInt(ep.netnsCookie));
+      }
       report.repaired.push(key);
       log.info('pod predates the agent: registered and enrolled in place', { pod: key, netns: ns.path, netnsCookie: ep.netnsCookie });
     } catch (e) {

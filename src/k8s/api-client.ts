@@ -1,11 +1,12 @@
-/* A minimal Kubernetes API client over @kubernetes/client-node's KubeConfig (server, CA, client
- * certificates, tokens): GET, PATCH, POST and streaming watches with Node's https, so that the
- * reflector controls resourceVersions, bookmarks and 410s itself.
+/* A minimal Kubernetes API client: credentials resolved by @kubernetes/client-node's KubeConfig
+ * (in a worker thread, see credentials-worker.ts), then GET, PATCH, POST and streaming watches
+ * with Node's https, so that the reflector controls resourceVersions, bookmarks and 410s itself.
  */
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import { KubeConfig } from '@kubernetes/client-node';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { load as loadYaml } from 'js-yaml';
 
 export class ApiError extends Error {
@@ -42,59 +43,103 @@ function kubeconfigTokenFile(file: string, userName: string | undefined): string
   }
 }
 
+/** What a request needs, as the kubeconfig resolves it. */
+export interface Credentials {
+  server: string;
+  ca?: string;
+  cert?: string;
+  key?: string;
+  rejectUnauthorized: boolean;
+  /** "Bearer …" (or "Basic …"), from a token or an auth plugin */
+  authorization?: string;
+  user?: string;
+}
+
+/** Resolves credentials with client-node in a short-lived worker thread. */
+export function resolveCredentials(opts: ApiClientOptions, timeoutMs = 30_000): Promise<Credentials> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(path.join(__dirname, 'credentials-worker.js'), { workerData: opts });
+    const timer = setTimeout(() => {
+      void w.terminate();
+      reject(new Error(`resolving API credentials took over ${timeoutMs} ms`));
+    }, timeoutMs);
+    w.once('message', (m: { ok: boolean; creds?: Credentials; error?: string }) => {
+      clearTimeout(timer);
+      void w.terminate();
+      if (m.ok) resolve(m.creds!);
+      else reject(new Error(m.error));
+    });
+    w.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
 export class ApiClient {
-  private readonly kc = new KubeConfig();
-  private readonly tokenFile?: string;
+  private tokenFile?: string;
   private tokenReadAt = 0;
+  private authorization?: string;
   private readonly agent: https.Agent | http.Agent;
 
-  constructor(opts: ApiClientOptions = {}) {
-    if (opts.kubeconfig) this.kc.loadFromFile(opts.kubeconfig);
-    else this.kc.loadFromCluster();
-    const user = this.kc.getCurrentUser();
+  private constructor(
+    private creds: Credentials,
+    private readonly opts: ApiClientOptions,
+  ) {
+    this.authorization = creds.authorization;
     // in-cluster (or a kubeconfig naming a token file): the token is read by us, so a rotated one
     // is picked up after a 401 rather than up to a minute later
-    const file = opts.kubeconfig ? kubeconfigTokenFile(opts.kubeconfig, user?.name) : SA_TOKEN;
-    if (file && user) {
-      this.tokenFile = file;
-      this.kc.users = [{ name: user.name, token: '' }];
-      this.kc.contexts = this.kc.contexts.map((c) => ({ ...c, user: user.name }));
-    }
-    if (opts.server) {
-      const cluster = this.kc.getCurrentCluster();
-      if (cluster) this.kc.clusters = this.kc.clusters.map((c) => (c.name === cluster.name ? { ...c, server: opts.server! } : c));
-    }
+    this.tokenFile = opts.kubeconfig ? kubeconfigTokenFile(opts.kubeconfig, creds.user) : SA_TOKEN;
+    if (this.tokenFile && !fs.existsSync(this.tokenFile)) this.tokenFile = undefined;
     this.agent = this.serverUrl().protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
   }
 
+  static async create(opts: ApiClientOptions = {}): Promise<ApiClient> {
+    return new ApiClient(await resolveCredentials(opts), opts);
+  }
+
   serverUrl(): URL {
-    const c = this.kc.getCurrentCluster();
-    if (!c) throw new Error('Cannot find the API server: no cluster in the kubeconfig');
-    return new URL(c.server);
+    return new URL(this.creds.server);
   }
 
   private refreshToken(force = false): void {
     if (!this.tokenFile) return;
     if (!force && Date.now() - this.tokenReadAt < TOKEN_REREAD_MS) return;
-    const token = fs.readFileSync(this.tokenFile, 'utf8').trim();
-    this.kc.users = this.kc.users.map((u) => ({ ...u, token }));
+    this.authorization = `Bearer ${fs.readFileSync(this.tokenFile, 'utf8').trim()}`;
     this.tokenReadAt = Date.now();
   }
 
-  private async options(method: string, path: string, headers: Record<string, string> = {}): Promise<https.RequestOptions> {
+  /** After a 401: re-read the token file, or let client-node resolve again (exec plugins). */
+  private async reauthenticate(): Promise<boolean> {
+    if (this.tokenFile) {
+      this.refreshToken(true);
+      return true;
+    }
+    try {
+      this.creds = await resolveCredentials(this.opts);
+      this.authorization = this.creds.authorization;
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private async options(method: string, reqPath: string, headers: Record<string, string> = {}): Promise<https.RequestOptions> {
     this.refreshToken();
-    const url = new URL(path, this.serverUrl());
-    const opts: https.RequestOptions = {
+    const url = new URL(reqPath, this.serverUrl());
+    return {
       method,
       protocol: url.protocol,
       hostname: url.hostname.replace(/^\[|\]$/g, ''),
       port: url.port,
       path: url.pathname + url.search,
-      headers: { Accept: 'application/json', ...headers },
+      headers: { Accept: 'application/json', ...(this.authorization ? { Authorization: this.authorization } : {}), ...headers },
       agent: this.agent as https.Agent,
+      ca: this.creds.ca,
+      cert: this.creds.cert,
+      key: this.creds.key,
+      rejectUnauthorized: this.creds.rejectUnauthorized,
     };
-    await this.kc.applyToHTTPSOptions(opts);
-    return opts;
   }
 
   /** One request; the JSON body of a 2xx answer, else an ApiError with the Status' message. */
@@ -106,10 +151,7 @@ export class ApiClient {
       try {
         return await this.send<T>(ro, body, opts.timeoutMs ?? 30_000);
       } catch (e) {
-        if (e instanceof ApiError && e.status === 401 && attempt === 0 && this.tokenFile) {
-          this.refreshToken(true); // a rotated token
-          continue;
-        }
+        if (e instanceof ApiError && e.status === 401 && attempt === 0 && (await this.reauthenticate())) continue; // a rotated token
         throw e;
       }
     }
@@ -154,10 +196,7 @@ export class ApiClient {
       try {
         return await this.stream(ro, onEvent);
       } catch (e) {
-        if (e instanceof ApiError && e.status === 401 && attempt === 0 && this.tokenFile) {
-          this.refreshToken(true);
-          continue;
-        }
+        if (e instanceof ApiError && e.status === 401 && attempt === 0 && (await this.reauthenticate())) continue;
         throw e;
       }
     }

@@ -33,6 +33,10 @@
  *   --changes 1000 (single changes)  --bursts 100  --burst-size 10  --gap-ms 5 (pause after each)
  *   --pods 100  --repair-services 10  --repair-runs 3
  *   --pin AGENT_CPU,BENCH_CPU   pin the agent and this process (default: no pinning)
+ *   --agent-node-flags FLAGS    run the agent as `node FLAGS build/dist/cli.js agent` (what bin/sluice
+ *             runs), for diagnostics: "--trace-gc" (to the agent's stdout), "--cpu-prof --cpu-prof-dir=DIR"
+ *             (written when the agent stops)
+ *   --keep-logs   write the agents' stdout and stderr to the out dir (api-agent-<part>.log)
  *   --skip-sync (implies --skip-watch)  --skip-watch  --skip-repair  --out build/bench
  *   --quick   smoke run: 1,000 services, 1 start, 100 changes, 10 bursts, 20 pods, 1 repair run
  *
@@ -67,6 +71,10 @@ interface Opts {
   repairServices: number;
   repairRuns: number;
   pin?: [number, number];
+  /** node flags for the agent (diagnostics: --trace-gc, --cpu-prof ...) */
+  agentNodeFlags?: string[];
+  /** write the agents' stdout/stderr to the out dir */
+  keepLogs: boolean;
   skipSync: boolean;
   skipWatch: boolean;
   skipRepair: boolean;
@@ -93,6 +101,7 @@ function parseOpts(argv: string[]): Opts {
     pods: quick ? 20 : 100,
     repairServices: 10,
     repairRuns: quick ? 1 : 3,
+    keepLogs: false,
     skipSync: false,
     skipWatch: false,
     skipRepair: false,
@@ -119,6 +128,8 @@ function parseOpts(argv: string[]): Opts {
       case '--pods': o.pods = num(); break;
       case '--repair-services': o.repairServices = num(); break;
       case '--repair-runs': o.repairRuns = num(); break;
+      case '--agent-node-flags': o.agentNodeFlags = val().split(/\s+/).filter(Boolean); break;
+      case '--keep-logs': o.keepLogs = true; break;
       case '--skip-sync': o.skipSync = true; o.skipWatch = true; break;
       case '--skip-watch': o.skipWatch = true; break;
       case '--skip-repair': o.skipRepair = true; break;
@@ -156,6 +167,8 @@ function parseOpts(argv: string[]): Opts {
   int('--pods', o.pods, 1, 200); // one /24 per node, shared with the client pod
   int('--repair-services', o.repairServices, 1, 1000);
   int('--repair-runs', o.repairRuns, 1, 20);
+  // the harness keeps the last 1 MiB of the agent's stderr: ~170 bytes per "services synced" line
+  if (o.changes + 2 * o.bursts > 5000) throw new Error('at most 5,000 changes + 2 × bursts (the agent\'s log lines are read back)');
   const ips = o.services * o.endpoints + o.changes + o.bursts * o.burstSize;
   if (ips > 65534) throw new Error(`the fake endpoint IPs (${ips}: initial endpoints + one per change) must fit in 10.241.0.0/16`);
   return o;
@@ -271,7 +284,8 @@ async function spawnAgent(env: LbEnv, o: Opts, timeoutMs = 60000): Promise<{ spa
   env.agentInTestNetns = true;
   const pin = o.pin ? ['taskset', '-c', String(o.pin[0])] : [];
   const spawnAt = Date.now();
-  const agent: ChildProcess = env.node.spawn([...pin, SLUICE, 'agent', '--config', env.configPath], { inCgroup: false, netnsPath: `/proc/${process.pid}/ns/net` });
+  const cli = o.agentNodeFlags ? ['node', ...o.agentNodeFlags, path.join(ROOT, 'build/dist/cli.js')] : [SLUICE];
+  const agent: ChildProcess = env.node.spawn([...pin, ...cli, 'agent', '--config', env.configPath], { inCgroup: false, netnsPath: `/proc/${process.pid}/ns/net` });
   env.agent = agent;
   const deadline = spawnAt + timeoutMs;
   for (;;) {
@@ -293,12 +307,21 @@ interface Status {
   ready: boolean;
   datapath?: { services: number; backends: number };
   endpoints: number;
+  memory?: { rssMiB: number; heapUsedMiB: number };
 }
 
 async function cliStatus(env: LbEnv): Promise<Status> {
   const r = await sluice(env, ['status', '-o', 'json'], true);
   if (r.code !== 0) throw new Error(`sluice status exited ${r.code}: ${r.stdout.trim()}`);
   return JSON.parse(r.stdout) as Status;
+}
+
+/** With --keep-logs, the current agent's output goes to <out>/api-agent-<what>.log. */
+function keepLogs(env: LbEnv, o: Opts, what: string): void {
+  if (!o.keepLogs || !env.agent) return;
+  const out = env.node.output(env.agent);
+  fs.mkdirSync(o.out, { recursive: true });
+  fs.writeFileSync(path.join(o.out, `api-agent-${what}.log`), `--- stdout\n${out.stdout}\n--- stderr\n${out.stderr}`);
 }
 
 async function restartFresh(env: LbEnv): Promise<void> {
@@ -336,6 +359,9 @@ interface SyncStart {
   benchBusyMs: number;
   vmHwmKiB: number;
   vmRssKiB: number;
+  rssAnonKiB: number;
+  rssFileKiB: number;
+  heapUsedMiB: number;
   synced: Record<string, unknown>;
 }
 
@@ -376,6 +402,7 @@ function mapBackends(maps: LbMaps, i: number): string[] | undefined {
 async function syncPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][]): Promise<SyncStart[]> {
   const starts: SyncStart[] = [];
   for (let k = 0; k < o.starts; k++) {
+    if (k > 0) keepLogs(env, o, `sync-${k}`);
     await restartFresh(env); // fresh pins (and, the first time, nothing left from an earlier run)
     await sleep(k === 0 ? 200 : 1000);
     const load = loadAvg();
@@ -386,6 +413,8 @@ async function syncPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][]
     const st = await cliStatus(env);
     const vmHwmKiB = procStatusKiB(st.pid, 'VmHWM');
     const vmRssKiB = procStatusKiB(st.pid, 'VmRSS');
+    const rssAnonKiB = procStatusKiB(st.pid, 'RssAnon');
+    const rssFileKiB = procStatusKiB(st.pid, 'RssFile');
     if (!st.ready) throw new Error('sluice status -o json says not ready');
     if (st.datapath?.services !== o.services) throw new Error(`agent programmed ${st.datapath?.services} services, expected ${o.services}`);
     const lists = api.requests.slice(mark).filter((r) => r.verb === 'list');
@@ -423,6 +452,9 @@ async function syncPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][]
       benchBusyMs: elu.active,
       vmHwmKiB,
       vmRssKiB,
+      rssAnonKiB,
+      rssFileKiB,
+      heapUsedMiB: st.memory?.heapUsedMiB ?? NaN,
       synced: syncedFields,
     };
     starts.push(s);
@@ -444,19 +476,21 @@ interface WatchResult {
   singleTimeouts: number;
   pollsPerChange: number;
   applyUs: number[];
-  /** from the agent's log, per single change: apply → sync start, sync ms, sync end → seen */
-  toSyncStartMs: number[];
-  syncMs: number[];
-  syncEndToSeenMs: number[];
+  /** per single change, from its own "services synced" line (ms resolution) */
+  parts: Array<{ latencyMs: number; toSyncStartMs: number; syncMs: number; syncStartToSeenMs: number; seenToLoggedMs: number }>;
+  /** changes whose "services synced" line did not come within the bound, or came as several */
+  unmatched: number;
   bursts: number[];
   burstTimeouts: number;
-  /** "services synced" lines per burst (coalescing) */
+  /** "services synced" lines per burst (coalescing by the agent's 20 ms timer) */
   syncsPerBurst: number[];
+  vmHwmBeforeKiB: number;
   vmHwmKiB: number;
 }
 
 const POLL_MS = 0.5;
 const WAIT_LIMIT_MS = 10000;
+const SYNC_MARK = '"msg":"services synced"';
 
 function coprimeStride(n: number): number {
   const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
@@ -464,8 +498,44 @@ function coprimeStride(n: number): number {
   return 1;
 }
 
+/** Reads the agent's "services synced" lines as they come (the harness keeps the last 1 MiB of stderr). */
+class SyncLines {
+  private off: number;
+  constructor(private readonly env: LbEnv) {
+    this.off = this.text().length;
+  }
+  private text(): string {
+    return this.env.node.output(this.env.agent!).stderr;
+  }
+  /** Complete lines logged since the last call. */
+  take(): AgentLog[] {
+    const s = this.text();
+    if (s.length >= 1024 * 1024) throw new Error('the agent logged 1 MiB: the harness now drops the start of its stderr (use fewer --changes)');
+    const out: AgentLog[] = [];
+    for (;;) {
+      const idx = s.indexOf(SYNC_MARK, this.off);
+      if (idx < 0) break;
+      const end = s.indexOf('\n', idx);
+      if (end < 0) break; // not complete yet
+      out.push(JSON.parse(s.slice(s.lastIndexOf('\n', idx) + 1, end)) as AgentLog);
+      this.off = end + 1;
+    }
+    return out;
+  }
+  /** Waits (bounded) until pred accepts the lines logged since the last take(). */
+  async waitFor(pred: (lines: AgentLog[]) => boolean, timeoutMs = 3000): Promise<AgentLog[]> {
+    const t = performance.now();
+    const lines: AgentLog[] = [];
+    for (;;) {
+      lines.push(...this.take());
+      if (pred(lines) || performance.now() - t > timeoutMs) return lines;
+      pause(POLL_MS);
+      await yieldLoop();
+    }
+  }
+}
+
 async function watchPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][]): Promise<WatchResult> {
-  const maps = LbMaps.open(env.node.pinDir);
   const stride = coprimeStride(o.services);
   let seq = 0; // change number: picks the Service (a permutation of 0..N-1) and the new IP
   const next = () => {
@@ -476,16 +546,17 @@ async function watchPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][
     return { i, ip, obj: sliceObj(`svc-${i}`, eps[i]) };
   };
   const r: WatchResult = {
-    loadAvgStart: loadAvg(), loadAvgEnd: '', singles: [], singleTimeouts: 0, pollsPerChange: 0, applyUs: [],
-    toSyncStartMs: [], syncMs: [], syncEndToSeenMs: [], bursts: [], burstTimeouts: 0, syncsPerBurst: [], vmHwmKiB: 0,
+    loadAvgStart: loadAvg(), loadAvgEnd: '', singles: [], singleTimeouts: 0, pollsPerChange: 0, applyUs: [], parts: [], unmatched: 0,
+    bursts: [], burstTimeouts: 0, syncsPerBurst: [], vmHwmBeforeKiB: procStatusKiB((await cliStatus(env)).pid, 'VmHWM'), vmHwmKiB: 0,
   };
-  const wall: Array<{ t0: number; t1: number }> = [];
-  const burstWall: Array<{ t0: number; t1: number }> = [];
+  await sleep(1000); // let the start settle (GC, bookmarks)
+  const maps = LbMaps.open(env.node.pinDir);
+  const follow = new SyncLines(env);
   let polls = 0;
   try {
-    await sleep(1000); // let the start settle (GC, bookmarks)
     for (let c = 0; c < o.changes; c++) {
       const ch = next();
+      follow.take();
       const w0 = Date.now();
       const t0 = performance.now();
       api.apply(ch.obj);
@@ -501,20 +572,25 @@ async function watchPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][
         await yieldLoop();
       }
       const t1 = performance.now();
-      if (seen) {
-        r.singles.push(t1 - t0);
-        wall.push({ t0: w0, t1: Date.now() });
-      } else {
+      const w1 = Date.now();
+      if (!seen) {
         r.singleTimeouts++;
         progress(`watch: change ${c} (svc-${ch.i} → ${ch.ip}) not visible after ${WAIT_LIMIT_MS} ms`);
-      }
-      if ((c + 1) % Math.max(1, Math.floor(o.changes / 4)) === 0) progress(`watch: ${c + 1}/${o.changes} single changes, median so far ${median(r.singles).toFixed(1)} ms`);
+      } else r.singles.push(t1 - t0);
+      // the next change waits for this one's sync to end (its log line), so they never overlap
+      const lines = await follow.waitFor((ls) => ls.length > 0);
+      if (seen && lines.length === 1) {
+        const end = tsOf(lines[0]);
+        const ms = Number(lines[0].ms);
+        r.parts.push({ latencyMs: t1 - t0, toSyncStartMs: end - ms - w0, syncMs: ms, syncStartToSeenMs: w1 - (end - ms), seenToLoggedMs: end - w1 });
+      } else if (seen) r.unmatched++;
+      if ((c + 1) % Math.max(1, Math.floor(o.changes / 4)) === 0) progress(`watch: ${c + 1}/${o.changes} single changes, median so far ${fmt(median(r.singles))} ms, max ${fmt(Math.max(...r.singles))} ms`);
       if (o.gapMs) await sleep(o.gapMs);
     }
     r.pollsPerChange = polls / Math.max(1, o.changes);
     for (let b = 0; b < o.bursts; b++) {
       const chs = Array.from({ length: o.burstSize }, next);
-      const w0 = Date.now();
+      follow.take();
       const t0 = performance.now();
       for (const ch of chs) api.apply(ch.obj);
       let left = chs;
@@ -528,33 +604,16 @@ async function watchPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][
       if (left.length) {
         r.burstTimeouts++;
         progress(`watch: burst ${b}: ${left.length} of ${o.burstSize} changes not visible after ${WAIT_LIMIT_MS} ms`);
-      } else {
-        r.bursts.push(t1 - t0);
-        burstWall.push({ t0: w0, t1: Date.now() });
-      }
+      } else r.bursts.push(t1 - t0);
+      const lines = await follow.waitFor((ls) => ls.reduce((n, l) => n + Number(l.services), 0) >= o.burstSize);
+      r.syncsPerBurst.push(lines.length);
       await sleep(Math.max(o.gapMs, 10));
     }
-    const st = await cliStatus(env);
-    r.vmHwmKiB = procStatusKiB(st.pid, 'VmHWM');
+    r.vmHwmKiB = procStatusKiB((await cliStatus(env)).pid, 'VmHWM');
   } finally {
     maps.close();
   }
   r.loadAvgEnd = loadAvg();
-  // where the time goes, from the agent's "services synced" lines (ms resolution)
-  const lines = agentLogs(env).filter((l) => l.msg === 'services synced' && l.full === false);
-  let j = 0;
-  for (const w of wall) {
-    while (j < lines.length && tsOf(lines[j]) < w.t0) j++;
-    if (j >= lines.length) break;
-    const end = tsOf(lines[j]);
-    const ms = Number(lines[j].ms);
-    if (end > w.t1 + 2) continue; // not this change's sync (a log cut or a retry); skip
-    r.toSyncStartMs.push(end - ms - w.t0);
-    r.syncMs.push(ms);
-    r.syncEndToSeenMs.push(w.t1 - end);
-    j++;
-  }
-  for (const w of burstWall) r.syncsPerBurst.push(lines.filter((l) => tsOf(l) >= w.t0 && tsOf(l) <= w.t1 + 1).length);
   return r;
 }
 
@@ -578,12 +637,16 @@ interface RepairRun {
   registerMs: number;
   spawnToReadyMs: number;
   listed: number;
+  /** requests to the stand-in other than list/watch during the run (write-back, GETs) */
+  otherRequests: number;
 }
 
 interface RepairResult {
   pods: number;
   services: number;
   addPodsMs: number;
+  /** context: reading /proc/<pid>/net/tcp and tcp6 of one pod's process, once each, median of 20 (ms) */
+  procNetTcpMs: number;
   runs: RepairRun[];
 }
 
@@ -603,16 +666,27 @@ async function repairPart(o: Opts, node: string): Promise<RepairResult> {
     progress(`repair: creating ${o.pods} pods (bridge chain, no sluice-cni), one sleep in each, load ${loadAvg()}`);
     const t = Date.now();
     const pods: SimPod[] = [];
+    let firstPid = 0;
     for (let p = 0; p < o.pods; p++) {
       const pod = await env.node.addPod(`rp-${p}`);
       pods.push(pod);
-      env.node.spawn(['sleep', '600'], { netnsPath: pod.netnsPath }); // in the test cgroup
+      const c = env.node.spawn(['sleep', '600'], { netnsPath: pod.netnsPath }); // in the test cgroup
+      firstPid ||= c.pid ?? 0;
       api.apply(podObj(pod, node));
     }
     const addPodsMs = Date.now() - t;
     api.apply(podObj(env.client, 'elsewhere')); // another node's pod: not a candidate
     progress(`repair: ${o.pods} pods in ${addPodsMs} ms`);
     await sleep(300); // the sleeps are in their namespaces
+    // context for the repair's per-pod cost: the kernel walks its whole TCP hash tables (all
+    // namespaces) for every read of /proc/<pid>/net/tcp{,6}, however few sockets the pod has
+    const reads: number[] = [];
+    for (let k = 0; k < 20 && firstPid; k++) {
+      const t0 = performance.now();
+      for (const f of ['tcp', 'tcp6']) fs.readFileSync(`/proc/${firstPid}/net/${f}`, 'utf8');
+      reads.push(performance.now() - t0);
+    }
+    const procNetTcpMs = median(reads);
 
     const runs: RepairRun[] = [];
     for (let k = 0; k < o.repairRuns; k++) {
@@ -620,6 +694,7 @@ async function repairPart(o: Opts, node: string): Promise<RepairResult> {
       fs.rmSync(stateDir, { recursive: true, force: true }); // forget the registrations: every pod predates the agent again
       await sleep(k === 0 ? 200 : 1000);
       const load = loadAvg();
+      const mark = api.requests.length;
       const { spawnAt, readyAt } = await spawnAgent(env, o);
       const logs = agentLogs(env);
       const rep = find(logs, 'pods that predate the agent');
@@ -642,11 +717,13 @@ async function repairPart(o: Opts, node: string): Promise<RepairResult> {
         registerMs: regs.length ? tsOf(regs[regs.length - 1]) - tsOf(regs[0]) : NaN,
         spawnToReadyMs: readyAt - spawnAt,
         listed: pods.length - missing.length,
+        otherRequests: api.requests.slice(mark).filter((q) => q.verb !== 'list' && q.verb !== 'watch').length,
       };
       runs.push(x);
+      keepLogs(env, o, `repair-${k + 1}`);
       progress(`repair: run ${k + 1}/${o.repairRuns}: ${x.repaired} repaired in ${x.repairMs} ms (scan ${x.scanMs} ms, registering ${x.registerMs} ms), API synced → done ${x.apiSyncedToRepairedMs} ms; load ${load}`);
     }
-    return { pods: o.pods, services: o.repairServices, addPodsMs, runs };
+    return { pods: o.pods, services: o.repairServices, addPodsMs, procNetTcpMs, runs };
   } finally {
     if (env) {
       await stopAgent(env).catch(() => undefined);
@@ -704,21 +781,26 @@ function report(o: Opts, envInfo: Record<string, string>, sync: SyncResult | und
       ['agent spawn → first LIST arrives (Node start, datapath load + attach)', ms(f((s) => s.spawnToFirstListMs)), '', ''],
       ['agent spawn → status ready', ms(f((s) => s.spawnToReadyMs)), '', ''],
       ['peak RSS right after the sync (VmHWM)', medRange(f((s) => s.vmHwmKiB / 1024), (v) => `${fmt(v)} MiB`), '≤ 150 MiB', verdict(median(f((s) => s.vmHwmKiB / 1024)) <= 150)],
-      ['RSS right after the sync (VmRSS)', medRange(f((s) => s.vmRssKiB / 1024), (v) => `${fmt(v)} MiB`), '', ''],
+      ['RSS right after the sync (VmRSS): anonymous + file-backed; V8 heap used', `${fmt(median(f((s) => s.vmRssKiB / 1024)))} MiB: ${fmt(median(f((s) => s.rssAnonKiB / 1024)))} + ${fmt(median(f((s) => s.rssFileKiB / 1024)))} MiB; heap ${fmt(median(f((s) => s.heapUsedMiB)), 0)} MiB`, '', ''],
     );
   }
   if (watch) {
     const q = (xs: number[]) => `${fmt(median(xs))} / ${fmt(quantile(xs, 0.9))} / ${fmt(quantile(xs, 0.99))} / ${fmt(Math.max(...xs))} ms`;
+    const P = watch.parts;
+    const p99 = quantile(watch.singles, 0.99);
+    const slow = P.filter((x) => x.latencyMs >= p99);
     rows.push(
-      [`**2. watch event → map updated**, agent synced at ${int(o.services)} Services (maps polled in-process every ~${POLL_MS} ms)`, '', '', ''],
-      [`one EndpointSlice change at a time (${watch.singles.length} changes${watch.singleTimeouts ? `, ${watch.singleTimeouts} not seen in ${WAIT_LIMIT_MS / 1000} s` : ''}): median / p90 / p99 / max`, q(watch.singles), 'p99 ≤ 50 ms', verdict(quantile(watch.singles, 0.99) <= 50 && watch.singleTimeouts === 0)],
-      ['  of which (agent log, ms resolution): apply → sync starts (delivery, parse, 20 ms coalescing timer): median / p90 / p99 / max', q(watch.toSyncStartMs), '', ''],
-      ['  of which: the sync ("services synced" ms)', q(watch.syncMs), '', ''],
-      ['  of which: "services synced" logged → seen by the poller', q(watch.syncEndToSeenMs), '', ''],
+      [`**2. watch event → map updated**, agent synced at ${int(o.services)} Services (maps polled in-process every ~${POLL_MS} ms; ${fmt(watch.pollsPerChange)} polls per change)`, '', '', ''],
+      [`one EndpointSlice change at a time (${watch.singles.length} changes${watch.singleTimeouts ? `, ${watch.singleTimeouts} not seen in ${WAIT_LIMIT_MS / 1000} s` : ''}): median / p90 / p99 / max`, q(watch.singles), 'p99 ≤ 50 ms', verdict(p99 <= 50 && watch.singleTimeouts === 0)],
+      [`  of which, from each change's own "services synced" line (ms resolution; ${P.length} matched${watch.unmatched ? `, ${watch.unmatched} not` : ''}): apply → sync starts (watch delivery, decode, store, 20 ms coalescing timer)`, q(P.map((x) => x.toSyncStartMs)), '', ''],
+      ['  of which: sync starts → new IP seen in the maps', q(P.map((x) => x.syncStartToSeenMs)), '', ''],
+      ['  the sync\'s own time ("services synced" ms)', q(P.map((x) => x.syncMs)), '', ''],
+      ['  of which after the change is visible (seen → "services synced" logged)', q(P.map((x) => x.seenToLoggedMs)), '', ''],
+      [`  the slowest 1% (${slow.length} changes ≥ p99): median apply → sync start / sync start → seen / sync ms`, `${fmt(median(slow.map((x) => x.toSyncStartMs)))} / ${fmt(median(slow.map((x) => x.syncStartToSeenMs)))} / ${fmt(median(slow.map((x) => x.syncMs)))} ms`, '', ''],
       ['  api.apply() itself (clone, watch event JSON, TLS write): median / p99', `${fmt(median(watch.applyUs), 0)} / ${fmt(quantile(watch.applyUs, 0.99), 0)} µs`, '', ''],
       [`bursts of ${o.burstSize} changes applied at once (${watch.bursts.length} bursts${watch.burstTimeouts ? `, ${watch.burstTimeouts} incomplete` : ''}): until all visible, median / p90 / p99 / max`, q(watch.bursts), '', ''],
       ['  "services synced" lines per burst: median (min–max)', medRange(watch.syncsPerBurst, int), '', ''],
-      ['agent peak RSS after the changes (VmHWM)', `${fmt(watch.vmHwmKiB / 1024)} MiB`, '≤ 150 MiB', verdict(watch.vmHwmKiB / 1024 <= 150)],
+      ['agent peak RSS (VmHWM) before → after the changes', `${fmt(watch.vmHwmBeforeKiB / 1024)} → ${fmt(watch.vmHwmKiB / 1024)} MiB`, '≤ 150 MiB', verdict(watch.vmHwmKiB / 1024 <= 150)],
     );
   }
   if (repair) {
@@ -729,6 +811,9 @@ function report(o: Opts, envInfo: Record<string, string>, sync: SyncResult | und
       ['repair duration ("pods that predate the agent" ms)', ms(f((r) => r.repairMs)), '≤ 1,000 ms', verdict(median(f((r) => r.repairMs)) <= 1000)],
       ['  of which: /proc scan (repair start → first pod registered)', ms(f((r) => r.scanMs)), '', ''],
       ['  of which: registering + enrolling (first → last pod)', ms(f((r) => r.registerMs)), '', ''],
+      ['  per pod (first → last / (pods - 1))', ms(f((r) => r.registerMs / Math.max(1, r.repaired - 1)), 1), '', ''],
+      ['  context: this process reading /proc/<pod pid>/net/tcp + tcp6 once (median of 20)', `${fmt(repair.procNetTcpMs, 2)} ms`, '', ''],
+      ['  requests to the stand-in other than list/watch during the start', medRange(f((r) => r.otherRequests), int), '', ''],
       ['"API server synced" → repair done', ms(f((r) => r.apiSyncedToRepairedMs)), '', ''],
       ['"services synced" → repair done', ms(f((r) => r.servicesSyncedToRepairedMs)), '', ''],
       ['pods repaired / candidates / not found / in `sluice endpoint list`', R.map((r) => `${r.repaired}/${r.candidates}/${r.notFound}/${r.listed}`).join(', '), `${repair.pods} listed`, verdict(R.every((r) => r.listed === repair.pods && r.repaired === repair.pods))],
@@ -790,9 +875,11 @@ async function main(): Promise<void> {
       progress(`applied in ${applyMs.toFixed(0)} ms; load ${loadAvg()}`);
       const starts = await syncPart(api, env, o, eps);
       sync = { services: o.services, endpoints: o.services * o.endpoints, applyMs, starts };
+      if (o.skipWatch) keepLogs(env, o, `sync-${o.starts}`);
       if (!o.skipWatch) {
         progress(`watch: ${o.changes} single changes, then ${o.bursts} bursts of ${o.burstSize}; load ${loadAvg()}`);
         watch = await watchPart(api, env, o, eps);
+        keepLogs(env, o, 'watch');
         progress(
           `watch: single median ${fmt(median(watch.singles))} ms, p99 ${fmt(quantile(watch.singles, 0.99))} ms, max ${fmt(Math.max(...watch.singles))} ms; ` +
             `bursts median ${fmt(median(watch.bursts))} ms, p99 ${fmt(quantile(watch.bursts, 0.99))} ms`,
