@@ -11,6 +11,8 @@ import type { LbMaps } from './maps';
 import type { LbFrontend } from './model';
 
 const E2BIG = 7;
+/** frontends written per step of a full sync */
+const APPLY_CHUNK = 2000;
 
 interface Programmed {
   vip: string;
@@ -127,8 +129,31 @@ export class LbSync {
   /**
    * Writes the differences between the maps and `desired`. With `scope`, desired speaks only for
    * those frontend ids (the frontends of the Services that changed): others are left alone.
+   * A full sync is written in chunks, then the removals: the transient buffers of one chunk, not
+   * of 10,000 Services at once, set the agent's peak memory.
    */
   apply(desired: LbFrontend[], opts: { scope?: Set<string> } = {}): SyncReport {
+    if (opts.scope || desired.length <= APPLY_CHUNK) return this.applyScoped(desired, opts.scope);
+    const total: SyncReport = { added: 0, updated: 0, removed: 0, unchanged: 0, backends: 0, failed: [] };
+    const add = (r: SyncReport) => {
+      total.added += r.added;
+      total.updated += r.updated;
+      total.removed += r.removed;
+      total.unchanged += r.unchanged;
+      total.backends = r.backends;
+      total.failed.push(...r.failed);
+    };
+    for (let i = 0; i < desired.length; i += APPLY_CHUNK) {
+      const chunk = desired.slice(i, i + APPLY_CHUNK);
+      add(this.applyScoped(chunk, new Set(chunk.map((f) => f.id))));
+    }
+    const wanted = new Set(desired.map((f) => f.id));
+    add(this.applyScoped([], new Set([...this.services.keys()].filter((id) => !wanted.has(id)))));
+    return total;
+  }
+
+  private applyScoped(desired: LbFrontend[], scope?: Set<string>): SyncReport {
+    const opts = { scope };
     const report: SyncReport = { added: 0, updated: 0, removed: 0, unchanged: 0, backends: 0, failed: [] };
     const failed = new Map<string, string>(); // frontend id -> reason
     const wanted = new Map<string, LbFrontend>();
