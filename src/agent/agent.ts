@@ -328,6 +328,7 @@ export class Agent {
     if (this.timer) clearTimeout(this.timer);
     this.installer?.stop();
     await this.source?.stop();
+    await this.writeBack?.flush(); // annotations and Events already under way
     await this.localApi?.close();
     this.maps?.close();
     this.capture?.close();

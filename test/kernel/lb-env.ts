@@ -103,6 +103,11 @@ export async function startAgent(env: LbEnv, opts: { inTestNetns?: boolean } = {
   const netnsPath = env.agentInTestNetns ? `/proc/${process.pid}/ns/net` : undefined;
   const agent = env.node.spawn([SLUICE, 'agent', '--config', env.configPath], { inCgroup: false, netnsPath });
   env.agent = agent;
+  // an agent that dies on its own is a finding: say so with the end of its log
+  agent.once('exit', (code, signal) => {
+    if (env.agent !== agent) return; // stopped by the test
+    console.error(`[sluice agent exited unexpectedly: code ${code} signal ${signal}]\n${env.node.output(agent).stderr.slice(-4000)}`);
+  });
   await waitFor(
     'agent ready',
     async () => {
