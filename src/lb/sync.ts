@@ -61,7 +61,8 @@ function backendKey(b: Backend): string {
 export class LbSync {
   private readonly services = new Map<string, Programmed>();
   private readonly backendIds = new Map<string, number>();
-  private readonly backends = new Map<number, Backend>();
+  /** backend id -> its key (ip|port|proto): ids in use, and what to forget when one goes */
+  private readonly backends = new Map<number, string>();
   private readonly usedSvcIds = new Set<number>();
   private nextBackendId = 1;
   private nextSvcId = 1;
@@ -75,7 +76,7 @@ export class LbSync {
     this.backends.clear();
     this.usedSvcIds.clear();
     for (const [id, b] of this.maps.backend.entries()) {
-      this.backends.set(id, b);
+      this.backends.set(id, backendKey(b));
       this.backendIds.set(backendKey(b), id);
     }
     const slots = new Map<string, Map<number, number>>();
@@ -224,11 +225,11 @@ export class LbSync {
     // 5. backends nobody references any more
     const referenced = new Set<number>();
     for (const p of this.services.values()) for (const id of p.backendIds) referenced.add(id);
-    for (const [id, b] of this.backends) {
+    for (const [id, key] of this.backends) {
       if (referenced.has(id)) continue;
       this.maps.backend.delete(id);
       this.backends.delete(id);
-      this.backendIds.delete(backendKey(b));
+      this.backendIds.delete(key);
     }
     if (affinityDropped.size) this.dropAffinity(affinityDropped);
 
@@ -262,7 +263,7 @@ export class LbSync {
         index.set(bk, entries.length);
         entries.push([this.allocBackendId(), be]);
         owners.push([f.id]);
-        this.backends.set(entries[entries.length - 1][0], be); // reserves the id
+        this.backends.set(entries[entries.length - 1][0], bk); // reserves the id
       }
     }
     let reasons: Array<string | undefined> = entries.map(() => undefined);

@@ -21,7 +21,8 @@ function serviceKeyOfSlice(s: EndpointSlice): string | undefined {
 }
 
 export class ServiceTracker {
-  private readonly slicesByService = new Map<string, Map<string, EndpointSlice>>();
+  /** a Service's slices (a short list: one Map per Service would cost more than it saves) */
+  private readonly slicesByService = new Map<string, EndpointSlice[]>();
   private readonly idsByService = new Map<string, string[]>();
   private readonly ownerOfFrontend = new Map<string, string>();
   private readonly dirty = new Set<string>();
@@ -35,15 +36,10 @@ export class ServiceTracker {
   private indexSlice(s: EndpointSlice, add: boolean): void {
     const svc = serviceKeyOfSlice(s);
     if (!svc) return;
-    const key = `EndpointSlice/${s.metadata.namespace}/${s.metadata.name}`;
-    let m = this.slicesByService.get(svc);
-    if (add) {
-      if (!m) this.slicesByService.set(svc, (m = new Map()));
-      m.set(key, s);
-    } else if (m) {
-      m.delete(key);
-      if (m.size === 0) this.slicesByService.delete(svc);
-    }
+    const others = (this.slicesByService.get(svc) ?? []).filter((x) => x.metadata.name !== s.metadata.name);
+    if (add) others.push(s);
+    if (others.length) this.slicesByService.set(svc, others);
+    else this.slicesByService.delete(svc);
     this.dirty.add(svc);
   }
 
@@ -88,7 +84,7 @@ export class ServiceTracker {
       const svc = this.store.get(key) as Service | undefined;
       if (!svc) continue;
       const mine: string[] = [];
-      for (const f of computeFrontends([svc], [...(this.slicesByService.get(key)?.values() ?? [])])) {
+      for (const f of computeFrontends([svc], this.slicesByService.get(key) ?? [])) {
         const owner = this.ownerOfFrontend.get(f.id);
         if (owner && owner !== key) {
           log.warn('frontend already served by another Service; skipped', { frontend: f.id, service: f.service, owner });
