@@ -1,12 +1,12 @@
 /* A minimal Kubernetes API client: credentials resolved by @kubernetes/client-node's KubeConfig
- * (in a worker thread, see credentials-worker.ts), then GET, PATCH, POST and streaming watches
+ * (in a short-lived child process, see credentials-worker.ts), then GET, PATCH, POST and streaming watches
  * with Node's https, so that the reflector controls resourceVersions, bookmarks and 410s itself.
  */
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { fork } from 'node:child_process';
 import { load as loadYaml } from 'js-yaml';
 
 export class ApiError extends Error {
@@ -55,24 +55,28 @@ export interface Credentials {
   user?: string;
 }
 
-/** Resolves credentials with client-node in a short-lived worker thread. */
+/** Resolves credentials with client-node in a short-lived child process. */
 export function resolveCredentials(opts: ApiClientOptions, timeoutMs = 30_000): Promise<Credentials> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(path.join(__dirname, 'credentials-worker.js'), { workerData: opts });
+    const child = fork(path.join(__dirname, 'credentials-worker.js'), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
     const timer = setTimeout(() => {
-      void w.terminate();
+      child.kill('SIGKILL');
       reject(new Error(`resolving API credentials took over ${timeoutMs} ms`));
     }, timeoutMs);
-    w.once('message', (m: { ok: boolean; creds?: Credentials; error?: string }) => {
+    child.once('message', (m: { ok: boolean; creds?: Credentials; error?: string }) => {
       clearTimeout(timer);
-      void w.terminate();
       if (m.ok) resolve(m.creds!);
       else reject(new Error(m.error));
     });
-    w.once('error', (e) => {
+    child.once('error', (e) => {
       clearTimeout(timer);
       reject(e);
     });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the credentials resolver exited (${code}) without an answer`));
+    });
+    child.send(opts);
   });
 }
 

@@ -176,16 +176,15 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
     const { addPodThroughChain } = await import('./api-mode-helpers');
     api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'mesh', labels: { 'istio.io/dataplane-mode': 'ambient' } } });
     api.apply(pod('amb', { ns: 'mesh' }));
-    await waitFor('pod known', async () => {
-      const { callAgent } = await import('../../src/agent/api');
-      return (await callAgent(path.join(env.node.workDir, 'agent.sock'), { op: 'object', key: 'Pod/mesh/amb' })) !== null;
-    });
+    const { callAgent } = await import('../../src/agent/api');
+    const known = async (key: string) => (await callAgent(path.join(env.node.workDir, 'agent.sock'), { op: 'object', key })) as any;
+    await waitFor('pod and namespace known', async () => (await known('Pod/mesh/amb')) !== null && (await known('Namespace/mesh'))?.metadata?.labels?.['istio.io/dataplane-mode'] === 'ambient', 10000);
     const p = await addPodThroughChain(env, 'amb', 'mesh');
-    await waitForMode(env, p, 'ambient');
+    await waitForMode(env, p, 'ambient', 10000);
     await waitFor('annotation written', () => (api.get('Pod', 'mesh', 'amb') as any)?.metadata?.annotations?.['ambient.istio.io/redirection'] === 'enabled', 5000);
     await waitFor('event', () => api.events.some((e: any) => e.involvedObject?.name === 'amb' && e.reason === 'Enrolled'), 5000);
     api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'mesh', labels: {} } });
-    await waitForMode(env, p, 'none');
+    await waitForMode(env, p, 'none', 10000);
     await waitFor('annotation removed', () => (api.get('Pod', 'mesh', 'amb') as any)?.metadata?.annotations?.['ambient.istio.io/redirection'] === undefined, 5000);
     await waitFor('release event', () => api.events.some((e: any) => e.involvedObject?.name === 'amb' && e.reason === 'Released'), 5000);
   }, 30000);
