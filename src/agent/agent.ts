@@ -176,6 +176,13 @@ export class Agent {
     const d = this.decide(ep);
     const current = this.enroller.programmed(ep.netnsCookie);
     const pod = podKey(ep);
+    // The decision is recorded before the kernel changes, so that whoever sees the new mode in
+    // the maps (`endpoint list`) also sees the rule behind it.
+    const changed = ep.decision?.rule !== d.rule || ep.decision?.mode !== d.mode;
+    if (changed) {
+      if (d.refused) log.warn('pod not enrolled', { pod, reason: d.refused });
+      this.endpoints.put({ ...ep, decision: { mode: d.mode, rule: d.rule } });
+    }
     if (d.policy) {
       if (!current || JSON.stringify(current) !== JSON.stringify(d.policy)) {
         this.enroller.enrol(ep, d.policy);
@@ -185,11 +192,7 @@ export class Agent {
       this.enroller.release(ep);
       log.info('pod released', { pod, mode: d.mode, rule: d.rule, netnsCookie: ep.netnsCookie });
     }
-    if (ep.decision?.rule !== d.rule || ep.decision?.mode !== d.mode) {
-      if (d.refused) log.warn('pod not enrolled', { pod, reason: d.refused });
-      this.endpoints.put({ ...ep, decision: { mode: d.mode, rule: d.rule } });
-      this.writeBack?.decided(ep, d, ep.decision?.mode ?? 'none');
-    }
+    if (changed) this.writeBack?.decided(ep, d, ep.decision?.mode ?? 'none');
   }
 
   /** Registrations survive restarts; those whose network namespace is gone are dropped. */
