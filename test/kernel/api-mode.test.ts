@@ -167,9 +167,10 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
     await startSidecar(env, p);
     const r = sidecarReply((await probe(env, '10.96.0.10', 80, { from: p }))[0].reply);
     expect(r?.orig).toBe('10.96.0.10:80');
-    // a live Pod update through the watch: the annotation goes, the pod is released
+    // a live Pod update through the watch: the annotation goes, the pod is released (the pod
+    // reflector's delayed relist and watch may still take up to 2 × 3 s to come back)
     api.apply(pod('early'));
-    await waitForMode(env, p, 'none');
+    await waitForMode(env, p, 'none', 10000);
   }, 30000);
 
   it('an ambient pod gets the redirection annotation and Events; release removes the annotation', async () => {
