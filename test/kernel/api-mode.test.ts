@@ -110,11 +110,11 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
   });
 
   it('API server down: the datapath keeps working, status says since when; it converges when back', async () => {
-    const down = api.restart({ downMs: 4000 }); // killed, back on the same port 4 s later
+    const down = api.restart({ downMs: 6000 }); // killed, back on the same port 6 s later
     await waitFor('unreachable reported', async () => {
       const st = JSON.parse((await sluice(env, ['status', '-o', 'json'], true)).stdout);
       return st.source?.unreachableSince ? st : undefined;
-    }, 4000);
+    }, 6000);
     const res = await probe(env, '10.96.0.10', 80, { count: 10 });
     expect(res.every((r) => r.ok)).toBe(true);
     await down;
