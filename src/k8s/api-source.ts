@@ -54,6 +54,8 @@ class Gone extends Error {}
 
 class Reflector {
   rv = '';
+  /** the current watch stream delivered something (so a later failure starts backoff afresh) */
+  opened = false;
   readonly stats: ReflectorStatus = { resourceVersion: '', lists: 0, relistsAfterGone: 0, watchStarts: 0, events: 0, skipped: 0 };
   private readonly source: string;
 
@@ -126,6 +128,7 @@ class Reflector {
         path,
         (ev) => {
           if (gone) return;
+          this.opened = true;
           this.alive(); // a streaming watch is an answering API server
           if (ev.type === 'ERROR') {
             if (ev.object?.code === 410) {
@@ -266,12 +269,15 @@ export class ApiSource implements ClusterSource {
   private async watchLoop(r: Reflector): Promise<void> {
     let attempt = 0;
     while (!this.abort.signal.aborted) {
+      r.opened = false;
       try {
         await r.watchOnce(this.abort.signal);
         this.reachable();
         attempt = 0; // the server ended the stream normally: watch again from the last rv
       } catch (e) {
         if (this.abort.signal.aborted) return;
+        // a stream that worked for a while resets the backoff: only consecutive failures grow it
+        if (r.opened) attempt = 0;
         if (e instanceof Gone) {
           await this.retry('relist', () => r.relist());
           continue;
