@@ -80,6 +80,14 @@ export function resolveCredentials(opts: ApiClientOptions, timeoutMs = 30_000): 
   });
 }
 
+const guarded = new WeakSet<object>();
+/** One no-op 'error' listener per pooled socket: a late socket error must not crash the agent. */
+function guardSocket(sock: NodeJS.EventEmitter): void {
+  if (guarded.has(sock)) return;
+  guarded.add(sock);
+  sock.on('error', () => undefined);
+}
+
 export class ApiClient {
   private tokenFile?: string;
   private tokenReadAt = 0;
@@ -196,9 +204,8 @@ export class ApiClient {
   async watch(path: string, onEvent: (ev: { type: string; object: any }) => void, signal: AbortSignal): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       const ro = await this.options('GET', path);
-      ro.signal = signal;
       try {
-        return await this.stream(ro, onEvent);
+        return await this.stream(ro, onEvent, signal);
       } catch (e) {
         if (e instanceof ApiError && e.status === 401 && attempt === 0 && (await this.reauthenticate())) continue;
         throw e;
@@ -206,9 +213,22 @@ export class ApiClient {
     }
   }
 
-  private stream(ro: https.RequestOptions, onEvent: (ev: { type: string; object: any }) => void): Promise<void> {
+  private stream(ro: https.RequestOptions, onEvent: (ev: { type: string; object: any }) => void, signal: AbortSignal): Promise<void> {
     const mod = ro.protocol === 'https:' ? https : http;
     return new Promise<void>((resolve, reject) => {
+      if (signal.aborted) return resolve();
+      // Ending a stream is destroying its request: an AbortSignal passed to the request would
+      // instead emit an AbortError on the pooled TLS socket, where nobody listens (and Node
+      // turns an unhandled 'error' event into a crash).
+      const onAbort = () => {
+        req.destroy();
+        resolve();
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      const done = (fn: () => void) => {
+        signal.removeEventListener('abort', onAbort);
+        fn();
+      };
       const req = mod.request(ro, (res) => {
         const status = res.statusCode ?? 0;
         if (status !== 200) {
@@ -224,7 +244,7 @@ export class ApiClient {
             } catch {
               /* not a Status */
             }
-            reject(new ApiError(status, `watch ${ro.path}: ${status} ${msg}`, reason));
+            done(() => reject(new ApiError(status, `watch ${ro.path}: ${status} ${msg}`, reason)));
           });
           return;
         }
@@ -246,11 +266,12 @@ export class ApiClient {
             onEvent(ev);
           }
         });
-        res.on('end', () => resolve());
-        res.on('error', (e) => reject(e));
-        res.on('aborted', () => resolve());
+        res.on('end', () => done(resolve));
+        res.on('error', (e) => done(() => (signal.aborted ? resolve() : reject(e))));
+        res.on('aborted', () => done(resolve));
       });
-      req.on('error', (e: NodeJS.ErrnoException) => (e.name === 'AbortError' ? resolve() : reject(e)));
+      req.on('socket', guardSocket); // errors are reported through req/res
+      req.on('error', (e: NodeJS.ErrnoException) => done(() => (signal.aborted ? resolve() : reject(e))));
       req.end();
     });
   }

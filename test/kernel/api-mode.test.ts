@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { load as loadYaml } from 'js-yaml';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FakeApiServer } from '../harness/apiserver';
 import { run, waitFor, type SimPod } from '../harness';
 import { answeredBy, lbList, probe, sluice, startAgent, stopAgent, TCP_PORT, waitForBackends, type LbEnv } from './lb-env';
@@ -53,6 +53,11 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
     api.apply(pod('on-other-node', { node: 'elsewhere' }));
     writeConfig(env, { 'k8s-kubeconfig': kubeconfig, 'node-name': NODE, 'cni-conf-dir': env.confDir, 'cni-bin-dir': env.binDir, 'state-dir': env.stateDir });
     await startAgent(env, { inTestNetns: true });
+  });
+
+  // a failure shows what the agent was doing
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail' && env?.agent) console.error(`[agent log tail]\n${env.node.output(env.agent).stderr.split('\n').slice(-40).join('\n')}`);
   });
 
   afterAll(async () => {
