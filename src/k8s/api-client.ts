@@ -156,16 +156,18 @@ export class ApiClient {
 
   /** One request; the JSON body of a 2xx answer, else an ApiError with the Status' message. */
   async request<T = unknown>(method: string, path: string, body?: unknown, opts: { contentType?: string; timeoutMs?: number } = {}): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
-      const headers: Record<string, string> = {};
-      if (body !== undefined) headers['Content-Type'] = opts.contentType ?? 'application/json';
-      const ro = await this.options(method, path, headers);
-      try {
-        return await this.send<T>(ro, body, opts.timeoutMs ?? 30_000);
-      } catch (e) {
-        if (e instanceof ApiError && e.status === 401 && attempt === 0 && (await this.reauthenticate())) continue; // a rotated token
-        throw e;
-      }
+    const headers: Record<string, string> = {};
+    if (body !== undefined) headers['Content-Type'] = opts.contentType ?? 'application/json';
+    return this.withReauth(async () => this.send<T>(await this.options(method, path, headers), body, opts.timeoutMs ?? 30_000));
+  }
+
+  /** Runs a request; after a 401 (a rotated token) authenticates again and runs it once more. */
+  private async withReauth<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401 && (await this.reauthenticate())) return run();
+      throw e;
     }
   }
 
@@ -202,15 +204,7 @@ export class ApiClient {
    * abort() ends it.
    */
   async watch(path: string, onEvent: (ev: { type: string; object: any }) => void, signal: AbortSignal): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      const ro = await this.options('GET', path);
-      try {
-        return await this.stream(ro, onEvent, signal);
-      } catch (e) {
-        if (e instanceof ApiError && e.status === 401 && attempt === 0 && (await this.reauthenticate())) continue;
-        throw e;
-      }
-    }
+    return this.withReauth(async () => this.stream(await this.options('GET', path), onEvent, signal));
   }
 
   private stream(ro: https.RequestOptions, onEvent: (ev: { type: string; object: any }) => void, signal: AbortSignal): Promise<void> {
