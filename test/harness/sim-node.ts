@@ -330,7 +330,10 @@ class Node implements SimNode {
     fs.mkdirSync(this.pinDir);
     this.created.pinDir = true;
 
-    const a = 16 + (randomBytes(1)[0] % 224); // 10.16.x.x .. 10.239.x.x
+    // 10.16.x.x .. 10.239.x.x, never 10.96/10.97: the tests' Service VIPs and externalIPs live
+    // there, and a pod range inside them would make a pod IP match a VIP range
+    let a = 16 + (randomBytes(1)[0] % 224);
+    if (a === 96 || a === 97) a += 2;
     const b = randomBytes(1)[0];
     this.cidr4 = opts.cidr4 ?? `10.${a}.${b}.0/24`;
     if (!/^\d+\.\d+\.\d+\.\d+\/\d+$/.test(this.cidr4)) throw new Error(`bad cidr4 ${this.cidr4}`);
