@@ -4,7 +4,9 @@
  *  - cgroup/getsockopt: answers SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST as Envoy expects;
  *  - sk_lookup (one link per captured pod's netns): steers inbound connections to the proxy's
  *    inbound listener, leaving the packet untouched so the accepted socket keeps the original
- *    destination as its local address.
+ *    destination as its local address;
+ *  - tcx ingress on a captured pod's lo: marks the proxy's source-preserving connections to the
+ *    app so that the app's replies are routed back to the proxy.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -33,6 +35,47 @@ static __always_inline void sockops_local(struct bpf_sock_ops *skops, struct sl_
 	key->port = (__u16)skops->local_port;
 }
 
+/* A TCP socket of the node's own network namespace, seen from the pod it connects to. */
+static __always_inline int sockops_host_flow_key(struct bpf_sock_ops *skops, struct sl_flow_key *key)
+{
+	if (bpf_get_netns_cookie(skops) != cfg_host_netns_cookie)
+		return 0;
+	if (skops->family == SL_AF_INET) {
+		addr_from_v4(&key->pod, SL_LOAD(skops->remote_ip4));
+		addr_from_v4(&key->peer, SL_LOAD(skops->local_ip4));
+	} else {
+		addr_from_words(&key->pod, SL_LOAD(skops->remote_ip6[0]), SL_LOAD(skops->remote_ip6[1]),
+				SL_LOAD(skops->remote_ip6[2]), SL_LOAD(skops->remote_ip6[3]));
+		addr_from_words(&key->peer, SL_LOAD(skops->local_ip6[0]), SL_LOAD(skops->local_ip6[1]),
+				SL_LOAD(skops->local_ip6[2]), SL_LOAD(skops->local_ip6[3]));
+	}
+	key->pod_port = bpf_ntohl(skops->remote_port) & 0xffff;
+	key->peer_port = (__u16)skops->local_port;
+	return 1;
+}
+
+/* The node's own connect to a captured ambient pod is remembered, so the pod's inbound capture
+ * leaves it alone (kubelet probes) while forwarded traffic with a node source is still captured.
+ */
+static __always_inline int sockops_host_flow(struct bpf_sock_ops *skops)
+{
+	struct sl_flow_key key = {};
+	struct sl_policy *pol;
+	__u64 *cookie;
+	__u8 one = 1;
+
+	if (!sockops_host_flow_key(skops, &key))
+		return 0;
+	cookie = bpf_map_lookup_elem(&sl_pod_ips, &key.pod);
+	if (!cookie)
+		return 0;
+	pol = bpf_map_lookup_elem(&sl_endpoints, cookie);
+	if (!pol || pol->mode != SL_MODE_AMBIENT)
+		return 0;
+	bpf_map_update_elem(&sl_host_flows, &key, &one, BPF_ANY);
+	return 1;
+}
+
 /* At SYN time the client port is known: index the original destination by it. */
 static __always_inline void sockops_connect(struct bpf_sock_ops *skops)
 {
@@ -43,10 +86,13 @@ static __always_inline void sockops_connect(struct bpf_sock_ops *skops)
 	if (!sk)
 		return;
 	o = bpf_sk_storage_get(&sl_cap_sock, sk, 0, 0);
-	if (!o)
-		return;
-	sockops_local(skops, &key);
-	bpf_map_update_elem(&sl_origdst, &key, o, BPF_ANY);
+	if (!o) {
+		if (!sockops_host_flow(skops))
+			return;
+	} else {
+		sockops_local(skops, &key);
+		bpf_map_update_elem(&sl_origdst, &key, o, BPF_ANY);
+	}
 	/* to remove the entry when this socket closes */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
@@ -54,13 +100,19 @@ static __always_inline void sockops_connect(struct bpf_sock_ops *skops)
 static __always_inline void sockops_closed(struct bpf_sock_ops *skops)
 {
 	struct sl_origdst_key key = {};
+	struct sl_flow_key flow = {};
 
+	if (sockops_host_flow_key(skops, &flow)) {
+		bpf_map_delete_elem(&sl_host_flows, &flow);
+		return;
+	}
 	sockops_local(skops, &key);
 	bpf_map_delete_elem(&sl_origdst, &key);
 }
 
 /* A proxy's listener (15001, 15006, 15008) joins sl_listeners when it starts listening, in any
  * namespace: a pod enrolled later (live, by a label) finds the listeners its proxy already has.
+ * It takes the first free slot (a closed listener's entry vanishes with it).
  */
 static __always_inline void sockops_listen(struct bpf_sock_ops *skops)
 {
@@ -71,7 +123,12 @@ static __always_inline void sockops_listen(struct bpf_sock_ops *skops)
 		return;
 	key.netns_cookie = bpf_get_netns_cookie(skops);
 	key.family = skops->family == SL_AF_INET ? 4 : 6;
-	bpf_sock_hash_update(skops, &sl_listeners, &key, BPF_ANY);
+#pragma clang loop unroll(full)
+	for (__u32 i = 0; i < SL_LISTENER_SLOTS; i++) {
+		key.slot = (__u8)i;
+		if (bpf_sock_hash_update(skops, &sl_listeners, &key, BPF_NOEXIST) != -17 /* EEXIST */)
+			break;
+	}
 }
 
 SEC("sockops")
@@ -178,7 +235,6 @@ untouched:
 SEC("sk_lookup")
 int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 {
-	struct sl_listener_key lkey = {};
 	struct sl_addr local, remote;
 	struct sl_policy *pol;
 	struct bpf_sock *sk;
@@ -214,11 +270,22 @@ int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 		return SK_PASS;
 	port = (__u16)ctx->local_port;
 	if (pol->mode == SL_MODE_AMBIENT) {
-		/* HBONE reaches the node proxy's own 15008 socket; the node itself (kubelet probes,
-		 * which Istio SNATs to 169.254.7.127) is not captured */
-		if (port == SL_PORT_HBONE || bpf_map_lookup_elem(&sl_node_ips, &remote) ||
-		    (addr_is_mapped_v4(&remote) && addr_v4(&remote) == bpf_htonl(0xa9fe077f)))
+		/* HBONE reaches the node proxy's own 15008 socket; ambient.istio.io/
+		 * bypass-inbound-capture leaves inbound alone */
+		if (port == SL_PORT_HBONE || (pol->flags & SL_POL_NO_INBOUND))
 			return SK_PASS;
+		/* the node's own sockets (kubelet probes; Istio SNATs them to 169.254.7.127) are
+		 * not captured; traffic forwarded through the node with a node source address is */
+		if (addr_is_mapped_v4(&remote) && addr_v4(&remote) == bpf_htonl(0xa9fe077f))
+			return SK_PASS;
+		if (bpf_map_lookup_elem(&sl_node_ips, &remote)) {
+			struct sl_flow_key flow = { .pod = local, .peer = remote };
+
+			flow.pod_port = port;
+			flow.peer_port = bpf_ntohs(ctx->remote_port);
+			if (bpf_map_lookup_elem(&sl_host_flows, &flow))
+				return SK_PASS;
+		}
 	} else {
 		/* as istio-iptables: excludeInboundPorts applies to "*"; a port list is taken as is */
 		if (cap_reserved_port(port))
@@ -231,14 +298,7 @@ int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 		}
 	}
 
-	lkey.netns_cookie = *cookie;
-	lkey.port = pol->inbound_port;
-	lkey.family = ctx->family == SL_AF_INET ? 4 : 6;
-	sk = bpf_map_lookup_elem(&sl_listeners, &lkey);
-	if (!sk && ctx->family == SL_AF_INET) {
-		lkey.family = 6; /* a dual-stack listener serves IPv4 too */
-		sk = bpf_map_lookup_elem(&sl_listeners, &lkey);
-	}
+	sk = cap_listener(*cookie, pol->inbound_port, ctx->family == SL_AF_INET);
 	if (!sk) {
 		/* Fail closed, as Istio's REDIRECT to a port nobody listens on: the app is not
 		 * reached around its proxy. The SYN is dropped, so the client retries.
@@ -254,4 +314,26 @@ int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 	}
 	cap_count(*cookie, CAP_STAT_INBOUND);
 	return SK_PASS;
+}
+
+/* tcx return code: let the next program (or the stack) decide */
+#define SL_TCX_NEXT (-1)
+
+/*
+ * On a captured pod's lo (ingress): a packet carrying the proxy's socket mark that comes back
+ * to the pod is one of the proxy's own connections to a local socket — the source-preserving
+ * inbound hand-off to the app. It gets the inbound mark instead; with tcp_fwmark_accept the app's
+ * accepted socket inherits it, and the pod's rule "fwmark inbound-mark lookup <table>" with a
+ * local default route there brings the app's replies back to the proxy's transparent socket
+ * rather than out through eth0. The proxy's own outbound sockets keep its mark, so they are
+ * routed normally. (Istio: CONNMARK 0x111 on PREROUTING packets with mark 0x539.)
+ */
+SEC("tc")
+int sl_lo_mark(struct __sk_buff *skb)
+{
+	__u32 mark = skb->mark;
+
+	if ((mark & cfg_proxy_mark_mask) == (cfg_proxy_mark & cfg_proxy_mark_mask))
+		skb->mark = (mark & ~cfg_inbound_mark_mask) | (cfg_inbound_mark & cfg_inbound_mark_mask);
+	return SL_TCX_NEXT;
 }

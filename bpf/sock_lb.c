@@ -9,14 +9,14 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Capture decides first; what it redirects is not load-balanced (the proxy must see the VIP). */
-static __always_inline int sock_capture(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *port)
+static __always_inline int sock_capture(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *port, int at_connect)
 {
 	struct sl_addr orig = *dst;
 	__u16 orig_port = *port;
 	struct sl_backend proxy = {};
 
 	if (ctx->protocol == IPPROTO_TCP)
-		return capture_connect(ctx, dst, port);
+		return capture_connect(ctx, dst, port, at_connect);
 	if (capture_dns_udp(ctx, dst, port) != CAP_REDIRECTED)
 		return CAP_NONE;
 	/* replies from the proxy's DNS port show the resolver, like a VIP's replies show the VIP */
@@ -33,7 +33,7 @@ static __always_inline int sock4_forward(struct bpf_sock_addr *ctx, int per_flow
 	int verdict = SL_ALLOW;
 
 	addr_from_v4(&dst, ctx->user_ip4);
-	if (sock_capture(ctx, &dst, &port) != CAP_REDIRECTED)
+	if (sock_capture(ctx, &dst, &port, !per_flow) != CAP_REDIRECTED)
 		verdict = lb_translate(ctx, &dst, &port, per_flow);
 	if (verdict == SL_ALLOW) {
 		ctx->user_ip4 = addr_v4(&dst);
@@ -49,7 +49,7 @@ static __always_inline int sock6_forward(struct bpf_sock_addr *ctx, int per_flow
 	int verdict = SL_ALLOW;
 
 	lb_addr_from_v6(&dst, ctx);
-	if (sock_capture(ctx, &dst, &port) != CAP_REDIRECTED)
+	if (sock_capture(ctx, &dst, &port, !per_flow) != CAP_REDIRECTED)
 		verdict = lb_translate(ctx, &dst, &port, per_flow);
 	if (verdict == SL_ALLOW) {
 		lb_addr_to_v6(ctx, &dst);

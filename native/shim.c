@@ -439,3 +439,199 @@ int sl_netns_cookie_of(const char *netns_path, uint64_t *cookie)
 	*cookie = job.cookie;
 	return 0;
 }
+
+/* ---- In-pod setup for source-preserving inbound (ambient ztunnel, sidecar TPROXY) ----
+ * Inside a captured pod's network namespace: tcp_fwmark_accept (an accepted socket inherits the
+ * SYN's mark), "ip rule fwmark MARK/MASK pref PREF lookup TABLE" and "ip route replace local
+ * default dev lo table TABLE" for IPv4 (and IPv6), and a tcx ingress link on lo running the
+ * marking program. Done with rtnetlink from a thread that entered the namespace: no process is
+ * spawned per pod.
+ */
+#include <linux/fib_rules.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+
+#define SL_BPF_TCX_INGRESS 46 /* enum bpf_attach_type, kernel >= 6.6 (newer than these headers) */
+#define SL_LOOPBACK_IFINDEX 1
+
+struct nl_req {
+	struct nlmsghdr nh;
+	union {
+		struct fib_rule_hdr frh;
+		struct rtmsg rtm;
+	};
+	char attrs[128];
+};
+
+static void nl_put_u32(struct nl_req *r, unsigned short type, uint32_t v)
+{
+	struct rtattr *rta = (struct rtattr *)((char *)r + NLMSG_ALIGN(r->nh.nlmsg_len));
+
+	rta->rta_type = type;
+	rta->rta_len = RTA_LENGTH(sizeof(v));
+	memcpy(RTA_DATA(rta), &v, sizeof(v));
+	r->nh.nlmsg_len = NLMSG_ALIGN(r->nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
+}
+
+/* Sends one request and returns the kernel's answer: 0 or a negative errno. */
+static int nl_call(int fd, struct nl_req *r)
+{
+	char buf[1024];
+	struct nlmsghdr *nh = (struct nlmsghdr *)buf;
+	ssize_t n;
+
+	r->nh.nlmsg_flags |= NLM_F_REQUEST | NLM_F_ACK;
+	if (send(fd, r, r->nh.nlmsg_len, 0) < 0)
+		return -errno;
+	n = recv(fd, buf, sizeof(buf), 0);
+	if (n < 0)
+		return -errno;
+	if (!NLMSG_OK(nh, (size_t)n) || nh->nlmsg_type != NLMSG_ERROR)
+		return -EPROTO;
+	return ((struct nlmsgerr *)NLMSG_DATA(nh))->error;
+}
+
+static int inpod_rule(int nl, int family, int add, const struct sl_inpod_cfg *cfg)
+{
+	struct nl_req r = { 0 };
+	int err;
+
+	r.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct fib_rule_hdr));
+	r.nh.nlmsg_type = add ? RTM_NEWRULE : RTM_DELRULE;
+	r.nh.nlmsg_flags = add ? NLM_F_CREATE | NLM_F_EXCL : 0;
+	r.frh.family = (unsigned char)family;
+	r.frh.action = FR_ACT_TO_TBL;
+	r.frh.table = cfg->table < 256 ? (unsigned char)cfg->table : RT_TABLE_UNSPEC;
+	nl_put_u32(&r, FRA_PRIORITY, cfg->pref);
+	nl_put_u32(&r, FRA_FWMARK, cfg->mark);
+	nl_put_u32(&r, FRA_FWMASK, cfg->mask);
+	nl_put_u32(&r, FRA_TABLE, cfg->table);
+	err = nl_call(nl, &r);
+	if ((add && err == -EEXIST) || (!add && err == -ENOENT))
+		return 0;
+	return err;
+}
+
+static int inpod_route(int nl, int family, int add, const struct sl_inpod_cfg *cfg)
+{
+	struct nl_req r = { 0 };
+	int err;
+
+	r.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
+	r.nh.nlmsg_type = add ? RTM_NEWROUTE : RTM_DELROUTE;
+	r.nh.nlmsg_flags = add ? NLM_F_CREATE | NLM_F_REPLACE : 0;
+	r.rtm.rtm_family = (unsigned char)family;
+	r.rtm.rtm_table = cfg->table < 256 ? (unsigned char)cfg->table : RT_TABLE_UNSPEC;
+	r.rtm.rtm_protocol = RTPROT_BOOT;
+	r.rtm.rtm_scope = RT_SCOPE_HOST;
+	r.rtm.rtm_type = RTN_LOCAL;
+	nl_put_u32(&r, RTA_OIF, SL_LOOPBACK_IFINDEX);
+	nl_put_u32(&r, RTA_TABLE, cfg->table);
+	err = nl_call(nl, &r);
+	if (!add && (err == -ESRCH || err == -ENOENT))
+		return 0;
+	return err;
+}
+
+/* The tcx ingress link on lo, pinned; a pin already there gets the program swapped in. */
+static int inpod_tcx(int prog_fd, const char *link_pin)
+{
+	int link_fd = bpf_obj_get(link_pin), err;
+
+	if (link_fd >= 0) {
+		err = bpf_link_update(link_fd, prog_fd, NULL);
+		close(link_fd);
+		return err;
+	}
+	link_fd = bpf_link_create(prog_fd, SL_LOOPBACK_IFINDEX, (enum bpf_attach_type)SL_BPF_TCX_INGRESS, NULL);
+	if (link_fd < 0)
+		return link_fd;
+	err = bpf_obj_pin(link_fd, link_pin);
+	close(link_fd);
+	return err;
+}
+
+struct inpod_job {
+	const char *netns_path;
+	int prog_fd;
+	const char *link_pin;
+	int add;
+	const struct sl_inpod_cfg *cfg;
+	int err;
+	char what[96];
+};
+
+static int inpod_step(struct inpod_job *job, int err, const char *what)
+{
+	if (err && !job->err) {
+		job->err = err;
+		snprintf(job->what, sizeof(job->what), "%s", what);
+	}
+	return err;
+}
+
+static void *inpod_thread(void *arg)
+{
+	struct inpod_job *job = arg;
+	const struct sl_inpod_cfg *cfg = job->cfg;
+	int ns = open(job->netns_path, O_RDONLY | O_CLOEXEC), nl, fd;
+
+	if (ns < 0) {
+		inpod_step(job, -errno, "open");
+		return NULL;
+	}
+	if (setns(ns, CLONE_NEWNET)) {
+		inpod_step(job, -errno, "setns");
+		close(ns);
+		return NULL;
+	}
+	close(ns);
+	if (job->add) {
+		fd = open("/proc/sys/net/ipv4/tcp_fwmark_accept", O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write(fd, "1", 1) != 1)
+			inpod_step(job, -errno, "sysctl net.ipv4.tcp_fwmark_accept=1");
+		if (fd >= 0)
+			close(fd);
+		if (job->err)
+			return NULL;
+	}
+	nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (nl < 0) {
+		inpod_step(job, -errno, "netlink socket");
+		return NULL;
+	}
+	/* removal goes on past a failed step: as much as possible is undone */
+	if (inpod_step(job, inpod_rule(nl, AF_INET, job->add, cfg), "ip rule (IPv4)") && job->add)
+		goto out;
+	if (inpod_step(job, inpod_route(nl, AF_INET, job->add, cfg), "ip route local default table (IPv4)") && job->add)
+		goto out;
+	if (cfg->ipv6) {
+		if (inpod_step(job, inpod_rule(nl, AF_INET6, job->add, cfg), "ip rule (IPv6)") && job->add)
+			goto out;
+		if (inpod_step(job, inpod_route(nl, AF_INET6, job->add, cfg), "ip route local default table (IPv6)") &&
+		    job->add)
+			goto out;
+	}
+	if (job->add)
+		inpod_step(job, inpod_tcx(job->prog_fd, job->link_pin), "tcx ingress link on lo");
+	else if (unlink(job->link_pin) && errno != ENOENT)
+		inpod_step(job, -errno, "unpin tcx link");
+out:
+	close(nl);
+	return NULL;
+}
+
+int sl_inpod_setup(const char *netns_path, int prog_fd, const char *link_pin, const struct sl_inpod_cfg *cfg, int add)
+{
+	struct inpod_job job = { .netns_path = netns_path, .prog_fd = prog_fd, .link_pin = link_pin, .add = add, .cfg = cfg };
+	pthread_t t;
+	int err;
+
+	err = pthread_create(&t, NULL, inpod_thread, &job);
+	if (err)
+		return fail(err, "in-pod setup: thread");
+	pthread_join(t, NULL);
+	if (job.err)
+		return fail(job.err, "in-pod %s: %s", add ? "setup" : "removal", job.what);
+	return 0;
+}

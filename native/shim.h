@@ -29,6 +29,17 @@ int sl_netns_link(int prog_fd, const char *netns_path, const char *link_pin);
 int sl_link_update_prog(const char *link_pin, int prog_fd);
 int sl_link_cgroup_id(const char *link_pin, uint64_t *cgroup_id, uint32_t *prog_id);
 
+/* Routing of a captured pod's source-preserving inbound (see sl_inpod_setup). */
+struct sl_inpod_cfg {
+	uint32_t mark;	/* the inbound mark the tcx program gives the proxy's looped-back packets */
+	uint32_t mask;
+	uint32_t table; /* the routing table holding "local default dev lo" */
+	uint32_t pref;	/* the rule's priority */
+	int32_t ipv6;	/* also for IPv6 */
+};
+
+int sl_inpod_setup(const char *netns_path, int prog_fd, const char *link_pin, const struct sl_inpod_cfg *cfg,
+		   int add);
 int sl_sockhash_add_from_pid(int map_fd, const void *key, int pid, int fd);
 int sl_netns_cookie_self(uint64_t *cookie);
 int sl_netns_cookie_of(const char *netns_path, uint64_t *cookie);

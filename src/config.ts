@@ -45,6 +45,10 @@ export interface Config {
   meshDnsServers: string[];
   /** ambient-proxy-mark: "MARK/MASK" of the node proxy's sockets (Istio's ztunnel: 0x539/0xfff) */
   ambientProxyMark: { mark: number; mask: number };
+  /** ambient-dns-capture: ambient pods' DNS (UDP/TCP 53) to ztunnel's 15053 (Istio >= 1.25: on) */
+  ambientDnsCapture: boolean;
+  /** ztunnel-uds-address: the ZDS socket ztunnel connects to (istio-cni's flag); empty: no ZDS */
+  ztunnelUdsAddress: string;
   /** k8s-api-server: API server URL; with k8s-kubeconfig or in a pod, the cluster is the API */
   k8sApiServer: string;
   /** k8s-kubeconfig: kubeconfig file for the API server */
@@ -179,6 +183,8 @@ const keys: { [name: string]: KeySpec<any> } = {
   'mesh-dns-capture': { field: 'meshDnsCapture', parse: bool, default: () => 'false' },
   'mesh-dns-servers': { field: 'meshDnsServers', parse: ipList(4), default: () => '' },
   'ambient-proxy-mark': { field: 'ambientProxyMark', parse: markMask, default: () => '0x539/0xfff' },
+  'ambient-dns-capture': { field: 'ambientDnsCapture', parse: bool, default: () => 'true' },
+  'ztunnel-uds-address': { field: 'ztunnelUdsAddress', parse: optional(absPath), default: () => '/var/run/ztunnel/ztunnel.sock' },
   'k8s-api-server': { field: 'k8sApiServer', parse: optional(url), default: () => '' },
   'k8s-kubeconfig': { field: 'k8sKubeconfig', parse: optional(absPath), default: () => '' },
   'node-name': { field: 'nodeName', parse: optional(nodeNameP), default: () => (process.env.NODE_NAME ?? os.hostname()).toLowerCase() },

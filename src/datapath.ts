@@ -20,14 +20,24 @@ export const OBJECTS = {
 /** Every pinned map, by its name in the ELF (= its pin file name). */
 export const PINNED_MAPS = [
   'sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_lb_sock_rev', 'sl_lb_counters',
-  'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst', 'sl_listeners', 'sl_ep_stats', 'sl_node_ips',
+  'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst', 'sl_listeners', 'sl_ep_stats', 'sl_node_ips', 'sl_host_flows',
 ] as const;
 
 export const LINKS_DIR = 'links';
 /** per-pod sk_lookup links, one per captured pod's netns, named by its netns cookie */
 export const NETNS_LINKS_DIR = 'links/netns';
+/** per-pod tcx links on lo (source-preserving inbound), named by the pod's netns cookie */
+export const TCX_LINKS_DIR = 'links/tcx';
 export const PROGS_DIR = 'progs';
 export const SK_LOOKUP_PROG = 'sl_sk_lookup';
+export const LO_MARK_PROG = 'sl_lo_mark';
+
+/**
+ * Routing of source-preserving inbound in a captured pod, Istio's values: the proxy's looped-back
+ * connections to the app are re-marked 0x111/0xfff, and "fwmark 0x111/0xfff pref 32764 lookup 100"
+ * with "local default dev lo table 100" brings the app's replies back to the proxy.
+ */
+export const INBOUND_ROUTING = { mark: 0x111, mask: 0xfff, table: 100, pref: 32764 } as const;
 
 export interface MapSizes {
   /** sl_lb_svc entries: one per service port plus one per backend slot. */
@@ -54,7 +64,7 @@ export interface DatapathOptions {
 
 export interface InstallResult {
   links: Record<string, AttachResult>;
-  /** per-pod sk_lookup links updated to the new program */
+  /** per-pod sk_lookup and tcx links updated to the new programs */
   netnsLinks: number;
 }
 
@@ -87,9 +97,13 @@ export function netnsLinkPin(pinDir: string, netnsCookie: bigint | string): stri
   return path.join(pinDir, NETNS_LINKS_DIR, String(netnsCookie));
 }
 
+export function tcxLinkPin(pinDir: string, netnsCookie: bigint | string): string {
+  return path.join(pinDir, TCX_LINKS_DIR, String(netnsCookie));
+}
+
 /** Loads both objects with this configuration, reusing (or creating) the pinned maps. */
 export function installDatapath(opts: DatapathOptions): InstallResult {
-  for (const d of [LINKS_DIR, NETNS_LINKS_DIR, PROGS_DIR]) fs.mkdirSync(path.join(opts.pinDir, d), { recursive: true });
+  for (const d of [LINKS_DIR, NETNS_LINKS_DIR, TCX_LINKS_DIR, PROGS_DIR]) fs.mkdirSync(path.join(opts.pinDir, d), { recursive: true });
   if (!isBpffs(opts.pinDir)) {
     throw new Error(`Cannot pin under bpf-pin-dir "${opts.pinDir}": not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)`);
   }
@@ -107,6 +121,8 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
       obj.setRodata('cfg_proxy_gid', u32(opts.proxyGid), { ifPresent: true });
       obj.setRodata('cfg_proxy_mark', u32(opts.proxyMark.mark), { ifPresent: true });
       obj.setRodata('cfg_proxy_mark_mask', u32(opts.proxyMark.mask), { ifPresent: true });
+      obj.setRodata('cfg_inbound_mark', u32(INBOUND_ROUTING.mark), { ifPresent: true });
+      obj.setRodata('cfg_inbound_mark_mask', u32(INBOUND_ROUTING.mask), { ifPresent: true });
       const dns = Buffer.alloc(16 * 4);
       opts.dnsServers.forEach((ip, i) => encodeAddr(ip, dns, 16 * i));
       obj.setRodata('cfg_dns_servers', dns, { ifPresent: true });
@@ -130,9 +146,11 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
       }
       for (const prog of programs) links[prog] = obj.attachCgroup(prog, opts.cgroupRoot, sockLinkPin(opts.pinDir, prog));
       if (file === 'capture.o') {
-        const progPin = path.join(opts.pinDir, PROGS_DIR, SK_LOOKUP_PROG);
-        obj.pinProgram(SK_LOOKUP_PROG, progPin);
-        netnsLinks = updateNetnsLinks(opts.pinDir, progPin);
+        for (const [prog, dir] of [[SK_LOOKUP_PROG, NETNS_LINKS_DIR], [LO_MARK_PROG, TCX_LINKS_DIR]]) {
+          const progPin = path.join(opts.pinDir, PROGS_DIR, prog);
+          obj.pinProgram(prog, progPin);
+          netnsLinks += updateLinks(path.join(opts.pinDir, dir), progPin);
+        }
       }
     } finally {
       // Pins and links keep programs and maps alive; the object's own fds are not needed.
@@ -142,10 +160,10 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
   return { links, netnsLinks };
 }
 
-/** Swaps the new sk_lookup program into every pod's link (a restart keeps pods captured). */
-function updateNetnsLinks(pinDir: string, progPin: string): number {
-  const names = fs.readdirSync(path.join(pinDir, NETNS_LINKS_DIR));
-  for (const name of names) updateLinkProgram(path.join(pinDir, NETNS_LINKS_DIR, name), progPin);
+/** Swaps the new program into every pod's link of a kind (a restart keeps pods captured). */
+function updateLinks(dir: string, progPin: string): number {
+  const names = fs.readdirSync(dir);
+  for (const name of names) updateLinkProgram(path.join(dir, name), progPin);
   return names.length;
 }
 
@@ -158,10 +176,13 @@ export function uninstallDatapath(pinDir: string): string[] {
       removed.push(p);
     }
   };
-  const netnsDir = path.join(pinDir, NETNS_LINKS_DIR);
-  if (fs.existsSync(netnsDir)) for (const name of fs.readdirSync(netnsDir)) rm(path.join(netnsDir, name));
+  for (const d of [NETNS_LINKS_DIR, TCX_LINKS_DIR]) {
+    const dir = path.join(pinDir, d);
+    if (fs.existsSync(dir)) for (const name of fs.readdirSync(dir)) rm(path.join(dir, name));
+  }
   for (const progs of Object.values(OBJECTS)) for (const prog of progs) rm(sockLinkPin(pinDir, prog));
   rm(path.join(pinDir, PROGS_DIR, SK_LOOKUP_PROG));
+  rm(path.join(pinDir, PROGS_DIR, LO_MARK_PROG));
   for (const name of PINNED_MAPS) rm(path.join(pinDir, name));
   return removed;
 }

@@ -11,12 +11,18 @@
 #include <bpf/bpf_endian.h>
 #include "addr.h"
 #include "capture_maps.h"
+#include "node.h"
 
 /* Set by the agent before load (mesh-proxy-uid, mesh-proxy-gid, ambient-proxy-mark). */
 const volatile __u32 cfg_proxy_uid = 1337;
 const volatile __u32 cfg_proxy_gid = 1337;
 const volatile __u32 cfg_proxy_mark = 0x539;
 const volatile __u32 cfg_proxy_mark_mask = 0xfff;
+/* The mark a proxy's looped-back inbound connection gets in a captured pod, so the app's replies
+ * are routed back to the proxy's transparent socket (Istio's in-pod connmark 0x111/0xfff).
+ */
+const volatile __u32 cfg_inbound_mark = 0x111;
+const volatile __u32 cfg_inbound_mark_mask = 0xfff;
 
 #define SL_PORT_OUTBOUND 15001
 #define SL_PORT_INBOUND 15006
@@ -124,9 +130,78 @@ static __always_inline void cap_to_loopback(struct sl_addr *dst)
 		addr_from_words(dst, 0, 0, 0, bpf_htonl(1));
 }
 
-/* Sends the connect to the proxy's port on loopback, remembering where it was going. */
-static __always_inline int cap_redirect(struct bpf_sock_addr *ctx, __u64 cookie, struct sl_addr *dst, __u16 *dport,
-					__u16 to_port, __u8 kind)
+struct sl_sockaddr_in {
+	__u16 family;
+	__u16 port;
+	__u32 addr;
+	__u8 zero[8];
+};
+
+struct sl_sockaddr_in6 {
+	__u16 family;
+	__u16 port;
+	__u32 flowinfo;
+	__u32 addr[4];
+	__u32 scope_id;
+};
+
+/* The socket has a local address already (bound by the app, e.g. Envoy's 127.0.0.6). */
+static __always_inline int cap_sock_bound(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return 1;
+	if (ctx->user_family == 2 /* AF_INET */)
+		return SL_LOAD(sk->src_ip4) != 0;
+	return (SL_LOAD(sk->src_ip6[0]) | SL_LOAD(sk->src_ip6[1]) | SL_LOAD(sk->src_ip6[2]) | SL_LOAD(sk->src_ip6[3])) != 0;
+}
+
+/*
+ * Under iptables REDIRECT the source of a captured connection stays the address the route to the
+ * original destination chose: the pod's own IP. Rewriting the destination to loopback would make
+ * the kernel pick 127.0.0.1 / ::1 instead, so bind the pod's address of that family first (port
+ * 0: chosen at connect, as IP_BIND_ADDRESS_NO_PORT). The app's getsockname and the proxy's
+ * getpeername then show the pod IP, as under Istio's rules. A socket the app bound keeps its
+ * address; loopback destinations keep a loopback source, as the route would give them.
+ */
+static __always_inline void cap_bind_pod_source(struct bpf_sock_addr *ctx, const struct sl_policy *pol, const struct sl_addr *orig)
+{
+	int v4 = addr_is_mapped_v4(orig);
+	__u32 i;
+
+	if (addr_is_loopback(orig) || cap_sock_bound(ctx))
+		return;
+	for (i = 0; i < SL_MAX_POD_IPS; i++) {
+		const struct sl_addr *ip = &pol->pod_ips[i];
+
+		if (i >= pol->n_pod_ips)
+			break;
+		if (addr_is_mapped_v4(ip) != v4)
+			continue;
+		if (ctx->user_family == 2 /* AF_INET */) {
+			struct sl_sockaddr_in sin = { .family = 2, .addr = addr_v4(ip) };
+
+			bpf_bind(ctx, (struct sockaddr *)&sin, sizeof(sin));
+		} else {
+			const __u32 *w = (const __u32 *)ip->b;
+			struct sl_sockaddr_in6 sin6 = { .family = 10 };
+
+			sin6.addr[0] = w[0];
+			sin6.addr[1] = w[1];
+			sin6.addr[2] = w[2];
+			sin6.addr[3] = w[3];
+			bpf_bind(ctx, (struct sockaddr *)&sin6, sizeof(sin6));
+		}
+		return;
+	}
+}
+
+/* Sends the connect to the proxy's port on loopback, remembering where it was going. `at_connect`
+ * is a constant: only connect hooks may bind (a TCP sendmsg with an address is TCP Fast Open).
+ */
+static __always_inline int cap_redirect(struct bpf_sock_addr *ctx, const struct sl_policy *pol, __u64 cookie,
+					struct sl_addr *dst, __u16 *dport, __u16 to_port, __u8 kind, int at_connect)
 {
 	struct sl_orig_dst *o;
 
@@ -138,6 +213,8 @@ static __always_inline int cap_redirect(struct bpf_sock_addr *ctx, __u64 cookie,
 	o->addr = *dst;
 	o->port = *dport;
 	o->captured = kind;
+	if (at_connect)
+		cap_bind_pod_source(ctx, pol, dst);
 	cap_to_loopback(dst);
 	*dport = to_port;
 	cap_count(cookie, CAP_STAT_OUTBOUND);
@@ -185,10 +262,39 @@ static __always_inline int cap_dns_applies(const struct sl_policy *pol, const st
 	return (pol->flags & SL_POL_DNS) && dport == SL_PORT_DNS && cap_is_dns_server(dst);
 }
 
+/* A live listener of the proxy on {netns, port} of this family (IPv4 falls back to a dual-stack
+ * IPv6 listener), from any slot; NULL when none. The caller releases the socket.
+ */
+static __always_inline struct bpf_sock *cap_listener(__u64 cookie, __u16 port, int v4)
+{
+	struct sl_listener_key key = { .netns_cookie = cookie, .port = port };
+	struct bpf_sock *sk;
+	__u32 i;
+
+	for (i = 0; i < 2 * SL_LISTENER_SLOTS; i++) {
+		key.family = (v4 && i < SL_LISTENER_SLOTS) ? 4 : 6;
+		key.slot = i % SL_LISTENER_SLOTS;
+		if (!v4 && i >= SL_LISTENER_SLOTS)
+			break;
+		sk = bpf_map_lookup_elem(&sl_listeners, &key);
+		if (sk)
+			return sk;
+	}
+	return NULL;
+}
+
+/* The node proxy's own sockets carry its mark (Istio's ztunnel: 0x539/0xfff). */
+static __always_inline int cap_is_proxy_marked(struct bpf_sock *sk)
+{
+	return sk && (SL_LOAD(sk->mark) & cfg_proxy_mark_mask) == (cfg_proxy_mark & cfg_proxy_mark_mask);
+}
+
 /*
- * UDP DNS capture at sendmsg/connect (Istio's ISTIO_OUTPUT_DNS): a query of the app to a resolver
- * goes to the proxy's DNS port on loopback; the proxy's own queries do not. The reply is shown
- * as coming from the resolver through the same reverse entries socket-LB uses.
+ * UDP DNS capture at sendmsg/connect (Istio's ISTIO_OUTPUT_DNS for sidecars, the in-pod DNS rule
+ * for ambient): a query of the app to a resolver goes to the proxy's DNS port on loopback; the
+ * proxy's own queries (sidecar: its uid/gid; ambient: the node proxy's mark) do not. Ambient
+ * takes every resolver that is not one of the pod's own addresses (Istio: "! -o lo"). The reply is
+ * shown as coming from the resolver through the same reverse entries socket-LB uses.
  */
 static __always_inline int capture_dns_udp(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *dport)
 {
@@ -199,11 +305,22 @@ static __always_inline int capture_dns_udp(struct bpf_sock_addr *ctx, struct sl_
 		return CAP_NONE;
 	cookie = bpf_get_netns_cookie(ctx);
 	pol = bpf_map_lookup_elem(&sl_endpoints, &cookie);
-	if (!pol || pol->mode != SL_MODE_SIDECAR || !cap_dns_applies(pol, dst, *dport))
+	if (!pol || !(pol->flags & SL_POL_DNS))
 		return CAP_NONE;
-	uidgid = bpf_get_current_uid_gid();
-	if ((__u32)uidgid == cfg_proxy_uid || (__u32)(uidgid >> 32) == cfg_proxy_gid)
-		return CAP_PROXY;
+	if (pol->mode == SL_MODE_AMBIENT) {
+		if (cap_is_proxy_marked(ctx->sk))
+			return CAP_PROXY;
+		if (addr_is_loopback(dst) || cap_is_pod_ip(pol, dst))
+			return CAP_NONE;
+	} else if (pol->mode == SL_MODE_SIDECAR) {
+		if (!cap_is_dns_server(dst))
+			return CAP_NONE;
+		uidgid = bpf_get_current_uid_gid();
+		if ((__u32)uidgid == cfg_proxy_uid || (__u32)(uidgid >> 32) == cfg_proxy_gid)
+			return CAP_PROXY;
+	} else {
+		return CAP_NONE;
+	}
 	cap_to_loopback(dst);
 	*dport = pol->dns_port;
 	cap_count(cookie, CAP_STAT_OUTBOUND);
@@ -223,41 +340,32 @@ static __always_inline int cap_bound_to_inbound_passthrough(struct bpf_sock_addr
 	       SL_LOAD(sk->src_ip6[3]) == bpf_htonl(6);
 }
 
-/* The node proxy's own sockets carry its mark (Istio's ztunnel: 0x539/0xfff). */
-static __always_inline int cap_is_proxy_marked(struct bpf_sock *sk)
-{
-	return sk && (SL_LOAD(sk->mark) & cfg_proxy_mark_mask) == (cfg_proxy_mark & cfg_proxy_mark_mask);
-}
-
 /*
- * Ambient outbound (Istio's in-pod rules for ztunnel): TCP from the pod to anything that is not
- * one of its own addresses goes to the node proxy's 15001 socket inside the pod's namespace;
- * the proxy's own (marked) sockets are left alone. No listener there: the connect is still sent
- * to 15001 and refused (fail closed: nothing leaves the pod around the proxy), and counted.
+ * Ambient outbound (Istio's in-pod rules for ztunnel, in their order): the node proxy's own
+ * (marked) sockets are left alone; with DNS capture, TCP port 53 not to 127.0.0.1 / ::1 goes to
+ * the proxy's DNS port; TCP to the pod's own addresses stays local; anything else goes to the
+ * node proxy's 15001 socket inside the pod's namespace. No listener there: the connect is still
+ * sent to 15001 and refused (fail closed: nothing leaves the pod around the proxy), and counted.
  */
 static __always_inline int capture_connect_ambient(struct bpf_sock_addr *ctx, const struct sl_policy *pol, __u64 cookie,
-						   struct sl_addr *dst, __u16 *dport)
+						   struct sl_addr *dst, __u16 *dport, int at_connect)
 {
-	struct sl_listener_key lkey = { .netns_cookie = cookie, .port = pol->outbound_port };
 	struct bpf_sock *l;
 
 	if (cap_is_proxy_marked(ctx->sk)) {
 		cap_count(cookie, CAP_STAT_BYPASS);
 		return CAP_PROXY;
 	}
+	if ((pol->flags & SL_POL_DNS) && *dport == SL_PORT_DNS && !cap_is_localhost1(dst))
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->dns_port, 1, at_connect);
 	if (addr_is_loopback(dst) || cap_is_pod_ip(pol, dst))
 		return CAP_NONE;
-	lkey.family = addr_is_mapped_v4(dst) ? 4 : 6;
-	l = bpf_map_lookup_elem(&sl_listeners, &lkey);
-	if (!l && lkey.family == 4) {
-		lkey.family = 6;
-		l = bpf_map_lookup_elem(&sl_listeners, &lkey);
-	}
+	l = cap_listener(cookie, pol->outbound_port, addr_is_mapped_v4(dst));
 	if (l)
 		bpf_sk_release(l);
 	else
 		cap_count(cookie, CAP_STAT_NO_LISTENER);
-	return cap_redirect(ctx, cookie, dst, dport, pol->outbound_port, 1);
+	return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect);
 }
 
 /*
@@ -268,7 +376,7 @@ static __always_inline int capture_connect_ambient(struct bpf_sock_addr *ctx, co
  *  ranges; included ports; included ranges (or "*").
  * "-o lo" is "the destination is one of this namespace's addresses": loopback or a pod IP.
  */
-static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *dport)
+static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *dport, int at_connect)
 {
 	struct sl_policy *pol;
 	__u64 cookie, uidgid;
@@ -282,7 +390,7 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 	if (!pol)
 		return CAP_NONE;
 	if (pol->mode == SL_MODE_AMBIENT)
-		return capture_connect_ambient(ctx, pol, cookie, dst, dport);
+		return capture_connect_ambient(ctx, pol, cookie, dst, dport, at_connect);
 	if (pol->mode != SL_MODE_SIDECAR)
 		return CAP_NONE;
 	if (cap_port_in(pol->exclude_out_ports, pol->n_exclude_out_ports, *dport))
@@ -296,7 +404,7 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 	dns = (pol->flags & SL_POL_DNS) && *dport == SL_PORT_DNS;
 	if (uid == cfg_proxy_uid) {
 		if (local && !cap_is_localhost1(dst) && *dport != SL_PORT_HBONE && !dns)
-			return cap_redirect(ctx, cookie, dst, dport, pol->inbound_port, 2);
+			return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect);
 		cap_count(cookie, CAP_STAT_BYPASS);
 		return CAP_PROXY;
 	}
@@ -309,16 +417,16 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 		return CAP_PROXY;
 	}
 	if (dns && cap_is_dns_server(dst))
-		return cap_redirect(ctx, cookie, dst, dport, pol->dns_port, 1);
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->dns_port, 1, at_connect);
 	if (cap_is_localhost1(dst) || (local && !lo_ranges))
 		return CAP_NONE;
 	/* exclusions before inclusions, as istio-iptables orders them */
 	if (cap_cidr_in(pol->exclude_cidrs, pol->n_exclude_cidrs, dst))
 		return CAP_NONE;
 	if (cap_port_in(pol->include_out_ports, pol->n_include_out_ports, *dport))
-		return cap_redirect(ctx, cookie, dst, dport, pol->outbound_port, 1);
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect);
 	if ((pol->flags & SL_POL_OUT_ALL) || cap_cidr_in(pol->include_cidrs, pol->n_include_cidrs, dst))
-		return cap_redirect(ctx, cookie, dst, dport, pol->outbound_port, 1);
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect);
 	return CAP_NONE;
 }
 

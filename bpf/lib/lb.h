@@ -10,6 +10,7 @@
 #include <bpf/bpf_endian.h>
 #include "addr.h"
 #include "lb_maps.h"
+#include "node.h"
 
 #define SL_ALLOW 1
 #define SL_REJECT 0
@@ -17,7 +18,6 @@
 
 /* Set by the agent before load: the verifier prunes the hostns-only branch when it is off. */
 const volatile __u8 cfg_hostns_only = 0;
-const volatile __u64 cfg_host_netns_cookie = 0;
 
 static __always_inline void lb_count(__u32 idx)
 {

@@ -87,6 +87,7 @@ struct sl_sock_rev {
 #define SL_POL_IN_ALL (1 << 1)	/* includeInboundPorts "*" */
 #define SL_POL_DNS (1 << 2)	/* capture DNS (UDP/TCP 53) to the proxy's DNS port */
 #define SL_POL_LOOPBACK_RANGE (1 << 3) /* an included outbound range covers loopback */
+#define SL_POL_NO_INBOUND (1 << 4) /* ambient.istio.io/bypass-inbound-capture: outbound only */
 
 #define SL_MAX_CIDRS 16
 #define SL_MAX_PORTS 32
@@ -145,13 +146,31 @@ struct sl_origdst_key {
 	__u32 pad2;
 };
 
-/* The proxy's listening sockets that inbound connections are steered to (sk_lookup). */
+/* The proxy's listening sockets that inbound connections are steered to (sk_lookup). Several
+ * processes may listen on one port with SO_REUSEPORT (an old and a new ztunnel during an
+ * upgrade): each listener takes a free slot, and any live one is as good as another (the kernel
+ * picks within the reuseport group after sk_lookup assigns one of them).
+ */
+#define SL_LISTENER_SLOTS 4
+
 struct sl_listener_key {
 	__u64 netns_cookie;
 	__u16 port;
 	__u8 family; /* 4 or 6 */
-	__u8 pad;
+	__u8 slot;   /* 0 .. SL_LISTENER_SLOTS-1 */
 	__u32 pad2;
+};
+
+/* A TCP connection opened by a socket of the node's own network namespace to a captured pod,
+ * seen from the pod: {pod address and port, node address and port}. Ambient capture leaves these
+ * alone (kubelet probes, hostNetwork pods: Istio's "-m owner --socket-exists" SNAT), while
+ * traffic merely forwarded through the node with a node source address is still captured.
+ */
+struct sl_flow_key {
+	struct sl_addr pod;
+	struct sl_addr peer;
+	__u16 pod_port;
+	__u16 peer_port;
 };
 
 /* Per-pod capture counters (sl_ep_stats), updated atomically. */

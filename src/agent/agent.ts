@@ -167,7 +167,11 @@ export class Agent {
   private decide(ep: Endpoint): ModeDecision {
     const pod = this.store.get(`Pod/${ep.namespace}/${ep.name}`) as Pod | undefined;
     const ns = this.store.get(`Namespace/${ep.namespace}`) as Namespace | undefined;
-    return decideMode(pod, ns, ep.ips, { excludeNamespaces: this.cfg.excludeNamespaces, dnsCapture: this.cfg.meshDnsCapture });
+    return decideMode(pod, ns, ep.ips, {
+      excludeNamespaces: this.cfg.excludeNamespaces,
+      dnsCapture: this.cfg.meshDnsCapture,
+      ambientDnsCapture: this.cfg.ambientDnsCapture,
+    });
   }
 
   /** Brings the kernel in line with the pod's decision; throws when the kernel refuses. */

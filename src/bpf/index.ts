@@ -1,5 +1,5 @@
 /* The loader's public surface. */
-export { BpfError, errnoText, packageRoot } from './shim';
+export { BpfError, errnoText, packageRoot, type InpodCfg } from './shim';
 export { BpfMap, openPinnedSet, type Codec, type MapInfo } from './map';
-export { attachNetns, BpfObject, updateLinkProgram, cgroupId, netnsCookieOf, netnsCookieSelf, pinnedLinkInfo, type AttachResult } from './object';
+export { attachNetns, BpfObject, inpodRouting, updateLinkProgram, cgroupId, netnsCookieOf, netnsCookieSelf, pinnedLinkInfo, type AttachResult } from './object';
 export { possibleCpus } from './cpus';

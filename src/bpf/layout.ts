@@ -214,6 +214,7 @@ export const POL_OUT_ALL = 1 << 0;
 export const POL_IN_ALL = 1 << 1;
 export const POL_DNS = 1 << 2;
 export const POL_LOOPBACK_RANGE = 1 << 3;
+export const POL_NO_INBOUND = 1 << 4;
 export const MAX_CIDRS = 16;
 export const MAX_PORTS = 32;
 export const MAX_POD_IPS = 4;

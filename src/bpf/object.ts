@@ -2,7 +2,7 @@
  * Only what this process created is torn down by close(); pinned maps and links outlive it.
  */
 import * as fs from 'node:fs';
-import { BpfError, check, loadShim, type ObjectHandle } from './shim';
+import { BpfError, check, loadShim, type InpodCfg, type ObjectHandle } from './shim';
 
 export type AttachResult = 'created' | 'updated';
 
@@ -97,6 +97,25 @@ export function attachNetns(progPin: string, netnsPath: string, linkPin: string)
     return check(s.netnsLink(fd, netnsPath, linkPin), `attach sk_lookup to ${netnsPath}`) === 1 ? 'updated' : 'created';
   } finally {
     s.close(fd);
+  }
+}
+
+/**
+ * Sets up (add) or removes a pod's routing for source-preserving inbound: tcp_fwmark_accept, the
+ * mark rule and local default route of both families, and the pinned tcx link on lo running the
+ * program pinned at progPin. Removal undoes as much as it can and is idempotent.
+ */
+export function inpodRouting(progPin: string, netnsPath: string, linkPin: string, cfg: InpodCfg, add: boolean): void {
+  const s = loadShim();
+  let fd = -1;
+  if (add) {
+    fd = s.objGet(progPin);
+    if (fd < 0) throw new BpfError(`open program ${progPin}`, -fd);
+  }
+  try {
+    check(s.inpodSetup(netnsPath, fd, linkPin, cfg, add ? 1 : 0), `netns ${netnsPath}`);
+  } finally {
+    if (fd >= 0) s.close(fd);
   }
 }
 

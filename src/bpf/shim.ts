@@ -47,6 +47,15 @@ function buildPath(file: string): string {
   return path.join(packageRoot(), 'build', file);
 }
 
+/** struct sl_inpod_cfg (native/shim.h): routing of a captured pod's source-preserving inbound. */
+export interface InpodCfg {
+  mark: number;
+  mask: number;
+  table: number;
+  pref: number;
+  ipv6: number;
+}
+
 /** Pointer-sized opaque handle to a libbpf `struct bpf_object`. */
 export type ObjectHandle = unknown;
 
@@ -65,6 +74,7 @@ export interface Shim {
   objClose(obj: ObjectHandle): void;
   cgroupLink(obj: ObjectHandle, prog: string, cgroup: string, linkPin: string): number;
   linkCgroupId(linkPin: string, cgroupId: BigUint64Array, progId: Uint32Array): number;
+  inpodSetup(netnsPath: string, progFd: number, linkPin: string, cfg: InpodCfg, add: number): number;
   sockhashAddFromPid(mapFd: number, key: Buffer, pid: number, fd: number): number;
   netnsCookieSelf(out: BigUint64Array): number;
   netnsCookieOf(path: string, out: BigUint64Array): number;
@@ -92,6 +102,7 @@ export function loadShim(): Shim {
   const libbpf = koffi.load('libbpf.so.1');
   const libc = koffi.load('libc.so.6');
   koffi.opaque('bpf_object');
+  koffi.struct('sl_inpod_cfg', { mark: 'uint32_t', mask: 'uint32_t', table: 'uint32_t', pref: 'uint32_t', ipv6: 'int32_t' });
   shim = {
     lastError: lib.func('const char *sl_last_error()'),
     objOpen: lib.func('bpf_object *sl_obj_open(const char *path)'),
@@ -107,6 +118,7 @@ export function loadShim(): Shim {
     objClose: lib.func('void sl_obj_close(bpf_object *obj)'),
     cgroupLink: lib.func('int sl_cgroup_link(bpf_object *obj, const char *prog, const char *cg, const char *pin)'),
     linkCgroupId: lib.func('int sl_link_cgroup_id(const char *pin, uint64_t *cg, uint32_t *prog)'),
+    inpodSetup: lib.func('int sl_inpod_setup(const char *netns, int prog_fd, const char *pin, const sl_inpod_cfg *cfg, int add)'),
     sockhashAddFromPid: lib.func('int sl_sockhash_add_from_pid(int map_fd, const void *key, int pid, int fd)'),
     netnsCookieSelf: lib.func('int sl_netns_cookie_self(uint64_t *cookie)'),
     netnsCookieOf: lib.func('int sl_netns_cookie_of(const char *path, uint64_t *cookie)'),

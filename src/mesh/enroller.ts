@@ -5,9 +5,10 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { attachNetns } from '../bpf';
+import { attachNetns, inpodRouting } from '../bpf';
 import type { Policy } from '../bpf/layout';
-import { netnsLinkPin, PROGS_DIR, SK_LOOKUP_PROG } from '../datapath';
+import { INBOUND_ROUTING, LO_MARK_PROG, netnsLinkPin, PROGS_DIR, SK_LOOKUP_PROG, tcxLinkPin } from '../datapath';
+import { log } from '../log';
 import type { CaptureMaps } from './maps';
 
 export interface EnrolTarget {
@@ -50,14 +51,48 @@ export class Enroller {
     if (this.maps.stats.get(cookie) === undefined) this.maps.stats.set(cookie, ZERO_STATS);
     for (const ip of t.ips) this.maps.podIps.set(ip, cookie);
     attachNetns(path.join(this.pinDir, PROGS_DIR, SK_LOOKUP_PROG), t.netnsPath, netnsLinkPin(this.pinDir, cookie));
+    if (policy.mode === 'ambient') this.inboundRouting(t, true);
+    else this.inboundRouting(t, false);
     this.maps.endpoints.set(cookie, policy);
   }
 
+  /**
+   * The node proxy connects to the app from the client's own address (ztunnel's inbound): the
+   * app's replies must be routed back to it inside the pod (see INBOUND_ROUTING). Idempotent;
+   * a failed setup is undone before the error is thrown.
+   */
+  private inboundRouting(t: Pick<EnrolTarget, 'netnsCookie' | 'netnsPath' | 'ips'>, add: boolean): void {
+    const cfg = { ...INBOUND_ROUTING, ipv6: t.ips.some((ip) => ip.includes(':')) ? 1 : 0 };
+    const linkPin = tcxLinkPin(this.pinDir, t.netnsCookie);
+    if (!add && !fs.existsSync(linkPin)) return;
+    try {
+      inpodRouting(path.join(this.pinDir, PROGS_DIR, LO_MARK_PROG), t.netnsPath, linkPin, cfg, add);
+    } catch (e) {
+      if (add) {
+        try {
+          inpodRouting('', t.netnsPath, linkPin, cfg, false);
+        } catch {
+          /* the setup's error is the one worth reporting */
+        }
+      }
+      throw e;
+    }
+  }
+
   /** Idempotent: releasing a pod that is not enrolled does nothing. */
-  release(t: Pick<EnrolTarget, 'netnsCookie' | 'ips'>): boolean {
+  release(t: Pick<EnrolTarget, 'netnsCookie' | 'ips'> & { netnsPath?: string }): boolean {
     const cookie = BigInt(t.netnsCookie);
     const was = this.maps.endpoints.delete(cookie);
     fs.rmSync(netnsLinkPin(this.pinDir, cookie), { force: true });
+    if (t.netnsPath && fs.existsSync(t.netnsPath)) {
+      try {
+        this.inboundRouting({ ...t, netnsPath: t.netnsPath }, false);
+      } catch (e) {
+        // the pod may be going away under us; its namespace takes the rules with it
+        log.warn('in-pod routing not removed', { netnsCookie: t.netnsCookie, err: (e as Error).message });
+      }
+    }
+    fs.rmSync(tcxLinkPin(this.pinDir, cookie), { force: true });
     for (const ip of t.ips) if (this.maps.podIps.get(ip) === cookie) this.maps.podIps.delete(ip);
     this.maps.stats.delete(cookie);
     return was;

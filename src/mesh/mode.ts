@@ -1,17 +1,36 @@
 /* Which pods are captured, and how: Istio's rules applied to the Pod and Namespace objects. */
-import type { Policy } from '../bpf/layout';
+import { POL_DNS, POL_NO_INBOUND, type Policy } from '../bpf/layout';
 import type { Namespace, Pod } from '../k8s/types';
 import { ANNOTATION, PROXY_PORTS, sidecarPolicy } from './sidecar-policy';
 
 export const AMBIENT = {
   dataplaneMode: 'istio.io/dataplane-mode',
   redirection: 'ambient.istio.io/redirection',
+  dnsCapture: 'ambient.istio.io/dns-capture',
+  bypassInboundCapture: 'ambient.istio.io/bypass-inbound-capture',
 } as const;
 
-/** Ambient: TCP out to the node proxy's 15001, in to its 15006 (15008 untouched), in the pod's netns. */
-function ambientPolicy(podIps: string[]): Policy {
+/**
+ * A boolean annotation as istio-cni reads it (Go's strconv.ParseBool); anything else is ignored
+ * as if absent (istio-cni logs and ignores it too).
+ */
+export function boolAnnotation(value: string | undefined): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(value)) return true;
+  if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(value)) return false;
+  return undefined;
+}
+
+/**
+ * Ambient: TCP out to the node proxy's 15001, in to its 15006 (15008 untouched), in the pod's
+ * netns; DNS to its 15053 unless turned off for the node (ambient-dns-capture) or the pod
+ * (ambient.istio.io/dns-capture); no inbound capture with ambient.istio.io/bypass-inbound-capture.
+ */
+function ambientPolicy(podIps: string[], annotations: Record<string, string>, dnsDefault: boolean): Policy {
+  let flags = (boolAnnotation(annotations[AMBIENT.dnsCapture]) ?? dnsDefault) ? POL_DNS : 0;
+  if (boolAnnotation(annotations[AMBIENT.bypassInboundCapture])) flags |= POL_NO_INBOUND;
   return {
-    mode: 'ambient', flags: 0, outboundPort: PROXY_PORTS.outbound, inboundPort: PROXY_PORTS.inbound, dnsPort: PROXY_PORTS.dns,
+    mode: 'ambient', flags, outboundPort: PROXY_PORTS.outbound, inboundPort: PROXY_PORTS.inbound, dnsPort: PROXY_PORTS.dns,
     podIps, includeCidrs: [], excludeCidrs: [], includeOutPorts: [], excludeOutPorts: [], includeInPorts: [], excludeInPorts: [],
   };
 }
@@ -29,6 +48,8 @@ export interface ModeOptions {
   excludeNamespaces: readonly string[];
   /** mesh-dns-capture (default false, as in Istio) */
   dnsCapture?: boolean;
+  /** ambient-dns-capture (default true, as Istio >= 1.25) */
+  ambientDnsCapture?: boolean;
 }
 
 export function decideMode(pod: Pod | undefined, ns: Namespace | undefined, podIps: string[], opts: ModeOptions): ModeDecision {
@@ -46,9 +67,9 @@ export function decideMode(pod: Pod | undefined, ns: Namespace | undefined, podI
   const labels = pod.metadata.labels ?? {};
   if (annotations[AMBIENT.redirection] === 'disabled') return { mode: 'none', rule: `annotation ${AMBIENT.redirection}=disabled` };
   if (labels[AMBIENT.dataplaneMode] === 'none') return { mode: 'none', rule: `pod label ${AMBIENT.dataplaneMode}=none` };
-  if (labels[AMBIENT.dataplaneMode] === 'ambient') return { mode: 'ambient', rule: `pod label ${AMBIENT.dataplaneMode}=ambient`, policy: ambientPolicy(podIps) };
+  if (labels[AMBIENT.dataplaneMode] === 'ambient') return { mode: 'ambient', rule: `pod label ${AMBIENT.dataplaneMode}=ambient`, policy: ambientPolicy(podIps, annotations, opts.ambientDnsCapture ?? true) };
   if (ns?.metadata.labels?.[AMBIENT.dataplaneMode] === 'ambient') {
-    return { mode: 'ambient', rule: `namespace label ${AMBIENT.dataplaneMode}=ambient`, policy: ambientPolicy(podIps) };
+    return { mode: 'ambient', rule: `namespace label ${AMBIENT.dataplaneMode}=ambient`, policy: ambientPolicy(podIps, annotations, opts.ambientDnsCapture ?? true) };
   }
   return { mode: 'none', rule: `no ${ANNOTATION.status} annotation, no ${AMBIENT.dataplaneMode}=ambient label` };
 }

@@ -72,6 +72,9 @@ export function writeConfig(env: LbEnv, extra: Record<string, string> = {}): voi
     'cgroup-root': env.node.cgroupPath,
     'k8s-objects-dir': env.objectsDir,
     'agent-socket': path.join(env.node.workDir, 'agent.sock'),
+    // never the production defaults (/var/run/sluice, /var/run/ztunnel) on a shared machine
+    'state-dir': path.join(env.node.workDir, 'state'),
+    'ztunnel-uds-address': path.join(env.node.workDir, 'ztunnel.sock'),
     ...extra,
   };
   fs.writeFileSync(env.configPath, Object.entries(data).map(([k, v]) => `${k}: "${v}"`).join('\n') + '\n');

@@ -186,7 +186,8 @@ describe('deploy/ (the kustomize base)', () => {
     expect(byHost['/opt/cni/bin']).toMatchObject({ mountPath: '/host/opt/cni/bin', type: 'DirectoryOrCreate' });
     expect(byHost['/var/run/netns']).toMatchObject({ mountPath: '/var/run/netns', propagation: 'HostToContainer', type: 'DirectoryOrCreate' });
     expect(byHost['/var/run/sluice']).toMatchObject({ mountPath: '/run/sluice', type: 'DirectoryOrCreate' });
-    expect(Object.keys(byHost).sort()).toEqual(['/etc/cni/net.d', '/opt/cni/bin', '/sys/fs/bpf', '/sys/fs/cgroup', '/var/run/netns', '/var/run/sluice']);
+    expect(byHost['/var/run/ztunnel']).toMatchObject({ mountPath: '/run/ztunnel', type: 'DirectoryOrCreate' });
+    expect(Object.keys(byHost).sort()).toEqual(['/etc/cni/net.d', '/opt/cni/bin', '/sys/fs/bpf', '/sys/fs/cgroup', '/var/run/netns', '/var/run/sluice', '/var/run/ztunnel']);
     // Bidirectional propagation would need a privileged container.
     for (const m of Object.values(mounts)) expect(m.propagation).not.toBe('Bidirectional');
   });
@@ -201,6 +202,8 @@ describe('deploy/ (the kustomize base)', () => {
     expect(data['cni-conf-dir']).toBe(containerPathOf(mounts, '/etc/cni/net.d'));
     expect(data['cni-bin-dir']).toBe(containerPathOf(mounts, '/opt/cni/bin'));
     expect(inContainer(data['state-dir'])).toBe(containerPathOf(mounts, '/var/run/sluice'));
+    // ztunnel's DaemonSet mounts the same host directory and connects to the socket there
+    expect(inContainer(data['ztunnel-uds-address'])).toBe(containerPathOf(mounts, '/var/run/ztunnel/ztunnel.sock'));
     // The socket path goes into the conflist, for the plugin on the host: the same path there.
     expect(inContainer(data['agent-socket'])).toBe(containerPathOf(mounts, data['agent-socket']));
     // cgroup-root lies inside the state dir's mount: runtimes mount by path depth, parents first.
