@@ -21,7 +21,12 @@ import { installDatapath } from '../datapath';
 import { LbMaps } from '../lb/maps';
 import { LbSync, type SyncReport } from '../lb/sync';
 import { log } from '../log';
+import { AmbientZds } from '../mesh/ambient-zds';
+import type { ZtunnelStatus } from '../mesh/zds/server';
 import { CaptureMaps } from '../mesh/maps';
+import { SeqpacketServer, watchAddresses, type AddressWatch } from '../native';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Enroller } from '../mesh/enroller';
 import { decideMode, type ModeDecision } from '../mesh/mode';
 import type { Namespace, Pod } from '../k8s/types';
@@ -33,6 +38,8 @@ import { repairPods } from './repair';
 const RESYNC_DELAY_MS = 20;
 /** Services that did not fit (a full map) are retried this often, in case room was freed. */
 const RETRY_FAILED_MS = 5000;
+/** How long a CNI ADD of an ambient pod waits for ztunnel's answer (istio-cni's deadline). */
+const ZDS_ADD_WAIT_MS = 5000;
 
 export type Phase = 'starting' | 'ready' | 'stopping' | 'failed';
 
@@ -49,6 +56,8 @@ export interface AgentStatus {
   cni?: { installed: boolean; file?: string; reason?: string };
   memory?: { rssMiB: number; heapUsedMiB: number };
   endpoints: number;
+  /** the ZDS server and the ztunnels connected to it */
+  zds?: { address: string; ztunnels: ZtunnelStatus[] };
 }
 
 export class Agent {
@@ -72,6 +81,8 @@ export class Agent {
   private capture?: CaptureMaps;
   private enroller?: Enroller;
   private installer?: CniInstaller;
+  private zds?: AmbientZds;
+  private addrWatch?: AddressWatch;
 
   constructor(private readonly cfg: Config) {
     this.endpoints = new EndpointRegistry(cfg.stateDir);
@@ -103,6 +114,9 @@ export class Agent {
     this.maps = maps;
     this.capture = CaptureMaps.open(this.cfg.bpfPinDir);
     this.enroller = new Enroller(this.capture, this.cfg.bpfPinDir);
+    // the node's addresses change at run time (a bridge or cilium_host address appears after
+    // the primary CNI's first pod): followed live through rtnetlink
+    this.addrWatch = watchAddresses(() => this.enroller?.setNodeIps(nodeAddresses()));
     this.enroller.setNodeIps(nodeAddresses());
     this.links = links;
     this.sync = new LbSync(maps);
@@ -126,6 +140,7 @@ export class Agent {
     }
     await this.source.start(this.store);
     this.tracker = new ServiceTracker(this.store);
+    if (this.cfg.ztunnelUdsAddress) this.zds = this.ambientZds(this.cfg.ztunnelUdsAddress);
     this.resync();
     const stale = this.enroller.releaseUnknown(new Set(this.endpoints.list().map((e) => e.netnsCookie)));
     if (stale) log.info('released capture of pods no longer registered', { count: stale });
@@ -138,6 +153,9 @@ export class Agent {
     });
     if (repaired.candidates) log.info('pods that predate the agent', { mode: this.cfg.repairMode, ...repaired });
     this.store.on('change', () => this.scheduleResync());
+    // ztunnel gets its snapshot only once every registered pod was decided: a snapshot missing
+    // a pod would make ztunnel drop it
+    this.zds?.start();
     if (this.cfg.cniConfDir) this.installCni();
     this.phase = 'ready';
     this.reason = '';
@@ -196,7 +214,43 @@ export class Agent {
       this.enroller.release(ep);
       log.info('pod released', { pod, mode: d.mode, rule: d.rule, netnsCookie: ep.netnsCookie });
     }
+    // after the kernel: ztunnel takes the pod only once its capture is in place
+    if (d.mode === 'ambient' && d.policy) this.handOver(ep);
+    else if (current?.mode === 'ambient' || ep.decision?.mode === 'ambient') this.takeBack(ep);
     if (changed) this.writeBack?.decided(ep, d, ep.decision?.mode ?? 'none');
+  }
+
+  private podUid(ep: Endpoint): string {
+    return ep.uid || (this.store.get(`Pod/${ep.namespace}/${ep.name}`) as Pod | undefined)?.metadata.uid || '';
+  }
+
+  /** An ambient pod goes to ztunnel over ZDS (without ZDS: its capture is all there is). */
+  private handOver(ep: Endpoint): void {
+    if (!this.zds) return this.writeBack?.redirection(ep, 'enabled');
+    const uid = this.podUid(ep);
+    if (!uid) {
+      log.warn('ambient pod without a uid: not handed to ztunnel', { pod: podKey(ep) });
+      return;
+    }
+    const pod = this.store.get(`Pod/${ep.namespace}/${ep.name}`) as Pod | undefined;
+    this.zds.enrolled({ uid, name: ep.name, namespace: ep.namespace, serviceAccount: pod?.spec.serviceAccountName || 'default', netnsPath: ep.netnsPath });
+  }
+
+  /** The pod left ambient mode (or is gone): ztunnel drops it, its status annotation goes. */
+  private takeBack(ep: Endpoint): void {
+    const uid = this.podUid(ep);
+    if (uid) void this.zds?.released(uid);
+    this.writeBack?.redirection(ep, null);
+  }
+
+  private ambientZds(address: string): AmbientZds {
+    fs.mkdirSync(path.dirname(address), { recursive: true });
+    return new AmbientZds({
+      path: address,
+      listen: (p, onConnection) => SeqpacketServer.listen(p, onConnection),
+      stateFile: path.join(this.cfg.stateDir, 'zds.json'),
+      onState: (w, st) => this.writeBack?.redirection(w, st.state === 'acked' ? 'enabled' : 'pending'),
+    });
   }
 
   /** Registrations survive restarts; those whose network namespace is gone are dropped. */
@@ -247,13 +301,26 @@ export class Agent {
           return new RawReply(`1\n${JSON.stringify({ cniVersion: '1.1.0', code: 11, msg: 'sluice agent cannot read the Pod from the API server; try again later', details: (e as Error).message })}\n`);
         }
       }
+      let added: Endpoint | undefined;
       reply = handleCni(req, {
         registry: this.endpoints,
         readiness: () => this.readiness(),
         // capture is in place before ADD returns: the pod's containers start right after
-        onAdd: (ep) => this.applyMesh(ep),
-        onDel: (ep) => this.enroller?.release(ep),
+        onAdd: (ep) => {
+          added = ep;
+          this.applyMesh(ep);
+        },
+        onDel: (ep) => {
+          this.enroller?.release(ep);
+          if (ep.decision?.mode === 'ambient') this.takeBack(ep);
+        },
       });
+      // with a ztunnel connected, an ambient pod starts once ztunnel serves it (bounded); the
+      // kernel fails its traffic closed until then, and a nack is retried in the background
+      if (added && reply.code === 0 && this.zds && this.enroller?.programmed(added.netnsCookie)?.mode === 'ambient') {
+        const st = await this.zds.waitForAnswer(this.podUid(added), ZDS_ADD_WAIT_MS);
+        if (st && st.state !== 'acked') log.warn('pod started before ztunnel took it', { pod: podKey(added), zds: st.state, error: st.error });
+      }
     } catch (e) {
       // handleCni answers every CNI failure itself; this is a bug, still answered in CNI's terms
       reply = { code: 1, stdout: JSON.stringify({ cniVersion: '1.1.0', code: 11, msg: 'sluice agent failed', details: (e as Error).message }) + '\n' };
@@ -326,6 +393,7 @@ export class Agent {
       lastSync: this.lastSync,
       memory: { rssMiB: Math.round(process.memoryUsage().rss / 1048576), heapUsedMiB: Math.round(process.memoryUsage().heapUsed / 1048576) },
       source: this.source?.status?.(),
+      zds: this.zds && { address: this.cfg.ztunnelUdsAddress, ztunnels: this.zds.server.status() },
     };
   }
 
@@ -335,6 +403,8 @@ export class Agent {
     if (this.timer) clearTimeout(this.timer);
     this.installer?.stop();
     await this.source?.stop();
+    this.zds?.close();
+    this.addrWatch?.close();
     await this.writeBack?.flush(); // annotations and Events already under way
     await this.localApi?.close();
     this.maps?.close();

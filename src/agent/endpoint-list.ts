@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { EpStats, Policy } from '../bpf/layout';
+import { readZdsStates, type ZdsPodStatus } from '../mesh/ambient-zds';
 import { CaptureMaps } from '../mesh/maps';
 import { describePolicy } from '../mesh/sidecar-policy';
 import { readEndpoints, type Endpoint } from './endpoints';
@@ -16,12 +17,15 @@ export interface ListedEndpoint extends Endpoint {
   reason: string;
   policy?: Policy;
   counters?: { outbound: number; inbound: number; proxyBypass: number; noListener: number };
+  /** ambient pods: the last known state of the hand-off to ztunnel over ZDS */
+  zds?: ZdsPodStatus;
 }
 
 /** Registrations from the state dir, modes and counters read back from the pinned maps. */
 export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[] {
   const eps = readEndpoints(stateDir);
   const maps = fs.existsSync(path.join(pinDir, 'sl_endpoints')) ? CaptureMaps.open(pinDir) : undefined;
+  const zdsStates = readZdsStates(path.join(stateDir, 'zds.json'));
   try {
     return eps.map((ep) => {
       const cookie = BigInt(ep.netnsCookie || 0);
@@ -31,10 +35,14 @@ export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[
       const mode = policy?.mode ?? 'none';
       const parts = [ep.decision ? `rule="${ep.decision.rule}"` : ''];
       if (policy?.mode === "sidecar") parts.push(describePolicy(policy));
-      if (policy?.mode === "ambient") parts.push(`node-proxy=${policy.outboundPort}/${policy.inboundPort}/15008`);
+      const zds = policy?.mode === 'ambient' && zdsStates ? (zdsStates[ep.uid] ?? { state: 'pending', attempts: 0, since: '' }) : undefined;
+      if (policy?.mode === 'ambient') {
+        if (zds) parts.push(`zds=${zds.state}${zds.error ? ` zds-error="${zds.error}"` : ''}`);
+        parts.push(`node-proxy=${policy.outboundPort}/${policy.inboundPort}/15008`);
+      }
       if (counters) parts.push(`captured-out=${counters.outbound} captured-in=${counters.inbound} proxy-bypass=${counters.proxyBypass} in-no-listener=${counters.noListener}`);
       if (ep.decision && ep.decision.mode !== mode) parts.push(`(agent intends mode=${ep.decision.mode})`);
-      return { ...ep, mode, reason: parts.filter(Boolean).join(' '), policy, counters };
+      return { ...ep, mode, reason: parts.filter(Boolean).join(' '), policy, counters, zds };
     });
   } finally {
     maps?.close();

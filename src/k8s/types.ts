@@ -38,6 +38,8 @@ export interface PodIP {
 export interface PodSpec {
   nodeName?: string;
   hostNetwork?: boolean;
+  /** the workload identity ztunnel serves the pod with (absent: "default") */
+  serviceAccountName?: string;
 }
 
 export interface PodStatus {

@@ -352,6 +352,8 @@ function parsePod(c: Checker, raw: Json, metadata: NamespacedObjectMeta): Pod {
   if (nodeName !== undefined) pod.spec.nodeName = nodeName;
   const hostNetwork = c.optional(s.hostNetwork, 'spec.hostNetwork', (v, f) => c.boolean(v, f));
   if (hostNetwork !== undefined) pod.spec.hostNetwork = hostNetwork;
+  const serviceAccountName = c.optional(s.serviceAccountName, 'spec.serviceAccountName', (v, f) => c.string(v, f));
+  if (serviceAccountName !== undefined) pod.spec.serviceAccountName = serviceAccountName;
   // An unscheduled or just-created pod has podIP "" in some serializations: treat as absent.
   const podIP = st.podIP === '' ? undefined : c.optional(st.podIP, 'status.podIP', (v, f) => c.ip(v, f));
   if (podIP !== undefined) pod.status.podIP = podIP;

@@ -1,6 +1,7 @@
-/* What the agent tells the cluster, as Istio does: an ambient-enrolled pod carries the annotation
- * `ambient.istio.io/redirection: enabled` (removed on release), and enrolment, release and
- * refusal are Events on the Pod. Best effort: a failure is logged, never blocks the datapath.
+/* What the agent tells the cluster, as Istio does: an ambient pod carries the annotation
+ * `ambient.istio.io/redirection: enabled` once ztunnel took it (`pending` while captured but not
+ * yet acked; removed on release), and enrolment, release and refusal are Events on the Pod.
+ * Best effort: a failure is logged, never blocks the datapath.
  */
 import type { Endpoint } from '../agent/endpoints';
 import { log } from '../log';
@@ -12,6 +13,8 @@ export const REDIRECTION_ANNOTATION = 'ambient.istio.io/redirection';
 export class WriteBack {
   /** writes in flight, for tests and shutdown */
   private pending: Promise<void>[] = [];
+  /** the redirection annotation last written, by namespace/name */
+  private readonly redirections = new Map<string, string | null>();
 
   constructor(
     private readonly client: ApiClient,
@@ -22,18 +25,29 @@ export class WriteBack {
   decided(ep: Endpoint, d: ModeDecision, previous: ModeDecision['mode']): void {
     if (!ep.namespace || !ep.name) return;
     const work = async () => {
-      if (d.mode === 'ambient' && previous !== 'ambient') await this.annotate(ep, 'enabled');
-      if (previous === 'ambient' && d.mode !== 'ambient') await this.annotate(ep, null);
       if (d.refused) await this.event(ep, 'Warning', 'CaptureRefused', `sluice did not enrol the pod: ${d.refused}`);
       else if (d.mode !== 'none' && previous !== d.mode) await this.event(ep, 'Normal', 'Enrolled', `sluice captures the pod's traffic in ${d.mode} mode (${d.rule})`);
       else if (d.mode === 'none' && previous !== 'none') await this.event(ep, 'Normal', 'Released', `sluice released the pod from ${previous} mode (${d.rule})`);
     };
-    const p = work().catch((e) => log.warn('write-back to the API server failed', { pod: `${ep.namespace}/${ep.name}`, err: (e as Error).message }));
+    this.track(ep, work);
+  }
+
+  /** The pod's ambient status: enabled (ztunnel took it), pending, or null (released). */
+  redirection(pod: { namespace: string; name: string }, value: 'enabled' | 'pending' | null): void {
+    const key = `${pod.namespace}/${pod.name}`;
+    if (!pod.namespace || !pod.name || this.redirections.get(key) === value) return;
+    if (value === null) this.redirections.delete(key);
+    else this.redirections.set(key, value);
+    this.track(pod, () => this.annotate(pod, value));
+  }
+
+  private track(pod: { namespace: string; name: string }, work: () => Promise<void>): void {
+    const p = work().catch((e) => log.warn('write-back to the API server failed', { pod: `${pod.namespace}/${pod.name}`, err: (e as Error).message }));
     this.pending.push(p);
     void p.finally(() => (this.pending = this.pending.filter((x) => x !== p)));
   }
 
-  private async annotate(ep: Endpoint, value: string | null): Promise<void> {
+  private async annotate(ep: { namespace: string; name: string }, value: string | null): Promise<void> {
     const path = `/api/v1/namespaces/${encodeURIComponent(ep.namespace)}/pods/${encodeURIComponent(ep.name)}`;
     await this.client.request('PATCH', path, { metadata: { annotations: { [REDIRECTION_ANNOTATION]: value } } }, { contentType: 'application/merge-patch+json' });
   }

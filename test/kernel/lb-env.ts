@@ -18,6 +18,8 @@ export interface ProbeResult {
   ok: boolean;
   reply?: string;
   peer?: string;
+  /** TCP: the client socket's own address (getsockname) */
+  local?: string;
   errno?: number;
   stage?: string;
 }

@@ -652,6 +652,7 @@ struct attempt {
 	const char *stage;
 	char reply[REPLY_MAX];
 	char peer[PEER_MAX];
+	char local[PEER_MAX]; /* TCP: the client's own address (getsockname); empty otherwise */
 };
 
 /* Record errno at the failing stage; returns false for tail calls. */
@@ -774,6 +775,10 @@ static bool tcp_attempt_on(int fd, const struct target *t, long timeout_ms, stru
 	if (getpeername(fd, (struct sockaddr *)&peer, &plen) < 0)
 		return attempt_fail(a, "getpeername");
 	format_peer(&peer, a->peer, sizeof(a->peer));
+	plen = sizeof(peer);
+	if (getsockname(fd, (struct sockaddr *)&peer, &plen) < 0)
+		return attempt_fail(a, "getsockname");
+	format_peer(&peer, a->local, sizeof(a->local));
 	if (read_line(fd, a->reply, sizeof(a->reply)) < 0)
 		return attempt_fail(a, "recv");
 	strip_line_end(a->reply);
@@ -887,6 +892,10 @@ static void print_attempt(const struct attempt *a)
 		print_json_string(a->reply);
 		printf(",\"peer\":");
 		print_json_string(a->peer);
+		if (a->local[0]) {
+			printf(",\"local\":");
+			print_json_string(a->local);
+		}
 		printf("}\n");
 	} else {
 		printf("{\"ok\":false,\"errno\":%d,\"error\":", a->err);
