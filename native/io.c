@@ -333,10 +333,8 @@ int sl_seqpacket_send_fds(int fd, const void *buf, size_t len, const int *fds, i
 	while (n < 0 && errno == EINTR);
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return fail(EAGAIN, "send %zu-byte message on socket fd %d: the peer's receive "
-				    "queue is full", len, fd);
-		return fail(errno, "send %zu-byte message with %d fd(s) on socket fd %d", len, nfds,
-			    fd);
+			return fail(EAGAIN, "send on socket fd %d: the peer's receive queue is full", fd);
+		return fail(errno, "send with %d fd(s) on socket fd %d", nfds, fd);
 	}
 	return (int)n;
 }

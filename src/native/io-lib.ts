@@ -21,7 +21,9 @@ export class NativeIoError extends Error {
   }
 }
 
-const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([name, n]) => [n, name]));
+// The first name of a number wins: EAGAIN rather than its alias EWOULDBLOCK.
+const errnoNames = new Map<number, string>();
+for (const [name, n] of Object.entries(os.constants.errno)) if (!errnoNames.has(n)) errnoNames.set(n, name);
 
 export function errnoName(errno: number): string {
   return errnoNames.get(errno) ?? `E${errno}`;
