@@ -24,6 +24,7 @@ import { log } from '../log';
 import { CaptureMaps } from '../mesh/maps';
 import { Enroller } from '../mesh/enroller';
 import { decideMode, type ModeDecision } from '../mesh/mode';
+import { closePoller } from '../native/poller';
 import type { Namespace, Pod } from '../k8s/types';
 import { ApiServer, RawReply } from './api';
 import { EndpointRegistry, type Endpoint } from './endpoints';
@@ -335,6 +336,7 @@ export class Agent {
     await this.localApi?.close();
     this.maps?.close();
     this.capture?.close();
+    closePoller(); // the native I/O thread, if anything started it (ZDS, address watch)
     log.info('agent stopped; datapath left running from its pins', { pinDir: this.cfg.bpfPinDir });
   }
 }
