@@ -22,9 +22,12 @@ build/bpf/%.o: bpf/%.c $(BPF_HDRS)
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-build/libsluice.so: native/shim.c native/shim.h
+SHIM_SRCS   := native/shim.c native/io.c
+SHIM_HDRS   := native/shim.h native/io.h native/fail.h
+
+build/libsluice.so: $(SHIM_SRCS) $(SHIM_HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(SHIM_CFLAGS) -shared -o $@ native/shim.c -lbpf -pthread
+	$(CC) $(SHIM_CFLAGS) -shared -o $@ $(SHIM_SRCS) -lbpf -pthread
 
 # The CNI plugin is C: the runtime executes it on every pod start, where Node's start-up would cost.
 bin/sluice-cni: cni/sluice-cni.c

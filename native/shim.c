@@ -17,6 +17,7 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
+#include "fail.h"
 #include "shim.h"
 
 #ifndef SO_NETNS_COOKIE
@@ -34,17 +35,23 @@ const char *sl_last_error(void)
 	return last_error;
 }
 
-static int fail(int err, const char *fmt, ...)
+int sl_fail_v(int err, const char *fmt, va_list ap)
 {
-	va_list ap;
-	size_t n;
+	size_t n = (size_t)vsnprintf(last_error, sizeof(last_error), fmt, ap);
 
-	va_start(ap, fmt);
-	n = (size_t)vsnprintf(last_error, sizeof(last_error), fmt, ap);
-	va_end(ap);
 	if (n < sizeof(last_error))
 		snprintf(last_error + n, sizeof(last_error) - n, ": %s", strerror(err > 0 ? err : -err));
 	return err > 0 ? -err : err;
+}
+
+static int fail(int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	err = sl_fail_v(err, fmt, ap);
+	va_end(ap);
+	return err;
 }
 
 static int log_to_buffer(enum libbpf_print_level level, const char *fmt, va_list ap)

@@ -29,6 +29,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Enroller } from '../mesh/enroller';
 import { decideMode, type ModeDecision } from '../mesh/mode';
+import { closePoller } from '../native/poller';
 import type { Namespace, Pod } from '../k8s/types';
 import { ApiServer, RawReply } from './api';
 import { EndpointRegistry, type Endpoint } from './endpoints';
@@ -409,6 +410,7 @@ export class Agent {
     await this.localApi?.close();
     this.maps?.close();
     this.capture?.close();
+    closePoller(); // the native I/O thread, if anything started it (ZDS, address watch)
     log.info('agent stopped; datapath left running from its pins', { pinDir: this.cfg.bpfPinDir });
   }
 }

@@ -3,7 +3,7 @@
  */
 import * as path from 'node:path';
 import * as fs from 'node:fs';
-import koffi from 'koffi';
+import koffi, { type LibraryHandle } from 'koffi';
 
 /** A failed kernel or libbpf call: `op` names what was attempted, `errno` is matchable. */
 export class BpfError extends Error {
@@ -93,12 +93,20 @@ export interface Shim {
 }
 
 let shim: Shim | undefined;
+let library: LibraryHandle | undefined;
+
+/** libsluice itself, loaded once per process for every module that binds to it (src/native too). */
+export function loadLibrary(): LibraryHandle {
+  if (library) return library;
+  const libPath = process.env.SLUICE_SHIM ?? buildPath('libsluice.so');
+  if (!fs.existsSync(libPath)) throw new Error(`Cannot load ${libPath}: not built (run make)`);
+  library = koffi.load(libPath);
+  return library;
+}
 
 export function loadShim(): Shim {
   if (shim) return shim;
-  const libPath = process.env.SLUICE_SHIM ?? buildPath('libsluice.so');
-  if (!fs.existsSync(libPath)) throw new Error(`Cannot load ${libPath}: not built (run make)`);
-  const lib = koffi.load(libPath);
+  const lib = loadLibrary();
   const libbpf = koffi.load('libbpf.so.1');
   const libc = koffi.load('libc.so.6');
   koffi.opaque('bpf_object');
