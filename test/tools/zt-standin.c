@@ -39,8 +39,10 @@
  *     (app.rs: a WorkloadProxyManager error exits the process); so does this program.
  * On EOF the proxies keep running; the stand-in reconnects and says hello again.
  * Test knobs: --nack-uid UID nacks every add for UID with "injected nack", --nack-adds N the
- * first N adds of the process's lifetime (the request is otherwise ignored: a running proxy for
- * that uid keeps running, nothing becomes pending); --ack-delay-ms waits before every answer.
+ * first N well-formed adds of the process's lifetime (the request is otherwise ignored: a
+ * running proxy for that uid keeps running, nothing becomes pending; the uid still counts as
+ * named by the snapshot, as a failed add does in ztunnel); --ack-delay-ms waits before every
+ * answer.
  *
  * The in-pod proxy, one per pod: a thread that setns()es into the pod's netns and opens, in
  * ztunnel's order (proxyfactory.rs: DNS first, then inbound, inbound plaintext, outbound):
@@ -68,6 +70,9 @@
  * connects from the client's own address (IP_TRANSPARENT + IP_FREEBIND, bind to the peer's
  * address, port 0) unless the listener could not be made transparent or the client's address
  * is the destination's (proxy.rs freebind_connect). An address unknown is printed `-`.
+ * Stopping a pod's proxy closes its sockets and cuts its connections at once (ztunnel drains a
+ * removed pod with DrainMode::Immediate): one waiting on its upstream replies ERR:125
+ * (ECANCELED) and is closed.
  * Addresses: IPv4 `a.b.c.d:port` (IPv4-mapped IPv6 as plain IPv4), IPv6 `[addr]:port`.
  *
  * Output: one JSON object per line on stdout (line-buffered), errors as text on stderr.
