@@ -16,7 +16,7 @@ TS_SRCS     := $(shell find src -name '*.ts')
 
 .PHONY: all deps apt-deps npm-deps test test-unit bench demo clean install
 
-all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/dist/.stamp bin/sluice bin/sluice-cni
+all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/zt-standin build/dist/.stamp bin/sluice bin/sluice-cni
 
 build/bpf/%.o: bpf/%.c $(BPF_HDRS)
 	@mkdir -p $(@D)
@@ -37,6 +37,11 @@ bin/sluice-cni: cni/sluice-cni.c
 build/sl-probe: test/tools/sl-probe.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -Wall -Wextra -pthread -o $@ $<
+
+# A stand-in for Istio's ztunnel (ZDS client and in-pod proxy) for the ambient tests.
+build/zt-standin: test/tools/zt-standin.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -Wall -Wextra -Werror -pthread -o $@ $<
 
 build/dist/.stamp: $(TS_SRCS) tsconfig.json package.json
 	node_modules/.bin/tsc -p tsconfig.json
