@@ -35,11 +35,9 @@ static __always_inline void sockops_local(struct bpf_sock_ops *skops, struct sl_
 	key->port = (__u16)skops->local_port;
 }
 
-/* A TCP socket of the node's own network namespace, seen from the pod it connects to. */
-static __always_inline int sockops_host_flow_key(struct bpf_sock_ops *skops, struct sl_flow_key *key)
+/* A TCP connection seen from the pod it goes to: {pod address and port, peer address and port}. */
+static __always_inline void sockops_flow_key(struct bpf_sock_ops *skops, struct sl_flow_key *key)
 {
-	if (bpf_get_netns_cookie(skops) != cfg_host_netns_cookie)
-		return 0;
 	if (skops->family == SL_AF_INET) {
 		addr_from_v4(&key->pod, SL_LOAD(skops->remote_ip4));
 		addr_from_v4(&key->peer, SL_LOAD(skops->local_ip4));
@@ -51,28 +49,34 @@ static __always_inline int sockops_host_flow_key(struct bpf_sock_ops *skops, str
 	}
 	key->pod_port = bpf_ntohl(skops->remote_port) & 0xffff;
 	key->peer_port = (__u16)skops->local_port;
-	return 1;
 }
 
-/* The node's own connect to a captured ambient pod is remembered, so the pod's inbound capture
- * leaves it alone (kubelet probes) while forwarded traffic with a node source is still captured.
+/*
+ * Connections inbound capture must leave alone, remembered when they are opened (the packet alone
+ * cannot tell): the node's own sockets connecting to an ambient pod (kubelet probes, hostNetwork
+ * pods; Istio SNATs exactly these, "-m owner --socket-exists"), and the proxy's own marked
+ * connection to its pod's app from a client's address (ztunnel's source-preserving inbound,
+ * which loops back through the pod's lo). Traffic merely forwarded through the node with a node
+ * source address has no such socket and is captured.
  */
-static __always_inline int sockops_host_flow(struct bpf_sock_ops *skops)
+static __always_inline int sockops_bypass_flow(struct bpf_sock_ops *skops)
 {
 	struct sl_flow_key key = {};
 	struct sl_policy *pol;
-	__u64 *cookie;
+	__u64 netns = bpf_get_netns_cookie(skops), *cookie;
+	int host = netns == cfg_host_netns_cookie;
 	__u8 one = 1;
 
-	if (!sockops_host_flow_key(skops, &key))
+	if (!host && !cap_is_proxy_marked(skops->sk))
 		return 0;
+	sockops_flow_key(skops, &key);
 	cookie = bpf_map_lookup_elem(&sl_pod_ips, &key.pod);
-	if (!cookie)
+	if (!cookie || (!host && *cookie != netns))
 		return 0;
 	pol = bpf_map_lookup_elem(&sl_endpoints, cookie);
-	if (!pol || pol->mode != SL_MODE_AMBIENT)
+	if (!pol || pol->mode == SL_MODE_NONE || (host && pol->mode != SL_MODE_AMBIENT))
 		return 0;
-	bpf_map_update_elem(&sl_host_flows, &key, &one, BPF_ANY);
+	bpf_map_update_elem(&sl_bypass_flows, &key, &one, BPF_ANY);
 	return 1;
 }
 
@@ -86,28 +90,26 @@ static __always_inline void sockops_connect(struct bpf_sock_ops *skops)
 	if (!sk)
 		return;
 	o = bpf_sk_storage_get(&sl_cap_sock, sk, 0, 0);
-	if (!o) {
-		if (!sockops_host_flow(skops))
-			return;
-	} else {
+	if (o) {
 		sockops_local(skops, &key);
 		bpf_map_update_elem(&sl_origdst, &key, o, BPF_ANY);
+	} else if (!sockops_bypass_flow(skops)) {
+		return;
 	}
 	/* to remove the entry when this socket closes */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
+/* Only sockets with one of the two entries asked for this callback; deleting a missing key is cheap. */
 static __always_inline void sockops_closed(struct bpf_sock_ops *skops)
 {
 	struct sl_origdst_key key = {};
 	struct sl_flow_key flow = {};
 
-	if (sockops_host_flow_key(skops, &flow)) {
-		bpf_map_delete_elem(&sl_host_flows, &flow);
-		return;
-	}
 	sockops_local(skops, &key);
 	bpf_map_delete_elem(&sl_origdst, &key);
+	sockops_flow_key(skops, &flow);
+	bpf_map_delete_elem(&sl_bypass_flows, &flow);
 }
 
 /* A proxy's listener (15001, 15006, 15008) joins sl_listeners when it starts listening, in any
@@ -235,6 +237,7 @@ untouched:
 SEC("sk_lookup")
 int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 {
+	struct sl_flow_key flow = {};
 	struct sl_addr local, remote;
 	struct sl_policy *pol;
 	struct bpf_sock *sk;
@@ -261,31 +264,28 @@ int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 	pol = bpf_map_lookup_elem(&sl_endpoints, cookie);
 	if (!pol || pol->mode == SL_MODE_NONE)
 		return SK_PASS;
-	/* Connections from the pod itself never pass PREROUTING, where Istio's inbound chain is:
-	 * IPv4 ones arrive on lo; IPv6 ones to the pod's own address arrive on its interface, so
-	 * the source tells (loopback, a pod IP, or Envoy's passthrough source ::6).
+	/* Connections from the pod itself never pass PREROUTING, where Istio's inbound chain is.
+	 * Looped-back packets report the device holding the destination address (eth0), not lo, as
+	 * their ingress interface, so the source tells: loopback, a pod IP, Envoy's passthrough
+	 * source ::6, or a flow recorded in sl_bypass_flows (below).
 	 */
 	if (ctx->ingress_ifindex == SL_LOOPBACK_IFINDEX || addr_is_loopback(&remote) || addr_is_v6_passthrough(&remote) ||
 	    cap_is_pod_ip(pol, &remote))
 		return SK_PASS;
 	port = (__u16)ctx->local_port;
+	/* the node's own sockets and the proxy's own hand-off to the app (see sockops) */
+	flow.pod = local;
+	flow.peer = remote;
+	flow.pod_port = port;
+	flow.peer_port = bpf_ntohs(ctx->remote_port);
+	if (bpf_map_lookup_elem(&sl_bypass_flows, &flow))
+		return SK_PASS;
 	if (pol->mode == SL_MODE_AMBIENT) {
 		/* HBONE reaches the node proxy's own 15008 socket; ambient.istio.io/
-		 * bypass-inbound-capture leaves inbound alone */
-		if (port == SL_PORT_HBONE || (pol->flags & SL_POL_NO_INBOUND))
+		 * bypass-inbound-capture leaves inbound alone; Istio's SNAT address for probes */
+		if (port == SL_PORT_HBONE || (pol->flags & SL_POL_NO_INBOUND) ||
+		    (addr_is_mapped_v4(&remote) && addr_v4(&remote) == bpf_htonl(0xa9fe077f)))
 			return SK_PASS;
-		/* the node's own sockets (kubelet probes; Istio SNATs them to 169.254.7.127) are
-		 * not captured; traffic forwarded through the node with a node source address is */
-		if (addr_is_mapped_v4(&remote) && addr_v4(&remote) == bpf_htonl(0xa9fe077f))
-			return SK_PASS;
-		if (bpf_map_lookup_elem(&sl_node_ips, &remote)) {
-			struct sl_flow_key flow = { .pod = local, .peer = remote };
-
-			flow.pod_port = port;
-			flow.peer_port = bpf_ntohs(ctx->remote_port);
-			if (bpf_map_lookup_elem(&sl_host_flows, &flow))
-				return SK_PASS;
-		}
 	} else {
 		/* as istio-iptables: excludeInboundPorts applies to "*"; a port list is taken as is */
 		if (cap_reserved_port(port))

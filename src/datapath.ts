@@ -20,7 +20,7 @@ export const OBJECTS = {
 /** Every pinned map, by its name in the ELF (= its pin file name). */
 export const PINNED_MAPS = [
   'sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_lb_sock_rev', 'sl_lb_counters',
-  'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst', 'sl_listeners', 'sl_ep_stats', 'sl_node_ips', 'sl_host_flows',
+  'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst', 'sl_listeners', 'sl_ep_stats', 'sl_node_ips', 'sl_bypass_flows',
 ] as const;
 
 export const LINKS_DIR = 'links';

@@ -68,14 +68,15 @@ struct {
 	__type(value, __u8);
 } sl_node_ips SEC(".maps");
 
-/* Connections from the node's own sockets to captured pods (sockops adds them at connect and
- * removes them at close; LRU as a backstop).
+/* Connections inbound capture leaves alone: the node's own sockets connecting to ambient pods,
+ * and a pod proxy's marked connection to its own app (sockops adds them at connect and removes
+ * them at close; LRU as a backstop).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct sl_flow_key);
 	__type(value, __u8);
-} sl_host_flows SEC(".maps");
+} sl_bypass_flows SEC(".maps");
 
 #endif /* SLUICE_CAPTURE_MAPS_H */

@@ -161,10 +161,8 @@ struct sl_listener_key {
 	__u32 pad2;
 };
 
-/* A TCP connection opened by a socket of the node's own network namespace to a captured pod,
- * seen from the pod: {pod address and port, node address and port}. Ambient capture leaves these
- * alone (kubelet probes, hostNetwork pods: Istio's "-m owner --socket-exists" SNAT), while
- * traffic merely forwarded through the node with a node source address is still captured.
+/* A TCP connection to a captured pod as the pod sees it: {pod address and port, peer address and
+ * port}. Keys sl_bypass_flows: connections inbound capture leaves alone (see bpf/capture.c).
  */
 struct sl_flow_key {
 	struct sl_addr pod;
