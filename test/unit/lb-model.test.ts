@@ -59,6 +59,8 @@ describe('computeFrontends', () => {
           { ip: '10.0.0.2', port: 8080 },
         ],
         affinityTimeoutSec: 0,
+        noLocalEndpoints: false,
+        zoneSensitive: false,
       },
     ]);
     expect(warnings).toEqual([]);
