@@ -228,8 +228,8 @@ export class ApiSource implements ClusterSource {
   /**
    * Reads this Node by name once at start, as kube-proxy does before it watches its Node
    * (cmd/kube-proxy getNodeIPs): the log then says which zone topology hints are matched against,
-   * or, on 404, that node-name names no Node (a list by field selector would just come back
-   * empty): endpoints would then never be local and zone hints never match.
+   * or, on 404, that node-name names no Node (where a list by field selector just comes back
+   * empty): a misspelt node-name makes no endpoint local and no zone hint match.
    */
   private async readOwnNode(store: ObjectStore): Promise<void> {
     const name = this.sourceOpts.nodeName;
