@@ -12,8 +12,9 @@
  *    Services contribute nothing at all, not even their externalIPs;
  *  - spec.externalIPs become frontends for every port, and so do the IPs of
  *    status.loadBalancer.ingress whose ipMode is VIP or absent (Proxy-mode
- *    load balancers send to the nodes; their IP is left alone), except where
- *    loadBalancerSourceRanges restrict that family (below);
+ *    load balancers send to the nodes; their IP is left alone), in the
+ *    families the Service has a ClusterIP of, except where
+ *    loadBalancerSourceRanges restrict that family;
  *  - only TCP and UDP (SCTP is left to kube-proxy), missing protocol = TCP;
  *  - endpoints come from the Service's EndpointSlices of the VIP's family; the
  *    backend port is the slice port with the service port's name and protocol,
@@ -193,9 +194,13 @@ function serviceAddresses(svc: Service, service: string, warn: (msg: string, fie
     const ip = canonical(text, 'clusterIP');
     if (ip) out.vips.push({ ...ip, scope: 'clusterIP' });
   }
+  // kube-proxy handles a Service once per family it has a ClusterIP of (servicechangetracker.go:
+  // no ClusterIP of the family, no service ports): an external address of another family is
+  // nobody's, and sluice leaves it alone too.
+  const families = new Set(out.vips.map((v) => v.family));
   for (const text of svc.spec.externalIPs ?? []) {
     const ip = canonical(text, 'externalIP');
-    if (!ip) continue;
+    if (!ip || !families.has(ip.family)) continue;
     out.vips.push({ ...ip, scope: 'externalIP' });
     out.externalFamilies.add(ip.family);
   }
@@ -205,7 +210,7 @@ function serviceAddresses(svc: Service, service: string, warn: (msg: string, fie
   for (const ingress of svc.status?.loadBalancer?.ingress ?? []) {
     if (ingress.ip === undefined || ingress.ip === '' || (ingress.ipMode ?? 'VIP') !== 'VIP') continue;
     const ip = canonical(ingress.ip, 'loadBalancerIP');
-    if (!ip) continue;
+    if (!ip || !families.has(ip.family)) continue;
     out.externalFamilies.add(ip.family);
     if (!firewalled.has(ip.family)) out.vips.push({ ...ip, scope: 'loadBalancerIP' });
   }

@@ -197,6 +197,11 @@ describe('LoadBalancer ingress IPs', () => {
     ]);
   });
 
+  test('a LoadBalancer IP of a family without a ClusterIP is left alone (kube-proxy has no service port there)', () => {
+    const single = service('web', { type: 'LoadBalancer', clusterIP: '10.96.0.10' }, { status: { loadBalancer: { ingress: [{ ip: '203.0.113.1' }, { ip: '2001:db8::1' }] } } });
+    expect(frontends([single], slices).map((f) => f.id)).toEqual(['10.96.0.10:80/TCP', '203.0.113.1:80/TCP']);
+  });
+
   test('loadBalancerSourceRanges of a family leave that family\'s LoadBalancer IPs alone; a /0 or another family\'s ranges do not', () => {
     const ingress = [{ ip: '203.0.113.1' }, { ip: '2001:db8::1' }];
     const ids = (spec: Obj) => frontends([lb(ingress, spec)], slices).filter((f) => f.scope === 'loadBalancerIP').map((f) => f.id);
