@@ -92,7 +92,10 @@ async function main(argv: string[]): Promise<number> {
       const counters = maps.readCounters();
       maps.close();
       if (args.output === 'json') process.stdout.write(JSON.stringify(counters, null, 2) + '\n');
-      else for (const [k, v] of Object.entries(counters)) process.stdout.write(`${k.padEnd(16)}${v}\n`);
+      else {
+        const width = Math.max(...Object.keys(counters).map((k) => k.length)) + 2;
+        for (const [k, v] of Object.entries(counters)) process.stdout.write(`${k.padEnd(width)}${v}\n`);
+      }
       return 0;
     }
     case 'endpoint list': {

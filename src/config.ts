@@ -53,7 +53,7 @@ export interface Config {
   k8sApiServer: string;
   /** k8s-kubeconfig: kubeconfig file for the API server */
   k8sKubeconfig: string;
-  /** node-name: this node, whose Pods are watched (default: env NODE_NAME, else the hostname) */
+  /** node-name: this node: its Pods are watched, endpoints naming it are local, its Node gives the zone (default: env NODE_NAME, else the hostname) */
   nodeName: string;
   /** repair-mode: what to do with pods that started before the agent: repair, label, delete, off */
   repairMode: 'repair' | 'label' | 'delete' | 'off';

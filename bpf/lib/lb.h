@@ -157,7 +157,8 @@ static __always_inline int lb_translate(struct bpf_sock_addr *ctx, struct sl_add
 	}
 	count = svc->count;
 	if (count == 0) {
-		lb_count(SL_CNT_NO_BACKEND);
+		/* the agent says why there is nothing to choose from: ITP Local is its own reason */
+		lb_count(svc->flags & SL_SVC_F_NO_LOCAL ? SL_CNT_NO_LOCAL_BACKEND : SL_CNT_NO_BACKEND);
 		bpf_set_retval(-SL_ECONNREFUSED);
 		return SL_REJECT;
 	}

@@ -27,11 +27,15 @@ struct sl_svc_key {
 };
 
 #define SL_SVC_F_AFFINITY (1 << 0) /* sessionAffinity: ClientIP */
-#define SL_SVC_F_EXTERNAL (1 << 1) /* an externalIP rather than a ClusterIP */
+#define SL_SVC_F_EXTERNAL (1 << 1) /* an externalIP or LoadBalancer IP rather than a ClusterIP */
+/* count is 0 because internalTrafficPolicy is Local and only other nodes have usable endpoints
+ * (refused and counted as SL_CNT_NO_LOCAL_BACKEND, not SL_CNT_NO_BACKEND)
+ */
+#define SL_SVC_F_NO_LOCAL (1 << 2)
 
 struct sl_svc_val {
 	__u32 id;	  /* slot 0: service id (affinity key); slot > 0: backend id */
-	__u16 count;	  /* slot 0: number of backend slots; 0 means refuse (no ready endpoint) */
+	__u16 count;	  /* slot 0: number of backend slots; 0 means refuse (no usable endpoint) */
 	__u16 flags;	  /* slot 0: SL_SVC_F_* */
 	__u32 affinity_s; /* slot 0: ClientIP affinity timeout in seconds */
 };
@@ -190,7 +194,8 @@ enum sl_counter {
 	SL_CNT_REV_TRANSLATED = 4, /* recvmsg/getpeername rewritten back to the VIP */
 	SL_CNT_AFFINITY_HIT = 5,   /* backend taken from a live ClientIP affinity entry */
 	SL_CNT_NO_STORAGE = 6,	   /* no socket storage: translated without reverse entry */
-	SL_CNT_MAX = 7,
+	SL_CNT_NO_LOCAL_BACKEND = 7, /* internalTrafficPolicy Local, no endpoint on this node: refused */
+	SL_CNT_MAX = 8,
 };
 
 #endif /* SLUICE_SHARED_H */

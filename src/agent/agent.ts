@@ -139,7 +139,7 @@ export class Agent {
       log.info('cluster source: standalone directory', { dir: this.cfg.k8sObjectsDir });
     }
     await this.source.start(this.store);
-    this.tracker = new ServiceTracker(this.store);
+    this.tracker = new ServiceTracker(this.store, { nodeName: this.cfg.nodeName });
     if (this.cfg.ztunnelUdsAddress) this.zds = this.ambientZds(this.cfg.ztunnelUdsAddress);
     this.resync();
     const stale = this.enroller.releaseUnknown(new Set(this.endpoints.list().map((e) => e.netnsCookie)));

@@ -9,7 +9,10 @@ export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
 
 export const SVC_F_AFFINITY = 1 << 0;
+/** an externalIP or LoadBalancer IP frontend (informational: `lb list`) */
 export const SVC_F_EXTERNAL = 1 << 1;
+/** count 0 because internalTrafficPolicy Local has no endpoint on this node (others have) */
+export const SVC_F_NO_LOCAL = 1 << 2;
 
 /** Datapath counters, in the order of enum sl_counter. Never renumber; retire by renaming. */
 export const COUNTERS = [
@@ -20,6 +23,7 @@ export const COUNTERS = [
   'rev_translated',
   'affinity_hit',
   'no_storage',
+  'no_local_backend',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 

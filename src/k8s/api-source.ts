@@ -1,14 +1,15 @@
 /* The API server as a ClusterSource: one reflector per kind (Namespaces, Services, EndpointSlices
- * cluster-wide; this node's Pods only). Each lists, then watches from the list's resourceVersion
- * with bookmarks; a 410 Gone relists and hands the store the whole list, which applies only the
- * difference, so an unchanged Service is never rewritten. Failures reconnect with capped
- * exponential backoff and jitter; the datapath keeps running from the pins meanwhile.
+ * cluster-wide; this node's Pods only; this Node only, for its zone). Each lists, then watches from
+ * the list's resourceVersion with bookmarks; a 410 Gone relists and hands the store the whole
+ * list, which applies only the difference, so an unchanged Service is never rewritten. Failures
+ * reconnect with capped exponential backoff and jitter; the datapath keeps running from the pins
+ * meanwhile.
  */
 import { log } from '../log';
 import { ApiError, type ApiClient } from './api-client';
 import type { ClusterSource } from './source';
 import type { ObjectStore } from './store';
-import type { K8sKind, K8sObject, Pod } from './types';
+import { ZONE_LABEL, type K8sKind, type K8sObject, type Node, type Pod } from './types';
 import { objectKey, parseObject } from './validate';
 
 interface ResourceSpec {
@@ -20,7 +21,7 @@ interface ResourceSpec {
 }
 
 export interface ApiSourceOptions {
-  /** only this node's Pods are watched (fieldSelector spec.nodeName) */
+  /** only this node's Pods (fieldSelector spec.nodeName) and this Node (metadata.name) are watched */
   nodeName: string;
   /** backoff after a failure: from minBackoffMs (default 200) doubling to maxBackoffMs (default 30000), ±50 % jitter */
   minBackoffMs?: number;
@@ -204,6 +205,8 @@ export class ApiSource implements ClusterSource {
       { kind: 'Service', path: '/api/v1/services', apiVersion: 'v1' },
       { kind: 'EndpointSlice', path: '/apis/discovery.k8s.io/v1/endpointslices', apiVersion: 'discovery.k8s.io/v1' },
       { kind: 'Pod', path: '/api/v1/pods', apiVersion: 'v1', fieldSelector: `spec.nodeName=${this.sourceOpts.nodeName}` },
+      // only the zone label of this one Node is read: the other nodes' status churn never reaches us
+      { kind: 'Node', path: '/api/v1/nodes', apiVersion: 'v1', fieldSelector: `metadata.name=${this.sourceOpts.nodeName}` },
     ];
   }
 
@@ -213,12 +216,40 @@ export class ApiSource implements ClusterSource {
     this.started = true;
     this.store = store;
     this.reflectors = this.specs().map((s) => new Reflector(s, this.client, store, this.opts, () => this.reachable()));
+    await this.retry('read this Node', () => this.readOwnNode(store));
     // one kind at a time: the pages of two large kinds in flight together would double the peak
     // memory of the sync, for no gain in time (listing is CPU-bound on both ends)
     for (const r of this.reflectors) await this.retry('initial list', () => r.list());
     this.initialSync = true;
     log.info('API server synced', { server: this.client.serverUrl().origin, node: this.sourceOpts.nodeName, ...Object.fromEntries(this.reflectors.map((r, i) => [this.specs()[i].kind, r.rv])) });
     this.loops = this.reflectors.map((r) => this.watchLoop(r));
+  }
+
+  /**
+   * Reads this Node by name once at start, as kube-proxy does before it watches its Node
+   * (cmd/kube-proxy getNodeIPs): the log then says which zone topology hints are matched against,
+   * or, on 404, that node-name names no Node (where a list by field selector just comes back
+   * empty): a misspelt node-name makes no endpoint local and no zone hint match.
+   */
+  private async readOwnNode(store: ObjectStore): Promise<void> {
+    const name = this.sourceOpts.nodeName;
+    let raw: unknown;
+    try {
+      raw = await this.client.request('GET', `/api/v1/nodes/${encodeURIComponent(name)}`);
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 404)) throw e; // retried: the API did not answer
+      log.warn('No Node has the name in config node-name; if it is misspelt, no endpoint counts as local and zone hints match nothing', { node: name });
+      return;
+    }
+    let node: Node;
+    try {
+      node = parseObject({ apiVersion: 'v1', kind: 'Node', ...(raw as object) }) as Node;
+    } catch (e) {
+      log.warn('Skipping malformed object from the API server', { kind: 'Node', name, err: (e as Error).message });
+      return;
+    }
+    store.upsert(node, { source: 'api:Node' }); // the Node reflector's source: its list replaces it
+    log.info('this node', { node: name, zone: node.metadata.labels?.[ZONE_LABEL] ?? '' });
   }
 
   private reachable(): void {

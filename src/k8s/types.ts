@@ -9,7 +9,7 @@
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
 export type IPFamily = 'IPv4' | 'IPv6';
 
-/** metadata of a cluster-scoped object (Namespace). */
+/** metadata of a cluster-scoped object (Namespace, Node). */
 export interface ObjectMeta {
   name: string;
   /** Absent on cluster-scoped kinds. */
@@ -76,6 +76,29 @@ export interface SessionAffinityConfig {
   clientIP?: ClientIPConfig;
 }
 
+/** internalTrafficPolicy: which endpoints a ClusterIP connection may reach (absent: Cluster). */
+export type TrafficPolicy = 'Cluster' | 'Local';
+
+/**
+ * How a load balancer delivers traffic: `VIP` (absent means VIP) to the ingress IP itself, which
+ * the node must then treat as a service VIP; `Proxy` to the nodes, which must leave the IP alone.
+ */
+export type LoadBalancerIPMode = 'VIP' | 'Proxy';
+
+/** One entry of status.loadBalancer.ingress; only IP entries matter here (hostname ones are skipped). */
+export interface LoadBalancerIngress {
+  ip?: string;
+  ipMode?: LoadBalancerIPMode;
+}
+
+export interface LoadBalancerStatus {
+  ingress?: LoadBalancerIngress[];
+}
+
+export interface ServiceStatus {
+  loadBalancer?: LoadBalancerStatus;
+}
+
 export interface ServiceSpec {
   /** Absent means ClusterIP. */
   type?: ServiceType;
@@ -88,6 +111,9 @@ export interface ServiceSpec {
   sessionAffinity?: SessionAffinity;
   sessionAffinityConfig?: SessionAffinityConfig;
   ipFamilies?: IPFamily[];
+  internalTrafficPolicy?: TrafficPolicy;
+  /** CIDRs allowed to reach the LoadBalancer IPs (kube-proxy's firewall chain); surrounding blanks allowed. */
+  loadBalancerSourceRanges?: string[];
 }
 
 export interface Service {
@@ -95,7 +121,16 @@ export interface Service {
   kind: 'Service';
   metadata: NamespacedObjectMeta;
   spec: ServiceSpec;
+  /** Absent when the object has no status (or none we model). */
+  status?: ServiceStatus;
 }
+
+/** Labels that make kube-proxy ignore a Service and its EndpointSlices (its informers' label selector). */
+export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-name';
+export const HEADLESS_LABEL = 'service.kubernetes.io/headless';
+
+/** The Node label that names its zone (what topology hints refer to). */
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 
 export type EndpointAddressType = IPFamily | 'FQDN';
 
@@ -106,11 +141,20 @@ export interface EndpointConditions {
   terminating?: boolean;
 }
 
+/** Where the EndpointSlice controller wants an endpoint consumed (written from trafficDistribution). */
+export interface EndpointHints {
+  /** zones whose nodes should use this endpoint (forZones[].name) */
+  forZones?: string[];
+  /** nodes that should use this endpoint (forNodes[].name) */
+  forNodes?: string[];
+}
+
 export interface Endpoint {
   /** 1..100 fungible addresses; consumers such as kube-proxy use the first. */
   addresses: string[];
   conditions?: EndpointConditions;
   nodeName?: string;
+  hints?: EndpointHints;
 }
 
 export interface EndpointPort {
@@ -133,7 +177,14 @@ export interface EndpointSlice {
   ports?: EndpointPort[];
 }
 
-export type K8sObject = Namespace | Pod | Service | EndpointSlice;
+/** A Node: only its labels are read (the zone of the node the agent runs on). */
+export interface Node {
+  apiVersion: 'v1';
+  kind: 'Node';
+  metadata: ObjectMeta;
+}
+
+export type K8sObject = Namespace | Pod | Service | EndpointSlice | Node;
 export type K8sKind = K8sObject['kind'];
 
 /** Maps a kind name to its object type, for typed look-ups such as ObjectStore.list('Service'). */
@@ -142,4 +193,5 @@ export interface KindMap {
   Pod: Pod;
   Service: Service;
   EndpointSlice: EndpointSlice;
+  Node: Node;
 }

@@ -10,12 +10,15 @@ import { isIP } from 'node:net';
 import {
   type Endpoint,
   type EndpointConditions,
+  type EndpointHints,
   type EndpointPort,
   type EndpointSlice,
   type IPFamily,
   type K8sKind,
   type K8sObject,
+  type LoadBalancerIngress,
   type Namespace,
+  type Node,
   type NamespacedObjectMeta,
   type ObjectMeta,
   type Pod,
@@ -24,6 +27,7 @@ import {
   type Service,
   type ServicePort,
   type ServiceSpec,
+  type ServiceStatus,
 } from './types';
 
 /** apiVersion each supported kind must carry. */
@@ -32,15 +36,18 @@ export const SUPPORTED_KINDS: Readonly<Record<K8sKind, string>> = {
   Pod: 'v1',
   Service: 'v1',
   EndpointSlice: 'discovery.k8s.io/v1',
+  Node: 'v1',
 };
 
-const CLUSTER_SCOPED_KINDS: ReadonlySet<K8sKind> = new Set<K8sKind>(['Namespace']);
+const CLUSTER_SCOPED_KINDS: ReadonlySet<K8sKind> = new Set<K8sKind>(['Namespace', 'Node']);
 const DEFAULT_NAMESPACE = 'default';
 const PROTOCOLS: readonly Protocol[] = ['TCP', 'UDP', 'SCTP'];
 const SERVICE_TYPES = ['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName'] as const;
 const SESSION_AFFINITIES = ['None', 'ClientIP'] as const;
 const IP_FAMILIES: readonly IPFamily[] = ['IPv4', 'IPv6'];
 const ADDRESS_TYPES = ['IPv4', 'IPv6', 'FQDN'] as const;
+const TRAFFIC_POLICIES = ['Cluster', 'Local'] as const;
+const IP_MODES = ['VIP', 'Proxy'] as const;
 /** Same bound as the API server's validation of sessionAffinityConfig.clientIP.timeoutSeconds. */
 const MAX_AFFINITY_TIMEOUT_SEC = 86400;
 
@@ -187,6 +194,17 @@ class Checker {
     return s;
   }
 
+  /** `address/prefix` of either family, as the API validates loadBalancerSourceRanges (blanks around it allowed). */
+  cidr(v: unknown, field: string): string {
+    const s = this.string(v, field);
+    const m = /^([^/]+)\/(\d{1,3})$/.exec(s.trim());
+    const family = m ? isIP(m[1]) : 0;
+    if (!m || family === 0 || Number(m[2]) > (family === 4 ? 32 : 128)) {
+      this.fail(field, `must be a CIDR such as 10.0.0.0/8, got ${describe(s)}`, RangeError);
+    }
+    return s;
+  }
+
   stringMap(v: unknown, field: string): Record<string, string> {
     const rec = this.record(v, field);
     const out: Record<string, string> = {};
@@ -284,7 +302,34 @@ function parseServiceSpec(c: Checker, raw: unknown): ServiceSpec {
     c.array(v, f).map((fam, i) => c.oneOf(fam, `${f}[${i}]`, IP_FAMILIES)),
   );
   if (families !== undefined) spec.ipFamilies = families;
+  const itp = c.optional(s.internalTrafficPolicy, 'spec.internalTrafficPolicy', (v, f) => c.oneOf(v, f, TRAFFIC_POLICIES));
+  if (itp !== undefined) spec.internalTrafficPolicy = itp;
+  const ranges = c.optional(s.loadBalancerSourceRanges, 'spec.loadBalancerSourceRanges', (v, f) =>
+    c.array(v, f).map((r, i) => c.cidr(r, `${f}[${i}]`)),
+  );
+  if (ranges !== undefined) spec.loadBalancerSourceRanges = ranges;
   return spec;
+}
+
+/**
+ * status.loadBalancer.ingress: the entries that carry an IP, with their ipMode. Hostname-only
+ * entries (some cloud load balancers) are dropped: no proxy can treat a hostname as a VIP.
+ */
+function parseServiceStatus(c: Checker, raw: unknown): ServiceStatus | undefined {
+  const st = c.optional(raw, 'status', (v, f) => c.record(v, f));
+  const lb = c.optional(st?.loadBalancer, 'status.loadBalancer', (v, f) => c.record(v, f));
+  const list = c.optional(lb?.ingress, 'status.loadBalancer.ingress', (v, f) => c.array(v, f)) ?? [];
+  const ingress: LoadBalancerIngress[] = [];
+  list.forEach((raw, i) => {
+    const field = `status.loadBalancer.ingress[${i}]`;
+    const e = c.record(raw, field);
+    // "" stands for "no IP" (a hostname entry) in some serializations, as for podIP
+    const ip = e.ip === '' ? undefined : c.optional(e.ip, `${field}.ip`, (v, f) => c.ip(v, f));
+    const mode = c.optional(e.ipMode, `${field}.ipMode`, (v, f) => c.oneOf(v, f, IP_MODES));
+    if (ip === undefined) return;
+    ingress.push(mode === undefined ? { ip } : { ip, ipMode: mode });
+  });
+  return ingress.length ? { loadBalancer: { ingress } } : undefined;
 }
 
 /**
@@ -297,6 +342,37 @@ function sharedConditions(c: EndpointConditions): EndpointConditions {
   let shared = conditionShapes.get(key);
   if (!shared) conditionShapes.set(key, (shared = Object.freeze({ ...c })));
   return shared;
+}
+
+/**
+ * Hints, like conditions, come in few shapes (the controller writes an endpoint's own zone and
+ * node): one frozen object per shape, so the shapes are bounded by the cluster's zones and nodes.
+ */
+const hintShapes = new Map<string, EndpointHints>();
+function sharedHints(h: EndpointHints): EndpointHints {
+  const key = JSON.stringify([h.forZones, h.forNodes]);
+  let shared = hintShapes.get(key);
+  if (!shared) {
+    shared = Object.freeze({
+      ...(h.forZones ? { forZones: Object.freeze(h.forZones) as string[] } : {}),
+      ...(h.forNodes ? { forNodes: Object.freeze(h.forNodes) as string[] } : {}),
+    });
+    hintShapes.set(key, shared);
+  }
+  return shared;
+}
+
+/** hints.forZones / hints.forNodes: lists of {name}; flattened to the names. */
+function parseHints(c: Checker, raw: unknown, field: string): EndpointHints {
+  const h = c.record(raw, field);
+  const hints: EndpointHints = {};
+  for (const kind of ['forZones', 'forNodes'] as const) {
+    const list = c.optional(h[kind], `${field}.${kind}`, (v, f) =>
+      c.array(v, f).map((entry, i) => c.nonEmptyString(c.record(entry, `${f}[${i}]`).name, `${f}[${i}].name`)),
+    );
+    if (list !== undefined) hints[kind] = list;
+  }
+  return sharedHints(hints);
 }
 
 function parseEndpoint(c: Checker, raw: unknown, field: string, family: 4 | 6 | undefined): Endpoint {
@@ -317,6 +393,8 @@ function parseEndpoint(c: Checker, raw: unknown, field: string, family: 4 | 6 | 
   }
   const nodeName = c.optional(e.nodeName, `${field}.nodeName`, (v, f) => c.string(v, f));
   if (nodeName !== undefined) endpoint.nodeName = nodeName;
+  const hints = c.optional(e.hints, `${field}.hints`, (v, f) => parseHints(c, v, f));
+  if (hints !== undefined) endpoint.hints = hints;
   return endpoint;
 }
 
@@ -387,7 +465,13 @@ export function parseObject(raw: unknown): K8sObject {
     }
     case 'Service': {
       const svc: Service = { apiVersion: 'v1', kind, metadata: meta as NamespacedObjectMeta, spec: parseServiceSpec(c, raw.spec) };
+      const status = parseServiceStatus(c, raw.status);
+      if (status !== undefined) svc.status = status;
       return svc;
+    }
+    case 'Node': {
+      const node: Node = { apiVersion: 'v1', kind, metadata: meta };
+      return node;
     }
     case 'EndpointSlice':
       return parseEndpointSlice(c, raw, meta as NamespacedObjectMeta);

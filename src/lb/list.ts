@@ -1,15 +1,18 @@
 /* Reads the socket-LB state back from the pinned maps, for `sluice bpf lb list`: what the kernel
  * holds, not what the agent intends, and readable while the agent is down.
  */
-import { protoName, SVC_F_AFFINITY, SVC_F_EXTERNAL } from '../bpf/layout';
+import { protoName, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_NO_LOCAL } from '../bpf/layout';
 import { LbMaps } from './maps';
 import { frontendId } from './sync';
 
 export interface ListedService {
   frontend: string;
   id: number;
+  /** externalIP stands for every external address: spec.externalIPs and LoadBalancer IPs alike */
   scope: 'clusterIP' | 'externalIP';
   affinitySec: number;
+  /** no backends because internalTrafficPolicy is Local and this node has no usable endpoint */
+  noLocalEndpoints: boolean;
   /** backends in slot order, `ip:port` (IPv6 in brackets); a missing slot or backend shows as `?` */
   backends: string[];
 }
@@ -25,7 +28,8 @@ export function listLbServices(pinDir: string): ListedService[] {
       if (k.slot === 0) {
         masters.push({
           frontend: fid, id: v.id, scope: v.flags & SVC_F_EXTERNAL ? 'externalIP' : 'clusterIP',
-          affinitySec: v.flags & SVC_F_AFFINITY ? v.affinitySec : 0, backends: new Array(v.count).fill('?'),
+          affinitySec: v.flags & SVC_F_AFFINITY ? v.affinitySec : 0, noLocalEndpoints: (v.flags & SVC_F_NO_LOCAL) !== 0,
+          backends: new Array(v.count).fill('?'),
         });
       } else {
         if (!slots.has(fid)) slots.set(fid, new Map());
@@ -50,7 +54,8 @@ export function formatLbList(services: ListedService[]): string {
   const rows: Array<[string, string]> = [['SERVICE ADDRESS', 'BACKEND ADDRESS']];
   for (const s of services) {
     const notes = [s.scope, s.affinitySec ? `affinity=${s.affinitySec}s` : ''].filter(Boolean).join(' ');
-    if (s.backends.length === 0) rows.push([s.frontend, `(no backends: connections refused) [${notes}]`]);
+    const none = s.noLocalEndpoints ? 'no backends on this node (internalTrafficPolicy Local)' : 'no backends';
+    if (s.backends.length === 0) rows.push([s.frontend, `(${none}: connections refused) [${notes}]`]);
     s.backends.forEach((b, i) => rows.push([i === 0 ? s.frontend : '', `${b} (slot ${i + 1})${i === 0 ? ` [${notes}]` : ''}`]));
   }
   const w = Math.max(...rows.map((r) => r[0].length)) + 3;

@@ -1,25 +1,37 @@
 /*
  * Desired socket-LB state: which virtual IP:port/protocol frontends exist and
  * which backends each one spreads connections over. A pure function of the
- * Services and EndpointSlices (warnings aside), following kube-proxy's rules so
- * that the socket LB and kube-proxy agree on every Service:
+ * Services, EndpointSlices and this node (name, zone), warnings aside, following
+ * kube-proxy's rules so that the socket LB and kube-proxy agree on every Service
+ * (the README's Service table lists each field and what becomes of it):
+ *  - Services or EndpointSlices labelled service.kubernetes.io/service-proxy-name
+ *    or service.kubernetes.io/headless are not ours (kube-proxy's informers
+ *    select them away);
  *  - ClusterIP, NodePort and LoadBalancer Services contribute each of their
  *    clusterIPs; headless (clusterIP None), unallocated and ExternalName
  *    Services contribute nothing at all, not even their externalIPs;
- *  - spec.externalIPs become frontends for every port;
+ *  - spec.externalIPs become frontends for every port, and so do the IPs of
+ *    status.loadBalancer.ingress whose ipMode is VIP or absent (Proxy-mode
+ *    load balancers send to the nodes; their IP is left alone), in the
+ *    families the Service has a ClusterIP of, except where
+ *    loadBalancerSourceRanges restrict that family;
  *  - only TCP and UDP (SCTP is left to kube-proxy), missing protocol = TCP;
  *  - endpoints come from the Service's EndpointSlices of the VIP's family; the
  *    backend port is the slice port with the service port's name and protocol,
- *    which resolves named and numeric targetPorts alike;
- *  - ready means conditions.ready !== false (nil is ready), and only the first
- *    of an endpoint's fungible addresses is used.
+ *    which resolves named and numeric targetPorts alike; only the first of an
+ *    endpoint's fungible addresses is used;
+ *  - which endpoints a frontend may use is selection.ts (kube-proxy's
+ *    CategorizeEndpoints): a ClusterIP frontend of an internalTrafficPolicy
+ *    Local Service uses this node's endpoints, every other frontend the Cluster
+ *    set (ready, topology hints, serving-terminating fallback).
  * Inputs need not come from parseObject: anything the datapath would choke on
  * (bad IPs, ports) is skipped with a warning rather than thrown.
  */
 import { isIP, SocketAddress } from 'node:net';
 import type { EndpointSlice, Service } from '../k8s/types';
-import { SERVICE_NAME_LABEL } from '../k8s/types';
+import { HEADLESS_LABEL, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL } from '../k8s/types';
 import { log, type Fields } from '../log';
+import { selectEndpoints, type NodeTopology, type SelectableEndpoint, type Selection, type SelectionPolicy } from './selection';
 
 export type L4Proto = 'TCP' | 'UDP';
 
@@ -40,16 +52,30 @@ export interface LbFrontend {
   port: number;
   proto: L4Proto;
   family: 4 | 6;
-  scope: 'clusterIP' | 'externalIP';
-  /** Ready endpoints only; deduplicated; sorted by (ip, port). Empty: the datapath must refuse connections. */
+  scope: 'clusterIP' | 'externalIP' | 'loadBalancerIP';
+  /**
+   * The endpoints this node may use for this frontend (selection.ts); deduplicated; sorted by
+   * (ip, port). Empty: the datapath must refuse connections.
+   */
   backends: LbBackend[];
   /** 0 = no affinity; otherwise the ClientIP affinity timeout. */
   affinityTimeoutSec: number;
+  /**
+   * backends is empty because internalTrafficPolicy is Local and only other nodes have usable
+   * endpoints (a refusal counted apart from "no endpoints at all").
+   */
+  noLocalEndpoints: boolean;
+  /** backends were narrowed (or not) by zone hints: a change of this node's zone may change them. */
+  zoneSensitive: boolean;
 }
 
 export interface ComputeFrontendsOptions {
   /** Receives each skipped input or conflict. Default log.warn. */
   warn?: (msg: string, fields: Fields) => void;
+  /** This node's name: endpoints whose nodeName equals it are local. Default '' (none is local). */
+  nodeName?: string;
+  /** This node's topology.kubernetes.io/zone label. Default '' (zone hints match nothing). */
+  zone?: string;
 }
 
 /** kube-proxy's default for sessionAffinity ClientIP without an explicit timeout (3 hours). */
@@ -118,35 +144,99 @@ interface Vip extends CanonicalIp {
   scope: LbFrontend['scope'];
 }
 
-/** Canonical VIPs of a Service, or [] when kube-proxy would skip it entirely. */
-function serviceVips(svc: Service, service: string, warn: (msg: string, fields: Fields) => void): Vip[] {
-  if (!LB_SERVICE_TYPES.has(svc.spec.type ?? 'ClusterIP')) return [];
+interface ServiceAddresses {
+  vips: Vip[];
+  /**
+   * Families in which the Service is reachable other than through its ClusterIP (an externalIP
+   * or a VIP-mode LoadBalancer IP, kept or not), as kube-proxy's ExternallyAccessible counts them.
+   */
+  externalFamilies: Set<4 | 6>;
+}
+
+/** The labels kube-proxy's informers select away (cmd/kube-proxy: DoesNotExist requirements). */
+function notForUs(labels: Record<string, string> | undefined): boolean {
+  return labels !== undefined && (Object.hasOwn(labels, SERVICE_PROXY_NAME_LABEL) || Object.hasOwn(labels, HEADLESS_LABEL));
+}
+
+/**
+ * Families whose LoadBalancer IPs kube-proxy firewalls: loadBalancerSourceRanges of that family,
+ * none of them zero-masked (a /0 allows everyone, as no ranges do). Unparsable ranges are skipped,
+ * as kube-proxy skips them.
+ */
+function firewalledFamilies(ranges: readonly string[] | undefined): Set<4 | 6> {
+  const byFamily = new Map<4 | 6, number[]>();
+  for (const text of ranges ?? []) {
+    const m = /^([^/]+)\/(\d{1,3})$/.exec(String(text).trim());
+    const family = m ? isIP(m[1]) : 0;
+    if (!m || (family !== 4 && family !== 6)) continue;
+    byFamily.set(family, [...(byFamily.get(family) ?? []), Number(m[2])]);
+  }
+  return new Set([...byFamily].filter(([, prefixes]) => !prefixes.includes(0)).map(([family]) => family));
+}
+
+/** Canonical VIPs of a Service, or none when kube-proxy would skip it entirely. */
+function serviceAddresses(svc: Service, service: string, warn: (msg: string, fields: Fields) => void): ServiceAddresses {
+  const none: ServiceAddresses = { vips: [], externalFamilies: new Set() };
+  if (!LB_SERVICE_TYPES.has(svc.spec.type ?? 'ClusterIP') || notForUs(svc.metadata.labels)) return none;
   const clusterIPs = svc.spec.clusterIPs !== undefined && svc.spec.clusterIPs.length > 0
     ? svc.spec.clusterIPs
     : svc.spec.clusterIP !== undefined ? [svc.spec.clusterIP] : [];
   const primary = clusterIPs[0];
-  if (primary === undefined || primary === '' || primary === 'None') return [];
-  const vips: Vip[] = [];
-  const add = (text: string, scope: Vip['scope']): void => {
+  if (primary === undefined || primary === '' || primary === 'None') return none;
+  const out: ServiceAddresses = { vips: [], externalFamilies: new Set() };
+  const canonical = (text: string, scope: Vip['scope']): CanonicalIp | undefined => {
     const ip = canonicalIp(text);
     if (ip === undefined) warn('Skipping invalid service IP', { service, ip: text, scope });
-    else vips.push({ ...ip, scope });
+    return ip;
   };
-  for (const ip of clusterIPs) if (ip !== 'None' && ip !== '') add(ip, 'clusterIP');
-  for (const ip of svc.spec.externalIPs ?? []) add(ip, 'externalIP');
-  return vips;
+  for (const text of clusterIPs) {
+    if (text === 'None' || text === '') continue;
+    const ip = canonical(text, 'clusterIP');
+    if (ip) out.vips.push({ ...ip, scope: 'clusterIP' });
+  }
+  // kube-proxy handles a Service once per family it has a ClusterIP of (servicechangetracker.go:
+  // no ClusterIP of the family, no service ports): an external address of another family is
+  // nobody's, and sluice leaves it alone too.
+  const families = new Set(out.vips.map((v) => v.family));
+  for (const text of svc.spec.externalIPs ?? []) {
+    const ip = canonical(text, 'externalIP');
+    if (!ip || !families.has(ip.family)) continue;
+    out.vips.push({ ...ip, scope: 'externalIP' });
+    out.externalFamilies.add(ip.family);
+  }
+  // Behind a firewalled LoadBalancer IP kube-proxy admits only the listed sources. At connect()
+  // the source is not chosen yet, so sluice leaves such IPs to kube-proxy or the load balancer.
+  const firewalled = firewalledFamilies(svc.spec.loadBalancerSourceRanges);
+  for (const ingress of svc.status?.loadBalancer?.ingress ?? []) {
+    if (ingress.ip === undefined || ingress.ip === '' || (ingress.ipMode ?? 'VIP') !== 'VIP') continue;
+    const ip = canonical(ingress.ip, 'loadBalancerIP');
+    if (!ip || !families.has(ip.family)) continue;
+    out.externalFamilies.add(ip.family);
+    if (!firewalled.has(ip.family)) out.vips.push({ ...ip, scope: 'loadBalancerIP' });
+  }
+  return out;
 }
 
-/** Ready backends of one service port in one family, deduplicated and sorted. */
-function resolveBackends(
+/** A selectable endpoint with its numeric sort key. */
+interface ResolvedEndpoint extends SelectableEndpoint {
+  sortKey: string;
+}
+
+/**
+ * The endpoints of one service port in one family, one per ip:port (an endpoint listed by two
+ * slices, e.g. while it moves between them, keeps the non-terminating entry, as kube-proxy's
+ * EndpointSliceCache does), sorted numerically.
+ */
+function resolveEndpoints(
   slices: readonly EndpointSlice[],
   family: 4 | 6,
   portName: string,
   proto: L4Proto,
+  nodeName: string,
   warn: (msg: string, fields: Fields) => void,
-): LbBackend[] {
+): ResolvedEndpoint[] {
   const addressType = family === 4 ? 'IPv4' : 'IPv6';
-  const byAddress = new Map<string, LbBackend & { sortKey: string }>();
+  const byAddress = new Map<string, ResolvedEndpoint>();
   for (const slice of slices) {
     if (slice.addressType !== addressType) continue;
     const slicePort = (slice.ports ?? []).find((p) => (p.name ?? '') === portName && (p.protocol ?? 'TCP') === proto);
@@ -157,7 +247,6 @@ function resolveBackends(
       continue;
     }
     for (const endpoint of slice.endpoints ?? []) {
-      if (endpoint.conditions?.ready === false) continue;
       const text = endpoint.addresses?.[0];
       if (text === undefined) continue;
       const ip = canonicalIp(text);
@@ -165,14 +254,23 @@ function resolveBackends(
         warn('Skipping invalid endpoint address', { slice: slicePath, address: text, addressType });
         continue;
       }
+      const cond = endpoint.conditions;
+      const resolved: ResolvedEndpoint = {
+        ip: ip.ip,
+        port: slicePort.port,
+        ready: cond?.ready !== false,
+        serving: cond?.serving !== false,
+        terminating: cond?.terminating === true,
+        isLocal: nodeName !== '' && endpoint.nodeName === nodeName,
+        zoneHints: endpoint.hints?.forZones,
+        nodeHints: endpoint.hints?.forNodes,
+        sortKey: ipSortKey(ip.ip, family),
+      };
       const addrKey = `${ip.ip}|${slicePort.port}`;
-      if (!byAddress.has(addrKey)) {
-        byAddress.set(addrKey, { ip: ip.ip, port: slicePort.port, sortKey: ipSortKey(ip.ip, family) });
-      }
+      if (!byAddress.has(addrKey) || !resolved.terminating) byAddress.set(addrKey, resolved);
     }
   }
-  const sorted = [...byAddress.values()].sort((a, b) => compareStrings(a.sortKey, b.sortKey) || a.port - b.port);
-  return sorted.map(({ ip, port }) => ({ ip, port }));
+  return [...byAddress.values()].sort((a, b) => compareStrings(a.sortKey, b.sortKey) || a.port - b.port);
 }
 
 /**
@@ -185,10 +283,11 @@ export function computeFrontends(
   opts: ComputeFrontendsOptions = {},
 ): LbFrontend[] {
   const warn = opts.warn ?? log.warn;
+  const node: NodeTopology = { nodeName: opts.nodeName ?? '', zone: opts.zone ?? '' };
   const slicesByService = new Map<string, EndpointSlice[]>();
   for (const slice of slices) {
     const serviceName = slice.metadata.labels?.[SERVICE_NAME_LABEL];
-    if (serviceName === undefined || serviceName === '') continue;
+    if (serviceName === undefined || serviceName === '' || notForUs(slice.metadata.labels)) continue;
     const key = `${slice.metadata.namespace ?? 'default'}/${serviceName}`;
     let list = slicesByService.get(key);
     if (list === undefined) slicesByService.set(key, (list = []));
@@ -200,12 +299,11 @@ export function computeFrontends(
 
   const byId = new Map<string, LbFrontend>();
   for (const { svc, service } of keyed) {
-    const vips = serviceVips(svc, service, warn);
+    const { vips, externalFamilies } = serviceAddresses(svc, service, warn);
     if (vips.length === 0) continue;
     const affinityTimeoutSec = affinityTimeout(svc, service, warn);
+    const internalPolicyLocal = svc.spec.internalTrafficPolicy === 'Local';
     const serviceSlices = slicesByService.get(service) ?? [];
-    // A service port resolves to the same backends for every VIP of a family.
-    const backendsFor = new Map<string, LbBackend[]>();
     for (const svcPort of svc.spec.ports ?? []) {
       const proto = svcPort.protocol ?? 'TCP';
       if (proto !== 'TCP' && proto !== 'UDP') continue;
@@ -214,6 +312,8 @@ export function computeFrontends(
         warn('Skipping service port out of range', { service, portName, port: svcPort.port });
         continue;
       }
+      // One selection per family serves every VIP of that family.
+      const selections = new Map<4 | 6, Selection<ResolvedEndpoint>>();
       for (const vip of vips) {
         const id = frontendId(vip.ip, vip.family, svcPort.port, proto);
         const existing = byId.get(id);
@@ -221,12 +321,25 @@ export function computeFrontends(
           warn('Duplicate service frontend; keeping the first service', { id, kept: existing.service, skipped: service });
           continue;
         }
-        const cacheKey = `${vip.family}|${portName}|${proto}`;
-        let backends = backendsFor.get(cacheKey);
-        if (backends === undefined) {
-          backends = resolveBackends(serviceSlices, vip.family, portName, proto, warn);
-          backendsFor.set(cacheKey, backends);
+        let selection = selections.get(vip.family);
+        if (selection === undefined) {
+          const policy: SelectionPolicy = {
+            internalPolicyLocal,
+            // Every connection sluice sees starts on this node, and kube-proxy sends locally
+            // originated traffic for external destinations (pods' and the host's) to the Cluster
+            // endpoints whatever the externalTrafficPolicy (iptables proxier: "pod traffic for …
+            // external destinations", "route LOCAL traffic for … external destinations"). So ETP
+            // never picks endpoints here, and a nodePort only adds Cluster endpoints that a
+            // ClusterIP frontend of an ITP Local Service never uses.
+            externalPolicyLocal: false,
+            externallyAccessible: externalFamilies.has(vip.family),
+          };
+          const endpoints = resolveEndpoints(serviceSlices, vip.family, portName, proto, node.nodeName, warn);
+          selection = selectEndpoints(endpoints, policy, node);
+          selections.set(vip.family, selection);
         }
+        const useLocal = vip.scope === 'clusterIP' && internalPolicyLocal;
+        const chosen = (useLocal ? selection.local : selection.cluster) ?? [];
         byId.set(id, {
           id,
           service,
@@ -236,8 +349,10 @@ export function computeFrontends(
           proto,
           family: vip.family,
           scope: vip.scope,
-          backends: backends.map((b) => ({ ...b })),
+          backends: chosen.map((e) => ({ ip: e.ip, port: e.port })),
           affinityTimeoutSec,
+          noLocalEndpoints: useLocal && chosen.length === 0 && selection.hasAnyEndpoints,
+          zoneSensitive: !useLocal && selection.zoneSensitive,
         });
       }
     }

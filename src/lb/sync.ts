@@ -6,7 +6,7 @@
  * then the service entry (its count), then surplus slots, removed services and unused backends.
  */
 import { BpfError } from '../bpf';
-import { protoName, protoNumber, SVC_F_AFFINITY, SVC_F_EXTERNAL, type Backend, type SvcKey, type SvcVal } from '../bpf/layout';
+import { protoName, protoNumber, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_NO_LOCAL, type Backend, type SvcKey, type SvcVal } from '../bpf/layout';
 import type { LbMaps } from './maps';
 import type { LbFrontend } from './model';
 
@@ -185,7 +185,10 @@ export class LbSync {
         failed.set(f.id, 'a backend could not be written');
         continue;
       }
-      const flags = (f.affinityTimeoutSec > 0 ? SVC_F_AFFINITY : 0) | (f.scope === 'externalIP' ? SVC_F_EXTERNAL : 0);
+      const flags =
+        (f.affinityTimeoutSec > 0 ? SVC_F_AFFINITY : 0) |
+        (f.scope !== 'clusterIP' ? SVC_F_EXTERNAL : 0) |
+        (f.noLocalEndpoints ? SVC_F_NO_LOCAL : 0);
       const cur = this.services.get(f.id);
       const same =
         cur && !cur.dirty && cur.flags === flags && cur.affinitySec === f.affinityTimeoutSec &&

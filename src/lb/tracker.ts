@@ -1,9 +1,10 @@
 /* Which Services changed since the last sync, from the store's change events, and their new
  * frontends: an EndpointSlice update recomputes one Service, not 10,000 (the full model pass cost
- * ~200 ms at that size; a tracked change costs well under a millisecond).
+ * ~200 ms at that size; a tracked change costs well under a millisecond). A change of this node's
+ * zone recomputes only the Services whose frontends zone hints decided.
  */
 import type { ChangeEvent, ObjectStore } from '../k8s/store';
-import { SERVICE_NAME_LABEL, type EndpointSlice, type Service } from '../k8s/types';
+import { SERVICE_NAME_LABEL, ZONE_LABEL, type EndpointSlice, type Node, type Service } from '../k8s/types';
 import { log } from '../log';
 import { computeFrontends, type LbFrontend } from './model';
 
@@ -15,9 +16,21 @@ export interface FrontendBatch {
   services: number;
 }
 
+export interface ServiceTrackerOptions {
+  /**
+   * The node the agent runs on (config node-name): its endpoints are local, and the Node object
+   * of that name gives the zone topology hints are matched against. Default '' (no node).
+   */
+  nodeName?: string;
+}
+
 function serviceKeyOfSlice(s: EndpointSlice): string | undefined {
   const svc = s.metadata.labels?.[SERVICE_NAME_LABEL];
   return svc ? `Service/${s.metadata.namespace}/${svc}` : undefined;
+}
+
+function zoneOf(node: Node | undefined): string {
+  return node?.metadata.labels?.[ZONE_LABEL] ?? '';
 }
 
 export class ServiceTracker {
@@ -25,10 +38,21 @@ export class ServiceTracker {
   private readonly slicesByService = new Map<string, EndpointSlice[]>();
   private readonly idsByService = new Map<string, string[]>();
   private readonly ownerOfFrontend = new Map<string, string>();
+  /** Services with a frontend that zone hints decided: the ones a zone change must recompute */
+  private readonly zoneSensitive = new Set<string>();
   private readonly dirty = new Set<string>();
   private full = true;
+  private readonly nodeName: string;
+  private readonly nodeKey: string;
+  private zone: string;
 
-  constructor(private readonly store: ObjectStore) {
+  constructor(
+    private readonly store: ObjectStore,
+    opts: ServiceTrackerOptions = {},
+  ) {
+    this.nodeName = opts.nodeName ?? '';
+    this.nodeKey = `Node/${this.nodeName}`;
+    this.zone = zoneOf(store.get(this.nodeKey) as Node | undefined);
     for (const s of store.list('EndpointSlice')) this.indexSlice(s, true);
     store.on('change', (ev: ChangeEvent) => this.onChange(ev));
   }
@@ -45,9 +69,21 @@ export class ServiceTracker {
 
   private onChange(ev: ChangeEvent): void {
     if (ev.kind === 'Service') this.dirty.add(ev.key);
+    if (ev.kind === 'Node' && ev.key === this.nodeKey) this.onNodeChange(ev.obj as Node | undefined);
     if (ev.kind !== 'EndpointSlice') return;
     if (ev.old) this.indexSlice(ev.old as EndpointSlice, false);
     if (ev.obj) this.indexSlice(ev.obj as EndpointSlice, true);
+  }
+
+  /** Any other change of the Node (labels, annotations) selects nothing differently. */
+  private onNodeChange(node: Node | undefined): void {
+    const zone = zoneOf(node);
+    if (zone === this.zone) return;
+    log.info('this node\'s zone changed; recomputing the Services zone hints decide', {
+      node: this.nodeName, from: this.zone, to: zone, services: this.zoneSensitive.size,
+    });
+    this.zone = zone;
+    for (const key of this.zoneSensitive) this.dirty.add(key);
   }
 
   /** The next full batch recomputes everything (start-up, retries after a full map). */
@@ -59,17 +95,23 @@ export class ServiceTracker {
     return this.full || this.dirty.size > 0;
   }
 
+  private compute(services: readonly Service[], slices: readonly EndpointSlice[]): LbFrontend[] {
+    return computeFrontends(services, slices, { nodeName: this.nodeName, zone: this.zone });
+  }
+
   collect(): FrontendBatch {
     if (this.full) {
       this.full = false;
       this.dirty.clear();
-      const frontends = computeFrontends([...this.store.list('Service')], [...this.store.list('EndpointSlice')]);
+      const frontends = this.compute(this.store.list('Service'), this.store.list('EndpointSlice'));
       this.idsByService.clear();
       this.ownerOfFrontend.clear();
+      this.zoneSensitive.clear();
       for (const f of frontends) {
         const key = `Service/${f.service}`;
         this.idsByService.set(key, [...(this.idsByService.get(key) ?? []), f.id]);
         this.ownerOfFrontend.set(f.id, key);
+        if (f.zoneSensitive) this.zoneSensitive.add(key);
       }
       return { frontends, services: this.idsByService.size };
     }
@@ -81,10 +123,11 @@ export class ServiceTracker {
         if (this.ownerOfFrontend.get(id) === key) this.ownerOfFrontend.delete(id);
       }
       this.idsByService.delete(key);
+      this.zoneSensitive.delete(key);
       const svc = this.store.get(key) as Service | undefined;
       if (!svc) continue;
       const mine: string[] = [];
-      for (const f of computeFrontends([svc], this.slicesByService.get(key) ?? [])) {
+      for (const f of this.compute([svc], this.slicesByService.get(key) ?? [])) {
         const owner = this.ownerOfFrontend.get(f.id);
         if (owner && owner !== key) {
           log.warn('frontend already served by another Service; skipped', { frontend: f.id, service: f.service, owner });
@@ -94,6 +137,7 @@ export class ServiceTracker {
         mine.push(f.id);
         scope.add(f.id);
         frontends.push(f);
+        if (f.zoneSensitive) this.zoneSensitive.add(key);
       }
       if (mine.length) this.idsByService.set(key, mine);
     }

@@ -28,6 +28,10 @@ function pod(name: string, o: { ns?: string; annotations?: Record<string, string
   return { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: o.ns ?? 'default', annotations: o.annotations ?? {}, labels: o.labels ?? {} }, spec: { nodeName: o.node ?? NODE, containers: [{ name: 'app', image: 'app' }] } };
 }
 
+function node(name: string, zone: string) {
+  return { apiVersion: 'v1', kind: 'Node', metadata: { name, labels: { 'topology.kubernetes.io/zone': zone } }, status: { conditions: [{ type: 'Ready', status: 'True' }] } };
+}
+
 describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
   let api: FakeApiServer;
   let env: MeshEnv;
@@ -48,6 +52,8 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
     tokenFile = path.join(env.node.workDir, 'token');
     const kubeconfig = api.kubeconfig(path.join(env.node.workDir, 'kubeconfig'), { tokenFile });
     api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'default' } });
+    api.apply(node(NODE, 'zone-a'));
+    api.apply(node('elsewhere', 'zone-a'));
     api.apply(svc('web', '10.96.0.10'));
     api.apply(slice('web-1', 'web', [a.ipv4, b.ipv4]));
     api.apply(pod('on-other-node', { node: 'elsewhere' }));
@@ -83,6 +89,34 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
     for (const r of podReqs) expect(r.query.fieldSelector).toBe(`spec.nodeName=${NODE}`);
     const watches = api.requests.filter((r) => r.verb === 'watch');
     expect(watches.every((r) => r.query.allowWatchBookmarks === 'true' && r.query.resourceVersion)).toBe(true);
+  });
+
+  it('only this Node is read (get, then list and watch by metadata.name); its zone change re-routes a zone-hinted Service', async () => {
+    const nodeReqs = api.requests.filter((r) => r.resource === 'nodes');
+    expect(new Set(nodeReqs.map((r) => r.verb))).toEqual(new Set(['get', 'list', 'watch']));
+    for (const r of nodeReqs) {
+      expect(r.name, `${r.verb} ${r.path}`).toBe(NODE);
+      if (r.verb !== 'get') expect(r.query.fieldSelector).toBe(`metadata.name=${NODE}`);
+    }
+    const { callAgent } = await import('../../src/agent/api');
+    const known = async (key: string) => (await callAgent(path.join(env.node.workDir, 'agent.sock'), { op: 'object', key })) as any;
+    expect((await known(`Node/${NODE}`))?.metadata?.labels).toEqual({ 'topology.kubernetes.io/zone': 'zone-a' });
+    expect(await known('Node/elsewhere')).toBeNull();
+
+    api.apply(svc('zonal', '10.96.0.15'));
+    const hinted = slice('zonal-1', 'zonal', [a.ipv4, b.ipv4]) as any;
+    hinted.endpoints[0].hints = { forZones: [{ name: 'zone-a' }] };
+    hinted.endpoints[1].hints = { forZones: [{ name: 'zone-b' }] };
+    api.apply(hinted);
+    await waitForBackends(env, '10.96.0.15:80/TCP', [`${a.ipv4}:${TCP_PORT}`]);
+    api.apply(node('elsewhere', 'zone-b')); // another node's zone changes nothing...
+    api.apply(node(NODE, 'zone-b')); // ...this one's does, through the watch
+    await waitForBackends(env, '10.96.0.15:80/TCP', [`${b.ipv4}:${TCP_PORT}`]);
+    const res = await probe(env, '10.96.0.15', 80, { count: 10 });
+    expect(new Set(res.map(answeredBy))).toEqual(new Set([b.name]));
+    expect(await known('Node/elsewhere')).toBeNull();
+    api.remove('Service', 'default', 'zonal');
+    await waitFor('zonal removed', async () => !(await lbList(env)).some((s) => s.frontend === '10.96.0.15:80/TCP'));
   });
 
   it('live updates of Services and EndpointSlices reach the maps', async () => {

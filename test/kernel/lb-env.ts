@@ -142,6 +142,8 @@ export interface ListedService {
   frontend: string;
   scope: string;
   affinitySec: number;
+  /** refused because internalTrafficPolicy Local has no endpoint on this node */
+  noLocalEndpoints: boolean;
   backends: string[];
 }
 
@@ -205,11 +207,27 @@ export interface PortSpec {
   protocol?: 'TCP' | 'UDP';
 }
 
-export function serviceYaml(name: string, spec: { clusterIP: string; ports: PortSpec[]; externalIPs?: string[]; affinitySec?: number; namespace?: string }): string {
+export interface ServiceOpts {
+  clusterIP: string;
+  ports: PortSpec[];
+  externalIPs?: string[];
+  affinitySec?: number;
+  namespace?: string;
+  type?: 'ClusterIP' | 'NodePort' | 'LoadBalancer';
+  labels?: Record<string, string>;
+  internalTrafficPolicy?: 'Cluster' | 'Local';
+  externalTrafficPolicy?: 'Cluster' | 'Local';
+  trafficDistribution?: string;
+  /** status.loadBalancer.ingress */
+  loadBalancerIngress?: Array<{ ip: string; ipMode?: 'VIP' | 'Proxy' }>;
+}
+
+export function serviceYaml(name: string, spec: ServiceOpts): string {
+  const labels = spec.labels ? `, labels: ${JSON.stringify(spec.labels)}` : '';
   const lines = [
     'apiVersion: v1',
     'kind: Service',
-    `metadata: {name: ${name}, namespace: ${spec.namespace ?? 'default'}}`,
+    `metadata: {name: ${name}, namespace: ${spec.namespace ?? 'default'}${labels}}`,
     'spec:',
     `  clusterIP: "${spec.clusterIP}"`,
     `  clusterIPs: ["${spec.clusterIP}"]`,
@@ -218,25 +236,62 @@ export function serviceYaml(name: string, spec: { clusterIP: string; ports: Port
       (p) => `  - {${p.name ? `name: ${p.name}, ` : ''}port: ${p.port}, targetPort: ${JSON.stringify(p.targetPort ?? p.port)}, protocol: ${p.protocol ?? 'TCP'}}`,
     ),
   ];
+  if (spec.type) lines.push(`  type: ${spec.type}`);
   if (spec.externalIPs) lines.push(`  externalIPs: [${spec.externalIPs.map((i) => `"${i}"`).join(', ')}]`);
   if (spec.affinitySec) lines.push('  sessionAffinity: ClientIP', `  sessionAffinityConfig: {clientIP: {timeoutSeconds: ${spec.affinitySec}}}`);
+  if (spec.internalTrafficPolicy) lines.push(`  internalTrafficPolicy: ${spec.internalTrafficPolicy}`);
+  if (spec.externalTrafficPolicy) lines.push(`  externalTrafficPolicy: ${spec.externalTrafficPolicy}`);
+  if (spec.trafficDistribution) lines.push(`  trafficDistribution: ${spec.trafficDistribution}`);
+  if (spec.loadBalancerIngress) lines.push(`status: {loadBalancer: {ingress: ${JSON.stringify(spec.loadBalancerIngress)}}}`);
   return lines.join('\n');
+}
+
+/** One endpoint of an EndpointSlice: conditions (omitted ones stay unset: the API's nil), node and hints. */
+export interface EndpointSpec {
+  ip: string;
+  ready?: boolean;
+  serving?: boolean;
+  terminating?: boolean;
+  nodeName?: string;
+  /** hints.forZones */
+  zones?: string[];
+  /** hints.forNodes */
+  nodes?: string[];
+}
+
+function endpointYaml(e: EndpointSpec): string {
+  const conditions = { ready: e.ready ?? true, ...(e.serving !== undefined ? { serving: e.serving } : {}), ...(e.terminating !== undefined ? { terminating: e.terminating } : {}) };
+  const fields: Record<string, unknown> = { addresses: [e.ip], conditions };
+  if (e.nodeName) fields.nodeName = e.nodeName;
+  if (e.zones || e.nodes) {
+    fields.hints = {
+      ...(e.zones ? { forZones: e.zones.map((name) => ({ name })) } : {}),
+      ...(e.nodes ? { forNodes: e.nodes.map((name) => ({ name })) } : {}),
+    };
+  }
+  return `- ${JSON.stringify(fields)}`;
 }
 
 export function sliceYaml(
   name: string,
-  spec: { service: string; family: 4 | 6; endpoints: Array<{ ip: string; ready?: boolean }>; ports: Array<{ name?: string; port: number; protocol?: 'TCP' | 'UDP' }>; namespace?: string },
+  spec: { service: string; family: 4 | 6; endpoints: EndpointSpec[]; ports: Array<{ name?: string; port: number; protocol?: 'TCP' | 'UDP' }>; namespace?: string; labels?: Record<string, string> },
 ): string {
+  const labels = { 'kubernetes.io/service-name': spec.service, ...spec.labels };
   return [
     'apiVersion: discovery.k8s.io/v1',
     'kind: EndpointSlice',
-    `metadata: {name: ${name}, namespace: ${spec.namespace ?? 'default'}, labels: {kubernetes.io/service-name: ${spec.service}}}`,
+    `metadata: {name: ${name}, namespace: ${spec.namespace ?? 'default'}, labels: ${JSON.stringify(labels)}}`,
     `addressType: IPv${spec.family}`,
     'endpoints:',
-    ...(spec.endpoints.length ? spec.endpoints.map((e) => `- {addresses: ["${e.ip}"], conditions: {ready: ${e.ready ?? true}}}`) : ['[]']),
+    ...(spec.endpoints.length ? spec.endpoints.map(endpointYaml) : ['[]']),
     'ports:',
     ...spec.ports.map((p) => `- {${p.name !== undefined ? `name: "${p.name}", ` : ''}port: ${p.port}, protocol: ${p.protocol ?? 'TCP'}}`),
   ]
     .join('\n')
     .replace('endpoints:\n[]', 'endpoints: []');
+}
+
+/** A Node object; in standalone mode the agent reads its zone from the one named like config node-name. */
+export function nodeYaml(name: string, labels: Record<string, string> = {}): string {
+  return ['apiVersion: v1', 'kind: Node', `metadata: {name: ${name}, labels: ${JSON.stringify(labels)}}`].join('\n');
 }

@@ -515,6 +515,30 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     expect(w.events).toHaveLength(3);
   });
 
+  test('Nodes by fieldSelector metadata.name: get, list and watch of one Node, recorded with its name for RBAC', async () => {
+    const s = await server();
+    const node = (name: string, zone: string): Obj => ({ apiVersion: 'v1', kind: 'Node', metadata: { name, labels: { 'topology.kubernetes.io/zone': zone } } });
+    s.apply(node('node-a', 'zone-1'));
+    s.apply(node('node-b', 'zone-1'));
+    const one = await call(s, 'GET', '/api/v1/nodes?fieldSelector=metadata.name%3Dnode-a');
+    expect(one.json.items.map((n: Obj) => n.metadata.name)).toEqual(['node-a']);
+    const got = await call(s, 'GET', '/api/v1/nodes/node-a');
+    expect(got.json.metadata.labels).toEqual({ 'topology.kubernetes.io/zone': 'zone-1' });
+    expect((await call(s, 'GET', '/api/v1/nodes/node-z')).status).toBe(404);
+    const w = await Stream.open(s, `/api/v1/nodes?watch=true&resourceVersion=${one.json.metadata.resourceVersion}&fieldSelector=metadata.name%3Dnode-a`);
+    streams.push(w);
+    s.apply(node('node-b', 'zone-2'));
+    s.apply(node('node-a', 'zone-2'));
+    s.remove('Node', undefined, 'node-a');
+    const events = await w.take(2);
+    expect(events.map((e) => [e.type, e.object.metadata.name, e.object.metadata.labels['topology.kubernetes.io/zone']])).toEqual([
+      ['MODIFIED', 'node-a', 'zone-2'],
+      ['DELETED', 'node-a', 'zone-2'],
+    ]);
+    const reqs = s.requests.filter((r) => r.resource === 'nodes');
+    expect(reqs.map((r) => [r.verb, r.name])).toEqual([['list', 'node-a'], ['get', 'node-a'], ['get', 'node-z'], ['watch', 'node-a']]);
+  });
+
   test('limit + continue page through a consistent snapshot; a compacted continue token is 410', async () => {
     const s = await server();
     for (const n of ['a', 'b', 'c', 'd', 'e']) s.apply(pod(n, 'ns'));

@@ -269,6 +269,7 @@ describe('deploy/ (the kustomize base)', () => {
     expect([...grants].sort()).toEqual([
       'core/events:create',
       'core/namespaces:list', 'core/namespaces:watch',
+      'core/nodes:get', 'core/nodes:list', 'core/nodes:watch',
       'core/pods:get', 'core/pods:list', 'core/pods:patch', 'core/pods:watch',
       'core/services:list', 'core/services:watch',
       'discovery.k8s.io/endpointslices:list', 'discovery.k8s.io/endpointslices:watch',

@@ -136,6 +136,19 @@ describe('DirectorySource', () => {
     expect(src.lastSyncError).toBeUndefined();
   });
 
+  test('reads Node objects too (the agent takes its zone from the one named like its node)', async () => {
+    write('nodes.yaml', [
+      'apiVersion: v1\nkind: Node\nmetadata:\n  name: node-1\n  labels: {topology.kubernetes.io/zone: zone-a}\nstatus: {capacity: {cpu: "2"}}',
+      'apiVersion: v1\nkind: Node\nmetadata: {name: node-2}',
+    ].join('\n---\n'));
+    await startSource();
+    expect(store.list('Node').map((n) => [n.metadata.name, n.metadata.labels])).toEqual([
+      ['node-1', { 'topology.kubernetes.io/zone': 'zone-a' }],
+      ['node-2', undefined],
+    ]);
+    expect(store.get('Node/node-1')).toBeDefined();
+  });
+
   test('ignores hidden files, temp files, other extensions and subdirectories', async () => {
     write('.hidden.yaml', serviceYaml('hidden', '10.96.0.1'));
     write('edit.yaml~', serviceYaml('backup', '10.96.0.2'));

@@ -96,6 +96,89 @@ describe('parseObject', () => {
     expect(s.metadata.labels?.['kubernetes.io/service-name']).toBe('web');
   });
 
+  test('keeps endpoint hints as the lists of zone and node names', () => {
+    const s = parseObject(
+      slice({
+        endpoints: [
+          { addresses: ['10.0.0.1'], hints: { forZones: [{ name: 'zone-a' }], forNodes: [{ name: 'n1' }] } },
+          { addresses: ['10.0.0.2'], hints: { forZones: [{ name: 'zone-a' }] } },
+          { addresses: ['10.0.0.3'], hints: { forZones: [{ name: 'zone-a' }] } },
+          { addresses: ['10.0.0.4'], hints: null },
+        ],
+      }),
+    ) as EndpointSlice;
+    expect(s.endpoints.map((e) => e.hints)).toEqual([{ forZones: ['zone-a'], forNodes: ['n1'] }, { forZones: ['zone-a'] }, { forZones: ['zone-a'] }, undefined]);
+    expect(s.endpoints[1].hints).toBe(s.endpoints[2].hints); // one shared object per shape
+    expect(() => parseObject(slice({ endpoints: [{ addresses: ['10.0.0.1'], hints: { forZones: [{ name: '' }] } }] }))).toThrow(
+      'Cannot parse EndpointSlice "shop/web-abc": endpoints[0].hints.forZones[0].name must not be empty',
+    );
+    expect(() => parseObject(slice({ endpoints: [{ addresses: ['10.0.0.1'], hints: { forNodes: ['n1'] } }] }))).toThrow(
+      'endpoints[0].hints.forNodes[0] must be an object, got "n1"',
+    );
+  });
+
+  test('accepts the traffic policy, source ranges and LoadBalancer ingress of a Service', () => {
+    const svc = parseObject({
+      ...service({
+        type: 'LoadBalancer',
+        clusterIP: '10.96.0.10',
+        internalTrafficPolicy: 'Local',
+        externalTrafficPolicy: 'Local',
+        loadBalancerSourceRanges: [' 198.51.100.0/24', '2001:db8::/32'],
+        trafficDistribution: 'PreferSameZone',
+      }),
+      status: {
+        loadBalancer: {
+          ingress: [
+            { ip: '203.0.113.1', ipMode: 'VIP' },
+            { ip: '203.0.113.2', ipMode: 'Proxy', ports: [{ port: 80, protocol: 'TCP' }] },
+            { ip: '2001:db8::1' },
+            { hostname: 'lb.example.com' },
+            { ip: '', hostname: 'lb2.example.com' },
+          ],
+        },
+      },
+    }) as Service;
+    expect(svc.spec).toEqual({
+      type: 'LoadBalancer',
+      clusterIP: '10.96.0.10',
+      internalTrafficPolicy: 'Local',
+      loadBalancerSourceRanges: [' 198.51.100.0/24', '2001:db8::/32'],
+    });
+    expect(svc.status).toEqual({
+      loadBalancer: { ingress: [{ ip: '203.0.113.1', ipMode: 'VIP' }, { ip: '203.0.113.2', ipMode: 'Proxy' }, { ip: '2001:db8::1' }] },
+    });
+    const hostnameOnly = parseObject({ ...service({ clusterIP: '10.96.0.10' }), status: { loadBalancer: { ingress: [{ hostname: 'x' }] } } }) as Service;
+    expect(hostnameOnly.status).toBeUndefined();
+  });
+
+  test('rejects a bad traffic policy, source range or ingress', () => {
+    expect(() => parseObject(service({ internalTrafficPolicy: 'PreferLocal' }))).toThrow(
+      'Cannot parse Service "shop/web": spec.internalTrafficPolicy must be one of Cluster|Local, got "PreferLocal"',
+    );
+    expect(() => parseObject(service({ loadBalancerSourceRanges: ['10.0.0.0/33'] }))).toThrow(
+      'spec.loadBalancerSourceRanges[0] must be a CIDR such as 10.0.0.0/8, got "10.0.0.0/33"',
+    );
+    expect(() => parseObject(service({ loadBalancerSourceRanges: ['10.0.0.1'] }))).toThrow(RangeError);
+    expect(() => parseObject({ ...service({}), status: { loadBalancer: { ingress: [{ ip: '203.0.113.1', ipMode: 'Direct' }] } } })).toThrow(
+      'status.loadBalancer.ingress[0].ipMode must be one of VIP|Proxy, got "Direct"',
+    );
+    expect(() => parseObject({ ...service({}), status: { loadBalancer: { ingress: [{ ip: 'lb.example.com' }] } } })).toThrow(
+      'status.loadBalancer.ingress[0].ip must be an IP address',
+    );
+  });
+
+  test('accepts a Node: cluster-scoped, its labels kept, its spec and status dropped', () => {
+    const node = parseObject({
+      apiVersion: 'v1', kind: 'Node',
+      metadata: { name: 'node-1', namespace: 'ignored', labels: { 'topology.kubernetes.io/zone': 'zone-a' } },
+      spec: { podCIDR: '10.244.1.0/24' },
+      status: { addresses: [{ type: 'InternalIP', address: '192.0.2.10' }] },
+    });
+    expect(node).toEqual({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-1', labels: { 'topology.kubernetes.io/zone': 'zone-a' } } });
+    expect(objectKey(node)).toBe('Node/node-1');
+  });
+
   test('defaults missing EndpointSlice endpoints to an empty list', () => {
     expect((parseObject(slice({ endpoints: null })) as EndpointSlice).endpoints).toEqual([]);
   });

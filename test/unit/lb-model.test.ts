@@ -59,6 +59,8 @@ describe('computeFrontends', () => {
           { ip: '10.0.0.2', port: 8080 },
         ],
         affinityTimeoutSec: 0,
+        noLocalEndpoints: false,
+        zoneSensitive: false,
       },
     ]);
     expect(warnings).toEqual([]);
@@ -199,6 +201,7 @@ describe('computeFrontends', () => {
       [
         svc('web', {
           clusterIP: '10.96.0.10',
+          clusterIPs: ['10.96.0.10', 'fd00::10'],
           externalIPs: ['192.0.2.1', '2001:DB8::1'],
           ports: [...http, { name: 'dns', port: 53, protocol: 'UDP' }],
         }),
@@ -215,7 +218,18 @@ describe('computeFrontends', () => {
       ['192.0.2.1:80/TCP', 'externalIP', 4, [{ ip: '10.0.0.1', port: 8080 }]],
       ['[2001:db8::1]:53/UDP', 'externalIP', 6, [{ ip: 'fd00::1', port: 5353 }]],
       ['[2001:db8::1]:80/TCP', 'externalIP', 6, [{ ip: 'fd00::1', port: 8080 }]],
+      ['[fd00::10]:53/UDP', 'clusterIP', 6, [{ ip: 'fd00::1', port: 5353 }]],
+      ['[fd00::10]:80/TCP', 'clusterIP', 6, [{ ip: 'fd00::1', port: 8080 }]],
     ]);
+  });
+
+  test('an externalIP of a family the Service has no ClusterIP of is left alone, as kube-proxy has no service port for it', () => {
+    const { frontends, warnings } = compute(
+      [svc('web', { clusterIP: '10.96.0.10', externalIPs: ['192.0.2.1', '2001:db8::1'], ports: http })],
+      [slice('web', [ready('fd00::1')], httpSlicePort, { addressType: 'IPv6' })],
+    );
+    expect(frontends.map((f) => f.id)).toEqual(['10.96.0.10:80/TCP', '192.0.2.1:80/TCP']);
+    expect(warnings).toEqual([]);
   });
 
   test('dual-stack services get a frontend per family with backends of that family', () => {
