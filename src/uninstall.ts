@@ -5,14 +5,33 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Config } from './config';
 import { cniInstaller } from './cni/install-config';
-import { LINKS_DIR, NETNS_LINKS_DIR, PROGS_DIR, uninstallDatapath } from './datapath';
+import { inpodRouting } from './bpf';
+import { INBOUND_ROUTING, LINKS_DIR, NETNS_LINKS_DIR, PROGS_DIR, TCX_LINKS_DIR, tcxLinkPin, uninstallDatapath } from './datapath';
+import { readEndpoints } from './agent/endpoints';
+
+/** The routing rules sluice put into captured pods (source-preserving inbound) go first. */
+function removeInpodRouting(cfg: Config): string[] {
+  const out: string[] = [];
+  for (const ep of readEndpoints(cfg.stateDir)) {
+    const linkPin = tcxLinkPin(cfg.bpfPinDir, ep.netnsCookie);
+    if (!fs.existsSync(linkPin) || !fs.existsSync(ep.netnsPath)) continue;
+    try {
+      inpodRouting('', ep.netnsPath, linkPin, { ...INBOUND_ROUTING, ipv6: ep.ips.some((ip) => ip.includes(':')) ? 1 : 0 }, false);
+      out.push(`removed the inbound routing of ${ep.namespace}/${ep.name} (${ep.netnsPath})`);
+    } catch (e) {
+      out.push(`could not remove the inbound routing of ${ep.namespace}/${ep.name}: ${(e as Error).message}`);
+    }
+  }
+  return out;
+}
 
 export function uninstall(cfg: Config): string[] {
   const out: string[] = [];
   if (cfg.cniConfDir) out.push(...cniInstaller(cfg).uninstall());
   if (!fs.existsSync(cfg.bpfPinDir)) return [...out, `nothing pinned at ${cfg.bpfPinDir}`];
+  out.push(...removeInpodRouting(cfg));
   for (const p of uninstallDatapath(cfg.bpfPinDir)) out.push(`removed ${p}`);
-  for (const dir of [NETNS_LINKS_DIR, LINKS_DIR, PROGS_DIR, '.'].map((d) => path.join(cfg.bpfPinDir, d))) {
+  for (const dir of [NETNS_LINKS_DIR, TCX_LINKS_DIR, LINKS_DIR, PROGS_DIR, '.'].map((d) => path.join(cfg.bpfPinDir, d))) {
     try {
       fs.rmdirSync(dir);
       out.push(`removed ${dir}/`);

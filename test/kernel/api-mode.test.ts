@@ -212,7 +212,7 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
     await waitForMode(env, p, 'none', 10000);
   }, 30000);
 
-  it('an ambient pod gets the redirection annotation and Events; release removes the annotation', async () => {
+  it('an ambient pod is annotated pending, then enabled once ztunnel acked it over ZDS; Events; release removes the annotation', async () => {
     const { addPodThroughChain } = await import('./api-mode-helpers');
     api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'mesh', labels: { 'istio.io/dataplane-mode': 'ambient' } } });
     api.apply(pod('amb', { ns: 'mesh' }));
@@ -221,7 +221,17 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
     await waitFor('pod and namespace known', async () => (await known('Pod/mesh/amb')) !== null && (await known('Namespace/mesh'))?.metadata?.labels?.['istio.io/dataplane-mode'] === 'ambient', 10000);
     const p = await addPodThroughChain(env, 'amb', 'mesh');
     await waitForMode(env, p, 'ambient', 10000);
-    await waitFor('annotation written', () => (api.get('Pod', 'mesh', 'amb') as any)?.metadata?.annotations?.['ambient.istio.io/redirection'] === 'enabled', 5000);
+    const redirection = () => (api.get('Pod', 'mesh', 'amb') as any)?.metadata?.annotations?.['ambient.istio.io/redirection'];
+    // captured in the kernel, but no ztunnel has taken it yet (istio-cni's partial enrolment)
+    await waitFor('annotation pending', () => redirection() === 'pending', 5000);
+    const { startZtunnel } = await import('./ztunnel-env');
+    const zt = startZtunnel(env, 'zt-api');
+    try {
+      await zt.waitEvent((e) => e.event === 'add' && e.uid === p.uid);
+      await waitFor('annotation enabled after the ack', () => redirection() === 'enabled', 5000);
+    } finally {
+      zt.child.kill('SIGTERM');
+    }
     await waitFor('event', () => api.events.some((e: any) => e.involvedObject?.name === 'amb' && e.reason === 'Enrolled'), 5000);
     api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'mesh', labels: {} } });
     await waitForMode(env, p, 'none', 10000);

@@ -61,6 +61,9 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
     expect(res.every((r) => r.peer === `${VIP}:80`)).toBe(true); // the app still sees the VIP as its peer
     expect(new Set(replies.map((r) => r.upstream?.split(' ')[0]))).toEqual(new Set([be1, be2])); // proxy's connect balanced
     expect(new Set(replies.map((r) => r.upstreamPeer))).toEqual(new Set([`${VIP}:80`]));
+    // as under REDIRECT, the captured connection keeps the pod's address as its source
+    expect(res.every((r) => r.local?.startsWith(`${app.ipv4}:`))).toBe(true);
+    expect(replies.every((r) => r.peer.startsWith(`${app.ipv4}:`))).toBe(true);
   });
 
   it('outbound to a pod IP and over IPv6 keeps the original destination', async () => {
@@ -68,8 +71,10 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
     const direct = sidecarReply((await fromApp(a.ipv4, TCP_PORT))[0].reply)!;
     expect(direct).toMatchObject({ via: 'out', orig: `${a.ipv4}:${TCP_PORT}` });
     expect(direct.upstream?.split(' ')[0]).toBe(be1);
-    const v6 = sidecarReply((await fromApp(VIP6, 80))[0].reply)!;
+    const [r6] = await fromApp(VIP6, 80);
+    const v6 = sidecarReply(r6.reply)!;
     expect(v6).toMatchObject({ via: 'out', orig: `[${VIP6}]:80` });
+    expect(r6.local?.startsWith(`[${app.ipv6}]:`)).toBe(true);
     expect([be1, be2]).toContain(v6.upstream?.split(' ')[0]);
   });
 

@@ -283,4 +283,15 @@ describe.skipIf(process.getuid?.() !== 0)('ambient with ztunnel over ZDS (needs 
     fs.mkdirSync('build/bench', { recursive: true });
     fs.writeFileSync('build/bench/ztunnel-enrol.json', JSON.stringify(result) + '\n');
   }, 180000);
+
+  it('uninstall removes the in-pod routing with the datapath', async () => {
+    const rules = async () => (await run(['nsenter', `--net=${a1.netnsPath}`, '--', 'ip', 'rule'])).stdout + (await run(['nsenter', `--net=${a1.netnsPath}`, '--', 'ip', '-6', 'rule'])).stdout;
+    expect(await rules()).toContain('fwmark 0x111/0xfff lookup 100');
+    await stopZtunnel(zt);
+    await stopAgent(env);
+    const out = (await sluice(env, ['uninstall'])).stdout;
+    expect(out).toContain('removed the inbound routing of amb/a1');
+    expect(await rules()).not.toContain('lookup 100');
+    expect(fs.existsSync(env.node.pinDir)).toBe(false);
+  });
 });
