@@ -195,8 +195,8 @@ export const GOLDEN_CASES: GoldenCase[] = [
   },
   {
     golden: `${DERIVED}/dual-stack-exclusions.golden`,
-    upstream: 'derived here (see the file header): basic.txt.golden + excludeInboundPorts 9090 + excludeOutboundIPRanges 192.0.2.0/24, dual stack',
-    annotations: { ...STATUS, [`${T}excludeInboundPorts`]: '9090', [`${T}excludeOutboundIPRanges`]: '192.0.2.0/24' },
+    upstream: 'derived here (see the file header): basic.txt.golden + excludeInboundPorts 9090, excludeOutboundPorts 5555, excludeOutboundIPRanges 192.0.2.0/24, dual stack',
+    annotations: { ...STATUS, [`${T}excludeInboundPorts`]: '9090', [`${T}excludeOutboundPorts`]: '5555', [`${T}excludeOutboundIPRanges`]: '192.0.2.0/24' },
     proxy: PROXY,
     deviations: inbound15001([4, 6]),
   },

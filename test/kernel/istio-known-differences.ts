@@ -26,7 +26,6 @@ const CNI_BASIC = `${CNI}/basic.txt.golden`;
 const CNI_INCLUDE_EXCLUDE_IP = `${CNI}/include-exclude-ip.txt.golden`;
 const CNI_DNS = `${CNI}/dns.txt.golden`;
 const CNI_CUSTOM_UID = `${CNI}/custom-uid.txt.golden`;
-const DERIVED_EXCLUSIONS = 'test/istio-derived/dual-stack-exclusions.golden';
 const DERIVED_PORTS_RANGES = 'test/istio-derived/dual-stack-include-ports-ranges.golden';
 
 /** 1. istio-cni's default excluded outbound port. */
@@ -70,10 +69,6 @@ export const KNOWN_DIFFERENCES: KnownDifference[] = [
   { golden: CNI_DNS, probe: 'gid 1337 → 127.0.0.53:53', istio: 'in 127.0.0.53:53 > ERR:111', sluice: 'fail 111', cause: DNS_GID },
   { golden: CNI_CUSTOM_UID, probe: 'app → be1:15020', istio: 'fail 111', sluice: 'out be1:15020 > ERR:111', cause: EXCLUDE_15020 },
   { golden: CNI_CUSTOM_UID, probe: 'uid 1000670000 → self:15020', istio: 'fail 111', sluice: 'in self:15020 > ERR:111', cause: EXCLUDE_15020 },
-  { golden: DERIVED_EXCLUSIONS, probe: 'app → be1:15020', istio: 'fail 111', sluice: 'out be1:15020 > ERR:111', cause: EXCLUDE_15020 },
-  { golden: DERIVED_EXCLUSIONS, probe: 'uid 1337 → self:15020', istio: 'fail 111', sluice: 'in self:15020 > ERR:111', cause: EXCLUDE_15020 },
-  { golden: DERIVED_EXCLUSIONS, probe: 'app → [be16]:15020', istio: 'fail 111', sluice: 'out [be16]:15020 > ERR:111', cause: EXCLUDE_15020 },
-  { golden: DERIVED_EXCLUSIONS, probe: 'uid 1337 → [self6]:15020', istio: 'fail 111', sluice: 'in [self6]:15020 > ERR:111', cause: EXCLUDE_15020 },
   { golden: DERIVED_PORTS_RANGES, probe: 'app → be1:15020', istio: 'fail 111', sluice: 'out be1:15020 > ERR:111', cause: EXCLUDE_15020 },
   { golden: DERIVED_PORTS_RANGES, probe: 'uid 1337 → self:15020', istio: 'fail 111', sluice: 'in self:15020 > ERR:111', cause: EXCLUDE_15020 },
   { golden: DERIVED_PORTS_RANGES, probe: 'uid 1337 → [self6]:15020', istio: 'fail 111', sluice: 'in [self6]:15020 > ERR:111', cause: EXCLUDE_15020 },
