@@ -9,9 +9,10 @@
  *  - S: a pod enrolled by sluice (sidecar.istio.io/status), its stand-in sidecar
  *    (`sl-probe sidecar --forward`, uid/gid 1337) and its app inside the test cgroup, where the
  *    sluice programs apply;
- *  - I: a pod sluice does not enroll, with the nat rules istio-iptables writes
- *    (test/kernel/istio-iptables.ts), the same sidecar and the app OUTSIDE the cgroup, so only
- *    iptables applies;
+ *  - I: a pod sluice does not enroll, with the rules Istio itself expects istio-cni to write for a
+ *    pod with default annotations (its golden test/istio-golden/cni/pkg/plugin/testdata/
+ *    basic.txt.golden, loaded as it is by test/kernel/istio-golden.ts), the same sidecar and the app
+ *    OUTSIDE the cgroup, so only iptables applies;
  *  - direct: the env's plain client pod, outside the cgroup and without rules, connecting straight
  *    to the server: the floor (one TCP connection per request instead of two).
  * Each request of `sl-probe bench --addr <server> --port 8080` is: connect, the capture sends it
@@ -27,7 +28,7 @@
  * --no-pin (let the scheduler place them). Output: a Markdown table on stdout and
  * in DIR/capture.md. Exit 1 when a request failed or the setup check failed.
  *
- * Safety: iptables rules only in pod I's netns (applyIstioRules checks it is a pod of this node);
+ * Safety: iptables rules only in pod I's netns (loadGolden checks it is a pod of this node);
  * all traffic inside the node's namespaces; the node is destroyed in `finally` and by the harness's
  * exit/signal handlers.
  */
@@ -35,11 +36,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { run, type SimPod } from '../harness';
-import { applyIstioRules } from '../kernel/istio-iptables';
+import { loadGolden, readGolden } from '../kernel/istio-golden';
 import { PROBE, ROOT, stopAgent, TCP_PORT } from '../kernel/lb-env';
 import { addMeshPod, createMeshEnv, endpoint, sidecarReply, type MeshEnv } from '../kernel/mesh-env';
 
 const STATUS = { 'sidecar.istio.io/status': '{"initContainers":null,"containers":["istio-proxy"]}' };
+/** Istio's rules for a sidecar pod with default annotations (istio-cni's dry-run test "basic"). */
+const ISTIO_RULES = 'test/istio-golden/cni/pkg/plugin/testdata/basic.txt.golden';
 
 interface Opts {
   quick: boolean;
@@ -139,7 +142,7 @@ async function main(): Promise<number> {
     const epS = await endpoint(env, S);
     const epI = await endpoint(env, I);
     if (epS?.mode !== 'sidecar' || epI?.mode !== 'none') throw new Error(`setup: S mode=${epS?.mode}, I mode=${epI?.mode} (want sidecar, none)`);
-    await applyIstioRules(env.node, I, {});
+    await loadGolden(env.node, I, readGolden(ISTIO_RULES));
     // The sidecar logs a JSON line per connection: past its 'ready' line its stdout goes to
     // /dev/null, so the harness does not spend a CPU collecting tens of thousands of lines.
     const quiet = ['/bin/sh', '-c', '"$@" | { IFS= read -r l; printf "%s\\n" "$l"; exec cat >/dev/null; }', 'sh'];

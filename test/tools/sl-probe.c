@@ -19,6 +19,8 @@
  *            capture ports, report each connection's original destination
  *            (SO_ORIGINAL_DST) and optionally forward to it, so a test can
  *            see what the proxy saw and where the traffic went next.
+ *   batch    one attempt to each of many targets (TCP, UDP) from one process:
+ *            a probe matrix costs one process per identity, not per probe.
  *
  * Output goes to stdout, line-buffered, so a test harness reading a pipe sees
  * every line (in particular `ready`) as soon as it is printed.
@@ -87,7 +89,7 @@ struct target {
 	socklen_t len;
 };
 
-enum cmd { CMD_SERVE = 1, CMD_CONNECT = 2, CMD_BENCH = 4, CMD_SIDECAR = 8 };
+enum cmd { CMD_SERVE = 1, CMD_CONNECT = 2, CMD_BENCH = 4, CMD_SIDECAR = 8, CMD_BATCH = 16 };
 
 /* Repeatable options: --extra-port, --bind-inbound-source (once per family). */
 struct port_list {
@@ -198,6 +200,12 @@ static void usage(FILE *f)
 	      "      of upstream connections for in-port connections;\n"
 	      "      --mark sets SO_MARK=N on listeners and upstream sockets;\n"
 	      "      --v4-only skips the IPv6 listeners.\n"
+	      "  sl-probe batch [--timeout-ms T (1000)] TARGET...\n"
+	      "      TARGET is PROTO/ADDR/PORT[/BIND]: PROTO tcp, udp (unconnected:\n"
+	      "      the peer is the reply's source) or udpc (connected UDP); BIND as\n"
+	      "      connect's --bind. One attempt per target, in order, each printed\n"
+	      "      as connect prints it plus \"target\". Exit 0 once every target\n"
+	      "      was tried (a failed attempt is a result), 2 on bad arguments.\n"
 	      "  sl-probe --help\n"
 	      "N (--mark) is decimal or 0x hex.\n"
 	      "ADDR is an IPv4 or IPv6 literal. Bad arguments exit with status 2.\n",
@@ -885,10 +893,18 @@ static bool udp_attempt(const struct opts *o, const struct target *t,
 	return ok;
 }
 
-static void print_attempt(const struct attempt *a)
+/* target: batch's TARGET text, or NULL (connect). */
+static void print_attempt(const struct attempt *a, const char *target)
 {
+	if (target) {
+		printf("{\"target\":");
+		print_json_string(target);
+		putchar(',');
+	} else {
+		putchar('{');
+	}
 	if (a->ok) {
-		printf("{\"ok\":true,\"reply\":");
+		printf("\"ok\":true,\"reply\":");
 		print_json_string(a->reply);
 		printf(",\"peer\":");
 		print_json_string(a->peer);
@@ -898,7 +914,7 @@ static void print_attempt(const struct attempt *a)
 		}
 		printf("}\n");
 	} else {
-		printf("{\"ok\":false,\"errno\":%d,\"error\":", a->err);
+		printf("\"ok\":false,\"errno\":%d,\"error\":", a->err);
 		print_json_string(strerror(a->err));
 		printf(",\"stage\":\"%s\"}\n", a->stage);
 	}
@@ -920,7 +936,7 @@ static int run_connect(const struct opts *o, const struct target *t)
 		memset(&a, 0, sizeof(a));
 		bool success = tcp ? tcp_attempt(t, &cs, o->timeout_ms, &a)
 				   : udp_attempt(o, t, &cs, &shared_fd, &a);
-		print_attempt(&a);
+		print_attempt(&a, NULL);
 		if (success)
 			ok++;
 		else
@@ -930,6 +946,109 @@ static int run_connect(const struct opts *o, const struct target *t)
 		close(shared_fd);
 	printf("{\"summary\":true,\"ok\":%ld,\"failed\":%ld}\n", ok, failed);
 	return failed == 0 ? 0 : 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* batch                                                               */
+/* ------------------------------------------------------------------ */
+
+/* Targets per batch run; a probe matrix of one identity stays well below. */
+#define BATCH_MAX 512
+#define TARGET_TEXT_MAX 128
+
+struct batch_target {
+	const char *text; /* as given, echoed in the result */
+	const char *proto; /* "tcp", "udp" or "udpc" */
+	struct target t;
+	struct client_sock cs;
+};
+
+/* PROTO/ADDR/PORT[/BIND]: '/' appears in no IP literal, so IPv6 needs no brackets. */
+static void parse_batch_target(const char *text, struct batch_target *b)
+{
+	char buf[TARGET_TEXT_MAX];
+	char *field[4];
+	int n = 1;
+
+	if (strlen(text) >= sizeof(buf))
+		usage_error("batch target too long", text);
+	snprintf(buf, sizeof(buf), "%s", text);
+	field[0] = buf;
+	for (char *p = strchr(buf, '/'); p; p = strchr(p, '/')) {
+		if (n == 4)
+			usage_error("batch target must be PROTO/ADDR/PORT[/BIND]", text);
+		*p++ = '\0';
+		field[n++] = p;
+	}
+	if (n < 3)
+		usage_error("batch target must be PROTO/ADDR/PORT[/BIND]", text);
+	memset(b, 0, sizeof(*b));
+	b->text = text;
+	if (strcmp(field[0], "tcp") == 0)
+		b->proto = "tcp";
+	else if (strcmp(field[0], "udp") == 0)
+		b->proto = "udp";
+	else if (strcmp(field[0], "udpc") == 0)
+		b->proto = "udpc";
+	else
+		usage_error("batch target protocol must be tcp, udp or udpc", text);
+	long port = parse_long("batch target port", field[2], 1, 65535);
+	if (!parse_target(field[1], port, &b->t))
+		usage_error("batch target address is not an IPv4 or IPv6 address", text);
+	b->cs.mark = -1;
+	if (n == 4) {
+		if (!parse_target(field[3], 0, &b->cs.src))
+			usage_error("batch target bind address is not an IPv4 or IPv6 address", text);
+		if (b->cs.src.ss.ss_family != b->t.ss.ss_family)
+			usage_error("batch target bind address must be of the target's family", text);
+		b->cs.bind = true;
+	}
+}
+
+static int run_batch(int argc, char **argv)
+{
+	static struct batch_target targets[BATCH_MAX];
+	long timeout_ms = 1000;
+	int n = 0;
+
+	for (int i = 0; i < argc; i++) {
+		if (is_help(argv[i])) {
+			usage(stdout);
+			exit(0);
+		}
+		if (strcmp(argv[i], "--timeout-ms") == 0) {
+			if (i + 1 >= argc)
+				usage_error("option needs a value", argv[i]);
+			timeout_ms = parse_long("--timeout-ms", argv[++i], 1, MS_MAX);
+			continue;
+		}
+		if (strncmp(argv[i], "--", 2) == 0)
+			usage_error("unknown option for this subcommand", argv[i]);
+		if (n >= BATCH_MAX)
+			usage_error("too many batch targets", argv[i]);
+		parse_batch_target(argv[i], &targets[n++]);
+	}
+	if (n == 0)
+		usage_error("batch needs at least one TARGET", NULL);
+	for (int i = 0; i < n; i++) {
+		const struct batch_target *b = &targets[i];
+		struct attempt a;
+
+		memset(&a, 0, sizeof(a));
+		if (strcmp(b->proto, "tcp") == 0) {
+			tcp_attempt(&b->t, &b->cs, timeout_ms, &a);
+		} else {
+			struct opts o;
+			int fd = -1;
+
+			set_defaults(CMD_CONNECT, &o);
+			o.timeout_ms = timeout_ms;
+			o.udp_mode = strcmp(b->proto, "udpc") == 0 ? "connected" : "unconnected";
+			udp_attempt(&o, &b->t, &b->cs, &fd, &a);
+		}
+		print_attempt(&a, b->text);
+	}
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1558,6 +1677,8 @@ static enum cmd parse_cmd(const char *s)
 		return CMD_BENCH;
 	if (strcmp(s, "sidecar") == 0)
 		return CMD_SIDECAR;
+	if (strcmp(s, "batch") == 0)
+		return CMD_BATCH;
 	usage_error("unknown subcommand", s);
 	return CMD_SERVE; /* not reached */
 }
@@ -1576,6 +1697,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	enum cmd cmd = parse_cmd(argv[1]);
+	/* batch has positional targets: it parses its own arguments */
+	if (cmd == CMD_BATCH)
+		return run_batch(argc - 2, argv + 2);
 	parse_opts(cmd, argc - 2, argv + 2, &o);
 	if (cmd == CMD_SIDECAR)
 		return run_sidecar(&o);
@@ -1590,7 +1714,8 @@ int main(int argc, char **argv)
 	case CMD_BENCH:
 		return run_bench(&o, &t);
 	case CMD_SIDECAR:
-		break; /* handled above: it has no --addr/--port */
+	case CMD_BATCH:
+		break; /* handled above: they have no --addr/--port */
 	}
 	return EXIT_USAGE;
 }
