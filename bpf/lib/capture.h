@@ -313,7 +313,8 @@ static __always_inline int capture_dns_udp(struct bpf_sock_addr *ctx, struct sl_
 		if (addr_is_loopback(dst) || cap_is_pod_ip(pol, dst))
 			return CAP_NONE;
 	} else if (pol->mode == SL_MODE_SIDECAR) {
-		if (!cap_is_dns_server(dst))
+		/* excludeOutboundPorts applies to UDP too (Istio: "-p udp --dport P -j RETURN") */
+		if (cap_port_in(pol->exclude_out_ports, pol->n_exclude_out_ports, *dport) || !cap_is_dns_server(dst))
 			return CAP_NONE;
 		uidgid = bpf_get_current_uid_gid();
 		if ((__u32)uidgid == cfg_proxy_uid || (__u32)(uidgid >> 32) == cfg_proxy_gid)
@@ -369,19 +370,28 @@ static __always_inline int capture_connect_ambient(struct bpf_sock_addr *ctx, co
 }
 
 /*
- * The outbound rules of Istio's ISTIO_OUTPUT chain, in its order:
- *  excluded ports; from 127.0.0.6 over lo; the proxy's uid to a local address other than
- *  127.0.0.1 (not 15008) goes inbound (15006); other traffic to local addresses (unless an
- *  included range is loopback), and the proxy's uid or gid, is left alone; 127.0.0.1; excluded
- *  ranges; included ports; included ranges (or "*").
+ * The outbound rules of Istio's ISTIO_OUTPUT chain (istio-iptables, REDIRECT mode), in its order:
+ *   1. excluded outbound ports: RETURN
+ *   2. to a local address, bound to 127.0.0.6 / ::6 (Envoy's inbound passthrough): RETURN
+ *   3. the proxy uid to a local address other than 127.0.0.1, not port 15008 (nor 53 with DNS
+ *      capture): to the inbound port 15006
+ *   4. another uid to a local address (with DNS capture: not TCP port 53): RETURN
+ *   5. the proxy uid: RETURN
+ *   6. the proxy gid to a local address other than 127.0.0.1, not port 15008 (53 included: Istio's
+ *      gid rule has no DNS exception): to 15006
+ *   7. another gid to a local address (with DNS capture: not TCP port 53): RETURN
+ *   8. the proxy gid: RETURN
+ *   9. DNS capture: TCP port 53 (to the pod's resolvers, or any with capture-all): to 15053
+ *  10. 127.0.0.1: RETURN
+ *  11. excluded ranges: RETURN; 12. included ports: to 15001; 13. included ranges or "*": 15001.
+ * Rules 4 and 7 are left out when an included range covers loopback (Istio's HasLoopBackIP).
  * "-o lo" is "the destination is one of this namespace's addresses": loopback or a pod IP.
  */
 static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *dport, int at_connect)
 {
 	struct sl_policy *pol;
 	__u64 cookie, uidgid;
-	__u32 uid, gid;
-	int local, dns, lo_ranges;
+	int local, dns53, to_inbound, lo_ranges, is_uid, is_gid;
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return CAP_NONE;
@@ -393,39 +403,42 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 		return capture_connect_ambient(ctx, pol, cookie, dst, dport, at_connect);
 	if (pol->mode != SL_MODE_SIDECAR)
 		return CAP_NONE;
-	if (cap_port_in(pol->exclude_out_ports, pol->n_exclude_out_ports, *dport))
+	if (cap_port_in(pol->exclude_out_ports, pol->n_exclude_out_ports, *dport)) /* 1 */
 		return CAP_NONE;
 	local = addr_is_loopback(dst) || cap_is_pod_ip(pol, dst);
-	if (local && cap_bound_to_inbound_passthrough(ctx))
+	if (local && cap_bound_to_inbound_passthrough(ctx)) /* 2 */
 		return CAP_NONE;
 	uidgid = bpf_get_current_uid_gid();
-	uid = (__u32)uidgid;
-	gid = (__u32)(uidgid >> 32);
-	dns = (pol->flags & SL_POL_DNS) && *dport == SL_PORT_DNS;
-	if (uid == cfg_proxy_uid) {
-		if (local && !cap_is_localhost1(dst) && *dport != SL_PORT_HBONE && !dns)
-			return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect);
-		cap_count(cookie, CAP_STAT_BYPASS);
-		return CAP_PROXY;
-	}
-	/* Istio drops its "-o lo ! --uid-owner RETURN" rules when an included range is loopback */
+	is_uid = (__u32)uidgid == cfg_proxy_uid;
+	is_gid = (__u32)(uidgid >> 32) == cfg_proxy_gid;
+	dns53 = (pol->flags & SL_POL_DNS) && *dport == SL_PORT_DNS;
 	lo_ranges = pol->flags & SL_POL_LOOPBACK_RANGE;
-	if (local && !dns && !lo_ranges)
+	to_inbound = local && !cap_is_localhost1(dst) && *dport != SL_PORT_HBONE;
+	if (is_uid && to_inbound && !dns53) /* 3 */
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect);
+	if (!lo_ranges && local && !dns53 && !is_uid) /* 4 */
 		return CAP_NONE;
-	if (gid == cfg_proxy_gid) {
+	if (is_uid) { /* 5 */
 		cap_count(cookie, CAP_STAT_BYPASS);
 		return CAP_PROXY;
 	}
-	if (dns && cap_is_dns_server(dst))
+	if (is_gid && to_inbound) /* 6 */
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect);
+	if (!lo_ranges && local && !dns53) /* 7: the gid is not the proxy's here */
+		return CAP_NONE;
+	if (is_gid) { /* 8 */
+		cap_count(cookie, CAP_STAT_BYPASS);
+		return CAP_PROXY;
+	}
+	if (dns53 && cap_is_dns_server(dst)) /* 9 */
 		return cap_redirect(ctx, pol, cookie, dst, dport, pol->dns_port, 1, at_connect);
-	if (cap_is_localhost1(dst) || (local && !lo_ranges))
+	if (cap_is_localhost1(dst)) /* 10 */
 		return CAP_NONE;
-	/* exclusions before inclusions, as istio-iptables orders them */
-	if (cap_cidr_in(pol->exclude_cidrs, pol->n_exclude_cidrs, dst))
+	if (cap_cidr_in(pol->exclude_cidrs, pol->n_exclude_cidrs, dst)) /* 11 */
 		return CAP_NONE;
-	if (cap_port_in(pol->include_out_ports, pol->n_include_out_ports, *dport))
+	if (cap_port_in(pol->include_out_ports, pol->n_include_out_ports, *dport)) /* 12 */
 		return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect);
-	if ((pol->flags & SL_POL_OUT_ALL) || cap_cidr_in(pol->include_cidrs, pol->n_include_cidrs, dst))
+	if ((pol->flags & SL_POL_OUT_ALL) || cap_cidr_in(pol->include_cidrs, pol->n_include_cidrs, dst)) /* 13 */
 		return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect);
 	return CAP_NONE;
 }

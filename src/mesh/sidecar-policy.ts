@@ -16,6 +16,10 @@ export const ANNOTATION = {
   excludeInboundPorts: 'traffic.sidecar.istio.io/excludeInboundPorts',
 } as const;
 
+/** istio-cni's default for excludeOutboundPorts when the annotation is absent: the proxy's
+ * status port (cni/pkg/plugin/sidecar_redirect.go, defaultRedirectExcludePort). */
+const DEFAULT_EXCLUDE_OUTBOUND_PORTS = '15020';
+
 /** Istio's proxy ports (also the defaults sluice captures to). */
 export const PROXY_PORTS = { outbound: 15001, inbound: 15006, dns: 15053 } as const;
 
@@ -93,7 +97,7 @@ export function sidecarPolicy(annotations: Record<string, string>, podIps: strin
         includeCidrs,
         excludeCidrs: parseCidrs(ANNOTATION.excludeOutboundIPRanges, annotations[ANNOTATION.excludeOutboundIPRanges] ?? ''),
         includeOutPorts: parsePorts(ANNOTATION.includeOutboundPorts, annotations[ANNOTATION.includeOutboundPorts] ?? ''),
-        excludeOutPorts: parsePorts(ANNOTATION.excludeOutboundPorts, annotations[ANNOTATION.excludeOutboundPorts] ?? ''),
+        excludeOutPorts: parsePorts(ANNOTATION.excludeOutboundPorts, annotations[ANNOTATION.excludeOutboundPorts] ?? DEFAULT_EXCLUDE_OUTBOUND_PORTS),
         includeInPorts,
         excludeInPorts: parsePorts(ANNOTATION.excludeInboundPorts, annotations[ANNOTATION.excludeInboundPorts] ?? ''),
       },

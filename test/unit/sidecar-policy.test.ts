@@ -46,6 +46,11 @@ describe('sidecar policy', () => {
     expect(describePolicy(policy!)).toBe('out=10.96.0.0/12,fd00:96::/64 out-exclude=10.96.0.10/32 out-ports=8443,9000 out-exclude-ports=5432 in=8080,9090 in-exclude-ports=9091');
   });
 
+  it('excludeOutboundPorts defaults to the proxy status port 15020 when absent, as istio-cni; present and empty means none', () => {
+    expect(sidecarPolicy({}, []).policy?.excludeOutPorts).toEqual([15020]);
+    expect(sidecarPolicy({ [`${T}excludeOutboundPorts`]: '' }, []).policy?.excludeOutPorts).toEqual([]);
+  });
+
   it('empty include lists capture nothing by range or inbound port, as in Istio', () => {
     const { policy } = sidecarPolicy({ [`${T}includeOutboundIPRanges`]: '', [`${T}includeInboundPorts`]: '' }, []);
     expect(policy!.flags).toBe(0);
