@@ -40,6 +40,8 @@ const RESYNC_DELAY_MS = 20;
 const RETRY_FAILED_MS = 5000;
 /** How long a CNI ADD of an ambient pod waits for ztunnel's answer (istio-cni's deadline). */
 const ZDS_ADD_WAIT_MS = 5000;
+/** Pods that run without a registration are looked for this often, besides on every Pod change. */
+const REPAIR_SWEEP_MS = 60000;
 
 export type Phase = 'starting' | 'ready' | 'stopping' | 'failed';
 
@@ -83,6 +85,13 @@ export class Agent {
   private installer?: CniInstaller;
   private zds?: AmbientZds;
   private addrWatch?: AddressWatch;
+  /** a Pod changed since the last repair sweep */
+  private repairDue = false;
+  private repairRunning?: Promise<void>;
+  private repairTimer?: NodeJS.Timeout;
+  /** pods labelled or deleted by repair already (a Pod update must not make it act again) */
+  private readonly repairActed = new Set<string>();
+  private readonly repairMissed = new Map<string, number>();
 
   constructor(private readonly cfg: Config) {
     this.endpoints = new EndpointRegistry(cfg.stateDir);
@@ -144,15 +153,22 @@ export class Agent {
     this.resync();
     const stale = this.enroller.releaseUnknown(new Set(this.endpoints.list().map((e) => e.netnsCookie)));
     if (stale) log.info('released capture of pods no longer registered', { count: stale });
-    const repaired = await repairPods({
-      cfg: this.cfg,
-      store: this.store,
-      endpoints: this.endpoints,
-      enrol: (ep) => this.applyMesh(ep),
-      api: this.apiClient,
+    await this.repairSweep('start');
+    this.store.on('change', (ev) => {
+      if (ev.kind === 'Pod') {
+        this.repairDue = true;
+        if (ev.type === 'delete') {
+          const pod = ev.key.slice('Pod/'.length);
+          this.repairActed.delete(pod);
+          this.repairMissed.delete(pod);
+        }
+      }
+      this.scheduleResync();
     });
-    if (repaired.candidates) log.info('pods that predate the agent', { mode: this.cfg.repairMode, ...repaired });
-    this.store.on('change', () => this.scheduleResync());
+    // a pod created while sluice was not in the runtime's conflist (the primary had just
+    // rewritten it) runs uncaptured: found on its Pod's next change, or by this sweep
+    this.repairTimer = setInterval(() => void this.repairSweep('periodic'), REPAIR_SWEEP_MS);
+    this.repairTimer.unref();
     // ztunnel gets its snapshot only once every registered pod was decided: a snapshot missing
     // a pod would make ztunnel drop it
     this.zds?.start();
@@ -160,6 +176,37 @@ export class Agent {
     this.phase = 'ready';
     this.reason = '';
     log.info('agent ready', { services: this.sync.serviceCount, endpoints: this.endpoints.list().length });
+  }
+
+  /**
+   * Pods of this node that run without a registration: repaired per repair-mode. One sweep at a
+   * time; a sweep asked for while one runs happens after it.
+   */
+  private async repairSweep(why: string): Promise<void> {
+    if (this.repairRunning) {
+      this.repairDue = true;
+      return;
+    }
+    this.repairDue = false;
+    this.repairRunning = (async () => {
+      try {
+        const r = await repairPods({
+          cfg: this.cfg,
+          store: this.store,
+          endpoints: this.endpoints,
+          enrol: (ep) => this.applyMesh(ep),
+          api: this.apiClient,
+          acted: this.repairActed,
+          missed: this.repairMissed,
+          retryMissedMs: REPAIR_SWEEP_MS,
+        });
+        if (r.candidates) log.info(why === 'start' ? 'pods that predate the agent' : 'pods running without sluice found', { why, mode: this.cfg.repairMode, ...r });
+      } catch (e) {
+        log.warn('repair sweep failed', { why, err: e });
+      }
+    })();
+    await this.repairRunning;
+    this.repairRunning = undefined;
   }
 
   /** The Pod an ADD names, when the store does not hold it yet. */
@@ -355,6 +402,7 @@ export class Agent {
   /** Re-decides captured pods, then writes the frontends of the Services that changed. */
   private resync(): void {
     this.reconcileMesh();
+    if (this.repairDue && this.phase === 'ready') void this.repairSweep('pod change');
     if (!this.sync || !this.tracker?.pending) return;
     const t0 = process.hrtime.bigint();
     const batch = this.tracker.collect();
@@ -401,6 +449,8 @@ export class Agent {
   async stop(): Promise<void> {
     this.phase = 'stopping';
     if (this.timer) clearTimeout(this.timer);
+    clearInterval(this.repairTimer);
+    await this.repairRunning;
     this.installer?.stop();
     await this.source?.stop();
     this.zds?.close();

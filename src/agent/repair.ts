@@ -147,6 +147,11 @@ export interface RepairDeps {
   /** registers and enrols (applyMesh) */
   enrol(ep: Endpoint): void;
   api?: ApiClient;
+  /** pods (namespace/name) already labelled or deleted: not acted on again; updated here */
+  acted?: Set<string>;
+  /** pods whose network namespace was not found, with when: retried after `retryMissedMs` */
+  missed?: Map<string, number>;
+  retryMissedMs?: number;
 }
 
 export interface RepairReport {
@@ -173,7 +178,9 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
   const candidates = d.store
     .list('Pod')
     .filter((p) => p.spec?.nodeName === d.cfg.nodeName && !p.spec?.hostNetwork && podIps(p).length > 0)
-    .filter((p) => !registered.has(`${p.metadata.namespace}/${p.metadata.name}`));
+    .filter((p) => !registered.has(`${p.metadata.namespace}/${p.metadata.name}`))
+    .filter((p) => !d.acted?.has(`${p.metadata.namespace}/${p.metadata.name}`))
+    .filter((p) => Date.now() - (d.missed?.get(`${p.metadata.namespace}/${p.metadata.name}`) ?? -Infinity) >= (d.retryMissedMs ?? 0));
   report.candidates = candidates.length;
   if (candidates.length === 0) return report;
   let namespaces: Map<number, NetnsInfo> | undefined;
@@ -186,6 +193,7 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
         if (!d.api) throw new Error('repair-mode label needs the API server');
         await d.api.request('PATCH', podPath, { metadata: { labels: { [REPAIR_LABEL.key]: REPAIR_LABEL.value } } }, { contentType: 'application/merge-patch+json' });
         report.labelled.push(key);
+        d.acted?.add(key);
         log.info('pod predates the agent: labelled', { pod: key, label: `${REPAIR_LABEL.key}=${REPAIR_LABEL.value}` });
         continue;
       }
@@ -193,6 +201,7 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
         if (!d.api) throw new Error('repair-mode delete needs the API server');
         await d.api.request('DELETE', podPath);
         report.deleted.push(key);
+        d.acted?.add(key);
         log.info('pod predates the agent: deleted, to be recreated through the CNI chain', { pod: key });
         continue;
       }
@@ -210,6 +219,7 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
       const ns = ips.map((ip) => byIp.get(ip)).find(Boolean);
       if (!ns) {
         report.notFound.push(key);
+        d.missed?.set(key, Date.now());
         log.warn('pod predates the agent, but no network namespace under cgroup-root has its IP', { pod: key, ips });
         continue;
       }
@@ -226,6 +236,7 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
         createdAt: new Date().toISOString(),
       };
       d.endpoints.put(ep);
+      d.missed?.delete(key);
       d.enrol(ep);
       // only a captured pod's proxy listeners matter (reading /proc/<pid>/net/tcp walks the
       // kernel's whole TCP hash, ~3 ms a file here: not for every plain pod)

@@ -73,6 +73,18 @@ describe.skipIf(process.getuid?.() !== 0)('repair of pods that predate the agent
     expect(env.node.output(env.agent!).stderr).toMatch(/"msg":"pods that predate the agent".*"listeners":[1-9]/);
   });
 
+  it('a pod that starts outside the chain while the agent runs is repaired when its Pod appears', async () => {
+    // the gap between the primary rewriting its conflist and sluice re-inserting itself
+    const gap = await env.node.addPod('in-gap');
+    env.node.spawn(['sleep', '300'], { netnsPath: gap.netnsPath });
+    await startSidecar(env, gap);
+    api.apply(podObject(gap, { 'sidecar.istio.io/status': '{}' }));
+    await waitFor('in-gap repaired without a restart', async () => (await eps()).find((e) => e.name === 'in-gap')?.mode === 'sidecar', 10000);
+    const [be] = env.backends;
+    expect(sidecarReply((await probe(env, be.ipv4, 8080, { from: gap }))[0].reply)).toMatchObject({ via: 'out' });
+    expect(env.node.output(env.agent!).stderr).toMatch(/"msg":"pods running without sluice found","why":"pod change"/);
+  });
+
   it('repair-mode label labels an unregistered pod', async () => {
     await stopAgent(env);
     const late = await env.node.addPod('late-label');
