@@ -51,7 +51,7 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
     expect(ep?.mode).toBe('sidecar');
     const line = (await sluice(env, ['endpoint', 'list'])).stdout.split('\n').find((l) => l.includes('default/meshed'))!;
     expect(line.split(/\s+/).slice(1, 3)).toEqual(['default/meshed', 'mode=sidecar']);
-    expect(line).toContain('out=* in=*');
+    expect(line).toContain('out=* out-exclude-ports=15020 in=*'); // istio-cni's default outbound exclusion
   });
 
   it('outbound to a VIP reaches the sidecar with the VIP intact; the sidecar upstream gets socket-LB', async () => {
