@@ -28,8 +28,7 @@ import { closePoller, SeqpacketServer, watchAddresses, type AddressWatch } from 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Enroller } from '../mesh/enroller';
-import { decideMode, type ModeDecision } from '../mesh/mode';
-import type { Namespace, Pod } from '../k8s/types';
+import { MeshController } from '../mesh/controller';
 import { ApiServer, RawReply } from './api';
 import { EndpointRegistry, type Endpoint } from './endpoints';
 import { repairPods } from './repair';
@@ -84,6 +83,7 @@ export class Agent {
   private enroller?: Enroller;
   private installer?: CniInstaller;
   private zds?: AmbientZds;
+  private mesh?: MeshController;
   private addrWatch?: AddressWatch;
   /** a Pod changed since the last repair sweep */
   private repairDue = false;
@@ -150,11 +150,19 @@ export class Agent {
     await this.source.start(this.store);
     this.tracker = new ServiceTracker(this.store, { nodeName: this.cfg.nodeName });
     if (this.cfg.ztunnelUdsAddress) this.zds = this.ambientZds(this.cfg.ztunnelUdsAddress);
-    this.resync();
-    const stale = this.enroller.releaseUnknown(new Set(this.endpoints.list().map((e) => e.netnsCookie)));
-    if (stale) log.info('released capture of pods no longer registered', { count: stale });
-    await this.repairSweep('start');
+    this.mesh = new MeshController({
+      store: this.store,
+      endpoints: this.endpoints,
+      enroller: this.enroller,
+      writeBack: this.writeBack,
+      zds: this.zds,
+      decisionsFile: path.join(this.cfg.stateDir, 'decisions.json'),
+      mode: { excludeNamespaces: this.cfg.excludeNamespaces, dnsCapture: this.cfg.meshDnsCapture, ambientDnsCapture: this.cfg.ambientDnsCapture },
+    });
+    this.mesh.prune();
+    this.mesh.markAll(); // Pods and Namespaces may have changed while the agent was down
     this.store.on('change', (ev) => {
+      this.mesh?.changed(ev);
       if (ev.kind === 'Pod') {
         this.repairDue = true;
         if (ev.type === 'delete') {
@@ -165,6 +173,10 @@ export class Agent {
       }
       this.scheduleResync();
     });
+    this.resync();
+    const stale = this.enroller.releaseUnknown(new Set(this.endpoints.list().map((e) => e.netnsCookie)));
+    if (stale) log.info('released capture of pods no longer registered', { count: stale });
+    await this.repairSweep('start');
     // a pod created while sluice was not in the runtime's conflist (the primary had just
     // rewritten it) runs uncaptured: found on its Pod's next change, or by this sweep
     this.repairTimer = setInterval(() => void this.repairSweep('periodic'), REPAIR_SWEEP_MS);
@@ -194,7 +206,7 @@ export class Agent {
           cfg: this.cfg,
           store: this.store,
           endpoints: this.endpoints,
-          enrol: (ep) => this.applyMesh(ep),
+          enrol: (ep) => this.mesh!.apply(ep),
           api: this.apiClient,
           acted: this.repairActed,
           missed: this.repairMissed,
@@ -216,78 +228,6 @@ export class Agent {
     const name = args.K8S_POD_NAME;
     if (!namespace || !name || this.store.get(`Pod/${namespace}/${name}`)) return undefined;
     return { namespace, name };
-  }
-
-  /** Re-decides every registered pod (labels and annotations change at run time). */
-  private reconcileMesh(): void {
-    for (const ep of this.endpoints.list()) {
-      try {
-        this.applyMesh(ep);
-      } catch (e) {
-        log.error('capture update failed', { pod: podKey(ep), err: e });
-      }
-    }
-  }
-
-  private decide(ep: Endpoint): ModeDecision {
-    const pod = this.store.get(`Pod/${ep.namespace}/${ep.name}`) as Pod | undefined;
-    const ns = this.store.get(`Namespace/${ep.namespace}`) as Namespace | undefined;
-    return decideMode(pod, ns, ep.ips, {
-      excludeNamespaces: this.cfg.excludeNamespaces,
-      dnsCapture: this.cfg.meshDnsCapture,
-      ambientDnsCapture: this.cfg.ambientDnsCapture,
-    });
-  }
-
-  /** Brings the kernel in line with the pod's decision; throws when the kernel refuses. */
-  private applyMesh(ep: Endpoint): void {
-    if (!this.enroller) return;
-    const d = this.decide(ep);
-    const current = this.enroller.programmed(ep.netnsCookie);
-    const pod = podKey(ep);
-    // The decision is recorded before the kernel changes, so that whoever sees the new mode in
-    // the maps (`endpoint list`) also sees the rule behind it.
-    const changed = ep.decision?.rule !== d.rule || ep.decision?.mode !== d.mode;
-    if (changed) {
-      if (d.refused) log.warn('pod not enrolled', { pod, reason: d.refused });
-      this.endpoints.put({ ...ep, decision: { mode: d.mode, rule: d.rule } });
-    }
-    if (d.policy) {
-      if (!current || JSON.stringify(current) !== JSON.stringify(d.policy)) {
-        this.enroller.enrol(ep, d.policy);
-        log.info(current ? 'pod capture updated' : 'pod enrolled', { pod, mode: d.mode, rule: d.rule, netnsCookie: ep.netnsCookie });
-      }
-    } else if (current) {
-      this.enroller.release(ep);
-      log.info('pod released', { pod, mode: d.mode, rule: d.rule, netnsCookie: ep.netnsCookie });
-    }
-    // after the kernel: ztunnel takes the pod only once its capture is in place
-    if (d.mode === 'ambient' && d.policy) this.handOver(ep);
-    else if (current?.mode === 'ambient' || ep.decision?.mode === 'ambient') this.takeBack(ep);
-    if (changed) this.writeBack?.decided(ep, d, ep.decision?.mode ?? 'none');
-  }
-
-  private podUid(ep: Endpoint): string {
-    return ep.uid || (this.store.get(`Pod/${ep.namespace}/${ep.name}`) as Pod | undefined)?.metadata.uid || '';
-  }
-
-  /** An ambient pod goes to ztunnel over ZDS (without ZDS: its capture is all there is). */
-  private handOver(ep: Endpoint): void {
-    if (!this.zds) return this.writeBack?.redirection(ep, 'enabled');
-    const uid = this.podUid(ep);
-    if (!uid) {
-      log.warn('ambient pod without a uid: not handed to ztunnel', { pod: podKey(ep) });
-      return;
-    }
-    const pod = this.store.get(`Pod/${ep.namespace}/${ep.name}`) as Pod | undefined;
-    this.zds.enrolled({ uid, name: ep.name, namespace: ep.namespace, serviceAccount: pod?.spec.serviceAccountName || 'default', netnsPath: ep.netnsPath });
-  }
-
-  /** The pod left ambient mode (or is gone): ztunnel drops it, its status annotation goes. */
-  private takeBack(ep: Endpoint): void {
-    const uid = this.podUid(ep);
-    if (uid) void this.zds?.released(uid);
-    this.writeBack?.redirection(ep, null);
   }
 
   private ambientZds(address: string): AmbientZds {
@@ -355,17 +295,14 @@ export class Agent {
         // capture is in place before ADD returns: the pod's containers start right after
         onAdd: (ep) => {
           added = ep;
-          this.applyMesh(ep);
+          this.mesh?.apply(ep);
         },
-        onDel: (ep) => {
-          this.enroller?.release(ep);
-          if (ep.decision?.mode === 'ambient') this.takeBack(ep);
-        },
+        onDel: (ep) => this.mesh?.removed(ep),
       });
       // with a ztunnel connected, an ambient pod starts once ztunnel serves it (bounded); the
       // kernel fails its traffic closed until then, and a nack is retried in the background
       if (added && reply.code === 0 && this.zds && this.enroller?.programmed(added.netnsCookie)?.mode === 'ambient') {
-        const st = await this.zds.waitForAnswer(this.podUid(added), ZDS_ADD_WAIT_MS);
+        const st = await this.zds.waitForAnswer(this.mesh!.podUid(added), ZDS_ADD_WAIT_MS);
         if (st && st.state !== 'acked') log.warn('pod started before ztunnel took it', { pod: podKey(added), zds: st.state, error: st.error });
       }
     } catch (e) {
@@ -399,9 +336,9 @@ export class Agent {
     }, delayMs);
   }
 
-  /** Re-decides captured pods, then writes the frontends of the Services that changed. */
+  /** Re-decides the pods whose Pod or Namespace changed, then writes the changed Services. */
   private resync(): void {
-    this.reconcileMesh();
+    this.mesh?.flush();
     if (this.repairDue && this.phase === 'ready') void this.repairSweep('pod change');
     if (!this.sync || !this.tracker?.pending) return;
     const t0 = process.hrtime.bigint();

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { EpStats, Policy } from '../bpf/layout';
 import { readZdsStates, type ZdsPodStatus } from '../mesh/ambient-zds';
+import { decisionOf, readDecisions, type Decision } from '../mesh/controller';
 import { CaptureMaps } from '../mesh/maps';
 import { describePolicy } from '../mesh/sidecar-policy';
 import { readEndpoints, type Endpoint } from './endpoints';
@@ -19,6 +20,8 @@ export interface ListedEndpoint extends Endpoint {
   counters?: { outbound: number; inbound: number; proxyBypass: number; noListener: number };
   /** ambient pods: the last known state of the hand-off to ztunnel over ZDS */
   zds?: ZdsPodStatus;
+  /** the agent's latest decision for the pod and the rule behind it */
+  decision?: Decision;
 }
 
 /** Registrations from the state dir, modes and counters read back from the pinned maps. */
@@ -26,6 +29,7 @@ export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[
   const eps = readEndpoints(stateDir);
   const maps = fs.existsSync(path.join(pinDir, 'sl_endpoints')) ? CaptureMaps.open(pinDir) : undefined;
   const zdsStates = readZdsStates(path.join(stateDir, 'zds.json'));
+  const decisions = readDecisions(path.join(stateDir, 'decisions.json'));
   try {
     return eps.map((ep) => {
       const cookie = BigInt(ep.netnsCookie || 0);
@@ -33,7 +37,8 @@ export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[
       const st: EpStats | undefined = maps?.stats.get(cookie);
       const counters = st && { outbound: Number(st.outbound), inbound: Number(st.inbound), proxyBypass: Number(st.proxyBypass), noListener: Number(st.noListener) };
       const mode = policy?.mode ?? 'none';
-      const parts = [ep.decision ? `rule="${ep.decision.rule}"` : ''];
+      const decision = decisionOf(decisions, ep);
+      const parts = [decision ? `rule="${decision.rule}"` : ''];
       if (policy?.mode === "sidecar") parts.push(describePolicy(policy));
       const zds = policy?.mode === 'ambient' && zdsStates ? (zdsStates[ep.uid] ?? { state: 'pending', attempts: 0, since: '' }) : undefined;
       if (policy?.mode === 'ambient') {
@@ -41,8 +46,8 @@ export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[
         parts.push(`node-proxy=${policy.outboundPort}/${policy.inboundPort}/15008`);
       }
       if (counters) parts.push(`captured-out=${counters.outbound} captured-in=${counters.inbound} proxy-bypass=${counters.proxyBypass} in-no-listener=${counters.noListener}`);
-      if (ep.decision && ep.decision.mode !== mode) parts.push(`(agent intends mode=${ep.decision.mode})`);
-      return { ...ep, mode, reason: parts.filter(Boolean).join(' '), policy, counters, zds };
+      if (decision && decision.mode !== mode) parts.push(`(agent intends mode=${decision.mode})`);
+      return { ...ep, mode, reason: parts.filter(Boolean).join(' '), policy, counters, zds, decision };
     });
   } finally {
     maps?.close();

@@ -20,8 +20,6 @@ export interface Endpoint {
   /** the CNI network (conflist name) the attachment belongs to */
   network: string;
   createdAt: string;
-  /** the agent's latest capture decision and the rule behind it */
-  decision?: { mode: 'sidecar' | 'ambient' | 'none'; rule: string };
 }
 
 /** File name of an attachment: container ids and interface names are [A-Za-z0-9_.-] in practice. */

@@ -144,8 +144,8 @@ export interface RepairDeps {
   cfg: Config;
   store: ObjectStore;
   endpoints: EndpointRegistry;
-  /** registers and enrols (applyMesh) */
-  enrol(ep: Endpoint): void;
+  /** decides and applies the pod's capture (the mesh controller) */
+  enrol(ep: Endpoint): { mode: string };
   api?: ApiClient;
   /** pods (namespace/name) already labelled or deleted: not acted on again; updated here */
   acted?: Set<string>;
@@ -237,10 +237,10 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
       };
       d.endpoints.put(ep);
       d.missed?.delete(key);
-      d.enrol(ep);
+      const decided = d.enrol(ep);
       // only a captured pod's proxy listeners matter (reading /proc/<pid>/net/tcp walks the
       // kernel's whole TCP hash, ~3 ms a file here: not for every plain pod)
-      if (d.endpoints.get(ep.containerId, ep.ifName)?.decision?.mode !== 'none') {
+      if (decided.mode !== 'none') {
         report.listeners += adoptListeners(d.cfg.bpfPinDir, ns, BigInt(ep.netnsCookie));
       }
       report.repaired.push(key);

@@ -1,0 +1,211 @@
+/* The mesh controller: decides each registered pod's capture mode from its Pod and Namespace
+ * (Istio's rules, ./mode.ts), brings the kernel in line (./enroller.ts), hands ambient pods to
+ * ztunnel over ZDS (./ambient-zds.ts) and tells the cluster (k8s/write-back.ts).
+ *
+ * Driven by CNI ADD and DEL, by repair, and by changes of Pods and Namespaces only: a change of a
+ * Service or an EndpointSlice never re-decides a pod, and a changed Pod re-decides only its own
+ * registrations, a changed Namespace only the registrations in it.
+ *
+ * Decisions (mode and the rule behind it) are kept apart from the registrations, in
+ * <state-dir>/decisions.json, so that `sluice endpoint list` can show them while the agent is down.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Endpoint, EndpointRegistry } from '../agent/endpoints';
+import type { ObjectStore, ChangeEvent } from '../k8s/store';
+import type { Namespace, Pod } from '../k8s/types';
+import type { WriteBack } from '../k8s/write-back';
+import { log } from '../log';
+import type { AmbientZds } from './ambient-zds';
+import type { Enroller } from './enroller';
+import { decideMode, type ModeDecision, type ModeOptions } from './mode';
+
+export interface Decision {
+  mode: ModeDecision['mode'];
+  rule: string;
+}
+
+export interface MeshControllerOptions {
+  store: ObjectStore;
+  endpoints: EndpointRegistry;
+  enroller: Enroller;
+  mode: ModeOptions;
+  /** where decisions are kept for `endpoint list` */
+  decisionsFile: string;
+  writeBack?: WriteBack;
+  zds?: AmbientZds;
+}
+
+/** The registry's key of an attachment (a pod may have several: one per interface). */
+function regKey(ep: Pick<Endpoint, 'containerId' | 'ifName'>): string {
+  return `${ep.containerId}/${ep.ifName}`;
+}
+
+function podKey(ep: Endpoint): string {
+  return ep.namespace || ep.name ? `${ep.namespace}/${ep.name}` : ep.containerId.slice(0, 12);
+}
+
+/** Reads the decisions the agent last made, by registration (containerId/ifName). */
+export function readDecisions(file: string): Record<string, Decision> {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, Decision>;
+  } catch {
+    return {};
+  }
+}
+
+export function decisionOf(decisions: Record<string, Decision>, ep: Pick<Endpoint, 'containerId' | 'ifName'>): Decision | undefined {
+  return decisions[regKey(ep)];
+}
+
+export class MeshController {
+  private readonly decisions: Map<string, Decision>;
+  /** registrations to re-decide at the next flush() */
+  private readonly dirty = new Set<string>();
+
+  constructor(private readonly o: MeshControllerOptions) {
+    this.decisions = new Map(Object.entries(readDecisions(o.decisionsFile)));
+    if (!fs.existsSync(o.decisionsFile)) {
+      // up to v0.1.0 each registration carried its decision: keep them, so an upgrade
+      // re-announces nothing (no Events, no write-back) for pods whose mode did not change
+      for (const ep of o.endpoints.list() as Array<Endpoint & { decision?: Decision }>) {
+        if (ep.decision) this.decisions.set(regKey(ep), { mode: ep.decision.mode, rule: ep.decision.rule });
+      }
+    }
+  }
+
+  decision(ep: Pick<Endpoint, 'containerId' | 'ifName'>): Decision | undefined {
+    return this.decisions.get(regKey(ep));
+  }
+
+  /**
+   * Decides and applies one registration now (CNI ADD, repair): capture is in place when this
+   * returns. Throws when the kernel refuses.
+   */
+  apply(ep: Endpoint): ModeDecision {
+    const d = decideMode(this.pod(ep), this.o.store.get(`Namespace/${ep.namespace}`) as Namespace | undefined, ep.ips, this.o.mode);
+    const previous = this.decision(ep);
+    const current = this.o.enroller.programmed(ep.netnsCookie);
+    const pod = podKey(ep);
+    // the decision is recorded before the kernel changes, so that whoever sees the new mode in
+    // the maps (`endpoint list`) also sees the rule behind it
+    const changed = previous?.rule !== d.rule || previous?.mode !== d.mode;
+    if (changed) {
+      if (d.refused) log.warn('pod not enrolled', { pod, reason: d.refused });
+      this.decisions.set(regKey(ep), { mode: d.mode, rule: d.rule });
+      this.save();
+    }
+    if (d.policy) {
+      if (!current || JSON.stringify(current) !== JSON.stringify(d.policy)) {
+        this.o.enroller.enrol(ep, d.policy);
+        log.info(current ? 'pod capture updated' : 'pod enrolled', { pod, mode: d.mode, rule: d.rule, netnsCookie: ep.netnsCookie });
+      }
+    } else if (current) {
+      this.o.enroller.release(ep);
+      log.info('pod released', { pod, mode: d.mode, rule: d.rule, netnsCookie: ep.netnsCookie });
+    }
+    // after the kernel: ztunnel takes the pod only once its capture is in place
+    if (d.mode === 'ambient' && d.policy) this.handOver(ep);
+    else if (current?.mode === 'ambient' || previous?.mode === 'ambient') this.takeBack(ep);
+    if (changed) this.o.writeBack?.decided(ep, d, previous?.mode ?? 'none');
+    return d;
+  }
+
+  /** CNI DEL: the registration is gone; its capture, ZDS hand-off and decision go with it. */
+  removed(ep: Endpoint): void {
+    this.o.enroller.release(ep);
+    if (this.decision(ep)?.mode === 'ambient') this.takeBack(ep);
+    this.dirty.delete(regKey(ep));
+    if (this.decisions.delete(regKey(ep))) this.save();
+  }
+
+  /** A cluster object changed: marks the registrations whose decision may change. */
+  changed(ev: ChangeEvent): void {
+    if (ev.kind === 'Pod') {
+      const obj = (ev.obj ?? ev.old) as Pod;
+      for (const ep of this.o.endpoints.list()) {
+        if (ep.namespace === obj.metadata.namespace && ep.name === obj.metadata.name) this.dirty.add(regKey(ep));
+      }
+    } else if (ev.kind === 'Namespace') {
+      const name = (ev.obj ?? ev.old).metadata.name;
+      for (const ep of this.o.endpoints.list()) if (ep.namespace === name) this.dirty.add(regKey(ep));
+    }
+  }
+
+  /** Every registration is decided again (start: the objects may have changed meanwhile). */
+  markAll(): void {
+    for (const ep of this.o.endpoints.list()) this.dirty.add(regKey(ep));
+  }
+
+  /** Re-decides the marked registrations; a failure is logged and leaves the others alone. */
+  flush(): number {
+    if (this.dirty.size === 0) return 0;
+    const keys = new Set(this.dirty);
+    this.dirty.clear();
+    let n = 0;
+    for (const ep of this.o.endpoints.list()) {
+      if (!keys.has(regKey(ep))) continue;
+      n++;
+      try {
+        this.apply(ep);
+      } catch (e) {
+        log.error('capture update failed', { pod: podKey(ep), err: e });
+      }
+    }
+    return n;
+  }
+
+  /** Decisions of registrations that no longer exist (gone while the agent was down). */
+  prune(): void {
+    const live = new Set(this.o.endpoints.list().map(regKey));
+    let pruned = false;
+    for (const k of this.decisions.keys()) {
+      if (!live.has(k)) {
+        this.decisions.delete(k);
+        pruned = true;
+      }
+    }
+    if (pruned) this.save();
+  }
+
+  private pod(ep: Endpoint): Pod | undefined {
+    return this.o.store.get(`Pod/${ep.namespace}/${ep.name}`) as Pod | undefined;
+  }
+
+  /** The pod's uid as ZDS names it: from CNI_ARGS, else from its Pod object. */
+  podUid(ep: Endpoint): string {
+    return ep.uid || this.pod(ep)?.metadata.uid || '';
+  }
+
+  /** An ambient pod goes to ztunnel over ZDS (without ZDS: its capture is all there is). */
+  private handOver(ep: Endpoint): void {
+    if (!this.o.zds) return this.o.writeBack?.redirection(ep, 'enabled');
+    const uid = this.podUid(ep);
+    if (!uid) {
+      log.warn('ambient pod without a uid: not handed to ztunnel', { pod: podKey(ep) });
+      return;
+    }
+    const serviceAccount = this.pod(ep)?.spec.serviceAccountName || 'default';
+    this.o.zds.enrolled({ uid, name: ep.name, namespace: ep.namespace, serviceAccount, netnsPath: ep.netnsPath });
+  }
+
+  /** The pod left ambient mode (or is gone): ztunnel drops it, its status annotation goes. */
+  private takeBack(ep: Endpoint): void {
+    const uid = this.podUid(ep);
+    if (uid) void this.o.zds?.released(uid);
+    this.o.writeBack?.redirection(ep, null);
+  }
+
+  /** Written at once (before the kernel changes: see apply), atomically. */
+  private save(): void {
+    const file = this.o.decisionsFile;
+    const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
+    try {
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fs.writeFileSync(tmp, JSON.stringify(Object.fromEntries(this.decisions)) + '\n');
+      fs.renameSync(tmp, file);
+    } catch (e) {
+      log.warn('cannot save mesh decisions', { file, err: (e as Error).message });
+    }
+  }
+}
