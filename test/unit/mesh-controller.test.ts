@@ -1,0 +1,96 @@
+/* The mesh controller re-decides only what a change can affect: a Pod its own registrations, a
+ * Namespace the registrations in it, and a Service or EndpointSlice nothing. The kernel side is a
+ * recording stand-in for the Enroller (the kernel suites cover the real one).
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { EndpointRegistry, type Endpoint } from '../../src/agent/endpoints';
+import type { Policy } from '../../src/bpf/layout';
+import { ObjectStore } from '../../src/k8s/store';
+import { parseObject } from '../../src/k8s/validate';
+import { setLogLevel } from '../../src/log';
+import { MeshController, readDecisions } from '../../src/mesh/controller';
+import type { Enroller } from '../../src/mesh/enroller';
+
+setLogLevel('error');
+
+class RecordingEnroller {
+  readonly programmedBy = new Map<string, Policy>();
+  readonly calls: string[] = [];
+  programmed(cookie: string): Policy | undefined {
+    return this.programmedBy.get(cookie);
+  }
+  enrol(t: { netnsCookie: string }, p: Policy): void {
+    this.calls.push(`enrol ${t.netnsCookie} ${p.mode}`);
+    this.programmedBy.set(t.netnsCookie, p);
+  }
+  release(t: { netnsCookie: string }): boolean {
+    this.calls.push(`release ${t.netnsCookie}`);
+    return this.programmedBy.delete(t.netnsCookie);
+  }
+}
+
+function ep(name: string, namespace: string, cookie: string): Endpoint {
+  return { containerId: `c-${name}`, ifName: 'eth0', namespace, name, uid: `u-${name}`, ips: ['10.1.0.' + cookie], netnsCookie: cookie, netnsPath: `/proc/self/ns/net`, network: 'n', createdAt: '' };
+}
+
+const obj = (o: object) => parseObject(o);
+const ns = (name: string, labels: Record<string, string> = {}) => obj({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } });
+const pod = (name: string, namespace: string, labels: Record<string, string> = {}) =>
+  obj({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, labels }, spec: { nodeName: 'n1', containers: [{ name: 'app' }] } });
+
+describe('MeshController', () => {
+  let dir: string;
+  let store: ObjectStore;
+  let reg: EndpointRegistry;
+  let enroller: RecordingEnroller;
+  let mesh: MeshController;
+
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-'));
+    store = new ObjectStore();
+    reg = new EndpointRegistry(dir);
+    enroller = new RecordingEnroller();
+    for (const o of [ns('amb', { 'istio.io/dataplane-mode': 'ambient' }), ns('plain'), pod('a', 'amb'), pod('b', 'amb'), pod('p', 'plain')]) store.upsert(o);
+    for (const e of [ep('a', 'amb', '1'), ep('b', 'amb', '2'), ep('p', 'plain', '3')]) reg.put(e);
+    mesh = new MeshController({ store, endpoints: reg, enroller: enroller as unknown as Enroller, mode: { excludeNamespaces: [] }, decisionsFile: path.join(dir, 'decisions.json') });
+    store.on('change', (ev) => mesh.changed(ev));
+    mesh.markAll();
+    mesh.flush();
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('decides every registration at start and keeps the decisions apart from the registrations', () => {
+    expect(enroller.calls.sort()).toEqual(['enrol 1 ambient', 'enrol 2 ambient']);
+    expect(readDecisions(path.join(dir, 'decisions.json'))).toMatchObject({
+      'c-a/eth0': { mode: 'ambient', rule: expect.stringContaining('namespace label') },
+      'c-p/eth0': { mode: 'none' },
+    });
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'endpoints', 'c-a_eth0.json'), 'utf8')).decision).toBeUndefined();
+  });
+
+  it('a Service or EndpointSlice change re-decides no pod', () => {
+    store.upsert(obj({ apiVersion: 'v1', kind: 'Service', metadata: { name: 's', namespace: 'amb' }, spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }] } }));
+    store.upsert(obj({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 's-1', namespace: 'amb', labels: { 'kubernetes.io/service-name': 's' } }, addressType: 'IPv4', endpoints: [] }));
+    expect(mesh.flush()).toBe(0);
+  });
+
+  it('a Pod change re-decides that pod only; a Namespace change the pods in it only', () => {
+    store.upsert(pod('a', 'amb', { 'istio.io/dataplane-mode': 'none' }));
+    expect(mesh.flush()).toBe(1);
+    expect(enroller.calls.at(-1)).toBe('release 1');
+    store.upsert(ns('plain', { 'istio.io/dataplane-mode': 'ambient' }));
+    expect(mesh.flush()).toBe(1);
+    expect(enroller.calls.at(-1)).toBe('enrol 3 ambient');
+  });
+
+  it('DEL releases the pod and forgets its decision', () => {
+    const a = reg.get('c-a', 'eth0')!;
+    reg.remove(a.containerId, a.ifName);
+    mesh.removed(a);
+    expect(enroller.calls.at(-1)).toBe('release 1');
+    expect(readDecisions(path.join(dir, 'decisions.json'))['c-a/eth0']).toBeUndefined();
+  });
+});
