@@ -387,7 +387,7 @@ describe('metrics for the Prometheus Operator: Service and ServiceMonitor', () =
     const objs = render({ prometheus: { port: 9100, serviceMonitor: { enabled: true } } }, MONITOR_API);
     const svc = one(objs, 'Service', 'sluice-agent');
     const ds = one(objs, 'DaemonSet', 'sluice-agent');
-    expect(svc.metadata.labels['app.kubernetes.io/part-of']).toBe('sluice');
+    expect(svc.metadata.labels?.['app.kubernetes.io/part-of']).toBe('sluice');
     expect(svc.spec.clusterIP).toBe('None');
     expect(svc.spec.selector).toEqual(ds.spec.selector.matchLabels);
     for (const [k, v] of Object.entries(svc.spec.selector)) expect(ds.spec.template.metadata.labels[k], k).toBe(v);
@@ -430,7 +430,7 @@ describe('metrics for the Prometheus Operator: Service and ServiceMonitor', () =
     }
     // It scrapes the agents' Service: same namespace, labels matched, port by name.
     expect(sm.spec.namespaceSelector.matchNames).toEqual([svc.metadata.namespace]);
-    for (const [k, v] of Object.entries(sm.spec.selector.matchLabels)) expect(svc.metadata.labels[k], k).toBe(v);
+    for (const [k, v] of Object.entries(sm.spec.selector.matchLabels)) expect(svc.metadata.labels?.[k], k).toBe(v);
     expect(svc.spec.ports.map((p: any) => p.name)).toContain(ep.port);
     // Nothing else in the chart carries those labels (the selector picks exactly one Service).
     expect(objs.filter((o) => o.kind === 'Service')).toHaveLength(1);
