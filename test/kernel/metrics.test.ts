@@ -12,7 +12,7 @@ import { LAST_CHANGE_TRIGGER_TIME } from '../../src/metrics';
 import { FakeApiServer } from '../harness/apiserver';
 import { waitFor } from '../harness';
 import { addPodThroughChain } from './api-mode-helpers';
-import { createLbEnv, lbList, probe, SLUICE, sluice, stopAgent, TCP_PORT, UDP_PORT, waitForBackends, writeConfig } from './lb-env';
+import { createLbEnv, lbList, probe, serviceYaml, SLUICE, sliceYaml, sluice, startAgent, stopAgent, TCP_PORT, UDP_PORT, waitForBackends, writeConfig, writeObjects, type LbEnv } from './lb-env';
 import { startApp, startSidecar, type MeshEnv } from './mesh-env';
 import { startZtunnel } from './ztunnel-env';
 
@@ -313,5 +313,44 @@ describe.skipIf(process.getuid?.() !== 0)('metrics and health endpoints (needs r
     }
     // no per-pod or per-Service label anywhere
     for (const k of m.s.keys()) expect(k, k).not.toMatch(/pod=|namespace=|service=|uid=/);
+  });
+});
+
+describe.skipIf(process.getuid?.() !== 0)('metrics of a standalone agent in the node\'s namespace (needs root)', () => {
+  let env: LbEnv;
+
+  /** Scrapes from inside the node's network namespace, where the agent listens on 127.0.0.1. */
+  async function scrapeInNode(): Promise<Scrape> {
+    const st = JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout);
+    const script = `fetch('http://${st.http.metrics}/metrics').then(async (r) => { if (r.status !== 200) process.exit(1); process.stdout.write(await r.text()); })`;
+    const res = await env.node.exec([process.execPath, '-e', script], { inCgroup: false });
+    return parse(res.stdout);
+  }
+
+  beforeAll(async () => {
+    env = await createLbEnv({ backends: 1 });
+    await startAgent(env);
+  });
+
+  afterAll(async () => {
+    await stopAgent(env);
+    await env?.node.destroy();
+  });
+
+  it('a Service file read after the first sync is observed from when it was read; no API reachability without an API', async () => {
+    const before = await scrapeInNode();
+    const [a] = env.backends;
+    writeObjects(env, 'web.yaml', [
+      serviceYaml('web', { clusterIP: VIP, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }),
+      sliceYaml('web-1', { service: 'web', family: 4, endpoints: [{ ip: a.ipv4 }], ports: [{ name: 'http', port: TCP_PORT }] }),
+    ]);
+    await waitForBackends(env, `${VIP}:80/TCP`, [`${a.ipv4}:${TCP_PORT}`]);
+    const m = await scrapeInNode();
+    // the Service and its slice, read in one batch: two changes, each observed once
+    expect(m.v('sluice_network_programming_duration_seconds_count') - before.v('sluice_network_programming_duration_seconds_count')).toBe(2);
+    expect(m.v('sluice_lb_frontends')).toBe(1);
+    expect(m.v('sluice_k8s_events_total{kind="Service",type="create"}')).toBe(1);
+    expect(m.text).not.toContain('sluice_k8s_api_reachable');
+    expect(m.v('sluice_repair_pods_total{mode="repair",result="repaired"}')).toBe(0);
   });
 });
