@@ -253,6 +253,10 @@ describe.skipIf(process.getuid?.() !== 0)('metrics and health endpoints (needs r
     expect(d(m, 'sluice_datapath_events_total{event="no_backend"}')).toBe(2);
     expect(d(m, 'sluice_datapath_events_total{event="translated"}')).toBeGreaterThanOrEqual(3);
     for (const event of COUNTERS) expect(m.s.has(`sluice_datapath_events_total{event="${event}"}`), event).toBe(true);
+    // two sidecar pods enrolled (of 16384); the sidecar's listeners are in the sockhash, which
+    // has no batch lookup and is counted key by key
+    expect(m.v('sluice_bpf_map_pressure{map_name="sl_endpoints"}')).toBe(2 / 16384);
+    expect(m.v('sluice_bpf_map_pressure{map_name="sl_listeners"}')).toBeGreaterThan(0);
 
     // the pod goes (CNI DEL): its kernel counters go with it, the node's totals do not go down
     await env.node.removePod(nolisten);

@@ -5,6 +5,7 @@
 import * as http from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RawReply } from '../../src/agent/api';
+import { svcKeyCodec, svcKeySlot } from '../../src/bpf/layout';
 import { ObjectStore } from '../../src/k8s/store';
 import type { EndpointSlice, Service } from '../../src/k8s/types';
 import { AgentHttp, AgentMetrics, cniReplyCode, HttpEndpoint, LAST_CHANGE_TRIGGER_TIME, lastChangeTriggerTime, PodCounterTotals, PROGRAMMING_BUCKETS, ProgrammingLatency } from '../../src/metrics';
@@ -116,6 +117,15 @@ describe('per-pod counter totals', () => {
     // pod 1 released and enrolled again between two scrapes: its entry starts at zero again
     expect(t.update(new Map([[1n, { out: 1, in: 0 }]]))).toEqual({ out: 9, in: 1 });
     expect(t.update(new Map())).toEqual({ out: 9, in: 1 });
+  });
+});
+
+describe('raw map keys', () => {
+  it('svcKeySlot reads the slot where the sl_svc_key codec writes it', () => {
+    const b = Buffer.alloc(svcKeyCodec.size * 2);
+    svcKeyCodec.encode({ vip: 'fd00::1', port: 443, proto: 6, slot: 7 }, b, svcKeyCodec.size);
+    expect(svcKeySlot(b, svcKeyCodec.size)).toBe(7);
+    expect(svcKeySlot(b, 0)).toBe(0);
   });
 });
 
