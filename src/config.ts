@@ -61,6 +61,23 @@ export interface Config {
   source: 'api' | 'standalone';
   /** log-level: debug, info, warn, error */
   logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** prometheus-serve-addr (Cilium's key): where /metrics is served; undefined (empty): not served */
+  prometheusServeAddr?: ListenAddress;
+  /** health-serve-addr: where /healthz and /readyz are served; undefined (empty): not served */
+  healthServeAddr?: ListenAddress;
+}
+
+/** A TCP listening address, "host:port" as Go's net.Listen takes it: ":9967" is every address. */
+export interface ListenAddress {
+  /** an IP address or a host name; '' listens on every address (IPv6 and IPv4) */
+  host: string;
+  /** 0: any free port (tests) */
+  port: number;
+}
+
+/** "host:port", "[v6]:port" or ":port" (every address), the spelling of Cilium's serve addresses. */
+export function formatListenAddress(a: ListenAddress): string {
+  return `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
 }
 
 type Parser<T> = (key: string, raw: string) => T;
@@ -123,6 +140,19 @@ const url: Parser<string> = (key, raw) => {
 const nodeNameP: Parser<string> = (key, raw) => {
   if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(raw)) throw new RangeError(`Cannot parse config key ${key} "${raw}": not a node name`);
   return raw;
+};
+
+/** "host:port", "[v6]:port" or ":port"; empty: not set. */
+const listenAddress: Parser<ListenAddress | undefined> = (key, raw) => {
+  if (raw === '') return undefined;
+  const m = /^(?:\[([^\]]*)\]|([^:[\]]*)):(\d{1,5})$/.exec(raw);
+  const host = m ? (m[1] ?? m[2]) : '';
+  const bad = (why: string) => new RangeError(`Cannot parse config key ${key} "${raw}": ${why}`);
+  if (!m) throw bad('expected HOST:PORT, [IPv6]:PORT or :PORT, e.g. ":9967" or "127.0.0.1:9968"');
+  if (Number(m[3]) > 65535) throw bad(`port ${m[3]} is out of range (0 to 65535)`);
+  if (m[1] !== undefined && isIP(host) !== 6) throw bad(`"${host}" is not an IPv6 address`);
+  if (host !== '' && !isIP(host) && !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/i.test(host)) throw bad(`"${host}" is neither an IP address nor a host name`);
+  return { host, port: Number(m[3]) };
 };
 
 /** An empty value means "not set". */
@@ -190,6 +220,8 @@ const keys: { [name: string]: KeySpec<any> } = {
   'node-name': { field: 'nodeName', parse: optional(nodeNameP), default: () => (process.env.NODE_NAME ?? os.hostname()).toLowerCase() },
   'repair-mode': { field: 'repairMode', parse: oneOf('repair', 'label', 'delete', 'off'), default: () => 'repair' },
   'log-level': { field: 'logLevel', parse: oneOf('debug', 'info', 'warn', 'error'), default: () => 'info' },
+  'prometheus-serve-addr': { field: 'prometheusServeAddr', parse: listenAddress, default: () => '' },
+  'health-serve-addr': { field: 'healthServeAddr', parse: listenAddress, default: () => '127.0.0.1:9968' },
 };
 
 export const CONFIG_KEYS = Object.keys(keys);

@@ -32,6 +32,7 @@ import { MeshController } from '../mesh/controller';
 import { ApiServer, RawReply } from './api';
 import { EndpointRegistry, type Endpoint } from './endpoints';
 import { repairPods } from './repair';
+import { AgentHttp, AgentMetrics } from '../metrics';
 
 /** Coalesces bursts of object changes (a file with 10,000 services is one burst). */
 const RESYNC_DELAY_MS = 20;
@@ -59,6 +60,8 @@ export interface AgentStatus {
   endpoints: number;
   /** the ZDS server and the ztunnels connected to it */
   zds?: { address: string; ztunnels: ZtunnelStatus[] };
+  /** where /metrics and /healthz, /readyz are served ("host:port" as bound) */
+  http?: { metrics?: string; health?: string };
 }
 
 export class Agent {
@@ -92,19 +95,27 @@ export class Agent {
   /** pods labelled or deleted by repair already (a Pod update must not make it act again) */
   private readonly repairActed = new Set<string>();
   private readonly repairMissed = new Map<string, number>();
+  private readonly metrics: AgentMetrics;
+  private http?: AgentHttp;
 
   constructor(private readonly cfg: Config) {
     this.endpoints = new EndpointRegistry(cfg.stateDir);
+    this.metrics = new AgentMetrics(
+      cfg,
+      { endpoints: () => this.endpoints.list(), zds: () => this.zds, apiReachable: () => this.apiSource?.status().reachable },
+      { startedAtMs: this.startedAt.getTime(), processMetrics: cfg.prometheusServeAddr !== undefined },
+    );
   }
 
   async start(): Promise<void> {
     this.localApi = new ApiServer(this.cfg.agentSocket, {
       status: () => this.status(),
-      cni: (req) => this.cni(req as unknown as CniRequest),
+      cni: (req) => this.metrics.cni(String(req.command), () => this.cni(req as unknown as CniRequest)),
       // the agent's view of one object (`Kind/namespace/name`): for debugging and tests
       object: (req) => this.store.get(String(req.key)) ?? null,
     });
     await this.localApi.listen();
+    this.http = await AgentHttp.start(this.cfg, this.metrics, { readiness: () => this.readiness(), alive: () => this.phase !== 'failed' });
     this.loadEndpoints();
 
     const cookie = netnsCookieSelf();
@@ -147,6 +158,7 @@ export class Agent {
       this.source = new DirectorySource(this.cfg.k8sObjectsDir);
       log.info('cluster source: standalone directory', { dir: this.cfg.k8sObjectsDir });
     }
+    this.metrics.followStore(this.store);
     await this.source.start(this.store);
     this.tracker = new ServiceTracker(this.store, { nodeName: this.cfg.nodeName });
     if (this.cfg.ztunnelUdsAddress) this.zds = this.ambientZds(this.cfg.ztunnelUdsAddress);
@@ -212,6 +224,7 @@ export class Agent {
           missed: this.repairMissed,
           retryMissedMs: REPAIR_SWEEP_MS,
         });
+        this.metrics.repaired(this.cfg.repairMode, r);
         if (r.candidates) log.info(why === 'start' ? 'pods that predate the agent' : 'pods running without sluice found', { why, mode: this.cfg.repairMode, ...r });
       } catch (e) {
         log.warn('repair sweep failed', { why, err: e });
@@ -344,6 +357,7 @@ export class Agent {
     const t0 = process.hrtime.bigint();
     const batch = this.tracker.collect();
     const report = this.sync.apply(batch.frontends, { scope: batch.scope });
+    this.metrics.programmed(report);
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     this.lastSync = { at: new Date().toISOString(), ms, report };
     const { failed, ...counts } = report;
@@ -379,6 +393,7 @@ export class Agent {
       memory: { rssMiB: Math.round(process.memoryUsage().rss / 1048576), heapUsedMiB: Math.round(process.memoryUsage().heapUsed / 1048576) },
       source: this.source?.status?.(),
       zds: this.zds && { address: this.cfg.ztunnelUdsAddress, ztunnels: this.zds.server.status() },
+      http: this.http?.addresses(),
     };
   }
 
@@ -393,6 +408,7 @@ export class Agent {
     this.zds?.close();
     this.addrWatch?.close();
     await this.writeBack?.flush(); // annotations and Events already under way
+    await this.http?.close();
     await this.localApi?.close();
     this.maps?.close();
     this.capture?.close();

@@ -105,6 +105,11 @@ export const svcKeyCodec: Codec<SvcKey> = {
   },
 };
 
+/** The slot of a raw struct sl_svc_key (0: the service entry itself), without decoding the rest. */
+export function svcKeySlot(raw: Buffer, offset = 0): number {
+  return raw.readUInt16LE(offset + 20);
+}
+
 export interface SvcVal {
   /** slot 0: service id; slot > 0: backend id */
   id: number;

@@ -29,6 +29,24 @@ export interface MapInfo {
   name: string;
 }
 
+/** struct bpf_map_info of a map fd; `what` names the map in the error. */
+export function readMapInfo(fd: number, what: string): MapInfo {
+  const buf = Buffer.alloc(96);
+  const len = new Uint32Array([buf.length]);
+  checkErrno(loadShim().mapInfo(fd, buf, len), `map info ${what}`);
+  const nameBytes = buf.subarray(24, 40);
+  const end = nameBytes.indexOf(0);
+  return {
+    type: buf.readUInt32LE(0),
+    id: buf.readUInt32LE(4),
+    keySize: buf.readUInt32LE(8),
+    valueSize: buf.readUInt32LE(12),
+    maxEntries: buf.readUInt32LE(16),
+    flags: buf.readUInt32LE(20),
+    name: nameBytes.subarray(0, end < 0 ? 16 : end).toString(),
+  };
+}
+
 export class BpfMap<K, V> {
   private readonly keyBuf: Buffer;
   private readonly valBuf: Buffer;
@@ -68,20 +86,7 @@ export class BpfMap<K, V> {
   }
 
   info(): MapInfo {
-    const buf = Buffer.alloc(96);
-    const len = new Uint32Array([buf.length]);
-    checkErrno(loadShim().mapInfo(this.fd, buf, len), `map info ${this.name}`);
-    const nameBytes = buf.subarray(24, 40);
-    const end = nameBytes.indexOf(0);
-    return {
-      type: buf.readUInt32LE(0),
-      id: buf.readUInt32LE(4),
-      keySize: buf.readUInt32LE(8),
-      valueSize: buf.readUInt32LE(12),
-      maxEntries: buf.readUInt32LE(16),
-      flags: buf.readUInt32LE(20),
-      name: nameBytes.subarray(0, end < 0 ? 16 : end).toString(),
-    };
+    return readMapInfo(this.fd, this.name);
   }
 
   private checkLayout(): void {

@@ -74,6 +74,13 @@ export class AmbientZds {
     return this.pods.get(uid)?.st;
   }
 
+  /** Ambient pods ztunnel has not acked yet (pending or nacked): their capture fails closed. */
+  get unacked(): number {
+    let n = 0;
+    for (const t of this.pods.values()) if (t.st.state !== 'acked') n++;
+    return n;
+  }
+
   /**
    * The pod is captured in ambient mode: hand it to the newest ztunnel (again, when its netns
    * changed). Without a ztunnel the pod waits, pending, for the next snapshot.

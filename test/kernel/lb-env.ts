@@ -77,6 +77,9 @@ export function writeConfig(env: LbEnv, extra: Record<string, string> = {}): voi
     // never the production defaults (/var/run/sluice, /var/run/ztunnel) on a shared machine
     'state-dir': path.join(env.node.workDir, 'state'),
     'ztunnel-uds-address': path.join(env.node.workDir, 'ztunnel.sock'),
+    // any free port on loopback: the production ports (9967, 9968) may be taken by another run
+    'prometheus-serve-addr': '127.0.0.1:0',
+    'health-serve-addr': '127.0.0.1:0',
     ...extra,
   };
   fs.writeFileSync(env.configPath, Object.entries(data).map(([k, v]) => `${k}: "${v}"`).join('\n') + '\n');

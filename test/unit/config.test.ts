@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { cgroup2Mount, loadConfig, loadConfigDir, parseConfig } from '../../src/config';
+import { cgroup2Mount, formatListenAddress, loadConfig, loadConfigDir, parseConfig } from '../../src/config';
 
 describe('config', () => {
   it('defaults match the documented values', () => {
@@ -29,6 +29,22 @@ describe('config', () => {
     expect(() => parseConfig({ 'bpf-lb-backend-map-max': '12x' })).toThrow(/bpf-lb-backend-map-max "12x"/);
     expect(() => parseConfig({ 'bpf-lb-backend-map-max': '4' })).toThrow(/from 16/);
     expect(() => parseConfig({ 'bpf-pin-dir': ['a'] })).toThrow(TypeError);
+  });
+
+  it('serve addresses are Go listen addresses: ":port" is every address, empty turns the endpoint off', () => {
+    const base = { 'cgroup-root': '/x' };
+    expect(parseConfig(base)).toMatchObject({ prometheusServeAddr: undefined, healthServeAddr: { host: '127.0.0.1', port: 9968 } });
+    expect(parseConfig({ ...base, 'prometheus-serve-addr': ':9967' }).prometheusServeAddr).toEqual({ host: '', port: 9967 });
+    expect(parseConfig({ ...base, 'prometheus-serve-addr': '[::1]:0' }).prometheusServeAddr).toEqual({ host: '::1', port: 0 });
+    expect(parseConfig({ ...base, 'prometheus-serve-addr': 'localhost:9967' }).prometheusServeAddr).toEqual({ host: 'localhost', port: 9967 });
+    expect(parseConfig({ ...base, 'health-serve-addr': '' }).healthServeAddr).toBeUndefined();
+    expect(() => parseConfig({ ...base, 'prometheus-serve-addr': '9967' })).toThrow('Cannot parse config key prometheus-serve-addr "9967": expected HOST:PORT');
+    expect(() => parseConfig({ ...base, 'health-serve-addr': '127.0.0.1:70000' })).toThrow(/health-serve-addr "127.0.0.1:70000": port 70000 is out of range/);
+    expect(() => parseConfig({ ...base, 'health-serve-addr': '[10.0.0.1]:80' })).toThrow(/"10.0.0.1" is not an IPv6 address/);
+    expect(() => parseConfig({ ...base, 'health-serve-addr': '::1:80' })).toThrow(/expected HOST:PORT/);
+    expect(() => parseConfig({ ...base, 'health-serve-addr': 'a_b:80' })).toThrow(/"a_b" is neither an IP address nor a host name/);
+    expect(formatListenAddress({ host: '::1', port: 9968 })).toBe('[::1]:9968');
+    expect(formatListenAddress({ host: '', port: 9967 })).toBe(':9967');
   });
 
   it('unquoted YAML scalars are read as their strings', () => {

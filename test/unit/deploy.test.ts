@@ -143,17 +143,29 @@ describe('deploy/ (the kustomize base)', () => {
     expect(configData()['node-name']).toBe('');
   });
 
-  it('readiness runs `sluice status`; liveness only asks that the agent answers; startup allows a long first sync', () => {
+  it('probes are httpGets on the agent\'s loopback health address: readiness /readyz, liveness and startup /healthz', () => {
     const c = agent();
-    const status = ['/opt/sluice/bin/sluice', 'status', '--config-dir', '/etc/sluice/config'];
-    expect(c.readinessProbe.exec.command).toEqual(status);
+    const health = parseConfig({ 'health-serve-addr': configData()['health-serve-addr'], 'cgroup-root': '/x' }).healthServeAddr!;
+    expect(health).toEqual({ host: '127.0.0.1', port: 9968 });
+    const get = (p: string) => ({ host: health.host, port: health.port, path: p });
+    expect(c.readinessProbe.httpGet).toEqual(get('/readyz'));
     expect(c.readinessProbe.periodSeconds).toBe(5);
-    expect(c.livenessProbe.exec.command).toEqual(['/opt/sluice/bin/sluice', 'status', '--alive', '--config-dir', '/etc/sluice/config']);
+    expect(c.livenessProbe.httpGet).toEqual(get('/healthz'));
     expect(c.livenessProbe).toMatchObject({ failureThreshold: 6, initialDelaySeconds: 30 });
     const window = (p: any) => (p.periodSeconds ?? 10) * (p.failureThreshold ?? 3);
     expect(window(c.livenessProbe)).toBeGreaterThan(window(c.readinessProbe));
-    expect(c.startupProbe.exec.command).toEqual(status);
+    // not ready (a long first sync, no primary CNI config yet) must never get the agent restarted
+    expect(c.startupProbe.httpGet).toEqual(get('/healthz'));
+    expect(window(c.startupProbe)).toBeGreaterThanOrEqual(300);
+    for (const p of [c.readinessProbe, c.livenessProbe, c.startupProbe]) expect(p.exec).toBeUndefined();
     expect(c.resources).toEqual({ requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } });
+  });
+
+  it('metrics are served on every node address at the port the pod declares and its annotations name', () => {
+    const metrics = parseConfig({ 'prometheus-serve-addr': configData()['prometheus-serve-addr'], 'cgroup-root': '/x' }).prometheusServeAddr!;
+    expect(metrics).toEqual({ host: '', port: 9967 });
+    expect(agent().ports).toEqual([{ name: 'prometheus', containerPort: metrics.port, hostPort: metrics.port, protocol: 'TCP' }]);
+    expect(agentDs().spec.template.metadata.annotations).toEqual({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(metrics.port) });
   });
 
   it('the agent container is not privileged: it drops ALL capabilities and adds back only the five it uses', () => {
@@ -237,6 +249,8 @@ describe('deploy/ (the kustomize base)', () => {
       'k8s-api-server': '',
       'node-name': '',
       'repair-mode': 'repair',
+      'prometheus-serve-addr': ':9967',
+      'health-serve-addr': '127.0.0.1:9968',
     });
     const known = Object.fromEntries(Object.entries(data).filter(([k]) => CONFIG_KEYS.includes(k)));
     expect(parseConfig(known)).toMatchObject({
@@ -457,10 +471,9 @@ describe('make install (the image\'s tree)', () => {
     for (const d of Object.keys(pkg.dependencies)) expect(fs.existsSync(path.join(mods, d)), d).toBe(true);
   });
 
-  it('the DaemonSet\'s commands and the Dockerfile name files the installed tree has', () => {
+  it('the DaemonSet\'s command and the Dockerfile name files the installed tree has', () => {
     const inTree = (p: string) => path.join(dest, p);
     expect(fs.existsSync(inTree(agent().command[0]))).toBe(true);
-    expect(fs.existsSync(inTree(agent().readinessProbe.exec.command[0]))).toBe(true);
     const dockerfile = fs.readFileSync(path.join(DEPLOY, 'Dockerfile'), 'utf8');
     expect(dockerfile).toMatch(/^RUN make install DESTDIR=\/out\b/m);
     expect(dockerfile).toMatch(/^COPY --from=build \/out\/ \/$/m);
