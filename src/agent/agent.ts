@@ -31,7 +31,7 @@ import { Enroller } from '../mesh/enroller';
 import { decideMode, type ModeDecision } from '../mesh/mode';
 import type { Namespace, Pod } from '../k8s/types';
 import { ApiServer, RawReply } from './api';
-import { EndpointRegistry, type Endpoint } from './endpoints';
+import { EndpointRegistry, recordDecision, type Endpoint } from './endpoints';
 import { repairPods } from './repair';
 
 /** Coalesces bursts of object changes (a file with 10,000 services is one burst). */
@@ -188,6 +188,8 @@ export class Agent {
     return decideMode(pod, ns, ep.ips, {
       excludeNamespaces: this.cfg.excludeNamespaces,
       dnsCapture: this.cfg.meshDnsCapture,
+      proxyUid: this.cfg.meshProxyUid,
+      proxyGid: this.cfg.meshProxyGid,
       ambientDnsCapture: this.cfg.ambientDnsCapture,
     });
   }
@@ -200,10 +202,11 @@ export class Agent {
     const pod = podKey(ep);
     // The decision is recorded before the kernel changes, so that whoever sees the new mode in
     // the maps (`endpoint list`) also sees the rule behind it.
-    const changed = ep.decision?.rule !== d.rule || ep.decision?.mode !== d.mode;
+    const recorded = recordDecision(d);
+    const changed = JSON.stringify(ep.decision ?? null) !== JSON.stringify(recorded);
     if (changed) {
       if (d.refused) log.warn('pod not enrolled', { pod, reason: d.refused });
-      this.endpoints.put({ ...ep, decision: { mode: d.mode, rule: d.rule } });
+      this.endpoints.put({ ...ep, decision: recorded });
     }
     if (d.policy) {
       if (!current || JSON.stringify(current) !== JSON.stringify(d.policy)) {

@@ -34,7 +34,14 @@ export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[
       const counters = st && { outbound: Number(st.outbound), inbound: Number(st.inbound), proxyBypass: Number(st.proxyBypass), noListener: Number(st.noListener) };
       const mode = policy?.mode ?? 'none';
       const parts = [ep.decision ? `rule="${ep.decision.rule}"` : ''];
-      if (policy?.mode === "sidecar") parts.push(describePolicy(policy));
+      if (policy?.mode === 'sidecar') {
+        // the proxy's identity and the DNS choice as the agent decided them (the kernel's policy
+        // does not hold them)
+        const { proxy, dns } = ep.decision ?? {};
+        if (proxy) parts.push(`proxy-uid=${proxy.uid} proxy-gid=${proxy.gid}`);
+        if (dns) parts.push(`dns-capture=${dns.capture ? 'on' : 'off'}(${dns.from})`);
+        parts.push(describePolicy(policy));
+      }
       const zds = policy?.mode === 'ambient' && zdsStates ? (zdsStates[ep.uid] ?? { state: 'pending', attempts: 0, since: '' }) : undefined;
       if (policy?.mode === 'ambient') {
         if (zds) parts.push(`zds=${zds.state}${zds.error ? ` zds-error="${zds.error}"` : ''}`);

@@ -5,6 +5,15 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { log } from '../log';
+import type { ModeDecision } from '../mesh/mode';
+
+/** What a registration keeps of the agent's decision: the mode, the rule, a sidecar's proxy settings. */
+export type RecordedDecision = Pick<ModeDecision, 'mode' | 'rule' | 'proxy' | 'dns'>;
+
+/** The decision as recorded, with absent fields left out (records compare as JSON). */
+export function recordDecision(d: ModeDecision): RecordedDecision {
+  return { mode: d.mode, rule: d.rule, ...(d.proxy ? { proxy: d.proxy } : {}), ...(d.dns ? { dns: d.dns } : {}) };
+}
 
 export interface Endpoint {
   containerId: string;
@@ -20,8 +29,8 @@ export interface Endpoint {
   /** the CNI network (conflist name) the attachment belongs to */
   network: string;
   createdAt: string;
-  /** the agent's latest capture decision and the rule behind it */
-  decision?: { mode: 'sidecar' | 'ambient' | 'none'; rule: string };
+  /** the agent's latest capture decision, the rule behind it and a sidecar's proxy uid/gid and DNS capture */
+  decision?: RecordedDecision;
 }
 
 /** File name of an attachment: container ids and interface names are [A-Za-z0-9_.-] in practice. */
