@@ -36,10 +36,16 @@ export interface Config {
   cniConfFileName: string;
   /** exclude-namespaces: namespaces whose pods are never captured */
   excludeNamespaces: string[];
-  /** mesh-proxy-uid / mesh-proxy-gid: the proxy's own sockets are never captured (Istio: 1337) */
+  /**
+   * mesh-proxy-uid / mesh-proxy-gid: the proxy's own sockets are never captured (Istio: 1337); per
+   * pod, the istio-proxy container's runAsUser/runAsGroup win when set and non-zero
+   */
   meshProxyUid: number;
   meshProxyGid: number;
-  /** mesh-dns-capture: send sidecar pods' DNS (UDP/TCP 53) to the proxy's 15053, as Istio's DNS capture */
+  /**
+   * mesh-dns-capture: send sidecar pods' DNS (UDP/TCP 53) to the proxy's 15053, as Istio's DNS
+   * capture, for proxies without an ISTIO_META_DNS_CAPTURE env (which decides for its pod)
+   */
   meshDnsCapture: boolean;
   /** mesh-dns-servers: resolvers whose traffic DNS capture takes; empty: every port-53 destination */
   meshDnsServers: string[];

@@ -169,7 +169,13 @@ export class Agent {
       writeBack: this.writeBack,
       zds: this.zds,
       decisionsFile: path.join(this.cfg.stateDir, 'decisions.json'),
-      mode: { excludeNamespaces: this.cfg.excludeNamespaces, dnsCapture: this.cfg.meshDnsCapture, ambientDnsCapture: this.cfg.ambientDnsCapture },
+      mode: {
+        excludeNamespaces: this.cfg.excludeNamespaces,
+        dnsCapture: this.cfg.meshDnsCapture,
+        ambientDnsCapture: this.cfg.ambientDnsCapture,
+        proxyUid: this.cfg.meshProxyUid,
+        proxyGid: this.cfg.meshProxyGid,
+      },
     });
     this.mesh.prune();
     this.mesh.markAll(); // Pods and Namespaces may have changed while the agent was down

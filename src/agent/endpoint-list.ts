@@ -39,7 +39,14 @@ export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[
       const mode = policy?.mode ?? 'none';
       const decision = decisionOf(decisions, ep);
       const parts = [decision ? `rule="${decision.rule}"` : ''];
-      if (policy?.mode === "sidecar") parts.push(describePolicy(policy));
+      if (policy?.mode === 'sidecar') {
+        // the proxy's identity and the DNS choice as the agent decided them (the kernel's policy
+        // does not hold them)
+        const { proxy, dns } = decision ?? {};
+        if (proxy) parts.push(`proxy-uid=${proxy.uid} proxy-gid=${proxy.gid}`);
+        if (dns) parts.push(`dns-capture=${dns.capture ? 'on' : 'off'}(${dns.from})`);
+        parts.push(describePolicy(policy));
+      }
       const zds = policy?.mode === 'ambient' && zdsStates ? (zdsStates[ep.uid] ?? { state: 'pending', attempts: 0, since: '' }) : undefined;
       if (policy?.mode === 'ambient') {
         if (zds) parts.push(`zds=${zds.state}${zds.error ? ` zds-error="${zds.error}"` : ''}`);

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { log } from '../log';
 
+
 export interface Endpoint {
   containerId: string;
   ifName: string;

@@ -35,11 +35,39 @@ export interface PodIP {
   ip: string;
 }
 
+/** An environment variable: only literal values are kept (valueFrom is not resolved: value absent). */
+export interface EnvVar {
+  name: string;
+  value?: string;
+}
+
+/** The two securityContext fields that say whose sockets a container's processes own. */
+export interface SecurityContext {
+  runAsUser?: number;
+  runAsGroup?: number;
+}
+
+/**
+ * A container as istio-cni reads it to decide whether and how a pod is captured: every
+ * container's name (istio-proxy, istio-init), and the proxy's args (its type), env
+ * (DISABLE_ENVOY, ISTIO_META_DNS_CAPTURE) and securityContext (its uid/gid). Nothing else of
+ * a container is kept: the agent holds every Pod of its node.
+ */
+export interface Container {
+  name: string;
+  args?: string[];
+  env?: EnvVar[];
+  securityContext?: SecurityContext;
+}
+
 export interface PodSpec {
   nodeName?: string;
   hostNetwork?: boolean;
   /** the workload identity ztunnel serves the pod with (absent: "default") */
   serviceAccountName?: string;
+  containers?: Container[];
+  /** also where a native sidecar (Kubernetes >= 1.28) runs istio-proxy */
+  initContainers?: Container[];
 }
 
 export interface PodStatus {

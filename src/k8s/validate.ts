@@ -8,11 +8,13 @@
  */
 import { isIP } from 'node:net';
 import {
+  type Container,
   type Endpoint,
   type EndpointConditions,
   type EndpointHints,
   type EndpointPort,
   type EndpointSlice,
+  type EnvVar,
   type IPFamily,
   type K8sKind,
   type K8sObject,
@@ -50,6 +52,8 @@ const TRAFFIC_POLICIES = ['Cluster', 'Local'] as const;
 const IP_MODES = ['VIP', 'Proxy'] as const;
 /** Same bound as the API server's validation of sessionAffinityConfig.clientIP.timeoutSeconds. */
 const MAX_AFFINITY_TIMEOUT_SEC = 86400;
+/** The API server's bound for runAsUser and runAsGroup (IsValidUserID / IsValidGroupID: 0..MaxInt32). */
+const MAX_UNIX_ID = 2147483647;
 
 /**
  * A well-formed object of a kind (or apiVersion) the agent does not model, such
@@ -422,6 +426,35 @@ function parseEndpointSlice(c: Checker, raw: Json, metadata: NamespacedObjectMet
   return slice;
 }
 
+/** An env entry: its name and literal value; valueFrom (a reference the kubelet resolves) is ignored. */
+function parseEnvVar(c: Checker, raw: unknown, field: string): EnvVar {
+  const e = c.record(raw, field);
+  const env: EnvVar = { name: c.nonEmptyString(e.name, `${field}.name`) };
+  const value = c.optional(e.value, `${field}.value`, (v, f) => c.string(v, f));
+  if (value !== undefined) env.value = value;
+  return env;
+}
+
+/** A container, projected onto what the capture decision reads (see Container in types.ts). */
+function parseContainer(c: Checker, raw: unknown, field: string): Container {
+  const r = c.record(raw, field);
+  const container: Container = { name: c.nonEmptyString(r.name, `${field}.name`) };
+  const args = c.optional(r.args, `${field}.args`, (v, f) => c.array(v, f).map((a, i) => c.string(a, `${f}[${i}]`)));
+  if (args !== undefined) container.args = args;
+  const env = c.optional(r.env, `${field}.env`, (v, f) => c.array(v, f).map((e, i) => parseEnvVar(c, e, `${f}[${i}]`)));
+  if (env !== undefined) container.env = env;
+  const sc = c.optional(r.securityContext, `${field}.securityContext`, (v, f) => c.record(v, f));
+  if (sc !== undefined) {
+    const ctx: Container['securityContext'] = {};
+    const user = c.optional(sc.runAsUser, `${field}.securityContext.runAsUser`, (v, f) => c.integer(v, f, 0, MAX_UNIX_ID));
+    if (user !== undefined) ctx.runAsUser = user;
+    const group = c.optional(sc.runAsGroup, `${field}.securityContext.runAsGroup`, (v, f) => c.integer(v, f, 0, MAX_UNIX_ID));
+    if (group !== undefined) ctx.runAsGroup = group;
+    container.securityContext = ctx;
+  }
+  return container;
+}
+
 function parsePod(c: Checker, raw: Json, metadata: NamespacedObjectMeta): Pod {
   const s = c.optional(raw.spec, 'spec', (v, f) => c.record(v, f)) ?? {};
   const st = c.optional(raw.status, 'status', (v, f) => c.record(v, f)) ?? {};
@@ -432,6 +465,10 @@ function parsePod(c: Checker, raw: Json, metadata: NamespacedObjectMeta): Pod {
   if (hostNetwork !== undefined) pod.spec.hostNetwork = hostNetwork;
   const serviceAccountName = c.optional(s.serviceAccountName, 'spec.serviceAccountName', (v, f) => c.string(v, f));
   if (serviceAccountName !== undefined) pod.spec.serviceAccountName = serviceAccountName;
+  for (const list of ['initContainers', 'containers'] as const) {
+    const containers = c.optional(s[list], `spec.${list}`, (v, f) => c.array(v, f).map((x, i) => parseContainer(c, x, `${f}[${i}]`)));
+    if (containers !== undefined) pod.spec[list] = containers;
+  }
   // An unscheduled or just-created pod has podIP "" in some serializations: treat as absent.
   const podIP = st.podIP === '' ? undefined : c.optional(st.podIP, 'status.podIP', (v, f) => c.ip(v, f));
   if (podIP !== undefined) pod.status.podIP = podIP;

@@ -20,9 +20,11 @@ import type { AmbientZds } from './ambient-zds';
 import type { Enroller } from './enroller';
 import { decideMode, type ModeDecision, type ModeOptions } from './mode';
 
-export interface Decision {
-  mode: ModeDecision['mode'];
-  rule: string;
+/** What is recorded of a decision: the mode, the rule behind it, a sidecar's proxy ids and DNS. */
+export type Decision = Pick<ModeDecision, 'mode' | 'rule' | 'proxy' | 'dns'>;
+
+function recorded(d: ModeDecision): Decision {
+  return { mode: d.mode, rule: d.rule, ...(d.proxy ? { proxy: d.proxy } : {}), ...(d.dns ? { dns: d.dns } : {}) };
 }
 
 export interface MeshControllerOptions {
@@ -69,7 +71,7 @@ export class MeshController {
       // up to v0.1.0 each registration carried its decision: keep them, so an upgrade
       // re-announces nothing (no Events, no write-back) for pods whose mode did not change
       for (const ep of o.endpoints.list() as Array<Endpoint & { decision?: Decision }>) {
-        if (ep.decision) this.decisions.set(regKey(ep), { mode: ep.decision.mode, rule: ep.decision.rule });
+        if (ep.decision) this.decisions.set(regKey(ep), ep.decision);
       }
     }
   }
@@ -89,10 +91,11 @@ export class MeshController {
     const pod = podKey(ep);
     // the decision is recorded before the kernel changes, so that whoever sees the new mode in
     // the maps (`endpoint list`) also sees the rule behind it
-    const changed = previous?.rule !== d.rule || previous?.mode !== d.mode;
+    const next = recorded(d);
+    const changed = JSON.stringify(previous ?? null) !== JSON.stringify(next);
     if (changed) {
       if (d.refused) log.warn('pod not enrolled', { pod, reason: d.refused });
-      this.decisions.set(regKey(ep), { mode: d.mode, rule: d.rule });
+      this.decisions.set(regKey(ep), next);
       this.save();
     }
     if (d.policy) {

@@ -1,9 +1,11 @@
 /* Istio's sidecar traffic annotations, parsed with Istio's meaning and defaults, into the policy
  * the datapath enforces. An invalid value refuses the whole policy: a pod is never enrolled with
- * a half-parsed one.
+ * a half-parsed one. The interface annotations are checked by sidecar-interfaces.ts, which pods
+ * get a policy at all by sidecar-pod.ts.
  */
 import { isIP } from 'node:net';
 import { MAX_CIDRS, MAX_PORTS, POL_DNS, POL_IN_ALL, POL_LOOPBACK_RANGE, POL_OUT_ALL, type Cidr, type Policy } from '../bpf/layout';
+import { interfaceRefusal } from './sidecar-interfaces';
 
 export const ANNOTATION = {
   status: 'sidecar.istio.io/status',
@@ -86,22 +88,23 @@ export function sidecarPolicy(annotations: Record<string, string>, podIps: strin
     let includeInPorts: number[] = [];
     if (incIn.trim() === '*') flags |= POL_IN_ALL;
     else includeInPorts = parsePorts(ANNOTATION.includeInboundPorts, incIn);
-    return {
-      policy: {
-        mode: 'sidecar',
-        flags,
-        outboundPort: PROXY_PORTS.outbound,
-        inboundPort: PROXY_PORTS.inbound,
-        dnsPort: PROXY_PORTS.dns,
-        podIps,
-        includeCidrs,
-        excludeCidrs: parseCidrs(ANNOTATION.excludeOutboundIPRanges, annotations[ANNOTATION.excludeOutboundIPRanges] ?? ''),
-        includeOutPorts: parsePorts(ANNOTATION.includeOutboundPorts, annotations[ANNOTATION.includeOutboundPorts] ?? ''),
-        excludeOutPorts: parsePorts(ANNOTATION.excludeOutboundPorts, annotations[ANNOTATION.excludeOutboundPorts] ?? DEFAULT_EXCLUDE_OUTBOUND_PORTS),
-        includeInPorts,
-        excludeInPorts: parsePorts(ANNOTATION.excludeInboundPorts, annotations[ANNOTATION.excludeInboundPorts] ?? ''),
-      },
+    const policy: Policy = {
+      mode: 'sidecar',
+      flags,
+      outboundPort: PROXY_PORTS.outbound,
+      inboundPort: PROXY_PORTS.inbound,
+      dnsPort: PROXY_PORTS.dns,
+      podIps,
+      includeCidrs,
+      excludeCidrs: parseCidrs(ANNOTATION.excludeOutboundIPRanges, annotations[ANNOTATION.excludeOutboundIPRanges] ?? ''),
+      includeOutPorts: parsePorts(ANNOTATION.includeOutboundPorts, annotations[ANNOTATION.includeOutboundPorts] ?? ''),
+      excludeOutPorts: parsePorts(ANNOTATION.excludeOutboundPorts, annotations[ANNOTATION.excludeOutboundPorts] ?? DEFAULT_EXCLUDE_OUTBOUND_PORTS),
+      includeInPorts,
+      excludeInPorts: parsePorts(ANNOTATION.excludeInboundPorts, annotations[ANNOTATION.excludeInboundPorts] ?? ''),
     };
+    // istio-cni reads the interface annotations after the ports: an invalid port is reported first
+    const refused = interfaceRefusal(annotations);
+    return refused ? { refused } : { policy };
   } catch (e) {
     return { refused: (e as Error).message };
   }

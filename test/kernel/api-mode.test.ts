@@ -24,8 +24,11 @@ function slice(name: string, service: string, ips: string[], ns = 'default') {
   };
 }
 
+/** A Pod; with the injector's status annotation it also runs Istio's sidecar container (`proxy sidecar`). */
 function pod(name: string, o: { ns?: string; annotations?: Record<string, string>; labels?: Record<string, string>; node?: string } = {}) {
-  return { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: o.ns ?? 'default', annotations: o.annotations ?? {}, labels: o.labels ?? {} }, spec: { nodeName: o.node ?? NODE, containers: [{ name: 'app', image: 'app' }] } };
+  const containers: Array<{ name: string; image: string; args?: string[] }> = [{ name: 'app', image: 'app' }];
+  if (o.annotations?.['sidecar.istio.io/status'] !== undefined) containers.push({ name: 'istio-proxy', image: 'proxyv2', args: ['proxy', 'sidecar'] });
+  return { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: o.ns ?? 'default', annotations: o.annotations ?? {}, labels: o.labels ?? {} }, spec: { nodeName: o.node ?? NODE, containers } };
 }
 
 function node(name: string, zone: string) {

@@ -5,9 +5,10 @@
  *  - istio-cni: cni/pkg/plugin/plugin_dryrun_test.go, TestIPTablesRuleGeneration. Each entry gives
  *    the pod's annotations (sidecar.istio.io/status: "true" plus traffic annotations, read by
  *    cni/pkg/plugin/sidecar_redirect.go with its defaults), the istio-proxy container's env and
- *    its securityContext uid/gid. What istio-cni reads from the proxy container per pod (DNS
- *    capture, uid, gid) sluice takes from node-wide settings (mesh-dns-capture, mesh-proxy-uid,
- *    mesh-proxy-gid): for the one pod under test that is the same config.
+ *    its securityContext uid/gid. The proxy env is given to S's istio-proxy container as upstream
+ *    gives it (sluice reads ISTIO_META_DNS_CAPTURE per pod); the uid/gid sluice's kernel takes
+ *    from node-wide settings (mesh-proxy-uid, mesh-proxy-gid): for the one pod under test that is
+ *    the same config.
  *  - istio-iptables: tools/istio-iptables/pkg/capture/run_test.go, getCommonTestCases, each on top
  *    of constructTestConfig (proxy uid/gid 1337, ports 15001/15006/15008, and NO outbound range:
  *    OutboundIPRangesInclude is left ""). Expressed as annotations: InboundPortsInclude ->
@@ -45,6 +46,8 @@ export interface GoldenCase {
   annotations: Record<string, string>;
   /** sluice agent settings (node-wide) standing for what istio-cni reads from the proxy container */
   agent?: Record<string, string>;
+  /** the env of S's istio-proxy container, as the upstream entry gives it */
+  proxyEnv?: Array<{ name: string; value: string }>;
   /** the proxy's uid and gid (the golden's owner rules; the stand-in sidecar runs as them) */
   proxy: { uid: number; gid: number };
   /** how the mapping was read, when more than the entry's fields */
@@ -120,7 +123,7 @@ export const GOLDEN_CASES: GoldenCase[] = [
     golden: `${CNI}/dns.txt.golden`,
     upstream: `${CNI_TEST} "DNS" (proxy env ISTIO_META_DNS_CAPTURE=true)`,
     annotations: { ...STATUS },
-    agent: { 'mesh-dns-capture': 'true' },
+    proxyEnv: [{ name: 'ISTIO_META_DNS_CAPTURE', value: 'true' }],
     proxy: PROXY,
     note: 'istio-cni sets CaptureAllDNS with DNS capture (sidecar_iptables_linux.go): every destination on port 53, as sluice with mesh-dns-servers empty',
     deviations: inbound15001([4]),
@@ -217,7 +220,7 @@ export const GOLDEN_CASES: GoldenCase[] = [
 const TPROXY = 'interceptionMode TPROXY: sluice supports REDIRECT only and refuses a TPROXY pod (src/mesh/sidecar-policy.ts)';
 const UID_LISTS = 'proxy uid "3,4" and gid "1,2" (lists): sluice has one proxy uid and one gid, and sets them node-wide (mesh-proxy-uid, mesh-proxy-gid)';
 const VIRT =
-  'RerouteVirtualInterfaces (traffic.sidecar.istio.io/kubevirtInterfaces): traffic routed in from those interfaces is not sent by a socket of the pod, so a socket hook cannot see it; sluice has no such setting';
+  'RerouteVirtualInterfaces (traffic.sidecar.istio.io/kubevirtInterfaces): traffic routed in from those interfaces is not sent by a socket of the pod, so a socket hook cannot see it; sluice refuses such a pod (src/mesh/sidecar-interfaces.ts)';
 const OWNER_GROUPS = 'owner-group include/exclude (ISTIO_OUTBOUND_OWNER_GROUPS*): sluice has no per-group capture setting';
 
 export const NOT_EXPRESSIBLE: NotExpressible[] = [
@@ -243,7 +246,7 @@ export const NOT_EXPRESSIBLE: NotExpressible[] = [
   {
     golden: `${IPT}/basic-exclude-nic.golden`,
     upstream: `${IPT_TEST} "basic-exclude-nic"`,
-    reason: 'excludeInterfaces (traffic.sidecar.istio.io/excludeInterfaces): traffic through another interface is told apart per packet; a socket hook does not know the interface a connection will use, and sluice has no such setting',
+    reason: 'excludeInterfaces (traffic.sidecar.istio.io/excludeInterfaces): traffic through another interface is told apart per packet; a socket hook does not know the interface a connection will use, so sluice refuses such a pod (src/mesh/sidecar-interfaces.ts)',
   },
   { golden: `${IPT}/dns-uid-gid.golden`, upstream: `${IPT_TEST} "dns-uid-gid"`, reason: `${UID_LISTS}; also DNS capture for given servers only` },
   { golden: `${IPT}/ipv6-dns-uid-gid.golden`, upstream: `${IPT_TEST} "ipv6-dns-uid-gid"`, reason: UID_LISTS },

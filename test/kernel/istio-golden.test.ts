@@ -30,7 +30,7 @@ import { loadGolden, readGolden } from './istio-golden';
 import { KNOWN_DIFFERENCES } from './istio-known-differences';
 import { comparable, DNS_PORT, FAR_V4, LOCAL_PORT, LOCAL_RESOLVER, outcome, PROXY_DNS_PORT, VIP, VIP6, type Family, type Identity, type Probe, type Symbols } from './istio-probes';
 import { PROBE, ROOT, serviceYaml, sliceYaml, startAgent, stopAgent, TCP_PORT, waitForBackends, writeConfig, writeObjects, type ProbeResult } from './lb-env';
-import { addMeshPod, createMeshEnv, endpoint, startApp, updatePodObject, type MeshEnv } from './mesh-env';
+import { addMeshPod, createMeshEnv, endpoint, ISTIO_PROXY, startApp, updatePodObject, type MeshEnv } from './mesh-env';
 
 type Side = 'S' | 'I';
 
@@ -133,8 +133,9 @@ describe.skipIf(process.getuid?.() !== 0)("Istio's golden rules and sluice do th
   async function configure(c: GoldenCase): Promise<void> {
     await ensureAgent(c);
     await Promise.all([ensureProxy('S', c.proxy), ensureProxy('I', c.proxy)]);
-    await updatePodObject(env, S, { annotations: c.annotations });
-    const want = sidecarPolicy(c.annotations, [S.ipv4, S.ipv6!], { dnsCapture: c.agent?.['mesh-dns-capture'] === 'true' });
+    await updatePodObject(env, S, { annotations: c.annotations, containers: [{ name: 'app' }, { ...ISTIO_PROXY, ...(c.proxyEnv ? { env: c.proxyEnv } : {}) }] });
+    const dnsEnv = c.proxyEnv?.find((e) => e.name === 'ISTIO_META_DNS_CAPTURE')?.value;
+    const want = sidecarPolicy(c.annotations, [S.ipv4, S.ipv6!], { dnsCapture: (dnsEnv ?? c.agent?.['mesh-dns-capture']) === 'true' });
     if (!want.policy) throw new Error(`sluice refuses the annotations of ${c.golden}: ${want.refused}`);
     // the agent reads the objects dir and reprograms the pod on its own: poll endpoint list
     const desc = ` ${describePolicy(want.policy)} `;

@@ -5,6 +5,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { callAgent } from '../../src/agent/api';
+import type { Pod } from '../../src/k8s/types';
+import { parseObject } from '../../src/k8s/validate';
 import { waitFor, type SimPod } from '../harness';
 import { createLbEnv, PROBE, sluice, startAgent, writeConfig, writeObjects, type LbEnv } from './lb-env';
 
@@ -34,14 +36,41 @@ function sluiceEntry(env: MeshEnv): Record<string, unknown> {
   return list.plugins.find((p: { type: string }) => p.type === 'sluice-cni');
 }
 
-export function podYaml(name: string, o: { namespace?: string; annotations?: Record<string, string>; labels?: Record<string, string> } = {}): string {
-  const map = (m?: Record<string, string>) => (m ? `{${Object.entries(m).map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(', ')}}` : '{}');
-  return [
-    'apiVersion: v1',
-    'kind: Pod',
-    `metadata: {name: ${name}, namespace: ${o.namespace ?? 'default'}, annotations: ${map(o.annotations)}, labels: ${map(o.labels)}}`,
-    'spec: {nodeName: sim-node, containers: [{name: app, image: app}]}',
-  ].join('\n');
+/** A container of a test Pod: the fields sluice reads (an image is added for realism). */
+export interface ContainerYaml {
+  name: string;
+  args?: string[];
+  env?: Array<{ name: string; value?: string }>;
+  securityContext?: { runAsUser?: number; runAsGroup?: number };
+}
+
+export interface PodYamlOptions {
+  namespace?: string;
+  annotations?: Record<string, string>;
+  labels?: Record<string, string>;
+  /** default: `app`, and Istio's sidecar (ISTIO_PROXY) when the annotation sidecar.istio.io/status is given */
+  containers?: ContainerYaml[];
+  initContainers?: ContainerYaml[];
+}
+
+/** Istio's injected sidecar container as the injector writes it: `pilot-agent proxy sidecar`. */
+export const ISTIO_PROXY: ContainerYaml = { name: 'istio-proxy', args: ['proxy', 'sidecar'] };
+
+function podObject(name: string, o: PodYamlOptions): Record<string, unknown> {
+  const injected = o.annotations?.['sidecar.istio.io/status'] !== undefined;
+  const containers = o.containers ?? (injected ? [{ name: 'app' }, ISTIO_PROXY] : [{ name: 'app' }]);
+  const withImage = (cs: ContainerYaml[]) => cs.map((c) => ({ image: c.name, ...c }));
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: o.namespace ?? 'default', annotations: o.annotations ?? {}, labels: o.labels ?? {} },
+    spec: { nodeName: 'sim-node', containers: withImage(containers), ...(o.initContainers ? { initContainers: withImage(o.initContainers) } : {}) },
+  };
+}
+
+/** A Pod document (JSON, which is YAML) for the objects dir. */
+export function podYaml(name: string, o: PodYamlOptions = {}): string {
+  return JSON.stringify(podObject(name, o));
 }
 
 export function namespaceYaml(name: string, labels: Record<string, string> = {}): string {
@@ -49,24 +78,30 @@ export function namespaceYaml(name: string, labels: Record<string, string> = {})
 }
 
 /** Adds a pod through bridge + host-local + sluice-cni (its Pod object written first). */
-export async function addMeshPod(env: MeshEnv, name: string, o: { namespace?: string; annotations?: Record<string, string>; labels?: Record<string, string> } = {}): Promise<SimPod> {
+export async function addMeshPod(env: MeshEnv, name: string, o: PodYamlOptions = {}): Promise<SimPod> {
   writeObjects(env, `pod-${o.namespace ?? 'default'}-${name}.yaml`, [podYaml(name, o)]);
-  await waitForPodObject(env, o.namespace ?? 'default', name, o.annotations ?? {});
+  await waitForPodObject(env, name, o);
   return env.node.addPod(name, { namespace: o.namespace, extraPlugins: [sluiceEntry(env)], binDirs: [env.binDir] });
 }
 
-/** Rewrites a pod's object (labels/annotations change at run time). */
-export async function updatePodObject(env: MeshEnv, pod: SimPod, o: { annotations?: Record<string, string>; labels?: Record<string, string> }): Promise<void> {
-  writeObjects(env, `pod-${pod.namespace}-${pod.name}.yaml`, [podYaml(pod.name, { namespace: pod.namespace, ...o })]);
-  await waitForPodObject(env, pod.namespace, pod.name, o.annotations ?? {});
+/** Rewrites a pod's object (labels, annotations, containers change at run time). */
+export async function updatePodObject(env: MeshEnv, pod: SimPod, o: Omit<PodYamlOptions, 'namespace'>): Promise<void> {
+  const full = { namespace: pod.namespace, ...o };
+  writeObjects(env, `pod-${pod.namespace}-${pod.name}.yaml`, [podYaml(pod.name, full)]);
+  await waitForPodObject(env, pod.name, full);
 }
 
-/** The agent reads objects asynchronously: wait until it holds this Pod with these annotations. */
-export async function waitForPodObject(env: MeshEnv, namespace: string, name: string, annotations: Record<string, string>): Promise<void> {
-  const want = JSON.stringify(annotations);
-  await waitFor(`Pod ${namespace}/${name} loaded`, async () => {
-    const pod = (await callAgent(path.join(env.node.workDir, 'agent.sock'), { op: 'object', key: `Pod/${namespace}/${name}` })) as { metadata?: { annotations?: Record<string, string> } } | null;
-    return pod !== null && JSON.stringify(pod.metadata?.annotations ?? {}) === want;
+/**
+ * The agent reads objects asynchronously: wait until it holds this Pod as written (its metadata
+ * and spec as the agent's validation projects them).
+ */
+export async function waitForPodObject(env: MeshEnv, name: string, o: PodYamlOptions): Promise<void> {
+  const want = parseObject(podObject(name, o)) as Pod;
+  const key = `Pod/${want.metadata.namespace}/${name}`;
+  const view = (p: Pod) => JSON.stringify([p.metadata.annotations ?? {}, p.metadata.labels ?? {}, p.spec]);
+  await waitFor(`${key} loaded`, async () => {
+    const pod = (await callAgent(path.join(env.node.workDir, 'agent.sock'), { op: 'object', key })) as Pod | null;
+    return pod !== null && view(pod) === view(want);
   });
 }
 

@@ -11,11 +11,13 @@ import { sidecarReply, startApp, startSidecar, type MeshEnv } from './mesh-env';
 
 const NODE = 'sim-node';
 
+/** A running Pod; with the injector's status annotation it also runs Istio's sidecar container. */
 function podObject(p: SimPod, annotations: Record<string, string> = {}) {
+  const sidecar = annotations['sidecar.istio.io/status'] !== undefined ? [{ name: 'istio-proxy', image: 'proxyv2', args: ['proxy', 'sidecar'] }] : [];
   return {
     apiVersion: 'v1', kind: 'Pod',
     metadata: { name: p.name, namespace: p.namespace, uid: p.uid, annotations },
-    spec: { nodeName: NODE, containers: [{ name: 'app', image: 'app' }] },
+    spec: { nodeName: NODE, containers: [{ name: 'app', image: 'app' }, ...sidecar] },
     status: { phase: 'Running', podIP: p.ipv4, podIPs: [{ ip: p.ipv4 }, ...(p.ipv6 ? [{ ip: p.ipv6 }] : [])] },
   };
 }

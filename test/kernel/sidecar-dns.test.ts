@@ -1,10 +1,11 @@
 /* DNS capture (mesh-dns-capture: "true"): UDP and TCP port 53 to the resolvers goes to the proxy's
- * 15053, replies show the resolver; the proxy's own queries and other destinations are left alone.
+ * 15053, replies show the resolver; the proxy's own queries and other destinations are left alone;
+ * a proxy's ISTIO_META_DNS_CAPTURE overrides the node default for its pod.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SimPod } from '../harness';
 import { answeredBy, PROBE, probe, stopAgent } from './lb-env';
-import { addMeshPod, createMeshEnv, sidecarReply, startSidecar, type MeshEnv } from './mesh-env';
+import { addMeshPod, createMeshEnv, endpoint, ISTIO_PROXY, sidecarReply, startSidecar, waitForMode, type MeshEnv } from './mesh-env';
 
 describe.skipIf(process.getuid?.() !== 0)('sidecar DNS capture (needs root)', () => {
   let env: MeshEnv;
@@ -54,6 +55,17 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar DNS capture (needs root)', ()
     expect(answeredBy(own[0])).toBe('real-resolver');
     const elsewhere = await probe(env, other.ipv4, 53, { proto: 'udp', udpMode: 'unconnected', from: app });
     expect(answeredBy(elsewhere[0])).toBe('other-dns');
+  });
+
+  it("a proxy with ISTIO_META_DNS_CAPTURE=false keeps its pod's DNS uncaptured, whatever mesh-dns-capture says", async () => {
+    const off = await addMeshPod(env, 'dns-off', { annotations: { 'sidecar.istio.io/status': '{}' }, containers: [{ name: 'app' }, { ...ISTIO_PROXY, env: [{ name: 'ISTIO_META_DNS_CAPTURE', value: 'false' }] }] });
+    await startSidecar(env, off, ['--extra-port', '15053']);
+    await udpServer(off, '127.0.0.1', 15053, 'dns-proxy-off', 1337);
+    const ep = await waitForMode(env, off, 'sidecar');
+    expect(ep.reason).toContain('dns-capture=off(ISTIO_META_DNS_CAPTURE=false)');
+    expect(answeredBy((await probe(env, resolver.ipv4, 53, { proto: 'udp', udpMode: 'unconnected', from: off }))[0])).toBe('real-resolver');
+    // the pod without the env takes the node default
+    expect((await endpoint(env, app))?.reason).toContain('dns-capture=on(mesh-dns-capture)');
   });
 
   it('a pod without a sidecar is not captured', async () => {

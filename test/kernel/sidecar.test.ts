@@ -5,9 +5,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SimPod } from '../harness';
 import {
-  answeredBy, probe, serviceYaml, sliceYaml, sluice, stopAgent, TCP_PORT, UDP_PORT, waitForBackends, writeObjects,
+  answeredBy, PROBE, probe, serviceYaml, sliceYaml, sluice, stopAgent, TCP_PORT, UDP_PORT, waitForBackends, writeObjects,
 } from './lb-env';
-import { addMeshPod, createMeshEnv, endpoint, sidecarReply, startApp, startSidecar, updatePodObject, waitForMode, type MeshEnv } from './mesh-env';
+import {
+  addMeshPod, createMeshEnv, endpoint, ISTIO_PROXY, sidecarReply, startApp, startSidecar, updatePodObject, waitForMode, type MeshEnv, type PodYamlOptions,
+} from './mesh-env';
 
 const VIP = '10.96.0.10';
 const VIP6 = 'fd00:96::10';
@@ -51,7 +53,7 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
     expect(ep?.mode).toBe('sidecar');
     const line = (await sluice(env, ['endpoint', 'list'])).stdout.split('\n').find((l) => l.includes('default/meshed'))!;
     expect(line.split(/\s+/).slice(1, 3)).toEqual(['default/meshed', 'mode=sidecar']);
-    expect(line).toContain('out=* out-exclude-ports=15020 in=*'); // istio-cni's default outbound exclusion
+    expect(line).toContain(' out=* out-exclude-ports=15020 in=* '); // istio-cni's default excludeOutboundPorts: the status port
   });
 
   it('outbound to a VIP reaches the sidecar with the VIP intact; the sidecar upstream gets socket-LB', async () => {
@@ -202,6 +204,75 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
     expect((await endpoint(env, app))?.mode).toBe('sidecar');
     expect(sidecarReply((await probe(env, app.ipv4, 8080))[0].reply)?.via).toBe('in');
     expect(sidecarReply((await fromApp(VIP, 80))[0].reply)?.via).toBe('out');
+  });
+
+  describe("only pods istio-cni would redirect are captured (its checks, cni/pkg/plugin/plugin.go)", () => {
+    /** A pod with everything a capture would use: the stand-in sidecar (uid 1337) and an app on 8080. */
+    async function podWithSidecar(name: string, o: PodYamlOptions): Promise<SimPod> {
+      const p = await addMeshPod(env, name, o);
+      await startSidecar(env, p, ['--extra-port', '15053']);
+      await startApp(env, p, 8080);
+      return p;
+    }
+
+    /** Left alone: inbound reaches the app itself, outbound gets socket-LB, not the sidecar. */
+    async function expectUncaptured(p: SimPod, rule: string): Promise<void> {
+      const line = (await sluice(env, ['endpoint', 'list'])).stdout.split('\n').find((l) => l.includes(`default/${p.name} `))!;
+      expect(line.split(/\s+/).slice(1, 3)).toEqual([`default/${p.name}`, 'mode=none']);
+      expect(line).toContain(`rule="${rule}"`);
+      expect(answeredBy((await probe(env, p.ipv4, 8080))[0])).toBe(`app-${p.name}`);
+      const out = await probe(env, VIP, 80, { from: p, count: 5 });
+      expect(out.map(answeredBy).every((by) => by === be1 || by === be2)).toBe(true);
+    }
+
+    it('a gateway (istio-proxy runs `proxy router`) with the status annotation is not captured: its inbound reaches its app', async () => {
+      const gw = await podWithSidecar('gateway', {
+        annotations: STATUS,
+        containers: [{ name: 'istio-proxy', args: ['proxy', 'router', '--domain', 'default.svc.cluster.local'] }],
+      });
+      await expectUncaptured(gw, 'istio-proxy is a router proxy (args: proxy router), not a sidecar');
+    });
+
+    it('a pod with an istio-init init container redirects itself and is not captured', async () => {
+      const p = await podWithSidecar('self-init', { annotations: STATUS, initContainers: [{ name: 'istio-init', args: ['istio-iptables', '-p', '15001'] }] });
+      await expectUncaptured(p, 'container istio-init present: the pod sets up its own redirection');
+    });
+
+    it('sidecar.istio.io/inject "false" is not captured', async () => {
+      const p = await podWithSidecar('no-inject', { annotations: { ...STATUS, 'sidecar.istio.io/inject': 'false' } });
+      await expectUncaptured(p, 'annotation sidecar.istio.io/inject=false');
+    });
+
+    it("DNS capture follows the proxy's ISTIO_META_DNS_CAPTURE (mesh-dns-capture is off here)", async () => {
+      const [resolverPod] = env.backends;
+      const resolver = env.node.spawn([PROBE, 'serve', '--proto', 'udp', '--addr', resolverPod.ipv4, '--port', '53', '--id', 'real-resolver'], { netnsPath: resolverPod.netnsPath, inCgroup: false });
+      await env.node.waitForLine(resolver, 'ready');
+      const p = await podWithSidecar('dns-env', { annotations: STATUS, containers: [{ name: 'app' }, { ...ISTIO_PROXY, env: [{ name: 'ISTIO_META_DNS_CAPTURE', value: 'true' }] }] });
+      const proxyDns = env.node.spawn([PROBE, 'serve', '--proto', 'udp', '--addr', '127.0.0.1', '--port', '15053', '--id', 'dns-proxy'], { netnsPath: p.netnsPath, inCgroup: false, uid: 1337, gid: 1337 });
+      await env.node.waitForLine(proxyDns, 'ready');
+      const ep = await waitForMode(env, p, 'sidecar');
+      expect(ep.reason).toContain('dns-capture=on(ISTIO_META_DNS_CAPTURE=true)');
+      expect(ep.reason).toMatch(/ dns=15053( |$)/);
+      const captured = await probe(env, resolverPod.ipv4, 53, { proto: 'udp', udpMode: 'unconnected', from: p, count: 2 });
+      expect(captured.map((r) => [answeredBy(r), r.peer])).toEqual(Array(2).fill(['dns-proxy', `${resolverPod.ipv4}:53`]));
+      expect(sidecarReply((await probe(env, resolverPod.ipv4, 53, { from: p }))[0].reply)).toMatchObject({ via: '15053', orig: `${resolverPod.ipv4}:53` });
+      // the pod without the env keeps the node default: not captured
+      expect((await endpoint(env, app))?.reason).toContain('dns-capture=off(mesh-dns-capture)');
+      expect(answeredBy((await probe(env, resolverPod.ipv4, 53, { proto: 'udp', udpMode: 'unconnected', from: app }))[0])).toBe('real-resolver');
+    });
+
+    it("endpoint list shows the proxy uid/gid from istio-proxy's securityContext, else mesh-proxy-uid/gid", async () => {
+      const custom = await addMeshPod(env, 'custom-uid', { annotations: STATUS, containers: [{ name: 'app' }, { ...ISTIO_PROXY, securityContext: { runAsUser: 1000670000, runAsGroup: 1000670001 } }] });
+      expect((await waitForMode(env, custom, 'sidecar')).reason).toMatch(/^rule="istio-proxy sidecar with annotation sidecar\.istio\.io\/status" proxy-uid=1000670000 proxy-gid=1000670001 /);
+      expect((await endpoint(env, app))?.reason).toContain(' proxy-uid=1337 proxy-gid=1337 ');
+    });
+
+    it('excludeInterfaces is refused with the reason, and the pod left out', async () => {
+      const p = await addMeshPod(env, 'exclude-if', { annotations: { ...STATUS, [`${T}excludeInterfaces`]: 'net1' } });
+      const ep = await waitForMode(env, p, 'none');
+      expect(ep.reason).toContain('rule="sidecar refused: traffic.sidecar.istio.io/excludeInterfaces "net1" is not supported by sluice');
+      expect(env.node.output(env.agent!).stderr).toMatch(/"msg":"pod not enrolled".*excludeInterfaces/);
+    });
   });
 
   async function waitFor(fn: () => Promise<boolean | undefined>): Promise<void> {

@@ -196,8 +196,72 @@ describe('parseObject', () => {
       spec: { nodeName: 'n1', hostNetwork: false, containers: [] },
       status: { podIP: '10.0.0.5', podIPs: [{ ip: '10.0.0.5' }, { ip: 'fd00::5' }], phase: 'Running' },
     }) as Pod;
-    expect(pod.spec).toEqual({ nodeName: 'n1', hostNetwork: false });
+    expect(pod.spec).toEqual({ nodeName: 'n1', hostNetwork: false, containers: [] });
     expect(pod.status).toEqual({ podIP: '10.0.0.5', podIPs: [{ ip: '10.0.0.5' }, { ip: 'fd00::5' }] });
+  });
+
+  test('keeps of each container only what the capture decision reads: name, args, env values, runAsUser/runAsGroup', () => {
+    const proxy = {
+      name: 'istio-proxy',
+      image: 'docker.io/istio/proxyv2:1.26.0',
+      command: ['/usr/local/bin/pilot-agent'],
+      args: ['proxy', 'sidecar', '--domain', '$(POD_NAMESPACE).svc.cluster.local'],
+      env: [
+        { name: 'ISTIO_META_DNS_CAPTURE', value: 'true' },
+        { name: 'POD_NAME', valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.name' } } },
+        { name: 'EMPTY', value: null },
+      ],
+      ports: [{ containerPort: 15090, name: 'http-envoy-prom', protocol: 'TCP' }],
+      resources: { limits: { cpu: '2' } },
+      securityContext: { runAsUser: 1000670000, runAsGroup: 1000670001, runAsNonRoot: true, capabilities: { drop: ['ALL'] } },
+    };
+    const pod = parseObject({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'p', namespace: 'shop' },
+      spec: {
+        initContainers: [{ name: 'istio-validation', image: 'x', args: ['istio-iptables', '--run-validation'], securityContext: {} }],
+        containers: [{ name: 'app', image: 'app:1', ports: [{ containerPort: 8080 }] }, proxy],
+      },
+    }) as Pod;
+    expect(pod.spec).toEqual({
+      initContainers: [{ name: 'istio-validation', args: ['istio-iptables', '--run-validation'], securityContext: {} }],
+      containers: [
+        { name: 'app' },
+        {
+          name: 'istio-proxy',
+          args: ['proxy', 'sidecar', '--domain', '$(POD_NAMESPACE).svc.cluster.local'],
+          env: [{ name: 'ISTIO_META_DNS_CAPTURE', value: 'true' }, { name: 'POD_NAME' }, { name: 'EMPTY' }],
+          securityContext: { runAsUser: 1000670000, runAsGroup: 1000670001 },
+        },
+      ],
+    });
+  });
+
+  test('rejects malformed containers, naming the field', () => {
+    const pod = (spec: unknown) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p', namespace: 'shop' }, spec });
+    expect(() => parseObject(pod({ containers: {} }))).toThrow('Cannot parse Pod "shop/p": spec.containers must be an array, got {...}');
+    expect(() => parseObject(pod({ containers: [{ image: 'x' }] }))).toThrow('Cannot parse Pod "shop/p": spec.containers[0].name must be a string, got nothing');
+    expect(() => parseObject(pod({ initContainers: [{ name: '' }] }))).toThrow('spec.initContainers[0].name must not be empty');
+    expect(() => parseObject(pod({ containers: [{ name: 'c', args: 'proxy sidecar' }] }))).toThrow('spec.containers[0].args must be an array, got "proxy sidecar"');
+    expect(() => parseObject(pod({ containers: [{ name: 'c', args: ['proxy', 1] }] }))).toThrow('spec.containers[0].args[1] must be a string, got 1');
+    expect(() => parseObject(pod({ containers: [{ name: 'c', env: [{ value: 'x' }] }] }))).toThrow('spec.containers[0].env[0].name must be a string, got nothing');
+    expect(() => parseObject(pod({ containers: [{ name: 'c', env: [{ name: 'A', value: true }] }] }))).toThrow('spec.containers[0].env[0].value must be a string, got true');
+    expect(() => parseObject(pod({ containers: [{ name: 'c', securityContext: { runAsUser: '1337' } }] }))).toThrow(
+      'spec.containers[0].securityContext.runAsUser must be an integer, got "1337"',
+    );
+    expect(() => parseObject(pod({ containers: [{ name: 'c', securityContext: { runAsGroup: -1 } }] }))).toThrow(RangeError);
+    expect(() => parseObject(pod({ containers: [{ name: 'c', securityContext: { runAsUser: 2147483648 } }] }))).toThrow(
+      'spec.containers[0].securityContext.runAsUser must be in 0..2147483647, got 2147483648',
+    );
+  });
+
+  test('accepts null container fields as absent, as the API serializes them', () => {
+    const pod = parseObject({
+      apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p' },
+      spec: { containers: [{ name: 'c', args: null, env: null, securityContext: { runAsUser: null } }], initContainers: null },
+    }) as Pod;
+    expect(pod.spec).toEqual({ containers: [{ name: 'c', securityContext: {} }] });
   });
 
   test('treats an empty podIP as absent', () => {

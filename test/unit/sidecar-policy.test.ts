@@ -8,8 +8,10 @@ import type { Pod } from '../../src/k8s/types';
 const STATUS = { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}' };
 const T = 'traffic.sidecar.istio.io/';
 
+/** An injected pod: the app and Istio's sidecar container, as the injector writes them. */
 function pod(annotations: Record<string, string>, namespace = 'shop', extra: Partial<Pod['spec']> = {}): Pod {
-  return { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'cart-1', namespace, annotations }, spec: { nodeName: 'n1', ...extra } } as Pod;
+  const containers = [{ name: 'app' }, { name: 'istio-proxy', args: ['proxy', 'sidecar'] }];
+  return { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'cart-1', namespace, annotations }, spec: { nodeName: 'n1', containers, ...extra } } as Pod;
 }
 
 const opts = { excludeNamespaces: ['kube-system', 'istio-system'] };
@@ -80,9 +82,81 @@ describe('sidecar policy', () => {
   });
 });
 
+describe('interface annotations', () => {
+  const EXCLUDE = `${T}excludeInterfaces`;
+  const KUBEVIRT = `${T}kubevirtInterfaces`;
+  const REROUTE = 'istio.io/reroute-virtual-interfaces';
+
+  // istio/istio pkg/util/net/ip_test.go TestValidateInterfaceNames, case by case
+  const names: Array<[string, string, boolean]> = [
+    ['single valid interface', 'eth0', true],
+    ['multiple valid interfaces', 'eth0,eth1,lo', true],
+    ['interface with underscore', 'eth_0', true],
+    ['interface with hyphen', 'eth-0', true],
+    ['interface with dot', 'eth0.1', true],
+    ['interface starting with number', '0eth', false],
+    ['interface starting with underscore', '_eth0', false],
+    ['complex valid names', 'veth123abc,br-docker0,bond0.100', true],
+    ['max length interface', 'a23456789012345', true],
+    ['too long interface name', '1234567890123456', false],
+    ['interface with space', 'eth0 -d 10.0.0.50', false],
+    ['iptables injection attempt', 'eth0 -d 10.0.0.50 -p tcp --dport 8080', false],
+    ['interface with semicolon', 'eth0;echo', false],
+    ['interface with pipe', 'eth0|cat', false],
+    ['interface with backtick', 'eth0`id`', false],
+    ['interface with dollar sign', 'eth0$PATH', false],
+    ['empty interface in list', 'eth0,,eth1', false],
+    ['interface with leading space (trimmed)', ' eth0', true],
+    ['interface with trailing space (trimmed)', 'eth0 ', true],
+    ['spaces around comma (trimmed)', 'eth0 , eth1', true],
+    ['interface with slash', 'eth0/1', false],
+    ['interface with colon', 'eth0:1', false],
+    ['interface with at sign', 'veth@if123', false],
+  ];
+
+  for (const key of [EXCLUDE, KUBEVIRT, REROUTE]) {
+    const quoted = key.replace(/[./]/g, '\\$&');
+    it.each(names)(`${key}: %s (%j) valid=%s, as Istio validates it`, (_, value, valid) => {
+      const refused = sidecarPolicy({ [key]: value }, []).refused;
+      // valid names are then refused as unsupported, invalid ones as unparsable
+      expect(refused).toMatch(new RegExp(valid ? `^${quoted} ".*" is not supported by sluice` : `^Cannot parse annotation ${quoted} `));
+    });
+  }
+
+  it('absent or empty interface lists change nothing, as Istio\'s defaults are empty', () => {
+    expect(sidecarPolicy({ [EXCLUDE]: '', [KUBEVIRT]: '', [REROUTE]: '' }, ['10.1.0.5']).policy).toEqual(sidecarPolicy({}, ['10.1.0.5']).policy);
+  });
+
+  it('excludeInterfaces is refused: the egress interface of a connect is not known at connect time', () => {
+    expect(sidecarPolicy({ [EXCLUDE]: 'net1, net2' }, []).refused).toBe(
+      'traffic.sidecar.istio.io/excludeInterfaces "net1,net2" is not supported by sluice: Istio leaves traffic arriving on these ' +
+        'interfaces and connections routed out of them uncaptured, and a connect() hook runs before the route is chosen, ' +
+        'so it cannot know the egress interface',
+    );
+  });
+
+  it('virtual interfaces are refused: forwarded traffic never passes a socket of the pod', () => {
+    expect(sidecarPolicy({ [KUBEVIRT]: 'tap0' }, []).refused).toMatch(
+      /^traffic\.sidecar\.istio\.io\/kubevirtInterfaces "tap0" is not supported by sluice: .*forwarded traffic never passes a socket of this pod/,
+    );
+  });
+
+  it('reroute-virtual-interfaces wins over kubevirtInterfaces whenever present, even empty; the other is then not read', () => {
+    expect(sidecarPolicy({ [REROUTE]: '', [KUBEVIRT]: 'tap0' }, []).refused).toBeUndefined();
+    expect(sidecarPolicy({ [REROUTE]: 'tap1', [KUBEVIRT]: 'tap0' }, []).refused).toMatch(/^istio\.io\/reroute-virtual-interfaces "tap1"/);
+    expect(sidecarPolicy({ [REROUTE]: 'tap1', [KUBEVIRT]: '0bad' }, []).refused).toMatch(/^istio\.io\/reroute-virtual-interfaces "tap1" is not supported/);
+    expect(sidecarPolicy({ [REROUTE]: '0bad', [KUBEVIRT]: 'tap0' }, []).refused).toMatch(/^Cannot parse annotation istio\.io\/reroute-virtual-interfaces "0bad"/);
+  });
+
+  it('an invalid port is reported before any interface, in istio-cni\'s order', () => {
+    expect(sidecarPolicy({ [`${T}includeOutboundPorts`]: 'x', [EXCLUDE]: 'eth0;echo' }, []).refused).toMatch(/includeOutboundPorts "x"/);
+    expect(sidecarPolicy({ [EXCLUDE]: '0bad', [KUBEVIRT]: 'tap0' }, []).refused).toMatch(/^Cannot parse annotation traffic\.sidecar\.istio\.io\/excludeInterfaces/);
+  });
+});
+
 describe('mode decision', () => {
   it('a pod with the injector status annotation is in sidecar mode', () => {
-    expect(decideMode(pod(STATUS), undefined, ['10.1.0.5'], opts)).toMatchObject({ mode: 'sidecar', rule: 'annotation sidecar.istio.io/status' });
+    expect(decideMode(pod(STATUS), undefined, ['10.1.0.5'], opts)).toMatchObject({ mode: 'sidecar', rule: 'istio-proxy sidecar with annotation sidecar.istio.io/status' });
   });
 
   it('excluded namespaces, the host network and missing objects are never captured', () => {
