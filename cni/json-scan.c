@@ -276,8 +276,15 @@ static int scan_member(struct scan *s, int depth, struct json_member *m)
 {
 	const unsigned char *at = s->p;
 
-	if (is_null(s)) /* null leaves the member as it was */
+	if (is_null(s)) {
+		/* Go's encoding/json: null leaves a string as it was, and sets a slice or a map (a
+		 * list, a prevResult) to nil, which is absent. */
+		if (m->want != JSON_WANT_STRING) {
+			m->present = 0;
+			m->list_count = 0;
+		}
 		return scan_literal(s, "null");
+	}
 	switch (m->want) {
 	case JSON_WANT_STRING:
 		if (*s->p != '"') {
@@ -445,6 +452,8 @@ int json_list_contains(const struct json_member *m, const char *s)
 	const char *item = m->list.p;
 	size_t i;
 
+	if (!m->present)
+		return 0;
 	for (i = 0; i < m->list_count; i++) {
 		if (strcmp(item, s) == 0)
 			return 1;

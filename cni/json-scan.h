@@ -2,9 +2,10 @@
  * caller names (as strings, lists of strings, or their exact text). Used by the dispatcher.
  *
  * The rules follow Go's encoding/json as libcni and the reference plugins read a configuration:
- * when a key appears more than once the last one wins, and null leaves a member as it was. Keys
- * match exactly (as JavaScript's JSON.parse in the agent does). Nested objects are validated and
- * skipped: a nested key never counts.
+ * when a key appears more than once the last one wins; null leaves a string member as it was and
+ * makes a list or raw member absent (Go sets a slice or map to nil). Keys match exactly (as
+ * JavaScript's JSON.parse in the agent does). Nested objects are validated and skipped: a nested
+ * key never counts.
  */
 #ifndef SLUICE_CNI_JSON_SCAN_H
 #define SLUICE_CNI_JSON_SCAN_H
@@ -26,7 +27,7 @@ struct json_member {
 	const char *key;
 	enum json_want want;
 	/* Results: */
-	int present;	    /* the key appeared with a value other than null */
+	int present;	    /* the key appeared with a value (see above for null) */
 	struct buf str;	    /* JSON_WANT_STRING */
 	struct buf list;    /* JSON_WANT_STRING_LIST: the items, each followed by a NUL */
 	size_t list_count;

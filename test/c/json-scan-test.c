@@ -49,7 +49,7 @@ static void strings_are_decoded_and_other_members_skipped(void)
 	json_members_free(s.m, M_COUNT);
 }
 
-static void the_last_duplicate_wins_and_null_leaves_a_member_as_it_was(void)
+static void the_last_duplicate_wins_and_null_leaves_a_string_as_it_was(void)
 {
 	const char *text = "{\"cniVersion\":\"0.4.0\",\"cniVersion\":\"1.1.0\",\"agentSocket\":\"/a\","
 			   "\"agentSocket\":null,\"prevResult\":{\"a\":1},\"prevResult\":{ \"b\" : [2] },"
@@ -67,6 +67,22 @@ static void the_last_duplicate_wins_and_null_leaves_a_member_as_it_was(void)
 	CHECK(json_list_contains(&s.m[M_EXCLUDE], "y"));
 	CHECK(json_list_contains(&s.m[M_EXCLUDE], "z"));
 	free(prev);
+	json_members_free(s.m, M_COUNT);
+}
+
+static void null_makes_a_list_or_raw_member_absent(void)
+{
+	struct scanned s = scan("{\"prevResult\":{\"a\":1},\"excludeNamespaces\":[\"x\"],"
+				"\"prevResult\":null,\"excludeNamespaces\":null}");
+
+	CHECK_INT(s.rc, 0);
+	CHECK_INT(s.m[M_PREV].present, 0);
+	CHECK_INT(s.m[M_EXCLUDE].present, 0);
+	CHECK(!json_list_contains(&s.m[M_EXCLUDE], "x"));
+	json_members_free(s.m, M_COUNT);
+	s = scan("{\"prevResult\":null,\"prevResult\":{}}");
+	CHECK_INT(s.rc, 0);
+	CHECK_INT(s.m[M_PREV].present, 1);
 	json_members_free(s.m, M_COUNT);
 }
 
@@ -210,7 +226,8 @@ int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
 		{"strings are decoded and other members skipped", strings_are_decoded_and_other_members_skipped},
-		{"the last duplicate wins and null leaves a member as it was", the_last_duplicate_wins_and_null_leaves_a_member_as_it_was},
+		{"the last duplicate wins and null leaves a string as it was", the_last_duplicate_wins_and_null_leaves_a_string_as_it_was},
+		{"null makes a list or raw member absent, as Go sets a slice or map to nil", null_makes_a_list_or_raw_member_absent},
 		{"nested keys do not count", nested_keys_do_not_count},
 		{"raw members keep their exact text", raw_members_keep_their_exact_text},
 		{"string lists take empty and escaped items", string_lists_take_empty_and_escaped_items},
