@@ -148,7 +148,7 @@ static int agent_exchange(int fd, const struct buf *req, struct buf *ans, char *
 			if (r > 0)
 				continue;
 		}
-		/* The agent may have answered (e.g. refused the request) before closing: read it. */
+		/* The agent may have answered (refused the request) before closing: read it. */
 		send_errno = w < 0 ? errno : EIO;
 		cni_debug("send: %s", strerror(send_errno));
 		break;
@@ -176,7 +176,7 @@ static int agent_exchange(int fd, const struct buf *req, struct buf *ans, char *
 		if (errno == EINTR && ++intr < EINTR_MAX)
 			continue;
 		/* A unix socket reports ECONNRESET only after every byte the agent sent has been
-		 * read; it means the agent closed without reading all of the request (e.g. it refused
+		 * read; it means the agent closed without reading all of the request (it refused
 		 * it early). With an answer in hand, that is the end of the answer. */
 		if (errno == ECONNRESET && ans->len > 0)
 			break;

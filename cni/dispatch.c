@@ -104,7 +104,8 @@ static int check_conf(struct dispatch *d)
 		return fail(d, CNI_ERR_INVALID_CONFIG, "invalid network configuration",
 			    "cniVersion is required");
 	if (!cni_version_supported(version)) {
-		if (buf_adds(&details, "config is ") < 0 || buf_add_json_cstr(&details, version) < 0 ||
+		if (buf_adds(&details, "config is ") < 0 ||
+		    buf_add_json_cstr(&details, version) < 0 ||
 		    buf_adds(&details, ", plugin supports ") < 0 ||
 		    buf_adds(&details, cni_supported_versions_json) < 0)
 			rc = CNI_EXIT_OOM;
@@ -122,7 +123,8 @@ static int check_conf(struct dispatch *d)
 	for (i = 0; i < sizeof(floors) / sizeof(floors[0]); i++) {
 		if (floors[i].cmd != d->cmd || cni_version_at_least(version, floors[i].min))
 			continue;
-		if (buf_adds(&details, "config is ") < 0 || buf_add_json_cstr(&details, version) < 0)
+		if (buf_adds(&details, "config is ") < 0 ||
+		    buf_add_json_cstr(&details, version) < 0)
 			rc = CNI_EXIT_OOM;
 		else
 			rc = fail(d, CNI_ERR_INCOMPATIBLE_VERSION, floors[i].name, details.p);
@@ -257,7 +259,8 @@ static int forward(struct dispatch *d)
 			return rc;
 		}
 	}
-	if (build_request(d, &req, cookie[0] ? cookie : NULL, netns_err[0] ? netns_err : NULL) < 0) {
+	if (build_request(d, &req, cookie[0] ? cookie : NULL,
+			  netns_err[0] ? netns_err : NULL) < 0) {
 		rc = CNI_EXIT_OOM;
 		goto out;
 	}
@@ -290,16 +293,14 @@ int cni_dispatch(const struct cni_invocation *inv, struct buf *out)
 		.inv = inv,
 		.version = CNI_NEWEST_VERSION,
 		.out = out,
-		.conf =
-			{
-				[CONF_CNI_VERSION] = {.key = "cniVersion", .want = JSON_WANT_STRING},
-				[CONF_NAME] = {.key = "name", .want = JSON_WANT_STRING},
-				[CONF_TYPE] = {.key = "type", .want = JSON_WANT_STRING},
-				[CONF_AGENT_SOCKET] = {.key = "agentSocket", .want = JSON_WANT_STRING},
-				[CONF_EXCLUDE_NAMESPACES] = {.key = "excludeNamespaces",
-							     .want = JSON_WANT_STRING_LIST},
-				[CONF_PREV_RESULT] = {.key = "prevResult", .want = JSON_WANT_RAW},
-			},
+		.conf = {
+			[CONF_CNI_VERSION] = {"cniVersion", JSON_WANT_STRING},
+			[CONF_NAME] = {"name", JSON_WANT_STRING},
+			[CONF_TYPE] = {"type", JSON_WANT_STRING},
+			[CONF_AGENT_SOCKET] = {"agentSocket", JSON_WANT_STRING},
+			[CONF_EXCLUDE_NAMESPACES] = {"excludeNamespaces", JSON_WANT_STRING_LIST},
+			[CONF_PREV_RESULT] = {"prevResult", JSON_WANT_RAW},
+		},
 	};
 	const char *command = inv->env.command;
 	struct buf msg = {0}, details = {0};
@@ -319,7 +320,8 @@ int cni_dispatch(const struct cni_invocation *inv, struct buf *out)
 	}
 	d.cmd = cni_command_of(command);
 	if (d.cmd == CMD_UNKNOWN) {
-		if (buf_adds(&details, "CNI_COMMAND=") < 0 || buf_add_json_cstr(&details, command) < 0 ||
+		if (buf_adds(&details, "CNI_COMMAND=") < 0 ||
+		    buf_add_json_cstr(&details, command) < 0 ||
 		    buf_adds(&details, "; supported: ADD, DEL, CHECK, VERSION, STATUS, GC") < 0)
 			rc = CNI_EXIT_OOM;
 		else

@@ -135,14 +135,16 @@ static int scan_string(struct scan *s, enum str_mode mode, struct buf *out, cons
 			if (s->end - s->p < 6 || hex4(s->p + 2, &cp) < 0)
 				return scan_fail(s, "invalid \\u escape in string");
 			s->p += 6;
-			if (cp >= 0xd800 && cp < 0xdc00 && s->end - s->p >= 6 && s->p[0] == '\\' &&
-			    s->p[1] == 'u' && hex4(s->p + 2, &lo) == 0 && lo >= 0xdc00 && lo < 0xe000) {
+			if (cp >= 0xd800 && cp < 0xdc00 && s->end - s->p >= 6 &&
+			    s->p[0] == '\\' && s->p[1] == 'u' && hex4(s->p + 2, &lo) == 0 &&
+			    lo >= 0xdc00 && lo < 0xe000) {
 				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
 				s->p += 6;
 			} else if (cp >= 0xd800 && cp < 0xe000) {
 				if (mode == STR_VALUE) {
 					s->p -= 6;
-					return scan_fail(s, "unsupported lone surrogate escape in %s", name);
+					return scan_fail(s, "unsupported lone surrogate "
+							    "escape in %s", name);
 				}
 				cp = 0xfffd;
 			}

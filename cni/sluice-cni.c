@@ -40,8 +40,9 @@ static int read_stdin(struct buf *b)
 		if (b->cap - b->len < 4096 + 1) {
 			size_t grow = b->cap ? b->cap : 65536;
 
+			/* never read much past the cap */
 			if (grow > CNI_STDIN_CAP + 2 - b->len)
-				grow = CNI_STDIN_CAP + 2 - b->len; /* never read much past the cap */
+				grow = CNI_STDIN_CAP + 2 - b->len;
 			if (buf_reserve(b, grow) < 0) {
 				errno = ENOMEM;
 				return -1;
