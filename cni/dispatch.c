@@ -48,7 +48,7 @@ struct dispatch {
 	struct buf *out;
 };
 
-/* Appends a CNI error object to out. Returns the exit code, 1, or CNI_EXIT_OOM. */
+/* Replaces out with a CNI error object. Returns the exit code, 1, or CNI_EXIT_OOM. */
 static int fail(struct dispatch *d, int code, const char *msg, const char *details)
 {
 	char num[16];
@@ -253,8 +253,9 @@ static int forward(struct dispatch *d)
 			/* For DEL a namespace that is already gone is normal: the agent decides. */
 			if (buf_adds(&details, "CNI_NETNS ") < 0 || buf_adds(&details, netns) < 0 ||
 			    buf_adds(&details, " is not usable") < 0)
-				return CNI_EXIT_OOM;
-			rc = fail(d, CNI_ERR_INVALID_ENV, details.p, netns_err);
+				rc = CNI_EXIT_OOM;
+			else
+				rc = fail(d, CNI_ERR_INVALID_ENV, details.p, netns_err);
 			buf_free(&details);
 			return rc;
 		}
