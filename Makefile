@@ -16,7 +16,15 @@ TS_SRCS     := $(shell find src -name '*.ts')
 
 .PHONY: all deps apt-deps npm-deps test test-unit bench demo clean install
 
-all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/zt-standin build/dist/.stamp bin/sluice bin/sluice-cni build/bin/helm
+# The CNI plugin: main (cni/sluice-cni.c) over the dispatcher and its parts, which the C unit
+# tests (test/c/NAME-test.c, run by test/unit/cni-plugin.test.ts) link without main.
+CNI_CFLAGS  := -O2 -Wall -Wextra -Werror
+CNI_SRCS    := $(wildcard cni/*.c)
+CNI_HDRS    := $(wildcard cni/*.h)
+CNI_PARTS   := $(filter-out cni/sluice-cni.c,$(CNI_SRCS))
+C_TESTS     := $(patsubst test/c/%.c,build/test/%,$(wildcard test/c/*-test.c))
+
+all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/zt-standin build/dist/.stamp bin/sluice bin/sluice-cni $(C_TESTS) build/bin/helm
 
 build/bpf/%.o: bpf/%.c $(BPF_HDRS)
 	@mkdir -p $(@D)
@@ -30,9 +38,13 @@ build/libsluice.so: $(SHIM_SRCS) $(SHIM_HDRS)
 	$(CC) $(SHIM_CFLAGS) -shared -o $@ $(SHIM_SRCS) -lbpf -pthread
 
 # The CNI plugin is C: the runtime executes it on every pod start, where Node's start-up would cost.
-bin/sluice-cni: cni/sluice-cni.c
+bin/sluice-cni: $(CNI_SRCS) $(CNI_HDRS)
 	@mkdir -p $(@D)
-	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
+	$(CC) $(CNI_CFLAGS) -o $@ $(CNI_SRCS)
+
+build/test/%-test: test/c/%-test.c test/c/check.h $(CNI_PARTS) $(CNI_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CNI_CFLAGS) -Icni -pthread -o $@ $< $(CNI_PARTS)
 
 build/sl-probe: test/tools/sl-probe.c
 	@mkdir -p $(@D)
@@ -117,7 +129,7 @@ install: all
 	cd $(INSTALL_ROOT) && npm prune --omit=dev --offline --no-audit --no-fund --loglevel=error
 	find $(INSTALL_ROOT)/node_modules -mindepth 1 -maxdepth 1 -type d -empty -delete
 	install -m 0755 bin/sluice $(INSTALL_ROOT)/bin/sluice
-	$(CC) -O2 -Wall -Wextra -Werror -static -o $(INSTALL_ROOT)/bin/sluice-cni cni/sluice-cni.c
+	$(CC) $(CNI_CFLAGS) -static -o $(INSTALL_ROOT)/bin/sluice-cni $(CNI_SRCS)
 
 clean:
 	rm -rf build bin

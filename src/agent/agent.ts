@@ -3,8 +3,8 @@
  * from its pins; starting it again re-opens them and writes only differences.
  */
 import { netnsCookieOf, netnsCookieSelf } from '../bpf';
-import { handleCni, type CniReply, type CniRequest } from '../cni/handler';
-import { parseCniArgs } from '../cni/spec';
+import { cniError, handleCni, type CniReply, type CniRequest } from '../cni/handler';
+import { CniCode, parseCniArgs } from '../cni/spec';
 import type { CniInstaller } from '../cni/install';
 import { cniInstaller } from '../cni/install-config';
 import * as os from 'node:os';
@@ -304,7 +304,8 @@ export class Agent {
         try {
           await this.apiSource!.getPod(missing.namespace, missing.name);
         } catch (e) {
-          return new RawReply(`1\n${JSON.stringify({ cniVersion: '1.1.0', code: 11, msg: 'sluice agent cannot read the Pod from the API server; try again later', details: (e as Error).message })}\n`);
+          const r = cniError(req.stdin, CniCode.tryAgainLater, 'sluice agent cannot read the Pod from the API server; try again later', (e as Error).message);
+          return new RawReply(`${r.code}\n${r.stdout}`);
         }
       }
       let added: Endpoint | undefined;
@@ -326,7 +327,7 @@ export class Agent {
       }
     } catch (e) {
       // handleCni answers every CNI failure itself; this is a bug, still answered in CNI's terms
-      reply = { code: 1, stdout: JSON.stringify({ cniVersion: '1.1.0', code: 11, msg: 'sluice agent failed', details: (e as Error).message }) + '\n' };
+      reply = cniError(req.stdin, CniCode.tryAgainLater, 'sluice agent failed', (e as Error).message);
     }
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     const args = req.env?.CNI_ARGS ?? '';

@@ -1,9 +1,11 @@
 /* The registry of pod endpoints the CNI plugin announced: one JSON file per attachment under
- * <state-dir>/endpoints, written atomically before ADD returns, so registrations survive agent
- * restarts and `sluice endpoint list` can read them while the agent is down.
+ * <state-dir>/endpoints, written atomically and durably (fsync'ed) before ADD returns, so
+ * registrations survive agent restarts and node crashes, and `sluice endpoint list` can read them
+ * while the agent is down.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { removeStaleTempFiles, writeFileAtomic } from '../fs/atomic-write';
 import { log } from '../log';
 
 
@@ -36,9 +38,15 @@ export class EndpointRegistry {
     this.dir = path.join(stateDir, 'endpoints');
   }
 
-  /** Reads the registrations on disk; unreadable files are logged and skipped. */
-  load(): number {
+  /**
+   * Reads the registrations on disk; unreadable files are logged and skipped.
+   * @param opts.owner the caller is the agent, the registry's only writer: it also removes the
+   *   temp files of writes a crash interrupted. Default true; a reader beside a running agent
+   *   (the CLI) passes false, or it could remove a write in flight.
+   */
+  load(opts: { owner?: boolean } = {}): number {
     fs.mkdirSync(this.dir, { recursive: true });
+    if (opts.owner ?? true) removeStaleTempFiles(this.dir);
     this.byKey.clear();
     for (const f of fs.readdirSync(this.dir)) {
       if (!f.endsWith('.json') || f.startsWith('.')) continue;
@@ -65,9 +73,7 @@ export class EndpointRegistry {
   put(ep: Endpoint): void {
     const name = fileName(ep.containerId, ep.ifName);
     fs.mkdirSync(this.dir, { recursive: true });
-    const tmp = path.join(this.dir, `.${name}.tmp`);
-    fs.writeFileSync(tmp, JSON.stringify(ep, null, 2) + '\n');
-    fs.renameSync(tmp, path.join(this.dir, name));
+    writeFileAtomic(path.join(this.dir, name), JSON.stringify(ep, null, 2) + '\n', { mode: 0o644, what: 'endpoint record' });
     this.byKey.set(name, ep);
   }
 
@@ -85,6 +91,6 @@ export class EndpointRegistry {
 export function readEndpoints(stateDir: string): Endpoint[] {
   const reg = new EndpointRegistry(stateDir);
   if (!fs.existsSync(path.join(stateDir, 'endpoints'))) return [];
-  reg.load();
+  reg.load({ owner: false });
   return reg.list();
 }

@@ -9,8 +9,6 @@
  * again cuts exactly the bytes that appending it inserted. Every function that
  * edits text expects text that JSON.parse accepts (callers parse first).
  */
-import { extname } from 'node:path';
-
 export type JsonObject = { [key: string]: unknown };
 
 /** The `type` of sluice's entry, which is also the name of its binary in cni-bin-dir. */
@@ -30,9 +28,18 @@ export type CniConfig =
 
 export type ParsedCniConfig = CniConfig | { kind: 'invalid'; reason: string; notJson: boolean };
 
-/** Names a runtime would consider: a config extension, and not hidden (temp files, editor swap files). */
+/** The extension as Go's filepath.Ext sees it: from the last dot, also for dot files (".x.conf"). */
+function goExtension(name: string): string {
+  const dot = name.lastIndexOf('.');
+  return dot < 0 ? '' : name.slice(dot);
+}
+
+/**
+ * Names a runtime considers: libcni's ConfFiles takes every entry with a config extension, dot
+ * files included (temp files of careful writers end in another extension, as sluice's do).
+ */
 export function isConfigFileName(name: string): boolean {
-  return !name.startsWith('.') && CONFIG_EXTENSIONS.includes(extname(name));
+  return CONFIG_EXTENSIONS.includes(goExtension(name));
 }
 
 /** The order libcni sorts names in (Go compares strings bytewise, JS by UTF-16 unit). */
@@ -308,7 +315,7 @@ export function withoutSluiceEntries(text: string): string {
 
 /** `<stem>.conflist` for a single-plugin `<stem>.conf` / `<stem>.json`. */
 export function listFileNameFor(singleName: string): string {
-  return singleName.slice(0, singleName.length - extname(singleName).length) + '.conflist';
+  return singleName.slice(0, singleName.length - goExtension(singleName).length) + '.conflist';
 }
 
 /**

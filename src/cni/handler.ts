@@ -1,9 +1,13 @@
-/* The CNI commands, handled in the agent: the C plugin (cni/sluice-cni.c) forwards its
+/* The CNI commands, handled in the agent: the C plugin (cni/dispatch.c) forwards its
  * environment and stdin here and prints what this returns. One call dispatches on CNI_COMMAND,
  * with env and stdin passed in, so every behaviour is testable without a process.
+ *
+ * The plugin answers VERSION and the errors that retrying cannot fix itself, before it forwards
+ * anything; this handler checks them again for any other caller, in the same words. Every CNI
+ * error the agent sends, here or elsewhere (the Agent's adapter), is formatted by cniError.
  */
 import type { Endpoint, EndpointRegistry } from '../agent/endpoints';
-import { CniCode, parseCniArgs, rawMember, SUPPORTED_VERSIONS, versionAtLeast } from './spec';
+import { CniCode, NEWEST_VERSION, parseCniArgs, rawMember, SUPPORTED_VERSIONS, versionAtLeast } from './spec';
 
 export interface CniRequest {
   command: string;
@@ -72,7 +76,9 @@ function parseConf(stdin: string): NetConf {
   for (const k of ['name', 'type'] as const) {
     if (typeof c[k] !== 'string' || c[k] === '') throw new CniFailure(CniCode.invalidConfig, 'invalid network configuration', `${k} is required`);
   }
-  if (c.prevResult !== undefined && (typeof c.prevResult !== 'object' || c.prevResult === null || Array.isArray(c.prevResult))) {
+  // null is an absent prevResult, as in Go (libcni, the plugin): encoding/json sets a map to nil
+  if (c.prevResult === null) delete c.prevResult;
+  if (c.prevResult !== undefined && (typeof c.prevResult !== 'object' || Array.isArray(c.prevResult))) {
     throw new CniFailure(CniCode.invalidConfig, 'invalid network configuration', 'prevResult must be an object');
   }
   return c as NetConf;
@@ -93,16 +99,20 @@ function resultIps(prev: NetConf['prevResult']): string[] {
   return out;
 }
 
-function errorJson(version: string, f: CniFailure): string {
-  const e: Record<string, unknown> = { cniVersion: version, code: f.code, msg: f.message };
-  if (f.details) e.details = f.details;
-  return JSON.stringify(e) + '\n';
+/**
+ * A CNI error reply (exit 1, the error object on stdout), answered in the caller's cniVersion:
+ * the one in its configuration (stdin), else the newest supported.
+ */
+export function cniError(stdin: string, code: number, msg: string, details?: string): CniReply {
+  const e: Record<string, unknown> = { cniVersion: requestedVersion(stdin), code, msg };
+  if (details) e.details = details;
+  return { code: 1, stdout: JSON.stringify(e) + '\n' };
 }
 
 /** Dispatches one CNI command. Never throws: failures become CNI error JSON. */
 export function handleCni(req: CniRequest, deps: CniDeps): CniReply {
-  if (req.command === 'VERSION') return versionReply(req.stdin);
-  const version = requestedVersion(req.stdin); // errors answer in the version asked for
+  // Answered by the plugin alone (cni/dispatch.c), never forwarded: one answer, in one place.
+  if (req.command === 'VERSION') return cniError(req.stdin, CniCode.invalidEnv, 'VERSION is answered by the sluice-cni plugin, not by the agent');
   try {
     const conf = parseConf(req.stdin);
     switch (req.command) {
@@ -121,7 +131,7 @@ export function handleCni(req: CniRequest, deps: CniDeps): CniReply {
     }
   } catch (e) {
     const f = e instanceof CniFailure ? e : new CniFailure(CniCode.tryAgainLater, 'sluice agent failed', (e as Error).message);
-    return { code: 1, stdout: errorJson(version, f) };
+    return cniError(req.stdin, f.code, f.message, f.details);
   }
 }
 
@@ -133,12 +143,7 @@ function requestedVersion(stdin: string): string {
   } catch {
     /* undecodable: answered in the newest version */
   }
-  return '1.1.0';
-}
-
-/** VERSION needs only cniVersion (the plugin answers it itself; this is the same answer). */
-function versionReply(stdin: string): CniReply {
-  return { code: 0, stdout: JSON.stringify({ cniVersion: requestedVersion(stdin), supportedVersions: SUPPORTED_VERSIONS }) + '\n' };
+  return NEWEST_VERSION;
 }
 
 function add(req: CniRequest, conf: NetConf, deps: CniDeps): CniReply {

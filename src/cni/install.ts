@@ -13,15 +13,21 @@
  *    uninstall() writes them back when the file is still as sluice left it;
  *  - without cni-exclusive, no other file is ever renamed, rewritten or deleted;
  *  - a file that the runtime cannot load is never rewritten.
- * Every write is a temp file (hidden, and without a config extension, so no
- * runtime loads it half-written) fsync'ed and renamed over the target.
+ * Every write is atomic and durable (src/fs/atomic-write.ts).
+ *
+ * This module is the orchestration; its parts live apart: which file the runtime
+ * loads (runtime-choice.ts), the saved originals and moved-aside files
+ * (backup-store.ts), text edits of a config (conflist.ts), following the
+ * directory (src/fs/dir-watcher.ts).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { fsyncDirectory, isAtomicWriteTempFile, removeStaleTempFiles, writeFileAtomic } from '../fs/atomic-write';
+import { DirWatcher } from '../fs/dir-watcher';
 import { log } from '../log';
+import { BackupStore, type SavedOriginal, type SavedOriginals } from './backup-store';
 import {
-  compareFileNames,
   isConfigFileName,
   isSluiceEntry,
   jsonEqual,
@@ -35,6 +41,9 @@ import {
   type JsonObject,
   type ParsedCniConfig,
 } from './conflist';
+import { configFileNames, configTheRuntimeLoads } from './runtime-choice';
+
+export { MOVED_ASIDE_SUFFIX } from './backup-store';
 
 export interface CniInstallOptions {
   /** cni-conf-dir, e.g. /etc/cni/net.d. Never created by sluice: the primary CNI plugin creates it. */
@@ -66,35 +75,13 @@ export interface CniInstallStatus {
   reason?: string;
 }
 
-/** Suffix of configs moved aside by cni-exclusive: not a config extension, so runtimes skip them. */
-export const MOVED_ASIDE_SUFFIX = '.sluice_bak';
-
 const DEFAULT_POLL_MS = 1000;
 /** Delay between the first fs event of a burst and the rescan it triggers. */
 const DEBOUNCE_MS = 100;
-/** Temp files: `.<name>.<12 hex>.sluice-tmp`. */
-const TEMP_SUFFIX = '.sluice-tmp';
-const TEMP_FILE_PATTERN = /^\..*\.[0-9a-f]{12}\.sluice-tmp$/;
-/** Originals in backupDir: `cni-original.<name>.json`. */
-const ORIGINAL_PREFIX = 'cni-original.';
-const ORIGINAL_SUFFIX = '.json';
 /** Attempts when a file changes between sluice reading and replacing it. */
 const MAX_ATTEMPTS = 3;
 /** Repairs per minute from which another writer is probably undoing sluice's entry each time. */
 const REPAIRS_PER_MINUTE_WARNING = 10;
-
-/** What sluice saved before its first edit of a primary CNI's file (one JSON file per original). */
-interface SavedOriginal {
-  /** Name in confDir of the file as the primary CNI wrote it. */
-  file: string;
-  /** Set when that file was a single-plugin config that sluice replaced by this `.conflist`. */
-  convertedTo?: string;
-  /** Permission bits of the original. */
-  mode: number;
-  /** The original bytes, base64, so that they can be restored byte-exact. */
-  original: string;
-  savedAt: string;
-}
 
 /** A config file as read, with what is needed to replace it safely. */
 interface ConfigFile {
@@ -154,74 +141,6 @@ function isRegularFile(file: string): boolean {
   }
 }
 
-/** Makes a rename durable: without it, a node crash can bring the old directory entry back. */
-function fsyncDirectory(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** A symlinked config is edited where it points, so the link stays a link. */
-function writeTargetOf(file: string): string {
-  try {
-    return fs.lstatSync(file).isSymbolicLink() ? fs.realpathSync(file) : file;
-  } catch (err) {
-    if (errorCode(err) === 'ENOENT') return file;
-    throw err;
-  }
-}
-
-interface AtomicWriteOptions {
-  mode: number;
-  /** Kept when sluice may (it runs as root); ignored otherwise. */
-  owner?: { uid: number; gid: number };
-  /** What the file is, for error messages: "CNI config", "CNI plugin binary". */
-  what: string;
-}
-
-/** Readers see the old content or the new one, never a mix: temp file in the same directory, fsync, rename. */
-function writeFileAtomic(file: string, data: string | Buffer, opts: AtomicWriteOptions): void {
-  const target = writeTargetOf(file);
-  const dir = path.dirname(target);
-  const temp = path.join(dir, `.${path.basename(target)}.${randomBytes(6).toString('hex')}${TEMP_SUFFIX}`);
-  try {
-    const fd = fs.openSync(temp, 'wx', 0o600);
-    try {
-      fs.writeFileSync(fd, data);
-      fs.fchmodSync(fd, opts.mode);
-      if (opts.owner !== undefined) {
-        try {
-          fs.fchownSync(fd, opts.owner.uid, opts.owner.gid);
-        } catch {
-          // Not root: the file gets our owner, as any other writer's would.
-        }
-      }
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(temp, target);
-    fsyncDirectory(dir);
-  } catch (err) {
-    fs.rmSync(temp, { force: true });
-    throw new Error(`Cannot write ${opts.what} ${file}: ${errorMessage(err)}`);
-  }
-}
-
-/** Temp files of sluice writes that a crash interrupted. */
-function removeStaleTempFiles(dir: string): void {
-  let names: string[];
-  try {
-    names = fs.readdirSync(dir);
-  } catch {
-    return;
-  }
-  for (const name of names) if (TEMP_FILE_PATTERN.test(name)) fs.rmSync(path.join(dir, name), { force: true });
-}
-
 /** Repeats an operation that returns undefined when a file changed under it. */
 function withRetries<T>(attempt: () => T | undefined): T | undefined {
   for (let i = 0; i < MAX_ATTEMPTS; i++) {
@@ -248,21 +167,18 @@ export class CniInstaller {
   private readonly pollMs: number;
   private readonly binaryPath: string;
 
+  private readonly backups: BackupStore;
+
   /** The file sluice's entry was last placed in, to follow a move or a deletion. */
   private current: string | undefined;
-  private watcher: fs.FSWatcher | undefined;
-  private watchedDirIno: number | undefined;
-  private watchFailures = 0;
-  private pollTimer: NodeJS.Timeout | undefined;
-  private debounceTimer: NodeJS.Timeout | undefined;
+  /** Set while watching. */
+  private dirWatcher: DirWatcher | undefined;
   /** Error of the last install or repair, when it failed. */
   private lastFailure: string | undefined;
   /** Why nothing could be installed at the last attempt, logged when it changes. */
   private waitingReason: string | undefined;
   /** Content hash of each skipped (unloadable) file, to warn once per content. */
   private readonly skippedContent = new Map<string, string>();
-  /** Saved originals in backupDir that could not be read, warned about once. */
-  private readonly reportedBadOriginals = new Set<string>();
   private repairTimes: number[] = [];
   private fightReported = false;
 
@@ -293,6 +209,7 @@ export class CniInstaller {
     }
     this.entry = entry as JsonObject;
     this.binaryPath = path.join(this.binDir, SLUICE_PLUGIN_TYPE);
+    this.backups = new BackupStore(this.backupDir, this.confDir);
   }
 
   /**
@@ -316,20 +233,25 @@ export class CniInstaller {
 
   /** Follows confDir (fs.watch, debounced, plus a rescan every pollMs) and repairs the installation. */
   watch(): void {
-    if (this.pollTimer !== undefined) return;
-    this.pollTimer = setInterval(() => this.onPoll(), this.pollMs);
-    this.startFsWatch();
+    if (this.dirWatcher !== undefined) return;
+    this.dirWatcher = new DirWatcher(this.confDir, () => this.repair(), {
+      debounceMs: DEBOUNCE_MS,
+      rescanMs: this.pollMs,
+      // Our temp files come and go with every write; the rename onto the target is reported too.
+      ignore: isAtomicWriteTempFile,
+      what: 'CNI config directory',
+      // The normal wait for the primary CNI plugin to create it.
+      missingIsNormal: true,
+    });
+    this.dirWatcher.start();
     // Catches what changed between install() and now.
-    this.scheduleRepair();
+    this.dirWatcher.requestRescan();
   }
 
   /** Stops watching; the installation stays in place. */
   stop(): void {
-    clearInterval(this.pollTimer);
-    clearTimeout(this.debounceTimer);
-    this.pollTimer = this.debounceTimer = undefined;
-    this.watcher?.close();
-    this.watcher = undefined;
+    this.dirWatcher?.stop();
+    this.dirWatcher = undefined;
   }
 
   status(): CniInstallStatus {
@@ -340,7 +262,7 @@ export class CniInstaller {
       return { installed: false, reason: errorMessage(err) };
     }
     if (!scan.ok) return { installed: false, reason: scan.reason };
-    const target = this.chooseTarget(scan.files, this.loadOriginals());
+    const target = this.chooseTarget(scan.files, this.backups.loadOriginals());
     if (!target.ok) return { installed: false, reason: target.reason };
     const { file, parsed } = target.config;
     const notInstalled = (reason: string): CniInstallStatus => ({
@@ -370,14 +292,14 @@ export class CniInstaller {
   uninstall(): string[] {
     this.stop();
     const lines: string[] = [];
-    const originals = this.loadOriginals();
+    const originals = this.backups.loadOriginals();
     for (const saved of [...originals.values()]) {
       const released = withRetries(() => this.release(saved, originals, true));
       lines.push(...(released ?? [`could not restore ${path.join(this.confDir, saved.file)}: it kept changing while sluice edited it`]));
     }
     if (fs.existsSync(this.confDir)) {
       lines.push(...this.removeRemainingEntries());
-      lines.push(...this.restoreMovedAside());
+      lines.push(...this.backups.restoreMovedAside());
       removeStaleTempFiles(this.confDir);
     } else {
       lines.push(`CNI config directory ${this.confDir} does not exist; no config to restore`);
@@ -486,15 +408,12 @@ export class CniInstaller {
     }
     const present = new Set(names);
     for (const name of [...this.skippedContent.keys()]) if (!present.has(name)) this.skippedContent.delete(name);
-    const files = names
-      .filter(isConfigFileName)
-      .sort(compareFileNames)
-      .flatMap((name) => this.readConfigFile(name) ?? []);
+    const files = configFileNames(names).flatMap((name) => this.readConfigFile(name) ?? []);
     return { ok: true, files };
   }
 
   /** The file to chain into: the pinned one, or the one the runtime loads. */
-  private chooseTarget(files: ConfigFile[], originals: Map<string, SavedOriginal>): Outcome<{ config: ConfigFile }> {
+  private chooseTarget(files: ConfigFile[], originals: SavedOriginals): Outcome<{ config: ConfigFile }> {
     const pinned = this.pinnedName;
     if (pinned !== undefined) {
       let config = files.find((f) => f.name === pinned);
@@ -509,70 +428,16 @@ export class CniInstaller {
     }
     // A conversion sorts where its .conf was: that is the position the primary CNI chose.
     const present = new Set(files.map((f) => f.name));
-    const convertedFrom = new Map<string, string>();
+    const sortsAs = new Map<string, string>();
     for (const saved of originals.values()) {
-      if (saved.convertedTo !== undefined && !present.has(saved.file)) convertedFrom.set(saved.convertedTo, saved.file);
+      if (saved.convertedTo !== undefined && !present.has(saved.file)) sortsAs.set(saved.convertedTo, saved.file);
     }
-    const sortKey = (f: ConfigFile): string => convertedFrom.get(f.name) ?? f.name;
-    const loadable = files
-      .filter((f) => f.parsed.kind !== 'invalid')
-      .sort((a, b) => compareFileNames(sortKey(a), sortKey(b)) || compareFileNames(a.name, b.name));
-    if (loadable.length > 0) return { ok: true, config: loadable[0] };
-    const skipped = files.flatMap((f) => (f.parsed.kind === 'invalid' ? [`${f.name}: ${f.parsed.reason}`] : []));
+    const choice = configTheRuntimeLoads(files.map((f) => ({ name: f.name, text: f.text })), { sortsAs });
+    const chosen = choice.found ? files.find((f) => f.name === choice.name) : undefined;
+    if (chosen !== undefined) return { ok: true, config: chosen };
+    const skipped = choice.skipped.map((f) => `${f.name}: ${f.reason}`);
     if (skipped.length > 0) return { ok: false, reason: `no loadable CNI config in ${this.confDir} (skipped ${skipped.join('; ')})` };
     return { ok: false, reason: `no CNI config in ${this.confDir} yet (waiting for the primary CNI plugin to write one)` };
-  }
-
-  /* ---- Saved originals ---- */
-
-  private originalPath(name: string): string {
-    return path.join(this.backupDir, `${ORIGINAL_PREFIX}${name}${ORIGINAL_SUFFIX}`);
-  }
-
-  private loadOriginals(): Map<string, SavedOriginal> {
-    const originals = new Map<string, SavedOriginal>();
-    let names: string[];
-    try {
-      names = fs.readdirSync(this.backupDir);
-    } catch (err) {
-      if (errorCode(err) === 'ENOENT') return originals;
-      throw new Error(`Cannot read backup directory ${this.backupDir}: ${errorMessage(err)}`);
-    }
-    for (const name of names.sort(compareFileNames)) {
-      if (!name.startsWith(ORIGINAL_PREFIX) || !name.endsWith(ORIGINAL_SUFFIX)) continue;
-      const file = path.join(this.backupDir, name);
-      try {
-        const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<SavedOriginal>;
-        const valid =
-          typeof saved.file === 'string' &&
-          typeof saved.original === 'string' &&
-          typeof saved.mode === 'number' &&
-          (saved.convertedTo === undefined || typeof saved.convertedTo === 'string');
-        if (!valid) throw new Error('missing or mistyped fields');
-        originals.set(saved.file as string, saved as SavedOriginal);
-      } catch (err) {
-        if (!this.reportedBadOriginals.has(file)) log.warn('Ignoring unreadable saved CNI config original', { file, err: errorMessage(err) });
-        this.reportedBadOriginals.add(file);
-      }
-    }
-    return originals;
-  }
-
-  private saveOriginal(originals: Map<string, SavedOriginal>, saved: SavedOriginal): void {
-    const known = originals.get(saved.file);
-    if (known !== undefined && known.original === saved.original && known.convertedTo === saved.convertedTo && known.mode === saved.mode) return;
-    try {
-      fs.mkdirSync(this.backupDir, { recursive: true, mode: 0o700 });
-    } catch (err) {
-      throw new Error(`Cannot create backup directory ${this.backupDir}: ${errorMessage(err)}`);
-    }
-    writeFileAtomic(this.originalPath(saved.file), JSON.stringify(saved, null, 2) + '\n', { mode: 0o600, what: 'saved CNI config original' });
-    originals.set(saved.file, saved);
-  }
-
-  private dropOriginal(originals: Map<string, SavedOriginal>, name: string): void {
-    fs.rmSync(this.originalPath(name), { force: true });
-    originals.delete(name);
   }
 
   /* ---- Placing and removing the entry ---- */
@@ -617,13 +482,13 @@ export class CniInstaller {
       this.noteWaiting(scan.reason);
       return true;
     }
-    const originals = this.loadOriginals();
+    const originals = this.backups.loadOriginals();
     const target = this.chooseTarget(scan.files, originals);
     if (!target.ok) {
       this.noteWaiting(target.reason);
       // Originals of files that are gone have nothing left to restore.
       for (const saved of [...originals.values()]) {
-        if (!exists(path.join(this.confDir, saved.convertedTo ?? saved.file))) this.dropOriginal(originals, saved.file);
+        if (!exists(path.join(this.confDir, saved.convertedTo ?? saved.file))) this.backups.dropOriginal(originals, saved.file);
       }
       return true;
     }
@@ -671,14 +536,14 @@ export class CniInstaller {
   }
 
   /** Puts the entry last in a list config; returns its name, or undefined when the file changed meanwhile. */
-  private placeInList(config: ConfigFile, originals: Map<string, SavedOriginal>, trigger: Trigger, moveReason?: string): string | undefined {
+  private placeInList(config: ConfigFile, originals: SavedOriginals, trigger: Trigger, moveReason?: string): string | undefined {
     if (config.parsed.kind !== 'list') throw new Error(`Cannot edit CNI config ${config.file}: not a list`);
     const edit = withSluiceEntryLast(config.text, this.entry);
     if (edit.change === undefined) return config.name;
     // The original is the file as the primary CNI last wrote it: saved again whenever sluice's entry
     // is absent (the primary rewrote the file), kept while the entry is there (sluice's own edit).
     if (!config.parsed.plugins.some(isSluiceEntry)) {
-      this.saveOriginal(originals, { file: config.name, mode: config.mode, original: config.bytes.toString('base64'), savedAt: new Date().toISOString() });
+      this.backups.saveOriginal(originals, { file: config.name, mode: config.mode, original: config.bytes.toString('base64'), savedAt: new Date().toISOString() });
     }
     if (!this.writeConfig(config, edit.text)) return undefined;
     this.reportWrite(trigger, config.file, moveReason ?? edit.change);
@@ -691,7 +556,7 @@ export class CniInstaller {
    * finds one of them. Returns the list's name, or undefined when the original
    * changed meanwhile.
    */
-  private convertAndPlace(config: ConfigFile, originals: Map<string, SavedOriginal>, trigger: Trigger, moveReason?: string): string | undefined {
+  private convertAndPlace(config: ConfigFile, originals: SavedOriginals, trigger: Trigger, moveReason?: string): string | undefined {
     const listName = listFileNameFor(config.name);
     const listFile = path.join(this.confDir, listName);
     const listExists = exists(listFile);
@@ -701,7 +566,7 @@ export class CniInstaller {
       );
     }
     const text = withSluiceEntryLast(singleToListText(config.text), this.entry).text;
-    this.saveOriginal(originals, {
+    this.backups.saveOriginal(originals, {
       file: config.name,
       convertedTo: listName,
       mode: config.mode,
@@ -723,19 +588,19 @@ export class CniInstaller {
    * forgets originals of files that cannot be parsed now. Returns what it did,
    * or undefined when the file changed meanwhile.
    */
-  private release(saved: SavedOriginal, originals: Map<string, SavedOriginal>, final: boolean): string[] | undefined {
+  private release(saved: SavedOriginal, originals: SavedOriginals, final: boolean): string[] | undefined {
     const heldName = saved.convertedTo ?? saved.file;
     const heldFile = path.join(this.confDir, heldName);
     const originalFile = path.join(this.confDir, saved.file);
     const original = Buffer.from(saved.original, 'base64');
     const config = this.readConfigFile(heldName);
     if (config === undefined) {
-      this.dropOriginal(originals, saved.file);
+      this.backups.dropOriginal(originals, saved.file);
       return [saved.convertedTo === undefined ? `${heldFile} was deleted meanwhile; nothing to restore` : `${heldFile} was deleted meanwhile; not restoring ${originalFile}`];
     }
     if (config.parsed.kind !== 'list') {
       if (!final) return []; // Keep the original until the file parses again.
-      this.dropOriginal(originals, saved.file);
+      this.backups.dropOriginal(originals, saved.file);
       return [`left ${heldFile} as it is: ${config.parsed.kind === 'invalid' ? config.parsed.reason : 'not a list config'}`];
     }
     let expected: unknown;
@@ -770,14 +635,14 @@ export class CniInstaller {
     } else {
       lines.push(`left ${heldFile} as it is: it no longer has a ${SLUICE_PLUGIN_TYPE} entry`);
     }
-    this.dropOriginal(originals, saved.file);
+    this.backups.dropOriginal(originals, saved.file);
     return lines;
   }
 
   /** Uninstall: entries sluice has no original for (e.g. backupDir was lost). */
   private removeRemainingEntries(): string[] {
     const lines: string[] = [];
-    for (const name of fs.readdirSync(this.confDir).filter(isConfigFileName).sort(compareFileNames)) {
+    for (const name of configFileNames(fs.readdirSync(this.confDir))) {
       const done = withRetries(() => {
         const config = this.readConfigFile(name);
         if (config?.parsed.kind !== 'list' || !config.parsed.plugins.some(isSluiceEntry)) return '';
@@ -792,99 +657,20 @@ export class CniInstaller {
 
   /* ---- cni-exclusive ---- */
 
-  /** Renames every other config the runtime could load; files it cannot load are harmless and left alone. */
+  /** Moves aside every other config the runtime could load; files it cannot load are harmless and left alone. */
   private moveAsideOthers(keep: string): void {
-    let moved = false;
-    for (const name of fs.readdirSync(this.confDir).filter(isConfigFileName).sort(compareFileNames)) {
-      if (name === keep) continue;
+    const others = configFileNames(fs.readdirSync(this.confDir)).filter((name) => {
+      if (name === keep) return false;
       const config = this.readConfigFile(name);
-      if (config === undefined || config.parsed.kind === 'invalid') continue;
-      const aside = config.file + MOVED_ASIDE_SUFFIX;
-      // An older copy moved aside earlier is replaced: the newer one is what the runtime would have loaded.
-      fs.renameSync(config.file, aside);
-      moved = true;
-      log.info('CNI config moved aside (cni-exclusive)', { file: config.file, movedTo: aside });
-    }
-    if (moved) fsyncDirectory(this.confDir);
-  }
-
-  private restoreMovedAside(): string[] {
-    const lines: string[] = [];
-    for (const name of fs.readdirSync(this.confDir).sort(compareFileNames)) {
-      if (!name.endsWith(MOVED_ASIDE_SUFFIX) || name.length === MOVED_ASIDE_SUFFIX.length) continue;
-      const aside = path.join(this.confDir, name);
-      const restored = aside.slice(0, -MOVED_ASIDE_SUFFIX.length);
-      if (exists(restored)) {
-        lines.push(`kept ${aside}: ${restored} exists again`);
-        continue;
-      }
-      fs.renameSync(aside, restored);
-      lines.push(`restored ${restored} (moved aside by cni-exclusive)`);
-    }
-    return lines;
+      return config !== undefined && config.parsed.kind !== 'invalid';
+    });
+    this.backups.moveAside(others);
   }
 
   /* ---- Watching ---- */
 
-  private startFsWatch(): void {
-    if (this.watcher !== undefined) return;
-    try {
-      const watcher = fs.watch(this.confDir, (_event, filename) => {
-        // Our temp files come and go with every write; the rename onto the target is reported too.
-        if (typeof filename === 'string' && filename.endsWith(TEMP_SUFFIX)) return;
-        this.scheduleRepair();
-      });
-      watcher.on('error', (err) => {
-        watcher.close();
-        if (this.watcher === watcher) this.watcher = undefined;
-        this.noteWatchFailure(err);
-      });
-      this.watcher = watcher;
-      this.watchedDirIno = fs.statSync(this.confDir).ino;
-      this.watchFailures = 0;
-    } catch (err) {
-      this.watcher?.close();
-      this.watcher = undefined;
-      this.noteWatchFailure(err);
-    }
-  }
-
-  private noteWatchFailure(err: unknown): void {
-    this.watchFailures++;
-    // A missing directory is the normal wait for the primary CNI; other failures (inotify limits) are
-    // worth one warning. Retried at every poll either way.
-    const report = this.watchFailures === 1 && errorCode(err) !== 'ENOENT' ? log.warn : log.debug;
-    report('Cannot watch CNI config directory; relying on the periodic rescan', { dir: this.confDir, err: errorMessage(err), pollMs: this.pollMs });
-  }
-
-  private scheduleRepair(): void {
-    if (this.pollTimer === undefined || this.debounceTimer !== undefined) return;
-    this.debounceTimer = setTimeout(() => {
-      this.debounceTimer = undefined;
-      this.repair();
-    }, DEBOUNCE_MS);
-  }
-
-  private onPoll(): void {
-    if (this.watcher !== undefined) {
-      let ino: number | undefined;
-      try {
-        ino = fs.statSync(this.confDir).ino;
-      } catch {
-        ino = undefined;
-      }
-      // The directory was removed or replaced: the watch follows the old inode.
-      if (ino !== this.watchedDirIno) {
-        this.watcher.close();
-        this.watcher = undefined;
-      }
-    }
-    this.startFsWatch();
-    this.repair();
-  }
-
   private repair(): void {
-    if (this.pollTimer === undefined) return;
+    if (this.dirWatcher === undefined) return;
     try {
       if (this.binaryNeedsRepair() && this.installBinary()) {
         log.info('CNI config repaired', { file: this.binaryPath, reason: 'CNI plugin binary missing or changed' });

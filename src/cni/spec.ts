@@ -1,6 +1,10 @@
 /* CNI spec facts the handler needs: versions, error codes, CNI_ARGS, raw JSON members. */
 
+/** The versions sluice speaks; the plugin's list (cni/cni-spec.c) is checked against it by a test. */
 export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
+
+/** The version answers are given in when the caller's is not known. */
+export const NEWEST_VERSION = '1.1.0';
 
 /** Error codes of the CNI spec (1.1, "Error codes"); >= 100 are this plugin's own. */
 export const CniCode = {
@@ -39,7 +43,8 @@ export function parseCniArgs(text: string | undefined): Record<string, string> {
 
 /**
  * The exact text of a top-level member's value in a JSON object (already validated by JSON.parse),
- * so that prevResult can be passed on byte for byte, as the primary plugin wrote it.
+ * so that prevResult can be passed on byte for byte, as the primary plugin wrote it. A key that
+ * appears more than once gives its last value, the one JSON.parse (and Go) keeps.
  */
 export function rawMember(json: string, key: string): string | undefined {
   let i = json.indexOf('{');
@@ -73,9 +78,10 @@ export function rawMember(json: string, key: string): string | undefined {
     }
     while (i < json.length && !',}] \t\r\n'.includes(json[i])) i++;
   };
+  let found: string | undefined;
   for (let guard = 0; guard < json.length; guard++) {
     skipWs();
-    if (json[i] !== '"') return undefined;
+    if (json[i] !== '"') return found;
     const keyStart = i;
     skipString();
     const name = JSON.parse(json.slice(keyStart, i));
@@ -84,10 +90,10 @@ export function rawMember(json: string, key: string): string | undefined {
     skipWs();
     const valueStart = i;
     skipValue();
-    if (name === key) return json.slice(valueStart, i);
+    if (name === key) found = json.slice(valueStart, i);
     skipWs();
-    if (json[i] !== ',') return undefined;
+    if (json[i] !== ',') return found;
     i++;
   }
-  return undefined;
+  return found;
 }

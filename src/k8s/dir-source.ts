@@ -1,9 +1,10 @@
 /*
  * Standalone mode: the cluster is a directory of Kubernetes manifests (*.yaml,
  * *.yml, *.json, multi-document YAML and List objects allowed), e.g. a
- * ConfigMap volume or files dropped by an operator. The directory is watched
- * with fs.watch, debounced, and rescanned periodically as a safety net for
- * missed events (inotify overflow, network filesystems, a recreated dir).
+ * ConfigMap volume or files dropped by an operator. The directory is followed
+ * by src/fs/dir-watcher.ts: fs.watch, debounced, and a periodic rescan as a
+ * safety net for missed events (inotify overflow, network filesystems, a
+ * recreated dir).
  *
  * Failure policy, chosen so that a bad edit degrades one object, never the node:
  *  - a document that fails validation is logged and skipped; the rest of the
@@ -17,10 +18,10 @@
  * truncated exactly at a document boundary is valid YAML and would withdraw
  * the objects after the cut.
  */
-import { watch, type FSWatcher } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { loadAll } from 'js-yaml';
+import { DirWatcher } from '../fs/dir-watcher';
 import { log } from '../log';
 import type { ClusterSource } from './source';
 import { sameObject, type ObjectStore } from './store';
@@ -86,13 +87,6 @@ function errorCode(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
 }
 
-function checkDuration(name: string, value: number): number {
-  if (!Number.isFinite(value) || value < 0) {
-    throw new RangeError(`Cannot parse ${name} "${value}": must be a non-negative number of milliseconds`);
-  }
-  return value;
-}
-
 /** Decodes a whole file into documents; throws (SyntaxError or YAMLException) when it is not valid as a whole. */
 /**
  * The documents of a file, decoded one at a time: each document's parse tree is garbage as soon
@@ -125,16 +119,11 @@ function* decodeDocuments(file: string, text: string): Generator<unknown> {
 
 export class DirectorySource implements ClusterSource {
   readonly dir: string;
-  private readonly debounceMs: number;
-  private readonly rescanMs: number;
   private store: ObjectStore | undefined;
   /** By file name (not path), for files we currently serve or tried to. */
   private readonly files = new Map<string, FileState>();
-  private watcher: FSWatcher | undefined;
-  private watchFailures = 0;
-  private dirIno: number | undefined;
-  private debounceTimer: NodeJS.Timeout | undefined;
-  private rescanTimer: NodeJS.Timeout | undefined;
+  /** Every event, even on a hidden entry: ConfigMap volumes update by swapping the `..data` symlink. */
+  private readonly watcher: DirWatcher;
   /** Tail of the scan queue: scans never overlap. */
   private scanChain: Promise<void> = Promise.resolve();
   /** A scan queued but not yet started; later requests share it. */
@@ -146,8 +135,11 @@ export class DirectorySource implements ClusterSource {
 
   constructor(dir: string, opts: DirectorySourceOptions = {}) {
     this.dir = resolve(dir);
-    this.debounceMs = checkDuration('debounceMs', opts.debounceMs ?? 100);
-    this.rescanMs = checkDuration('rescanMs', opts.rescanMs ?? 10000);
+    this.watcher = new DirWatcher(this.dir, () => this.rescan().catch((err) => this.reportScanFailure(err)), {
+      debounceMs: opts.debounceMs ?? 100,
+      rescanMs: opts.rescanMs ?? 10000,
+      what: 'manifest directory',
+    });
   }
 
   get synced(): boolean {
@@ -186,7 +178,7 @@ export class DirectorySource implements ClusterSource {
     const status: DirectorySourceStatus = {
       dir: this.dir,
       synced: this.isSynced,
-      watching: this.watcher !== undefined,
+      watching: this.watcher.watching,
       scans: this.scanCount,
       objects: files.reduce((n, f) => n + f.objects, 0),
       skippedDocuments: this.skippedDocuments,
@@ -206,14 +198,11 @@ export class DirectorySource implements ClusterSource {
     // Watch before the initial scan so that a file written while it runs is not missed;
     // but only once the directory is known to exist, so a typo yields one clear error.
     const isDir = await stat(this.dir).then((st) => st.isDirectory(), () => false);
-    if (isDir) this.startWatching();
+    if (isDir) this.watcher.start();
     try {
       await this.rescan();
     } catch (err) {
-      this.watcher?.close();
-      this.watcher = undefined;
-      clearTimeout(this.debounceTimer);
-      this.debounceTimer = undefined;
+      this.watcher.stop();
       throw err;
     }
     if (this.stopped) return;
@@ -226,17 +215,12 @@ export class DirectorySource implements ClusterSource {
       skippedDocuments: status.skippedDocuments,
       ms: Date.now() - started,
     });
-    if (this.rescanMs > 0) this.rescanTimer = setInterval(() => this.periodicRescan(), this.rescanMs);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     this.isSynced = false;
-    clearTimeout(this.debounceTimer);
-    clearInterval(this.rescanTimer);
-    this.debounceTimer = this.rescanTimer = undefined;
-    this.watcher?.close();
-    this.watcher = undefined;
+    this.watcher.stop();
     await this.scanChain;
   }
 
@@ -256,47 +240,6 @@ export class DirectorySource implements ClusterSource {
     return scan;
   }
 
-  private startWatching(): void {
-    if (this.stopped || this.watcher !== undefined) return;
-    const onFailure = (err: unknown): void => {
-      this.watchFailures++;
-      // Retried at every periodic rescan: say it loudly once, then quietly.
-      const report = this.watchFailures === 1 ? log.warn : log.debug;
-      report('Cannot watch manifest directory; relying on the periodic rescan', {
-        dir: this.dir,
-        err: errorMessage(err),
-        rescanMs: this.rescanMs,
-      });
-    };
-    try {
-      const watcher = watch(this.dir, () => this.onFsEvent());
-      watcher.on('error', (err) => {
-        watcher.close();
-        if (this.watcher === watcher) this.watcher = undefined;
-        onFailure(err);
-      });
-      this.watcher = watcher;
-      if (this.watchFailures > 0) log.info('Watching manifest directory again', { dir: this.dir });
-      this.watchFailures = 0;
-    } catch (err) {
-      onFailure(err);
-    }
-  }
-
-  /** Any event, even on a hidden entry: ConfigMap volumes update by swapping the `..data` symlink. */
-  private onFsEvent(): void {
-    if (this.stopped || this.debounceTimer !== undefined) return;
-    this.debounceTimer = setTimeout(() => {
-      this.debounceTimer = undefined;
-      this.rescan().catch((err) => this.reportScanFailure(err));
-    }, this.debounceMs);
-  }
-
-  private periodicRescan(): void {
-    this.startWatching();
-    this.rescan().catch((err) => this.reportScanFailure(err));
-  }
-
   /** Directory errors were already logged by scanOnce; anything else (e.g. a throwing store listener) is not. */
   private reportScanFailure(err: unknown): void {
     if (errorMessage(err) !== this.dirError) log.error('Manifest directory scan failed', { dir: this.dir, err: errorMessage(err) });
@@ -309,13 +252,6 @@ export class DirectorySource implements ClusterSource {
     try {
       const dirStat = await stat(this.dir);
       if (!dirStat.isDirectory()) throw new Error('not a directory');
-      if (this.dirIno !== undefined && dirStat.ino !== this.dirIno && this.watcher !== undefined) {
-        // The directory was replaced: the old watch follows the old inode.
-        this.watcher.close();
-        this.watcher = undefined;
-        this.startWatching();
-      }
-      this.dirIno = dirStat.ino;
       names = await readdir(this.dir);
     } catch (err) {
       const message = `Cannot read manifest directory "${this.dir}": ${errorMessage(err)}`;

@@ -136,6 +136,38 @@ describe.skipIf(process.getuid?.() !== 0)('chained CNI plugin (needs root)', () 
     await env.node.removePod(pod);
   });
 
+  it('with the agent down a pod of an excluded namespace starts and one of default gets 11; permanent errors keep their codes', async () => {
+    // the agent copied exclude-namespaces (here the default, kube-system,istio-system) into its entry
+    expect(sluiceEntry()).toEqual({ type: 'sluice-cni', agentSocket: path.join(env.node.workDir, 'agent.sock'), excludeNamespaces: ['kube-system', 'istio-system'] });
+    await stopAgent(env);
+    try {
+      const system = await env.node.addPod('coredns-1', { namespace: 'kube-system', extraPlugins: [sluiceEntry()], binDirs: [binDir] });
+      expect(system.ipv4).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+      const failed = await addPod('web-down').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(failed).toBeInstanceOf(CniPluginError);
+      expect(failed).toMatchObject({ plugin: 'sluice-cni', command: 'ADD' });
+      expect((failed as CniPluginError).cniError).toMatchObject({ code: 11, msg: 'sluice agent is not reachable; try again later' });
+      expect(env.node.pods.map((p) => p.name)).not.toContain('web-down');
+
+      // the excluded pod's ADD prints the primary's result byte for byte, CHECK succeeds
+      const prev = '{ "cniVersion" : "1.0.0",\n  "ips": [ {"address": "10.9.9.7/24", "interface": 0} ], "x-extra": 1.50 }';
+      const stdin = conf(sluiceEntry()).replace(/}$/, `, "prevResult": ${prev}}`);
+      const args = { CNI_CONTAINERID: 'sys-1', CNI_ARGS: 'K8S_POD_NAMESPACE=istio-system;K8S_POD_NAME=istiod-1' };
+      expect(await plugin('ADD', stdin, args)).toMatchObject({ code: 0, stdout: prev + '\n' });
+      expect(await plugin('CHECK', stdin, args)).toMatchObject({ code: 0, stdout: '' });
+      // errors retrying cannot fix are never "try again later", agent or not
+      expect((await plugin('ADD', stdin, { ...args, CNI_IFNAME: '' })).json).toMatchObject({ code: 4, msg: 'required environment variable CNI_IFNAME is missing' });
+      expect((await plugin('ADD', stdin.replace('"1.0.0"', '"0.2.0"'), args)).json).toMatchObject({ code: 1, cniVersion: '0.2.0' });
+      expect((await plugin('ADD', conf(sluiceEntry()), args)).json).toMatchObject({ code: 7, msg: 'sluice-cni must be chained after the primary plugin' });
+      await env.node.removePod(system); // DEL while the agent is down succeeds
+    } finally {
+      await startAgent(env);
+    }
+  });
+
   it('registrations survive an agent restart; those of vanished namespaces are dropped', async () => {
     const keep = await addPod('survivor');
     const lost = await addPod('lost');

@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EndpointRegistry } from '../../src/agent/endpoints';
-import { handleCni, type CniDeps, type CniRequest } from '../../src/cni/handler';
+import { cniError, handleCni, type CniDeps, type CniRequest } from '../../src/cni/handler';
 import { parseCniArgs, rawMember, SUPPORTED_VERSIONS } from '../../src/cni/spec';
 
 let dir: string;
@@ -63,13 +63,36 @@ describe.each(SUPPORTED_VERSIONS)('cniVersion %s', (version) => {
     expect(error(handleCni(req('ADD', conf(version), { CNI_IFNAME: '' }), deps))).toMatchObject({ cniVersion: version, code: 4 });
   });
 
-  it('VERSION lists every supported version', () => {
-    const out = JSON.parse(handleCni(req('VERSION', `{"cniVersion":"${version}"}`), deps).stdout);
-    expect(out).toEqual({ cniVersion: version, supportedVersions: [...SUPPORTED_VERSIONS] });
+  it('VERSION is not answered here: the plugin answers it alone (test/c/cni-dispatch-test.c)', () => {
+    expect(error(handleCni(req('VERSION', `{"cniVersion":"${version}"}`), deps))).toEqual({
+      cniVersion: version,
+      code: 4,
+      msg: 'VERSION is answered by the sluice-cni plugin, not by the agent',
+    });
+  });
+
+  it('cniError answers in the caller\'s cniVersion', () => {
+    expect(cniError(conf(version), 11, 'sluice agent failed', 'boom')).toEqual({
+      code: 1,
+      stdout: `{"cniVersion":"${version}","code":11,"msg":"sluice agent failed","details":"boom"}\n`,
+    });
   });
 });
 
 describe('CNI errors', () => {
+  it('cniError answers in the newest version when the caller\'s stdin has none, and leaves out empty details', () => {
+    for (const stdin of ['', '{"cniVersion": ', '{"name":"n"}', '{"cniVersion":""}', '[1]']) {
+      expect(JSON.parse(cniError(stdin, 11, 'm', '').stdout)).toEqual({ cniVersion: '1.1.0', code: 11, msg: 'm' });
+    }
+  });
+
+  it('a null prevResult is an absent one, as in Go: ADD is unchained, DEL is fine', () => {
+    const nullPrev = '{"cniVersion":"1.0.0","name":"podnet","type":"sluice-cni","prevResult":null}';
+    expect(error(handleCni(req('ADD', nullPrev), deps))).toMatchObject({ code: 7, msg: 'sluice-cni must be chained after the primary plugin' });
+    expect(handleCni(req('DEL', nullPrev), deps)).toEqual({ code: 0, stdout: '' });
+    expect(error(handleCni(req('DEL', nullPrev.replace('null', '[]')), deps))).toMatchObject({ code: 7, details: 'prevResult must be an object' });
+  });
+
   it('an unsupported version is code 1', () => {
     const e = error(handleCni(req('ADD', conf('0.2.0')), deps));
     expect(e).toMatchObject({ code: 1, msg: 'incompatible CNI versions' });
@@ -157,6 +180,12 @@ describe('spec helpers', () => {
     expect(rawMember(text, 'prevResult')).toBe('{ "k": [1, {"z": "}"}] }');
     expect(rawMember(text, 'b')).toBe('2');
     expect(rawMember('{"nested": {"prevResult": 1}}', 'prevResult')).toBeUndefined();
+  });
+
+  it('rawMember gives the last of repeated keys, the value JSON.parse keeps', () => {
+    const text = '{"prevResult": {"a": 1}, "x": 2, "prevResult" : { "b" : 2 } }';
+    expect(JSON.parse(text).prevResult).toEqual({ b: 2 });
+    expect(rawMember(text, 'prevResult')).toBe('{ "b" : 2 }');
   });
 
   it('parseCniArgs splits K=V pairs', () => {

@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test, vi, type MockInstance } from 'vitest';
 import { CniInstaller, type CniInstallOptions } from '../../src/cni/install';
+import { sluiceCniEntry } from '../../src/cni/install-config';
 import { log } from '../../src/log';
 
 /* Lets a test make fs.watch fail, as when inotify watches run out, to exercise the poll alone. */
@@ -184,18 +185,24 @@ describe('choosing the file the runtime would load', () => {
     expect(installer().status().file).toBe(conf('20-b.conflist'));
   });
 
-  test('skips invalid JSON, configs libcni rejects, hidden files, other extensions, backups and directories', () => {
+  test('skips invalid JSON, configs libcni rejects, other extensions, backups and directories', () => {
     write('01-broken.conflist', '{"name": "broken", "plugins": [');
     write('02-noname.conflist', JSON.stringify({ plugins: [{ type: 'bridge' }] }));
     write('03-empty.conflist', JSON.stringify({ name: 'empty', plugins: [] }));
     write('04-notype.conf', JSON.stringify({ name: 'x', bridge: 'br0' }));
     write('05-untyped-plugin.json', JSON.stringify({ name: 'x', plugins: [{ bridge: 'br0' }] }));
-    write('.00-hidden.conflist', conflist('hidden', 'bridge'));
+    write('.00-hidden.conflist.swp', conflist('swap', 'bridge'));
     write('00-readme.txt', conflist('txt', 'bridge'));
     write('00-old.conflist.sluice_bak', conflist('old', 'bridge'));
     mkdirSync(conf('00-dir.conflist'));
     write('50-good.conflist', conflist('good', 'bridge'));
     expect(installer().status()).toMatchObject({ installed: false, file: conf('50-good.conflist') });
+  });
+
+  test('a dot file with a config extension counts like any other: libcni lists it (ConfFiles)', () => {
+    write('10-calico.conflist', PRIMARY_TEXT);
+    write('.05-hidden.conflist', conflist('hidden', 'bridge'));
+    expect(installer().status()).toMatchObject({ installed: false, file: conf('.05-hidden.conflist') });
   });
 
   test('reports why when no file is loadable', () => {
@@ -392,6 +399,28 @@ describe('install', () => {
   });
 });
 
+describe('the agent\'s entry (install-config)', () => {
+  test('carries exclude-namespaces, and an agent started with other ones rewrites it in place', () => {
+    write('10-calico.conflist', PRIMARY_TEXT);
+    const agentSocket = '/var/run/sluice/agent.sock';
+    const first = installer({ pluginConf: sluiceCniEntry({ agentSocket, excludeNamespaces: ['kube-system', 'istio-system'] }) });
+    first.install();
+    const entryOf = () => (readJson('10-calico.conflist').plugins as Record<string, unknown>[]).filter((p) => p.type === 'sluice-cni');
+    expect(entryOf()).toEqual([{ type: 'sluice-cni', agentSocket, excludeNamespaces: ['kube-system', 'istio-system'] }]);
+    first.stop();
+    // the next agent start, with the key changed
+    const next = installer({ pluginConf: sluiceCniEntry({ agentSocket, excludeNamespaces: ['kube-system', 'monitoring'] }) });
+    next.install();
+    expect(entryOf()).toEqual([{ type: 'sluice-cni', agentSocket, excludeNamespaces: ['kube-system', 'monitoring'] }]);
+    expect(pluginTypes('10-calico.conflist')).toEqual(['calico', 'portmap', 'sluice-cni']);
+    expect(infoSpy).toHaveBeenCalledWith('CNI config installed', { file: conf('10-calico.conflist'), reason: 'sluice-cni entry outdated' });
+    expect(next.status()).toEqual({ installed: true, file: conf('10-calico.conflist') });
+    // and uninstall still gives the primary its bytes back
+    next.uninstall();
+    expect(readFileSync(conf('10-calico.conflist'), 'utf8')).toBe(PRIMARY_TEXT);
+  });
+});
+
 describe('uninstall', () => {
   test('leaves the primary file byte-identical to before install, and removes the binary and saved originals', () => {
     write('10-calico.conflist', PRIMARY_TEXT);
@@ -443,7 +472,7 @@ describe('uninstall', () => {
 
 describe('other files', () => {
   function others(): Record<string, ReturnType<typeof identity>> {
-    const names = ['20-other.conflist', '30-single.conf', '40-broken.conflist', 'README', '.hidden.conflist'];
+    const names = ['20-other.conflist', '30-single.conf', '40-broken.conflist', 'README', '.10-calico.conflist.swp'];
     return Object.fromEntries(names.map((n) => [n, identity(conf(n))]));
   }
 
@@ -452,7 +481,7 @@ describe('other files', () => {
     write('30-single.conf', SINGLE_TEXT);
     write('40-broken.conflist', '{"name": ');
     write('README', 'managed by the primary CNI\n');
-    write('.hidden.conflist', conflist('hidden', 'bridge'));
+    write('.10-calico.conflist.swp', conflist('swap', 'bridge')); // an editor's swap file: not a config
   }
 
   test('without cni-exclusive, install, repairs and uninstall leave every other file untouched', async () => {
@@ -478,7 +507,7 @@ describe('other files', () => {
     const inst = installer({ exclusive: true });
     inst.install();
     expect(readdirSync(confDir).sort()).toEqual(
-      ['.hidden.conflist', '10-calico.conflist', '20-other.conflist.sluice_bak', '30-single.conf.sluice_bak', '40-broken.conflist', 'README'].sort(),
+      ['.10-calico.conflist.swp', '10-calico.conflist', '20-other.conflist.sluice_bak', '30-single.conf.sluice_bak', '40-broken.conflist', 'README'].sort(),
     );
     expect(inst.status()).toEqual({ installed: true, file: conf('10-calico.conflist') });
     // A file of a moved-aside name written again meanwhile wins: its backup is kept and reported.
@@ -489,7 +518,7 @@ describe('other files', () => {
     expect(after['20-other.conflist']).toEqual(before['20-other.conflist']); // renamed back: same inode and mtime
     expect(after['40-broken.conflist']).toEqual(before['40-broken.conflist']);
     expect(after.README).toEqual(before.README);
-    expect(after['.hidden.conflist']).toEqual(before['.hidden.conflist']);
+    expect(after['.10-calico.conflist.swp']).toEqual(before['.10-calico.conflist.swp']);
     expect(existsSync(conf('30-single.conf.sluice_bak'))).toBe(true);
     expect(lines).toContain(`restored ${conf('20-other.conflist')} (moved aside by cni-exclusive)`);
     expect(lines).toContain(`kept ${conf('30-single.conf.sluice_bak')}: ${conf('30-single.conf')} exists again`);

@@ -16,6 +16,7 @@ import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONFIG_KEYS, loadConfigDir, parseConfig } from '../../src/config';
 import { withSluiceEntryLast } from '../../src/cni/conflist';
+import { sluiceCniEntry } from '../../src/cni/install-config';
 import { setLogLevel } from '../../src/log';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -390,7 +391,10 @@ describe('deploy/conflist-example.json', () => {
     const conf = JSON.parse(text);
     expect(conf.plugins).toHaveLength(2);
     expect(conf.plugins[0]).toMatchObject({ type: 'bridge', ipam: { type: 'host-local' } });
-    const entry = { type: 'sluice-cni', agentSocket: configData()['agent-socket'] };
+    // The entry the agent writes from this ConfigMap: the socket, and the namespaces whose pods
+    // start while the agent is down (cni/README.md).
+    const entry = sluiceCniEntry(parseConfig(configData()));
+    expect(entry).toEqual({ type: 'sluice-cni', agentSocket: configData()['agent-socket'], excludeNamespaces: configData()['exclude-namespaces'].split(',') });
     expect(conf.plugins[1]).toEqual(entry);
     // The installer, given this file, has nothing left to change.
     expect(withSluiceEntryLast(text, entry)).toEqual({ text, change: undefined });
