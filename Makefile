@@ -22,9 +22,9 @@ build/bpf/%.o: bpf/%.c $(BPF_HDRS)
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-build/libsluice.so: native/shim.c native/shim.h
+build/libsluice.so: native/shim.c native/map_migrate.c native/shim.h native/internal.h
 	@mkdir -p $(@D)
-	$(CC) $(SHIM_CFLAGS) -shared -o $@ native/shim.c -lbpf -pthread
+	$(CC) $(SHIM_CFLAGS) -shared -o $@ native/shim.c native/map_migrate.c -lbpf -pthread
 
 # The CNI plugin is C: the runtime executes it on every pod start, where Node's start-up would cost.
 bin/sluice-cni: cni/sluice-cni.c
