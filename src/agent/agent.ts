@@ -17,6 +17,7 @@ import { WriteBack } from '../k8s/write-back';
 import type { ClusterSource } from '../k8s/source';
 import { ObjectStore } from '../k8s/store';
 import { ServiceTracker } from '../lb/tracker';
+import type { MapMigration } from '../bpf/migrate';
 import { installDatapath } from '../datapath';
 import { LbMaps } from '../lb/maps';
 import { LbSync, type SyncReport } from '../lb/sync';
@@ -27,7 +28,7 @@ import { decideMode, type ModeDecision } from '../mesh/mode';
 import type { Namespace, Pod } from '../k8s/types';
 import { ApiServer, RawReply } from './api';
 import { EndpointRegistry, type Endpoint } from './endpoints';
-import { repairPods } from './repair';
+import { adoptListenersOfCaptured, repairPods } from './repair';
 
 /** Coalesces bursts of object changes (a file with 10,000 services is one burst). */
 const RESYNC_DELAY_MS = 20;
@@ -43,7 +44,14 @@ export interface AgentStatus {
   pid: number;
   startedAt: string;
   config: { bpfPinDir: string; cgroupRoot: string; lbSockHostnsOnly: boolean; k8sObjectsDir: string };
-  datapath?: { links: Record<string, string>; services: number; backends: number; counters: Record<string, number> };
+  datapath?: {
+    links: Record<string, string>;
+    services: number;
+    backends: number;
+    counters: Record<string, number>;
+    /** what the start did with each pinned map (reused, created, migrated, rebuilt, removed) */
+    migration: MapMigration[];
+  };
   lastSync?: { at: string; ms: number; report: SyncReport };
   source?: unknown;
   cni?: { installed: boolean; file?: string; reason?: string };
@@ -58,6 +66,7 @@ export class Agent {
   private maps?: LbMaps;
   private sync?: LbSync;
   private links: Record<string, string> = {};
+  private migration: MapMigration[] = [];
   private source?: ClusterSource & { status?(): unknown };
   private readonly store = new ObjectStore();
   private localApi?: ApiServer;
@@ -88,7 +97,7 @@ export class Agent {
     this.loadEndpoints();
 
     const cookie = netnsCookieSelf();
-    const { links, netnsLinks } = installDatapath({
+    const { links, netnsLinks, migration } = installDatapath({
       pinDir: this.cfg.bpfPinDir,
       cgroupRoot: this.cfg.cgroupRoot,
       hostnsOnly: this.cfg.lbSockHostnsOnly,
@@ -105,12 +114,22 @@ export class Agent {
     this.enroller = new Enroller(this.capture, this.cfg.bpfPinDir);
     this.enroller.setNodeIps(nodeAddresses());
     this.links = links;
+    this.migration = migration;
     this.sync = new LbSync(maps);
     const restored = this.sync.restore();
+    const actions: Record<string, number> = {};
+    for (const m of migration) actions[m.action] = (actions[m.action] ?? 0) + 1;
     log.info('datapath attached', {
       cgroup: this.cfg.cgroupRoot, pinDir: this.cfg.bpfPinDir, hostnsOnly: this.cfg.lbSockHostnsOnly,
       netnsCookie: cookie.toString(), links, netnsLinks, restoredServices: restored.services, restoredBackends: restored.backends,
+      maps: actions,
     });
+    for (const m of migration) {
+      if (m.action === 'reused') continue;
+      if (m.lost || m.dropped) log.warn(`map ${m.action}`, { ...m });
+      else log.info(`map ${m.action}`, { ...m });
+    }
+    this.rebuildMaps(new Set(migration.filter((m) => m.action === 'rebuilt').map((m) => m.map)));
 
     this.reason = 'waiting for the first sync of cluster objects';
     if (this.cfg.source === 'api') {
@@ -142,6 +161,19 @@ export class Agent {
     this.phase = 'ready';
     this.reason = '';
     log.info('agent ready', { services: this.sync.serviceCount, endpoints: this.endpoints.list().length });
+  }
+
+  /**
+   * Refills what an upgrade had to start empty and only the agent can fill (src/map-migrations.ts
+   * says per map what "rebuild" means; node addresses are written at every start anyway).
+   */
+  private rebuildMaps(rebuilt: Set<string>): void {
+    const stats = this.enroller?.restoreStats() ?? 0;
+    if (stats) log.info('per-pod counters recreated', { pods: stats });
+    if (rebuilt.has('sl_listeners')) {
+      const adopted = adoptListenersOfCaptured(this.cfg, this.endpoints.list());
+      log.info('proxy listeners adopted again after sl_listeners was rebuilt', { listeners: adopted });
+    }
   }
 
   /** The Pod an ADD names, when the store does not hold it yet. */
@@ -318,6 +350,7 @@ export class Agent {
         services: this.sync?.serviceCount ?? 0,
         backends: this.lastSync?.report.backends ?? 0,
         counters: this.maps.readCounters(),
+        migration: this.migration,
       },
       lastSync: this.lastSync,
       memory: { rssMiB: Math.round(process.memoryUsage().rss / 1048576), heapUsedMiB: Math.round(process.memoryUsage().heapUsed / 1048576) },

@@ -53,6 +53,21 @@ export class Enroller {
     this.maps.endpoints.set(cookie, policy);
   }
 
+  /**
+   * Gives every enrolled pod a counter entry (the programs count only into existing entries):
+   * after an upgrade that had to start sl_ep_stats empty, counting resumes. Returns how many
+   * were missing.
+   */
+  restoreStats(): number {
+    let n = 0;
+    for (const cookie of this.maps.endpoints.keys()) {
+      if (this.maps.stats.get(cookie) !== undefined) continue;
+      this.maps.stats.set(cookie, ZERO_STATS);
+      n++;
+    }
+    return n;
+  }
+
   /** Idempotent: releasing a pod that is not enrolled does nothing. */
   release(t: Pick<EnrolTarget, 'netnsCookie' | 'ips'>): boolean {
     const cookie = BigInt(t.netnsCookie);
