@@ -10,6 +10,7 @@ import { packageRoot, type AttachResult, type BpfObject } from './bpf';
 import { encodeAddr } from './bpf/layout';
 import { loadWithMigration, type MapMigration, type MigrationRegistry } from './bpf/migrate';
 import { socketFdsUnder } from './bpf/socket-owners';
+import type { Config } from './config';
 import { DATAPATH_MIGRATIONS } from './map-migrations';
 
 /** cgroup programs of each object, attached to cgroup-root. */
@@ -56,6 +57,22 @@ export interface DatapathOptions {
   objectDir?: string;
   /** what each map may become when its layout changed; default: src/map-migrations.ts */
   registry?: MigrationRegistry;
+}
+
+/** The datapath as the configuration asks for it; hostNetnsCookie: the agent's own netns. */
+export function datapathOptions(cfg: Config, hostNetnsCookie: bigint, objectDir?: string): DatapathOptions {
+  return {
+    pinDir: cfg.bpfPinDir,
+    cgroupRoot: cfg.cgroupRoot,
+    hostnsOnly: cfg.lbSockHostnsOnly,
+    hostNetnsCookie,
+    proxyUid: cfg.meshProxyUid,
+    proxyGid: cfg.meshProxyGid,
+    dnsServers: cfg.meshDnsServers,
+    proxyMark: cfg.ambientProxyMark,
+    sizes: { service: cfg.lbServiceMapMax, backend: cfg.lbBackendMapMax, affinity: cfg.lbAffinityMapMax },
+    objectDir,
+  };
 }
 
 export interface InstallResult {

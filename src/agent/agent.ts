@@ -18,7 +18,7 @@ import type { ClusterSource } from '../k8s/source';
 import { ObjectStore } from '../k8s/store';
 import { ServiceTracker } from '../lb/tracker';
 import type { MapMigration } from '../bpf/migrate';
-import { installDatapath } from '../datapath';
+import { datapathOptions, installDatapath } from '../datapath';
 import { LbMaps } from '../lb/maps';
 import { LbSync, type SyncReport } from '../lb/sync';
 import { log } from '../log';
@@ -97,17 +97,7 @@ export class Agent {
     this.loadEndpoints();
 
     const cookie = netnsCookieSelf();
-    const { links, netnsLinks, migration } = installDatapath({
-      pinDir: this.cfg.bpfPinDir,
-      cgroupRoot: this.cfg.cgroupRoot,
-      hostnsOnly: this.cfg.lbSockHostnsOnly,
-      hostNetnsCookie: cookie,
-      proxyUid: this.cfg.meshProxyUid,
-      proxyGid: this.cfg.meshProxyGid,
-      dnsServers: this.cfg.meshDnsServers,
-      proxyMark: this.cfg.ambientProxyMark,
-      sizes: { service: this.cfg.lbServiceMapMax, backend: this.cfg.lbBackendMapMax, affinity: this.cfg.lbAffinityMapMax },
-    });
+    const { links, netnsLinks, migration } = installDatapath(datapathOptions(this.cfg, cookie));
     const maps = LbMaps.open(this.cfg.bpfPinDir);
     this.maps = maps;
     this.capture = CaptureMaps.open(this.cfg.bpfPinDir);
