@@ -53,7 +53,7 @@ export interface DatapathOptions {
   /** the node proxy's socket mark and mask (ambient) */
   proxyMark: { mark: number; mask: number };
   sizes: MapSizes;
-  /** directory of the built objects; default: build/bpf of this package */
+  /** directory of the built objects; default: $SLUICE_BPF_DIR, else build/bpf of this package */
   objectDir?: string;
   /** what each map may become when its layout changed; default: src/map-migrations.ts */
   registry?: MigrationRegistry;
@@ -141,7 +141,9 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
   if (!isBpffs(opts.pinDir)) {
     throw new Error(`Cannot pin under bpf-pin-dir "${opts.pinDir}": not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)`);
   }
-  const dir = opts.objectDir ?? path.join(packageRoot(), 'build', 'bpf');
+  // SLUICE_BPF_DIR, like SLUICE_SHIM for the shim: run this agent with other objects (the
+  // upgrade test's next release)
+  const dir = opts.objectDir ?? process.env.SLUICE_BPF_DIR ?? path.join(packageRoot(), 'build', 'bpf');
   const { attached, maps } = loadWithMigration({
     pinDir: opts.pinDir,
     objects: Object.keys(OBJECTS).map((file) => path.join(dir, file)),

@@ -89,14 +89,22 @@ export function planConversion(oldT: TypeLayout | null, oldSize: number, newT: T
   const ops: CopyOp[] = [];
   const dropped: string[] = [];
   const matched = new Set<string>();
+  const newPaths = [...newLeaves.keys()];
+  const oldPaths = oldLeaves.map((l) => l.path);
+  const inside = (child: string, parent: string) => child.startsWith(`${parent}.`) || child.startsWith(`${parent}[`);
   for (const o of oldLeaves) {
     const n = newLeaves.get(o.path);
     if (!n) {
+      // the same name now holds a struct or an array of them: a type change, not a removal
+      if (newPaths.some((p) => inside(p, o.path))) throw new UnconvertibleLayout(o.path, `${o.kind} became a struct or an array of structs`);
       if (!isPadding(o.path)) dropped.push(o.path);
       continue;
     }
     matched.add(o.path);
     matchLeaf(o, n, ops, dropped);
+  }
+  for (const p of newPaths) {
+    if (!matched.has(p) && oldPaths.some((o) => inside(o, p))) throw new UnconvertibleLayout(p, `a struct or an array of structs became ${newLeaves.get(p)!.kind}`);
   }
   const added = [...newLeaves.values()].filter((l) => !matched.has(l.path) && !isPadding(l.path)).map((l) => l.path);
   if ([...newLeaves.values()].some((l) => l.bitfield)) throw new UnconvertibleLayout('', 'a layout with bitfields converts only when it is unchanged');

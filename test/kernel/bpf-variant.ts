@@ -40,3 +40,26 @@ export function buildBpfVariant(workDir: string, name: string, edits: BpfEdit[])
   }
   return out;
 }
+
+/** Edits both migration suites use: the kinds of change a next release brings without loss. */
+export const EDIT = {
+  counterMore: {
+    file: 'lib/shared.h',
+    what: 'a counter more',
+    find: /SL_CNT_MAX = (\d+),/,
+    replace: (_m: string, n: string) => `SL_CNT_VARIANT = ${n},\n\tSL_CNT_MAX = ${Number(n) + 1},`,
+  },
+  biggerSockhash: {
+    file: 'lib/capture_maps.h',
+    what: 'a bigger sockhash',
+    find: /(BPF_MAP_TYPE_SOCKHASH\);\s*__uint\(max_entries, )\d+/,
+    replace: (_m: string, head: string) => `${head}32768`,
+  },
+  mapMore: {
+    file: 'lib/lb_maps.h',
+    what: 'a map more (sl_variant_added)',
+    find: /#endif \/\* SLUICE_LB_MAPS_H \*\//,
+    replace:
+      'struct {\n\t__uint(type, BPF_MAP_TYPE_HASH);\n\t__uint(max_entries, 64);\n\t__type(key, __u32);\n\t__type(value, __u64);\n} sl_variant_added SEC(".maps");\n\n#endif /* SLUICE_LB_MAPS_H */',
+  },
+} satisfies Record<string, BpfEdit>;

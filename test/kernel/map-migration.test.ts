@@ -16,7 +16,7 @@ import { MapMigrationError } from '../../src/bpf/migration-error';
 import { socketFdsUnder } from '../../src/bpf/socket-owners';
 import { installDatapath, OBJECTS, sockLinkPin, type DatapathOptions } from '../../src/datapath';
 import { DATAPATH_MIGRATIONS } from '../../src/map-migrations';
-import { buildBpfVariant, type BpfEdit } from './bpf-variant';
+import { buildBpfVariant, EDIT, type BpfEdit } from './bpf-variant';
 import { holdSocket, type HeldSocket } from './held-socket';
 import { answeredBy, lbList, probe, serviceYaml, sliceYaml, sluice, startAgent, stopAgent, TCP_PORT, UDP_PORT, waitForBackends, writeObjects } from './lb-env';
 import { addMeshPod, createMeshEnv, sidecarReply, startApp, startSidecar, type MeshEnv } from './mesh-env';
@@ -29,14 +29,9 @@ const STATUS = { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}' };
 const V2: BpfEdit[] = [
   { file: 'lib/shared.h', what: 'sl_svc_val gains a field', find: /(struct sl_svc_val \{[^}]*)\};/, replace: '$1\t__u32 weight;\n};' },
   { file: 'lib/shared.h', what: 'sl_affinity_val fields move, one more', find: /struct sl_affinity_val \{[^}]*\};/, replace: 'struct sl_affinity_val {\n\t__u32 backend_id;\n\t__u32 hits;\n\t__u64 last_ns;\n};' },
-  { file: 'lib/shared.h', what: 'a counter more', find: /SL_CNT_MAX = (\d+),/, replace: (_m, n) => `SL_CNT_VARIANT = ${n},\n\tSL_CNT_MAX = ${Number(n) + 1},` },
-  { file: 'lib/capture_maps.h', what: 'a bigger sockhash', find: /(BPF_MAP_TYPE_SOCKHASH\);\s*__uint\(max_entries, )\d+/, replace: (_m, head) => `${head}32768` },
-  {
-    file: 'lib/lb_maps.h',
-    what: 'a map more',
-    find: /#endif \/\* SLUICE_LB_MAPS_H \*\//,
-    replace: 'struct {\n\t__uint(type, BPF_MAP_TYPE_HASH);\n\t__uint(max_entries, 64);\n\t__type(key, __u32);\n\t__type(value, __u64);\n} sl_variant_added SEC(".maps");\n\n#endif /* SLUICE_LB_MAPS_H */',
-  },
+  EDIT.counterMore,
+  EDIT.biggerSockhash,
+  EDIT.mapMore,
 ];
 
 /** Socket storage changes: nothing can carry it. */

@@ -1,7 +1,8 @@
 /* Upgrade from the first release: v0.1.0's agent runs a simulated node (socket-LB Services over TCP
  * and UDP, a ClientIP-affinity Service, a sidecar pod and an ambient pod with their stand-in
  * proxies) under steady streams of connections; then it is stopped and this tree's agent starts
- * on the same pins and state. Nothing may fail, and back again (the documented downgrade).
+ * on the same pins and state; then the agent again with objects whose maps changed (the next
+ * release); then back to v0.1.0 by the documented downgrade. Nothing may fail at any step.
  */
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,12 +13,19 @@ import type { MapMigration } from '../../src/bpf/migrate';
 import { pinnedMapSpec } from '../../src/bpf/map-spec';
 import { answeredBy, lbList, PROBE, probe, serviceYaml, sliceYaml, sluice, startAgent, stopAgent, TCP_PORT, UDP_PORT, waitForBackends, writeObjects, type ProbeResult } from './lb-env';
 import { addMeshPod, createMeshEnv, namespaceYaml, sidecarReply, startApp, startSidecar, waitForMode, type MeshEnv } from './mesh-env';
+import { buildBpfVariant, EDIT, type BpfEdit } from './bpf-variant';
 import { baseCommit, buildBaseRelease, type BaseRelease } from './upgrade-base';
 
 const VIP = '10.96.0.10';
 const STICKY = '10.96.0.12';
 const STATUS = { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}' };
 const AMBIENT = { 'istio.io/dataplane-mode': 'ambient' };
+
+/**
+ * The next release as far as its maps go: this tree with a counter more, a bigger sockhash and a
+ * new map (changes the agent's own codecs do not see), so the upgrade path migrates for real.
+ */
+const NEXT_RELEASE: BpfEdit[] = [EDIT.counterMore, EDIT.biggerSockhash, EDIT.mapMore];
 const base = baseCommit();
 const root = process.getuid?.() === 0;
 
@@ -161,13 +169,46 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     expect(attached.netnsLinks).toBe(2);
   });
 
+  it('a next release whose maps changed (a counter more, a bigger sockhash, a map more) is migrated by the agent under traffic', async () => {
+    const next = buildBpfVariant(env.node.workDir, 'next', NEXT_RELEASE);
+    const lb = await lbList(env);
+    const eps = await endpoints();
+    const ids = mapIds();
+    const s = await startStreams(400);
+    await stopAgent(env);
+    const agent = await startAgent(env, { env: { SLUICE_BPF_DIR: next } });
+    await expectNothingFailed(s, 400);
+
+    const st = JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout);
+    const m = Object.fromEntries((st.datapath.migration as MapMigration[]).map((x) => [x.map, x]));
+    expect(m.sl_lb_counters).toMatchObject({ action: 'migrated', converter: 'verbatim' });
+    expect(m.sl_lb_counters.copied).toBe(m.sl_lb_counters.entries);
+    // both proxies' listeners (sidecar: 15001, 15006; node proxy: 15001, 15006, 15008; v4 and v6)
+    expect(m.sl_listeners).toMatchObject({ action: 'migrated', converter: 'sockets-by-cookie' });
+    expect(m.sl_listeners.entries).toBeGreaterThanOrEqual(10);
+    expect(m.sl_listeners.copied).toBe(m.sl_listeners.entries);
+    expect(m.sl_variant_added).toMatchObject({ action: 'created' });
+    const now = mapIds();
+    for (const name of Object.keys(ids).filter((n) => n !== 'sl_lb_counters' && n !== 'sl_listeners')) {
+      expect(m[name], name).toMatchObject({ action: 'reused' });
+      expect(now[name], name).toBe(ids[name]);
+    }
+    expect(await lbList(env)).toEqual(lb);
+    expect(await endpoints()).toEqual(eps);
+    const log = env.node.output(agent).stderr;
+    expect(log).toMatch(/"msg":"map migrated","map":"sl_listeners"/);
+  });
+
   it('back to v0.1.0 (the documented downgrade: bpf migrate to its objects, then its agent) fails nothing either', async () => {
     const lb = await lbList(env);
     const eps = await endpoints();
     const s = await startStreams(400);
     await stopAgent(env);
     const migrated = JSON.parse((await sluice(env, ['bpf', 'migrate', '--object-dir', old.objectDir, '-o', 'json'])).stdout) as MapMigration[];
-    expect(migrated.filter((m) => m.action !== 'reused' && m.action !== 'migrated')).toEqual([]);
+    const m = Object.fromEntries(migrated.map((x) => [x.map, x]));
+    expect(m.sl_lb_counters.lost).toMatch(/1 array slots past the new max_entries/);
+    expect(m.sl_listeners).toMatchObject({ action: 'migrated', converter: 'sockets-by-cookie' });
+    expect(m.sl_variant_added).toMatchObject({ action: 'removed' });
     await startAgent(env, { bin: old.sluice });
     await expectNothingFailed(s, 400);
     expect(await lbList(env)).toEqual(lb);
