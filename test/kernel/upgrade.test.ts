@@ -35,6 +35,8 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
   let meshed: SimPod;
   let ambient: SimPod;
   let sticky: string;
+  /** whether this tree's maps are v0.1.0's (the first takeover reused every one) */
+  let sameMapsAsBase: boolean;
 
   /** Counter 0 (translated) straight from its pin: whichever release runs, whatever it is doing. */
   function translated(): bigint {
@@ -152,11 +154,14 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     const st = JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout);
     expect(st.ready).toBe(true);
     const migration = st.datapath.migration as MapMigration[];
-    expect(migration.map((m) => m.map).sort()).toEqual(Object.keys(ids).sort());
+    // maps this tree added do not matter to v0.1.0, which never opens them
+    sameMapsAsBase = migration.filter((m) => m.action !== 'created').every((m) => m.action === 'reused');
+    expect(migration.filter((m) => m.action !== 'created').map((m) => m.map).sort()).toEqual(Object.keys(ids).sort());
     // each map either kept (the same kernel map) or migrated with every entry carried
     const now = mapIds();
     for (const m of migration) {
       if (m.action === 'reused') expect(now[m.map], m.map).toBe(ids[m.map]);
+      else if (m.action === 'created') expect(ids[m.map], m.map).toBeUndefined();
       else {
         expect(m.action, m.map).toBe('migrated');
         expect(now[m.map], m.map).not.toBe(ids[m.map]);
@@ -167,6 +172,28 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     const attached = log.find((r) => r.msg === 'datapath attached');
     expect(Object.values(attached.links).every((x) => x === 'updated')).toBe(true);
     expect(attached.netnsLinks).toBe(2);
+  });
+
+  it('a plain rollback to v0.1.0 works while no map layout differs from its own, and is refused harmlessly once one does', async () => {
+    const lb = await lbList(env);
+    const eps = await endpoints();
+    const ids = mapIds();
+    const s = await startStreams(400);
+    await stopAgent(env);
+    if (sameMapsAsBase) {
+      await startAgent(env, { bin: old.sluice });
+    } else {
+      // v0.1.0 has no migration: it exits before attaching anything, the datapath runs on
+      const res = await env.node.exec([old.sluice, 'agent', '--config', env.configPath], { inCgroup: false, allowFail: true, timeoutMs: 20000 });
+      expect(res.code).not.toBe(0);
+      expect(res.stderr).toMatch(/does not match this configuration/);
+    }
+    await expectNothingFailed(s, 400);
+    expect(mapIds()).toEqual(ids);
+    expect(await lbList(env)).toEqual(lb);
+    expect(await endpoints()).toEqual(eps);
+    await stopAgent(env);
+    await startAgent(env);
   });
 
   it('a next release whose maps changed (a counter more, a bigger sockhash, a map more) is migrated by the agent under traffic', async () => {
@@ -202,8 +229,14 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
   it('back to v0.1.0 (the documented downgrade: bpf migrate to its objects, then its agent) fails nothing either', async () => {
     const lb = await lbList(env);
     const eps = await endpoints();
+    const ids = mapIds();
     const s = await startStreams(400);
     await stopAgent(env);
+    // as it is, v0.1.0 refuses these pins and changes nothing
+    const refused = await env.node.exec([old.sluice, 'agent', '--config', env.configPath], { inCgroup: false, allowFail: true, timeoutMs: 20000 });
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/does not match this configuration/);
+    expect(mapIds()).toEqual(ids);
     const migrated = JSON.parse((await sluice(env, ['bpf', 'migrate', '--object-dir', old.objectDir, '-o', 'json'])).stdout) as MapMigration[];
     const m = Object.fromEntries(migrated.map((x) => [x.map, x]));
     expect(m.sl_lb_counters.lost).toMatch(/1 array slots past the new max_entries/);
