@@ -12,7 +12,9 @@
  * entries the old programs created meanwhile copied too, and only then the new maps pinned over
  * the old pins (pinned beside them, renamed over them: a pin always names a whole map) and pins
  * of maps no object declares any more removed. A failure before the swap leaves the old datapath
- * exactly as it was.
+ * exactly as it was. Of what the old programs change between the copy and the swap
+ * (milliseconds), the entries they add are carried; counter increments in that window are lost,
+ * and entries they delete in it stay in the new map (LRU maps age them out).
  *
  * The idea follows Cilium (pkg/bpf/collection.go: incompatible maps are replaced, pins committed
  * after attach; bpf/cilium-map-migrate.c: `:pending` pins), with the entries carried over.
@@ -161,9 +163,16 @@ function chooseMethod(name: string, old: MapSpec, want: MapSpec, reg: MigrationR
   throw new UnconvertibleLayout('', `entries of a ${mapTypeName(old.type)} map are not copied`);
 }
 
-/** Pins left beside their final path by a run that died before renaming them. */
-function removeStalePending(pinDir: string): void {
-  for (const name of fs.readdirSync(pinDir)) if (name.endsWith(PENDING_SUFFIX)) fs.rmSync(path.join(pinDir, name), { force: true });
+/** Pins left beside their final path (maps, programs, links) by a run that died before renaming them. */
+function removeStalePending(dir: string, depth = 0): void {
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, entry.name);
+    if (entry.isDirectory()) {
+      if (depth < 2) removeStalePending(p, depth + 1);
+    } else if (entry.name.endsWith(PENDING_SUFFIX)) {
+      fs.rmSync(p, { force: true });
+    }
+  }
 }
 
 /** A pin of a map (not of a program or link, nor a directory). */
