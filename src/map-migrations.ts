@@ -13,6 +13,9 @@
  * Socket-local storage (sl_lb_sock_rev, sl_cap_sock) cannot be copied at all: it is kept as long
  * as its layout is unchanged (then it is compatible and reused, whatever else changes), and a
  * release that changes it costs what its policy says.
+ * The kernel keeps a sockhash without BTF (libbpf creates sockmaps and sockhashes without it), so
+ * for sl_listeners only type, sizes and flags are compared: change struct sl_listener_key only
+ * together with its size, or the old keys would be reused under the new meaning.
  * When nothing applies, the policy decides: `rebuild` starts the map empty (and says what that
  * costs), `refuse` keeps the old datapath running and fails the start, naming the converter to
  * write. The layout ids are in that error and in `sluice status -o json`.
@@ -60,10 +63,10 @@ export const MAP_POLICIES: Record<string, MapPolicy> = {
     why: 'a connection made before the upgrade whose proxy has not asked SO_ORIGINAL_DST yet gets the socket’s local address',
   },
   sl_listeners: {
-    unconvertible: 'rebuild',
+    unconvertible: 'refuse',
     why:
-      'the proxies’ listeners are adopted again from /proc right after start (pidfd_getfd, as repair does); until then ' +
-      'inbound connections to captured ports are dropped (clients retry) and ambient outbound connects are refused',
+      'the proxies’ listening sockets would be missing until they listen again: inbound connections to captured ports ' +
+      'would be dropped and ambient outbound connects refused',
   },
   sl_ep_stats: {
     unconvertible: 'rebuild',

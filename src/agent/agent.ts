@@ -28,7 +28,7 @@ import { decideMode, type ModeDecision } from '../mesh/mode';
 import type { Namespace, Pod } from '../k8s/types';
 import { ApiServer, RawReply } from './api';
 import { EndpointRegistry, type Endpoint } from './endpoints';
-import { adoptListenersOfCaptured, repairPods } from './repair';
+import { repairPods } from './repair';
 
 /** Coalesces bursts of object changes (a file with 10,000 services is one burst). */
 const RESYNC_DELAY_MS = 20;
@@ -119,7 +119,7 @@ export class Agent {
       if (m.lost || m.dropped) log.warn(`map ${m.action}`, { ...m });
       else log.info(`map ${m.action}`, { ...m });
     }
-    this.rebuildMaps(new Set(migration.filter((m) => m.action === 'rebuilt').map((m) => m.map)));
+    this.refillMaps();
 
     this.reason = 'waiting for the first sync of cluster objects';
     if (this.cfg.source === 'api') {
@@ -155,15 +155,12 @@ export class Agent {
 
   /**
    * Refills what an upgrade had to start empty and only the agent can fill (src/map-migrations.ts
-   * says per map what "rebuild" means; node addresses are written at every start anyway).
+   * says per map what "rebuild" means; node addresses are written at every start anyway): every
+   * enrolled pod needs its counter entry, the programs count only into existing ones.
    */
-  private rebuildMaps(rebuilt: Set<string>): void {
+  private refillMaps(): void {
     const stats = this.enroller?.restoreStats() ?? 0;
     if (stats) log.info('per-pod counters recreated', { pods: stats });
-    if (rebuilt.has('sl_listeners')) {
-      const adopted = adoptListenersOfCaptured(this.cfg, this.endpoints.list());
-      log.info('proxy listeners adopted again after sl_listeners was rebuilt', { listeners: adopted });
-    }
   }
 
   /** The Pod an ADD names, when the store does not hold it yet. */

@@ -242,27 +242,6 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
   return report;
 }
 
-/**
- * Hands the listeners of every captured pod's proxy to sl_listeners again: after an upgrade that
- * had to start the sockhash empty (its key changed), the listeners that exist are known only
- * to /proc. Returns how many were adopted.
- */
-export function adoptListenersOfCaptured(cfg: Config, endpoints: Endpoint[]): number {
-  const captured = endpoints.filter((ep) => ep.decision && ep.decision.mode !== 'none');
-  if (captured.length === 0) return 0;
-  const namespaces = namespacesUnder(cfg.cgroupRoot);
-  let n = 0;
-  for (const ep of captured) {
-    try {
-      const ns = namespaces.get(fs.statSync(ep.netnsPath).ino);
-      if (ns) n += adoptListeners(cfg.bpfPinDir, ns, BigInt(ep.netnsCookie));
-    } catch (e) {
-      log.warn('cannot adopt the listeners of a captured pod', { pod: `${ep.namespace}/${ep.name}`, err: (e as Error).message });
-    }
-  }
-  return n;
-}
-
 /** Hands listeners the proxy opened before sluice could see them to sl_listeners (pidfd_getfd). */
 function adoptListeners(pinDir: string, ns: NetnsInfo, cookie: bigint): number {
   const s = loadShim();

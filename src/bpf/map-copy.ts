@@ -15,8 +15,8 @@ export type EntryConvert = (key: Buffer, value: Buffer) => { key: Buffer; value:
 
 export type CopyMethod =
   | { kind: 'user'; convert: EntryConvert }
-  /** sockhash/sockmap: each socket under its converted key, found through its owner */
-  | { kind: 'sockets'; convertKey: (key: Buffer) => Buffer }
+  /** sockhash/sockmap: each socket under its converted key (undefined: left behind), found through its owner */
+  | { kind: 'sockets'; convertKey: (key: Buffer, cookie: Buffer) => Buffer | undefined }
   /** nothing to carry (ring buffers, perf event arrays) */
   | { kind: 'none' };
 
@@ -78,6 +78,11 @@ function* rawEntries(from: LiveMap, valueSize: number): Generator<[Buffer, Buffe
   }
 }
 
+/** The kernel reads exactly the map's sizes from user memory: a converter must return them. */
+function checkSize(to: LiveMap, what: 'key' | 'value', got: number, want: number): void {
+  if (got !== want) throw new RangeError(`Cannot write map ${to.spec.name}: the converter returned a ${what} of ${got} bytes, the map's ${what}s have ${want}`);
+}
+
 function doesNotFit(to: LiveMap, copied: number): MapMigrationError {
   return new MapMigrationError(
     'does-not-fit',
@@ -97,6 +102,8 @@ function userCopy(convert: EntryConvert, from: LiveMap, to: LiveMap, o: CopyOpti
     entries++;
     const out = convert(key, value);
     if (!out) continue;
+    checkSize(to, 'key', out.key.length, to.spec.keySize);
+    checkSize(to, 'value', out.value.length, userValueSize(to.spec, o.cpus));
     // an older release knows fewer counters: the slots it has no room for are left behind
     if (isArray(to.spec) && out.key.readUInt32LE(0) >= to.spec.maxEntries) {
       beyond++;
@@ -111,14 +118,16 @@ function userCopy(convert: EntryConvert, from: LiveMap, to: LiveMap, o: CopyOpti
   return beyond ? { entries, copied, beyond } : { entries, copied };
 }
 
-function socketCopy(convertKey: (key: Buffer) => Buffer, from: LiveMap, to: LiveMap, o: CopyOptions): CopyResult {
+function socketCopy(convertKey: (key: Buffer, cookie: Buffer) => Buffer | undefined, from: LiveMap, to: LiveMap, o: CopyOptions): CopyResult {
   const s = loadShim();
   // a sockhash's 8-byte value reads back as the socket's cookie
   const wanted = new Map<bigint, Buffer[]>();
   let entries = 0;
   for (const [key, value] of rawEntries(from, 8)) {
     entries++;
-    const k = convertKey(key);
+    const k = convertKey(key, value);
+    if (!k) continue;
+    checkSize(to, 'key', k.length, to.spec.keySize);
     if (o.onlyMissing && s.mapLookup(to.fd, k, Buffer.alloc(8)) === 0) continue;
     const cookie = value.readBigUInt64LE(0);
     wanted.set(cookie, [...(wanted.get(cookie) ?? []), k]);

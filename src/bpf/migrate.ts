@@ -42,7 +42,10 @@ export interface MapPolicy {
 /** A conversion a field-by-field copy cannot express (a field's meaning changed, a key re-keyed). */
 export interface RegisteredConverter {
   map: string;
-  /** layoutId() of the pinned map's layouts */
+  /**
+   * layoutId() of the pinned map's layouts. A map the kernel keeps without BTF (a sockhash: libbpf
+   * creates those without it) has the id of its sizes alone; a refusal names both ids exactly.
+   */
   from: string;
   /** layoutId() of the new map's layouts */
   to: string;
@@ -151,6 +154,10 @@ function chooseMethod(name: string, old: MapSpec, want: MapSpec, reg: MigrationR
     throw new UnconvertibleLayout('', 'socket storage is not copied: it can only be reached through each live socket');
   }
   if (old.type === MAP_TYPE.sockhash || old.type === MAP_TYPE.sockmap) {
+    if (registered) {
+      // the value is the socket: a registered converter decides its key (given the cookie as the value)
+      return { method: { kind: 'sockets', convertKey: (k, cookie) => registered.convert(k, cookie)?.key }, converter: `registered:${registered.name}` };
+    }
     const keyPlan = planConversion(old.key, old.keySize, want.key, want.keySize);
     const convertKey = (k: Buffer) => {
       const key = Buffer.alloc(want.keySize);

@@ -40,6 +40,14 @@ const V3: BpfEdit[] = [
   { file: 'lib/shared.h', what: 'sl_orig_dst padding becomes a field', find: /(struct sl_orig_dst \{[^}]*)__u8 pad;/, replace: '$1__u8 flags;' },
 ];
 
+/** A retyped field in a map that may start empty, which the agent refills. */
+const V5: BpfEdit[] = [{ file: 'lib/shared.h', what: 'sl_ep_stats.outbound becomes signed', find: /__u64 outbound;/, replace: '__s64 outbound;' }];
+
+/** A re-keyed sockhash (its size changes too: the kernel keeps no BTF for it). */
+const V6: BpfEdit[] = [
+  { file: 'lib/shared.h', what: 'sl_listener_key.family becomes signed, a field more', find: /(struct sl_listener_key \{[^}]*)__u8 family;([^}]*)\};/, replace: '$1__s8 family;$2\t__u32 zone;\n};' },
+];
+
 /** A retyped field: no field-by-field conversion, and sl_lb_svc may not start empty. */
 const V4: BpfEdit[] = [{ file: 'lib/shared.h', what: 'sl_svc_val.count becomes signed', find: /__u16 count;/, replace: '__s16 count;' }];
 
@@ -50,6 +58,8 @@ describe.skipIf(process.getuid?.() !== 0)('map migration between releases (needs
   let v2: string;
   let v3: string;
   let v4: string;
+  let v5: string;
+  let v6: string;
   /** `lb list` before the first migration: what every later step must still show */
   let listed: Awaited<ReturnType<typeof lbList>>;
 
@@ -165,6 +175,8 @@ describe.skipIf(process.getuid?.() !== 0)('map migration between releases (needs
     v2 = buildBpfVariant(env.node.workDir, 'v2', V2);
     v3 = buildBpfVariant(env.node.workDir, 'v3', V3);
     v4 = buildBpfVariant(env.node.workDir, 'v4', V4);
+    v5 = buildBpfVariant(env.node.workDir, 'v5', V5);
+    v6 = buildBpfVariant(env.node.workDir, 'v6', V6);
   });
 
   afterAll(async () => {
@@ -286,6 +298,26 @@ describe.skipIf(process.getuid?.() !== 0)('map migration between releases (needs
     await startAgent(env);
   });
 
+  it('a map that starts empty is refilled by the agent: per-pod counters recreated, and counting again', async () => {
+    for (const objects of [v5, undefined]) {
+      await stopAgent(env);
+      const agent = await startAgent(env, objects ? { env: { SLUICE_BPF_DIR: objects } } : {});
+      const st = JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout);
+      const m = byMap(st.datapath.migration);
+      expect(m.sl_ep_stats).toMatchObject({ action: 'rebuilt' });
+      expect(m.sl_ep_stats.lost).toMatch(/field outbound: signedness changed; starts empty: per-pod capture counters restart at zero/);
+      const log = env.node.output(agent).stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      expect(log.find((r) => r.msg === 'map rebuilt' && r.map === 'sl_ep_stats')).toBeDefined();
+      expect(log.find((r) => r.msg === 'per-pod counters recreated')?.pods).toBe(1);
+      const inbound = await probe(env, meshed.ipv4, TCP_PORT, { count: 3 });
+      expect(inbound.map((r) => sidecarReply(r.reply)?.via)).toEqual(['in', 'in', 'in']);
+      const out = await probe(env, VIP, 80, { from: meshed, count: 2 });
+      expect(out.every((r) => r.ok && sidecarReply(r.reply)?.via === 'out')).toBe(true);
+      const ep = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout).find((e: { name: string }) => e.name === 'meshed');
+      expect(ep.counters).toMatchObject({ outbound: 2, inbound: 3 });
+    }
+  });
+
   it('a change no converter covers is refused for a map that may not start empty; the running datapath is untouched', async () => {
     await stopAgent(env);
     const ids = mapIds();
@@ -307,6 +339,10 @@ describe.skipIf(process.getuid?.() !== 0)('map migration between releases (needs
     expect(fs.readdirSync(env.node.pinDir).filter((n) => n.endsWith(':pending'))).toEqual([]);
     const res = await probe(env, VIP, 80, { count: 5 });
     expect(res.every((r) => r.ok)).toBe(true);
+    // a re-keyed sockhash may not start empty either: the proxies' listeners would be missing
+    expect(() => installDatapath(options(v6))).toThrow(expect.objectContaining({ kind: 'unconvertible', map: 'sl_listeners' }));
+    expect(mapIds()).toEqual(ids);
+    expect(linkPrograms()).toEqual(progs);
   });
 
   it('a registered converter carries a change field by field cannot, both ways', async () => {
@@ -338,6 +374,36 @@ describe.skipIf(process.getuid?.() !== 0)('map migration between releases (needs
     const down = byMap(installDatapath(options(undefined, registry)).migration);
     expect(down.sl_lb_svc).toMatchObject({ action: 'migrated', converter: 'registered:count-unsigned' });
     expect(layoutId(pinnedMapSpec(path.join(env.node.pinDir, 'sl_lb_svc'))!)).toBe(from);
+
+    // a sockhash re-keyed: the converter gives each socket its new key (the new field zero; the
+    // key grows from 16 to 24 bytes with its alignment)
+    const refusedIds = (objects?: string): [string, string] => {
+      try {
+        installDatapath(options(objects));
+      } catch (e) {
+        return /sl_listeners ([0-9a-f]{12}) → ([0-9a-f]{12})/.exec((e as Error).message)!.slice(1) as [string, string];
+      }
+      throw new Error('the re-keyed sockhash was not refused');
+    };
+    const rekeyUp = refusedIds(v6);
+    const withZone = (key: Buffer) => ({ key: Buffer.concat([key, Buffer.alloc(8)]), value: Buffer.alloc(8) });
+    const rekey = (ids: [string, string], name: string, convert: typeof withZone) => ({
+      ...DATAPATH_MIGRATIONS,
+      converters: [{ map: 'sl_listeners', from: ids[0], to: ids[1], name, convert }],
+    });
+    const upReport = byMap(installDatapath(options(v6, rekey(rekeyUp, 'listener-zone', withZone))).migration);
+    expect(upReport.sl_listeners).toMatchObject({ action: 'migrated', converter: 'registered:listener-zone' });
+    expect(upReport.sl_listeners.copied).toBe(upReport.sl_listeners.entries);
+    const inbound = await probe(env, meshed.ipv4, TCP_PORT, { count: 3 });
+    expect(inbound.map((r) => sidecarReply(r.reply)?.via)).toEqual(['in', 'in', 'in']);
+    const rekeyDown = refusedIds();
+    const noZone = (key: Buffer) => ({ key: key.subarray(0, 16), value: Buffer.alloc(8) });
+    // a converter that gets the size wrong is stopped before the kernel reads past its buffer
+    expect(() => installDatapath(options(undefined, rekey(rekeyDown, 'short', (k) => ({ key: k.subarray(0, 12), value: Buffer.alloc(8) })))))
+      .toThrow("Cannot write map sl_listeners: the converter returned a key of 12 bytes, the map's keys have 16");
+    const downReport = byMap(installDatapath(options(undefined, rekey(rekeyDown, 'listener-no-zone', noZone))).migration);
+    expect(downReport.sl_listeners).toMatchObject({ action: 'migrated', converter: 'registered:listener-no-zone' });
+
     await startAgent(env);
     expect(await lbList(env)).toEqual(listed);
   });
