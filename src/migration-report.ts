@@ -9,6 +9,7 @@ export function formatMigration(maps: MapMigration[]): string {
     if (m.reason) parts.push(m.reason);
     if (m.converter) parts.push(`converter ${m.converter}`);
     if (m.entries !== undefined) parts.push(`${m.copied ?? 0} of ${m.entries} entries copied`);
+    if (m.caughtUp) parts.push(`${m.caughtUp} added meanwhile copied after the swap`);
     if (m.added?.length) parts.push(`added ${m.added.join(', ')}`);
     if (m.dropped?.length) parts.push(`dropped ${m.dropped.join(', ')}`);
     if (m.lost) parts.push(`lost: ${m.lost}`);

@@ -78,8 +78,10 @@ export interface MapMigration {
   converter?: string;
   /** entries the pinned map held when it was read (copies made from user space) */
   entries?: number;
-  /** entries written into the new map, before and after the programs were swapped */
+  /** entries written into the new map before the programs were swapped */
   copied?: number;
+  /** entries the old programs added meanwhile, copied after the swap */
+  caughtUp?: number;
   /** fields the new layout adds (they start at zero) */
   added?: string[];
   /** fields of the old layout left behind */
@@ -124,8 +126,8 @@ function chooseMethod(name: string, old: MapSpec, want: MapSpec, reg: MigrationR
   const registered = reg.converters.find((c) => c.map === name && c.from === layoutId(old) && c.to === layoutId(want));
   const userTypes: number[] = [MAP_TYPE.hash, MAP_TYPE.array, MAP_TYPE.percpu_hash, MAP_TYPE.percpu_array, MAP_TYPE.lru_hash, MAP_TYPE.lru_percpu_hash, MAP_TYPE.lpm_trie];
   if (userTypes.includes(old.type) && userTypes.includes(want.type)) {
-    if (isPerCpu(old.type) !== isPerCpu(want.type)) throw new UnconvertibleLayout('', `${mapTypeName(old.type)} cannot become ${mapTypeName(want.type)} (per-CPU values)`);
     if (registered) return { method: { kind: 'user', convert: registered.convert }, converter: `registered:${registered.name}` };
+    if (isPerCpu(old.type) !== isPerCpu(want.type)) throw new UnconvertibleLayout('', `${mapTypeName(old.type)} cannot become ${mapTypeName(want.type)} (per-CPU values)`);
     const keyPlan = planConversion(old.key, old.keySize, want.key, want.keySize);
     const valuePlan = planConversion(old.value, old.valueSize, want.value, want.valueSize);
     const slots = isPerCpu(want.type) ? cpus : 1;
@@ -305,7 +307,7 @@ export function loadWithMigration<T>(opts: MigratingLoadOptions<T>): MigratingLo
       if (p.report.action !== 'migrated' || !p.method) continue;
       try {
         const r = copyEntries(p.method, { fd: p.oldFd!, spec: p.oldSpec! }, { fd: p.newFd!, spec: p.spec }, { onlyMissing: true, cpus, socketOwners: opts.socketOwners });
-        p.report.copied = (p.report.copied ?? 0) + r.copied;
+        if (r.copied) p.report.caughtUp = r.copied;
       } catch (e) {
         p.report.lost = `entries created while the programs were swapped: ${(e as Error).message}`;
       }
