@@ -168,6 +168,10 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
         if (m.entries !== undefined) expect(m.copied, m.map).toBe(m.entries);
       }
     }
+    // bpf migrate never loads objects under a running agent
+    const busy = await sluice(env, ['bpf', 'migrate'], true);
+    expect(busy.code).toBe(1);
+    expect(busy.stderr).toContain('stop it before "bpf migrate"');
     const log = env.node.output(agent).stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l));
     const attached = log.find((r) => r.msg === 'datapath attached');
     expect(Object.values(attached.links).every((x) => x === 'updated')).toBe(true);
