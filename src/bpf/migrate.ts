@@ -24,7 +24,7 @@ import * as path from 'node:path';
 import { possibleCpus } from './cpus';
 import { applyPlan, planConversion, UnconvertibleLayout, type ConversionPlan } from './convert';
 import { LinkTransaction, PENDING_SUFFIX, pinReplacing } from './link-transaction';
-import { copyEntries, userValueSize, type CopyMethod, type EntryConvert, type LiveMap } from './map-copy';
+import { copyEntries, type CopyMethod, type EntryConvert, type LiveMap } from './map-copy';
 import { describeSpec, incompatibility, isPerCpu, layoutId, liveMapSpec, MAP_TYPE, mapTypeName, pinnedMapSpec, type MapSpec } from './map-spec';
 import { MapMigrationError } from './migration-error';
 import { BpfObject } from './object';
@@ -130,15 +130,13 @@ function chooseMethod(name: string, old: MapSpec, want: MapSpec, reg: MigrationR
     if (isPerCpu(old.type) !== isPerCpu(want.type)) throw new UnconvertibleLayout('', `${mapTypeName(old.type)} cannot become ${mapTypeName(want.type)} (per-CPU values)`);
     const keyPlan = planConversion(old.key, old.keySize, want.key, want.keySize);
     const valuePlan = planConversion(old.value, old.valueSize, want.value, want.valueSize);
-    const slots = isPerCpu(want.type) ? cpus : 1;
-    const oldSlot = isPerCpu(old.type) ? Math.ceil(old.valueSize / 8) * 8 : old.valueSize;
-    const newSlot = isPerCpu(want.type) ? Math.ceil(want.valueSize / 8) * 8 : want.valueSize;
-    const convert: EntryConvert = (k, v) => {
-      const key = Buffer.alloc(want.keySize);
-      applyPlan(keyPlan, k, 0, key, 0);
-      const value = Buffer.alloc(userValueSize(want, cpus));
-      for (let c = 0; c < slots; c++) applyPlan(valuePlan, v, c * oldSlot, value, c * newSlot);
-      return { key, value };
+    const method: CopyMethod = {
+      kind: 'plan',
+      key: keyPlan,
+      value: valuePlan,
+      slots: isPerCpu(want.type) ? cpus : 1,
+      oldSlot: isPerCpu(old.type) ? Math.ceil(old.valueSize / 8) * 8 : old.valueSize,
+      newSlot: isPerCpu(want.type) ? Math.ceil(want.valueSize / 8) * 8 : want.valueSize,
     };
     const plan: ConversionPlan = {
       ...valuePlan,
@@ -146,7 +144,7 @@ function chooseMethod(name: string, old: MapSpec, want: MapSpec, reg: MigrationR
       dropped: [...keyPlan.dropped.map((f) => `key.${f}`), ...valuePlan.dropped],
       verbatim: keyPlan.verbatim && valuePlan.verbatim,
     };
-    return { method: { kind: 'user', convert }, converter: plan.verbatim ? 'verbatim' : 'by-field', plan };
+    return { method, converter: plan.verbatim ? 'verbatim' : 'by-field', plan };
   }
   if (old.type !== want.type) throw new UnconvertibleLayout('', `${mapTypeName(old.type)} cannot become ${mapTypeName(want.type)}`);
   if (old.type === MAP_TYPE.sk_storage) {

@@ -88,6 +88,7 @@ export interface Shim {
   mapNextKey(fd: number, key: Buffer | null, next: Buffer): number;
   mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: Uint32Array, opts: Buffer): number;
   mapDeleteBatch(fd: number, keys: Buffer, count: Uint32Array, opts: Buffer): number;
+  mapLookupBatch(fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: Buffer): number;
   mapInfo(fd: number, info: Buffer, len: Uint32Array): number;
   progGetFdById(id: number): number;
   close(fd: number): number;
@@ -137,6 +138,9 @@ export function loadShim(): Shim {
       'int bpf_map_update_batch(int fd, const void *keys, const void *values, uint32_t *count, const void *opts)',
     ),
     mapDeleteBatch: libbpf.func('int bpf_map_delete_batch(int fd, const void *keys, uint32_t *count, const void *opts)'),
+    mapLookupBatch: libbpf.func(
+      'int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, uint32_t *count, const void *opts)',
+    ),
     mapInfo: libbpf.func('int bpf_obj_get_info_by_fd(int fd, void *info, uint32_t *len)'),
     progGetFdById: libbpf.func('int bpf_prog_get_fd_by_id(uint32_t id)'),
     close: libc.func('int close(int fd)'),
