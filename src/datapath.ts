@@ -6,10 +6,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { packageRoot, type AttachResult, type BpfObject } from './bpf';
+import { loadWithMigration, packageRoot, socketFdsUnder, type AttachResult, type BpfObject, type MapMigration, type MigrationRegistry } from './bpf';
 import { encodeAddr } from './bpf/layout';
-import { loadWithMigration, type MapMigration, type MigrationRegistry } from './bpf/migrate';
-import { socketFdsUnder } from './bpf/socket-owners';
 import type { Config } from './config';
 import { DATAPATH_MIGRATIONS } from './map-migrations';
 

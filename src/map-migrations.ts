@@ -20,7 +20,7 @@
  * costs), `refuse` keeps the old datapath running and fails the start, naming the converter to
  * write. The layout ids are in that error and in `sluice status -o json`.
  */
-import type { MapPolicy, MigrationRegistry, RegisteredConverter } from './bpf/migrate';
+import type { MapPolicy, MigrationRegistry, RegisteredConverter } from './bpf';
 
 /** Per map, what happens when its entries cannot be converted. */
 export const MAP_POLICIES: Record<string, MapPolicy> = {

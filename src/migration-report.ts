@@ -1,5 +1,5 @@
 /* `sluice bpf migrate` output: one line per map, what happened to it and why. */
-import type { MapMigration } from './bpf/migrate';
+import type { MapMigration } from './bpf';
 
 export function formatMigration(maps: MapMigration[]): string {
   const width = Math.max(...maps.map((m) => m.map.length), 8) + 2;

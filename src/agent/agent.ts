@@ -2,7 +2,7 @@
  * keeps the maps in step, and answers on the local API. Killing it leaves the datapath running
  * from its pins; starting it again re-opens them and writes only differences.
  */
-import { netnsCookieOf, netnsCookieSelf } from '../bpf';
+import { netnsCookieOf, netnsCookieSelf, type MapMigration } from '../bpf';
 import { handleCni, type CniReply, type CniRequest } from '../cni/handler';
 import { parseCniArgs } from '../cni/spec';
 import type { CniInstaller } from '../cni/install';
@@ -17,7 +17,6 @@ import { WriteBack } from '../k8s/write-back';
 import type { ClusterSource } from '../k8s/source';
 import { ObjectStore } from '../k8s/store';
 import { ServiceTracker } from '../lb/tracker';
-import type { MapMigration } from '../bpf/migrate';
 import { datapathOptions, installDatapath } from '../datapath';
 import { LbMaps } from '../lb/maps';
 import { LbSync, type SyncReport } from '../lb/sync';
