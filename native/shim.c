@@ -19,6 +19,9 @@
 
 #include "fail.h"
 #include "shim.h"
+#include "internal.h"
+
+#define fail sl_fail
 
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
@@ -44,7 +47,10 @@ int sl_fail_v(int err, const char *fmt, va_list ap)
 	return err > 0 ? -err : err;
 }
 
-static int fail(int err, const char *fmt, ...)
+/* Records the message of a failure (with strerror of err appended) for sl_last_error(); returns
+ * -errno. Shared with the shim's other files through internal.h.
+ */
+int sl_fail(int err, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -53,6 +59,8 @@ static int fail(int err, const char *fmt, ...)
 	va_end(ap);
 	return err;
 }
+
+#define fail sl_fail
 
 static int log_to_buffer(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
@@ -256,6 +264,24 @@ int sl_link_cgroup_id(const char *link_pin, uint64_t *cgroup_id, uint32_t *prog_
 	if (err)
 		return fail(err, "link info %s", link_pin);
 	*cgroup_id = info.type == BPF_LINK_TYPE_CGROUP ? info.cgroup.cgroup_id : 0;
+	*prog_id = info.prog_id;
+	return 0;
+}
+
+int sl_link_prog_id(const char *link_pin, uint32_t *prog_id)
+{
+	struct bpf_link_info info;
+	__u32 len = sizeof(info);
+	int fd, err;
+
+	fd = bpf_obj_get(link_pin);
+	if (fd < 0)
+		return fail(fd, "open link pin %s", link_pin);
+	memset(&info, 0, sizeof(info));
+	err = bpf_obj_get_info_by_fd(fd, &info, &len);
+	close(fd);
+	if (err)
+		return fail(err, "link info %s", link_pin);
 	*prog_id = info.prog_id;
 	return 0;
 }

@@ -1,5 +1,6 @@
 /* The sluice command line: `sluice <command> [--config FILE] [-o json]`. */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { loadConfig, loadConfigDir, parseConfig, type Config } from './config';
 import { setLogLevel } from './log';
 
@@ -11,6 +12,10 @@ commands:
                      --alive: exit 0 when it answers at all (liveness)
   bpf lb list        services and backends as the pinned maps hold them (works while the agent is down)
   bpf lb counters    datapath counters (summed over CPUs)
+  bpf migrate        with the agent stopped: load the objects of --object-dir DIR (default: this
+                     release's) over the pinned maps as the agent does at start, migrating the
+                     maps whose layout or size differs; before a downgrade, DIR is the older
+                     release's build/bpf (see deploy/README.md)
   endpoint list      registered pods: IPs, namespace/name, mode=…, netns cookie, container (-o json)
   uninstall          remove sluice's CNI entry and binary, detach every program, remove every pin
 
@@ -28,6 +33,8 @@ interface Args {
   output: 'text' | 'json';
   /** status --alive: only whether the agent answers (a liveness probe) */
   alive?: boolean;
+  /** bpf migrate --object-dir */
+  objectDir?: string;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -40,6 +47,8 @@ function parseArgs(argv: string[]): Args {
     else if (a.startsWith('--config-dir=')) args.configDir = a.slice(13);
     else if (a === '-o' || a === '--output') args.output = argv[++i] === 'json' ? 'json' : 'text';
     else if (a === '--alive') args.alive = true;
+    else if (a === '--object-dir') args.objectDir = argv[++i];
+    else if (a.startsWith('--object-dir=')) args.objectDir = a.slice(13);
     else if (a === '-h' || a === '--help') args.words.unshift('help');
     else args.words.push(a);
   }
@@ -96,6 +105,25 @@ async function main(argv: string[]): Promise<number> {
         const width = Math.max(...Object.keys(counters).map((k) => k.length)) + 2;
         for (const [k, v] of Object.entries(counters)) process.stdout.write(`${k.padEnd(width)}${v}\n`);
       }
+      return 0;
+    }
+    case 'bpf migrate': {
+      const cfg = config(args);
+      const { callAgent } = await import('./agent/api');
+      const running = await callAgent(cfg.agentSocket, { op: 'status' }, 1000).then(
+        () => true,
+        () => false,
+      );
+      if (running) {
+        process.stderr.write(`sluice: the agent answers on ${cfg.agentSocket}: stop it before "bpf migrate" (it would load its own objects again)\n`);
+        return 1;
+      }
+      const { netnsCookieSelf } = await import('./bpf');
+      const { datapathOptions, installDatapath } = await import('./datapath');
+      const objectDir = args.objectDir && path.resolve(args.objectDir);
+      const { migration } = installDatapath(datapathOptions(cfg, netnsCookieSelf(), objectDir));
+      const { formatMigration } = await import('./migration-report');
+      process.stdout.write(args.output === 'json' ? JSON.stringify(migration, null, 2) + '\n' : formatMigration(migration));
       return 0;
     }
     case 'endpoint list': {

@@ -1,12 +1,15 @@
 /* The node's datapath: two eBPF objects (sock_lb.o: sock_addr hooks for socket-LB and outbound
  * capture; capture.o: sockops, getsockopt, sk_lookup) attached to the cgroup, their maps pinned
- * under the pin dir and shared between them. install() is also the restart path: pinned maps are
- * reused with their contents, and pinned links get the freshly loaded programs swapped in.
+ * under the pin dir and shared between them. install() is also the restart and upgrade path:
+ * pinned maps are reused with their contents (or migrated when a release changed them), and
+ * pinned links get the freshly loaded programs swapped in.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BpfError, BpfObject, packageRoot, updateLinkProgram, type AttachResult } from './bpf';
+import { loadWithMigration, packageRoot, socketFdsUnder, type AttachResult, type BpfObject, type MapMigration, type MigrationRegistry } from './bpf';
 import { encodeAddr } from './bpf/layout';
+import type { Config } from './config';
+import { DATAPATH_MIGRATIONS } from './map-migrations';
 
 /** cgroup programs of each object, attached to cgroup-root. */
 export const OBJECTS = {
@@ -58,14 +61,34 @@ export interface DatapathOptions {
   /** the node proxy's socket mark and mask (ambient) */
   proxyMark: { mark: number; mask: number };
   sizes: MapSizes;
-  /** directory of the built objects; default: build/bpf of this package */
+  /** directory of the built objects; default: $SLUICE_BPF_DIR, else build/bpf of this package */
   objectDir?: string;
+  /** what each map may become when its layout changed; default: src/map-migrations.ts */
+  registry?: MigrationRegistry;
+}
+
+/** The datapath as the configuration asks for it; hostNetnsCookie: the agent's own netns. */
+export function datapathOptions(cfg: Config, hostNetnsCookie: bigint, objectDir?: string): DatapathOptions {
+  return {
+    pinDir: cfg.bpfPinDir,
+    cgroupRoot: cfg.cgroupRoot,
+    hostnsOnly: cfg.lbSockHostnsOnly,
+    hostNetnsCookie,
+    proxyUid: cfg.meshProxyUid,
+    proxyGid: cfg.meshProxyGid,
+    dnsServers: cfg.meshDnsServers,
+    proxyMark: cfg.ambientProxyMark,
+    sizes: { service: cfg.lbServiceMapMax, backend: cfg.lbBackendMapMax, affinity: cfg.lbAffinityMapMax },
+    objectDir,
+  };
 }
 
 export interface InstallResult {
   links: Record<string, AttachResult>;
   /** per-pod sk_lookup and tcx links updated to the new programs */
   netnsLinks: number;
+  /** what happened to each pinned map: reused, created, migrated, rebuilt, removed */
+  migration: MapMigration[];
 }
 
 function isBpffs(dir: string): boolean {
@@ -101,73 +124,73 @@ export function tcxLinkPin(pinDir: string, netnsCookie: bigint | string): string
   return path.join(pinDir, TCX_LINKS_DIR, String(netnsCookie));
 }
 
-/** Loads both objects with this configuration, reusing (or creating) the pinned maps. */
+/** The object's settings: .rodata constants (the verifier prunes on them) and map sizes. */
+function configureObject(obj: BpfObject, opts: DatapathOptions): void {
+  const cookie = Buffer.alloc(8);
+  cookie.writeBigUInt64LE(opts.hostNetnsCookie);
+  obj.setRodata('cfg_hostns_only', Buffer.from([opts.hostnsOnly ? 1 : 0]), { ifPresent: true });
+  obj.setRodata('cfg_host_netns_cookie', cookie, { ifPresent: true });
+  obj.setRodata('cfg_proxy_uid', u32(opts.proxyUid), { ifPresent: true });
+  obj.setRodata('cfg_proxy_gid', u32(opts.proxyGid), { ifPresent: true });
+  obj.setRodata('cfg_proxy_mark', u32(opts.proxyMark.mark), { ifPresent: true });
+  obj.setRodata('cfg_proxy_mark_mask', u32(opts.proxyMark.mask), { ifPresent: true });
+  obj.setRodata('cfg_inbound_mark', u32(INBOUND_ROUTING.mark), { ifPresent: true });
+  obj.setRodata('cfg_inbound_mark_mask', u32(INBOUND_ROUTING.mask), { ifPresent: true });
+  const dns = Buffer.alloc(16 * 4);
+  opts.dnsServers.forEach((ip, i) => encodeAddr(ip, dns, 16 * i));
+  obj.setRodata('cfg_dns_servers', dns, { ifPresent: true });
+  obj.setRodata('cfg_n_dns_servers', Buffer.from([opts.dnsServers.length]), { ifPresent: true });
+  obj.configureMap('sl_lb_svc', { maxEntries: opts.sizes.service, ifPresent: true });
+  obj.configureMap('sl_lb_backend', { maxEntries: opts.sizes.backend, ifPresent: true });
+  obj.configureMap('sl_lb_affinity', { maxEntries: opts.sizes.affinity, ifPresent: true });
+}
+
+/**
+ * Loads both objects with this configuration over the pinned maps (reused when compatible,
+ * migrated when their layout or size changed: src/bpf/migrate.ts), and attaches them: existing
+ * pinned links get the new programs swapped in, per-pod sk_lookup links included.
+ */
 export function installDatapath(opts: DatapathOptions): InstallResult {
   for (const d of [LINKS_DIR, NETNS_LINKS_DIR, TCX_LINKS_DIR, PROGS_DIR]) fs.mkdirSync(path.join(opts.pinDir, d), { recursive: true });
   if (!isBpffs(opts.pinDir)) {
     throw new Error(`Cannot pin under bpf-pin-dir "${opts.pinDir}": not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)`);
   }
-  const dir = opts.objectDir ?? path.join(packageRoot(), 'build', 'bpf');
-  const links: Record<string, AttachResult> = {};
-  let netnsLinks = 0;
-  for (const [file, programs] of Object.entries(OBJECTS)) {
-    const obj = BpfObject.open(path.join(dir, file));
-    try {
-      const cookie = Buffer.alloc(8);
-      cookie.writeBigUInt64LE(opts.hostNetnsCookie);
-      obj.setRodata('cfg_hostns_only', Buffer.from([opts.hostnsOnly ? 1 : 0]), { ifPresent: true });
-      obj.setRodata('cfg_host_netns_cookie', cookie, { ifPresent: true });
-      obj.setRodata('cfg_proxy_uid', u32(opts.proxyUid), { ifPresent: true });
-      obj.setRodata('cfg_proxy_gid', u32(opts.proxyGid), { ifPresent: true });
-      obj.setRodata('cfg_proxy_mark', u32(opts.proxyMark.mark), { ifPresent: true });
-      obj.setRodata('cfg_proxy_mark_mask', u32(opts.proxyMark.mask), { ifPresent: true });
-      obj.setRodata('cfg_inbound_mark', u32(INBOUND_ROUTING.mark), { ifPresent: true });
-      obj.setRodata('cfg_inbound_mark_mask', u32(INBOUND_ROUTING.mask), { ifPresent: true });
-      const dns = Buffer.alloc(16 * 4);
-      opts.dnsServers.forEach((ip, i) => encodeAddr(ip, dns, 16 * i));
-      obj.setRodata('cfg_dns_servers', dns, { ifPresent: true });
-      obj.setRodata('cfg_n_dns_servers', Buffer.from([opts.dnsServers.length]), { ifPresent: true });
-      obj.pinMaps(opts.pinDir);
-      obj.configureMap('sl_lb_svc', { maxEntries: opts.sizes.service, ifPresent: true });
-      obj.configureMap('sl_lb_backend', { maxEntries: opts.sizes.backend, ifPresent: true });
-      obj.configureMap('sl_lb_affinity', { maxEntries: opts.sizes.affinity, ifPresent: true });
-      try {
-        obj.load();
-      } catch (e) {
-        if (e instanceof BpfError && /reuse|pinned/i.test(e.message)) {
-          throw new BpfError(
-            e.op,
-            e.errno,
-            `${e.message}\nA map pinned under ${opts.pinDir} does not match this configuration (size or layout changed): ` +
-              `restore the previous bpf-lb-*-map-max values, or run "sluice uninstall" and start again.`,
-          );
-        }
-        throw e;
-      }
-      for (const prog of programs) links[prog] = obj.attachCgroup(prog, opts.cgroupRoot, sockLinkPin(opts.pinDir, prog));
-      if (file === 'capture.o') {
-        for (const [prog, dir] of [[SK_LOOKUP_PROG, NETNS_LINKS_DIR], [LO_MARK_PROG, TCX_LINKS_DIR]]) {
-          const progPin = path.join(opts.pinDir, PROGS_DIR, prog);
-          obj.pinProgram(prog, progPin);
-          netnsLinks += updateLinks(path.join(opts.pinDir, dir), progPin);
+  // SLUICE_BPF_DIR, like SLUICE_SHIM for the shim: run this agent with other objects (the
+  // upgrade test's next release)
+  const dir = opts.objectDir ?? process.env.SLUICE_BPF_DIR ?? path.join(packageRoot(), 'build', 'bpf');
+  const { attached, maps } = loadWithMigration({
+    pinDir: opts.pinDir,
+    objects: Object.keys(OBJECTS).map((file) => path.join(dir, file)),
+    configure: (obj) => configureObject(obj, opts),
+    attach: (loaded, tx) => {
+      const links: Record<string, AttachResult> = {};
+      let netnsLinks = 0;
+      for (const [file, programs] of Object.entries(OBJECTS)) {
+        const obj = loaded.get(path.join(dir, file))!;
+        for (const prog of programs) links[prog] = tx.attachCgroup(obj, prog, opts.cgroupRoot, sockLinkPin(opts.pinDir, prog));
+        if (file === 'capture.o') {
+          // a restart keeps pods captured: every pod's sk_lookup and tcx link gets the new program
+          for (const [prog, linksDir] of [[SK_LOOKUP_PROG, NETNS_LINKS_DIR], [LO_MARK_PROG, TCX_LINKS_DIR]]) {
+            const progPin = path.join(opts.pinDir, PROGS_DIR, prog);
+            tx.pinProgram(obj, prog, progPin);
+            for (const name of fs.readdirSync(path.join(opts.pinDir, linksDir))) {
+              tx.updateLink(path.join(opts.pinDir, linksDir, name), progPin);
+              netnsLinks++;
+            }
+          }
         }
       }
-    } finally {
-      // Pins and links keep programs and maps alive; the object's own fds are not needed.
-      obj.close();
-    }
-  }
-  return { links, netnsLinks };
+      return { links, netnsLinks };
+    },
+    ownsPin: (name) => name.startsWith('sl_'),
+    registry: opts.registry ?? DATAPATH_MIGRATIONS,
+    // the sockets in sl_listeners belong to processes in the cgroup the programs watch
+    socketOwners: () => socketFdsUnder(opts.cgroupRoot),
+  });
+  return { ...attached, migration: maps };
 }
 
-/** Swaps the new program into every pod's link of a kind (a restart keeps pods captured). */
-function updateLinks(dir: string, progPin: string): number {
-  const names = fs.readdirSync(dir);
-  for (const name of names) updateLinkProgram(path.join(dir, name), progPin);
-  return names.length;
-}
-
-/** Removes the links (detaching the programs), the pinned programs and every pinned map. */
+/** Removes the links (detaching the programs), the pinned programs and every pinned sl_* map. */
 export function uninstallDatapath(pinDir: string): string[] {
   const removed: string[] = [];
   const rm = (p: string) => {
@@ -184,5 +207,11 @@ export function uninstallDatapath(pinDir: string): string[] {
   rm(path.join(pinDir, PROGS_DIR, SK_LOOKUP_PROG));
   rm(path.join(pinDir, PROGS_DIR, LO_MARK_PROG));
   for (const name of PINNED_MAPS) rm(path.join(pinDir, name));
+  // maps of other releases (migrated away, or newer ones after a downgrade) and pins a
+  // migration left half-way: every sluice map is named sl_*
+  for (const name of fs.readdirSync(pinDir)) {
+    const p = path.join(pinDir, name);
+    if (name.startsWith('sl_') && fs.statSync(p).isFile()) rm(p);
+  }
   return removed;
 }

@@ -2,7 +2,7 @@
  * keeps the maps in step, and answers on the local API. Killing it leaves the datapath running
  * from its pins; starting it again re-opens them and writes only differences.
  */
-import { netnsCookieOf, netnsCookieSelf } from '../bpf';
+import { netnsCookieOf, netnsCookieSelf, type MapMigration } from '../bpf';
 import { cniError, handleCni, type CniReply, type CniRequest } from '../cni/handler';
 import { CniCode, parseCniArgs } from '../cni/spec';
 import type { CniInstaller } from '../cni/install';
@@ -17,7 +17,7 @@ import { WriteBack } from '../k8s/write-back';
 import type { ClusterSource } from '../k8s/source';
 import { ObjectStore } from '../k8s/store';
 import { ServiceTracker } from '../lb/tracker';
-import { installDatapath } from '../datapath';
+import { datapathOptions, installDatapath } from '../datapath';
 import { LbMaps } from '../lb/maps';
 import { LbSync, type SyncReport } from '../lb/sync';
 import { log } from '../log';
@@ -52,7 +52,14 @@ export interface AgentStatus {
   pid: number;
   startedAt: string;
   config: { bpfPinDir: string; cgroupRoot: string; lbSockHostnsOnly: boolean; k8sObjectsDir: string };
-  datapath?: { links: Record<string, string>; services: number; backends: number; counters: Record<string, number> };
+  datapath?: {
+    links: Record<string, string>;
+    services: number;
+    backends: number;
+    counters: Record<string, number>;
+    /** what the start did with each pinned map (reused, created, migrated, rebuilt, removed) */
+    migration: MapMigration[];
+  };
   lastSync?: { at: string; ms: number; report: SyncReport };
   source?: unknown;
   cni?: { installed: boolean; file?: string; reason?: string };
@@ -71,6 +78,7 @@ export class Agent {
   private maps?: LbMaps;
   private sync?: LbSync;
   private links: Record<string, string> = {};
+  private migration: MapMigration[] = [];
   private source?: ClusterSource & { status?(): unknown };
   private readonly store = new ObjectStore();
   private localApi?: ApiServer;
@@ -119,17 +127,7 @@ export class Agent {
     this.loadEndpoints();
 
     const cookie = netnsCookieSelf();
-    const { links, netnsLinks } = installDatapath({
-      pinDir: this.cfg.bpfPinDir,
-      cgroupRoot: this.cfg.cgroupRoot,
-      hostnsOnly: this.cfg.lbSockHostnsOnly,
-      hostNetnsCookie: cookie,
-      proxyUid: this.cfg.meshProxyUid,
-      proxyGid: this.cfg.meshProxyGid,
-      dnsServers: this.cfg.meshDnsServers,
-      proxyMark: this.cfg.ambientProxyMark,
-      sizes: { service: this.cfg.lbServiceMapMax, backend: this.cfg.lbBackendMapMax, affinity: this.cfg.lbAffinityMapMax },
-    });
+    const { links, netnsLinks, migration } = installDatapath(datapathOptions(this.cfg, cookie));
     const maps = LbMaps.open(this.cfg.bpfPinDir);
     this.maps = maps;
     this.capture = CaptureMaps.open(this.cfg.bpfPinDir);
@@ -139,12 +137,22 @@ export class Agent {
     this.addrWatch = watchAddresses(() => this.enroller?.setNodeIps(nodeAddresses()));
     this.enroller.setNodeIps(nodeAddresses());
     this.links = links;
+    this.migration = migration;
     this.sync = new LbSync(maps);
     const restored = this.sync.restore();
+    const actions: Record<string, number> = {};
+    for (const m of migration) actions[m.action] = (actions[m.action] ?? 0) + 1;
     log.info('datapath attached', {
       cgroup: this.cfg.cgroupRoot, pinDir: this.cfg.bpfPinDir, hostnsOnly: this.cfg.lbSockHostnsOnly,
       netnsCookie: cookie.toString(), links, netnsLinks, restoredServices: restored.services, restoredBackends: restored.backends,
+      maps: actions,
     });
+    for (const m of migration) {
+      if (m.action === 'reused') continue;
+      if (m.lost || m.dropped) log.warn(`map ${m.action}`, { ...m });
+      else log.info(`map ${m.action}`, { ...m });
+    }
+    this.refillMaps();
 
     this.reason = 'waiting for the first sync of cluster objects';
     if (this.cfg.source === 'api') {
@@ -238,6 +246,16 @@ export class Agent {
     })();
     await this.repairRunning;
     this.repairRunning = undefined;
+  }
+
+  /**
+   * Refills what an upgrade had to start empty and only the agent can fill (src/map-migrations.ts
+   * says per map what "rebuild" means; node addresses are written at every start anyway): every
+   * enrolled pod needs its counter entry, the programs count only into existing ones.
+   */
+  private refillMaps(): void {
+    const stats = this.enroller?.restoreStats() ?? 0;
+    if (stats) log.info('per-pod counters recreated', { pods: stats });
   }
 
   /** The Pod an ADD names, when the store does not hold it yet. */
@@ -395,6 +413,7 @@ export class Agent {
         services: this.sync?.serviceCount ?? 0,
         backends: this.lastSync?.report.backends ?? 0,
         counters: this.maps.readCounters(),
+        migration: this.migration,
       },
       lastSync: this.lastSync,
       memory: { rssMiB: Math.round(process.memoryUsage().rss / 1048576), heapUsedMiB: Math.round(process.memoryUsage().heapUsed / 1048576) },

@@ -4,3 +4,8 @@ export { BpfMap, openPinnedSet, readMapInfo, type Codec, type MapInfo } from './
 export { attachNetns, BpfObject, inpodRouting, updateLinkProgram, cgroupId, netnsCookieOf, netnsCookieSelf, pinnedLinkInfo, type AttachResult } from './object';
 export { possibleCpus } from './cpus';
 export { censusPinnedMap, FILLING_MAP_TYPES, type KeyVisitor, type MapCensus } from './map-census';
+export { loadWithMigration, type MapMigration, type MapPolicy, type MigrationRegistry, type RegisteredConverter } from './migrate';
+export { MapMigrationError, type MigrationErrorKind } from './migration-error';
+export { LinkTransaction } from './link-transaction';
+export { layoutId, pinnedMapSpec, type MapSpec } from './map-spec';
+export { socketFdsUnder } from './socket-owners';

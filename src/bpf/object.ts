@@ -2,6 +2,7 @@
  * Only what this process created is torn down by close(); pinned maps and links outlive it.
  */
 import * as fs from 'node:fs';
+import { objectMapSpecs, type MapSpec } from './map-spec';
 import { BpfError, check, loadShim, type InpodCfg, type ObjectHandle } from './shim';
 
 export type AttachResult = 'created' | 'updated';
@@ -58,11 +59,26 @@ export class BpfObject {
     return this;
   }
 
+  /** The maps the object declares, as configured so far (call before load). */
+  mapSpecs(): MapSpec[] {
+    return objectMapSpecs(this.h, this.path);
+  }
+
+  /** Makes the object use an existing map (a pinned one, or one another object created). */
+  reuseMap(name: string, fd: number): this {
+    check(loadShim().objReuseMap(this.h, name, fd), `reuse map ${name}`);
+    return this;
+  }
+
   /** Loads every program; a verifier failure throws with the end of the verifier log. */
   load(): this {
     check(loadShim().objLoad(this.h), `load ${this.path}`);
     this.loaded = true;
     return this;
+  }
+
+  progFd(name: string): number {
+    return check(loadShim().objProgFd(this.h, name), `program ${name}`);
   }
 
   mapFd(name: string): number {

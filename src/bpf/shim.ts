@@ -5,14 +5,19 @@ import * as path from 'node:path';
 import * as fs from 'node:fs';
 import koffi, { type LibraryHandle } from 'koffi';
 
-/** A failed kernel or libbpf call: `op` names what was attempted, `errno` is matchable. */
+/**
+ * A failed kernel or libbpf call: `op` names what was attempted, `errno` is matchable. The
+ * message is `op: detail`, or the shim's own message when it already names what failed (the
+ * context is said once).
+ */
 export class BpfError extends Error {
   constructor(
     readonly op: string,
     readonly errno: number,
     detail?: string,
+    opts: { whole?: boolean } = {},
   ) {
-    super(`${op}: ${detail ?? errnoText(errno)}`);
+    super(opts.whole && detail ? detail : `${op}: ${detail ?? errnoText(errno)}`);
     this.name = 'BpfError';
   }
 }
@@ -75,6 +80,11 @@ export interface Shim {
   cgroupLink(obj: ObjectHandle, prog: string, cgroup: string, linkPin: string): number;
   linkCgroupId(linkPin: string, cgroupId: BigUint64Array, progId: Uint32Array): number;
   inpodSetup(netnsPath: string, progFd: number, linkPin: string, cfg: InpodCfg, add: number): number;
+  linkProgId(linkPin: string, progId: Uint32Array): number;
+  objMapsJson(obj: ObjectHandle, buf: Buffer, len: number): number;
+  mapSpecJson(fd: number, buf: Buffer, len: number): number;
+  objReuseMap(obj: ObjectHandle, map: string, fd: number): number;
+  socketCookieOf(pid: number, fd: number, cookie: BigUint64Array): number;
   sockhashAddFromPid(mapFd: number, key: Buffer, pid: number, fd: number): number;
   netnsCookieSelf(out: BigUint64Array): number;
   netnsCookieOf(path: string, out: BigUint64Array): number;
@@ -90,6 +100,7 @@ export interface Shim {
   mapDeleteBatch(fd: number, keys: Buffer, count: Uint32Array, opts: Buffer): number;
   mapLookupBatch(fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: Buffer): number;
   mapInfo(fd: number, info: Buffer, len: Uint32Array): number;
+  progGetFdById(id: number): number;
   close(fd: number): number;
 }
 
@@ -128,6 +139,11 @@ export function loadShim(): Shim {
     cgroupLink: lib.func('int sl_cgroup_link(bpf_object *obj, const char *prog, const char *cg, const char *pin)'),
     linkCgroupId: lib.func('int sl_link_cgroup_id(const char *pin, uint64_t *cg, uint32_t *prog)'),
     inpodSetup: lib.func('int sl_inpod_setup(const char *netns, int prog_fd, const char *pin, const sl_inpod_cfg *cfg, int add)'),
+    linkProgId: lib.func('int sl_link_prog_id(const char *pin, uint32_t *prog)'),
+    objMapsJson: lib.func('int sl_obj_maps_json(bpf_object *obj, char *buf, size_t len)'),
+    mapSpecJson: lib.func('int sl_map_spec_json(int fd, char *buf, size_t len)'),
+    objReuseMap: lib.func('int sl_obj_reuse_map(bpf_object *obj, const char *map, int fd)'),
+    socketCookieOf: lib.func('int sl_socket_cookie_of(int pid, int fd, uint64_t *cookie)'),
     sockhashAddFromPid: lib.func('int sl_sockhash_add_from_pid(int map_fd, const void *key, int pid, int fd)'),
     netnsCookieSelf: lib.func('int sl_netns_cookie_self(uint64_t *cookie)'),
     netnsCookieOf: lib.func('int sl_netns_cookie_of(const char *path, uint64_t *cookie)'),
@@ -146,6 +162,7 @@ export function loadShim(): Shim {
       'int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, uint32_t *count, const void *opts)',
     ),
     mapInfo: libbpf.func('int bpf_obj_get_info_by_fd(int fd, void *info, uint32_t *len)'),
+    progGetFdById: libbpf.func('int bpf_prog_get_fd_by_id(uint32_t id)'),
     close: libc.func('int close(int fd)'),
   };
   return shim;
@@ -154,8 +171,9 @@ export function loadShim(): Shim {
 /** Throws a BpfError for a negative return of a shim call, with the shim's message. */
 export function check(ret: number, op: string): number {
   if (ret >= 0) return ret;
-  const s = loadShim();
-  throw new BpfError(op, -ret, s.lastError() || errnoText(-ret));
+  const msg = loadShim().lastError();
+  // the shim's messages name what failed, the value and the cause: nothing to add
+  throw msg ? new BpfError(op, -ret, msg, { whole: true }) : new BpfError(op, -ret);
 }
 
 /** Throws a BpfError for a negative return of a direct libbpf call. */

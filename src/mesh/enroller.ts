@@ -79,6 +79,21 @@ export class Enroller {
     }
   }
 
+  /**
+   * Gives every enrolled pod a counter entry (the programs count only into existing entries):
+   * after an upgrade that had to start sl_ep_stats empty, counting resumes. Returns how many
+   * were missing.
+   */
+  restoreStats(): number {
+    let n = 0;
+    for (const cookie of this.maps.endpoints.keys()) {
+      if (this.maps.stats.get(cookie) !== undefined) continue;
+      this.maps.stats.set(cookie, ZERO_STATS);
+      n++;
+    }
+    return n;
+  }
+
   /** Idempotent: releasing a pod that is not enrolled does nothing. */
   release(t: Pick<EnrolTarget, 'netnsCookie' | 'ips'> & { netnsPath?: string }): boolean {
     const cookie = BigInt(t.netnsCookie);

@@ -104,12 +104,14 @@ export async function sluice(env: LbEnv, args: string[], allowFail = false) {
  * Starts the agent in the node's network namespace (outside the test cgroup) and waits for ready.
  * `inTestNetns`: run it in this test process's namespace instead, to reach an in-process stand-in
  * API server on 127.0.0.1 (nothing is attached to that namespace: programs go to the test cgroup
- * and the pods' namespaces only).
+ * and the pods' namespaces only). `bin`: the sluice executable (default: this tree's); `env`: more
+ * environment for it.
  */
-export async function startAgent(env: LbEnv, opts: { inTestNetns?: boolean } = {}): Promise<ChildProcess> {
+export async function startAgent(env: LbEnv, opts: { inTestNetns?: boolean; bin?: string; env?: Record<string, string> } = {}): Promise<ChildProcess> {
   env.agentInTestNetns = opts.inTestNetns ?? env.agentInTestNetns;
   const netnsPath = env.agentInTestNetns ? `/proc/${process.pid}/ns/net` : undefined;
-  const agent = env.node.spawn([SLUICE, 'agent', '--config', env.configPath], { inCgroup: false, netnsPath });
+  // `bin`: another release's sluice (the upgrade test starts the first release)
+  const agent = env.node.spawn([opts.bin ?? SLUICE, 'agent', '--config', env.configPath], { inCgroup: false, netnsPath, env: opts.env });
   env.agent = agent;
   // an agent that dies on its own is a finding: say so with the end of its log
   agent.once('exit', (code, signal) => {

@@ -64,14 +64,29 @@ describe.skipIf(process.getuid?.() !== 0)('socket-LB map limits (needs root)', (
     expect(await lbList(env)).toHaveLength(4);
   });
 
-  it('a changed map size is refused at start with what to do', async () => {
+  it('a bigger map size is migrated at start: every service kept, the ones that did not fit now programmed', async () => {
     await stopAgent(env);
     writeConfig(env, { 'bpf-lb-service-map-max': '32' });
+    writeObjects(env, 'svc.yaml', services(8)); // 24 entries: more than the old map holds
+    const stream = probe(env, '10.96.1.1', 80, { count: 100, intervalMs: 5, timeoutMs: 2000 });
+    await startAgent(env);
+    const st = JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout);
+    const svc = st.datapath.migration.find((m: { map: string }) => m.map === 'sl_lb_svc');
+    expect(svc).toMatchObject({ action: 'migrated', converter: 'verbatim', reason: 'max entries 16 → 32', entries: 12, copied: 12 });
+    expect((await stream).filter((r) => !r.ok)).toEqual([]);
+    await waitForBackends(env, '10.96.1.8:80/TCP', [`${env.backends[0].ipv4}:${TCP_PORT}`, `${env.backends[1].ipv4}:${TCP_PORT}`]);
+    expect(await lbList(env)).toHaveLength(8);
+  });
+
+  it('a map size too small for what the pinned map holds is refused; the running datapath is untouched', async () => {
+    await stopAgent(env);
+    writeConfig(env, { 'bpf-lb-service-map-max': '16' });
     const res = await run([SLUICE, 'agent', '--config', env.configPath], { allowFail: true, timeoutMs: 10000 });
     expect(res.code).not.toBe(0);
-    expect(res.stderr).toMatch(/does not match this configuration.*sluice uninstall/s);
-    // the old datapath is still in place and serving
-    const ok = await probe(env, '10.96.1.1', 80, { count: 3 });
+    expect(res.stderr).toMatch(/map sl_lb_svc: the new map holds 16 entries, the pinned one has more/);
+    const pinned = JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'pinned', `${env.node.pinDir}/sl_lb_svc`])).stdout);
+    expect(pinned.max_entries).toBe(32);
+    const ok = await probe(env, '10.96.1.8', 80, { count: 3 });
     expect(ok.every((r) => r.ok)).toBe(true);
   });
 });

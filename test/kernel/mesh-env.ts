@@ -16,7 +16,8 @@ export interface MeshEnv extends LbEnv {
   stateDir: string;
 }
 
-export async function createMeshEnv(opts: { backends?: number; extraConfig?: Record<string, string> } = {}): Promise<MeshEnv> {
+/** `agentBin`: start another release's agent (default: this tree's). */
+export async function createMeshEnv(opts: { backends?: number; extraConfig?: Record<string, string>; agentBin?: string } = {}): Promise<MeshEnv> {
   const env = (await createLbEnv({ backends: opts.backends ?? 2 })) as MeshEnv;
   env.confDir = path.join(env.node.workDir, 'net.d');
   env.binDir = path.join(env.node.workDir, 'cni-bin');
@@ -27,7 +28,7 @@ export async function createMeshEnv(opts: { backends?: number; extraConfig?: Rec
     JSON.stringify({ cniVersion: '1.0.0', name: 'podnet', plugins: [{ type: 'bridge', bridge: 'slbr0', ipam: { type: 'host-local' } }] }),
   );
   writeConfig(env, { 'cni-conf-dir': env.confDir, 'cni-bin-dir': env.binDir, 'state-dir': env.stateDir, ...opts.extraConfig });
-  await startAgent(env);
+  await startAgent(env, { bin: opts.agentBin });
   return env;
 }
 

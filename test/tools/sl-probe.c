@@ -89,7 +89,7 @@ struct target {
 	socklen_t len;
 };
 
-enum cmd { CMD_SERVE = 1, CMD_CONNECT = 2, CMD_BENCH = 4, CMD_SIDECAR = 8, CMD_BATCH = 16 };
+enum cmd { CMD_SERVE = 1, CMD_CONNECT = 2, CMD_BENCH = 4, CMD_SIDECAR = 8, CMD_BATCH = 16, CMD_HOLD = 32 };
 
 /* Repeatable options: --extra-port, --bind-inbound-source (once per family). */
 struct port_list {
@@ -134,18 +134,18 @@ struct optdef {
 	long min, max; /* range for OPT_LONG and each OPT_PORTS value */
 };
 
-#define ALL_CMDS (CMD_SERVE | CMD_CONNECT | CMD_BENCH)
+#define ALL_CMDS (CMD_SERVE | CMD_CONNECT | CMD_BENCH | CMD_HOLD)
 #define MARK_MAX 0xffffffffUL
 #define OFF(f) offsetof(struct opts, f)
 
 static const struct optdef optdefs[] = {
-	{ "--proto", CMD_SERVE | CMD_CONNECT, OPT_STR, OFF(proto), 0, 0 },
+	{ "--proto", CMD_SERVE | CMD_CONNECT | CMD_HOLD, OPT_STR, OFF(proto), 0, 0 },
 	{ "--addr", ALL_CMDS, OPT_STR, OFF(addr), 0, 0 },
 	{ "--port", ALL_CMDS, OPT_LONG, OFF(port), 1, 65535 },
 	{ "--id", CMD_SERVE | CMD_SIDECAR, OPT_STR, OFF(id), 0, 0 },
 	{ "--count", CMD_CONNECT | CMD_BENCH, OPT_LONG, OFF(count), 1, COUNT_MAX },
 	{ "--interval-ms", CMD_CONNECT, OPT_LONG, OFF(interval_ms), 0, MS_MAX },
-	{ "--timeout-ms", CMD_CONNECT | CMD_BENCH, OPT_LONG, OFF(timeout_ms), 1, MS_MAX },
+	{ "--timeout-ms", CMD_CONNECT | CMD_BENCH | CMD_HOLD, OPT_LONG, OFF(timeout_ms), 1, MS_MAX },
 	{ "--udp-mode", CMD_CONNECT, OPT_STR, OFF(udp_mode), 0, 0 },
 	{ "--same-socket", CMD_CONNECT, OPT_FLAG, OFF(same_socket), 0, 0 },
 	{ "--warmup", CMD_BENCH, OPT_LONG, OFF(warmup), 0, COUNT_MAX },
@@ -182,6 +182,12 @@ static void usage(FILE *f)
 	      "      --bind binds the client socket to ADDR port 0 before use;\n"
 	      "      --mark sets SO_MARK=N on it.\n"
 	      "      Exit 0 if all attempts succeeded, 1 otherwise.\n"
+	      "  sl-probe hold --proto tcp|udp --addr ADDR --port PORT [--timeout-ms T (1000)]\n"
+	      "      One socket kept open: connects (TCP: reads the reply line; UDP:\n"
+	      "      connect, send, receive) and prints one JSON line with the reply and\n"
+	      "      getpeername(); then, for each line read on stdin, prints\n"
+	      "      getpeername() again (UDP: after another send/receive on the same\n"
+	      "      connected socket, with the reply's source as \"from\"). Ends at EOF.\n"
 	      "  sl-probe bench --addr ADDR --port PORT [--count N (2000)]\n"
 	      "      [--warmup W (200)] [--concurrency C (1)] [--timeout-ms T (5000)]\n"
 	      "      TCP connect latency / connection rate against 'serve'.\n"
@@ -326,7 +332,7 @@ static void validate_opts(enum cmd cmd, const struct opts *o)
 		usage_error("missing --addr", NULL);
 	if (cmd != CMD_SIDECAR && o->port < 0)
 		usage_error("missing --port", NULL);
-	if (cmd == CMD_SERVE || cmd == CMD_CONNECT) {
+	if (cmd == CMD_SERVE || cmd == CMD_CONNECT || cmd == CMD_HOLD) {
 		if (!o->proto)
 			usage_error("missing --proto", NULL);
 		if (strcmp(o->proto, "tcp") != 0 && strcmp(o->proto, "udp") != 0)
@@ -1052,6 +1058,84 @@ static int run_batch(int argc, char **argv)
 }
 
 /* ------------------------------------------------------------------ */
+/* hold                                                                */
+/* ------------------------------------------------------------------ */
+
+/* One round on the held socket: what getpeername() (and, for UDP, a reply's source) say now.
+ * The socket is never connected again, so only the kernel's reverse translation answers. */
+static bool hold_round(int fd, bool tcp, struct attempt *a, char *from, size_t fromlen)
+{
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof(peer);
+
+	if (!tcp) {
+		if (send(fd, "ping", 4, 0) < 0)
+			return attempt_fail(a, "send");
+		struct sockaddr_storage src;
+		socklen_t slen = sizeof(src);
+		if (!udp_recv_reply(fd, a, &src, &slen))
+			return false;
+		format_peer(&src, from, fromlen);
+	}
+	if (getpeername(fd, (struct sockaddr *)&peer, &plen) < 0)
+		return attempt_fail(a, "getpeername");
+	format_peer(&peer, a->peer, sizeof(a->peer));
+	a->ok = true;
+	return true;
+}
+
+static void print_hold(const struct attempt *a, const char *from)
+{
+	if (!a->ok || !from[0]) {
+		print_attempt(a, NULL);
+		return;
+	}
+	printf("{\"ok\":true,\"reply\":");
+	print_json_string(a->reply);
+	printf(",\"peer\":");
+	print_json_string(a->peer);
+	printf(",\"from\":");
+	print_json_string(from);
+	printf("}\n");
+}
+
+static int run_hold(const struct opts *o, const struct target *t)
+{
+	bool tcp = strcmp(o->proto, "tcp") == 0;
+	struct client_sock cs;
+	struct attempt a;
+	char from[INET6_ADDRSTRLEN + 16] = "";
+	char line[256];
+	const char *stage;
+	int fd;
+	bool ok;
+
+	parse_client_sock(o, t, &cs);
+	memset(&a, 0, sizeof(a));
+	if (tcp) {
+		fd = socket(t->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		ok = fd >= 0 && tcp_attempt_on(fd, t, o->timeout_ms, &a);
+		if (fd < 0)
+			attempt_fail(&a, "socket");
+	} else {
+		fd = open_udp_client(t, &cs, o->timeout_ms, &stage);
+		ok = fd >= 0 ? udp_connected_attempt(fd, t, &a) : attempt_fail(&a, stage);
+	}
+	print_attempt(&a, NULL);
+	if (!ok)
+		return 1;
+	/* bounded by stdin: the harness closes it to end the process */
+	while (fgets(line, sizeof(line), stdin)) {
+		memset(&a, 0, sizeof(a));
+		from[0] = '\0';
+		hold_round(fd, tcp, &a, from, sizeof(from));
+		print_hold(&a, from);
+	}
+	close(fd);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* bench                                                               */
 /* ------------------------------------------------------------------ */
 
@@ -1679,6 +1763,8 @@ static enum cmd parse_cmd(const char *s)
 		return CMD_SIDECAR;
 	if (strcmp(s, "batch") == 0)
 		return CMD_BATCH;
+	if (strcmp(s, "hold") == 0)
+		return CMD_HOLD;
 	usage_error("unknown subcommand", s);
 	return CMD_SERVE; /* not reached */
 }
@@ -1713,6 +1799,8 @@ int main(int argc, char **argv)
 		return run_connect(&o, &t);
 	case CMD_BENCH:
 		return run_bench(&o, &t);
+	case CMD_HOLD:
+		return run_hold(&o, &t);
 	case CMD_SIDECAR:
 	case CMD_BATCH:
 		break; /* handled above: they have no --addr/--port */
