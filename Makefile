@@ -22,8 +22,8 @@ build/bpf/%.o: bpf/%.c $(BPF_HDRS)
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-SHIM_SRCS   := native/shim.c native/io.c
-SHIM_HDRS   := native/shim.h native/io.h native/fail.h
+SHIM_SRCS   := native/shim.c native/io.c native/introspect.c
+SHIM_HDRS   := native/shim.h native/io.h native/introspect.h native/fail.h
 
 build/libsluice.so: $(SHIM_SRCS) $(SHIM_HDRS)
 	@mkdir -p $(@D)
