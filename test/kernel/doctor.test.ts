@@ -4,12 +4,15 @@
  * before the next.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DoctorReport } from '../../src/doctor';
 import { LbMaps } from '../../src/lb/maps';
 import { CaptureMaps } from '../../src/mesh/maps';
 import { run, waitFor, type SimPod } from '../harness';
+import { FakeApiServer } from '../harness/apiserver';
+import { loadGolden, readGolden } from './istio-golden';
 import { serviceYaml, sliceYaml, sluice, SLUICE, startAgent, stopAgent, TCP_PORT, waitForBackends, writeConfig, writeObjects, removeObjects } from './lb-env';
 import { addMeshPod, createMeshEnv, namespaceYaml, startSidecar, type MeshEnv } from './mesh-env';
 import { startZtunnel, type Ztunnel } from './ztunnel-env';
@@ -26,12 +29,15 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
   let meshConfig: Record<string, string>;
 
   /** Runs doctor in the node's network namespace, as the DaemonSet's hostNetwork pod does. */
-  async function doctor(): Promise<{ code: number; report: DoctorReport; text: string }> {
+  async function doctor(): Promise<{ code: number; report: DoctorReport }> {
     const json = await env.node.exec([SLUICE, 'doctor', '-o', 'json', '--config', env.configPath], { inCgroup: false, allowFail: true, timeoutMs: 30000 });
-    const text = await env.node.exec([SLUICE, 'doctor', '--config', env.configPath], { inCgroup: false, allowFail: true, timeoutMs: 30000 });
-    const report = JSON.parse(json.stdout) as DoctorReport;
-    expect(text.code).toBe(json.code);
-    return { code: json.code, report, text: text.stdout };
+    return { code: json.code, report: JSON.parse(json.stdout) as DoctorReport };
+  }
+
+  /** The text form: one line per check result, then the summary. */
+  async function doctorText(): Promise<{ code: number; text: string }> {
+    const r = await env.node.exec([SLUICE, 'doctor', '--config', env.configPath], { inCgroup: false, allowFail: true, timeoutMs: 30000 });
+    return { code: r.code, text: r.stdout };
   }
 
   function notOk(r: DoctorReport) {
@@ -40,7 +46,7 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
 
   async function expectHealthy(): Promise<void> {
     const d = await doctor();
-    expect(notOk(d.report), d.text).toEqual([]);
+    expect(notOk(d.report), JSON.stringify(d.report.checks, null, 1)).toEqual([]);
     expect(d.code).toBe(0);
   }
 
@@ -85,18 +91,22 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
 
   it('a healthy node: every check ok, exit 0, one line per check', async () => {
     const d = await doctor();
-    expect(notOk(d.report), d.text).toEqual([]);
+    expect(notOk(d.report), JSON.stringify(d.report.checks, null, 1)).toEqual([]);
     expect(d.code).toBe(0);
+    expect(d.report.healthy).toBe(true);
     const checks = new Set(d.report.checks.map((c) => c.check));
     for (const id of [
       'agent', 'kernel.version', 'kernel.btf', 'kernel.netns_cookie', 'kernel.set_retval', 'kernel.sk_lookup', 'kernel.tcx', 'kernel.sock_destroy',
       'kernel.cgroup2', 'kernel.bpffs', 'datapath.links', 'datapath.settings', 'maps.pressure', 'lb.services', 'cni.chain', 'cni.binary',
       'pods.mode', 'pods.links', 'pods.ztunnel', 'pods.proxy', 'pods.iptables', 'cluster.source', 'compat.visible',
     ]) expect(checks, id).toContain(id);
-    expect(d.text).toMatch(/^ok +datapath\.settings +the loaded programs' settings equal the config .*bpf-lb-sock-hostns-only=false/m);
-    expect(d.text).toMatch(/^ok +pods\.mode +2 registered pods: .*sidecar 1, ambient 1/m);
-    expect(d.text).toMatch(/^ok +lb\.services +the pinned maps hold the model exactly: 1 frontend of 1 Service\b/m);
-    expect(d.text).toMatch(/^healthy: \d+ ok, 0 warn, 0 fail$/m);
+    const t = await doctorText();
+    expect(t.code).toBe(0);
+    expect(t.text.trim().split('\n')).toHaveLength(d.report.checks.length + 1);
+    expect(t.text).toMatch(/^ok +datapath\.settings +the loaded programs' settings equal the config .*bpf-lb-sock-hostns-only=false/m);
+    expect(t.text).toMatch(/^ok +pods\.mode +2 registered pods: .*sidecar 1, ambient 1/m);
+    expect(t.text).toMatch(/^ok +lb\.services +the pinned maps hold the model exactly: 1 frontend of 1 Service\b/m);
+    expect(t.text).toMatch(/^healthy: \d+ ok, 0 warn, 0 fail$/m);
   });
 
   /** The lines of one check that are not ok. */
@@ -112,7 +122,10 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
     expect(failures(d.report, 'datapath.links')).toEqual([
       expect.objectContaining({ status: 'fail', message: expect.stringMatching(/^sl_connect4: the link pinned at .*sl_connect4 is detached/), fix: expect.stringContaining('restart the agent') }),
     ]);
-    expect(d.text).toMatch(/^fail +datapath\.links +sl_connect4: .* is detached/m);
+    const t = await doctorText();
+    expect(t.code).toBe(1);
+    expect(t.text).toMatch(/^fail +datapath\.links +sl_connect4: .* is detached .* — fix: restart the agent/m);
+    expect(t.text).toMatch(/^unhealthy: \d+ ok, 0 warn, 1 fail$/m);
     await restartAgent();
     await expectHealthy();
   });
@@ -189,19 +202,19 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
     await expectHealthy();
   });
 
-  it("Istio's iptables rules added in a captured pod: pods.iptables fails (double capture)", async () => {
-    const ipt = ['nsenter', `--net=${sc.netnsPath}`, '--', 'iptables', '-t', 'nat'];
-    await run([...ipt, '-N', 'ISTIO_OUTPUT']);
-    await run([...ipt, '-A', 'OUTPUT', '-p', 'tcp', '-j', 'ISTIO_OUTPUT']);
+  it("istio-cni's rules loaded in a captured pod (Istio's golden basic.txt.golden): pods.iptables fails (double capture)", async () => {
+    await loadGolden(env.node, sc, readGolden('test/istio-golden/cni/pkg/plugin/testdata/basic.txt.golden'));
     try {
       const d = await doctor();
       expect(d.code).toBe(1);
-      const f = failures(d.report, 'pods.iptables');
-      expect(f).toHaveLength(1);
-      expect(f[0].message).toMatch(/^default\/sc \(sidecar\): Istio's own capture rules are in its network namespace \(nft table ip nat: ISTIO_OUTPUT\): connections are redirected twice$/);
+      expect(failures(d.report, 'pods.iptables')).toEqual([
+        expect.objectContaining({
+          status: 'fail',
+          message: "default/sc (sidecar): Istio's own capture rules are in its network namespace (nft table ip nat: ISTIO_INBOUND, ISTIO_REDIRECT, ISTIO_IN_REDIRECT, ISTIO_OUTPUT): connections are redirected twice",
+        }),
+      ]);
     } finally {
-      await run([...ipt, '-D', 'OUTPUT', '-p', 'tcp', '-j', 'ISTIO_OUTPUT']);
-      await run([...ipt, '-X', 'ISTIO_OUTPUT']);
+      await loadGolden(env.node, sc, { file: 'no rules', v4: [] }); // iptables-restore of empty tables removes the chains
     }
     await expectHealthy();
   });
@@ -259,5 +272,54 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
       removeObjects(env, 'cilium-istio.yaml');
     }
     await expectHealthy();
+  });
+});
+
+describe.skipIf(process.getuid?.() !== 0)('sluice doctor in API mode (stand-in API server)', () => {
+  let api: FakeApiServer;
+  let dir: string;
+  let configPath: string;
+
+  beforeAll(async () => {
+    api = await FakeApiServer.start();
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-doctor-api-'));
+    configPath = path.join(dir, 'sluice.yaml');
+    // nothing of the host's: no pins, no state, no ZDS socket, no CNI dirs
+    const data = {
+      'k8s-kubeconfig': api.kubeconfig(path.join(dir, 'kubeconfig')),
+      'node-name': 'n1',
+      'bpf-pin-dir': path.join(dir, 'pins'),
+      'state-dir': path.join(dir, 'state'),
+      'agent-socket': path.join(dir, 'agent.sock'),
+      'ztunnel-uds-address': '',
+    };
+    fs.writeFileSync(configPath, Object.entries(data).map(([k, v]) => `${k}: "${v}"`).join('\n') + '\n');
+  });
+
+  afterAll(async () => {
+    await api?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function doctor(): Promise<{ code: number; report: DoctorReport }> {
+    const r = await run([SLUICE, 'doctor', '-o', 'json', '--config', configPath], { allowFail: true, timeoutMs: 60000 });
+    return { code: r.code, report: JSON.parse(r.stdout) as DoctorReport };
+  }
+
+  it('reads the objects from the API server, and fails a cluster without kube-proxy when k8s-api-server is not set', async () => {
+    const from = api.requests.length;
+    const d = await doctor();
+    expect(d.code).toBe(1);
+    expect(d.report.checks.find((c) => c.check === 'cluster.source')).toEqual({ check: 'cluster.source', status: 'ok', message: `API server ${api.url} reachable (v1.32.0)` });
+    expect(d.report.checks.find((c) => c.check === 'cluster.kube_proxy')).toMatchObject({ status: 'fail', fix: expect.stringContaining('k8s-api-server') });
+    const paths = api.requests.slice(from).map((r) => `${r.method} ${r.path}${r.query.fieldSelector ? `?fieldSelector=${r.query.fieldSelector}` : ''}`);
+    expect(paths).toEqual(expect.arrayContaining(['GET /api/v1/services', 'GET /apis/discovery.k8s.io/v1/endpointslices', 'GET /api/v1/pods?fieldSelector=spec.nodeName=n1']));
+    expect(api.requests.slice(from).every((r) => r.method === 'GET')).toBe(true); // doctor only reads
+  });
+
+  it('kube-proxy Pods visible: cluster.kube_proxy is ok', async () => {
+    api.apply({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'kube-proxy-n1', namespace: 'kube-system', labels: { 'k8s-app': 'kube-proxy' } }, spec: { nodeName: 'n1' } });
+    const d = await doctor();
+    expect(d.report.checks.find((c) => c.check === 'cluster.kube_proxy')).toEqual({ check: 'cluster.kube_proxy', status: 'ok', message: 'kube-proxy runs: the kubernetes Service VIP is served without sluice' });
   });
 });
