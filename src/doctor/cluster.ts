@@ -18,7 +18,10 @@ export function judgeCluster(cfg: Config, o: ClusterObjects): CheckResult[] {
       const n = o.services.length + o.slices.length + o.pods.length + o.namespaces.length + o.nodes.length;
       out.push(ok('cluster.source', `standalone mode: ${n} objects from ${o.origin} (no API server involved)`));
     }
-    for (const u of o.unreadable.filter((x) => x !== bad)) out.push(warn('cluster.source', `${u.what}: ${u.error}: its objects are not served`, 'fix the manifest (the agent skips it too)'));
+    for (const u of o.unreadable.filter((x) => x !== bad)) {
+      out.push(warn('cluster.source', `${u.what} does not parse (${u.error}): the agent serves what it last read from it`, 'fix the manifest'));
+    }
+    for (const u of o.skipped) out.push(warn('cluster.source', `${u.what}: a malformed object, skipped by the agent too: ${u.error}`, 'fix the manifest'));
     return out;
   }
   if (!o.api?.reachable) {

@@ -16,6 +16,8 @@ export interface LbFacts {
   /** undefined when the objects could not be read (API down) */
   model?: LbFrontend[];
   modelError?: string;
+  /** the model may lack objects (a manifest that does not parse: the agent keeps its last objects) */
+  modelCaveat?: string;
   pinned?: ListedService[];
   pinnedError?: string;
   origin: string;
@@ -23,9 +25,16 @@ export interface LbFacts {
 
 export function gatherLbFacts(cfg: Config, objects: ClusterObjects | undefined, objectsError?: string): LbFacts {
   const facts: LbFacts = { origin: objects?.origin ?? '' };
+  // without its Services, EndpointSlices (or the whole directory) the model says nothing
+  const refused = objects?.unreadable.filter((u) => u.what === 'Services' || u.what === 'EndpointSlices' || u.what.startsWith('objects directory')) ?? [];
   if (!objects || (objects.source === 'api' && !objects.api?.reachable)) {
     facts.modelError = objectsError ?? `the API server is not reachable (${objects?.api?.error ?? 'unknown'})`;
+  } else if (refused.length) {
+    facts.modelError = refused.map((u) => `cannot read ${u.what}: ${u.error}`).join('; ');
   } else {
+    if (objects.source === 'standalone' && objects.unreadable.length) {
+      facts.modelCaveat = `${objects.unreadable.map((u) => u.what).join(', ')} did not parse`;
+    }
     const zone = objects.nodes.find((n) => n.metadata.name === cfg.nodeName)?.metadata.labels?.[ZONE_LABEL] ?? '';
     // the agent has logged each skipped input already; the doctor judges the outcome
     facts.model = computeFrontends(objects.services, objects.slices, { nodeName: cfg.nodeName, zone, warn: () => undefined });
@@ -88,10 +97,12 @@ export function judgeLb(f: LbFacts): CheckResult[] {
     }
     for (const d of frontendDifferences(expectedListing(fe), have)) note(fe.service, `${fe.id}: ${d}`);
   }
+  // the agent keeps the objects of a manifest that stopped parsing; the doctor cannot see them
+  const verdict = f.modelCaveat ? (msg: string) => warn(id, `${msg} (the model may be incomplete: ${f.modelCaveat})`, fix) : (msg: string) => fail(id, msg, fix);
   const lines: CheckResult[] = [];
-  for (const [service, problems] of byService) lines.push(fail(id, `Service ${service}: ${problems.join('; ')}`, fix));
+  for (const [service, problems] of byService) lines.push(verdict(`Service ${service}: ${problems.join('; ')}`));
   for (const stale of pinned.values()) {
-    lines.push(fail(id, `${stale.frontend} is in sl_lb_svc (backends ${stale.backends.join(', ') || 'none'}) but no Service has it now: connections to it are still load-balanced`, fix));
+    lines.push(verdict(`${stale.frontend} is in sl_lb_svc (backends ${stale.backends.join(', ') || 'none'}) but no Service has it now: connections to it are still load-balanced`));
   }
   if (lines.length) return capped(lines, id, fix);
   return [ok(id, `the pinned maps hold the model exactly: ${count(f.model.length, 'frontend')} of ${count(services.size, 'Service')} (objects from ${f.origin})`)];

@@ -33,12 +33,14 @@ export interface ClusterObjects {
   raw: RawObject[];
   /** what could not be read, and why (an API server that refuses, a file that does not parse) */
   unreadable: Array<{ what: string; error: string }>;
+  /** malformed documents, skipped (the agent skips them too) */
+  skipped: Array<{ what: string; error: string }>;
   /** the API server answered (api source only) and with which version */
   api?: { reachable: boolean; version?: string; error?: string };
 }
 
 function emptyObjects(source: ClusterObjects['source'], origin: string): ClusterObjects {
-  return { source, origin, services: [], slices: [], pods: [], namespaces: [], nodes: [], raw: [], unreadable: [] };
+  return { source, origin, services: [], slices: [], pods: [], namespaces: [], nodes: [], raw: [], unreadable: [], skipped: [] };
 }
 
 /**
@@ -60,7 +62,7 @@ function addDocument(out: ClusterObjects, doc: unknown, where: string, raw = fal
       else out.nodes.push(obj);
     } catch (e) {
       if (e instanceof UnsupportedKindError) out.raw.push(item as RawObject);
-      else out.unreadable.push({ what: where, error: (e as Error).message });
+      else out.skipped.push({ what: where, error: (e as Error).message });
     }
   }
 }

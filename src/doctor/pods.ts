@@ -109,6 +109,12 @@ function datapathListeners(pinDir: string): Map<string, Set<number>> {
   return out;
 }
 
+/** Whether the objects can decide a pod's mode: the API answered, Pods and Namespaces were readable. */
+function objectsUsable(o: ClusterObjects): boolean {
+  if (o.source === 'standalone') return !o.unreadable.some((u) => u.what.startsWith('objects directory'));
+  return o.api?.reachable === true && !o.unreadable.some((u) => u.what === "this node's Pods" || u.what === 'Namespaces');
+}
+
 async function intendedMode(cfg: Config, ep: Endpoint, agent: AgentFacts, objects: ClusterObjects | undefined): Promise<PodFacts['intended']> {
   let pod: Pod | undefined;
   let ns: Namespace | undefined;
@@ -117,7 +123,7 @@ async function intendedMode(cfg: Config, ep: Endpoint, agent: AgentFacts, object
     pod = await agentObject<Pod>(agent, `Pod/${ep.namespace}/${ep.name}`);
     ns = await agentObject<Namespace>(agent, `Namespace/${ep.namespace}`);
     from = 'agent';
-  } else if (objects && !(objects.source === 'api' && !objects.api?.reachable)) {
+  } else if (objects && objectsUsable(objects)) {
     pod = objects.pods.find((p) => p.metadata.namespace === ep.namespace && p.metadata.name === ep.name);
     ns = objects.namespaces.find((n) => n.metadata.name === ep.namespace);
     from = 'objects';

@@ -202,6 +202,13 @@ describe('doctor socket-LB checks', () => {
     ]);
   });
 
+  it('a manifest that does not parse turns differences into warnings (the agent keeps its last objects)', () => {
+    const f: LbFacts = { origin: '/o', model: [], modelCaveat: '/o/svc.yaml did not parse', pinned: [listed('10.96.0.9:80/TCP', [])] };
+    expect(judgeLb(f)).toEqual([
+      expect.objectContaining({ status: 'warn', message: '10.96.0.9:80/TCP is in sl_lb_svc (backends none) but no Service has it now: connections to it are still load-balanced (the model may be incomplete: /o/svc.yaml did not parse)' }),
+    ]);
+  });
+
   it('no objects: a warning, not a verdict; unreadable maps: a fail', () => {
     expect(judgeLb({ origin: '', modelError: 'the API server is not reachable (x)', pinned: [] })[0]).toMatchObject({ status: 'warn' });
     expect(judgeLb({ origin: '', pinnedError: 'ENOENT' })[0]).toMatchObject({ status: 'fail', message: 'cannot read the pinned socket-LB maps: ENOENT' });
@@ -408,7 +415,7 @@ describe("doctor: Istio's rules in a pod", () => {
 
 describe('doctor: the Cilium and Istio checklist', () => {
   const objects = (raw: RawObject[], pods: Pod[] = [], extra: Partial<ClusterObjects> = {}): ClusterObjects => ({
-    source: 'standalone', origin: '/o', services: [], slices: [], pods, namespaces: [], nodes: [], raw, unreadable: [], ...extra,
+    source: 'standalone', origin: '/o', services: [], slices: [], pods, namespaces: [], nodes: [], raw, unreadable: [], skipped: [], ...extra,
   });
   const cm = (data: Record<string, string>): RawObject => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'cilium-config', namespace: 'kube-system' }, data });
   const meshedPod = (name: string, labels: Record<string, string>, namespace = 'shop'): Pod => ({
@@ -491,7 +498,7 @@ describe('doctor: the Cilium and Istio checklist', () => {
 
 describe('doctor cluster checks', () => {
   const api = (raw: RawObject[], extra: Partial<ClusterObjects> = {}): ClusterObjects => ({
-    source: 'api', origin: 'https://10.0.0.1:6443', services: [], slices: [], pods: [], namespaces: [], nodes: [], raw, unreadable: [], api: { reachable: true, version: 'v1.32.0' }, ...extra,
+    source: 'api', origin: 'https://10.0.0.1:6443', services: [], slices: [], pods: [], namespaces: [], nodes: [], raw, unreadable: [], skipped: [], api: { reachable: true, version: 'v1.32.0' }, ...extra,
   });
   const apiCfg = parseConfig({ 'k8s-kubeconfig': '/kc', 'cgroup-root': '/sys/fs/cgroup' });
 
@@ -509,10 +516,14 @@ describe('doctor cluster checks', () => {
     expect(judgeCluster(apiCfg, api([], { api: { reachable: false, error: 'ECONNREFUSED' } }))).toEqual([
       expect.objectContaining({ check: 'cluster.source', status: 'fail', message: 'API server https://10.0.0.1:6443 unreachable: ECONNREFUSED; the datapath keeps its last state' }),
     ]);
-    const standalone: ClusterObjects = { ...api([]), source: 'standalone', origin: '/o', api: undefined, unreadable: [{ what: '/o/bad.yaml', error: 'bad indentation' }] };
+    const standalone: ClusterObjects = {
+      ...api([]), source: 'standalone', origin: '/o', api: undefined,
+      unreadable: [{ what: '/o/bad.yaml', error: 'bad indentation' }], skipped: [{ what: '/o/svc.yaml', error: 'Cannot parse Service: spec.ports[0].port 0 out of range' }],
+    };
     expect(judgeCluster(cfg, standalone).map((x) => [x.status, x.message])).toEqual([
       ['ok', 'standalone mode: 0 objects from /o (no API server involved)'],
-      ['warn', '/o/bad.yaml: bad indentation: its objects are not served'],
+      ['warn', '/o/bad.yaml does not parse (bad indentation): the agent serves what it last read from it'],
+      ['warn', '/o/svc.yaml: a malformed object, skipped by the agent too: Cannot parse Service: spec.ports[0].port 0 out of range'],
     ]);
   });
 });
