@@ -50,9 +50,15 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
     expect(d.code).toBe(0);
   }
 
+  /** A restarted agent hands the ambient pod to ztunnel again: healthy once ztunnel acked it. */
+  async function startAgentAcked(): Promise<void> {
+    await startAgent(env);
+    await waitFor('amb acked by ztunnel after the agent started', async () => (await zdsState(amb)) === 'acked', 10000);
+  }
+
   async function restartAgent(): Promise<void> {
     await stopAgent(env);
-    await startAgent(env);
+    await startAgentAcked();
   }
 
   async function zdsState(pod: SimPod): Promise<string | undefined> {
@@ -139,9 +145,14 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
       expect(f).toHaveLength(1);
       expect(f[0].message).toMatch(/^cfg_hostns_only: the loaded programs have false, bpf-lb-sock-hostns-only is true now \(sl_connect4, sl_connect6, /);
       expect(f[0].fix).toMatch(/restart the agent/);
+      // the fix works: the restarted agent's programs carry the new value, read back from the kernel
+      await restartAgent();
+      const after = await doctor();
+      expect(after.report.checks.find((c) => c.check === 'datapath.settings')).toMatchObject({ status: 'ok', message: expect.stringContaining('bpf-lb-sock-hostns-only=true') });
     } finally {
       writeConfig(env, meshConfig);
     }
+    await restartAgent();
     await expectHealthy();
   });
 
@@ -176,7 +187,7 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
     for (const id of ['kernel.version', 'datapath.links', 'datapath.settings', 'lb.services', 'pods.mode', 'pods.proxy']) {
       expect(d.report.checks.filter((c) => c.check === id).map((c) => c.status), id).toEqual(['ok']);
     }
-    await startAgent(env); // puts sluice back into the conflist
+    await startAgentAcked(); // puts sluice back into the conflist
     await expectHealthy();
   });
 
