@@ -59,6 +59,8 @@ export interface PodFacts {
 export interface PodsFacts {
   stateDir: string;
   pods: PodFacts[];
+  /** netns cookies sl_endpoints holds a policy for that no registration names */
+  unregistered: string[];
   mapsError?: string;
   /** ztunnel-uds-address is set */
   zdsConfigured: boolean;
@@ -138,6 +140,7 @@ export async function gatherPodFacts(cfg: Config, agent: AgentFacts, objects: Cl
   const facts: PodsFacts = {
     stateDir: cfg.stateDir,
     pods: [],
+    unregistered: [],
     zdsConfigured: cfg.ztunnelUdsAddress !== '',
     zdsStateKnown: false,
     ztunnelsConnected: agent.status?.zds?.ztunnels.length,
@@ -189,6 +192,8 @@ export async function gatherPodFacts(cfg: Config, agent: AgentFacts, objects: Cl
       }
       facts.pods.push(p);
     }
+    const registered = new Set(eps.map((e) => e.netnsCookie));
+    facts.unregistered = (maps?.endpoints.keys() ?? []).map(String).filter((c) => !registered.has(c));
   } finally {
     maps?.close();
   }
@@ -220,8 +225,11 @@ function policyText(p: Policy): string {
 
 export function judgePods(f: PodsFacts): CheckResult[] {
   if (f.mapsError) return [fail('pods.mode', `cannot read the capture maps: ${f.mapsError}`, 'start the agent: it creates and pins the maps')];
-  if (f.pods.length === 0) return [ok('pods.mode', `no pods registered by the CNI plugin (state-dir ${f.stateDir})`)];
   const out: CheckResult[] = [];
+  if (f.unregistered.length) {
+    out.push(warn('pods.unregistered', `sl_endpoints captures ${count(f.unregistered.length, 'network namespace')} no registered pod has (netns cookies ${f.unregistered.join(', ')}): left behind by a registration that is gone`, 'restart the agent: it releases the capture of namespaces it has no registration for'));
+  }
+  if (f.pods.length === 0) return [ok('pods.mode', `no pods registered by the CNI plugin (state-dir ${f.stateDir})`), ...out];
   const live = f.pods.filter((p) => p.netnsAlive);
   for (const p of f.pods.filter((x) => !x.netnsAlive)) {
     out.push(warn('pods.netns', `${podName(p.ep)}: its network namespace ${p.ep.netnsPath} is gone or another (registration of netns cookie ${p.ep.netnsCookie} is stale)`, 'restart the agent: it drops registrations whose namespace is gone'));

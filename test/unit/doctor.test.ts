@@ -303,7 +303,7 @@ describe('doctor pod checks', () => {
     listening: [15001, 15006, 15008], datapathListeners: [15001, 15006, 15008], istio: [], istioErrors: [], ...over,
   });
   const facts = (pods: PodFacts[], over: Partial<PodsFacts> = {}): PodsFacts => ({
-    stateDir: '/s', pods, zdsConfigured: true, zdsStateKnown: true, ztunnelsConnected: 1, agentUp: true, now: Date.parse('2026-01-01T00:01:00Z'), ...over,
+    stateDir: '/s', pods, unregistered: [], zdsConfigured: true, zdsStateKnown: true, ztunnelsConnected: 1, agentUp: true, now: Date.parse('2026-01-01T00:01:00Z'), ...over,
   });
   const bad = (r: CheckResult[]) => r.filter((x) => x.status !== 'ok').map((x) => [x.check, x.status, x.message]);
 
@@ -362,6 +362,13 @@ describe('doctor pod checks', () => {
     expect(bad(r)).toEqual([
       ['pods.netns', 'warn', 'shop/gone: its network namespace /run/netns/gone is gone or another (registration of netns cookie 42 is stale)'],
       ['pods.iptables', 'fail', "shop/a (sidecar): Istio's own capture rules are in its network namespace (nft table ip nat: ISTIO_INBOUND, ISTIO_OUTPUT): connections are redirected twice"],
+    ]);
+  });
+
+  it('a policy in sl_endpoints for a namespace no registration names warns', () => {
+    expect(judgePods(facts([], { unregistered: ['77', '78'] }))).toEqual([
+      { check: 'pods.mode', status: 'ok', message: 'no pods registered by the CNI plugin (state-dir /s)' },
+      expect.objectContaining({ check: 'pods.unregistered', status: 'warn', message: 'sl_endpoints captures 2 network namespaces no registered pod has (netns cookies 77, 78): left behind by a registration that is gone' }),
     ]);
   });
 
