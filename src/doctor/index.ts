@@ -57,7 +57,9 @@ export async function runDoctor(cfg: Config): Promise<DoctorReport> {
   if (objects) {
     const o = objects;
     await section(out, 'cluster.source', () => judgeCluster(cfg, o));
-    await section(out, 'compat.visible', () => (o.source === 'api' && !o.api?.reachable ? [] : judgeCompat(cfg, o)));
+    // objects that could not be read at all prove no absence: the checklist says nothing then
+    const unread = (o.source === 'api' && !o.api?.reachable) || o.unreadable.some((u) => u.what.startsWith('objects directory'));
+    if (!unread) await section(out, 'compat.visible', () => judgeCompat(cfg, o));
   } else out.push(fail('cluster.source', `cannot read the cluster objects: ${objectsError}`));
   return buildReport(out);
 }

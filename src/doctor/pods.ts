@@ -224,7 +224,7 @@ function policyText(p: Policy): string {
 }
 
 export function judgePods(f: PodsFacts): CheckResult[] {
-  if (f.mapsError) return [fail('pods.mode', `cannot read the capture maps: ${f.mapsError}`, 'start the agent: it creates and pins the maps')];
+  if (f.mapsError && f.pods.length > 0) return [fail('pods.mode', `${count(f.pods.length, 'pod')} registered, but the capture maps cannot be read: ${f.mapsError}`, 'start the agent: it creates and pins the maps')];
   const out: CheckResult[] = [];
   if (f.unregistered.length) {
     out.push(warn('pods.unregistered', `sl_endpoints captures ${count(f.unregistered.length, 'network namespace')} no registered pod has (netns cookies ${f.unregistered.join(', ')}): left behind by a registration that is gone`, 'restart the agent: it releases the capture of namespaces it has no registration for'));

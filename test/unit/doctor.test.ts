@@ -365,6 +365,13 @@ describe('doctor pod checks', () => {
     ]);
   });
 
+  it('unreadable capture maps fail only when pods are registered', () => {
+    expect(judgePods(facts([pod('a', sidecar)], { mapsError: 'ENOENT' }))).toEqual([
+      { check: 'pods.mode', status: 'fail', message: '1 pod registered, but the capture maps cannot be read: ENOENT', fix: 'start the agent: it creates and pins the maps' },
+    ]);
+    expect(statuses(judgePods(facts([], { mapsError: 'ENOENT' })))).toEqual(['ok']);
+  });
+
   it('a policy in sl_endpoints for a namespace no registration names warns', () => {
     expect(judgePods(facts([], { unregistered: ['77', '78'] }))).toEqual([
       { check: 'pods.mode', status: 'ok', message: 'no pods registered by the CNI plugin (state-dir /s)' },
