@@ -30,8 +30,8 @@ build/bpf/%.o: bpf/%.c $(BPF_HDRS)
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-SHIM_SRCS   := native/shim.c native/io.c native/map_migrate.c
-SHIM_HDRS   := native/shim.h native/io.h native/fail.h native/internal.h
+SHIM_SRCS   := native/shim.c native/io.c native/map_migrate.c native/introspect.c
+SHIM_HDRS   := native/shim.h native/io.h native/fail.h native/internal.h native/introspect.h
 
 build/libsluice.so: $(SHIM_SRCS) $(SHIM_HDRS)
 	@mkdir -p $(@D)

@@ -1,4 +1,4 @@
-/* Internal to libsluice (shim.c, io.c): how a failing call records its message for
+/* Internal to libsluice (shim.c, io.c, introspect.c): how a failing call records its message for
  * sl_last_error(). Not part of the library's interface.
  */
 #ifndef SLUICE_FAIL_H

@@ -17,6 +17,8 @@ commands:
                      maps whose layout or size differs; before a downgrade, DIR is the older
                      release's build/bpf (see deploy/README.md)
   endpoint list      registered pods: IPs, namespace/name, mode=…, netns cookie, container (-o json)
+  doctor             check what is: kernel, programs and their settings, maps vs the model, CNI
+                     chain, pods' capture, Cilium/Istio checklist; one line per check, exit 1 on a fail
   uninstall          remove sluice's CNI entry and binary, detach every program, remove every pin
 
 --config FILE: a YAML map of keys (or a ConfigMap manifest); --config-dir DIR: a mounted
@@ -132,6 +134,13 @@ async function main(argv: string[]): Promise<number> {
       const eps = listEndpoints(cfg.stateDir, cfg.bpfPinDir);
       process.stdout.write(args.output === 'json' ? JSON.stringify(eps, null, 2) + '\n' : formatEndpointList(eps));
       return 0;
+    }
+    case 'doctor': {
+      const cfg = config(args);
+      const { runDoctor, formatReport, exitCode } = await import('./doctor');
+      const report = await runDoctor(cfg);
+      process.stdout.write(args.output === 'json' ? JSON.stringify(report, null, 2) + '\n' : formatReport(report));
+      return exitCode(report);
     }
     case 'uninstall': {
       const cfg = config(args);

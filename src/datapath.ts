@@ -49,9 +49,8 @@ export interface MapSizes {
   affinity: number;
 }
 
-export interface DatapathOptions {
-  pinDir: string;
-  cgroupRoot: string;
+/** What the programs are compiled with: `const volatile` globals in their .rodata, set before load. */
+export interface ProgramSettingsInput {
   hostnsOnly: boolean;
   hostNetnsCookie: bigint;
   proxyUid: number;
@@ -60,6 +59,11 @@ export interface DatapathOptions {
   dnsServers: string[];
   /** the node proxy's socket mark and mask (ambient) */
   proxyMark: { mark: number; mask: number };
+}
+
+export interface DatapathOptions extends ProgramSettingsInput {
+  pinDir: string;
+  cgroupRoot: string;
   sizes: MapSizes;
   /** directory of the built objects; default: $SLUICE_BPF_DIR, else build/bpf of this package */
   objectDir?: string;
@@ -112,6 +116,29 @@ function u32(n: number): Buffer {
   return b;
 }
 
+/**
+ * The settings each object gets before load, by variable name (an object without a variable
+ * skips it). `sluice doctor` compares the loaded programs' .rodata with the same list.
+ */
+export function programSettings(opts: ProgramSettingsInput): Map<string, Buffer> {
+  const cookie = Buffer.alloc(8);
+  cookie.writeBigUInt64LE(opts.hostNetnsCookie);
+  const dns = Buffer.alloc(16 * 4);
+  opts.dnsServers.forEach((ip, i) => encodeAddr(ip, dns, 16 * i));
+  return new Map([
+    ['cfg_hostns_only', Buffer.from([opts.hostnsOnly ? 1 : 0])],
+    ['cfg_host_netns_cookie', cookie],
+    ['cfg_proxy_uid', u32(opts.proxyUid)],
+    ['cfg_proxy_gid', u32(opts.proxyGid)],
+    ['cfg_proxy_mark', u32(opts.proxyMark.mark)],
+    ['cfg_proxy_mark_mask', u32(opts.proxyMark.mask)],
+    ['cfg_inbound_mark', u32(INBOUND_ROUTING.mark)],
+    ['cfg_inbound_mark_mask', u32(INBOUND_ROUTING.mask)],
+    ['cfg_dns_servers', dns],
+    ['cfg_n_dns_servers', Buffer.from([opts.dnsServers.length])],
+  ]);
+}
+
 export function sockLinkPin(pinDir: string, prog: string): string {
   return path.join(pinDir, LINKS_DIR, prog);
 }
@@ -126,20 +153,7 @@ export function tcxLinkPin(pinDir: string, netnsCookie: bigint | string): string
 
 /** The object's settings: .rodata constants (the verifier prunes on them) and map sizes. */
 function configureObject(obj: BpfObject, opts: DatapathOptions): void {
-  const cookie = Buffer.alloc(8);
-  cookie.writeBigUInt64LE(opts.hostNetnsCookie);
-  obj.setRodata('cfg_hostns_only', Buffer.from([opts.hostnsOnly ? 1 : 0]), { ifPresent: true });
-  obj.setRodata('cfg_host_netns_cookie', cookie, { ifPresent: true });
-  obj.setRodata('cfg_proxy_uid', u32(opts.proxyUid), { ifPresent: true });
-  obj.setRodata('cfg_proxy_gid', u32(opts.proxyGid), { ifPresent: true });
-  obj.setRodata('cfg_proxy_mark', u32(opts.proxyMark.mark), { ifPresent: true });
-  obj.setRodata('cfg_proxy_mark_mask', u32(opts.proxyMark.mask), { ifPresent: true });
-  obj.setRodata('cfg_inbound_mark', u32(INBOUND_ROUTING.mark), { ifPresent: true });
-  obj.setRodata('cfg_inbound_mark_mask', u32(INBOUND_ROUTING.mask), { ifPresent: true });
-  const dns = Buffer.alloc(16 * 4);
-  opts.dnsServers.forEach((ip, i) => encodeAddr(ip, dns, 16 * i));
-  obj.setRodata('cfg_dns_servers', dns, { ifPresent: true });
-  obj.setRodata('cfg_n_dns_servers', Buffer.from([opts.dnsServers.length]), { ifPresent: true });
+  for (const [name, value] of programSettings(opts)) obj.setRodata(name, value, { ifPresent: true });
   obj.configureMap('sl_lb_svc', { maxEntries: opts.sizes.service, ifPresent: true });
   obj.configureMap('sl_lb_backend', { maxEntries: opts.sizes.backend, ifPresent: true });
   obj.configureMap('sl_lb_affinity', { maxEntries: opts.sizes.affinity, ifPresent: true });

@@ -47,6 +47,19 @@ export function readMapInfo(fd: number, what: string): MapInfo {
   };
 }
 
+/** Bytes as they are: for maps whose layout the caller does not know. */
+function rawCodec(size: number): Codec<Buffer> {
+  return {
+    size,
+    encode(v, b, o) {
+      v.copy(b, o, 0, size);
+    },
+    decode(b, o) {
+      return Buffer.from(b.subarray(o, o + size));
+    },
+  };
+}
+
 export class BpfMap<K, V> {
   private readonly keyBuf: Buffer;
   private readonly valBuf: Buffer;
@@ -83,6 +96,24 @@ export class BpfMap<K, V> {
       throw e;
     }
     return m;
+  }
+
+  /**
+   * Opens a pinned map of any layout, keys and values as raw bytes, sized from what the kernel
+   * reports (for inspection: counting entries, dumping); the caller owns the fd and must close().
+   */
+  static openPinnedRaw(pinPath: string): BpfMap<Buffer, Buffer> {
+    const s = loadShim();
+    const fd = checkErrno(s.objGet(pinPath), `open pinned map ${pinPath}`);
+    let i: MapInfo;
+    try {
+      i = new BpfMap(pinPath, fd, rawCodec(0), rawCodec(0)).info();
+    } catch (e) {
+      s.close(fd);
+      throw e;
+    }
+    const valueSize = PERCPU_TYPES.has(i.type) ? Math.ceil(i.valueSize / 8) * 8 * possibleCpus() : i.valueSize;
+    return new BpfMap(pinPath, fd, rawCodec(i.keySize), rawCodec(valueSize));
   }
 
   info(): MapInfo {

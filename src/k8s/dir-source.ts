@@ -87,14 +87,13 @@ function errorCode(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
 }
 
-/** Decodes a whole file into documents; throws (SyntaxError or YAMLException) when it is not valid as a whole. */
 /**
  * The documents of a file, decoded one at a time: each document's parse tree is garbage as soon
  * as the caller has taken its projection, so a 10,000-Service file never holds every tree at once
  * (that peak, not the objects kept, is what the agent's RSS would be). YAML documents start at a
  * line beginning with "---"; files using %-directives are decoded whole, as before.
  */
-function* decodeDocuments(file: string, text: string): Generator<unknown> {
+export function* decodeDocuments(file: string, text: string): Generator<unknown> {
   const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
   if (file.endsWith('.json')) {
     if (body.trim() !== '') yield JSON.parse(body);

@@ -1,0 +1,185 @@
+/* The programs as the kernel holds them: each cgroup program attached, through its pinned link,
+ * to cgroup-root (not detached, not another cgroup), running the program of its name, and loaded
+ * with the settings the config asks for now. Settings are compiled into a program when it loads
+ * (`const volatile` globals, .rodata): a changed config key does nothing until the agent restarts,
+ * which is what Cilium users meet as "changed bpf-lb-sock-hostns-only, forgot the restart".
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { cgroupId } from '../bpf';
+import { decodeAddr } from '../bpf/layout';
+import { describeLink, LINK_TYPE, loadedProgram, type LinkDesc, type LoadedProgram } from '../bpf/introspect';
+import type { Config } from '../config';
+import { LO_MARK_PROG, OBJECTS, programSettings, PROGS_DIR, SK_LOOKUP_PROG, sockLinkPin } from '../datapath';
+import { count, fail, ok, warn, type CheckResult } from './report';
+
+export interface LinkFacts {
+  prog: string;
+  pin: string;
+  exists: boolean;
+  link?: LinkDesc;
+  loaded?: LoadedProgram;
+  /** why the link or its program could not be read */
+  error?: string;
+}
+
+export interface ProgramFacts {
+  cgroupRoot: string;
+  /** undefined when cgroup-root cannot be stat'ed */
+  cgroupId?: bigint;
+  links: LinkFacts[];
+  /** per-pod programs pinned under progs/ (sk_lookup, tcx on lo) */
+  pinnedProgs: Array<{ name: string; pin: string; exists: boolean }>;
+  /** the settings the config asks for, by variable */
+  expected: Map<string, Buffer>;
+  hostNetnsCookieFrom: 'agent' | 'doctor';
+}
+
+export function gatherProgramFacts(cfg: Config, hostNetnsCookie: bigint, hostNetnsCookieFrom: 'agent' | 'doctor'): ProgramFacts {
+  let cg: bigint | undefined;
+  try {
+    cg = cgroupId(cfg.cgroupRoot);
+  } catch {
+    cg = undefined;
+  }
+  const links: LinkFacts[] = [];
+  for (const prog of Object.values(OBJECTS).flat()) {
+    const pin = sockLinkPin(cfg.bpfPinDir, prog);
+    const f: LinkFacts = { prog, pin, exists: fs.existsSync(pin) };
+    if (f.exists) {
+      try {
+        f.link = describeLink(pin);
+        f.loaded = loadedProgram(f.link.progId);
+      } catch (e) {
+        f.error = (e as Error).message;
+      }
+    }
+    links.push(f);
+  }
+  const pinnedProgs = [SK_LOOKUP_PROG, LO_MARK_PROG].map((name) => {
+    const pin = path.join(cfg.bpfPinDir, PROGS_DIR, name);
+    return { name, pin, exists: fs.existsSync(pin) };
+  });
+  const expected = programSettings({
+    hostnsOnly: cfg.lbSockHostnsOnly,
+    hostNetnsCookie,
+    proxyUid: cfg.meshProxyUid,
+    proxyGid: cfg.meshProxyGid,
+    dnsServers: cfg.meshDnsServers,
+    proxyMark: cfg.ambientProxyMark,
+  });
+  return { cgroupRoot: cfg.cgroupRoot, cgroupId: cg, links, pinnedProgs, expected, hostNetnsCookieFrom };
+}
+
+const FIX_ATTACH = 'restart the agent: it attaches every program again through its pinned link';
+
+export function judgeLinks(f: ProgramFacts): CheckResult[] {
+  const out: CheckResult[] = [];
+  for (const l of f.links) {
+    const id = 'datapath.links';
+    if (!l.exists) out.push(fail(id, `${l.prog}: no link pinned at ${l.pin}: the program is not attached`, FIX_ATTACH));
+    else if (l.error || !l.link) out.push(fail(id, `${l.prog}: cannot read the link pinned at ${l.pin}: ${l.error}`, FIX_ATTACH));
+    else if (l.link.type !== LINK_TYPE.cgroup) out.push(fail(id, `${l.prog}: the link pinned at ${l.pin} is not a cgroup link (type ${l.link.type})`, FIX_ATTACH));
+    else if (l.link.target === 0n) out.push(fail(id, `${l.prog}: the link pinned at ${l.pin} is detached (its cgroup is gone or someone detached it): the program runs nowhere`, FIX_ATTACH));
+    else if (f.cgroupId !== undefined && l.link.target !== f.cgroupId) {
+      out.push(fail(id, `${l.prog}: attached to cgroup id ${l.link.target}, but cgroup-root ${f.cgroupRoot} is cgroup id ${f.cgroupId}`, FIX_ATTACH));
+    } else if (l.loaded && l.loaded.name !== l.prog.slice(0, 15)) {
+      out.push(fail(id, `${l.prog}: the link pinned at ${l.pin} runs program "${l.loaded.name}" (id ${l.loaded.id})`, FIX_ATTACH));
+    }
+  }
+  for (const p of f.pinnedProgs) {
+    if (!p.exists) out.push(fail('datapath.links', `per-pod program ${p.name} is not pinned at ${p.pin}: pods cannot be enrolled`, 'restart the agent: it pins the per-pod programs at start'));
+  }
+  if (f.cgroupId === undefined) out.push(fail('datapath.links', `cgroup-root ${f.cgroupRoot} cannot be read: where the programs should be attached is unknown`, 'set cgroup-root to an existing cgroup2 directory'));
+  if (out.length === 0) {
+    out.push(ok('datapath.links', `${count(f.links.length, 'program')} attached to cgroup-root ${f.cgroupRoot} (cgroup id ${f.cgroupId}) through their pinned links; per-pod programs pinned`));
+  }
+  return out;
+}
+
+/** How a setting reads in messages: the config key it comes from and its value in words. */
+interface SettingSpec {
+  key: string;
+  show(value: Buffer): string;
+}
+
+const u32 = (b: Buffer) => String(b.readUInt32LE(0));
+const hex32 = (b: Buffer) => `0x${b.readUInt32LE(0).toString(16)}`;
+const SETTINGS: Record<string, SettingSpec> = {
+  cfg_hostns_only: { key: 'bpf-lb-sock-hostns-only', show: (b) => (b[0] ? 'true' : 'false') },
+  cfg_host_netns_cookie: { key: "the agent's network-namespace cookie", show: (b) => String(b.readBigUInt64LE(0)) },
+  cfg_proxy_uid: { key: 'mesh-proxy-uid', show: u32 },
+  cfg_proxy_gid: { key: 'mesh-proxy-gid', show: u32 },
+  cfg_proxy_mark: { key: 'ambient-proxy-mark (mark)', show: hex32 },
+  cfg_proxy_mark_mask: { key: 'ambient-proxy-mark (mask)', show: hex32 },
+  cfg_inbound_mark: { key: 'the in-pod inbound mark (built in)', show: hex32 },
+  cfg_inbound_mark_mask: { key: 'the in-pod inbound mark mask (built in)', show: hex32 },
+  cfg_dns_servers: {
+    key: 'mesh-dns-servers',
+    show: (b) => {
+      const ips: string[] = [];
+      for (let i = 0; i + 16 <= b.length; i += 16) if (!b.subarray(i, i + 16).every((x) => x === 0)) ips.push(decodeAddr(b, i));
+      return ips.length ? ips.join(',') : '(empty: every resolver)';
+    },
+  },
+  cfg_n_dns_servers: { key: 'mesh-dns-servers (count)', show: (b) => String(b[0]) },
+};
+
+function show(name: string, value: Buffer): string {
+  return SETTINGS[name]?.show(value) ?? `0x${value.toString('hex')}`;
+}
+
+/** Loaded settings vs the config: one fail per setting that differs, naming both values. */
+export function judgeSettings(f: ProgramFacts): CheckResult[] {
+  const id = 'datapath.settings';
+  const mismatch = new Map<string, { loaded: string; expected: string; progs: string[] }>();
+  const unknown = new Map<string, string[]>();
+  let compared = 0;
+  for (const l of f.links) {
+    const rodata = l.loaded?.rodata;
+    if (!rodata) continue;
+    compared++;
+    for (const v of rodata.vars) {
+      const loaded = rodata.value.subarray(v.offset, v.offset + v.size);
+      const want = f.expected.get(v.name);
+      if (!want) {
+        unknown.set(v.name, [...(unknown.get(v.name) ?? []), l.prog]);
+        continue;
+      }
+      if (want.length !== loaded.length || !want.equals(loaded)) {
+        const key = `${v.name}|${loaded.toString('hex')}`;
+        const m = mismatch.get(key) ?? { loaded: show(v.name, loaded), expected: want.length === loaded.length ? show(v.name, want) : `${want.length} bytes`, progs: [] };
+        m.progs.push(l.prog);
+        mismatch.set(key, m);
+      }
+    }
+  }
+  const out: CheckResult[] = [];
+  for (const [key, m] of mismatch) {
+    const name = key.split('|')[0];
+    const setting = SETTINGS[name]?.key ?? name;
+    const source = name === 'cfg_host_netns_cookie' && f.hostNetnsCookieFrom === 'doctor' ? ' (agent down: compared with the cookie of the namespace doctor runs in)' : '';
+    out.push(
+      fail(
+        id,
+        `${name}: the loaded programs have ${m.loaded}, ${setting} is ${m.expected} now${source} (${m.progs.join(', ')})`,
+        'restart the agent: settings are compiled into the programs when they load, a changed key takes effect only then',
+      ),
+    );
+  }
+  for (const [name, progs] of unknown) {
+    out.push(warn(id, `${name}: a setting this sluice does not know, in ${progs.join(', ')}: the programs come from another sluice version`, 'run doctor from the same version as the agent'));
+  }
+  if (compared === 0) {
+    if (f.links.some((l) => l.loaded)) out.push(warn(id, 'the attached programs have no .rodata: their settings cannot be read back', 'restart the agent with this version of sluice'));
+    return out;
+  }
+  if (out.length === 0) {
+    const first = f.links.find((l) => l.loaded?.rodata)!.loaded!.rodata!;
+    const summary = first.vars
+      .filter((v) => v.name !== 'cfg_n_dns_servers' && SETTINGS[v.name])
+      .map((v) => `${SETTINGS[v.name].key}=${show(v.name, first.value.subarray(v.offset, v.offset + v.size))}`);
+    out.push(ok(id, `the loaded programs' settings equal the config (${count(compared, 'program')}): ${summary.join(', ')}`));
+  }
+  return out;
+}
