@@ -94,6 +94,17 @@ static __always_inline int cap_reserved_port(__u16 port)
 	return 0;
 }
 
+/* The pod's proxy uid and gid: its own when the agent set them, else the node's. */
+static __always_inline __u32 cap_proxy_uid(const struct sl_policy *pol)
+{
+	return pol->proxy_uid ? pol->proxy_uid : cfg_proxy_uid;
+}
+
+static __always_inline __u32 cap_proxy_gid(const struct sl_policy *pol)
+{
+	return pol->proxy_gid ? pol->proxy_gid : cfg_proxy_gid;
+}
+
 static __always_inline void cap_count(__u64 cookie, int which)
 {
 	struct sl_ep_stats *st = bpf_map_lookup_elem(&sl_ep_stats, &cookie);
@@ -317,7 +328,7 @@ static __always_inline int capture_dns_udp(struct bpf_sock_addr *ctx, struct sl_
 		if (cap_port_in(pol->exclude_out_ports, pol->n_exclude_out_ports, *dport) || !cap_is_dns_server(dst))
 			return CAP_NONE;
 		uidgid = bpf_get_current_uid_gid();
-		if ((__u32)uidgid == cfg_proxy_uid || (__u32)(uidgid >> 32) == cfg_proxy_gid)
+		if ((__u32)uidgid == cap_proxy_uid(pol) || (__u32)(uidgid >> 32) == cap_proxy_gid(pol))
 			return CAP_PROXY;
 	} else {
 		return CAP_NONE;
@@ -409,8 +420,8 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 	if (local && cap_bound_to_inbound_passthrough(ctx)) /* 2 */
 		return CAP_NONE;
 	uidgid = bpf_get_current_uid_gid();
-	is_uid = (__u32)uidgid == cfg_proxy_uid;
-	is_gid = (__u32)(uidgid >> 32) == cfg_proxy_gid;
+	is_uid = (__u32)uidgid == cap_proxy_uid(pol);
+	is_gid = (__u32)(uidgid >> 32) == cap_proxy_gid(pol);
 	dns53 = (pol->flags & SL_POL_DNS) && *dport == SL_PORT_DNS;
 	lo_ranges = pol->flags & SL_POL_LOOPBACK_RANGE;
 	to_inbound = local && !cap_is_localhost1(dst) && *dport != SL_PORT_HBONE;

@@ -129,6 +129,10 @@ struct sl_policy {
 	__u16 exclude_out_ports[SL_MAX_PORTS];
 	__u16 include_in_ports[SL_MAX_PORTS];
 	__u16 exclude_in_ports[SL_MAX_PORTS];
+	/* the sidecar's own uid and gid (its container's runAsUser/runAsGroup); 0: the node's
+	 * mesh-proxy-uid / mesh-proxy-gid (istio-cni's fallback for an absent or zero value) */
+	__u32 proxy_uid;
+	__u32 proxy_gid;
 };
 
 /* The destination a captured socket asked for, kept in its socket storage. */

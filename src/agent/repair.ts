@@ -179,6 +179,8 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
     .list('Pod')
     .filter((p) => p.spec?.nodeName === d.cfg.nodeName && !p.spec?.hostNetwork && podIps(p).length > 0)
     .filter((p) => !registered.has(`${p.metadata.namespace}/${p.metadata.name}`))
+    // pods sluice never captures are not relabelled or deleted (they start without the agent too)
+    .filter((p) => d.cfg.repairMode === 'repair' || !d.cfg.excludeNamespaces.includes(p.metadata.namespace))
     .filter((p) => !d.acted?.has(`${p.metadata.namespace}/${p.metadata.name}`))
     .filter((p) => Date.now() - (d.missed?.get(`${p.metadata.namespace}/${p.metadata.name}`) ?? -Infinity) >= (d.retryMissedMs ?? 0));
   report.candidates = candidates.length;

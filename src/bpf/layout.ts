@@ -247,6 +247,9 @@ export interface Policy {
   excludeOutPorts: number[];
   includeInPorts: number[];
   excludeInPorts: number[];
+  /** the sidecar's uid and gid; absent (0 in the kernel): the node's mesh-proxy-uid/gid */
+  proxyUid?: number;
+  proxyGid?: number;
 }
 
 const P = {
@@ -257,14 +260,16 @@ const P = {
   excludeOutPorts: 788,
   includeInPorts: 852,
   excludeInPorts: 916,
-  size: 980,
+  proxyUid: 980,
+  proxyGid: 984,
+  size: 988,
 };
 
 function checkCount(what: string, n: number, max: number): void {
   if (n > max) throw new RangeError(`Cannot encode policy: ${n} ${what}, at most ${max}`);
 }
 
-/** struct sl_policy (980 bytes). */
+/** struct sl_policy (988 bytes). */
 export const policyCodec: Codec<Policy> = {
   size: P.size,
   encode(p, b, o) {
@@ -300,6 +305,8 @@ export const policyCodec: Codec<Policy> = {
     ports(p.excludeOutPorts, P.excludeOutPorts);
     ports(p.includeInPorts, P.includeInPorts);
     ports(p.excludeInPorts, P.excludeInPorts);
+    b.writeUInt32LE(p.proxyUid ?? 0, o + P.proxyUid);
+    b.writeUInt32LE(p.proxyGid ?? 0, o + P.proxyGid);
   },
   decode(b, o) {
     const modeNum = b.readUInt8(o);
@@ -324,6 +331,8 @@ export const policyCodec: Codec<Policy> = {
       excludeOutPorts: ports(b.readUInt8(o + 5), P.excludeOutPorts),
       includeInPorts: ports(b.readUInt8(o + 6), P.includeInPorts),
       excludeInPorts: ports(b.readUInt8(o + 7), P.excludeInPorts),
+      ...(b.readUInt32LE(o + P.proxyUid) ? { proxyUid: b.readUInt32LE(o + P.proxyUid) } : {}),
+      ...(b.readUInt32LE(o + P.proxyGid) ? { proxyGid: b.readUInt32LE(o + P.proxyGid) } : {}),
     };
   },
 };

@@ -66,7 +66,9 @@ export function decideMode(pod: Pod | undefined, ns: Namespace | undefined, podI
     if (!sel.selected) return { mode: 'none', rule: sel.rule };
     const r = sidecarPolicy(annotations, podIps, { dnsCapture: sel.dns.capture });
     if (r.refused) return { mode: 'none', rule: `sidecar refused: ${r.refused}`, refused: r.refused };
-    return { mode: 'sidecar', rule: sel.rule, policy: r.policy, proxy: sel.proxy, dns: sel.dns };
+    // the kernel compares each connect's uid/gid with this pod's proxy (OpenShift: random uids)
+    const policy = r.policy && { ...r.policy, proxyUid: sel.proxy.uid, proxyGid: sel.proxy.gid };
+    return { mode: 'sidecar', rule: sel.rule, policy, proxy: sel.proxy, dns: sel.dns };
   }
   const labels = pod.metadata.labels ?? {};
   if (annotations[AMBIENT.redirection] === 'disabled') return { mode: 'none', rule: `annotation ${AMBIENT.redirection}=disabled` };

@@ -265,6 +265,12 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
       const custom = await addMeshPod(env, 'custom-uid', { annotations: STATUS, containers: [{ name: 'app' }, { ...ISTIO_PROXY, securityContext: { runAsUser: 1000670000, runAsGroup: 1000670001 } }] });
       expect((await waitForMode(env, custom, 'sidecar')).reason).toMatch(/^rule="istio-proxy sidecar with annotation sidecar\.istio\.io\/status" proxy-uid=1000670000 proxy-gid=1000670001 /);
       expect((await endpoint(env, app))?.reason).toContain(' proxy-uid=1337 proxy-gid=1337 ');
+      // the kernel uses them: that pod's proxy uid connects straight (socket-LB), 1337 is an app there
+      const [be] = env.backends;
+      const connectAs = async (uid: number) =>
+        JSON.parse((await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', be.ipv4, '--port', String(TCP_PORT), '--timeout-ms', '1000'], { netnsPath: custom.netnsPath, uid, gid: uid, allowFail: true })).stdout.split('\n')[0]);
+      expect(answeredBy(await connectAs(1000670000))).toBe(be.name);
+      expect(await connectAs(1337)).toMatchObject({ ok: false, errno: 111 }); // captured to 15001, where nothing listens
     });
 
     it('excludeInterfaces is refused with the reason, and the pod left out', async () => {
