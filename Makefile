@@ -16,7 +16,7 @@ TS_SRCS     := $(shell find src -name '*.ts')
 
 .PHONY: all deps apt-deps npm-deps test test-unit bench demo clean install
 
-all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/zt-standin build/dist/.stamp bin/sluice bin/sluice-cni
+all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/zt-standin build/origdst-load build/dist/.stamp bin/sluice bin/sluice-cni
 
 build/bpf/%.o: bpf/%.c $(BPF_HDRS)
 	@mkdir -p $(@D)
@@ -42,6 +42,11 @@ build/sl-probe: test/tools/sl-probe.c
 build/zt-standin: test/tools/zt-standin.c
 	@mkdir -p $(@D)
 	$(CC) -O2 -Wall -Wextra -Werror -pthread -o $@ $<
+
+# The load test of original destinations: many captured connections, a proxy checking each.
+build/origdst-load: test/tools/origdst-load.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
 
 build/dist/.stamp: $(TS_SRCS) tsconfig.json package.json
 	node_modules/.bin/tsc -p tsconfig.json

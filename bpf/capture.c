@@ -1,6 +1,7 @@
 /* Mesh capture, the parts that are not sock_addr hooks:
- *  - sockops: remembers where a captured connect was going, by its client address, and enrols
- *    the proxy's inbound listeners;
+ *  - sockops: carries a captured connection's original destination from the app's socket to the
+ *    proxy's accepted socket (see capture_maps.h), records connections inbound capture must leave
+ *    alone, and enrols the proxy's inbound listeners;
  *  - cgroup/getsockopt: answers SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST as Envoy expects;
  *  - sk_lookup (one link per captured pod's netns): steers inbound connections to the proxy's
  *    inbound listener, leaving the packet untouched so the accepted socket keeps the original
@@ -24,7 +25,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SL_PAGE_SIZE 4096
 #define SL_LOOPBACK_IFINDEX 1 /* lo is ifindex 1 in every network namespace */
 
-static __always_inline void sockops_local(struct bpf_sock_ops *skops, struct sl_origdst_key *key)
+/* The key of a captured connection seen from the app's socket: its own address and port, and
+ * the proxy port it connects to.
+ */
+static __always_inline void sockops_app_key(struct bpf_sock_ops *skops, struct sl_origdst_key *key)
 {
 	key->netns_cookie = bpf_get_netns_cookie(skops);
 	if (skops->family == SL_AF_INET)
@@ -33,6 +37,57 @@ static __always_inline void sockops_local(struct bpf_sock_ops *skops, struct sl_
 		addr_from_words(&key->addr, SL_LOAD(skops->local_ip6[0]), SL_LOAD(skops->local_ip6[1]),
 				SL_LOAD(skops->local_ip6[2]), SL_LOAD(skops->local_ip6[3]));
 	key->port = (__u16)skops->local_port;
+	key->proxy_port = bpf_ntohl(skops->remote_port) & 0xffff;
+}
+
+/* The same key seen from the proxy's accepted socket: its peer, and its own port. */
+static __always_inline void sockops_proxy_key(struct bpf_sock_ops *skops, struct sl_origdst_key *key)
+{
+	key->netns_cookie = bpf_get_netns_cookie(skops);
+	if (skops->family == SL_AF_INET)
+		addr_from_v4(&key->addr, SL_LOAD(skops->remote_ip4));
+	else
+		addr_from_words(&key->addr, SL_LOAD(skops->remote_ip6[0]), SL_LOAD(skops->remote_ip6[1]),
+				SL_LOAD(skops->remote_ip6[2]), SL_LOAD(skops->remote_ip6[3]));
+	key->port = bpf_ntohl(skops->remote_port) & 0xffff;
+	key->proxy_port = (__u16)skops->local_port;
+}
+
+static __always_inline struct sl_origdst_stat *origdst_stat(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&sl_origdst_stat, &zero);
+}
+
+/* A captured handshake starts: its entry in sl_origdst_syn, counted in in_flight. */
+static __always_inline void origdst_remember(const struct sl_origdst_key *key, const struct sl_orig_dst *o)
+{
+	struct sl_origdst_stat *st;
+
+	if (bpf_map_update_elem(&sl_origdst_syn, key, o, BPF_NOEXIST) == 0) {
+		st = origdst_stat();
+		if (st)
+			__sync_fetch_and_add(&st->in_flight, 1);
+		return;
+	}
+	/* The key is the connection itself and leaves with it, so it cannot be there already;
+	 * should it be, keep it current without counting it twice. A full map (connects past
+	 * cap_handshakes_full's room) leaves this one without an entry.
+	 */
+	bpf_map_update_elem(&sl_origdst_syn, key, o, BPF_EXIST);
+}
+
+/* A captured handshake is over (moved to the proxy's socket, or the app's socket closed). */
+static __always_inline void origdst_forget(const struct sl_origdst_key *key)
+{
+	struct sl_origdst_stat *st;
+
+	if (bpf_map_delete_elem(&sl_origdst_syn, key) != 0)
+		return;
+	st = origdst_stat();
+	if (st)
+		__sync_fetch_and_add(&st->in_flight, -1);
 }
 
 /* A TCP connection seen from the pod it goes to: {pod address and port, peer address and port}. */
@@ -80,7 +135,7 @@ static __always_inline int sockops_bypass_flow(struct bpf_sock_ops *skops)
 	return 1;
 }
 
-/* At SYN time the client port is known: index the original destination by it. */
+/* At SYN time the app's port is known: the handshake's entry in sl_origdst_syn. */
 static __always_inline void sockops_connect(struct bpf_sock_ops *skops)
 {
 	struct sl_origdst_key key = {};
@@ -91,13 +146,40 @@ static __always_inline void sockops_connect(struct bpf_sock_ops *skops)
 		return;
 	o = bpf_sk_storage_get(&sl_cap_sock, sk, 0, 0);
 	if (o) {
-		sockops_local(skops, &key);
-		bpf_map_update_elem(&sl_origdst, &key, o, BPF_ANY);
+		sockops_app_key(skops, &key);
+		origdst_remember(&key, o);
 	} else if (!sockops_bypass_flow(skops)) {
 		return;
 	}
 	/* to remove the entry when this socket closes */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/*
+ * The proxy's side of a connection completes its handshake (before accept() can return it): a
+ * captured connection's original destination moves into this socket's own storage, which lives
+ * exactly as long as the connection, and leaves sl_origdst_syn. Called for every connection the
+ * cgroup's sockets accept; for others it costs one lookup.
+ */
+static __always_inline void sockops_accepted(struct bpf_sock_ops *skops)
+{
+	struct sl_origdst_key key = {};
+	struct sl_orig_dst *o, *kept;
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return;
+	sockops_proxy_key(skops, &key);
+	o = bpf_map_lookup_elem(&sl_origdst_syn, &key);
+	if (!o)
+		return;
+	kept = bpf_sk_storage_get(&sl_origdst_sock, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	/* without memory for it the entry stays where getsockopt finds it too, until the app's
+	 * socket closes */
+	if (!kept)
+		return;
+	*kept = *o;
+	origdst_forget(&key);
 }
 
 /* Only sockets with one of the two entries asked for this callback; deleting a missing key is cheap. */
@@ -106,8 +188,8 @@ static __always_inline void sockops_closed(struct bpf_sock_ops *skops)
 	struct sl_origdst_key key = {};
 	struct sl_flow_key flow = {};
 
-	sockops_local(skops, &key);
-	bpf_map_delete_elem(&sl_origdst, &key);
+	sockops_app_key(skops, &key);
+	origdst_forget(&key);
 	sockops_flow_key(skops, &flow);
 	bpf_map_delete_elem(&sl_bypass_flows, &flow);
 }
@@ -139,6 +221,9 @@ int sl_sockops(struct bpf_sock_ops *skops)
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		sockops_connect(skops);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		sockops_accepted(skops);
 		break;
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		sockops_listen(skops);
@@ -189,7 +274,8 @@ static __always_inline int sockopt_answer(struct bpf_sockopt *ctx, const struct 
 
 /*
  * SO_ORIGINAL_DST on a socket of a captured pod: for a connection the pod's app made to the
- * proxy, where the app was going; otherwise (an inbound connection steered by sk_lookup, whose
+ * proxy, where the app was going (kept with the accepted socket; while its handshake is still in
+ * flight, from sl_origdst_syn); otherwise (an inbound connection steered by sk_lookup, whose
  * local address is still the original destination) the socket's own local address, as conntrack
  * answers for a connection that was not translated. Every other call is left as the kernel
  * answered it.
@@ -219,7 +305,10 @@ int sl_getsockopt(struct bpf_sockopt *ctx)
 				SL_LOAD(sk->src_ip6[3]));
 	}
 	key.port = bpf_ntohs((__u16)SL_LOAD(sk->dst_port));
-	o = bpf_map_lookup_elem(&sl_origdst, &key);
+	key.proxy_port = (__u16)SL_LOAD(sk->src_port);
+	o = bpf_sk_storage_get(&sl_origdst_sock, sk, 0, 0);
+	if (!o)
+		o = bpf_map_lookup_elem(&sl_origdst_syn, &key);
 	if (o) {
 		if (sockopt_answer(ctx, &o->addr, o->port))
 			return 1;

@@ -20,8 +20,17 @@ export const OBJECTS = {
 /** Every pinned map, by its name in the ELF (= its pin file name). */
 export const PINNED_MAPS = [
   'sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_lb_sock_rev', 'sl_lb_counters',
-  'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst', 'sl_listeners', 'sl_ep_stats', 'sl_node_ips', 'sl_bypass_flows',
+  'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst_syn', 'sl_origdst_stat', 'sl_origdst_sock', 'sl_listeners',
+  'sl_ep_stats', 'sl_node_ips', 'sl_bypass_flows',
 ] as const;
+
+/**
+ * Maps earlier versions pinned and this one no longer uses: removed once the new programs are
+ * attached (an upgrade; the old programs held the last references) and by uninstall.
+ * sl_origdst: the node-wide LRU of original destinations, replaced by sl_origdst_syn (handshakes
+ * in flight) and sl_origdst_sock (the accepted socket's storage).
+ */
+export const RETIRED_PINNED_MAPS = ['sl_origdst'] as const;
 
 export const LINKS_DIR = 'links';
 /** per-pod sk_lookup links, one per captured pod's netns, named by its netns cookie */
@@ -157,6 +166,7 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
       obj.close();
     }
   }
+  for (const name of RETIRED_PINNED_MAPS) fs.rmSync(path.join(opts.pinDir, name), { force: true });
   return { links, netnsLinks };
 }
 
@@ -183,6 +193,6 @@ export function uninstallDatapath(pinDir: string): string[] {
   for (const progs of Object.values(OBJECTS)) for (const prog of progs) rm(sockLinkPin(pinDir, prog));
   rm(path.join(pinDir, PROGS_DIR, SK_LOOKUP_PROG));
   rm(path.join(pinDir, PROGS_DIR, LO_MARK_PROG));
-  for (const name of PINNED_MAPS) rm(path.join(pinDir, name));
+  for (const name of [...PINNED_MAPS, ...RETIRED_PINNED_MAPS]) rm(path.join(pinDir, name));
   return removed;
 }

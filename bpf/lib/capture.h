@@ -41,6 +41,7 @@ const volatile __u8 cfg_n_dns_servers = 0;
 #define CAP_NONE 0	 /* not captured: socket-LB may apply */
 #define CAP_PROXY 1	 /* the proxy's own connect: not captured, socket-LB applies */
 #define CAP_REDIRECTED 2 /* sent to the proxy: the destination must stay as the app asked */
+#define CAP_REFUSED 3	 /* to be captured, but refused at once (EAGAIN): see cap_handshakes_full */
 
 static __always_inline int cap_port_in(const __u16 *ports, __u8 n, __u16 port)
 {
@@ -197,6 +198,23 @@ static __always_inline void cap_bind_pod_source(struct bpf_sock_addr *ctx, const
 	}
 }
 
+/*
+ * Are the node's captured handshakes in flight close to what sl_origdst_syn holds (see
+ * capture_maps.h)? Then a captured connect is refused at once, and counted, rather than reaching
+ * its proxy without its original destination. EAGAIN is what connect(2) answers when the kernel
+ * runs out of ephemeral ports: a resource that frees itself, try again.
+ */
+static __always_inline int cap_handshakes_full(void)
+{
+	__u32 zero = 0;
+	struct sl_origdst_stat *st = bpf_map_lookup_elem(&sl_origdst_stat, &zero);
+
+	if (!st || st->in_flight < SL_HANDSHAKES_ADMIT)
+		return 0;
+	__sync_fetch_and_add(&st->refused, 1);
+	return 1;
+}
+
 /* Sends the connect to the proxy's port on loopback, remembering where it was going. `at_connect`
  * is a constant: only connect hooks may bind (a TCP sendmsg with an address is TCP Fast Open).
  */
@@ -207,6 +225,8 @@ static __always_inline int cap_redirect(struct bpf_sock_addr *ctx, const struct 
 
 	if (!ctx->sk)
 		return CAP_NONE;
+	if (cap_handshakes_full())
+		return CAP_REFUSED;
 	o = bpf_sk_storage_get(&sl_cap_sock, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!o)
 		return CAP_NONE;
