@@ -21,6 +21,12 @@ const TOTAL = PODS * 2 * PER_FAMILY;
 /** bpf/lib/capture_maps.h: SL_HANDSHAKES_ADMIT */
 const HANDSHAKES_ADMIT = 262144 - 4096;
 
+/** Kernel slab memory (kB), machine-wide: other work on the machine shows in it too. */
+function slabKb(): number {
+  const m = /^Slab:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
 interface Counters {
   capture_handshakes: number;
   capture_full: number;
@@ -64,6 +70,7 @@ describe.skipIf(process.getuid?.() !== 0)('original destinations live as long as
   it(`${TOTAL} concurrent captured connections on the node: every proxy socket reads its own original destination, at accept and with all open`, async () => {
     const proxies = pods.map((p) => env.node.spawn([LOAD, 'proxy', '--count', String(2 * PER_FAMILY), '--wait-stdin', '--timeout-s', '240'], { netnsPath: p.netnsPath }));
     for (const proxy of proxies) await env.node.waitForLine(proxy, 'ready');
+    const slabBefore = slabKb();
     const started = Date.now();
     const clients = pods.map((p, i) =>
       env.node.spawn([LOAD, 'client', '--count-v4', String(PER_FAMILY), '--count-v6', String(PER_FAMILY), '--first-index', String(i * PER_FAMILY), '--timeout-s', '240'], {
@@ -74,12 +81,18 @@ describe.skipIf(process.getuid?.() !== 0)('original destinations live as long as
     const opened = await Promise.all(clients.map((c) => line(c, '"event":"open"')));
     const accepted = await Promise.all(proxies.map((c) => line(c, '"event":"accepted"')));
     const allOpen = Date.now() - started;
+    const slabAllOpen = slabKb();
+    const handshakeMap = JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'pinned', path.join(env.node.pinDir, 'sl_origdst_syn')])).stdout) as { bytes_memlock?: number };
     // every pod's connections are open now: the proxies check, with all of them open
     for (const proxy of proxies) proxy.stdin!.end('check\n');
     const checked = await Promise.all(proxies.map((c) => line(c, '"event":"checked"')));
     const done = await Promise.all(clients.map((c) => line(c, '"event":"done"')));
     const elapsed = Date.now() - started;
-    const report = { connections: TOTAL, pods: PODS, allOpenMs: allOpen, elapsedMs: elapsed, opened, accepted, checked, done };
+    const report = {
+      connections: TOTAL, pods: PODS, allOpenMs: allOpen, elapsedMs: elapsed,
+      slabKb: { before: slabBefore, allOpen: slabAllOpen, perConnectionBytes: Math.round(((slabAllOpen - slabBefore) * 1024) / TOTAL) },
+      handshakeMapMemlockBytes: handshakeMap.bytes_memlock, opened, accepted, checked, done,
+    };
     console.log(`origdst load: ${JSON.stringify(report)}`);
     fs.mkdirSync(path.join(ROOT, 'build/bench'), { recursive: true });
     fs.writeFileSync(path.join(ROOT, 'build/bench/origdst-load.json'), JSON.stringify(report, null, 2) + '\n');
