@@ -120,17 +120,26 @@ static __always_inline int sockops_bypass_flow(struct bpf_sock_ops *skops)
 	struct sl_policy *pol;
 	__u64 netns = bpf_get_netns_cookie(skops), *cookie;
 	int host = netns == cfg_host_netns_cookie;
+	int node_proxy = cap_is_proxy_marked(skops->sk), tproxy = cap_is_tproxy_marked(skops->sk);
 	__u8 one = 1;
 
-	if (!host && !cap_is_proxy_marked(skops->sk))
+	if (!host && !node_proxy && !tproxy)
 		return 0;
 	sockops_flow_key(skops, &key);
 	cookie = bpf_map_lookup_elem(&sl_pod_ips, &key.pod);
 	if (!cookie || (!host && *cookie != netns))
 		return 0;
 	pol = bpf_map_lookup_elem(&sl_endpoints, cookie);
-	if (!pol || pol->mode == SL_MODE_NONE || (host && pol->mode != SL_MODE_AMBIENT))
+	if (!pol)
 		return 0;
+	/* the node's sockets and ztunnel's mark count for ambient pods, Envoy's TPROXY mark for
+	 * sidecars in TPROXY mode */
+	if (pol->mode == SL_MODE_AMBIENT) {
+		if (!host && !node_proxy)
+			return 0;
+	} else if (pol->mode != SL_MODE_SIDECAR || host || !tproxy || !(pol->flags & SL_POL_TPROXY)) {
+		return 0;
+	}
 	bpf_map_update_elem(&sl_bypass_flows, &key, &one, BPF_ANY);
 	return 1;
 }
@@ -375,16 +384,8 @@ int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 		if (port == SL_PORT_HBONE || (pol->flags & SL_POL_NO_INBOUND) ||
 		    (addr_is_mapped_v4(&remote) && addr_v4(&remote) == bpf_htonl(0xa9fe077f)))
 			return SK_PASS;
-	} else {
-		/* as istio-iptables: excludeInboundPorts applies to "*"; a port list is taken as is */
-		if (cap_reserved_port(port))
-			return SK_PASS;
-		if (pol->flags & SL_POL_IN_ALL) {
-			if (cap_port_in(pol->exclude_in_ports, pol->n_exclude_in_ports, port))
-				return SK_PASS;
-		} else if (!cap_port_in(pol->include_in_ports, pol->n_include_in_ports, port)) {
-			return SK_PASS;
-		}
+	} else if (!cap_inbound_port(pol, port)) {
+		return SK_PASS;
 	}
 
 	sk = cap_listener(*cookie, pol->inbound_port, ctx->family == SL_AF_INET);
@@ -409,20 +410,23 @@ int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 #define SL_TCX_NEXT (-1)
 
 /*
- * On a captured pod's lo (ingress): a packet carrying the proxy's socket mark that comes back
- * to the pod is one of the proxy's own connections to a local socket — the source-preserving
- * inbound hand-off to the app. It gets the inbound mark instead; with tcp_fwmark_accept the app's
- * accepted socket inherits it, and the pod's rule "fwmark inbound-mark lookup <table>" with a
- * local default route there brings the app's replies back to the proxy's transparent socket
- * rather than out through eth0. The proxy's own outbound sockets keep its mark, so they are
- * routed normally. (Istio: CONNMARK 0x111 on PREROUTING packets with mark 0x539.)
+ * On a captured pod's lo (ingress; attached for ambient pods and sidecars in TPROXY mode): a
+ * packet carrying the proxy's socket mark that comes back to the pod is one of the proxy's own
+ * connections to a local socket — the source-preserving inbound hand-off to the app. It gets the
+ * inbound mark instead; with tcp_fwmark_accept the app's accepted socket inherits it, and the
+ * pod's rule "fwmark inbound-mark lookup <table>" with a local default route there brings the
+ * app's replies back to the proxy's transparent socket rather than out through eth0. The proxy's
+ * own outbound sockets keep their mark, so they are routed normally. The proxy's mark is
+ * ztunnel's (ambient-proxy-mark) or Envoy's TPROXY mark 1337, which Istio's sidecar rules match
+ * exactly. (Istio: CONNMARK 0x111 on PREROUTING packets with mark 0x539 in ambient pods; for
+ * TPROXY sidecars CONNMARK 1337 with "fwmark 1337 lookup 133" and the same local route.)
  */
 SEC("tc")
 int sl_lo_mark(struct __sk_buff *skb)
 {
 	__u32 mark = skb->mark;
 
-	if ((mark & cfg_proxy_mark_mask) == (cfg_proxy_mark & cfg_proxy_mark_mask))
+	if ((mark & cfg_proxy_mark_mask) == (cfg_proxy_mark & cfg_proxy_mark_mask) || mark == SL_TPROXY_MARK)
 		skb->mark = (mark & ~cfg_inbound_mark_mask) | (cfg_inbound_mark & cfg_inbound_mark_mask);
 	return SL_TCX_NEXT;
 }

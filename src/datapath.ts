@@ -42,9 +42,11 @@ export const SK_LOOKUP_PROG = 'sl_sk_lookup';
 export const LO_MARK_PROG = 'sl_lo_mark';
 
 /**
- * Routing of source-preserving inbound in a captured pod, Istio's values: the proxy's looped-back
- * connections to the app are re-marked 0x111/0xfff, and "fwmark 0x111/0xfff pref 32764 lookup 100"
- * with "local default dev lo table 100" brings the app's replies back to the proxy.
+ * Routing of source-preserving inbound in a captured pod (ambient pods, and sidecars in TPROXY
+ * mode), Istio's in-pod ambient values: the proxy's looped-back connections to the app are
+ * re-marked 0x111/0xfff, and "fwmark 0x111/0xfff pref 32764 lookup 100" with "local default dev
+ * lo table 100" brings the app's replies back to the proxy. (Istio's TPROXY sidecar rules do the
+ * same with CONNMARK 1337 and table 133; one set serves both here, as the re-marking program does.)
  */
 export const INBOUND_ROUTING = { mark: 0x111, mask: 0xfff, table: 100, pref: 32764 } as const;
 

@@ -92,6 +92,11 @@ struct sl_sock_rev {
 #define SL_POL_DNS (1 << 2)	/* capture DNS (UDP/TCP 53) to the proxy's DNS port */
 #define SL_POL_LOOPBACK_RANGE (1 << 3) /* an included outbound range covers loopback */
 #define SL_POL_NO_INBOUND (1 << 4) /* ambient.istio.io/bypass-inbound-capture: outbound only */
+/* sidecar.istio.io/interceptionMode TPROXY: the proxy hands inbound connections to the app from
+ * the client's address (replies routed back in the pod), and its own connections to local
+ * addresses reach 15006 as Istio's mangle rules send them (see cap_tproxy_inbound)
+ */
+#define SL_POL_TPROXY (1 << 5)
 
 #define SL_MAX_CIDRS 16
 #define SL_MAX_PORTS 32

@@ -219,6 +219,8 @@ export const POL_IN_ALL = 1 << 1;
 export const POL_DNS = 1 << 2;
 export const POL_LOOPBACK_RANGE = 1 << 3;
 export const POL_NO_INBOUND = 1 << 4;
+/** sidecar.istio.io/interceptionMode TPROXY */
+export const POL_TPROXY = 1 << 5;
 export const MAX_CIDRS = 16;
 export const MAX_PORTS = 32;
 export const MAX_POD_IPS = 4;
