@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, type SimPod } from '../harness';
-import { PROBE, ROOT, sluice, stopAgent } from './lb-env';
+import { PROBE, ROOT, sluice, startAgent, stopAgent } from './lb-env';
 import { addMeshPod, createMeshEnv, type MeshEnv } from './mesh-env';
 
 const LOAD = path.join(ROOT, 'build/origdst-load');
@@ -132,5 +132,16 @@ describe.skipIf(process.getuid?.() !== 0)('original destinations live as long as
     // one below the limit: admitted again (and refused by the kernel: nothing listens)
     const res = await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', '198.18.0.1', '--port', '80'], { netnsPath: pod.netnsPath, allowFail: true });
     expect(JSON.parse(res.stdout.split('\n')[0])).toMatchObject({ ok: false, errno: 111 });
+  });
+
+  it("an agent started over an older version's pins removes the node-wide LRU it no longer uses", async () => {
+    const old = path.join(env.node.pinDir, 'sl_origdst');
+    await stopAgent(env);
+    // what earlier versions pinned there (LRU_HASH, {netns, address, port} -> destination)
+    await run(['bpftool', 'map', 'create', old, 'type', 'lru_hash', 'key', '32', 'value', '20', 'entries', '64', 'name', 'sl_origdst']);
+    expect(fs.existsSync(old)).toBe(true);
+    await startAgent(env);
+    expect(fs.existsSync(old)).toBe(false);
+    expect(fs.existsSync(path.join(env.node.pinDir, 'sl_origdst_syn'))).toBe(true);
   });
 });
