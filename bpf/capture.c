@@ -1,6 +1,7 @@
 /* Mesh capture, the parts that are not sock_addr hooks:
- *  - sockops: remembers where a captured connect was going, by its client address, and enrols
- *    the proxy's inbound listeners;
+ *  - sockops: carries a captured connection's original destination from the app's socket to the
+ *    proxy's accepted socket (see capture_maps.h), records connections inbound capture must leave
+ *    alone, and enrols the proxy's inbound listeners;
  *  - cgroup/getsockopt: answers SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST as Envoy expects;
  *  - sk_lookup (one link per captured pod's netns): steers inbound connections to the proxy's
  *    inbound listener, leaving the packet untouched so the accepted socket keeps the original
@@ -24,7 +25,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SL_PAGE_SIZE 4096
 #define SL_LOOPBACK_IFINDEX 1 /* lo is ifindex 1 in every network namespace */
 
-static __always_inline void sockops_local(struct bpf_sock_ops *skops, struct sl_origdst_key *key)
+/* The key of a captured connection seen from the app's socket: its own address and port, and
+ * the proxy port it connects to.
+ */
+static __always_inline void sockops_app_key(struct bpf_sock_ops *skops, struct sl_origdst_key *key)
 {
 	key->netns_cookie = bpf_get_netns_cookie(skops);
 	if (skops->family == SL_AF_INET)
@@ -33,6 +37,57 @@ static __always_inline void sockops_local(struct bpf_sock_ops *skops, struct sl_
 		addr_from_words(&key->addr, SL_LOAD(skops->local_ip6[0]), SL_LOAD(skops->local_ip6[1]),
 				SL_LOAD(skops->local_ip6[2]), SL_LOAD(skops->local_ip6[3]));
 	key->port = (__u16)skops->local_port;
+	key->proxy_port = bpf_ntohl(skops->remote_port) & 0xffff;
+}
+
+/* The same key seen from the proxy's accepted socket: its peer, and its own port. */
+static __always_inline void sockops_proxy_key(struct bpf_sock_ops *skops, struct sl_origdst_key *key)
+{
+	key->netns_cookie = bpf_get_netns_cookie(skops);
+	if (skops->family == SL_AF_INET)
+		addr_from_v4(&key->addr, SL_LOAD(skops->remote_ip4));
+	else
+		addr_from_words(&key->addr, SL_LOAD(skops->remote_ip6[0]), SL_LOAD(skops->remote_ip6[1]),
+				SL_LOAD(skops->remote_ip6[2]), SL_LOAD(skops->remote_ip6[3]));
+	key->port = bpf_ntohl(skops->remote_port) & 0xffff;
+	key->proxy_port = (__u16)skops->local_port;
+}
+
+static __always_inline struct sl_origdst_stat *origdst_stat(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&sl_origdst_stat, &zero);
+}
+
+/* A captured handshake starts: its entry in sl_origdst_syn, counted in in_flight. */
+static __always_inline void origdst_remember(const struct sl_origdst_key *key, const struct sl_orig_dst *o)
+{
+	struct sl_origdst_stat *st;
+
+	if (bpf_map_update_elem(&sl_origdst_syn, key, o, BPF_NOEXIST) == 0) {
+		st = origdst_stat();
+		if (st)
+			__sync_fetch_and_add(&st->in_flight, 1);
+		return;
+	}
+	/* The key is the connection itself and leaves with it, so it cannot be there already;
+	 * should it be, keep it current without counting it twice. A full map (connects past
+	 * cap_handshakes_full's room) leaves this one without an entry.
+	 */
+	bpf_map_update_elem(&sl_origdst_syn, key, o, BPF_EXIST);
+}
+
+/* A captured handshake is over (moved to the proxy's socket, or the app's socket closed). */
+static __always_inline void origdst_forget(const struct sl_origdst_key *key)
+{
+	struct sl_origdst_stat *st;
+
+	if (bpf_map_delete_elem(&sl_origdst_syn, key) != 0)
+		return;
+	st = origdst_stat();
+	if (st)
+		__sync_fetch_and_add(&st->in_flight, -1);
 }
 
 /* A TCP connection seen from the pod it goes to: {pod address and port, peer address and port}. */
@@ -65,22 +120,31 @@ static __always_inline int sockops_bypass_flow(struct bpf_sock_ops *skops)
 	struct sl_policy *pol;
 	__u64 netns = bpf_get_netns_cookie(skops), *cookie;
 	int host = netns == cfg_host_netns_cookie;
+	int node_proxy = cap_is_proxy_marked(skops->sk), tproxy = cap_is_tproxy_marked(skops->sk);
 	__u8 one = 1;
 
-	if (!host && !cap_is_proxy_marked(skops->sk))
+	if (!host && !node_proxy && !tproxy)
 		return 0;
 	sockops_flow_key(skops, &key);
 	cookie = bpf_map_lookup_elem(&sl_pod_ips, &key.pod);
 	if (!cookie || (!host && *cookie != netns))
 		return 0;
 	pol = bpf_map_lookup_elem(&sl_endpoints, cookie);
-	if (!pol || pol->mode == SL_MODE_NONE || (host && pol->mode != SL_MODE_AMBIENT))
+	if (!pol)
 		return 0;
+	/* the node's sockets and ztunnel's mark count for ambient pods, Envoy's TPROXY mark for
+	 * sidecars in TPROXY mode */
+	if (pol->mode == SL_MODE_AMBIENT) {
+		if (!host && !node_proxy)
+			return 0;
+	} else if (pol->mode != SL_MODE_SIDECAR || host || !tproxy || !(pol->flags & SL_POL_TPROXY)) {
+		return 0;
+	}
 	bpf_map_update_elem(&sl_bypass_flows, &key, &one, BPF_ANY);
 	return 1;
 }
 
-/* At SYN time the client port is known: index the original destination by it. */
+/* At SYN time the app's port is known: the handshake's entry in sl_origdst_syn. */
 static __always_inline void sockops_connect(struct bpf_sock_ops *skops)
 {
 	struct sl_origdst_key key = {};
@@ -91,13 +155,40 @@ static __always_inline void sockops_connect(struct bpf_sock_ops *skops)
 		return;
 	o = bpf_sk_storage_get(&sl_cap_sock, sk, 0, 0);
 	if (o) {
-		sockops_local(skops, &key);
-		bpf_map_update_elem(&sl_origdst, &key, o, BPF_ANY);
+		sockops_app_key(skops, &key);
+		origdst_remember(&key, o);
 	} else if (!sockops_bypass_flow(skops)) {
 		return;
 	}
 	/* to remove the entry when this socket closes */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/*
+ * The proxy's side of a connection completes its handshake (before accept() can return it): a
+ * captured connection's original destination moves into this socket's own storage, which lives
+ * exactly as long as the connection, and leaves sl_origdst_syn. Called for every connection the
+ * cgroup's sockets accept; for others it costs one lookup.
+ */
+static __always_inline void sockops_accepted(struct bpf_sock_ops *skops)
+{
+	struct sl_origdst_key key = {};
+	struct sl_orig_dst *o, *kept;
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return;
+	sockops_proxy_key(skops, &key);
+	o = bpf_map_lookup_elem(&sl_origdst_syn, &key);
+	if (!o)
+		return;
+	kept = bpf_sk_storage_get(&sl_origdst_sock, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	/* without memory for it the entry stays where getsockopt finds it too, until the app's
+	 * socket closes */
+	if (!kept)
+		return;
+	*kept = *o;
+	origdst_forget(&key);
 }
 
 /* Only sockets with one of the two entries asked for this callback; deleting a missing key is cheap. */
@@ -106,8 +197,8 @@ static __always_inline void sockops_closed(struct bpf_sock_ops *skops)
 	struct sl_origdst_key key = {};
 	struct sl_flow_key flow = {};
 
-	sockops_local(skops, &key);
-	bpf_map_delete_elem(&sl_origdst, &key);
+	sockops_app_key(skops, &key);
+	origdst_forget(&key);
 	sockops_flow_key(skops, &flow);
 	bpf_map_delete_elem(&sl_bypass_flows, &flow);
 }
@@ -139,6 +230,9 @@ int sl_sockops(struct bpf_sock_ops *skops)
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		sockops_connect(skops);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		sockops_accepted(skops);
 		break;
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		sockops_listen(skops);
@@ -189,7 +283,8 @@ static __always_inline int sockopt_answer(struct bpf_sockopt *ctx, const struct 
 
 /*
  * SO_ORIGINAL_DST on a socket of a captured pod: for a connection the pod's app made to the
- * proxy, where the app was going; otherwise (an inbound connection steered by sk_lookup, whose
+ * proxy, where the app was going (kept with the accepted socket; while its handshake is still in
+ * flight, from sl_origdst_syn); otherwise (an inbound connection steered by sk_lookup, whose
  * local address is still the original destination) the socket's own local address, as conntrack
  * answers for a connection that was not translated. Every other call is left as the kernel
  * answered it.
@@ -219,7 +314,10 @@ int sl_getsockopt(struct bpf_sockopt *ctx)
 				SL_LOAD(sk->src_ip6[3]));
 	}
 	key.port = bpf_ntohs((__u16)SL_LOAD(sk->dst_port));
-	o = bpf_map_lookup_elem(&sl_origdst, &key);
+	key.proxy_port = (__u16)SL_LOAD(sk->src_port);
+	o = bpf_sk_storage_get(&sl_origdst_sock, sk, 0, 0);
+	if (!o)
+		o = bpf_map_lookup_elem(&sl_origdst_syn, &key);
 	if (o) {
 		if (sockopt_answer(ctx, &o->addr, o->port))
 			return 1;
@@ -286,16 +384,8 @@ int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 		if (port == SL_PORT_HBONE || (pol->flags & SL_POL_NO_INBOUND) ||
 		    (addr_is_mapped_v4(&remote) && addr_v4(&remote) == bpf_htonl(0xa9fe077f)))
 			return SK_PASS;
-	} else {
-		/* as istio-iptables: excludeInboundPorts applies to "*"; a port list is taken as is */
-		if (cap_reserved_port(port))
-			return SK_PASS;
-		if (pol->flags & SL_POL_IN_ALL) {
-			if (cap_port_in(pol->exclude_in_ports, pol->n_exclude_in_ports, port))
-				return SK_PASS;
-		} else if (!cap_port_in(pol->include_in_ports, pol->n_include_in_ports, port)) {
-			return SK_PASS;
-		}
+	} else if (!cap_inbound_port(pol, port)) {
+		return SK_PASS;
 	}
 
 	sk = cap_listener(*cookie, pol->inbound_port, ctx->family == SL_AF_INET);
@@ -320,20 +410,23 @@ int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 #define SL_TCX_NEXT (-1)
 
 /*
- * On a captured pod's lo (ingress): a packet carrying the proxy's socket mark that comes back
- * to the pod is one of the proxy's own connections to a local socket — the source-preserving
- * inbound hand-off to the app. It gets the inbound mark instead; with tcp_fwmark_accept the app's
- * accepted socket inherits it, and the pod's rule "fwmark inbound-mark lookup <table>" with a
- * local default route there brings the app's replies back to the proxy's transparent socket
- * rather than out through eth0. The proxy's own outbound sockets keep its mark, so they are
- * routed normally. (Istio: CONNMARK 0x111 on PREROUTING packets with mark 0x539.)
+ * On a captured pod's lo (ingress; attached for ambient pods and sidecars in TPROXY mode): a
+ * packet carrying the proxy's socket mark that comes back to the pod is one of the proxy's own
+ * connections to a local socket — the source-preserving inbound hand-off to the app. It gets the
+ * inbound mark instead; with tcp_fwmark_accept the app's accepted socket inherits it, and the
+ * pod's rule "fwmark inbound-mark lookup <table>" with a local default route there brings the
+ * app's replies back to the proxy's transparent socket rather than out through eth0. The proxy's
+ * own outbound sockets keep their mark, so they are routed normally. The proxy's mark is
+ * ztunnel's (ambient-proxy-mark) or Envoy's TPROXY mark 1337, which Istio's sidecar rules match
+ * exactly. (Istio: CONNMARK 0x111 on PREROUTING packets with mark 0x539 in ambient pods; for
+ * TPROXY sidecars CONNMARK 1337 with "fwmark 1337 lookup 133" and the same local route.)
  */
 SEC("tc")
 int sl_lo_mark(struct __sk_buff *skb)
 {
 	__u32 mark = skb->mark;
 
-	if ((mark & cfg_proxy_mark_mask) == (cfg_proxy_mark & cfg_proxy_mark_mask))
+	if ((mark & cfg_proxy_mark_mask) == (cfg_proxy_mark & cfg_proxy_mark_mask) || mark == SL_TPROXY_MARK)
 		skb->mark = (mark & ~cfg_inbound_mark_mask) | (cfg_inbound_mark & cfg_inbound_mark_mask);
 	return SL_TCX_NEXT;
 }

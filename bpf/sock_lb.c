@@ -8,7 +8,11 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Capture decides first; what it redirects is not load-balanced (the proxy must see the VIP). */
+#define SL_EAGAIN 11
+
+/* Capture decides first; what it redirects is not load-balanced (the proxy must see the VIP).
+ * Returns a CAP_* outcome.
+ */
 static __always_inline int sock_capture(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *port, int at_connect)
 {
 	struct sl_addr orig = *dst;
@@ -30,10 +34,15 @@ static __always_inline int sock4_forward(struct bpf_sock_addr *ctx, int per_flow
 {
 	struct sl_addr dst;
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
-	int verdict = SL_ALLOW;
+	int verdict = SL_ALLOW, cap;
 
 	addr_from_v4(&dst, ctx->user_ip4);
-	if (sock_capture(ctx, &dst, &port, !per_flow) != CAP_REDIRECTED)
+	cap = sock_capture(ctx, &dst, &port, !per_flow);
+	if (cap == CAP_REFUSED) {
+		bpf_set_retval(-SL_EAGAIN);
+		return SL_REJECT;
+	}
+	if (cap != CAP_REDIRECTED)
 		verdict = lb_translate(ctx, &dst, &port, per_flow);
 	if (verdict == SL_ALLOW) {
 		ctx->user_ip4 = addr_v4(&dst);
@@ -46,10 +55,15 @@ static __always_inline int sock6_forward(struct bpf_sock_addr *ctx, int per_flow
 {
 	struct sl_addr dst;
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
-	int verdict = SL_ALLOW;
+	int verdict = SL_ALLOW, cap;
 
 	lb_addr_from_v6(&dst, ctx);
-	if (sock_capture(ctx, &dst, &port, !per_flow) != CAP_REDIRECTED)
+	cap = sock_capture(ctx, &dst, &port, !per_flow);
+	if (cap == CAP_REFUSED) {
+		bpf_set_retval(-SL_EAGAIN);
+		return SL_REJECT;
+	}
+	if (cap != CAP_REDIRECTED)
 		verdict = lb_translate(ctx, &dst, &port, per_flow);
 	if (verdict == SL_ALLOW) {
 		lb_addr_to_v6(ctx, &dst);

@@ -475,10 +475,13 @@ int sl_netns_cookie_of(const char *netns_path, uint64_t *cookie)
 
 /* ---- In-pod setup for source-preserving inbound (ambient ztunnel, sidecar TPROXY) ----
  * Inside a captured pod's network namespace: tcp_fwmark_accept (an accepted socket inherits the
- * SYN's mark), "ip rule fwmark MARK/MASK pref PREF lookup TABLE" and "ip route replace local
- * default dev lo table TABLE" for IPv4 (and IPv6), and a tcx ingress link on lo running the
- * marking program. Done with rtnetlink from a thread that entered the namespace: no process is
- * spawned per pod.
+ * SYN's mark), fwmark_reflect for IPv4 and IPv6 (the kernel's own answers without a socket, a
+ * RST from a port nobody serves or an ICMP error, carry the mark of what they answer, so they
+ * reach the proxy as Istio's CONNMARK restore sends them), "ip rule fwmark MARK/MASK pref PREF
+ * lookup TABLE" and "ip route replace local default dev lo table TABLE" for IPv4 (and IPv6), and
+ * a tcx ingress link on lo running the marking program. Done with rtnetlink from a thread that
+ * entered the namespace: no process is spawned per pod. The sysctls stay set on removal: without
+ * a mark rule they change nothing.
  */
 #include <linux/fib_rules.h>
 #include <linux/netlink.h>
@@ -603,11 +606,23 @@ static int inpod_step(struct inpod_job *job, int err, const char *what)
 	return err;
 }
 
+/* Writes "1" to a sysctl of the namespace the thread is in. */
+static int inpod_sysctl_on(struct inpod_job *job, const char *path, const char *what)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC), err = 0;
+
+	if (fd < 0 || write(fd, "1", 1) != 1)
+		err = -errno;
+	if (fd >= 0)
+		close(fd);
+	return inpod_step(job, err, what);
+}
+
 static void *inpod_thread(void *arg)
 {
 	struct inpod_job *job = arg;
 	const struct sl_inpod_cfg *cfg = job->cfg;
-	int ns = open(job->netns_path, O_RDONLY | O_CLOEXEC), nl, fd;
+	int ns = open(job->netns_path, O_RDONLY | O_CLOEXEC), nl;
 
 	if (ns < 0) {
 		inpod_step(job, -errno, "open");
@@ -619,15 +634,10 @@ static void *inpod_thread(void *arg)
 		return NULL;
 	}
 	close(ns);
-	if (job->add) {
-		fd = open("/proc/sys/net/ipv4/tcp_fwmark_accept", O_WRONLY | O_CLOEXEC);
-		if (fd < 0 || write(fd, "1", 1) != 1)
-			inpod_step(job, -errno, "sysctl net.ipv4.tcp_fwmark_accept=1");
-		if (fd >= 0)
-			close(fd);
-		if (job->err)
-			return NULL;
-	}
+	if (job->add && (inpod_sysctl_on(job, "/proc/sys/net/ipv4/tcp_fwmark_accept", "sysctl net.ipv4.tcp_fwmark_accept=1") ||
+			 inpod_sysctl_on(job, "/proc/sys/net/ipv4/fwmark_reflect", "sysctl net.ipv4.fwmark_reflect=1") ||
+			 (cfg->ipv6 && inpod_sysctl_on(job, "/proc/sys/net/ipv6/fwmark_reflect", "sysctl net.ipv6.fwmark_reflect=1"))))
+		return NULL;
 	nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
 	if (nl < 0) {
 		inpod_step(job, -errno, "netlink socket");

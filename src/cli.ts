@@ -11,7 +11,7 @@ commands:
   status             exit 0 when the agent is ready (programs attached, first sync done);
                      --alive: exit 0 when it answers at all (liveness)
   bpf lb list        services and backends as the pinned maps hold them (works while the agent is down)
-  bpf lb counters    datapath counters (summed over CPUs)
+  bpf lb counters    datapath counters (summed over CPUs), and captured handshakes in flight
   bpf migrate        with the agent stopped: load the objects of --object-dir DIR (default: this
                      release's) over the pinned maps as the agent does at start, migrating the
                      maps whose layout or size differs; before a downgrade, DIR is the older
@@ -99,8 +99,11 @@ async function main(argv: string[]): Promise<number> {
     case 'bpf lb counters': {
       const cfg = config(args);
       const { LbMaps } = await import('./lb/maps');
+      const { readOrigdstStat } = await import('./mesh/maps');
       const maps = LbMaps.open(cfg.bpfPinDir);
-      const counters = maps.readCounters();
+      const handshakes = readOrigdstStat(cfg.bpfPinDir);
+      // capture_handshakes is a level (captured handshakes in flight now), the rest are counts
+      const counters = { ...maps.readCounters(), capture_handshakes: Number(handshakes.inFlight), capture_full: Number(handshakes.refused) };
       maps.close();
       if (args.output === 'json') process.stdout.write(JSON.stringify(counters, null, 2) + '\n');
       else {

@@ -23,8 +23,12 @@ export const OBJECTS = {
 /** Every pinned map, by its name in the ELF (= its pin file name). */
 export const PINNED_MAPS = [
   'sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_lb_sock_rev', 'sl_lb_counters',
-  'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst', 'sl_listeners', 'sl_ep_stats', 'sl_node_ips', 'sl_bypass_flows',
+  'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst_syn', 'sl_origdst_stat', 'sl_origdst_sock', 'sl_listeners',
+  'sl_ep_stats', 'sl_node_ips', 'sl_bypass_flows',
 ] as const;
+
+// sl_origdst (up to v0.1.0: a node-wide LRU of original destinations) is gone: replaced by
+// sl_origdst_syn and sl_origdst_sock; a migration removes its pin once the new programs run.
 
 export const LINKS_DIR = 'links';
 /** per-pod sk_lookup links, one per captured pod's netns, named by its netns cookie */
@@ -36,9 +40,11 @@ export const SK_LOOKUP_PROG = 'sl_sk_lookup';
 export const LO_MARK_PROG = 'sl_lo_mark';
 
 /**
- * Routing of source-preserving inbound in a captured pod, Istio's values: the proxy's looped-back
- * connections to the app are re-marked 0x111/0xfff, and "fwmark 0x111/0xfff pref 32764 lookup 100"
- * with "local default dev lo table 100" brings the app's replies back to the proxy.
+ * Routing of source-preserving inbound in a captured pod (ambient pods, and sidecars in TPROXY
+ * mode), Istio's in-pod ambient values: the proxy's looped-back connections to the app are
+ * re-marked 0x111/0xfff, and "fwmark 0x111/0xfff pref 32764 lookup 100" with "local default dev
+ * lo table 100" brings the app's replies back to the proxy. (Istio's TPROXY sidecar rules do the
+ * same with CONNMARK 1337 and table 133; one set serves both here, as the re-marking program does.)
  */
 export const INBOUND_ROUTING = { mark: 0x111, mask: 0xfff, table: 100, pref: 32764 } as const;
 

@@ -56,12 +56,17 @@ export const MAP_POLICIES: Record<string, MapPolicy> = {
     unconvertible: 'rebuild',
     why:
       'connections captured before the upgrade lose their original destination in socket storage: getpeername() in the app ' +
-      'shows the proxy (127.0.0.1:15001) instead; SO_ORIGINAL_DST is answered from sl_origdst and keeps working',
+      'shows the proxy (127.0.0.1:15001) instead; SO_ORIGINAL_DST is answered from the proxy socket\'s own storage and keeps working',
   },
-  sl_origdst: {
+  sl_origdst_syn: {
     unconvertible: 'rebuild',
-    why: 'a connection made before the upgrade whose proxy has not asked SO_ORIGINAL_DST yet gets the socket’s local address',
+    why: 'a captured handshake in flight during the switch (microseconds) gets the socket’s local address as its original destination',
   },
+  sl_origdst_sock: {
+    unconvertible: 'rebuild',
+    why: 'proxy sockets accepted before the upgrade answer SO_ORIGINAL_DST with their local address',
+  },
+  sl_origdst_stat: { unconvertible: 'rebuild', why: 'the handshake counters restart at zero' },
   sl_listeners: {
     unconvertible: 'refuse',
     why:

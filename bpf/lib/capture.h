@@ -37,10 +37,16 @@ const volatile __u32 cfg_inbound_mark_mask = 0xfff;
 const volatile struct sl_addr cfg_dns_servers[SL_MAX_DNS_SERVERS] = {};
 const volatile __u8 cfg_n_dns_servers = 0;
 
+/* Envoy's mark on its source-preserving connections to the app in TPROXY mode: istiod's
+ * original_src listener filter sets 1337, which istio-iptables (InboundTProxyMark) matches exactly.
+ */
+#define SL_TPROXY_MARK 1337
+
 /* Outcome of the outbound decision at connect(). */
 #define CAP_NONE 0	 /* not captured: socket-LB may apply */
 #define CAP_PROXY 1	 /* the proxy's own connect: not captured, socket-LB applies */
 #define CAP_REDIRECTED 2 /* sent to the proxy: the destination must stay as the app asked */
+#define CAP_REFUSED 3	 /* to be captured, but refused at once (EAGAIN): see cap_handshakes_full */
 
 static __always_inline int cap_port_in(const __u16 *ports, __u8 n, __u16 port)
 {
@@ -103,6 +109,18 @@ static __always_inline __u32 cap_proxy_uid(const struct sl_policy *pol)
 static __always_inline __u32 cap_proxy_gid(const struct sl_policy *pol)
 {
 	return pol->proxy_gid ? pol->proxy_gid : cfg_proxy_gid;
+}
+
+/* Does inbound capture take this port? Istio's ISTIO_INBOUND port rules: excludeInboundPorts
+ * applies to "*", a list of includeInboundPorts is taken as is; the sidecar's own ports never.
+ */
+static __always_inline int cap_inbound_port(const struct sl_policy *pol, __u16 port)
+{
+	if (cap_reserved_port(port))
+		return 0;
+	if (pol->flags & SL_POL_IN_ALL)
+		return !cap_port_in(pol->exclude_in_ports, pol->n_exclude_in_ports, port);
+	return cap_port_in(pol->include_in_ports, pol->n_include_in_ports, port);
 }
 
 static __always_inline void cap_count(__u64 cookie, int which)
@@ -208,6 +226,23 @@ static __always_inline void cap_bind_pod_source(struct bpf_sock_addr *ctx, const
 	}
 }
 
+/*
+ * Are the node's captured handshakes in flight close to what sl_origdst_syn holds (see
+ * capture_maps.h)? Then a captured connect is refused at once, and counted, rather than reaching
+ * its proxy without its original destination. EAGAIN is what connect(2) answers when the kernel
+ * runs out of ephemeral ports: a resource that frees itself, try again.
+ */
+static __always_inline int cap_handshakes_full(void)
+{
+	__u32 zero = 0;
+	struct sl_origdst_stat *st = bpf_map_lookup_elem(&sl_origdst_stat, &zero);
+
+	if (!st || st->in_flight < SL_HANDSHAKES_ADMIT)
+		return 0;
+	__sync_fetch_and_add(&st->refused, 1);
+	return 1;
+}
+
 /* Sends the connect to the proxy's port on loopback, remembering where it was going. `at_connect`
  * is a constant: only connect hooks may bind (a TCP sendmsg with an address is TCP Fast Open).
  */
@@ -218,6 +253,8 @@ static __always_inline int cap_redirect(struct bpf_sock_addr *ctx, const struct 
 
 	if (!ctx->sk)
 		return CAP_NONE;
+	if (cap_handshakes_full())
+		return CAP_REFUSED;
 	o = bpf_sk_storage_get(&sl_cap_sock, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!o)
 		return CAP_NONE;
@@ -298,6 +335,12 @@ static __always_inline struct bpf_sock *cap_listener(__u64 cookie, __u16 port, i
 static __always_inline int cap_is_proxy_marked(struct bpf_sock *sk)
 {
 	return sk && (SL_LOAD(sk->mark) & cfg_proxy_mark_mask) == (cfg_proxy_mark & cfg_proxy_mark_mask);
+}
+
+/* A sidecar in TPROXY mode connecting to its app from a client's address (Envoy's original_src). */
+static __always_inline int cap_is_tproxy_marked(struct bpf_sock *sk)
+{
+	return sk && SL_LOAD(sk->mark) == SL_TPROXY_MARK;
 }
 
 /*
@@ -381,7 +424,8 @@ static __always_inline int capture_connect_ambient(struct bpf_sock_addr *ctx, co
 }
 
 /*
- * The outbound rules of Istio's ISTIO_OUTPUT chain (istio-iptables, REDIRECT mode), in its order:
+ * The outbound rules of Istio's ISTIO_OUTPUT chain (istio-iptables' nat table, the same in
+ * REDIRECT and TPROXY mode), in its order:
  *   1. excluded outbound ports: RETURN
  *   2. to a local address, bound to 127.0.0.6 / ::6 (Envoy's inbound passthrough): RETURN
  *   3. the proxy uid to a local address other than 127.0.0.1, not port 15008 (nor 53 with DNS
@@ -397,31 +441,18 @@ static __always_inline int capture_connect_ambient(struct bpf_sock_addr *ctx, co
  *  11. excluded ranges: RETURN; 12. included ports: to 15001; 13. included ranges or "*": 15001.
  * Rules 4 and 7 are left out when an included range covers loopback (Istio's HasLoopBackIP).
  * "-o lo" is "the destination is one of this namespace's addresses": loopback or a pod IP.
+ * Returns CAP_PROXY (uncounted) for rules 5 and 8.
  */
-static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *dport, int at_connect)
+static __always_inline int capture_sidecar_nat(struct bpf_sock_addr *ctx, const struct sl_policy *pol, __u64 cookie,
+					       struct sl_addr *dst, __u16 *dport, int at_connect, int local, int is_uid,
+					       int is_gid)
 {
-	struct sl_policy *pol;
-	__u64 cookie, uidgid;
-	int local, dns53, to_inbound, lo_ranges, is_uid, is_gid;
+	int dns53, to_inbound, lo_ranges;
 
-	if (ctx->protocol != IPPROTO_TCP)
-		return CAP_NONE;
-	cookie = bpf_get_netns_cookie(ctx);
-	pol = bpf_map_lookup_elem(&sl_endpoints, &cookie);
-	if (!pol)
-		return CAP_NONE;
-	if (pol->mode == SL_MODE_AMBIENT)
-		return capture_connect_ambient(ctx, pol, cookie, dst, dport, at_connect);
-	if (pol->mode != SL_MODE_SIDECAR)
-		return CAP_NONE;
 	if (cap_port_in(pol->exclude_out_ports, pol->n_exclude_out_ports, *dport)) /* 1 */
 		return CAP_NONE;
-	local = addr_is_loopback(dst) || cap_is_pod_ip(pol, dst);
 	if (local && cap_bound_to_inbound_passthrough(ctx)) /* 2 */
 		return CAP_NONE;
-	uidgid = bpf_get_current_uid_gid();
-	is_uid = (__u32)uidgid == cap_proxy_uid(pol);
-	is_gid = (__u32)(uidgid >> 32) == cap_proxy_gid(pol);
 	dns53 = (pol->flags & SL_POL_DNS) && *dport == SL_PORT_DNS;
 	lo_ranges = pol->flags & SL_POL_LOOPBACK_RANGE;
 	to_inbound = local && !cap_is_localhost1(dst) && *dport != SL_PORT_HBONE;
@@ -429,18 +460,14 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect);
 	if (!lo_ranges && local && !dns53 && !is_uid) /* 4 */
 		return CAP_NONE;
-	if (is_uid) { /* 5 */
-		cap_count(cookie, CAP_STAT_BYPASS);
+	if (is_uid) /* 5 */
 		return CAP_PROXY;
-	}
 	if (is_gid && to_inbound) /* 6 */
 		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect);
 	if (!lo_ranges && local && !dns53) /* 7: the gid is not the proxy's here */
 		return CAP_NONE;
-	if (is_gid) { /* 8 */
-		cap_count(cookie, CAP_STAT_BYPASS);
+	if (is_gid) /* 8 */
 		return CAP_PROXY;
-	}
 	if (dns53 && cap_is_dns_server(dst)) /* 9 */
 		return cap_redirect(ctx, pol, cookie, dst, dport, pol->dns_port, 1, at_connect);
 	if (cap_is_localhost1(dst)) /* 10 */
@@ -452,6 +479,52 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 	if ((pol->flags & SL_POL_OUT_ALL) || cap_cidr_in(pol->include_cidrs, pol->n_include_cidrs, dst)) /* 13 */
 		return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect);
 	return CAP_NONE;
+}
+
+/*
+ * TPROXY mode adds a path the nat rules do not have (istio-iptables' mangle table): the proxy's
+ * own TCP to a local address other than 127.0.0.1 is marked 1338 on its way out ("-o lo
+ * --uid-owner/--gid-owner", skipped for sockets carrying the TPROXY mark 1337), and ISTIO_INBOUND
+ * then sends such packets to 15006 with the TPROXY target, unless they come from 127.0.0.6 / ::6
+ * or their port is not captured inbound. What the nat rules did not redirect (rules 1, 4, 5, 7, 8
+ * above: a gid-only proxy's connect to its own pod IP, the uid's to port 15008 ...) thus still
+ * reaches the inbound port. ("! -d 127.0.0.1" also keeps what nat redirected out: REDIRECT has
+ * rewritten those to 127.0.0.1 by then.)
+ */
+static __always_inline int cap_tproxy_inbound(struct bpf_sock_addr *ctx, const struct sl_policy *pol,
+					      const struct sl_addr *dst, __u16 dport, int local, int proxy)
+{
+	return (pol->flags & SL_POL_TPROXY) && proxy && local && !cap_is_localhost1(dst) &&
+	       !cap_is_tproxy_marked(ctx->sk) && !cap_bound_to_inbound_passthrough(ctx) && cap_inbound_port(pol, dport);
+}
+
+/* Outbound capture of a pod in sidecar or ambient mode (see the two functions above). */
+static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *dport, int at_connect)
+{
+	struct sl_policy *pol;
+	__u64 cookie, uidgid;
+	int local, is_uid, is_gid, ret;
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return CAP_NONE;
+	cookie = bpf_get_netns_cookie(ctx);
+	pol = bpf_map_lookup_elem(&sl_endpoints, &cookie);
+	if (!pol)
+		return CAP_NONE;
+	if (pol->mode == SL_MODE_AMBIENT)
+		return capture_connect_ambient(ctx, pol, cookie, dst, dport, at_connect);
+	if (pol->mode != SL_MODE_SIDECAR)
+		return CAP_NONE;
+	local = addr_is_loopback(dst) || cap_is_pod_ip(pol, dst);
+	uidgid = bpf_get_current_uid_gid();
+	is_uid = (__u32)uidgid == cap_proxy_uid(pol);
+	is_gid = (__u32)(uidgid >> 32) == cap_proxy_gid(pol);
+	ret = capture_sidecar_nat(ctx, pol, cookie, dst, dport, at_connect, local, is_uid, is_gid);
+	if ((ret == CAP_NONE || ret == CAP_PROXY) && cap_tproxy_inbound(ctx, pol, dst, *dport, local, is_uid || is_gid))
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect);
+	if (ret == CAP_PROXY)
+		cap_count(cookie, CAP_STAT_BYPASS);
+	return ret;
 }
 
 #endif /* SLUICE_CAPTURE_H */

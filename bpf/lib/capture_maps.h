@@ -26,7 +26,7 @@ struct {
 	__type(value, __u64);
 } sl_pod_ips SEC(".maps");
 
-/* The original destination of a captured socket, freed with the socket. */
+/* The original destination of a captured socket (the app's side), freed with the socket. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -34,15 +34,50 @@ struct {
 	__type(value, struct sl_orig_dst);
 } sl_cap_sock SEC(".maps");
 
-/* Original destinations by {netns, client address, client port}; entries are removed when the
- * client socket closes (sockops state callback), LRU as a backstop.
+/*
+ * How an original destination travels from the app's socket to the proxy's, and why nothing
+ * can evict it from a live connection:
+ *  - connect (sock_lb.c): kept in the app's socket storage (sl_cap_sock);
+ *  - the app's SYN (sockops TCP_CONNECT_CB), when its port is known: copied into sl_origdst_syn;
+ *  - the proxy's side of the handshake completes (PASSIVE_ESTABLISHED_CB, before accept() can
+ *    return the socket): moved into the accepted socket's own storage (sl_origdst_sock), where
+ *    it stays exactly as long as the connection, and deleted from sl_origdst_syn;
+ *  - the app's socket closes first (refused, timed out): deleted from sl_origdst_syn.
+ * So sl_origdst_syn holds only handshakes in flight and is a plain hash that never evicts. Its
+ * size bounds them, node-wide: before it fills up, captured connects are refused at once (EAGAIN)
+ * rather than reaching the proxy without their destination (see cap_handshakes_full). Istio's
+ * REDIRECT keeps every connection, for its whole life, in conntrack (whose usual default size is
+ * the same 262144) and drops new SYNs when that is full.
  */
+#define SL_HANDSHAKES_MAX 262144
+/* Room for connects between the check at connect() and the insert at the SYN. */
+#define SL_HANDSHAKES_ADMIT (SL_HANDSHAKES_MAX - 4096)
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SL_HANDSHAKES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct sl_origdst_key);
 	__type(value, struct sl_orig_dst);
-} sl_origdst SEC(".maps");
+} sl_origdst_syn SEC(".maps");
+
+/* How many entries sl_origdst_syn holds, and the connects refused because it was full. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sl_origdst_stat);
+} sl_origdst_stat SEC(".maps");
+
+/* The original destination of the proxy's accepted socket of a captured connection, freed with
+ * that socket. Apart from sl_cap_sock: getpeername rewrites sockets found there.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sl_orig_dst);
+} sl_origdst_sock SEC(".maps");
 
 /* The proxy's listeners by {netns, port, family}; entries vanish when the socket closes. */
 struct {

@@ -92,6 +92,11 @@ struct sl_sock_rev {
 #define SL_POL_DNS (1 << 2)	/* capture DNS (UDP/TCP 53) to the proxy's DNS port */
 #define SL_POL_LOOPBACK_RANGE (1 << 3) /* an included outbound range covers loopback */
 #define SL_POL_NO_INBOUND (1 << 4) /* ambient.istio.io/bypass-inbound-capture: outbound only */
+/* sidecar.istio.io/interceptionMode TPROXY: the proxy hands inbound connections to the app from
+ * the client's address (replies routed back in the pod), and its own connections to local
+ * addresses reach 15006 as Istio's mangle rules send them (see cap_tproxy_inbound)
+ */
+#define SL_POL_TPROXY (1 << 5)
 
 #define SL_MAX_CIDRS 16
 #define SL_MAX_PORTS 32
@@ -135,7 +140,9 @@ struct sl_policy {
 	__u32 proxy_gid;
 };
 
-/* The destination a captured socket asked for, kept in its socket storage. */
+/* The destination a captured socket asked for: in the app's socket storage (sl_cap_sock), and
+ * later in the storage of the proxy's accepted socket of the same connection (sl_origdst_sock).
+ */
 struct sl_orig_dst {
 	struct sl_addr addr;
 	__u16 port;
@@ -143,15 +150,22 @@ struct sl_orig_dst {
 	__u8 pad;
 };
 
-/* Original destinations by the client side of the captured connection, as the proxy sees it
- * from its accepted socket (peer address and port), scoped by the pod's network namespace.
+/* A captured connection whose handshake is in flight, as both ends see it: the app's address and
+ * port (the proxy's peer), the proxy's port it was sent to, scoped by the pod's network namespace
+ * (the proxy's address is loopback of the family). Keys sl_origdst_syn.
  */
 struct sl_origdst_key {
 	__u64 netns_cookie;
 	struct sl_addr addr;
 	__u16 port;
-	__u16 pad;
+	__u16 proxy_port;
 	__u32 pad2;
+};
+
+/* The fill level of sl_origdst_syn and what it turned away (sl_origdst_stat, one entry). */
+struct sl_origdst_stat {
+	__u64 in_flight; /* entries in sl_origdst_syn now: captured handshakes in flight */
+	__u64 refused;	 /* captured connects refused (EAGAIN) because in_flight reached the limit */
 };
 
 /* The proxy's listening sockets that inbound connections are steered to (sk_lookup). Several

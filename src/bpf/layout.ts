@@ -224,6 +224,8 @@ export const POL_IN_ALL = 1 << 1;
 export const POL_DNS = 1 << 2;
 export const POL_LOOPBACK_RANGE = 1 << 3;
 export const POL_NO_INBOUND = 1 << 4;
+/** sidecar.istio.io/interceptionMode TPROXY */
+export const POL_TPROXY = 1 << 5;
 export const MAX_CIDRS = 16;
 export const MAX_PORTS = 32;
 export const MAX_POD_IPS = 4;
@@ -377,5 +379,24 @@ export const epStatsCodec: Codec<EpStats> = {
   },
   decode(b, o) {
     return { outbound: b.readBigUInt64LE(o), inbound: b.readBigUInt64LE(o + 8), proxyBypass: b.readBigUInt64LE(o + 16), noListener: b.readBigUInt64LE(o + 24) };
+  },
+};
+
+export interface OrigdstStat {
+  /** captured handshakes in flight on the node (entries of sl_origdst_syn) */
+  inFlight: bigint;
+  /** captured connects refused (EAGAIN) because inFlight had reached its limit */
+  refused: bigint;
+}
+
+/** struct sl_origdst_stat: in_flight:u64 refused:u64 (16 bytes). */
+export const origdstStatCodec: Codec<OrigdstStat> = {
+  size: 16,
+  encode(v, b, o) {
+    b.writeBigUInt64LE(v.inFlight, o);
+    b.writeBigUInt64LE(v.refused, o + 8);
+  },
+  decode(b, o) {
+    return { inFlight: b.readBigUInt64LE(o), refused: b.readBigUInt64LE(o + 8) };
   },
 };

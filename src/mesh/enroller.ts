@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { attachNetns, inpodRouting } from '../bpf';
-import type { Policy } from '../bpf/layout';
+import { POL_TPROXY, type Policy } from '../bpf/layout';
 import { INBOUND_ROUTING, LO_MARK_PROG, netnsLinkPin, PROGS_DIR, SK_LOOKUP_PROG, tcxLinkPin } from '../datapath';
 import { log } from '../log';
 import type { CaptureMaps } from './maps';
@@ -25,6 +25,11 @@ const ZERO_STATS = { outbound: 0n, inbound: 0n, proxyBypass: 0n, noListener: 0n 
  */
 function addInboundPassthroughV6(netnsPath: string): void {
   execFileSync('nsenter', [`--net=${netnsPath}`, '--', 'ip', '-6', 'addr', 'replace', '::6/128', 'dev', 'lo', 'nodad'], { stdio: 'pipe', timeout: 5000 });
+}
+
+/** Does the pod's proxy hand inbound connections to the app from the client's own address? */
+function sourcePreservingInbound(policy: Policy): boolean {
+  return policy.mode === 'ambient' || (policy.mode === 'sidecar' && (policy.flags & POL_TPROXY) !== 0);
 }
 
 export class Enroller {
@@ -51,15 +56,14 @@ export class Enroller {
     if (this.maps.stats.get(cookie) === undefined) this.maps.stats.set(cookie, ZERO_STATS);
     for (const ip of t.ips) this.maps.podIps.set(ip, cookie);
     attachNetns(path.join(this.pinDir, PROGS_DIR, SK_LOOKUP_PROG), t.netnsPath, netnsLinkPin(this.pinDir, cookie));
-    if (policy.mode === 'ambient') this.inboundRouting(t, true);
-    else this.inboundRouting(t, false);
+    this.inboundRouting(t, sourcePreservingInbound(policy));
     this.maps.endpoints.set(cookie, policy);
   }
 
   /**
-   * The node proxy connects to the app from the client's own address (ztunnel's inbound): the
-   * app's replies must be routed back to it inside the pod (see INBOUND_ROUTING). Idempotent;
-   * a failed setup is undone before the error is thrown.
+   * The proxy connects to the app from the client's own address (ztunnel's inbound, Envoy's in
+   * TPROXY mode): the app's replies must be routed back to it inside the pod (see
+   * INBOUND_ROUTING). Idempotent; a failed setup is undone before the error is thrown.
    */
   private inboundRouting(t: Pick<EnrolTarget, 'netnsCookie' | 'netnsPath' | 'ips'>, add: boolean): void {
     const cfg = { ...INBOUND_ROUTING, ipv6: t.ips.some((ip) => ip.includes(':')) ? 1 : 0 };

@@ -4,7 +4,7 @@
  * get a policy at all by sidecar-pod.ts.
  */
 import { isIP } from 'node:net';
-import { MAX_CIDRS, MAX_PORTS, POL_DNS, POL_IN_ALL, POL_LOOPBACK_RANGE, POL_OUT_ALL, type Cidr, type Policy } from '../bpf/layout';
+import { MAX_CIDRS, MAX_PORTS, POL_DNS, POL_IN_ALL, POL_LOOPBACK_RANGE, POL_OUT_ALL, POL_TPROXY, type Cidr, type Policy } from '../bpf/layout';
 import { interfaceRefusal } from './sidecar-interfaces';
 
 export const ANNOTATION = {
@@ -71,14 +71,21 @@ export interface SidecarPolicyResult {
   refused?: string;
 }
 
-/** The policy of a pod with an injected sidecar, from its annotations. */
+/**
+ * The policy of a pod with an injected sidecar, from its annotations.
+ * interceptionMode TPROXY (Envoy then hands inbound connections to the app from the client's own
+ * address, transparent, mark 1337) captures as REDIRECT does, plus what Istio's TPROXY rules add:
+ * the app's replies to such a connection are routed back to Envoy inside the pod (the enroller
+ * sets that up), and the proxy's own connections to local addresses reach 15006 as Istio's mangle
+ * rules send them (bpf/lib/capture.h, cap_tproxy_inbound).
+ */
 export function sidecarPolicy(annotations: Record<string, string>, podIps: string[], opts: { dnsCapture?: boolean } = {}): SidecarPolicyResult {
   const mode = annotations[ANNOTATION.interceptionMode] ?? 'REDIRECT';
-  if (mode === 'TPROXY') return { refused: `${ANNOTATION.interceptionMode} TPROXY is not supported by sluice (REDIRECT is)` };
   if (mode === 'NONE') return { refused: `${ANNOTATION.interceptionMode} is NONE: Istio captures nothing for this pod` };
-  if (mode !== 'REDIRECT') return { refused: `Cannot parse annotation ${ANNOTATION.interceptionMode} "${mode}": expected REDIRECT, TPROXY or NONE` };
+  if (mode !== 'REDIRECT' && mode !== 'TPROXY') return { refused: `Cannot parse annotation ${ANNOTATION.interceptionMode} "${mode}": expected REDIRECT, TPROXY or NONE` };
   try {
     let flags = opts.dnsCapture ? POL_DNS : 0;
+    if (mode === 'TPROXY') flags |= POL_TPROXY;
     const incRanges = annotations[ANNOTATION.includeOutboundIPRanges] ?? '*';
     let includeCidrs: Cidr[] = [];
     if (incRanges.trim() === '*') flags |= POL_OUT_ALL;
@@ -122,6 +129,7 @@ export function describePolicy(p: Policy): string {
     `in=${p.flags & POL_IN_ALL ? '*' : list(p.includeInPorts)}`,
     p.excludeInPorts.length ? `in-exclude-ports=${list(p.excludeInPorts)}` : '',
     p.flags & POL_DNS ? `dns=${p.dnsPort}` : '',
+    p.flags & POL_TPROXY ? 'interception=TPROXY' : '',
   ]
     .filter(Boolean)
     .join(' ');

@@ -24,9 +24,24 @@
 import { probeMatrix, type Family } from './istio-probes';
 
 export const STATUS_ANNOTATION = 'sidecar.istio.io/status';
+const INTERCEPTION = 'sidecar.istio.io/interceptionMode';
 const T = 'traffic.sidecar.istio.io/';
 /** The istio-cni dry-run test pods' status annotation. */
 const STATUS = { [STATUS_ANNOTATION]: 'true' };
+/** interceptionMode TPROXY, as the tproxy entries of both upstream tables set it. */
+const TPROXY = { [INTERCEPTION]: 'TPROXY' };
+
+/**
+ * A TPROXY case: the stand-in proxy runs as Istio's injector runs the proxy in that mode
+ * (runAsUser 0, runAsGroup the proxy gid, NET_ADMIN: injection-template.yaml) and as Envoy's
+ * inbound then behaves (transparent 15006 listener, connects to the app from the client's own
+ * address with mark 1337: istiod's original_src filter), and the reference pod gets the routes
+ * istio-iptables adds beside its rules (tools/common/tproxy/run_linux.go: "fwmark 1337 lookup
+ * 133", "local default dev lo table 133").
+ */
+export function isTproxyCase(c: GoldenCase): boolean {
+  return c.annotations[INTERCEPTION] === 'TPROXY';
+}
 
 /** A difference sluice makes on purpose: both outcomes are asserted. */
 export interface Deviation {
@@ -95,6 +110,38 @@ function inbound15001(families: Family[]): Deviation[] {
 
 const INJECTOR_PORTS =
   "istio-cni appends 15020,15021,15090 to every pod's excludeInboundPorts (cni/pkg/plugin/sidecar_redirect.go), and sluice keeps them out of inbound capture for every pod as istio-cni does; this istio-iptables run had no such exclusion, a config no pod annotation can produce";
+
+const HBONE_TPROXY =
+  "sluice never steers HBONE's port 15008 inbound; Istio's TPROXY rules have no 15008 exception (the nat ISTIO_INBOUND chain that holds it is not jumped to in TPROXY mode), so there it reaches 15006";
+const OWN_15001_TPROXY =
+  "sluice never steers the sidecar's own ports inbound: the proxy gid's connect to its pod IP's 15001 reaches the outbound listener as sent, where Istio's TPROXY mangle rules (mark 1338, then TPROXY) send it to 15006";
+
+/**
+ * The deliberate deviations a TPROXY case adds, per family: port 15008 inbound from another pod
+ * and from the proxy itself (the uid's connect, which nat leaves alone for 15008, and the gid's,
+ * both sent on to 15006 by Istio's mangle rules); with every inbound port captured, the gid's
+ * connect to 15001; without istio-cni's injector exclusions, 15020, 15021 and 15090 from another
+ * pod and from the gid.
+ */
+function tproxyDeviations(o: { families: Family[]; proxy: { uid: number; gid: number }; allInbound: boolean; injectorPorts: boolean }): Deviation[] {
+  return o.families.flatMap((f) => {
+    const self = (port: number) => (f === 4 ? `self:${port}` : `[self6]:${port}`);
+    const out: Deviation[] = [`client → ${self(15008)}`, `uid ${o.proxy.uid} → ${self(15008)}`, `gid ${o.proxy.gid} → ${self(15008)}`].map((probe) => ({
+      probe, why: HBONE_TPROXY, istio: `in ${self(15008)} > ERR:111`, sluice: 'fail 111',
+    }));
+    if (o.allInbound) {
+      out.push({ probe: `gid ${o.proxy.gid} → ${self(15001)}`, why: OWN_15001_TPROXY, istio: `in ${self(15001)} > sidecar(out)`, sluice: `out ${self(15001)} > ERR:40` });
+    }
+    if (o.injectorPorts) {
+      for (const port of [15020, 15021, 15090]) {
+        for (const who of ['client', `gid ${o.proxy.gid}`]) {
+          out.push({ probe: `${who} → ${self(port)}`, why: INJECTOR_PORTS, istio: `in ${self(port)} > ERR:111`, sluice: 'fail 111' });
+        }
+      }
+    }
+    return out;
+  });
+}
 
 export const GOLDEN_CASES: GoldenCase[] = [
   {
@@ -197,6 +244,49 @@ export const GOLDEN_CASES: GoldenCase[] = [
     deviations: [],
   },
   {
+    golden: `${CNI}/tproxy.txt.golden`,
+    upstream: `${CNI_TEST} "tproxy"`,
+    annotations: { ...STATUS, ...TPROXY },
+    proxy: PROXY,
+    deviations: [...inbound15001([4]), ...tproxyDeviations({ families: [4], proxy: PROXY, allInbound: true, injectorPorts: false })],
+  },
+  {
+    golden: `${CNI}/custom-uid-tproxy.txt.golden`,
+    upstream: `${CNI_TEST} "custom-uid-tproxy" (istio-proxy securityContext runAsUser 1000670000, runAsGroup 1000670001)`,
+    annotations: { ...STATUS, ...TPROXY },
+    agent: { 'mesh-proxy-uid': '1000670000', 'mesh-proxy-gid': '1000670001' },
+    proxy: { uid: 1000670000, gid: 1000670001 },
+    note: 'the stand-in proxy runs as uid 0 and the gid 1000670001 (TPROXY: the injector runs the proxy as root)',
+    deviations: [...inbound15001([4]), ...tproxyDeviations({ families: [4], proxy: { uid: 1000670000, gid: 1000670001 }, allInbound: true, injectorPorts: false })],
+  },
+  {
+    golden: `${IPT}/tproxy.golden`,
+    upstream:
+      `${IPT_TEST} "tproxy" (InboundInterceptionMode TPROXY, InboundPortsInclude "*", OutboundIPRangesExclude "1.1.0.0/16", ` +
+      'OutboundIPRangesInclude "9.9.0.0/16", RedirectDNS with DNSServersV4 127.0.0.53, ExcludeInterfaces "not-istio-nic", EnableIPv6)',
+    annotations: { ...iptablesConfig({ inboundPortsInclude: '*', outboundIPRangesExclude: '1.1.0.0/16', outboundIPRangesInclude: '9.9.0.0/16' }), ...TPROXY },
+    agent: { 'mesh-dns-capture': 'true', 'mesh-dns-servers': '127.0.0.53' },
+    proxy: PROXY,
+    note:
+      "ExcludeInterfaces names an interface the pod does not have, so its rules ('-i/-o not-istio-nic -j RETURN') match nothing and the pod carries no " +
+      "excludeInterfaces annotation; istio-iptables' DNSServersV4 is what sluice's node-wide mesh-dns-servers stands for",
+    deviations: [...inbound15001([4, 6]), ...tproxyDeviations({ families: [4, 6], proxy: PROXY, allInbound: true, injectorPorts: true })],
+  },
+  {
+    golden: `${IPT}/inbound-ports-tproxy.golden`,
+    upstream: `${IPT_TEST} "inbound-ports-tproxy" (InboundPortsInclude "32000,31000", InboundInterceptionMode TPROXY)`,
+    annotations: { ...iptablesConfig({ inboundPortsInclude: '32000,31000' }), ...TPROXY },
+    proxy: PROXY,
+    deviations: [],
+  },
+  {
+    golden: `${IPT}/inbound-ports-wildcard-tproxy.golden`,
+    upstream: `${IPT_TEST} "inbound-ports-wildcard-tproxy" (InboundPortsInclude "*", InboundInterceptionMode TPROXY)`,
+    annotations: { ...iptablesConfig({ inboundPortsInclude: '*' }), ...TPROXY },
+    proxy: PROXY,
+    deviations: [...inbound15001([4]), ...tproxyDeviations({ families: [4], proxy: PROXY, allInbound: true, injectorPorts: true })],
+  },
+  {
     golden: `${DERIVED}/dual-stack-exclusions.golden`,
     upstream: 'derived here (see the file header): basic.txt.golden + excludeInboundPorts 9090, excludeOutboundPorts 5555, excludeOutboundIPRanges 192.0.2.0/24, dual stack',
     annotations: { ...STATUS, [`${T}excludeInboundPorts`]: '9090', [`${T}excludeOutboundPorts`]: '5555', [`${T}excludeOutboundIPRanges`]: '192.0.2.0/24' },
@@ -217,15 +307,12 @@ export const GOLDEN_CASES: GoldenCase[] = [
   },
 ];
 
-const TPROXY = 'interceptionMode TPROXY: sluice supports REDIRECT only and refuses a TPROXY pod (src/mesh/sidecar-policy.ts)';
 const UID_LISTS = 'proxy uid "3,4" and gid "1,2" (lists): sluice has one proxy uid and one gid, and sets them node-wide (mesh-proxy-uid, mesh-proxy-gid)';
 const VIRT =
   'RerouteVirtualInterfaces (traffic.sidecar.istio.io/kubevirtInterfaces): traffic routed in from those interfaces is not sent by a socket of the pod, so a socket hook cannot see it; sluice refuses such a pod (src/mesh/sidecar-interfaces.ts)';
 const OWNER_GROUPS = 'owner-group include/exclude (ISTIO_OUTBOUND_OWNER_GROUPS*): sluice has no per-group capture setting';
 
 export const NOT_EXPRESSIBLE: NotExpressible[] = [
-  { golden: `${CNI}/tproxy.txt.golden`, upstream: `${CNI_TEST} "tproxy"`, reason: TPROXY },
-  { golden: `${CNI}/custom-uid-tproxy.txt.golden`, upstream: `${CNI_TEST} "custom-uid-tproxy"`, reason: TPROXY },
   {
     golden: `${CNI}/invalid-drop.txt.golden`,
     upstream: `${CNI_TEST} "invalid-drop" (proxy env INVALID_DROP=true)`,
@@ -237,7 +324,6 @@ export const NOT_EXPRESSIBLE: NotExpressible[] = [
     reason: 'no upstream entry maps it to annotations; it holds the 2021 rule form (owner rules without the 15008 exception, excluded inbound port 22), not what istio-cni writes at 86c9f01',
   },
   { golden: `${IPT}/ip-range.golden`, upstream: `${IPT_TEST} "ip-range"`, reason: `${UID_LISTS}; also DNS capture for 127.0.0.53 only` },
-  { golden: `${IPT}/tproxy.golden`, upstream: `${IPT_TEST} "tproxy"`, reason: `${TPROXY}; also ExcludeInterfaces` },
   { golden: `${IPT}/ipv6-virt-interfaces.golden`, upstream: `${IPT_TEST} "ipv6-virt-interfaces"`, reason: `${VIRT}; eth0, named here, is the pod's own interface: Istio leaves all traffic arriving on it alone` },
   { golden: `${IPT}/ipv6-ipnets.golden`, upstream: `${IPT_TEST} "ipv6-ipnets"`, reason: `${VIRT}; eth0, named here, is the pod's own interface` },
   { golden: `${IPT}/ipv6-uid-gid.golden`, upstream: `${IPT_TEST} "ipv6-uid-gid"`, reason: `${UID_LISTS}; also ${VIRT}` },
@@ -260,8 +346,6 @@ export const NOT_EXPRESSIBLE: NotExpressible[] = [
     upstream: `${IPT_TEST} "drop-invalid"`,
     reason: '--drop-invalid: a mangle PREROUTING rule drops conntrack-INVALID packets; sluice has no per-packet hook and no such setting',
   },
-  { golden: `${IPT}/inbound-ports-tproxy.golden`, upstream: `${IPT_TEST} "inbound-ports-tproxy"`, reason: TPROXY },
-  { golden: `${IPT}/inbound-ports-wildcard-tproxy.golden`, upstream: `${IPT_TEST} "inbound-ports-wildcard-tproxy"`, reason: TPROXY },
   {
     golden: `${IPT}/host-ipv4-loopback-cidr.golden`,
     upstream: `${IPT_TEST} "host-ipv4-loopback-cidr" (HostIPv4LoopbackCidr "127.0.0.1/8")`,

@@ -25,7 +25,7 @@ import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor, type SimPod } from '../harness';
 import { describePolicy, sidecarPolicy } from '../../src/mesh/sidecar-policy';
-import { GOLDEN_CASES, STATUS_ANNOTATION, caseProbes, type GoldenCase } from './istio-golden-cases';
+import { GOLDEN_CASES, STATUS_ANNOTATION, caseProbes, isTproxyCase, type GoldenCase } from './istio-golden-cases';
 import { loadGolden, readGolden } from './istio-golden';
 import { KNOWN_DIFFERENCES } from './istio-known-differences';
 import { comparable, DNS_PORT, FAR_V4, LOCAL_PORT, LOCAL_RESOLVER, outcome, PROXY_DNS_PORT, VIP, VIP6, type Family, type Identity, type Probe, type Symbols } from './istio-probes';
@@ -65,8 +65,8 @@ describe.skipIf(process.getuid?.() !== 0)("Istio's golden rules and sluice do th
   let S: SimPod;
   let I: SimPod;
   let agentKey = '{}';
-  /** the proxy processes of each side, and who they run as */
-  const proxies: Record<Side, { uid: number; gid: number; children: ChildProcess[] } | undefined> = { S: undefined, I: undefined };
+  /** the proxy processes of each side, who they run as and how they hand inbound to the app */
+  const proxies: Record<Side, { uid: number; gid: number; tproxy: boolean; children: ChildProcess[] } | undefined> = { S: undefined, I: undefined };
   const rows: Row[] = [];
 
   function symbols(side: Side): Symbols {
@@ -101,22 +101,26 @@ describe.skipIf(process.getuid?.() !== 0)("Istio's golden rules and sluice do th
     await exited;
   }
 
-  /** The stand-in proxy of a pod, as the case's proxy uid/gid: restarted when they change. */
-  async function ensureProxy(side: Side, id: { uid: number; gid: number }): Promise<void> {
+  /**
+   * The stand-in proxy of a pod, as the case's proxy runs (restarted when that changes): as its
+   * uid/gid, handing inbound to the app from 127.0.0.6 / ::6; in a TPROXY case as uid 0 with the
+   * proxy gid, handing it over from the client's address (see isTproxyCase).
+   */
+  async function ensureProxy(side: Side, c: GoldenCase): Promise<void> {
+    const tproxy = isTproxyCase(c);
+    const id = tproxy ? { uid: 0, gid: c.proxy.gid } : c.proxy;
     const cur = proxies[side];
-    if (cur && cur.uid === id.uid && cur.gid === id.gid) return;
-    for (const c of cur?.children ?? []) await stopChild(c);
+    if (cur && cur.uid === id.uid && cur.gid === id.gid && cur.tproxy === tproxy) return;
+    for (const child of cur?.children ?? []) await stopChild(child);
     const pod = side === 'S' ? S : I;
     const o = { netnsPath: pod.netnsPath, uid: id.uid, gid: id.gid, inCgroup: side === 'S' };
+    const inbound = tproxy ? ['--tproxy', '1337'] : ['--bind-inbound-source', '127.0.0.6', '--bind-inbound-source', '::6'];
     const children = [
-      env.node.spawn(
-        [PROBE, 'sidecar', '--id', `sc-${pod.name}`, '--forward', '--bind-inbound-source', '127.0.0.6', '--bind-inbound-source', '::6', '--extra-port', String(PROXY_DNS_PORT)],
-        o,
-      ),
+      env.node.spawn([PROBE, 'sidecar', '--id', `sc-${pod.name}`, '--forward', ...inbound, '--extra-port', String(PROXY_DNS_PORT)], o),
       ...['127.0.0.1', '::1'].map((ip) => env.node.spawn([PROBE, 'serve', '--proto', 'udp', '--addr', ip, '--port', String(PROXY_DNS_PORT), '--id', `dns-${pod.name}`], o)),
     ];
-    for (const c of children) await env.node.waitForLine(c, 'ready');
-    proxies[side] = { ...id, children };
+    for (const child of children) await env.node.waitForLine(child, 'ready');
+    proxies[side] = { ...id, tproxy, children };
   }
 
   /** The case's node-wide settings: the agent restarts with them when they change. */
@@ -132,7 +136,7 @@ describe.skipIf(process.getuid?.() !== 0)("Istio's golden rules and sluice do th
   /** S carries the case's annotations and the kernel holds the policy they mean; I runs the golden. */
   async function configure(c: GoldenCase): Promise<void> {
     await ensureAgent(c);
-    await Promise.all([ensureProxy('S', c.proxy), ensureProxy('I', c.proxy)]);
+    await Promise.all([ensureProxy('S', c), ensureProxy('I', c)]);
     await updatePodObject(env, S, { annotations: c.annotations, containers: [{ name: 'app' }, { ...ISTIO_PROXY, ...(c.proxyEnv ? { env: c.proxyEnv } : {}) }] });
     const dnsEnv = c.proxyEnv?.find((e) => e.name === 'ISTIO_META_DNS_CAPTURE')?.value;
     const want = sidecarPolicy(c.annotations, [S.ipv4, S.ipv6!], { dnsCapture: (dnsEnv ?? c.agent?.['mesh-dns-capture']) === 'true' });

@@ -140,12 +140,47 @@ function checkPod(node: SimNode, pod: SimPod): void {
   }
 }
 
+/** istio-iptables' route table for TPROXY (InboundTProxyRouteTable, tools/common/config/config.go). */
+export const TPROXY_ROUTE_TABLE = 133;
+
+/** The mark of the golden's TPROXY target ("--tproxy-mark 1337/0xffffffff"), if it has one. */
+export function tproxyMark(tables: RestoreTable[] | undefined): number | undefined {
+  for (const t of tables ?? []) {
+    for (const l of t.lines) {
+      const m = /-j TPROXY .*--tproxy-mark (\d+)/.exec(l);
+      if (m) return Number(m[1]);
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The routes istio-iptables adds beside its TPROXY rules (tools/common/tproxy/run_linux.go
+ * configureTProxyRoutes): "ip rule add fwmark MARK lookup 133" and "ip route add local default
+ * dev lo table 133", per family; removed again for a golden without TPROXY.
+ */
+async function tproxyRoutes(node: SimNode, pod: SimPod, fam: 4 | 6, mark: number | undefined): Promise<void> {
+  const o = { netnsPath: pod.netnsPath, inCgroup: false };
+  const ip = ['ip', fam === 4 ? '-4' : '-6'];
+  const table = String(TPROXY_ROUTE_TABLE);
+  for (let i = 0; i < 4; i++) {
+    const rules = (await node.exec([...ip, 'rule', 'show', 'table', table], o)).stdout;
+    if (!rules.trim()) break;
+    await node.exec([...ip, 'rule', 'del', 'table', table], o);
+  }
+  await node.exec([...ip, 'route', 'flush', 'table', table], { ...o, allowFail: true });
+  if (mark === undefined) return;
+  await node.exec([...ip, 'rule', 'add', 'fwmark', String(mark), 'lookup', table], o);
+  await node.exec([...ip, 'route', 'add', 'local', fam === 4 ? '0.0.0.0/0' : '::/0', 'dev', 'lo', 'table', table], o);
+}
+
 /**
  * Loads a golden into the pod's netns with iptables-restore and ip6tables-restore (replacing what
  * an earlier golden left: a golden without IPv6 rules leaves the pod's IPv6 tables empty, as
  * istio-cni does for a pod without IPv6 capture), puts ::6/128 on lo when it has IPv6 rules (as
- * Istio's pod setup does: tools/common/tproxy/run_linux.go configureIPv6Addresses), and checks
- * the kernel's listing against the golden. Returns what `iptables -S` lists per table.
+ * Istio's pod setup does: tools/common/tproxy/run_linux.go configureIPv6Addresses), adds the
+ * TPROXY routes when it has a TPROXY target, and checks the kernel's listing against the golden.
+ * Returns what `iptables -S` lists per table.
  */
 export async function loadGolden(node: SimNode, pod: SimPod, golden: GoldenRules): Promise<{ listed4: string; listed6: string }> {
   checkPod(node, pod);
@@ -160,6 +195,7 @@ export async function loadGolden(node: SimNode, pod: SimPod, golden: GoldenRules
     fs.writeFileSync(file, restoreInput(tables));
     const res = await node.exec([`${tool}-restore`, '-w', '5', file], { ...o, allowFail: true });
     if (res.code !== 0) throw new Error(`${tool}-restore of ${golden.file} in pod ${pod.name} failed (exit ${res.code}): ${res.stderr.trim()}`);
+    await tproxyRoutes(node, pod, fam, tproxyMark(tables));
     for (const table of TABLES) {
       const have = (await node.exec([tool, '-w', '5', '-t', table, '-S'], o)).stdout;
       listed[fam] += `# ${table}\n${have}`;

@@ -195,6 +195,73 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
     expect(sidecarReply((await fromApp(VIP, 80))[0].reply)?.via).toBe('out');
   });
 
+  describe('interceptionMode TPROXY', () => {
+    const TPROXY = { ...STATUS, 'sidecar.istio.io/interceptionMode': 'TPROXY' };
+    let tp: SimPod;
+
+    /** The pod's policy routing rules (ip rule), both families. */
+    async function rules(): Promise<string> {
+      const o = { netnsPath: tp.netnsPath, inCgroup: false };
+      return (await env.node.exec(['ip', '-4', 'rule', 'show'], o)).stdout + (await env.node.exec(['ip', '-6', 'rule', 'show'], o)).stdout;
+    }
+
+    beforeAll(async () => {
+      tp = await addMeshPod(env, 'tproxied', { annotations: TPROXY });
+      // Istio's injector runs the proxy as uid 0, gid 1337 with NET_ADMIN in TPROXY mode;
+      // Envoy's inbound listener is transparent and connects to the app from the client's
+      // address with mark 1337 (original_src)
+      const sc = env.node.spawn([PROBE, 'sidecar', '--id', 'sc-tproxied', '--forward', '--tproxy', '1337'], { netnsPath: tp.netnsPath, uid: 0, gid: 1337 });
+      await env.node.waitForLine(sc, 'ready');
+      await startApp(env, tp, 8080);
+      await startApp(env, tp, 8080, tp.ipv6);
+    });
+
+    it('is enrolled with its routing for source-preserving inbound in place', async () => {
+      const ep = await endpoint(env, tp);
+      expect(ep?.mode).toBe('sidecar');
+      expect(ep?.reason).toContain('interception=TPROXY');
+      const r = await rules();
+      expect(r.match(/fwmark 0x111\/0xfff lookup 100/g)).toHaveLength(2); // IPv4 and IPv6
+    });
+
+    it("inbound reaches the sidecar with the original destination, and the app sees the client's own address (IPv4 and IPv6)", async () => {
+      for (const [dst, src] of [[tp.ipv4, env.client.ipv4], [tp.ipv6!, env.client.ipv6!]]) {
+        const [res] = await probe(env, dst, 8080);
+        const r = sidecarReply(res.reply);
+        const show = (a: string) => (a.includes(':') ? `[${a}]` : a);
+        expect(r, `reply ${res.reply ?? res.errno}`).toMatchObject({ via: 'in', orig: `${show(dst)}:8080`, local: `${show(dst)}:8080` });
+        expect(r!.upstream).toMatch(new RegExp(`^app-tproxied ${src.replace(/\./g, '\\.')} \\d+ ${dst.replace(/\./g, '\\.')} 8080$`));
+      }
+      expect((await endpoint(env, tp))!.counters!.inbound).toBeGreaterThanOrEqual(2);
+    });
+
+    it("outbound is captured as under REDIRECT; the proxy's own connect to its pod IP reaches 15006 as Istio's TPROXY rules send it", async () => {
+      const [out] = await probe(env, VIP, 80, { from: tp });
+      expect(sidecarReply(out.reply)).toMatchObject({ via: 'out', orig: `${VIP}:80` });
+      expect(out.local?.startsWith(`${tp.ipv4}:`)).toBe(true);
+      // the proxy's gid alone (uid 0, as Istio runs it in TPROXY mode) to its own pod IP: nat
+      // returns it (not the proxy uid), the mangle rules mark it 1338 and TPROXY it to 15006
+      const res = await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', tp.ipv4, '--port', '8080'], { netnsPath: tp.netnsPath, uid: 0, gid: 1337, allowFail: true });
+      const r = sidecarReply(JSON.parse(res.stdout.split('\n')[0]).reply);
+      expect(r).toMatchObject({ via: 'in', orig: `${tp.ipv4}:8080` });
+      expect(r!.upstream).toMatch(/^app-tproxied /);
+    });
+
+    it('back to REDIRECT and to TPROXY again: the in-pod routing follows the annotation', async () => {
+      await updatePodObject(env, tp, { annotations: STATUS });
+      await waitFor(async () => {
+        const ep = await endpoint(env, tp);
+        return ep?.mode === 'sidecar' && !ep.reason.includes('interception=');
+      });
+      expect(await rules()).not.toContain('fwmark 0x111');
+      await updatePodObject(env, tp, { annotations: TPROXY });
+      await waitFor(async () => (await endpoint(env, tp))?.reason.includes('interception=TPROXY'));
+      expect((await rules()).match(/fwmark 0x111\/0xfff lookup 100/g)).toHaveLength(2);
+      const [res] = await probe(env, tp.ipv4, 8080);
+      expect(sidecarReply(res.reply)?.upstream).toMatch(new RegExp(`^app-tproxied ${env.client.ipv4.replace(/\./g, '\\.')} `));
+    });
+  });
+
   it('capture survives an agent restart', async () => {
     await stopAgent(env, 'SIGKILL');
     expect(sidecarReply((await probe(env, app.ipv4, 8080))[0].reply)?.via).toBe('in');

@@ -72,6 +72,8 @@
 #define SIDECAR_STOP_WAIT_S 10
 /* Connections accepted from one listener per poll() round. */
 #define SIDECAR_ACCEPT_BATCH 16
+/* Bound upstream sockets remembered at once (one per connection thread, plus inline ones). */
+#define SIDECAR_OWN_MAX (SIDECAR_THREADS_MAX + 16)
 
 /* The netfilter values, without pulling in the netfilter headers. */
 #ifndef SO_ORIGINAL_DST
@@ -120,6 +122,7 @@ struct opts {
 	long in_port;
 	struct port_list extra_ports;
 	struct addr_list inbound_src;
+	long tproxy_mark; /* --tproxy: Envoy's TPROXY inbound, -1 if not set */
 	bool forward;
 	bool v4_only;
 };
@@ -157,6 +160,7 @@ static const struct optdef optdefs[] = {
 	{ "--extra-port", CMD_SIDECAR, OPT_PORTS, OFF(extra_ports), 1, 65535 },
 	{ "--forward", CMD_SIDECAR, OPT_FLAG, OFF(forward), 0, 0 },
 	{ "--bind-inbound-source", CMD_SIDECAR, OPT_ADDRS, OFF(inbound_src), 0, 0 },
+	{ "--tproxy", CMD_SIDECAR, OPT_MARK, OFF(tproxy_mark), 0, 0 },
 	{ "--v4-only", CMD_SIDECAR, OPT_FLAG, OFF(v4_only), 0, 0 },
 };
 
@@ -194,7 +198,7 @@ static void usage(FILE *f)
 	      "      Exit 0 if no operation failed, 1 otherwise.\n"
 	      "  sl-probe sidecar --id ID [--out-port P (15001)] [--in-port P (15006)]\n"
 	      "      [--extra-port P]... [--forward] [--mark N]\n"
-	      "      [--bind-inbound-source ADDR]... [--v4-only]\n"
+	      "      [--bind-inbound-source ADDR]... [--tproxy N] [--v4-only]\n"
 	      "      Stand-in for Envoy/ztunnel: TCP listeners on 0.0.0.0 and [::]\n"
 	      "      (v6-only) at each port; prints 'ready' once listening, serves\n"
 	      "      until SIGTERM/SIGINT. Each connection gets the line\n"
@@ -205,6 +209,10 @@ static void usage(FILE *f)
 	      "      --bind-inbound-source (once per address family) is the source\n"
 	      "      of upstream connections for in-port connections;\n"
 	      "      --mark sets SO_MARK=N on listeners and upstream sockets;\n"
+	      "      --tproxy N is Envoy in TPROXY mode: the in-port listeners are\n"
+	      "      transparent, and in-port connections are forwarded from the\n"
+	      "      client's own address (IP_TRANSPARENT, port 0, SO_MARK=N: Istio's\n"
+	      "      original_src mark 1337); not with --bind-inbound-source;\n"
 	      "      --v4-only skips the IPv6 listeners.\n"
 	      "  sl-probe batch [--timeout-ms T (1000)] TARGET...\n"
 	      "      TARGET is PROTO/ADDR/PORT[/BIND]: PROTO tcp, udp (unconnected:\n"
@@ -288,6 +296,7 @@ static void set_defaults(enum cmd cmd, struct opts *o)
 	o->warmup = 200;
 	o->concurrency = 1;
 	o->mark = -1;
+	o->tproxy_mark = -1;
 	o->out_port = 15001;
 	o->in_port = 15006;
 }
@@ -346,6 +355,8 @@ static void validate_opts(enum cmd cmd, const struct opts *o)
 		if (n == 0 || n > ID_MAX || strpbrk(o->id, " \t\r\n") != NULL)
 			usage_error("--id must be 1-64 chars without whitespace", o->id);
 	}
+	if (cmd == CMD_SIDECAR && o->tproxy_mark >= 0 && o->inbound_src.n > 0)
+		usage_error("--tproxy and --bind-inbound-source both choose the inbound source", NULL);
 	if (cmd == CMD_CONNECT && strcmp(o->udp_mode, "connected") != 0 &&
 	    strcmp(o->udp_mode, "unconnected") != 0)
 		usage_error("--udp-mode must be connected or unconnected", o->udp_mode);
@@ -446,6 +457,16 @@ static int set_mark(int fd, long mark)
 {
 	unsigned int v = (unsigned int)mark;
 	return setsockopt(fd, SOL_SOCKET, SO_MARK, &v, sizeof(v));
+}
+
+/* IP_TRANSPARENT (IPV6_TRANSPARENT for IPv6 sockets): bind to any address, accept TPROXY'd
+ * connections. Needs CAP_NET_ADMIN (or CAP_NET_RAW). */
+static int set_transparent(int fd, int family)
+{
+	int one = 1;
+
+	return family == AF_INET6 ? setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))
+				  : setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one));
 }
 
 static double now_us(void)
@@ -746,6 +767,7 @@ static int read_line(int fd, char *buf, size_t len)
 struct client_sock {
 	long mark; /* SO_MARK value, or -1 */
 	bool bind; /* bind to src (port 0) first */
+	bool transparent; /* IP_TRANSPARENT / IPV6_TRANSPARENT first: src may be any address */
 	struct target src;
 };
 
@@ -754,6 +776,10 @@ static int prepare_client_socket(int fd, const struct client_sock *cs, const cha
 {
 	if (cs->mark >= 0 && set_mark(fd, cs->mark) < 0) {
 		*stage = "mark";
+		return -1;
+	}
+	if (cs->transparent && set_transparent(fd, cs->src.ss.ss_family) < 0) {
+		*stage = "transparent";
 		return -1;
 	}
 	if (cs->bind && bind(fd, (const struct sockaddr *)&cs->src.ss, cs->src.len) < 0) {
@@ -1336,10 +1362,26 @@ struct sc_listener {
 	char name[PEER_MAX]; /* "0.0.0.0:15001", for messages */
 };
 
+/*
+ * The local addresses of this sidecar's bound upstream sockets (inbound forwards from
+ * 127.0.0.6 / ::6 or, with --tproxy, from the client's address) while they are open. A
+ * connection accepted from one of them is the sidecar's own forward sent back to it by the
+ * capture rules (a loop: with TPROXY and DNS capture Istio's gid rule does that for port 53); it
+ * is answered ELOOP at once, so a loop ends at its second hop instead of whenever a nested
+ * timeout fires.
+ */
+struct sc_own {
+	pthread_mutex_t lock;
+	struct sockaddr_storage a[SIDECAR_OWN_MAX];
+	bool used[SIDECAR_OWN_MAX];
+};
+
 struct sidecar {
 	const char *id;
 	bool forward;
 	long mark;
+	long tproxy_mark; /* --tproxy, or -1 */
+	struct sc_own *own;
 	/* --bind-inbound-source by family: [0] IPv4, [1] IPv6 */
 	bool has_src[2];
 	struct target src[2];
@@ -1415,31 +1457,95 @@ static unsigned listener_port(const struct sc_listener *l)
 	return sockaddr_port(&a);
 }
 
-/* Connect, note the upstream's address, read its one line. errno on failure. */
+static bool same_sockaddr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+	return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+}
+
+/* Remembers a bound upstream socket's address; returns its slot, or -1 when full. */
+static int sc_own_add(struct sc_own *own, int fd)
+{
+	struct sockaddr_storage a;
+	socklen_t len = sizeof(a);
+	int slot = -1;
+
+	memset(&a, 0, sizeof(a));
+	if (getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+		return -1;
+	pthread_mutex_lock(&own->lock);
+	for (int i = 0; i < SIDECAR_OWN_MAX && slot < 0; i++) {
+		if (!own->used[i]) {
+			own->used[i] = true;
+			own->a[i] = a;
+			slot = i;
+		}
+	}
+	pthread_mutex_unlock(&own->lock);
+	return slot;
+}
+
+static void sc_own_remove(struct sc_own *own, int slot)
+{
+	if (slot < 0)
+		return;
+	pthread_mutex_lock(&own->lock);
+	own->used[slot] = false;
+	pthread_mutex_unlock(&own->lock);
+}
+
+static bool sc_own_has(struct sc_own *own, const struct sockaddr_storage *peer)
+{
+	bool hit = false;
+
+	pthread_mutex_lock(&own->lock);
+	for (int i = 0; i < SIDECAR_OWN_MAX && !hit; i++)
+		hit = own->used[i] && same_sockaddr(&own->a[i], peer);
+	pthread_mutex_unlock(&own->lock);
+	return hit;
+}
+
+/* Connect, note the upstream's address, read its one line. errno on failure. A bound socket is
+ * remembered in `own` while it is open (see struct sc_own). */
 static int sc_upstream_on(int fd, const struct target *t, const struct client_sock *cs,
-			  struct sc_seen *s)
+			  struct sc_own *own, struct sc_seen *s)
 {
 	const char *stage;
 	struct sockaddr_storage peer;
 	socklen_t plen = sizeof(peer);
 	char line[UPSTREAM_MAX];
+	int slot = -1, r = -1, err;
 
-	if (prepare_client_socket(fd, cs, &stage) < 0 ||
-	    connect_with_timeout(fd, t, SIDECAR_UPSTREAM_MS) < 0 || set_blocking(fd) < 0 ||
-	    set_timeout(fd, SO_RCVTIMEO, SIDECAR_UPSTREAM_MS) < 0 ||
-	    getpeername(fd, (struct sockaddr *)&peer, &plen) < 0)
+	if (prepare_client_socket(fd, cs, &stage) < 0)
 		return -1;
-	format_peer(&peer, s->upstream_peer, sizeof(s->upstream_peer));
-	s->has_upstream_peer = true;
-	if (read_line(fd, line, sizeof(line)) < 0)
-		return -1;
-	strip_line_end(line);
-	snprintf(s->upstream, sizeof(s->upstream), "%s", line);
-	return 0;
+	if (cs->bind)
+		slot = sc_own_add(own, fd);
+	if (connect_with_timeout(fd, t, SIDECAR_UPSTREAM_MS) == 0 && set_blocking(fd) == 0 &&
+	    set_timeout(fd, SO_RCVTIMEO, SIDECAR_UPSTREAM_MS) == 0 &&
+	    getpeername(fd, (struct sockaddr *)&peer, &plen) == 0) {
+		format_peer(&peer, s->upstream_peer, sizeof(s->upstream_peer));
+		s->has_upstream_peer = true;
+		if (read_line(fd, line, sizeof(line)) == 0) {
+			strip_line_end(line);
+			snprintf(s->upstream, sizeof(s->upstream), "%s", line);
+			r = 0;
+		}
+	}
+	err = errno;
+	sc_own_remove(own, slot);
+	errno = err;
+	return r;
 }
 
 static void sc_forward(const struct sidecar *sc, const struct sc_listener *l,
-		       const struct sockaddr_storage *orig, struct sc_seen *s)
+		       const struct sockaddr_storage *orig, const struct sockaddr_storage *peer,
+		       struct sc_seen *s)
 {
 	struct target t = { .ss = *orig };
 	struct client_sock cs = { .mark = sc->mark };
@@ -1447,13 +1553,24 @@ static void sc_forward(const struct sidecar *sc, const struct sc_listener *l,
 
 	t.len = orig->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 					    : sizeof(struct sockaddr_in);
-	/* Envoy's inbound passthrough connects from 127.0.0.6 / ::6 */
-	if (l->inbound && sc->has_src[fi]) {
+	/* Envoy's inbound passthrough connects from 127.0.0.6 / ::6; in TPROXY mode
+	 * (original_src) from the client's own address, marked */
+	if (l->inbound && sc->tproxy_mark >= 0) {
+		cs.mark = sc->tproxy_mark;
+		cs.bind = true;
+		cs.transparent = true;
+		cs.src.ss = *peer;
+		cs.src.len = t.len;
+		if (peer->ss_family == AF_INET6)
+			((struct sockaddr_in6 *)&cs.src.ss)->sin6_port = 0;
+		else
+			((struct sockaddr_in *)&cs.src.ss)->sin_port = 0;
+	} else if (l->inbound && sc->has_src[fi]) {
 		cs.bind = true;
 		cs.src = sc->src[fi];
 	}
 	int fd = socket(orig->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 || sc_upstream_on(fd, &t, &cs, s) < 0)
+	if (fd < 0 || sc_upstream_on(fd, &t, &cs, sc->own, s) < 0)
 		format_errno(s->upstream, sizeof(s->upstream), errno);
 	if (fd >= 0)
 		close(fd);
@@ -1489,10 +1606,13 @@ static void sc_observe(const struct sidecar *sc, const struct sc_listener *l, in
 	if (orig_err == 0 && sockaddr_port(&orig) == sockaddr_port(&local) &&
 	    sockaddr_port(&orig) == listener_port(l))
 		orig_err = ELOOP;
+	/* our own forward, sent back to us: see struct sc_own */
+	if (orig_err == 0 && sc_own_has(sc->own, peer))
+		orig_err = ELOOP;
 	if (orig_err != 0)
 		format_errno(s->upstream, sizeof(s->upstream), orig_err);
 	else
-		sc_forward(sc, l, &orig, s);
+		sc_forward(sc, l, &orig, peer, s);
 }
 
 /* One JSON line per connection; threads share stdout, so lock it. */
@@ -1659,6 +1779,9 @@ static int sc_add_listener(struct sidecar *sc, int family, long port, const char
 	l->fd = open_server_socket(who, &t, SOCK_STREAM, sc->mark);
 	if (l->fd < 0)
 		return -1;
+	/* Envoy's inbound listener in TPROXY mode is transparent (Istio: listener.transparent) */
+	if (inbound && sc->tproxy_mark >= 0 && set_transparent(l->fd, family) < 0)
+		return cmd_fail(who, "IP_TRANSPARENT", l->fd);
 	l->family = family;
 	l->inbound = inbound;
 	snprintf(l->via, sizeof(l->via), "%s", via);
@@ -1704,6 +1827,7 @@ static void sc_config(const struct opts *o, struct sidecar *sc)
 	sc->id = o->id;
 	sc->forward = o->forward;
 	sc->mark = o->mark;
+	sc->tproxy_mark = o->tproxy_mark;
 	for (int i = 0; i < o->inbound_src.n; i++) {
 		struct target t;
 		const char *a = o->inbound_src.v[i];
@@ -1720,8 +1844,10 @@ static void sc_config(const struct opts *o, struct sidecar *sc)
 static int run_sidecar(const struct opts *o)
 {
 	struct sidecar sc;
+	static struct sc_own own = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 	sc_config(o, &sc);
+	sc.own = &own;
 	fprintf(stderr, "sl-probe sidecar: %s uid=%u gid=%u\n", sc.id, (unsigned)getuid(),
 		(unsigned)getgid());
 	if (install_signal_handlers() < 0) {

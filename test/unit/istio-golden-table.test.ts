@@ -6,8 +6,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ANNOTATION, sidecarPolicy } from '../../src/mesh/sidecar-policy';
-import { caseProbes, GOLDEN_CASES, NOT_EXPRESSIBLE, STATUS_ANNOTATION } from '../kernel/istio-golden-cases';
-import { parseGolden, readGolden, restoreInput } from '../kernel/istio-golden';
+import { POL_TPROXY } from '../../src/bpf/layout';
+import { caseProbes, GOLDEN_CASES, isTproxyCase, NOT_EXPRESSIBLE, STATUS_ANNOTATION } from '../kernel/istio-golden-cases';
+import { parseGolden, readGolden, restoreInput, tproxyMark } from '../kernel/istio-golden';
 import { KNOWN_DIFFERENCES } from '../kernel/istio-known-differences';
 import { annotatedPorts, comparable, outcome, probeMatrix, type Probe } from '../kernel/istio-probes';
 
@@ -59,13 +60,23 @@ describe("Istio's goldens in the case table", () => {
     }
   });
 
-  it('the goldens listed for TPROXY are the ones sluice refuses', () => {
-    const tproxy = NOT_EXPRESSIBLE.filter((n) => n.reason.includes('TPROXY'));
-    expect(tproxy.map((n) => path.basename(n.golden)).sort()).toEqual(
+  it('every golden with a TPROXY target is a TPROXY case (mark 1337), and sluice enrols it in TPROXY mode', () => {
+    const all = [...GOLDEN_CASES.map((c) => c.golden), ...NOT_EXPRESSIBLE.map((n) => n.golden)];
+    const withTarget = all.filter((g) => tproxyMark(readGolden(g).v4) !== undefined);
+    expect(withTarget.map((g) => path.basename(g)).sort()).toEqual(
       ['custom-uid-tproxy.txt.golden', 'inbound-ports-tproxy.golden', 'inbound-ports-wildcard-tproxy.golden', 'tproxy.golden', 'tproxy.txt.golden'].sort(),
     );
-    for (const n of tproxy) expect(readGolden(n.golden).v4.some((t) => t.lines.some((l) => l.includes('-j TPROXY'))), n.golden).toBe(true);
-    expect(sidecarPolicy({ [ANNOTATION.interceptionMode]: 'TPROXY' }, ['10.1.0.5']).refused).toMatch(/TPROXY/);
+    for (const g of withTarget) {
+      const c = GOLDEN_CASES.find((x) => x.golden === g);
+      expect(c && isTproxyCase(c), g).toBe(true);
+      expect(tproxyMark(readGolden(g).v4), g).toBe(1337);
+    }
+    for (const c of GOLDEN_CASES) {
+      expect(isTproxyCase(c), c.golden).toBe(withTarget.includes(c.golden));
+      const policy = sidecarPolicy(c.annotations, ['10.1.0.5']).policy!;
+      expect((policy.flags & POL_TPROXY) !== 0, c.golden).toBe(isTproxyCase(c));
+    }
+    expect(sidecarPolicy({ [ANNOTATION.interceptionMode]: 'TPROXY' }, ['10.1.0.5']).refused).toBeUndefined();
   });
 
   it('deviations and known differences name probes their case runs, each once', () => {

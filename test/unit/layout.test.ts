@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import {
-  affinityKeyCodec, affinityValCodec, backendCodec, COUNTERS, decodeAddr, encodeAddr, svcKeyCodec, svcValCodec,
+  affinityKeyCodec, affinityValCodec, backendCodec, COUNTERS, decodeAddr, encodeAddr, origdstStatCodec, svcKeyCodec, svcValCodec,
 } from '../../src/bpf/layout';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -27,6 +27,7 @@ describe('map layouts', () => {
     expect(sizes.sl_backend).toBe(backendCodec.size);
     expect(sizes.sl_affinity_key).toBe(affinityKeyCodec.size);
     expect(sizes.sl_affinity_val).toBe(affinityValCodec.size);
+    expect(sizes.sl_origdst_stat).toBe(origdstStatCodec.size);
   });
 
   it('the counter list matches enum sl_counter', () => {

@@ -1,6 +1,6 @@
 /* Istio's sidecar annotations and the mode decision, with Istio's meaning and defaults. */
 import { describe, expect, it } from 'vitest';
-import { POL_IN_ALL, POL_OUT_ALL, policyCodec } from '../../src/bpf/layout';
+import { POL_IN_ALL, POL_OUT_ALL, POL_TPROXY, policyCodec } from '../../src/bpf/layout';
 import { decideMode } from '../../src/mesh/mode';
 import { describePolicy, sidecarPolicy } from '../../src/mesh/sidecar-policy';
 import type { Pod } from '../../src/k8s/types';
@@ -69,8 +69,16 @@ describe('sidecar policy', () => {
     expect(sidecarPolicy({ [`${T}includeInboundPorts`]: '70000' }, []).refused).toMatch(/"70000" is not a port/);
     const many = Array.from({ length: 17 }, (_, i) => `10.${i}.0.0/16`).join(',');
     expect(sidecarPolicy({ [`${T}excludeOutboundIPRanges`]: many }, []).refused).toMatch(/at most 16/);
-    expect(sidecarPolicy({ 'sidecar.istio.io/interceptionMode': 'TPROXY' }, []).refused).toMatch(/TPROXY is not supported/);
     expect(sidecarPolicy({ 'sidecar.istio.io/interceptionMode': 'FAST' }, []).refused).toMatch(/expected REDIRECT, TPROXY or NONE/);
+  });
+
+  it('interceptionMode TPROXY is REDIRECT plus the TPROXY flag, shown in the description', () => {
+    const redirect = sidecarPolicy({ 'sidecar.istio.io/interceptionMode': 'REDIRECT', [`${T}excludeInboundPorts`]: '9090' }, ['10.1.0.5']).policy!;
+    const tproxy = sidecarPolicy({ 'sidecar.istio.io/interceptionMode': 'TPROXY', [`${T}excludeInboundPorts`]: '9090' }, ['10.1.0.5']).policy!;
+    expect(tproxy).toEqual({ ...redirect, flags: redirect.flags | POL_TPROXY });
+    expect(redirect.flags & POL_TPROXY).toBe(0);
+    expect(describePolicy(tproxy)).toBe(`${describePolicy(redirect)} interception=TPROXY`);
+    expect(sidecarPolicy({ 'sidecar.istio.io/interceptionMode': 'NONE' }, []).refused).toMatch(/NONE: Istio captures nothing/);
   });
 
   it('the policy round-trips through the kernel layout', () => {
