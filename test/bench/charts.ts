@@ -137,17 +137,17 @@ export function connectLatencySpec(r: LbResults): TopLevelSpec {
     layer: [
       { mark: { type: 'line', point: true }, encoding: { y: { field: 'median', type: 'quantitative', title: 'connect latency, median µs' } } },
       { mark: { type: 'rule', strokeWidth: 2 }, encoding: { y: { field: 'low', type: 'quantitative' }, y2: { field: 'high' } } },
-      // value labels: direct's below its line, the others above, so close lines keep apart
-      {
-        transform: [{ filter: { field: 'series', equal: CONNECT_SERIES.direct } }],
-        mark: { type: 'text', align: 'left', dx: 6, dy: 10, fontSize: 10 },
-        encoding: { y: { field: 'median', type: 'quantitative' }, text: { field: 'median', type: 'quantitative', format: '.0f' } },
-      },
-      {
-        transform: [{ filter: { not: { field: 'series', equal: CONNECT_SERIES.direct } } }],
-        mark: { type: 'text', align: 'left', dx: 6, dy: -8, fontSize: 10 },
-        encoding: { y: { field: 'median', type: 'quantitative' }, text: { field: 'median', type: 'quantitative', format: '.0f' } },
-      },
+      // value labels placed apart, since the lines run close: direct's below right, sluice's
+      // above right, iptables' above left
+      ...([
+        [CONNECT_SERIES.direct, 'left', 6, 10],
+        [CONNECT_SERIES.sluice, 'left', 6, -8],
+        [CONNECT_SERIES.iptables, 'right', -6, -8],
+      ] as const).map(([series, align, dx, dy]) => ({
+        transform: [{ filter: { field: 'series', equal: series } }],
+        mark: { type: 'text' as const, align, dx, dy, fontSize: 10 },
+        encoding: { y: { field: 'median', type: 'quantitative' as const }, text: { field: 'median', type: 'quantitative' as const, format: '.0f' } },
+      })),
     ],
   };
 }
