@@ -66,12 +66,14 @@ export async function showMetrics(ctx: DemoCtx): Promise<void> {
   const samples = r.stdout.split('\n').filter((l) => l.startsWith('sluice_'));
   check(samples.length > 0, '/metrics carries sluice_ samples', r.stdout.slice(0, 400));
   say(`the agent serves ${METRICS_ADDR} in the node's namespace (prometheus-serve-addr); ${samples.length} sluice_ samples, a few of them:`);
-  // One sample per metric name, so the sample shows the breadth rather than one histogram's buckets.
+  // One sample per metric name, so the sample shows the breadth; a histogram by its _count.
   const seen = new Set<string>();
   const one = samples.filter((l) => {
-    const name = /^[a-z_:]+/.exec(l)![0].replace(/_(bucket|sum|count)$/, '');
-    if (seen.has(name)) return false;
-    seen.add(name);
+    const name = /^[a-zA-Z_:][a-zA-Z0-9_:]*/.exec(l)![0];
+    if (/_(bucket|sum)$/.test(name)) return false;
+    const metric = name.replace(/_count$/, '');
+    if (seen.has(metric)) return false;
+    seen.add(metric);
     return true;
   });
   shell(`curl -s ${url} | grep ^sluice_`, one.join('\n'), { maxLines: 16 });
