@@ -107,9 +107,14 @@ test: deps all
 test-unit: deps all
 	$(VITEST) run --config test/vitest.config.mts test/unit
 
+# Every bench writes its raw figures to build/bench/*.json; charts.ts draws them into docs/*.svg
+# (the README's Performance section shows those). capture.ts takes only --quick of BENCH_ARGS.
 bench: deps all
 	node_modules/.bin/tsx test/bench/run.ts $(BENCH_ARGS)
 	node_modules/.bin/tsx test/bench/api.ts $(BENCH_ARGS)
+	node_modules/.bin/tsx test/bench/cni-add.ts
+	node_modules/.bin/tsx test/bench/capture.ts $(filter --quick,$(BENCH_ARGS))
+	node_modules/.bin/tsx test/bench/charts.ts --in build/bench --out docs
 
 demo: deps all
 	node_modules/.bin/tsx test/demo/run.ts

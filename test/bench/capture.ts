@@ -26,7 +26,9 @@
  * --rate-concurrency C, --out DIR (default build/bench), --pin APP_CPU,PROXY_CPU (taskset: the apps on
  * one CPU, both sidecars and the server on another; default 0,1 with >= 2 CPUs, as test/bench/run.ts),
  * --no-pin (let the scheduler place them). Output: a Markdown table on stdout and
- * in DIR/capture.md. Exit 1 when a request failed or the setup check failed.
+ * in DIR/capture.md, the raw figures of every pass in DIR/capture.json (with the latency pass's
+ * distribution, sl-probe bench --percentiles; test/bench/charts.ts draws it). Exit 1 when a request
+ * failed or the setup check failed.
  *
  * Safety: iptables rules only in pod I's netns (loadGolden checks it is a pod of this node);
  * all traffic inside the node's namespaces; the node is destroyed in `finally` and by the harness's
@@ -111,6 +113,8 @@ interface BenchOut {
   op_p99_us: number | null;
   rate_per_s: number;
   elapsed_s: number;
+  /** [percentile, µs] of op latency (request latency), with --percentiles */
+  op_percentiles_us?: Array<[number, number]>;
 }
 
 interface Sample {
@@ -189,6 +193,7 @@ async function main(): Promise<number> {
 
     const bench = async (v: Variant, c: number): Promise<BenchOut> => {
       const args = [...(o.pin ? ['taskset', '-c', String(o.pin[0])] : []), PROBE, 'bench', '--addr', server.ipv4, '--port', String(TCP_PORT), '--count', String(o.count), '--warmup', String(o.warmup), '--concurrency', String(c)];
+      if (c === 1) args.push('--percentiles'); // the latency pass: its distribution is charted
       const r = await env!.node.exec(args, { netnsPath: from[v].pod.netnsPath, inCgroup: from[v].inCgroup, allowFail: true, timeoutMs: 300000 });
       const line = r.stdout.split('\n').find((l) => l.startsWith('{"count"'));
       if (!line) throw new Error(`bench (${v}) printed no result: ${r.stderr.slice(-500)}`);
@@ -270,8 +275,13 @@ async function main(): Promise<number> {
     const md = lines.join('\n') + '\n';
     fs.mkdirSync(o.out, { recursive: true });
     fs.writeFileSync(path.join(o.out, 'capture.md'), md);
+    const raw = {
+      opts: o, kernel: os.release(), cpus: os.cpus().length, iptables: iptVer,
+      loadAvg: { before: load0, after: os.loadavg()[0] }, errors, samples,
+    };
+    fs.writeFileSync(path.join(o.out, 'capture.json'), JSON.stringify(raw, null, 2) + '\n');
     process.stdout.write(md);
-    progress(`wrote ${path.join(o.out, 'capture.md')}`);
+    progress(`wrote ${path.join(o.out, 'capture.md')} and capture.json`);
     return errors ? 1 : 0;
   } finally {
     if (env) {

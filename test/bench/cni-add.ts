@@ -16,7 +16,8 @@
  *
  * At the end no registration may be left (`sluice endpoint list -o json` is []); after the ADDs
  * it must list exactly the chain-B pods. Output: a Markdown table on stdout and in
- * build/bench/cni-add.md (BENCH_OUT overrides the directory). Exit 1 on any error or leak.
+ * build/bench/cni-add.md, every counted pod's times in build/bench/cni-add.json (what
+ * test/bench/charts.ts draws; BENCH_OUT overrides the directory). Exit 1 on any error or leak.
  *
  * Safety: the plugins run only in the node's netns (never the machine's); pod namespaces are
  * named <node id>-<pod>, so the node's destroy() removes any that are left; the node is destroyed
@@ -130,6 +131,7 @@ async function main(): Promise<number> {
   if (process.getuid?.() !== 0) throw new Error('needs root');
   if (!Number.isInteger(PODS) || PODS < 2) throw new Error(`BENCH_PODS must be an integer >= 2, not ${process.env.BENCH_PODS}`);
   const started = Date.now();
+  const load0 = os.loadavg()[0];
   const env = await createLbEnv({ backends: 0 });
   const node = env.node;
   const pods: BenchPod[] = [];
@@ -285,7 +287,16 @@ async function main(): Promise<number> {
     process.stdout.write(md);
     fs.mkdirSync(OUT, { recursive: true });
     fs.writeFileSync(path.join(OUT, 'cni-add.md'), md);
-    process.stderr.write(`written ${path.join(OUT, 'cni-add.md')}\n`);
+    const raw = {
+      pods: PODS, warmup: WARMUP, ipv6: IPV6, kernel: os.release(), cpus: cpus.length,
+      loadAvg: { before: load0, after: os.loadavg()[0] }, errors,
+      /** per counted pod: its chain and each plugin exec's time, ms (chain A: bridge; B: bridge, sluice-cni) */
+      samples: counted.map((p) => ({ chain: p.chain, add: p.add, del: p.del, addTotal: p.addTotal, delTotal: p.delTotal, floor: p.floor })),
+      /** the agent's own handling time of each chain-B ADD/DEL, ms (from its log) */
+      agent: { add: agentTimes(env, 'ADD', bIds), del: agentTimes(env, 'DEL', bIds) },
+    };
+    fs.writeFileSync(path.join(OUT, 'cni-add.json'), JSON.stringify(raw, null, 2) + '\n');
+    process.stderr.write(`written ${path.join(OUT, 'cni-add.md')} and cni-add.json\n`);
     return errors.length ? 1 : 0;
   } finally {
     // Pods still added (a failure midway): DEL them untimed, in the node's netns, then the netns.

@@ -125,6 +125,7 @@ struct opts {
 	long tproxy_mark; /* --tproxy: Envoy's TPROXY inbound, -1 if not set */
 	bool forward;
 	bool v4_only;
+	bool percentiles; /* bench: also print the op latency at PERCENTILES_PM */
 };
 
 enum optkind { OPT_STR, OPT_LONG, OPT_FLAG, OPT_MARK, OPT_PORTS, OPT_ADDRS };
@@ -153,6 +154,7 @@ static const struct optdef optdefs[] = {
 	{ "--same-socket", CMD_CONNECT, OPT_FLAG, OFF(same_socket), 0, 0 },
 	{ "--warmup", CMD_BENCH, OPT_LONG, OFF(warmup), 0, COUNT_MAX },
 	{ "--concurrency", CMD_BENCH, OPT_LONG, OFF(concurrency), 1, 1024 },
+	{ "--percentiles", CMD_BENCH, OPT_FLAG, OFF(percentiles), 0, 0 },
 	{ "--bind", CMD_CONNECT, OPT_STR, OFF(bind), 0, 0 },
 	{ "--mark", CMD_CONNECT | CMD_SIDECAR, OPT_MARK, OFF(mark), 0, 0 },
 	{ "--out-port", CMD_SIDECAR, OPT_LONG, OFF(out_port), 1, 65535 },
@@ -194,7 +196,10 @@ static void usage(FILE *f)
 	      "      connected socket, with the reply's source as \"from\"). Ends at EOF.\n"
 	      "  sl-probe bench --addr ADDR --port PORT [--count N (2000)]\n"
 	      "      [--warmup W (200)] [--concurrency C (1)] [--timeout-ms T (5000)]\n"
+	      "      [--percentiles]\n"
 	      "      TCP connect latency / connection rate against 'serve'.\n"
+	      "      --percentiles adds op_percentiles_us: [[percentile, us], ...]\n"
+	      "      at 1, 5, 10, 20, ... 90, 95, 99, 99.9 (the latency distribution).\n"
 	      "      Exit 0 if no operation failed, 1 otherwise.\n"
 	      "  sl-probe sidecar --id ID [--out-port P (15001)] [--in-port P (15006)]\n"
 	      "      [--extra-port P]... [--forward] [--mark N]\n"
@@ -1262,6 +1267,26 @@ static double percentile(const double *sorted, long n, long pct)
 	return sorted[rank > 0 ? rank - 1 : 0];
 }
 
+/* The same in per mille, for the tail (999 = p99.9). */
+static double permille(const double *sorted, long n, long pm)
+{
+	long rank = (pm * n + 999) / 1000;
+	return sorted[rank > 0 ? rank - 1 : 0];
+}
+
+/* Where --percentiles samples the distribution, in per mille: dense enough to draw it, with
+ * the tail that separates capture paths (99, 99.9). */
+static const long PERCENTILES_PM[] = { 10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 950, 990, 999 };
+
+static void print_percentiles(const char *name, const double *sorted, long n)
+{
+	printf("\"%s\":[", name);
+	for (size_t i = 0; n > 0 && i < sizeof(PERCENTILES_PM) / sizeof(PERCENTILES_PM[0]); i++)
+		printf("%s[%g,%.1f]", i ? "," : "", (double)PERCENTILES_PM[i] / 10.0,
+		       permille(sorted, n, PERCENTILES_PM[i]));
+	printf("],");
+}
+
 static void print_stat_field(const char *name, const double *sorted, long n, long pct)
 {
 	if (n > 0)
@@ -1286,7 +1311,7 @@ static long gather_samples(struct bench_worker *w, long nworkers, double *connec
 }
 
 static void print_bench_result(long count, long errors, double *connect_us, double *op_us,
-			       long n, double elapsed_s)
+			       long n, double elapsed_s, bool percentiles)
 {
 	qsort(connect_us, (size_t)n, sizeof(double), cmp_double);
 	qsort(op_us, (size_t)n, sizeof(double), cmp_double);
@@ -1295,6 +1320,8 @@ static void print_bench_result(long count, long errors, double *connect_us, doub
 	print_stat_field("connect_p99_us", connect_us, n, 99);
 	print_stat_field("op_median_us", op_us, n, 50);
 	print_stat_field("op_p99_us", op_us, n, 99);
+	if (percentiles)
+		print_percentiles("op_percentiles_us", op_us, n);
 	/* rate counts successful operations: fast failures are not throughput */
 	double rate = elapsed_s > 0 ? (double)n / elapsed_s : 0.0;
 	printf("\"rate_per_s\":%.1f,\"elapsed_s\":%.3f}\n", rate, elapsed_s);
@@ -1342,7 +1369,7 @@ static int run_bench(const struct opts *o, const struct target *t)
 	double elapsed_s = (now_us() - t0) / 1e6;
 
 	long n = gather_samples(w, nw, connect_us, op_us);
-	print_bench_result(o->count, errors, connect_us, op_us, n, elapsed_s);
+	print_bench_result(o->count, errors, connect_us, op_us, n, elapsed_s, o->percentiles);
 	pthread_barrier_destroy(&sh.start);
 	free(w);
 	free(op_us);
