@@ -191,6 +191,9 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
         if (file === 'capture.o') {
           // a restart keeps pods captured: every pod's sk_lookup and tcx link gets the new program
           for (const [prog, linksDir] of [[SK_LOOKUP_PROG, NETNS_LINKS_DIR], [LO_MARK_PROG, TCX_LINKS_DIR]]) {
+            // v0.1.0's objects (a downgrade with `bpf migrate`) have no tcx program: the pods'
+            // tcx links keep theirs, which reads no map
+            if (!obj.hasProgram(prog)) continue;
             const progPin = path.join(opts.pinDir, PROGS_DIR, prog);
             tx.pinProgram(obj, prog, progPin);
             for (const name of fs.readdirSync(path.join(opts.pinDir, linksDir))) {

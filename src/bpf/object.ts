@@ -77,6 +77,11 @@ export class BpfObject {
     return this;
   }
 
+  /** Whether the object has this program (an older release's objects lack newer ones). */
+  hasProgram(name: string): boolean {
+    return loadShim().objProgFd(this.h, name) >= 0;
+  }
+
   progFd(name: string): number {
     return check(loadShim().objProgFd(this.h, name), `program ${name}`);
   }

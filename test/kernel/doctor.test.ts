@@ -206,7 +206,7 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
     expect(failures(d.report, 'pods.mode')).toEqual([
       expect.objectContaining({
         status: 'fail',
-        message: `default/sc: intended mode=sidecar (annotation sidecar.istio.io/status), the kernel holds nothing (no sl_endpoints entry for netns cookie ${cookie})`,
+        message: `default/sc: intended mode=sidecar (istio-proxy sidecar with annotation sidecar.istio.io/status), the kernel holds nothing (no sl_endpoints entry for netns cookie ${cookie})`,
       }),
     ]);
     await restartAgent(); // it re-applies every pod's decision at start

@@ -26,6 +26,8 @@ export interface ProbeResult {
 
 export interface LbEnv {
   node: SimNode;
+  /** the sluice CLI the helpers run (default: this tree's; the upgrade test uses the old release's) */
+  cliBin?: string;
   client: SimPod;
   backends: SimPod[];
   objectsDir: string;
@@ -97,7 +99,7 @@ export function removeObjects(env: LbEnv, file: string): void {
 }
 
 export async function sluice(env: LbEnv, args: string[], allowFail = false) {
-  return run([SLUICE, ...args, '--config', env.configPath], { allowFail });
+  return run([env.cliBin ?? SLUICE, ...args, '--config', env.configPath], { allowFail });
 }
 
 /**
@@ -112,6 +114,7 @@ export async function startAgent(env: LbEnv, opts: { inTestNetns?: boolean; bin?
   const netnsPath = env.agentInTestNetns ? `/proc/${process.pid}/ns/net` : undefined;
   // `bin`: another release's sluice (the upgrade test starts the first release)
   const agent = env.node.spawn([opts.bin ?? SLUICE, 'agent', '--config', env.configPath], { inCgroup: false, netnsPath, env: opts.env });
+  env.cliBin = opts.bin; // the CLI of the release whose agent runs reads its maps
   env.agent = agent;
   // an agent that dies on its own is a finding: say so with the end of its log
   agent.once('exit', (code, signal) => {

@@ -60,7 +60,8 @@ function podObject(name: string, o: { ns?: string; annotations?: Record<string, 
   return {
     apiVersion: 'v1', kind: 'Pod',
     metadata: { name, namespace: o.ns ?? 'default', uid: o.uid, annotations: o.annotations ?? {} },
-    spec: { nodeName: NODE, containers: [{ name: 'app', image: 'app' }] },
+    // an injected pod has Istio's sidecar container (istio-cni captures only those)
+    spec: { nodeName: NODE, containers: [{ name: 'app', image: 'app' }, ...(o.annotations?.['sidecar.istio.io/status'] ? [{ name: 'istio-proxy', image: 'proxyv2', args: ['proxy', 'sidecar'] }] : [])] },
     ...(o.ip ? { status: { phase: 'Running', podIP: o.ip, podIPs: [{ ip: o.ip }] } } : {}),
   };
 }
@@ -175,7 +176,7 @@ describe.skipIf(process.getuid?.() !== 0)('metrics and health endpoints (needs r
     const svcEntries = listed.reduce((n, s) => n + 1 + s.backends.length, 0);
     expect(m.v('sluice_bpf_map_pressure{map_name="sl_lb_svc"}')).toBe(svcEntries / 262144);
     expect(m.v('sluice_bpf_map_pressure{map_name="sl_lb_backend"}')).toBe(4 / 65536);
-    for (const map of ['sl_lb_affinity', 'sl_endpoints', 'sl_pod_ips', 'sl_ep_stats', 'sl_origdst', 'sl_listeners', 'sl_node_ips', 'sl_bypass_flows']) {
+    for (const map of ['sl_lb_affinity', 'sl_endpoints', 'sl_pod_ips', 'sl_ep_stats', 'sl_origdst_syn', 'sl_listeners', 'sl_node_ips', 'sl_bypass_flows']) {
       const p = m.v(`sluice_bpf_map_pressure{map_name="${map}"}`);
       expect(p, map).toBeGreaterThanOrEqual(0);
       expect(p, map).toBeLessThan(1);

@@ -433,7 +433,7 @@ describe('doctor: the Cilium and Istio checklist', () => {
   });
   const cm = (data: Record<string, string>): RawObject => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'cilium-config', namespace: 'kube-system' }, data });
   const meshedPod = (name: string, labels: Record<string, string>, namespace = 'shop'): Pod => ({
-    apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, labels, annotations: { 'sidecar.istio.io/status': '{}' } }, spec: {}, status: {},
+    apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, labels, annotations: { 'sidecar.istio.io/status': '{}' } }, spec: { containers: [{ name: 'app' }, { name: 'istio-proxy', args: ['proxy', 'sidecar'] }] }, status: {},
   });
   const cnp = (name: string, selector: unknown, rules: unknown, namespace = 'shop'): RawObject => ({
     apiVersion: 'cilium.io/v2', kind: 'CiliumNetworkPolicy', metadata: { name, namespace },
