@@ -3,7 +3,7 @@
  * from its pins; starting it again re-opens them and writes only differences.
  */
 import { netnsCookieOf, netnsCookieSelf, type MapMigration } from '../bpf';
-import { cniError, handleCni, type CniReply, type CniRequest } from '../cni/handler';
+import { cniError, handleCni, PodRefusedError, type CniReply, type CniRequest } from '../cni/handler';
 import { CniCode, parseCniArgs } from '../cni/spec';
 import type { CniInstaller } from '../cni/install';
 import { cniInstaller } from '../cni/install-config';
@@ -333,7 +333,13 @@ export class Agent {
         // capture is in place before ADD returns: the pod's containers start right after
         onAdd: (ep) => {
           added = ep;
-          this.mesh?.apply(ep);
+          const d = this.mesh?.apply(ep);
+          // as istio-cni: an invalid capture annotation fails the pod's start, naming it, rather
+          // than letting the pod run outside the mesh
+          if (d?.refused) {
+            this.mesh?.removed(ep);
+            throw new PodRefusedError(d.refused);
+          }
         },
         onDel: (ep) => this.mesh?.removed(ep),
       });

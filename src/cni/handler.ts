@@ -29,10 +29,19 @@ export interface CniDeps {
   registry: EndpointRegistry;
   /** ready for pods: when not, ADD answers "try again later" (11) and STATUS "not available" (50) */
   readiness(): { ready: boolean; reason: string };
-  /** hooks for the datapath (capture); a throw fails the command with code 11 */
+  /** hooks for the datapath (capture); a throw fails the command with code 11, a
+   * PodRefusedError with code 102 (permanent: the pod's annotations must change) */
   onAdd?(ep: Endpoint): void;
   onDel?(ep: Endpoint): void;
   now?(): Date;
+}
+
+/** Thrown by onAdd when the pod must not start as it is (an invalid capture annotation). */
+export class PodRefusedError extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'PodRefusedError';
+  }
 }
 
 class CniFailure extends Error {
@@ -176,6 +185,7 @@ function add(req: CniRequest, conf: NetConf, deps: CniDeps): CniReply {
     deps.onAdd?.(ep);
   } catch (e) {
     deps.registry.remove(ep.containerId, ep.ifName);
+    if (e instanceof PodRefusedError) throw new CniFailure(CniCode.podRefused, `sluice refuses the pod: ${e.message}`);
     throw new CniFailure(CniCode.tryAgainLater, 'sluice could not program the pod; try again later', (e as Error).message);
   }
   return { code: 0, stdout: prevRaw + '\n' };

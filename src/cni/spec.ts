@@ -20,6 +20,9 @@ export const CniCode = {
   limitedConnectivity: 51,
   /** CHECK: the agent holds no registration matching this attachment */
   notRegistered: 101,
+  /** ADD: the pod asks for capture sluice will not set up as asked (an invalid or unsupported
+   * annotation): permanent until the pod changes, as istio-cni fails such an ADD */
+  podRefused: 102,
 } as const;
 
 /** The version as three numbers, for ordering. */

@@ -340,10 +340,16 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
       expect(await connectAs(1337)).toMatchObject({ ok: false, errno: 111 }); // captured to 15001, where nothing listens
     });
 
-    it('excludeInterfaces is refused with the reason, and the pod left out', async () => {
-      const p = await addMeshPod(env, 'exclude-if', { annotations: { ...STATUS, [`${T}excludeInterfaces`]: 'net1' } });
-      const ep = await waitForMode(env, p, 'none');
-      expect(ep.reason).toContain('rule="sidecar refused: traffic.sidecar.istio.io/excludeInterfaces "net1" is not supported by sluice');
+    it('an annotation sluice cannot honour (excludeInterfaces) or an invalid one fails the CNI ADD, naming it, as istio-cni does', async () => {
+      await expect(addMeshPod(env, 'exclude-if', { annotations: { ...STATUS, [`${T}excludeInterfaces`]: 'net1' } })).rejects.toThrow(
+        /"code":\s*102.*traffic\.sidecar\.istio\.io\/excludeInterfaces \\"net1\\" is not supported by sluice/s,
+      );
+      await expect(addMeshPod(env, 'bad-ports', { annotations: { ...STATUS, [`${T}excludeOutboundPorts`]: '80,x' } })).rejects.toThrow(
+        /"code":\s*102.*excludeOutboundPorts \\"80,x\\": \\"x\\" is not a port/s,
+      );
+      const eps = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout) as Array<{ name: string }>;
+      expect(eps.map((e) => e.name)).not.toContain('exclude-if');
+      expect(eps.map((e) => e.name)).not.toContain('bad-ports');
       expect(env.node.output(env.agent!).stderr).toMatch(/"msg":"pod not enrolled".*excludeInterfaces/);
     });
   });
