@@ -57,6 +57,14 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar DNS capture (needs root)', ()
     expect(answeredBy(elsewhere[0])).toBe('other-dns');
   });
 
+  it('excludeOutboundPorts "53" keeps UDP DNS out of the proxy too (Istio: "-p udp --dport 53 -j RETURN")', async () => {
+    const excluded = await addMeshPod(env, 'dns-excluded', { annotations: { 'sidecar.istio.io/status': '{}', 'traffic.sidecar.istio.io/excludeOutboundPorts': '53' } });
+    await udpServer(excluded, '127.0.0.1', 15053, 'dns-proxy-excluded', 1337);
+    await waitForMode(env, excluded, 'sidecar');
+    expect(answeredBy((await probe(env, resolver.ipv4, 53, { proto: 'udp', udpMode: 'unconnected', from: excluded }))[0])).toBe('real-resolver');
+    expect(answeredBy((await probe(env, resolver.ipv4, 53, { proto: 'udp', udpMode: 'connected', from: excluded }))[0])).toBe('real-resolver');
+  });
+
   it("a proxy with ISTIO_META_DNS_CAPTURE=false keeps its pod's DNS uncaptured, whatever mesh-dns-capture says", async () => {
     const off = await addMeshPod(env, 'dns-off', { annotations: { 'sidecar.istio.io/status': '{}' }, containers: [{ name: 'app' }, { ...ISTIO_PROXY, env: [{ name: 'ISTIO_META_DNS_CAPTURE', value: 'false' }] }] });
     await startSidecar(env, off, ['--extra-port', '15053']);
