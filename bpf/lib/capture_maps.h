@@ -95,7 +95,9 @@ struct {
 	__type(value, struct sl_ep_stats);
 } sl_ep_stats SEC(".maps");
 
-/* The node's own addresses: connections from them (kubelet probes) are not captured inbound. */
+/* The node's own addresses, followed live by the agent (rtnetlink); read by user space (status,
+ * doctor). Inbound capture tells the node's own connections by sl_bypass_flows, not by address.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
