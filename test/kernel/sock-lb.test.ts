@@ -49,6 +49,10 @@ describe.skipIf(process.getuid?.() !== 0)('socket load balancing (needs root)', 
     await env?.node.destroy();
   });
 
+  async function lbCounters(): Promise<Record<string, number>> {
+    return JSON.parse((await sluice(env, ['bpf', 'lb', 'counters', '-o', 'json'])).stdout);
+  }
+
   it('status reports ready with the programs attached', async () => {
     const st = JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout);
     expect(st.ready).toBe(true);
@@ -95,9 +99,15 @@ describe.skipIf(process.getuid?.() !== 0)('socket load balancing (needs root)', 
     expect(spread.every((r) => r.ok)).toBe(true);
     expect(new Set(spread.map((r) => r.peer))).toEqual(new Set([`${VIP4}:53`]));
     expect(new Set(spread.map(answeredBy))).toEqual(new Set([be1, be2]));
+    const c0 = await lbCounters();
     const flow = await probe(env, VIP4, 53, { proto: 'udp', udpMode: 'unconnected', sameSocket: true, count: 20 });
     expect(flow.every((r) => r.ok)).toBe(true);
     expect(new Set(flow.map(answeredBy)).size).toBe(1);
+    // independently: every datagram was translated by the program (not sent once and cached), and
+    // every reply rewritten back
+    const c1 = await lbCounters();
+    expect(c1.translated - c0.translated).toBe(20);
+    expect(c1.rev_translated - c0.rev_translated).toBeGreaterThanOrEqual(20);
     expect(new Set(flow.map((r) => r.peer))).toEqual(new Set([`${VIP4}:53`]));
   });
 
@@ -152,9 +162,12 @@ describe.skipIf(process.getuid?.() !== 0)('socket load balancing (needs root)', 
     ]);
     await waitForBackends(env, '10.96.0.20:80/TCP', [`${a.ipv4}:${TCP_PORT}`, `${b.ipv4}:${TCP_PORT}`]);
     expect((await lbList(env)).find((s) => s.frontend === '10.96.0.20:80/TCP')?.affinitySec).toBe(300);
+    const c0 = await lbCounters();
     const res = await probe(env, '10.96.0.20', 80, { count: 30 });
     expect(res.every((r) => r.ok)).toBe(true);
     expect(new Set(res.map(answeredBy)).size).toBe(1);
+    // independently: all but the first connect took their backend from the affinity entry
+    expect((await lbCounters()).affinity_hit - c0.affinity_hit).toBeGreaterThanOrEqual(29);
     removeObjects(env, 'sticky.yaml');
     await waitForAbsent(env, '10.96.0.20:80/TCP');
   });
