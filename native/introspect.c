@@ -13,6 +13,7 @@
 
 #include "fail.h"
 #include "introspect.h"
+#include "internal.h"
 
 /* Newer than the headers libbpf 1.1 builds against here (kernel 6.6). */
 #define SL_BPF_TCX_INGRESS 46
@@ -34,17 +35,10 @@ static int fail(int err, const char *fmt, ...)
 int sl_link_describe(const char *link_pin, struct sl_link_desc *out)
 {
 	struct bpf_link_info info;
-	__u32 len = sizeof(info);
-	int fd, err;
+	int err = sl_pinned_link_info(link_pin, &info);
 
-	fd = bpf_obj_get(link_pin);
-	if (fd < 0)
-		return fail(fd, "open link pin %s", link_pin);
-	memset(&info, 0, sizeof(info));
-	err = bpf_obj_get_info_by_fd(fd, &info, &len);
-	close(fd);
 	if (err)
-		return fail(err, "link info %s", link_pin);
+		return err;
 	out->type = info.type;
 	out->prog_id = info.prog_id;
 	switch (info.type) {

@@ -249,20 +249,28 @@ int sl_cgroup_id(const char *cgroup_path, uint64_t *id)
 	return 0;
 }
 
-int sl_link_cgroup_id(const char *link_pin, uint64_t *cgroup_id, uint32_t *prog_id)
+/* The bpf_link_info of a pinned link (shared with introspect.c through internal.h). */
+int sl_pinned_link_info(const char *link_pin, struct bpf_link_info *info)
 {
-	struct bpf_link_info info;
-	__u32 len = sizeof(info);
+	__u32 len = sizeof(*info);
 	int fd, err;
 
 	fd = bpf_obj_get(link_pin);
 	if (fd < 0)
 		return fail(fd, "open link pin %s", link_pin);
-	memset(&info, 0, sizeof(info));
-	err = bpf_obj_get_info_by_fd(fd, &info, &len);
+	memset(info, 0, sizeof(*info));
+	err = bpf_obj_get_info_by_fd(fd, info, &len);
 	close(fd);
+	return err ? fail(err, "link info %s", link_pin) : 0;
+}
+
+int sl_link_cgroup_id(const char *link_pin, uint64_t *cgroup_id, uint32_t *prog_id)
+{
+	struct bpf_link_info info;
+	int err = sl_pinned_link_info(link_pin, &info);
+
 	if (err)
-		return fail(err, "link info %s", link_pin);
+		return err;
 	*cgroup_id = info.type == BPF_LINK_TYPE_CGROUP ? info.cgroup.cgroup_id : 0;
 	*prog_id = info.prog_id;
 	return 0;
@@ -271,17 +279,10 @@ int sl_link_cgroup_id(const char *link_pin, uint64_t *cgroup_id, uint32_t *prog_
 int sl_link_prog_id(const char *link_pin, uint32_t *prog_id)
 {
 	struct bpf_link_info info;
-	__u32 len = sizeof(info);
-	int fd, err;
+	int err = sl_pinned_link_info(link_pin, &info);
 
-	fd = bpf_obj_get(link_pin);
-	if (fd < 0)
-		return fail(fd, "open link pin %s", link_pin);
-	memset(&info, 0, sizeof(info));
-	err = bpf_obj_get_info_by_fd(fd, &info, &len);
-	close(fd);
 	if (err)
-		return fail(err, "link info %s", link_pin);
+		return err;
 	*prog_id = info.prog_id;
 	return 0;
 }
