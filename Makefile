@@ -6,7 +6,7 @@ CLANG       ?= clang
 CC          ?= cc
 BPF_CFLAGS  := -O2 -g -Wall -Werror -target bpf -I/usr/include/$(ARCH)-linux-gnu
 SHIM_CFLAGS := -O2 -g -Wall -Wextra -Werror -fPIC
-APT_PKGS    := clang llvm bpftool libbpf-dev containernetworking-plugins iproute2 iptables podman runc busybox-static
+APT_PKGS    := clang llvm clang-format bpftool libbpf-dev containernetworking-plugins iproute2 iptables podman runc busybox-static
 VITEST      := node_modules/.bin/vitest
 
 BPF_SRCS    := $(wildcard bpf/*.c)
@@ -14,7 +14,7 @@ BPF_OBJS    := $(patsubst bpf/%.c,build/bpf/%.o,$(BPF_SRCS))
 BPF_HDRS    := $(wildcard bpf/lib/*.h)
 TS_SRCS     := $(shell find src -name '*.ts')
 
-.PHONY: all deps apt-deps npm-deps test test-unit bench demo clean install
+.PHONY: all deps apt-deps npm-deps test test-unit bench demo clean install lint format
 
 # The CNI plugin: main (cni/sluice-cni.c) over the dispatcher and its parts, which the C unit
 # tests (test/c/NAME-test.c, run by test/unit/cni-plugin.test.ts) link without main.
@@ -86,7 +86,7 @@ deps: apt-deps npm-deps
 
 apt-deps:
 	@missing=""; \
-	for f in /usr/bin/clang /usr/bin/llc /usr/sbin/bpftool /usr/include/bpf/libbpf.h \
+	for f in /usr/bin/clang /usr/bin/clang-format /usr/bin/llc /usr/sbin/bpftool /usr/include/bpf/libbpf.h \
 	         /usr/lib/cni/bridge /sbin/ip /usr/sbin/iptables /usr/bin/podman /usr/sbin/runc /bin/busybox; do \
 	  [ -e $$f ] || missing="$$missing $$f"; done; \
 	if [ -n "$$missing" ]; then \
@@ -115,6 +115,17 @@ bench: deps all
 	node_modules/.bin/tsx test/bench/cni-add.ts
 	node_modules/.bin/tsx test/bench/capture.ts $(filter --quick,$(BENCH_ARGS))
 	node_modules/.bin/tsx test/bench/charts.ts --in build/bench --out docs
+
+# TypeScript (biome.jsonc: lint + format) and C (.clang-format: kernel style). `make format` rewrites.
+C_SRCS := $(shell git ls-files 'bpf/*.[ch]' 'native/*.[ch]' 'cni/*.[ch]' 'test/c/*.[ch]' 'test/tools/*.c' 'test/bpf/*.[ch]' 2>/dev/null)
+
+lint: deps
+	node_modules/.bin/biome ci --error-on-warnings
+	clang-format --dry-run --Werror $(C_SRCS)
+
+format: deps
+	node_modules/.bin/biome check --write
+	clang-format -i $(C_SRCS)
 
 demo: deps all
 	node_modules/.bin/tsx test/demo/run.ts
