@@ -1,11 +1,12 @@
 /* The node's datapath: two eBPF objects (sock_lb.o: sock_addr hooks for socket-LB and outbound
- * capture; capture.o: sockops, getsockopt, sk_lookup) attached to the cgroup, their maps pinned
- * under the pin dir and shared between them. install() is also the restart path: pinned maps are
+ * capture; capture.o: sockops, getsockopt, sk_lookup) attached to the cgroup, and a third
+ * (sock_destroy.o: socket iterators) pinned for the agent to run, their maps pinned under the pin
+ * dir and shared between them. install() is also the restart path: pinned maps are
  * reused with their contents, and pinned links get the freshly loaded programs swapped in.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BpfError, BpfObject, packageRoot, updateLinkProgram, type AttachResult } from './bpf';
+import { BpfError, BpfObject, kernelHasKfunc, packageRoot, updateLinkProgram, type AttachResult } from './bpf';
 import { encodeAddr } from './bpf/layout';
 
 /** cgroup programs of each object, attached to cgroup-root. */
@@ -17,9 +18,17 @@ export const OBJECTS = {
   'capture.o': ['sl_sockops', 'sl_getsockopt'],
 } as const;
 
+/**
+ * Socket destroy (bpf/sock_destroy.c): iterator programs, never attached to a hook; pinned under
+ * PROGS_DIR for the agent to run. Loaded only when the kernel has the kfunc they call.
+ */
+export const SOCK_DESTROY_OBJECT = 'sock_destroy.o';
+export const SOCK_DESTROY_PROGS = { tcp: 'sl_destroy_tcp', udp: 'sl_destroy_udp' } as const;
+export const SOCK_DESTROY_KFUNC = 'bpf_sock_destroy';
+
 /** Every pinned map, by its name in the ELF (= its pin file name). */
 export const PINNED_MAPS = [
-  'sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_lb_sock_rev', 'sl_lb_counters',
+  'sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_lb_sock_rev', 'sl_lb_counters', 'sl_lb_pod_opt_out', 'sl_lb_sock_dead',
   'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst', 'sl_listeners', 'sl_ep_stats', 'sl_node_ips', 'sl_bypass_flows',
 ] as const;
 
@@ -66,6 +75,8 @@ export interface InstallResult {
   links: Record<string, AttachResult>;
   /** per-pod sk_lookup and tcx links updated to the new programs */
   netnsLinks: number;
+  /** whether the socket-destroy iterators are pinned, and why not */
+  sockDestroy: { available: boolean; reason: string };
 }
 
 function isBpffs(dir: string): boolean {
@@ -101,7 +112,71 @@ export function tcxLinkPin(pinDir: string, netnsCookie: bigint | string): string
   return path.join(pinDir, TCX_LINKS_DIR, String(netnsCookie));
 }
 
-/** Loads both objects with this configuration, reusing (or creating) the pinned maps. */
+export function sockDestroyProgPin(pinDir: string, proto: keyof typeof SOCK_DESTROY_PROGS): string {
+  return path.join(pinDir, PROGS_DIR, SOCK_DESTROY_PROGS[proto]);
+}
+
+/** Sets the rodata and map sizes every object shares, and pins its maps under the pin dir. */
+function configure(obj: BpfObject, opts: DatapathOptions): void {
+  const cookie = Buffer.alloc(8);
+  cookie.writeBigUInt64LE(opts.hostNetnsCookie);
+  obj.setRodata('cfg_hostns_only', Buffer.from([opts.hostnsOnly ? 1 : 0]), { ifPresent: true });
+  obj.setRodata('cfg_host_netns_cookie', cookie, { ifPresent: true });
+  obj.setRodata('cfg_proxy_uid', u32(opts.proxyUid), { ifPresent: true });
+  obj.setRodata('cfg_proxy_gid', u32(opts.proxyGid), { ifPresent: true });
+  obj.setRodata('cfg_proxy_mark', u32(opts.proxyMark.mark), { ifPresent: true });
+  obj.setRodata('cfg_proxy_mark_mask', u32(opts.proxyMark.mask), { ifPresent: true });
+  obj.setRodata('cfg_inbound_mark', u32(INBOUND_ROUTING.mark), { ifPresent: true });
+  obj.setRodata('cfg_inbound_mark_mask', u32(INBOUND_ROUTING.mask), { ifPresent: true });
+  const dns = Buffer.alloc(16 * 4);
+  opts.dnsServers.forEach((ip, i) => encodeAddr(ip, dns, 16 * i));
+  obj.setRodata('cfg_dns_servers', dns, { ifPresent: true });
+  obj.setRodata('cfg_n_dns_servers', Buffer.from([opts.dnsServers.length]), { ifPresent: true });
+  obj.pinMaps(opts.pinDir);
+  obj.configureMap('sl_lb_svc', { maxEntries: opts.sizes.service, ifPresent: true });
+  obj.configureMap('sl_lb_backend', { maxEntries: opts.sizes.backend, ifPresent: true });
+  obj.configureMap('sl_lb_affinity', { maxEntries: opts.sizes.affinity, ifPresent: true });
+}
+
+/** Loads an object; a pinned map that does not match says what to do about it. */
+function load(obj: BpfObject, pinDir: string): void {
+  try {
+    obj.load();
+  } catch (e) {
+    if (e instanceof BpfError && /reuse|pinned/i.test(e.message)) {
+      throw new BpfError(
+        e.op,
+        e.errno,
+        `${e.message}\nA map pinned under ${pinDir} does not match this configuration (size or layout changed): ` +
+          `restore the previous bpf-lb-*-map-max values, or run "sluice uninstall" and start again.`,
+      );
+    }
+    throw e;
+  }
+}
+
+/**
+ * Pins the socket-destroy iterators when the kernel can run them (bpf_sock_destroy, Linux 6.5);
+ * otherwise removes pins an older run left and says why. Sockets are never destroyed then: a
+ * connected UDP socket stays on a backend that left its service until the client reconnects.
+ */
+function installSockDestroy(opts: DatapathOptions, dir: string): InstallResult['sockDestroy'] {
+  if (!kernelHasKfunc(SOCK_DESTROY_KFUNC)) {
+    for (const proto of ['tcp', 'udp'] as const) fs.rmSync(sockDestroyProgPin(opts.pinDir, proto), { force: true });
+    return { available: false, reason: `the kernel has no ${SOCK_DESTROY_KFUNC} kfunc (needs Linux 6.5 or later)` };
+  }
+  const obj = BpfObject.open(path.join(dir, SOCK_DESTROY_OBJECT));
+  try {
+    configure(obj, opts);
+    load(obj, opts.pinDir);
+    for (const proto of ['tcp', 'udp'] as const) obj.pinProgram(SOCK_DESTROY_PROGS[proto], sockDestroyProgPin(opts.pinDir, proto));
+  } finally {
+    obj.close();
+  }
+  return { available: true, reason: '' };
+}
+
+/** Loads the objects with this configuration, reusing (or creating) the pinned maps. */
 export function installDatapath(opts: DatapathOptions): InstallResult {
   for (const d of [LINKS_DIR, NETNS_LINKS_DIR, TCX_LINKS_DIR, PROGS_DIR]) fs.mkdirSync(path.join(opts.pinDir, d), { recursive: true });
   if (!isBpffs(opts.pinDir)) {
@@ -113,37 +188,8 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
   for (const [file, programs] of Object.entries(OBJECTS)) {
     const obj = BpfObject.open(path.join(dir, file));
     try {
-      const cookie = Buffer.alloc(8);
-      cookie.writeBigUInt64LE(opts.hostNetnsCookie);
-      obj.setRodata('cfg_hostns_only', Buffer.from([opts.hostnsOnly ? 1 : 0]), { ifPresent: true });
-      obj.setRodata('cfg_host_netns_cookie', cookie, { ifPresent: true });
-      obj.setRodata('cfg_proxy_uid', u32(opts.proxyUid), { ifPresent: true });
-      obj.setRodata('cfg_proxy_gid', u32(opts.proxyGid), { ifPresent: true });
-      obj.setRodata('cfg_proxy_mark', u32(opts.proxyMark.mark), { ifPresent: true });
-      obj.setRodata('cfg_proxy_mark_mask', u32(opts.proxyMark.mask), { ifPresent: true });
-      obj.setRodata('cfg_inbound_mark', u32(INBOUND_ROUTING.mark), { ifPresent: true });
-      obj.setRodata('cfg_inbound_mark_mask', u32(INBOUND_ROUTING.mask), { ifPresent: true });
-      const dns = Buffer.alloc(16 * 4);
-      opts.dnsServers.forEach((ip, i) => encodeAddr(ip, dns, 16 * i));
-      obj.setRodata('cfg_dns_servers', dns, { ifPresent: true });
-      obj.setRodata('cfg_n_dns_servers', Buffer.from([opts.dnsServers.length]), { ifPresent: true });
-      obj.pinMaps(opts.pinDir);
-      obj.configureMap('sl_lb_svc', { maxEntries: opts.sizes.service, ifPresent: true });
-      obj.configureMap('sl_lb_backend', { maxEntries: opts.sizes.backend, ifPresent: true });
-      obj.configureMap('sl_lb_affinity', { maxEntries: opts.sizes.affinity, ifPresent: true });
-      try {
-        obj.load();
-      } catch (e) {
-        if (e instanceof BpfError && /reuse|pinned/i.test(e.message)) {
-          throw new BpfError(
-            e.op,
-            e.errno,
-            `${e.message}\nA map pinned under ${opts.pinDir} does not match this configuration (size or layout changed): ` +
-              `restore the previous bpf-lb-*-map-max values, or run "sluice uninstall" and start again.`,
-          );
-        }
-        throw e;
-      }
+      configure(obj, opts);
+      load(obj, opts.pinDir);
       for (const prog of programs) links[prog] = obj.attachCgroup(prog, opts.cgroupRoot, sockLinkPin(opts.pinDir, prog));
       if (file === 'capture.o') {
         for (const [prog, dir] of [[SK_LOOKUP_PROG, NETNS_LINKS_DIR], [LO_MARK_PROG, TCX_LINKS_DIR]]) {
@@ -157,7 +203,7 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
       obj.close();
     }
   }
-  return { links, netnsLinks };
+  return { links, netnsLinks, sockDestroy: installSockDestroy(opts, dir) };
 }
 
 /** Swaps the new program into every pod's link of a kind (a restart keeps pods captured). */
@@ -183,6 +229,7 @@ export function uninstallDatapath(pinDir: string): string[] {
   for (const progs of Object.values(OBJECTS)) for (const prog of progs) rm(sockLinkPin(pinDir, prog));
   rm(path.join(pinDir, PROGS_DIR, SK_LOOKUP_PROG));
   rm(path.join(pinDir, PROGS_DIR, LO_MARK_PROG));
+  for (const proto of ['tcp', 'udp'] as const) rm(sockDestroyProgPin(pinDir, proto));
   for (const name of PINNED_MAPS) rm(path.join(pinDir, name));
   return removed;
 }

@@ -5,14 +5,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Config } from './config';
 import { cniInstaller } from './cni/install-config';
-import { LINKS_DIR, NETNS_LINKS_DIR, PROGS_DIR, uninstallDatapath } from './datapath';
+import { LINKS_DIR, NETNS_LINKS_DIR, PROGS_DIR, TCX_LINKS_DIR, uninstallDatapath } from './datapath';
 
 export function uninstall(cfg: Config): string[] {
   const out: string[] = [];
   if (cfg.cniConfDir) out.push(...cniInstaller(cfg).uninstall());
   if (!fs.existsSync(cfg.bpfPinDir)) return [...out, `nothing pinned at ${cfg.bpfPinDir}`];
   for (const p of uninstallDatapath(cfg.bpfPinDir)) out.push(`removed ${p}`);
-  for (const dir of [NETNS_LINKS_DIR, LINKS_DIR, PROGS_DIR, '.'].map((d) => path.join(cfg.bpfPinDir, d))) {
+  for (const dir of [NETNS_LINKS_DIR, TCX_LINKS_DIR, LINKS_DIR, PROGS_DIR, '.'].map((d) => path.join(cfg.bpfPinDir, d))) {
     try {
       fs.rmdirSync(dir);
       out.push(`removed ${dir}/`);

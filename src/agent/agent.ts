@@ -19,6 +19,8 @@ import { ObjectStore } from '../k8s/store';
 import { ServiceTracker } from '../lb/tracker';
 import { installDatapath } from '../datapath';
 import { LbMaps } from '../lb/maps';
+import { PodLbOptOut } from '../lb/pod-opt-out';
+import { SocketDestroyer } from '../lb/sock-destroy';
 import { LbSync, type SyncReport } from '../lb/sync';
 import { log } from '../log';
 import { AmbientZds } from '../mesh/ambient-zds';
@@ -83,6 +85,8 @@ export class Agent {
   private installer?: CniInstaller;
   private zds?: AmbientZds;
   private addrWatch?: AddressWatch;
+  private lbOptOut?: PodLbOptOut;
+  private destroyer?: SocketDestroyer;
 
   constructor(private readonly cfg: Config) {
     this.endpoints = new EndpointRegistry(cfg.stateDir);
@@ -99,7 +103,7 @@ export class Agent {
     this.loadEndpoints();
 
     const cookie = netnsCookieSelf();
-    const { links, netnsLinks } = installDatapath({
+    const { links, netnsLinks, sockDestroy } = installDatapath({
       pinDir: this.cfg.bpfPinDir,
       cgroupRoot: this.cfg.cgroupRoot,
       hostnsOnly: this.cfg.lbSockHostnsOnly,
@@ -112,6 +116,8 @@ export class Agent {
     });
     const maps = LbMaps.open(this.cfg.bpfPinDir);
     this.maps = maps;
+    this.lbOptOut = PodLbOptOut.open(this.cfg.bpfPinDir);
+    this.destroyer = SocketDestroyer.open(this.cfg.bpfPinDir, sockDestroy.reason, { terminateTcp: this.cfg.lbSockTerminatePodConnections });
     this.capture = CaptureMaps.open(this.cfg.bpfPinDir);
     this.enroller = new Enroller(this.capture, this.cfg.bpfPinDir);
     // the node's addresses change at run time (a bridge or cilium_host address appears after
@@ -124,6 +130,7 @@ export class Agent {
     log.info('datapath attached', {
       cgroup: this.cfg.cgroupRoot, pinDir: this.cfg.bpfPinDir, hostnsOnly: this.cfg.lbSockHostnsOnly,
       netnsCookie: cookie.toString(), links, netnsLinks, restoredServices: restored.services, restoredBackends: restored.backends,
+      sockDestroy: sockDestroy.available ? 'available' : sockDestroy.reason,
     });
 
     this.reason = 'waiting for the first sync of cluster objects';
@@ -142,8 +149,10 @@ export class Agent {
     this.tracker = new ServiceTracker(this.store, { nodeName: this.cfg.nodeName });
     if (this.cfg.ztunnelUdsAddress) this.zds = this.ambientZds(this.cfg.ztunnelUdsAddress);
     this.resync();
-    const stale = this.enroller.releaseUnknown(new Set(this.endpoints.list().map((e) => e.netnsCookie)));
+    const known = new Set(this.endpoints.list().map((e) => e.netnsCookie));
+    const stale = this.enroller.releaseUnknown(known);
     if (stale) log.info('released capture of pods no longer registered', { count: stale });
+    this.lbOptOut.forgetAllBut(known);
     const repaired = await repairPods({
       cfg: this.cfg,
       store: this.store,
@@ -195,6 +204,8 @@ export class Agent {
   /** Brings the kernel in line with the pod's decision; throws when the kernel refuses. */
   private applyMesh(ep: Endpoint): void {
     if (!this.enroller) return;
+    // socket-LB's own per-pod decision, whatever becomes of capture
+    this.lbOptOut?.apply(ep, this.store.get(`Pod/${ep.namespace}/${ep.name}`) as Pod | undefined);
     const d = this.decide(ep);
     const current = this.enroller.programmed(ep.netnsCookie);
     const pod = podKey(ep);
@@ -311,6 +322,7 @@ export class Agent {
           this.applyMesh(ep);
         },
         onDel: (ep) => {
+          this.lbOptOut?.forget(ep.netnsCookie);
           this.enroller?.release(ep);
           if (ep.decision?.mode === 'ambient') this.takeBack(ep);
         },
@@ -359,6 +371,7 @@ export class Agent {
     const t0 = process.hrtime.bigint();
     const batch = this.tracker.collect();
     const report = this.sync.apply(batch.frontends, { scope: batch.scope });
+    this.destroySockets();
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     this.lastSync = { at: new Date().toISOString(), ms, report };
     const { failed, ...counts } = report;
@@ -368,6 +381,17 @@ export class Agent {
       this.tracker.markAll(); // room may have been freed anywhere
       this.scheduleResync(RETRY_FAILED_MS);
     }
+  }
+
+  /** Sockets left on backends that the sync just removed, in the node and every registered pod. */
+  private destroySockets(): void {
+    const departures = this.sync?.takeDepartures() ?? [];
+    if (!departures.length || !this.destroyer) return;
+    const r = this.destroyer.destroy(departures, [undefined, ...this.endpoints.list().map((e) => e.netnsPath)]);
+    if (!r) return;
+    const fields = { ...r, ms: Math.round(r.ms * 10) / 10 };
+    if (r.tcp || r.udp || r.failed.length) log.info('sockets on departed backends destroyed', fields);
+    else log.debug('no socket on departed backends', fields);
   }
 
   status(): AgentStatus {
@@ -409,6 +433,8 @@ export class Agent {
     await this.localApi?.close();
     this.maps?.close();
     this.capture?.close();
+    this.lbOptOut?.close();
+    this.destroyer?.close();
     closePoller(); // the native I/O thread, if anything started it (ZDS, address watch)
     log.info('agent stopped; datapath left running from its pins', { pinDir: this.cfg.bpfPinDir });
   }

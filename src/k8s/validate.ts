@@ -257,6 +257,8 @@ function parseServicePort(c: Checker, raw: unknown, field: string): ServicePort 
     typeof v === 'number' ? c.port(v, f) : c.nonEmptyString(v, f),
   );
   if (target !== undefined) port.targetPort = target;
+  const nodePort = c.optional(p.nodePort, `${field}.nodePort`, (v, f) => c.port(v, f));
+  if (nodePort !== undefined) port.nodePort = nodePort;
   return port;
 }
 

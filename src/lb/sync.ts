@@ -6,7 +6,7 @@
  * then the service entry (its count), then surplus slots, removed services and unused backends.
  */
 import { BpfError } from '../bpf';
-import { protoName, protoNumber, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_NO_LOCAL, type Backend, type SvcKey, type SvcVal } from '../bpf/layout';
+import { protoName, protoNumber, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_NO_LOCAL, SVC_F_NODEPORT, type Backend, type SvcKey, type SvcVal } from '../bpf/layout';
 import type { LbMaps } from './maps';
 import type { LbFrontend } from './model';
 
@@ -40,6 +40,21 @@ export interface SyncFailure {
   reason: string;
 }
 
+/**
+ * A backend that left a frontend it was programmed in: its endpoint was deleted, or is neither
+ * ready nor serving any more, or the frontend itself went away. (An endpoint that is still ready
+ * or serving but no longer chosen here, by topology hints or a traffic policy, has not left.)
+ * Sockets the frontend translated to it are to be destroyed (src/lb/sock-destroy.ts).
+ */
+export interface Departure {
+  frontend: string;
+  /** the frontend's service id (what sockets recorded) */
+  svcId: number;
+  backendId: number;
+  /** `ip|port|proto` of the backend */
+  backend: string;
+}
+
 export interface SyncReport {
   added: number;
   updated: number;
@@ -66,6 +81,8 @@ export class LbSync {
   private readonly usedSvcIds = new Set<number>();
   private nextBackendId = 1;
   private nextSvcId = 1;
+  /** departures since the last takeDepartures() */
+  private departures: Departure[] = [];
 
   constructor(private readonly maps: LbMaps) {}
 
@@ -166,6 +183,7 @@ export class LbSync {
     for (const [fid, p] of this.services) {
       if (wanted.has(fid) || (opts.scope && !opts.scope.has(fid))) continue;
       this.deleteSlots(p, 0, p.slotsPresent);
+      this.departed(fid, p.id, p.backendIds);
       if (p.flags & SVC_F_AFFINITY) affinityDropped.set(p.id, new Set(p.backendIds));
       this.services.delete(fid);
       this.usedSvcIds.delete(p.id);
@@ -187,7 +205,8 @@ export class LbSync {
       }
       const flags =
         (f.affinityTimeoutSec > 0 ? SVC_F_AFFINITY : 0) |
-        (f.scope !== 'clusterIP' ? SVC_F_EXTERNAL : 0) |
+        (f.scope === 'externalIP' || f.scope === 'loadBalancerIP' ? SVC_F_EXTERNAL : 0) |
+        (f.scope === 'nodePort' ? SVC_F_NODEPORT : 0) |
         (f.noLocalEndpoints ? SVC_F_NO_LOCAL : 0);
       const cur = this.services.get(f.id);
       const same =
@@ -221,6 +240,10 @@ export class LbSync {
         const keep = new Set(next.backendIds);
         const gone = cur.backendIds.filter((id) => !keep.has(id));
         if (gone.length && cur.flags & SVC_F_AFFINITY) affinityDropped.set(cur.id, new Set(gone));
+        if (gone.length) {
+          const serving = new Set(f.stillServing.map((b) => backendKey({ ip: b.ip, port: b.port, proto: next.proto })));
+          this.departed(f.id, cur.id, gone.filter((id) => !serving.has(this.backends.get(id) ?? '')));
+        }
       } else report.added++;
       this.services.set(f.id, next);
     }
@@ -241,6 +264,21 @@ export class LbSync {
       report.failed.push({ frontend: fid, service: wanted.get(fid)?.service ?? '', reason });
     }
     return report;
+  }
+
+  /** Records backends that left a frontend (before an unreferenced backend is forgotten). */
+  private departed(frontend: string, svcId: number, backendIds: readonly number[]): void {
+    for (const backendId of backendIds) {
+      const backend = this.backends.get(backendId);
+      if (backend !== undefined) this.departures.push({ frontend, svcId, backendId, backend });
+    }
+  }
+
+  /** The departures since the last call, oldest first; the list starts empty again. */
+  takeDepartures(): Departure[] {
+    const out = this.departures;
+    this.departures = [];
+    return out;
   }
 
   /** Deletes slots from..to of a service (slot 0 is the service entry itself). */

@@ -41,7 +41,7 @@ describe('parseObject', () => {
         clusterIP: '10.96.0.10',
         clusterIPs: ['10.96.0.10', 'fd00::10'],
         externalIPs: ['192.0.2.1'],
-        ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 'http' }],
+        ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 'http', nodePort: 30080 }],
         sessionAffinity: 'ClientIP',
         sessionAffinityConfig: { clientIP: { timeoutSeconds: 60 } },
         ipFamilies: ['IPv4', 'IPv6'],
