@@ -205,10 +205,13 @@ export interface PortSpec {
   port: number;
   targetPort?: number | string;
   protocol?: 'TCP' | 'UDP';
+  nodePort?: number;
 }
 
 export interface ServiceOpts {
   clusterIP: string;
+  /** dual stack: every ClusterIP, the primary (clusterIP) first; default [clusterIP] */
+  clusterIPs?: string[];
   ports: PortSpec[];
   externalIPs?: string[];
   affinitySec?: number;
@@ -230,10 +233,12 @@ export function serviceYaml(name: string, spec: ServiceOpts): string {
     `metadata: {name: ${name}, namespace: ${spec.namespace ?? 'default'}${labels}}`,
     'spec:',
     `  clusterIP: "${spec.clusterIP}"`,
-    `  clusterIPs: ["${spec.clusterIP}"]`,
+    `  clusterIPs: [${(spec.clusterIPs ?? [spec.clusterIP]).map((ip) => `"${ip}"`).join(', ')}]`,
     '  ports:',
     ...spec.ports.map(
-      (p) => `  - {${p.name ? `name: ${p.name}, ` : ''}port: ${p.port}, targetPort: ${JSON.stringify(p.targetPort ?? p.port)}, protocol: ${p.protocol ?? 'TCP'}}`,
+      (p) =>
+        `  - {${p.name ? `name: ${p.name}, ` : ''}port: ${p.port}, targetPort: ${JSON.stringify(p.targetPort ?? p.port)}, protocol: ${p.protocol ?? 'TCP'}` +
+        `${p.nodePort ? `, nodePort: ${p.nodePort}` : ''}}`,
     ),
   ];
   if (spec.type) lines.push(`  type: ${spec.type}`);
