@@ -121,9 +121,23 @@ export function canonicalIp(text: string): CanonicalIp | undefined {
   return undefined;
 }
 
+/** An IPv4 address as a number (canonical dotted quad): orders addresses numerically. */
+function ipv4Number(ip: string): number {
+  let n = 0;
+  let octet = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      n = n * 256 + octet;
+      octet = 0;
+    } else octet = octet * 10 + (c - 48);
+  }
+  return n * 256 + octet;
+}
+
 /** Sort key ordering addresses numerically (10.0.0.9 before 10.0.0.10), for canonical input. */
-function ipSortKey(ip: string, family: 4 | 6): string {
-  if (family === 4) return ip.split('.').map((o) => o.padStart(3, '0')).join('');
+function ipSortKey(ip: string, family: 4 | 6): string | number {
+  if (family === 4) return ipv4Number(ip);
   let text = ip;
   const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
   if (dotted !== null) {
@@ -241,9 +255,13 @@ function serviceAddresses(svc: Service, service: string, warn: (msg: string, fie
   return out;
 }
 
-/** A selectable endpoint with its numeric sort key. */
+/** A selectable endpoint with its sort key (a number for IPv4, a string for IPv6). */
 interface ResolvedEndpoint extends SelectableEndpoint {
-  sortKey: string;
+  sortKey: string | number;
+}
+
+function compareEndpoints(a: ResolvedEndpoint, b: ResolvedEndpoint): number {
+  return a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : a.port - b.port;
 }
 
 /**
@@ -260,7 +278,7 @@ function resolveEndpoints(
   warn: (msg: string, fields: Fields) => void,
 ): ResolvedEndpoint[] {
   const addressType = family === 4 ? 'IPv4' : 'IPv6';
-  const byAddress = new Map<string, ResolvedEndpoint>();
+  const all: ResolvedEndpoint[] = [];
   for (const slice of slices) {
     if (slice.addressType !== addressType) continue;
     const slicePort = (slice.ports ?? []).find((p) => (p.name ?? '') === portName && (p.protocol ?? 'TCP') === proto);
@@ -290,11 +308,18 @@ function resolveEndpoints(
         nodeHints: endpoint.hints?.forNodes,
         sortKey: ipSortKey(ip.ip, family),
       };
-      const addrKey = `${ip.ip}|${slicePort.port}`;
-      if (!byAddress.has(addrKey) || !resolved.terminating) byAddress.set(addrKey, resolved);
+      all.push(resolved);
     }
   }
-  return [...byAddress.values()].sort((a, b) => compareStrings(a.sortKey, b.sortKey) || a.port - b.port);
+  // sorted, an ip:port listed twice is adjacent: keep the later entry unless it is terminating
+  all.sort(compareEndpoints);
+  const out: ResolvedEndpoint[] = [];
+  for (const e of all) {
+    const last = out[out.length - 1];
+    if (last === undefined || compareEndpoints(last, e) !== 0) out.push(e);
+    else if (!e.terminating) out[out.length - 1] = e;
+  }
+  return out;
 }
 
 /** The endpoints still ready or serving that `chosen` leaves out (chosen is a subset, in order). */

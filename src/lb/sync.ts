@@ -78,6 +78,10 @@ export class LbSync {
   private readonly backendIds = new Map<string, number>();
   /** backend id -> its key (ip|port|proto): ids in use, and what to forget when one goes */
   private readonly backends = new Map<number, string>();
+  /** backend id -> how many programmed services use it (absent: none) */
+  private readonly refs = new Map<number, number>();
+  /** backend ids that may have lost their last user: removed from the map at the end of an apply */
+  private readonly unreferenced = new Set<number>();
   private readonly usedSvcIds = new Set<number>();
   private nextBackendId = 1;
   private nextSvcId = 1;
@@ -91,10 +95,13 @@ export class LbSync {
     this.services.clear();
     this.backendIds.clear();
     this.backends.clear();
+    this.refs.clear();
+    this.unreferenced.clear();
     this.usedSvcIds.clear();
     for (const [id, b] of this.maps.backend.entries()) {
-      this.backends.set(id, backendKey(b));
-      this.backendIds.set(backendKey(b), id);
+      const key = backendKey(b);
+      this.backends.set(id, key);
+      this.backendIds.set(key, id);
     }
     const slots = new Map<string, Map<number, number>>();
     const slotKeys = new Map<string, SvcKey[]>();
@@ -126,6 +133,8 @@ export class LbSync {
     for (const [fid, keys] of slotKeys) {
       if (!this.services.has(fid)) for (const k of keys) this.maps.svc.delete(k);
     }
+    for (const p of this.services.values()) this.reference(p.backendIds, 1);
+    for (const id of this.backends.keys()) if (!this.refs.has(id)) this.unreferenced.add(id);
     for (const id of this.backends.keys()) this.nextBackendId = Math.max(this.nextBackendId, id + 1);
     for (const id of this.usedSvcIds) this.nextSvcId = Math.max(this.nextSvcId, id + 1);
     return { services: this.services.size, backends: this.backends.size };
@@ -152,6 +161,18 @@ export class LbSync {
    */
   apply(desired: LbFrontend[], opts: { scope?: Set<string> } = {}): SyncReport {
     if (opts.scope || desired.length <= APPLY_CHUNK) return this.applyScoped(desired, opts.scope);
+    const chunks = function* () {
+      for (let i = 0; i < desired.length; i += APPLY_CHUNK) yield desired.slice(i, i + APPLY_CHUNK);
+    };
+    return this.applyChunks({ chunks: chunks() });
+  }
+
+  /**
+   * Writes a batch that comes in chunks (ServiceTracker.collectChunks): with `scope`, the chunks
+   * speak for those frontend ids only; without, for all of them, and every frontend no chunk
+   * holds is removed at the end. Each chunk is written before the next is taken.
+   */
+  applyChunks(batch: { chunks: Iterable<LbFrontend[]>; scope?: Set<string> }): SyncReport {
     const total: SyncReport = { added: 0, updated: 0, removed: 0, unchanged: 0, backends: 0, failed: [] };
     const add = (r: SyncReport) => {
       total.added += r.added;
@@ -161,11 +182,21 @@ export class LbSync {
       total.backends = r.backends;
       total.failed.push(...r.failed);
     };
-    for (let i = 0; i < desired.length; i += APPLY_CHUNK) {
-      const chunk = desired.slice(i, i + APPLY_CHUNK);
-      add(this.applyScoped(chunk, new Set(chunk.map((f) => f.id))));
+    if (batch.scope) {
+      const desired: LbFrontend[] = [];
+      for (const chunk of batch.chunks) desired.push(...chunk);
+      add(this.applyScoped(desired, batch.scope));
+      return total;
     }
-    const wanted = new Set(desired.map((f) => f.id));
+    const wanted = new Set<string>();
+    for (const chunk of batch.chunks) {
+      for (let i = 0; i < chunk.length; i += APPLY_CHUNK) {
+        const part = chunk.slice(i, i + APPLY_CHUNK);
+        const ids = new Set(part.map((f) => f.id));
+        for (const id of ids) wanted.add(id);
+        add(this.applyScoped(part, ids));
+      }
+    }
     add(this.applyScoped([], new Set([...this.services.keys()].filter((id) => !wanted.has(id)))));
     return total;
   }
@@ -179,13 +210,16 @@ export class LbSync {
     const affinityDropped = new Map<number, Set<number>>(); // svc id -> backend ids no longer in it
 
     // 1. services no longer wanted, first so that their room is free for new ones: the service
-    //    entry first (lookups then miss), then its slots
-    for (const [fid, p] of this.services) {
-      if (wanted.has(fid) || (opts.scope && !opts.scope.has(fid))) continue;
+    //    entry first (lookups then miss), then its slots. A scoped apply looks at its scope only
+    //    (a full sync applies thousands of chunks against 100,000 programmed services).
+    for (const fid of opts.scope ?? [...this.services.keys()]) {
+      const p = this.services.get(fid);
+      if (p === undefined || wanted.has(fid)) continue;
       this.deleteSlots(p, 0, p.slotsPresent);
       this.departed(fid, p.id, p.backendIds);
       if (p.flags & SVC_F_AFFINITY) affinityDropped.set(p.id, new Set(p.backendIds));
       this.services.delete(fid);
+      this.reference(p.backendIds, -1);
       this.usedSvcIds.delete(p.id);
       report.removed++;
     }
@@ -246,17 +280,19 @@ export class LbSync {
         }
       } else report.added++;
       this.services.set(f.id, next);
+      this.reference(next.backendIds, 1);
+      if (cur) this.reference(cur.backendIds, -1);
     }
 
     // 5. backends nobody references any more
-    const referenced = new Set<number>();
-    for (const p of this.services.values()) for (const id of p.backendIds) referenced.add(id);
-    for (const [id, key] of this.backends) {
-      if (referenced.has(id)) continue;
+    for (const id of this.unreferenced) {
+      const key = this.backends.get(id);
+      if (this.refs.has(id) || key === undefined) continue;
       this.maps.backend.delete(id);
       this.backends.delete(id);
       this.backendIds.delete(key);
     }
+    this.unreferenced.clear();
     if (affinityDropped.size) this.dropAffinity(affinityDropped);
 
     report.backends = this.backends.size;
@@ -264,6 +300,19 @@ export class LbSync {
       report.failed.push({ frontend: fid, service: wanted.get(fid)?.service ?? '', reason });
     }
     return report;
+  }
+
+  /** Counts services' uses of backends; one that drops to none is a candidate for removal. */
+  private reference(backendIds: readonly number[], delta: 1 | -1): void {
+    for (const id of backendIds) {
+      if (id === 0) continue; // a slot restore found missing
+      const n = (this.refs.get(id) ?? 0) + delta;
+      if (n > 0) this.refs.set(id, n);
+      else {
+        this.refs.delete(id);
+        this.unreferenced.add(id);
+      }
+    }
   }
 
   /** Records backends that left a frontend (before an unreferenced backend is forgotten). */
@@ -289,40 +338,45 @@ export class LbSync {
   /** Writes the backends the wanted services need and the map lacks; first fit when it is full. */
   private addBackends(wanted: Map<string, LbFrontend>, failed: Map<string, string>): void {
     const entries: Array<[number, Backend]> = [];
-    const owners: string[][] = [];
-    const index = new Map<string, number>();
+    const keys: string[] = [];
     for (const f of wanted.values()) {
+      const proto = protoNumber(f.proto);
       for (const b of f.backends) {
-        const be: Backend = { ip: b.ip, port: b.port, proto: protoNumber(f.proto) };
-        const bk = backendKey(be);
+        const bk = backendKey({ ip: b.ip, port: b.port, proto });
         if (this.backendIds.has(bk)) continue;
-        const i = index.get(bk);
-        if (i !== undefined) {
-          owners[i].push(f.id);
-          continue;
-        }
-        index.set(bk, entries.length);
-        entries.push([this.allocBackendId(), be]);
-        owners.push([f.id]);
-        this.backends.set(entries[entries.length - 1][0], bk); // reserves the id
+        const id = this.allocBackendId();
+        entries.push([id, { ip: b.ip, port: b.port, proto }]);
+        keys.push(bk);
+        // reserved now (later frontends of this batch find it); forgotten again if the write fails
+        this.backendIds.set(bk, id);
+        this.backends.set(id, bk);
+        this.unreferenced.add(id); // until a service that uses it is programmed
       }
     }
-    let reasons: Array<string | undefined> = entries.map(() => undefined);
+    let reasons: Array<string | undefined> | undefined;
     try {
       this.maps.backend.setMany(entries);
     } catch (e) {
       if (!(e instanceof BpfError)) throw e;
       reasons = entries.map(([id, be]) => this.tryWrite(() => this.maps.backend.set(id, be)));
     }
-    entries.forEach(([id, be], i) => {
+    if (!reasons?.some((r) => r !== undefined)) return;
+    // the frontends that needed a backend that could not be written fail (rare: found afterwards)
+    const why = new Map<string, string>();
+    entries.forEach(([id], i) => {
       const reason = reasons[i];
-      if (reason === undefined) {
-        this.backendIds.set(backendKey(be), id);
-        return;
-      }
+      if (reason === undefined) return;
+      why.set(keys[i], reason);
+      this.backendIds.delete(keys[i]);
       this.backends.delete(id);
-      for (const fid of owners[i]) if (!failed.has(fid)) failed.set(fid, reason);
     });
+    for (const f of wanted.values()) {
+      const proto = protoNumber(f.proto);
+      for (const b of f.backends) {
+        const reason = why.get(backendKey({ ip: b.ip, port: b.port, proto }));
+        if (reason !== undefined && !failed.has(f.id)) failed.set(f.id, reason);
+      }
+    }
   }
 
   /** Runs a map write; returns why it failed, or undefined. */

@@ -101,9 +101,9 @@ export async function sluice(env: LbEnv, args: string[], allowFail = false) {
  * Starts the agent in the node's network namespace (outside the test cgroup) and waits for ready.
  * `inTestNetns`: run it in this test process's namespace instead, to reach an in-process stand-in
  * API server on 127.0.0.1 (nothing is attached to that namespace: programs go to the test cgroup
- * and the pods' namespaces only).
+ * and the pods' namespaces only). `readyTimeoutMs` (default 20 s) bounds the wait for ready.
  */
-export async function startAgent(env: LbEnv, opts: { inTestNetns?: boolean } = {}): Promise<ChildProcess> {
+export async function startAgent(env: LbEnv, opts: { inTestNetns?: boolean; readyTimeoutMs?: number } = {}): Promise<ChildProcess> {
   env.agentInTestNetns = opts.inTestNetns ?? env.agentInTestNetns;
   const netnsPath = env.agentInTestNetns ? `/proc/${process.pid}/ns/net` : undefined;
   const agent = env.node.spawn([SLUICE, 'agent', '--config', env.configPath], { inCgroup: false, netnsPath });
@@ -120,7 +120,7 @@ export async function startAgent(env: LbEnv, opts: { inTestNetns?: boolean } = {
       if (out.exited) throw new Error(`agent exited (${out.exitCode ?? out.signal}): ${out.stderr.slice(-2000)}`);
       return (await sluice(env, ['status'], true)).code === 0;
     },
-    20000,
+    opts.readyTimeoutMs ?? 20000,
     50,
   );
   return agent;

@@ -69,3 +69,16 @@ describe('map layouts', () => {
     expect(svcKeyCodec.decode(buf, 0)).toEqual({ vip: '10.0.0.1', port: 8080, proto: 17, slot: 3 });
   });
 });
+
+describe('encodeAddr', () => {
+  it('encodes IPv4 as net.isIP accepts it, and refuses what it refuses', () => {
+    const buf = Buffer.alloc(16);
+    for (const ip of ['0.0.0.0', '10.96.0.10', '255.255.255.255', '1.2.3.4']) {
+      encodeAddr(ip, buf, 0);
+      expect(decodeAddr(buf, 0)).toBe(ip);
+    }
+    for (const bad of ['10.96.0', '10.96.0.1.2', '10.096.0.1', '256.1.1.1', '10..0.1', '10.0.0.1 ', '', '1.2.3.04']) {
+      expect(() => encodeAddr(bad, buf, 0), bad).toThrow(TypeError);
+    }
+  });
+});

@@ -111,3 +111,39 @@ describe('departures', () => {
     expect(sync.takeDepartures()).toEqual([{ frontend: '10.96.0.10:80/TCP', svcId: master.id, backendId, backend: '10.0.0.1|8080|6' }]);
   });
 });
+
+describe('backends in the map', () => {
+  const two = (name: string, vip: string): Service =>
+    parseObject({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop' }, spec: { clusterIP: vip, ports: [{ name: 'http', port: 80 }] } }) as Service;
+  const sliceOf = (svcName: string, ips: string[]): EndpointSlice =>
+    parseObject({
+      apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+      metadata: { name: `${svcName}-1`, namespace: 'shop', labels: { 'kubernetes.io/service-name': svcName } },
+      addressType: 'IPv4', endpoints: ips.map((ip) => ({ addresses: [ip] })), ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    }) as EndpointSlice;
+
+  test('a backend two services share stays until the last one drops it, then leaves the map', () => {
+    const maps = memMaps();
+    const sync = new LbSync(maps);
+    const ips = () => maps.backend.entries().map(([, b]) => b.ip).sort();
+    const apply = (a: string[], b: string[]) =>
+      sync.apply(computeFrontends([two('a', '10.96.0.1'), two('b', '10.96.0.2')], [sliceOf('a', a), sliceOf('b', b)], { warn: () => undefined }));
+    apply(['10.0.0.1', '10.0.0.2'], ['10.0.0.2']);
+    expect(ips()).toEqual(['10.0.0.1', '10.0.0.2']);
+    expect(apply(['10.0.0.1'], ['10.0.0.2']).backends).toBe(2); // 10.0.0.2 still used by b
+    expect(ips()).toEqual(['10.0.0.1', '10.0.0.2']);
+    expect(apply(['10.0.0.1'], []).backends).toBe(1);
+    expect(ips()).toEqual(['10.0.0.1']);
+  });
+
+  test('a restart reads the maps back: an unchanged sync writes nothing, a backend no service uses is removed', () => {
+    const maps = memMaps();
+    const frontends = computeFrontends([two('a', '10.96.0.1')], [sliceOf('a', ['10.0.0.1'])], { warn: () => undefined });
+    new LbSync(maps).apply(frontends);
+    maps.backend.set(999, { ip: '10.0.0.99', port: 8080, proto: 6 }); // left by a crash mid-update
+    const again = new LbSync(maps);
+    expect(again.restore()).toEqual({ services: 1, backends: 2 });
+    expect(again.apply(frontends)).toMatchObject({ added: 0, updated: 0, unchanged: 1, backends: 1 });
+    expect(maps.backend.get(999)).toBeUndefined();
+  });
+});
