@@ -78,9 +78,11 @@ test: deps all
 test-unit: deps all
 	$(VITEST) run --config test/vitest.config.mts test/unit
 
+# BENCH_SCALE=1 adds 50,000 and 100,000 Services to the scale benchmark (10,000 alone by default).
 bench: deps all
 	node_modules/.bin/tsx test/bench/run.ts $(BENCH_ARGS)
 	node_modules/.bin/tsx test/bench/api.ts $(BENCH_ARGS)
+	node_modules/.bin/tsx test/bench/scale.ts $(BENCH_ARGS)
 
 demo: deps all
 	node_modules/.bin/tsx test/demo/run.ts

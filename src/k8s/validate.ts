@@ -449,12 +449,14 @@ function parsePod(c: Checker, raw: Json, metadata: NamespacedObjectMeta): Pod {
  * Validates one decoded document (already expanded from lists, see
  * expandList) and returns its typed projection. Throws UnsupportedKindError for
  * well-formed objects of other kinds, TypeError/RangeError for malformed ones.
+ * `listed`: the apiVersion and kind of an item of a typed list, for items without them.
  */
-export function parseObject(raw: unknown): K8sObject {
+export function parseObject(raw: unknown, listed?: { apiVersion: string; kind: K8sKind }): K8sObject {
   if (!isRecord(raw)) throw new TypeError(`Cannot parse document: must be an object, got ${describe(raw)}`);
   const c = new Checker('document');
-  const apiVersion = c.nonEmptyString(raw.apiVersion, 'apiVersion');
-  const kindName = c.nonEmptyString(raw.kind, 'kind');
+  // items of a typed list (the API server's LIST and watch) carry no kind: the caller names it
+  const apiVersion = c.nonEmptyString(raw.apiVersion ?? listed?.apiVersion, 'apiVersion');
+  const kindName = c.nonEmptyString(raw.kind ?? listed?.kind, 'kind');
   if (!Object.hasOwn(SUPPORTED_KINDS, kindName) || SUPPORTED_KINDS[kindName as K8sKind] !== apiVersion) {
     throw new UnsupportedKindError(apiVersion, kindName);
   }

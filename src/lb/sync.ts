@@ -6,7 +6,7 @@
  * then the service entry (its count), then surplus slots, removed services and unused backends.
  */
 import { BpfError } from '../bpf';
-import { protoName, protoNumber, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_NO_LOCAL, SVC_F_NODEPORT, type Backend, type SvcKey, type SvcVal } from '../bpf/layout';
+import { IPPROTO_TCP, IPPROTO_UDP, protoName, protoNumber, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_NO_LOCAL, SVC_F_NODEPORT, type Backend, type SvcKey, type SvcVal } from '../bpf/layout';
 import type { LbMaps } from './maps';
 import type { LbFrontend } from './model';
 
@@ -69,15 +69,52 @@ export function frontendId(ip: string, port: number, proto: string): string {
   return `${ip.includes(':') ? `[${ip}]` : ip}:${port}/${proto}`;
 }
 
-function backendKey(b: Backend): string {
+/**
+ * A backend's identity as a Map key. An IPv4 backend of TCP or UDP is one number (address, port
+ * and protocol packed below 2^49): a full sync looks up 500,000 of them, and building and hashing
+ * a string for each was a good part of its time. Anything else is `ip|port|proto`.
+ */
+type BackendKey = number | string;
+
+function backendKey(b: Backend): BackendKey {
+  if (b.proto === IPPROTO_TCP || b.proto === IPPROTO_UDP) {
+    const v4 = ipv4Number(b.ip);
+    if (v4 >= 0) return (v4 * 65536 + b.port) * 2 + (b.proto === IPPROTO_UDP ? 1 : 0);
+  }
   return `${b.ip}|${b.port}|${b.proto}`;
+}
+
+/** `ip|port|proto` of a backend key, as departures name their backend. */
+function describeBackendKey(k: BackendKey): string {
+  if (typeof k === 'string') return k;
+  const proto = k % 2 ? IPPROTO_UDP : IPPROTO_TCP;
+  const port = Math.floor(k / 2) % 65536;
+  const ip = Math.floor(k / 131072);
+  return `${ip >>> 24}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}|${port}|${proto}`;
+}
+
+/** A canonical dotted-quad IPv4 address as a number; -1 for anything else (IPv6). */
+function ipv4Number(ip: string): number {
+  let n = 0;
+  let octet = 0;
+  let dots = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      n = n * 256 + octet;
+      octet = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) octet = octet * 10 + (c - 48);
+    else return -1;
+  }
+  return dots === 3 ? n * 256 + octet : -1;
 }
 
 export class LbSync {
   private readonly services = new Map<string, Programmed>();
-  private readonly backendIds = new Map<string, number>();
+  private readonly backendIds = new Map<BackendKey, number>();
   /** backend id -> its key (ip|port|proto): ids in use, and what to forget when one goes */
-  private readonly backends = new Map<number, string>();
+  private readonly backends = new Map<number, BackendKey>();
   /** backend id -> how many programmed services use it (absent: none) */
   private readonly refs = new Map<number, number>();
   /** backend ids that may have lost their last user: removed from the map at the end of an apply */
@@ -276,7 +313,7 @@ export class LbSync {
         if (gone.length && cur.flags & SVC_F_AFFINITY) affinityDropped.set(cur.id, new Set(gone));
         if (gone.length) {
           const serving = new Set(f.stillServing.map((b) => backendKey({ ip: b.ip, port: b.port, proto: next.proto })));
-          this.departed(f.id, cur.id, gone.filter((id) => !serving.has(this.backends.get(id) ?? '')));
+          this.departed(f.id, cur.id, gone.filter((id) => !serving.has(this.backends.get(id) ?? -1)));
         }
       } else report.added++;
       this.services.set(f.id, next);
@@ -318,8 +355,8 @@ export class LbSync {
   /** Records backends that left a frontend (before an unreferenced backend is forgotten). */
   private departed(frontend: string, svcId: number, backendIds: readonly number[]): void {
     for (const backendId of backendIds) {
-      const backend = this.backends.get(backendId);
-      if (backend !== undefined) this.departures.push({ frontend, svcId, backendId, backend });
+      const key = this.backends.get(backendId);
+      if (key !== undefined) this.departures.push({ frontend, svcId, backendId, backend: describeBackendKey(key) });
     }
   }
 
@@ -338,7 +375,7 @@ export class LbSync {
   /** Writes the backends the wanted services need and the map lacks; first fit when it is full. */
   private addBackends(wanted: Map<string, LbFrontend>, failed: Map<string, string>): void {
     const entries: Array<[number, Backend]> = [];
-    const keys: string[] = [];
+    const keys: BackendKey[] = [];
     for (const f of wanted.values()) {
       const proto = protoNumber(f.proto);
       for (const b of f.backends) {
@@ -362,7 +399,7 @@ export class LbSync {
     }
     if (!reasons?.some((r) => r !== undefined)) return;
     // the frontends that needed a backend that could not be written fail (rare: found afterwards)
-    const why = new Map<string, string>();
+    const why = new Map<BackendKey, string>();
     entries.forEach(([id], i) => {
       const reason = reasons[i];
       if (reason === undefined) return;

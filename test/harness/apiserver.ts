@@ -1320,12 +1320,14 @@ export class FakeApiServer {
     return { ...rest, apiVersion: apiVersionOf(d), kind: d.kind, metadata };
   }
 
-  /** A list item as served: without kind and apiVersion, like the real server. */
+  /**
+   * A list item as served: without kind and apiVersion, like the real server. A shallow copy is
+   * enough: the response is serialized at once and nothing changes it (a page of 500 deep-cloned
+   * objects was most of what serving a 100,000-object LIST cost).
+   */
   private item(d: ResourceDef, stored: Obj): Obj {
-    const o = this.served(d, stored);
-    delete o.kind;
-    delete o.apiVersion;
-    return o;
+    const { kind: _kind, apiVersion: _apiVersion, ...rest } = d.fromStored(stored);
+    return rest;
   }
 
   private mustGet(d: ResourceDef, namespace: string | undefined, name: string): Obj {
