@@ -52,7 +52,14 @@ export interface AgentStatus {
   pid: number;
   startedAt: string;
   config: { bpfPinDir: string; cgroupRoot: string; lbSockHostnsOnly: boolean; k8sObjectsDir: string };
-  datapath?: { links: Record<string, string>; services: number; backends: number; counters: Record<string, number> };
+  datapath?: {
+    links: Record<string, string>;
+    services: number;
+    backends: number;
+    counters: Record<string, number>;
+    /** 'available', or why sockets on removed backends are not destroyed (an older kernel) */
+    sockDestroy: string;
+  };
   lastSync?: { at: string; ms: number; report: SyncReport };
   source?: unknown;
   cni?: { installed: boolean; file?: string; reason?: string };
@@ -413,6 +420,7 @@ export class Agent {
         services: this.sync?.serviceCount ?? 0,
         backends: this.lastSync?.report.backends ?? 0,
         counters: this.maps.readCounters(),
+        sockDestroy: this.destroyer?.unavailable || 'available',
       },
       lastSync: this.lastSync,
       memory: { rssMiB: Math.round(process.memoryUsage().rss / 1048576), heapUsedMiB: Math.round(process.memoryUsage().heapUsed / 1048576) },
