@@ -394,7 +394,14 @@ export class Agent {
   private destroySockets(): void {
     const departures = this.sync?.takeDepartures() ?? [];
     if (!departures.length || !this.destroyer) return;
-    const r = this.destroyer.destroy(departures, [undefined, ...this.endpoints.list().map((e) => e.netnsPath)]);
+    let r;
+    try {
+      r = this.destroyer.destroy(departures, [undefined, ...this.endpoints.list().map((e) => e.netnsPath)]);
+    } catch (e) {
+      // the maps are written already: a failed destroy leaves sockets as they were, nothing more
+      log.error('sockets on departed backends not destroyed', { departures: departures.length, err: e });
+      return;
+    }
     if (!r) return;
     const fields = { ...r, ms: Math.round(r.ms * 10) / 10 };
     if (r.tcp || r.udp || r.failed.length) log.info('sockets on departed backends destroyed', fields);
