@@ -32,6 +32,11 @@ struct sl_svc_key {
  * (refused and counted as SL_CNT_NO_LOCAL_BACKEND, not SL_CNT_NO_BACKEND)
  */
 #define SL_SVC_F_NO_LOCAL (1 << 2)
+/* a nodePort: the key's vip is the unspecified address of its family (::ffff:0.0.0.0 or ::), and
+ * it serves connects to any of the node's addresses (sl_node_ips) on that port, and to loopback
+ * from the node's own network namespace
+ */
+#define SL_SVC_F_NODEPORT (1 << 3)
 
 struct sl_svc_val {
 	__u32 id;	  /* slot 0: service id (affinity key); slot > 0: backend id */
@@ -64,7 +69,9 @@ struct sl_affinity_val {
 
 /* Reverse translation, kept in socket-local storage so it is freed with the socket (no leaked
  * entries, unlike a global map keyed by socket cookie). A UDP socket may talk to several
- * services; the slots are reused round-robin.
+ * services; the slots are reused round-robin. The ids say which service frontend chose which
+ * backend, so that sockets left on a backend that leaves the service can be found (0: not a
+ * service translation, e.g. DNS sent to the mesh proxy).
  */
 #define SL_SOCK_REV_SLOTS 8
 
@@ -73,6 +80,8 @@ struct sl_sock_rev_entry {
 	struct sl_addr vip;
 	__u16 backend_port;
 	__u16 vip_port;
+	__u32 svc_id;	  /* slot 0 id of the frontend that chose the backend */
+	__u32 backend_id; /* sl_lb_backend id of the backend */
 };
 
 struct sl_sock_rev {
@@ -80,6 +89,27 @@ struct sl_sock_rev {
 	__u32 used;
 	struct sl_sock_rev_entry e[SL_SOCK_REV_SLOTS];
 };
+
+/* A backend that left a service frontend, keying sl_lb_sock_dead while the agent destroys the
+ * sockets that frontend translated to it (bpf/sock_destroy.c).
+ */
+struct sl_dead_key {
+	__u32 svc_id;
+	__u32 backend_id;
+};
+
+/* What the socket-destroy iterators write for each socket they destroyed (one record each): the
+ * agent counts them and logs the peers.
+ */
+struct sl_destroyed {
+	struct sl_addr peer;
+	__u16 peer_port;
+	__u8 proto;
+	__u8 pad;
+	__u32 svc_id;
+};
+/* only ever a local variable, so absent from the objects' BTF: its size is checked here instead */
+_Static_assert(sizeof(struct sl_destroyed) == 24, "struct sl_destroyed is mirrored by destroyedCodec");
 
 /* ---- Mesh capture ---- */
 
@@ -213,7 +243,9 @@ enum sl_counter {
 	SL_CNT_AFFINITY_HIT = 5,   /* backend taken from a live ClientIP affinity entry */
 	SL_CNT_NO_STORAGE = 6,	   /* no socket storage: translated without reverse entry */
 	SL_CNT_NO_LOCAL_BACKEND = 7, /* internalTrafficPolicy Local, no endpoint on this node: refused */
-	SL_CNT_MAX = 8,
+	SL_CNT_POD_OPT_OUT = 8,	     /* VIP hit by a pod annotated socket-lb.sluice.io/disabled: untouched */
+	SL_CNT_SOCK_DESTROYED = 9,   /* socket destroyed: its backend left the service it was chosen by */
+	SL_CNT_MAX = 10,
 };
 
 #endif /* SLUICE_SHARED_H */

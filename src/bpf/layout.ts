@@ -13,6 +13,8 @@ export const SVC_F_AFFINITY = 1 << 0;
 export const SVC_F_EXTERNAL = 1 << 1;
 /** count 0 because internalTrafficPolicy Local has no endpoint on this node (others have) */
 export const SVC_F_NO_LOCAL = 1 << 2;
+/** a nodePort: keyed by the unspecified address of its family, serves every node address */
+export const SVC_F_NODEPORT = 1 << 3;
 
 /** Datapath counters, in the order of enum sl_counter. Never renumber; retire by renaming. */
 export const COUNTERS = [
@@ -24,11 +26,45 @@ export const COUNTERS = [
   'affinity_hit',
   'no_storage',
   'no_local_backend',
+  'pod_opt_out',
+  'sock_destroyed',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 
+/**
+ * Writes a dotted-quad IPv4 address (no leading zeros, as net.isIP wants it) IPv4-mapped at
+ * offset; false, with nothing written, for anything else. A full sync encodes a million
+ * addresses: this is the common case, without the generic parse.
+ */
+function encodeV4Fast(ip: string, into: Buffer, offset: number): boolean {
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  const out = offset + 12;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || dots === 3) return false;
+      into[out + dots++] = octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && octet === 0) return false; // a leading zero
+      octet = octet * 10 + (c - 48);
+      if (++digits > 3 || octet > 255) return false;
+    } else return false;
+  }
+  if (digits === 0 || dots !== 3) return false;
+  into[out + 3] = octet;
+  into.fill(0, offset, offset + 10);
+  into[offset + 10] = 0xff;
+  into[offset + 11] = 0xff;
+  return true;
+}
+
 /** Encodes an IPv4 or IPv6 address as the 16 bytes of struct sl_addr (IPv4 mapped). */
 export function encodeAddr(ip: string, into: Buffer, offset: number): void {
+  if (encodeV4Fast(ip, into, offset)) return;
   const fam = net.isIP(ip);
   into.fill(0, offset, offset + 16);
   if (fam === 4) {
@@ -196,6 +232,50 @@ export const affinityValCodec: Codec<AffinityVal> = {
   },
   decode(b, o) {
     return { lastNs: b.readBigUInt64LE(o), backendId: b.readUInt32LE(o + 8) };
+  },
+};
+
+/** struct sl_sock_rev_entry: backend[16] vip[16] backend_port:u16 vip_port:u16 svc_id:u32 backend_id:u32 (44 bytes); user space never reads it, the size is checked against the BTF. */
+export const SOCK_REV_ENTRY_SIZE = 44;
+
+export interface DeadKey {
+  svcId: number;
+  backendId: number;
+}
+
+/** struct sl_dead_key: svc_id:u32 backend_id:u32 (8 bytes). */
+export const deadKeyCodec: Codec<DeadKey> = {
+  size: 8,
+  encode(k, b, o) {
+    b.writeUInt32LE(k.svcId, o);
+    b.writeUInt32LE(k.backendId, o + 4);
+  },
+  decode(b, o) {
+    return { svcId: b.readUInt32LE(o), backendId: b.readUInt32LE(o + 4) };
+  },
+};
+
+export interface Destroyed {
+  /** the backend the socket was connected to */
+  peer: string;
+  peerPort: number;
+  proto: number;
+  /** the frontend that had chosen it */
+  svcId: number;
+}
+
+/** struct sl_destroyed: peer[16] peer_port:u16 proto:u8 pad:u8 svc_id:u32 (24 bytes), what the socket-destroy iterators write per socket. */
+export const destroyedCodec: Codec<Destroyed> = {
+  size: 24,
+  encode(v, b, o) {
+    encodeAddr(v.peer, b, o);
+    b.writeUInt16LE(v.peerPort, o + 16);
+    b.writeUInt8(v.proto, o + 18);
+    b.writeUInt8(0, o + 19);
+    b.writeUInt32LE(v.svcId, o + 20);
+  },
+  decode(b, o) {
+    return { peer: decodeAddr(b, o), peerPort: b.readUInt16LE(o + 16), proto: b.readUInt8(o + 18), svcId: b.readUInt32LE(o + 20) };
   },
 };
 

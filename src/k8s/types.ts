@@ -94,6 +94,8 @@ export interface ServicePort {
   port: number;
   /** A port number or the name of a container port. */
   targetPort?: number | string;
+  /** The port on every node address (NodePort and LoadBalancer Services; absent when none is allocated). */
+  nodePort?: number;
 }
 
 export interface ClientIPConfig {
