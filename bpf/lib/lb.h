@@ -43,14 +43,13 @@ static __always_inline void lb_addr_to_v6(struct bpf_sock_addr *ctx, const struc
 	ctx->user_ip6[3] = w[3];
 }
 
-/* Remembers backend -> VIP for this socket so getpeername/recvmsg can show the VIP, and which
- * frontend (svc_id) chose which backend (backend_id), so that the socket can be destroyed when that
- * backend leaves the frontend (bpf/sock_destroy.c). Ids are 0 for a redirection that no service
- * chose.
+/* Remembers backend -> VIP for this socket so getpeername/recvmsg can show the VIP. The same
+ * record tells bpf/sock_destroy.c which frontend (vip, vip_port as the socket dialed them) chose
+ * the backend the socket is connected to. Its layout is that of every release since v0.1.0:
+ * socket storage cannot be migrated, so keeping it keeps live sockets' reverse translation.
  */
-static __always_inline void lb_rev_record(struct bpf_sock_addr *ctx, const struct sl_backend *be,
-					  const struct sl_addr *vip, __u16 vip_port, __u32 svc_id,
-					  __u32 backend_id)
+static __always_inline void lb_rev_remember(struct bpf_sock_addr *ctx, const struct sl_backend *be,
+					    const struct sl_addr *vip, __u16 vip_port)
 {
 	struct bpf_sock *sk = ctx->sk;
 	struct sl_sock_rev *rev;
@@ -69,8 +68,6 @@ static __always_inline void lb_rev_record(struct bpf_sock_addr *ctx, const struc
 		if (rev->e[i].backend_port == be->port && addr_eq(&rev->e[i].backend, &be->ip)) {
 			rev->e[i].vip = *vip;
 			rev->e[i].vip_port = vip_port;
-			rev->e[i].svc_id = svc_id;
-			rev->e[i].backend_id = backend_id;
 			return;
 		}
 	}
@@ -79,18 +76,9 @@ static __always_inline void lb_rev_record(struct bpf_sock_addr *ctx, const struc
 	rev->e[idx].backend_port = be->port;
 	rev->e[idx].vip = *vip;
 	rev->e[idx].vip_port = vip_port;
-	rev->e[idx].svc_id = svc_id;
-	rev->e[idx].backend_id = backend_id;
 	rev->next = idx + 1;
 	if (rev->used < SL_SOCK_REV_SLOTS)
 		rev->used++;
-}
-
-/* Backend -> VIP for a redirection no service chose (the mesh proxy's DNS port). */
-static __always_inline void lb_rev_remember(struct bpf_sock_addr *ctx, const struct sl_backend *be,
-					    const struct sl_addr *vip, __u16 vip_port)
-{
-	lb_rev_record(ctx, be, vip, vip_port, 0, 0);
 }
 
 /* Looks up the VIP behind a backend address this socket was translated to; rewrites in place. */
@@ -250,7 +238,7 @@ static __always_inline int lb_translate(struct bpf_sock_addr *ctx, struct sl_add
 
 		bpf_map_update_elem(&sl_lb_affinity, &ak, &av, BPF_ANY);
 	}
-	lb_rev_record(ctx, be, dst, *dport, svc->id, backend_id);
+	lb_rev_remember(ctx, be, dst, *dport);
 	*dst = be->ip;
 	*dport = be->port;
 	lb_count(SL_CNT_TRANSLATED);

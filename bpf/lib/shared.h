@@ -69,9 +69,9 @@ struct sl_affinity_val {
 
 /* Reverse translation, kept in socket-local storage so it is freed with the socket (no leaked
  * entries, unlike a global map keyed by socket cookie). A UDP socket may talk to several
- * services; the slots are reused round-robin. The ids say which service frontend chose which
- * backend, so that sockets left on a backend that leaves the service can be found (0: not a
- * service translation, e.g. DNS sent to the mesh proxy).
+ * services; the slots are reused round-robin. The same pairs tell the socket-destroy iterators
+ * which frontend chose the backend a socket is connected to. Unchanged since v0.1.0, and to be kept
+ * so: socket storage cannot be migrated, and a new layout would cost every live socket its entry.
  */
 #define SL_SOCK_REV_SLOTS 8
 
@@ -80,8 +80,6 @@ struct sl_sock_rev_entry {
 	struct sl_addr vip;
 	__u16 backend_port;
 	__u16 vip_port;
-	__u32 svc_id;	  /* slot 0 id of the frontend that chose the backend */
-	__u32 backend_id; /* sl_lb_backend id of the backend */
 };
 
 struct sl_sock_rev {
@@ -91,25 +89,31 @@ struct sl_sock_rev {
 };
 
 /* A backend that left a service frontend, keying sl_lb_sock_dead while the agent destroys the
- * sockets that frontend translated to it (bpf/sock_destroy.c).
+ * sockets that frontend translated to it (bpf/sock_destroy.c). Addresses as in sl_sock_rev_entry:
+ * vip/vip_port is the frontend's key (a nodePort's is the unspecified address of its family).
  */
 struct sl_dead_key {
-	__u32 svc_id;
-	__u32 backend_id;
+	struct sl_addr vip;
+	struct sl_addr backend;
+	__u16 vip_port;
+	__u16 backend_port;
+	__u8 proto;
+	__u8 pad[3];
 };
 
 /* What the socket-destroy iterators write for each socket they destroyed (one record each): the
  * agent counts them and logs the peers.
  */
 struct sl_destroyed {
-	struct sl_addr peer;
+	struct sl_addr peer; /* the backend the socket was connected to */
+	struct sl_addr vip;  /* the address it had dialed */
 	__u16 peer_port;
+	__u16 vip_port;
 	__u8 proto;
-	__u8 pad;
-	__u32 svc_id;
+	__u8 pad[3];
 };
 /* only ever a local variable, so absent from the objects' BTF: its size is checked here instead */
-_Static_assert(sizeof(struct sl_destroyed) == 24, "struct sl_destroyed is mirrored by destroyedCodec");
+_Static_assert(sizeof(struct sl_destroyed) == 40, "struct sl_destroyed is mirrored by destroyedCodec");
 
 /* ---- Mesh capture ---- */
 

@@ -13,6 +13,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "addr.h"
+#include "capture_maps.h" /* sl_node_ips: the addresses a nodePort is reached on */
 #include "lb_maps.h"
 
 #define SL_AF_INET 2
@@ -78,6 +79,21 @@ static __always_inline int destroy_peer(const struct sock_common *skc, struct sl
 	return 0;
 }
 
+/* Whether the frontend the socket dialed (vip, as its reverse record holds it) has let the backend
+ * go: an entry in sl_lb_sock_dead for {frontend, backend}. A nodePort is keyed by the unspecified
+ * address of its family while sockets dial one of the node's addresses or loopback: those are
+ * looked up under the nodePort's key too.
+ */
+static __always_inline int destroy_pair_dead(struct sl_dead_key *dead)
+{
+	if (bpf_map_lookup_elem(&sl_lb_sock_dead, dead))
+		return 1;
+	if (!bpf_map_lookup_elem(&sl_node_ips, &dead->vip) && !addr_is_loopback(&dead->vip))
+		return 0;
+	addr_from_words(&dead->vip, 0, 0, addr_is_mapped_v4(&dead->vip) ? bpf_htonl(0x0000ffff) : 0, 0);
+	return bpf_map_lookup_elem(&sl_lb_sock_dead, dead) != NULL;
+}
+
 /* Destroys the socket when it is still connected to a backend that a frontend chose for it and
  * that has since left that frontend (an entry in sl_lb_sock_dead). A socket connected to the same
  * backend directly, or through a frontend it has not left, is kept; so is every unconnected UDP
@@ -105,17 +121,22 @@ static __always_inline int destroy_if_left(struct bpf_iter_meta *meta, struct so
 			break;
 		if (rev->e[i].backend_port != port || !addr_eq(&rev->e[i].backend, &peer))
 			continue;
-		dead.svc_id = rev->e[i].svc_id;
-		dead.backend_id = rev->e[i].backend_id;
-		if (dead.svc_id == 0 || !bpf_map_lookup_elem(&sl_lb_sock_dead, &dead))
-			continue;
+		/* one record per backend (lb_rev_remember): this is the frontend that chose it last */
+		dead.vip = rev->e[i].vip;
+		dead.vip_port = rev->e[i].vip_port;
+		dead.backend = peer;
+		dead.backend_port = port;
+		dead.proto = proto;
+		rec.vip = rev->e[i].vip;
+		rec.vip_port = rev->e[i].vip_port;
+		if (!destroy_pair_dead(&dead))
+			return 0;
 		if (bpf_sock_destroy(skc))
 			return 0;
 		destroy_count();
 		rec.peer = peer;
 		rec.peer_port = port;
 		rec.proto = proto;
-		rec.svc_id = dead.svc_id;
 		bpf_seq_write(meta->seq, &rec, sizeof(rec));
 		return 1;
 	}

@@ -235,23 +235,35 @@ export const affinityValCodec: Codec<AffinityVal> = {
   },
 };
 
-/** struct sl_sock_rev_entry: backend[16] vip[16] backend_port:u16 vip_port:u16 svc_id:u32 backend_id:u32 (44 bytes); user space never reads it, the size is checked against the BTF. */
-export const SOCK_REV_ENTRY_SIZE = 44;
+/**
+ * struct sl_sock_rev_entry: backend[16] vip[16] backend_port:u16 vip_port:u16 (36 bytes), as in
+ * v0.1.0; user space never reads it (socket storage), the size is checked against the BTF so that
+ * a change, which would cost every live socket its reverse translation at an upgrade, is seen.
+ */
+export const SOCK_REV_ENTRY_SIZE = 36;
 
 export interface DeadKey {
-  svcId: number;
-  backendId: number;
+  /** the frontend's address as its sl_lb_svc key holds it (a nodePort: the unspecified address) */
+  vip: string;
+  vipPort: number;
+  backend: string;
+  backendPort: number;
+  proto: number;
 }
 
-/** struct sl_dead_key: svc_id:u32 backend_id:u32 (8 bytes). */
+/** struct sl_dead_key: vip[16] backend[16] vip_port:u16 backend_port:u16 proto:u8 pad[3] (40 bytes). */
 export const deadKeyCodec: Codec<DeadKey> = {
-  size: 8,
+  size: 40,
   encode(k, b, o) {
-    b.writeUInt32LE(k.svcId, o);
-    b.writeUInt32LE(k.backendId, o + 4);
+    encodeAddr(k.vip, b, o);
+    encodeAddr(k.backend, b, o + 16);
+    b.writeUInt16LE(k.vipPort, o + 32);
+    b.writeUInt16LE(k.backendPort, o + 34);
+    b.writeUInt8(k.proto, o + 36);
+    b.fill(0, o + 37, o + 40);
   },
   decode(b, o) {
-    return { svcId: b.readUInt32LE(o), backendId: b.readUInt32LE(o + 4) };
+    return { vip: decodeAddr(b, o), backend: decodeAddr(b, o + 16), vipPort: b.readUInt16LE(o + 32), backendPort: b.readUInt16LE(o + 34), proto: b.readUInt8(o + 36) };
   },
 };
 
@@ -259,23 +271,25 @@ export interface Destroyed {
   /** the backend the socket was connected to */
   peer: string;
   peerPort: number;
+  /** the address and port the socket had dialed (a VIP, or a node address for a nodePort) */
+  vip: string;
+  vipPort: number;
   proto: number;
-  /** the frontend that had chosen it */
-  svcId: number;
 }
 
-/** struct sl_destroyed: peer[16] peer_port:u16 proto:u8 pad:u8 svc_id:u32 (24 bytes), what the socket-destroy iterators write per socket. */
+/** struct sl_destroyed: peer[16] vip[16] peer_port:u16 vip_port:u16 proto:u8 pad[3] (40 bytes), what the socket-destroy iterators write per socket. */
 export const destroyedCodec: Codec<Destroyed> = {
-  size: 24,
+  size: 40,
   encode(v, b, o) {
     encodeAddr(v.peer, b, o);
-    b.writeUInt16LE(v.peerPort, o + 16);
-    b.writeUInt8(v.proto, o + 18);
-    b.writeUInt8(0, o + 19);
-    b.writeUInt32LE(v.svcId, o + 20);
+    encodeAddr(v.vip, b, o + 16);
+    b.writeUInt16LE(v.peerPort, o + 32);
+    b.writeUInt16LE(v.vipPort, o + 34);
+    b.writeUInt8(v.proto, o + 36);
+    b.fill(0, o + 37, o + 40);
   },
   decode(b, o) {
-    return { peer: decodeAddr(b, o), peerPort: b.readUInt16LE(o + 16), proto: b.readUInt8(o + 18), svcId: b.readUInt32LE(o + 20) };
+    return { peer: decodeAddr(b, o), vip: decodeAddr(b, o + 16), peerPort: b.readUInt16LE(o + 32), vipPort: b.readUInt16LE(o + 34), proto: b.readUInt8(o + 36) };
   },
 };
 

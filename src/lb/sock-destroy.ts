@@ -6,11 +6,12 @@
  * gone resets or times out the connection by itself, and one that is still serving may be
  * draining gracefully.
  *
- * How: the departed {frontend, backend} pairs go into sl_lb_sock_dead, then the iterator programs
- * of bpf/sock_destroy.c walk the sockets of each namespace (an iterator sees the namespace of the
- * thread that creates it: the shim enters each pod's namespace on a thread of its own) and
- * destroy every socket still connected to such a backend through such a frontend, as its socket
- * storage (sl_lb_sock_rev) records; then the pairs are removed. The client sees ECONNABORTED and
+ * How: the departed {frontend, backend} pairs go into sl_lb_sock_dead, by address, then the
+ * iterator programs of bpf/sock_destroy.c walk the sockets of each namespace (an iterator sees the
+ * namespace of the thread that creates it: the shim enters each pod's namespace on a thread of its
+ * own) and destroy every socket still connected to such a backend through such a frontend, as its
+ * socket storage (sl_lb_sock_rev, the reverse translation) records; then the pairs are removed.
+ * Sockets translated by an earlier release are found too: that record's layout never changed. The client sees ECONNABORTED and
  * its next connect chooses among the live backends. Needs the bpf_sock_destroy kfunc (Linux 6.5);
  * without it the agent says so once and nothing is destroyed.
  */
@@ -40,7 +41,7 @@ export interface DestroyReport {
   namespaces: number;
   tcp: number;
   udp: number;
-  /** `proto peer` of the first sockets destroyed */
+  /** `proto backend via dialed-address` of the first sockets destroyed */
   peers: string[];
   /** namespaces that could not be searched, with why (a pod going away meanwhile, usually) */
   failed: Array<{ netns: string; error: string }>;
@@ -84,7 +85,7 @@ export class SocketDestroyer {
    */
   destroy(departures: readonly Departure[], namespaces: readonly NetnsPath[]): DestroyReport | undefined {
     const protos = new Set(this.protocols());
-    const relevant = departures.filter((d) => protos.has(Number(d.backend.split('|')[2])));
+    const relevant = departures.filter((d) => protos.has(d.proto));
     if (relevant.length === 0) return undefined;
     if (this.unavailable) {
       if (!this.warned) {
@@ -95,14 +96,16 @@ export class SocketDestroyer {
     }
     const t0 = process.hrtime.bigint();
     const report: DestroyReport = { departures: relevant.length, namespaces: namespaces.length, tcp: 0, udp: 0, peers: [], failed: [], ms: 0 };
-    const useTcp = relevant.some((d) => d.backend.endsWith(`|${IPPROTO_TCP}`));
-    const useUdp = relevant.some((d) => d.backend.endsWith(`|${IPPROTO_UDP}`));
+    const useTcp = relevant.some((d) => d.proto === IPPROTO_TCP);
+    const useUdp = relevant.some((d) => d.proto === IPPROTO_UDP);
     const iterators: Array<[number, SocketIterator]> = [];
     try {
       if (useUdp) iterators.push([IPPROTO_UDP, SocketIterator.open(sockDestroyProgPin(this.pinDir, 'udp'))]);
       if (useTcp) iterators.push([IPPROTO_TCP, SocketIterator.open(sockDestroyProgPin(this.pinDir, 'tcp'))]);
       for (let start = 0; start < relevant.length; start += DEAD_MAP_MAX) {
-        const keys = relevant.slice(start, start + DEAD_MAP_MAX).map((d) => ({ svcId: d.svcId, backendId: d.backendId }));
+        const keys: DeadKey[] = relevant
+          .slice(start, start + DEAD_MAP_MAX)
+          .map((d) => ({ vip: d.vip, vipPort: d.vipPort, backend: d.backend, backendPort: d.backendPort, proto: d.proto }));
         this.dead.setMany(keys.map((k) => [k, 1]));
         try {
           for (const netns of namespaces) this.searchNamespace(netns, iterators, report);
@@ -132,8 +135,8 @@ export class SocketDestroyer {
       else report.udp += n;
       for (let off = 0; off + destroyedCodec.size <= out.output.length && report.peers.length < LOGGED_RECORDS; off += destroyedCodec.size) {
         const r = destroyedCodec.decode(out.output, off);
-        const host = r.peer.includes(':') ? `[${r.peer}]` : r.peer;
-        report.peers.push(`${protoName(r.proto)} ${host}:${r.peerPort}${netns ? ` in ${netns}` : ''}`);
+        const hostPort = (ip: string, port: number) => `${ip.includes(':') ? `[${ip}]` : ip}:${port}`;
+        report.peers.push(`${protoName(r.proto)} ${hostPort(r.peer, r.peerPort)} via ${hostPort(r.vip, r.vipPort)}${netns ? ` in ${netns}` : ''}`);
       }
     }
   }

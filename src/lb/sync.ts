@@ -6,7 +6,7 @@
  * then the service entry (its count), then surplus slots, removed services and unused backends.
  */
 import { BpfError } from '../bpf';
-import { IPPROTO_TCP, IPPROTO_UDP, protoName, protoNumber, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_NO_LOCAL, SVC_F_NODEPORT, type Backend, type SvcKey, type SvcVal } from '../bpf/layout';
+import { IPPROTO_TCP, IPPROTO_UDP, protoName, protoNumber, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_NO_LOCAL, SVC_F_NODEPORT, type Backend, type DeadKey, type SvcKey, type SvcVal } from '../bpf/layout';
 import type { LbMaps } from './maps';
 import type { LbFrontend } from './model';
 
@@ -44,15 +44,13 @@ export interface SyncFailure {
  * A backend that left a frontend it was programmed in: its endpoint was deleted, or is neither
  * ready nor serving any more, or the frontend itself went away. (An endpoint that is still ready
  * or serving but no longer chosen here, by topology hints or a traffic policy, has not left.)
- * Sockets the frontend translated to it are to be destroyed (src/lb/sock-destroy.ts).
+ * Sockets the frontend translated to it are to be destroyed (src/lb/sock-destroy.ts). Named by
+ * addresses, as sockets record their translation (struct sl_sock_rev_entry): the frontend's key
+ * (vip: a nodePort's is the unspecified address) and the backend.
  */
-export interface Departure {
+export interface Departure extends DeadKey {
+  /** the frontend's id (`ip:port/PROTO`) */
   frontend: string;
-  /** the frontend's service id (what sockets recorded) */
-  svcId: number;
-  backendId: number;
-  /** `ip|port|proto` of the backend */
-  backend: string;
 }
 
 export interface SyncReport {
@@ -84,13 +82,16 @@ function backendKey(b: Backend): BackendKey {
   return `${b.ip}|${b.port}|${b.proto}`;
 }
 
-/** `ip|port|proto` of a backend key, as departures name their backend. */
-function describeBackendKey(k: BackendKey): string {
-  if (typeof k === 'string') return k;
+/** The backend a key stands for (departures name their backend by address). */
+function backendOfKey(k: BackendKey): Backend {
+  if (typeof k === 'string') {
+    const [ip, port, proto] = k.split('|');
+    return { ip, port: Number(port), proto: Number(proto) };
+  }
   const proto = k % 2 ? IPPROTO_UDP : IPPROTO_TCP;
   const port = Math.floor(k / 2) % 65536;
   const ip = Math.floor(k / 131072);
-  return `${ip >>> 24}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}|${port}|${proto}`;
+  return { ip: `${ip >>> 24}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}`, port, proto };
 }
 
 /** A canonical dotted-quad IPv4 address as a number; -1 for anything else (IPv6). */
@@ -253,7 +254,7 @@ export class LbSync {
       const p = this.services.get(fid);
       if (p === undefined || wanted.has(fid)) continue;
       this.deleteSlots(p, 0, p.slotsPresent);
-      this.departed(fid, p.id, p.backendIds);
+      this.departed(fid, p, p.backendIds);
       if (p.flags & SVC_F_AFFINITY) affinityDropped.set(p.id, new Set(p.backendIds));
       this.services.delete(fid);
       this.reference(p.backendIds, -1);
@@ -313,7 +314,7 @@ export class LbSync {
         if (gone.length && cur.flags & SVC_F_AFFINITY) affinityDropped.set(cur.id, new Set(gone));
         if (gone.length) {
           const serving = new Set(f.stillServing.map((b) => backendKey({ ip: b.ip, port: b.port, proto: next.proto })));
-          this.departed(f.id, cur.id, gone.filter((id) => !serving.has(this.backends.get(id) ?? -1)));
+          this.departed(f.id, cur, gone.filter((id) => !serving.has(this.backends.get(id) ?? -1)));
         }
       } else report.added++;
       this.services.set(f.id, next);
@@ -353,10 +354,12 @@ export class LbSync {
   }
 
   /** Records backends that left a frontend (before an unreferenced backend is forgotten). */
-  private departed(frontend: string, svcId: number, backendIds: readonly number[]): void {
+  private departed(frontend: string, p: Pick<Programmed, 'vip' | 'port' | 'proto'>, backendIds: readonly number[]): void {
     for (const backendId of backendIds) {
       const key = this.backends.get(backendId);
-      if (key !== undefined) this.departures.push({ frontend, svcId, backendId, backend: describeBackendKey(key) });
+      if (key === undefined) continue;
+      const b = backendOfKey(key);
+      this.departures.push({ frontend, vip: p.vip, vipPort: p.port, backend: b.ip, backendPort: b.port, proto: p.proto });
     }
   }
 

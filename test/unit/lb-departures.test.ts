@@ -59,8 +59,7 @@ function departed(before: { svc: Service; eps: Obj[] }, after: { svc?: Service; 
   sync.apply(computeFrontends(after.svc ? [after.svc] : [], [slice(after.eps)], opts));
   const out = sync.takeDepartures();
   expect(sync.takeDepartures()).toEqual([]); // taken once
-  for (const d of out) expect(d.svcId).toBeGreaterThan(0);
-  return out.map((d: Departure) => [d.backend.split('|')[0], d.frontend]);
+  return out.map((d: Departure) => [d.backend, d.frontend]);
 }
 
 describe('departures', () => {
@@ -100,15 +99,39 @@ describe('departures', () => {
     ]);
   });
 
-  test('departures carry the frontend\'s service id and the backend\'s id as programmed in the maps', () => {
+  test('departures name the frontend by its key in the maps and the backend by address, as sockets record them', () => {
     const maps = memMaps();
     const sync = new LbSync(maps);
-    const s = svc({});
+    const s = svc({ type: 'NodePort', ports: [{ name: 'http', port: 80, nodePort: 30080 }] });
     sync.apply(computeFrontends([s], [slice([ep('10.0.0.1'), ep('10.0.0.2')])], { warn: () => undefined }));
-    const master = maps.svc.get({ vip: '10.96.0.10', port: 80, proto: 6, slot: 0 })!;
-    const backendId = maps.backend.entries().find(([, b]) => b.ip === '10.0.0.1')![0];
+    expect(maps.svc.get({ vip: '10.96.0.10', port: 80, proto: 6, slot: 0 })).toBeDefined();
+    expect(maps.svc.get({ vip: '0.0.0.0', port: 30080, proto: 6, slot: 0 })).toBeDefined();
     sync.apply(computeFrontends([s], [slice([ep('10.0.0.2')])], { warn: () => undefined }));
-    expect(sync.takeDepartures()).toEqual([{ frontend: '10.96.0.10:80/TCP', svcId: master.id, backendId, backend: '10.0.0.1|8080|6' }]);
+    const byFrontend = (a: Departure, b: Departure) => a.frontend.localeCompare(b.frontend);
+    expect(sync.takeDepartures().sort(byFrontend)).toEqual([
+      { frontend: '0.0.0.0:30080/TCP', vip: '0.0.0.0', vipPort: 30080, backend: '10.0.0.1', backendPort: 8080, proto: 6 },
+      { frontend: '10.96.0.10:80/TCP', vip: '10.96.0.10', vipPort: 80, backend: '10.0.0.1', backendPort: 8080, proto: 6 },
+    ]);
+  });
+
+  test('an IPv6 backend of a UDP port departs with its address and protocol', () => {
+    const sync = new LbSync(memMaps());
+    const v6 = (ips: string[]) => ({
+      svc: parseObject({
+        apiVersion: 'v1', kind: 'Service', metadata: { name: 'dns', namespace: 'kube-system' },
+        spec: { clusterIP: 'fd00::a', clusterIPs: ['fd00::a'], ipFamilies: ['IPv6'], ports: [{ name: 'dns', port: 53, protocol: 'UDP' }] },
+      }) as Service,
+      slice: parseObject({
+        apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+        metadata: { name: 'dns-1', namespace: 'kube-system', labels: { 'kubernetes.io/service-name': 'dns' } },
+        addressType: 'IPv6', endpoints: ips.map((ip) => ({ addresses: [ip] })), ports: [{ name: 'dns', port: 5353, protocol: 'UDP' }],
+      }) as EndpointSlice,
+    });
+    const a = v6(['fd00::1', 'fd00::2']);
+    sync.apply(computeFrontends([a.svc], [a.slice], { warn: () => undefined }));
+    const b = v6(['fd00::2']);
+    sync.apply(computeFrontends([b.svc], [b.slice], { warn: () => undefined }));
+    expect(sync.takeDepartures()).toEqual([{ frontend: '[fd00::a]:53/UDP', vip: 'fd00::a', vipPort: 53, backend: 'fd00::1', backendPort: 5353, proto: 17 }]);
   });
 });
 
