@@ -685,18 +685,6 @@ int sl_inpod_setup(const char *netns_path, int prog_fd, const char *link_pin, co
  * (bpf_iter_create), so a pod's sockets are reached from a thread that entered the pod's netns.
  */
 
-int sl_kernel_has_kfunc(const char *name)
-{
-	struct btf *vmlinux = btf__load_vmlinux_btf();
-	int id;
-
-	if (!vmlinux)
-		return fail(errno, "load the kernel's BTF (/sys/kernel/btf/vmlinux)");
-	id = btf__find_by_name_kind(vmlinux, name, BTF_KIND_FUNC);
-	btf__free(vmlinux);
-	return id > 0 ? 1 : 0;
-}
-
 int sl_iter_link(int prog_fd)
 {
 	int fd = bpf_link_create(prog_fd, 0, BPF_TRACE_ITER, NULL);

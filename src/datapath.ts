@@ -8,9 +8,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import {
-  kernelHasKfunc, loadWithMigration, packageRoot, socketFdsUnder, type AttachResult, type BpfObject, type MapMigration, type MigrationRegistry,
-} from './bpf';
+import { loadWithMigration, packageRoot, socketFdsUnder, type AttachResult, type BpfObject, type MapMigration, type MigrationRegistry } from './bpf';
+import { probeFeature } from './bpf/introspect';
 import { encodeAddr } from './bpf/layout';
 import type { Config } from './config';
 import { DATAPATH_MIGRATIONS } from './map-migrations';
@@ -30,7 +29,6 @@ export const OBJECTS = {
  */
 export const SOCK_DESTROY_OBJECT = 'sock_destroy.o';
 export const SOCK_DESTROY_PROGS = { tcp: 'sl_destroy_tcp', udp: 'sl_destroy_udp' } as const;
-export const SOCK_DESTROY_KFUNC = 'bpf_sock_destroy';
 
 /** Every pinned map, by its name in the ELF (= its pin file name). */
 export const PINNED_MAPS = [
@@ -191,7 +189,7 @@ function configureObject(obj: BpfObject, opts: DatapathOptions): void {
  */
 function sockDestroyAvailability(dir: string): InstallResult['sockDestroy'] {
   if (!fs.existsSync(path.join(dir, SOCK_DESTROY_OBJECT))) return { available: false, reason: `no ${SOCK_DESTROY_OBJECT} in ${dir}` };
-  if (!kernelHasKfunc(SOCK_DESTROY_KFUNC)) return { available: false, reason: `the kernel has no ${SOCK_DESTROY_KFUNC} kfunc (needs Linux 6.5 or later)` };
+  if (!probeFeature('sock_destroy')) return { available: false, reason: 'the kernel has no bpf_sock_destroy kfunc (needs Linux 6.5 or later)' };
   return { available: true, reason: '' };
 }
 

@@ -2,7 +2,7 @@
 export { BpfError, errnoText, packageRoot, type InpodCfg } from './shim';
 export { BpfMap, openPinnedSet, readMapInfo, type Codec, type MapInfo } from './map';
 export {
-  attachNetns, BpfObject, inpodRouting, kernelHasKfunc, updateLinkProgram, cgroupId, netnsCookieOf, netnsCookieSelf, pinnedLinkInfo, SocketIterator,
+  attachNetns, BpfObject, inpodRouting, updateLinkProgram, cgroupId, netnsCookieOf, netnsCookieSelf, pinnedLinkInfo, SocketIterator,
   type AttachResult,
 } from './object';
 export { possibleCpus } from './cpus';

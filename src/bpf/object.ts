@@ -181,11 +181,6 @@ export function cgroupId(path: string): bigint {
   return out[0];
 }
 
-/** Whether the running kernel has a kfunc (its BTF names it), e.g. bpf_sock_destroy (Linux 6.5). */
-export function kernelHasKfunc(name: string): boolean {
-  return check(loadShim().kernelHasKfunc(name), `look up kfunc ${name} in the kernel's BTF`) === 1;
-}
-
 /**
  * A socket iterator: a BPF_TRACE_ITER link to the iterator program pinned at progPin. run() walks
  * the sockets of one network namespace (a path such as /var/run/netns/x, or undefined for this

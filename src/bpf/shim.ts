@@ -89,7 +89,6 @@ export interface Shim {
   netnsCookieSelf(out: BigUint64Array): number;
   netnsCookieOf(path: string, out: BigUint64Array): number;
   cgroupId(path: string, out: BigUint64Array): number;
-  kernelHasKfunc(name: string): number;
   iterLink(progFd: number): number;
   /** bytes the iterator produced (a number: koffi maps int64_t to number when it fits), or -errno */
   iterRun(linkFd: number, netnsPath: string | null, out: Buffer | null, outLen: number): number | bigint;
@@ -152,7 +151,6 @@ export function loadShim(): Shim {
     netnsCookieSelf: lib.func('int sl_netns_cookie_self(uint64_t *cookie)'),
     netnsCookieOf: lib.func('int sl_netns_cookie_of(const char *path, uint64_t *cookie)'),
     cgroupId: lib.func('int sl_cgroup_id(const char *path, uint64_t *id)'),
-    kernelHasKfunc: lib.func('int sl_kernel_has_kfunc(const char *name)'),
     iterLink: lib.func('int sl_iter_link(int prog_fd)'),
     iterRun: lib.func('int64_t sl_iter_run(int link_fd, const char *netns, void *out, size_t out_len)'),
     objGet: libbpf.func('int bpf_obj_get(const char *path)'),
