@@ -1,6 +1,7 @@
 /* The mesh controller: decides each registered pod's capture mode from its Pod and Namespace
  * (Istio's rules, ./mode.ts), brings the kernel in line (./enroller.ts), hands ambient pods to
- * ztunnel over ZDS (./ambient-zds.ts) and tells the cluster (k8s/write-back.ts).
+ * ztunnel over ZDS (./ambient-zds.ts) and tells the cluster (k8s/write-back.ts). socket-LB's
+ * per-pod opt-out (src/lb/pod-opt-out.ts) is decided with each pod, at the same moments.
  *
  * Driven by CNI ADD and DEL, by repair, and by changes of Pods and Namespaces only: a change of a
  * Service or an EndpointSlice never re-decides a pod, and a changed Pod re-decides only its own
