@@ -5,7 +5,9 @@
  * config; TCP ones only with bpf-lb-sock-terminate-pod-connections "true". Sockets that did not
  * reach the backend through that Service (a direct connection, an unconnected UDP socket) are
  * kept. The backends keep running throughout, so a socket that is not destroyed keeps being
- * answered by the removed one: nothing but the destroy can move a client. Both families.
+ * answered by the removed one: nothing but the destroy can move a client. Both families; the
+ * Service is a NodePort, and a socket that dialled the nodePort (a node address, loopback from the
+ * node) is found through the nodePort's frontend.
  * Needs bpf_sock_destroy (Linux 6.5); skipped, by the feature, where the kernel lacks it.
  */
 import * as fs from 'node:fs';
@@ -22,9 +24,11 @@ import {
 const HOLD_PORT = 8090;
 const VIP4 = '10.96.4.10';
 const VIP6 = 'fd00:96::4:10';
+const NP_TCP = 30480;
+const NP_UDP = 30453;
 const PORTS = [
-  { name: 'web', port: 80, targetPort: HOLD_PORT, protocol: 'TCP' as const },
-  { name: 'dns', port: 53, targetPort: UDP_PORT, protocol: 'UDP' as const },
+  { name: 'web', port: 80, targetPort: HOLD_PORT, protocol: 'TCP' as const, nodePort: NP_TCP },
+  { name: 'dns', port: 53, targetPort: UDP_PORT, protocol: 'UDP' as const, nodePort: NP_UDP },
 ];
 const SLICE_PORTS = [
   { name: 'web', port: HOLD_PORT, protocol: 'TCP' as const },
@@ -56,7 +60,7 @@ describe.skipIf(process.getuid?.() !== 0 || !kernelHasSockDestroy())('sockets le
   /** The Service with these backend pods in both families. */
   function writeService(pods: SimPod[]): void {
     writeObjects(env, 'svc.yaml', [
-      serviceYaml('svc', { clusterIP: VIP4, clusterIPs: [VIP4, VIP6], ports: PORTS }),
+      serviceYaml('svc', { clusterIP: VIP4, clusterIPs: [VIP4, VIP6], ports: PORTS, type: 'NodePort' }),
       sliceYaml('svc-v4', { service: 'svc', family: 4, endpoints: pods.map((p) => ({ ip: p.ipv4 })), ports: SLICE_PORTS }),
       sliceYaml('svc-v6', { service: 'svc', family: 6, endpoints: pods.map((p) => ({ ip: p.ipv6! })), ports: SLICE_PORTS }),
     ]);
@@ -67,6 +71,7 @@ describe.skipIf(process.getuid?.() !== 0 || !kernelHasSockDestroy())('sockets le
       const host = (ip: string) => (family === 6 ? `[${ip}]` : ip);
       await waitForBackends(env, `${host(vipOf(family))}:80/TCP`, pods.map((p) => `${host(ipOf(p, family))}:${HOLD_PORT}`));
       await waitForBackends(env, `${host(vipOf(family))}:53/UDP`, pods.map((p) => `${host(ipOf(p, family))}:${UDP_PORT}`));
+      await waitForBackends(env, `${host(family === 4 ? '0.0.0.0' : '::')}:${NP_UDP}/UDP`, pods.map((p) => `${host(ipOf(p, family))}:${UDP_PORT}`));
     }
   }
 
@@ -183,9 +188,9 @@ describe.skipIf(process.getuid?.() !== 0 || !kernelHasSockDestroy())('sockets le
    * A client on one connected socket, from `from`, reaching the Service through `family`, while
    * the Service moves from be1 to be2.
    */
-  async function moveUnder(proto: 'tcp' | 'udp', family: 4 | 6, from: SimPod | 'node'): Promise<Around> {
+  async function moveUnder(proto: 'tcp' | 'udp', family: 4 | 6, from: SimPod | 'node', to?: { addr: string; port: number }): Promise<Around> {
     await resetToFirstBackend();
-    const client = startClient({ proto, addr: vipOf(family), port: proto === 'tcp' ? 80 : 53, from });
+    const client = startClient({ proto, addr: to?.addr ?? vipOf(family), port: to?.port ?? (proto === 'tcp' ? 80 : 53), from });
     const first = await moreAttempts(client, 0, 3);
     expect(first.map((a) => [a.ok, by(a), a.conn])).toEqual(Array(3).fill([true, be1, 1]));
     const [r] = await around([client], [env.backends[1]], 8);
@@ -220,6 +225,25 @@ describe.skipIf(process.getuid?.() !== 0 || !kernelHasSockDestroy())('sockets le
     }
     const log = env.node.output(env.agent!).stderr;
     expect(log).toContain('"msg":"sockets on departed backends destroyed"');
+  });
+
+  it('a connected UDP client of the nodePort moves too: through a node address from a pod, through loopback from the node', async () => {
+    for (const family of [4, 6] as const) {
+      const cases = [
+        { from: pod, addr: family === 4 ? env.node.gateway4 : env.node.gateway6! },
+        { from: 'node' as const, addr: family === 4 ? '127.0.0.1' : '::1' },
+      ];
+      for (const c of cases) {
+        const before = await counter('sock_destroyed');
+        const r = await moveUnder('udp', family, c.from, { addr: c.addr, port: NP_UDP });
+        const what = `UDP ${c.addr}:${NP_UDP} from ${c.from === 'node' ? 'the node' : 'a pod'}`;
+        expectMovedOnce(r, what);
+        expect(await counter('sock_destroyed'), what).toBe(before + 1);
+      }
+    }
+    const host = (ip: string) => (ip.includes(':') ? `[${ip}]` : ip);
+    // the log names the backend and what the socket had dialled
+    expect(env.node.output(env.agent!).stderr).toContain(`via ${host(env.node.gateway4)}:${NP_UDP}`);
   });
 
   it('a socket connected to the backend directly, and an unconnected UDP socket sending to the VIP, are kept', async () => {
