@@ -18,6 +18,7 @@ import {
   type IPFamily,
   type K8sKind,
   type K8sObject,
+  LAST_CHANGE_TRIGGER_TIME,
   type LoadBalancerIngress,
   type Namespace,
   type Node,
@@ -248,9 +249,23 @@ function intern(s: string): string {
 /**
  * Kinds whose objects come by the hundred thousand and are read for their name, namespace and
  * labels only: their uid, annotations (often kilobytes: kubectl's last-applied-configuration) and
- * resourceVersion are not kept, and a change to those alone is no change here.
+ * resourceVersion are not kept, and a change to those alone is no change here. The annotations
+ * listed are the exception: read by the agent (an EndpointSlice's trigger time is when the change
+ * it carries happened, for the network programming latency metric).
  */
-const LEAN_META_KINDS: ReadonlySet<K8sKind> = new Set(['Service', 'EndpointSlice']);
+const LEAN_META_KINDS: ReadonlyMap<K8sKind, readonly string[]> = new Map([
+  ['Service', []],
+  ['EndpointSlice', [LAST_CHANGE_TRIGGER_TIME]],
+]);
+
+/** The annotations of `keep` that raw has (the others are not even read), or undefined. */
+function keptAnnotations(c: Checker, raw: unknown, keep: readonly string[]): Record<string, string> | undefined {
+  if (keep.length === 0 || raw === undefined || raw === null) return undefined;
+  const all = c.record(raw, 'metadata.annotations');
+  let out: Record<string, string> | undefined;
+  for (const k of keep) if (Object.hasOwn(all, k)) (out ??= {})[k] = c.string(all[k], `metadata.annotations["${k}"]`);
+  return out;
+}
 
 function parseMeta(c: Checker, kind: K8sKind, raw: unknown): ObjectMeta {
   const m = c.record(raw, 'metadata');
@@ -265,7 +280,11 @@ function parseMeta(c: Checker, kind: K8sKind, raw: unknown): ObjectMeta {
     c.rename(`${kind} "${name}"`);
   }
   const labels = c.optional(m.labels, 'metadata.labels', (v, f) => c.stringMap(v, f));
-  if (LEAN_META_KINDS.has(kind)) return { name, namespace, labels };
+  const lean = LEAN_META_KINDS.get(kind);
+  if (lean) {
+    const annotations = keptAnnotations(c, m.annotations, lean);
+    return annotations ? { name, namespace, labels, annotations } : { name, namespace, labels };
+  }
   return {
     name,
     namespace,

@@ -59,6 +59,17 @@ describe('parseObject', () => {
     expect(sameObject(svc, changed)).toBe(true);
   });
 
+  test('an EndpointSlice keeps its last-change-trigger-time annotation (the programming latency metric reads it), and only that one', () => {
+    const trigger = { 'endpoints.kubernetes.io/last-change-trigger-time': '2026-01-01T00:00:00Z' };
+    const meta = { name: 'web-1', namespace: 'shop', labels: { a: 'b' }, annotations: { ...trigger, 'kubectl.kubernetes.io/last-applied-configuration': '{}' } };
+    const slice = parseObject({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: meta, addressType: 'IPv4', endpoints: [] });
+    expect(slice.metadata).toEqual({ name: 'web-1', namespace: 'shop', labels: { a: 'b' }, annotations: trigger });
+    const svc = parseObject({ apiVersion: 'v1', kind: 'Service', metadata: meta, spec: { clusterIP: '10.96.0.1' } });
+    expect(svc.metadata.annotations).toBeUndefined();
+    expect(() => parseObject({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { ...meta, annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': 7 } }, addressType: 'IPv4', endpoints: [] }))
+      .toThrow(/metadata\.annotations\["endpoints\.kubernetes\.io\/last-change-trigger-time"\]/);
+  });
+
   test('keeps metadata uid, labels, annotations and resourceVersion', () => {
     const ns = parseObject({
       apiVersion: 'v1',
