@@ -213,6 +213,12 @@ describe.skipIf(process.getuid?.() !== 0 || !kernelHasSockDestroy())('sockets le
     expect(i, `${what}: the failure came ${i - r.during.length} attempts after the sync`).toBeLessThanOrEqual(r.during.length + 1);
   }
 
+  it('sluice status says socket destroy is available on this kernel', async () => {
+    const st = await sluice(env, ['status']);
+    expect(st.stdout.split('\n')).toContain('socket destroy: available');
+    expect(JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout).datapath.sockDestroy).toBe('available');
+  });
+
   it('a connected UDP client reaches a live backend within the sync that removes its backend, from a pod and from the node', async () => {
     for (const family of [4, 6] as const) {
       for (const from of [pod, 'node'] as const) {
