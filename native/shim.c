@@ -679,3 +679,98 @@ int sl_inpod_setup(const char *netns_path, int prog_fd, const char *link_pin, co
 		return fail(job.err, "in-pod %s: %s", add ? "setup" : "removal", job.what);
 	return 0;
 }
+
+/* ---- Socket iterators ----
+ * An iterator walks the sockets of the network namespace current on the thread that creates it
+ * (bpf_iter_create), so a pod's sockets are reached from a thread that entered the pod's netns.
+ */
+
+int sl_iter_link(int prog_fd)
+{
+	int fd = bpf_link_create(prog_fd, 0, BPF_TRACE_ITER, NULL);
+
+	return fd < 0 ? fail(fd, "create iterator link for program fd %d", prog_fd) : fd;
+}
+
+/* Bounds the read loop: each read returns at least one record or ends the iteration; this many
+ * bytes of output would be millions of sockets.
+ */
+#define SL_ITER_MAX_BYTES (1LL << 30)
+
+struct iter_job {
+	int link_fd;
+	const char *netns_path;
+	char *out;
+	size_t out_len;
+	int64_t total;
+	int err;
+	char what[64];
+};
+
+static void iter_job_fail(struct iter_job *job, int err, const char *what)
+{
+	job->err = err;
+	snprintf(job->what, sizeof(job->what), "%s", what);
+}
+
+static void *iter_thread(void *arg)
+{
+	struct iter_job *job = arg;
+	char buf[4096];
+	int ns, it;
+	ssize_t n;
+
+	if (job->netns_path && job->netns_path[0]) {
+		ns = open(job->netns_path, O_RDONLY | O_CLOEXEC);
+		if (ns < 0) {
+			iter_job_fail(job, -errno, "open");
+			return NULL;
+		}
+		if (setns(ns, CLONE_NEWNET)) {
+			iter_job_fail(job, -errno, "setns");
+			close(ns);
+			return NULL;
+		}
+		close(ns);
+	}
+	it = bpf_iter_create(job->link_fd);
+	if (it < 0) {
+		iter_job_fail(job, it, "bpf_iter_create");
+		return NULL;
+	}
+	while (job->total < SL_ITER_MAX_BYTES) {
+		n = read(it, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			iter_job_fail(job, -errno, "read");
+			break;
+		}
+		if (n == 0)
+			break;
+		if ((size_t)job->total < job->out_len) {
+			size_t room = job->out_len - (size_t)job->total;
+
+			memcpy(job->out + job->total, buf, (size_t)n < room ? (size_t)n : room);
+		}
+		job->total += n;
+	}
+	close(it);
+	return NULL;
+}
+
+int64_t sl_iter_run(int link_fd, const char *netns_path, void *out, size_t out_len)
+{
+	struct iter_job job = { .link_fd = link_fd, .netns_path = netns_path, .out = out, .out_len = out ? out_len : 0 };
+	const char *where = netns_path && netns_path[0] ? netns_path : "the agent's own netns";
+	pthread_t t;
+	int err;
+
+	err = pthread_create(&t, NULL, iter_thread, &job);
+	if (err)
+		return fail(err, "socket iterator in %s: thread", where);
+	pthread_join(t, NULL);
+	if (job.err)
+		return fail(job.err, "socket iterator in %s: %s", where, job.what);
+	return job.total;
+}

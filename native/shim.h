@@ -52,4 +52,13 @@ int sl_netns_cookie_self(uint64_t *cookie);
 int sl_netns_cookie_of(const char *netns_path, uint64_t *cookie);
 int sl_cgroup_id(const char *cgroup_path, uint64_t *id);
 
+/* Socket iterators (socket destroy; whether the kernel can, is sl_probe_feature("sock_destroy")).
+ * sl_iter_link: a BPF_TRACE_ITER link for a loaded iterator program (the caller closes it).
+ * sl_iter_run: creates an iterator from the link on a thread that entered the network namespace
+ * at netns_path (NULL or "": the caller's own) and reads it to the end; the first out_len bytes of
+ * its output land in out. Returns the number of bytes it produced.
+ */
+int sl_iter_link(int prog_fd);
+int64_t sl_iter_run(int link_fd, const char *netns_path, void *out, size_t out_len);
+
 #endif /* SLUICE_SHIM_H */

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadConfig, loadConfigDir, parseConfig, type Config } from './config';
 import { setLogLevel } from './log';
+import type { AgentStatus } from './agent/agent';
 
 const USAGE = `usage: sluice <command> [--config FILE | --config-dir DIR] [-o json]
 
@@ -79,9 +80,14 @@ async function main(argv: string[]): Promise<number> {
       const cfg = config(args);
       const { callAgent } = await import('./agent/api');
       try {
-        const st = (await callAgent(cfg.agentSocket, { op: 'status' })) as { ready: boolean; reason: string; phase: string };
+        const st = (await callAgent(cfg.agentSocket, { op: 'status' })) as Pick<AgentStatus, 'ready' | 'reason' | 'phase' | 'datapath'>;
         if (args.output === 'json') process.stdout.write(JSON.stringify(st, null, 2) + '\n');
-        else process.stdout.write(st.ready ? `ready: ${st.reason}\n` : `not ready (${st.phase}): ${st.reason}\n`);
+        else {
+          process.stdout.write(st.ready ? `ready: ${st.reason}\n` : `not ready (${st.phase}): ${st.reason}\n`);
+          // what this node's kernel lets the agent do about sockets left on removed backends
+          const destroy = st.datapath?.sockDestroy;
+          if (destroy) process.stdout.write(`socket destroy: ${destroy === 'available' ? 'available' : `unavailable: ${destroy}`}\n`);
+        }
         if (args.alive) return st.phase === 'failed' ? 1 : 0;
         return st.ready ? 0 : 1;
       } catch (e) {

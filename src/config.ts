@@ -18,6 +18,11 @@ export interface Config {
   agentSocket: string;
   /** bpf-lb-sock-hostns-only: socket-LB only for sockets in the agent's network namespace. */
   lbSockHostnsOnly: boolean;
+  /**
+   * bpf-lb-sock-terminate-pod-connections (Cilium's key): when an endpoint leaves a Service, destroy
+   * the TCP sockets socket-LB connected to it as well; connected UDP sockets are destroyed always.
+   */
+  lbSockTerminatePodConnections: boolean;
   /** bpf-lb-service-map-max: entries of sl_lb_svc (one per service port and per backend slot). */
   lbServiceMapMax: number;
   /** bpf-lb-backend-map-max */
@@ -205,8 +210,9 @@ const keys: { [name: string]: KeySpec<any> } = {
   'k8s-objects-dir': { field: 'k8sObjectsDir', parse: absPath, default: () => '/etc/sluice/objects' },
   'agent-socket': { field: 'agentSocket', parse: absPath, default: () => '/var/run/sluice/agent.sock' },
   'bpf-lb-sock-hostns-only': { field: 'lbSockHostnsOnly', parse: bool, default: () => 'false' },
-  'bpf-lb-service-map-max': { field: 'lbServiceMapMax', parse: intIn(16, 16 << 20), default: () => '262144' },
-  'bpf-lb-backend-map-max': { field: 'lbBackendMapMax', parse: intIn(16, 16 << 20), default: () => '65536' },
+  'bpf-lb-sock-terminate-pod-connections': { field: 'lbSockTerminatePodConnections', parse: bool, default: () => 'false' },
+  'bpf-lb-service-map-max': { field: 'lbServiceMapMax', parse: intIn(16, 16 << 20), default: () => '1048576' },
+  'bpf-lb-backend-map-max': { field: 'lbBackendMapMax', parse: intIn(16, 16 << 20), default: () => '524288' },
   'bpf-lb-affinity-map-max': { field: 'lbAffinityMapMax', parse: intIn(16, 16 << 20), default: () => '65536' },
   'state-dir': { field: 'stateDir', parse: absPath, default: () => '/var/run/sluice' },
   'cni-conf-dir': { field: 'cniConfDir', parse: optional(absPath), default: () => '' },

@@ -1,12 +1,15 @@
 /* The node's datapath: two eBPF objects (sock_lb.o: sock_addr hooks for socket-LB and outbound
- * capture; capture.o: sockops, getsockopt, sk_lookup) attached to the cgroup, their maps pinned
- * under the pin dir and shared between them. install() is also the restart and upgrade path:
- * pinned maps are reused with their contents (or migrated when a release changed them), and
- * pinned links get the freshly loaded programs swapped in.
+/* The node's datapath: two eBPF objects (sock_lb.o: sock_addr hooks for socket-LB and outbound
+ * capture; capture.o: sockops, getsockopt, sk_lookup) attached to the cgroup, and a third
+ * (sock_destroy.o: socket iterators) pinned for the agent to run, their maps pinned under the pin
+ * dir and shared between them. install() is also the restart and upgrade path: pinned maps are
+ * reused with their contents (or migrated when a release changed them), and pinned links get the
+ * freshly loaded programs swapped in.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadWithMigration, packageRoot, socketFdsUnder, type AttachResult, type BpfObject, type MapMigration, type MigrationRegistry } from './bpf';
+import { probeFeature } from './bpf/introspect';
 import { encodeAddr } from './bpf/layout';
 import type { Config } from './config';
 import { DATAPATH_MIGRATIONS } from './map-migrations';
@@ -20,9 +23,16 @@ export const OBJECTS = {
   'capture.o': ['sl_sockops', 'sl_getsockopt'],
 } as const;
 
+/**
+ * Socket destroy (bpf/sock_destroy.c): iterator programs, never attached to a hook; pinned under
+ * PROGS_DIR for the agent to run. Loaded only when the kernel has the kfunc they call.
+ */
+export const SOCK_DESTROY_OBJECT = 'sock_destroy.o';
+export const SOCK_DESTROY_PROGS = { tcp: 'sl_destroy_tcp', udp: 'sl_destroy_udp' } as const;
+
 /** Every pinned map, by its name in the ELF (= its pin file name). */
 export const PINNED_MAPS = [
-  'sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_lb_sock_rev', 'sl_lb_counters',
+  'sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_lb_sock_rev', 'sl_lb_counters', 'sl_lb_pod_opt_out', 'sl_lb_sock_dead',
   'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst_syn', 'sl_origdst_stat', 'sl_origdst_sock', 'sl_listeners',
   'sl_ep_stats', 'sl_node_ips', 'sl_bypass_flows',
 ] as const;
@@ -99,6 +109,8 @@ export interface InstallResult {
   netnsLinks: number;
   /** what happened to each pinned map: reused, created, migrated, rebuilt, removed */
   migration: MapMigration[];
+  /** whether the socket-destroy iterators are pinned, and why not */
+  sockDestroy: { available: boolean; reason: string };
 }
 
 function isBpffs(dir: string): boolean {
@@ -157,6 +169,10 @@ export function tcxLinkPin(pinDir: string, netnsCookie: bigint | string): string
   return path.join(pinDir, TCX_LINKS_DIR, String(netnsCookie));
 }
 
+export function sockDestroyProgPin(pinDir: string, proto: keyof typeof SOCK_DESTROY_PROGS): string {
+  return path.join(pinDir, PROGS_DIR, SOCK_DESTROY_PROGS[proto]);
+}
+
 /** The object's settings: .rodata constants (the verifier prunes on them) and map sizes. */
 function configureObject(obj: BpfObject, opts: DatapathOptions): void {
   for (const [name, value] of programSettings(opts)) obj.setRodata(name, value, { ifPresent: true });
@@ -166,9 +182,23 @@ function configureObject(obj: BpfObject, opts: DatapathOptions): void {
 }
 
 /**
- * Loads both objects with this configuration over the pinned maps (reused when compatible,
+ * Whether the socket-destroy iterators can be loaded from dir, and why not: the kernel needs the
+ * bpf_sock_destroy kfunc (Linux 6.5), and the objects must have them (a downgrade with `bpf
+ * migrate` to v0.1.0's objects has none). Without them sockets are never destroyed: a connected
+ * UDP socket stays on a backend that left its service until the client reconnects.
+ */
+function sockDestroyAvailability(dir: string): InstallResult['sockDestroy'] {
+  if (!fs.existsSync(path.join(dir, SOCK_DESTROY_OBJECT))) return { available: false, reason: `no ${SOCK_DESTROY_OBJECT} in ${dir}` };
+  if (!probeFeature('sock_destroy')) return { available: false, reason: 'the kernel has no bpf_sock_destroy kfunc (needs Linux 6.5 or later)' };
+  return { available: true, reason: '' };
+}
+
+/**
+ * Loads the objects with this configuration over the pinned maps (reused when compatible,
  * migrated when their layout or size changed: src/bpf/migrate.ts), and attaches them: existing
- * pinned links get the new programs swapped in, per-pod sk_lookup links included.
+ * pinned links get the new programs swapped in, per-pod sk_lookup links included. The
+ * socket-destroy iterators are loaded with them (sharing their maps) and pinned, when the kernel
+ * can run them; otherwise pins an earlier run left are removed.
  */
 export function installDatapath(opts: DatapathOptions): InstallResult {
   for (const d of [LINKS_DIR, NETNS_LINKS_DIR, TCX_LINKS_DIR, PROGS_DIR]) fs.mkdirSync(path.join(opts.pinDir, d), { recursive: true });
@@ -178,9 +208,11 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
   // SLUICE_BPF_DIR, like SLUICE_SHIM for the shim: run this agent with other objects (the
   // upgrade test's next release)
   const dir = opts.objectDir ?? process.env.SLUICE_BPF_DIR ?? path.join(packageRoot(), 'build', 'bpf');
+  const sockDestroy = sockDestroyAvailability(dir);
+  const files = [...Object.keys(OBJECTS), ...(sockDestroy.available ? [SOCK_DESTROY_OBJECT] : [])];
   const { attached, maps } = loadWithMigration({
     pinDir: opts.pinDir,
-    objects: Object.keys(OBJECTS).map((file) => path.join(dir, file)),
+    objects: files.map((file) => path.join(dir, file)),
     configure: (obj) => configureObject(obj, opts),
     attach: (loaded, tx) => {
       const links: Record<string, AttachResult> = {};
@@ -203,6 +235,11 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
           }
         }
       }
+      // iterators are never attached: pinned for the agent to run (src/lb/sock-destroy.ts)
+      const iterators = loaded.get(path.join(dir, SOCK_DESTROY_OBJECT));
+      if (iterators) {
+        for (const proto of ['tcp', 'udp'] as const) tx.pinProgram(iterators, SOCK_DESTROY_PROGS[proto], sockDestroyProgPin(opts.pinDir, proto));
+      }
       return { links, netnsLinks };
     },
     ownsPin: (name) => name.startsWith('sl_'),
@@ -210,7 +247,8 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
     // the sockets in sl_listeners belong to processes in the cgroup the programs watch
     socketOwners: () => socketFdsUnder(opts.cgroupRoot),
   });
-  return { ...attached, migration: maps };
+  if (!sockDestroy.available) for (const proto of ['tcp', 'udp'] as const) fs.rmSync(sockDestroyProgPin(opts.pinDir, proto), { force: true });
+  return { ...attached, migration: maps, sockDestroy };
 }
 
 /** Removes the links (detaching the programs), the pinned programs and every pinned sl_* map. */
@@ -229,6 +267,7 @@ export function uninstallDatapath(pinDir: string): string[] {
   for (const progs of Object.values(OBJECTS)) for (const prog of progs) rm(sockLinkPin(pinDir, prog));
   rm(path.join(pinDir, PROGS_DIR, SK_LOOKUP_PROG));
   rm(path.join(pinDir, PROGS_DIR, LO_MARK_PROG));
+  for (const proto of ['tcp', 'udp'] as const) rm(sockDestroyProgPin(pinDir, proto));
   for (const name of PINNED_MAPS) rm(path.join(pinDir, name));
   // maps of other releases (migrated away, or newer ones after a downgrade) and pins a
   // migration left half-way: every sluice map is named sl_*

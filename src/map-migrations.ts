@@ -41,9 +41,20 @@ export const MAP_POLICIES: Record<string, MapPolicy> = {
     why:
       'sockets translated before the upgrade lose their reverse entry: getpeername() of their TCP connections and the source ' +
       'of replies to connected UDP sockets show the backend instead of the VIP (an unconnected UDP socket gets it back at its ' +
-      'next sendmsg to the VIP); new sockets are not affected',
+      'next sendmsg to the VIP), and they are no longer found to be destroyed when their backend leaves its Service; new ' +
+      'sockets are not affected. (Unchanged since v0.1.0: keep it so.)',
   },
   sl_lb_counters: { unconvertible: 'rebuild', why: 'the datapath counters restart at zero' },
+  sl_lb_pod_opt_out: {
+    unconvertible: 'rebuild',
+    why:
+      'pods annotated socket-lb.sluice.io/disabled get socket-LB on their connects until the agent has decided every ' +
+      'registered pod again, right after its first sync of cluster objects (sockets already open keep what they have)',
+  },
+  sl_lb_sock_dead: {
+    unconvertible: 'rebuild',
+    why: 'nothing: it holds entries only while the agent destroys sockets, never across a restart',
+  },
   sl_endpoints: {
     unconvertible: 'refuse',
     why: 'captured pods would be released until the agent enrols them again: their traffic would bypass the proxy',

@@ -96,7 +96,8 @@ struct {
 } sl_ep_stats SEC(".maps");
 
 /* The node's own addresses, followed live by the agent (rtnetlink); read by user space (status,
- * doctor). Inbound capture tells the node's own connections by sl_bypass_flows, not by address.
+ * doctor). Inbound capture tells the node's own connections by sl_bypass_flows, not by address;
+ * socket-LB serves nodePorts on these addresses (bpf/lib/lb.h, bpf/lib/sock_destroy.h).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -9,6 +9,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "addr.h"
+#include "capture_maps.h" /* sl_node_ips: the node's own addresses, kept live by the agent */
 #include "lb_maps.h"
 #include "node.h"
 
@@ -42,7 +43,11 @@ static __always_inline void lb_addr_to_v6(struct bpf_sock_addr *ctx, const struc
 	ctx->user_ip6[3] = w[3];
 }
 
-/* Remembers backend -> VIP for this socket so getpeername/recvmsg can show the VIP. */
+/* Remembers backend -> VIP for this socket so getpeername/recvmsg can show the VIP. The same
+ * record tells bpf/sock_destroy.c which frontend (vip, vip_port as the socket dialed them) chose
+ * the backend the socket is connected to. Its layout is that of every release since v0.1.0:
+ * socket storage cannot be migrated, so keeping it keeps live sockets' reverse translation.
+ */
 static __always_inline void lb_rev_remember(struct bpf_sock_addr *ctx, const struct sl_backend *be,
 					    const struct sl_addr *vip, __u16 vip_port)
 {
@@ -128,6 +133,41 @@ static __always_inline __u32 lb_affinity_backend(struct sl_affinity_key *ak, con
 	return av->backend_id;
 }
 
+static __always_inline int lb_in_host_netns(struct bpf_sock_addr *ctx)
+{
+	return bpf_get_netns_cookie(ctx) == cfg_host_netns_cookie;
+}
+
+/* A pod annotated socket-lb.sluice.io/disabled: its sockets are never translated. */
+static __always_inline int lb_pod_opted_out(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_netns_cookie(ctx);
+
+	return bpf_map_lookup_elem(&sl_lb_pod_opt_out, &cookie) != NULL;
+}
+
+/* The nodePort frontend for a destination that missed the exact lookup, or NULL. A nodePort is
+ * keyed by the unspecified address of its family, and serves a destination that is one of the
+ * node's addresses, or loopback from the node's own network namespace (a pod's loopback is the
+ * pod's own, as it is under kube-proxy). The node-address lookup runs only when a nodePort exists
+ * on that port and protocol. On return key->vip is the nodePort's key (its slots use it).
+ */
+static __always_inline struct sl_svc_val *lb_nodeport_lookup(struct bpf_sock_addr *ctx, struct sl_svc_key *key,
+							     const struct sl_addr *dst)
+{
+	struct sl_svc_val *svc;
+
+	addr_from_words(&key->vip, 0, 0, addr_is_mapped_v4(dst) ? bpf_htonl(0x0000ffff) : 0, 0);
+	svc = bpf_map_lookup_elem(&sl_lb_svc, key);
+	if (!svc || !(svc->flags & SL_SVC_F_NODEPORT))
+		return NULL;
+	if (bpf_map_lookup_elem(&sl_node_ips, dst))
+		return svc;
+	if (addr_is_loopback(dst) && lb_in_host_netns(ctx))
+		return svc;
+	return NULL;
+}
+
 /* Translates a destination that names a service into one of its backends.
  * per_flow: choose by socket cookie (unconnected UDP: every datagram of a socket to the same
  * backend) instead of at random (one choice per connect).
@@ -149,10 +189,21 @@ static __always_inline int lb_translate(struct bpf_sock_addr *ctx, struct sl_add
 	key.port = *dport;
 	key.proto = ctx->protocol;
 	svc = bpf_map_lookup_elem(&sl_lb_svc, &key);
+	/* an exact hit on a nodePort's key is a connect to the unspecified address, which the kernel
+	 * takes as the socket's own host: only the node's is the node
+	 */
+	if (svc && (svc->flags & SL_SVC_F_NODEPORT) && !lb_in_host_netns(ctx))
+		return SL_ALLOW;
+	if (!svc)
+		svc = lb_nodeport_lookup(ctx, &key, dst);
 	if (!svc)
 		return SL_ALLOW;
-	if (cfg_hostns_only && bpf_get_netns_cookie(ctx) != cfg_host_netns_cookie) {
+	if (cfg_hostns_only && !lb_in_host_netns(ctx)) {
 		lb_count(SL_CNT_HOSTNS_SKIP);
+		return SL_ALLOW;
+	}
+	if (lb_pod_opted_out(ctx)) {
+		lb_count(SL_CNT_POD_OPT_OUT);
 		return SL_ALLOW;
 	}
 	count = svc->count;

@@ -1,5 +1,6 @@
-/* Socket-LB map definitions. Included by bpf/sock_lb.c only; sizes are set by the agent before
- * load (bpf-lb-*-map-max), the values here are the defaults.
+/* Socket-LB map definitions. Included by bpf/sock_lb.c and bpf/sock_destroy.c, which share them
+ * through their pins; sizes are set by the agent before load (bpf-lb-*-map-max), the values here
+ * are the defaults.
  */
 #ifndef SLUICE_LB_MAPS_H
 #define SLUICE_LB_MAPS_H
@@ -10,7 +11,7 @@
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 262144);
+	__uint(max_entries, 1048576);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct sl_svc_key);
 	__type(value, struct sl_svc_val);
@@ -18,7 +19,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 524288);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32);
 	__type(value, struct sl_backend);
@@ -37,6 +38,28 @@ struct {
 	__type(key, int);
 	__type(value, struct sl_sock_rev);
 } sl_lb_sock_rev SEC(".maps");
+
+/* Pods whose sockets socket-LB leaves alone (annotation socket-lb.sluice.io/disabled), by network
+ * namespace cookie; no entry: socket-LB applies.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, __u8);
+} sl_lb_pod_opt_out SEC(".maps");
+
+/* {frontend, backend} pairs whose sockets are being destroyed: filled by the agent just before it
+ * runs the socket-destroy iterators and emptied right after.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_dead_key);
+	__type(value, __u8);
+} sl_lb_sock_dead SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

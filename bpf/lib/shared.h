@@ -32,6 +32,11 @@ struct sl_svc_key {
  * (refused and counted as SL_CNT_NO_LOCAL_BACKEND, not SL_CNT_NO_BACKEND)
  */
 #define SL_SVC_F_NO_LOCAL (1 << 2)
+/* a nodePort: the key's vip is the unspecified address of its family (::ffff:0.0.0.0 or ::), and
+ * it serves connects to any of the node's addresses (sl_node_ips) on that port, and to loopback
+ * from the node's own network namespace
+ */
+#define SL_SVC_F_NODEPORT (1 << 3)
 
 struct sl_svc_val {
 	__u32 id;	  /* slot 0: service id (affinity key); slot > 0: backend id */
@@ -64,7 +69,9 @@ struct sl_affinity_val {
 
 /* Reverse translation, kept in socket-local storage so it is freed with the socket (no leaked
  * entries, unlike a global map keyed by socket cookie). A UDP socket may talk to several
- * services; the slots are reused round-robin.
+ * services; the slots are reused round-robin. The same pairs tell the socket-destroy iterators
+ * which frontend chose the backend a socket is connected to. Unchanged since v0.1.0, and to be kept
+ * so: socket storage cannot be migrated, and a new layout would cost every live socket its entry.
  */
 #define SL_SOCK_REV_SLOTS 8
 
@@ -80,6 +87,33 @@ struct sl_sock_rev {
 	__u32 used;
 	struct sl_sock_rev_entry e[SL_SOCK_REV_SLOTS];
 };
+
+/* A backend that left a service frontend, keying sl_lb_sock_dead while the agent destroys the
+ * sockets that frontend translated to it (bpf/sock_destroy.c). Addresses as in sl_sock_rev_entry:
+ * vip/vip_port is the frontend's key (a nodePort's is the unspecified address of its family).
+ */
+struct sl_dead_key {
+	struct sl_addr vip;
+	struct sl_addr backend;
+	__u16 vip_port;
+	__u16 backend_port;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* What the socket-destroy iterators write for each socket they destroyed (one record each): the
+ * agent counts them and logs the peers.
+ */
+struct sl_destroyed {
+	struct sl_addr peer; /* the backend the socket was connected to */
+	struct sl_addr vip;  /* the address it had dialed */
+	__u16 peer_port;
+	__u16 vip_port;
+	__u8 proto;
+	__u8 pad[3];
+};
+/* only ever a local variable, so absent from the objects' BTF: its size is checked here instead */
+_Static_assert(sizeof(struct sl_destroyed) == 40, "struct sl_destroyed is mirrored by destroyedCodec");
 
 /* ---- Mesh capture ---- */
 
@@ -213,7 +247,9 @@ enum sl_counter {
 	SL_CNT_AFFINITY_HIT = 5,   /* backend taken from a live ClientIP affinity entry */
 	SL_CNT_NO_STORAGE = 6,	   /* no socket storage: translated without reverse entry */
 	SL_CNT_NO_LOCAL_BACKEND = 7, /* internalTrafficPolicy Local, no endpoint on this node: refused */
-	SL_CNT_MAX = 8,
+	SL_CNT_POD_OPT_OUT = 8,	     /* VIP hit by a pod annotated socket-lb.sluice.io/disabled: untouched */
+	SL_CNT_SOCK_DESTROYED = 9,   /* socket destroyed: its backend left the service it was chosen by */
+	SL_CNT_MAX = 10,
 };
 
 #endif /* SLUICE_SHARED_H */

@@ -4,7 +4,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { EpStats, Policy } from '../bpf/layout';
+import { BpfMap } from '../bpf';
+import { u64Codec, u8Codec, type EpStats, type Policy } from '../bpf/layout';
 import { readZdsStates, type ZdsPodStatus } from '../mesh/ambient-zds';
 import { decisionOf, readDecisions, type Decision } from '../mesh/controller';
 import { CaptureMaps } from '../mesh/maps';
@@ -22,6 +23,8 @@ export interface ListedEndpoint extends Endpoint {
   zds?: ZdsPodStatus;
   /** the agent's latest decision for the pod and the rule behind it */
   decision?: Decision;
+  /** false when the kernel leaves the pod's sockets untranslated (socket-lb.sluice.io/disabled) */
+  socketLb: boolean;
 }
 
 /** Registrations from the state dir, modes and counters read back from the pinned maps. */
@@ -30,6 +33,8 @@ export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[
   const maps = fs.existsSync(path.join(pinDir, 'sl_endpoints')) ? CaptureMaps.open(pinDir) : undefined;
   const zdsStates = readZdsStates(path.join(stateDir, 'zds.json'));
   const decisions = readDecisions(path.join(stateDir, 'decisions.json'));
+  const optOutPin = path.join(pinDir, 'sl_lb_pod_opt_out');
+  const optOut = fs.existsSync(optOutPin) ? BpfMap.openPinned(optOutPin, u64Codec, u8Codec) : undefined;
   try {
     return eps.map((ep) => {
       const cookie = BigInt(ep.netnsCookie || 0);
@@ -54,10 +59,13 @@ export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[
       }
       if (counters) parts.push(`captured-out=${counters.outbound} captured-in=${counters.inbound} proxy-bypass=${counters.proxyBypass} in-no-listener=${counters.noListener}`);
       if (decision && decision.mode !== mode) parts.push(`(agent intends mode=${decision.mode})`);
-      return { ...ep, mode, reason: parts.filter(Boolean).join(' '), policy, counters, zds, decision };
+      const socketLb = optOut?.get(cookie) === undefined;
+      if (!socketLb) parts.push('socket-lb=off');
+      return { ...ep, mode, reason: parts.filter(Boolean).join(' '), policy, counters, zds, decision, socketLb };
     });
   } finally {
     maps?.close();
+    optOut?.close();
   }
 }
 

@@ -13,6 +13,8 @@ export const SVC_F_AFFINITY = 1 << 0;
 export const SVC_F_EXTERNAL = 1 << 1;
 /** count 0 because internalTrafficPolicy Local has no endpoint on this node (others have) */
 export const SVC_F_NO_LOCAL = 1 << 2;
+/** a nodePort: keyed by the unspecified address of its family, serves every node address */
+export const SVC_F_NODEPORT = 1 << 3;
 
 /** Datapath counters, in the order of enum sl_counter. Never renumber; retire by renaming. */
 export const COUNTERS = [
@@ -24,11 +26,45 @@ export const COUNTERS = [
   'affinity_hit',
   'no_storage',
   'no_local_backend',
+  'pod_opt_out',
+  'sock_destroyed',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 
+/**
+ * Writes a dotted-quad IPv4 address (no leading zeros, as net.isIP wants it) IPv4-mapped at
+ * offset; false, with nothing written, for anything else. A full sync encodes a million
+ * addresses: this is the common case, without the generic parse.
+ */
+function encodeV4Fast(ip: string, into: Buffer, offset: number): boolean {
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  const out = offset + 12;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || dots === 3) return false;
+      into[out + dots++] = octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && octet === 0) return false; // a leading zero
+      octet = octet * 10 + (c - 48);
+      if (++digits > 3 || octet > 255) return false;
+    } else return false;
+  }
+  if (digits === 0 || dots !== 3) return false;
+  into[out + 3] = octet;
+  into.fill(0, offset, offset + 10);
+  into[offset + 10] = 0xff;
+  into[offset + 11] = 0xff;
+  return true;
+}
+
 /** Encodes an IPv4 or IPv6 address as the 16 bytes of struct sl_addr (IPv4 mapped). */
 export function encodeAddr(ip: string, into: Buffer, offset: number): void {
+  if (encodeV4Fast(ip, into, offset)) return;
   const fam = net.isIP(ip);
   into.fill(0, offset, offset + 16);
   if (fam === 4) {
@@ -196,6 +232,64 @@ export const affinityValCodec: Codec<AffinityVal> = {
   },
   decode(b, o) {
     return { lastNs: b.readBigUInt64LE(o), backendId: b.readUInt32LE(o + 8) };
+  },
+};
+
+/**
+ * struct sl_sock_rev_entry: backend[16] vip[16] backend_port:u16 vip_port:u16 (36 bytes), as in
+ * v0.1.0; user space never reads it (socket storage), the size is checked against the BTF so that
+ * a change, which would cost every live socket its reverse translation at an upgrade, is seen.
+ */
+export const SOCK_REV_ENTRY_SIZE = 36;
+
+export interface DeadKey {
+  /** the frontend's address as its sl_lb_svc key holds it (a nodePort: the unspecified address) */
+  vip: string;
+  vipPort: number;
+  backend: string;
+  backendPort: number;
+  proto: number;
+}
+
+/** struct sl_dead_key: vip[16] backend[16] vip_port:u16 backend_port:u16 proto:u8 pad[3] (40 bytes). */
+export const deadKeyCodec: Codec<DeadKey> = {
+  size: 40,
+  encode(k, b, o) {
+    encodeAddr(k.vip, b, o);
+    encodeAddr(k.backend, b, o + 16);
+    b.writeUInt16LE(k.vipPort, o + 32);
+    b.writeUInt16LE(k.backendPort, o + 34);
+    b.writeUInt8(k.proto, o + 36);
+    b.fill(0, o + 37, o + 40);
+  },
+  decode(b, o) {
+    return { vip: decodeAddr(b, o), backend: decodeAddr(b, o + 16), vipPort: b.readUInt16LE(o + 32), backendPort: b.readUInt16LE(o + 34), proto: b.readUInt8(o + 36) };
+  },
+};
+
+export interface Destroyed {
+  /** the backend the socket was connected to */
+  peer: string;
+  peerPort: number;
+  /** the address and port the socket had dialed (a VIP, or a node address for a nodePort) */
+  vip: string;
+  vipPort: number;
+  proto: number;
+}
+
+/** struct sl_destroyed: peer[16] vip[16] peer_port:u16 vip_port:u16 proto:u8 pad[3] (40 bytes), what the socket-destroy iterators write per socket. */
+export const destroyedCodec: Codec<Destroyed> = {
+  size: 40,
+  encode(v, b, o) {
+    encodeAddr(v.peer, b, o);
+    encodeAddr(v.vip, b, o + 16);
+    b.writeUInt16LE(v.peerPort, o + 32);
+    b.writeUInt16LE(v.vipPort, o + 34);
+    b.writeUInt8(v.proto, o + 36);
+    b.fill(0, o + 37, o + 40);
+  },
+  decode(b, o) {
+    return { peer: decodeAddr(b, o), vip: decodeAddr(b, o + 16), peerPort: b.readUInt16LE(o + 32), vipPort: b.readUInt16LE(o + 34), proto: b.readUInt8(o + 36) };
   },
 };
 

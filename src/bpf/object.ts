@@ -180,3 +180,44 @@ export function cgroupId(path: string): bigint {
   check(loadShim().cgroupId(path, out), `cgroup id ${path}`);
   return out[0];
 }
+
+/**
+ * A socket iterator: a BPF_TRACE_ITER link to the iterator program pinned at progPin. run() walks
+ * the sockets of one network namespace (a path such as /var/run/netns/x, or undefined for this
+ * process's own) and returns what the program wrote; close() releases the link.
+ */
+export class SocketIterator {
+  private linkFd: number;
+
+  private constructor(
+    readonly progPin: string,
+    linkFd: number,
+  ) {
+    this.linkFd = linkFd;
+  }
+
+  static open(progPin: string): SocketIterator {
+    const s = loadShim();
+    const progFd = s.objGet(progPin);
+    if (progFd < 0) throw new BpfError(`open program ${progPin}`, -progFd);
+    try {
+      return new SocketIterator(progPin, check(s.iterLink(progFd), `iterator link for ${progPin}`));
+    } finally {
+      s.close(progFd);
+    }
+  }
+
+  /** Runs the iterator in a network namespace; the output is cut at maxBytes, `bytes` is its full length. */
+  run(netnsPath: string | undefined, maxBytes: number): { bytes: number; output: Buffer } {
+    if (this.linkFd < 0) throw new Error(`iterator ${this.progPin} is closed`);
+    const out = Buffer.alloc(maxBytes);
+    const ret = Number(loadShim().iterRun(this.linkFd, netnsPath ?? null, out, out.length));
+    check(ret, `run iterator ${this.progPin}`);
+    return { bytes: ret, output: out.subarray(0, Math.min(ret, out.length)) };
+  }
+
+  close(): void {
+    if (this.linkFd >= 0) loadShim().close(this.linkFd);
+    this.linkFd = -1;
+  }
+}

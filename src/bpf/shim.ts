@@ -89,6 +89,9 @@ export interface Shim {
   netnsCookieSelf(out: BigUint64Array): number;
   netnsCookieOf(path: string, out: BigUint64Array): number;
   cgroupId(path: string, out: BigUint64Array): number;
+  iterLink(progFd: number): number;
+  /** bytes the iterator produced (a number: koffi maps int64_t to number when it fits), or -errno */
+  iterRun(linkFd: number, netnsPath: string | null, out: Buffer | null, outLen: number): number | bigint;
   // libbpf, directly
   objGet(path: string): number;
   objPin(fd: number, path: string): number;
@@ -148,6 +151,8 @@ export function loadShim(): Shim {
     netnsCookieSelf: lib.func('int sl_netns_cookie_self(uint64_t *cookie)'),
     netnsCookieOf: lib.func('int sl_netns_cookie_of(const char *path, uint64_t *cookie)'),
     cgroupId: lib.func('int sl_cgroup_id(const char *path, uint64_t *id)'),
+    iterLink: lib.func('int sl_iter_link(int prog_fd)'),
+    iterRun: lib.func('int64_t sl_iter_run(int link_fd, const char *netns, void *out, size_t out_len)'),
     objGet: libbpf.func('int bpf_obj_get(const char *path)'),
     objPin: libbpf.func('int bpf_obj_pin(int fd, const char *path)'),
     mapUpdate: libbpf.func('int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)'),

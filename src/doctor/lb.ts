@@ -52,7 +52,8 @@ function expectedListing(f: LbFrontend): ListedService {
   return {
     frontend: f.id,
     id: 0,
-    scope: f.scope === 'clusterIP' ? 'clusterIP' : 'externalIP',
+    // the maps tell a nodePort apart; externalIPs and LoadBalancer IPs share one flag
+    scope: f.scope === 'clusterIP' || f.scope === 'nodePort' ? f.scope : 'externalIP',
     affinitySec: f.affinityTimeoutSec,
     noLocalEndpoints: f.noLocalEndpoints,
     backends: f.backends.map((b) => (b.ip.includes(':') ? `[${b.ip}]:${b.port}` : `${b.ip}:${b.port}`)),

@@ -63,7 +63,7 @@ export function judgeMapPressure(usage: { maps: MapUsage[]; errors: string[] }):
     if (p <= PRESSURE_WARN) continue;
     const lru = LRU_TYPES.has(m.type);
     const fix = SIZE_KEYS[m.name]
-      ? `raise ${SIZE_KEYS[m.name]} (a new size needs \`sluice uninstall\` before the agent starts with it)`
+      ? `raise ${SIZE_KEYS[m.name]} and restart the agent (it migrates the map to the new size, entries and all)`
       : `the size of ${m.name} is fixed in bpf/lib/*_maps.h: build sluice with a larger one`;
     const msg = `${m.name} is ${pct(p)} full (${m.entries}/${m.maxEntries})`;
     if (p >= 1 && !lru) out.push(fail(id, `${msg}: new entries are refused`, fix));

@@ -1,6 +1,7 @@
 /* The programs as the kernel holds them: each cgroup program attached, through its pinned link,
  * to cgroup-root (not detached, not another cgroup), running the program of its name, and loaded
- * with the settings the config asks for now. Settings are compiled into a program when it loads
+ * with the settings the config asks for now. The socket-destroy iterators are programs too, but
+ * never attached: the agent runs them (pinned under progs/ when the kernel has bpf_sock_destroy). Settings are compiled into a program when it loads
  * (`const volatile` globals, .rodata): a changed config key does nothing until the agent restarts,
  * which is what Cilium users meet as "changed bpf-lb-sock-hostns-only, forgot the restart".
  */
@@ -8,9 +9,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cgroupId } from '../bpf';
 import { decodeAddr } from '../bpf/layout';
-import { describeLink, LINK_TYPE, loadedProgram, type LinkDesc, type LoadedProgram } from '../bpf/introspect';
+import { describeLink, LINK_TYPE, loadedProgram, probeFeature, type LinkDesc, type LoadedProgram } from '../bpf/introspect';
 import type { Config } from '../config';
-import { LO_MARK_PROG, OBJECTS, programSettings, PROGS_DIR, SK_LOOKUP_PROG, sockLinkPin } from '../datapath';
+import { LO_MARK_PROG, OBJECTS, programSettings, PROGS_DIR, SK_LOOKUP_PROG, SOCK_DESTROY_PROGS, sockDestroyProgPin, sockLinkPin } from '../datapath';
 import { count, fail, ok, warn, type CheckResult } from './report';
 
 export interface LinkFacts {
@@ -30,6 +31,11 @@ export interface ProgramFacts {
   links: LinkFacts[];
   /** per-pod programs pinned under progs/ (sk_lookup, tcx on lo) */
   pinnedProgs: Array<{ name: string; pin: string; exists: boolean }>;
+  /**
+   * the socket-destroy iterators pinned under progs/, and whether the kernel can run them
+   * (undefined: the probe failed; the kernel checks say why)
+   */
+  iterators?: { kernel?: boolean; pins: Array<{ name: string; pin: string; exists: boolean }> };
   /** the settings the config asks for, by variable */
   expected: Map<string, Buffer>;
   hostNetnsCookieFrom: 'agent' | 'doctor';
@@ -60,6 +66,19 @@ export function gatherProgramFacts(cfg: Config, hostNetnsCookie: bigint, hostNet
     const pin = path.join(cfg.bpfPinDir, PROGS_DIR, name);
     return { name, pin, exists: fs.existsSync(pin) };
   });
+  let kernel: boolean | undefined;
+  try {
+    kernel = probeFeature('sock_destroy');
+  } catch {
+    kernel = undefined;
+  }
+  const iterators = {
+    kernel,
+    pins: (['tcp', 'udp'] as const).map((proto) => {
+      const pin = sockDestroyProgPin(cfg.bpfPinDir, proto);
+      return { name: SOCK_DESTROY_PROGS[proto], pin, exists: fs.existsSync(pin) };
+    }),
+  };
   const expected = programSettings({
     hostnsOnly: cfg.lbSockHostnsOnly,
     hostNetnsCookie,
@@ -68,7 +87,7 @@ export function gatherProgramFacts(cfg: Config, hostNetnsCookie: bigint, hostNet
     dnsServers: cfg.meshDnsServers,
     proxyMark: cfg.ambientProxyMark,
   });
-  return { cgroupRoot: cfg.cgroupRoot, cgroupId: cg, links, pinnedProgs, expected, hostNetnsCookieFrom };
+  return { cgroupRoot: cfg.cgroupRoot, cgroupId: cg, links, pinnedProgs, iterators, expected, hostNetnsCookieFrom };
 }
 
 const FIX_ATTACH = 'restart the agent: it attaches every program again through its pinned link';
@@ -90,9 +109,22 @@ export function judgeLinks(f: ProgramFacts): CheckResult[] {
   for (const p of f.pinnedProgs) {
     if (!p.exists) out.push(fail('datapath.links', `per-pod program ${p.name} is not pinned at ${p.pin}: pods cannot be enrolled`, 'restart the agent: it pins the per-pod programs at start'));
   }
+  // iterators are run by the agent, never attached: only their pins are looked for, and only
+  // where the kernel can run them (without bpf_sock_destroy the kernel checks warn already)
+  const iteratorsMissing = f.iterators?.kernel ? f.iterators.pins.filter((p) => !p.exists) : [];
+  for (const p of iteratorsMissing) {
+    out.push(
+      warn(
+        'datapath.links',
+        `socket-destroy iterator ${p.name} is not pinned at ${p.pin}: sockets left on a backend that left its Service are not destroyed`,
+        'restart the agent: it loads and pins the iterators at start when the kernel has bpf_sock_destroy',
+      ),
+    );
+  }
   if (f.cgroupId === undefined) out.push(fail('datapath.links', `cgroup-root ${f.cgroupRoot} cannot be read: where the programs should be attached is unknown`, 'set cgroup-root to an existing cgroup2 directory'));
   if (out.length === 0) {
-    out.push(ok('datapath.links', `${count(f.links.length, 'program')} attached to cgroup-root ${f.cgroupRoot} (cgroup id ${f.cgroupId}) through their pinned links; per-pod programs pinned`));
+    const iterators = f.iterators?.kernel ? '; socket-destroy iterators pinned (run by the agent, not attached)' : '';
+    out.push(ok('datapath.links', `${count(f.links.length, 'program')} attached to cgroup-root ${f.cgroupRoot} (cgroup id ${f.cgroupId}) through their pinned links; per-pod programs pinned${iterators}`));
   }
   return out;
 }

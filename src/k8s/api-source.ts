@@ -79,7 +79,7 @@ class Reflector {
   /** Parses an object from the API; a malformed one is logged with its name and skipped. */
   private parse(raw: any): K8sObject | undefined {
     try {
-      return parseObject({ apiVersion: this.spec.apiVersion, kind: this.spec.kind, ...raw });
+      return parseObject(raw, this.spec);
     } catch (e) {
       this.stats.skipped++;
       const m = raw?.metadata ?? {};
@@ -88,23 +88,34 @@ class Reflector {
     }
   }
 
-  /** Lists every page and replaces this kind's objects in the store (differences only). */
+  /**
+   * Lists every page and replaces this kind's objects in the store (differences only). The next
+   * page is asked for before this one's items are validated, so the server prepares it meanwhile
+   * (100,000 Services are 200 pages).
+   */
   async list(): Promise<void> {
-    const objects: K8sObject[] = [];
-    let cont = '';
-    let rv = '';
-    for (let page = 0; page < 100_000; page++) {
+    type Page = { metadata?: { resourceVersion?: string; continue?: string }; items?: unknown[] };
+    const fetchPage = (cont: string): Promise<Page> => {
       const q: Record<string, string> = { limit: String(this.opts.pageSize) };
       if (cont) q.continue = cont;
-      const res = await this.client.request<{ metadata?: { resourceVersion?: string; continue?: string }; items?: unknown[] }>('GET', this.query(q));
+      const p = this.client.request<Page>('GET', this.query(q));
+      p.catch(() => undefined); // awaited below; not unhandled while the previous page is parsed
+      return p;
+    };
+    const objects: K8sObject[] = [];
+    let rv = '';
+    let next: Promise<Page> | undefined = fetchPage('');
+    for (let page = 0; page < 100_000 && next; page++) {
+      const res: Page = await next;
+      const cont = res.metadata?.continue ?? '';
+      next = cont ? fetchPage(cont) : undefined;
       for (const item of res.items ?? []) {
         const o = this.parse(item);
         if (o) objects.push(o);
       }
       rv = res.metadata?.resourceVersion ?? rv;
-      cont = res.metadata?.continue ?? '';
-      if (!cont) break;
     }
+    if (next) throw new Error(`Cannot list ${this.spec.kind}: more than 100,000 pages`);
     this.store.replaceAll(this.source, objects);
     this.rv = rv;
     this.stats.resourceVersion = rv;

@@ -70,21 +70,31 @@ export function sameObject(a: K8sObject, b: K8sObject): boolean {
   );
 }
 
-/** The claim that wins for a key: the source whose name sorts last. */
-function winner(claims: Map<string, K8sObject>): [string, K8sObject] | undefined {
+/** One source's claim on a key: the common case, without a Map per key (a Map costs ~300 bytes). */
+interface Claim {
+  source: string;
+  obj: K8sObject;
+}
+
+/** The claims on one key: one, or (two sources defining the same object) several by source. */
+type Claims = Claim | Map<string, K8sObject>;
+
+/** The object that wins for a key: the source whose name sorts last. */
+function winner(claims: Claims): K8sObject | undefined {
+  if (!(claims instanceof Map)) return claims.obj;
   let best: [string, K8sObject] | undefined;
   for (const entry of claims) if (best === undefined || entry[0] > best[0]) best = entry;
-  return best;
+  return best?.[1];
 }
 
 export class ObjectStore extends EventEmitter {
-  /** key -> (source -> object that source supplies). */
-  private readonly claims = new Map<string, Map<string, K8sObject>>();
+  /** key -> the object each source supplies for it. */
+  private readonly claims = new Map<string, Claims>();
   /** source -> keys it claims, so replaceAll can find what a source withdrew. */
   private readonly keysBySource = new Map<string, Set<string>>();
-  /** key -> effective object. */
-  private readonly current = new Map<string, K8sObject>();
+  /** kind -> key -> effective object (a key starts with its kind: objectKey) */
   private readonly byKind = new Map<K8sKind, Map<string, K8sObject>>();
+  private count = 0;
   /** Sorted list(kind) results, dropped when that kind changes. */
   private readonly listCache = new Map<K8sKind, readonly K8sObject[]>();
   private rev = 0;
@@ -96,11 +106,11 @@ export class ObjectStore extends EventEmitter {
 
   /** Number of distinct keys held. */
   get size(): number {
-    return this.current.size;
+    return this.count;
   }
 
   get(key: string): K8sObject | undefined {
-    return this.current.get(key);
+    return this.byKind.get(key.slice(0, key.indexOf('/')) as K8sKind)?.get(key);
   }
 
   /** Objects of one kind, sorted by key. The array is shared: do not mutate it. */
@@ -172,8 +182,12 @@ export class ObjectStore extends EventEmitter {
 
   private claim(source: string, key: string, obj: K8sObject): void {
     let claims = this.claims.get(key);
-    if (claims === undefined) this.claims.set(key, (claims = new Map()));
-    const isNewConflict = !claims.has(source) && claims.size > 0;
+    if (claims === undefined || (!(claims instanceof Map) && claims.source === source)) {
+      this.claims.set(key, { source, obj });
+      return;
+    }
+    if (!(claims instanceof Map)) this.claims.set(key, (claims = new Map([[claims.source, claims.obj]])));
+    const isNewConflict = !claims.has(source);
     claims.set(source, obj);
     if (isNewConflict) {
       const sources = [...claims.keys()].sort();
@@ -188,8 +202,15 @@ export class ObjectStore extends EventEmitter {
   private unclaim(source: string, key: string): void {
     const claims = this.claims.get(key);
     if (claims === undefined) return;
-    claims.delete(source);
-    if (claims.size === 0) this.claims.delete(key);
+    if (!(claims instanceof Map)) {
+      if (claims.source === source) this.claims.delete(key);
+    } else {
+      claims.delete(source);
+      if (claims.size === 1) {
+        const [[other, obj]] = claims;
+        this.claims.set(key, { source: other, obj });
+      }
+    }
     const keys = this.keysBySource.get(source);
     if (keys !== undefined) {
       keys.delete(key);
@@ -202,8 +223,8 @@ export class ObjectStore extends EventEmitter {
     const events: ChangeEvent[] = [];
     for (const key of keys) {
       const claims = this.claims.get(key);
-      const next = claims === undefined ? undefined : winner(claims)?.[1];
-      const old = this.current.get(key);
+      const next = claims === undefined ? undefined : winner(claims);
+      const old = this.get(key);
       if (next === undefined) {
         if (old === undefined) continue;
         this.setCurrent(key, old.kind, undefined);
@@ -224,10 +245,9 @@ export class ObjectStore extends EventEmitter {
     let ofKind = this.byKind.get(kind);
     if (ofKind === undefined) this.byKind.set(kind, (ofKind = new Map()));
     if (obj === undefined) {
-      this.current.delete(key);
-      ofKind.delete(key);
+      if (ofKind.delete(key)) this.count--;
     } else {
-      this.current.set(key, obj);
+      if (!ofKind.has(key)) this.count++;
       ofKind.set(key, obj);
     }
     this.listCache.delete(kind);

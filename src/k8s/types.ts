@@ -94,6 +94,8 @@ export interface ServicePort {
   port: number;
   /** A port number or the name of a container port. */
   targetPort?: number | string;
+  /** The port on every node address (NodePort and LoadBalancer Services; absent when none is allocated). */
+  nodePort?: number;
 }
 
 export interface ClientIPConfig {
@@ -195,6 +197,8 @@ export interface EndpointPort {
 
 /** The label that ties an EndpointSlice to its Service. */
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+/** When the change an EndpointSlice reflects happened (the EndpointSlice controller writes it). */
+export const LAST_CHANGE_TRIGGER_TIME = 'endpoints.kubernetes.io/last-change-trigger-time';
 
 export interface EndpointSlice {
   apiVersion: 'discovery.k8s.io/v1';

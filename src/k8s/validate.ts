@@ -18,6 +18,7 @@ import {
   type IPFamily,
   type K8sKind,
   type K8sObject,
+  LAST_CHANGE_TRIGGER_TIME,
   type LoadBalancerIngress,
   type Namespace,
   type Node,
@@ -26,7 +27,6 @@ import {
   type Pod,
   type PodIP,
   type Protocol,
-  type Service,
   type ServicePort,
   type ServiceSpec,
   type ServiceStatus,
@@ -227,41 +227,83 @@ function checkName(c: Checker, v: unknown, field: string): string {
   return s;
 }
 
+/*
+ * Memory at scale (100,000 Services / 500,000 endpoints held in the store): the projections of
+ * the most numerous objects (metadata, Service spec and ports, EndpointSlice endpoints and ports)
+ * are built as one object literal each, absent optional fields as undefined (which every reader,
+ * deepEqual and JSON treat as absent). Adding fields one by one to a smaller literal makes V8 move
+ * them to a separate property array, ~40 bytes more per object. Strings that repeat across objects
+ * (namespaces, node names) are interned: JSON.parse makes a new copy of every value.
+ */
+
+/** Bounded: beyond this many distinct strings, new ones are kept as they come. */
+const INTERN_MAX = 8192;
+const interned = new Map<string, string>();
+function intern(s: string): string {
+  const have = interned.get(s);
+  if (have !== undefined) return have;
+  if (interned.size < INTERN_MAX) interned.set(s, s);
+  return s;
+}
+
+/**
+ * Kinds whose objects come by the hundred thousand and are read for their name, namespace and
+ * labels only: their uid, annotations (often kilobytes: kubectl's last-applied-configuration) and
+ * resourceVersion are not kept, and a change to those alone is no change here. The annotations
+ * listed are the exception: read by the agent (an EndpointSlice's trigger time is when the change
+ * it carries happened, for the network programming latency metric).
+ */
+const LEAN_META_KINDS: ReadonlyMap<K8sKind, readonly string[]> = new Map([
+  ['Service', []],
+  ['EndpointSlice', [LAST_CHANGE_TRIGGER_TIME]],
+]);
+
+/** The annotations of `keep` that raw has (the others are not even read), or undefined. */
+function keptAnnotations(c: Checker, raw: unknown, keep: readonly string[]): Record<string, string> | undefined {
+  if (keep.length === 0 || raw === undefined || raw === null) return undefined;
+  const all = c.record(raw, 'metadata.annotations');
+  let out: Record<string, string> | undefined;
+  for (const k of keep) if (Object.hasOwn(all, k)) (out ??= {})[k] = c.string(all[k], `metadata.annotations["${k}"]`);
+  return out;
+}
+
 function parseMeta(c: Checker, kind: K8sKind, raw: unknown): ObjectMeta {
   const m = c.record(raw, 'metadata');
   const name = checkName(c, m.name, 'metadata.name');
-  const meta: ObjectMeta = { name };
+  let namespace: string | undefined;
   if (isNamespacedKind(kind)) {
     // kubectl applies "default" to namespaced objects without a namespace (or with an empty one).
     const ns = m.namespace === undefined || m.namespace === null || m.namespace === '' ? DEFAULT_NAMESPACE : m.namespace;
-    meta.namespace = checkName(c, ns, 'metadata.namespace');
-    c.rename(`${kind} "${meta.namespace}/${name}"`);
+    namespace = intern(checkName(c, ns, 'metadata.namespace'));
+    c.rename(`${kind} "${namespace}/${name}"`);
   } else {
     c.rename(`${kind} "${name}"`);
   }
-  const uid = c.optional(m.uid, 'metadata.uid', (v, f) => c.string(v, f));
-  if (uid !== undefined) meta.uid = uid;
   const labels = c.optional(m.labels, 'metadata.labels', (v, f) => c.stringMap(v, f));
-  if (labels !== undefined) meta.labels = labels;
-  const annotations = c.optional(m.annotations, 'metadata.annotations', (v, f) => c.stringMap(v, f));
-  if (annotations !== undefined) meta.annotations = annotations;
-  const rv = c.optional(m.resourceVersion, 'metadata.resourceVersion', (v, f) => c.string(v, f));
-  if (rv !== undefined) meta.resourceVersion = rv;
-  return meta;
+  const lean = LEAN_META_KINDS.get(kind);
+  if (lean) {
+    const annotations = keptAnnotations(c, m.annotations, lean);
+    return annotations ? { name, namespace, labels, annotations } : { name, namespace, labels };
+  }
+  return {
+    name,
+    namespace,
+    uid: c.optional(m.uid, 'metadata.uid', (v, f) => c.string(v, f)),
+    labels,
+    annotations: c.optional(m.annotations, 'metadata.annotations', (v, f) => c.stringMap(v, f)),
+    resourceVersion: c.optional(m.resourceVersion, 'metadata.resourceVersion', (v, f) => c.string(v, f)),
+  };
 }
 
 function parseServicePort(c: Checker, raw: unknown, field: string): ServicePort {
   const p = c.record(raw, field);
-  const port: ServicePort = { port: c.port(p.port, `${field}.port`) };
-  const name = c.optional(p.name, `${field}.name`, (v, f) => c.string(v, f));
-  if (name !== undefined) port.name = name;
-  const protocol = c.optional(p.protocol, `${field}.protocol`, (v, f) => c.oneOf(v, f, PROTOCOLS));
-  if (protocol !== undefined) port.protocol = protocol;
-  const target = c.optional(p.targetPort, `${field}.targetPort`, (v, f) =>
-    typeof v === 'number' ? c.port(v, f) : c.nonEmptyString(v, f),
-  );
-  if (target !== undefined) port.targetPort = target;
-  return port;
+  return {
+    port: c.port(p.port, `${field}.port`),
+    name: c.optional(p.name, `${field}.name`, (v, f) => c.string(v, f)),
+    protocol: c.optional(p.protocol, `${field}.protocol`, (v, f) => c.oneOf(v, f, PROTOCOLS)),
+    targetPort: c.optional(p.targetPort, `${field}.targetPort`, (v, f) => (typeof v === 'number' ? c.port(v, f) : c.nonEmptyString(v, f))),
+    nodePort: c.optional(p.nodePort, `${field}.nodePort`, (v, f) => c.port(v, f)),
+  };
 }
 
 /** clusterIP(s) hold an address, "None" for headless services, or "" when not allocated. */
@@ -270,49 +312,36 @@ function parseClusterIP(c: Checker, v: unknown, field: string): string {
   return s === 'None' || s === '' ? s : c.ip(s, field);
 }
 
+function parseAffinityConfig(c: Checker, raw: unknown): ServiceSpec['sessionAffinityConfig'] {
+  const affinityConfig = c.optional(raw, 'spec.sessionAffinityConfig', (v, f) => c.record(v, f));
+  if (affinityConfig === undefined) return undefined;
+  const config: NonNullable<ServiceSpec['sessionAffinityConfig']> = {};
+  const clientIP = c.optional(affinityConfig.clientIP, 'spec.sessionAffinityConfig.clientIP', (v, f) => c.record(v, f));
+  if (clientIP !== undefined) {
+    config.clientIP = {};
+    const field = 'spec.sessionAffinityConfig.clientIP.timeoutSeconds';
+    const timeout = c.optional(clientIP.timeoutSeconds, field, (v, f) => c.integer(v, f, 1, MAX_AFFINITY_TIMEOUT_SEC));
+    if (timeout !== undefined) config.clientIP.timeoutSeconds = timeout;
+  }
+  return config;
+}
+
 function parseServiceSpec(c: Checker, raw: unknown): ServiceSpec {
   const s = c.optional(raw, 'spec', (v, f) => c.record(v, f)) ?? {};
-  const spec: ServiceSpec = {};
-  const type = c.optional(s.type, 'spec.type', (v, f) => c.oneOf(v, f, SERVICE_TYPES));
-  if (type !== undefined) spec.type = type;
-  const clusterIP = c.optional(s.clusterIP, 'spec.clusterIP', (v, f) => parseClusterIP(c, v, f));
-  if (clusterIP !== undefined) spec.clusterIP = clusterIP;
-  const clusterIPs = c.optional(s.clusterIPs, 'spec.clusterIPs', (v, f) =>
-    c.array(v, f).map((ip, i) => parseClusterIP(c, ip, `${f}[${i}]`)),
-  );
-  if (clusterIPs !== undefined) spec.clusterIPs = clusterIPs;
-  const externalIPs = c.optional(s.externalIPs, 'spec.externalIPs', (v, f) =>
-    c.array(v, f).map((ip, i) => c.ip(ip, `${f}[${i}]`)),
-  );
-  if (externalIPs !== undefined) spec.externalIPs = externalIPs;
-  const ports = c.optional(s.ports, 'spec.ports', (v, f) =>
-    c.array(v, f).map((p, i) => parseServicePort(c, p, `${f}[${i}]`)),
-  );
-  if (ports !== undefined) spec.ports = ports;
-  const affinity = c.optional(s.sessionAffinity, 'spec.sessionAffinity', (v, f) => c.oneOf(v, f, SESSION_AFFINITIES));
-  if (affinity !== undefined) spec.sessionAffinity = affinity;
-  const affinityConfig = c.optional(s.sessionAffinityConfig, 'spec.sessionAffinityConfig', (v, f) => c.record(v, f));
-  if (affinityConfig !== undefined) {
-    spec.sessionAffinityConfig = {};
-    const clientIP = c.optional(affinityConfig.clientIP, 'spec.sessionAffinityConfig.clientIP', (v, f) => c.record(v, f));
-    if (clientIP !== undefined) {
-      spec.sessionAffinityConfig.clientIP = {};
-      const field = 'spec.sessionAffinityConfig.clientIP.timeoutSeconds';
-      const timeout = c.optional(clientIP.timeoutSeconds, field, (v, f) => c.integer(v, f, 1, MAX_AFFINITY_TIMEOUT_SEC));
-      if (timeout !== undefined) spec.sessionAffinityConfig.clientIP.timeoutSeconds = timeout;
-    }
-  }
-  const families = c.optional(s.ipFamilies, 'spec.ipFamilies', (v, f) =>
-    c.array(v, f).map((fam, i) => c.oneOf(fam, `${f}[${i}]`, IP_FAMILIES)),
-  );
-  if (families !== undefined) spec.ipFamilies = families;
-  const itp = c.optional(s.internalTrafficPolicy, 'spec.internalTrafficPolicy', (v, f) => c.oneOf(v, f, TRAFFIC_POLICIES));
-  if (itp !== undefined) spec.internalTrafficPolicy = itp;
-  const ranges = c.optional(s.loadBalancerSourceRanges, 'spec.loadBalancerSourceRanges', (v, f) =>
-    c.array(v, f).map((r, i) => c.cidr(r, `${f}[${i}]`)),
-  );
-  if (ranges !== undefined) spec.loadBalancerSourceRanges = ranges;
-  return spec;
+  return {
+    type: c.optional(s.type, 'spec.type', (v, f) => c.oneOf(v, f, SERVICE_TYPES)),
+    clusterIP: c.optional(s.clusterIP, 'spec.clusterIP', (v, f) => parseClusterIP(c, v, f)),
+    clusterIPs: c.optional(s.clusterIPs, 'spec.clusterIPs', (v, f) => c.array(v, f).map((ip, i) => parseClusterIP(c, ip, `${f}[${i}]`))),
+    externalIPs: c.optional(s.externalIPs, 'spec.externalIPs', (v, f) => c.array(v, f).map((ip, i) => c.ip(ip, `${f}[${i}]`))),
+    ports: c.optional(s.ports, 'spec.ports', (v, f) => c.array(v, f).map((p, i) => parseServicePort(c, p, `${f}[${i}]`))),
+    sessionAffinity: c.optional(s.sessionAffinity, 'spec.sessionAffinity', (v, f) => c.oneOf(v, f, SESSION_AFFINITIES)),
+    sessionAffinityConfig: parseAffinityConfig(c, s.sessionAffinityConfig),
+    ipFamilies: c.optional(s.ipFamilies, 'spec.ipFamilies', (v, f) => c.array(v, f).map((fam, i) => c.oneOf(fam, `${f}[${i}]`, IP_FAMILIES))),
+    internalTrafficPolicy: c.optional(s.internalTrafficPolicy, 'spec.internalTrafficPolicy', (v, f) => c.oneOf(v, f, TRAFFIC_POLICIES)),
+    loadBalancerSourceRanges: c.optional(s.loadBalancerSourceRanges, 'spec.loadBalancerSourceRanges', (v, f) =>
+      c.array(v, f).map((r, i) => c.cidr(r, `${f}[${i}]`)),
+    ),
+  };
 }
 
 /**
@@ -385,33 +414,28 @@ function parseEndpoint(c: Checker, raw: unknown, field: string, family: 4 | 6 | 
     family === undefined ? c.nonEmptyString(a, `${field}.addresses[${i}]`) : c.ip(a, `${field}.addresses[${i}]`, family),
   );
   if (addresses.length === 0) c.fail(`${field}.addresses`, 'must not be empty', RangeError);
-  const endpoint: Endpoint = { addresses };
+  let conditions: EndpointConditions | undefined;
   const cond = c.optional(e.conditions, `${field}.conditions`, (v, f) => c.record(v, f));
   if (cond !== undefined) {
-    const conditions: EndpointConditions = {};
-    for (const name of ['ready', 'serving', 'terminating'] as const) {
-      const value = c.optional(cond[name], `${field}.conditions.${name}`, (v, f) => c.boolean(v, f));
-      if (value !== undefined) conditions[name] = value;
-    }
-    endpoint.conditions = sharedConditions(conditions);
+    const condition = (name: 'ready' | 'serving' | 'terminating') => c.optional(cond[name], `${field}.conditions.${name}`, (v, f) => c.boolean(v, f));
+    conditions = sharedConditions({ ready: condition('ready'), serving: condition('serving'), terminating: condition('terminating') });
   }
   const nodeName = c.optional(e.nodeName, `${field}.nodeName`, (v, f) => c.string(v, f));
-  if (nodeName !== undefined) endpoint.nodeName = nodeName;
-  const hints = c.optional(e.hints, `${field}.hints`, (v, f) => parseHints(c, v, f));
-  if (hints !== undefined) endpoint.hints = hints;
-  return endpoint;
+  return {
+    addresses,
+    conditions,
+    nodeName: nodeName === undefined ? undefined : intern(nodeName),
+    hints: c.optional(e.hints, `${field}.hints`, (v, f) => parseHints(c, v, f)),
+  };
 }
 
 function parseEndpointPort(c: Checker, raw: unknown, field: string): EndpointPort {
   const p = c.record(raw, field);
-  const port: EndpointPort = {};
-  const name = c.optional(p.name, `${field}.name`, (v, f) => c.string(v, f));
-  if (name !== undefined) port.name = name;
-  const number = c.optional(p.port, `${field}.port`, (v, f) => c.port(v, f));
-  if (number !== undefined) port.port = number;
-  const protocol = c.optional(p.protocol, `${field}.protocol`, (v, f) => c.oneOf(v, f, PROTOCOLS));
-  if (protocol !== undefined) port.protocol = protocol;
-  return port;
+  return {
+    name: c.optional(p.name, `${field}.name`, (v, f) => c.string(v, f)),
+    port: c.optional(p.port, `${field}.port`, (v, f) => c.port(v, f)),
+    protocol: c.optional(p.protocol, `${field}.protocol`, (v, f) => c.oneOf(v, f, PROTOCOLS)),
+  };
 }
 
 function parseEndpointSlice(c: Checker, raw: Json, metadata: NamespacedObjectMeta): EndpointSlice {
@@ -420,10 +444,8 @@ function parseEndpointSlice(c: Checker, raw: Json, metadata: NamespacedObjectMet
   const endpoints = (c.optional(raw.endpoints, 'endpoints', (v, f) => c.array(v, f)) ?? []).map((e, i) =>
     parseEndpoint(c, e, `endpoints[${i}]`, family),
   );
-  const slice: EndpointSlice = { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata, addressType, endpoints };
   const ports = c.optional(raw.ports, 'ports', (v, f) => c.array(v, f).map((p, i) => parseEndpointPort(c, p, `${f}[${i}]`)));
-  if (ports !== undefined) slice.ports = ports;
-  return slice;
+  return { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata, addressType, endpoints, ports };
 }
 
 /** An env entry: its name and literal value; valueFrom (a reference the kubelet resolves) is ignored. */
@@ -483,12 +505,14 @@ function parsePod(c: Checker, raw: Json, metadata: NamespacedObjectMeta): Pod {
  * Validates one decoded document (already expanded from lists, see
  * expandList) and returns its typed projection. Throws UnsupportedKindError for
  * well-formed objects of other kinds, TypeError/RangeError for malformed ones.
+ * `listed`: the apiVersion and kind of an item of a typed list, for items without them.
  */
-export function parseObject(raw: unknown): K8sObject {
+export function parseObject(raw: unknown, listed?: { apiVersion: string; kind: K8sKind }): K8sObject {
   if (!isRecord(raw)) throw new TypeError(`Cannot parse document: must be an object, got ${describe(raw)}`);
   const c = new Checker('document');
-  const apiVersion = c.nonEmptyString(raw.apiVersion, 'apiVersion');
-  const kindName = c.nonEmptyString(raw.kind, 'kind');
+  // items of a typed list (the API server's LIST and watch) carry no kind: the caller names it
+  const apiVersion = c.nonEmptyString(raw.apiVersion ?? listed?.apiVersion, 'apiVersion');
+  const kindName = c.nonEmptyString(raw.kind ?? listed?.kind, 'kind');
   if (!Object.hasOwn(SUPPORTED_KINDS, kindName) || SUPPORTED_KINDS[kindName as K8sKind] !== apiVersion) {
     throw new UnsupportedKindError(apiVersion, kindName);
   }
@@ -500,12 +524,8 @@ export function parseObject(raw: unknown): K8sObject {
       const ns: Namespace = { apiVersion: 'v1', kind, metadata: meta };
       return ns;
     }
-    case 'Service': {
-      const svc: Service = { apiVersion: 'v1', kind, metadata: meta as NamespacedObjectMeta, spec: parseServiceSpec(c, raw.spec) };
-      const status = parseServiceStatus(c, raw.status);
-      if (status !== undefined) svc.status = status;
-      return svc;
-    }
+    case 'Service':
+      return { apiVersion: 'v1', kind, metadata: meta as NamespacedObjectMeta, spec: parseServiceSpec(c, raw.spec), status: parseServiceStatus(c, raw.status) };
     case 'Node': {
       const node: Node = { apiVersion: 'v1', kind, metadata: meta };
       return node;

@@ -1,15 +1,18 @@
 /* Reads the socket-LB state back from the pinned maps, for `sluice bpf lb list`: what the kernel
  * holds, not what the agent intends, and readable while the agent is down.
  */
-import { protoName, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_NO_LOCAL } from '../bpf/layout';
+import { protoName, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_NO_LOCAL, SVC_F_NODEPORT } from '../bpf/layout';
 import { LbMaps } from './maps';
 import { frontendId } from './sync';
 
 export interface ListedService {
   frontend: string;
   id: number;
-  /** externalIP stands for every external address: spec.externalIPs and LoadBalancer IPs alike */
-  scope: 'clusterIP' | 'externalIP';
+  /**
+   * externalIP stands for every external address: spec.externalIPs and LoadBalancer IPs alike;
+   * nodePort: the frontend's address (0.0.0.0 or ::) stands for every address of the node
+   */
+  scope: 'clusterIP' | 'externalIP' | 'nodePort';
   affinitySec: number;
   /** no backends because internalTrafficPolicy is Local and this node has no usable endpoint */
   noLocalEndpoints: boolean;
@@ -27,7 +30,7 @@ export function listLbServices(pinDir: string): ListedService[] {
       const fid = frontendId(k.vip, k.port, protoName(k.proto));
       if (k.slot === 0) {
         masters.push({
-          frontend: fid, id: v.id, scope: v.flags & SVC_F_EXTERNAL ? 'externalIP' : 'clusterIP',
+          frontend: fid, id: v.id, scope: v.flags & SVC_F_NODEPORT ? 'nodePort' : v.flags & SVC_F_EXTERNAL ? 'externalIP' : 'clusterIP',
           affinitySec: v.flags & SVC_F_AFFINITY ? v.affinitySec : 0, noLocalEndpoints: (v.flags & SVC_F_NO_LOCAL) !== 0,
           backends: new Array(v.count).fill('?'),
         });

@@ -10,6 +10,11 @@
  *  - ClusterIP, NodePort and LoadBalancer Services contribute each of their
  *    clusterIPs; headless (clusterIP None), unallocated and ExternalName
  *    Services contribute nothing at all, not even their externalIPs;
+ *  - a port's nodePort becomes one frontend per family the Service has a
+ *    ClusterIP of, keyed by that family's unspecified address (0.0.0.0, ::):
+ *    the datapath serves it on every address of the node (and loopback from
+ *    the node itself), as kube-proxy's KUBE-NODEPORTS does for addresses of
+ *    type LOCAL;
  *  - spec.externalIPs become frontends for every port, and so do the IPs of
  *    status.loadBalancer.ingress whose ipMode is VIP or absent (Proxy-mode
  *    load balancers send to the nodes; their IP is left alone), in the
@@ -22,8 +27,11 @@
  *    endpoint's fungible addresses is used;
  *  - which endpoints a frontend may use is selection.ts (kube-proxy's
  *    CategorizeEndpoints): a ClusterIP frontend of an internalTrafficPolicy
- *    Local Service uses this node's endpoints, every other frontend the Cluster
- *    set (ready, topology hints, serving-terminating fallback).
+ *    Local Service uses this node's endpoints, every other frontend (nodePorts
+ *    included) the Cluster set (ready, topology hints, serving-terminating
+ *    fallback): connections sluice sees start on this node, and kube-proxy
+ *    sends locally originated traffic to external destinations and nodePorts
+ *    to the Cluster endpoints whatever the externalTrafficPolicy.
  * Inputs need not come from parseObject: anything the datapath would choke on
  * (bad IPs, ports) is skipped with a warning rather than thrown.
  */
@@ -52,12 +60,20 @@ export interface LbFrontend {
   port: number;
   proto: L4Proto;
   family: 4 | 6;
-  scope: 'clusterIP' | 'externalIP' | 'loadBalancerIP';
+  /** nodePort: ip is the family's unspecified address and stands for every address of the node */
+  scope: 'clusterIP' | 'externalIP' | 'loadBalancerIP' | 'nodePort';
   /**
    * The endpoints this node may use for this frontend (selection.ts); deduplicated; sorted by
    * (ip, port). Empty: the datapath must refuse connections.
    */
   backends: LbBackend[];
+  /**
+   * Endpoints of this port that are still ready or serving but not among `backends` (topology
+   * hints, internalTrafficPolicy Local, serving-and-terminating while others are ready): an endpoint
+   * that moves from `backends` to here has not left the Service, so sockets already on it are kept.
+   * Sorted like `backends`; usually empty (one shared frozen array).
+   */
+  stillServing: readonly LbBackend[];
   /** 0 = no affinity; otherwise the ClientIP affinity timeout. */
   affinityTimeoutSec: number;
   /**
@@ -82,6 +98,9 @@ export interface ComputeFrontendsOptions {
 export const DEFAULT_AFFINITY_TIMEOUT_SEC = 10800;
 const MAX_AFFINITY_TIMEOUT_SEC = 86400;
 const LB_SERVICE_TYPES: ReadonlySet<string> = new Set(['ClusterIP', 'NodePort', 'LoadBalancer']);
+const NONE_STILL_SERVING: readonly LbBackend[] = Object.freeze([]);
+/** The address a nodePort frontend is keyed by in each family: it stands for every node address. */
+export const NODE_PORT_ADDRESS: Readonly<Record<4 | 6, string>> = { 4: '0.0.0.0', 6: '::' };
 
 export interface CanonicalIp {
   ip: string;
@@ -102,9 +121,23 @@ export function canonicalIp(text: string): CanonicalIp | undefined {
   return undefined;
 }
 
+/** An IPv4 address as a number (canonical dotted quad): orders addresses numerically. */
+function ipv4Number(ip: string): number {
+  let n = 0;
+  let octet = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      n = n * 256 + octet;
+      octet = 0;
+    } else octet = octet * 10 + (c - 48);
+  }
+  return n * 256 + octet;
+}
+
 /** Sort key ordering addresses numerically (10.0.0.9 before 10.0.0.10), for canonical input. */
-function ipSortKey(ip: string, family: 4 | 6): string {
-  if (family === 4) return ip.split('.').map((o) => o.padStart(3, '0')).join('');
+function ipSortKey(ip: string, family: 4 | 6): string | number {
+  if (family === 4) return ipv4Number(ip);
   let text = ip;
   const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
   if (dotted !== null) {
@@ -141,7 +174,7 @@ function affinityTimeout(svc: Service, service: string, warn: (msg: string, fiel
 }
 
 interface Vip extends CanonicalIp {
-  scope: LbFrontend['scope'];
+  scope: Exclude<LbFrontend['scope'], 'nodePort'>;
 }
 
 interface ServiceAddresses {
@@ -187,6 +220,11 @@ function serviceAddresses(svc: Service, service: string, warn: (msg: string, fie
   const canonical = (text: string, scope: Vip['scope']): CanonicalIp | undefined => {
     const ip = canonicalIp(text);
     if (ip === undefined) warn('Skipping invalid service IP', { service, ip: text, scope });
+    // the unspecified address is the socket's own host, and keys nodePorts in the datapath
+    else if (ip.ip === NODE_PORT_ADDRESS[ip.family]) {
+      warn('Skipping the unspecified address as a service IP', { service, ip: text, scope });
+      return undefined;
+    }
     return ip;
   };
   for (const text of clusterIPs) {
@@ -217,9 +255,13 @@ function serviceAddresses(svc: Service, service: string, warn: (msg: string, fie
   return out;
 }
 
-/** A selectable endpoint with its numeric sort key. */
+/** A selectable endpoint with its sort key (a number for IPv4, a string for IPv6). */
 interface ResolvedEndpoint extends SelectableEndpoint {
-  sortKey: string;
+  sortKey: string | number;
+}
+
+function compareEndpoints(a: ResolvedEndpoint, b: ResolvedEndpoint): number {
+  return a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : a.port - b.port;
 }
 
 /**
@@ -236,7 +278,7 @@ function resolveEndpoints(
   warn: (msg: string, fields: Fields) => void,
 ): ResolvedEndpoint[] {
   const addressType = family === 4 ? 'IPv4' : 'IPv6';
-  const byAddress = new Map<string, ResolvedEndpoint>();
+  const all: ResolvedEndpoint[] = [];
   for (const slice of slices) {
     if (slice.addressType !== addressType) continue;
     const slicePort = (slice.ports ?? []).find((p) => (p.name ?? '') === portName && (p.protocol ?? 'TCP') === proto);
@@ -266,11 +308,27 @@ function resolveEndpoints(
         nodeHints: endpoint.hints?.forNodes,
         sortKey: ipSortKey(ip.ip, family),
       };
-      const addrKey = `${ip.ip}|${slicePort.port}`;
-      if (!byAddress.has(addrKey) || !resolved.terminating) byAddress.set(addrKey, resolved);
+      all.push(resolved);
     }
   }
-  return [...byAddress.values()].sort((a, b) => compareStrings(a.sortKey, b.sortKey) || a.port - b.port);
+  // sorted, an ip:port listed twice is adjacent: keep the later entry unless it is terminating
+  all.sort(compareEndpoints);
+  const out: ResolvedEndpoint[] = [];
+  for (const e of all) {
+    const last = out[out.length - 1];
+    if (last === undefined || compareEndpoints(last, e) !== 0) out.push(e);
+    else if (!e.terminating) out[out.length - 1] = e;
+  }
+  return out;
+}
+
+/** The endpoints still ready or serving that `chosen` leaves out (chosen is a subset, in order). */
+function stillServing(endpoints: readonly ResolvedEndpoint[], chosen: readonly ResolvedEndpoint[]): readonly LbBackend[] {
+  if (chosen.length === endpoints.length) return NONE_STILL_SERVING;
+  const picked = new Set(chosen);
+  const out: LbBackend[] = [];
+  for (const e of endpoints) if (!picked.has(e) && (e.ready || e.serving)) out.push({ ip: e.ip, port: e.port });
+  return out.length ? out : NONE_STILL_SERVING;
 }
 
 /**
@@ -301,6 +359,8 @@ export function computeFrontends(
   for (const { svc, service } of keyed) {
     const { vips, externalFamilies } = serviceAddresses(svc, service, warn);
     if (vips.length === 0) continue;
+    // nodePorts are served in the families kube-proxy handles the Service in: its ClusterIPs'
+    const clusterFamilies = [...new Set(vips.filter((v) => v.scope === 'clusterIP').map((v) => v.family))];
     const affinityTimeoutSec = affinityTimeout(svc, service, warn);
     const internalPolicyLocal = svc.spec.internalTrafficPolicy === 'Local';
     const serviceSlices = slicesByService.get(service) ?? [];
@@ -312,48 +372,59 @@ export function computeFrontends(
         warn('Skipping service port out of range', { service, portName, port: svcPort.port });
         continue;
       }
-      // One selection per family serves every VIP of that family.
-      const selections = new Map<4 | 6, Selection<ResolvedEndpoint>>();
-      for (const vip of vips) {
-        const id = frontendId(vip.ip, vip.family, svcPort.port, proto);
-        const existing = byId.get(id);
-        if (existing !== undefined) {
-          warn('Duplicate service frontend; keeping the first service', { id, kept: existing.service, skipped: service });
-          continue;
-        }
-        let selection = selections.get(vip.family);
-        if (selection === undefined) {
+      const nodePort = isPort(svcPort.nodePort) ? svcPort.nodePort : undefined;
+      if (svcPort.nodePort !== undefined && nodePort === undefined) warn('Skipping nodePort out of range', { service, portName, nodePort: svcPort.nodePort });
+      // One selection per family serves every frontend of that family.
+      const selections = new Map<4 | 6, { endpoints: ResolvedEndpoint[]; selection: Selection<ResolvedEndpoint> }>();
+      const select = (family: 4 | 6) => {
+        let s = selections.get(family);
+        if (s === undefined) {
           const policy: SelectionPolicy = {
             internalPolicyLocal,
             // Every connection sluice sees starts on this node, and kube-proxy sends locally
             // originated traffic for external destinations (pods' and the host's) to the Cluster
             // endpoints whatever the externalTrafficPolicy (iptables proxier: "pod traffic for …
             // external destinations", "route LOCAL traffic for … external destinations"). So ETP
-            // never picks endpoints here, and a nodePort only adds Cluster endpoints that a
-            // ClusterIP frontend of an ITP Local Service never uses.
+            // never picks endpoints here.
             externalPolicyLocal: false,
-            externallyAccessible: externalFamilies.has(vip.family),
+            // kube-proxy's ExternallyAccessible: a nodePort, or an external address of this family
+            externallyAccessible: nodePort !== undefined || externalFamilies.has(family),
           };
-          const endpoints = resolveEndpoints(serviceSlices, vip.family, portName, proto, node.nodeName, warn);
-          selection = selectEndpoints(endpoints, policy, node);
-          selections.set(vip.family, selection);
+          const endpoints = resolveEndpoints(serviceSlices, family, portName, proto, node.nodeName, warn);
+          s = { endpoints, selection: selectEndpoints(endpoints, policy, node) };
+          selections.set(family, s);
         }
-        const useLocal = vip.scope === 'clusterIP' && internalPolicyLocal;
+        return s;
+      };
+      const add = (ip: string, family: 4 | 6, port: number, scope: LbFrontend['scope']) => {
+        const id = frontendId(ip, family, port, proto);
+        const existing = byId.get(id);
+        if (existing !== undefined) {
+          warn('Duplicate service frontend; keeping the first service', { id, kept: existing.service, skipped: service });
+          return;
+        }
+        const { endpoints, selection } = select(family);
+        const useLocal = scope === 'clusterIP' && internalPolicyLocal;
         const chosen = (useLocal ? selection.local : selection.cluster) ?? [];
         byId.set(id, {
           id,
           service,
           portName,
-          ip: vip.ip,
-          port: svcPort.port,
+          ip,
+          port,
           proto,
-          family: vip.family,
-          scope: vip.scope,
+          family,
+          scope,
           backends: chosen.map((e) => ({ ip: e.ip, port: e.port })),
+          stillServing: stillServing(endpoints, chosen),
           affinityTimeoutSec,
           noLocalEndpoints: useLocal && chosen.length === 0 && selection.hasAnyEndpoints,
           zoneSensitive: !useLocal && selection.zoneSensitive,
         });
+      };
+      for (const vip of vips) add(vip.ip, vip.family, svcPort.port, vip.scope);
+      if (nodePort !== undefined) {
+        for (const family of clusterFamilies) add(NODE_PORT_ADDRESS[family], family, nodePort, 'nodePort');
       }
     }
   }

@@ -6,7 +6,7 @@
  * then the service entry (its count), then surplus slots, removed services and unused backends.
  */
 import { BpfError } from '../bpf';
-import { protoName, protoNumber, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_NO_LOCAL, type Backend, type SvcKey, type SvcVal } from '../bpf/layout';
+import { IPPROTO_TCP, IPPROTO_UDP, protoName, protoNumber, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_NO_LOCAL, SVC_F_NODEPORT, type Backend, type DeadKey, type SvcKey, type SvcVal } from '../bpf/layout';
 import type { LbMaps } from './maps';
 import type { LbFrontend } from './model';
 
@@ -40,6 +40,19 @@ export interface SyncFailure {
   reason: string;
 }
 
+/**
+ * A backend that left a frontend it was programmed in: its endpoint was deleted, or is neither
+ * ready nor serving any more, or the frontend itself went away. (An endpoint that is still ready
+ * or serving but no longer chosen here, by topology hints or a traffic policy, has not left.)
+ * Sockets the frontend translated to it are to be destroyed (src/lb/sock-destroy.ts). Named by
+ * addresses, as sockets record their translation (struct sl_sock_rev_entry): the frontend's key
+ * (vip: a nodePort's is the unspecified address) and the backend.
+ */
+export interface Departure extends DeadKey {
+  /** the frontend's id (`ip:port/PROTO`) */
+  frontend: string;
+}
+
 export interface SyncReport {
   added: number;
   updated: number;
@@ -54,18 +67,64 @@ export function frontendId(ip: string, port: number, proto: string): string {
   return `${ip.includes(':') ? `[${ip}]` : ip}:${port}/${proto}`;
 }
 
-function backendKey(b: Backend): string {
+/**
+ * A backend's identity as a Map key. An IPv4 backend of TCP or UDP is one number (address, port
+ * and protocol packed below 2^49): a full sync looks up 500,000 of them, and building and hashing
+ * a string for each was a good part of its time. Anything else is `ip|port|proto`.
+ */
+type BackendKey = number | string;
+
+function backendKey(b: Backend): BackendKey {
+  if (b.proto === IPPROTO_TCP || b.proto === IPPROTO_UDP) {
+    const v4 = ipv4Number(b.ip);
+    if (v4 >= 0) return (v4 * 65536 + b.port) * 2 + (b.proto === IPPROTO_UDP ? 1 : 0);
+  }
   return `${b.ip}|${b.port}|${b.proto}`;
+}
+
+/** The backend a key stands for (departures name their backend by address). */
+function backendOfKey(k: BackendKey): Backend {
+  if (typeof k === 'string') {
+    const [ip, port, proto] = k.split('|');
+    return { ip, port: Number(port), proto: Number(proto) };
+  }
+  const proto = k % 2 ? IPPROTO_UDP : IPPROTO_TCP;
+  const port = Math.floor(k / 2) % 65536;
+  const ip = Math.floor(k / 131072);
+  return { ip: `${ip >>> 24}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}`, port, proto };
+}
+
+/** A canonical dotted-quad IPv4 address as a number; -1 for anything else (IPv6). */
+function ipv4Number(ip: string): number {
+  let n = 0;
+  let octet = 0;
+  let dots = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      n = n * 256 + octet;
+      octet = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) octet = octet * 10 + (c - 48);
+    else return -1;
+  }
+  return dots === 3 ? n * 256 + octet : -1;
 }
 
 export class LbSync {
   private readonly services = new Map<string, Programmed>();
-  private readonly backendIds = new Map<string, number>();
+  private readonly backendIds = new Map<BackendKey, number>();
   /** backend id -> its key (ip|port|proto): ids in use, and what to forget when one goes */
-  private readonly backends = new Map<number, string>();
+  private readonly backends = new Map<number, BackendKey>();
+  /** backend id -> how many programmed services use it (absent: none) */
+  private readonly refs = new Map<number, number>();
+  /** backend ids that may have lost their last user: removed from the map at the end of an apply */
+  private readonly unreferenced = new Set<number>();
   private readonly usedSvcIds = new Set<number>();
   private nextBackendId = 1;
   private nextSvcId = 1;
+  /** departures since the last takeDepartures() */
+  private departures: Departure[] = [];
 
   constructor(private readonly maps: LbMaps) {}
 
@@ -74,10 +133,13 @@ export class LbSync {
     this.services.clear();
     this.backendIds.clear();
     this.backends.clear();
+    this.refs.clear();
+    this.unreferenced.clear();
     this.usedSvcIds.clear();
     for (const [id, b] of this.maps.backend.entries()) {
-      this.backends.set(id, backendKey(b));
-      this.backendIds.set(backendKey(b), id);
+      const key = backendKey(b);
+      this.backends.set(id, key);
+      this.backendIds.set(key, id);
     }
     const slots = new Map<string, Map<number, number>>();
     const slotKeys = new Map<string, SvcKey[]>();
@@ -109,6 +171,8 @@ export class LbSync {
     for (const [fid, keys] of slotKeys) {
       if (!this.services.has(fid)) for (const k of keys) this.maps.svc.delete(k);
     }
+    for (const p of this.services.values()) this.reference(p.backendIds, 1);
+    for (const id of this.backends.keys()) if (!this.refs.has(id)) this.unreferenced.add(id);
     for (const id of this.backends.keys()) this.nextBackendId = Math.max(this.nextBackendId, id + 1);
     for (const id of this.usedSvcIds) this.nextSvcId = Math.max(this.nextSvcId, id + 1);
     return { services: this.services.size, backends: this.backends.size };
@@ -135,6 +199,18 @@ export class LbSync {
    */
   apply(desired: LbFrontend[], opts: { scope?: Set<string> } = {}): SyncReport {
     if (opts.scope || desired.length <= APPLY_CHUNK) return this.applyScoped(desired, opts.scope);
+    const chunks = function* () {
+      for (let i = 0; i < desired.length; i += APPLY_CHUNK) yield desired.slice(i, i + APPLY_CHUNK);
+    };
+    return this.applyChunks({ chunks: chunks() });
+  }
+
+  /**
+   * Writes a batch that comes in chunks (ServiceTracker.collectChunks): with `scope`, the chunks
+   * speak for those frontend ids only; without, for all of them, and every frontend no chunk
+   * holds is removed at the end. Each chunk is written before the next is taken.
+   */
+  applyChunks(batch: { chunks: Iterable<LbFrontend[]>; scope?: Set<string> }): SyncReport {
     const total: SyncReport = { added: 0, updated: 0, removed: 0, unchanged: 0, backends: 0, failed: [] };
     const add = (r: SyncReport) => {
       total.added += r.added;
@@ -144,11 +220,21 @@ export class LbSync {
       total.backends = r.backends;
       total.failed.push(...r.failed);
     };
-    for (let i = 0; i < desired.length; i += APPLY_CHUNK) {
-      const chunk = desired.slice(i, i + APPLY_CHUNK);
-      add(this.applyScoped(chunk, new Set(chunk.map((f) => f.id))));
+    if (batch.scope) {
+      const desired: LbFrontend[] = [];
+      for (const chunk of batch.chunks) desired.push(...chunk);
+      add(this.applyScoped(desired, batch.scope));
+      return total;
     }
-    const wanted = new Set(desired.map((f) => f.id));
+    const wanted = new Set<string>();
+    for (const chunk of batch.chunks) {
+      for (let i = 0; i < chunk.length; i += APPLY_CHUNK) {
+        const part = chunk.slice(i, i + APPLY_CHUNK);
+        const ids = new Set(part.map((f) => f.id));
+        for (const id of ids) wanted.add(id);
+        add(this.applyScoped(part, ids));
+      }
+    }
     add(this.applyScoped([], new Set([...this.services.keys()].filter((id) => !wanted.has(id)))));
     return total;
   }
@@ -162,12 +248,16 @@ export class LbSync {
     const affinityDropped = new Map<number, Set<number>>(); // svc id -> backend ids no longer in it
 
     // 1. services no longer wanted, first so that their room is free for new ones: the service
-    //    entry first (lookups then miss), then its slots
-    for (const [fid, p] of this.services) {
-      if (wanted.has(fid) || (opts.scope && !opts.scope.has(fid))) continue;
+    //    entry first (lookups then miss), then its slots. A scoped apply looks at its scope only
+    //    (a full sync applies thousands of chunks against 100,000 programmed services).
+    for (const fid of opts.scope ?? [...this.services.keys()]) {
+      const p = this.services.get(fid);
+      if (p === undefined || wanted.has(fid)) continue;
       this.deleteSlots(p, 0, p.slotsPresent);
+      this.departed(fid, p, p.backendIds);
       if (p.flags & SVC_F_AFFINITY) affinityDropped.set(p.id, new Set(p.backendIds));
       this.services.delete(fid);
+      this.reference(p.backendIds, -1);
       this.usedSvcIds.delete(p.id);
       report.removed++;
     }
@@ -187,7 +277,8 @@ export class LbSync {
       }
       const flags =
         (f.affinityTimeoutSec > 0 ? SVC_F_AFFINITY : 0) |
-        (f.scope !== 'clusterIP' ? SVC_F_EXTERNAL : 0) |
+        (f.scope === 'externalIP' || f.scope === 'loadBalancerIP' ? SVC_F_EXTERNAL : 0) |
+        (f.scope === 'nodePort' ? SVC_F_NODEPORT : 0) |
         (f.noLocalEndpoints ? SVC_F_NO_LOCAL : 0);
       const cur = this.services.get(f.id);
       const same =
@@ -221,19 +312,25 @@ export class LbSync {
         const keep = new Set(next.backendIds);
         const gone = cur.backendIds.filter((id) => !keep.has(id));
         if (gone.length && cur.flags & SVC_F_AFFINITY) affinityDropped.set(cur.id, new Set(gone));
+        if (gone.length) {
+          const serving = new Set(f.stillServing.map((b) => backendKey({ ip: b.ip, port: b.port, proto: next.proto })));
+          this.departed(f.id, cur, gone.filter((id) => !serving.has(this.backends.get(id) ?? -1)));
+        }
       } else report.added++;
       this.services.set(f.id, next);
+      this.reference(next.backendIds, 1);
+      if (cur) this.reference(cur.backendIds, -1);
     }
 
     // 5. backends nobody references any more
-    const referenced = new Set<number>();
-    for (const p of this.services.values()) for (const id of p.backendIds) referenced.add(id);
-    for (const [id, key] of this.backends) {
-      if (referenced.has(id)) continue;
+    for (const id of this.unreferenced) {
+      const key = this.backends.get(id);
+      if (this.refs.has(id) || key === undefined) continue;
       this.maps.backend.delete(id);
       this.backends.delete(id);
       this.backendIds.delete(key);
     }
+    this.unreferenced.clear();
     if (affinityDropped.size) this.dropAffinity(affinityDropped);
 
     report.backends = this.backends.size;
@@ -241,6 +338,36 @@ export class LbSync {
       report.failed.push({ frontend: fid, service: wanted.get(fid)?.service ?? '', reason });
     }
     return report;
+  }
+
+  /** Counts services' uses of backends; one that drops to none is a candidate for removal. */
+  private reference(backendIds: readonly number[], delta: 1 | -1): void {
+    for (const id of backendIds) {
+      if (id === 0) continue; // a slot restore found missing
+      const n = (this.refs.get(id) ?? 0) + delta;
+      if (n > 0) this.refs.set(id, n);
+      else {
+        this.refs.delete(id);
+        this.unreferenced.add(id);
+      }
+    }
+  }
+
+  /** Records backends that left a frontend (before an unreferenced backend is forgotten). */
+  private departed(frontend: string, p: Pick<Programmed, 'vip' | 'port' | 'proto'>, backendIds: readonly number[]): void {
+    for (const backendId of backendIds) {
+      const key = this.backends.get(backendId);
+      if (key === undefined) continue;
+      const b = backendOfKey(key);
+      this.departures.push({ frontend, vip: p.vip, vipPort: p.port, backend: b.ip, backendPort: b.port, proto: p.proto });
+    }
+  }
+
+  /** The departures since the last call, oldest first; the list starts empty again. */
+  takeDepartures(): Departure[] {
+    const out = this.departures;
+    this.departures = [];
+    return out;
   }
 
   /** Deletes slots from..to of a service (slot 0 is the service entry itself). */
@@ -251,40 +378,45 @@ export class LbSync {
   /** Writes the backends the wanted services need and the map lacks; first fit when it is full. */
   private addBackends(wanted: Map<string, LbFrontend>, failed: Map<string, string>): void {
     const entries: Array<[number, Backend]> = [];
-    const owners: string[][] = [];
-    const index = new Map<string, number>();
+    const keys: BackendKey[] = [];
     for (const f of wanted.values()) {
+      const proto = protoNumber(f.proto);
       for (const b of f.backends) {
-        const be: Backend = { ip: b.ip, port: b.port, proto: protoNumber(f.proto) };
-        const bk = backendKey(be);
+        const bk = backendKey({ ip: b.ip, port: b.port, proto });
         if (this.backendIds.has(bk)) continue;
-        const i = index.get(bk);
-        if (i !== undefined) {
-          owners[i].push(f.id);
-          continue;
-        }
-        index.set(bk, entries.length);
-        entries.push([this.allocBackendId(), be]);
-        owners.push([f.id]);
-        this.backends.set(entries[entries.length - 1][0], bk); // reserves the id
+        const id = this.allocBackendId();
+        entries.push([id, { ip: b.ip, port: b.port, proto }]);
+        keys.push(bk);
+        // reserved now (later frontends of this batch find it); forgotten again if the write fails
+        this.backendIds.set(bk, id);
+        this.backends.set(id, bk);
+        this.unreferenced.add(id); // until a service that uses it is programmed
       }
     }
-    let reasons: Array<string | undefined> = entries.map(() => undefined);
+    let reasons: Array<string | undefined> | undefined;
     try {
       this.maps.backend.setMany(entries);
     } catch (e) {
       if (!(e instanceof BpfError)) throw e;
       reasons = entries.map(([id, be]) => this.tryWrite(() => this.maps.backend.set(id, be)));
     }
-    entries.forEach(([id, be], i) => {
+    if (!reasons?.some((r) => r !== undefined)) return;
+    // the frontends that needed a backend that could not be written fail (rare: found afterwards)
+    const why = new Map<BackendKey, string>();
+    entries.forEach(([id], i) => {
       const reason = reasons[i];
-      if (reason === undefined) {
-        this.backendIds.set(backendKey(be), id);
-        return;
-      }
+      if (reason === undefined) return;
+      why.set(keys[i], reason);
+      this.backendIds.delete(keys[i]);
       this.backends.delete(id);
-      for (const fid of owners[i]) if (!failed.has(fid)) failed.set(fid, reason);
     });
+    for (const f of wanted.values()) {
+      const proto = protoNumber(f.proto);
+      for (const b of f.backends) {
+        const reason = why.get(backendKey({ ip: b.ip, port: b.port, proto }));
+        if (reason !== undefined && !failed.has(f.id)) failed.set(f.id, reason);
+      }
+    }
   }
 
   /** Runs a map write; returns why it failed, or undefined. */

@@ -1,7 +1,9 @@
 /* Which Services changed since the last sync, from the store's change events, and their new
  * frontends: an EndpointSlice update recomputes one Service, not 10,000 (the full model pass cost
  * ~200 ms at that size; a tracked change costs well under a millisecond). A change of this node's
- * zone recomputes only the Services whose frontends zone hints decided.
+ * zone recomputes only the Services whose frontends zone hints decided. A full batch is computed
+ * chunk by chunk as the sync takes it, so the frontends of 100,000 Services never exist at once
+ * (they would outlive the young generation and make every full GC of the sync longer).
  */
 import type { ChangeEvent, ObjectStore } from '../k8s/store';
 import { SERVICE_NAME_LABEL, ZONE_LABEL, type EndpointSlice, type Node, type Service } from '../k8s/types';
@@ -15,6 +17,21 @@ export interface FrontendBatch {
   scope?: Set<string>;
   services: number;
 }
+
+/**
+ * A batch whose frontends come in chunks, computed as they are taken (take each chunk once, in
+ * order, and all of them: a full batch left unfinished is computed again by the next collect).
+ */
+export interface FrontendChunks {
+  chunks: Iterable<LbFrontend[]>;
+  /** frontend ids the batch speaks for (undefined: all, a full sync) */
+  scope?: Set<string>;
+  /** Services the batch computed (known once every chunk was taken) */
+  readonly services: number;
+}
+
+/** Services per chunk of a full batch. */
+const FULL_CHUNK_SERVICES = 1000;
 
 export interface ServiceTrackerOptions {
   /**
@@ -99,22 +116,65 @@ export class ServiceTracker {
     return computeFrontends(services, slices, { nodeName: this.nodeName, zone: this.zone });
   }
 
+  /** The next batch with every frontend at once (tests, small clusters). */
   collect(): FrontendBatch {
+    const batch = this.collectChunks();
+    const frontends = [...batch.chunks].flat();
+    return { frontends, scope: batch.scope, services: batch.services };
+  }
+
+  /** The next batch: every frontend after start-up or markAll(), else those of the Services that changed. */
+  collectChunks(): FrontendChunks {
     if (this.full) {
-      this.full = false;
-      this.dirty.clear();
-      const frontends = this.compute(this.store.list('Service'), this.store.list('EndpointSlice'));
-      this.idsByService.clear();
-      this.ownerOfFrontend.clear();
-      this.zoneSensitive.clear();
-      for (const f of frontends) {
-        const key = `Service/${f.service}`;
-        this.idsByService.set(key, [...(this.idsByService.get(key) ?? []), f.id]);
-        this.ownerOfFrontend.set(f.id, key);
-        if (f.zoneSensitive) this.zoneSensitive.add(key);
-      }
-      return { frontends, services: this.idsByService.size };
+      let services = 0;
+      const tracker = this;
+      return {
+        chunks: (function* () {
+          services = yield* tracker.fullChunks();
+        })(),
+        get services() {
+          return services;
+        },
+      };
     }
+    const { frontends, scope, services } = this.changed();
+    return { chunks: [frontends], scope, services };
+  }
+
+  /** Every Service in namespace/name order, a chunk at a time; the first to claim a frontend keeps it. */
+  private *fullChunks(): Generator<LbFrontend[], number> {
+    this.dirty.clear();
+    this.idsByService.clear();
+    this.ownerOfFrontend.clear();
+    this.zoneSensitive.clear();
+    const all = this.store.list('Service');
+    for (let i = 0; i < all.length; i += FULL_CHUNK_SERVICES) {
+      const chunk = all.slice(i, i + FULL_CHUNK_SERVICES);
+      const slices = chunk.flatMap((svc) => this.slicesByService.get(`Service/${svc.metadata.namespace}/${svc.metadata.name}`) ?? []);
+      const out: LbFrontend[] = [];
+      for (const f of this.compute(chunk, slices)) {
+        const key = `Service/${f.service}`;
+        const owner = this.ownerOfFrontend.get(f.id);
+        if (owner !== undefined) {
+          log.warn('Duplicate service frontend; keeping the first service', { id: f.id, kept: owner.slice('Service/'.length), skipped: f.service });
+          continue;
+        }
+        this.ownerOfFrontend.set(f.id, key);
+        const ids = this.idsByService.get(key);
+        if (ids) ids.push(f.id);
+        else this.idsByService.set(key, [f.id]);
+        if (f.zoneSensitive) this.zoneSensitive.add(key);
+        out.push(f);
+      }
+      yield out;
+    }
+    // only a batch taken to the end is whole: one left unfinished leaves `full` set, to start over
+    this.full = false;
+    return this.idsByService.size;
+  }
+
+  /** The frontends of the Services that changed since the last batch. */
+  private changed(): FrontendBatch {
     const scope = new Set<string>();
     const frontends: LbFrontend[] = [];
     for (const key of this.dirty) {

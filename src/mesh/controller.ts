@@ -1,6 +1,7 @@
 /* The mesh controller: decides each registered pod's capture mode from its Pod and Namespace
  * (Istio's rules, ./mode.ts), brings the kernel in line (./enroller.ts), hands ambient pods to
- * ztunnel over ZDS (./ambient-zds.ts) and tells the cluster (k8s/write-back.ts).
+ * ztunnel over ZDS (./ambient-zds.ts) and tells the cluster (k8s/write-back.ts). socket-LB's
+ * per-pod opt-out (src/lb/pod-opt-out.ts) is decided with each pod, at the same moments.
  *
  * Driven by CNI ADD and DEL, by repair, and by changes of Pods and Namespaces only: a change of a
  * Service or an EndpointSlice never re-decides a pod, and a changed Pod re-decides only its own
@@ -15,6 +16,7 @@ import type { Endpoint, EndpointRegistry } from '../agent/endpoints';
 import type { ObjectStore, ChangeEvent } from '../k8s/store';
 import type { Namespace, Pod } from '../k8s/types';
 import type { WriteBack } from '../k8s/write-back';
+import type { PodLbOptOut } from '../lb/pod-opt-out';
 import { log } from '../log';
 import type { AmbientZds } from './ambient-zds';
 import type { Enroller } from './enroller';
@@ -36,6 +38,11 @@ export interface MeshControllerOptions {
   decisionsFile: string;
   writeBack?: WriteBack;
   zds?: AmbientZds;
+  /**
+   * socket-LB's own per-pod decision (socket-lb.sluice.io/disabled): not capture, but made
+   * whenever the pod is (ADD, repair, a change of its Pod), so that it follows the annotation live
+   */
+  lbOptOut?: Pick<PodLbOptOut, 'apply' | 'forget'>;
 }
 
 /** The registry's key of an attachment (a pod may have several: one per interface). */
@@ -85,6 +92,7 @@ export class MeshController {
    * returns. Throws when the kernel refuses.
    */
   apply(ep: Endpoint): ModeDecision {
+    this.o.lbOptOut?.apply(ep, this.pod(ep));
     const d = decideMode(this.pod(ep), this.o.store.get(`Namespace/${ep.namespace}`) as Namespace | undefined, ep.ips, this.o.mode);
     const previous = this.decision(ep);
     const current = this.o.enroller.programmed(ep.netnsCookie);
@@ -116,6 +124,7 @@ export class MeshController {
 
   /** CNI DEL: the registration is gone; its capture, ZDS hand-off and decision go with it. */
   removed(ep: Endpoint): void {
+    this.o.lbOptOut?.forget(ep.netnsCookie);
     this.o.enroller.release(ep);
     if (this.decision(ep)?.mode === 'ambient') this.takeBack(ep);
     this.dirty.delete(regKey(ep));

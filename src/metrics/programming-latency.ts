@@ -13,9 +13,9 @@
  * sync is start-up, not a change). In API mode only annotated changes are observed, like kube-proxy.
  */
 import type { ChangeEvent } from '../k8s/store';
-import { SERVICE_NAME_LABEL, type EndpointSlice } from '../k8s/types';
+import { LAST_CHANGE_TRIGGER_TIME, SERVICE_NAME_LABEL, type EndpointSlice } from '../k8s/types';
 
-export const LAST_CHANGE_TRIGGER_TIME = 'endpoints.kubernetes.io/last-change-trigger-time';
+export { LAST_CHANGE_TRIGGER_TIME };
 
 /** RFC 3339 with optional fractional seconds, as Go's time.RFC3339Nano writes it. */
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;

@@ -3,8 +3,8 @@
  * stand-in API server (test/harness/apiserver.ts) on a simulated node of the kernel-test harness,
  * running in this process's network namespace to reach it on 127.0.0.1. One run measures:
  *
- *  1. Initial sync of N Services / N×E endpoints (default 10,000 / 50,000; fake endpoint IPs in
- *     10.241.0.0/16, VIPs in 10.250.0.0/16) applied to the stand-in before the agent starts: from
+ *  1. Initial sync of N Services / N×E endpoints (default 10,000 / 50,000; fake endpoint IPs from
+ *     10.241.0.1, VIPs in 172.16.0.0/12: generate.ts) applied to the stand-in before the agent starts: from
  *     the arrival of the agent's first LIST request (the stand-in's request record) to the first
  *     full "services synced" log line, and to the agent's status reporting ready (what `sluice
  *     status` exits 0 on); the agent's peak RSS (VmHWM) right after. Several cold starts with
@@ -55,6 +55,7 @@ import { createLbEnv, ROOT, SLUICE, sluice, stopAgent, TCP_PORT, writeConfig, ty
 import { callAgent } from '../../src/agent/api';
 import { LbMaps } from '../../src/lb/maps';
 import { IPPROTO_TCP } from '../../src/bpf/layout';
+import { endpointIp, serviceVip } from './generate';
 
 // ---------------------------------------------------------------------------------------------
 // options
@@ -157,7 +158,7 @@ function parseOpts(argv: string[]): Opts {
   const int = (name: string, v: number, min: number, max: number) => {
     if (!Number.isInteger(v) || v < min || v > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${v}`);
   };
-  int('--services', o.services, 1, 60000);
+  int('--services', o.services, 1, 100000);
   int('--endpoints', o.endpoints, 1, 64);
   int('--starts', o.starts, 1, 20);
   int('--changes', o.changes, 0, 100000);
@@ -170,7 +171,7 @@ function parseOpts(argv: string[]): Opts {
   // the harness keeps the last 1 MiB of the agent's stderr: ~170 bytes per "services synced" line
   if (o.changes + 2 * o.bursts > 5000) throw new Error('at most 5,000 changes + 2 × bursts (the agent\'s log lines are read back)');
   const ips = o.services * o.endpoints + o.changes + o.bursts * o.burstSize;
-  if (ips > 65534) throw new Error(`the fake endpoint IPs (${ips}: initial endpoints + one per change) must fit in 10.241.0.0/16`);
+  if (ips > 524288) throw new Error(`the fake endpoint IPs (${ips}: initial endpoints + one per change) must fit bpf-lb-backend-map-max (524,288)`);
   return o;
 }
 
@@ -207,18 +208,11 @@ function procStatusKiB(pid: number, field: string): number {
 
 const SVC_PORT = 80;
 
-/** 10.250.x.y: the VIP of Service i (i < 65535). */
-function vipFor(i: number): string {
-  const k = i + 1;
-  return `10.250.${k >> 8}.${k & 255}`;
-}
+/** The VIP of Service i (generate.ts: 172.16.0.0/12). */
+const vipFor = serviceVip;
 
-/** Fake endpoint address idx: 10.241.0.1 upwards (idx < 65535), outside every harness pod /24. */
-function fakeIp(idx: number): string {
-  const k = idx + 1;
-  if (k > 65534) throw new Error(`fake IP ${idx} outside 10.241.0.0/16`);
-  return `10.241.${k >> 8}.${k & 255}`;
-}
+/** Fake endpoint address idx (generate.ts: 10.241.0.1 upwards, outside every harness pod /24). */
+const fakeIp = endpointIp;
 
 function serviceObj(name: string, vip: string) {
   return {
@@ -408,7 +402,7 @@ async function syncPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][]
     const load = loadAvg();
     const mark = api.requests.length;
     const elu0 = performance.eventLoopUtilization();
-    const { spawnAt, readyAt } = await spawnAgent(env, o);
+    const { spawnAt, readyAt } = await spawnAgent(env, o, Math.max(60000, o.services * 2));
     const elu = performance.eventLoopUtilization(elu0);
     const st = await cliStatus(env);
     const vmHwmKiB = procStatusKiB(st.pid, 'VmHWM');
@@ -695,7 +689,7 @@ async function repairPart(o: Opts, node: string): Promise<RepairResult> {
       await sleep(k === 0 ? 200 : 1000);
       const load = loadAvg();
       const mark = api.requests.length;
-      const { spawnAt, readyAt } = await spawnAgent(env, o);
+      const { spawnAt, readyAt } = await spawnAgent(env, o, Math.max(60000, o.services * 2));
       const logs = agentLogs(env);
       const rep = find(logs, 'pods that predate the agent');
       const regs = logs.filter((l) => l.msg === 'pod predates the agent: registered and enrolled in place');

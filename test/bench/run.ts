@@ -53,6 +53,7 @@ import {
   createLbEnv, lbList, PROBE, ROOT, serviceYaml, sliceYaml, sluice, startAgent, stopAgent, TCP_PORT, waitForBackends,
   writeObjects, type LbEnv,
 } from '../kernel/lb-env';
+import { endpointIp, serviceVip } from './generate';
 import { iptablesInfo, kubeProxyRuleset, loadRuleset, countNatRules, removeRuleset, type IptablesInfo, type IptService } from './iptables';
 
 // ---------------------------------------------------------------------------------------------
@@ -141,16 +142,16 @@ function parseOpts(argv: string[]): Opts {
     if (!Number.isInteger(v) || v < min || v > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${v}`);
   };
   if (o.sizes.length === 0) throw new Error('--sizes is empty');
-  for (const s of o.sizes) int('a size', s, 1, 60000);
+  for (const s of o.sizes) int('a size', s, 1, 100000);
   int('--count', o.count, 10, 1_000_000);
   int('--warmup', o.warmup, 0, 1_000_000);
   int('--concurrency', o.concurrency, 1, 64);
   int('--rounds', o.rounds, 1, 50);
-  int('--sync-services', o.syncServices, 1, 60000);
+  int('--sync-services', o.syncServices, 1, 100000);
   int('--sync-endpoints', o.syncEndpoints, 1, 64);
   int('--updates', o.updates, 0, 20);
   int('--sync-starts', o.syncStarts, 1, 20);
-  if (o.syncServices * o.syncEndpoints + o.updates * o.syncEndpoints > 60000) throw new Error('at most 60,000 sync endpoints (backend map size)');
+  if (o.syncServices * o.syncEndpoints + o.updates * o.syncEndpoints > 524288) throw new Error('at most 524,288 sync endpoints (bpf-lb-backend-map-max)');
   return o;
 }
 
@@ -177,17 +178,11 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-/** 10.250.x.y for service i (i < 60000); 10.250.255.254 is the measured VIP and never produced. */
-function vipFor(i: number): string {
-  const k = i + 1;
-  return `10.250.${k >> 8}.${k & 255}`;
-}
+/** The VIP of generated service i (generate.ts: 172.16.0.0/12); the measured VIP is never among them. */
+const vipFor = serviceVip;
 
-/** Fake endpoint addresses, 10.241.0.1 upwards: in the cluster's 10/8 but outside every harness pod /24 (10.16-239.x.x). */
-function fakeIp(idx: number): string {
-  const k = idx + 1;
-  return `10.${241 + (k >> 16)}.${(k >> 8) & 255}.${k & 255}`;
-}
+/** Fake endpoint addresses (generate.ts: 10.241.0.1 upwards, outside every harness pod /24). */
+const fakeIp = endpointIp;
 
 interface AgentLog {
   ts?: string;
@@ -500,7 +495,7 @@ async function syncBench(c: Ctx): Promise<SyncResult> {
     }
     const loadAvg = Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
     const t0 = Date.now();
-    await startAgent(env);
+    await startAgent(env, { readyTimeoutMs: 120000 });
     const spawnToStatusMs = Date.now() - t0;
     c.state = 'A';
     const logs = agentLogs(env);

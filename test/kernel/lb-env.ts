@@ -107,9 +107,12 @@ export async function sluice(env: LbEnv, args: string[], allowFail = false) {
  * `inTestNetns`: run it in this test process's namespace instead, to reach an in-process stand-in
  * API server on 127.0.0.1 (nothing is attached to that namespace: programs go to the test cgroup
  * and the pods' namespaces only). `bin`: the sluice executable (default: this tree's); `env`: more
- * environment for it.
+ * environment for it; `readyTimeoutMs` (default 20 s) bounds the wait for ready.
  */
-export async function startAgent(env: LbEnv, opts: { inTestNetns?: boolean; bin?: string; env?: Record<string, string> } = {}): Promise<ChildProcess> {
+export async function startAgent(
+  env: LbEnv,
+  opts: { inTestNetns?: boolean; bin?: string; env?: Record<string, string>; readyTimeoutMs?: number } = {},
+): Promise<ChildProcess> {
   env.agentInTestNetns = opts.inTestNetns ?? env.agentInTestNetns;
   const netnsPath = env.agentInTestNetns ? `/proc/${process.pid}/ns/net` : undefined;
   // `bin`: another release's sluice (the upgrade test starts the first release)
@@ -128,7 +131,7 @@ export async function startAgent(env: LbEnv, opts: { inTestNetns?: boolean; bin?
       if (out.exited) throw new Error(`agent exited (${out.exitCode ?? out.signal}): ${out.stderr.slice(-2000)}`);
       return (await sluice(env, ['status'], true)).code === 0;
     },
-    20000,
+    opts.readyTimeoutMs ?? 20000,
     50,
   );
   return agent;
@@ -213,10 +216,13 @@ export interface PortSpec {
   port: number;
   targetPort?: number | string;
   protocol?: 'TCP' | 'UDP';
+  nodePort?: number;
 }
 
 export interface ServiceOpts {
   clusterIP: string;
+  /** dual stack: every ClusterIP, the primary (clusterIP) first; default [clusterIP] */
+  clusterIPs?: string[];
   ports: PortSpec[];
   externalIPs?: string[];
   affinitySec?: number;
@@ -238,10 +244,12 @@ export function serviceYaml(name: string, spec: ServiceOpts): string {
     `metadata: {name: ${name}, namespace: ${spec.namespace ?? 'default'}${labels}}`,
     'spec:',
     `  clusterIP: "${spec.clusterIP}"`,
-    `  clusterIPs: ["${spec.clusterIP}"]`,
+    `  clusterIPs: [${(spec.clusterIPs ?? [spec.clusterIP]).map((ip) => `"${ip}"`).join(', ')}]`,
     '  ports:',
     ...spec.ports.map(
-      (p) => `  - {${p.name ? `name: ${p.name}, ` : ''}port: ${p.port}, targetPort: ${JSON.stringify(p.targetPort ?? p.port)}, protocol: ${p.protocol ?? 'TCP'}}`,
+      (p) =>
+        `  - {${p.name ? `name: ${p.name}, ` : ''}port: ${p.port}, targetPort: ${JSON.stringify(p.targetPort ?? p.port)}, protocol: ${p.protocol ?? 'TCP'}` +
+        `${p.nodePort ? `, nodePort: ${p.nodePort}` : ''}}`,
     ),
   ];
   if (spec.type) lines.push(`  type: ${spec.type}`);

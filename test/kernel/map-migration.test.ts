@@ -16,12 +16,14 @@ import { MapMigrationError } from '../../src/bpf/migration-error';
 import { socketFdsUnder } from '../../src/bpf/socket-owners';
 import { installDatapath, OBJECTS, sockLinkPin, type DatapathOptions } from '../../src/datapath';
 import { DATAPATH_MIGRATIONS } from '../../src/map-migrations';
+import { parseConfig } from '../../src/config';
 import { buildBpfVariant, EDIT, type BpfEdit } from './bpf-variant';
 import { holdSocket, type HeldSocket } from './held-socket';
 import { answeredBy, lbList, probe, serviceYaml, sliceYaml, sluice, startAgent, stopAgent, TCP_PORT, UDP_PORT, waitForBackends, writeObjects } from './lb-env';
 import { addMeshPod, createMeshEnv, sidecarReply, startApp, startSidecar, type MeshEnv } from './mesh-env';
 
 const VIP = '10.96.0.10';
+const DEFAULTS = parseConfig({ 'cgroup-root': '/unused' });
 const STICKY = '10.96.0.12';
 const STATUS = { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}' };
 
@@ -73,7 +75,8 @@ describe.skipIf(process.getuid?.() !== 0)('map migration between releases (needs
       proxyGid: 1337,
       dnsServers: [],
       proxyMark: { mark: 0x539, mask: 0xfff },
-      sizes: { service: 262144, backend: 65536, affinity: 65536 },
+      // the sizes the agent runs with (its config defaults), so that only layouts differ
+      sizes: { service: DEFAULTS.lbServiceMapMax, backend: DEFAULTS.lbBackendMapMax, affinity: DEFAULTS.lbAffinityMapMax },
       objectDir,
       registry,
     };

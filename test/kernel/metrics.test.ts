@@ -172,11 +172,12 @@ describe.skipIf(process.getuid?.() !== 0)('metrics and health endpoints (needs r
     const backends = new Set(listed.flatMap((s) => s.backends.map((x) => `${x}/${s.frontend.split('/')[1]}`)));
     expect(m.v('sluice_lb_backends')).toBe(backends.size);
     expect(backends.size).toBe(4);
-    // one entry per frontend and one per backend slot, of bpf-lb-service-map-max (262144)
+    // one entry per frontend and one per backend slot, of bpf-lb-service-map-max (1048576 by
+    // default) and bpf-lb-backend-map-max (524288)
     const svcEntries = listed.reduce((n, s) => n + 1 + s.backends.length, 0);
-    expect(m.v('sluice_bpf_map_pressure{map_name="sl_lb_svc"}')).toBe(svcEntries / 262144);
-    expect(m.v('sluice_bpf_map_pressure{map_name="sl_lb_backend"}')).toBe(4 / 65536);
-    for (const map of ['sl_lb_affinity', 'sl_endpoints', 'sl_pod_ips', 'sl_ep_stats', 'sl_origdst_syn', 'sl_listeners', 'sl_node_ips', 'sl_bypass_flows']) {
+    expect(m.v('sluice_bpf_map_pressure{map_name="sl_lb_svc"}')).toBe(svcEntries / 1048576);
+    expect(m.v('sluice_bpf_map_pressure{map_name="sl_lb_backend"}')).toBe(4 / 524288);
+    for (const map of ['sl_lb_affinity', 'sl_lb_pod_opt_out', 'sl_lb_sock_dead', 'sl_endpoints', 'sl_pod_ips', 'sl_ep_stats', 'sl_origdst_syn', 'sl_listeners', 'sl_node_ips', 'sl_bypass_flows']) {
       const p = m.v(`sluice_bpf_map_pressure{map_name="${map}"}`);
       expect(p, map).toBeGreaterThanOrEqual(0);
       expect(p, map).toBeLessThan(1);

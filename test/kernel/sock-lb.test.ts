@@ -2,13 +2,17 @@
  * reference CNI plugins, the agent in standalone mode fed by a directory of YAML.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../harness';
+import { probeFeature } from '../../src/bpf/introspect';
+import { SOCK_DESTROY_PROGS } from '../../src/datapath';
 import {
   answeredBy, createLbEnv, lbList, probe, removeObjects, serviceYaml, sliceYaml, sluice, startAgent, stopAgent,
   TCP_PORT, UDP_PORT, waitForAbsent, waitForBackends, writeConfig, writeObjects, type LbEnv,
 } from './lb-env';
 
+const SOCK_DESTROY_PROGRAMS = Object.values(SOCK_DESTROY_PROGS);
 const VIP4 = '10.96.0.10';
 const VIP6 = 'fd00:96::10';
 
@@ -257,8 +261,12 @@ describe.skipIf(process.getuid?.() !== 0)('socket load balancing (needs root)', 
 
   it('uninstall removes every program, link and pin', async () => {
     await stopAgent(env);
+    // the socket-destroy iterators (pinned, never attached) and the maps of this release go too
+    const iterators = probeFeature('sock_destroy') ? SOCK_DESTROY_PROGRAMS.map((p) => path.join(env.node.pinDir, 'progs', p)) : [];
+    for (const p of iterators) expect(fs.existsSync(p), p).toBe(true);
     const out = await sluice(env, ['uninstall']);
     expect(out.stdout).toContain('sl_lb_svc');
+    for (const name of ['sl_lb_pod_opt_out', 'sl_lb_sock_dead', ...iterators]) expect(out.stdout).toContain(name);
     expect(fs.existsSync(env.node.pinDir)).toBe(false);
     const cg = await run(['bpftool', 'cgroup', 'show', env.node.cgroupPath]);
     expect(cg.stdout.trim().split('\n').filter((l) => /sl_/.test(l))).toEqual([]);

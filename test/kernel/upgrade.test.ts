@@ -2,8 +2,11 @@
  * and UDP, a ClientIP-affinity Service, a sidecar pod and an ambient pod with their stand-in
  * proxies) under steady streams of connections; then it is stopped and this tree's agent starts
  * on the same pins and state; then the agent again with objects whose maps changed (the next
- * release); then back to v0.1.0 by the documented downgrade. Nothing may fail at any step.
+ * release); then back to v0.1.0 by the documented downgrade. Nothing may fail at any step. A
+ * connected UDP socket v0.1.0 translated keeps its reverse translation across the takeover (socket
+ * storage keeps v0.1.0's layout) and is destroyed by this tree's agent when its backend leaves.
  */
+import type { ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor, type SimPod } from '../harness';
@@ -11,7 +14,10 @@ import { BpfMap, possibleCpus } from '../../src/bpf';
 import { perCpuU64Codec, u32Codec } from '../../src/bpf/layout';
 import type { MapMigration } from '../../src/bpf/migrate';
 import { pinnedMapSpec } from '../../src/bpf/map-spec';
-import { answeredBy, lbList as listLb, PROBE, probe, serviceYaml, sliceYaml, sluice, startAgent, stopAgent, TCP_PORT, UDP_PORT, waitForBackends, writeObjects, type ProbeResult } from './lb-env';
+import {
+  answeredBy, lbList as listLb, PROBE, probe, serviceYaml, sliceYaml, sluice, startAgent, stopAgent, TCP_PORT, UDP_PORT, waitForBackends, writeConfig, writeObjects,
+  type ProbeResult,
+} from './lb-env';
 import { addMeshPod, createMeshEnv, namespaceYaml, sidecarReply, startApp, startSidecar, waitForMode, type MeshEnv } from './mesh-env';
 import { buildBpfVariant, EDIT, type BpfEdit } from './bpf-variant';
 import { baseCommit, buildBaseRelease, type BaseRelease } from './upgrade-base';
@@ -37,6 +43,38 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
   let sticky: string;
   /** whether this tree's maps are v0.1.0's (the first takeover reused every one) */
   let sameMapsAsBase: boolean;
+  /** a client on one connected UDP socket to the VIP in the node's namespace, opened while v0.1.0 ran */
+  let pinned: ChildProcess;
+
+  interface Attempt extends ProbeResult {
+    conn?: number;
+  }
+  function attempts(child: ChildProcess): Attempt[] {
+    return env.node.output(child).stdout.split('\n').filter((l) => l.startsWith('{') && !l.includes('"summary"')).map((l) => JSON.parse(l) as Attempt);
+  }
+  async function moreAttempts(child: ChildProcess, from: number, n: number): Promise<Attempt[]> {
+    return waitFor(`${n} more attempts`, () => {
+      const all = attempts(child);
+      return all.length >= from + n ? all.slice(from, from + n) : undefined;
+    }, 10000);
+  }
+
+  /** The web Service on these backend pods (both at the start and after each step). */
+  function writeWeb(pods: SimPod[]): void {
+    writeObjects(env, 'web.yaml', [
+      serviceYaml('web', {
+        clusterIP: VIP,
+        ports: [
+          { name: 'http', port: 80, targetPort: TCP_PORT },
+          { name: 'dns', port: 53, targetPort: UDP_PORT, protocol: 'UDP' },
+        ],
+      }),
+      sliceYaml('web-1', {
+        service: 'web', family: 4, endpoints: pods.map((p) => ({ ip: p.ipv4 })),
+        ports: [{ name: 'http', port: TCP_PORT }, { name: 'dns', port: UDP_PORT, protocol: 'UDP' }],
+      }),
+    ]);
+  }
 
   /** Counter 0 (translated) straight from its pin: whichever release runs, whatever it is doing. */
   function translated(): bigint {
@@ -113,18 +151,8 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     old = await buildBaseRelease(base.commit, path.resolve(__dirname, '../../build/upgrade-base'));
     env = await createMeshEnv({ backends: 2, agentBin: old.sluice }); // its CLI reads its maps
     const [a, b] = env.backends;
+    writeWeb([a, b]);
     writeObjects(env, 'svc.yaml', [
-      serviceYaml('web', {
-        clusterIP: VIP,
-        ports: [
-          { name: 'http', port: 80, targetPort: TCP_PORT },
-          { name: 'dns', port: 53, targetPort: UDP_PORT, protocol: 'UDP' },
-        ],
-      }),
-      sliceYaml('web-1', {
-        service: 'web', family: 4, endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }],
-        ports: [{ name: 'http', port: TCP_PORT }, { name: 'dns', port: UDP_PORT, protocol: 'UDP' }],
-      }),
       serviceYaml('sticky', { clusterIP: STICKY, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }], affinitySec: 600 }),
       sliceYaml('sticky-1', { service: 'sticky', family: 4, endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }], ports: [{ name: 'http', port: TCP_PORT }] }),
     ]);
@@ -143,6 +171,7 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
 
   afterAll(async () => {
     if (!env) return;
+    if (pinned && pinned.exitCode === null && pinned.signalCode === null) pinned.kill('SIGTERM');
     await stopAgent(env);
     await env.node.destroy();
   });
@@ -152,6 +181,12 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     const eps = await endpoints();
     expect(eps.map((e) => (e as { mode: string }).mode).sort()).toEqual(['ambient', 'sidecar']);
     const ids = mapIds();
+    pinned = env.node.spawn(
+      [PROBE, 'connect', '--proto', 'udp', '--addr', VIP, '--port', '53', '--count', '100000', '--interval-ms', '20', '--timeout-ms', '1000', '--persist'],
+      // the node's own namespace: sockets are destroyed there and in pods registered through CNI
+      { netnsPath: env.node.netnsPath },
+    );
+    expect((await moreAttempts(pinned, 0, 3)).map((a) => [a.ok, a.conn, a.peer])).toEqual(Array(3).fill([true, 1, `${VIP}:53`]));
     const s = await startStreams(400);
     await stopAgent(env);
     const agent = await startAgent(env);
@@ -177,6 +212,19 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
         if (m.entries !== undefined) expect(m.copied, m.map).toBe(m.entries);
       }
     }
+    const byMap = Object.fromEntries(migration.map((x) => [x.map, x]));
+    // socket storage cannot be migrated: v0.1.0's layout is kept, the very map reused
+    expect(byMap.sl_lb_sock_rev).toMatchObject({ action: 'reused' });
+    expect(now.sl_lb_sock_rev).toBe(ids.sl_lb_sock_rev);
+    // the new default sizes: the entries copied as they are
+    for (const name of ['sl_lb_svc', 'sl_lb_backend']) expect(byMap[name], name).toMatchObject({ action: 'migrated', converter: 'verbatim' });
+    expect(byMap.sl_lb_svc.copied).toBeGreaterThan(0);
+    expect(byMap.sl_lb_counters).toMatchObject({ action: 'migrated', converter: 'verbatim' });
+    for (const name of ['sl_lb_pod_opt_out', 'sl_lb_sock_dead']) expect(byMap[name], name).toMatchObject({ action: 'created' });
+    expect(migration.filter((m) => m.action === 'rebuilt')).toEqual([]);
+    // the socket v0.1.0 translated still shows the VIP as its peer, on its first connection
+    const n = attempts(pinned).length;
+    expect((await moreAttempts(pinned, n, 3)).map((a) => [a.ok, a.conn, a.peer])).toEqual(Array(3).fill([true, 1, `${VIP}:53`]));
     // bpf migrate never loads objects under a running agent
     const busy = await sluice(env, ['bpf', 'migrate'], true);
     expect(busy.code).toBe(1);
@@ -185,6 +233,29 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     const attached = log.find((r) => r.msg === 'datapath attached');
     expect(Object.values(attached.links).every((x) => x === 'updated')).toBe(true);
     expect(attached.netnsLinks).toBe(2);
+  });
+
+  it('a connected UDP socket v0.1.0 translated is destroyed by this agent when its backend leaves, and reconnects to a live one', async () => {
+    const [a, b] = env.backends;
+    const on = answeredBy(attempts(pinned).at(-1)!);
+    const [gone, live] = on === a.name ? [a, b] : [b, a];
+    const from = attempts(pinned).length;
+    writeWeb([live]);
+    await waitForBackends(env, `${VIP}:53/UDP`, [`${live.ipv4}:${UDP_PORT}`]);
+    const moved = await waitFor('the client on a second connection', () => {
+      const later = attempts(pinned).slice(from);
+      return later.some((x) => x.ok && x.conn === 2) ? later : undefined;
+    }, 10000);
+    // one attempt failed (its socket destroyed), every later one answered by the live backend
+    const i = moved.findIndex((x) => !x.ok);
+    expect(i, JSON.stringify(moved)).toBeGreaterThanOrEqual(0);
+    expect(moved.slice(i + 1).map((x) => [x.ok, x.conn, answeredBy(x)])).toEqual(Array(moved.length - i - 1).fill([true, 2, live.name]));
+    expect(moved.slice(0, i).every((x) => x.conn === 1 && answeredBy(x) === gone.name)).toBe(true);
+    expect(JSON.parse((await sluice(env, ['bpf', 'lb', 'counters', '-o', 'json'])).stdout).sock_destroyed).toBeGreaterThanOrEqual(1);
+    pinned.kill('SIGTERM');
+    writeWeb([a, b]);
+    await waitForBackends(env, `${VIP}:53/UDP`, [`${a.ipv4}:${UDP_PORT}`, `${b.ipv4}:${UDP_PORT}`]);
+    await waitForBackends(env, `${VIP}:80/TCP`, [`${a.ipv4}:${TCP_PORT}`, `${b.ipv4}:${TCP_PORT}`]);
   });
 
   it('a plain rollback to v0.1.0 works while no map layout differs from its own, and is refused harmlessly once one does', async () => {
@@ -250,6 +321,9 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toMatch(/does not match this configuration/);
     expect(mapIds()).toEqual(ids);
+    // bpf migrate sizes the maps as the config it reads says: v0.1.0's agent reads the same
+    // config, and its defaults are smaller than this release's (deploy/README.md, Downgrade)
+    writeConfig(env, { 'cni-conf-dir': env.confDir, 'cni-bin-dir': env.binDir, 'state-dir': env.stateDir, 'bpf-lb-service-map-max': '262144', 'bpf-lb-backend-map-max': '65536' });
     const migrated = JSON.parse((await sluice(env, ['bpf', 'migrate', '--object-dir', old.objectDir, '-o', 'json'])).stdout) as MapMigration[];
     const m = Object.fromEntries(migrated.map((x) => [x.map, x]));
     expect(m.sl_lb_counters.lost).toMatch(/[0-9]+ array slots past the new max_entries/);

@@ -126,6 +126,8 @@ struct opts {
 	bool forward;
 	bool v4_only;
 	bool percentiles; /* bench: also print the op latency at PERCENTILES_PM */
+	bool hold;	  /* serve: keep TCP connections, one reply line per line received */
+	bool persist;	  /* connect: one connected socket for every attempt, a new one after a failure */
 };
 
 enum optkind { OPT_STR, OPT_LONG, OPT_FLAG, OPT_MARK, OPT_PORTS, OPT_ADDRS };
@@ -164,6 +166,8 @@ static const struct optdef optdefs[] = {
 	{ "--bind-inbound-source", CMD_SIDECAR, OPT_ADDRS, OFF(inbound_src), 0, 0 },
 	{ "--tproxy", CMD_SIDECAR, OPT_MARK, OFF(tproxy_mark), 0, 0 },
 	{ "--v4-only", CMD_SIDECAR, OPT_FLAG, OFF(v4_only), 0, 0 },
+	{ "--hold", CMD_SERVE, OPT_FLAG, OFF(hold), 0, 0 },
+	{ "--persist", CMD_CONNECT, OPT_FLAG, OFF(persist), 0, 0 },
 };
 
 #define N_OPTDEFS (sizeof(optdefs) / sizeof(optdefs[0]))
@@ -175,16 +179,23 @@ static const struct optdef optdefs[] = {
 static void usage(FILE *f)
 {
 	fputs("usage:\n"
-	      "  sl-probe serve --proto tcp|udp --addr ADDR --port PORT --id ID\n"
+	      "  sl-probe serve --proto tcp|udp --addr ADDR --port PORT --id ID [--hold]\n"
 	      "      Serve until SIGTERM/SIGINT; prints 'ready' once bound.\n"
 	      "      Each TCP connection / UDP datagram gets the line\n"
 	      "      'ID PEERADDR PEERPORT LOCALADDR LOCALPORT'.\n"
+	      "      --hold keeps each TCP connection open (a thread each) and\n"
+	      "      answers every line received with that line instead.\n"
 	      "  sl-probe connect --proto tcp|udp --addr ADDR --port PORT\n"
 	      "      [--count N (1)] [--interval-ms M (0)] [--timeout-ms T (1000)]\n"
 	      "      [--udp-mode connected|unconnected (connected)] [--same-socket]\n"
 	      "      [--bind ADDR] [--mark N]\n"
 	      "      One JSON line per attempt, then a summary line.\n"
 	      "      --same-socket reuses one UDP socket for all attempts.\n"
+	      "      --persist connects one socket once and sends 'ping' on it\n"
+	      "      for each attempt, reading one reply line (TCP needs a\n"
+	      "      'serve --hold'); after a failed attempt the next one\n"
+	      "      connects a new socket. Attempts then carry \"conn\":K,\n"
+	      "      the number of the connection they used.\n"
 	      "      --bind binds the client socket to ADDR port 0 before use;\n"
 	      "      --mark sets SO_MARK=N on it.\n"
 	      "      Exit 0 if all attempts succeeded, 1 otherwise.\n"
@@ -619,7 +630,68 @@ static void serve_tcp_conn(int cfd, const char *id, const struct sockaddr_storag
 	finish_conn(cfd);
 }
 
-static int serve_tcp(int lfd, const char *id)
+/* --hold: one connection, served on its own thread until the client closes or SIGTERM. */
+struct held_conn {
+	int fd;
+	const char *id;
+	struct sockaddr_storage peer;
+};
+
+static void *serve_held_conn(void *arg)
+{
+	struct held_conn *c = arg;
+	struct sockaddr_storage local;
+	socklen_t llen = sizeof(local);
+	char line[REPLY_MAX], buf[REPLY_MAX];
+	int n = -1;
+
+	if (getsockname(c->fd, (struct sockaddr *)&local, &llen) == 0)
+		n = format_server_line(line, sizeof(line), c->id, &c->peer, &local);
+	while (n > 0 && !g_stop) {
+		int r = wait_readable(c->fd);
+		if (r < 0)
+			break;
+		if (r == 0)
+			continue;
+		ssize_t got = recv(c->fd, buf, sizeof(buf), 0);
+		if (got <= 0)
+			break;
+		/* one reply per newline received */
+		for (ssize_t i = 0; i < got; i++)
+			if (buf[i] == '\n' && send(c->fd, line, (size_t)n, MSG_NOSIGNAL) < 0)
+				got = -1;
+		if (got < 0)
+			break;
+	}
+	close(c->fd);
+	free(c);
+	return NULL;
+}
+
+static void serve_tcp_held(int cfd, const char *id, const struct sockaddr_storage *peer)
+{
+	struct held_conn *c = malloc(sizeof(*c));
+	pthread_attr_t attr;
+	pthread_t t;
+
+	if (!c) {
+		close(cfd);
+		return;
+	}
+	c->fd = cfd;
+	c->id = id;
+	c->peer = *peer;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, SIDECAR_STACK_SIZE);
+	if (pthread_create(&t, &attr, serve_held_conn, c) != 0) {
+		close(cfd);
+		free(c);
+	}
+	pthread_attr_destroy(&attr);
+}
+
+static int serve_tcp(int lfd, const char *id, bool hold)
 {
 	while (!g_stop) {
 		int r = wait_readable(lfd);
@@ -632,7 +704,10 @@ static int serve_tcp(int lfd, const char *id)
 		int cfd = accept4(lfd, (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC);
 		if (cfd < 0)
 			continue; /* EAGAIN/EINTR/ECONNABORTED etc.: try again */
-		serve_tcp_conn(cfd, id, &peer);
+		if (hold)
+			serve_tcp_held(cfd, id, &peer);
+		else
+			serve_tcp_conn(cfd, id, &peer);
 	}
 	return 0;
 }
@@ -677,7 +752,7 @@ static int run_serve(const struct opts *o, const struct target *t)
 	if (fd < 0)
 		return 1;
 	printf("ready\n");
-	int rc = tcp ? serve_tcp(fd, o->id) : serve_udp(fd, o->id);
+	int rc = tcp ? serve_tcp(fd, o->id, o->hold) : serve_udp(fd, o->id);
 	close(fd);
 	return rc < 0 ? 1 : 0;
 }
@@ -693,6 +768,7 @@ struct attempt {
 	char reply[REPLY_MAX];
 	char peer[PEER_MAX];
 	char local[PEER_MAX]; /* TCP: the client's own address (getsockname); empty otherwise */
+	long conn;	      /* --persist: the number of the connection used (1, 2, ...); 0 otherwise */
 };
 
 /* Record errno at the failing stage; returns false for tail calls. */
@@ -930,16 +1006,76 @@ static bool udp_attempt(const struct opts *o, const struct target *t,
 	return ok;
 }
 
+/* --persist: *fd is the socket kept between attempts (-1: connect a new one, counted in *conns). */
+static bool persist_attempt(const struct opts *o, const struct target *t, const struct client_sock *cs,
+			    int *fd, long *conns, struct attempt *a)
+{
+	bool tcp = strcmp(o->proto, "tcp") == 0;
+	const char *stage = "socket";
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof(peer);
+	bool ok = false;
+
+	if (*fd < 0) {
+		int nfd = tcp ? socket(t->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+			      : open_udp_client(t, cs, o->timeout_ms, &stage);
+		if (nfd < 0)
+			return attempt_fail(a, stage);
+		if (tcp && prepare_client_socket(nfd, cs, &stage) < 0)
+			goto fail_new;
+		stage = "connect";
+		if (tcp ? connect_with_timeout(nfd, t, o->timeout_ms) < 0
+			: connect(nfd, (const struct sockaddr *)&t->ss, t->len) < 0)
+			goto fail_new;
+		stage = "socket";
+		if (tcp && (set_blocking(nfd) < 0 || set_timeout(nfd, SO_RCVTIMEO, o->timeout_ms) < 0))
+			goto fail_new;
+		*fd = nfd;
+		(*conns)++;
+		goto connected;
+fail_new:
+		attempt_fail(a, stage);
+		close(nfd);
+		a->conn = *conns + 1;
+		return false;
+	}
+connected:
+	a->conn = *conns;
+	if (getpeername(*fd, (struct sockaddr *)&peer, &plen) < 0) {
+		attempt_fail(a, "getpeername");
+	} else if (send(*fd, "ping\n", 5, MSG_NOSIGNAL) < 0) {
+		attempt_fail(a, "send");
+	} else if (tcp && read_line(*fd, a->reply, sizeof(a->reply)) < 0) {
+		attempt_fail(a, "recv");
+	} else {
+		struct sockaddr_storage src;
+		socklen_t slen = sizeof(src);
+
+		/* UDP: the reply; udp_recv_reply records a failure itself */
+		if (tcp || udp_recv_reply(*fd, a, &src, &slen)) {
+			strip_line_end(a->reply);
+			format_peer(&peer, a->peer, sizeof(a->peer));
+			a->ok = ok = true;
+		}
+	}
+	if (!ok) {
+		close(*fd);
+		*fd = -1;
+	}
+	return ok;
+}
+
 /* target: batch's TARGET text, or NULL (connect). */
 static void print_attempt(const struct attempt *a, const char *target)
 {
+	putchar('{');
 	if (target) {
-		printf("{\"target\":");
+		printf("\"target\":");
 		print_json_string(target);
 		putchar(',');
-	} else {
-		putchar('{');
 	}
+	if (a->conn > 0)
+		printf("\"conn\":%ld,", a->conn);
 	if (a->ok) {
 		printf("\"ok\":true,\"reply\":");
 		print_json_string(a->reply);
@@ -961,7 +1097,7 @@ static int run_connect(const struct opts *o, const struct target *t)
 {
 	bool tcp = strcmp(o->proto, "tcp") == 0;
 	int shared_fd = -1;
-	long ok = 0, failed = 0;
+	long ok = 0, failed = 0, conns = 0;
 	struct client_sock cs;
 
 	parse_client_sock(o, t, &cs);
@@ -971,8 +1107,9 @@ static int run_connect(const struct opts *o, const struct target *t)
 			sleep_ms(o->interval_ms);
 		struct attempt a;
 		memset(&a, 0, sizeof(a));
-		bool success = tcp ? tcp_attempt(t, &cs, o->timeout_ms, &a)
-				   : udp_attempt(o, t, &cs, &shared_fd, &a);
+		bool success = o->persist ? persist_attempt(o, t, &cs, &shared_fd, &conns, &a)
+			       : tcp	  ? tcp_attempt(t, &cs, o->timeout_ms, &a)
+					  : udp_attempt(o, t, &cs, &shared_fd, &a);
 		print_attempt(&a, NULL);
 		if (success)
 			ok++;

@@ -11,10 +11,19 @@ describe('config', () => {
       bpfPinDir: '/sys/fs/bpf/sluice',
       agentSocket: '/var/run/sluice/agent.sock',
       lbSockHostnsOnly: false,
-      lbServiceMapMax: 262144,
-      lbBackendMapMax: 65536,
+      lbSockTerminatePodConnections: false,
+      // 100,000 Services with 5 endpoints each: 600,000 service entries, 500,000 backends
+      lbServiceMapMax: 1048576,
+      lbBackendMapMax: 524288,
       lbAffinityMapMax: 65536,
     });
+  });
+
+  it('bpf-lb-sock-terminate-pod-connections takes Cilium\'s spelling and "true"/"false" only', () => {
+    expect(parseConfig({ 'cgroup-root': '/x', 'bpf-lb-sock-terminate-pod-connections': 'true' }).lbSockTerminatePodConnections).toBe(true);
+    expect(() => parseConfig({ 'cgroup-root': '/x', 'bpf-lb-sock-terminate-pod-connections': 'on' })).toThrow(
+      'Cannot parse config key bpf-lb-sock-terminate-pod-connections "on": expected "true" or "false"',
+    );
   });
 
   it('the cgroup2 mount is found from /proc/mounts', () => {

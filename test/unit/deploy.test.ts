@@ -22,14 +22,6 @@ import { setLogLevel } from '../../src/log';
 const ROOT = path.resolve(__dirname, '../..');
 const DEPLOY = path.join(ROOT, 'deploy');
 
-// Keys the API mode reads that src/config.ts does not know yet. Listed so that this test passes
-// until they land; once CONFIG_KEYS has them they are checked (parsed) like every other key, and
-// this list can go.
-const PENDING_KEYS: string[] = [
-  'bpf-lb-sock-terminate-pod-connections', // Cilium's socketLB.terminatePodConnections (issue 16's socket destroy)
-  'prometheus-serve-addr', // issue 16, metrics
-  'health-serve-addr', // issue 16, /healthz and /readyz
-];
 // Keys of src/config.ts that the production ConfigMap leaves out on purpose.
 const NOT_IN_CONFIGMAP = ['k8s-objects-dir', 'k8s-kubeconfig']; // standalone mode; a kubeconfig is for runs outside a pod
 
@@ -231,7 +223,7 @@ describe('deploy/ (the kustomize base)', () => {
   it('the ConfigMap holds the production values, as strings, under exactly the keys the agent reads', () => {
     const data = configData();
     for (const [k, v] of Object.entries(data)) expect(typeof v, k).toBe('string');
-    for (const k of Object.keys(data)) expect(CONFIG_KEYS.includes(k) || PENDING_KEYS.includes(k), `unknown key ${k}`).toBe(true);
+    for (const k of Object.keys(data)) expect(CONFIG_KEYS.includes(k), `unknown key ${k}`).toBe(true);
     for (const k of CONFIG_KEYS) if (!NOT_IN_CONFIGMAP.includes(k)) expect(data, k).toHaveProperty([k]);
     for (const k of NOT_IN_CONFIGMAP) expect(data).not.toHaveProperty([k]);
     expect(data).toMatchObject({

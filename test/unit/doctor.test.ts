@@ -122,6 +122,25 @@ describe('doctor program checks', () => {
     ]);
   });
 
+  it('socket-destroy iterators are never attached: pinned, they count as fine; missing, a warning only where the kernel can run them', () => {
+    const pins = (exists: boolean) => ['sl_destroy_tcp', 'sl_destroy_udp'].map((name) => ({ name, pin: `/p/progs/${name}`, exists }));
+    const withIterators = (kernel: boolean | undefined, exists: boolean) => ({ ...facts([link('sl_connect4')]), iterators: { kernel, pins: pins(exists) } });
+    expect(judgeLinks(withIterators(true, true))).toEqual([
+      {
+        check: 'datapath.links', status: 'ok',
+        message: '1 program attached to cgroup-root /sys/fs/cgroup (cgroup id 7) through their pinned links; per-pod programs pinned; socket-destroy iterators pinned (run by the agent, not attached)',
+      },
+    ]);
+    const missing = judgeLinks(withIterators(true, false));
+    expect(missing.map((x) => [x.status, x.message])).toEqual([
+      ['warn', 'socket-destroy iterator sl_destroy_tcp is not pinned at /p/progs/sl_destroy_tcp: sockets left on a backend that left its Service are not destroyed'],
+      ['warn', 'socket-destroy iterator sl_destroy_udp is not pinned at /p/progs/sl_destroy_udp: sockets left on a backend that left its Service are not destroyed'],
+    ]);
+    // an older kernel: nothing to pin, the kernel checks say so
+    expect(statuses(judgeLinks(withIterators(false, false)))).toEqual(['ok']);
+    expect(statuses(judgeLinks(withIterators(undefined, false)))).toEqual(['ok']);
+  });
+
   it('a missing pin, a detached link, another cgroup and a swapped program each fail by name', () => {
     const r = judgeLinks(facts([
       { prog: 'sl_connect4', pin: '/p/links/sl_connect4', exists: false },
@@ -169,7 +188,7 @@ describe('doctor socket-LB checks', () => {
     const [port, proto] = rest.split('/');
     return {
       id, service, portName: '', ip, port: Number(port), proto: proto as 'TCP', family: 4, scope: 'clusterIP', affinityTimeoutSec: 0, noLocalEndpoints: false, zoneSensitive: false,
-      backends: backends.map((b) => ({ ip: b.split(':')[0], port: Number(b.split(':')[1]) })), ...extra,
+      backends: backends.map((b) => ({ ip: b.split(':')[0], port: Number(b.split(':')[1]) })), stillServing: [], ...extra,
     };
   };
   const listed = (frontend: string, backends: string[], extra = {}) => ({ frontend, id: 1, scope: 'clusterIP' as const, affinitySec: 0, noLocalEndpoints: false, backends, ...extra });
@@ -200,6 +219,20 @@ describe('doctor socket-LB checks', () => {
       'scope clusterIP pinned, externalIP in the model',
       '"no endpoint on this node" false pinned, true in the model',
     ]);
+  });
+
+  it('a nodePort frontend is compared as the nodePort the maps flag it as, LoadBalancer IPs as external', () => {
+    const f: LbFacts = {
+      origin: '/objects',
+      model: [
+        fe('0.0.0.0:30080/TCP', 'a/web', ['10.1.0.1:8080'], { scope: 'nodePort' }),
+        fe('192.0.2.10:80/TCP', 'a/web', ['10.1.0.1:8080'], { scope: 'loadBalancerIP' }),
+      ],
+      pinned: [listed('0.0.0.0:30080/TCP', ['10.1.0.1:8080'], { scope: 'nodePort' }), listed('192.0.2.10:80/TCP', ['10.1.0.1:8080'], { scope: 'externalIP' })],
+    };
+    expect(statuses(judgeLb(f))).toEqual(['ok']);
+    const wrong: LbFacts = { ...f, pinned: [listed('0.0.0.0:30080/TCP', ['10.1.0.1:8080']), f.pinned![1]] };
+    expect(judgeLb(wrong).map((x) => x.message)).toEqual(['Service a/web: 0.0.0.0:30080/TCP: scope clusterIP pinned, nodePort in the model']);
   });
 
   it('a manifest that does not parse turns differences into warnings (the agent keeps its last objects)', () => {

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { expandList, objectKey, parseObject, UnsupportedKindError } from '../../src/k8s/validate';
+import { sameObject } from '../../src/k8s/store';
 import type { EndpointSlice, Pod, Service } from '../../src/k8s/types';
 
 function service(spec: Record<string, unknown>, metadata: Record<string, unknown> = { name: 'web', namespace: 'shop' }) {
@@ -41,12 +42,32 @@ describe('parseObject', () => {
         clusterIP: '10.96.0.10',
         clusterIPs: ['10.96.0.10', 'fd00::10'],
         externalIPs: ['192.0.2.1'],
-        ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 'http' }],
+        ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 'http', nodePort: 30080 }],
         sessionAffinity: 'ClientIP',
         sessionAffinityConfig: { clientIP: { timeoutSeconds: 60 } },
         ipFamilies: ['IPv4', 'IPv6'],
       },
     });
+  });
+
+  test('Services and EndpointSlices keep only name, namespace and labels of their metadata: an annotation-only change is no change', () => {
+    const meta = { name: 'web', namespace: 'shop', uid: 'u1', resourceVersion: '7', labels: { a: 'b' }, annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"big":"json"}' } };
+    const svc = parseObject({ apiVersion: 'v1', kind: 'Service', metadata: meta, spec: { clusterIP: '10.96.0.1' } });
+    const slice = parseObject({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: meta, addressType: 'IPv4', endpoints: [] });
+    for (const o of [svc, slice]) expect(JSON.parse(JSON.stringify(o.metadata))).toEqual({ name: 'web', namespace: 'shop', labels: { a: 'b' } });
+    const changed = parseObject({ apiVersion: 'v1', kind: 'Service', metadata: { ...meta, resourceVersion: '8', annotations: { x: 'y' } }, spec: { clusterIP: '10.96.0.1' } });
+    expect(sameObject(svc, changed)).toBe(true);
+  });
+
+  test('an EndpointSlice keeps its last-change-trigger-time annotation (the programming latency metric reads it), and only that one', () => {
+    const trigger = { 'endpoints.kubernetes.io/last-change-trigger-time': '2026-01-01T00:00:00Z' };
+    const meta = { name: 'web-1', namespace: 'shop', labels: { a: 'b' }, annotations: { ...trigger, 'kubectl.kubernetes.io/last-applied-configuration': '{}' } };
+    const slice = parseObject({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: meta, addressType: 'IPv4', endpoints: [] });
+    expect(slice.metadata).toEqual({ name: 'web-1', namespace: 'shop', labels: { a: 'b' }, annotations: trigger });
+    const svc = parseObject({ apiVersion: 'v1', kind: 'Service', metadata: meta, spec: { clusterIP: '10.96.0.1' } });
+    expect(svc.metadata.annotations).toBeUndefined();
+    expect(() => parseObject({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { ...meta, annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': 7 } }, addressType: 'IPv4', endpoints: [] }))
+      .toThrow(/metadata\.annotations\["endpoints\.kubernetes\.io\/last-change-trigger-time"\]/);
   });
 
   test('keeps metadata uid, labels, annotations and resourceVersion', () => {

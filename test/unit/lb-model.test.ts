@@ -58,6 +58,7 @@ describe('computeFrontends', () => {
           { ip: '10.0.0.1', port: 8080 },
           { ip: '10.0.0.2', port: 8080 },
         ],
+        stillServing: [],
         affinityTimeoutSec: 0,
         noLocalEndpoints: false,
         zoneSensitive: false,

@@ -139,3 +139,30 @@ describe('service change tracker and this node\'s zone', () => {
     expect(Object.keys(backends(t.collect()))).toEqual(['10.96.0.1:80/TCP']);
   });
 });
+
+describe('full batches in chunks', () => {
+  it('a full batch comes in chunks of Services; a VIP claimed in an earlier chunk stays with that Service', () => {
+    const store = new ObjectStore();
+    for (let i = 0; i < 2500; i++) store.upsert(svc(`s${String(i).padStart(4, '0')}`, `10.96.${i >> 8}.${i & 255}`));
+    store.upsert(svc('s9999', '10.96.0.5')); // sorts last, after s0005 took the VIP
+    const t = new ServiceTracker(store);
+    const batch = t.collectChunks();
+    expect(batch.scope).toBeUndefined();
+    const chunks = [...batch.chunks];
+    expect(chunks.map((c) => c.length)).toEqual([1000, 1000, 500]);
+    expect(batch.services).toBe(2500);
+    expect(chunks.flat().find((f) => f.id === '10.96.0.5:80/TCP')?.service).toBe('default/s0005');
+    expect(t.pending).toBe(false);
+  });
+
+  it('a full batch not taken to the end is computed whole again by the next collect', () => {
+    const store = new ObjectStore();
+    for (let i = 0; i < 1500; i++) store.upsert(svc(`s${i}`, `10.96.${i >> 8}.${i & 255}`));
+    const t = new ServiceTracker(store);
+    const first = t.collectChunks().chunks[Symbol.iterator]();
+    first.next();
+    expect(t.pending).toBe(true);
+    const again = t.collect();
+    expect([again.scope, again.frontends.length]).toEqual([undefined, 1500]);
+  });
+});

@@ -1,6 +1,7 @@
 /* The mesh controller re-decides only what a change can affect: a Pod its own registrations, a
  * Namespace the registrations in it, and a Service or EndpointSlice nothing. The kernel side is a
- * recording stand-in for the Enroller (the kernel suites cover the real one).
+ * recording stand-in for the Enroller and for socket-LB's per-pod opt-out, which the controller
+ * decides with each pod (the kernel suites cover the real ones).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -38,8 +39,20 @@ function ep(name: string, namespace: string, cookie: string): Endpoint {
 
 const obj = (o: object) => parseObject(o);
 const ns = (name: string, labels: Record<string, string> = {}) => obj({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } });
-const pod = (name: string, namespace: string, labels: Record<string, string> = {}) =>
-  obj({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, labels }, spec: { nodeName: 'n1', containers: [{ name: 'app' }] } });
+const pod = (name: string, namespace: string, labels: Record<string, string> = {}, annotations: Record<string, string> = {}) =>
+  obj({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, labels, annotations }, spec: { nodeName: 'n1', containers: [{ name: 'app' }] } });
+
+/** What the controller asks of socket-LB's opt-out: the annotation it saw per call, and forgets. */
+class RecordingOptOut {
+  readonly calls: string[] = [];
+  apply(t: { netnsCookie: string }, p: { metadata: { annotations?: Record<string, string> } } | undefined): boolean {
+    this.calls.push(`apply ${t.netnsCookie} ${p?.metadata.annotations?.['socket-lb.sluice.io/disabled'] ?? '-'}`);
+    return false;
+  }
+  forget(cookie: string): void {
+    this.calls.push(`forget ${cookie}`);
+  }
+}
 
 describe('MeshController', () => {
   let dir: string;
@@ -47,15 +60,19 @@ describe('MeshController', () => {
   let reg: EndpointRegistry;
   let enroller: RecordingEnroller;
   let mesh: MeshController;
+  let optOut: RecordingOptOut;
 
   beforeEach(() => {
+    optOut = new RecordingOptOut();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-'));
     store = new ObjectStore();
     reg = new EndpointRegistry(dir);
     enroller = new RecordingEnroller();
     for (const o of [ns('amb', { 'istio.io/dataplane-mode': 'ambient' }), ns('plain'), pod('a', 'amb'), pod('b', 'amb'), pod('p', 'plain')]) store.upsert(o);
     for (const e of [ep('a', 'amb', '1'), ep('b', 'amb', '2'), ep('p', 'plain', '3')]) reg.put(e);
-    mesh = new MeshController({ store, endpoints: reg, enroller: enroller as unknown as Enroller, mode: { excludeNamespaces: [] }, decisionsFile: path.join(dir, 'decisions.json') });
+    mesh = new MeshController({
+      store, endpoints: reg, enroller: enroller as unknown as Enroller, lbOptOut: optOut, mode: { excludeNamespaces: [] }, decisionsFile: path.join(dir, 'decisions.json'),
+    });
     store.on('change', (ev) => mesh.changed(ev));
     mesh.markAll();
     mesh.flush();
@@ -92,5 +109,17 @@ describe('MeshController', () => {
     mesh.removed(a);
     expect(enroller.calls.at(-1)).toBe('release 1');
     expect(readDecisions(path.join(dir, 'decisions.json'))['c-a/eth0']).toBeUndefined();
+    expect(optOut.calls.at(-1)).toBe('forget 1');
+  });
+
+  it('socket-LB opt-out is decided with the pod: at start, when its Pod changes (annotation live), never for another pod', () => {
+    expect(optOut.calls.sort()).toEqual(['apply 1 -', 'apply 2 -', 'apply 3 -']);
+    optOut.calls.length = 0;
+    store.upsert(pod('p', 'plain', {}, { 'socket-lb.sluice.io/disabled': 'true' }));
+    expect(mesh.flush()).toBe(1);
+    expect(optOut.calls).toEqual(['apply 3 true']);
+    store.upsert(obj({ apiVersion: 'v1', kind: 'Service', metadata: { name: 's', namespace: 'plain' }, spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }] } }));
+    expect(mesh.flush()).toBe(0);
+    expect(optOut.calls).toEqual(['apply 3 true']);
   });
 });
