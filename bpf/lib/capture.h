@@ -11,42 +11,24 @@
 #include <bpf/bpf_endian.h>
 #include "addr.h"
 #include "capture_maps.h"
+#include "mesh_consts.h"
 #include "node.h"
+#include "verdicts.h"
 
 /* Set by the agent before load (mesh-proxy-uid, mesh-proxy-gid, ambient-proxy-mark). */
 const volatile __u32 cfg_proxy_uid = 1337;
 const volatile __u32 cfg_proxy_gid = 1337;
-const volatile __u32 cfg_proxy_mark = 0x539;
-const volatile __u32 cfg_proxy_mark_mask = 0xfff;
-/* The mark a proxy's looped-back inbound connection gets in a captured pod, so the app's replies
- * are routed back to the proxy's transparent socket (Istio's in-pod connmark 0x111/0xfff).
- */
-const volatile __u32 cfg_inbound_mark = 0x111;
-const volatile __u32 cfg_inbound_mark_mask = 0xfff;
-
-#define SL_PORT_OUTBOUND 15001
-#define SL_PORT_INBOUND 15006
-
-#define SL_PORT_HBONE 15008
-#define SL_PORT_DNS 53
-#define SL_MAX_DNS_SERVERS 4
+const volatile __u32 cfg_proxy_mark = SL_PROXY_MARK;
+const volatile __u32 cfg_proxy_mark_mask = SL_PROXY_MARK_MASK;
+/* The mark a proxy's looped-back inbound connection gets in a captured pod (see mesh_consts.h). */
+const volatile __u32 cfg_inbound_mark = SL_INBOUND_MARK;
+const volatile __u32 cfg_inbound_mark_mask = SL_INBOUND_MARK_MASK;
 
 /* mesh-dns-servers: the resolvers whose traffic DNS capture takes (Istio: the pod's
  * resolv.conf); none listed means every destination on port 53 (Istio's capture-all-dns).
  */
 const volatile struct sl_addr cfg_dns_servers[SL_MAX_DNS_SERVERS] = {};
 const volatile __u8 cfg_n_dns_servers = 0;
-
-/* Envoy's mark on its source-preserving connections to the app in TPROXY mode: istiod's
- * original_src listener filter sets 1337, which istio-iptables (InboundTProxyMark) matches exactly.
- */
-#define SL_TPROXY_MARK 1337
-
-/* Outcome of the outbound decision at connect(). */
-#define CAP_NONE 0	 /* not captured: socket-LB may apply */
-#define CAP_PROXY 1	 /* the proxy's own connect: not captured, socket-LB applies */
-#define CAP_REDIRECTED 2 /* sent to the proxy: the destination must stay as the app asked */
-#define CAP_REFUSED 3	 /* to be captured, but refused at once (EAGAIN): see cap_handshakes_full */
 
 static __always_inline int cap_port_in(const __u16 *ports, __u8 n, __u16 port)
 {
@@ -123,24 +105,19 @@ static __always_inline int cap_inbound_port(const struct sl_policy *pol, __u16 p
 	return cap_port_in(pol->include_in_ports, pol->n_include_in_ports, port);
 }
 
-static __always_inline void cap_count(__u64 cookie, int which)
+static __always_inline void cap_count(__u64 cookie, enum sl_ep_stat which)
 {
 	struct sl_ep_stats *st = bpf_map_lookup_elem(&sl_ep_stats, &cookie);
 
 	if (!st)
 		return;
 	switch (which) {
-	case 0: __sync_fetch_and_add(&st->outbound, 1); break;
-	case 1: __sync_fetch_and_add(&st->inbound, 1); break;
-	case 2: __sync_fetch_and_add(&st->proxy_bypass, 1); break;
-	case 3: __sync_fetch_and_add(&st->no_listener, 1); break;
+	case CAP_STAT_OUTBOUND: __sync_fetch_and_add(&st->outbound, 1); break;
+	case CAP_STAT_INBOUND: __sync_fetch_and_add(&st->inbound, 1); break;
+	case CAP_STAT_BYPASS: __sync_fetch_and_add(&st->proxy_bypass, 1); break;
+	case CAP_STAT_NO_LISTENER: __sync_fetch_and_add(&st->no_listener, 1); break;
 	}
 }
-
-#define CAP_STAT_OUTBOUND 0
-#define CAP_STAT_INBOUND 1
-#define CAP_STAT_BYPASS 2
-#define CAP_STAT_NO_LISTENER 3
 
 /* 127.0.0.1 exactly (Istio's "-d 127.0.0.1/32"), or ::1 */
 static __always_inline int cap_is_localhost1(const struct sl_addr *a)

@@ -11,9 +11,8 @@
 #include "addr.h"
 #include "lb_maps.h"
 #include "node.h"
+#include "verdicts.h"
 
-#define SL_ALLOW 1
-#define SL_REJECT 0
 #define SL_ECONNREFUSED 111
 
 /* Set by the agent before load: the verifier prunes the hostns-only branch when it is off. */
