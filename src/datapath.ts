@@ -7,7 +7,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadWithMigration, packageRoot, socketFdsUnder, type AttachResult, type BpfObject, type MapMigration, type MigrationRegistry } from './bpf';
-import { encodeAddr } from './bpf/layout';
+import { INBOUND_MARK, MAX_DNS_SERVERS } from './bpf/constants';
+import { addrCodec } from './bpf/layout';
 import type { Config } from './config';
 import { DATAPATH_MIGRATIONS } from './map-migrations';
 
@@ -46,7 +47,7 @@ export const LO_MARK_PROG = 'sl_lo_mark';
  * lo table 100" brings the app's replies back to the proxy. (Istio's TPROXY sidecar rules do the
  * same with CONNMARK 1337 and table 133; one set serves both here, as the re-marking program does.)
  */
-export const INBOUND_ROUTING = { mark: 0x111, mask: 0xfff, table: 100, pref: 32764 } as const;
+export const INBOUND_ROUTING = { mark: INBOUND_MARK.mark, mask: INBOUND_MARK.mask, table: 100, pref: 32764 } as const;
 
 export interface MapSizes {
   /** sl_lb_svc entries: one per service port plus one per backend slot. */
@@ -129,8 +130,9 @@ function u32(n: number): Buffer {
 export function programSettings(opts: ProgramSettingsInput): Map<string, Buffer> {
   const cookie = Buffer.alloc(8);
   cookie.writeBigUInt64LE(opts.hostNetnsCookie);
-  const dns = Buffer.alloc(16 * 4);
-  opts.dnsServers.forEach((ip, i) => encodeAddr(ip, dns, 16 * i));
+  if (opts.dnsServers.length > MAX_DNS_SERVERS) throw new RangeError(`Cannot set mesh-dns-servers: ${opts.dnsServers.length} resolvers, the programs have room for ${MAX_DNS_SERVERS}`);
+  const dns = Buffer.alloc(addrCodec.size * MAX_DNS_SERVERS);
+  opts.dnsServers.forEach((ip, i) => addrCodec.encode(ip, dns, addrCodec.size * i));
   return new Map([
     ['cfg_hostns_only', Buffer.from([opts.hostnsOnly ? 1 : 0])],
     ['cfg_host_netns_cookie', cookie],
