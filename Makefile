@@ -24,7 +24,7 @@ CNI_HDRS    := $(wildcard cni/*.h)
 CNI_PARTS   := $(filter-out cni/sluice-cni.c,$(CNI_SRCS))
 C_TESTS     := $(patsubst test/c/%.c,build/test/%,$(wildcard test/c/*-test.c))
 
-all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/zt-standin build/origdst-load build/dist/.stamp bin/sluice bin/sluice-cni $(C_TESTS) build/bin/helm
+all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/zt-standin build/origdst-load build/dist/.stamp bin/sluice bin/sluice-cni $(C_TESTS) build/bin/helm build/test/contract-constants
 
 build/bpf/%.o: bpf/%.c $(BPF_HDRS)
 	@mkdir -p $(@D)
@@ -45,6 +45,12 @@ bin/sluice-cni: $(CNI_SRCS) $(CNI_HDRS)
 build/test/%-test: test/c/%-test.c test/c/check.h $(CNI_PARTS) $(CNI_HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CNI_CFLAGS) -Icni -pthread -o $@ $< $(CNI_PARTS)
+
+# Every number the C headers share with TypeScript, printed as JSON for
+# test/unit/contract-constants.test.ts (built from the headers, so it cannot drift from them).
+build/test/contract-constants: test/c/contract-constants.c $(BPF_HDRS) cni/cni-spec.c cni/buf.c $(CNI_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CNI_CFLAGS) -Icni -o $@ $< cni/cni-spec.c cni/buf.c
 
 build/sl-probe: test/tools/sl-probe.c
 	@mkdir -p $(@D)
