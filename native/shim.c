@@ -88,30 +88,70 @@ struct bpf_object *sl_obj_open(const char *path)
 	return obj;
 }
 
-/* Writes a `const volatile` global of .rodata before load, found by name through BTF. */
-int sl_obj_set_rodata(struct bpf_object *obj, const char *var, const void *data, size_t len)
+/* The object's .rodata map and its DATASEC in BTF; NULL map when the object has none. */
+static const struct btf_type *rodata_of(struct bpf_object *obj, struct bpf_map **map, struct btf **btf)
 {
-	struct bpf_map *map = NULL, *m;
-	const struct btf_var_secinfo *vs;
-	const struct btf_type *sec;
-	struct btf *btf = bpf_object__btf(obj);
-	size_t size;
-	char *init, *buf;
-	int id, i, err;
+	struct bpf_map *m;
+	int id;
 
+	*map = NULL;
+	*btf = bpf_object__btf(obj);
 	bpf_object__for_each_map(m, obj) {
 		const char *name = bpf_map__name(m);
 		size_t n = strlen(name);
 
 		if (n >= 7 && strcmp(name + n - 7, ".rodata") == 0)
-			map = m;
+			*map = m;
 	}
-	if (!map || !btf)
-		return fail(ENOENT, "set %s: object has no .rodata with BTF", var);
-	id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
-	if (id < 0)
-		return fail(ENOENT, "set %s: no .rodata section in BTF", var);
-	sec = btf__type_by_id(btf, id);
+	if (!*map || !*btf)
+		return NULL;
+	id = btf__find_by_name_kind(*btf, ".rodata", BTF_KIND_DATASEC);
+	return id < 0 ? NULL : btf__type_by_id(*btf, id);
+}
+
+/* Lists the `const volatile` globals of an opened object's .rodata into buf, one "name size" line
+ * each. Returns the bytes written (0: no .rodata), -ENOSPC when buf is too small.
+ */
+int sl_obj_rodata_vars(struct bpf_object *obj, char *buf, size_t len)
+{
+	const struct btf_var_secinfo *vs;
+	const struct btf_type *sec;
+	struct bpf_map *map;
+	struct btf *btf;
+	size_t used = 0;
+	int i, n;
+
+	if (len)
+		buf[0] = 0;
+	sec = rodata_of(obj, &map, &btf);
+	if (!sec)
+		return 0;
+	vs = btf_var_secinfos(sec);
+	for (i = 0; i < btf_vlen(sec); i++, vs++) {
+		const struct btf_type *t = btf__type_by_id(btf, vs->type);
+
+		n = snprintf(buf + used, len - used, "%s %u\n", btf__name_by_offset(btf, t->name_off), vs->size);
+		if (n < 0 || (size_t)n >= len - used)
+			return fail(ENOSPC, "list the .rodata of %s: more than %zu bytes", bpf_object__name(obj), len);
+		used += (size_t)n;
+	}
+	return (int)used;
+}
+
+/* Writes a `const volatile` global of .rodata before load, found by name through BTF. */
+int sl_obj_set_rodata(struct bpf_object *obj, const char *var, const void *data, size_t len)
+{
+	const struct btf_var_secinfo *vs;
+	const struct btf_type *sec;
+	struct bpf_map *map;
+	struct btf *btf;
+	size_t size;
+	char *init, *buf;
+	int i, err;
+
+	sec = rodata_of(obj, &map, &btf);
+	if (!sec)
+		return fail(ENOENT, "set %s: object %s has no .rodata with BTF", var, bpf_object__name(obj));
 	vs = btf_var_secinfos(sec);
 	for (i = 0; i < btf_vlen(sec); i++, vs++) {
 		const struct btf_type *t = btf__type_by_id(btf, vs->type);
@@ -134,7 +174,7 @@ int sl_obj_set_rodata(struct bpf_object *obj, const char *var, const void *data,
 		free(buf);
 		return err ? fail(err, "set %s", var) : 0;
 	}
-	return fail(ENOENT, "set %s: no such variable in .rodata", var);
+	return fail(ENOENT, "set %s: no such variable in the .rodata of %s", var, bpf_object__name(obj));
 }
 
 int sl_obj_set_map(struct bpf_object *obj, const char *name, uint32_t max_entries, const char *pin_path)

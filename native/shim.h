@@ -15,6 +15,7 @@ const char *sl_last_error(void);
 
 struct bpf_object *sl_obj_open(const char *path);
 int sl_obj_set_rodata(struct bpf_object *obj, const char *var, const void *data, size_t len);
+int sl_obj_rodata_vars(struct bpf_object *obj, char *buf, size_t len);
 int sl_obj_set_map(struct bpf_object *obj, const char *map, uint32_t max_entries, const char *pin_path);
 int sl_obj_pin_maps(struct bpf_object *obj, const char *dir);
 int sl_obj_load(struct bpf_object *obj);

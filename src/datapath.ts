@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { loadWithMigration, packageRoot, socketFdsUnder, type AttachResult, type BpfObject, type MapMigration, type MigrationRegistry } from './bpf';
+import { applySettings, loadWithMigration, packageRoot, socketFdsUnder, type AttachResult, type BpfObject, type MapMigration, type MigrationRegistry } from './bpf';
 import { INBOUND_MARK, MAX_DNS_SERVERS } from './bpf/constants';
 import { addrCodec } from './bpf/layout';
 import type { Config } from './config';
@@ -27,6 +27,34 @@ export const PINNED_MAPS = [
   'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst_syn', 'sl_origdst_stat', 'sl_origdst_sock', 'sl_listeners',
   'sl_ep_stats', 'sl_node_ips', 'sl_bypass_flows',
 ] as const;
+
+/** The `const volatile` settings programSettings() gives the objects, by their names in C. */
+export type SettingName =
+  | 'cfg_hostns_only' | 'cfg_host_netns_cookie' | 'cfg_proxy_uid' | 'cfg_proxy_gid' | 'cfg_proxy_mark' | 'cfg_proxy_mark_mask'
+  | 'cfg_inbound_mark' | 'cfg_inbound_mark_mask' | 'cfg_dns_servers' | 'cfg_n_dns_servers';
+
+/** What each object must declare and have configured before load: its .rodata settings and the maps sized by config. */
+export interface ObjectConfig {
+  /** every global of its .rodata: one it lacks, or one more, fails the load (src/bpf/settings.ts) */
+  settings: readonly SettingName[];
+  /** maps whose max_entries come from config (bpf-lb-*-map-max): one it lacks fails the load */
+  sizedMaps: readonly SizedMap[];
+}
+
+/** The maps sized by config, and the field of MapSizes that sizes each. */
+const SIZED_MAPS = { sl_lb_svc: 'service', sl_lb_backend: 'backend', sl_lb_affinity: 'affinity' } as const satisfies Record<string, keyof MapSizes>;
+export type SizedMap = keyof typeof SIZED_MAPS;
+
+const MESH_SETTINGS = [
+  'cfg_host_netns_cookie', 'cfg_proxy_uid', 'cfg_proxy_gid', 'cfg_proxy_mark', 'cfg_proxy_mark_mask',
+  'cfg_inbound_mark', 'cfg_inbound_mark_mask', 'cfg_dns_servers', 'cfg_n_dns_servers',
+] as const satisfies readonly SettingName[];
+
+/** Per object of OBJECTS (test/unit/contract-settings.test.ts checks it against each object's BTF). */
+export const OBJECT_CONFIG: Record<keyof typeof OBJECTS, ObjectConfig> = {
+  'sock_lb.o': { settings: ['cfg_hostns_only', ...MESH_SETTINGS], sizedMaps: ['sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity'] },
+  'capture.o': { settings: MESH_SETTINGS, sizedMaps: [] },
+};
 
 // sl_origdst (up to v0.1.0: a node-wide LRU of original destinations) is gone: replaced by
 // sl_origdst_syn and sl_origdst_sock; a migration removes its pin once the new programs run.
@@ -76,6 +104,12 @@ export interface DatapathOptions extends ProgramSettingsInput {
   objectDir?: string;
   /** what each map may become when its layout changed; default: src/map-migrations.ts */
   registry?: MigrationRegistry;
+  /**
+   * `other`: the objects are another release's (`bpf migrate --object-dir`, a downgrade); settings
+   * and sized maps they lack are skipped and reported (InstallResult.skipped). Default `this`:
+   * anything OBJECT_CONFIG names that an object lacks fails the load.
+   */
+  objectRelease?: 'this' | 'other';
 }
 
 /** The datapath as the configuration asks for it; hostNetnsCookie: the agent's own netns. */
@@ -100,6 +134,8 @@ export interface InstallResult {
   netnsLinks: number;
   /** what happened to each pinned map: reused, created, migrated, rebuilt, removed */
   migration: MapMigration[];
+  /** settings and sized maps another release's objects lack (`object: name`), left as they were compiled */
+  skipped: string[];
 }
 
 function isBpffs(dir: string): boolean {
@@ -124,16 +160,16 @@ function u32(n: number): Buffer {
 }
 
 /**
- * The settings each object gets before load, by variable name (an object without a variable
- * skips it). `sluice doctor` compares the loaded programs' .rodata with the same list.
+ * The value of every setting, by variable name; OBJECT_CONFIG says which object has which.
+ * `sluice doctor` compares the loaded programs' .rodata with the same list.
  */
-export function programSettings(opts: ProgramSettingsInput): Map<string, Buffer> {
+export function programSettings(opts: ProgramSettingsInput): Map<SettingName, Buffer> {
   const cookie = Buffer.alloc(8);
   cookie.writeBigUInt64LE(opts.hostNetnsCookie);
   if (opts.dnsServers.length > MAX_DNS_SERVERS) throw new RangeError(`Cannot set mesh-dns-servers: ${opts.dnsServers.length} resolvers, the programs have room for ${MAX_DNS_SERVERS}`);
   const dns = Buffer.alloc(addrCodec.size * MAX_DNS_SERVERS);
   opts.dnsServers.forEach((ip, i) => addrCodec.encode(ip, dns, addrCodec.size * i));
-  return new Map([
+  return new Map<SettingName, Buffer>([
     ['cfg_hostns_only', Buffer.from([opts.hostnsOnly ? 1 : 0])],
     ['cfg_host_netns_cookie', cookie],
     ['cfg_proxy_uid', u32(opts.proxyUid)],
@@ -159,12 +195,22 @@ export function tcxLinkPin(pinDir: string, netnsCookie: bigint | string): string
   return path.join(pinDir, TCX_LINKS_DIR, String(netnsCookie));
 }
 
-/** The object's settings: .rodata constants (the verifier prunes on them) and map sizes. */
-function configureObject(obj: BpfObject, opts: DatapathOptions): void {
-  for (const [name, value] of programSettings(opts)) obj.setRodata(name, value, { ifPresent: true });
-  obj.configureMap('sl_lb_svc', { maxEntries: opts.sizes.service, ifPresent: true });
-  obj.configureMap('sl_lb_backend', { maxEntries: opts.sizes.backend, ifPresent: true });
-  obj.configureMap('sl_lb_affinity', { maxEntries: opts.sizes.affinity, ifPresent: true });
+/**
+ * The object's settings: .rodata constants (the verifier prunes on them) and map sizes, as
+ * OBJECT_CONFIG declares them for its file. Returns what another release's object lacked.
+ */
+function configureObject(obj: BpfObject, opts: DatapathOptions): string[] {
+  const file = path.basename(obj.path);
+  const declared = (OBJECT_CONFIG as Record<string, ObjectConfig | undefined>)[file];
+  if (!declared) throw new Error(`Cannot configure ${obj.path}: no entry for ${file} in OBJECT_CONFIG (src/datapath.ts)`);
+  const otherRelease = opts.objectRelease === 'other';
+  const skipped = applySettings(obj, declared.settings, programSettings(opts), { otherRelease }).map((n) => `${file}: ${n}`);
+  const maps = new Set(obj.mapSpecs().map((m) => m.name));
+  for (const name of declared.sizedMaps) {
+    if (otherRelease && !maps.has(name)) skipped.push(`${file}: map ${name}`);
+    else obj.configureMap(name, { maxEntries: opts.sizes[SIZED_MAPS[name]] });
+  }
+  return skipped;
 }
 
 /**
@@ -180,10 +226,11 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
   // SLUICE_BPF_DIR, like SLUICE_SHIM for the shim: run this agent with other objects (the
   // upgrade test's next release)
   const dir = opts.objectDir ?? process.env.SLUICE_BPF_DIR ?? path.join(packageRoot(), 'build', 'bpf');
+  const skipped: string[] = [];
   const { attached, maps } = loadWithMigration({
     pinDir: opts.pinDir,
     objects: Object.keys(OBJECTS).map((file) => path.join(dir, file)),
-    configure: (obj) => configureObject(obj, opts),
+    configure: (obj) => void skipped.push(...configureObject(obj, opts)),
     attach: (loaded, tx) => {
       const links: Record<string, AttachResult> = {};
       let netnsLinks = 0;
@@ -212,7 +259,7 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
     // the sockets in sl_listeners belong to processes in the cgroup the programs watch
     socketOwners: () => socketFdsUnder(opts.cgroupRoot),
   });
-  return { ...attached, migration: maps };
+  return { ...attached, migration: maps, skipped };
 }
 
 /** Removes the links (detaching the programs), the pinned programs and every pinned sl_* map. */

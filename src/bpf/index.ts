@@ -9,3 +9,4 @@ export { MapMigrationError, type MigrationErrorKind } from './migration-error';
 export { LinkTransaction } from './link-transaction';
 export { layoutId, pinnedMapSpec, type MapSpec } from './map-spec';
 export { socketFdsUnder } from './socket-owners';
+export { applySettings, ObjectSettingsError, type ApplySettingsOptions } from './settings';

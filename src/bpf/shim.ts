@@ -68,6 +68,7 @@ export interface Shim {
   lastError(): string;
   objOpen(path: string): ObjectHandle | null;
   objSetRodata(obj: ObjectHandle, name: string, data: Buffer, len: number): number;
+  objRodataVars(obj: ObjectHandle, buf: Buffer, len: number): number;
   objSetMap(obj: ObjectHandle, name: string, maxEntries: number, pinPath: string | null): number;
   objPinMaps(obj: ObjectHandle, dir: string): number;
   objLoad(obj: ObjectHandle): number;
@@ -127,6 +128,7 @@ export function loadShim(): Shim {
     lastError: lib.func('const char *sl_last_error()'),
     objOpen: lib.func('bpf_object *sl_obj_open(const char *path)'),
     objSetRodata: lib.func('int sl_obj_set_rodata(bpf_object *obj, const char *var, const void *data, size_t len)'),
+    objRodataVars: lib.func('int sl_obj_rodata_vars(bpf_object *obj, char *buf, size_t len)'),
     objSetMap: lib.func('int sl_obj_set_map(bpf_object *obj, const char *map, uint32_t max, const char *pin)'),
     objPinMaps: lib.func('int sl_obj_pin_maps(bpf_object *obj, const char *dir)'),
     objLoad: lib.func('int sl_obj_load(bpf_object *obj)'),
