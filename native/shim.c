@@ -41,9 +41,12 @@ const char *sl_last_error(void)
 int sl_fail_v(int err, const char *fmt, va_list ap)
 {
 	size_t n = (size_t)vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	char cause[128];
 
+	/* libbpf's own codes (4000 and up: "Invalid ELF format" ...) as well as errnos */
+	libbpf_strerror(err > 0 ? err : -err, cause, sizeof(cause));
 	if (n < sizeof(last_error))
-		snprintf(last_error + n, sizeof(last_error) - n, ": %s", strerror(err > 0 ? err : -err));
+		snprintf(last_error + n, sizeof(last_error) - n, ": %s", cause);
 	return err > 0 ? -err : err;
 }
 
@@ -183,11 +186,11 @@ int sl_obj_set_map(struct bpf_object *obj, const char *name, uint32_t max_entrie
 	int err;
 
 	if (!map)
-		return fail(ENOENT, "map %s not in object", name);
+		return fail(ENOENT, "map %s not in object %s", name, bpf_object__name(obj));
 	if (max_entries) {
 		err = bpf_map__set_max_entries(map, max_entries);
 		if (err)
-			return fail(err, "map %s: set max_entries %u", name, max_entries);
+			return fail(err, "map %s of %s: set max_entries %u", name, bpf_object__name(obj), max_entries);
 	}
 	if (pin_path) {
 		/* libbpf reuses a compatible map already pinned there, and fails the load when
@@ -195,7 +198,7 @@ int sl_obj_set_map(struct bpf_object *obj, const char *name, uint32_t max_entrie
 		 */
 		err = bpf_map__set_pin_path(map, pin_path);
 		if (err)
-			return fail(err, "map %s: set pin path %s", name, pin_path);
+			return fail(err, "map %s of %s: set pin path %s", name, bpf_object__name(obj), pin_path);
 	}
 	return 0;
 }
@@ -230,7 +233,7 @@ int sl_obj_pin_prog(struct bpf_object *obj, const char *name, const char *path)
 	int err;
 
 	if (!prog)
-		return fail(ENOENT, "program %s not in object", name);
+		return fail(ENOENT, "program %s not in object %s", name, bpf_object__name(obj));
 	unlink(path);
 	err = bpf_obj_pin(bpf_program__fd(prog), path);
 	return err ? fail(err, "pin program %s at %s", name, path) : 0;
@@ -260,7 +263,7 @@ int sl_obj_prog_fd(struct bpf_object *obj, const char *name)
 	struct bpf_program *prog = bpf_object__find_program_by_name(obj, name);
 
 	if (!prog)
-		return fail(ENOENT, "program %s not in object", name);
+		return fail(ENOENT, "program %s not in object %s", name, bpf_object__name(obj));
 	return bpf_program__fd(prog);
 }
 
@@ -269,7 +272,7 @@ int sl_obj_map_fd(struct bpf_object *obj, const char *name)
 	struct bpf_map *map = bpf_object__find_map_by_name(obj, name);
 
 	if (!map)
-		return fail(ENOENT, "map %s not in object", name);
+		return fail(ENOENT, "map %s not in object %s", name, bpf_object__name(obj));
 	return bpf_map__fd(map);
 }
 
@@ -340,7 +343,7 @@ int sl_cgroup_link(struct bpf_object *obj, const char *name, const char *cgroup_
 	int prog_fd, cg_fd, link_fd, err;
 
 	if (!prog)
-		return fail(ENOENT, "program %s not in object", name);
+		return fail(ENOENT, "program %s not in object %s", name, bpf_object__name(obj));
 	prog_fd = bpf_program__fd(prog);
 	if (prog_fd < 0)
 		return fail(EBADF, "program %s not loaded", name);

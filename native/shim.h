@@ -31,9 +31,10 @@ int sl_link_update_prog(const char *link_pin, int prog_fd);
 int sl_link_cgroup_id(const char *link_pin, uint64_t *cgroup_id, uint32_t *prog_id);
 int sl_link_prog_id(const char *link_pin, uint32_t *prog_id);
 
-/* Map migration (src/bpf/migrate.ts): specs as JSON, shared maps, sockets found by cookie. */
-int sl_obj_maps_json(struct bpf_object *obj, char *buf, size_t len);
-int sl_map_spec_json(int map_fd, char *buf, size_t len);
+/* Map migration (src/bpf/migrate.ts): specs as JSON, shared maps, sockets found by cookie. The
+ * describers write the room their text needs into *needed, also when they fail with -ENOSPC. */
+int sl_obj_maps_json(struct bpf_object *obj, char *buf, size_t len, size_t *needed);
+int sl_map_spec_json(int map_fd, char *buf, size_t len, size_t *needed);
 int sl_obj_reuse_map(struct bpf_object *obj, const char *map, int fd);
 int sl_socket_cookie_of(int pid, int fd, uint64_t *cookie);
 

@@ -7,6 +7,8 @@ import { BpfError, check, loadShim, type InpodCfg, type ObjectHandle } from './s
 
 export type AttachResult = 'created' | 'updated';
 
+const EINVAL = 22;
+
 export class BpfObject {
   private handle: ObjectHandle | null;
   private loaded = false;
@@ -22,7 +24,8 @@ export class BpfObject {
     if (!fs.existsSync(path)) throw new BpfError(`open bpf object ${path}`, 2, 'not built (run make)');
     const s = loadShim();
     const h = s.objOpen(path);
-    if (!h) throw new BpfError(`open bpf object ${path}`, 22, s.lastError());
+    // the shim's message names the object and the cause (libbpf returns no errno here)
+    if (!h) throw new BpfError(`open bpf object ${path}`, EINVAL, s.lastError(), { whole: true });
     return new BpfObject(path, h);
   }
 

@@ -82,8 +82,8 @@ export interface Shim {
   linkCgroupId(linkPin: string, cgroupId: BigUint64Array, progId: Uint32Array): number;
   inpodSetup(netnsPath: string, progFd: number, linkPin: string, cfg: InpodCfg, add: number): number;
   linkProgId(linkPin: string, progId: Uint32Array): number;
-  objMapsJson(obj: ObjectHandle, buf: Buffer, len: number): number;
-  mapSpecJson(fd: number, buf: Buffer, len: number): number;
+  objMapsJson(obj: ObjectHandle, buf: Buffer, len: number, needed: BigUint64Array): number;
+  mapSpecJson(fd: number, buf: Buffer, len: number, needed: BigUint64Array): number;
   objReuseMap(obj: ObjectHandle, map: string, fd: number): number;
   socketCookieOf(pid: number, fd: number, cookie: BigUint64Array): number;
   sockhashAddFromPid(mapFd: number, key: Buffer, pid: number, fd: number): number;
@@ -142,8 +142,8 @@ export function loadShim(): Shim {
     linkCgroupId: lib.func('int sl_link_cgroup_id(const char *pin, uint64_t *cg, uint32_t *prog)'),
     inpodSetup: lib.func('int sl_inpod_setup(const char *netns, int prog_fd, const char *pin, const sl_inpod_cfg *cfg, int add)'),
     linkProgId: lib.func('int sl_link_prog_id(const char *pin, uint32_t *prog)'),
-    objMapsJson: lib.func('int sl_obj_maps_json(bpf_object *obj, char *buf, size_t len)'),
-    mapSpecJson: lib.func('int sl_map_spec_json(int fd, char *buf, size_t len)'),
+    objMapsJson: lib.func('int sl_obj_maps_json(bpf_object *obj, char *buf, size_t len, size_t *needed)'),
+    mapSpecJson: lib.func('int sl_map_spec_json(int fd, char *buf, size_t len, size_t *needed)'),
     objReuseMap: lib.func('int sl_obj_reuse_map(bpf_object *obj, const char *map, int fd)'),
     socketCookieOf: lib.func('int sl_socket_cookie_of(int pid, int fd, uint64_t *cookie)'),
     sockhashAddFromPid: lib.func('int sl_sockhash_add_from_pid(int map_fd, const void *key, int pid, int fd)'),
