@@ -258,6 +258,21 @@ int sl_obj_load(struct bpf_object *obj)
 	return 0;
 }
 
+/* Runs a loaded program once through BPF_PROG_TEST_RUN: data is the packet (tc, xdp), ctx the
+ * context struct for program types that take one (written back when the kernel returns it).
+ */
+int sl_prog_test_run(int prog_fd, const void *data, uint32_t data_len, void *ctx, uint32_t ctx_len, uint32_t *retval)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = data, .data_size_in = data_len, .ctx_in = ctx,
+		    .ctx_size_in = ctx_len, .ctx_out = ctx, .ctx_size_out = ctx_len, .repeat = 1);
+	int err = bpf_prog_test_run_opts(prog_fd, &opts);
+
+	if (err)
+		return fail(err, "test run of program fd %d", prog_fd);
+	*retval = opts.retval;
+	return 0;
+}
+
 int sl_obj_prog_fd(struct bpf_object *obj, const char *name)
 {
 	struct bpf_program *prog = bpf_object__find_program_by_name(obj, name);

@@ -21,6 +21,7 @@ int sl_obj_pin_maps(struct bpf_object *obj, const char *dir);
 int sl_obj_load(struct bpf_object *obj);
 int sl_obj_pin_prog(struct bpf_object *obj, const char *prog, const char *path);
 int sl_obj_prog_fd(struct bpf_object *obj, const char *prog);
+int sl_prog_test_run(int prog_fd, const void *data, uint32_t data_len, void *ctx, uint32_t ctx_len, uint32_t *retval);
 int sl_obj_map_fd(struct bpf_object *obj, const char *map);
 void sl_obj_close(struct bpf_object *obj);
 

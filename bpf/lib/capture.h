@@ -1,6 +1,7 @@
 /* Mesh capture decisions shared by the programs: which connections of a captured pod go to its
  * proxy, following the rules Istio's iptables chains apply (ISTIO_OUTPUT, ISTIO_INBOUND).
- * Included by bpf/sock_lb.c and bpf/capture.c.
+ * Included by bpf/sock_lb.c, bpf/capture.c and the decision tests under test/bpf, which call the
+ * decisions on contexts they build (helpers that need a real socket replaced by test stand-ins).
  */
 #ifndef SLUICE_CAPTURE_H
 #define SLUICE_CAPTURE_H
@@ -502,6 +503,90 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 	if (ret == CAP_PROXY)
 		cap_count(cookie, CAP_STAT_BYPASS);
 	return ret;
+}
+
+/* lo is ifindex 1 in every network namespace */
+#define SL_LOOPBACK_IFINDEX 1
+
+/*
+ * The inbound decision (Istio's ISTIO_INBOUND, made at sk_lookup, where the packet is not changed
+ * so the accepted socket keeps the original destination as its local address): does a TCP
+ * connection to local:port from remote:peer_port, arriving on ingress_ifindex, go to the inbound
+ * listener of the pod that owns `local`? CAP_IN_STEER names that pod in *cookie and *pol.
+ */
+static __always_inline int capture_inbound(const struct sl_addr *local, const struct sl_addr *remote, __u16 port,
+					   __u16 peer_port, __u32 ingress_ifindex, __u64 *cookie, struct sl_policy **pol)
+{
+	struct sl_flow_key flow = {};
+	struct sl_policy *p;
+	__u64 *c;
+
+	if (addr_is_loopback(local))
+		return CAP_IN_PASS;
+	c = bpf_map_lookup_elem(&sl_pod_ips, local);
+	if (!c)
+		return CAP_IN_PASS;
+	p = bpf_map_lookup_elem(&sl_endpoints, c);
+	if (!p || p->mode == SL_MODE_NONE)
+		return CAP_IN_PASS;
+	/* Connections from the pod itself never pass PREROUTING, where Istio's inbound chain is.
+	 * Looped-back packets report the device holding the destination address (eth0), not lo, as
+	 * their ingress interface, so the source tells: loopback, a pod IP, Envoy's passthrough
+	 * source ::6, or a flow recorded in sl_bypass_flows (below).
+	 */
+	if (ingress_ifindex == SL_LOOPBACK_IFINDEX || addr_is_loopback(remote) || addr_is_v6_passthrough(remote) ||
+	    cap_is_pod_ip(p, remote))
+		return CAP_IN_PASS;
+	/* the node's own sockets and the proxy's own hand-off to the app (see capture_bypass_flow) */
+	flow.pod = *local;
+	flow.peer = *remote;
+	flow.pod_port = port;
+	flow.peer_port = peer_port;
+	if (bpf_map_lookup_elem(&sl_bypass_flows, &flow))
+		return CAP_IN_PASS;
+	if (p->mode == SL_MODE_AMBIENT) {
+		/* HBONE reaches the node proxy's own 15008 socket; ambient.istio.io/
+		 * bypass-inbound-capture leaves inbound alone; Istio's SNAT address for probes */
+		if (port == SL_PORT_HBONE || (p->flags & SL_POL_NO_INBOUND) ||
+		    (addr_is_mapped_v4(remote) && addr_v4(remote) == bpf_htonl(0xa9fe077f)))
+			return CAP_IN_PASS;
+	} else if (!cap_inbound_port(p, port)) {
+		return CAP_IN_PASS;
+	}
+	*cookie = *c;
+	*pol = p;
+	return CAP_IN_STEER;
+}
+
+/*
+ * Connections inbound capture must leave alone, decided when they are opened (the packet alone
+ * cannot tell): the node's own sockets connecting to an ambient pod (kubelet probes, hostNetwork
+ * pods; Istio SNATs exactly these, "-m owner --socket-exists"), and the proxy's own marked
+ * connection to its pod's app from a client's address (ztunnel's source-preserving inbound,
+ * which loops back through the pod's lo; Envoy's in TPROXY mode). Traffic merely forwarded through
+ * the node with a node source address has no such socket and is captured. `netns`: the socket's
+ * network namespace; `node_proxy`, `tproxy`: it carries the node proxy's mark, Envoy's TPROXY
+ * mark; `pod`: where it connects.
+ */
+static __always_inline int capture_bypass_flow(__u64 netns, int node_proxy, int tproxy, const struct sl_addr *pod)
+{
+	int host = netns == cfg_host_netns_cookie;
+	struct sl_policy *pol;
+	__u64 *cookie;
+
+	if (!host && !node_proxy && !tproxy)
+		return 0;
+	cookie = bpf_map_lookup_elem(&sl_pod_ips, pod);
+	if (!cookie || (!host && *cookie != netns))
+		return 0;
+	pol = bpf_map_lookup_elem(&sl_endpoints, cookie);
+	if (!pol)
+		return 0;
+	/* the node's sockets and ztunnel's mark count for ambient pods, Envoy's TPROXY mark for
+	 * sidecars in TPROXY mode */
+	if (pol->mode == SL_MODE_AMBIENT)
+		return host || node_proxy;
+	return pol->mode == SL_MODE_SIDECAR && !host && tproxy && (pol->flags & SL_POL_TPROXY);
 }
 
 #endif /* SLUICE_CAPTURE_H */
