@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cgroupId } from '../bpf';
-import { decodeAddr } from '../bpf/layout';
+import { addrCodec } from '../bpf/layout';
 import { describeLink, LINK_TYPE, loadedProgram, type LinkDesc, type LoadedProgram } from '../bpf/introspect';
 import type { Config } from '../config';
 import { LO_MARK_PROG, OBJECTS, programSettings, PROGS_DIR, SK_LOOKUP_PROG, sockLinkPin, type SettingName } from '../datapath';
@@ -119,7 +119,7 @@ const SETTINGS: Record<SettingName, SettingSpec> = {
     key: 'mesh-dns-servers',
     show: (b) => {
       const ips: string[] = [];
-      for (let i = 0; i + 16 <= b.length; i += 16) if (!b.subarray(i, i + 16).every((x) => x === 0)) ips.push(decodeAddr(b, i));
+      for (let i = 0; i + addrCodec.size <= b.length; i += addrCodec.size) if (!b.subarray(i, i + addrCodec.size).every((x) => x === 0)) ips.push(addrCodec.decode(b, i));
       return ips.length ? ips.join(',') : '(empty: every resolver)';
     },
   },
