@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EP_STATS } from '../../src/bpf/constants';
 import { epStatsCodec } from '../../src/bpf/layout';
 import {
@@ -71,7 +71,10 @@ describe('the constants check fails when one side changes alone', () => {
   });
 
   describe('built from edited headers', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-contract-constants-'));
+    let dir = '';
+    beforeAll(() => {
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-contract-constants-'));
+    });
     afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
     /** Copies the printer and the headers it reads, applies the edits, builds and runs it. */

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { STRUCT_CODECS, svcValCodec } from '../../src/bpf/layout';
 import type { StructCodec } from '../../src/bpf/struct-layout';
 import { layoutMismatches, readObjectBtf, type BtfStruct } from './contract/btf';
@@ -84,7 +84,10 @@ describe('the layout check fails when C changes alone', () => {
   });
 
   describe('an object built from an edited shared.h', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-contract-layout-'));
+    let dir = '';
+    beforeAll(() => {
+      dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-contract-layout-'));
+    });
     afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
     it('a field added to sl_svc_val and the fields of sl_affinity_val moved are reported', () => {

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BpfObject, ObjectSettingsError, applySettings } from '../../src/bpf';
 import { installDatapath, OBJECT_CONFIG, OBJECTS, programSettings, type ProgramSettingsInput } from '../../src/datapath';
 import { buildBpfVariant } from '../kernel/bpf-variant';
@@ -45,12 +45,17 @@ describe('each object declares the settings its table names', () => {
 });
 
 describe('a renamed .rodata global fails the load', () => {
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-contract-settings-'));
+  let work = '';
+  /** objects built from this tree with cfg_inbound_mark renamed in C only */
+  let renamed = '';
+  beforeAll(() => {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-contract-settings-'));
+    renamed = buildBpfVariant(work, 'renamed-global', [
+      { file: 'lib/capture.h', what: 'cfg_inbound_mark renamed', find: /\bcfg_inbound_mark\b/g, replace: 'cfg_inbound_mark_v2' },
+      { file: 'capture.c', what: 'cfg_inbound_mark renamed', find: /\bcfg_inbound_mark\b/g, replace: 'cfg_inbound_mark_v2' },
+    ]);
+  });
   afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
-  const renamed = buildBpfVariant(work, 'renamed-global', [
-    { file: 'lib/capture.h', what: 'cfg_inbound_mark renamed', find: /\bcfg_inbound_mark\b/g, replace: 'cfg_inbound_mark_v2' },
-    { file: 'capture.c', what: 'cfg_inbound_mark renamed', find: /\bcfg_inbound_mark\b/g, replace: 'cfg_inbound_mark_v2' },
-  ]);
 
   function configure(file: string, otherRelease: boolean): string[] {
     const obj = BpfObject.open(file);
@@ -104,10 +109,9 @@ describe('a renamed .rodata global fails the load', () => {
 
     it('refuses the objects before any pin or link changes, naming the object and the global', () => {
       fs.mkdirSync(pinDir, { recursive: true });
-      const variantDir = path.join(work, 'variants/renamed-global/obj');
       expect(() =>
-        installDatapath({ ...INPUT, pinDir, cgroupRoot: '/nonexistent-cgroup', sizes: { service: 64, backend: 64, affinity: 64 }, objectDir: variantDir }),
-      ).toThrow(expect.objectContaining({ name: 'ObjectSettingsError', object: path.join(variantDir, 'sock_lb.o'), missing: ['cfg_inbound_mark'] }));
+        installDatapath({ ...INPUT, pinDir, cgroupRoot: '/nonexistent-cgroup', sizes: { service: 64, backend: 64, affinity: 64 }, objectDir: renamed }),
+      ).toThrow(expect.objectContaining({ name: 'ObjectSettingsError', object: path.join(renamed, 'sock_lb.o'), missing: ['cfg_inbound_mark'] }));
       // nothing was pinned: the directories the install creates, and no map
       const pins = fs.readdirSync(pinDir, { recursive: true, withFileTypes: true }).filter((d) => d.isFile());
       expect(pins).toEqual([]);

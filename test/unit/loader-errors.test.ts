@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BpfMap, BpfObject, MapMigrationError } from '../../src/bpf';
 import { describeLink, loadedProgram } from '../../src/bpf/introspect';
 import { objectMapSpecs } from '../../src/bpf/map-spec';
@@ -29,7 +29,10 @@ function messageOf(f: () => unknown): string {
 const occurrences = (message: string, what: string) => message.split(what).length - 1;
 
 describe('loader errors carry their context once', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-loader-errors-'));
+  let dir = '';
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-loader-errors-'));
+  });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('an object that is no ELF file: its path and libbpf\'s reason', () => {
