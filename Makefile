@@ -12,6 +12,9 @@ VITEST      := node_modules/.bin/vitest
 BPF_SRCS    := $(wildcard bpf/*.c)
 BPF_OBJS    := $(patsubst bpf/%.c,build/bpf/%.o,$(BPF_SRCS))
 BPF_HDRS    := $(wildcard bpf/lib/*.h)
+# The decision tests' programs (test/bpf/*_test.c: bpf/lib decisions on contexts the tests build,
+# run with BPF_PROG_RUN by test/kernel/*-decisions.test.ts)
+BPF_TEST_OBJS := $(patsubst test/bpf/%.c,build/test/bpf/%.o,$(wildcard test/bpf/*_test.c))
 TS_SRCS     := $(shell find src -name '*.ts')
 
 .PHONY: all deps apt-deps npm-deps test test-unit bench demo clean install lint format
@@ -24,9 +27,13 @@ CNI_HDRS    := $(wildcard cni/*.h)
 CNI_PARTS   := $(filter-out cni/sluice-cni.c,$(CNI_SRCS))
 C_TESTS     := $(patsubst test/c/%.c,build/test/%,$(wildcard test/c/*-test.c))
 
-all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/zt-standin build/origdst-load build/dist/.stamp bin/sluice bin/sluice-cni $(C_TESTS) build/bin/helm
+all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/zt-standin build/origdst-load build/dist/.stamp bin/sluice bin/sluice-cni $(C_TESTS) build/bin/helm build/test/contract-constants $(BPF_TEST_OBJS)
 
 build/bpf/%.o: bpf/%.c $(BPF_HDRS)
+	@mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+build/test/bpf/%.o: test/bpf/%.c $(wildcard test/bpf/*.h) $(BPF_HDRS)
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
@@ -45,6 +52,12 @@ bin/sluice-cni: $(CNI_SRCS) $(CNI_HDRS)
 build/test/%-test: test/c/%-test.c test/c/check.h $(CNI_PARTS) $(CNI_HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CNI_CFLAGS) -Icni -pthread -o $@ $< $(CNI_PARTS)
+
+# Every number the C headers share with TypeScript, printed as JSON for
+# test/unit/contract-constants.test.ts (built from the headers, so it cannot drift from them).
+build/test/contract-constants: test/c/contract-constants.c $(BPF_HDRS) cni/cni-spec.c cni/buf.c $(CNI_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CNI_CFLAGS) -Icni -o $@ $< cni/cni-spec.c cni/buf.c
 
 build/sl-probe: test/tools/sl-probe.c
 	@mkdir -p $(@D)

@@ -23,7 +23,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SL_SOL_IPV6 41
 #define SL_SO_ORIGINAL_DST 80 /* also IP6T_SO_ORIGINAL_DST */
 #define SL_PAGE_SIZE 4096
-#define SL_LOOPBACK_IFINDEX 1 /* lo is ifindex 1 in every network namespace */
 
 /* The key of a captured connection seen from the app's socket: its own address and port, and
  * the proxy port it connects to.
@@ -106,40 +105,22 @@ static __always_inline void sockops_flow_key(struct bpf_sock_ops *skops, struct 
 	key->peer_port = (__u16)skops->local_port;
 }
 
-/*
- * Connections inbound capture must leave alone, remembered when they are opened (the packet alone
- * cannot tell): the node's own sockets connecting to an ambient pod (kubelet probes, hostNetwork
- * pods; Istio SNATs exactly these, "-m owner --socket-exists"), and the proxy's own marked
- * connection to its pod's app from a client's address (ztunnel's source-preserving inbound,
- * which loops back through the pod's lo). Traffic merely forwarded through the node with a node
- * source address has no such socket and is captured.
+/* Records a connection this socket opens in sl_bypass_flows when inbound capture must leave it
+ * alone (capture_bypass_flow decides).
  */
 static __always_inline int sockops_bypass_flow(struct bpf_sock_ops *skops)
 {
 	struct sl_flow_key key = {};
-	struct sl_policy *pol;
-	__u64 netns = bpf_get_netns_cookie(skops), *cookie;
-	int host = netns == cfg_host_netns_cookie;
+	__u64 netns = bpf_get_netns_cookie(skops);
 	int node_proxy = cap_is_proxy_marked(skops->sk), tproxy = cap_is_tproxy_marked(skops->sk);
 	__u8 one = 1;
 
-	if (!host && !node_proxy && !tproxy)
+	/* most sockets: no flow key to build */
+	if (netns != cfg_host_netns_cookie && !node_proxy && !tproxy)
 		return 0;
 	sockops_flow_key(skops, &key);
-	cookie = bpf_map_lookup_elem(&sl_pod_ips, &key.pod);
-	if (!cookie || (!host && *cookie != netns))
+	if (!capture_bypass_flow(netns, node_proxy, tproxy, &key.pod))
 		return 0;
-	pol = bpf_map_lookup_elem(&sl_endpoints, cookie);
-	if (!pol)
-		return 0;
-	/* the node's sockets and ztunnel's mark count for ambient pods, Envoy's TPROXY mark for
-	 * sidecars in TPROXY mode */
-	if (pol->mode == SL_MODE_AMBIENT) {
-		if (!host && !node_proxy)
-			return 0;
-	} else if (pol->mode != SL_MODE_SIDECAR || host || !tproxy || !(pol->flags & SL_POL_TPROXY)) {
-		return 0;
-	}
 	bpf_map_update_elem(&sl_bypass_flows, &key, &one, BPF_ANY);
 	return 1;
 }
@@ -335,12 +316,10 @@ untouched:
 SEC("sk_lookup")
 int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 {
-	struct sl_flow_key flow = {};
 	struct sl_addr local, remote;
-	struct sl_policy *pol;
+	struct sl_policy *pol = NULL;
 	struct bpf_sock *sk;
-	__u64 *cookie;
-	__u16 port;
+	__u64 cookie = 0;
 	long err;
 
 	if (ctx->protocol != IPPROTO_TCP)
@@ -354,55 +333,24 @@ int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 		addr_from_words(&remote, SL_LOAD(ctx->remote_ip6[0]), SL_LOAD(ctx->remote_ip6[1]),
 				SL_LOAD(ctx->remote_ip6[2]), SL_LOAD(ctx->remote_ip6[3]));
 	}
-	if (addr_is_loopback(&local))
+	if (capture_inbound(&local, &remote, (__u16)ctx->local_port, bpf_ntohs(ctx->remote_port), ctx->ingress_ifindex,
+			    &cookie, &pol) != CAP_IN_STEER || !pol)
 		return SK_PASS;
-	cookie = bpf_map_lookup_elem(&sl_pod_ips, &local);
-	if (!cookie)
-		return SK_PASS;
-	pol = bpf_map_lookup_elem(&sl_endpoints, cookie);
-	if (!pol || pol->mode == SL_MODE_NONE)
-		return SK_PASS;
-	/* Connections from the pod itself never pass PREROUTING, where Istio's inbound chain is.
-	 * Looped-back packets report the device holding the destination address (eth0), not lo, as
-	 * their ingress interface, so the source tells: loopback, a pod IP, Envoy's passthrough
-	 * source ::6, or a flow recorded in sl_bypass_flows (below).
-	 */
-	if (ctx->ingress_ifindex == SL_LOOPBACK_IFINDEX || addr_is_loopback(&remote) || addr_is_v6_passthrough(&remote) ||
-	    cap_is_pod_ip(pol, &remote))
-		return SK_PASS;
-	port = (__u16)ctx->local_port;
-	/* the node's own sockets and the proxy's own hand-off to the app (see sockops) */
-	flow.pod = local;
-	flow.peer = remote;
-	flow.pod_port = port;
-	flow.peer_port = bpf_ntohs(ctx->remote_port);
-	if (bpf_map_lookup_elem(&sl_bypass_flows, &flow))
-		return SK_PASS;
-	if (pol->mode == SL_MODE_AMBIENT) {
-		/* HBONE reaches the node proxy's own 15008 socket; ambient.istio.io/
-		 * bypass-inbound-capture leaves inbound alone; Istio's SNAT address for probes */
-		if (port == SL_PORT_HBONE || (pol->flags & SL_POL_NO_INBOUND) ||
-		    (addr_is_mapped_v4(&remote) && addr_v4(&remote) == bpf_htonl(0xa9fe077f)))
-			return SK_PASS;
-	} else if (!cap_inbound_port(pol, port)) {
-		return SK_PASS;
-	}
-
-	sk = cap_listener(*cookie, pol->inbound_port, ctx->family == SL_AF_INET);
+	sk = cap_listener(cookie, pol->inbound_port, ctx->family == SL_AF_INET);
 	if (!sk) {
 		/* Fail closed, as Istio's REDIRECT to a port nobody listens on: the app is not
 		 * reached around its proxy. The SYN is dropped, so the client retries.
 		 */
-		cap_count(*cookie, CAP_STAT_NO_LISTENER);
+		cap_count(cookie, CAP_STAT_NO_LISTENER);
 		return SK_DROP;
 	}
 	err = bpf_sk_assign(ctx, sk, 0);
 	bpf_sk_release(sk);
 	if (err) {
-		cap_count(*cookie, CAP_STAT_NO_LISTENER);
+		cap_count(cookie, CAP_STAT_NO_LISTENER);
 		return SK_DROP;
 	}
-	cap_count(*cookie, CAP_STAT_INBOUND);
+	cap_count(cookie, CAP_STAT_INBOUND);
 	return SK_PASS;
 }
 

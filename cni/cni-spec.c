@@ -7,7 +7,8 @@
 
 const char cni_supported_versions_json[] = "[\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\",\"1.1.0\"]";
 
-static const char *const supported_versions[] = {"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"};
+const char *const cni_supported_versions[] = {"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"};
+const unsigned cni_n_supported_versions = sizeof(cni_supported_versions) / sizeof(cni_supported_versions[0]);
 
 static const struct {
 	const char *name;
@@ -49,8 +50,8 @@ int cni_version_supported(const char *version)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(supported_versions) / sizeof(supported_versions[0]); i++)
-		if (strcmp(version, supported_versions[i]) == 0)
+	for (i = 0; i < cni_n_supported_versions; i++)
+		if (strcmp(version, cni_supported_versions[i]) == 0)
 			return 1;
 	return 0;
 }

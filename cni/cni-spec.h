@@ -31,7 +31,11 @@ struct cni_env {
 	const char *path;	  /* CNI_PATH */
 };
 
-/* The supported versions as a JSON array, e.g. ["0.3.0",...,"1.1.0"]. */
+/* The versions the plugin accepts, oldest first, and the same list as the JSON array VERSION
+ * answers, e.g. ["0.3.0",...,"1.1.0"] (test/c/contract-constants.c prints both for the test that
+ * compares them with src/cni/spec.ts). */
+extern const char *const cni_supported_versions[];
+extern const unsigned cni_n_supported_versions;
 extern const char cni_supported_versions_json[];
 
 enum cni_command cni_command_of(const char *name);

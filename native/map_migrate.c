@@ -123,8 +123,10 @@ static void describe_layout(struct jbuf *j, const char *field, const struct btf 
 	describe_type(j, btf, id, 0);
 }
 
-static int finish(struct jbuf *j, const char *what)
+/* The length written, or -ENOSPC with the room the text needs (its NUL included) in *needed. */
+static int finish(struct jbuf *j, const char *what, size_t *needed)
 {
+	*needed = j->used + 1;
 	if (j->overflow)
 		return sl_fail(ENOSPC, "describe %s: %zu bytes needed", what, j->used + 1);
 	return (int)j->used;
@@ -133,7 +135,7 @@ static int finish(struct jbuf *j, const char *what)
 /* Every map the object declares (internal .rodata/.bss/.data maps excluded), as a JSON array,
  * with the sizes as configured so far (call after max_entries are set, before load).
  */
-int sl_obj_maps_json(struct bpf_object *obj, char *buf, size_t len)
+int sl_obj_maps_json(struct bpf_object *obj, char *buf, size_t len, size_t *needed)
 {
 	struct jbuf j = { .buf = buf, .len = len };
 	const struct btf *btf = bpf_object__btf(obj);
@@ -155,11 +157,11 @@ int sl_obj_maps_json(struct bpf_object *obj, char *buf, size_t len)
 		first = 0;
 	}
 	jprintf(&j, "]");
-	return finish(&j, "maps of the object");
+	return finish(&j, "maps of the object", needed);
 }
 
 /* A live map's spec, layouts from the BTF it was created with (null when it has none). */
-int sl_map_spec_json(int map_fd, char *buf, size_t len)
+int sl_map_spec_json(int map_fd, char *buf, size_t len, size_t *needed)
 {
 	struct jbuf j = { .buf = buf, .len = len };
 	struct bpf_map_info info;
@@ -182,7 +184,7 @@ int sl_map_spec_json(int map_fd, char *buf, size_t len)
 	describe_layout(&j, "value", btf, info.btf_value_type_id);
 	jprintf(&j, "}");
 	btf__free(btf);
-	return finish(&j, info.name);
+	return finish(&j, info.name, needed);
 }
 
 /* Makes the object use an existing map (shared, or reused from its pin) instead of creating one. */

@@ -41,9 +41,12 @@ const char *sl_last_error(void)
 int sl_fail_v(int err, const char *fmt, va_list ap)
 {
 	size_t n = (size_t)vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	char cause[128];
 
+	/* libbpf's own codes (4000 and up: "Invalid ELF format" ...) as well as errnos */
+	libbpf_strerror(err > 0 ? err : -err, cause, sizeof(cause));
 	if (n < sizeof(last_error))
-		snprintf(last_error + n, sizeof(last_error) - n, ": %s", strerror(err > 0 ? err : -err));
+		snprintf(last_error + n, sizeof(last_error) - n, ": %s", cause);
 	return err > 0 ? -err : err;
 }
 
@@ -88,30 +91,70 @@ struct bpf_object *sl_obj_open(const char *path)
 	return obj;
 }
 
-/* Writes a `const volatile` global of .rodata before load, found by name through BTF. */
-int sl_obj_set_rodata(struct bpf_object *obj, const char *var, const void *data, size_t len)
+/* The object's .rodata map and its DATASEC in BTF; NULL map when the object has none. */
+static const struct btf_type *rodata_of(struct bpf_object *obj, struct bpf_map **map, struct btf **btf)
 {
-	struct bpf_map *map = NULL, *m;
-	const struct btf_var_secinfo *vs;
-	const struct btf_type *sec;
-	struct btf *btf = bpf_object__btf(obj);
-	size_t size;
-	char *init, *buf;
-	int id, i, err;
+	struct bpf_map *m;
+	int id;
 
+	*map = NULL;
+	*btf = bpf_object__btf(obj);
 	bpf_object__for_each_map(m, obj) {
 		const char *name = bpf_map__name(m);
 		size_t n = strlen(name);
 
 		if (n >= 7 && strcmp(name + n - 7, ".rodata") == 0)
-			map = m;
+			*map = m;
 	}
-	if (!map || !btf)
-		return fail(ENOENT, "set %s: object has no .rodata with BTF", var);
-	id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
-	if (id < 0)
-		return fail(ENOENT, "set %s: no .rodata section in BTF", var);
-	sec = btf__type_by_id(btf, id);
+	if (!*map || !*btf)
+		return NULL;
+	id = btf__find_by_name_kind(*btf, ".rodata", BTF_KIND_DATASEC);
+	return id < 0 ? NULL : btf__type_by_id(*btf, id);
+}
+
+/* Lists the `const volatile` globals of an opened object's .rodata into buf, one "name size" line
+ * each. Returns the bytes written (0: no .rodata), -ENOSPC when buf is too small.
+ */
+int sl_obj_rodata_vars(struct bpf_object *obj, char *buf, size_t len)
+{
+	const struct btf_var_secinfo *vs;
+	const struct btf_type *sec;
+	struct bpf_map *map;
+	struct btf *btf;
+	size_t used = 0;
+	int i, n;
+
+	if (len)
+		buf[0] = 0;
+	sec = rodata_of(obj, &map, &btf);
+	if (!sec)
+		return 0;
+	vs = btf_var_secinfos(sec);
+	for (i = 0; i < btf_vlen(sec); i++, vs++) {
+		const struct btf_type *t = btf__type_by_id(btf, vs->type);
+
+		n = snprintf(buf + used, len - used, "%s %u\n", btf__name_by_offset(btf, t->name_off), vs->size);
+		if (n < 0 || (size_t)n >= len - used)
+			return fail(ENOSPC, "list the .rodata of %s: more than %zu bytes", bpf_object__name(obj), len);
+		used += (size_t)n;
+	}
+	return (int)used;
+}
+
+/* Writes a `const volatile` global of .rodata before load, found by name through BTF. */
+int sl_obj_set_rodata(struct bpf_object *obj, const char *var, const void *data, size_t len)
+{
+	const struct btf_var_secinfo *vs;
+	const struct btf_type *sec;
+	struct bpf_map *map;
+	struct btf *btf;
+	size_t size;
+	char *init, *buf;
+	int i, err;
+
+	sec = rodata_of(obj, &map, &btf);
+	if (!sec)
+		return fail(ENOENT, "set %s: object %s has no .rodata with BTF", var, bpf_object__name(obj));
 	vs = btf_var_secinfos(sec);
 	for (i = 0; i < btf_vlen(sec); i++, vs++) {
 		const struct btf_type *t = btf__type_by_id(btf, vs->type);
@@ -134,7 +177,7 @@ int sl_obj_set_rodata(struct bpf_object *obj, const char *var, const void *data,
 		free(buf);
 		return err ? fail(err, "set %s", var) : 0;
 	}
-	return fail(ENOENT, "set %s: no such variable in .rodata", var);
+	return fail(ENOENT, "set %s: no such variable in the .rodata of %s", var, bpf_object__name(obj));
 }
 
 int sl_obj_set_map(struct bpf_object *obj, const char *name, uint32_t max_entries, const char *pin_path)
@@ -143,11 +186,11 @@ int sl_obj_set_map(struct bpf_object *obj, const char *name, uint32_t max_entrie
 	int err;
 
 	if (!map)
-		return fail(ENOENT, "map %s not in object", name);
+		return fail(ENOENT, "map %s not in object %s", name, bpf_object__name(obj));
 	if (max_entries) {
 		err = bpf_map__set_max_entries(map, max_entries);
 		if (err)
-			return fail(err, "map %s: set max_entries %u", name, max_entries);
+			return fail(err, "map %s of %s: set max_entries %u", name, bpf_object__name(obj), max_entries);
 	}
 	if (pin_path) {
 		/* libbpf reuses a compatible map already pinned there, and fails the load when
@@ -155,7 +198,7 @@ int sl_obj_set_map(struct bpf_object *obj, const char *name, uint32_t max_entrie
 		 */
 		err = bpf_map__set_pin_path(map, pin_path);
 		if (err)
-			return fail(err, "map %s: set pin path %s", name, pin_path);
+			return fail(err, "map %s of %s: set pin path %s", name, bpf_object__name(obj), pin_path);
 	}
 	return 0;
 }
@@ -190,7 +233,7 @@ int sl_obj_pin_prog(struct bpf_object *obj, const char *name, const char *path)
 	int err;
 
 	if (!prog)
-		return fail(ENOENT, "program %s not in object", name);
+		return fail(ENOENT, "program %s not in object %s", name, bpf_object__name(obj));
 	unlink(path);
 	err = bpf_obj_pin(bpf_program__fd(prog), path);
 	return err ? fail(err, "pin program %s at %s", name, path) : 0;
@@ -215,12 +258,27 @@ int sl_obj_load(struct bpf_object *obj)
 	return 0;
 }
 
+/* Runs a loaded program once through BPF_PROG_TEST_RUN: data is the packet (tc, xdp), ctx the
+ * context struct for program types that take one (written back when the kernel returns it).
+ */
+int sl_prog_test_run(int prog_fd, const void *data, uint32_t data_len, void *ctx, uint32_t ctx_len, uint32_t *retval)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = data, .data_size_in = data_len, .ctx_in = ctx,
+		    .ctx_size_in = ctx_len, .ctx_out = ctx, .ctx_size_out = ctx_len, .repeat = 1);
+	int err = bpf_prog_test_run_opts(prog_fd, &opts);
+
+	if (err)
+		return fail(err, "test run of program fd %d", prog_fd);
+	*retval = opts.retval;
+	return 0;
+}
+
 int sl_obj_prog_fd(struct bpf_object *obj, const char *name)
 {
 	struct bpf_program *prog = bpf_object__find_program_by_name(obj, name);
 
 	if (!prog)
-		return fail(ENOENT, "program %s not in object", name);
+		return fail(ENOENT, "program %s not in object %s", name, bpf_object__name(obj));
 	return bpf_program__fd(prog);
 }
 
@@ -229,7 +287,7 @@ int sl_obj_map_fd(struct bpf_object *obj, const char *name)
 	struct bpf_map *map = bpf_object__find_map_by_name(obj, name);
 
 	if (!map)
-		return fail(ENOENT, "map %s not in object", name);
+		return fail(ENOENT, "map %s not in object %s", name, bpf_object__name(obj));
 	return bpf_map__fd(map);
 }
 
@@ -300,7 +358,7 @@ int sl_cgroup_link(struct bpf_object *obj, const char *name, const char *cgroup_
 	int prog_fd, cg_fd, link_fd, err;
 
 	if (!prog)
-		return fail(ENOENT, "program %s not in object", name);
+		return fail(ENOENT, "program %s not in object %s", name, bpf_object__name(obj));
 	prog_fd = bpf_program__fd(prog);
 	if (prog_fd < 0)
 		return fail(EBADF, "program %s not loaded", name);

@@ -15,11 +15,13 @@ const char *sl_last_error(void);
 
 struct bpf_object *sl_obj_open(const char *path);
 int sl_obj_set_rodata(struct bpf_object *obj, const char *var, const void *data, size_t len);
+int sl_obj_rodata_vars(struct bpf_object *obj, char *buf, size_t len);
 int sl_obj_set_map(struct bpf_object *obj, const char *map, uint32_t max_entries, const char *pin_path);
 int sl_obj_pin_maps(struct bpf_object *obj, const char *dir);
 int sl_obj_load(struct bpf_object *obj);
 int sl_obj_pin_prog(struct bpf_object *obj, const char *prog, const char *path);
 int sl_obj_prog_fd(struct bpf_object *obj, const char *prog);
+int sl_prog_test_run(int prog_fd, const void *data, uint32_t data_len, void *ctx, uint32_t ctx_len, uint32_t *retval);
 int sl_obj_map_fd(struct bpf_object *obj, const char *map);
 void sl_obj_close(struct bpf_object *obj);
 
@@ -30,9 +32,10 @@ int sl_link_update_prog(const char *link_pin, int prog_fd);
 int sl_link_cgroup_id(const char *link_pin, uint64_t *cgroup_id, uint32_t *prog_id);
 int sl_link_prog_id(const char *link_pin, uint32_t *prog_id);
 
-/* Map migration (src/bpf/migrate.ts): specs as JSON, shared maps, sockets found by cookie. */
-int sl_obj_maps_json(struct bpf_object *obj, char *buf, size_t len);
-int sl_map_spec_json(int map_fd, char *buf, size_t len);
+/* Map migration (src/bpf/migrate.ts): specs as JSON, shared maps, sockets found by cookie. The
+ * describers write the room their text needs into *needed, also when they fail with -ENOSPC. */
+int sl_obj_maps_json(struct bpf_object *obj, char *buf, size_t len, size_t *needed);
+int sl_map_spec_json(int map_fd, char *buf, size_t len, size_t *needed);
 int sl_obj_reuse_map(struct bpf_object *obj, const char *map, int fd);
 int sl_socket_cookie_of(int pid, int fd, uint64_t *cookie);
 

@@ -132,7 +132,9 @@ async function main(argv: string[]): Promise<number> {
       const { netnsCookieSelf } = await import('./bpf');
       const { datapathOptions, installDatapath } = await import('./datapath');
       const objectDir = args.objectDir && path.resolve(args.objectDir);
-      const { migration } = installDatapath(datapathOptions(cfg, netnsCookieSelf(), objectDir));
+      // --object-dir names another release's objects (a downgrade): settings they lack are theirs to lack
+      const { migration, skipped } = installDatapath({ ...datapathOptions(cfg, netnsCookieSelf(), objectDir), objectRelease: objectDir ? 'other' : 'this' });
+      for (const s of skipped) process.stderr.write(`sluice: ${s} is not in the objects of ${objectDir}: left as that release compiled it\n`);
       const { formatMigration } = await import('./migration-report');
       process.stdout.write(args.output === 'json' ? JSON.stringify(migration, null, 2) + '\n' : formatMigration(migration));
       return 0;

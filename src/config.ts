@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { isIP } from 'node:net';
 import { load as loadYaml } from 'js-yaml';
+import { DEFAULT_PROXY_MARK, MAX_DNS_SERVERS } from './bpf/constants';
 import { log } from './log';
 
 export interface Config {
@@ -223,8 +224,8 @@ const keys: { [name: string]: KeySpec<any> } = {
   'mesh-proxy-uid': { field: 'meshProxyUid', parse: intIn(0, 4294967294), default: () => '1337' },
   'mesh-proxy-gid': { field: 'meshProxyGid', parse: intIn(0, 4294967294), default: () => '1337' },
   'mesh-dns-capture': { field: 'meshDnsCapture', parse: bool, default: () => 'false' },
-  'mesh-dns-servers': { field: 'meshDnsServers', parse: ipList(4), default: () => '' },
-  'ambient-proxy-mark': { field: 'ambientProxyMark', parse: markMask, default: () => '0x539/0xfff' },
+  'mesh-dns-servers': { field: 'meshDnsServers', parse: ipList(MAX_DNS_SERVERS), default: () => '' },
+  'ambient-proxy-mark': { field: 'ambientProxyMark', parse: markMask, default: () => `0x${DEFAULT_PROXY_MARK.mark.toString(16)}/0x${DEFAULT_PROXY_MARK.mask.toString(16)}` },
   'ambient-dns-capture': { field: 'ambientDnsCapture', parse: bool, default: () => 'true' },
   'ztunnel-uds-address': { field: 'ztunnelUdsAddress', parse: optional(absPath), default: () => '/var/run/ztunnel/ztunnel.sock' },
   'k8s-api-server': { field: 'k8sApiServer', parse: optional(url), default: () => '' },

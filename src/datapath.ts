@@ -8,9 +8,10 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { loadWithMigration, packageRoot, socketFdsUnder, type AttachResult, type BpfObject, type MapMigration, type MigrationRegistry } from './bpf';
+import { applySettings, loadWithMigration, packageRoot, socketFdsUnder, type AttachResult, type BpfObject, type MapMigration, type MigrationRegistry } from './bpf';
+import { INBOUND_MARK, MAX_DNS_SERVERS } from './bpf/constants';
 import { probeFeature } from './bpf/introspect';
-import { encodeAddr } from './bpf/layout';
+import { addrCodec } from './bpf/layout';
 import type { Config } from './config';
 import { DATAPATH_MIGRATIONS } from './map-migrations';
 
@@ -37,6 +38,36 @@ export const PINNED_MAPS = [
   'sl_ep_stats', 'sl_node_ips', 'sl_bypass_flows',
 ] as const;
 
+/** The `const volatile` settings programSettings() gives the objects, by their names in C. */
+export type SettingName =
+  | 'cfg_hostns_only' | 'cfg_host_netns_cookie' | 'cfg_proxy_uid' | 'cfg_proxy_gid' | 'cfg_proxy_mark' | 'cfg_proxy_mark_mask'
+  | 'cfg_inbound_mark' | 'cfg_inbound_mark_mask' | 'cfg_dns_servers' | 'cfg_n_dns_servers';
+
+/** What each object must declare and have configured before load: its .rodata settings and the maps sized by config. */
+export interface ObjectConfig {
+  /** every global of its .rodata: one it lacks, or one more, fails the load (src/bpf/settings.ts) */
+  settings: readonly SettingName[];
+  /** maps whose max_entries come from config (bpf-lb-*-map-max): one it lacks fails the load */
+  sizedMaps: readonly SizedMap[];
+}
+
+/** The maps sized by config, and the field of MapSizes that sizes each. */
+const SIZED_MAPS = { sl_lb_svc: 'service', sl_lb_backend: 'backend', sl_lb_affinity: 'affinity' } as const satisfies Record<string, keyof MapSizes>;
+export type SizedMap = keyof typeof SIZED_MAPS;
+
+const MESH_SETTINGS = [
+  'cfg_host_netns_cookie', 'cfg_proxy_uid', 'cfg_proxy_gid', 'cfg_proxy_mark', 'cfg_proxy_mark_mask',
+  'cfg_inbound_mark', 'cfg_inbound_mark_mask', 'cfg_dns_servers', 'cfg_n_dns_servers',
+] as const satisfies readonly SettingName[];
+
+/** Per object of OBJECTS (test/unit/contract-settings.test.ts checks it against each object's BTF). */
+export const OBJECT_CONFIG: Record<keyof typeof OBJECTS | typeof SOCK_DESTROY_OBJECT, ObjectConfig> = {
+  'sock_lb.o': { settings: ['cfg_hostns_only', ...MESH_SETTINGS], sizedMaps: ['sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity'] },
+  'capture.o': { settings: MESH_SETTINGS, sizedMaps: [] },
+  // the iterators read socket-LB's maps: sized as sock_lb.o sizes them, or the pins would not match
+  'sock_destroy.o': { settings: [], sizedMaps: ['sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity'] },
+};
+
 // sl_origdst (up to v0.1.0: a node-wide LRU of original destinations) is gone: replaced by
 // sl_origdst_syn and sl_origdst_sock; a migration removes its pin once the new programs run.
 
@@ -56,7 +87,7 @@ export const LO_MARK_PROG = 'sl_lo_mark';
  * lo table 100" brings the app's replies back to the proxy. (Istio's TPROXY sidecar rules do the
  * same with CONNMARK 1337 and table 133; one set serves both here, as the re-marking program does.)
  */
-export const INBOUND_ROUTING = { mark: 0x111, mask: 0xfff, table: 100, pref: 32764 } as const;
+export const INBOUND_ROUTING = { mark: INBOUND_MARK.mark, mask: INBOUND_MARK.mask, table: 100, pref: 32764 } as const;
 
 export interface MapSizes {
   /** sl_lb_svc entries: one per service port plus one per backend slot. */
@@ -85,6 +116,12 @@ export interface DatapathOptions extends ProgramSettingsInput {
   objectDir?: string;
   /** what each map may become when its layout changed; default: src/map-migrations.ts */
   registry?: MigrationRegistry;
+  /**
+   * `other`: the objects are another release's (`bpf migrate --object-dir`, a downgrade); settings
+   * and sized maps they lack are skipped and reported (InstallResult.skipped). Default `this`:
+   * anything OBJECT_CONFIG names that an object lacks fails the load.
+   */
+  objectRelease?: 'this' | 'other';
 }
 
 /** The datapath as the configuration asks for it; hostNetnsCookie: the agent's own netns. */
@@ -111,6 +148,8 @@ export interface InstallResult {
   migration: MapMigration[];
   /** whether the socket-destroy iterators are pinned, and why not */
   sockDestroy: { available: boolean; reason: string };
+  /** settings and sized maps another release's objects lack (`object: name`), left as they were compiled */
+  skipped: string[];
 }
 
 function isBpffs(dir: string): boolean {
@@ -135,15 +174,16 @@ function u32(n: number): Buffer {
 }
 
 /**
- * The settings each object gets before load, by variable name (an object without a variable
- * skips it). `sluice doctor` compares the loaded programs' .rodata with the same list.
+ * The value of every setting, by variable name; OBJECT_CONFIG says which object has which.
+ * `sluice doctor` compares the loaded programs' .rodata with the same list.
  */
-export function programSettings(opts: ProgramSettingsInput): Map<string, Buffer> {
+export function programSettings(opts: ProgramSettingsInput): Map<SettingName, Buffer> {
   const cookie = Buffer.alloc(8);
   cookie.writeBigUInt64LE(opts.hostNetnsCookie);
-  const dns = Buffer.alloc(16 * 4);
-  opts.dnsServers.forEach((ip, i) => encodeAddr(ip, dns, 16 * i));
-  return new Map([
+  if (opts.dnsServers.length > MAX_DNS_SERVERS) throw new RangeError(`Cannot set mesh-dns-servers: ${opts.dnsServers.length} resolvers, the programs have room for ${MAX_DNS_SERVERS}`);
+  const dns = Buffer.alloc(addrCodec.size * MAX_DNS_SERVERS);
+  opts.dnsServers.forEach((ip, i) => addrCodec.encode(ip, dns, addrCodec.size * i));
+  return new Map<SettingName, Buffer>([
     ['cfg_hostns_only', Buffer.from([opts.hostnsOnly ? 1 : 0])],
     ['cfg_host_netns_cookie', cookie],
     ['cfg_proxy_uid', u32(opts.proxyUid)],
@@ -173,12 +213,22 @@ export function sockDestroyProgPin(pinDir: string, proto: keyof typeof SOCK_DEST
   return path.join(pinDir, PROGS_DIR, SOCK_DESTROY_PROGS[proto]);
 }
 
-/** The object's settings: .rodata constants (the verifier prunes on them) and map sizes. */
-function configureObject(obj: BpfObject, opts: DatapathOptions): void {
-  for (const [name, value] of programSettings(opts)) obj.setRodata(name, value, { ifPresent: true });
-  obj.configureMap('sl_lb_svc', { maxEntries: opts.sizes.service, ifPresent: true });
-  obj.configureMap('sl_lb_backend', { maxEntries: opts.sizes.backend, ifPresent: true });
-  obj.configureMap('sl_lb_affinity', { maxEntries: opts.sizes.affinity, ifPresent: true });
+/**
+ * The object's settings: .rodata constants (the verifier prunes on them) and map sizes, as
+ * OBJECT_CONFIG declares them for its file. Returns what another release's object lacked.
+ */
+function configureObject(obj: BpfObject, opts: DatapathOptions): string[] {
+  const file = path.basename(obj.path);
+  const declared = (OBJECT_CONFIG as Record<string, ObjectConfig | undefined>)[file];
+  if (!declared) throw new Error(`Cannot configure ${obj.path}: no entry for ${file} in OBJECT_CONFIG (src/datapath.ts)`);
+  const otherRelease = opts.objectRelease === 'other';
+  const skipped = applySettings(obj, declared.settings, programSettings(opts), { otherRelease }).map((n) => `${file}: ${n}`);
+  const maps = new Set(obj.mapSpecs().map((m) => m.name));
+  for (const name of declared.sizedMaps) {
+    if (otherRelease && !maps.has(name)) skipped.push(`${file}: map ${name}`);
+    else obj.configureMap(name, { maxEntries: opts.sizes[SIZED_MAPS[name]] });
+  }
+  return skipped;
 }
 
 /**
@@ -210,10 +260,11 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
   const dir = opts.objectDir ?? process.env.SLUICE_BPF_DIR ?? path.join(packageRoot(), 'build', 'bpf');
   const sockDestroy = sockDestroyAvailability(dir);
   const files = [...Object.keys(OBJECTS), ...(sockDestroy.available ? [SOCK_DESTROY_OBJECT] : [])];
+  const skipped: string[] = [];
   const { attached, maps } = loadWithMigration({
     pinDir: opts.pinDir,
     objects: files.map((file) => path.join(dir, file)),
-    configure: (obj) => configureObject(obj, opts),
+    configure: (obj) => void skipped.push(...configureObject(obj, opts)),
     attach: (loaded, tx) => {
       const links: Record<string, AttachResult> = {};
       let netnsLinks = 0;
@@ -248,7 +299,7 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
     socketOwners: () => socketFdsUnder(opts.cgroupRoot),
   });
   if (!sockDestroy.available) for (const proto of ['tcp', 'udp'] as const) fs.rmSync(sockDestroyProgPin(opts.pinDir, proto), { force: true });
-  return { ...attached, migration: maps, sockDestroy };
+  return { ...attached, migration: maps, sockDestroy, skipped };
 }
 
 /** Removes the links (detaching the programs), the pinned programs and every pinned sl_* map. */

@@ -1,6 +1,7 @@
 /* Mesh capture decisions shared by the programs: which connections of a captured pod go to its
  * proxy, following the rules Istio's iptables chains apply (ISTIO_OUTPUT, ISTIO_INBOUND).
- * Included by bpf/sock_lb.c and bpf/capture.c.
+ * Included by bpf/sock_lb.c, bpf/capture.c and the decision tests under test/bpf, which call the
+ * decisions on contexts they build (helpers that need a real socket replaced by test stand-ins).
  */
 #ifndef SLUICE_CAPTURE_H
 #define SLUICE_CAPTURE_H
@@ -11,42 +12,24 @@
 #include <bpf/bpf_endian.h>
 #include "addr.h"
 #include "capture_maps.h"
+#include "mesh_consts.h"
 #include "node.h"
+#include "verdicts.h"
 
 /* Set by the agent before load (mesh-proxy-uid, mesh-proxy-gid, ambient-proxy-mark). */
 const volatile __u32 cfg_proxy_uid = 1337;
 const volatile __u32 cfg_proxy_gid = 1337;
-const volatile __u32 cfg_proxy_mark = 0x539;
-const volatile __u32 cfg_proxy_mark_mask = 0xfff;
-/* The mark a proxy's looped-back inbound connection gets in a captured pod, so the app's replies
- * are routed back to the proxy's transparent socket (Istio's in-pod connmark 0x111/0xfff).
- */
-const volatile __u32 cfg_inbound_mark = 0x111;
-const volatile __u32 cfg_inbound_mark_mask = 0xfff;
-
-#define SL_PORT_OUTBOUND 15001
-#define SL_PORT_INBOUND 15006
-
-#define SL_PORT_HBONE 15008
-#define SL_PORT_DNS 53
-#define SL_MAX_DNS_SERVERS 4
+const volatile __u32 cfg_proxy_mark = SL_PROXY_MARK;
+const volatile __u32 cfg_proxy_mark_mask = SL_PROXY_MARK_MASK;
+/* The mark a proxy's looped-back inbound connection gets in a captured pod (see mesh_consts.h). */
+const volatile __u32 cfg_inbound_mark = SL_INBOUND_MARK;
+const volatile __u32 cfg_inbound_mark_mask = SL_INBOUND_MARK_MASK;
 
 /* mesh-dns-servers: the resolvers whose traffic DNS capture takes (Istio: the pod's
  * resolv.conf); none listed means every destination on port 53 (Istio's capture-all-dns).
  */
 const volatile struct sl_addr cfg_dns_servers[SL_MAX_DNS_SERVERS] = {};
 const volatile __u8 cfg_n_dns_servers = 0;
-
-/* Envoy's mark on its source-preserving connections to the app in TPROXY mode: istiod's
- * original_src listener filter sets 1337, which istio-iptables (InboundTProxyMark) matches exactly.
- */
-#define SL_TPROXY_MARK 1337
-
-/* Outcome of the outbound decision at connect(). */
-#define CAP_NONE 0	 /* not captured: socket-LB may apply */
-#define CAP_PROXY 1	 /* the proxy's own connect: not captured, socket-LB applies */
-#define CAP_REDIRECTED 2 /* sent to the proxy: the destination must stay as the app asked */
-#define CAP_REFUSED 3	 /* to be captured, but refused at once (EAGAIN): see cap_handshakes_full */
 
 static __always_inline int cap_port_in(const __u16 *ports, __u8 n, __u16 port)
 {
@@ -123,24 +106,19 @@ static __always_inline int cap_inbound_port(const struct sl_policy *pol, __u16 p
 	return cap_port_in(pol->include_in_ports, pol->n_include_in_ports, port);
 }
 
-static __always_inline void cap_count(__u64 cookie, int which)
+static __always_inline void cap_count(__u64 cookie, enum sl_ep_stat which)
 {
 	struct sl_ep_stats *st = bpf_map_lookup_elem(&sl_ep_stats, &cookie);
 
 	if (!st)
 		return;
 	switch (which) {
-	case 0: __sync_fetch_and_add(&st->outbound, 1); break;
-	case 1: __sync_fetch_and_add(&st->inbound, 1); break;
-	case 2: __sync_fetch_and_add(&st->proxy_bypass, 1); break;
-	case 3: __sync_fetch_and_add(&st->no_listener, 1); break;
+	case CAP_STAT_OUTBOUND: __sync_fetch_and_add(&st->outbound, 1); break;
+	case CAP_STAT_INBOUND: __sync_fetch_and_add(&st->inbound, 1); break;
+	case CAP_STAT_BYPASS: __sync_fetch_and_add(&st->proxy_bypass, 1); break;
+	case CAP_STAT_NO_LISTENER: __sync_fetch_and_add(&st->no_listener, 1); break;
 	}
 }
-
-#define CAP_STAT_OUTBOUND 0
-#define CAP_STAT_INBOUND 1
-#define CAP_STAT_BYPASS 2
-#define CAP_STAT_NO_LISTENER 3
 
 /* 127.0.0.1 exactly (Istio's "-d 127.0.0.1/32"), or ::1 */
 static __always_inline int cap_is_localhost1(const struct sl_addr *a)
@@ -525,6 +503,90 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 	if (ret == CAP_PROXY)
 		cap_count(cookie, CAP_STAT_BYPASS);
 	return ret;
+}
+
+/* lo is ifindex 1 in every network namespace */
+#define SL_LOOPBACK_IFINDEX 1
+
+/*
+ * The inbound decision (Istio's ISTIO_INBOUND, made at sk_lookup, where the packet is not changed
+ * so the accepted socket keeps the original destination as its local address): does a TCP
+ * connection to local:port from remote:peer_port, arriving on ingress_ifindex, go to the inbound
+ * listener of the pod that owns `local`? CAP_IN_STEER names that pod in *cookie and *pol.
+ */
+static __always_inline int capture_inbound(const struct sl_addr *local, const struct sl_addr *remote, __u16 port,
+					   __u16 peer_port, __u32 ingress_ifindex, __u64 *cookie, struct sl_policy **pol)
+{
+	struct sl_flow_key flow = {};
+	struct sl_policy *p;
+	__u64 *c;
+
+	if (addr_is_loopback(local))
+		return CAP_IN_PASS;
+	c = bpf_map_lookup_elem(&sl_pod_ips, local);
+	if (!c)
+		return CAP_IN_PASS;
+	p = bpf_map_lookup_elem(&sl_endpoints, c);
+	if (!p || p->mode == SL_MODE_NONE)
+		return CAP_IN_PASS;
+	/* Connections from the pod itself never pass PREROUTING, where Istio's inbound chain is.
+	 * Looped-back packets report the device holding the destination address (eth0), not lo, as
+	 * their ingress interface, so the source tells: loopback, a pod IP, Envoy's passthrough
+	 * source ::6, or a flow recorded in sl_bypass_flows (below).
+	 */
+	if (ingress_ifindex == SL_LOOPBACK_IFINDEX || addr_is_loopback(remote) || addr_is_v6_passthrough(remote) ||
+	    cap_is_pod_ip(p, remote))
+		return CAP_IN_PASS;
+	/* the node's own sockets and the proxy's own hand-off to the app (see capture_bypass_flow) */
+	flow.pod = *local;
+	flow.peer = *remote;
+	flow.pod_port = port;
+	flow.peer_port = peer_port;
+	if (bpf_map_lookup_elem(&sl_bypass_flows, &flow))
+		return CAP_IN_PASS;
+	if (p->mode == SL_MODE_AMBIENT) {
+		/* HBONE reaches the node proxy's own 15008 socket; ambient.istio.io/
+		 * bypass-inbound-capture leaves inbound alone; Istio's SNAT address for probes */
+		if (port == SL_PORT_HBONE || (p->flags & SL_POL_NO_INBOUND) ||
+		    (addr_is_mapped_v4(remote) && addr_v4(remote) == bpf_htonl(0xa9fe077f)))
+			return CAP_IN_PASS;
+	} else if (!cap_inbound_port(p, port)) {
+		return CAP_IN_PASS;
+	}
+	*cookie = *c;
+	*pol = p;
+	return CAP_IN_STEER;
+}
+
+/*
+ * Connections inbound capture must leave alone, decided when they are opened (the packet alone
+ * cannot tell): the node's own sockets connecting to an ambient pod (kubelet probes, hostNetwork
+ * pods; Istio SNATs exactly these, "-m owner --socket-exists"), and the proxy's own marked
+ * connection to its pod's app from a client's address (ztunnel's source-preserving inbound,
+ * which loops back through the pod's lo; Envoy's in TPROXY mode). Traffic merely forwarded through
+ * the node with a node source address has no such socket and is captured. `netns`: the socket's
+ * network namespace; `node_proxy`, `tproxy`: it carries the node proxy's mark, Envoy's TPROXY
+ * mark; `pod`: where it connects.
+ */
+static __always_inline int capture_bypass_flow(__u64 netns, int node_proxy, int tproxy, const struct sl_addr *pod)
+{
+	int host = netns == cfg_host_netns_cookie;
+	struct sl_policy *pol;
+	__u64 *cookie;
+
+	if (!host && !node_proxy && !tproxy)
+		return 0;
+	cookie = bpf_map_lookup_elem(&sl_pod_ips, pod);
+	if (!cookie || (!host && *cookie != netns))
+		return 0;
+	pol = bpf_map_lookup_elem(&sl_endpoints, cookie);
+	if (!pol)
+		return 0;
+	/* the node's sockets and ztunnel's mark count for ambient pods, Envoy's TPROXY mark for
+	 * sidecars in TPROXY mode */
+	if (pol->mode == SL_MODE_AMBIENT)
+		return host || node_proxy;
+	return pol->mode == SL_MODE_SIDECAR && !host && tproxy && (pol->flags & SL_POL_TPROXY);
 }
 
 #endif /* SLUICE_CAPTURE_H */

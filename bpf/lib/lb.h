@@ -12,9 +12,8 @@
 #include "capture_maps.h" /* sl_node_ips: the node's own addresses, kept live by the agent */
 #include "lb_maps.h"
 #include "node.h"
+#include "verdicts.h"
 
-#define SL_ALLOW 1
-#define SL_REJECT 0
 #define SL_ECONNREFUSED 111
 
 /* Set by the agent before load: the verifier prunes the hostns-only branch when it is off. */

@@ -8,6 +8,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "shared.h"
+#include "verdicts.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -1,6 +1,7 @@
-/* Map keys, values and counters shared by the eBPF programs and user space.
- * Holds only layouts: included by bpf/ programs and mirrored by src/bpf/layout.ts (checked by a
- * unit test). Little-endian hosts only (as the TypeScript codecs assume).
+/* Map keys and values shared by the eBPF programs and user space.
+ * Holds only layouts: included by bpf/ programs and mirrored by src/bpf/layout.ts, whose field
+ * tables test/unit/contract-layout.test.ts checks against the objects' BTF. Counters and other
+ * numbered lists are in verdicts.h. Little-endian hosts only (as the TypeScript codecs assume).
  */
 #ifndef SLUICE_SHARED_H
 #define SLUICE_SHARED_H
@@ -233,23 +234,6 @@ struct sl_ep_stats {
 	__u64 inbound;	    /* connections steered to the proxy's inbound port */
 	__u64 proxy_bypass; /* connects of the proxy itself (uid/gid), not captured */
 	__u64 no_listener;  /* inbound to be captured while the proxy had no listener: dropped */
-};
-
-/* Datapath counters, indices into the per-CPU array sl_lb_counters. Numbers are never reused:
- * a retired counter keeps its slot.
- */
-enum sl_counter {
-	SL_CNT_TRANSLATED = 0,	   /* connect/sendmsg to a VIP rewritten to a backend */
-	SL_CNT_NO_BACKEND = 1,	   /* VIP without ready backends: refused with ECONNREFUSED */
-	SL_CNT_HOSTNS_SKIP = 2,	   /* VIP hit outside the host netns with hostns-only: untouched */
-	SL_CNT_SLOT_MISS = 3,	   /* backend slot or backend missing (agent mid-update): untouched */
-	SL_CNT_REV_TRANSLATED = 4, /* recvmsg/getpeername rewritten back to the VIP */
-	SL_CNT_AFFINITY_HIT = 5,   /* backend taken from a live ClientIP affinity entry */
-	SL_CNT_NO_STORAGE = 6,	   /* no socket storage: translated without reverse entry */
-	SL_CNT_NO_LOCAL_BACKEND = 7, /* internalTrafficPolicy Local, no endpoint on this node: refused */
-	SL_CNT_POD_OPT_OUT = 8,	     /* VIP hit by a pod annotated socket-lb.sluice.io/disabled: untouched */
-	SL_CNT_SOCK_DESTROYED = 9,   /* socket destroyed: its backend left the service it was chosen by */
-	SL_CNT_MAX = 10,
 };
 
 #endif /* SLUICE_SHARED_H */

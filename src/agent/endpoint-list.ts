@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BpfMap } from '../bpf';
+import { PROXY_PORT } from '../bpf/constants';
 import { u64Codec, u8Codec, type EpStats, type Policy } from '../bpf/layout';
 import { readZdsStates, type ZdsPodStatus } from '../mesh/ambient-zds';
 import { decisionOf, readDecisions, type Decision } from '../mesh/controller';
@@ -55,7 +56,7 @@ export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[
       const zds = policy?.mode === 'ambient' && zdsStates ? (zdsStates[ep.uid] ?? { state: 'pending', attempts: 0, since: '' }) : undefined;
       if (policy?.mode === 'ambient') {
         if (zds) parts.push(`zds=${zds.state}${zds.error ? ` zds-error="${zds.error}"` : ''}`);
-        parts.push(`node-proxy=${policy.outboundPort}/${policy.inboundPort}/15008`);
+        parts.push(`node-proxy=${policy.outboundPort}/${policy.inboundPort}/${PROXY_PORT.hbone}`);
       }
       if (counters) parts.push(`captured-out=${counters.outbound} captured-in=${counters.inbound} proxy-bypass=${counters.proxyBypass} in-no-listener=${counters.noListener}`);
       if (decision && decision.mode !== mode) parts.push(`(agent intends mode=${decision.mode})`);

@@ -11,6 +11,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BpfError, netnsCookieOf } from '../bpf';
+import { PROXY_PORT } from '../bpf/constants';
+import { listenerKeyCodec } from '../bpf/layout';
 import { loadShim } from '../bpf/shim';
 import type { Config } from '../config';
 import { cgroup2Mount } from '../config';
@@ -23,7 +25,7 @@ import type { Endpoint, EndpointRegistry } from './endpoints';
 
 export const REPAIR_LABEL = { key: 'cni.istio.io/uninitialized', value: 'true' };
 /** the proxy ports whose listeners the datapath steers to (sockops would have registered them) */
-const PROXY_LISTEN_PORTS = new Set([15001, 15006, 15008]);
+const PROXY_LISTEN_PORTS = new Set<number>(Object.values(PROXY_PORT));
 
 interface NetnsInfo {
   ino: number;
@@ -262,11 +264,9 @@ function adoptListeners(pinDir: string, ns: NetnsInfo, cookie: bigint): number {
   if (fd < 0) throw new BpfError('open sl_listeners', -fd);
   let n = 0;
   try {
+    const key = Buffer.alloc(listenerKeyCodec.size);
     for (const l of proxyListeners(ns)) {
-      const key = Buffer.alloc(16);
-      key.writeBigUInt64LE(cookie, 0);
-      key.writeUInt16LE(l.port, 8);
-      key.writeUInt8(l.family, 10);
+      listenerKeyCodec.encode({ netnsCookie: cookie, port: l.port, family: l.family, slot: 0 }, key, 0);
       const ret = s.sockhashAddFromPid(fd, key, l.pid, l.fd);
       if (ret < 0) log.warn('cannot adopt an existing listener', { pid: l.pid, port: l.port, err: s.lastError() });
       else n++;

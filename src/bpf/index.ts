@@ -12,3 +12,5 @@ export { MapMigrationError, type MigrationErrorKind } from './migration-error';
 export { LinkTransaction } from './link-transaction';
 export { layoutId, pinnedMapSpec, type MapSpec } from './map-spec';
 export { socketFdsUnder } from './socket-owners';
+export { runProgram, type RunInput } from './prog-run';
+export { applySettings, ObjectSettingsError, type ApplySettingsOptions } from './settings';

@@ -2,7 +2,7 @@
  * the settings a loaded program was loaded with, and probes of kernel features. For
  * `sluice doctor`, which checks what is rather than what was intended.
  */
-import { BpfError, loadLibrary, loadShim } from './shim';
+import { check, loadLibrary } from './shim';
 
 export const LINK_TYPE = { cgroup: 3, netns: 5, tcx: 11 } as const;
 
@@ -50,11 +50,6 @@ function introspectLib(): IntrospectLib {
     probeFeature: l.func('int sl_probe_feature(const char *feature)'),
   };
   return lib;
-}
-
-function check(ret: number, op: string): number {
-  if (ret >= 0) return ret;
-  throw new BpfError(op, -ret, loadShim().lastError() || undefined);
 }
 
 /** What the link pinned at `pin` holds. */

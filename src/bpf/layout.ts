@@ -1,9 +1,11 @@
-/* Encodings of the socket-LB map keys and values: the one TypeScript mirror of bpf/lib/shared.h.
- * Field offsets follow the C structs (little-endian host); test/unit/layout.test.ts checks the
- * sizes against the BTF of the built object and the counter list against the header.
+/* Encodings of the map keys and values: the one TypeScript mirror of bpf/lib/shared.h, one codec
+ * per struct, each encoding by its field table (little-endian host). test/unit/contract-layout.test.ts
+ * checks every table, member by member, against the BTF of the built objects, and
+ * test/unit/contract-constants.test.ts the flags, limits and counters against the C headers.
  */
 import * as net from 'node:net';
 import type { Codec } from './map';
+import { defineStruct, structCodec, type StructCodec } from './struct-layout';
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -118,6 +120,11 @@ export function protoName(n: number): Proto | string {
   return n === IPPROTO_TCP ? 'TCP' : n === IPPROTO_UDP ? 'UDP' : `proto-${n}`;
 }
 
+const ADDR = defineStruct('sl_addr', 16, [['b', 0, 16]]);
+
+/** struct sl_addr: an IPv4 or IPv6 address, IPv4 stored IPv4-mapped. */
+export const addrCodec: StructCodec<string> = structCodec(ADDR, { encode: encodeAddr, decode: decodeAddr });
+
 export interface SvcKey {
   vip: string;
   port: number;
@@ -125,25 +132,37 @@ export interface SvcKey {
   slot: number;
 }
 
-/** struct sl_svc_key: vip[16] port:u16 proto:u8 pad:u8 slot:u16 pad2:u16 (24 bytes). */
-export const svcKeyCodec: Codec<SvcKey> = {
-  size: 24,
+const SVC_KEY = defineStruct('sl_svc_key', 24, [
+  ['vip', 0, ADDR.size],
+  ['port', 16, 2],
+  ['proto', 18, 1],
+  ['pad', 19, 1],
+  ['slot', 20, 2],
+  ['pad2', 22, 2],
+]);
+
+/** struct sl_svc_key */
+export const svcKeyCodec: StructCodec<SvcKey> = structCodec(SVC_KEY, {
   encode(k, b, o) {
-    encodeAddr(k.vip, b, o);
-    b.writeUInt16LE(k.port, o + 16);
-    b.writeUInt8(k.proto, o + 18);
-    b.writeUInt8(0, o + 19);
-    b.writeUInt16LE(k.slot, o + 20);
-    b.writeUInt16LE(0, o + 22);
+    b.fill(0, o, o + SVC_KEY.size);
+    encodeAddr(k.vip, b, o + SVC_KEY.at.vip);
+    b.writeUInt16LE(k.port, o + SVC_KEY.at.port);
+    b.writeUInt8(k.proto, o + SVC_KEY.at.proto);
+    b.writeUInt16LE(k.slot, o + SVC_KEY.at.slot);
   },
   decode(b, o) {
-    return { vip: decodeAddr(b, o), port: b.readUInt16LE(o + 16), proto: b.readUInt8(o + 18), slot: b.readUInt16LE(o + 20) };
+    return {
+      vip: decodeAddr(b, o + SVC_KEY.at.vip),
+      port: b.readUInt16LE(o + SVC_KEY.at.port),
+      proto: b.readUInt8(o + SVC_KEY.at.proto),
+      slot: b.readUInt16LE(o + SVC_KEY.at.slot),
+    };
   },
-};
+});
 
 /** The slot of a raw struct sl_svc_key (0: the service entry itself), without decoding the rest. */
 export function svcKeySlot(raw: Buffer, offset = 0): number {
-  return raw.readUInt16LE(offset + 20);
+  return raw.readUInt16LE(offset + SVC_KEY.at.slot);
 }
 
 export interface SvcVal {
@@ -155,19 +174,30 @@ export interface SvcVal {
   affinitySec: number;
 }
 
-/** struct sl_svc_val: id:u32 count:u16 flags:u16 affinity_s:u32 (12 bytes). */
-export const svcValCodec: Codec<SvcVal> = {
-  size: 12,
+const SVC_VAL = defineStruct('sl_svc_val', 12, [
+  ['id', 0, 4],
+  ['count', 4, 2],
+  ['flags', 6, 2],
+  ['affinity_s', 8, 4],
+]);
+
+/** struct sl_svc_val */
+export const svcValCodec: StructCodec<SvcVal> = structCodec(SVC_VAL, {
   encode(v, b, o) {
-    b.writeUInt32LE(v.id, o);
-    b.writeUInt16LE(v.count, o + 4);
-    b.writeUInt16LE(v.flags, o + 6);
-    b.writeUInt32LE(v.affinitySec, o + 8);
+    b.writeUInt32LE(v.id, o + SVC_VAL.at.id);
+    b.writeUInt16LE(v.count, o + SVC_VAL.at.count);
+    b.writeUInt16LE(v.flags, o + SVC_VAL.at.flags);
+    b.writeUInt32LE(v.affinitySec, o + SVC_VAL.at.affinity_s);
   },
   decode(b, o) {
-    return { id: b.readUInt32LE(o), count: b.readUInt16LE(o + 4), flags: b.readUInt16LE(o + 6), affinitySec: b.readUInt32LE(o + 8) };
+    return {
+      id: b.readUInt32LE(o + SVC_VAL.at.id),
+      count: b.readUInt16LE(o + SVC_VAL.at.count),
+      flags: b.readUInt16LE(o + SVC_VAL.at.flags),
+      affinitySec: b.readUInt32LE(o + SVC_VAL.at.affinity_s),
+    };
   },
-};
+});
 
 export const u32Codec: Codec<number> = {
   size: 4,
@@ -185,55 +215,71 @@ export interface Backend {
   proto: number;
 }
 
-/** struct sl_backend: ip[16] port:u16 proto:u8 pad:u8 (20 bytes). */
-export const backendCodec: Codec<Backend> = {
-  size: 20,
+const BACKEND = defineStruct('sl_backend', 20, [
+  ['ip', 0, ADDR.size],
+  ['port', 16, 2],
+  ['proto', 18, 1],
+  ['pad', 19, 1],
+]);
+
+/** struct sl_backend */
+export const backendCodec: StructCodec<Backend> = structCodec(BACKEND, {
   encode(v, b, o) {
-    encodeAddr(v.ip, b, o);
-    b.writeUInt16LE(v.port, o + 16);
-    b.writeUInt8(v.proto, o + 18);
-    b.writeUInt8(0, o + 19);
+    b.fill(0, o, o + BACKEND.size);
+    encodeAddr(v.ip, b, o + BACKEND.at.ip);
+    b.writeUInt16LE(v.port, o + BACKEND.at.port);
+    b.writeUInt8(v.proto, o + BACKEND.at.proto);
   },
   decode(b, o) {
-    return { ip: decodeAddr(b, o), port: b.readUInt16LE(o + 16), proto: b.readUInt8(o + 18) };
+    return { ip: decodeAddr(b, o + BACKEND.at.ip), port: b.readUInt16LE(o + BACKEND.at.port), proto: b.readUInt8(o + BACKEND.at.proto) };
   },
-};
+});
 
 export interface AffinityKey {
   netnsCookie: bigint;
   svcId: number;
 }
 
-/** struct sl_affinity_key: netns_cookie:u64 svc_id:u32 pad:u32 (16 bytes). */
-export const affinityKeyCodec: Codec<AffinityKey> = {
-  size: 16,
+const AFFINITY_KEY = defineStruct('sl_affinity_key', 16, [
+  ['netns_cookie', 0, 8],
+  ['svc_id', 8, 4],
+  ['pad', 12, 4],
+]);
+
+/** struct sl_affinity_key */
+export const affinityKeyCodec: StructCodec<AffinityKey> = structCodec(AFFINITY_KEY, {
   encode(k, b, o) {
-    b.writeBigUInt64LE(k.netnsCookie, o);
-    b.writeUInt32LE(k.svcId, o + 8);
-    b.writeUInt32LE(0, o + 12);
+    b.fill(0, o, o + AFFINITY_KEY.size);
+    b.writeBigUInt64LE(k.netnsCookie, o + AFFINITY_KEY.at.netns_cookie);
+    b.writeUInt32LE(k.svcId, o + AFFINITY_KEY.at.svc_id);
   },
   decode(b, o) {
-    return { netnsCookie: b.readBigUInt64LE(o), svcId: b.readUInt32LE(o + 8) };
+    return { netnsCookie: b.readBigUInt64LE(o + AFFINITY_KEY.at.netns_cookie), svcId: b.readUInt32LE(o + AFFINITY_KEY.at.svc_id) };
   },
-};
+});
 
 export interface AffinityVal {
   lastNs: bigint;
   backendId: number;
 }
 
-/** struct sl_affinity_val: last_ns:u64 backend_id:u32 pad:u32 (16 bytes). */
-export const affinityValCodec: Codec<AffinityVal> = {
-  size: 16,
+const AFFINITY_VAL = defineStruct('sl_affinity_val', 16, [
+  ['last_ns', 0, 8],
+  ['backend_id', 8, 4],
+  ['pad', 12, 4],
+]);
+
+/** struct sl_affinity_val */
+export const affinityValCodec: StructCodec<AffinityVal> = structCodec(AFFINITY_VAL, {
   encode(v, b, o) {
-    b.writeBigUInt64LE(v.lastNs, o);
-    b.writeUInt32LE(v.backendId, o + 8);
-    b.writeUInt32LE(0, o + 12);
+    b.fill(0, o, o + AFFINITY_VAL.size);
+    b.writeBigUInt64LE(v.lastNs, o + AFFINITY_VAL.at.last_ns);
+    b.writeUInt32LE(v.backendId, o + AFFINITY_VAL.at.backend_id);
   },
   decode(b, o) {
-    return { lastNs: b.readBigUInt64LE(o), backendId: b.readUInt32LE(o + 8) };
+    return { lastNs: b.readBigUInt64LE(o + AFFINITY_VAL.at.last_ns), backendId: b.readUInt32LE(o + AFFINITY_VAL.at.backend_id) };
   },
-};
+});
 
 /**
  * struct sl_sock_rev_entry: backend[16] vip[16] backend_port:u16 vip_port:u16 (36 bytes), as in
@@ -251,21 +297,35 @@ export interface DeadKey {
   proto: number;
 }
 
-/** struct sl_dead_key: vip[16] backend[16] vip_port:u16 backend_port:u16 proto:u8 pad[3] (40 bytes). */
-export const deadKeyCodec: Codec<DeadKey> = {
-  size: 40,
+const DEAD_KEY = defineStruct('sl_dead_key', 40, [
+  ['vip', 0, 16],
+  ['backend', 16, 16],
+  ['vip_port', 32, 2],
+  ['backend_port', 34, 2],
+  ['proto', 36, 1],
+  ['pad', 37, 3],
+]);
+
+/** struct sl_dead_key: the key of sl_lb_sock_dead. */
+export const deadKeyCodec: StructCodec<DeadKey> = structCodec(DEAD_KEY, {
   encode(k, b, o) {
-    encodeAddr(k.vip, b, o);
-    encodeAddr(k.backend, b, o + 16);
-    b.writeUInt16LE(k.vipPort, o + 32);
-    b.writeUInt16LE(k.backendPort, o + 34);
-    b.writeUInt8(k.proto, o + 36);
-    b.fill(0, o + 37, o + 40);
+    encodeAddr(k.vip, b, o + DEAD_KEY.at.vip);
+    encodeAddr(k.backend, b, o + DEAD_KEY.at.backend);
+    b.writeUInt16LE(k.vipPort, o + DEAD_KEY.at.vip_port);
+    b.writeUInt16LE(k.backendPort, o + DEAD_KEY.at.backend_port);
+    b.writeUInt8(k.proto, o + DEAD_KEY.at.proto);
+    b.fill(0, o + DEAD_KEY.at.pad, o + DEAD_KEY.size);
   },
   decode(b, o) {
-    return { vip: decodeAddr(b, o), backend: decodeAddr(b, o + 16), vipPort: b.readUInt16LE(o + 32), backendPort: b.readUInt16LE(o + 34), proto: b.readUInt8(o + 36) };
+    return {
+      vip: decodeAddr(b, o + DEAD_KEY.at.vip),
+      backend: decodeAddr(b, o + DEAD_KEY.at.backend),
+      vipPort: b.readUInt16LE(o + DEAD_KEY.at.vip_port),
+      backendPort: b.readUInt16LE(o + DEAD_KEY.at.backend_port),
+      proto: b.readUInt8(o + DEAD_KEY.at.proto),
+    };
   },
-};
+});
 
 export interface Destroyed {
   /** the backend the socket was connected to */
@@ -348,90 +408,117 @@ export interface Policy {
   proxyGid?: number;
 }
 
-const P = {
-  podIps: 20,
-  includeCidrs: 84,
-  excludeCidrs: 404,
-  includeOutPorts: 724,
-  excludeOutPorts: 788,
-  includeInPorts: 852,
-  excludeInPorts: 916,
-  proxyUid: 980,
-  proxyGid: 984,
-  size: 988,
-};
+const CIDR = defineStruct('sl_cidr', 20, [
+  ['addr', 0, ADDR.size],
+  ['prefix', 16, 1],
+  ['pad', 17, 3],
+]);
+
+/** struct sl_cidr: the prefix is over the 16-byte address (IPv4 prefixes stored plus 96). */
+export const cidrCodec: StructCodec<Cidr> = structCodec(CIDR, {
+  encode(c, b, o) {
+    b.fill(0, o, o + CIDR.size);
+    encodeAddr(c.ip, b, o + CIDR.at.addr);
+    b.writeUInt8(c.ip.includes(':') ? c.prefix : c.prefix + 96, o + CIDR.at.prefix);
+  },
+  decode(b, o) {
+    const ip = decodeAddr(b, o + CIDR.at.addr);
+    const raw = b.readUInt8(o + CIDR.at.prefix);
+    return { ip, prefix: ip.includes(':') ? raw : raw - 96 };
+  },
+});
+
+const POLICY = defineStruct('sl_policy', 988, [
+  ['mode', 0, 1],
+  ['flags', 1, 1],
+  ['n_include_cidrs', 2, 1],
+  ['n_exclude_cidrs', 3, 1],
+  ['n_include_out_ports', 4, 1],
+  ['n_exclude_out_ports', 5, 1],
+  ['n_include_in_ports', 6, 1],
+  ['n_exclude_in_ports', 7, 1],
+  ['n_pod_ips', 8, 1],
+  ['pad', 9, 3],
+  ['outbound_port', 12, 2],
+  ['inbound_port', 14, 2],
+  ['dns_port', 16, 2],
+  ['pad2', 18, 2],
+  ['pod_ips', 20, MAX_POD_IPS * ADDR.size],
+  ['include_cidrs', 84, MAX_CIDRS * CIDR.size],
+  ['exclude_cidrs', 404, MAX_CIDRS * CIDR.size],
+  ['include_out_ports', 724, MAX_PORTS * 2],
+  ['exclude_out_ports', 788, MAX_PORTS * 2],
+  ['include_in_ports', 852, MAX_PORTS * 2],
+  ['exclude_in_ports', 916, MAX_PORTS * 2],
+  ['proxy_uid', 980, 4],
+  ['proxy_gid', 984, 4],
+]);
 
 function checkCount(what: string, n: number, max: number): void {
   if (n > max) throw new RangeError(`Cannot encode policy: ${n} ${what}, at most ${max}`);
 }
 
-/** struct sl_policy (988 bytes). */
-export const policyCodec: Codec<Policy> = {
-  size: P.size,
+type PolicyList = 'includeCidrs' | 'excludeCidrs' | 'includeOutPorts' | 'excludeOutPorts' | 'includeInPorts' | 'excludeInPorts';
+
+/** Each list of the policy: its array member, count member and bound, for encode and decode alike. */
+const POLICY_LISTS: ReadonlyArray<{ list: PolicyList; what: string; array: keyof typeof POLICY.at; count: keyof typeof POLICY.at; max: number }> = [
+  { list: 'includeCidrs', what: 'included ranges', array: 'include_cidrs', count: 'n_include_cidrs', max: MAX_CIDRS },
+  { list: 'excludeCidrs', what: 'excluded ranges', array: 'exclude_cidrs', count: 'n_exclude_cidrs', max: MAX_CIDRS },
+  { list: 'includeOutPorts', what: 'included outbound ports', array: 'include_out_ports', count: 'n_include_out_ports', max: MAX_PORTS },
+  { list: 'excludeOutPorts', what: 'excluded outbound ports', array: 'exclude_out_ports', count: 'n_exclude_out_ports', max: MAX_PORTS },
+  { list: 'includeInPorts', what: 'included inbound ports', array: 'include_in_ports', count: 'n_include_in_ports', max: MAX_PORTS },
+  { list: 'excludeInPorts', what: 'excluded inbound ports', array: 'exclude_in_ports', count: 'n_exclude_in_ports', max: MAX_PORTS },
+];
+
+/** struct sl_policy */
+export const policyCodec: StructCodec<Policy> = structCodec(POLICY, {
   encode(p, b, o) {
-    b.fill(0, o, o + P.size);
+    const at = POLICY.at;
+    b.fill(0, o, o + POLICY.size);
     checkCount('pod IPs', p.podIps.length, MAX_POD_IPS);
-    checkCount('included ranges', p.includeCidrs.length, MAX_CIDRS);
-    checkCount('excluded ranges', p.excludeCidrs.length, MAX_CIDRS);
-    for (const [n, l] of [['included outbound ports', p.includeOutPorts], ['excluded outbound ports', p.excludeOutPorts], ['included inbound ports', p.includeInPorts], ['excluded inbound ports', p.excludeInPorts]] as const) {
-      checkCount(n, l.length, MAX_PORTS);
+    for (const l of POLICY_LISTS) checkCount(l.what, p[l.list].length, l.max);
+    b.writeUInt8(MODE[p.mode], o + at.mode);
+    b.writeUInt8(p.flags, o + at.flags);
+    b.writeUInt8(p.podIps.length, o + at.n_pod_ips);
+    b.writeUInt16LE(p.outboundPort, o + at.outbound_port);
+    b.writeUInt16LE(p.inboundPort, o + at.inbound_port);
+    b.writeUInt16LE(p.dnsPort, o + at.dns_port);
+    p.podIps.forEach((ip, i) => encodeAddr(ip, b, o + at.pod_ips + ADDR.size * i));
+    for (const l of POLICY_LISTS) {
+      b.writeUInt8(p[l.list].length, o + at[l.count]);
+      if (l.list === 'includeCidrs' || l.list === 'excludeCidrs') p[l.list].forEach((c, i) => cidrCodec.encode(c, b, o + at[l.array] + CIDR.size * i));
+      else p[l.list].forEach((port, i) => b.writeUInt16LE(port, o + at[l.array] + 2 * i));
     }
-    b.writeUInt8(MODE[p.mode], o);
-    b.writeUInt8(p.flags, o + 1);
-    b.writeUInt8(p.includeCidrs.length, o + 2);
-    b.writeUInt8(p.excludeCidrs.length, o + 3);
-    b.writeUInt8(p.includeOutPorts.length, o + 4);
-    b.writeUInt8(p.excludeOutPorts.length, o + 5);
-    b.writeUInt8(p.includeInPorts.length, o + 6);
-    b.writeUInt8(p.excludeInPorts.length, o + 7);
-    b.writeUInt8(p.podIps.length, o + 8);
-    b.writeUInt16LE(p.outboundPort, o + 12);
-    b.writeUInt16LE(p.inboundPort, o + 14);
-    b.writeUInt16LE(p.dnsPort, o + 16);
-    p.podIps.forEach((ip, i) => encodeAddr(ip, b, o + P.podIps + 16 * i));
-    const cidrs = (list: Cidr[], at: number) =>
-      list.forEach((c, i) => {
-        encodeAddr(c.ip, b, o + at + 20 * i);
-        b.writeUInt8(c.ip.includes(':') ? c.prefix : c.prefix + 96, o + at + 20 * i + 16);
-      });
-    cidrs(p.includeCidrs, P.includeCidrs);
-    cidrs(p.excludeCidrs, P.excludeCidrs);
-    const ports = (list: number[], at: number) => list.forEach((port, i) => b.writeUInt16LE(port, o + at + 2 * i));
-    ports(p.includeOutPorts, P.includeOutPorts);
-    ports(p.excludeOutPorts, P.excludeOutPorts);
-    ports(p.includeInPorts, P.includeInPorts);
-    ports(p.excludeInPorts, P.excludeInPorts);
-    b.writeUInt32LE(p.proxyUid ?? 0, o + P.proxyUid);
-    b.writeUInt32LE(p.proxyGid ?? 0, o + P.proxyGid);
+    b.writeUInt32LE(p.proxyUid ?? 0, o + at.proxy_uid);
+    b.writeUInt32LE(p.proxyGid ?? 0, o + at.proxy_gid);
   },
   decode(b, o) {
-    const modeNum = b.readUInt8(o);
+    const at = POLICY.at;
+    const modeNum = b.readUInt8(o + at.mode);
     const mode = (Object.keys(MODE) as MeshMode[]).find((k) => MODE[k] === modeNum) ?? 'none';
-    const cidrs = (n: number, at: number): Cidr[] =>
-      Array.from({ length: n }, (_, i) => {
-        const ip = decodeAddr(b, o + at + 20 * i);
-        const raw = b.readUInt8(o + at + 20 * i + 16);
-        return { ip, prefix: ip.includes(':') ? raw : raw - 96 };
-      });
-    const ports = (n: number, at: number) => Array.from({ length: n }, (_, i) => b.readUInt16LE(o + at + 2 * i));
+    const cidrs = (count: keyof typeof at, array: keyof typeof at): Cidr[] =>
+      Array.from({ length: b.readUInt8(o + at[count]) }, (_, i) => cidrCodec.decode(b, o + at[array] + CIDR.size * i));
+    const ports = (count: keyof typeof at, array: keyof typeof at) => Array.from({ length: b.readUInt8(o + at[count]) }, (_, i) => b.readUInt16LE(o + at[array] + 2 * i));
+    const proxyUid = b.readUInt32LE(o + at.proxy_uid);
+    const proxyGid = b.readUInt32LE(o + at.proxy_gid);
     return {
       mode,
-      flags: b.readUInt8(o + 1),
-      outboundPort: b.readUInt16LE(o + 12),
-      inboundPort: b.readUInt16LE(o + 14),
-      dnsPort: b.readUInt16LE(o + 16),
-      podIps: Array.from({ length: b.readUInt8(o + 8) }, (_, i) => decodeAddr(b, o + P.podIps + 16 * i)),
-      includeCidrs: cidrs(b.readUInt8(o + 2), P.includeCidrs),
-      excludeCidrs: cidrs(b.readUInt8(o + 3), P.excludeCidrs),
-      includeOutPorts: ports(b.readUInt8(o + 4), P.includeOutPorts),
-      excludeOutPorts: ports(b.readUInt8(o + 5), P.excludeOutPorts),
-      includeInPorts: ports(b.readUInt8(o + 6), P.includeInPorts),
-      excludeInPorts: ports(b.readUInt8(o + 7), P.excludeInPorts),
-      ...(b.readUInt32LE(o + P.proxyUid) ? { proxyUid: b.readUInt32LE(o + P.proxyUid) } : {}),
-      ...(b.readUInt32LE(o + P.proxyGid) ? { proxyGid: b.readUInt32LE(o + P.proxyGid) } : {}),
+      flags: b.readUInt8(o + at.flags),
+      outboundPort: b.readUInt16LE(o + at.outbound_port),
+      inboundPort: b.readUInt16LE(o + at.inbound_port),
+      dnsPort: b.readUInt16LE(o + at.dns_port),
+      podIps: Array.from({ length: b.readUInt8(o + at.n_pod_ips) }, (_, i) => decodeAddr(b, o + at.pod_ips + ADDR.size * i)),
+      includeCidrs: cidrs('n_include_cidrs', 'include_cidrs'),
+      excludeCidrs: cidrs('n_exclude_cidrs', 'exclude_cidrs'),
+      includeOutPorts: ports('n_include_out_ports', 'include_out_ports'),
+      excludeOutPorts: ports('n_exclude_out_ports', 'exclude_out_ports'),
+      includeInPorts: ports('n_include_in_ports', 'include_in_ports'),
+      excludeInPorts: ports('n_exclude_in_ports', 'exclude_in_ports'),
+      ...(proxyUid ? { proxyUid } : {}),
+      ...(proxyGid ? { proxyGid } : {}),
     };
   },
-};
+});
 
 export const u64Codec: Codec<bigint> = {
   size: 8,
@@ -453,7 +540,6 @@ export const u8Codec: Codec<number> = {
   },
 };
 
-export const addrCodec: Codec<string> = { size: 16, encode: encodeAddr, decode: decodeAddr };
 
 export interface EpStats {
   outbound: bigint;
@@ -462,19 +548,30 @@ export interface EpStats {
   noListener: bigint;
 }
 
-/** struct sl_ep_stats: four u64 counters (32 bytes). */
-export const epStatsCodec: Codec<EpStats> = {
-  size: 32,
+const EP_STATS = defineStruct('sl_ep_stats', 32, [
+  ['outbound', 0, 8],
+  ['inbound', 8, 8],
+  ['proxy_bypass', 16, 8],
+  ['no_listener', 24, 8],
+]);
+
+/** struct sl_ep_stats */
+export const epStatsCodec: StructCodec<EpStats> = structCodec(EP_STATS, {
   encode(v, b, o) {
-    b.writeBigUInt64LE(v.outbound, o);
-    b.writeBigUInt64LE(v.inbound, o + 8);
-    b.writeBigUInt64LE(v.proxyBypass, o + 16);
-    b.writeBigUInt64LE(v.noListener, o + 24);
+    b.writeBigUInt64LE(v.outbound, o + EP_STATS.at.outbound);
+    b.writeBigUInt64LE(v.inbound, o + EP_STATS.at.inbound);
+    b.writeBigUInt64LE(v.proxyBypass, o + EP_STATS.at.proxy_bypass);
+    b.writeBigUInt64LE(v.noListener, o + EP_STATS.at.no_listener);
   },
   decode(b, o) {
-    return { outbound: b.readBigUInt64LE(o), inbound: b.readBigUInt64LE(o + 8), proxyBypass: b.readBigUInt64LE(o + 16), noListener: b.readBigUInt64LE(o + 24) };
+    return {
+      outbound: b.readBigUInt64LE(o + EP_STATS.at.outbound),
+      inbound: b.readBigUInt64LE(o + EP_STATS.at.inbound),
+      proxyBypass: b.readBigUInt64LE(o + EP_STATS.at.proxy_bypass),
+      noListener: b.readBigUInt64LE(o + EP_STATS.at.no_listener),
+    };
   },
-};
+});
 
 export interface OrigdstStat {
   /** captured handshakes in flight on the node (entries of sl_origdst_syn) */
@@ -483,14 +580,60 @@ export interface OrigdstStat {
   refused: bigint;
 }
 
-/** struct sl_origdst_stat: in_flight:u64 refused:u64 (16 bytes). */
-export const origdstStatCodec: Codec<OrigdstStat> = {
-  size: 16,
+const ORIGDST_STAT = defineStruct('sl_origdst_stat', 16, [
+  ['in_flight', 0, 8],
+  ['refused', 8, 8],
+]);
+
+/** struct sl_origdst_stat */
+export const origdstStatCodec: StructCodec<OrigdstStat> = structCodec(ORIGDST_STAT, {
   encode(v, b, o) {
-    b.writeBigUInt64LE(v.inFlight, o);
-    b.writeBigUInt64LE(v.refused, o + 8);
+    b.writeBigUInt64LE(v.inFlight, o + ORIGDST_STAT.at.in_flight);
+    b.writeBigUInt64LE(v.refused, o + ORIGDST_STAT.at.refused);
   },
   decode(b, o) {
-    return { inFlight: b.readBigUInt64LE(o), refused: b.readBigUInt64LE(o + 8) };
+    return { inFlight: b.readBigUInt64LE(o + ORIGDST_STAT.at.in_flight), refused: b.readBigUInt64LE(o + ORIGDST_STAT.at.refused) };
   },
-};
+});
+
+export interface ListenerKey {
+  netnsCookie: bigint;
+  port: number;
+  /** 4 or 6 */
+  family: number;
+  /** 0 .. LISTENER_SLOTS-1: several processes may listen on one port (SO_REUSEPORT) */
+  slot: number;
+}
+
+const LISTENER_KEY = defineStruct('sl_listener_key', 16, [
+  ['netns_cookie', 0, 8],
+  ['port', 8, 2],
+  ['family', 10, 1],
+  ['slot', 11, 1],
+  ['pad2', 12, 4],
+]);
+
+/** struct sl_listener_key (keys of the sockhash sl_listeners) */
+export const listenerKeyCodec: StructCodec<ListenerKey> = structCodec(LISTENER_KEY, {
+  encode(k, b, o) {
+    b.fill(0, o, o + LISTENER_KEY.size);
+    b.writeBigUInt64LE(k.netnsCookie, o + LISTENER_KEY.at.netns_cookie);
+    b.writeUInt16LE(k.port, o + LISTENER_KEY.at.port);
+    b.writeUInt8(k.family, o + LISTENER_KEY.at.family);
+    b.writeUInt8(k.slot, o + LISTENER_KEY.at.slot);
+  },
+  decode(b, o) {
+    return {
+      netnsCookie: b.readBigUInt64LE(o + LISTENER_KEY.at.netns_cookie),
+      port: b.readUInt16LE(o + LISTENER_KEY.at.port),
+      family: b.readUInt8(o + LISTENER_KEY.at.family),
+      slot: b.readUInt8(o + LISTENER_KEY.at.slot),
+    };
+  },
+});
+
+/** Every codec of a struct shared with the programs: what the layout contract test checks. */
+export const STRUCT_CODECS: ReadonlyArray<StructCodec<unknown>> = [
+  addrCodec, svcKeyCodec, svcValCodec, backendCodec, affinityKeyCodec, affinityValCodec,
+  cidrCodec, policyCodec, epStatsCodec, origdstStatCodec, listenerKeyCodec, deadKeyCodec,
+] as ReadonlyArray<StructCodec<unknown>>;

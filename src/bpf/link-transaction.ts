@@ -4,7 +4,7 @@
  * and others on old ones.
  */
 import * as fs from 'node:fs';
-import { BpfError, loadShim } from './shim';
+import { BpfError, check, loadShim } from './shim';
 import type { AttachResult, BpfObject } from './object';
 
 /** Suffix of a pin written beside its final path, then renamed over it (bpffs renames atomically). */
@@ -37,7 +37,8 @@ function linkProgramFd(linkPin: string): number | undefined {
 }
 
 export class LinkTransaction {
-  private readonly undo: Array<{ what: string; run: () => void }> = [];
+  /** each step's undo; its errors name the pin they concern */
+  private readonly undo: Array<{ run: () => void }> = [];
   private readonly held: number[] = [];
 
   private hold(fd: number | undefined): number | undefined {
@@ -53,10 +54,9 @@ export class LinkTransaction {
     const oldLink = fs.existsSync(linkPin) ? this.hold(s.objGet(linkPin)) : undefined;
     const result = obj.attachCgroup(prog, cgroupPath, linkPin);
     if (result === 'updated' && oldProg !== undefined) {
-      this.undo.push({ what: `link ${linkPin}`, run: () => updateLinkFd(linkPin, oldProg) });
+      this.undo.push({ run: () => updateLinkFd(linkPin, oldProg) });
     } else {
       this.undo.push({
-        what: `link ${linkPin}`,
         run: () => {
           if (oldLink !== undefined && oldLink >= 0) pinReplacing(oldLink, linkPin);
           else fs.rmSync(linkPin, { force: true });
@@ -72,7 +72,6 @@ export class LinkTransaction {
     const old = fs.existsSync(pinPath) ? this.hold(s.objGet(pinPath)) : undefined;
     pinReplacing(obj.progFd(prog), pinPath);
     this.undo.push({
-      what: `program pin ${pinPath}`,
       run: () => {
         if (old !== undefined && old >= 0) pinReplacing(old, pinPath);
         else fs.rmSync(pinPath, { force: true });
@@ -91,7 +90,7 @@ export class LinkTransaction {
     } finally {
       s.close(fd);
     }
-    if (oldProg !== undefined) this.undo.push({ what: `link ${linkPin}`, run: () => updateLinkFd(linkPin, oldProg) });
+    if (oldProg !== undefined) this.undo.push({ run: () => updateLinkFd(linkPin, oldProg) });
   }
 
   /** Puts back what every recorded step replaced, newest first; returns what could not be. */
@@ -101,7 +100,7 @@ export class LinkTransaction {
       try {
         step.run();
       } catch (e) {
-        failed.push(`${step.what}: ${(e as Error).message}`);
+        failed.push((e as Error).message);
       }
     }
     this.undo.length = 0;
@@ -122,7 +121,5 @@ export class LinkTransaction {
 }
 
 function updateLinkFd(linkPin: string, progFd: number): void {
-  const s = loadShim();
-  const ret = s.linkUpdateProg(linkPin, progFd);
-  if (ret < 0) throw new BpfError(`update link ${linkPin}`, -ret, s.lastError());
+  check(loadShim().linkUpdateProg(linkPin, progFd), `update link ${linkPin}`);
 }

@@ -48,14 +48,16 @@ export function isPerCpu(type: number): boolean {
 
 const INITIAL_JSON_BUFFER = 64 * 1024;
 
-/** Calls a shim describer with a buffer, growing it once when the shim says it needs more. */
-function describe(op: string, call: (buf: Buffer, len: number) => number): unknown {
+const ENOSPC = 28;
+
+/** Calls a shim describer with a buffer, growing it once to the room the shim says it needs. */
+function describe(op: string, call: (buf: Buffer, len: number, needed: BigUint64Array) => number): unknown {
+  const needed = new BigUint64Array(1);
   let buf = Buffer.alloc(INITIAL_JSON_BUFFER);
-  let ret = call(buf, buf.length);
-  if (ret === -28 /* ENOSPC */) {
-    const need = Number(/(\d+) bytes needed/.exec(loadShim().lastError())?.[1] ?? buf.length * 16);
-    buf = Buffer.alloc(need + 1);
-    ret = call(buf, buf.length);
+  let ret = call(buf, buf.length, needed);
+  if (ret === -ENOSPC) {
+    buf = Buffer.alloc(Number(needed[0]));
+    ret = call(buf, buf.length, needed);
   }
   const n = check(ret, op);
   return JSON.parse(buf.subarray(0, n).toString('utf8'));
@@ -63,12 +65,12 @@ function describe(op: string, call: (buf: Buffer, len: number) => number): unkno
 
 /** Every map an opened (not yet loaded) object declares, internal maps excluded. */
 export function objectMapSpecs(obj: ObjectHandle, objectPath: string): MapSpec[] {
-  return describe(`describe the maps of ${objectPath}`, (b, n) => loadShim().objMapsJson(obj, b, n)) as MapSpec[];
+  return describe(`describe the maps of ${objectPath}`, (b, n, need) => loadShim().objMapsJson(obj, b, n, need)) as MapSpec[];
 }
 
 /** The spec of a live map (an fd from a pin, or from a loaded object). */
 export function liveMapSpec(fd: number): MapSpec {
-  return describe(`describe map fd ${fd}`, (b, n) => loadShim().mapSpecJson(fd, b, n)) as MapSpec;
+  return describe(`describe map fd ${fd}`, (b, n, need) => loadShim().mapSpecJson(fd, b, n, need)) as MapSpec;
 }
 
 /** A pinned map's spec, or undefined when nothing is pinned there. */

@@ -2,7 +2,8 @@
  * map enters the code. Batch updates are used where the kernel has them.
  */
 import { possibleCpus } from './cpus';
-import { BpfError, checkErrno, loadShim } from './shim';
+import { MapMigrationError } from './migration-error';
+import { checkErrno, loadShim } from './shim';
 
 export interface Codec<T> {
   readonly size: number;
@@ -125,10 +126,11 @@ export class BpfMap<K, V> {
     // Per-CPU maps report one CPU's value size; user space reads one 8-byte-aligned slot per CPU.
     const valueSize = PERCPU_TYPES.has(i.type) ? Math.ceil(i.valueSize / 8) * 8 * possibleCpus() : i.valueSize;
     if (i.keySize !== this.key.size || valueSize !== this.value.size) {
-      throw new BpfError(
-        `open map ${this.name}`,
-        EINVAL,
-        `layout mismatch: kernel has key ${i.keySize}/value ${valueSize} bytes, expected ${this.key.size}/${this.value.size}`,
+      throw new MapMigrationError(
+        'incompatible',
+        this.name,
+        `Cannot use map ${this.name}: the kernel's has key ${i.keySize}/value ${valueSize} bytes, this release reads ${this.key.size}/${this.value.size} ` +
+          '(another release pinned it: the agent migrates it at start, `sluice bpf migrate` with the agent stopped)',
       );
     }
   }

@@ -8,7 +8,9 @@ export type MigrationErrorKind =
   /** two objects declare the same map differently */
   | 'objects-disagree'
   /** committing the new pins failed after the programs were swapped */
-  | 'commit-failed';
+  | 'commit-failed'
+  /** a pinned map's key or value size is not what this release's codec reads (opened without migrating) */
+  | 'incompatible';
 
 export class MapMigrationError extends Error {
   constructor(

@@ -7,6 +7,8 @@ import { BpfError, check, loadShim, type InpodCfg, type ObjectHandle } from './s
 
 export type AttachResult = 'created' | 'updated';
 
+const EINVAL = 22;
+
 export class BpfObject {
   private handle: ObjectHandle | null;
   private loaded = false;
@@ -22,7 +24,8 @@ export class BpfObject {
     if (!fs.existsSync(path)) throw new BpfError(`open bpf object ${path}`, 2, 'not built (run make)');
     const s = loadShim();
     const h = s.objOpen(path);
-    if (!h) throw new BpfError(`open bpf object ${path}`, 22, s.lastError());
+    // the shim's message names the object and the cause (libbpf returns no errno here)
+    if (!h) throw new BpfError(`open bpf object ${path}`, EINVAL, s.lastError(), { whole: true });
     return new BpfObject(path, h);
   }
 
@@ -31,12 +34,28 @@ export class BpfObject {
     return this.handle;
   }
 
-  /** Sets a `const volatile` global before load (the verifier prunes on it). */
-  setRodata(name: string, value: Buffer, opts: { ifPresent?: boolean } = {}): this {
-    const ret = loadShim().objSetRodata(this.h, name, value, value.length);
-    if (ret === -2 && opts.ifPresent) return this;
-    check(ret, `set ${name}`);
+  /**
+   * Sets a `const volatile` global before load (the verifier prunes on it). A name the object does
+   * not declare, or a value of another size, fails: src/bpf/settings.ts checks a whole table.
+   */
+  setRodata(name: string, value: Buffer): this {
+    check(loadShim().objSetRodata(this.h, name, value, value.length), `set ${name} in ${this.path}`);
     return this;
+  }
+
+  /** The `const volatile` globals the object declares in .rodata, with their sizes (before load). */
+  rodataVars(): Array<{ name: string; size: number }> {
+    const buf = Buffer.alloc(8192);
+    const n = check(loadShim().objRodataVars(this.h, buf, buf.length), `list the .rodata of ${this.path}`);
+    return buf
+      .subarray(0, n)
+      .toString('utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => {
+        const [name, size] = line.split(' ');
+        return { name, size: Number(size) };
+      });
   }
 
   /** Pins every map of the object under dir (by map name); objects declaring a map share it. */
@@ -51,11 +70,9 @@ export class BpfObject {
     return this;
   }
 
-  /** Sizes a map and pins it at pinPath; an existing compatible pin is reused at load. */
-  configureMap(name: string, opts: { maxEntries?: number; pinPath?: string; ifPresent?: boolean }): this {
-    const ret = loadShim().objSetMap(this.h, name, opts.maxEntries ?? 0, opts.pinPath ?? null);
-    if (ret === -2 && opts.ifPresent) return this;
-    check(ret, `configure map ${name}`);
+  /** Sizes a map and pins it at pinPath; an existing compatible pin is reused at load. A map the object does not declare fails. */
+  configureMap(name: string, opts: { maxEntries?: number; pinPath?: string }): this {
+    check(loadShim().objSetMap(this.h, name, opts.maxEntries ?? 0, opts.pinPath ?? null), `configure map ${name} of ${this.path}`);
     return this;
   }
 

@@ -68,6 +68,7 @@ export interface Shim {
   lastError(): string;
   objOpen(path: string): ObjectHandle | null;
   objSetRodata(obj: ObjectHandle, name: string, data: Buffer, len: number): number;
+  objRodataVars(obj: ObjectHandle, buf: Buffer, len: number): number;
   objSetMap(obj: ObjectHandle, name: string, maxEntries: number, pinPath: string | null): number;
   objPinMaps(obj: ObjectHandle, dir: string): number;
   objLoad(obj: ObjectHandle): number;
@@ -75,14 +76,15 @@ export interface Shim {
   netnsLink(progFd: number, netnsPath: string, linkPin: string): number;
   linkUpdateProg(linkPin: string, progFd: number): number;
   objProgFd(obj: ObjectHandle, name: string): number;
+  progTestRun(progFd: number, data: Buffer | null, dataLen: number, ctx: Buffer | null, ctxLen: number, retval: Uint32Array): number;
   objMapFd(obj: ObjectHandle, name: string): number;
   objClose(obj: ObjectHandle): void;
   cgroupLink(obj: ObjectHandle, prog: string, cgroup: string, linkPin: string): number;
   linkCgroupId(linkPin: string, cgroupId: BigUint64Array, progId: Uint32Array): number;
   inpodSetup(netnsPath: string, progFd: number, linkPin: string, cfg: InpodCfg, add: number): number;
   linkProgId(linkPin: string, progId: Uint32Array): number;
-  objMapsJson(obj: ObjectHandle, buf: Buffer, len: number): number;
-  mapSpecJson(fd: number, buf: Buffer, len: number): number;
+  objMapsJson(obj: ObjectHandle, buf: Buffer, len: number, needed: BigUint64Array): number;
+  mapSpecJson(fd: number, buf: Buffer, len: number, needed: BigUint64Array): number;
   objReuseMap(obj: ObjectHandle, map: string, fd: number): number;
   socketCookieOf(pid: number, fd: number, cookie: BigUint64Array): number;
   sockhashAddFromPid(mapFd: number, key: Buffer, pid: number, fd: number): number;
@@ -130,6 +132,7 @@ export function loadShim(): Shim {
     lastError: lib.func('const char *sl_last_error()'),
     objOpen: lib.func('bpf_object *sl_obj_open(const char *path)'),
     objSetRodata: lib.func('int sl_obj_set_rodata(bpf_object *obj, const char *var, const void *data, size_t len)'),
+    objRodataVars: lib.func('int sl_obj_rodata_vars(bpf_object *obj, char *buf, size_t len)'),
     objSetMap: lib.func('int sl_obj_set_map(bpf_object *obj, const char *map, uint32_t max, const char *pin)'),
     objPinMaps: lib.func('int sl_obj_pin_maps(bpf_object *obj, const char *dir)'),
     objLoad: lib.func('int sl_obj_load(bpf_object *obj)'),
@@ -137,14 +140,15 @@ export function loadShim(): Shim {
     netnsLink: lib.func('int sl_netns_link(int prog_fd, const char *netns, const char *pin)'),
     linkUpdateProg: lib.func('int sl_link_update_prog(const char *pin, int prog_fd)'),
     objProgFd: lib.func('int sl_obj_prog_fd(bpf_object *obj, const char *prog)'),
+    progTestRun: lib.func('int sl_prog_test_run(int prog_fd, const void *data, uint32_t data_len, void *ctx, uint32_t ctx_len, uint32_t *retval)'),
     objMapFd: lib.func('int sl_obj_map_fd(bpf_object *obj, const char *map)'),
     objClose: lib.func('void sl_obj_close(bpf_object *obj)'),
     cgroupLink: lib.func('int sl_cgroup_link(bpf_object *obj, const char *prog, const char *cg, const char *pin)'),
     linkCgroupId: lib.func('int sl_link_cgroup_id(const char *pin, uint64_t *cg, uint32_t *prog)'),
     inpodSetup: lib.func('int sl_inpod_setup(const char *netns, int prog_fd, const char *pin, const sl_inpod_cfg *cfg, int add)'),
     linkProgId: lib.func('int sl_link_prog_id(const char *pin, uint32_t *prog)'),
-    objMapsJson: lib.func('int sl_obj_maps_json(bpf_object *obj, char *buf, size_t len)'),
-    mapSpecJson: lib.func('int sl_map_spec_json(int fd, char *buf, size_t len)'),
+    objMapsJson: lib.func('int sl_obj_maps_json(bpf_object *obj, char *buf, size_t len, size_t *needed)'),
+    mapSpecJson: lib.func('int sl_map_spec_json(int fd, char *buf, size_t len, size_t *needed)'),
     objReuseMap: lib.func('int sl_obj_reuse_map(bpf_object *obj, const char *map, int fd)'),
     socketCookieOf: lib.func('int sl_socket_cookie_of(int pid, int fd, uint64_t *cookie)'),
     sockhashAddFromPid: lib.func('int sl_sockhash_add_from_pid(int map_fd, const void *key, int pid, int fd)'),

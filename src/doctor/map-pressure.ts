@@ -28,14 +28,14 @@ export interface MapUsage {
   entries: number;
 }
 
-/** Usage of every pinned map with a bound; maps that cannot be opened are reported apart. */
+/** Usage of every pinned map with a bound; maps that cannot be opened are reported apart (each line names its map). */
 export function gatherMapUsage(pinDir: string): { maps: MapUsage[]; errors: string[] } {
   const maps: MapUsage[] = [];
   const errors: string[] = [];
   for (const name of PINNED_MAPS) {
     const pin = path.join(pinDir, name);
     if (!fs.existsSync(pin)) {
-      errors.push(`${name}: not pinned at ${pin}`);
+      errors.push(`map ${name} is not pinned at ${pin}`);
       continue;
     }
     let m: BpfMap<Buffer, Buffer> | undefined;
@@ -44,7 +44,8 @@ export function gatherMapUsage(pinDir: string): { maps: MapUsage[]; errors: stri
       const info = m.info();
       if (COUNTED_TYPES.has(info.type)) maps.push({ name, type: info.type, maxEntries: info.maxEntries, entries: m.keys().length });
     } catch (e) {
-      errors.push(`${name}: ${(e as Error).message}`);
+      // the loader's message names the pin and the cause
+      errors.push((e as Error).message);
     } finally {
       m?.close();
     }
@@ -57,7 +58,7 @@ const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 export function judgeMapPressure(usage: { maps: MapUsage[]; errors: string[] }): CheckResult[] {
   const id = 'maps.pressure';
   const out: CheckResult[] = [];
-  for (const e of usage.errors) out.push(fail(id, `cannot read map ${e}`, 'restart the agent: it pins every map at start'));
+  for (const e of usage.errors) out.push(fail(id, `cannot read the maps: ${e}`, 'restart the agent: it pins every map at start'));
   for (const m of usage.maps) {
     const p = m.maxEntries ? m.entries / m.maxEntries : 0;
     if (p <= PRESSURE_WARN) continue;

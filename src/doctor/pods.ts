@@ -7,8 +7,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BpfMap, netnsCookieOf } from '../bpf';
+import { PROXY_PORT } from '../bpf/constants';
 import { describeLink, LINK_TYPE, type LinkDesc } from '../bpf/introspect';
-import { POL_IN_ALL, POL_NO_INBOUND, POL_OUT_ALL, type Policy } from '../bpf/layout';
+import { listenerKeyCodec, POL_IN_ALL, POL_NO_INBOUND, POL_OUT_ALL, u64Codec, type Policy } from '../bpf/layout';
 import { readEndpoints, type Endpoint } from '../agent/endpoints';
 import { decisionOf, readDecisions } from '../mesh/controller';
 import type { Config } from '../config';
@@ -24,7 +25,6 @@ import type { ClusterObjects } from './objects';
 import { count, fail, ok, warn, type CheckResult } from './report';
 
 /** ztunnel's HBONE port (ambient inbound over mTLS) */
-const HBONE_PORT = 15008;
 /** A ZDS hand-off still pending after this long is stuck (5 s deadline per request, plus room). */
 export const ZDS_PENDING_FAIL_MS = 10_000;
 
@@ -96,15 +96,16 @@ export function parseListeningPorts(ssOutput: string): number[] {
   return [...ports].sort((a, b) => a - b);
 }
 
-/** sl_listeners keys (struct sl_listener_key: netns_cookie u64, port u16, family u8, slot u8). */
+/** The ports of the proxies' listeners in sl_listeners, by netns cookie. */
 function datapathListeners(pinDir: string): Map<string, Set<number>> {
   const out = new Map<string, Set<number>>();
-  const m = BpfMap.openPinnedRaw(path.join(pinDir, 'sl_listeners'));
+  // the values are the sockets (read back as their cookies): only the keys are used
+  const m = BpfMap.openPinned(path.join(pinDir, 'sl_listeners'), listenerKeyCodec, u64Codec);
   try {
     for (const k of m.keys()) {
-      const cookie = k.readBigUInt64LE(0).toString();
+      const cookie = k.netnsCookie.toString();
       if (!out.has(cookie)) out.set(cookie, new Set());
-      out.get(cookie)!.add(k.readUInt16LE(8));
+      out.get(cookie)!.add(k.port);
     }
   } finally {
     m.close();
@@ -215,7 +216,7 @@ function podName(ep: Endpoint): string {
 /** The ports a captured pod's proxy must listen on for its policy to deliver anything. */
 export function requiredProxyPorts(policy: Policy): number[] {
   if (policy.mode === 'ambient') {
-    return policy.flags & POL_NO_INBOUND ? [policy.outboundPort] : [policy.outboundPort, policy.inboundPort, HBONE_PORT];
+    return policy.flags & POL_NO_INBOUND ? [policy.outboundPort] : [policy.outboundPort, policy.inboundPort, PROXY_PORT.hbone];
   }
   const ports: number[] = [];
   if (policy.flags & POL_OUT_ALL || policy.includeCidrs.length > 0) ports.push(policy.outboundPort || PROXY_PORTS.outbound);

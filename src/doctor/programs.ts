@@ -8,10 +8,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cgroupId } from '../bpf';
-import { decodeAddr } from '../bpf/layout';
+import { addrCodec } from '../bpf/layout';
 import { describeLink, LINK_TYPE, loadedProgram, probeFeature, type LinkDesc, type LoadedProgram } from '../bpf/introspect';
 import type { Config } from '../config';
-import { LO_MARK_PROG, OBJECTS, programSettings, PROGS_DIR, SK_LOOKUP_PROG, SOCK_DESTROY_PROGS, sockDestroyProgPin, sockLinkPin } from '../datapath';
+import { LO_MARK_PROG, OBJECTS, programSettings, PROGS_DIR, SK_LOOKUP_PROG, SOCK_DESTROY_PROGS, sockDestroyProgPin, sockLinkPin, type SettingName } from '../datapath';
 import { count, fail, ok, warn, type CheckResult } from './report';
 
 export interface LinkFacts {
@@ -137,7 +137,8 @@ interface SettingSpec {
 
 const u32 = (b: Buffer) => String(b.readUInt32LE(0));
 const hex32 = (b: Buffer) => `0x${b.readUInt32LE(0).toString(16)}`;
-const SETTINGS: Record<string, SettingSpec> = {
+/** Every setting the objects have (SettingName): a new one must say here how it reads. */
+const SETTINGS: Record<SettingName, SettingSpec> = {
   cfg_hostns_only: { key: 'bpf-lb-sock-hostns-only', show: (b) => (b[0] ? 'true' : 'false') },
   cfg_host_netns_cookie: { key: "the agent's network-namespace cookie", show: (b) => String(b.readBigUInt64LE(0)) },
   cfg_proxy_uid: { key: 'mesh-proxy-uid', show: u32 },
@@ -150,15 +151,20 @@ const SETTINGS: Record<string, SettingSpec> = {
     key: 'mesh-dns-servers',
     show: (b) => {
       const ips: string[] = [];
-      for (let i = 0; i + 16 <= b.length; i += 16) if (!b.subarray(i, i + 16).every((x) => x === 0)) ips.push(decodeAddr(b, i));
+      for (let i = 0; i + addrCodec.size <= b.length; i += addrCodec.size) if (!b.subarray(i, i + addrCodec.size).every((x) => x === 0)) ips.push(addrCodec.decode(b, i));
       return ips.length ? ips.join(',') : '(empty: every resolver)';
     },
   },
   cfg_n_dns_servers: { key: 'mesh-dns-servers (count)', show: (b) => String(b[0]) },
 };
 
+/** The spec of a .rodata variable by its name: undefined for one this sluice does not set. */
+function settingSpec(name: string): SettingSpec | undefined {
+  return (SETTINGS as Record<string, SettingSpec | undefined>)[name];
+}
+
 function show(name: string, value: Buffer): string {
-  return SETTINGS[name]?.show(value) ?? `0x${value.toString('hex')}`;
+  return settingSpec(name)?.show(value) ?? `0x${value.toString('hex')}`;
 }
 
 /** Loaded settings vs the config: one fail per setting that differs, naming both values. */
@@ -189,7 +195,7 @@ export function judgeSettings(f: ProgramFacts): CheckResult[] {
   const out: CheckResult[] = [];
   for (const [key, m] of mismatch) {
     const name = key.split('|')[0];
-    const setting = SETTINGS[name]?.key ?? name;
+    const setting = settingSpec(name)?.key ?? name;
     const source = name === 'cfg_host_netns_cookie' && f.hostNetnsCookieFrom === 'doctor' ? ' (agent down: compared with the cookie of the namespace doctor runs in)' : '';
     out.push(
       fail(
@@ -209,8 +215,8 @@ export function judgeSettings(f: ProgramFacts): CheckResult[] {
   if (out.length === 0) {
     const first = f.links.find((l) => l.loaded?.rodata)!.loaded!.rodata!;
     const summary = first.vars
-      .filter((v) => v.name !== 'cfg_n_dns_servers' && SETTINGS[v.name])
-      .map((v) => `${SETTINGS[v.name].key}=${show(v.name, first.value.subarray(v.offset, v.offset + v.size))}`);
+      .filter((v) => v.name !== 'cfg_n_dns_servers' && settingSpec(v.name))
+      .map((v) => `${settingSpec(v.name)!.key}=${show(v.name, first.value.subarray(v.offset, v.offset + v.size))}`);
     out.push(ok(id, `the loaded programs' settings equal the config (${count(compared, 'program')}): ${summary.join(', ')}`));
   }
   return out;

@@ -4,6 +4,7 @@
  * get a policy at all by sidecar-pod.ts.
  */
 import { isIP } from 'node:net';
+import { PROXY_PORT } from '../bpf/constants';
 import { MAX_CIDRS, MAX_PORTS, POL_DNS, POL_IN_ALL, POL_LOOPBACK_RANGE, POL_OUT_ALL, POL_TPROXY, type Cidr, type Policy } from '../bpf/layout';
 import { interfaceRefusal } from './sidecar-interfaces';
 
@@ -22,8 +23,9 @@ export const ANNOTATION = {
  * status port (cni/pkg/plugin/sidecar_redirect.go, defaultRedirectExcludePort). */
 const DEFAULT_EXCLUDE_OUTBOUND_PORTS = '15020';
 
-/** Istio's proxy ports (also the defaults sluice captures to). */
-export const PROXY_PORTS = { outbound: 15001, inbound: 15006, dns: 15053 } as const;
+/** Istio's proxy ports (also the defaults sluice captures to). The datapath enrols the proxy's
+ * listeners on its own list of ports (PROXY_PORT, bpf/lib/mesh_consts.h), which these must be. */
+export const PROXY_PORTS = { outbound: PROXY_PORT.outbound, inbound: PROXY_PORT.inbound, dns: 15053 } as const;
 
 function items(value: string): string[] {
   return value.split(',').map((s) => s.trim()).filter((s) => s !== '');

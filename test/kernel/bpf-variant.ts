@@ -44,7 +44,7 @@ export function buildBpfVariant(workDir: string, name: string, edits: BpfEdit[])
 /** Edits both migration suites use: the kinds of change a next release brings without loss. */
 export const EDIT = {
   counterMore: {
-    file: 'lib/shared.h',
+    file: 'lib/verdicts.h',
     what: 'a counter more',
     find: /SL_CNT_MAX = (\d+),/,
     replace: (_m: string, n: string) => `SL_CNT_VARIANT = ${n},\n\tSL_CNT_MAX = ${Number(n) + 1},`,

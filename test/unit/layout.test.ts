@@ -1,57 +1,11 @@
-/* The TypeScript codecs mirror bpf/lib/shared.h: sizes checked against the BTF of the built
- * object, counters against the C enum.
+/* The codecs' encodings: addresses, ports in host order at the offsets of their field tables.
+ * The tables themselves are checked against the objects' BTF by contract-layout.test.ts, the
+ * counters and flags against the C headers by contract-constants.test.ts.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import {
-  affinityKeyCodec, affinityValCodec, backendCodec, COUNTERS, deadKeyCodec, decodeAddr, destroyedCodec, encodeAddr, origdstStatCodec,
-  SOCK_REV_ENTRY_SIZE, svcKeyCodec, svcValCodec,
-} from '../../src/bpf/layout';
-
-const ROOT = path.resolve(__dirname, '../..');
-const OBJ = path.join(ROOT, 'build/bpf/sock_lb.o');
-
-function btfStructSizes(obj = OBJ): Record<string, number> {
-  const out = execFileSync('bpftool', ['btf', 'dump', 'file', obj], { encoding: 'utf8' });
-  const sizes: Record<string, number> = {};
-  for (const m of out.matchAll(/STRUCT '(\w+)' size=(\d+)/g)) sizes[m[1]] = Number(m[2]);
-  return sizes;
-}
+import { cidrCodec, decodeAddr, encodeAddr, listenerKeyCodec, svcKeyCodec } from '../../src/bpf/layout';
 
 describe('map layouts', () => {
-  it('codec sizes equal the C struct sizes in the object BTF', () => {
-    const sizes = btfStructSizes();
-    expect(sizes.sl_svc_key).toBe(svcKeyCodec.size);
-    expect(sizes.sl_svc_val).toBe(svcValCodec.size);
-    expect(sizes.sl_backend).toBe(backendCodec.size);
-    expect(sizes.sl_affinity_key).toBe(affinityKeyCodec.size);
-    expect(sizes.sl_affinity_val).toBe(affinityValCodec.size);
-    expect(sizes.sl_origdst_stat).toBe(origdstStatCodec.size);
-  });
-
-  // that it is still v0.1.0's layout (socket storage cannot be migrated) is checked by the
-  // upgrade test: sl_lb_sock_rev is reused as it is
-  it('the reverse-translation record matches its size in the codecs module', () => {
-    expect(btfStructSizes().sl_sock_rev_entry).toBe(SOCK_REV_ENTRY_SIZE);
-  });
-
-  it('the socket-destroy records and keys match bpf/sock_destroy.o, which shares the reverse-translation layout', () => {
-    const sizes = btfStructSizes(path.join(ROOT, 'build/bpf/sock_destroy.o'));
-    expect(sizes.sl_dead_key).toBe(deadKeyCodec.size);
-    const header = fs.readFileSync(path.join(ROOT, 'bpf/lib/shared.h'), 'utf8');
-    expect(Number(/sizeof\(struct sl_destroyed\) == (\d+)/.exec(header)?.[1])).toBe(destroyedCodec.size);
-    expect(sizes.sl_sock_rev_entry).toBe(SOCK_REV_ENTRY_SIZE);
-  });
-
-  it('the counter list matches enum sl_counter', () => {
-    const header = fs.readFileSync(path.join(ROOT, 'bpf/lib/shared.h'), 'utf8');
-    const entries = [...header.matchAll(/SL_CNT_(\w+)\s*=\s*(\d+)/g)].filter((m) => m[1] !== 'MAX');
-    expect(entries.map((m) => [m[1].toLowerCase(), Number(m[2])])).toEqual(COUNTERS.map((n, i) => [n, i]));
-    expect(header).toMatch(new RegExp(`SL_CNT_MAX\\s*=\\s*${COUNTERS.length}\\b`));
-  });
-
   it('addresses round-trip, IPv4 as IPv4-mapped IPv6', () => {
     const buf = Buffer.alloc(16);
     encodeAddr('10.96.0.10', buf, 0);
@@ -73,6 +27,23 @@ describe('map layouts', () => {
     expect(buf[18]).toBe(17);
     expect(buf.readUInt16LE(20)).toBe(3);
     expect(svcKeyCodec.decode(buf, 0)).toEqual({ vip: '10.0.0.1', port: 8080, proto: 17, slot: 3 });
+  });
+
+  it('listener keys encode the cookie, port, family and slot at the C offsets', () => {
+    const buf = Buffer.alloc(listenerKeyCodec.size, 0xaa);
+    listenerKeyCodec.encode({ netnsCookie: 0x1122334455667788n, port: 15006, family: 6, slot: 3 }, buf, 0);
+    expect(buf.toString('hex')).toBe('8877665544332211' + '9e3a' + '06' + '03' + '00000000');
+    expect(listenerKeyCodec.decode(buf, 0)).toEqual({ netnsCookie: 0x1122334455667788n, port: 15006, family: 6, slot: 3 });
+  });
+
+  it('CIDR prefixes are over 128 bits: IPv4 ones are stored plus 96', () => {
+    const buf = Buffer.alloc(cidrCodec.size);
+    cidrCodec.encode({ ip: '10.0.0.0', prefix: 8 }, buf, 0);
+    expect(buf[16]).toBe(104);
+    expect(cidrCodec.decode(buf, 0)).toEqual({ ip: '10.0.0.0', prefix: 8 });
+    cidrCodec.encode({ ip: 'fd00::', prefix: 8 }, buf, 0);
+    expect(buf[16]).toBe(8);
+    expect(cidrCodec.decode(buf, 0)).toEqual({ ip: 'fd00::', prefix: 8 });
   });
 });
 
