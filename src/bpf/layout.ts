@@ -337,21 +337,35 @@ export interface Destroyed {
   proto: number;
 }
 
-/** struct sl_destroyed: peer[16] vip[16] peer_port:u16 vip_port:u16 proto:u8 pad[3] (40 bytes), what the socket-destroy iterators write per socket. */
-export const destroyedCodec: Codec<Destroyed> = {
-  size: 40,
+const DESTROYED = defineStruct('sl_destroyed', 40, [
+  ['peer', 0, 16],
+  ['vip', 16, 16],
+  ['peer_port', 32, 2],
+  ['vip_port', 34, 2],
+  ['proto', 36, 1],
+  ['pad', 37, 3],
+]);
+
+/** struct sl_destroyed: what the socket-destroy iterators write per socket. */
+export const destroyedCodec: StructCodec<Destroyed> = structCodec(DESTROYED, {
   encode(v, b, o) {
-    encodeAddr(v.peer, b, o);
-    encodeAddr(v.vip, b, o + 16);
-    b.writeUInt16LE(v.peerPort, o + 32);
-    b.writeUInt16LE(v.vipPort, o + 34);
-    b.writeUInt8(v.proto, o + 36);
-    b.fill(0, o + 37, o + 40);
+    encodeAddr(v.peer, b, o + DESTROYED.at.peer);
+    encodeAddr(v.vip, b, o + DESTROYED.at.vip);
+    b.writeUInt16LE(v.peerPort, o + DESTROYED.at.peer_port);
+    b.writeUInt16LE(v.vipPort, o + DESTROYED.at.vip_port);
+    b.writeUInt8(v.proto, o + DESTROYED.at.proto);
+    b.fill(0, o + DESTROYED.at.pad, o + DESTROYED.size);
   },
   decode(b, o) {
-    return { peer: decodeAddr(b, o), vip: decodeAddr(b, o + 16), peerPort: b.readUInt16LE(o + 32), vipPort: b.readUInt16LE(o + 34), proto: b.readUInt8(o + 36) };
+    return {
+      peer: decodeAddr(b, o + DESTROYED.at.peer),
+      vip: decodeAddr(b, o + DESTROYED.at.vip),
+      peerPort: b.readUInt16LE(o + DESTROYED.at.peer_port),
+      vipPort: b.readUInt16LE(o + DESTROYED.at.vip_port),
+      proto: b.readUInt8(o + DESTROYED.at.proto),
+    };
   },
-};
+});
 
 /** A per-CPU u64 counter: the kernel returns one 8-byte slot per possible CPU; we sum them. */
 export function perCpuU64Codec(possibleCpus: number): Codec<bigint> {
