@@ -72,6 +72,8 @@
 #define SIDECAR_STOP_WAIT_S 10
 /* Connections accepted from one listener per poll() round. */
 #define SIDECAR_ACCEPT_BATCH 16
+/* --accept-on-stdin: how long one line waits for a connection to accept */
+#define SIDECAR_ACCEPT_WAIT_MS 60000L
 /* Bound upstream sockets remembered at once (one per connection thread, plus inline ones). */
 #define SIDECAR_OWN_MAX (SIDECAR_THREADS_MAX + 16)
 
@@ -128,6 +130,7 @@ struct opts {
 	bool percentiles; /* bench: also print the op latency at PERCENTILES_PM */
 	bool hold;	  /* serve: keep TCP connections, one reply line per line received */
 	bool persist;	  /* connect: one connected socket for every attempt, a new one after a failure */
+	bool accept_on_stdin; /* sidecar: accept one connection per line read, backlog 0 */
 };
 
 enum optkind { OPT_STR, OPT_LONG, OPT_FLAG, OPT_MARK, OPT_PORTS, OPT_ADDRS };
@@ -168,6 +171,7 @@ static const struct optdef optdefs[] = {
 	{ "--v4-only", CMD_SIDECAR, OPT_FLAG, OFF(v4_only), 0, 0 },
 	{ "--hold", CMD_SERVE, OPT_FLAG, OFF(hold), 0, 0 },
 	{ "--persist", CMD_CONNECT, OPT_FLAG, OFF(persist), 0, 0 },
+	{ "--accept-on-stdin", CMD_SIDECAR, OPT_FLAG, OFF(accept_on_stdin), 0, 0 },
 };
 
 #define N_OPTDEFS (sizeof(optdefs) / sizeof(optdefs[0]))
@@ -230,6 +234,12 @@ static void usage(FILE *f)
 	      "      client's own address (IP_TRANSPARENT, port 0, SO_MARK=N: Istio's\n"
 	      "      original_src mark 1337); not with --bind-inbound-source;\n"
 	      "      --v4-only skips the IPv6 listeners.\n"
+	      "      --accept-on-stdin listens with backlog 0 and accepts nothing\n"
+	      "      until told: each line read on stdin accepts one connection\n"
+	      "      (from any listener, waiting up to 60 s) and handles it as\n"
+	      "      above, or prints {\"conn\":false}; ends at EOF. A test holds\n"
+	      "      established connections in the accept queue, and a further\n"
+	      "      handshake in flight (its SYN dropped while the queue is full).\n"
 	      "  sl-probe batch [--timeout-ms T (1000)] TARGET...\n"
 	      "      TARGET is PROTO/ADDR/PORT[/BIND]: PROTO tcp, udp (unconnected:\n"
 	      "      the peer is the reply's source) or udpc (connected UDP); BIND as\n"
@@ -1543,6 +1553,7 @@ struct sc_own {
 struct sidecar {
 	const char *id;
 	bool forward;
+	bool accept_on_stdin;
 	long mark;
 	long tproxy_mark; /* --tproxy, or -1 */
 	struct sc_own *own;
@@ -1916,6 +1927,40 @@ static int sc_serve(struct sidecar *sc)
 	return 0;
 }
 
+/* --accept-on-stdin: one connection per line read, handled inline; bounded by stdin and
+ * SIDECAR_ACCEPT_WAIT_MS per line. */
+static int sc_serve_on_stdin(struct sidecar *sc)
+{
+	struct pollfd p[LISTENERS_MAX];
+	char line[64];
+
+	for (int i = 0; i < sc->nls; i++)
+		p[i] = (struct pollfd){ .fd = sc->ls[i].fd, .events = POLLIN };
+	while (!g_stop && fgets(line, sizeof(line), stdin)) {
+		int cfd = -1, i = 0;
+		struct sockaddr_storage peer;
+
+		for (long waited = 0; cfd < 0 && waited < SIDECAR_ACCEPT_WAIT_MS && !g_stop; waited += SERVE_POLL_MS) {
+			int r = poll(p, (nfds_t)sc->nls, SERVE_POLL_MS);
+			if (r < 0 && errno != EINTR)
+				return cmd_fail("sidecar", "poll", -1);
+			for (i = 0; r > 0 && i < sc->nls; i++) {
+				socklen_t plen = sizeof(peer);
+				if ((p[i].revents & POLLIN) &&
+				    (cfd = accept4(sc->ls[i].fd, (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC)) >= 0)
+					break;
+			}
+		}
+		if (cfd < 0) {
+			printf("{\"conn\":false}\n");
+			fflush(stdout);
+			continue;
+		}
+		sc_handle(sc, &sc->ls[i], cfd, &peer);
+	}
+	return 0;
+}
+
 /* Bounded: every connection thread finishes within its timeouts. */
 static void sc_wait_idle(struct sidecar *sc)
 {
@@ -1946,6 +1991,9 @@ static int sc_add_listener(struct sidecar *sc, int family, long port, const char
 	/* Envoy's inbound listener in TPROXY mode is transparent (Istio: listener.transparent) */
 	if (inbound && sc->tproxy_mark >= 0 && set_transparent(l->fd, family) < 0)
 		return cmd_fail(who, "IP_TRANSPARENT", l->fd);
+	/* backlog 0: one established connection waits in the queue, the next SYN is dropped */
+	if (sc->accept_on_stdin && listen(l->fd, 0) < 0)
+		return cmd_fail(who, "listen", l->fd);
 	l->family = family;
 	l->inbound = inbound;
 	snprintf(l->via, sizeof(l->via), "%s", via);
@@ -1990,6 +2038,7 @@ static void sc_config(const struct opts *o, struct sidecar *sc)
 	memset(sc, 0, sizeof(*sc));
 	sc->id = o->id;
 	sc->forward = o->forward;
+	sc->accept_on_stdin = o->accept_on_stdin;
 	sc->mark = o->mark;
 	sc->tproxy_mark = o->tproxy_mark;
 	for (int i = 0; i < o->inbound_src.n; i++) {
@@ -2028,7 +2077,7 @@ static int run_sidecar(const struct opts *o)
 	int rc = sc_open_listeners(&sc, o) < 0 ? -1 : 0;
 	if (rc == 0) {
 		printf("ready\n");
-		rc = sc_serve(&sc);
+		rc = sc.accept_on_stdin ? sc_serve_on_stdin(&sc) : sc_serve(&sc);
 	}
 	/* close the listeners first so nothing new arrives while we wait */
 	for (int i = 0; i < sc.nls; i++)
