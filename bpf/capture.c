@@ -89,6 +89,14 @@ static __always_inline void origdst_forget(const struct sl_origdst_key *key)
 		__sync_fetch_and_add(&st->in_flight, -1);
 }
 
+/* The same connection as v0.1.0 keys it in sl_origdst: without the proxy port. */
+static __always_inline void origdst_v0_key(const struct sl_origdst_key *key, struct sl_origdst_v0_key *v0)
+{
+	v0->netns_cookie = key->netns_cookie;
+	v0->addr = key->addr;
+	v0->port = key->port;
+}
+
 /* A TCP connection seen from the pod it goes to: {pod address and port, peer address and port}. */
 static __always_inline void sockops_flow_key(struct bpf_sock_ops *skops, struct sl_flow_key *key)
 {
@@ -129,6 +137,7 @@ static __always_inline int sockops_bypass_flow(struct bpf_sock_ops *skops)
 static __always_inline void sockops_connect(struct bpf_sock_ops *skops)
 {
 	struct sl_origdst_key key = {};
+	struct sl_origdst_v0_key v0 = {};
 	struct sl_orig_dst *o;
 	struct bpf_sock *sk = skops->sk;
 
@@ -138,6 +147,9 @@ static __always_inline void sockops_connect(struct bpf_sock_ops *skops)
 	if (o) {
 		sockops_app_key(skops, &key);
 		origdst_remember(&key, o);
+		/* where v0.1.0's getsockopt looks, should it answer for this connection */
+		origdst_v0_key(&key, &v0);
+		bpf_map_update_elem(&sl_origdst, &v0, o, BPF_ANY);
 	} else if (!sockops_bypass_flow(skops)) {
 		return;
 	}
@@ -176,10 +188,13 @@ static __always_inline void sockops_accepted(struct bpf_sock_ops *skops)
 static __always_inline void sockops_closed(struct bpf_sock_ops *skops)
 {
 	struct sl_origdst_key key = {};
+	struct sl_origdst_v0_key v0 = {};
 	struct sl_flow_key flow = {};
 
 	sockops_app_key(skops, &key);
 	origdst_forget(&key);
+	origdst_v0_key(&key, &v0);
+	bpf_map_delete_elem(&sl_origdst, &v0);
 	sockops_flow_key(skops, &flow);
 	bpf_map_delete_elem(&sl_bypass_flows, &flow);
 }
@@ -265,7 +280,7 @@ static __always_inline int sockopt_answer(struct bpf_sockopt *ctx, const struct 
 /*
  * SO_ORIGINAL_DST on a socket of a captured pod: for a connection the pod's app made to the
  * proxy, where the app was going (kept with the accepted socket; while its handshake is still in
- * flight, from sl_origdst_syn); otherwise (an inbound connection steered by sk_lookup, whose
+ * flight, from sl_origdst_syn; from sl_origdst when v0.1.0's programs saw its SYN); otherwise (an inbound connection steered by sk_lookup, whose
  * local address is still the original destination) the socket's own local address, as conntrack
  * answers for a connection that was not translated. Every other call is left as the kernel
  * answered it.
@@ -274,6 +289,7 @@ SEC("cgroup/getsockopt")
 int sl_getsockopt(struct bpf_sockopt *ctx)
 {
 	struct sl_origdst_key key = {};
+	struct sl_origdst_v0_key v0 = {};
 	struct bpf_sock *sk = ctx->sk;
 	struct sl_orig_dst *o;
 	struct sl_addr local;
@@ -299,6 +315,12 @@ int sl_getsockopt(struct bpf_sockopt *ctx)
 	o = bpf_sk_storage_get(&sl_origdst_sock, sk, 0, 0);
 	if (!o)
 		o = bpf_map_lookup_elem(&sl_origdst_syn, &key);
+	if (!o) {
+		/* a connection whose SYN v0.1.0's sockops saw (before an upgrade, or while the links
+		 * are swapped one by one) */
+		origdst_v0_key(&key, &v0);
+		o = bpf_map_lookup_elem(&sl_origdst, &v0);
+	}
 	if (o) {
 		if (sockopt_answer(ctx, &o->addr, o->port))
 			return 1;

@@ -34,7 +34,7 @@ export const SOCK_DESTROY_PROGS = { tcp: 'sl_destroy_tcp', udp: 'sl_destroy_udp'
 /** Every pinned map, by its name in the ELF (= its pin file name). */
 export const PINNED_MAPS = [
   'sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_lb_sock_rev', 'sl_lb_counters', 'sl_lb_pod_opt_out', 'sl_lb_sock_dead',
-  'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst_syn', 'sl_origdst_stat', 'sl_origdst_sock', 'sl_listeners',
+  'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst_syn', 'sl_origdst_stat', 'sl_origdst_sock', 'sl_origdst', 'sl_listeners',
   'sl_ep_stats', 'sl_node_ips', 'sl_bypass_flows',
 ] as const;
 
@@ -68,8 +68,9 @@ export const OBJECT_CONFIG: Record<keyof typeof OBJECTS | typeof SOCK_DESTROY_OB
   'sock_destroy.o': { settings: [], sizedMaps: ['sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity'] },
 };
 
-// sl_origdst (up to v0.1.0: a node-wide LRU of original destinations) is gone: replaced by
-// sl_origdst_syn and sl_origdst_sock; a migration removes its pin once the new programs run.
+// sl_origdst (v0.1.0's node-wide LRU of original destinations) is kept with v0.1.0's layout beside
+// sl_origdst_syn and sl_origdst_sock, so that a switch either way loses no connection's original
+// destination (bpf/lib/capture_maps.h).
 
 export const LINKS_DIR = 'links';
 /** per-pod sk_lookup links, one per captured pod's netns, named by its netns cookie */

@@ -78,6 +78,12 @@ export const MAP_POLICIES: Record<string, MapPolicy> = {
     why: 'proxy sockets accepted before the upgrade answer SO_ORIGINAL_DST with their local address',
   },
   sl_origdst_stat: { unconvertible: 'rebuild', why: 'the handshake counters restart at zero' },
+  sl_origdst: {
+    unconvertible: 'rebuild',
+    why:
+      'connections whose SYN v0.1.0\'s programs saw answer SO_ORIGINAL_DST with their local address (127.0.0.1:15001): ' +
+      'keep v0.1.0\'s layout so that the pin is reused both ways',
+  },
   sl_listeners: {
     unconvertible: 'refuse',
     why:
@@ -97,7 +103,8 @@ export const MAP_POLICIES: Record<string, MapPolicy> = {
 
 /**
  * Converters by map and layout ids (`layoutId` in src/bpf/map-spec.ts; both ids are printed when
- * one is missing). None is needed yet: every map of v0.1.0 has the layout it has today.
+ * one is missing). None is needed yet: every map of v0.1.0 has the layout it has today (sl_origdst
+ * too, kept for the switch between the releases either way).
  */
 export const CONVERTERS: RegisteredConverter[] = [];
 

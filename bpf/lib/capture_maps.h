@@ -61,6 +61,22 @@ struct {
 	__type(value, struct sl_orig_dst);
 } sl_origdst_syn SEC(".maps");
 
+/*
+ * v0.1.0's node-wide LRU of original destinations, the only place its programs look, kept so that
+ * a switch between the two releases loses no connection: the pin is reused both ways (same
+ * type, size and layout as v0.1.0's), and the links are swapped program by program, so one
+ * connection may have its SYN seen by one release and its SO_ORIGINAL_DST asked of the other.
+ * Hence sockops writes it too at the SYN and removes it when the app's socket closes, as v0.1.0
+ * does, and getsockopt reads it last, for connections v0.1.0's sockops saw. This release never
+ * depends on it for its own connections (an eviction costs nothing here).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sl_origdst_v0_key);
+	__type(value, struct sl_orig_dst);
+} sl_origdst SEC(".maps");
+
 /* How many entries sl_origdst_syn holds, and the connects refused because it was full. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -197,6 +197,17 @@ struct sl_origdst_key {
 	__u32 pad2;
 };
 
+/* v0.1.0's key of sl_origdst, field for field (a pin is reused only while its layout is the same):
+ * the app's address and port, scoped by the pod's network namespace; pad is 0.
+ */
+struct sl_origdst_v0_key {
+	__u64 netns_cookie;
+	struct sl_addr addr;
+	__u16 port;
+	__u16 pad;
+	__u32 pad2;
+};
+
 /* The fill level of sl_origdst_syn and what it turned away (sl_origdst_stat, one entry). */
 struct sl_origdst_stat {
 	__u64 in_flight; /* entries in sl_origdst_syn now: captured handshakes in flight */

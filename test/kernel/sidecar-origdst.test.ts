@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, type SimPod } from '../harness';
+import { pinnedMapSpec } from '../../src/bpf/map-spec';
 import { PROBE, ROOT, sluice, startAgent, stopAgent } from './lb-env';
 import { addMeshPod, createMeshEnv, type MeshEnv } from './mesh-env';
 
@@ -134,14 +135,17 @@ describe.skipIf(process.getuid?.() !== 0)('original destinations live as long as
     expect(JSON.parse(res.stdout.split('\n')[0])).toMatchObject({ ok: false, errno: 111 });
   });
 
-  it("an agent started over an older version's pins removes the node-wide LRU it no longer uses", async () => {
-    const old = path.join(env.node.pinDir, 'sl_origdst');
+  it("an agent started over v0.1.0's node-wide LRU keeps it, entries and all: what v0.1.0's programs recorded stays readable", async () => {
+    const pin = path.join(env.node.pinDir, 'sl_origdst');
     await stopAgent(env);
-    // what earlier versions pinned there (LRU_HASH, {netns, address, port} -> destination)
-    await run(['bpftool', 'map', 'create', old, 'type', 'lru_hash', 'key', '32', 'value', '20', 'entries', '64', 'name', 'sl_origdst']);
-    expect(fs.existsSync(old)).toBe(true);
+    // what v0.1.0 pinned there (LRU_HASH, {netns, address, port} -> destination), with one entry
+    fs.rmSync(pin);
+    await run(['bpftool', 'map', 'create', pin, 'type', 'lru_hash', 'key', '32', 'value', '20', 'entries', '65536', 'name', 'sl_origdst']);
+    await run(['bpftool', 'map', 'update', 'pinned', pin, 'key', ...Array(32).fill('1'), 'value', ...Array(20).fill('2')]);
+    const before = pinnedMapSpec(pin)!.id;
     await startAgent(env);
-    expect(fs.existsSync(old)).toBe(false);
-    expect(fs.existsSync(path.join(env.node.pinDir, 'sl_origdst_syn'))).toBe(true);
+    expect(pinnedMapSpec(pin)?.id).toBe(before);
+    const dump = JSON.parse((await run(['bpftool', '-j', 'map', 'dump', 'pinned', pin])).stdout) as unknown[];
+    expect(dump).toHaveLength(1);
   });
 });

@@ -11,7 +11,8 @@ import type { ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, waitFor, type SimPod } from '../harness';
-import { PROBE, SLUICE, startAgent, stopAgent, writeConfig } from './lb-env';
+import type { MapMigration } from '../../src/bpf/migrate';
+import { PROBE, SLUICE, sluice, startAgent, stopAgent, writeConfig } from './lb-env';
 import { addMeshPod, createMeshEnv, sidecarReply, waitForMode, type MeshEnv } from './mesh-env';
 import { baseCommit, buildBaseRelease, type BaseRelease } from './upgrade-base';
 
@@ -88,6 +89,9 @@ describe.skipIf(!root || 'skip' in base)('original destinations across a release
     await stopAgent(env);
     await startAgent(env);
     expect(await acceptBoth(apps)).toEqual([`${DEST}:80`, `${DEST}:80`]);
+    // the very map v0.1.0 writes, so no connection falls between a copy and the swap
+    const st = JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout);
+    expect((st.datapath.migration as MapMigration[]).find((m) => m.map === 'sl_origdst')).toMatchObject({ action: 'reused' });
   }, 240000);
 
   it('this tree → v0.1.0 (bpf migrate to its objects): connections this tree captured, queued or in their handshake, get their original destination', async () => {
@@ -95,7 +99,8 @@ describe.skipIf(!root || 'skip' in base)('original destinations across a release
     await stopAgent(env);
     // v0.1.0's map sizes (deploy/README.md, Downgrade)
     writeConfig(env, { 'cni-conf-dir': env.confDir, 'cni-bin-dir': env.binDir, 'state-dir': env.stateDir, 'bpf-lb-service-map-max': '262144', 'bpf-lb-backend-map-max': '65536' });
-    await run([SLUICE, 'bpf', 'migrate', '--object-dir', old.objectDir, '--config', env.configPath]);
+    const migrated = JSON.parse((await run([SLUICE, 'bpf', 'migrate', '--object-dir', old.objectDir, '-o', 'json', '--config', env.configPath])).stdout) as MapMigration[];
     expect(await acceptBoth(apps)).toEqual([`${DEST}:80`, `${DEST}:80`]);
+    expect(migrated.find((m) => m.map === 'sl_origdst')).toMatchObject({ action: 'reused' });
   }, 240000);
 });

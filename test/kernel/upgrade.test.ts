@@ -88,7 +88,7 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
 
   function mapIds(): Record<string, number | undefined> {
     const names = ['sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_lb_sock_rev', 'sl_lb_counters', 'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst', 'sl_listeners', 'sl_ep_stats', 'sl_node_ips'];
-    // the maps pinned now (v0.1.0's sl_origdst is gone once this tree's agent migrated)
+    // the maps pinned now (sl_origdst: v0.1.0's layout, kept by this tree for the switch either way)
     return Object.fromEntries(names.map((n) => [n, pinnedMapSpec(path.join(env.node.pinDir, n))?.id]).filter(([, id]) => id !== undefined));
   }
 
@@ -216,6 +216,8 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     // socket storage cannot be migrated: v0.1.0's layout is kept, the very map reused
     expect(byMap.sl_lb_sock_rev).toMatchObject({ action: 'reused' });
     expect(now.sl_lb_sock_rev).toBe(ids.sl_lb_sock_rev);
+    // v0.1.0's original destinations: the very map, read by this tree's getsockopt as well
+    expect(byMap.sl_origdst).toMatchObject({ action: 'reused' });
     // the new default sizes: the entries copied as they are
     for (const name of ['sl_lb_svc', 'sl_lb_backend']) expect(byMap[name], name).toMatchObject({ action: 'migrated', converter: 'verbatim' });
     expect(byMap.sl_lb_svc.copied).toBeGreaterThan(0);
@@ -329,6 +331,8 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     expect(m.sl_lb_counters.lost).toMatch(/[0-9]+ array slots past the new max_entries/);
     expect(m.sl_listeners).toMatchObject({ action: 'migrated', converter: 'sockets-by-cookie' });
     expect(m.sl_variant_added).toMatchObject({ action: 'removed' });
+    // the map v0.1.0's getsockopt reads, which this tree's sockops kept filled: the very one
+    expect(m.sl_origdst).toMatchObject({ action: 'reused' });
     await startAgent(env, { bin: old.sluice });
     await expectNothingFailed(s, 400);
     expect(await lbList(env)).toEqual(lb);

@@ -21,6 +21,7 @@ const btf = new Map(objects.map((f) => [f, readObjectBtf(path.join(OBJECT_DIR, f
 const KERNEL_ONLY: Record<string, string> = {
   sl_orig_dst: 'socket storage and sl_origdst_syn values, read by the programs only',
   sl_origdst_key: 'keys of sl_origdst_syn, written by sockops only',
+  sl_origdst_v0_key: 'keys of sl_origdst (v0.1.0\'s layout), written by sockops only',
   sl_flow_key: 'keys of sl_bypass_flows, written by sockops only',
   sl_sock_rev: 'socket storage of socket-LB, reachable through sockets only',
   sl_sock_rev_entry: 'an element of sl_sock_rev',
