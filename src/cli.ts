@@ -78,7 +78,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'status': {
       const cfg = config(args);
-      const { callAgent } = await import('./agent/api');
+      const { callAgent } = await import('./agent/local-api');
       try {
         const st = (await callAgent(cfg.agentSocket, { op: 'status' })) as Pick<AgentStatus, 'ready' | 'reason' | 'phase' | 'datapath'>;
         if (args.output === 'json') process.stdout.write(JSON.stringify(st, null, 2) + '\n');
@@ -120,7 +120,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'bpf migrate': {
       const cfg = config(args);
-      const { callAgent } = await import('./agent/api');
+      const { callAgent } = await import('./agent/local-api');
       const running = await callAgent(cfg.agentSocket, { op: 'status' }, 1000).then(
         () => true,
         () => false,

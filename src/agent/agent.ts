@@ -31,7 +31,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Enroller } from '../mesh/enroller';
 import { MeshController } from '../mesh/controller';
-import { ApiServer, RawReply } from './api';
+import { LocalApiServer, RawReply } from './local-api';
 import { EndpointRegistry, type Endpoint } from './endpoints';
 import { repairPods } from './repair';
 import { AgentHttp, AgentMetrics } from '../metrics';
@@ -85,7 +85,7 @@ export class Agent {
   private migration: MapMigration[] = [];
   private source?: ClusterSource & { status?(): unknown };
   private readonly store = new ObjectStore();
-  private localApi?: ApiServer;
+  private localApi?: LocalApiServer;
   private timer?: NodeJS.Timeout;
   private timerDueMs = 0;
   private lastSync?: AgentStatus['lastSync'];
@@ -122,7 +122,7 @@ export class Agent {
   }
 
   async start(): Promise<void> {
-    this.localApi = new ApiServer(this.cfg.agentSocket, {
+    this.localApi = new LocalApiServer(this.cfg.agentSocket, {
       status: () => this.status(),
       cni: (req) => this.metrics.cni(String(req.command), () => this.cni(req as unknown as CniRequest)),
       // the agent's view of one object (`Kind/namespace/name`): for debugging and tests

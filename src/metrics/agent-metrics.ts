@@ -5,7 +5,7 @@
  * bounded values: no pod, Service or address ever becomes a label.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { RawReply } from '../agent/api';
+import type { RawReply } from '../agent/local-api';
 import type { Endpoint } from '../agent/endpoints';
 import type { RepairReport } from '../agent/repair';
 import { COUNTERS, type MeshMode } from '../bpf/layout';

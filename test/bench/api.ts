@@ -52,7 +52,7 @@ import type { ChildProcess } from 'node:child_process';
 import { FakeApiServer } from '../harness/apiserver';
 import { run, sleep, type SimPod } from '../harness';
 import { createLbEnv, ROOT, SLUICE, sluice, stopAgent, TCP_PORT, writeConfig, type LbEnv } from '../kernel/lb-env';
-import { callAgent } from '../../src/agent/api';
+import { callAgent } from '../../src/agent/local-api';
 import { LbMaps } from '../../src/lb/maps';
 import { IPPROTO_TCP } from '../../src/bpf/layout';
 import { endpointIp, serviceVip } from './generate';

@@ -4,7 +4,7 @@
  */
 import * as http from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RawReply } from '../../src/agent/api';
+import { RawReply } from '../../src/agent/local-api';
 import { svcKeyCodec, svcKeySlot } from '../../src/bpf/layout';
 import { ObjectStore } from '../../src/k8s/store';
 import type { EndpointSlice, Service } from '../../src/k8s/types';
