@@ -141,9 +141,9 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'endpoint list': {
       const cfg = config(args);
-      const { listEndpoints, formatEndpointList } = await import('./agent/endpoint-list');
-      const eps = listEndpoints(cfg.stateDir, cfg.bpfPinDir);
-      process.stdout.write(args.output === 'json' ? JSON.stringify(eps, null, 2) + '\n' : formatEndpointList(eps));
+      const { listPodRegistrations, formatPodRegistrationList } = await import('./agent/pod-registration-list');
+      const regs = listPodRegistrations(cfg.stateDir, cfg.bpfPinDir);
+      process.stdout.write(args.output === 'json' ? JSON.stringify(regs, null, 2) + '\n' : formatPodRegistrationList(regs));
       return 0;
     }
     case 'doctor': {

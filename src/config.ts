@@ -30,7 +30,7 @@ export interface Config {
   lbBackendMapMax: number;
   /** bpf-lb-affinity-map-max */
   lbAffinityMapMax: number;
-  /** state-dir: registrations of pod endpoints and backups of edited CNI configs */
+  /** state-dir: pod registrations and backups of edited CNI configs */
   stateDir: string;
   /** cni-conf-dir: where the runtime reads CNI configs; empty: do not install the plugin */
   cniConfDir: string;

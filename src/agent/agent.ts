@@ -32,7 +32,7 @@ import * as path from 'node:path';
 import { Enroller } from '../mesh/enroller';
 import { MeshController } from '../mesh/controller';
 import { LocalApiServer, RawReply } from './local-api';
-import { EndpointRegistry, type Endpoint } from './endpoints';
+import { PodRegistry, type PodRegistration } from './pod-registry';
 import { repairPods } from './repair';
 import { AgentHttp, AgentMetrics } from '../metrics';
 
@@ -68,6 +68,7 @@ export interface AgentStatus {
   source?: unknown;
   cni?: { installed: boolean; file?: string; reason?: string };
   memory?: { rssMiB: number; heapUsedMiB: number };
+  /** pod registrations (`endpoints`: the name `status -o json` has always had) */
   endpoints: number;
   /** the ZDS server and the ztunnels connected to it */
   zds?: { address: string; ztunnels: ZtunnelStatus[] };
@@ -89,7 +90,7 @@ export class Agent {
   private timer?: NodeJS.Timeout;
   private timerDueMs = 0;
   private lastSync?: AgentStatus['lastSync'];
-  private readonly endpoints: EndpointRegistry;
+  private readonly registry: PodRegistry;
   private tracker?: ServiceTracker;
   private apiSource?: ApiSource;
   private apiClient?: ApiClient;
@@ -113,10 +114,10 @@ export class Agent {
   private destroyer?: SocketDestroyer;
 
   constructor(private readonly cfg: Config) {
-    this.endpoints = new EndpointRegistry(cfg.stateDir);
+    this.registry = new PodRegistry(cfg.stateDir);
     this.metrics = new AgentMetrics(
       cfg,
-      { endpoints: () => this.endpoints.list(), zds: () => this.zds, apiReachable: () => this.apiSource?.status().reachable },
+      { registrations: () => this.registry.list(), zds: () => this.zds, apiReachable: () => this.apiSource?.status().reachable },
       { startedAtMs: this.startedAt.getTime(), processMetrics: cfg.prometheusServeAddr !== undefined },
     );
   }
@@ -130,7 +131,7 @@ export class Agent {
     });
     await this.localApi.listen();
     this.http = await AgentHttp.start(this.cfg, this.metrics, { readiness: () => this.readiness(), alive: () => this.phase !== 'failed' });
-    this.loadEndpoints();
+    this.loadRegistrations();
 
     const cookie = netnsCookieSelf();
     const { links, netnsLinks, migration, sockDestroy } = installDatapath(datapathOptions(this.cfg, cookie));
@@ -181,7 +182,7 @@ export class Agent {
     if (this.cfg.ztunnelUdsAddress) this.zds = this.ambientZds(this.cfg.ztunnelUdsAddress);
     this.mesh = new MeshController({
       store: this.store,
-      endpoints: this.endpoints,
+      registry: this.registry,
       enroller: this.enroller,
       writeBack: this.writeBack,
       zds: this.zds,
@@ -210,7 +211,7 @@ export class Agent {
       this.scheduleResync();
     });
     this.resync();
-    const known = new Set(this.endpoints.list().map((e) => e.netnsCookie));
+    const known = new Set(this.registry.list().map((e) => e.netnsCookie));
     const stale = this.enroller.releaseUnknown(known);
     if (stale) log.info('released capture of pods no longer registered', { count: stale });
     this.lbOptOut.forgetAllBut(known);
@@ -225,7 +226,7 @@ export class Agent {
     if (this.cfg.cniConfDir) this.installCni();
     this.phase = 'ready';
     this.reason = '';
-    log.info('agent ready', { services: this.sync.serviceCount, endpoints: this.endpoints.list().length });
+    log.info('agent ready', { services: this.sync.serviceCount, endpoints: this.registry.list().length });
   }
 
   /**
@@ -243,8 +244,8 @@ export class Agent {
         const r = await repairPods({
           cfg: this.cfg,
           store: this.store,
-          endpoints: this.endpoints,
-          enrol: (ep) => this.mesh!.apply(ep),
+          registry: this.registry,
+          enrol: (reg) => this.mesh!.apply(reg),
           api: this.apiClient,
           acted: this.repairActed,
           missed: this.repairMissed,
@@ -290,22 +291,22 @@ export class Agent {
   }
 
   /** Registrations survive restarts; those whose network namespace is gone are dropped. */
-  private loadEndpoints(): void {
-    const n = this.endpoints.load();
+  private loadRegistrations(): void {
+    const n = this.registry.load();
     let dropped = 0;
-    for (const ep of this.endpoints.list()) {
+    for (const reg of this.registry.list()) {
       let cookie: string | undefined;
       try {
-        cookie = netnsCookieOf(ep.netnsPath).toString();
+        cookie = netnsCookieOf(reg.netnsPath).toString();
       } catch {
         cookie = undefined;
       }
-      if (cookie === ep.netnsCookie) continue;
-      this.endpoints.remove(ep.containerId, ep.ifName);
+      if (cookie === reg.netnsCookie) continue;
+      this.registry.remove(reg.containerId, reg.ifName);
       dropped++;
-      log.info('endpoint dropped: its network namespace is gone', { pod: `${ep.namespace}/${ep.name}`, containerId: ep.containerId, netns: ep.netnsPath });
+      log.info('pod registration dropped: its network namespace is gone', { pod: `${reg.namespace}/${reg.name}`, containerId: reg.containerId, netns: reg.netnsPath });
     }
-    log.info('endpoints loaded', { registered: n - dropped, dropped });
+    log.info('pod registrations loaded', { registered: n - dropped, dropped });
   }
 
   private installCni(): void {
@@ -338,22 +339,22 @@ export class Agent {
           return new RawReply(`${r.code}\n${r.stdout}`);
         }
       }
-      let added: Endpoint | undefined;
+      let added: PodRegistration | undefined;
       reply = handleCni(req, {
-        registry: this.endpoints,
+        registry: this.registry,
         readiness: () => this.readiness(),
         // capture is in place before ADD returns: the pod's containers start right after
-        onAdd: (ep) => {
-          added = ep;
-          const d = this.mesh?.apply(ep);
+        onAdd: (reg) => {
+          added = reg;
+          const d = this.mesh?.apply(reg);
           // as istio-cni: an invalid capture annotation fails the pod's start, naming it, rather
           // than letting the pod run outside the mesh
           if (d?.refused) {
-            this.mesh?.removed(ep);
+            this.mesh?.removed(reg);
             throw new PodRefusedError(d.refused);
           }
         },
-        onDel: (ep) => this.mesh?.removed(ep),
+        onDel: (reg) => this.mesh?.removed(reg),
       });
       // with a ztunnel connected, an ambient pod starts once ztunnel serves it (bounded); the
       // kernel fails its traffic closed until then, and a nack is retried in the background
@@ -419,7 +420,7 @@ export class Agent {
     if (!departures.length || !this.destroyer) return;
     let r;
     try {
-      r = this.destroyer.destroy(departures, [undefined, ...this.endpoints.list().map((e) => e.netnsPath)]);
+      r = this.destroyer.destroy(departures, [undefined, ...this.registry.list().map((e) => e.netnsPath)]);
     } catch (e) {
       // the maps are written already: a failed destroy leaves sockets as they were, nothing more
       log.error('sockets on departed backends not destroyed', { departures: departures.length, err: e });
@@ -438,7 +439,7 @@ export class Agent {
       phase: this.phase,
       reason,
       cni: this.installer?.status(),
-      endpoints: this.endpoints.list().length,
+      endpoints: this.registry.list().length,
       pid: process.pid,
       startedAt: this.startedAt.toISOString(),
       config: {
@@ -491,8 +492,8 @@ function nodeAddresses(): string[] {
     .map((a) => a.address.split('%')[0]);
 }
 
-function podKey(ep: Endpoint): string {
-  return ep.namespace || ep.name ? `${ep.namespace}/${ep.name}` : ep.containerId.slice(0, 12);
+function podKey(reg: PodRegistration): string {
+  return reg.namespace || reg.name ? `${reg.namespace}/${reg.name}` : reg.containerId.slice(0, 12);
 }
 
 /** Runs the agent until SIGTERM/SIGINT. */

@@ -153,7 +153,7 @@ describe('agent metrics fed through their hooks (no kernel: the pinned maps are 
   function metrics(source: 'api' | 'standalone', reachable?: boolean) {
     return new AgentMetrics(
       { bpfPinDir: '/nonexistent/sluice-pins', source, repairMode: 'repair' },
-      { endpoints: () => [], zds: () => undefined, apiReachable: () => reachable },
+      { registrations: () => [], zds: () => undefined, apiReachable: () => reachable },
     );
   }
 
@@ -223,7 +223,7 @@ describe('HTTP endpoints', () => {
   it('/healthz answers while the agent lives, /readyz says 503 and why until it is ready', async () => {
     let ready = false;
     let alive = true;
-    const m = new AgentMetrics({ bpfPinDir: '/nonexistent', source: 'standalone', repairMode: 'off' }, { endpoints: () => [], zds: () => undefined, apiReachable: () => undefined });
+    const m = new AgentMetrics({ bpfPinDir: '/nonexistent', source: 'standalone', repairMode: 'off' }, { registrations: () => [], zds: () => undefined, apiReachable: () => undefined });
     const h = await AgentHttp.start(
       { healthServeAddr: { host: '127.0.0.1', port: 0 }, prometheusServeAddr: { host: '127.0.0.1', port: 0 } },
       m,
