@@ -33,7 +33,7 @@ import { Enroller } from '../mesh/enroller';
 import { MeshController } from '../mesh/controller';
 import { LocalApiServer, RawReply } from './local-api';
 import { PodRegistry, type PodRegistration } from './pod-registry';
-import { repairPods } from './repair';
+import { RepairSweeper } from './repair-sweeper';
 import { AgentHttp, AgentMetrics } from '../metrics';
 
 /** Coalesces bursts of object changes (a file with 10,000 services is one burst). */
@@ -42,8 +42,6 @@ const RESYNC_DELAY_MS = 20;
 const RETRY_FAILED_MS = 5000;
 /** How long a CNI ADD of an ambient pod waits for ztunnel's answer (istio-cni's deadline). */
 const ZDS_ADD_WAIT_MS = 5000;
-/** Pods that run without a registration are looked for this often, besides on every Pod change. */
-const REPAIR_SWEEP_MS = 60000;
 
 export type Phase = 'starting' | 'ready' | 'stopping' | 'failed';
 
@@ -101,13 +99,7 @@ export class Agent {
   private zds?: AmbientZds;
   private mesh?: MeshController;
   private addrWatch?: AddressWatch;
-  /** a Pod changed since the last repair sweep */
-  private repairDue = false;
-  private repairRunning?: Promise<void>;
-  private repairTimer?: NodeJS.Timeout;
-  /** pods labelled or deleted by repair already (a Pod update must not make it act again) */
-  private readonly repairActed = new Set<string>();
-  private readonly repairMissed = new Map<string, number>();
+  private repair?: RepairSweeper;
   private readonly metrics: AgentMetrics;
   private http?: AgentHttp;
   private lbOptOut?: PodLbOptOut;
@@ -198,16 +190,14 @@ export class Agent {
     });
     this.mesh.prune();
     this.mesh.markAll(); // Pods and Namespaces may have changed while the agent was down
+    const mesh = this.mesh;
+    this.repair = new RepairSweeper(
+      { cfg: this.cfg, store: this.store, registry: this.registry, enrol: (reg) => mesh.apply(reg), api: this.apiClient },
+      { onReport: (r) => this.metrics.repaired(this.cfg.repairMode, r) },
+    );
     this.store.on('change', (ev) => {
       this.mesh?.changed(ev);
-      if (ev.kind === 'Pod') {
-        this.repairDue = true;
-        if (ev.type === 'delete') {
-          const pod = ev.key.slice('Pod/'.length);
-          this.repairActed.delete(pod);
-          this.repairMissed.delete(pod);
-        }
-      }
+      if (ev.kind === 'Pod') this.repair?.podChanged(ev.key.slice('Pod/'.length), ev.type === 'delete');
       this.scheduleResync();
     });
     this.resync();
@@ -215,11 +205,7 @@ export class Agent {
     const stale = this.enroller.releaseUnknown(known);
     if (stale) log.info('released capture of pods no longer registered', { count: stale });
     this.lbOptOut.forgetAllBut(known);
-    await this.repairSweep('start');
-    // a pod created while sluice was not in the runtime's conflist (the primary had just
-    // rewritten it) runs uncaptured: found on its Pod's next change, or by this sweep
-    this.repairTimer = setInterval(() => void this.repairSweep('periodic'), REPAIR_SWEEP_MS);
-    this.repairTimer.unref();
+    await this.repair.start();
     // ztunnel gets its snapshot only once every registered pod was decided: a snapshot missing
     // a pod would make ztunnel drop it
     this.zds?.start();
@@ -227,38 +213,6 @@ export class Agent {
     this.phase = 'ready';
     this.reason = '';
     log.info('agent ready', { services: this.sync.serviceCount, endpoints: this.registry.list().length });
-  }
-
-  /**
-   * Pods of this node that run without a registration: repaired per repair-mode. One sweep at a
-   * time; a sweep asked for while one runs happens after it.
-   */
-  private async repairSweep(why: string): Promise<void> {
-    if (this.repairRunning) {
-      this.repairDue = true;
-      return;
-    }
-    this.repairDue = false;
-    this.repairRunning = (async () => {
-      try {
-        const r = await repairPods({
-          cfg: this.cfg,
-          store: this.store,
-          registry: this.registry,
-          enrol: (reg) => this.mesh!.apply(reg),
-          api: this.apiClient,
-          acted: this.repairActed,
-          missed: this.repairMissed,
-          retryMissedMs: REPAIR_SWEEP_MS,
-        });
-        this.metrics.repaired(this.cfg.repairMode, r);
-        if (r.candidates) log.info(why === 'start' ? 'pods that predate the agent' : 'pods running without sluice found', { why, mode: this.cfg.repairMode, ...r });
-      } catch (e) {
-        log.warn('repair sweep failed', { why, err: e });
-      }
-    })();
-    await this.repairRunning;
-    this.repairRunning = undefined;
   }
 
   /**
@@ -396,7 +350,7 @@ export class Agent {
   /** Re-decides the pods whose Pod or Namespace changed, then writes the changed Services. */
   private resync(): void {
     this.mesh?.flush();
-    if (this.repairDue && this.phase === 'ready') void this.repairSweep('pod change');
+    if (this.phase === 'ready') this.repair?.sweepIfDue();
     if (!this.sync || !this.tracker?.pending) return;
     const t0 = process.hrtime.bigint();
     const batch = this.tracker.collectChunks();
@@ -466,8 +420,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.phase = 'stopping';
     if (this.timer) clearTimeout(this.timer);
-    clearInterval(this.repairTimer);
-    await this.repairRunning;
+    await this.repair?.stop();
     this.installer?.stop();
     await this.source?.stop();
     this.zds?.close();
