@@ -205,7 +205,10 @@ interface KeySpec<K extends keyof Config> {
   default: () => string;
 }
 
-const keys: { [name: string]: KeySpec<any> } = {
+/** A key's spec for whichever field it fills: each entry's parser must produce that field's type. */
+type AnyKeySpec = { [K in keyof Config]-?: KeySpec<K> }[keyof Config];
+
+const keys: { [name: string]: AnyKeySpec } = {
   'bpf-pin-dir': { field: 'bpfPinDir', parse: absPath, default: () => '/sys/fs/bpf/sluice' },
   'cgroup-root': { field: 'cgroupRoot', parse: absPath, default: () => cgroup2Mount() },
   'k8s-objects-dir': { field: 'k8sObjectsDir', parse: absPath, default: () => '/etc/sluice/objects' },

@@ -20,7 +20,7 @@ import { ServiceTracker } from '../lb/tracker';
 import { datapathOptions, installDatapath } from '../datapath';
 import { LbMaps } from '../lb/maps';
 import { PodLbOptOut } from '../lb/pod-opt-out';
-import { SocketDestroyer } from '../lb/sock-destroy';
+import { SocketDestroyer, type DestroyReport } from '../lb/sock-destroy';
 import { LbSync, type SyncReport } from '../lb/sync';
 import { log } from '../log';
 import { AmbientZds } from '../mesh/ambient-zds';
@@ -372,7 +372,7 @@ export class Agent {
   private destroySockets(): void {
     const departures = this.sync?.takeDepartures() ?? [];
     if (!departures.length || !this.destroyer) return;
-    let r;
+    let r: DestroyReport | undefined;
     try {
       r = this.destroyer.destroy(departures, [undefined, ...this.registry.list().map((e) => e.netnsPath)]);
     } catch (e) {

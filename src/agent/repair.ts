@@ -90,7 +90,7 @@ function addressesIn(pid: number): string[] {
   }
   for (const line of fs.readFileSync(`/proc/${pid}/net/if_inet6`, 'utf8').split('\n')) {
     const [hex, , , scope] = line.trim().split(/\s+/);
-    if (!hex || hex.length !== 32 || scope !== '00') continue; // global scope only
+    if (hex?.length !== 32 || scope !== '00') continue; // global scope only
     out.add(canonicalIp(hex.match(/.{4}/g)!.join(':'))?.ip ?? '');
   }
   out.delete('');

@@ -274,7 +274,7 @@ function judgeModes(pods: PodFacts[]): CheckResult[] {
 }
 
 function linkProblem(l: LinkState | undefined, type: number, target: bigint | undefined, what: string): string | undefined {
-  if (!l || !l.pinned) return `no ${what} link pinned${l ? ` at ${l.pin}` : ''}`;
+  if (!l?.pinned) return `no ${what} link pinned${l ? ` at ${l.pin}` : ''}`;
   if (l.error || !l.desc) return `cannot read the ${what} link at ${l.pin}: ${l.error}`;
   if (l.desc.type !== type) return `the link at ${l.pin} is not a ${what} link (type ${l.desc.type})`;
   if (l.desc.target === 0n) return `the ${what} link at ${l.pin} is detached`;
@@ -358,9 +358,9 @@ function judgeIstioRules(pods: PodFacts[]): CheckResult[] {
   let checked = 0;
   for (const p of pods) {
     const name = `${podName(p.reg)} (${p.kernel!.mode})`;
-    if (p.istio && p.istio.length) {
+    if (p.istio?.length) {
       out.push(fail(id, `${name}: Istio's own capture rules are in its network namespace (${describeLeftovers(p.istio)}): connections are redirected twice`, 'install Istio without istio-init and without its CNI node agent (sluice replaces both), then recreate the pod'));
-    } else if (p.istioErrors && p.istioErrors.length) {
+    } else if (p.istioErrors?.length) {
       out.push(warn(id, `${name}: cannot read its rules: ${p.istioErrors.join('; ')}`, 'install nftables and iptables beside sluice'));
     } else checked++;
   }

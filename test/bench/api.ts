@@ -145,8 +145,7 @@ function parseOpts(argv: string[]): Opts {
       case '-h':
       case '--help':
         process.stdout.write(fs.readFileSync(__filename, 'utf8').split('*/')[0] + '*/\n');
-        process.exit(0);
-      // falls through (exit does not return)
+        return process.exit(0);
       default:
         if (a in RUN_TS_OPTS) {
           if (RUN_TS_OPTS[a]) i++;

@@ -7,7 +7,7 @@ import { load as loadYaml } from 'js-yaml';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FakeApiServer } from '../harness/apiserver';
 import { run, waitFor, type SimPod } from '../harness';
-import { answeredBy, lbList, probe, sluice, startAgent, stopAgent, TCP_PORT, waitForBackends, type LbEnv } from './lb-env';
+import { answeredBy, lbList, probe, sluice, startAgent, stopAgent, TCP_PORT, waitForBackends } from './lb-env';
 import { endpoint, sidecarReply, startSidecar, waitForMode, type MeshEnv } from './mesh-env';
 
 const NODE = 'sim-node';

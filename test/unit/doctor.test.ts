@@ -35,7 +35,7 @@ describe('doctor report', () => {
     const failed = buildReport([...warnOnly.checks, { check: 'd', status: 'fail', message: 'broken', fix: 'mend' }]);
     expect(exitCode(failed)).toBe(1);
     expect(failed.counts).toEqual({ ok: 1, warn: 1, fail: 1 });
-    expect(formatReport(failed)).toMatch(/^fail  d     broken — fix: mend\nunhealthy: 1 ok, 1 warn, 1 fail\n$/m);
+    expect(formatReport(failed)).toMatch(/^fail {2}d {5}broken — fix: mend\nunhealthy: 1 ok, 1 warn, 1 fail\n$/m);
   });
 });
 
