@@ -78,7 +78,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'status': {
       const cfg = config(args);
-      const { callAgent } = await import('./agent/api');
+      const { callAgent } = await import('./agent/local-api');
       try {
         const st = (await callAgent(cfg.agentSocket, { op: 'status' })) as Pick<AgentStatus, 'ready' | 'reason' | 'phase' | 'datapath'>;
         if (args.output === 'json') process.stdout.write(JSON.stringify(st, null, 2) + '\n');
@@ -120,7 +120,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'bpf migrate': {
       const cfg = config(args);
-      const { callAgent } = await import('./agent/api');
+      const { callAgent } = await import('./agent/local-api');
       const running = await callAgent(cfg.agentSocket, { op: 'status' }, 1000).then(
         () => true,
         () => false,
@@ -141,9 +141,9 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'endpoint list': {
       const cfg = config(args);
-      const { listEndpoints, formatEndpointList } = await import('./agent/endpoint-list');
-      const eps = listEndpoints(cfg.stateDir, cfg.bpfPinDir);
-      process.stdout.write(args.output === 'json' ? JSON.stringify(eps, null, 2) + '\n' : formatEndpointList(eps));
+      const { listPodRegistrations, formatPodRegistrationList } = await import('./agent/pod-registration-list');
+      const regs = listPodRegistrations(cfg.stateDir, cfg.bpfPinDir);
+      process.stdout.write(args.output === 'json' ? JSON.stringify(regs, null, 2) + '\n' : formatPodRegistrationList(regs));
       return 0;
     }
     case 'doctor': {

@@ -30,7 +30,7 @@ export interface Config {
   lbBackendMapMax: number;
   /** bpf-lb-affinity-map-max */
   lbAffinityMapMax: number;
-  /** state-dir: registrations of pod endpoints and backups of edited CNI configs */
+  /** state-dir: pod registrations and backups of edited CNI configs */
   stateDir: string;
   /** cni-conf-dir: where the runtime reads CNI configs; empty: do not install the plugin */
   cniConfDir: string;
@@ -205,7 +205,10 @@ interface KeySpec<K extends keyof Config> {
   default: () => string;
 }
 
-const keys: { [name: string]: KeySpec<any> } = {
+/** A key's spec for whichever field it fills: each entry's parser must produce that field's type. */
+type AnyKeySpec = { [K in keyof Config]-?: KeySpec<K> }[keyof Config];
+
+const keys: { [name: string]: AnyKeySpec } = {
   'bpf-pin-dir': { field: 'bpfPinDir', parse: absPath, default: () => '/sys/fs/bpf/sluice' },
   'cgroup-root': { field: 'cgroupRoot', parse: absPath, default: () => cgroup2Mount() },
   'k8s-objects-dir': { field: 'k8sObjectsDir', parse: absPath, default: () => '/etc/sluice/objects' },

@@ -7,19 +7,19 @@ import type { Config } from './config';
 import { cniInstaller } from './cni/install-config';
 import { inpodRouting } from './bpf';
 import { INBOUND_ROUTING, LINKS_DIR, NETNS_LINKS_DIR, PROGS_DIR, TCX_LINKS_DIR, tcxLinkPin, uninstallDatapath } from './datapath';
-import { readEndpoints } from './agent/endpoints';
+import { readPodRegistrations } from './agent/pod-registry';
 
 /** The routing rules sluice put into captured pods (source-preserving inbound) go first. */
 function removeInpodRouting(cfg: Config): string[] {
   const out: string[] = [];
-  for (const ep of readEndpoints(cfg.stateDir)) {
-    const linkPin = tcxLinkPin(cfg.bpfPinDir, ep.netnsCookie);
-    if (!fs.existsSync(linkPin) || !fs.existsSync(ep.netnsPath)) continue;
+  for (const reg of readPodRegistrations(cfg.stateDir)) {
+    const linkPin = tcxLinkPin(cfg.bpfPinDir, reg.netnsCookie);
+    if (!fs.existsSync(linkPin) || !fs.existsSync(reg.netnsPath)) continue;
     try {
-      inpodRouting('', ep.netnsPath, linkPin, { ...INBOUND_ROUTING, ipv6: ep.ips.some((ip) => ip.includes(':')) ? 1 : 0 }, false);
-      out.push(`removed the inbound routing of ${ep.namespace}/${ep.name} (${ep.netnsPath})`);
+      inpodRouting('', reg.netnsPath, linkPin, { ...INBOUND_ROUTING, ipv6: reg.ips.some((ip) => ip.includes(':')) ? 1 : 0 }, false);
+      out.push(`removed the inbound routing of ${reg.namespace}/${reg.name} (${reg.netnsPath})`);
     } catch (e) {
-      out.push(`could not remove the inbound routing of ${ep.namespace}/${ep.name}: ${(e as Error).message}`);
+      out.push(`could not remove the inbound routing of ${reg.namespace}/${reg.name}: ${(e as Error).message}`);
     }
   }
   return out;

@@ -20,7 +20,7 @@ import { ServiceTracker } from '../lb/tracker';
 import { datapathOptions, installDatapath } from '../datapath';
 import { LbMaps } from '../lb/maps';
 import { PodLbOptOut } from '../lb/pod-opt-out';
-import { SocketDestroyer } from '../lb/sock-destroy';
+import { SocketDestroyer, type DestroyReport } from '../lb/sock-destroy';
 import { LbSync, type SyncReport } from '../lb/sync';
 import { log } from '../log';
 import { AmbientZds } from '../mesh/ambient-zds';
@@ -31,9 +31,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Enroller } from '../mesh/enroller';
 import { MeshController } from '../mesh/controller';
-import { ApiServer, RawReply } from './api';
-import { EndpointRegistry, type Endpoint } from './endpoints';
-import { repairPods } from './repair';
+import { LocalApiServer, RawReply } from './local-api';
+import { PodRegistry, type PodRegistration } from './pod-registry';
+import { RepairSweeper } from './repair-sweeper';
 import { AgentHttp, AgentMetrics } from '../metrics';
 
 /** Coalesces bursts of object changes (a file with 10,000 services is one burst). */
@@ -42,8 +42,6 @@ const RESYNC_DELAY_MS = 20;
 const RETRY_FAILED_MS = 5000;
 /** How long a CNI ADD of an ambient pod waits for ztunnel's answer (istio-cni's deadline). */
 const ZDS_ADD_WAIT_MS = 5000;
-/** Pods that run without a registration are looked for this often, besides on every Pod change. */
-const REPAIR_SWEEP_MS = 60000;
 
 export type Phase = 'starting' | 'ready' | 'stopping' | 'failed';
 
@@ -68,6 +66,7 @@ export interface AgentStatus {
   source?: unknown;
   cni?: { installed: boolean; file?: string; reason?: string };
   memory?: { rssMiB: number; heapUsedMiB: number };
+  /** pod registrations (`endpoints`: the name `status -o json` has always had) */
   endpoints: number;
   /** the ZDS server and the ztunnels connected to it */
   zds?: { address: string; ztunnels: ZtunnelStatus[] };
@@ -85,11 +84,11 @@ export class Agent {
   private migration: MapMigration[] = [];
   private source?: ClusterSource & { status?(): unknown };
   private readonly store = new ObjectStore();
-  private localApi?: ApiServer;
+  private localApi?: LocalApiServer;
   private timer?: NodeJS.Timeout;
   private timerDueMs = 0;
   private lastSync?: AgentStatus['lastSync'];
-  private readonly endpoints: EndpointRegistry;
+  private readonly registry: PodRegistry;
   private tracker?: ServiceTracker;
   private apiSource?: ApiSource;
   private apiClient?: ApiClient;
@@ -100,29 +99,23 @@ export class Agent {
   private zds?: AmbientZds;
   private mesh?: MeshController;
   private addrWatch?: AddressWatch;
-  /** a Pod changed since the last repair sweep */
-  private repairDue = false;
-  private repairRunning?: Promise<void>;
-  private repairTimer?: NodeJS.Timeout;
-  /** pods labelled or deleted by repair already (a Pod update must not make it act again) */
-  private readonly repairActed = new Set<string>();
-  private readonly repairMissed = new Map<string, number>();
+  private repair?: RepairSweeper;
   private readonly metrics: AgentMetrics;
   private http?: AgentHttp;
   private lbOptOut?: PodLbOptOut;
   private destroyer?: SocketDestroyer;
 
   constructor(private readonly cfg: Config) {
-    this.endpoints = new EndpointRegistry(cfg.stateDir);
+    this.registry = new PodRegistry(cfg.stateDir);
     this.metrics = new AgentMetrics(
       cfg,
-      { endpoints: () => this.endpoints.list(), zds: () => this.zds, apiReachable: () => this.apiSource?.status().reachable },
+      { registrations: () => this.registry.list(), zds: () => this.zds, apiReachable: () => this.apiSource?.status().reachable },
       { startedAtMs: this.startedAt.getTime(), processMetrics: cfg.prometheusServeAddr !== undefined },
     );
   }
 
   async start(): Promise<void> {
-    this.localApi = new ApiServer(this.cfg.agentSocket, {
+    this.localApi = new LocalApiServer(this.cfg.agentSocket, {
       status: () => this.status(),
       cni: (req) => this.metrics.cni(String(req.command), () => this.cni(req as unknown as CniRequest)),
       // the agent's view of one object (`Kind/namespace/name`): for debugging and tests
@@ -130,7 +123,7 @@ export class Agent {
     });
     await this.localApi.listen();
     this.http = await AgentHttp.start(this.cfg, this.metrics, { readiness: () => this.readiness(), alive: () => this.phase !== 'failed' });
-    this.loadEndpoints();
+    this.loadRegistrations();
 
     const cookie = netnsCookieSelf();
     const { links, netnsLinks, migration, sockDestroy } = installDatapath(datapathOptions(this.cfg, cookie));
@@ -181,7 +174,7 @@ export class Agent {
     if (this.cfg.ztunnelUdsAddress) this.zds = this.ambientZds(this.cfg.ztunnelUdsAddress);
     this.mesh = new MeshController({
       store: this.store,
-      endpoints: this.endpoints,
+      registry: this.registry,
       enroller: this.enroller,
       writeBack: this.writeBack,
       zds: this.zds,
@@ -197,67 +190,29 @@ export class Agent {
     });
     this.mesh.prune();
     this.mesh.markAll(); // Pods and Namespaces may have changed while the agent was down
+    const mesh = this.mesh;
+    this.repair = new RepairSweeper(
+      { cfg: this.cfg, store: this.store, registry: this.registry, enrol: (reg) => mesh.apply(reg), api: this.apiClient },
+      { onReport: (r) => this.metrics.repaired(this.cfg.repairMode, r) },
+    );
     this.store.on('change', (ev) => {
       this.mesh?.changed(ev);
-      if (ev.kind === 'Pod') {
-        this.repairDue = true;
-        if (ev.type === 'delete') {
-          const pod = ev.key.slice('Pod/'.length);
-          this.repairActed.delete(pod);
-          this.repairMissed.delete(pod);
-        }
-      }
+      if (ev.kind === 'Pod') this.repair?.podChanged(ev.key.slice('Pod/'.length), ev.type === 'delete');
       this.scheduleResync();
     });
     this.resync();
-    const known = new Set(this.endpoints.list().map((e) => e.netnsCookie));
+    const known = new Set(this.registry.list().map((e) => e.netnsCookie));
     const stale = this.enroller.releaseUnknown(known);
     if (stale) log.info('released capture of pods no longer registered', { count: stale });
     this.lbOptOut.forgetAllBut(known);
-    await this.repairSweep('start');
-    // a pod created while sluice was not in the runtime's conflist (the primary had just
-    // rewritten it) runs uncaptured: found on its Pod's next change, or by this sweep
-    this.repairTimer = setInterval(() => void this.repairSweep('periodic'), REPAIR_SWEEP_MS);
-    this.repairTimer.unref();
+    await this.repair.start();
     // ztunnel gets its snapshot only once every registered pod was decided: a snapshot missing
     // a pod would make ztunnel drop it
     this.zds?.start();
     if (this.cfg.cniConfDir) this.installCni();
     this.phase = 'ready';
     this.reason = '';
-    log.info('agent ready', { services: this.sync.serviceCount, endpoints: this.endpoints.list().length });
-  }
-
-  /**
-   * Pods of this node that run without a registration: repaired per repair-mode. One sweep at a
-   * time; a sweep asked for while one runs happens after it.
-   */
-  private async repairSweep(why: string): Promise<void> {
-    if (this.repairRunning) {
-      this.repairDue = true;
-      return;
-    }
-    this.repairDue = false;
-    this.repairRunning = (async () => {
-      try {
-        const r = await repairPods({
-          cfg: this.cfg,
-          store: this.store,
-          endpoints: this.endpoints,
-          enrol: (ep) => this.mesh!.apply(ep),
-          api: this.apiClient,
-          acted: this.repairActed,
-          missed: this.repairMissed,
-          retryMissedMs: REPAIR_SWEEP_MS,
-        });
-        this.metrics.repaired(this.cfg.repairMode, r);
-        if (r.candidates) log.info(why === 'start' ? 'pods that predate the agent' : 'pods running without sluice found', { why, mode: this.cfg.repairMode, ...r });
-      } catch (e) {
-        log.warn('repair sweep failed', { why, err: e });
-      }
-    })();
-    await this.repairRunning;
-    this.repairRunning = undefined;
+    log.info('agent ready', { services: this.sync.serviceCount, endpoints: this.registry.list().length });
   }
 
   /**
@@ -290,22 +245,22 @@ export class Agent {
   }
 
   /** Registrations survive restarts; those whose network namespace is gone are dropped. */
-  private loadEndpoints(): void {
-    const n = this.endpoints.load();
+  private loadRegistrations(): void {
+    const n = this.registry.load();
     let dropped = 0;
-    for (const ep of this.endpoints.list()) {
+    for (const reg of this.registry.list()) {
       let cookie: string | undefined;
       try {
-        cookie = netnsCookieOf(ep.netnsPath).toString();
+        cookie = netnsCookieOf(reg.netnsPath).toString();
       } catch {
         cookie = undefined;
       }
-      if (cookie === ep.netnsCookie) continue;
-      this.endpoints.remove(ep.containerId, ep.ifName);
+      if (cookie === reg.netnsCookie) continue;
+      this.registry.remove(reg.containerId, reg.ifName);
       dropped++;
-      log.info('endpoint dropped: its network namespace is gone', { pod: `${ep.namespace}/${ep.name}`, containerId: ep.containerId, netns: ep.netnsPath });
+      log.info('pod registration dropped: its network namespace is gone', { pod: `${reg.namespace}/${reg.name}`, containerId: reg.containerId, netns: reg.netnsPath });
     }
-    log.info('endpoints loaded', { registered: n - dropped, dropped });
+    log.info('pod registrations loaded', { registered: n - dropped, dropped });
   }
 
   private installCni(): void {
@@ -338,22 +293,22 @@ export class Agent {
           return new RawReply(`${r.code}\n${r.stdout}`);
         }
       }
-      let added: Endpoint | undefined;
+      let added: PodRegistration | undefined;
       reply = handleCni(req, {
-        registry: this.endpoints,
+        registry: this.registry,
         readiness: () => this.readiness(),
         // capture is in place before ADD returns: the pod's containers start right after
-        onAdd: (ep) => {
-          added = ep;
-          const d = this.mesh?.apply(ep);
+        onAdd: (reg) => {
+          added = reg;
+          const d = this.mesh?.apply(reg);
           // as istio-cni: an invalid capture annotation fails the pod's start, naming it, rather
           // than letting the pod run outside the mesh
           if (d?.refused) {
-            this.mesh?.removed(ep);
+            this.mesh?.removed(reg);
             throw new PodRefusedError(d.refused);
           }
         },
-        onDel: (ep) => this.mesh?.removed(ep),
+        onDel: (reg) => this.mesh?.removed(reg),
       });
       // with a ztunnel connected, an ambient pod starts once ztunnel serves it (bounded); the
       // kernel fails its traffic closed until then, and a nack is retried in the background
@@ -395,7 +350,7 @@ export class Agent {
   /** Re-decides the pods whose Pod or Namespace changed, then writes the changed Services. */
   private resync(): void {
     this.mesh?.flush();
-    if (this.repairDue && this.phase === 'ready') void this.repairSweep('pod change');
+    if (this.phase === 'ready') this.repair?.sweepIfDue();
     if (!this.sync || !this.tracker?.pending) return;
     const t0 = process.hrtime.bigint();
     const batch = this.tracker.collectChunks();
@@ -417,9 +372,9 @@ export class Agent {
   private destroySockets(): void {
     const departures = this.sync?.takeDepartures() ?? [];
     if (!departures.length || !this.destroyer) return;
-    let r;
+    let r: DestroyReport | undefined;
     try {
-      r = this.destroyer.destroy(departures, [undefined, ...this.endpoints.list().map((e) => e.netnsPath)]);
+      r = this.destroyer.destroy(departures, [undefined, ...this.registry.list().map((e) => e.netnsPath)]);
     } catch (e) {
       // the maps are written already: a failed destroy leaves sockets as they were, nothing more
       log.error('sockets on departed backends not destroyed', { departures: departures.length, err: e });
@@ -438,7 +393,7 @@ export class Agent {
       phase: this.phase,
       reason,
       cni: this.installer?.status(),
-      endpoints: this.endpoints.list().length,
+      endpoints: this.registry.list().length,
       pid: process.pid,
       startedAt: this.startedAt.toISOString(),
       config: {
@@ -465,8 +420,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.phase = 'stopping';
     if (this.timer) clearTimeout(this.timer);
-    clearInterval(this.repairTimer);
-    await this.repairRunning;
+    await this.repair?.stop();
     this.installer?.stop();
     await this.source?.stop();
     this.zds?.close();
@@ -491,8 +445,8 @@ function nodeAddresses(): string[] {
     .map((a) => a.address.split('%')[0]);
 }
 
-function podKey(ep: Endpoint): string {
-  return ep.namespace || ep.name ? `${ep.namespace}/${ep.name}` : ep.containerId.slice(0, 12);
+function podKey(reg: PodRegistration): string {
+  return reg.namespace || reg.name ? `${reg.namespace}/${reg.name}` : reg.containerId.slice(0, 12);
 }
 
 /** Runs the agent until SIGTERM/SIGINT. */

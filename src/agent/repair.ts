@@ -21,7 +21,7 @@ import type { ObjectStore } from '../k8s/store';
 import { canonicalIp } from '../lb/model';
 import type { Pod } from '../k8s/types';
 import { log } from '../log';
-import type { Endpoint, EndpointRegistry } from './endpoints';
+import type { PodRegistration, PodRegistry } from './pod-registry';
 
 export const REPAIR_LABEL = { key: 'cni.istio.io/uninitialized', value: 'true' };
 /** the proxy ports whose listeners the datapath steers to (sockops would have registered them) */
@@ -90,7 +90,7 @@ function addressesIn(pid: number): string[] {
   }
   for (const line of fs.readFileSync(`/proc/${pid}/net/if_inet6`, 'utf8').split('\n')) {
     const [hex, , , scope] = line.trim().split(/\s+/);
-    if (!hex || hex.length !== 32 || scope !== '00') continue; // global scope only
+    if (hex?.length !== 32 || scope !== '00') continue; // global scope only
     out.add(canonicalIp(hex.match(/.{4}/g)!.join(':'))?.ip ?? '');
   }
   out.delete('');
@@ -145,9 +145,9 @@ function proxyListeners(ns: NetnsInfo): Array<{ pid: number; fd: number; port: n
 export interface RepairDeps {
   cfg: Config;
   store: ObjectStore;
-  endpoints: EndpointRegistry;
+  registry: PodRegistry;
   /** decides and applies the pod's capture (the mesh controller) */
-  enrol(ep: Endpoint): { mode: string };
+  enrol(reg: PodRegistration): { mode: string };
   api?: ApiClient;
   /** pods (namespace/name) already labelled or deleted: not acted on again; updated here */
   acted?: Set<string>;
@@ -176,7 +176,7 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
   const t0 = Date.now();
   const report: RepairReport = { candidates: 0, ms: 0, repaired: [], labelled: [], deleted: [], notFound: [], listeners: 0 };
   if (d.cfg.repairMode === 'off') return report;
-  const registered = new Set(d.endpoints.list().map((e) => `${e.namespace}/${e.name}`));
+  const registered = new Set(d.registry.list().map((e) => `${e.namespace}/${e.name}`));
   const candidates = d.store
     .list('Pod')
     .filter((p) => p.spec?.nodeName === d.cfg.nodeName && !p.spec?.hostNetwork && podIps(p).length > 0)
@@ -227,7 +227,7 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
         log.warn('pod predates the agent, but no network namespace under cgroup-root has its IP', { pod: key, ips });
         continue;
       }
-      const ep: Endpoint = {
+      const reg: PodRegistration = {
         containerId: `repair-${pod.metadata.uid ?? key.replace('/', '-')}`,
         ifName: 'eth0',
         namespace: pod.metadata.namespace,
@@ -239,16 +239,16 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
         network: 'repaired',
         createdAt: new Date().toISOString(),
       };
-      d.endpoints.put(ep);
+      d.registry.put(reg);
       d.missed?.delete(key);
-      const decided = d.enrol(ep);
+      const decided = d.enrol(reg);
       // only a captured pod's proxy listeners matter (reading /proc/<pid>/net/tcp walks the
       // kernel's whole TCP hash, ~3 ms a file here: not for every plain pod)
       if (decided.mode !== 'none') {
-        report.listeners += adoptListeners(d.cfg.bpfPinDir, ns, BigInt(ep.netnsCookie));
+        report.listeners += adoptListeners(d.cfg.bpfPinDir, ns, BigInt(reg.netnsCookie));
       }
       report.repaired.push(key);
-      log.info('pod predates the agent: registered and enrolled in place', { pod: key, netns: ns.path, netnsCookie: ep.netnsCookie });
+      log.info('pod predates the agent: registered and enrolled in place', { pod: key, netns: ns.path, netnsCookie: reg.netnsCookie });
     } catch (e) {
       log.warn('repair failed', { pod: key, mode: d.cfg.repairMode, err: (e as Error).message });
     }

@@ -6,7 +6,7 @@
  * anything; this handler checks them again for any other caller, in the same words. Every CNI
  * error the agent sends, here or elsewhere (the Agent's adapter), is formatted by cniError.
  */
-import type { Endpoint, EndpointRegistry } from '../agent/endpoints';
+import type { PodRegistration, PodRegistry } from '../agent/pod-registry';
 import { CniCode, NEWEST_VERSION, parseCniArgs, rawMember, SUPPORTED_VERSIONS, versionAtLeast } from './spec';
 
 export interface CniRequest {
@@ -26,13 +26,13 @@ export interface CniReply {
 }
 
 export interface CniDeps {
-  registry: EndpointRegistry;
+  registry: PodRegistry;
   /** ready for pods: when not, ADD answers "try again later" (11) and STATUS "not available" (50) */
   readiness(): { ready: boolean; reason: string };
   /** hooks for the datapath (capture); a throw fails the command with code 11, a
    * PodRefusedError with code 102 (permanent: the pod's annotations must change) */
-  onAdd?(ep: Endpoint): void;
-  onDel?(ep: Endpoint): void;
+  onAdd?(reg: PodRegistration): void;
+  onDel?(reg: PodRegistration): void;
   now?(): Date;
 }
 
@@ -168,7 +168,7 @@ function add(req: CniRequest, conf: NetConf, deps: CniDeps): CniReply {
   const ready = deps.readiness();
   if (!ready.ready) throw new CniFailure(CniCode.tryAgainLater, 'sluice agent is not ready; try again later', ready.reason);
   const args = parseCniArgs(req.env.CNI_ARGS);
-  const ep: Endpoint = {
+  const reg: PodRegistration = {
     containerId: req.env.CNI_CONTAINERID!,
     ifName: req.env.CNI_IFNAME!,
     namespace: args.K8S_POD_NAMESPACE ?? '',
@@ -180,11 +180,11 @@ function add(req: CniRequest, conf: NetConf, deps: CniDeps): CniReply {
     network: conf.name,
     createdAt: (deps.now?.() ?? new Date()).toISOString(),
   };
-  deps.registry.put(ep);
+  deps.registry.put(reg);
   try {
-    deps.onAdd?.(ep);
+    deps.onAdd?.(reg);
   } catch (e) {
-    deps.registry.remove(ep.containerId, ep.ifName);
+    deps.registry.remove(reg.containerId, reg.ifName);
     if (e instanceof PodRefusedError) throw new CniFailure(CniCode.podRefused, `sluice refuses the pod: ${e.message}`);
     throw new CniFailure(CniCode.tryAgainLater, 'sluice could not program the pod; try again later', (e as Error).message);
   }
@@ -194,8 +194,8 @@ function add(req: CniRequest, conf: NetConf, deps: CniDeps): CniReply {
 /** DEL is idempotent: an unknown attachment or a vanished namespace is success. */
 function del(req: CniRequest, deps: CniDeps): CniReply {
   requireEnv(req.env, ['CNI_CONTAINERID', 'CNI_IFNAME']);
-  const ep = deps.registry.remove(req.env.CNI_CONTAINERID!, req.env.CNI_IFNAME!);
-  if (ep) deps.onDel?.(ep);
+  const reg = deps.registry.remove(req.env.CNI_CONTAINERID!, req.env.CNI_IFNAME!);
+  if (reg) deps.onDel?.(reg);
   return { code: 0, stdout: '' };
 }
 
@@ -205,14 +205,14 @@ function check(req: CniRequest, conf: NetConf, deps: CniDeps): CniReply {
   }
   requireEnv(req.env, ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME']);
   if (conf.prevResult === undefined) throw new CniFailure(CniCode.invalidConfig, 'sluice-cni must be chained after the primary plugin', 'no prevResult');
-  const ep = deps.registry.get(req.env.CNI_CONTAINERID!, req.env.CNI_IFNAME!);
-  if (!ep) throw new CniFailure(CniCode.notRegistered, 'sluice has no registration for this container', `${req.env.CNI_CONTAINERID} ${req.env.CNI_IFNAME}`);
-  if (ep.netnsCookie !== req.netnsCookie) {
-    throw new CniFailure(CniCode.notRegistered, 'sluice registered this container in another network namespace', `registered cookie ${ep.netnsCookie}, CNI_NETNS has ${req.netnsCookie ?? req.netnsError}`);
+  const reg = deps.registry.get(req.env.CNI_CONTAINERID!, req.env.CNI_IFNAME!);
+  if (!reg) throw new CniFailure(CniCode.notRegistered, 'sluice has no registration for this container', `${req.env.CNI_CONTAINERID} ${req.env.CNI_IFNAME}`);
+  if (reg.netnsCookie !== req.netnsCookie) {
+    throw new CniFailure(CniCode.notRegistered, 'sluice registered this container in another network namespace', `registered cookie ${reg.netnsCookie}, CNI_NETNS has ${req.netnsCookie ?? req.netnsError}`);
   }
   const ips = resultIps(conf.prevResult).sort().join(',');
-  if (ips !== [...ep.ips].sort().join(',')) {
-    throw new CniFailure(CniCode.notRegistered, 'sluice registered other IPs for this container', `registered ${ep.ips.join(',')}, prevResult has ${ips}`);
+  if (ips !== [...reg.ips].sort().join(',')) {
+    throw new CniFailure(CniCode.notRegistered, 'sluice registered other IPs for this container', `registered ${reg.ips.join(',')}, prevResult has ${ips}`);
   }
   return { code: 0, stdout: '' };
 }
@@ -236,11 +236,11 @@ function gc(conf: NetConf, deps: CniDeps): CniReply {
     throw new CniFailure(CniCode.invalidConfig, 'invalid network configuration', 'cni.dev/valid-attachments must be a list');
   }
   const keep = new Set((valid ?? []).map((a: { containerID?: string; ifname?: string }) => `${a?.containerID}\n${a?.ifname}`));
-  for (const ep of deps.registry.list()) {
-    if (ep.network !== conf.name) continue; // another network's attachments are not ours to judge
-    if (keep.has(`${ep.containerId}\n${ep.ifName}`)) continue;
-    deps.registry.remove(ep.containerId, ep.ifName);
-    deps.onDel?.(ep);
+  for (const reg of deps.registry.list()) {
+    if (reg.network !== conf.name) continue; // another network's attachments are not ours to judge
+    if (keep.has(`${reg.containerId}\n${reg.ifName}`)) continue;
+    deps.registry.remove(reg.containerId, reg.ifName);
+    deps.onDel?.(reg);
   }
   return { code: 0, stdout: '' };
 }

@@ -4,7 +4,7 @@
  */
 import { netnsCookieOf, netnsCookieSelf } from '../bpf';
 import type { AgentStatus } from '../agent/agent';
-import { callAgent } from '../agent/api';
+import { callAgent } from '../agent/local-api';
 import type { Config } from '../config';
 import type { K8sObject } from '../k8s/types';
 import { fail, ok, warn, type CheckResult } from './report';

@@ -10,7 +10,7 @@ import { BpfMap, netnsCookieOf } from '../bpf';
 import { PROXY_PORT } from '../bpf/constants';
 import { describeLink, LINK_TYPE, type LinkDesc } from '../bpf/introspect';
 import { listenerKeyCodec, POL_IN_ALL, POL_NO_INBOUND, POL_OUT_ALL, u64Codec, type Policy } from '../bpf/layout';
-import { readEndpoints, type Endpoint } from '../agent/endpoints';
+import { readPodRegistrations, type PodRegistration } from '../agent/pod-registry';
 import { decisionOf, readDecisions } from '../mesh/controller';
 import type { Config } from '../config';
 import { netnsLinkPin, tcxLinkPin } from '../datapath';
@@ -38,7 +38,7 @@ export interface LinkState {
 }
 
 export interface PodFacts {
-  ep: Endpoint;
+  reg: PodRegistration;
   /** the registration's network namespace still is the pod's (same cookie) */
   netnsAlive: boolean;
   intended: { mode: Mode; rule: string; policy?: Policy; from: 'agent' | 'objects' | 'registration' };
@@ -119,23 +119,23 @@ function objectsUsable(o: ClusterObjects): boolean {
   return o.api?.reachable === true && !o.unreadable.some((u) => u.what === "this node's Pods" || u.what === 'Namespaces');
 }
 
-async function intendedMode(cfg: Config, ep: Endpoint, agent: AgentFacts, objects: ClusterObjects | undefined): Promise<PodFacts['intended']> {
+async function intendedMode(cfg: Config, reg: PodRegistration, agent: AgentFacts, objects: ClusterObjects | undefined): Promise<PodFacts['intended']> {
   let pod: Pod | undefined;
   let ns: Namespace | undefined;
   let from: PodFacts['intended']['from'];
   if (agent.status) {
-    pod = await agentObject<Pod>(agent, `Pod/${ep.namespace}/${ep.name}`);
-    ns = await agentObject<Namespace>(agent, `Namespace/${ep.namespace}`);
+    pod = await agentObject<Pod>(agent, `Pod/${reg.namespace}/${reg.name}`);
+    ns = await agentObject<Namespace>(agent, `Namespace/${reg.namespace}`);
     from = 'agent';
   } else if (objects && objectsUsable(objects)) {
-    pod = objects.pods.find((p) => p.metadata.namespace === ep.namespace && p.metadata.name === ep.name);
-    ns = objects.namespaces.find((n) => n.metadata.name === ep.namespace);
+    pod = objects.pods.find((p) => p.metadata.namespace === reg.namespace && p.metadata.name === reg.name);
+    ns = objects.namespaces.find((n) => n.metadata.name === reg.namespace);
     from = 'objects';
   } else {
-    const recorded = decisionOf(readDecisions(path.join(cfg.stateDir, 'decisions.json')), ep);
+    const recorded = decisionOf(readDecisions(path.join(cfg.stateDir, 'decisions.json')), reg);
     return { mode: recorded?.mode ?? 'none', rule: recorded?.rule ?? 'no decision recorded', from: 'registration' };
   }
-  const d = decideMode(pod, ns, ep.ips, {
+  const d = decideMode(pod, ns, reg.ips, {
     excludeNamespaces: cfg.excludeNamespaces,
     dnsCapture: cfg.meshDnsCapture,
     ambientDnsCapture: cfg.ambientDnsCapture,
@@ -156,7 +156,7 @@ export async function gatherPodFacts(cfg: Config, agent: AgentFacts, objects: Cl
     agentUp: agent.status !== undefined,
     now: Date.now(),
   };
-  const eps = readEndpoints(cfg.stateDir);
+  const regs = readPodRegistrations(cfg.stateDir);
   let maps: CaptureMaps | undefined;
   let listeners = new Map<string, Set<number>>();
   try {
@@ -168,40 +168,40 @@ export async function gatherPodFacts(cfg: Config, agent: AgentFacts, objects: Cl
   const zdsStates = readZdsStates(path.join(cfg.stateDir, 'zds.json'));
   facts.zdsStateKnown = zdsStates !== undefined;
   try {
-    for (const ep of eps) {
+    for (const reg of regs) {
       let netnsAlive = false;
       try {
-        netnsAlive = netnsCookieOf(ep.netnsPath).toString() === ep.netnsCookie;
+        netnsAlive = netnsCookieOf(reg.netnsPath).toString() === reg.netnsCookie;
       } catch {
         netnsAlive = false;
       }
       const p: PodFacts = {
-        ep,
+        reg,
         netnsAlive,
-        intended: await intendedMode(cfg, ep, agent, objects),
-        kernel: maps?.endpoints.get(BigInt(ep.netnsCookie || 0)),
-        datapathListeners: [...(listeners.get(ep.netnsCookie) ?? [])].sort((a, b) => a - b),
-        zds: zdsStates?.[ep.uid],
+        intended: await intendedMode(cfg, reg, agent, objects),
+        kernel: maps?.endpoints.get(BigInt(reg.netnsCookie || 0)),
+        datapathListeners: [...(listeners.get(reg.netnsCookie) ?? [])].sort((a, b) => a - b),
+        zds: zdsStates?.[reg.uid],
       };
       const captured = p.kernel !== undefined && p.kernel.mode !== 'none';
       if (netnsAlive && (captured || p.intended.mode !== 'none')) {
-        p.netnsIno = fs.statSync(ep.netnsPath).ino;
-        p.skLookup = linkState(netnsLinkPin(cfg.bpfPinDir, ep.netnsCookie));
-        if (p.kernel?.mode === 'ambient' || p.intended.mode === 'ambient') p.tcx = linkState(tcxLinkPin(cfg.bpfPinDir, ep.netnsCookie));
+        p.netnsIno = fs.statSync(reg.netnsPath).ino;
+        p.skLookup = linkState(netnsLinkPin(cfg.bpfPinDir, reg.netnsCookie));
+        if (p.kernel?.mode === 'ambient' || p.intended.mode === 'ambient') p.tcx = linkState(tcxLinkPin(cfg.bpfPinDir, reg.netnsCookie));
       }
       if (netnsAlive && captured) {
         try {
-          p.listening = parseListeningPorts(inNetns(ep.netnsPath, ['ss', '-Hltn']));
+          p.listening = parseListeningPorts(inNetns(reg.netnsPath, ['ss', '-Hltn']));
         } catch (e) {
           p.listenError = (e as Error).message.split('\n')[0];
         }
-        const rules = readIstioRules(ep.netnsPath);
+        const rules = readIstioRules(reg.netnsPath);
         p.istio = rules.leftovers;
         p.istioErrors = rules.errors;
       }
       facts.pods.push(p);
     }
-    const registered = new Set(eps.map((e) => e.netnsCookie));
+    const registered = new Set(regs.map((e) => e.netnsCookie));
     facts.unregistered = (maps?.endpoints.keys() ?? []).map(String).filter((c) => !registered.has(c));
   } finally {
     maps?.close();
@@ -209,8 +209,8 @@ export async function gatherPodFacts(cfg: Config, agent: AgentFacts, objects: Cl
   return facts;
 }
 
-function podName(ep: Endpoint): string {
-  return ep.namespace || ep.name ? `${ep.namespace}/${ep.name}` : `container ${ep.containerId.slice(0, 12)}`;
+function podName(reg: PodRegistration): string {
+  return reg.namespace || reg.name ? `${reg.namespace}/${reg.name}` : `container ${reg.containerId.slice(0, 12)}`;
 }
 
 /** The ports a captured pod's proxy must listen on for its policy to deliver anything. */
@@ -241,7 +241,7 @@ export function judgePods(f: PodsFacts): CheckResult[] {
   if (f.pods.length === 0) return [ok('pods.mode', `no pods registered by the CNI plugin (state-dir ${f.stateDir})`), ...out];
   const live = f.pods.filter((p) => p.netnsAlive);
   for (const p of f.pods.filter((x) => !x.netnsAlive)) {
-    out.push(warn('pods.netns', `${podName(p.ep)}: its network namespace ${p.ep.netnsPath} is gone or another (registration of netns cookie ${p.ep.netnsCookie} is stale)`, 'restart the agent: it drops registrations whose namespace is gone'));
+    out.push(warn('pods.netns', `${podName(p.reg)}: its network namespace ${p.reg.netnsPath} is gone or another (registration of netns cookie ${p.reg.netnsCookie} is stale)`, 'restart the agent: it drops registrations whose namespace is gone'));
   }
   out.push(...judgeModes(live));
   const captured = live.filter((p) => p.kernel && p.kernel.mode !== 'none');
@@ -263,10 +263,10 @@ function judgeModes(pods: PodFacts[]): CheckResult[] {
     const basis = want.from === 'registration' ? " (the agent's last recorded decision: no objects to decide from)" : '';
     counts[have]++;
     if (have !== want.mode) {
-      const holds = p.kernel ? `mode=${have}` : `nothing (no sl_endpoints entry for netns cookie ${p.ep.netnsCookie})`;
-      out.push(fail(id, `${podName(p.ep)}: intended mode=${want.mode} (${want.rule})${basis}, the kernel holds ${holds}`, fix));
+      const holds = p.kernel ? `mode=${have}` : `nothing (no sl_endpoints entry for netns cookie ${p.reg.netnsCookie})`;
+      out.push(fail(id, `${podName(p.reg)}: intended mode=${want.mode} (${want.rule})${basis}, the kernel holds ${holds}`, fix));
     } else if (p.kernel && want.policy && !samePolicy(p.kernel, want.policy)) {
-      out.push(fail(id, `${podName(p.ep)}: mode=${have} as intended, but the kernel's policy [${policyText(p.kernel)}] is not the intended [${policyText(want.policy)}]`, fix));
+      out.push(fail(id, `${podName(p.reg)}: mode=${have} as intended, but the kernel's policy [${policyText(p.kernel)}] is not the intended [${policyText(want.policy)}]`, fix));
     }
   }
   if (out.length === 0) out.push(ok(id, `${count(pods.length, 'registered pod')}: the kernel holds the intended mode of each (sidecar ${counts.sidecar}, ambient ${counts.ambient}, none ${counts.none})`));
@@ -274,7 +274,7 @@ function judgeModes(pods: PodFacts[]): CheckResult[] {
 }
 
 function linkProblem(l: LinkState | undefined, type: number, target: bigint | undefined, what: string): string | undefined {
-  if (!l || !l.pinned) return `no ${what} link pinned${l ? ` at ${l.pin}` : ''}`;
+  if (!l?.pinned) return `no ${what} link pinned${l ? ` at ${l.pin}` : ''}`;
   if (l.error || !l.desc) return `cannot read the ${what} link at ${l.pin}: ${l.error}`;
   if (l.desc.type !== type) return `the link at ${l.pin} is not a ${what} link (type ${l.desc.type})`;
   if (l.desc.target === 0n) return `the ${what} link at ${l.pin} is detached`;
@@ -290,12 +290,12 @@ function judgeLinks(pods: PodFacts[]): CheckResult[] {
   for (const p of pods) {
     if (!p.kernel || p.kernel.mode === 'none') continue;
     const a = linkProblem(p.skLookup, LINK_TYPE.netns, p.netnsIno === undefined ? undefined : BigInt(p.netnsIno), 'sk_lookup');
-    if (a) out.push(fail(id, `${podName(p.ep)} (${p.kernel.mode}): ${a}: inbound capture is off`, 'restart the agent: it enrols the pod again'));
+    if (a) out.push(fail(id, `${podName(p.reg)} (${p.kernel.mode}): ${a}: inbound capture is off`, 'restart the agent: it enrols the pod again'));
     else skl++;
     if (p.kernel.mode === 'ambient') {
       // the tcx link on lo has ifindex 1 (loopback) as its target
       const b = linkProblem(p.tcx, LINK_TYPE.tcx, 1n, 'tcx');
-      if (b) out.push(fail(id, `${podName(p.ep)} (ambient): ${b}: the app's replies to ztunnel's source-preserving connections are not routed back`, 'restart the agent: it enrols the pod again'));
+      if (b) out.push(fail(id, `${podName(p.reg)} (ambient): ${b}: the app's replies to ztunnel's source-preserving connections are not routed back`, 'restart the agent: it enrols the pod again'));
       else tcx++;
     }
   }
@@ -315,13 +315,13 @@ function judgeZtunnel(f: PodsFacts, ambient: PodFacts[]): CheckResult[] {
   const stale = f.agentUp ? '' : ' (last known state: agent down)';
   for (const p of ambient) {
     const st = p.zds;
-    if (!st) out.push(fail(id, `${podName(p.ep)}: never handed to ztunnel (no ZDS state for uid ${p.ep.uid || '(none)'})${stale}`, fix));
-    else if (st.state === 'nack') out.push(fail(id, `${podName(p.ep)}: ztunnel refused it: ${st.error ?? 'no reason given'} (attempt ${st.attempts})${stale}`, fix));
+    if (!st) out.push(fail(id, `${podName(p.reg)}: never handed to ztunnel (no ZDS state for uid ${p.reg.uid || '(none)'})${stale}`, fix));
+    else if (st.state === 'nack') out.push(fail(id, `${podName(p.reg)}: ztunnel refused it: ${st.error ?? 'no reason given'} (attempt ${st.attempts})${stale}`, fix));
     else if (st.state === 'pending') {
       const ms = st.since ? f.now - Date.parse(st.since) : Infinity;
       const age = Number.isFinite(ms) ? `${Math.round(ms / 1000)} s` : 'an unknown time';
-      if (ms > ZDS_PENDING_FAIL_MS) out.push(fail(id, `${podName(p.ep)}: not acked by ztunnel for ${age}: its traffic fails closed${stale}`, fix));
-      else out.push(warn(id, `${podName(p.ep)}: hand-off to ztunnel in progress (pending for ${age})${stale}`));
+      if (ms > ZDS_PENDING_FAIL_MS) out.push(fail(id, `${podName(p.reg)}: not acked by ztunnel for ${age}: its traffic fails closed${stale}`, fix));
+      else out.push(warn(id, `${podName(p.reg)}: hand-off to ztunnel in progress (pending for ${age})${stale}`));
     }
   }
   if (out.length === 0) out.push(ok(id, `${count(ambient.length, 'ambient pod')} acked by ztunnel (${f.ztunnelsConnected ?? '?'} connected)`));
@@ -333,7 +333,7 @@ function judgeProxies(pods: PodFacts[]): CheckResult[] {
   const out: CheckResult[] = [];
   let fine = 0;
   for (const p of pods) {
-    const name = `${podName(p.ep)} (${p.kernel!.mode})`;
+    const name = `${podName(p.reg)} (${p.kernel!.mode})`;
     const need = requiredProxyPorts(p.kernel!);
     if (p.listenError) {
       out.push(warn(id, `${name}: cannot list its listeners: ${p.listenError}`, 'install iproute2 (ss) beside sluice'));
@@ -357,10 +357,10 @@ function judgeIstioRules(pods: PodFacts[]): CheckResult[] {
   const out: CheckResult[] = [];
   let checked = 0;
   for (const p of pods) {
-    const name = `${podName(p.ep)} (${p.kernel!.mode})`;
-    if (p.istio && p.istio.length) {
+    const name = `${podName(p.reg)} (${p.kernel!.mode})`;
+    if (p.istio?.length) {
       out.push(fail(id, `${name}: Istio's own capture rules are in its network namespace (${describeLeftovers(p.istio)}): connections are redirected twice`, 'install Istio without istio-init and without its CNI node agent (sluice replaces both), then recreate the pod'));
-    } else if (p.istioErrors && p.istioErrors.length) {
+    } else if (p.istioErrors?.length) {
       out.push(warn(id, `${name}: cannot read its rules: ${p.istioErrors.join('; ')}`, 'install nftables and iptables beside sluice'));
     } else checked++;
   }

@@ -14,7 +14,7 @@ export interface AtomicWriteOptions {
   mode: number;
   /** Kept when the process may (it runs as root); ignored otherwise. Default: the process's. */
   owner?: { uid: number; gid: number };
-  /** What the file is, for error messages: "CNI config", "endpoint record". */
+  /** What the file is, for error messages: "CNI config", "pod registration". */
   what: string;
 }
 

@@ -81,6 +81,15 @@ export function resolveCredentials(opts: ApiClientOptions, timeoutMs = 30_000): 
 }
 
 const guarded = new WeakSet<object>();
+/**
+ * One line of a watch stream, not validated yet: `object` is the changed object, a bookmark's
+ * metadata, or (type ERROR) a Status; typed only as far as the stream itself reads it.
+ */
+export interface WatchEvent {
+  type: string;
+  object?: { code?: number; message?: string; metadata?: { resourceVersion?: string } };
+}
+
 /** One no-op 'error' listener per pooled socket: a late socket error must not crash the agent. */
 function guardSocket(sock: NodeJS.EventEmitter): void {
   if (guarded.has(sock)) return;
@@ -179,15 +188,17 @@ export class ApiClient {
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString('utf8');
-          let json: any;
+          let json: unknown;
           try {
             json = text ? JSON.parse(text) : undefined;
           } catch {
             json = undefined;
           }
           const status = res.statusCode ?? 0;
+          // a failed request's answer is a Status object, or text from something in between
+          const st = json as { message?: string; reason?: string } | undefined;
           if (status >= 200 && status < 300) resolve(json as T);
-          else reject(new ApiError(status, `${ro.method} ${ro.path}: ${status} ${json?.message ?? text.slice(0, 200)}`, json?.reason));
+          else reject(new ApiError(status, `${ro.method} ${ro.path}: ${status} ${st?.message ?? text.slice(0, 200)}`, st?.reason));
         });
         res.on('error', reject);
       });
@@ -203,11 +214,11 @@ export class ApiClient {
    * stream, rejects on a failed start (an ApiError carries 410 for "too old resource version").
    * abort() ends it.
    */
-  async watch(path: string, onEvent: (ev: { type: string; object: any }) => void, signal: AbortSignal): Promise<void> {
+  async watch(path: string, onEvent: (ev: WatchEvent) => void, signal: AbortSignal): Promise<void> {
     return this.withReauth(async () => this.stream(await this.options('GET', path), onEvent, signal));
   }
 
-  private stream(ro: https.RequestOptions, onEvent: (ev: { type: string; object: any }) => void, signal: AbortSignal): Promise<void> {
+  private stream(ro: https.RequestOptions, onEvent: (ev: WatchEvent) => void, signal: AbortSignal): Promise<void> {
     const mod = ro.protocol === 'https:' ? https : http;
     return new Promise<void>((resolve, reject) => {
       if (signal.aborted) return resolve();
@@ -251,7 +262,7 @@ export class ApiClient {
             const line = buf.slice(0, nl).trim();
             buf = buf.slice(nl + 1);
             if (!line) continue;
-            let ev: { type: string; object: any };
+            let ev: WatchEvent;
             try {
               ev = JSON.parse(line);
             } catch {

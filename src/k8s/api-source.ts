@@ -77,12 +77,12 @@ class Reflector {
   }
 
   /** Parses an object from the API; a malformed one is logged with its name and skipped. */
-  private parse(raw: any): K8sObject | undefined {
+  private parse(raw: unknown): K8sObject | undefined {
     try {
       return parseObject(raw, this.spec);
     } catch (e) {
       this.stats.skipped++;
-      const m = raw?.metadata ?? {};
+      const m = (raw as { metadata?: { namespace?: string; name?: string } } | undefined)?.metadata ?? {};
       log.warn('Skipping malformed object from the API server', { kind: this.spec.kind, namespace: m.namespace, name: m.name, err: (e as Error).message });
       return undefined;
     }

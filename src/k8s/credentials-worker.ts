@@ -3,7 +3,7 @@
  * sends back plain values. It then exits, and the ~60 MiB the library occupies once loaded go with
  * it (a worker thread left ~20 MiB behind in the agent) instead of staying for the agent's life.
  */
-import * as https from 'node:https';
+import type * as https from 'node:https';
 import { KubeConfig } from '@kubernetes/client-node';
 
 interface Request {

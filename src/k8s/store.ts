@@ -26,13 +26,6 @@ export interface SourceOption {
   source?: string;
 }
 
-export interface ObjectStore {
-  on(event: 'change', listener: (ev: ChangeEvent) => void): this;
-  once(event: 'change', listener: (ev: ChangeEvent) => void): this;
-  off(event: 'change', listener: (ev: ChangeEvent) => void): this;
-  emit(event: 'change', ev: ChangeEvent): boolean;
-}
-
 /** Deep equality of JSON-like values; keys whose value is undefined count as absent. */
 function deepEqual(a: unknown, b: unknown): boolean {
   if (a === b) return true;
@@ -87,7 +80,7 @@ function winner(claims: Claims): K8sObject | undefined {
   return best?.[1];
 }
 
-export class ObjectStore extends EventEmitter {
+export class ObjectStore extends EventEmitter<{ change: [ev: ChangeEvent] }> {
   /** key -> the object each source supplies for it. */
   private readonly claims = new Map<string, Claims>();
   /** source -> keys it claims, so replaceAll can find what a source withdrew. */

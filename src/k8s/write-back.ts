@@ -3,7 +3,7 @@
  * yet acked; removed on release), and enrolment, release and refusal are Events on the Pod.
  * Best effort: a failure is logged, never blocks the datapath.
  */
-import type { Endpoint } from '../agent/endpoints';
+import type { PodRegistration } from '../agent/pod-registry';
 import { log } from '../log';
 import type { ModeDecision } from '../mesh/mode';
 import type { ApiClient } from './api-client';
@@ -22,14 +22,14 @@ export class WriteBack {
   ) {}
 
   /** Reports a changed decision for a registered pod. */
-  decided(ep: Endpoint, d: ModeDecision, previous: ModeDecision['mode']): void {
-    if (!ep.namespace || !ep.name) return;
+  decided(reg: PodRegistration, d: ModeDecision, previous: ModeDecision['mode']): void {
+    if (!reg.namespace || !reg.name) return;
     const work = async () => {
-      if (d.refused) await this.event(ep, 'Warning', 'CaptureRefused', `sluice did not enrol the pod: ${d.refused}`);
-      else if (d.mode !== 'none' && previous !== d.mode) await this.event(ep, 'Normal', 'Enrolled', `sluice captures the pod's traffic in ${d.mode} mode (${d.rule})`);
-      else if (d.mode === 'none' && previous !== 'none') await this.event(ep, 'Normal', 'Released', `sluice released the pod from ${previous} mode (${d.rule})`);
+      if (d.refused) await this.event(reg, 'Warning', 'CaptureRefused', `sluice did not enrol the pod: ${d.refused}`);
+      else if (d.mode !== 'none' && previous !== d.mode) await this.event(reg, 'Normal', 'Enrolled', `sluice captures the pod's traffic in ${d.mode} mode (${d.rule})`);
+      else if (d.mode === 'none' && previous !== 'none') await this.event(reg, 'Normal', 'Released', `sluice released the pod from ${previous} mode (${d.rule})`);
     };
-    this.track(ep, work);
+    this.track(reg, work);
   }
 
   /** The pod's ambient status: enabled (ztunnel took it), pending, or null (released). */
@@ -47,18 +47,18 @@ export class WriteBack {
     void p.finally(() => (this.pending = this.pending.filter((x) => x !== p)));
   }
 
-  private async annotate(ep: { namespace: string; name: string }, value: string | null): Promise<void> {
-    const path = `/api/v1/namespaces/${encodeURIComponent(ep.namespace)}/pods/${encodeURIComponent(ep.name)}`;
+  private async annotate(pod: { namespace: string; name: string }, value: string | null): Promise<void> {
+    const path = `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/${encodeURIComponent(pod.name)}`;
     await this.client.request('PATCH', path, { metadata: { annotations: { [REDIRECTION_ANNOTATION]: value } } }, { contentType: 'application/merge-patch+json' });
   }
 
-  private async event(ep: Endpoint, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+  private async event(reg: PodRegistration, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
     const now = new Date().toISOString();
-    await this.client.request('POST', `/api/v1/namespaces/${encodeURIComponent(ep.namespace)}/events`, {
+    await this.client.request('POST', `/api/v1/namespaces/${encodeURIComponent(reg.namespace)}/events`, {
       apiVersion: 'v1',
       kind: 'Event',
-      metadata: { generateName: `${ep.name}.`, namespace: ep.namespace },
-      involvedObject: { apiVersion: 'v1', kind: 'Pod', namespace: ep.namespace, name: ep.name, uid: ep.uid || undefined },
+      metadata: { generateName: `${reg.name}.`, namespace: reg.namespace },
+      involvedObject: { apiVersion: 'v1', kind: 'Pod', namespace: reg.namespace, name: reg.name, uid: reg.uid || undefined },
       reason,
       message,
       type,

@@ -1,5 +1,5 @@
 /* Typed handles to the pinned socket-LB maps (see bpf/lib/lb_maps.h). */
-import { BpfMap, openPinnedSet, possibleCpus } from '../bpf';
+import { type BpfMap, openPinnedSet, possibleCpus } from '../bpf';
 import {
   affinityKeyCodec,
   affinityValCodec,

@@ -4,7 +4,7 @@
  * decided whenever the agent re-decides a registered pod, so a changed annotation takes effect
  * without restarting the pod (sockets already translated keep their backend).
  */
-import { BpfMap, openPinnedSet } from '../bpf';
+import { type BpfMap, openPinnedSet } from '../bpf';
 import { u64Codec, u8Codec } from '../bpf/layout';
 import type { Pod } from '../k8s/types';
 import { log } from '../log';

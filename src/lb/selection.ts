@@ -78,7 +78,7 @@ function usesLocalEndpoints(p: SelectionPolicy): boolean {
 }
 
 function hasHint(hints: readonly string[] | undefined, name: string): boolean {
-  return hints !== undefined && hints.includes(name);
+  return hints?.includes(name) ?? false;
 }
 
 /** kube-proxy's topologyModeFromHints: which hints apply, judged over the ready endpoints only. */

@@ -16,7 +16,7 @@
  * without it the agent says so once and nothing is destroyed.
  */
 import * as fs from 'node:fs';
-import { BpfError, BpfMap, openPinnedSet, SocketIterator } from '../bpf';
+import { BpfError, type BpfMap, openPinnedSet, SocketIterator } from '../bpf';
 import { deadKeyCodec, destroyedCodec, IPPROTO_TCP, IPPROTO_UDP, protoName, u8Codec, type DeadKey } from '../bpf/layout';
 import { sockDestroyProgPin } from '../datapath';
 import { log } from '../log';

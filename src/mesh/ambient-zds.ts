@@ -97,7 +97,7 @@ export class AmbientZds {
   /** Resolves once the pod was answered (acked or nacked) or after `boundMs`, whichever first. */
   async waitForAnswer(uid: string, boundMs: number): Promise<ZdsPodStatus | undefined> {
     const t = this.pods.get(uid);
-    if (!t || t.st.state !== 'pending' || this.server.connected === 0) return t?.st;
+    if (t?.st.state !== 'pending' || this.server.connected === 0) return t?.st;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, boundMs);
       t.waiters.push(() => {

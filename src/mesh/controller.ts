@@ -12,7 +12,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Endpoint, EndpointRegistry } from '../agent/endpoints';
+import type { PodRegistration, PodRegistry } from '../agent/pod-registry';
 import type { ObjectStore, ChangeEvent } from '../k8s/store';
 import type { Namespace, Pod } from '../k8s/types';
 import type { WriteBack } from '../k8s/write-back';
@@ -31,7 +31,7 @@ function recorded(d: ModeDecision): Decision {
 
 export interface MeshControllerOptions {
   store: ObjectStore;
-  endpoints: EndpointRegistry;
+  registry: PodRegistry;
   enroller: Enroller;
   mode: ModeOptions;
   /** where decisions are kept for `endpoint list` */
@@ -46,12 +46,12 @@ export interface MeshControllerOptions {
 }
 
 /** The registry's key of an attachment (a pod may have several: one per interface). */
-function regKey(ep: Pick<Endpoint, 'containerId' | 'ifName'>): string {
-  return `${ep.containerId}/${ep.ifName}`;
+function regKey(reg: Pick<PodRegistration, 'containerId' | 'ifName'>): string {
+  return `${reg.containerId}/${reg.ifName}`;
 }
 
-function podKey(ep: Endpoint): string {
-  return ep.namespace || ep.name ? `${ep.namespace}/${ep.name}` : ep.containerId.slice(0, 12);
+function podKey(reg: PodRegistration): string {
+  return reg.namespace || reg.name ? `${reg.namespace}/${reg.name}` : reg.containerId.slice(0, 12);
 }
 
 /** Reads the decisions the agent last made, by registration (containerId/ifName). */
@@ -63,8 +63,8 @@ export function readDecisions(file: string): Record<string, Decision> {
   }
 }
 
-export function decisionOf(decisions: Record<string, Decision>, ep: Pick<Endpoint, 'containerId' | 'ifName'>): Decision | undefined {
-  return decisions[regKey(ep)];
+export function decisionOf(decisions: Record<string, Decision>, reg: Pick<PodRegistration, 'containerId' | 'ifName'>): Decision | undefined {
+  return decisions[regKey(reg)];
 }
 
 export class MeshController {
@@ -77,76 +77,76 @@ export class MeshController {
     if (!fs.existsSync(o.decisionsFile)) {
       // up to v0.1.0 each registration carried its decision: keep them, so an upgrade
       // re-announces nothing (no Events, no write-back) for pods whose mode did not change
-      for (const ep of o.endpoints.list() as Array<Endpoint & { decision?: Decision }>) {
-        if (ep.decision) this.decisions.set(regKey(ep), ep.decision);
+      for (const reg of o.registry.list() as Array<PodRegistration & { decision?: Decision }>) {
+        if (reg.decision) this.decisions.set(regKey(reg), reg.decision);
       }
     }
   }
 
-  decision(ep: Pick<Endpoint, 'containerId' | 'ifName'>): Decision | undefined {
-    return this.decisions.get(regKey(ep));
+  decision(reg: Pick<PodRegistration, 'containerId' | 'ifName'>): Decision | undefined {
+    return this.decisions.get(regKey(reg));
   }
 
   /**
    * Decides and applies one registration now (CNI ADD, repair): capture is in place when this
    * returns. Throws when the kernel refuses.
    */
-  apply(ep: Endpoint): ModeDecision {
-    this.o.lbOptOut?.apply(ep, this.pod(ep));
-    const d = decideMode(this.pod(ep), this.o.store.get(`Namespace/${ep.namespace}`) as Namespace | undefined, ep.ips, this.o.mode);
-    const previous = this.decision(ep);
-    const current = this.o.enroller.programmed(ep.netnsCookie);
-    const pod = podKey(ep);
+  apply(reg: PodRegistration): ModeDecision {
+    this.o.lbOptOut?.apply(reg, this.pod(reg));
+    const d = decideMode(this.pod(reg), this.o.store.get(`Namespace/${reg.namespace}`) as Namespace | undefined, reg.ips, this.o.mode);
+    const previous = this.decision(reg);
+    const current = this.o.enroller.programmed(reg.netnsCookie);
+    const pod = podKey(reg);
     // the decision is recorded before the kernel changes, so that whoever sees the new mode in
     // the maps (`endpoint list`) also sees the rule behind it
     const next = recorded(d);
     const changed = JSON.stringify(previous ?? null) !== JSON.stringify(next);
     if (changed) {
       if (d.refused) log.warn('pod not enrolled', { pod, reason: d.refused });
-      this.decisions.set(regKey(ep), next);
+      this.decisions.set(regKey(reg), next);
       this.save();
     }
     if (d.policy) {
       if (!current || JSON.stringify(current) !== JSON.stringify(d.policy)) {
-        this.o.enroller.enrol(ep, d.policy);
-        log.info(current ? 'pod capture updated' : 'pod enrolled', { pod, mode: d.mode, rule: d.rule, netnsCookie: ep.netnsCookie });
+        this.o.enroller.enrol(reg, d.policy);
+        log.info(current ? 'pod capture updated' : 'pod enrolled', { pod, mode: d.mode, rule: d.rule, netnsCookie: reg.netnsCookie });
       }
     } else if (current) {
-      this.o.enroller.release(ep);
-      log.info('pod released', { pod, mode: d.mode, rule: d.rule, netnsCookie: ep.netnsCookie });
+      this.o.enroller.release(reg);
+      log.info('pod released', { pod, mode: d.mode, rule: d.rule, netnsCookie: reg.netnsCookie });
     }
     // after the kernel: ztunnel takes the pod only once its capture is in place
-    if (d.mode === 'ambient' && d.policy) this.handOver(ep);
-    else if (current?.mode === 'ambient' || previous?.mode === 'ambient') this.takeBack(ep);
-    if (changed) this.o.writeBack?.decided(ep, d, previous?.mode ?? 'none');
+    if (d.mode === 'ambient' && d.policy) this.handOver(reg);
+    else if (current?.mode === 'ambient' || previous?.mode === 'ambient') this.takeBack(reg);
+    if (changed) this.o.writeBack?.decided(reg, d, previous?.mode ?? 'none');
     return d;
   }
 
   /** CNI DEL: the registration is gone; its capture, ZDS hand-off and decision go with it. */
-  removed(ep: Endpoint): void {
-    this.o.lbOptOut?.forget(ep.netnsCookie);
-    this.o.enroller.release(ep);
-    if (this.decision(ep)?.mode === 'ambient') this.takeBack(ep);
-    this.dirty.delete(regKey(ep));
-    if (this.decisions.delete(regKey(ep))) this.save();
+  removed(reg: PodRegistration): void {
+    this.o.lbOptOut?.forget(reg.netnsCookie);
+    this.o.enroller.release(reg);
+    if (this.decision(reg)?.mode === 'ambient') this.takeBack(reg);
+    this.dirty.delete(regKey(reg));
+    if (this.decisions.delete(regKey(reg))) this.save();
   }
 
   /** A cluster object changed: marks the registrations whose decision may change. */
   changed(ev: ChangeEvent): void {
     if (ev.kind === 'Pod') {
       const obj = (ev.obj ?? ev.old) as Pod;
-      for (const ep of this.o.endpoints.list()) {
-        if (ep.namespace === obj.metadata.namespace && ep.name === obj.metadata.name) this.dirty.add(regKey(ep));
+      for (const reg of this.o.registry.list()) {
+        if (reg.namespace === obj.metadata.namespace && reg.name === obj.metadata.name) this.dirty.add(regKey(reg));
       }
     } else if (ev.kind === 'Namespace') {
       const name = (ev.obj ?? ev.old).metadata.name;
-      for (const ep of this.o.endpoints.list()) if (ep.namespace === name) this.dirty.add(regKey(ep));
+      for (const reg of this.o.registry.list()) if (reg.namespace === name) this.dirty.add(regKey(reg));
     }
   }
 
   /** Every registration is decided again (start: the objects may have changed meanwhile). */
   markAll(): void {
-    for (const ep of this.o.endpoints.list()) this.dirty.add(regKey(ep));
+    for (const reg of this.o.registry.list()) this.dirty.add(regKey(reg));
   }
 
   /** Re-decides the marked registrations; a failure is logged and leaves the others alone. */
@@ -155,13 +155,13 @@ export class MeshController {
     const keys = new Set(this.dirty);
     this.dirty.clear();
     let n = 0;
-    for (const ep of this.o.endpoints.list()) {
-      if (!keys.has(regKey(ep))) continue;
+    for (const reg of this.o.registry.list()) {
+      if (!keys.has(regKey(reg))) continue;
       n++;
       try {
-        this.apply(ep);
+        this.apply(reg);
       } catch (e) {
-        log.error('capture update failed', { pod: podKey(ep), err: e });
+        log.error('capture update failed', { pod: podKey(reg), err: e });
       }
     }
     return n;
@@ -169,7 +169,7 @@ export class MeshController {
 
   /** Decisions of registrations that no longer exist (gone while the agent was down). */
   prune(): void {
-    const live = new Set(this.o.endpoints.list().map(regKey));
+    const live = new Set(this.o.registry.list().map(regKey));
     let pruned = false;
     for (const k of this.decisions.keys()) {
       if (!live.has(k)) {
@@ -180,32 +180,32 @@ export class MeshController {
     if (pruned) this.save();
   }
 
-  private pod(ep: Endpoint): Pod | undefined {
-    return this.o.store.get(`Pod/${ep.namespace}/${ep.name}`) as Pod | undefined;
+  private pod(reg: PodRegistration): Pod | undefined {
+    return this.o.store.get(`Pod/${reg.namespace}/${reg.name}`) as Pod | undefined;
   }
 
   /** The pod's uid as ZDS names it: from CNI_ARGS, else from its Pod object. */
-  podUid(ep: Endpoint): string {
-    return ep.uid || this.pod(ep)?.metadata.uid || '';
+  podUid(reg: PodRegistration): string {
+    return reg.uid || this.pod(reg)?.metadata.uid || '';
   }
 
   /** An ambient pod goes to ztunnel over ZDS (without ZDS: its capture is all there is). */
-  private handOver(ep: Endpoint): void {
-    if (!this.o.zds) return this.o.writeBack?.redirection(ep, 'enabled');
-    const uid = this.podUid(ep);
+  private handOver(reg: PodRegistration): void {
+    if (!this.o.zds) return this.o.writeBack?.redirection(reg, 'enabled');
+    const uid = this.podUid(reg);
     if (!uid) {
-      log.warn('ambient pod without a uid: not handed to ztunnel', { pod: podKey(ep) });
+      log.warn('ambient pod without a uid: not handed to ztunnel', { pod: podKey(reg) });
       return;
     }
-    const serviceAccount = this.pod(ep)?.spec.serviceAccountName || 'default';
-    this.o.zds.enrolled({ uid, name: ep.name, namespace: ep.namespace, serviceAccount, netnsPath: ep.netnsPath });
+    const serviceAccount = this.pod(reg)?.spec.serviceAccountName || 'default';
+    this.o.zds.enrolled({ uid, name: reg.name, namespace: reg.namespace, serviceAccount, netnsPath: reg.netnsPath });
   }
 
   /** The pod left ambient mode (or is gone): ztunnel drops it, its status annotation goes. */
-  private takeBack(ep: Endpoint): void {
-    const uid = this.podUid(ep);
+  private takeBack(reg: PodRegistration): void {
+    const uid = this.podUid(reg);
     if (uid) void this.o.zds?.released(uid);
-    this.o.writeBack?.redirection(ep, null);
+    this.o.writeBack?.redirection(reg, null);
   }
 
   /** Written at once (before the kernel changes: see apply), atomically. */

@@ -5,8 +5,8 @@
  * bounded values: no pod, Service or address ever becomes a label.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { RawReply } from '../agent/api';
-import type { Endpoint } from '../agent/endpoints';
+import type { RawReply } from '../agent/local-api';
+import type { PodRegistration } from '../agent/pod-registry';
 import type { RepairReport } from '../agent/repair';
 import { COUNTERS, type MeshMode } from '../bpf/layout';
 import type { Config } from '../config';
@@ -49,7 +49,7 @@ export const PROGRAMMING_BUCKETS = [
 /** What the metrics read from the agent at scrape time. */
 export interface AgentState {
   /** the registered pods */
-  endpoints(): readonly Endpoint[];
+  registrations(): readonly PodRegistration[];
   /** the ZDS hand-off to ztunnel, when ZDS is served */
   zds(): AmbientZds | undefined;
   /** whether the API server answers (API mode); undefined before the source exists */
@@ -251,7 +251,7 @@ export class AgentMetrics {
     if (!this.viewRead) {
       this.viewRead = true;
       try {
-        this.view = readKernelView(this.cfg.bpfPinDir, this.state.endpoints());
+        this.view = readKernelView(this.cfg.bpfPinDir, this.state.registrations());
       } catch (e) {
         // the kernel's metrics keep their last values; the others are still served
         log.warn('metrics: cannot read the pinned maps', { pinDir: this.cfg.bpfPinDir, err: e });

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Endpoint } from '../agent/endpoints';
+import type { PodRegistration } from '../agent/pod-registry';
 import { censusPinnedMap } from '../bpf';
 import { svcKeySlot, type CounterName, type MeshMode } from '../bpf/layout';
 import { PINNED_MAPS } from '../datapath';
@@ -32,7 +32,7 @@ export interface KernelView {
 }
 
 /** Reads the pins under pinDir; undefined while the datapath is not installed yet. */
-export function readKernelView(pinDir: string, endpoints: ReadonlyArray<Pick<Endpoint, 'netnsCookie'>>): KernelView | undefined {
+export function readKernelView(pinDir: string, registrations: ReadonlyArray<Pick<PodRegistration, 'netnsCookie'>>): KernelView | undefined {
   if (!fs.existsSync(path.join(pinDir, 'sl_lb_svc'))) return undefined;
   const pressure = new Map<string, number>();
   let frontends = 0;
@@ -66,8 +66,8 @@ export function readKernelView(pinDir: string, endpoints: ReadonlyArray<Pick<End
         outbound: Number(st.outbound), inbound: Number(st.inbound), proxy_bypass: Number(st.proxyBypass), no_listener: Number(st.noListener),
       });
     }
-    for (const ep of endpoints) {
-      const policy = ep.netnsCookie ? capture.endpoints.get(BigInt(ep.netnsCookie)) : undefined;
+    for (const reg of registrations) {
+      const policy = reg.netnsCookie ? capture.endpoints.get(BigInt(reg.netnsCookie)) : undefined;
       modes[policy?.mode ?? 'none']++;
     }
   } finally {

@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import { log } from '../log';
 import { checkIo, Errno, ioError, loadIo, MSG_CTRUNC, MSG_TRUNC, NativeIoError } from './io-lib';
-import { Unwatch, watch } from './poller';
+import { type Unwatch, watch } from './poller';
 
 /** ZDS messages are at most 1024 bytes (istio-cni and ztunnel both read into 1024 bytes). */
 export const DEFAULT_MAX_MESSAGE_BYTES = 1024;

@@ -52,7 +52,7 @@ import type { ChildProcess } from 'node:child_process';
 import { FakeApiServer } from '../harness/apiserver';
 import { run, sleep, type SimPod } from '../harness';
 import { createLbEnv, ROOT, SLUICE, sluice, stopAgent, TCP_PORT, writeConfig, type LbEnv } from '../kernel/lb-env';
-import { callAgent } from '../../src/agent/api';
+import { callAgent } from '../../src/agent/local-api';
 import { LbMaps } from '../../src/lb/maps';
 import { IPPROTO_TCP } from '../../src/bpf/layout';
 import { endpointIp, serviceVip } from './generate';
@@ -145,8 +145,7 @@ function parseOpts(argv: string[]): Opts {
       case '-h':
       case '--help':
         process.stdout.write(fs.readFileSync(__filename, 'utf8').split('*/')[0] + '*/\n');
-        process.exit(0);
-      // falls through (exit does not return)
+        return process.exit(0);
       default:
         if (a in RUN_TS_OPTS) {
           if (RUN_TS_OPTS[a]) i++;

@@ -123,6 +123,7 @@ function agentTimes(env: LbEnv, command: string, ids: Set<string>): number[] {
 }
 
 async function dpkgVersion(pkg: string): Promise<string> {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format syntax, not a template
   const r = await run(['dpkg-query', '-W', '-f', '${Version}', pkg], { allowFail: true });
   return r.code === 0 ? r.stdout.trim() : 'unknown';
 }

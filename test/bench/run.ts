@@ -133,8 +133,7 @@ function parseOpts(argv: string[]): Opts {
       case '-h':
       case '--help':
         process.stdout.write(fs.readFileSync(__filename, 'utf8').split('*/')[0] + '*/\n');
-        process.exit(0);
-      // falls through (exit does not return)
+        return process.exit(0);
       default: throw new Error(`unknown option ${a} (see --help)`);
     }
   }

@@ -39,7 +39,7 @@ import type { ChildProcess } from 'node:child_process';
 import { FakeApiServer } from '../harness/apiserver';
 import { sleep } from '../harness';
 import { createLbEnv, PROBE, ROOT, SLUICE, sluice, stopAgent, TCP_PORT, writeConfig, type LbEnv } from '../kernel/lb-env';
-import { callAgent } from '../../src/agent/api';
+import { callAgent } from '../../src/agent/local-api';
 import { LbMaps } from '../../src/lb/maps';
 import { IPPROTO_TCP } from '../../src/bpf/layout';
 import { endpointIp, serviceVip } from './generate';
@@ -94,8 +94,7 @@ function parseOpts(argv: string[]): Opts {
       case '-h':
       case '--help':
         process.stdout.write(fs.readFileSync(__filename, 'utf8').split('*/')[0] + '*/\n');
-        process.exit(0);
-      // falls through (exit does not return)
+        return process.exit(0);
       default:
         // make bench passes BENCH_ARGS to every benchmark: the others' options are not ours
         if (a.startsWith('--')) {

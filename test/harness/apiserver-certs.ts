@@ -4,9 +4,9 @@
  * X.509 certificates). ECDSA P-256 keys: quick to make, and Go (kubectl) and Node accept them.
  */
 
-import { execFileSync } from 'child_process';
-import * as fs from 'fs';
-import * as path from 'path';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 
 export interface CertBundle {
   /** PEM files in dir. */

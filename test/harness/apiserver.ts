@@ -24,14 +24,14 @@
  * documents), no OpenAPI (kubectl create/apply need --validate=false), no authorization APIs.
  */
 
-import { randomBytes, randomUUID, createHash } from 'crypto';
-import { EventEmitter } from 'events';
-import * as fs from 'fs';
-import * as http from 'http';
-import * as https from 'https';
-import type * as net from 'net';
-import * as os from 'os';
-import * as path from 'path';
+import { randomBytes, randomUUID, createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import type * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { makeCerts } from './apiserver-certs';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -1294,7 +1294,7 @@ export class FakeApiServer {
       case 'list':
         return this.respond(res, rec, 200, this.doList(d, namespace, query, table, includeObject));
       case 'watch':
-        return this.doWatch(d, namespace, info.legacyWatch ? info.name : undefined, query, req, res, rec, table, includeObject);
+        return this.doWatch(d, namespace, info.legacyWatch ? info.name : undefined, query, res, rec, table, includeObject);
       case 'get': {
         const o = this.mustGet(d, namespace, info.name!);
         return this.respond(res, rec, 200, table ? this.table(d, [o], includeObject, String(this.rv)) : this.served(d, o));
@@ -1588,7 +1588,7 @@ export class FakeApiServer {
   /* ---------------------------------- watch ---------------------------------- */
 
   private doWatch(d: ResourceDef, namespace: string | undefined, name: string | undefined, query: Record<string, string>,
-    req: http.IncomingMessage, res: http.ServerResponse, rec: RequestRecord, table: boolean, includeObject: string): void {
+    res: http.ServerResponse, rec: RequestRecord, table: boolean, includeObject: string): void {
     const { pred } = this.scope(d, namespace, query);
     const field: Pred = name === undefined ? pred : (o) => o.metadata?.name === name && pred(o);
     const rvParam = query.resourceVersion ?? '';

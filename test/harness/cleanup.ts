@@ -5,10 +5,10 @@
  * process 'exit' / signal handlers.
  */
 
-import { execFileSync } from 'child_process';
-import * as fs from 'fs';
-import * as os from 'os';
-import * as path from 'path';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 
 /** Every name the harness creates starts with this. */
 export const PREFIX = 'sltest-';

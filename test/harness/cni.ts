@@ -5,8 +5,8 @@
  * `name` and `cniVersion`, `prevResult` and `runtimeConfig`.
  */
 
-import * as fs from 'fs';
-import * as path from 'path';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { run, showCmd } from './exec';
 
 /** A CNI network configuration list (the .conflist file's JSON). */

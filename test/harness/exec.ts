@@ -1,6 +1,6 @@
 /* Small promise helpers around child_process.spawn (never a shell). */
 
-import { spawn } from 'child_process';
+import { spawn } from 'node:child_process';
 
 export interface RunOpts {
   /** Written to the child's stdin, which is then closed. Without it stdin is /dev/null. */

@@ -29,11 +29,11 @@
  * (no podman commands); sweepStalePodmanSync() removes what a SIGKILLed run left.
  */
 
-import { execFileSync } from 'child_process';
-import * as fs from 'fs';
-import * as path from 'path';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { ID_RE, NETNS_DIR, ownerAlive, PREFIX } from './cleanup';
-import { run, RunResult } from './exec';
+import { run, type RunResult } from './exec';
 import type { SimNode } from './sim-node';
 
 export const CNI_CACHE_DIR = '/var/lib/cni';

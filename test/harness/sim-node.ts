@@ -6,18 +6,18 @@
  * start with `sltest-`; destroy() (and the exit/signal handlers) remove them.
  */
 
-import { ChildProcess, execFileSync, spawn as cpSpawn } from 'child_process';
-import { randomBytes, randomUUID } from 'crypto';
-import { EventEmitter } from 'events';
-import * as fs from 'fs';
-import * as os from 'os';
-import * as path from 'path';
-import { cniAdd, cniDel, CniConfList, CniRuntimeConf } from './cni';
+import { type ChildProcess, execFileSync, spawn as cpSpawn } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { cniAdd, cniDel, type CniConfList, type CniRuntimeConf } from './cni';
 import {
   BPFFS_DIR, deleteNetnsSync, ensureBpffs, findCgroup2Mount, killCgroupSync, listNetns, NETNS_DIR, removeCgroupSync, rmrfSync,
   writeOwner,
 } from './cleanup';
-import { run, RunResult, sleep, waitFor } from './exec';
+import { run, type RunResult, sleep, waitFor } from './exec';
 
 export const DEFAULT_CNI_BIN_DIR = '/usr/lib/cni';
 export const BRIDGE_NAME = 'slbr0';

@@ -7,7 +7,7 @@ import { load as loadYaml } from 'js-yaml';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FakeApiServer } from '../harness/apiserver';
 import { run, waitFor, type SimPod } from '../harness';
-import { answeredBy, lbList, probe, sluice, startAgent, stopAgent, TCP_PORT, waitForBackends, type LbEnv } from './lb-env';
+import { answeredBy, lbList, probe, sluice, startAgent, stopAgent, TCP_PORT, waitForBackends } from './lb-env';
 import { endpoint, sidecarReply, startSidecar, waitForMode, type MeshEnv } from './mesh-env';
 
 const NODE = 'sim-node';
@@ -101,7 +101,7 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
       expect(r.name, `${r.verb} ${r.path}`).toBe(NODE);
       if (r.verb !== 'get') expect(r.query.fieldSelector).toBe(`metadata.name=${NODE}`);
     }
-    const { callAgent } = await import('../../src/agent/api');
+    const { callAgent } = await import('../../src/agent/local-api');
     const known = async (key: string) => (await callAgent(path.join(env.node.workDir, 'agent.sock'), { op: 'object', key })) as any;
     expect((await known(`Node/${NODE}`))?.metadata?.labels).toEqual({ 'topology.kubernetes.io/zone': 'zone-a' });
     expect(await known('Node/elsewhere')).toBeNull();
@@ -234,7 +234,7 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
     const { addPodThroughChain } = await import('./api-mode-helpers');
     api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'mesh', labels: { 'istio.io/dataplane-mode': 'ambient' } } });
     api.apply(pod('amb', { ns: 'mesh' }));
-    const { callAgent } = await import('../../src/agent/api');
+    const { callAgent } = await import('../../src/agent/local-api');
     const known = async (key: string) => (await callAgent(path.join(env.node.workDir, 'agent.sock'), { op: 'object', key })) as any;
     await waitFor('pod and namespace known', async () => (await known('Pod/mesh/amb')) !== null && (await known('Namespace/mesh'))?.metadata?.labels?.['istio.io/dataplane-mode'] === 'ambient', 10000);
     const p = await addPodThroughChain(env, 'amb', 'mesh');

@@ -4,10 +4,10 @@
  * Needs root. Run: npx vitest run test/kernel/harness.test.ts
  */
 
-import * as fs from 'fs';
-import * as path from 'path';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cniCheck, createNode, findCgroup2Mount, ipInCidr, run, SimNode, SimPod, sweepStale } from '../harness';
+import { cniCheck, createNode, findCgroup2Mount, ipInCidr, run, type SimNode, type SimPod, sweepStale } from '../harness';
 
 const NODE = process.execPath;
 

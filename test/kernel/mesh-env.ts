@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { callAgent } from '../../src/agent/api';
+import { callAgent } from '../../src/agent/local-api';
 import type { Pod } from '../../src/k8s/types';
 import { parseObject } from '../../src/k8s/validate';
 import { waitFor, type SimPod } from '../harness';

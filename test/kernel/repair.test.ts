@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeApiServer } from '../harness/apiserver';
 import { waitFor, type SimPod } from '../harness';
-import { createLbEnv, probe, sluice, startAgent, stopAgent, writeConfig, type LbEnv } from './lb-env';
+import { createLbEnv, probe, sluice, startAgent, stopAgent, writeConfig } from './lb-env';
 import { sidecarReply, startApp, startSidecar, type MeshEnv } from './mesh-env';
 
 const NODE = 'sim-node';

@@ -35,7 +35,7 @@ interface Counters {
 
 describe.skipIf(process.getuid?.() !== 0)('original destinations live as long as their connection (needs root)', () => {
   let env: MeshEnv;
-  let pods: SimPod[] = [];
+  const pods: SimPod[] = [];
   let pod: SimPod;
   let statPin: string;
 

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNode, joinNodes, run, waitFor, type SimNode, type SimPod } from '../harness';
 import { answeredBy, PROBE, probe, serviceYaml, sliceYaml, sluice, startAgent, stopAgent, TCP_PORT, waitForBackends, writeObjects } from './lb-env';
-import { addMeshPod, createMeshEnv, endpoint, namespaceYaml, startApp, updatePodObject, waitForMode, type MeshEnv } from './mesh-env';
+import { addMeshPod, createMeshEnv, namespaceYaml, startApp, updatePodObject, waitForMode, type MeshEnv } from './mesh-env';
 import { startZtunnel, ztReply, type Ztunnel } from './ztunnel-env';
 
 const VIP = '10.96.0.20';

@@ -73,8 +73,8 @@ describe('writeFileAtomic', () => {
   it('names what failed, the file and the cause, and removes its temp file', () => {
     const file = path.join(dir, 'sub');
     fs.mkdirSync(file); // rename of a file over a directory fails
-    expect(() => writeFileAtomic(file, 'x', { mode: 0o644, what: 'endpoint record' })).toThrow(
-      new RegExp(`^Cannot write endpoint record ${file}: EISDIR`),
+    expect(() => writeFileAtomic(file, 'x', { mode: 0o644, what: 'pod registration' })).toThrow(
+      new RegExp(`^Cannot write pod registration ${file}: EISDIR`),
     );
     expect(entries()).toEqual(['sub']);
     expect(() => writeFileAtomic(path.join(dir, 'missing', 'f'), 'x', { mode: 0o644, what: 'CNI config' })).toThrow(/^Cannot write CNI config .*missing\/f: ENOENT/);

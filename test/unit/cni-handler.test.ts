@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { EndpointRegistry } from '../../src/agent/endpoints';
+import { PodRegistry } from '../../src/agent/pod-registry';
 import { cniError, handleCni, type CniDeps, type CniRequest } from '../../src/cni/handler';
 import { parseCniArgs, rawMember, SUPPORTED_VERSIONS } from '../../src/cni/spec';
 
@@ -14,7 +14,7 @@ let ready: { ready: boolean; reason: string };
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slcni-'));
   ready = { ready: true, reason: 'ok' };
-  deps = { registry: new EndpointRegistry(dir), readiness: () => ready };
+  deps = { registry: new PodRegistry(dir), readiness: () => ready };
 });
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -48,8 +48,8 @@ describe.each(SUPPORTED_VERSIONS)('cniVersion %s', (version) => {
   it('ADD registers the pod and prints the prevResult byte for byte', () => {
     const reply = handleCni(req('ADD', conf(version)), deps);
     expect(reply).toEqual({ code: 0, stdout: PREV.replace('VER', version) + '\n' });
-    const ep = deps.registry.get('c0ffee', 'eth0')!;
-    expect(ep).toMatchObject({ namespace: 'shop', name: 'cart-1', uid: 'u-1', ips: ['10.1.0.5', 'fd00::5'], netnsCookie: '4242', network: 'podnet' });
+    const reg = deps.registry.get('c0ffee', 'eth0')!;
+    expect(reg).toMatchObject({ namespace: 'shop', name: 'cart-1', uid: 'u-1', ips: ['10.1.0.5', 'fd00::5'], netnsCookie: '4242', network: 'podnet' });
   });
 
   it('DEL unregisters and is idempotent', () => {
@@ -168,7 +168,7 @@ describe('CHECK, STATUS and GC', () => {
 
   it('registrations survive a new registry on the same state dir', () => {
     handleCni(req('ADD', conf('1.0.0')), deps);
-    const again = new EndpointRegistry(dir);
+    const again = new PodRegistry(dir);
     expect(again.load()).toBe(1);
     expect(again.get('c0ffee', 'eth0')?.name).toBe('cart-1');
   });

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { BpfObject, ObjectSettingsError, applySettings } from '../../src/bpf';
 import { installDatapath, OBJECT_CONFIG, OBJECTS, programSettings, SOCK_DESTROY_OBJECT, type ProgramSettingsInput } from '../../src/datapath';
 import { buildBpfVariant } from '../kernel/bpf-variant';
@@ -106,10 +106,10 @@ describe('a renamed .rodata global fails the load', () => {
 
   describe.skipIf(!isRoot)('installDatapath (needs root: a pin directory on bpffs)', () => {
     const pinDir = `/sys/fs/bpf/sltest-contract-${process.pid}`;
-    afterAll(() => fs.rmSync(pinDir, { recursive: true, force: true }));
 
     it('refuses the objects before any pin or link changes, naming the object and the global', () => {
       fs.mkdirSync(pinDir, { recursive: true });
+      onTestFinished(() => fs.rmSync(pinDir, { recursive: true, force: true }));
       expect(() =>
         installDatapath({ ...INPUT, pinDir, cgroupRoot: '/nonexistent-cgroup', sizes: { service: 64, backend: 64, affinity: 64 }, objectDir: renamed }),
       ).toThrow(expect.objectContaining({ name: 'ObjectSettingsError', object: path.join(renamed, 'sock_lb.o'), missing: ['cfg_inbound_mark'] }));

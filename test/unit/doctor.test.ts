@@ -2,7 +2,7 @@
  * and message a broken state can produce is exercised without a kernel.
  */
 import { describe, expect, it } from 'vitest';
-import type { Endpoint } from '../../src/agent/endpoints';
+import type { PodRegistration } from '../../src/agent/pod-registry';
 import { POL_NO_INBOUND, type Policy } from '../../src/bpf/layout';
 import { programSettings } from '../../src/datapath';
 import { judgeCni, runtimeConfig, type CniFacts } from '../../src/doctor/cni';
@@ -35,7 +35,7 @@ describe('doctor report', () => {
     const failed = buildReport([...warnOnly.checks, { check: 'd', status: 'fail', message: 'broken', fix: 'mend' }]);
     expect(exitCode(failed)).toBe(1);
     expect(failed.counts).toEqual({ ok: 1, warn: 1, fail: 1 });
-    expect(formatReport(failed)).toMatch(/^fail  d     broken — fix: mend\nunhealthy: 1 ok, 1 warn, 1 fail\n$/m);
+    expect(formatReport(failed)).toMatch(/^fail {2}d {5}broken — fix: mend\nunhealthy: 1 ok, 1 warn, 1 fail\n$/m);
   });
 });
 
@@ -325,13 +325,13 @@ describe('doctor CNI checks', () => {
 describe('doctor pod checks', () => {
   const sidecar = sidecarPolicy({}, ['10.1.0.5']).policy!;
   const ambient: Policy = { ...sidecar, mode: 'ambient', flags: 0, includeCidrs: [], includeInPorts: [] };
-  const ep = (name: string, over: Partial<Endpoint> = {}): Endpoint => ({
+  const registration = (name: string, over: Partial<PodRegistration> = {}): PodRegistration => ({
     containerId: `c-${name}`, ifName: 'eth0', namespace: 'shop', name, uid: `uid-${name}`, ips: ['10.1.0.5'], netnsCookie: '42', netnsPath: `/run/netns/${name}`,
     network: 'podnet', createdAt: '', ...over,
   });
   const attached = (type: number, target: bigint) => ({ pin: '/p/l', pinned: true, desc: { type, progId: 1, target } });
   const pod = (name: string, policy: Policy | undefined, over: Partial<PodFacts> = {}): PodFacts => ({
-    ep: ep(name), netnsAlive: true, netnsIno: 9,
+    reg: registration(name), netnsAlive: true, netnsIno: 9,
     intended: policy ? { mode: policy.mode as 'sidecar', rule: 'r', policy, from: 'agent' } : { mode: 'none', rule: 'r', from: 'agent' },
     kernel: policy, skLookup: attached(5, 9n), tcx: policy?.mode === 'ambient' ? attached(11, 1n) : undefined,
     zds: policy?.mode === 'ambient' ? { state: 'acked', attempts: 1, since: '' } : undefined,

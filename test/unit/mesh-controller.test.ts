@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { EndpointRegistry, type Endpoint } from '../../src/agent/endpoints';
+import { PodRegistry, type PodRegistration } from '../../src/agent/pod-registry';
 import type { Policy } from '../../src/bpf/layout';
 import { ObjectStore } from '../../src/k8s/store';
 import { parseObject } from '../../src/k8s/validate';
@@ -33,7 +33,7 @@ class RecordingEnroller {
   }
 }
 
-function ep(name: string, namespace: string, cookie: string): Endpoint {
+function registration(name: string, namespace: string, cookie: string): PodRegistration {
   return { containerId: `c-${name}`, ifName: 'eth0', namespace, name, uid: `u-${name}`, ips: ['10.1.0.' + cookie], netnsCookie: cookie, netnsPath: `/proc/self/ns/net`, network: 'n', createdAt: '' };
 }
 
@@ -57,7 +57,7 @@ class RecordingOptOut {
 describe('MeshController', () => {
   let dir: string;
   let store: ObjectStore;
-  let reg: EndpointRegistry;
+  let registry: PodRegistry;
   let enroller: RecordingEnroller;
   let mesh: MeshController;
   let optOut: RecordingOptOut;
@@ -66,12 +66,12 @@ describe('MeshController', () => {
     optOut = new RecordingOptOut();
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-'));
     store = new ObjectStore();
-    reg = new EndpointRegistry(dir);
+    registry = new PodRegistry(dir);
     enroller = new RecordingEnroller();
     for (const o of [ns('amb', { 'istio.io/dataplane-mode': 'ambient' }), ns('plain'), pod('a', 'amb'), pod('b', 'amb'), pod('p', 'plain')]) store.upsert(o);
-    for (const e of [ep('a', 'amb', '1'), ep('b', 'amb', '2'), ep('p', 'plain', '3')]) reg.put(e);
+    for (const e of [registration('a', 'amb', '1'), registration('b', 'amb', '2'), registration('p', 'plain', '3')]) registry.put(e);
     mesh = new MeshController({
-      store, endpoints: reg, enroller: enroller as unknown as Enroller, lbOptOut: optOut, mode: { excludeNamespaces: [] }, decisionsFile: path.join(dir, 'decisions.json'),
+      store, registry, enroller: enroller as unknown as Enroller, lbOptOut: optOut, mode: { excludeNamespaces: [] }, decisionsFile: path.join(dir, 'decisions.json'),
     });
     store.on('change', (ev) => mesh.changed(ev));
     mesh.markAll();
@@ -104,8 +104,8 @@ describe('MeshController', () => {
   });
 
   it('DEL releases the pod and forgets its decision', () => {
-    const a = reg.get('c-a', 'eth0')!;
-    reg.remove(a.containerId, a.ifName);
+    const a = registry.get('c-a', 'eth0')!;
+    registry.remove(a.containerId, a.ifName);
     mesh.removed(a);
     expect(enroller.calls.at(-1)).toBe('release 1');
     expect(readDecisions(path.join(dir, 'decisions.json'))['c-a/eth0']).toBeUndefined();

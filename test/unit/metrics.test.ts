@@ -4,7 +4,7 @@
  */
 import * as http from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RawReply } from '../../src/agent/api';
+import { RawReply } from '../../src/agent/local-api';
 import { svcKeyCodec, svcKeySlot } from '../../src/bpf/layout';
 import { ObjectStore } from '../../src/k8s/store';
 import type { EndpointSlice, Service } from '../../src/k8s/types';
@@ -153,7 +153,7 @@ describe('agent metrics fed through their hooks (no kernel: the pinned maps are 
   function metrics(source: 'api' | 'standalone', reachable?: boolean) {
     return new AgentMetrics(
       { bpfPinDir: '/nonexistent/sluice-pins', source, repairMode: 'repair' },
-      { endpoints: () => [], zds: () => undefined, apiReachable: () => reachable },
+      { registrations: () => [], zds: () => undefined, apiReachable: () => reachable },
     );
   }
 
@@ -223,7 +223,7 @@ describe('HTTP endpoints', () => {
   it('/healthz answers while the agent lives, /readyz says 503 and why until it is ready', async () => {
     let ready = false;
     let alive = true;
-    const m = new AgentMetrics({ bpfPinDir: '/nonexistent', source: 'standalone', repairMode: 'off' }, { endpoints: () => [], zds: () => undefined, apiReachable: () => undefined });
+    const m = new AgentMetrics({ bpfPinDir: '/nonexistent', source: 'standalone', repairMode: 'off' }, { registrations: () => [], zds: () => undefined, apiReachable: () => undefined });
     const h = await AgentHttp.start(
       { healthServeAddr: { host: '127.0.0.1', port: 0 }, prometheusServeAddr: { host: '127.0.0.1', port: 0 } },
       m,

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createNode, run, SimNode } from '../harness';
+import { createNode, run, type SimNode } from '../harness';
 import { loadIo } from '../../src/native/io-lib';
 import {
   closePoller,

@@ -106,7 +106,11 @@ describe('ZDS server', () => {
   it('sends one request at a time: the next waits for the ack of the previous', async () => {
     const s = server([]);
     const held: WorkloadRequest[] = [];
-    const peer = await Peer.connect(sock, (r) => ('add' in r ? (held.push(r), null) : ''));
+    const peer = await Peer.connect(sock, (r) => {
+      if (!('add' in r)) return '';
+      held.push(r);
+      return null;
+    });
     close.push(() => peer.conn.close());
     await peer.until(() => peer.kinds().includes('snapshotSent'));
     const first = s.add(wl('x'));

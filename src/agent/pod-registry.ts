@@ -1,5 +1,5 @@
-/* The registry of pod endpoints the CNI plugin announced: one JSON file per attachment under
- * <state-dir>/endpoints, written atomically and durably (fsync'ed) before ADD returns, so
+/* The registry of pods the CNI plugin announced (pod registrations): one JSON file per attachment
+ * under <state-dir>/endpoints, written atomically and durably (fsync'ed) before ADD returns, so
  * registrations survive agent restarts and node crashes, and `sluice endpoint list` can read them
  * while the agent is down.
  */
@@ -9,7 +9,8 @@ import { removeStaleTempFiles, writeFileAtomic } from '../fs/atomic-write';
 import { log } from '../log';
 
 
-export interface Endpoint {
+/** One attachment the CNI plugin registered (ADD); the file's JSON fields are what scripts read. */
+export interface PodRegistration {
   containerId: string;
   ifName: string;
   /** Kubernetes namespace and name from CNI_ARGS; empty for callers that are not Kubernetes */
@@ -25,17 +26,22 @@ export interface Endpoint {
   createdAt: string;
 }
 
+/** Named `endpoints` as Cilium names its per-pod state; kept so existing nodes' registrations are read. */
+function registryDir(stateDir: string): string {
+  return path.join(stateDir, 'endpoints');
+}
+
 /** File name of an attachment: container ids and interface names are [A-Za-z0-9_.-] in practice. */
 function fileName(containerId: string, ifName: string): string {
   return `${encodeURIComponent(containerId)}_${encodeURIComponent(ifName)}.json`;
 }
 
-export class EndpointRegistry {
+export class PodRegistry {
   private readonly dir: string;
-  private readonly byKey = new Map<string, Endpoint>();
+  private readonly byKey = new Map<string, PodRegistration>();
 
   constructor(stateDir: string) {
-    this.dir = path.join(stateDir, 'endpoints');
+    this.dir = registryDir(stateDir);
   }
 
   /**
@@ -51,46 +57,46 @@ export class EndpointRegistry {
     for (const f of fs.readdirSync(this.dir)) {
       if (!f.endsWith('.json') || f.startsWith('.')) continue;
       try {
-        const ep = JSON.parse(fs.readFileSync(path.join(this.dir, f), 'utf8')) as Endpoint;
-        if (typeof ep.containerId !== 'string' || typeof ep.ifName !== 'string') throw new TypeError('missing containerId/ifName');
-        this.byKey.set(fileName(ep.containerId, ep.ifName), ep);
+        const reg = JSON.parse(fs.readFileSync(path.join(this.dir, f), 'utf8')) as PodRegistration;
+        if (typeof reg.containerId !== 'string' || typeof reg.ifName !== 'string') throw new TypeError('missing containerId/ifName');
+        this.byKey.set(fileName(reg.containerId, reg.ifName), reg);
       } catch (e) {
-        log.warn('endpoint record skipped', { file: f, err: (e as Error).message });
+        log.warn('pod registration skipped', { file: f, err: (e as Error).message });
       }
     }
     return this.byKey.size;
   }
 
-  get(containerId: string, ifName: string): Endpoint | undefined {
+  get(containerId: string, ifName: string): PodRegistration | undefined {
     return this.byKey.get(fileName(containerId, ifName));
   }
 
-  list(): Endpoint[] {
+  list(): PodRegistration[] {
     return [...this.byKey.values()].sort((a, b) => `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`) || a.containerId.localeCompare(b.containerId));
   }
 
   /** Stores (or replaces) a registration durably. */
-  put(ep: Endpoint): void {
-    const name = fileName(ep.containerId, ep.ifName);
+  put(reg: PodRegistration): void {
+    const name = fileName(reg.containerId, reg.ifName);
     fs.mkdirSync(this.dir, { recursive: true });
-    writeFileAtomic(path.join(this.dir, name), JSON.stringify(ep, null, 2) + '\n', { mode: 0o644, what: 'endpoint record' });
-    this.byKey.set(name, ep);
+    writeFileAtomic(path.join(this.dir, name), JSON.stringify(reg, null, 2) + '\n', { mode: 0o644, what: 'pod registration' });
+    this.byKey.set(name, reg);
   }
 
   /** Removes a registration; false when there was none (DEL is idempotent). */
-  remove(containerId: string, ifName: string): Endpoint | undefined {
+  remove(containerId: string, ifName: string): PodRegistration | undefined {
     const name = fileName(containerId, ifName);
-    const ep = this.byKey.get(name);
+    const reg = this.byKey.get(name);
     fs.rmSync(path.join(this.dir, name), { force: true });
     this.byKey.delete(name);
-    return ep;
+    return reg;
   }
 }
 
 /** Reads the registry directly (for the CLI while the agent may be down). */
-export function readEndpoints(stateDir: string): Endpoint[] {
-  const reg = new EndpointRegistry(stateDir);
-  if (!fs.existsSync(path.join(stateDir, 'endpoints'))) return [];
-  reg.load({ owner: false });
-  return reg.list();
+export function readPodRegistrations(stateDir: string): PodRegistration[] {
+  const registry = new PodRegistry(stateDir);
+  if (!fs.existsSync(registryDir(stateDir))) return [];
+  registry.load({ owner: false });
+  return registry.list();
 }

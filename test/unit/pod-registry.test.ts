@@ -1,9 +1,9 @@
-/* src/agent/endpoints.ts: registrations written durably (atomic write + fsync) before ADD returns. */
+/* src/agent/pod-registry.ts: registrations written durably (atomic write + fsync) before ADD returns. */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { EndpointRegistry, readEndpoints, type Endpoint } from '../../src/agent/endpoints';
+import { PodRegistry, readPodRegistrations, type PodRegistration } from '../../src/agent/pod-registry';
 
 /* Records what fsync is called on. */
 const hooks = vi.hoisted(() => ({ fsynced: [] as string[] }));
@@ -22,7 +22,7 @@ vi.mock('node:fs', async (importOriginal) => {
 let stateDir: string;
 const endpointsDir = () => path.join(stateDir, 'endpoints');
 
-const EP: Endpoint = {
+const REG: PodRegistration = {
   containerId: 'c0ffee',
   ifName: 'eth0',
   namespace: 'shop',
@@ -41,13 +41,13 @@ beforeEach(() => {
 });
 afterEach(() => fs.rmSync(stateDir, { recursive: true, force: true }));
 
-describe('EndpointRegistry', () => {
+describe('PodRegistry', () => {
   it('put writes the record durably: data and directory fsync\'ed, no temp file left', () => {
-    const reg = new EndpointRegistry(stateDir);
-    reg.load();
-    reg.put(EP);
+    const registry = new PodRegistry(stateDir);
+    registry.load();
+    registry.put(REG);
     expect(fs.readdirSync(endpointsDir())).toEqual(['c0ffee_eth0.json']);
-    expect(JSON.parse(fs.readFileSync(path.join(endpointsDir(), 'c0ffee_eth0.json'), 'utf8'))).toEqual(EP);
+    expect(JSON.parse(fs.readFileSync(path.join(endpointsDir(), 'c0ffee_eth0.json'), 'utf8'))).toEqual(REG);
     expect(fs.statSync(path.join(endpointsDir(), 'c0ffee_eth0.json')).mode & 0o777).toBe(0o644);
     expect(hooks.fsynced).toHaveLength(2);
     expect(path.basename(hooks.fsynced[0])).toMatch(/^\.c0ffee_eth0\.json\.[0-9a-f]{12}\.sluice-tmp$/);
@@ -55,14 +55,14 @@ describe('EndpointRegistry', () => {
   });
 
   it('the agent\'s load removes temp files of interrupted writes; a reader beside the agent does not', () => {
-    const reg = new EndpointRegistry(stateDir);
-    reg.load();
-    reg.put(EP);
+    const registry = new PodRegistry(stateDir);
+    registry.load();
+    registry.put(REG);
     const interrupted = path.join(endpointsDir(), '.other_eth0.json.0123456789ab.sluice-tmp');
     fs.writeFileSync(interrupted, '{"containerId": "oth');
-    expect(readEndpoints(stateDir).map((e) => e.containerId)).toEqual(['c0ffee']);
+    expect(readPodRegistrations(stateDir).map((e) => e.containerId)).toEqual(['c0ffee']);
     expect(fs.existsSync(interrupted)).toBe(true);
-    expect(new EndpointRegistry(stateDir).load()).toBe(1);
+    expect(new PodRegistry(stateDir).load()).toBe(1);
     expect(fs.existsSync(interrupted)).toBe(false);
   });
 });

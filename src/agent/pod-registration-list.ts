@@ -1,6 +1,6 @@
-/* `sluice endpoint list`: one line per registered pod, fields in the order scripts rely on:
- * IP(s), namespace/name, mode=<sidecar|ambient|none>, then free text. The registry is read from
- * the state dir, so the list works while the agent is down.
+/* `sluice endpoint list` (the command keeps Cilium's word): one line per pod registration, fields
+ * in the order scripts rely on: IP(s), namespace/name, mode=<sidecar|ambient|none>, then free
+ * text. The registry is read from the state dir, so the list works while the agent is down.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -11,9 +11,9 @@ import { readZdsStates, type ZdsPodStatus } from '../mesh/ambient-zds';
 import { decisionOf, readDecisions, type Decision } from '../mesh/controller';
 import { CaptureMaps } from '../mesh/maps';
 import { describePolicy } from '../mesh/sidecar-policy';
-import { readEndpoints, type Endpoint } from './endpoints';
+import { readPodRegistrations, type PodRegistration } from './pod-registry';
 
-export interface ListedEndpoint extends Endpoint {
+export interface ListedPodRegistration extends PodRegistration {
   /** what the kernel holds now (sl_endpoints), not only what the agent intends */
   mode: 'sidecar' | 'ambient' | 'none';
   /** the rule that decided it, the effective policy and the counters, free text */
@@ -29,21 +29,21 @@ export interface ListedEndpoint extends Endpoint {
 }
 
 /** Registrations from the state dir, modes and counters read back from the pinned maps. */
-export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[] {
-  const eps = readEndpoints(stateDir);
+export function listPodRegistrations(stateDir: string, pinDir: string): ListedPodRegistration[] {
+  const regs = readPodRegistrations(stateDir);
   const maps = fs.existsSync(path.join(pinDir, 'sl_endpoints')) ? CaptureMaps.open(pinDir) : undefined;
   const zdsStates = readZdsStates(path.join(stateDir, 'zds.json'));
   const decisions = readDecisions(path.join(stateDir, 'decisions.json'));
   const optOutPin = path.join(pinDir, 'sl_lb_pod_opt_out');
   const optOut = fs.existsSync(optOutPin) ? BpfMap.openPinned(optOutPin, u64Codec, u8Codec) : undefined;
   try {
-    return eps.map((ep) => {
-      const cookie = BigInt(ep.netnsCookie || 0);
+    return regs.map((reg) => {
+      const cookie = BigInt(reg.netnsCookie || 0);
       const policy = maps?.endpoints.get(cookie);
       const st: EpStats | undefined = maps?.stats.get(cookie);
       const counters = st && { outbound: Number(st.outbound), inbound: Number(st.inbound), proxyBypass: Number(st.proxyBypass), noListener: Number(st.noListener) };
       const mode = policy?.mode ?? 'none';
-      const decision = decisionOf(decisions, ep);
+      const decision = decisionOf(decisions, reg);
       const parts = [decision ? `rule="${decision.rule}"` : ''];
       if (policy?.mode === 'sidecar') {
         // the proxy's identity and the DNS choice as the agent decided them (the kernel's policy
@@ -53,7 +53,7 @@ export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[
         if (dns) parts.push(`dns-capture=${dns.capture ? 'on' : 'off'}(${dns.from})`);
         parts.push(describePolicy(policy));
       }
-      const zds = policy?.mode === 'ambient' && zdsStates ? (zdsStates[ep.uid] ?? { state: 'pending', attempts: 0, since: '' }) : undefined;
+      const zds = policy?.mode === 'ambient' && zdsStates ? (zdsStates[reg.uid] ?? { state: 'pending', attempts: 0, since: '' }) : undefined;
       if (policy?.mode === 'ambient') {
         if (zds) parts.push(`zds=${zds.state}${zds.error ? ` zds-error="${zds.error}"` : ''}`);
         parts.push(`node-proxy=${policy.outboundPort}/${policy.inboundPort}/${PROXY_PORT.hbone}`);
@@ -62,7 +62,7 @@ export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[
       if (decision && decision.mode !== mode) parts.push(`(agent intends mode=${decision.mode})`);
       const socketLb = optOut?.get(cookie) === undefined;
       if (!socketLb) parts.push('socket-lb=off');
-      return { ...ep, mode, reason: parts.filter(Boolean).join(' '), policy, counters, zds, decision, socketLb };
+      return { ...reg, mode, reason: parts.filter(Boolean).join(' '), policy, counters, zds, decision, socketLb };
     });
   } finally {
     maps?.close();
@@ -70,17 +70,17 @@ export function listEndpoints(stateDir: string, pinDir: string): ListedEndpoint[
   }
 }
 
-export function podName(ep: Endpoint): string {
-  if (ep.namespace || ep.name) return `${ep.namespace || '-'}/${ep.name || '-'}`;
-  return `-/${ep.containerId.slice(0, 12)}`; // a runtime that is not Kubernetes (podman)
+export function podName(reg: PodRegistration): string {
+  if (reg.namespace || reg.name) return `${reg.namespace || '-'}/${reg.name || '-'}`;
+  return `-/${reg.containerId.slice(0, 12)}`; // a runtime that is not Kubernetes (podman)
 }
 
-export function formatEndpointList(eps: ListedEndpoint[]): string {
-  const rows = eps.map((ep) => [
-    ep.ips.join(',') || '-',
-    podName(ep),
-    `mode=${ep.mode}`,
-    `netns-cookie=${ep.netnsCookie} container=${ep.containerId.slice(0, 12)} if=${ep.ifName} ${ep.reason}`.trim(),
+export function formatPodRegistrationList(regs: ListedPodRegistration[]): string {
+  const rows = regs.map((reg) => [
+    reg.ips.join(',') || '-',
+    podName(reg),
+    `mode=${reg.mode}`,
+    `netns-cookie=${reg.netnsCookie} container=${reg.containerId.slice(0, 12)} if=${reg.ifName} ${reg.reason}`.trim(),
   ]);
   const widths = [0, 1, 2].map((i) => Math.max(0, ...rows.map((r) => r[i].length)));
   return rows.map((r) => r.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c)).join('  ')).join('\n') + (rows.length ? '\n' : '');

@@ -20,7 +20,8 @@ export type Handler = (req: Request) => Promise<unknown> | unknown;
 /** The CNI plugin forwards stdin of up to 16 MiB, which JSON escaping can grow. */
 const MAX_LINE = 64 << 20;
 
-export class ApiServer {
+/** The agent's side of the local socket (named apart from the Kubernetes API server the agent is a client of). */
+export class LocalApiServer {
   private server?: net.Server;
 
   constructor(
