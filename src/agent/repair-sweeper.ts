@@ -64,7 +64,8 @@ export class RepairSweeper {
 
   /**
    * Sweeps if a Pod changed since the last sweep began. The agent calls it after applying a burst
-   * of changes; while a sweep runs, the change stays due for the next call (or periodic sweep).
+   * of changes; while a sweep runs, the change stays due and one more sweep follows it (a pod
+   * created during a sweep may have been listed before it existed).
    */
   sweepIfDue(): void {
     if (this.due) void this.sweep('pod change');
@@ -96,5 +97,6 @@ export class RepairSweeper {
     })();
     await this.running;
     this.running = undefined;
+    if (this.due) void this.sweep('pod change');
   }
 }
