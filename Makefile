@@ -135,11 +135,14 @@ bench: deps all
 	node_modules/.bin/tsx test/bench/capture.ts $(filter --quick,$(BENCH_ARGS))
 	node_modules/.bin/tsx test/bench/charts.ts --in build/bench --out docs
 
-# TypeScript (biome.jsonc: lint + format) and C (.clang-format: kernel style). `make format` rewrites.
+# TypeScript (biome.jsonc: lint + format; test/tsconfig.json type-checks the tests, benchmarks and
+# harnesses, which vitest and tsx run without checking) and C (.clang-format: kernel style).
+# `make format` rewrites.
 C_SRCS := $(shell git ls-files 'bpf/*.[ch]' 'native/*.[ch]' 'cni/*.[ch]' 'test/c/*.[ch]' 'test/tools/*.c' 'test/bpf/*.[ch]' 2>/dev/null)
 
 lint: deps
 	node_modules/.bin/biome ci --error-on-warnings
+	node_modules/.bin/tsc -p test/tsconfig.json
 	clang-format --dry-run --Werror $(C_SRCS)
 
 format: deps

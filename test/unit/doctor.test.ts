@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import type { PodRegistration } from '../../src/agent/pod-registry';
 import { POL_NO_INBOUND, type Policy } from '../../src/bpf/layout';
-import { programSettings } from '../../src/datapath';
+import { programSettings, type ProgramSettingsInput } from '../../src/datapath';
 import { judgeCni, runtimeConfig, type CniFacts } from '../../src/doctor/cni';
 import { judgeCluster } from '../../src/doctor/cluster';
 import { istioInIptablesSave, istioInNftRuleset } from '../../src/doctor/istio-rules';
@@ -89,10 +89,10 @@ describe('doctor kernel checks', () => {
 });
 
 describe('doctor program checks', () => {
-  const settings = { hostnsOnly: false, hostNetnsCookie: 4096n, proxyUid: 1337, proxyGid: 1337, dnsServers: [], proxyMark: { mark: 0x539, mask: 0xfff } };
+  const settings: ProgramSettingsInput = { hostnsOnly: false, hostNetnsCookie: 4096n, proxyUid: 1337, proxyGid: 1337, dnsServers: [], proxyMark: { mark: 0x539, mask: 0xfff } };
 
   /** A loaded program's .rodata laid out like the object's (every setting, in order). */
-  function rodataOf(s: typeof settings) {
+  function rodataOf(s: ProgramSettingsInput) {
     const vars: Array<{ name: string; offset: number; size: number }> = [];
     const parts: Buffer[] = [];
     let offset = 0;

@@ -103,7 +103,7 @@ describe('conversion plans', () => {
   test('a bitfield converts only when the layout is unchanged', () => {
     const bits: TypeLayout = { k: 'struct', size: 4, m: [{ name: 'mode', off: 0, bits: 3, t: u32 }, { name: 'flags', off: 3, bits: 5, t: u32 }] };
     expect(planConversion(bits, 4, bits, 4).verbatim).toBe(true);
-    const more: TypeLayout = { k: 'struct', size: 8, m: [...(bits as { m: never[] }).m, { name: 'extra', off: 32, bits: 0, t: u32 }] };
+    const more: TypeLayout = { k: 'struct', size: 8, m: [...(bits as Extract<TypeLayout, { m: unknown }>).m, { name: 'extra', off: 32, bits: 0, t: u32 }] };
     expect(() => planConversion(bits, 4, more, 8)).toThrow(/bitfields/);
   });
 
