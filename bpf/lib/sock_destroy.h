@@ -109,24 +109,33 @@ static __always_inline int destroy_pair_dead(struct sl_dead_key *dead)
 	return bpf_map_lookup_elem(&sl_lb_sock_dead, dead) != NULL;
 }
 
-/* A sock-destroy event: the socket (its netns, cookie, own address), the frontend it had dialed
- * and the backend it was connected to.
+/* A sock-destroy event for the socket about to be destroyed, or NULL (no monitor): its netns,
+ * cookie and own address are read now, since a destroyed UDP socket forgets its address.
+ * destroy_emit completes it, or bpf_ringbuf_discard drops it when the socket stays.
  */
-static __always_inline void destroy_emit(struct sock_common *skc, const struct sl_destroyed *rec)
+static __always_inline struct sl_event *destroy_event(struct sock_common *skc)
 {
 	struct sl_event *e = monitor_reserve(SL_EV_SOCK_DESTROY, SL_REASON_BACKEND_GONE);
 
 	if (!e)
-		return;
+		return NULL;
 	e->netns_cookie = skc->skc_net.net->net_cookie;
 	e->sock_cookie = bpf_get_socket_cookie(skc);
-	e->proto = rec->proto;
-	if (skc->skc_family == SL_AF_INET)
-		addr_from_v4(&e->src, skc->skc_rcv_saddr);
-	else
+	if (skc->skc_family == SL_AF_INET) {
+		if (skc->skc_rcv_saddr)
+			addr_from_v4(&e->src, skc->skc_rcv_saddr);
+	} else {
 		addr_from_words(&e->src, skc->skc_v6_rcv_saddr.in6_u.u6_addr32[0], skc->skc_v6_rcv_saddr.in6_u.u6_addr32[1],
 				skc->skc_v6_rcv_saddr.in6_u.u6_addr32[2], skc->skc_v6_rcv_saddr.in6_u.u6_addr32[3]);
+	}
 	e->src_port = skc->skc_num;
+	return e;
+}
+
+/* ... with the frontend the socket had dialed and the backend it was connected to. */
+static __always_inline void destroy_emit(struct sl_event *e, const struct sl_destroyed *rec)
+{
+	e->proto = rec->proto;
 	e->dst = rec->vip;
 	e->dst_port = rec->vip_port;
 	e->to = rec->peer;
@@ -146,6 +155,7 @@ static __always_inline int destroy_if_left(struct bpf_iter_meta *meta, struct so
 {
 	struct sl_destroyed rec = {};
 	struct sl_dead_key dead = {};
+	struct sl_event *e;
 	struct sl_sock_rev *rev;
 	struct sl_addr peer;
 	__u16 port;
@@ -171,14 +181,19 @@ static __always_inline int destroy_if_left(struct bpf_iter_meta *meta, struct so
 		rec.vip_port = rev->e[i].vip_port;
 		if (!destroy_pair_dead(&dead))
 			return 0;
-		if (bpf_sock_destroy(skc))
+		e = destroy_event(skc);
+		if (bpf_sock_destroy(skc)) {
+			if (e)
+				bpf_ringbuf_discard(e, 0);
 			return 0;
+		}
 		destroy_count();
 		rec.peer = peer;
 		rec.peer_port = port;
 		rec.proto = proto;
 		bpf_seq_write(meta->seq, &rec, sizeof(rec));
-		destroy_emit(skc, &rec);
+		if (e)
+			destroy_emit(e, &rec);
 		return 1;
 	}
 	return 0;
