@@ -83,8 +83,9 @@ int sl_ringbuf_consume(struct sl_ringbuf *r, void *out, size_t out_len, int *mor
 	r->used = 0;
 	if (r->held) {
 		if (!put(r, r->held, r->held_len))
-			return fail(EMSGSIZE, "ring buffer: a %u-byte record does not fit in %zu bytes", r->held_len,
-				    out_len);
+			return fail(EMSGSIZE,
+				    "ring buffer: a %u-byte record does not fit in %zu bytes",
+				    r->held_len, out_len);
 		free(r->held);
 		r->held = NULL;
 	}

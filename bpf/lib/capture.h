@@ -107,10 +107,12 @@ static __always_inline __u8 cap_inbound_port_skip(const struct sl_policy *pol, _
 	if (cap_reserved_port(port))
 		return SL_REASON_PROXY_PORT;
 	if (pol->flags & SL_POL_IN_ALL)
-		return cap_port_in(pol->exclude_in_ports, pol->n_exclude_in_ports, port) ? SL_REASON_EXCLUDED_PORT
-											 : SL_REASON_NONE;
-	return cap_port_in(pol->include_in_ports, pol->n_include_in_ports, port) ? SL_REASON_NONE
-										 : SL_REASON_NOT_INCLUDED;
+		return cap_port_in(pol->exclude_in_ports, pol->n_exclude_in_ports, port)
+			       ? SL_REASON_EXCLUDED_PORT
+			       : SL_REASON_NONE;
+	return cap_port_in(pol->include_in_ports, pol->n_include_in_ports, port)
+		       ? SL_REASON_NONE
+		       : SL_REASON_NOT_INCLUDED;
 }
 
 /* Does inbound capture take this port? */
@@ -238,20 +240,22 @@ static __always_inline int cap_handshakes_full(void)
  * is a constant: only connect hooks may bind (a TCP sendmsg with an address is TCP Fast Open).
  * `reason` goes with the capture-out event (SL_REASON_NO_LISTENER: ambient's fail-closed case).
  */
-static __always_inline int cap_redirect(struct bpf_sock_addr *ctx, const struct sl_policy *pol, __u64 cookie,
-					struct sl_addr *dst, __u16 *dport, __u16 to_port, __u8 kind, int at_connect,
-					__u8 reason)
+static __always_inline int cap_redirect(struct bpf_sock_addr *ctx, const struct sl_policy *pol,
+					__u64 cookie, struct sl_addr *dst, __u16 *dport,
+					__u16 to_port, __u8 kind, int at_connect, __u8 reason)
 {
 	struct sl_orig_dst *o = NULL;
 
 	if (ctx->sk && cap_handshakes_full()) {
-		monitor_emit(ctx, SL_EV_CAPTURE_OUT, SL_REASON_HANDSHAKES_FULL, pol->mode, SL_EAGAIN, dst, *dport, NULL, 0);
+		monitor_emit(ctx, SL_EV_CAPTURE_OUT, SL_REASON_HANDSHAKES_FULL, pol->mode,
+			     SL_EAGAIN, dst, *dport, NULL, 0);
 		return CAP_REFUSED;
 	}
 	if (ctx->sk)
 		o = bpf_sk_storage_get(&sl_cap_sock, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!o) {
-		monitor_emit(ctx, SL_EV_BYPASS_OUT, SL_REASON_NO_STORAGE, pol->mode, 0, dst, *dport, NULL, 0);
+		monitor_emit(ctx, SL_EV_BYPASS_OUT, SL_REASON_NO_STORAGE, pol->mode, 0, dst, *dport,
+			     NULL, 0);
 		return CAP_NONE;
 	}
 	o->addr = *dst;
@@ -393,7 +397,8 @@ static __always_inline int capture_dns_udp(struct bpf_sock_addr *ctx, struct sl_
 	}
 	to = *dst;
 	cap_to_loopback(&to);
-	monitor_emit(ctx, SL_EV_CAPTURE_OUT, SL_REASON_NONE, pol->mode, 0, dst, *dport, &to, pol->dns_port);
+	monitor_emit(ctx, SL_EV_CAPTURE_OUT, SL_REASON_NONE, pol->mode, 0, dst, *dport, &to,
+		     pol->dns_port);
 	*dst = to;
 	*dport = pol->dns_port;
 	cap_count(cookie, CAP_STAT_OUTBOUND);
@@ -428,13 +433,16 @@ static __always_inline int capture_connect_ambient(struct bpf_sock_addr *ctx, co
 
 	if (cap_is_proxy_marked(ctx->sk)) {
 		cap_count(cookie, CAP_STAT_BYPASS);
-		monitor_emit(ctx, SL_EV_BYPASS_OUT, SL_REASON_PROXY_MARK, pol->mode, 0, dst, *dport, NULL, 0);
+		monitor_emit(ctx, SL_EV_BYPASS_OUT, SL_REASON_PROXY_MARK, pol->mode, 0, dst, *dport,
+			     NULL, 0);
 		return CAP_PROXY;
 	}
 	if ((pol->flags & SL_POL_DNS) && *dport == SL_PORT_DNS && !cap_is_localhost1(dst))
-		return cap_redirect(ctx, pol, cookie, dst, dport, pol->dns_port, 1, at_connect, SL_REASON_NONE);
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->dns_port, 1, at_connect,
+				    SL_REASON_NONE);
 	if (addr_is_loopback(dst) || cap_is_pod_ip(pol, dst)) {
-		monitor_emit(ctx, SL_EV_BYPASS_OUT, SL_REASON_LOCAL, pol->mode, 0, dst, *dport, NULL, 0);
+		monitor_emit(ctx, SL_EV_BYPASS_OUT, SL_REASON_LOCAL, pol->mode, 0, dst, *dport,
+			     NULL, 0);
 		return CAP_NONE;
 	}
 	l = cap_listener(cookie, pol->outbound_port, addr_is_mapped_v4(dst));
@@ -475,9 +483,10 @@ static __always_inline int cap_why(__u8 *why, __u8 reason, int ret)
  * Returns CAP_PROXY (uncounted) for rules 5 and 8. When it returns CAP_NONE or CAP_PROXY by a
  * rule, *why says which (enum sl_event_reason); cap_redirect reports its own outcomes.
  */
-static __always_inline int capture_sidecar_nat(struct bpf_sock_addr *ctx, const struct sl_policy *pol, __u64 cookie,
-					       struct sl_addr *dst, __u16 *dport, int at_connect, int local, int is_uid,
-					       int is_gid, __u8 *why)
+static __always_inline int capture_sidecar_nat(struct bpf_sock_addr *ctx,
+					       const struct sl_policy *pol, __u64 cookie,
+					       struct sl_addr *dst, __u16 *dport, int at_connect,
+					       int local, int is_uid, int is_gid, __u8 *why)
 {
 	int dns53, to_inbound, lo_ranges;
 
@@ -489,27 +498,32 @@ static __always_inline int capture_sidecar_nat(struct bpf_sock_addr *ctx, const 
 	lo_ranges = pol->flags & SL_POL_LOOPBACK_RANGE;
 	to_inbound = local && !cap_is_localhost1(dst) && *dport != SL_PORT_HBONE;
 	if (is_uid && to_inbound && !dns53) /* 3 */
-		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect, SL_REASON_NONE);
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect,
+				    SL_REASON_NONE);
 	if (!lo_ranges && local && !dns53 && !is_uid) /* 4 */
 		return cap_why(why, SL_REASON_LOCAL, CAP_NONE);
 	if (is_uid) /* 5 */
 		return cap_why(why, SL_REASON_PROXY_UID, CAP_PROXY);
 	if (is_gid && to_inbound) /* 6 */
-		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect, SL_REASON_NONE);
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect,
+				    SL_REASON_NONE);
 	if (!lo_ranges && local && !dns53) /* 7: the gid is not the proxy's here */
 		return cap_why(why, SL_REASON_LOCAL, CAP_NONE);
 	if (is_gid) /* 8 */
 		return cap_why(why, SL_REASON_PROXY_GID, CAP_PROXY);
 	if (dns53 && cap_is_dns_server(dst)) /* 9 */
-		return cap_redirect(ctx, pol, cookie, dst, dport, pol->dns_port, 1, at_connect, SL_REASON_NONE);
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->dns_port, 1, at_connect,
+				    SL_REASON_NONE);
 	if (cap_is_localhost1(dst)) /* 10 */
 		return cap_why(why, SL_REASON_LOOPBACK, CAP_NONE);
 	if (cap_cidr_in(pol->exclude_cidrs, pol->n_exclude_cidrs, dst)) /* 11 */
 		return cap_why(why, SL_REASON_EXCLUDED_CIDR, CAP_NONE);
 	if (cap_port_in(pol->include_out_ports, pol->n_include_out_ports, *dport)) /* 12 */
-		return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect, SL_REASON_NONE);
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect,
+				    SL_REASON_NONE);
 	if ((pol->flags & SL_POL_OUT_ALL) || cap_cidr_in(pol->include_cidrs, pol->n_include_cidrs, dst)) /* 13 */
-		return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect, SL_REASON_NONE);
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect,
+				    SL_REASON_NONE);
 	return cap_why(why, SL_REASON_NOT_INCLUDED, CAP_NONE);
 }
 
@@ -552,9 +566,11 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 	uidgid = bpf_get_current_uid_gid();
 	is_uid = (__u32)uidgid == cap_proxy_uid(pol);
 	is_gid = (__u32)(uidgid >> 32) == cap_proxy_gid(pol);
-	ret = capture_sidecar_nat(ctx, pol, cookie, dst, dport, at_connect, local, is_uid, is_gid, &why);
+	ret = capture_sidecar_nat(ctx, pol, cookie, dst, dport, at_connect, local, is_uid, is_gid,
+				  &why);
 	if ((ret == CAP_NONE || ret == CAP_PROXY) && cap_tproxy_inbound(ctx, pol, dst, *dport, local, is_uid || is_gid))
-		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect, SL_REASON_NONE);
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect,
+				    SL_REASON_NONE);
 	if (ret == CAP_PROXY)
 		cap_count(cookie, CAP_STAT_BYPASS);
 	if (why != SL_REASON_NONE)
@@ -580,9 +596,10 @@ static __always_inline int cap_in_pass(__u8 *why, __u8 reason)
  * listener of the pod that owns `local`? CAP_IN_STEER names that pod in *cookie and *pol. When a
  * captured pod's connection is passed, *why (unless NULL) says why; it is left alone otherwise.
  */
-static __always_inline int capture_inbound(const struct sl_addr *local, const struct sl_addr *remote, __u16 port,
-					   __u16 peer_port, __u32 ingress_ifindex, __u64 *cookie, struct sl_policy **pol,
-					   __u8 *why)
+static __always_inline int capture_inbound(const struct sl_addr *local,
+					   const struct sl_addr *remote, __u16 port,
+					   __u16 peer_port, __u32 ingress_ifindex, __u64 *cookie,
+					   struct sl_policy **pol, __u8 *why)
 {
 	struct sl_flow_key flow = {};
 	struct sl_policy *p;

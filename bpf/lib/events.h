@@ -87,8 +87,8 @@ static __always_inline void monitor_sock_src(struct sl_event *e, struct bpf_sock
 		if (ip4)
 			addr_from_v4(&e->src, ip4);
 	} else {
-		addr_from_words(&e->src, SL_LOAD(sk->src_ip6[0]), SL_LOAD(sk->src_ip6[1]), SL_LOAD(sk->src_ip6[2]),
-				SL_LOAD(sk->src_ip6[3]));
+		addr_from_words(&e->src, SL_LOAD(sk->src_ip6[0]), SL_LOAD(sk->src_ip6[1]),
+				SL_LOAD(sk->src_ip6[2]), SL_LOAD(sk->src_ip6[3]));
 	}
 }
 
@@ -96,8 +96,9 @@ static __always_inline void monitor_sock_src(struct sl_event *e, struct bpf_sock
  * A decision of a sock_addr hook (connect, sendmsg) about the destination dst:dport: sent to
  * to:tport instead (to NULL: not rewritten), refused with err, in a pod of capture mode `mode`.
  */
-static __always_inline void monitor_emit(struct bpf_sock_addr *ctx, __u8 type, __u8 reason, __u8 mode, __s32 err,
-					 const struct sl_addr *dst, __u16 dport, const struct sl_addr *to, __u16 tport)
+static __always_inline void monitor_emit(struct bpf_sock_addr *ctx, __u8 type, __u8 reason,
+					 __u8 mode, __s32 err, const struct sl_addr *dst,
+					 __u16 dport, const struct sl_addr *to, __u16 tport)
 {
 	struct sl_event *e = monitor_reserve(type, reason);
 

@@ -116,8 +116,8 @@ static __always_inline __u32 lb_mix(__u64 x)
 }
 
 /* A connect to a frontend that socket-LB leaves untouched: counted, and reported as a bypass. */
-static __always_inline int lb_skip(struct bpf_sock_addr *ctx, __u32 counter, __u8 reason, const struct sl_addr *dst,
-				   __u16 dport)
+static __always_inline int lb_skip(struct bpf_sock_addr *ctx, __u32 counter, __u8 reason,
+				   const struct sl_addr *dst, __u16 dport)
 {
 	lb_count(counter);
 	monitor_emit(ctx, SL_EV_BYPASS_OUT, reason, SL_MODE_NONE, 0, dst, dport, NULL, 0);
@@ -222,7 +222,8 @@ static __always_inline int lb_translate(struct bpf_sock_addr *ctx, struct sl_add
 			lb_count(SL_CNT_NO_BACKEND);
 			reason = SL_REASON_NO_BACKEND;
 		}
-		monitor_emit(ctx, SL_EV_LB_REFUSE, reason, SL_MODE_NONE, SL_ECONNREFUSED, dst, *dport, NULL, 0);
+		monitor_emit(ctx, SL_EV_LB_REFUSE, reason, SL_MODE_NONE, SL_ECONNREFUSED, dst,
+			     *dport, NULL, 0);
 		bpf_set_retval(-SL_ECONNREFUSED);
 		return SL_REJECT;
 	}
@@ -250,7 +251,8 @@ static __always_inline int lb_translate(struct bpf_sock_addr *ctx, struct sl_add
 		bpf_map_update_elem(&sl_lb_affinity, &ak, &av, BPF_ANY);
 	}
 	lb_rev_remember(ctx, be, dst, *dport);
-	monitor_emit(ctx, SL_EV_LB_TRANSLATE, reason, SL_MODE_NONE, 0, dst, *dport, &be->ip, be->port);
+	monitor_emit(ctx, SL_EV_LB_TRANSLATE, reason, SL_MODE_NONE, 0, dst, *dport, &be->ip,
+		     be->port);
 	*dst = be->ip;
 	*dport = be->port;
 	lb_count(SL_CNT_TRANSLATED);

@@ -125,8 +125,10 @@ static __always_inline struct sl_event *destroy_event(struct sock_common *skc)
 		if (skc->skc_rcv_saddr)
 			addr_from_v4(&e->src, skc->skc_rcv_saddr);
 	} else {
-		addr_from_words(&e->src, skc->skc_v6_rcv_saddr.in6_u.u6_addr32[0], skc->skc_v6_rcv_saddr.in6_u.u6_addr32[1],
-				skc->skc_v6_rcv_saddr.in6_u.u6_addr32[2], skc->skc_v6_rcv_saddr.in6_u.u6_addr32[3]);
+		addr_from_words(&e->src, skc->skc_v6_rcv_saddr.in6_u.u6_addr32[0],
+				skc->skc_v6_rcv_saddr.in6_u.u6_addr32[1],
+				skc->skc_v6_rcv_saddr.in6_u.u6_addr32[2],
+				skc->skc_v6_rcv_saddr.in6_u.u6_addr32[3]);
 	}
 	e->src_port = skc->skc_num;
 	return e;
