@@ -11,6 +11,9 @@ VITEST      := node_modules/.bin/vitest
 
 BPF_SRCS    := $(wildcard bpf/*.c)
 BPF_OBJS    := $(patsubst bpf/%.c,build/bpf/%.o,$(BPF_SRCS))
+# The same objects without datapath events (-DSL_NO_EVENTS): the monitor benchmark's baseline
+# (test/bench/monitor.ts), never shipped.
+BPF_NOEV_OBJS := $(patsubst bpf/%.c,build/bpf-noev/%.o,$(BPF_SRCS))
 BPF_HDRS    := $(wildcard bpf/lib/*.h)
 # The decision tests' programs (test/bpf/*_test.c: bpf/lib decisions on contexts the tests build,
 # run with BPF_PROG_RUN by test/kernel/*-decisions.test.ts)
@@ -27,17 +30,21 @@ CNI_HDRS    := $(wildcard cni/*.h)
 CNI_PARTS   := $(filter-out cni/sluice-cni.c,$(CNI_SRCS))
 C_TESTS     := $(patsubst test/c/%.c,build/test/%,$(wildcard test/c/*-test.c))
 
-all: $(BPF_OBJS) build/libsluice.so build/sl-probe build/zt-standin build/origdst-load build/dist/.stamp bin/sluice bin/sluice-cni $(C_TESTS) build/bin/helm build/test/contract-constants $(BPF_TEST_OBJS)
+all: $(BPF_OBJS) $(BPF_NOEV_OBJS) build/libsluice.so build/sl-probe build/zt-standin build/origdst-load build/dist/.stamp bin/sluice bin/sluice-cni $(C_TESTS) build/bin/helm build/test/contract-constants $(BPF_TEST_OBJS)
 
 build/bpf/%.o: bpf/%.c $(BPF_HDRS)
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
+build/bpf-noev/%.o: bpf/%.c $(BPF_HDRS)
+	@mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) -DSL_NO_EVENTS -c $< -o $@
+
 build/test/bpf/%.o: test/bpf/%.c $(wildcard test/bpf/*.h) $(BPF_HDRS)
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-SHIM_SRCS   := native/shim.c native/io.c native/map_migrate.c native/introspect.c
+SHIM_SRCS   := native/shim.c native/io.c native/map_migrate.c native/introspect.c native/ringbuf.c
 SHIM_HDRS   := native/shim.h native/io.h native/fail.h native/internal.h native/introspect.h
 
 build/libsluice.so: $(SHIM_SRCS) $(SHIM_HDRS)
@@ -133,6 +140,7 @@ bench: deps all
 	node_modules/.bin/tsx test/bench/scale.ts $(BENCH_ARGS)
 	node_modules/.bin/tsx test/bench/cni-add.ts
 	node_modules/.bin/tsx test/bench/capture.ts $(filter --quick,$(BENCH_ARGS))
+	node_modules/.bin/tsx test/bench/monitor.ts $(filter --quick,$(BENCH_ARGS))
 	node_modules/.bin/tsx test/bench/charts.ts --in build/bench --out docs
 
 # TypeScript (biome.jsonc: lint + format; test/tsconfig.json type-checks the tests, benchmarks and

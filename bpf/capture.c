@@ -335,11 +335,46 @@ untouched:
 	return 1;
 }
 
+/*
+ * An inbound decision about a captured pod's connection from remote to local: to the listener
+ * on to_port of the same address (as REDIRECT would show it), or none (0). sk_lookup may not ask
+ * for its netns cookie: the pod's comes from its address, looked up only while a monitor reads.
+ */
+static __always_inline void lookup_emit(struct bpf_sk_lookup *ctx, __u8 type, __u8 reason,
+					const struct sl_addr *local, const struct sl_addr *remote,
+					__u16 to_port)
+{
+	struct sl_event *e = monitor_reserve(type, reason);
+	struct sl_policy *pol;
+	__u64 *cookie;
+
+	if (!e)
+		return;
+	cookie = bpf_map_lookup_elem(&sl_pod_ips, local);
+	if (cookie) {
+		e->netns_cookie = *cookie;
+		pol = bpf_map_lookup_elem(&sl_endpoints, cookie);
+		if (pol)
+			e->mode = pol->mode;
+	}
+	e->proto = IPPROTO_TCP;
+	e->src = *remote;
+	e->src_port = bpf_ntohs(ctx->remote_port);
+	e->dst = *local;
+	e->dst_port = (__u16)ctx->local_port;
+	if (to_port) {
+		e->to = *local;
+		e->to_port = to_port;
+	}
+	monitor_submit(e);
+}
+
 SEC("sk_lookup")
 int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 {
 	struct sl_addr local, remote;
 	struct sl_policy *pol = NULL;
+	__u8 why = SL_REASON_NONE;
 	struct bpf_sock *sk;
 	__u64 cookie = 0;
 	long err;
@@ -355,24 +390,33 @@ int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 		addr_from_words(&remote, SL_LOAD(ctx->remote_ip6[0]), SL_LOAD(ctx->remote_ip6[1]),
 				SL_LOAD(ctx->remote_ip6[2]), SL_LOAD(ctx->remote_ip6[3]));
 	}
-	if (capture_inbound(&local, &remote, (__u16)ctx->local_port, bpf_ntohs(ctx->remote_port), ctx->ingress_ifindex,
-			    &cookie, &pol) != CAP_IN_STEER || !pol)
+	if (capture_inbound(&local, &remote, (__u16)ctx->local_port, bpf_ntohs(ctx->remote_port),
+			    ctx->ingress_ifindex, &cookie, &pol, &why) != CAP_IN_STEER ||
+	    !pol) {
+		if (why != SL_REASON_NONE)
+			lookup_emit(ctx, SL_EV_BYPASS_IN, why, &local, &remote, 0);
 		return SK_PASS;
+	}
 	sk = cap_listener(cookie, pol->inbound_port, ctx->family == SL_AF_INET);
 	if (!sk) {
 		/* Fail closed, as Istio's REDIRECT to a port nobody listens on: the app is not
 		 * reached around its proxy. The SYN is dropped, so the client retries.
 		 */
 		cap_count(cookie, CAP_STAT_NO_LISTENER);
+		lookup_emit(ctx, SL_EV_NO_LISTENER, SL_REASON_NONE, &local, &remote,
+			    pol->inbound_port);
 		return SK_DROP;
 	}
 	err = bpf_sk_assign(ctx, sk, 0);
 	bpf_sk_release(sk);
 	if (err) {
 		cap_count(cookie, CAP_STAT_NO_LISTENER);
+		lookup_emit(ctx, SL_EV_NO_LISTENER, SL_REASON_NONE, &local, &remote,
+			    pol->inbound_port);
 		return SK_DROP;
 	}
 	cap_count(cookie, CAP_STAT_INBOUND);
+	lookup_emit(ctx, SL_EV_CAPTURE_IN, SL_REASON_NONE, &local, &remote, pol->inbound_port);
 	return SK_PASS;
 }
 

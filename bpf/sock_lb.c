@@ -8,8 +8,6 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#define SL_EAGAIN 11
-
 /* Capture decides first; what it redirects is not load-balanced (the proxy must see the VIP).
  * Returns a CAP_* outcome.
  */

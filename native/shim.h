@@ -64,4 +64,17 @@ int sl_cgroup_id(const char *cgroup_path, uint64_t *id);
 int sl_iter_link(int prog_fd);
 int64_t sl_iter_run(int link_fd, const char *netns_path, void *out, size_t out_len);
 
+/* A reader of a BPF ring buffer (native/ringbuf.c), over libbpf's ring_buffer. sl_ringbuf_open:
+ * on a BPF_MAP_TYPE_RINGBUF map fd (the reader keeps its own mapping; the caller may close the
+ * fd). sl_ringbuf_epoll_fd: readable while records wait. sl_ringbuf_consume: copies waiting
+ * records into out back to back, each as a uint32_t length (host order) then its bytes, and
+ * returns the bytes written; stops early when out is full and sets *more (the record that did not
+ * fit comes first next time). sl_ringbuf_free: releases the reader and its epoll fd.
+ */
+struct sl_ringbuf;
+struct sl_ringbuf *sl_ringbuf_open(int map_fd);
+int sl_ringbuf_epoll_fd(struct sl_ringbuf *r);
+int sl_ringbuf_consume(struct sl_ringbuf *r, void *out, size_t out_len, int *more);
+void sl_ringbuf_free(struct sl_ringbuf *r);
+
 #endif /* SLUICE_SHIM_H */

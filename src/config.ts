@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { isIP } from 'node:net';
 import { load as loadYaml } from 'js-yaml';
-import { DEFAULT_PROXY_MARK, MAX_DNS_SERVERS } from './bpf/constants';
+import { DEFAULT_PROXY_MARK, EVENTS_RING_BYTES, MAX_DNS_SERVERS } from './bpf/constants';
 import { log } from './log';
 
 export interface Config {
@@ -30,6 +30,8 @@ export interface Config {
   lbBackendMapMax: number;
   /** bpf-lb-affinity-map-max */
   lbAffinityMapMax: number;
+  /** monitor-ring-bytes: size of the ring buffer datapath events pass through (sluice monitor) */
+  monitorRingBytes: number;
   /** state-dir: pod registrations and backups of edited CNI configs */
   stateDir: string;
   /** cni-conf-dir: where the runtime reads CNI configs; empty: do not install the plugin */
@@ -181,6 +183,16 @@ function intIn(min: number, max: number): Parser<number> {
   };
 }
 
+/** A BPF ring buffer's size: a power of two, a whole number of pages, at most 1 GiB. */
+function ringBytes(key: string, raw: string): number {
+  const page = 4096;
+  const n = /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(n) || n < page || n > 1 << 30 || (n & (n - 1)) !== 0) {
+    throw new RangeError(`Cannot parse config key ${key} "${raw}": expected a power of two from ${page} (one page) to ${1 << 30} bytes`);
+  }
+  return n;
+}
+
 function oneOf<T extends string>(...values: T[]): Parser<T> {
   return (key, raw) => {
     if (!(values as string[]).includes(raw)) {
@@ -218,6 +230,7 @@ const keys: { [name: string]: AnyKeySpec } = {
   'bpf-lb-service-map-max': { field: 'lbServiceMapMax', parse: intIn(16, 16 << 20), default: () => '1048576' },
   'bpf-lb-backend-map-max': { field: 'lbBackendMapMax', parse: intIn(16, 16 << 20), default: () => '524288' },
   'bpf-lb-affinity-map-max': { field: 'lbAffinityMapMax', parse: intIn(16, 16 << 20), default: () => '65536' },
+  'monitor-ring-bytes': { field: 'monitorRingBytes', parse: ringBytes, default: () => String(EVENTS_RING_BYTES) },
   'state-dir': { field: 'stateDir', parse: absPath, default: () => '/var/run/sluice' },
   'cni-conf-dir': { field: 'cniConfDir', parse: optional(absPath), default: () => '' },
   'cni-bin-dir': { field: 'cniBinDir', parse: absPath, default: () => '/opt/cni/bin' },

@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { applySettings, loadWithMigration, packageRoot, socketFdsUnder, type AttachResult, type BpfObject, type MapMigration, type MigrationRegistry } from './bpf';
-import { INBOUND_MARK, MAX_DNS_SERVERS } from './bpf/constants';
+import { EVENTS_RING_BYTES, INBOUND_MARK, MAX_DNS_SERVERS } from './bpf/constants';
 import { probeFeature } from './bpf/introspect';
 import { addrCodec } from './bpf/layout';
 import type { Config } from './config';
@@ -36,6 +36,8 @@ export const PINNED_MAPS = [
   'sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_lb_sock_rev', 'sl_lb_counters', 'sl_lb_pod_opt_out', 'sl_lb_sock_dead',
   'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst_syn', 'sl_origdst_stat', 'sl_origdst_sock', 'sl_origdst', 'sl_listeners',
   'sl_ep_stats', 'sl_node_ips', 'sl_bypass_flows',
+  // datapath events (bpf/lib/events.h): the ring, the monitor's gate, the events the ring had no room for
+  'sl_events', 'sl_monitor', 'sl_events_lost',
 ] as const;
 
 /** The `const volatile` settings programSettings() gives the objects, by their names in C. */
@@ -52,7 +54,7 @@ export interface ObjectConfig {
 }
 
 /** The maps sized by config, and the field of MapSizes that sizes each. */
-const SIZED_MAPS = { sl_lb_svc: 'service', sl_lb_backend: 'backend', sl_lb_affinity: 'affinity' } as const satisfies Record<string, keyof MapSizes>;
+const SIZED_MAPS = { sl_lb_svc: 'service', sl_lb_backend: 'backend', sl_lb_affinity: 'affinity', sl_events: 'events' } as const satisfies Record<string, keyof MapSizes>;
 export type SizedMap = keyof typeof SIZED_MAPS;
 
 const MESH_SETTINGS = [
@@ -61,11 +63,12 @@ const MESH_SETTINGS = [
 ] as const satisfies readonly SettingName[];
 
 /** Per object of OBJECTS (test/unit/contract-settings.test.ts checks it against each object's BTF). */
+// every object queues its events in the one ring: sized alike, or the pins would not match
 export const OBJECT_CONFIG: Record<keyof typeof OBJECTS | typeof SOCK_DESTROY_OBJECT, ObjectConfig> = {
-  'sock_lb.o': { settings: ['cfg_hostns_only', ...MESH_SETTINGS], sizedMaps: ['sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity'] },
-  'capture.o': { settings: MESH_SETTINGS, sizedMaps: [] },
+  'sock_lb.o': { settings: ['cfg_hostns_only', ...MESH_SETTINGS], sizedMaps: ['sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_events'] },
+  'capture.o': { settings: MESH_SETTINGS, sizedMaps: ['sl_events'] },
   // the iterators read socket-LB's maps: sized as sock_lb.o sizes them, or the pins would not match
-  'sock_destroy.o': { settings: [], sizedMaps: ['sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity'] },
+  'sock_destroy.o': { settings: [], sizedMaps: ['sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_events'] },
 };
 
 // sl_origdst (v0.1.0's node-wide LRU of original destinations) is kept with v0.1.0's layout beside
@@ -95,6 +98,8 @@ export interface MapSizes {
   service: number;
   backend: number;
   affinity: number;
+  /** bytes of the event ring sl_events (monitor-ring-bytes); default EVENTS_RING_BYTES */
+  events?: number;
 }
 
 /** What the programs are compiled with: `const volatile` globals in their .rodata, set before load. */
@@ -136,7 +141,7 @@ export function datapathOptions(cfg: Config, hostNetnsCookie: bigint, objectDir?
     proxyGid: cfg.meshProxyGid,
     dnsServers: cfg.meshDnsServers,
     proxyMark: cfg.ambientProxyMark,
-    sizes: { service: cfg.lbServiceMapMax, backend: cfg.lbBackendMapMax, affinity: cfg.lbAffinityMapMax },
+    sizes: { service: cfg.lbServiceMapMax, backend: cfg.lbBackendMapMax, affinity: cfg.lbAffinityMapMax, events: cfg.monitorRingBytes },
     objectDir,
   };
 }
@@ -227,7 +232,7 @@ function configureObject(obj: BpfObject, opts: DatapathOptions): string[] {
   const maps = new Set(obj.mapSpecs().map((m) => m.name));
   for (const name of declared.sizedMaps) {
     if (otherRelease && !maps.has(name)) skipped.push(`${file}: map ${name}`);
-    else obj.configureMap(name, { maxEntries: opts.sizes[SIZED_MAPS[name]] });
+    else obj.configureMap(name, { maxEntries: opts.sizes[SIZED_MAPS[name]] ?? EVENTS_RING_BYTES });
   }
   return skipped;
 }

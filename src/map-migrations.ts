@@ -95,6 +95,10 @@ export const MAP_POLICIES: Record<string, MapPolicy> = {
     why: 'per-pod capture counters restart at zero (the agent recreates the entry of every enrolled pod at start)',
   },
   sl_node_ips: { unconvertible: 'rebuild', why: 'the agent writes the node’s addresses at every start' },
+  // datapath events: a new release (or a new monitor-ring-bytes) creates them anew
+  sl_events: { unconvertible: 'rebuild', why: 'nothing: events not yet read by a monitor are dropped with the old ring' },
+  sl_monitor: { unconvertible: 'rebuild', why: 'nothing: the gate starts closed, and an attached monitor opens it again' },
+  sl_events_lost: { unconvertible: 'rebuild', why: 'the count of events a full ring dropped restarts at zero' },
   sl_bypass_flows: {
     unconvertible: 'rebuild',
     why: 'node-originated and proxy hand-off connections already open keep working (inbound capture decides at SYN only); new ones are recorded again',

@@ -12,9 +12,13 @@
 #include <bpf/bpf_endian.h>
 #include "addr.h"
 #include "capture_maps.h"
+#include "events.h"
 #include "mesh_consts.h"
 #include "node.h"
 #include "verdicts.h"
+
+/* What a captured connect is refused with when the node's handshakes are full (cap_handshakes_full). */
+#define SL_EAGAIN 11
 
 /* Set by the agent before load (mesh-proxy-uid, mesh-proxy-gid, ambient-proxy-mark). */
 const volatile __u32 cfg_proxy_uid = 1337;
@@ -94,16 +98,27 @@ static __always_inline __u32 cap_proxy_gid(const struct sl_policy *pol)
 	return pol->proxy_gid ? pol->proxy_gid : cfg_proxy_gid;
 }
 
-/* Does inbound capture take this port? Istio's ISTIO_INBOUND port rules: excludeInboundPorts
- * applies to "*", a list of includeInboundPorts is taken as is; the sidecar's own ports never.
+/* Why inbound capture leaves this port alone (enum sl_event_reason), SL_REASON_NONE when it takes
+ * it. Istio's ISTIO_INBOUND port rules: excludeInboundPorts applies to "*", a list of
+ * includeInboundPorts is taken as is; the sidecar's own ports never.
  */
-static __always_inline int cap_inbound_port(const struct sl_policy *pol, __u16 port)
+static __always_inline __u8 cap_inbound_port_skip(const struct sl_policy *pol, __u16 port)
 {
 	if (cap_reserved_port(port))
-		return 0;
+		return SL_REASON_PROXY_PORT;
 	if (pol->flags & SL_POL_IN_ALL)
-		return !cap_port_in(pol->exclude_in_ports, pol->n_exclude_in_ports, port);
-	return cap_port_in(pol->include_in_ports, pol->n_include_in_ports, port);
+		return cap_port_in(pol->exclude_in_ports, pol->n_exclude_in_ports, port)
+			       ? SL_REASON_EXCLUDED_PORT
+			       : SL_REASON_NONE;
+	return cap_port_in(pol->include_in_ports, pol->n_include_in_ports, port)
+		       ? SL_REASON_NONE
+		       : SL_REASON_NOT_INCLUDED;
+}
+
+/* Does inbound capture take this port? */
+static __always_inline int cap_inbound_port(const struct sl_policy *pol, __u16 port)
+{
+	return cap_inbound_port_skip(pol, port) == SL_REASON_NONE;
 }
 
 static __always_inline void cap_count(__u64 cookie, enum sl_ep_stat which)
@@ -223,19 +238,26 @@ static __always_inline int cap_handshakes_full(void)
 
 /* Sends the connect to the proxy's port on loopback, remembering where it was going. `at_connect`
  * is a constant: only connect hooks may bind (a TCP sendmsg with an address is TCP Fast Open).
+ * `reason` goes with the capture-out event (SL_REASON_NO_LISTENER: ambient's fail-closed case).
  */
-static __always_inline int cap_redirect(struct bpf_sock_addr *ctx, const struct sl_policy *pol, __u64 cookie,
-					struct sl_addr *dst, __u16 *dport, __u16 to_port, __u8 kind, int at_connect)
+static __always_inline int cap_redirect(struct bpf_sock_addr *ctx, const struct sl_policy *pol,
+					__u64 cookie, struct sl_addr *dst, __u16 *dport,
+					__u16 to_port, __u8 kind, int at_connect, __u8 reason)
 {
-	struct sl_orig_dst *o;
+	struct sl_orig_dst *o = NULL;
 
-	if (!ctx->sk)
-		return CAP_NONE;
-	if (cap_handshakes_full())
+	if (ctx->sk && cap_handshakes_full()) {
+		monitor_emit(ctx, SL_EV_CAPTURE_OUT, SL_REASON_HANDSHAKES_FULL, pol->mode,
+			     SL_EAGAIN, dst, *dport, NULL, 0);
 		return CAP_REFUSED;
-	o = bpf_sk_storage_get(&sl_cap_sock, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!o)
+	}
+	if (ctx->sk)
+		o = bpf_sk_storage_get(&sl_cap_sock, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o) {
+		monitor_emit(ctx, SL_EV_BYPASS_OUT, SL_REASON_NO_STORAGE, pol->mode, 0, dst, *dport,
+			     NULL, 0);
 		return CAP_NONE;
+	}
 	o->addr = *dst;
 	o->port = *dport;
 	o->captured = kind;
@@ -244,6 +266,7 @@ static __always_inline int cap_redirect(struct bpf_sock_addr *ctx, const struct 
 	cap_to_loopback(dst);
 	*dport = to_port;
 	cap_count(cookie, CAP_STAT_OUTBOUND);
+	monitor_emit(ctx, SL_EV_CAPTURE_OUT, reason, pol->mode, 0, &o->addr, o->port, dst, to_port);
 	return CAP_REDIRECTED;
 }
 
@@ -331,7 +354,10 @@ static __always_inline int cap_is_tproxy_marked(struct bpf_sock *sk)
 static __always_inline int capture_dns_udp(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *dport)
 {
 	struct sl_policy *pol;
+	struct sl_addr to;
 	__u64 cookie, uidgid;
+	__u8 why = SL_REASON_NONE;
+	int ret = CAP_NONE;
 
 	if (ctx->protocol != IPPROTO_UDP || *dport != SL_PORT_DNS)
 		return CAP_NONE;
@@ -340,21 +366,40 @@ static __always_inline int capture_dns_udp(struct bpf_sock_addr *ctx, struct sl_
 	if (!pol || !(pol->flags & SL_POL_DNS))
 		return CAP_NONE;
 	if (pol->mode == SL_MODE_AMBIENT) {
-		if (cap_is_proxy_marked(ctx->sk))
-			return CAP_PROXY;
-		if (addr_is_loopback(dst) || cap_is_pod_ip(pol, dst))
-			return CAP_NONE;
+		if (cap_is_proxy_marked(ctx->sk)) {
+			why = SL_REASON_PROXY_MARK;
+			ret = CAP_PROXY;
+		} else if (addr_is_loopback(dst) || cap_is_pod_ip(pol, dst)) {
+			why = SL_REASON_LOCAL;
+		}
 	} else if (pol->mode == SL_MODE_SIDECAR) {
 		/* excludeOutboundPorts applies to UDP too (Istio: "-p udp --dport P -j RETURN") */
-		if (cap_port_in(pol->exclude_out_ports, pol->n_exclude_out_ports, *dport) || !cap_is_dns_server(dst))
-			return CAP_NONE;
-		uidgid = bpf_get_current_uid_gid();
-		if ((__u32)uidgid == cap_proxy_uid(pol) || (__u32)(uidgid >> 32) == cap_proxy_gid(pol))
-			return CAP_PROXY;
+		if (cap_port_in(pol->exclude_out_ports, pol->n_exclude_out_ports, *dport)) {
+			why = SL_REASON_EXCLUDED_PORT;
+		} else if (!cap_is_dns_server(dst)) {
+			why = SL_REASON_NOT_DNS_SERVER;
+		} else {
+			uidgid = bpf_get_current_uid_gid();
+			if ((__u32)uidgid == cap_proxy_uid(pol)) {
+				why = SL_REASON_PROXY_UID;
+				ret = CAP_PROXY;
+			} else if ((__u32)(uidgid >> 32) == cap_proxy_gid(pol)) {
+				why = SL_REASON_PROXY_GID;
+				ret = CAP_PROXY;
+			}
+		}
 	} else {
 		return CAP_NONE;
 	}
-	cap_to_loopback(dst);
+	if (why != SL_REASON_NONE) {
+		monitor_emit(ctx, SL_EV_BYPASS_OUT, why, pol->mode, 0, dst, *dport, NULL, 0);
+		return ret;
+	}
+	to = *dst;
+	cap_to_loopback(&to);
+	monitor_emit(ctx, SL_EV_CAPTURE_OUT, SL_REASON_NONE, pol->mode, 0, dst, *dport, &to,
+		     pol->dns_port);
+	*dst = to;
 	*dport = pol->dns_port;
 	cap_count(cookie, CAP_STAT_OUTBOUND);
 	return CAP_REDIRECTED;
@@ -383,22 +428,38 @@ static __always_inline int cap_bound_to_inbound_passthrough(struct bpf_sock_addr
 static __always_inline int capture_connect_ambient(struct bpf_sock_addr *ctx, const struct sl_policy *pol, __u64 cookie,
 						   struct sl_addr *dst, __u16 *dport, int at_connect)
 {
+	__u8 why = SL_REASON_NONE;
 	struct bpf_sock *l;
 
 	if (cap_is_proxy_marked(ctx->sk)) {
 		cap_count(cookie, CAP_STAT_BYPASS);
+		monitor_emit(ctx, SL_EV_BYPASS_OUT, SL_REASON_PROXY_MARK, pol->mode, 0, dst, *dport,
+			     NULL, 0);
 		return CAP_PROXY;
 	}
 	if ((pol->flags & SL_POL_DNS) && *dport == SL_PORT_DNS && !cap_is_localhost1(dst))
-		return cap_redirect(ctx, pol, cookie, dst, dport, pol->dns_port, 1, at_connect);
-	if (addr_is_loopback(dst) || cap_is_pod_ip(pol, dst))
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->dns_port, 1, at_connect,
+				    SL_REASON_NONE);
+	if (addr_is_loopback(dst) || cap_is_pod_ip(pol, dst)) {
+		monitor_emit(ctx, SL_EV_BYPASS_OUT, SL_REASON_LOCAL, pol->mode, 0, dst, *dport,
+			     NULL, 0);
 		return CAP_NONE;
+	}
 	l = cap_listener(cookie, pol->outbound_port, addr_is_mapped_v4(dst));
-	if (l)
+	if (l) {
 		bpf_sk_release(l);
-	else
+	} else {
 		cap_count(cookie, CAP_STAT_NO_LISTENER);
-	return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect);
+		why = SL_REASON_NO_LISTENER;
+	}
+	return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect, why);
+}
+
+/* A rule's outcome and the reason it reports (see capture_sidecar_nat). */
+static __always_inline int cap_why(__u8 *why, __u8 reason, int ret)
+{
+	*why = reason;
+	return ret;
 }
 
 /*
@@ -419,44 +480,51 @@ static __always_inline int capture_connect_ambient(struct bpf_sock_addr *ctx, co
  *  11. excluded ranges: RETURN; 12. included ports: to 15001; 13. included ranges or "*": 15001.
  * Rules 4 and 7 are left out when an included range covers loopback (Istio's HasLoopBackIP).
  * "-o lo" is "the destination is one of this namespace's addresses": loopback or a pod IP.
- * Returns CAP_PROXY (uncounted) for rules 5 and 8.
+ * Returns CAP_PROXY (uncounted) for rules 5 and 8. When it returns CAP_NONE or CAP_PROXY by a
+ * rule, *why says which (enum sl_event_reason); cap_redirect reports its own outcomes.
  */
-static __always_inline int capture_sidecar_nat(struct bpf_sock_addr *ctx, const struct sl_policy *pol, __u64 cookie,
-					       struct sl_addr *dst, __u16 *dport, int at_connect, int local, int is_uid,
-					       int is_gid)
+static __always_inline int capture_sidecar_nat(struct bpf_sock_addr *ctx,
+					       const struct sl_policy *pol, __u64 cookie,
+					       struct sl_addr *dst, __u16 *dport, int at_connect,
+					       int local, int is_uid, int is_gid, __u8 *why)
 {
 	int dns53, to_inbound, lo_ranges;
 
 	if (cap_port_in(pol->exclude_out_ports, pol->n_exclude_out_ports, *dport)) /* 1 */
-		return CAP_NONE;
+		return cap_why(why, SL_REASON_EXCLUDED_PORT, CAP_NONE);
 	if (local && cap_bound_to_inbound_passthrough(ctx)) /* 2 */
-		return CAP_NONE;
+		return cap_why(why, SL_REASON_INBOUND_PASSTHROUGH, CAP_NONE);
 	dns53 = (pol->flags & SL_POL_DNS) && *dport == SL_PORT_DNS;
 	lo_ranges = pol->flags & SL_POL_LOOPBACK_RANGE;
 	to_inbound = local && !cap_is_localhost1(dst) && *dport != SL_PORT_HBONE;
 	if (is_uid && to_inbound && !dns53) /* 3 */
-		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect);
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect,
+				    SL_REASON_NONE);
 	if (!lo_ranges && local && !dns53 && !is_uid) /* 4 */
-		return CAP_NONE;
+		return cap_why(why, SL_REASON_LOCAL, CAP_NONE);
 	if (is_uid) /* 5 */
-		return CAP_PROXY;
+		return cap_why(why, SL_REASON_PROXY_UID, CAP_PROXY);
 	if (is_gid && to_inbound) /* 6 */
-		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect);
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect,
+				    SL_REASON_NONE);
 	if (!lo_ranges && local && !dns53) /* 7: the gid is not the proxy's here */
-		return CAP_NONE;
+		return cap_why(why, SL_REASON_LOCAL, CAP_NONE);
 	if (is_gid) /* 8 */
-		return CAP_PROXY;
+		return cap_why(why, SL_REASON_PROXY_GID, CAP_PROXY);
 	if (dns53 && cap_is_dns_server(dst)) /* 9 */
-		return cap_redirect(ctx, pol, cookie, dst, dport, pol->dns_port, 1, at_connect);
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->dns_port, 1, at_connect,
+				    SL_REASON_NONE);
 	if (cap_is_localhost1(dst)) /* 10 */
-		return CAP_NONE;
+		return cap_why(why, SL_REASON_LOOPBACK, CAP_NONE);
 	if (cap_cidr_in(pol->exclude_cidrs, pol->n_exclude_cidrs, dst)) /* 11 */
-		return CAP_NONE;
+		return cap_why(why, SL_REASON_EXCLUDED_CIDR, CAP_NONE);
 	if (cap_port_in(pol->include_out_ports, pol->n_include_out_ports, *dport)) /* 12 */
-		return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect);
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect,
+				    SL_REASON_NONE);
 	if ((pol->flags & SL_POL_OUT_ALL) || cap_cidr_in(pol->include_cidrs, pol->n_include_cidrs, dst)) /* 13 */
-		return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect);
-	return CAP_NONE;
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect,
+				    SL_REASON_NONE);
+	return cap_why(why, SL_REASON_NOT_INCLUDED, CAP_NONE);
 }
 
 /*
@@ -482,6 +550,7 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 	struct sl_policy *pol;
 	__u64 cookie, uidgid;
 	int local, is_uid, is_gid, ret;
+	__u8 why = SL_REASON_NONE;
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return CAP_NONE;
@@ -497,28 +566,44 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 	uidgid = bpf_get_current_uid_gid();
 	is_uid = (__u32)uidgid == cap_proxy_uid(pol);
 	is_gid = (__u32)(uidgid >> 32) == cap_proxy_gid(pol);
-	ret = capture_sidecar_nat(ctx, pol, cookie, dst, dport, at_connect, local, is_uid, is_gid);
+	ret = capture_sidecar_nat(ctx, pol, cookie, dst, dport, at_connect, local, is_uid, is_gid,
+				  &why);
 	if ((ret == CAP_NONE || ret == CAP_PROXY) && cap_tproxy_inbound(ctx, pol, dst, *dport, local, is_uid || is_gid))
-		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect);
+		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect,
+				    SL_REASON_NONE);
 	if (ret == CAP_PROXY)
 		cap_count(cookie, CAP_STAT_BYPASS);
+	if (why != SL_REASON_NONE)
+		monitor_emit(ctx, SL_EV_BYPASS_OUT, why, pol->mode, 0, dst, *dport, NULL, 0);
 	return ret;
 }
 
 /* lo is ifindex 1 in every network namespace */
 #define SL_LOOPBACK_IFINDEX 1
 
+/* Inbound left alone in a captured pod, and why (into *why when the caller asks). */
+static __always_inline int cap_in_pass(__u8 *why, __u8 reason)
+{
+	if (why)
+		*why = reason;
+	return CAP_IN_PASS;
+}
+
 /*
  * The inbound decision (Istio's ISTIO_INBOUND, made at sk_lookup, where the packet is not changed
  * so the accepted socket keeps the original destination as its local address): does a TCP
  * connection to local:port from remote:peer_port, arriving on ingress_ifindex, go to the inbound
- * listener of the pod that owns `local`? CAP_IN_STEER names that pod in *cookie and *pol.
+ * listener of the pod that owns `local`? CAP_IN_STEER names that pod in *cookie and *pol. When a
+ * captured pod's connection is passed, *why (unless NULL) says why; it is left alone otherwise.
  */
-static __always_inline int capture_inbound(const struct sl_addr *local, const struct sl_addr *remote, __u16 port,
-					   __u16 peer_port, __u32 ingress_ifindex, __u64 *cookie, struct sl_policy **pol)
+static __always_inline int capture_inbound(const struct sl_addr *local,
+					   const struct sl_addr *remote, __u16 port,
+					   __u16 peer_port, __u32 ingress_ifindex, __u64 *cookie,
+					   struct sl_policy **pol, __u8 *why)
 {
 	struct sl_flow_key flow = {};
 	struct sl_policy *p;
+	__u8 skip;
 	__u64 *c;
 
 	if (addr_is_loopback(local))
@@ -536,22 +621,27 @@ static __always_inline int capture_inbound(const struct sl_addr *local, const st
 	 */
 	if (ingress_ifindex == SL_LOOPBACK_IFINDEX || addr_is_loopback(remote) || addr_is_v6_passthrough(remote) ||
 	    cap_is_pod_ip(p, remote))
-		return CAP_IN_PASS;
+		return cap_in_pass(why, SL_REASON_FROM_POD);
 	/* the node's own sockets and the proxy's own hand-off to the app (see capture_bypass_flow) */
 	flow.pod = *local;
 	flow.peer = *remote;
 	flow.pod_port = port;
 	flow.peer_port = peer_port;
 	if (bpf_map_lookup_elem(&sl_bypass_flows, &flow))
-		return CAP_IN_PASS;
+		return cap_in_pass(why, SL_REASON_BYPASS_FLOW);
 	if (p->mode == SL_MODE_AMBIENT) {
 		/* HBONE reaches the node proxy's own 15008 socket; ambient.istio.io/
 		 * bypass-inbound-capture leaves inbound alone; Istio's SNAT address for probes */
-		if (port == SL_PORT_HBONE || (p->flags & SL_POL_NO_INBOUND) ||
-		    (addr_is_mapped_v4(remote) && addr_v4(remote) == bpf_htonl(0xa9fe077f)))
-			return CAP_IN_PASS;
-	} else if (!cap_inbound_port(p, port)) {
-		return CAP_IN_PASS;
+		if (port == SL_PORT_HBONE)
+			return cap_in_pass(why, SL_REASON_HBONE);
+		if (p->flags & SL_POL_NO_INBOUND)
+			return cap_in_pass(why, SL_REASON_NO_INBOUND);
+		if (addr_is_mapped_v4(remote) && addr_v4(remote) == bpf_htonl(0xa9fe077f))
+			return cap_in_pass(why, SL_REASON_PROBE_SNAT);
+	} else {
+		skip = cap_inbound_port_skip(p, port);
+		if (skip != SL_REASON_NONE)
+			return cap_in_pass(why, skip);
 	}
 	*cookie = *c;
 	*pol = p;

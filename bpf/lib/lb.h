@@ -10,6 +10,7 @@
 #include <bpf/bpf_endian.h>
 #include "addr.h"
 #include "capture_maps.h" /* sl_node_ips: the node's own addresses, kept live by the agent */
+#include "events.h"
 #include "lb_maps.h"
 #include "node.h"
 #include "verdicts.h"
@@ -114,6 +115,15 @@ static __always_inline __u32 lb_mix(__u64 x)
 	return (__u32)x;
 }
 
+/* A connect to a frontend that socket-LB leaves untouched: counted, and reported as a bypass. */
+static __always_inline int lb_skip(struct bpf_sock_addr *ctx, __u32 counter, __u8 reason,
+				   const struct sl_addr *dst, __u16 dport)
+{
+	lb_count(counter);
+	monitor_emit(ctx, SL_EV_BYPASS_OUT, reason, SL_MODE_NONE, 0, dst, dport, NULL, 0);
+	return SL_ALLOW;
+}
+
 static __always_inline __u32 lb_affinity_backend(struct sl_affinity_key *ak, const struct sl_svc_val *svc)
 {
 	struct sl_affinity_val *av = bpf_map_lookup_elem(&sl_lb_affinity, ak);
@@ -180,6 +190,7 @@ static __always_inline int lb_translate(struct bpf_sock_addr *ctx, struct sl_add
 	struct sl_svc_val *svc, *slot;
 	struct sl_backend *be;
 	__u32 backend_id = 0, n;
+	__u8 reason = SL_REASON_NONE;
 	__u16 count;
 
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
@@ -197,18 +208,22 @@ static __always_inline int lb_translate(struct bpf_sock_addr *ctx, struct sl_add
 		svc = lb_nodeport_lookup(ctx, &key, dst);
 	if (!svc)
 		return SL_ALLOW;
-	if (cfg_hostns_only && !lb_in_host_netns(ctx)) {
-		lb_count(SL_CNT_HOSTNS_SKIP);
-		return SL_ALLOW;
-	}
-	if (lb_pod_opted_out(ctx)) {
-		lb_count(SL_CNT_POD_OPT_OUT);
-		return SL_ALLOW;
-	}
+	if (cfg_hostns_only && !lb_in_host_netns(ctx))
+		return lb_skip(ctx, SL_CNT_HOSTNS_SKIP, SL_REASON_HOSTNS_ONLY, dst, *dport);
+	if (lb_pod_opted_out(ctx))
+		return lb_skip(ctx, SL_CNT_POD_OPT_OUT, SL_REASON_POD_OPT_OUT, dst, *dport);
 	count = svc->count;
 	if (count == 0) {
 		/* the agent says why there is nothing to choose from: ITP Local is its own reason */
-		lb_count(svc->flags & SL_SVC_F_NO_LOCAL ? SL_CNT_NO_LOCAL_BACKEND : SL_CNT_NO_BACKEND);
+		if (svc->flags & SL_SVC_F_NO_LOCAL) {
+			lb_count(SL_CNT_NO_LOCAL_BACKEND);
+			reason = SL_REASON_NO_LOCAL_BACKEND;
+		} else {
+			lb_count(SL_CNT_NO_BACKEND);
+			reason = SL_REASON_NO_BACKEND;
+		}
+		monitor_emit(ctx, SL_EV_LB_REFUSE, reason, SL_MODE_NONE, SL_ECONNREFUSED, dst,
+			     *dport, NULL, 0);
 		bpf_set_retval(-SL_ECONNREFUSED);
 		return SL_REJECT;
 	}
@@ -216,28 +231,28 @@ static __always_inline int lb_translate(struct bpf_sock_addr *ctx, struct sl_add
 		ak.netns_cookie = bpf_get_netns_cookie(ctx);
 		ak.svc_id = svc->id;
 		backend_id = lb_affinity_backend(&ak, svc);
+		if (backend_id)
+			reason = SL_REASON_AFFINITY;
 	}
 	if (!backend_id) {
 		n = per_flow ? lb_mix(bpf_get_socket_cookie(ctx)) : bpf_get_prandom_u32();
 		key.slot = (__u16)(n % count) + 1;
 		slot = bpf_map_lookup_elem(&sl_lb_svc, &key);
-		if (!slot) {
-			lb_count(SL_CNT_SLOT_MISS);
-			return SL_ALLOW;
-		}
+		if (!slot)
+			return lb_skip(ctx, SL_CNT_SLOT_MISS, SL_REASON_SLOT_MISS, dst, *dport);
 		backend_id = slot->id;
 	}
 	be = bpf_map_lookup_elem(&sl_lb_backend, &backend_id);
-	if (!be) {
-		lb_count(SL_CNT_SLOT_MISS);
-		return SL_ALLOW;
-	}
+	if (!be)
+		return lb_skip(ctx, SL_CNT_SLOT_MISS, SL_REASON_SLOT_MISS, dst, *dport);
 	if (svc->flags & SL_SVC_F_AFFINITY) {
 		struct sl_affinity_val av = { .last_ns = bpf_ktime_get_ns(), .backend_id = backend_id };
 
 		bpf_map_update_elem(&sl_lb_affinity, &ak, &av, BPF_ANY);
 	}
 	lb_rev_remember(ctx, be, dst, *dport);
+	monitor_emit(ctx, SL_EV_LB_TRANSLATE, reason, SL_MODE_NONE, 0, dst, *dport, &be->ip,
+		     be->port);
 	*dst = be->ip;
 	*dport = be->port;
 	lb_count(SL_CNT_TRANSLATED);

@@ -116,6 +116,31 @@ struct sl_destroyed {
 /* only ever a local variable, so absent from the objects' BTF: its size is checked here instead */
 _Static_assert(sizeof(struct sl_destroyed) == 40, "struct sl_destroyed is mirrored by destroyedCodec");
 
+/* One datapath decision, as the programs queue it in the ring buffer sl_events while a monitor
+ * is attached (bpf/lib/events.h); decoded by eventCodec. Addresses as in the maps (IPv4 mapped),
+ * all zero when unknown; ports in host order.
+ */
+struct sl_event {
+	__u64 ts_ns;	    /* bpf_ktime_get_ns() */
+	__u64 netns_cookie; /* the network namespace the decision was about (the pod's) */
+	__u64 sock_cookie;  /* the socket's cookie; 0 when there is no socket yet (sk_lookup) */
+	struct sl_addr src; /* the socket's own address (inbound: the connecting peer) */
+	struct sl_addr dst; /* the destination as asked (the VIP, the original destination) */
+	struct sl_addr to;  /* where it was sent instead (backend, proxy); zero when not rewritten */
+	__u16 src_port;
+	__u16 dst_port;
+	__u16 to_port;
+	__u8 type;   /* enum sl_event_type */
+	__u8 reason; /* enum sl_event_reason */
+	__u8 proto;  /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 mode;   /* SL_MODE_* of the pod, for capture decisions; SL_MODE_NONE otherwise */
+	__u16 pad;
+	__s32 err; /* the errno a refusal answered (ECONNREFUSED, EAGAIN), 0 otherwise */
+};
+/* queued only (a ring buffer has no value type), so absent from the objects' BTF: its layout is
+ * checked against a snippet compiled from this header (test/unit/contract-layout.test.ts) */
+_Static_assert(sizeof(struct sl_event) == 88, "struct sl_event is mirrored by eventCodec");
+
 /* ---- Mesh capture ---- */
 
 #define SL_MODE_NONE 0

@@ -14,6 +14,7 @@
 #include <bpf/bpf_endian.h>
 #include "addr.h"
 #include "capture_maps.h" /* sl_node_ips: the addresses a nodePort is reached on */
+#include "events.h"
 #include "lb_maps.h"
 
 #define SL_AF_INET 2
@@ -25,12 +26,26 @@ struct bpf_iter_meta {
 	struct seq_file *seq;
 } __attribute__((preserve_access_index));
 
-/* Flat here; in the kernel skc_daddr and skc_dport sit in anonymous unions, which CO-RE resolves. */
+struct net {
+	__u64 net_cookie;
+} __attribute__((preserve_access_index));
+
+typedef struct {
+	struct net *net;
+} __attribute__((preserve_access_index)) possible_net_t;
+
+/* Flat here; in the kernel skc_daddr, skc_rcv_saddr, skc_dport and skc_num sit in anonymous
+ * unions, which CO-RE resolves.
+ */
 struct sock_common {
 	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
 	__be16 skc_dport;
+	__u16 skc_num;
 	unsigned short skc_family;
+	possible_net_t skc_net;
 	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
 } __attribute__((preserve_access_index));
 
 struct sock {
@@ -94,6 +109,42 @@ static __always_inline int destroy_pair_dead(struct sl_dead_key *dead)
 	return bpf_map_lookup_elem(&sl_lb_sock_dead, dead) != NULL;
 }
 
+/* A sock-destroy event for the socket about to be destroyed, or NULL (no monitor): its netns,
+ * cookie and own address are read now, since a destroyed UDP socket forgets its address.
+ * destroy_emit completes it, or bpf_ringbuf_discard drops it when the socket stays.
+ */
+static __always_inline struct sl_event *destroy_event(struct sock_common *skc)
+{
+	struct sl_event *e = monitor_reserve(SL_EV_SOCK_DESTROY, SL_REASON_BACKEND_GONE);
+
+	if (!e)
+		return NULL;
+	e->netns_cookie = skc->skc_net.net->net_cookie;
+	e->sock_cookie = bpf_get_socket_cookie(skc);
+	if (skc->skc_family == SL_AF_INET) {
+		if (skc->skc_rcv_saddr)
+			addr_from_v4(&e->src, skc->skc_rcv_saddr);
+	} else {
+		addr_from_words(&e->src, skc->skc_v6_rcv_saddr.in6_u.u6_addr32[0],
+				skc->skc_v6_rcv_saddr.in6_u.u6_addr32[1],
+				skc->skc_v6_rcv_saddr.in6_u.u6_addr32[2],
+				skc->skc_v6_rcv_saddr.in6_u.u6_addr32[3]);
+	}
+	e->src_port = skc->skc_num;
+	return e;
+}
+
+/* ... with the frontend the socket had dialed and the backend it was connected to. */
+static __always_inline void destroy_emit(struct sl_event *e, const struct sl_destroyed *rec)
+{
+	e->proto = rec->proto;
+	e->dst = rec->vip;
+	e->dst_port = rec->vip_port;
+	e->to = rec->peer;
+	e->to_port = rec->peer_port;
+	monitor_submit(e);
+}
+
 /* Destroys the socket when it is still connected to a backend that a frontend chose for it and
  * that has since left that frontend (an entry in sl_lb_sock_dead). A socket connected to the same
  * backend directly, or through a frontend it has not left, is kept; so is every unconnected UDP
@@ -106,6 +157,7 @@ static __always_inline int destroy_if_left(struct bpf_iter_meta *meta, struct so
 {
 	struct sl_destroyed rec = {};
 	struct sl_dead_key dead = {};
+	struct sl_event *e;
 	struct sl_sock_rev *rev;
 	struct sl_addr peer;
 	__u16 port;
@@ -131,13 +183,19 @@ static __always_inline int destroy_if_left(struct bpf_iter_meta *meta, struct so
 		rec.vip_port = rev->e[i].vip_port;
 		if (!destroy_pair_dead(&dead))
 			return 0;
-		if (bpf_sock_destroy(skc))
+		e = destroy_event(skc);
+		if (bpf_sock_destroy(skc)) {
+			if (e)
+				bpf_ringbuf_discard(e, 0);
 			return 0;
+		}
 		destroy_count();
 		rec.peer = peer;
 		rec.peer_port = port;
 		rec.proto = proto;
 		bpf_seq_write(meta->seq, &rec, sizeof(rec));
+		if (e)
+			destroy_emit(e, &rec);
 		return 1;
 	}
 	return 0;

@@ -18,6 +18,7 @@ import type { ClusterSource } from '../k8s/source';
 import { ObjectStore } from '../k8s/store';
 import { ServiceTracker } from '../lb/tracker';
 import { datapathOptions, installDatapath } from '../datapath';
+import { closeEventGate } from '../bpf/event-feed';
 import { LbMaps } from '../lb/maps';
 import { PodLbOptOut } from '../lb/pod-opt-out';
 import { SocketDestroyer, type DestroyReport } from '../lb/sock-destroy';
@@ -127,6 +128,8 @@ export class Agent {
 
     const cookie = netnsCookieSelf();
     const { links, netnsLinks, migration, sockDestroy } = installDatapath(datapathOptions(this.cfg, cookie));
+    // a monitor attached to an agent that was killed left the programs queueing events for no one
+    if (closeEventGate(this.cfg.bpfPinDir)) log.info('closed the datapath event gate a previous agent left open');
     const maps = LbMaps.open(this.cfg.bpfPinDir);
     this.maps = maps;
     this.lbOptOut = PodLbOptOut.open(this.cfg.bpfPinDir);

@@ -367,6 +367,100 @@ export const destroyedCodec: StructCodec<Destroyed> = structCodec(DESTROYED, {
   },
 });
 
+/** struct sl_event, with the numbers as the programs wrote them (src/bpf/event-feed.ts names them). */
+export interface EventRecord {
+  tsNs: bigint;
+  netnsCookie: bigint;
+  sockCookie: bigint;
+  /** '' when the program left the address zero (unknown, not rewritten) */
+  src: string;
+  dst: string;
+  to: string;
+  srcPort: number;
+  dstPort: number;
+  toPort: number;
+  /** enum sl_event_type (EVENT_TYPES) */
+  type: number;
+  /** enum sl_event_reason (EVENT_REASONS), 0: none */
+  reason: number;
+  proto: number;
+  /** MODE */
+  mode: number;
+  /** errno, positive; 0: none */
+  err: number;
+}
+
+const EVENT = defineStruct('sl_event', 88, [
+  ['ts_ns', 0, 8],
+  ['netns_cookie', 8, 8],
+  ['sock_cookie', 16, 8],
+  ['src', 24, ADDR.size],
+  ['dst', 40, ADDR.size],
+  ['to', 56, ADDR.size],
+  ['src_port', 72, 2],
+  ['dst_port', 74, 2],
+  ['to_port', 76, 2],
+  ['type', 78, 1],
+  ['reason', 79, 1],
+  ['proto', 80, 1],
+  ['mode', 81, 1],
+  ['pad', 82, 2],
+  ['err', 84, 4],
+]);
+
+function isZeroAddr(b: Buffer, o: number): boolean {
+  for (let i = 0; i < ADDR.size; i++) if (b[o + i] !== 0) return false;
+  return true;
+}
+
+function decodeOptionalAddr(b: Buffer, o: number): string {
+  return isZeroAddr(b, o) ? '' : decodeAddr(b, o);
+}
+
+function encodeOptionalAddr(ip: string, b: Buffer, o: number): void {
+  if (ip === '') b.fill(0, o, o + ADDR.size);
+  else encodeAddr(ip, b, o);
+}
+
+/** struct sl_event: one datapath decision as the programs queue it in sl_events (bpf/lib/events.h). */
+export const eventCodec: StructCodec<EventRecord> = structCodec(EVENT, {
+  encode(v, b, o) {
+    b.fill(0, o, o + EVENT.size);
+    b.writeBigUInt64LE(v.tsNs, o + EVENT.at.ts_ns);
+    b.writeBigUInt64LE(v.netnsCookie, o + EVENT.at.netns_cookie);
+    b.writeBigUInt64LE(v.sockCookie, o + EVENT.at.sock_cookie);
+    encodeOptionalAddr(v.src, b, o + EVENT.at.src);
+    encodeOptionalAddr(v.dst, b, o + EVENT.at.dst);
+    encodeOptionalAddr(v.to, b, o + EVENT.at.to);
+    b.writeUInt16LE(v.srcPort, o + EVENT.at.src_port);
+    b.writeUInt16LE(v.dstPort, o + EVENT.at.dst_port);
+    b.writeUInt16LE(v.toPort, o + EVENT.at.to_port);
+    b.writeUInt8(v.type, o + EVENT.at.type);
+    b.writeUInt8(v.reason, o + EVENT.at.reason);
+    b.writeUInt8(v.proto, o + EVENT.at.proto);
+    b.writeUInt8(v.mode, o + EVENT.at.mode);
+    b.writeInt32LE(v.err, o + EVENT.at.err);
+  },
+  decode(b, o) {
+    return {
+      tsNs: b.readBigUInt64LE(o + EVENT.at.ts_ns),
+      netnsCookie: b.readBigUInt64LE(o + EVENT.at.netns_cookie),
+      sockCookie: b.readBigUInt64LE(o + EVENT.at.sock_cookie),
+      src: decodeOptionalAddr(b, o + EVENT.at.src),
+      dst: decodeOptionalAddr(b, o + EVENT.at.dst),
+      to: decodeOptionalAddr(b, o + EVENT.at.to),
+      srcPort: b.readUInt16LE(o + EVENT.at.src_port),
+      dstPort: b.readUInt16LE(o + EVENT.at.dst_port),
+      toPort: b.readUInt16LE(o + EVENT.at.to_port),
+      type: b.readUInt8(o + EVENT.at.type),
+      reason: b.readUInt8(o + EVENT.at.reason),
+      proto: b.readUInt8(o + EVENT.at.proto),
+      mode: b.readUInt8(o + EVENT.at.mode),
+      err: b.readInt32LE(o + EVENT.at.err),
+    };
+  },
+});
+
 /** A per-CPU u64 counter: the kernel returns one 8-byte slot per possible CPU; we sum them. */
 export function perCpuU64Codec(possibleCpus: number): Codec<bigint> {
   return {

@@ -64,6 +64,9 @@ export interface InpodCfg {
 /** Pointer-sized opaque handle to a libbpf `struct bpf_object`. */
 export type ObjectHandle = unknown;
 
+/** Pointer-sized opaque handle to a ring buffer reader (native/ringbuf.c). */
+export type RingbufHandle = unknown;
+
 export interface Shim {
   lastError(): string;
   objOpen(path: string): ObjectHandle | null;
@@ -94,6 +97,11 @@ export interface Shim {
   iterLink(progFd: number): number;
   /** bytes the iterator produced (a number: koffi maps int64_t to number when it fits), or -errno */
   iterRun(linkFd: number, netnsPath: string | null, out: Buffer | null, outLen: number): number | bigint;
+  ringbufOpen(mapFd: number): RingbufHandle | null;
+  ringbufEpollFd(r: RingbufHandle): number;
+  /** bytes written into out (records, each a uint32 length then its bytes); more[0] = 1 when out filled up first */
+  ringbufConsume(r: RingbufHandle, out: Buffer, outLen: number, more: Int32Array): number;
+  ringbufFree(r: RingbufHandle): void;
   // libbpf, directly
   objGet(path: string): number;
   objPin(fd: number, path: string): number;
@@ -127,6 +135,7 @@ export function loadShim(): Shim {
   const libbpf = koffi.load('libbpf.so.1');
   const libc = koffi.load('libc.so.6');
   koffi.opaque('bpf_object');
+  koffi.opaque('sl_ringbuf');
   koffi.struct('sl_inpod_cfg', { mark: 'uint32_t', mask: 'uint32_t', table: 'uint32_t', pref: 'uint32_t', ipv6: 'int32_t' });
   shim = {
     lastError: lib.func('const char *sl_last_error()'),
@@ -157,6 +166,10 @@ export function loadShim(): Shim {
     cgroupId: lib.func('int sl_cgroup_id(const char *path, uint64_t *id)'),
     iterLink: lib.func('int sl_iter_link(int prog_fd)'),
     iterRun: lib.func('int64_t sl_iter_run(int link_fd, const char *netns, void *out, size_t out_len)'),
+    ringbufOpen: lib.func('sl_ringbuf *sl_ringbuf_open(int map_fd)'),
+    ringbufEpollFd: lib.func('int sl_ringbuf_epoll_fd(sl_ringbuf *r)'),
+    ringbufConsume: lib.func('int sl_ringbuf_consume(sl_ringbuf *r, void *out, size_t out_len, int *more)'),
+    ringbufFree: lib.func('void sl_ringbuf_free(sl_ringbuf *r)'),
     objGet: libbpf.func('int bpf_obj_get(const char *path)'),
     objPin: libbpf.func('int bpf_obj_pin(int fd, const char *path)'),
     mapUpdate: libbpf.func('int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)'),

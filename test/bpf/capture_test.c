@@ -46,7 +46,8 @@ int t_capture_inbound(struct __sk_buff *skb)
 
 	if (!c || !r)
 		return -1;
-	r->decision = capture_inbound(&c->local, &c->remote, c->port, c->peer_port, c->ingress_ifindex, &cookie, &pol);
+	r->decision = capture_inbound(&c->local, &c->remote, c->port, c->peer_port,
+				      c->ingress_ifindex, &cookie, &pol, NULL);
 	r->cookie = cookie;
 	return 0;
 }

@@ -1,6 +1,6 @@
 /* contract-constants.c: prints, as one JSON object, every number the C side shares with the
  * TypeScript side, read from the headers themselves: the #defines and enums of bpf/lib/shared.h,
- * bpf/lib/verdicts.h and bpf/lib/mesh_consts.h, the protocol numbers, and the CNI facts of
+ * bpf/lib/verdicts.h (datapath event types and reasons included) and bpf/lib/mesh_consts.h, the protocol numbers, and the CNI facts of
  * cni/cni-spec.h (the versions the plugin accepts, its VERSION answer, its error codes).
  * test/unit/contract-constants.test.ts compares the output with src/bpf and src/cni, and checks
  * that every constant those headers define is printed here.
@@ -71,6 +71,41 @@ int main(void)
 	NUMBER(SL_CNT_POD_OPT_OUT);
 	NUMBER(SL_CNT_SOCK_DESTROYED);
 	NUMBER(SL_CNT_MAX);
+	NUMBER(SL_EV_LB_TRANSLATE);
+	NUMBER(SL_EV_LB_REFUSE);
+	NUMBER(SL_EV_CAPTURE_OUT);
+	NUMBER(SL_EV_CAPTURE_IN);
+	NUMBER(SL_EV_BYPASS_OUT);
+	NUMBER(SL_EV_BYPASS_IN);
+	NUMBER(SL_EV_NO_LISTENER);
+	NUMBER(SL_EV_SOCK_DESTROY);
+	NUMBER(SL_REASON_NONE);
+	NUMBER(SL_REASON_AFFINITY);
+	NUMBER(SL_REASON_NO_BACKEND);
+	NUMBER(SL_REASON_NO_LOCAL_BACKEND);
+	NUMBER(SL_REASON_HOSTNS_ONLY);
+	NUMBER(SL_REASON_POD_OPT_OUT);
+	NUMBER(SL_REASON_SLOT_MISS);
+	NUMBER(SL_REASON_HANDSHAKES_FULL);
+	NUMBER(SL_REASON_NO_STORAGE);
+	NUMBER(SL_REASON_PROXY_UID);
+	NUMBER(SL_REASON_PROXY_GID);
+	NUMBER(SL_REASON_PROXY_MARK);
+	NUMBER(SL_REASON_EXCLUDED_PORT);
+	NUMBER(SL_REASON_INBOUND_PASSTHROUGH);
+	NUMBER(SL_REASON_LOCAL);
+	NUMBER(SL_REASON_LOOPBACK);
+	NUMBER(SL_REASON_EXCLUDED_CIDR);
+	NUMBER(SL_REASON_NOT_INCLUDED);
+	NUMBER(SL_REASON_NOT_DNS_SERVER);
+	NUMBER(SL_REASON_NO_LISTENER);
+	NUMBER(SL_REASON_FROM_POD);
+	NUMBER(SL_REASON_BYPASS_FLOW);
+	NUMBER(SL_REASON_HBONE);
+	NUMBER(SL_REASON_NO_INBOUND);
+	NUMBER(SL_REASON_PROBE_SNAT);
+	NUMBER(SL_REASON_PROXY_PORT);
+	NUMBER(SL_REASON_BACKEND_GONE);
 	/* mesh_consts.h */
 	NUMBER(SL_PORT_OUTBOUND);
 	NUMBER(SL_PORT_INBOUND);

@@ -26,6 +26,16 @@ describe('config', () => {
     );
   });
 
+  it('monitor-ring-bytes is a power of two of at least one page (a BPF ring buffer\'s size)', () => {
+    expect(parseConfig({ 'cgroup-root': '/x' }).monitorRingBytes).toBe(524288);
+    expect(parseConfig({ 'cgroup-root': '/x', 'monitor-ring-bytes': '4096' }).monitorRingBytes).toBe(4096);
+    for (const bad of ['2048', '12288', '0x1000', '2147483648']) {
+      expect(() => parseConfig({ 'cgroup-root': '/x', 'monitor-ring-bytes': bad })).toThrow(
+        `Cannot parse config key monitor-ring-bytes "${bad}": expected a power of two from 4096 (one page) to 1073741824 bytes`,
+      );
+    }
+  });
+
   it('the cgroup2 mount is found from /proc/mounts', () => {
     const mounts = 'tmpfs /sys/fs/cgroup tmpfs rw 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n';
     expect(cgroup2Mount(mounts)).toBe('/sys/fs/cgroup/unified');

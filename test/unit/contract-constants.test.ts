@@ -8,8 +8,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EP_STATS } from '../../src/bpf/constants';
+import { EP_STATS, EVENT_REASONS, EVENT_TYPES } from '../../src/bpf/constants';
 import { epStatsCodec } from '../../src/bpf/layout';
+import { EVENT_TYPE_NAMES } from '../../src/monitor/types';
 import {
   cniErrorsDefinedIn, constantsDefinedIn, constantsMismatches, MIRRORED_HEADERS, readCConstants, readHeader, ROOT, typeScriptMirror, type CConstants,
 } from './contract/constants';
@@ -25,13 +26,28 @@ describe('constants shared by C and TypeScript', () => {
 
   it('the header scan finds the constants of each header (so the completeness check below has something to check)', () => {
     const names = definedIn();
-    for (const n of ['SL_SVC_F_NO_LOCAL', 'SL_MODE_AMBIENT', 'SL_POL_TPROXY', 'SL_MAX_POD_IPS', 'SL_LISTENER_SLOTS', 'SL_SOCK_REV_SLOTS', 'SL_CNT_NO_LOCAL_BACKEND', 'CAP_REFUSED', 'CAP_STAT_NO_LISTENER', 'SL_ALLOW', 'CAP_IN_STEER', 'SL_PORT_HBONE', 'SL_TPROXY_MARK', 'SL_INBOUND_MARK_MASK', 'CNI_ERR_TRY_LATER']) {
+    for (const n of ['SL_EV_SOCK_DESTROY', 'SL_REASON_HANDSHAKES_FULL', 'SL_SVC_F_NO_LOCAL', 'SL_MODE_AMBIENT', 'SL_POL_TPROXY', 'SL_MAX_POD_IPS', 'SL_LISTENER_SLOTS', 'SL_SOCK_REV_SLOTS', 'SL_CNT_NO_LOCAL_BACKEND', 'CAP_REFUSED', 'CAP_STAT_NO_LISTENER', 'SL_ALLOW', 'CAP_IN_STEER', 'SL_PORT_HBONE', 'SL_TPROXY_MARK', 'SL_INBOUND_MARK_MASK', 'CNI_ERR_TRY_LATER']) {
       expect(names).toContain(n);
     }
   });
 
   it('every constant the headers define is printed and equals its TypeScript mirror, and the CNI version lists agree', () => {
     expect(constantsMismatches(c, typeScriptMirror(), definedIn())).toEqual([]);
+  });
+
+  it('enum sl_event_type numbers the monitor\'s EVENT_TYPE_NAMES from 1, in their order', () => {
+    expect(Object.keys(EVENT_TYPES).map(Number)).toEqual(EVENT_TYPE_NAMES.map((_, i) => i + 1));
+    expect(Object.values(EVENT_TYPES)).toEqual([...EVENT_TYPE_NAMES]);
+    expect(c.numbers.SL_EV_LB_TRANSLATE).toBe(1);
+    expect(c.numbers.SL_EV_SOCK_DESTROY).toBe(EVENT_TYPE_NAMES.length);
+  });
+
+  it('event reasons are kebab-case names, each once, numbered from 1 (0 is none)', () => {
+    const names = Object.values(EVENT_REASONS) as string[];
+    expect(new Set(names).size).toBe(names.length);
+    for (const n of names) expect(n).toMatch(/^[a-z]+(-[a-z]+)*$/);
+    expect(Math.min(...Object.keys(EVENT_REASONS).map(Number))).toBe(1);
+    expect(c.numbers.SL_REASON_BACKEND_GONE).toBe(26);
   });
 
   it('enum sl_ep_stat numbers the members of struct sl_ep_stats in their order', () => {

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { STRUCT_CODECS, svcValCodec } from '../../src/bpf/layout';
+import { eventCodec, STRUCT_CODECS, svcValCodec } from '../../src/bpf/layout';
 import type { StructCodec } from '../../src/bpf/struct-layout';
 import { layoutMismatches, readObjectBtf, type BtfStruct } from './contract/btf';
 
@@ -31,7 +31,22 @@ const KERNEL_ONLY: Record<string, string> = {
  * size is pinned by a _Static_assert in shared.h against the codec's. */
 const NOT_IN_BTF: Record<string, string> = {
   sl_destroyed: 'written by bpf_seq_write from a local variable of bpf/sock_destroy.c; decoded by destroyedCodec',
+  sl_event: 'queued in the ring buffer sl_events, which has no value type; checked below against a snippet compiled from shared.h',
 };
+
+/** Compiles C declaring `decl` (over bpf/lib/shared.h) as the programs are compiled, and reads its BTF. */
+function snippetBtf(decl: string) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-contract-snippet-'));
+  try {
+    const src = path.join(dir, 'snippet.c');
+    fs.writeFileSync(src, `#include "${path.join(ROOT, 'bpf/lib/shared.h')}"\n${decl}\n`);
+    const arch = execFileSync('uname', ['-m'], { encoding: 'utf8' }).trim();
+    execFileSync('clang', ['-O2', '-g', '-Wall', '-Werror', '-target', 'bpf', `-I/usr/include/${arch}-linux-gnu`, '-c', src, '-o', path.join(dir, 'snippet.o')], { stdio: 'pipe', timeout: 60_000 });
+    return readObjectBtf(path.join(dir, 'snippet.o'));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 function structOf(codec: StructCodec<unknown>): Array<[string, BtfStruct]> {
   return objects.flatMap((f) => {
@@ -49,6 +64,13 @@ describe('codecs against the objects BTF', () => {
     const found = structOf(codec);
     expect(found.length, `no object has struct ${codec.layout.name}`).toBeGreaterThan(0);
     for (const [file, s] of found) expect(layoutMismatches(codec.layout, s), file).toEqual([]);
+  });
+
+  it('struct sl_event (a ring buffer record, in no map): every member has the name, offset and size of eventCodec\'s table', () => {
+    // a global of the type puts it in the BTF, as the programs' compiler lays it out
+    const s = snippetBtf('struct sl_event sl_event_layout;').structs.get('sl_event');
+    expect(s, 'the snippet has struct sl_event').toBeDefined();
+    expect(layoutMismatches(eventCodec.layout, s!)).toEqual([]);
   });
 
   it('every struct of shared.h has exactly one codec, or is named as one only the programs use', () => {

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  CAPTURE_OUTCOME, DEFAULT_PROXY_MARK, DNS_PORT, EP_STATS, INBOUND_DECISION, INBOUND_MARK, LISTENER_SLOTS, MAX_DNS_SERVERS, PROXY_PORT, SOCK_REV_SLOTS, TPROXY_MARK, VERDICT,
+  CAPTURE_OUTCOME, DEFAULT_PROXY_MARK, DNS_PORT, EP_STATS, EVENT_REASONS, EVENT_TYPES, INBOUND_DECISION, INBOUND_MARK, LISTENER_SLOTS, MAX_DNS_SERVERS, PROXY_PORT, SOCK_REV_SLOTS, TPROXY_MARK, VERDICT,
 } from '../../../src/bpf/constants';
 import {
   COUNTERS, IPPROTO_TCP, IPPROTO_UDP, MAX_CIDRS, MAX_POD_IPS, MAX_PORTS, MODE, POL_DNS, POL_IN_ALL, POL_LOOPBACK_RANGE, POL_NO_INBOUND, POL_OUT_ALL, POL_TPROXY, SVC_F_AFFINITY,
@@ -111,6 +111,11 @@ export function typeScriptMirror(): Record<string, number> {
   COUNTERS.forEach((name, i) => (out[`SL_CNT_${name.toUpperCase()}`] = i));
   const statName = (field: string) => (field === 'proxyBypass' ? 'BYPASS' : field.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase());
   EP_STATS.forEach((field, i) => (out[`CAP_STAT_${statName(field)}`] = i));
+  // datapath events: tables by number, the C name the kebab-case name in upper snake case
+  const cName = (kebab: string) => kebab.replace(/-/g, '_').toUpperCase();
+  for (const [n, name] of Object.entries(EVENT_TYPES)) out[`SL_EV_${cName(name)}`] = Number(n);
+  out.SL_REASON_NONE = 0;
+  for (const [n, name] of Object.entries(EVENT_REASONS)) out[`SL_REASON_${cName(name)}`] = Number(n);
   return out;
 }
 
