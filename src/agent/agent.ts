@@ -35,6 +35,10 @@ import { ApiServer, RawReply } from './api';
 import { EndpointRegistry, type Endpoint } from './endpoints';
 import { repairPods } from './repair';
 import { AgentHttp, AgentMetrics } from '../metrics';
+import { createEventFeed } from '../monitor/feed-factory';
+import { MonitorHub } from '../monitor/hub';
+import { MonitorNames } from '../monitor/names';
+import { monitorStream } from '../monitor/stream';
 
 /** Coalesces bursts of object changes (a file with 10,000 services is one burst). */
 const RESYNC_DELAY_MS = 20;
@@ -73,6 +77,8 @@ export interface AgentStatus {
   zds?: { address: string; ztunnels: ZtunnelStatus[] };
   /** where /metrics and /healthz, /readyz are served ("host:port" as bound) */
   http?: { metrics?: string; health?: string };
+  /** `sluice monitor`s attached now */
+  monitors: number;
 }
 
 export class Agent {
@@ -111,6 +117,7 @@ export class Agent {
   private http?: AgentHttp;
   private lbOptOut?: PodLbOptOut;
   private destroyer?: SocketDestroyer;
+  private monitor?: MonitorHub;
 
   constructor(private readonly cfg: Config) {
     this.endpoints = new EndpointRegistry(cfg.stateDir);
@@ -127,6 +134,10 @@ export class Agent {
       cni: (req) => this.metrics.cni(String(req.command), () => this.cni(req as unknown as CniRequest)),
       // the agent's view of one object (`Kind/namespace/name`): for debugging and tests
       object: (req) => this.store.get(String(req.key)) ?? null,
+      monitor: (req) => {
+        if (!this.monitor) throw new Error('the agent is still loading the datapath');
+        return monitorStream(this.monitor, req);
+      },
     });
     await this.localApi.listen();
     this.http = await AgentHttp.start(this.cfg, this.metrics, { readiness: () => this.readiness(), alive: () => this.phase !== 'failed' });
@@ -134,6 +145,9 @@ export class Agent {
 
     const cookie = netnsCookieSelf();
     const { links, netnsLinks, migration, sockDestroy } = installDatapath(datapathOptions(this.cfg, cookie));
+    // the event feed reads the pins: monitors can attach once the datapath is in place
+    const names = new MonitorNames({ registry: this.endpoints, store: this.store, hostNetnsCookie: cookie });
+    this.monitor = new MonitorHub(() => createEventFeed(this.cfg.bpfPinDir), names, { onLost: (reason, n) => this.metrics.monitorLost(reason, n) });
     const maps = LbMaps.open(this.cfg.bpfPinDir);
     this.maps = maps;
     this.lbOptOut = PodLbOptOut.open(this.cfg.bpfPinDir);
@@ -458,6 +472,7 @@ export class Agent {
       source: this.source?.status?.(),
       zds: this.zds && { address: this.cfg.ztunnelUdsAddress, ztunnels: this.zds.server.status() },
       http: this.http?.addresses(),
+      monitors: this.monitor?.subscribers ?? 0,
     };
   }
 
@@ -472,6 +487,7 @@ export class Agent {
     this.zds?.close();
     this.addrWatch?.close();
     await this.writeBack?.flush(); // annotations and Events already under way
+    this.monitor?.close(); // closes the kernel's gate: no events without a reader
     await this.http?.close();
     await this.localApi?.close();
     this.maps?.close();

@@ -33,6 +33,7 @@ function fileName(containerId: string, ifName: string): string {
 export class EndpointRegistry {
   private readonly dir: string;
   private readonly byKey = new Map<string, Endpoint>();
+  private changes = 0;
 
   constructor(stateDir: string) {
     this.dir = path.join(stateDir, 'endpoints');
@@ -48,6 +49,7 @@ export class EndpointRegistry {
     fs.mkdirSync(this.dir, { recursive: true });
     if (opts.owner ?? true) removeStaleTempFiles(this.dir);
     this.byKey.clear();
+    this.changes++;
     for (const f of fs.readdirSync(this.dir)) {
       if (!f.endsWith('.json') || f.startsWith('.')) continue;
       try {
@@ -59,6 +61,11 @@ export class EndpointRegistry {
       }
     }
     return this.byKey.size;
+  }
+
+  /** Grows with every change of the registrations: readers' caches built from list() compare it. */
+  get generation(): number {
+    return this.changes;
   }
 
   get(containerId: string, ifName: string): Endpoint | undefined {
@@ -75,6 +82,7 @@ export class EndpointRegistry {
     fs.mkdirSync(this.dir, { recursive: true });
     writeFileAtomic(path.join(this.dir, name), JSON.stringify(ep, null, 2) + '\n', { mode: 0o644, what: 'endpoint record' });
     this.byKey.set(name, ep);
+    this.changes++;
   }
 
   /** Removes a registration; false when there was none (DEL is idempotent). */
@@ -83,6 +91,7 @@ export class EndpointRegistry {
     const ep = this.byKey.get(name);
     fs.rmSync(path.join(this.dir, name), { force: true });
     this.byKey.delete(name);
+    this.changes++;
     return ep;
   }
 }
