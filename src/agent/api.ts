@@ -75,7 +75,8 @@ export class ApiServer {
           if (out instanceof RawReply) conn.end(out.bytes);
           else if (out instanceof Stream) {
             streaming = true;
-            if (!conn.destroyed) {
+            if (!this.server) conn.destroy(); // answered after close(): nobody would end it
+            else if (!conn.destroyed) {
               this.streams.add(conn);
               conn.once('close', () => this.streams.delete(conn));
             }

@@ -28,10 +28,18 @@ export function monitorStream(hub: MonitorHub, req: Request): Stream {
       }
     }
   };
-  const sub: Subscription = hub.subscribe(filter, { ready: pump, closed: () => conn?.end() });
+  let ended = false;
+  const sub: Subscription = hub.subscribe(filter, {
+    ready: pump,
+    closed: () => {
+      ended = true;
+      conn?.end();
+    },
+  });
   return new Stream((c) => {
     conn = c;
     if (c.destroyed) return sub.close(); // the client left while it was being subscribed
+    if (ended) return c.end(); // the hub closed meanwhile (the agent stops)
     c.on('drain', () => {
       paused = false;
       pump();
