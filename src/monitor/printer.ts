@@ -40,15 +40,18 @@ const LOST_WHY = { ring: 'the ring buffer was full', queue: 'this monitor read t
 export function formatText(m: MonitorMessage, wall: (tsNs: bigint) => Date, now = new Date()): string {
   if ('lost' in m) return `${now.toISOString()} LOST ${m.lost.count} events: ${LOST_WHY[m.lost.reason]}`;
   const e = m.event;
+  // the pod is named once, in its column: its own addresses (an outbound socket's source, an
+  // inbound connection's destination) go unnamed
+  const other = (name: string) => (name === e.pod ? '' : name);
   const parts = [
     wall(BigInt(e.tsNs)).toISOString(),
     e.pod || `netns:${e.netnsCookie}`,
     e.type.padEnd(TYPE_WIDTH),
-    endpoint(e.src, e.srcPort, e.srcName),
+    endpoint(e.src, e.srcPort, other(e.srcName)),
     '->',
-    endpoint(e.dst, e.dstPort, e.dstName),
+    endpoint(e.dst, e.dstPort, other(e.dstName)),
   ];
-  if (e.to) parts.push('=>', endpoint(e.to, e.toPort, e.toName));
+  if (e.to) parts.push('=>', endpoint(e.to, e.toPort, other(e.toName)));
   parts.push(e.proto);
   if (e.mode) parts.push(e.mode);
   if (e.errno) parts.push(errnoName(e.errno));

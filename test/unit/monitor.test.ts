@@ -467,7 +467,7 @@ describe('monitor printer', () => {
         }),
         { srcName: 'shop/web-1', dstName: 'default/client' },
       ),
-      `${T} default/client capture-in   [fd00::9]:50000 (shop/web-1) -> [fd00::5]:8080 (default/client) => [::1]:15006 tcp ambient`,
+      `${T} default/client capture-in   [fd00::9]:50000 (shop/web-1) -> [fd00::5]:8080 => [::1]:15006 tcp ambient`,
     ],
     [
       'bypass-out',
@@ -536,6 +536,20 @@ describe('monitor printer', () => {
 
   it('covers every event type', () => {
     expect(cases.map((c) => c[0])).toEqual([...EVENT_TYPE_NAMES]);
+  });
+
+  it('the pod is named once: its own addresses go unnamed in text (JSON keeps every name)', () => {
+    const m = named(
+      ev('capture-out', { src: '10.244.0.5', srcPort: 41000, dst: '10.244.0.5', dstPort: 9090, to: '127.0.0.1', toPort: 15001 }),
+      {
+        srcName: 'default/client',
+        dstName: 'default/client',
+      },
+    );
+    expect(formatText(m, wall, now)).toBe(
+      `${T} default/client capture-out  10.244.0.5:41000 -> 10.244.0.5:9090 => 127.0.0.1:15001 tcp`,
+    );
+    expect(JSON.parse(formatJson(m, wall, now))).toMatchObject({ srcName: 'default/client', dstName: 'default/client' });
   });
 
   it.each(cases)('%s: one text line, UTC with milliseconds, names beside addresses', (_type, m, line) => {
