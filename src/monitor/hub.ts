@@ -163,7 +163,14 @@ export class MonitorHub {
 
   private publish(e: DatapathEvent): void {
     if (this.subs.size === 0) return; // delivered after stop
-    const rec = eventRecord(e, this.names.resolve(e));
+    let rec: EventRecord;
+    try {
+      rec = eventRecord(e, this.names.resolve(e));
+    } catch (err) {
+      // the feed calls this from the ring's reader: one event that cannot be named must not stop it
+      log.warn('monitor: event not named', { type: e.type, err });
+      return;
+    }
     for (const sub of this.subs) {
       if (matches(sub.filter, rec) && !sub.offer(rec)) this.opts.onLost?.('queue', 1);
     }
