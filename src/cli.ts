@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { loadConfig, loadConfigDir, parseConfig, type Config } from './config';
 import { setLogLevel } from './log';
 import type { AgentStatus } from './agent/agent';
+import type { FilterArgs } from './monitor/filter';
 
 const USAGE = `usage: sluice <command> [--config FILE | --config-dir DIR] [-o json]
 
@@ -20,6 +21,10 @@ commands:
   endpoint list      registered pods: IPs, namespace/name, mode=…, netns cookie, container (-o json)
   doctor             check what is: kernel, programs and their settings, maps vs the model, CNI
                      chain, pods' capture, Cilium/Istio checklist; one line per check, exit 1 on a fail
+  monitor            the datapath's decisions, live, one line each (until Ctrl-C); filters:
+                     --pod NAMESPACE/NAME|host, --namespace NS, --type T[,T] (lb-translate,
+                     lb-refuse, capture-out, capture-in, bypass-out, bypass-in, no-listener,
+                     sock-destroy); -o json
   uninstall          remove sluice's CNI entry and binary, detach every program, remove every pin
 
 --config FILE: a YAML map of keys (or a ConfigMap manifest); --config-dir DIR: a mounted
@@ -38,10 +43,12 @@ interface Args {
   alive?: boolean;
   /** bpf migrate --object-dir */
   objectDir?: string;
+  /** monitor --pod, --namespace, --type */
+  filter: FilterArgs;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { words: [], output: 'text' };
+  const args: Args = { words: [], output: 'text', filter: {} };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--config' || a === '-c') args.config = argv[++i];
@@ -52,6 +59,8 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--alive') args.alive = true;
     else if (a === '--object-dir') args.objectDir = argv[++i];
     else if (a.startsWith('--object-dir=')) args.objectDir = a.slice(13);
+    else if (a === '--pod' || a === '--namespace' || a === '--type') args.filter[a.slice(2) as keyof FilterArgs] = argv[++i] ?? '';
+    else if (/^--(pod|namespace|type)=/.test(a)) args.filter[a.slice(2, a.indexOf('=')) as keyof FilterArgs] = a.slice(a.indexOf('=') + 1);
     else if (a === '-h' || a === '--help') args.words.unshift('help');
     else args.words.push(a);
   }
@@ -152,6 +161,18 @@ async function main(argv: string[]): Promise<number> {
       const report = await runDoctor(cfg);
       process.stdout.write(args.output === 'json' ? JSON.stringify(report, null, 2) + '\n' : formatReport(report));
       return exitCode(report);
+    }
+    case 'monitor': {
+      const { parseFilter } = await import('./monitor/filter');
+      try {
+        parseFilter(args.filter); // the agent checks again; a usage error is the command line's
+      } catch (e) {
+        process.stderr.write(`sluice: ${(e as Error).message}\n`);
+        return 2;
+      }
+      const cfg = config(args);
+      const { runMonitor } = await import('./monitor/client');
+      return runMonitor(cfg.agentSocket, args.filter, { output: args.output });
     }
     case 'uninstall': {
       const cfg = config(args);

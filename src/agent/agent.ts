@@ -18,7 +18,7 @@ import type { ClusterSource } from '../k8s/source';
 import { ObjectStore } from '../k8s/store';
 import { ServiceTracker } from '../lb/tracker';
 import { datapathOptions, installDatapath } from '../datapath';
-import { closeEventGate } from '../bpf/event-feed';
+import { closeEventGate, PinnedEventFeed } from '../bpf/event-feed';
 import { LbMaps } from '../lb/maps';
 import { PodLbOptOut } from '../lb/pod-opt-out';
 import { SocketDestroyer, type DestroyReport } from '../lb/sock-destroy';
@@ -36,6 +36,9 @@ import { LocalApiServer, RawReply } from './local-api';
 import { PodRegistry, type PodRegistration } from './pod-registry';
 import { RepairSweeper } from './repair-sweeper';
 import { AgentHttp, AgentMetrics } from '../metrics';
+import { MonitorHub } from '../monitor/hub';
+import { MonitorNames } from '../monitor/names';
+import { monitorStream } from '../monitor/stream';
 
 /** Coalesces bursts of object changes (a file with 10,000 services is one burst). */
 const RESYNC_DELAY_MS = 20;
@@ -73,6 +76,8 @@ export interface AgentStatus {
   zds?: { address: string; ztunnels: ZtunnelStatus[] };
   /** where /metrics and /healthz, /readyz are served ("host:port" as bound) */
   http?: { metrics?: string; health?: string };
+  /** `sluice monitor`s attached now */
+  monitors: number;
 }
 
 export class Agent {
@@ -105,6 +110,7 @@ export class Agent {
   private http?: AgentHttp;
   private lbOptOut?: PodLbOptOut;
   private destroyer?: SocketDestroyer;
+  private monitor?: MonitorHub;
 
   constructor(private readonly cfg: Config) {
     this.registry = new PodRegistry(cfg.stateDir);
@@ -121,6 +127,10 @@ export class Agent {
       cni: (req) => this.metrics.cni(String(req.command), () => this.cni(req as unknown as CniRequest)),
       // the agent's view of one object (`Kind/namespace/name`): for debugging and tests
       object: (req) => this.store.get(String(req.key)) ?? null,
+      monitor: (req) => {
+        if (!this.monitor) throw new Error('the agent is still loading the datapath');
+        return monitorStream(this.monitor, req);
+      },
     });
     await this.localApi.listen();
     this.http = await AgentHttp.start(this.cfg, this.metrics, { readiness: () => this.readiness(), alive: () => this.phase !== 'failed' });
@@ -130,6 +140,9 @@ export class Agent {
     const { links, netnsLinks, migration, sockDestroy } = installDatapath(datapathOptions(this.cfg, cookie));
     // a monitor attached to an agent that was killed left the programs queueing events for no one
     if (closeEventGate(this.cfg.bpfPinDir)) log.info('closed the datapath event gate a previous agent left open');
+    // the event feed reads the pins: monitors can attach once the datapath is in place
+    const names = new MonitorNames({ registry: this.registry, store: this.store, hostNetnsCookie: cookie });
+    this.monitor = new MonitorHub(() => new PinnedEventFeed(this.cfg.bpfPinDir), names, { onLost: (reason, n) => this.metrics.monitorLost(reason, n) });
     const maps = LbMaps.open(this.cfg.bpfPinDir);
     this.maps = maps;
     this.lbOptOut = PodLbOptOut.open(this.cfg.bpfPinDir);
@@ -416,6 +429,7 @@ export class Agent {
       source: this.source?.status?.(),
       zds: this.zds && { address: this.cfg.ztunnelUdsAddress, ztunnels: this.zds.server.status() },
       http: this.http?.addresses(),
+      monitors: this.monitor?.subscribers ?? 0,
     };
   }
 
@@ -429,6 +443,7 @@ export class Agent {
     this.zds?.close();
     this.addrWatch?.close();
     await this.writeBack?.flush(); // annotations and Events already under way
+    this.monitor?.close(); // closes the kernel's gate: no events without a reader
     await this.http?.close();
     await this.localApi?.close();
     this.maps?.close();

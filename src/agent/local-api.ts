@@ -15,6 +15,14 @@ export type Request = { op: string; [k: string]: unknown };
 export class RawReply {
   constructor(readonly bytes: string) {}
 }
+/**
+ * An answer that keeps the connection (`sluice monitor`): the server reads no more requests on it
+ * and hands it to `attach` (also when the client is gone already: `conn.destroyed`), which writes
+ * its own lines; the server destroys it when it closes.
+ */
+export class Stream {
+  constructor(readonly attach: (conn: net.Socket) => void) {}
+}
 export type Handler = (req: Request) => Promise<unknown> | unknown;
 
 /** The CNI plugin forwards stdin of up to 16 MiB, which JSON escaping can grow. */
@@ -23,6 +31,8 @@ const MAX_LINE = 64 << 20;
 /** The agent's side of the local socket (named apart from the Kubernetes API server the agent is a client of). */
 export class LocalApiServer {
   private server?: net.Server;
+  /** connections a Stream holds: server.close() would wait for them forever */
+  private readonly streams = new Set<net.Socket>();
 
   constructor(
     private readonly socketPath: string,
@@ -48,9 +58,11 @@ export class LocalApiServer {
 
   private serve(conn: net.Socket): void {
     let buf = '';
+    let streaming = false;
     conn.setEncoding('utf8');
     conn.on('error', () => conn.destroy());
     conn.on('data', (chunk: string) => {
+      if (streaming) return;
       buf += chunk;
       if (buf.length > MAX_LINE) {
         conn.end(JSON.stringify({ ok: false, error: 'request too large' }) + '\n');
@@ -62,13 +74,21 @@ export class LocalApiServer {
         buf = buf.slice(nl + 1);
         void this.answer(line).then((out) => {
           if (out instanceof RawReply) conn.end(out.bytes);
-          else conn.write(JSON.stringify(out) + '\n');
+          else if (out instanceof Stream) {
+            streaming = true;
+            if (!this.server) conn.destroy(); // answered after close(): nobody would end it
+            else if (!conn.destroyed) {
+              this.streams.add(conn);
+              conn.once('close', () => this.streams.delete(conn));
+            }
+            out.attach(conn);
+          } else conn.write(JSON.stringify(out) + '\n');
         });
       }
     });
   }
 
-  private async answer(line: string): Promise<unknown | RawReply> {
+  private async answer(line: string): Promise<unknown | RawReply | Stream> {
     let req: Request;
     try {
       req = JSON.parse(line);
@@ -79,7 +99,7 @@ export class LocalApiServer {
     if (!h) return { ok: false, error: `unknown op ${JSON.stringify(req?.op)}` };
     try {
       const result = await h(req);
-      return result instanceof RawReply ? result : { ok: true, result };
+      return result instanceof RawReply || result instanceof Stream ? result : { ok: true, result };
     } catch (e) {
       log.warn('api request failed', { op: req.op, err: (e as Error).message });
       return { ok: false, error: (e as Error).message };
@@ -90,7 +110,9 @@ export class LocalApiServer {
     const s = this.server;
     this.server = undefined;
     if (!s) return;
-    await new Promise<void>((resolve) => s.close(() => resolve()));
+    const closed = new Promise<void>((resolve) => s.close(() => resolve()));
+    for (const conn of this.streams) conn.destroy();
+    await closed;
     try {
       fs.unlinkSync(this.socketPath);
     } catch {

@@ -39,6 +39,7 @@ function fileName(containerId: string, ifName: string): string {
 export class PodRegistry {
   private readonly dir: string;
   private readonly byKey = new Map<string, PodRegistration>();
+  private changes = 0;
 
   constructor(stateDir: string) {
     this.dir = registryDir(stateDir);
@@ -54,6 +55,7 @@ export class PodRegistry {
     fs.mkdirSync(this.dir, { recursive: true });
     if (opts.owner ?? true) removeStaleTempFiles(this.dir);
     this.byKey.clear();
+    this.changes++;
     for (const f of fs.readdirSync(this.dir)) {
       if (!f.endsWith('.json') || f.startsWith('.')) continue;
       try {
@@ -65,6 +67,11 @@ export class PodRegistry {
       }
     }
     return this.byKey.size;
+  }
+
+  /** Grows with every change of the registrations: readers' caches built from list() compare it. */
+  get generation(): number {
+    return this.changes;
   }
 
   get(containerId: string, ifName: string): PodRegistration | undefined {
@@ -81,6 +88,7 @@ export class PodRegistry {
     fs.mkdirSync(this.dir, { recursive: true });
     writeFileAtomic(path.join(this.dir, name), JSON.stringify(reg, null, 2) + '\n', { mode: 0o644, what: 'pod registration' });
     this.byKey.set(name, reg);
+    this.changes++;
   }
 
   /** Removes a registration; false when there was none (DEL is idempotent). */
@@ -89,6 +97,7 @@ export class PodRegistry {
     const reg = this.byKey.get(name);
     fs.rmSync(path.join(this.dir, name), { force: true });
     this.byKey.delete(name);
+    this.changes++;
     return reg;
   }
 }

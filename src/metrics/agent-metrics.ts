@@ -14,6 +14,7 @@ import type { ChangeEvent, ObjectStore } from '../k8s/store';
 import type { K8sKind } from '../k8s/types';
 import type { SyncReport } from '../lb/sync';
 import { log } from '../log';
+import type { LostReason } from '../monitor/record';
 import type { AmbientZds } from '../mesh/ambient-zds';
 import { CAPTURE_DIRECTIONS, readKernelView, type KernelView } from './kernel-view';
 import { PodCounterTotals } from './pod-counter-totals';
@@ -30,6 +31,8 @@ const REPAIR_RESULTS: Record<Config['repairMode'], readonly string[]> = {
   delete: ['deleted', 'failed'],
   off: [],
 };
+
+const LOST_REASONS: readonly LostReason[] = ['ring', 'queue'];
 
 /** CNI ADD as the agent handles it: milliseconds normally, up to ZDS's 5 s wait for ztunnel. */
 const CNI_ADD_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -82,6 +85,7 @@ export class AgentMetrics {
   private readonly cniAddDuration: Histogram;
   private readonly k8sEvents: Counter<'kind' | 'type'>;
   private readonly repairPods: Counter<'mode' | 'result'>;
+  private readonly monitorEventsLost: Counter<'reason'>;
 
   constructor(
     private readonly cfg: Pick<Config, 'bpfPinDir' | 'source' | 'repairMode'>,
@@ -226,6 +230,13 @@ export class AgentMetrics {
         this.set(metrics.state.zds()?.unacked ?? 0);
       },
     });
+    this.monitorEventsLost = new Counter({
+      name: 'sluice_monitor_events_lost_total',
+      help: 'Datapath events sluice monitor did not show: ring (the kernel\'s ring buffer was full), queue (a monitor read too slowly; counted per monitor)',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of LOST_REASONS) this.monitorEventsLost.inc({ reason }, 0);
     if (opts.processMetrics) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -288,6 +299,11 @@ export class AgentMetrics {
   /** A sync wrote the socket-LB maps: the changes it carried are served now (failed ones later). */
   programmed(report: Pick<SyncReport, 'failed'>): void {
     this.programming.programmed(report.failed.map((f) => f.service));
+  }
+
+  /** Events a monitor did not get (src/monitor/hub.ts). */
+  monitorLost(reason: LostReason, count: number): void {
+    this.monitorEventsLost.inc({ reason }, count);
   }
 
   /** One repair sweep's outcome. */
