@@ -68,9 +68,18 @@ static __always_inline struct sl_event *monitor_reserve(__u8 type, __u8 reason)
 #endif
 }
 
+/*
+ * Queues the event. The reader is not woken for it (an epoll wakeup and a trip through user space
+ * per decision doubled connect latency): the feed drains the ring on a short timer
+ * (src/bpf/event-feed.ts), and a submit wakes the reader only once a quarter of the ring is unread,
+ * so a burst is read well before the ring fills.
+ */
 static __always_inline void monitor_submit(struct sl_event *e)
 {
-	bpf_ringbuf_submit(e, 0);
+	__u64 unread = bpf_ringbuf_query(&sl_events, BPF_RB_AVAIL_DATA);
+	__u64 size = bpf_ringbuf_query(&sl_events, BPF_RB_RING_SIZE);
+
+	bpf_ringbuf_submit(e, unread > size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 /* The socket's own address and port, when it has one (a connect before bind has not). */

@@ -1,7 +1,8 @@
 /* The datapath's decisions as DatapathEvents (src/monitor/types.ts), read from the ring buffer
  * sl_events that every object shares through its pin (bpf/lib/events.h). The programs queue
  * events only while the gate sl_monitor holds 1: start() opens it and stop() closes it, so the
- * datapath pays for events only while someone watches.
+ * datapath pays for events only while someone watches. The programs wake the reader only when a
+ * quarter of the ring is unread (monitor_submit): below that the feed drains it on a timer.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -59,14 +60,27 @@ export function closeEventGate(pinDir: string): boolean {
   }
 }
 
+/** How often a started feed drains the ring, in ms: the longest an event waits at a low rate. */
+export const EVENT_DRAIN_MS = 50;
+
+export interface PinnedEventFeedOptions {
+  /** drain the ring this often while started, in ms; 0: only when the programs wake the reader. Default EVENT_DRAIN_MS */
+  drainEveryMs?: number;
+}
+
 /** The EventFeed over the maps pinned under pinDir (the agent's bpf-pin-dir). */
 export class PinnedEventFeed implements EventFeed {
-  private running: { gate: BpfMap<number, number>; ringFd: number; reader: RingReader } | undefined;
+  private running:
+    | { gate: BpfMap<number, number>; ringFd: number; reader: RingReader; timer?: NodeJS.Timeout }
+    | undefined;
   private lostMap: BpfMap<number, bigint> | undefined;
   /** sl_events_lost when this feed first read it: lost() counts from there */
   private lostBase = 0n;
 
-  constructor(private readonly pinDir: string) {}
+  constructor(
+    private readonly pinDir: string,
+    private readonly opts: PinnedEventFeedOptions = {},
+  ) {}
 
   start(onEvent: (e: DatapathEvent) => void): void {
     if (this.running) return;
@@ -87,6 +101,13 @@ export class PinnedEventFeed implements EventFeed {
       reader.drain();
       live = true;
       gate.set(0, 1);
+      const every = this.opts.drainEveryMs ?? EVENT_DRAIN_MS;
+      if (every > 0) {
+        // below the wake-up threshold the programs do not wake the reader: this bounds an event's wait
+        const timer = setInterval(() => reader.drain(), every);
+        timer.unref(); // the reader's watch keeps the process alive, not the timer
+        this.running.timer = timer;
+      }
     } catch (e) {
       this.running?.reader.close();
       this.running = undefined;
@@ -100,6 +121,7 @@ export class PinnedEventFeed implements EventFeed {
     const r = this.running;
     if (!r) return;
     this.running = undefined;
+    clearInterval(r.timer);
     try {
       r.gate.set(0, 0);
     } finally {

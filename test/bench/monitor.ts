@@ -8,14 +8,16 @@
  *  - noev: the agent runs the objects built with -DSL_NO_EVENTS (build/bpf-noev): the baseline;
  *  - closed: the normal objects, the gate closed (no monitor: what every node pays);
  *  - reader: the normal objects, the gate open and a reader in this process consuming every event
- *    (PinnedEventFeed, as `sluice monitor` would).
+ *    (PinnedEventFeed, as `sluice monitor` would);
+ *  - before (only with --before DIR): as reader, but the agent runs the objects of DIR, e.g. an
+ *    earlier build's build/bpf copied aside, to compare a change to the emitters in one run.
  * Rounds interleave the variants (noev, closed, reader, then reader, closed, noev, ...); each runs
  * `sl-probe bench` (socket + blocking connect, concurrency 1) from the node's client pod. Reported:
  * per variant the median over rounds of the connect median and p99, and per pair the median over
  * rounds of the paired ratio to noev.
  *
  * Options: --quick (2,000 connections, 5 rounds), --rounds N, --count N, --warmup N, --out DIR
- * (default build/bench). Output: a Markdown table on stdout and in DIR/monitor.md, the raw figures
+ * (default build/bench), --before DIR (adds the variant before). Output: a Markdown table on stdout and in DIR/monitor.md, the raw figures
  * in DIR/monitor.json. Exit 1 when a connect failed or the reader saw no events.
  *
  * Safety: every program is attached to a node's own test cgroup and pod namespaces; the nodes are
@@ -42,12 +44,13 @@ import {
 } from '../kernel/lb-env';
 
 const VIP = '10.96.9.10';
-const VARIANTS = ['noev', 'closed', 'reader'] as const;
-type Variant = (typeof VARIANTS)[number];
+const ALL_VARIANTS = ['noev', 'closed', 'reader', 'before'] as const;
+type Variant = (typeof ALL_VARIANTS)[number];
 const LABEL: Record<Variant, string> = {
   noev: 'built without events (-DSL_NO_EVENTS)',
   closed: 'events built in, gate closed (no monitor)',
   reader: 'events built in, monitor attached (gate open, events read)',
+  before: 'monitor attached, objects of --before',
 };
 
 interface Opts {
@@ -56,6 +59,7 @@ interface Opts {
   count: number;
   warmup: number;
   out: string;
+  before?: string;
 }
 
 function parseOpts(argv: string[]): Opts {
@@ -73,6 +77,7 @@ function parseOpts(argv: string[]): Opts {
     else if (argv[i] === '--count') o.count = Number(next());
     else if (argv[i] === '--warmup') o.warmup = Number(next());
     else if (argv[i] === '--out') o.out = path.resolve(next());
+    else if (argv[i] === '--before') o.before = path.resolve(next());
   }
   return o;
 }
@@ -157,19 +162,28 @@ function fmt(n: number, digits = 1): string {
 
 async function main(): Promise<number> {
   const o = parseOpts(process.argv.slice(2));
+  const variants = ALL_VARIANTS.filter((v) => v !== 'before' || o.before);
   const envs = new Map<Variant, LbEnv>();
-  let feed: PinnedEventFeed | undefined;
+  const feeds: PinnedEventFeed[] = [];
   let events = 0;
   try {
     envs.set('noev', await node(path.join(ROOT, 'build/bpf-noev')));
     envs.set('closed', await node());
     envs.set('reader', await node());
-    feed = new PinnedEventFeed(envs.get('reader')!.node.pinDir);
-    feed.start(() => void events++);
-    progress(`3 nodes up; ${o.rounds} rounds of ${o.count} connects (+${o.warmup} warm-up) per variant`);
-    const runs: Record<Variant, BenchResult[]> = { noev: [], closed: [], reader: [] };
+    if (o.before) {
+      LABEL.before = `monitor attached, objects of ${path.relative(ROOT, o.before)}`;
+      envs.set('before', await node(o.before));
+    }
+    for (const v of ['reader', 'before'] as const) {
+      if (!envs.has(v)) continue;
+      const feed = new PinnedEventFeed(envs.get(v)!.node.pinDir);
+      feeds.push(feed);
+      feed.start(() => void events++);
+    }
+    progress(`${envs.size} nodes up; ${o.rounds} rounds of ${o.count} connects (+${o.warmup} warm-up) per variant`);
+    const runs: Record<Variant, BenchResult[]> = { noev: [], closed: [], reader: [], before: [] };
     for (let round = 0; round < o.rounds; round++) {
-      const order = round % 2 === 0 ? VARIANTS : [...VARIANTS].reverse();
+      const order = round % 2 === 0 ? variants : [...variants].reverse();
       for (const v of order) {
         const r = await bench(envs.get(v)!, o);
         runs[v].push(r);
@@ -178,11 +192,11 @@ async function main(): Promise<number> {
         );
       }
     }
-    const lost = feed.lost();
-    feed.stop();
+    const lost = feeds.reduce((s, f) => s + f.lost(), 0n);
+    for (const f of feeds) f.stop();
     const paired = (v: Variant, field: 'connect_median_us' | 'connect_p99_us') =>
       median(runs[v].map((r, i) => r[field] / runs.noev[i][field]));
-    const summary = VARIANTS.map((v) => ({
+    const summary = variants.map((v) => ({
       variant: v,
       label: LABEL[v],
       connect_median_us: median(runs[v].map((r) => r.connect_median_us)),
@@ -191,7 +205,7 @@ async function main(): Promise<number> {
       ratio_p99: paired(v, 'connect_p99_us'),
       errors: runs[v].reduce((s, r) => s + r.errors, 0),
     }));
-    const expectedEvents = o.rounds * (o.count + o.warmup);
+    const expectedEvents = o.rounds * (o.count + o.warmup) * feeds.length;
     const lines = [
       '#### Datapath events: connect latency through socket-LB',
       '',
@@ -222,7 +236,7 @@ async function main(): Promise<number> {
     if (failed) progress('FAILED: connects failed or the reader saw no events');
     return failed ? 1 : 0;
   } finally {
-    feed?.close();
+    for (const f of feeds) f.close();
     closePoller();
     for (const env of envs.values()) {
       await stopAgent(env).catch(() => undefined);
