@@ -1,9 +1,11 @@
 /* The datapath's decisions as events, end to end: a node with socket-LB Services, a sidecar pod
  * (the stand-in sidecar) and a captured pod without its proxy; the event feed reads the agent's
  * pinned ring. Each of the eight event types is caused by real traffic and its decoded fields
- * checked (type, reason, addresses and ports, the pod's netns cookie, TCP and UDP, IPv4 and IPv6);
- * with the gate closed the same traffic queues nothing; a ring too small for what is sent counts
- * what it dropped; a gate left open by a killed agent is closed at the next start.
+ * checked (type, reason, addresses and ports, the pod's netns cookie, TCP and UDP, IPv4 and IPv6,
+ * sidecar and ambient capture); with the gate closed the same traffic queues nothing; a ring too
+ * small for what is sent counts what it dropped; a gate left open by a killed agent is closed at
+ * the next start. Single events never wake the reader (monitor_submit): they reach the feed
+ * through its drain timer, a burst past a quarter of the ring through a wakeup.
  */
 import * as path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
@@ -33,7 +35,16 @@ import {
   writeConfig,
   writeObjects,
 } from './lb-env';
-import { addMeshPod, createMeshEnv, startApp, startSidecar, type MeshEnv } from './mesh-env';
+import {
+  addMeshPod,
+  createMeshEnv,
+  namespaceYaml,
+  sidecarReply,
+  startApp,
+  startSidecar,
+  waitForMode,
+  type MeshEnv,
+} from './mesh-env';
 
 const VIP = '10.96.7.10';
 const VIP6 = 'fd00:96::7:10';
@@ -297,6 +308,73 @@ describe.skipIf(process.getuid?.() !== 0)('datapath events (needs root)', () => 
     });
   });
 
+  it.skipIf(process.getuid?.() !== 0 || !probeFeature('tcx'))(
+    "ambient (Linux >= 6.6): capture-out to the node proxy's 15001, capture-in to 15006, HBONE's 15008 left alone",
+    async () => {
+      writeObjects(env, 'ns-amb.yaml', [namespaceYaml('amb', { 'istio.io/dataplane-mode': 'ambient' })]);
+      const amb = await addMeshPod(env, 'zt', { namespace: 'amb' });
+      await waitForMode(env, amb, 'ambient');
+      // the node proxy's stand-in, as in ambient.test.ts: ztunnel's ports and its mark 0x539
+      const zt = env.node.spawn([PROBE, 'sidecar', '--id', 'zt', '--mark', '0x539', '--extra-port', '15008', '--forward'], {
+        netnsPath: amb.netnsPath,
+      });
+      clients.push(zt);
+      await env.node.waitForLine(zt, 'ready');
+      await startApp(env, amb, 8080);
+      const ambCookie = netnsCookieOf(amb.netnsPath);
+
+      clear();
+      const [r] = await probe(env, VIP, 80, { from: amb });
+      expect(sidecarReply(r.reply)).toMatchObject({ id: 'zt', via: 'out', orig: `${VIP}:80` });
+      const out = await eventWhere('ambient capture-out', (x) => x.type === 'capture-out' && x.netnsCookie === ambCookie);
+      expect(out).toMatchObject({
+        mode: 'ambient',
+        reason: '',
+        proto: 'tcp',
+        src: amb.ipv4,
+        dst: VIP,
+        dstPort: 80,
+        to: '127.0.0.1',
+        toPort: 15001,
+        errno: 0,
+      });
+      // the node proxy's own connect upstream carries its mark
+      const own = await eventWhere('bypass-out proxy-mark', (x) => x.type === 'bypass-out' && x.reason === 'proxy-mark');
+      expect(own).toMatchObject({ netnsCookie: ambCookie, mode: 'ambient', dst: VIP, dstPort: 80, to: '' });
+
+      clear();
+      const [rin] = await probe(env, amb.ipv4, 8080);
+      expect(sidecarReply(rin.reply)).toMatchObject({ id: 'zt', via: 'in', orig: `${amb.ipv4}:8080` });
+      const inbound = await eventWhere('ambient capture-in', (x) => x.type === 'capture-in' && x.netnsCookie === ambCookie);
+      expect(inbound).toMatchObject({
+        mode: 'ambient',
+        reason: '',
+        proto: 'tcp',
+        src: env.client.ipv4,
+        dst: amb.ipv4,
+        dstPort: 8080,
+        to: amb.ipv4,
+        toPort: 15006,
+        sockCookie: 0n,
+      });
+
+      clear();
+      const [rh] = await probe(env, amb.ipv4, 15008);
+      expect(sidecarReply(rh.reply)).toMatchObject({ via: '15008', local: `${amb.ipv4}:15008` });
+      const hbone = await eventWhere('bypass-in hbone', (x) => x.type === 'bypass-in' && x.netnsCookie === ambCookie);
+      expect(hbone).toMatchObject({
+        reason: 'hbone',
+        mode: 'ambient',
+        src: env.client.ipv4,
+        dst: amb.ipv4,
+        dstPort: 15008,
+        to: '',
+        toPort: 0,
+      });
+      zt.kill('SIGTERM');
+    },
+  );
+
   it.skipIf(process.getuid?.() !== 0 || !probeFeature('sock_destroy'))(
     'sock-destroy: a connected UDP socket whose backend left the Service (Linux >= 6.5)',
     async () => {
@@ -400,6 +478,22 @@ describe.skipIf(process.getuid?.() !== 0)('datapath events (needs root)', () => 
       expect(counting.lost()).toBe(BigInt(60 - queued));
     } finally {
       counting.close();
+    }
+  });
+
+  it('a burst past a quarter of the ring wakes the reader (a feed without its drain timer reads it)', async () => {
+    const woken: DatapathEvent[] = [];
+    const untimed = new PinnedEventFeed(env.node.pinDir, { drainEveryMs: 0 });
+    untimed.start((e) => woken.push(e));
+    try {
+      // 4 KiB ring, 96 bytes an event: the 11th unread passes 1 KiB; 30 fit without a loss
+      const res = await probe(env, VIP, 53, { proto: 'udp', udpMode: 'unconnected', sameSocket: true, count: 30 });
+      expect(res.filter((x) => x.ok)).toHaveLength(30);
+      await waitFor('the woken reader', () => woken.length >= 11, 5000);
+      expect(woken.every((e) => e.type === 'lb-translate' && e.dst === VIP && e.proto === 'udp')).toBe(true);
+      expect(untimed.lost()).toBe(0n);
+    } finally {
+      untimed.close();
     }
   });
 });
