@@ -6,9 +6,12 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { probeFeature } from '../../src/bpf/introspect';
 import { type SimPod, waitFor } from '../harness';
 import {
+  answeredBy,
   lbList,
+  PROBE,
   probe,
   SLUICE,
   serve,
@@ -17,6 +20,7 @@ import {
   sluice,
   stopAgent,
   TCP_PORT,
+  UDP_PORT,
   waitForBackends,
   writeObjects,
 } from './lb-env';
@@ -24,6 +28,7 @@ import { addMeshPod, createMeshEnv, type MeshEnv, namespaceYaml, startApp, start
 
 const VIP = '10.96.0.10';
 const EMPTY_VIP = '10.96.0.11';
+const DNS_VIP = '10.96.0.53';
 const STATUS = { 'sidecar.istio.io/status': '{"initContainers":null,"containers":["istio-proxy"]}' };
 const ECONNREFUSED = 111;
 
@@ -286,6 +291,86 @@ describe.skipIf(process.getuid?.() !== 0)('sluice monitor on a simulated node (n
     expect(line).toMatch(
       /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z default\/cl lb-translate .+ -> 10\.96\.0\.10:80 \(default\/web:http\) => [\d.]+:8080 \(default\/be[12]\) tcp$/,
     );
+  });
+
+  it.skipIf(process.getuid?.() !== 0 || !probeFeature('sock_destroy'))(
+    "sock-destroy (Linux >= 6.5): default/cl's connected UDP socket on default/be1, destroyed when be1 leaves the Service default/dns",
+    async () => {
+      const [be1, be2] = backends;
+      const dns = (pods: SimPod[]) =>
+        writeObjects(env, 'svc-dns.yaml', [
+          serviceYaml('dns', { clusterIP: DNS_VIP, ports: [{ name: 'dns', port: 53, targetPort: UDP_PORT, protocol: 'UDP' }] }),
+          sliceYaml('dns-1', {
+            service: 'dns',
+            family: 4,
+            endpoints: pods.map((p) => ({ ip: p.ipv4 })),
+            ports: [{ name: 'dns', port: UDP_PORT, protocol: 'UDP' }],
+          }),
+        ]);
+      dns([be1]);
+      await waitForBackends(env, `${DNS_VIP}:53/UDP`, [`${be1.ipv4}:${UDP_PORT}`]);
+      const m = startMonitor(['-o', 'json']);
+      await settle(() => fromClient(VIP, 80).then(() => undefined), [[m, (ls) => ls.some((l) => l.type === 'lb-translate')]]);
+      // one connected socket, sending every 20 ms until it fails (then it connects again)
+      const client = env.node.spawn(
+        [PROBE, 'connect', '--proto', 'udp', '--addr', DNS_VIP, '--port', '53', '--count', '100000', '--interval-ms', '20', '--timeout-ms', '1000', '--persist'],
+        { netnsPath: cl.netnsPath },
+      );
+      try {
+        await env.node.waitForLine(client, `"reply":"${be1.name} `);
+        dns([be2]);
+        const gone = await waitFor('the sock-destroy line', () => m.lines().find((l) => l.type === 'sock-destroy'), 10000);
+        expect(gone).toMatchObject({
+          pod: 'default/cl',
+          reason: 'backend-gone',
+          proto: 'udp',
+          src: cl.ipv4,
+          srcName: 'default/cl',
+          dst: DNS_VIP,
+          dstPort: 53,
+          dstName: 'default/dns:dns',
+          to: be1.ipv4,
+          toPort: UDP_PORT,
+          toName: 'default/be1',
+        });
+        // the socket's first connect, to the same backend: the same Service and pods named
+        expect(m.lines().find((l) => l.type === 'lb-translate' && l.dst === DNS_VIP && l.to === be1.ipv4)).toMatchObject({
+          pod: 'default/cl',
+          dstName: 'default/dns:dns',
+          toName: 'default/be1',
+        });
+      } finally {
+        client.kill('SIGTERM');
+      }
+    },
+  );
+
+  it('bypass-in: inbound to a port a sidecar pod excludes (traffic.sidecar.istio.io/excludeInboundPorts) reaches the app, the reason shown', async () => {
+    const excl = await addMeshPod(env, 'excl', {
+      namespace: 'shop',
+      annotations: { ...STATUS, 'traffic.sidecar.istio.io/excludeInboundPorts': String(TCP_PORT) },
+    });
+    await waitForMode(env, excl, 'sidecar');
+    await startApp(env, excl, TCP_PORT); // and no sidecar: a captured connection would fail
+    const m = startMonitor(['-o', 'json', '--type', 'bypass-in']);
+    const answered: Array<string | undefined> = [];
+    await settle(async () => {
+      answered.push(answeredBy((await fromClient(excl.ipv4, TCP_PORT))[0]));
+    }, [[m, (ls) => ls.some((l) => l.pod === 'shop/excl')]]);
+    expect(answered.at(-1)).toBe('app-excl');
+    expect(m.lines().find((l) => l.pod === 'shop/excl')).toMatchObject({
+      type: 'bypass-in',
+      reason: 'excluded-port',
+      mode: 'sidecar',
+      proto: 'tcp',
+      src: cl.ipv4,
+      srcName: 'default/cl',
+      dst: excl.ipv4,
+      dstPort: TCP_PORT,
+      dstName: 'shop/excl',
+      to: '',
+      toPort: 0,
+    });
   });
 
   it('events are produced only while a monitor is attached: status counts the monitors, Ctrl-C detaches with exit 0', async () => {
