@@ -210,7 +210,7 @@ async function main(): Promise<number> {
       '#### Datapath events: connect latency through socket-LB',
       '',
       `Kernel ${os.release()}, ${os.cpus().length} CPUs, sl-probe bench --count ${o.count} --warmup ${o.warmup} --concurrency 1, ${o.rounds} rounds, ` +
-        `variants interleaved; ratios are medians of per-round ratios to the build without events. The reader received ${events} events ` +
+        `variants interleaved; ratios are medians of per-round ratios to the build without events. The reader${feeds.length > 1 ? 's' : ''} received ${events} events ` +
         `(${expectedEvents} connects through the VIP) and the ring dropped ${lost}.`,
       '',
       '| variant | connect median µs | connect p99 µs | median × | p99 × | errors |',
