@@ -17,12 +17,12 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#define SL_AF_INET 2
-#define SL_AF_INET6 10
-#define SL_SOL_IP 0
-#define SL_SOL_IPV6 41
+#define SL_AF_INET	   2
+#define SL_AF_INET6	   10
+#define SL_SOL_IP	   0
+#define SL_SOL_IPV6	   41
 #define SL_SO_ORIGINAL_DST 80 /* also IP6T_SO_ORIGINAL_DST */
-#define SL_PAGE_SIZE 4096
+#define SL_PAGE_SIZE	   4096
 
 /* The key of a captured connection seen from the app's socket: its own address and port, and
  * the proxy port it connects to.
@@ -33,8 +33,9 @@ static __always_inline void sockops_app_key(struct bpf_sock_ops *skops, struct s
 	if (skops->family == SL_AF_INET)
 		addr_from_v4(&key->addr, SL_LOAD(skops->local_ip4));
 	else
-		addr_from_words(&key->addr, SL_LOAD(skops->local_ip6[0]), SL_LOAD(skops->local_ip6[1]),
-				SL_LOAD(skops->local_ip6[2]), SL_LOAD(skops->local_ip6[3]));
+		addr_from_words(&key->addr, SL_LOAD(skops->local_ip6[0]),
+				SL_LOAD(skops->local_ip6[1]), SL_LOAD(skops->local_ip6[2]),
+				SL_LOAD(skops->local_ip6[3]));
 	key->port = (__u16)skops->local_port;
 	key->proxy_port = bpf_ntohl(skops->remote_port) & 0xffff;
 }
@@ -46,8 +47,9 @@ static __always_inline void sockops_proxy_key(struct bpf_sock_ops *skops, struct
 	if (skops->family == SL_AF_INET)
 		addr_from_v4(&key->addr, SL_LOAD(skops->remote_ip4));
 	else
-		addr_from_words(&key->addr, SL_LOAD(skops->remote_ip6[0]), SL_LOAD(skops->remote_ip6[1]),
-				SL_LOAD(skops->remote_ip6[2]), SL_LOAD(skops->remote_ip6[3]));
+		addr_from_words(&key->addr, SL_LOAD(skops->remote_ip6[0]),
+				SL_LOAD(skops->remote_ip6[1]), SL_LOAD(skops->remote_ip6[2]),
+				SL_LOAD(skops->remote_ip6[3]));
 	key->port = bpf_ntohl(skops->remote_port) & 0xffff;
 	key->proxy_port = (__u16)skops->local_port;
 }
@@ -60,7 +62,8 @@ static __always_inline struct sl_origdst_stat *origdst_stat(void)
 }
 
 /* A captured handshake starts: its entry in sl_origdst_syn, counted in in_flight. */
-static __always_inline void origdst_remember(const struct sl_origdst_key *key, const struct sl_orig_dst *o)
+static __always_inline void origdst_remember(const struct sl_origdst_key *key,
+					     const struct sl_orig_dst *o)
 {
 	struct sl_origdst_stat *st;
 
@@ -90,7 +93,8 @@ static __always_inline void origdst_forget(const struct sl_origdst_key *key)
 }
 
 /* The same connection as v0.1.0 keys it in sl_origdst: without the proxy port. */
-static __always_inline void origdst_v0_key(const struct sl_origdst_key *key, struct sl_origdst_v0_key *v0)
+static __always_inline void origdst_v0_key(const struct sl_origdst_key *key,
+					   struct sl_origdst_v0_key *v0)
 {
 	v0->netns_cookie = key->netns_cookie;
 	v0->addr = key->addr;
@@ -104,10 +108,12 @@ static __always_inline void sockops_flow_key(struct bpf_sock_ops *skops, struct 
 		addr_from_v4(&key->pod, SL_LOAD(skops->remote_ip4));
 		addr_from_v4(&key->peer, SL_LOAD(skops->local_ip4));
 	} else {
-		addr_from_words(&key->pod, SL_LOAD(skops->remote_ip6[0]), SL_LOAD(skops->remote_ip6[1]),
-				SL_LOAD(skops->remote_ip6[2]), SL_LOAD(skops->remote_ip6[3]));
-		addr_from_words(&key->peer, SL_LOAD(skops->local_ip6[0]), SL_LOAD(skops->local_ip6[1]),
-				SL_LOAD(skops->local_ip6[2]), SL_LOAD(skops->local_ip6[3]));
+		addr_from_words(&key->pod, SL_LOAD(skops->remote_ip6[0]),
+				SL_LOAD(skops->remote_ip6[1]), SL_LOAD(skops->remote_ip6[2]),
+				SL_LOAD(skops->remote_ip6[3]));
+		addr_from_words(&key->peer, SL_LOAD(skops->local_ip6[0]),
+				SL_LOAD(skops->local_ip6[1]), SL_LOAD(skops->local_ip6[2]),
+				SL_LOAD(skops->local_ip6[3]));
 	}
 	key->pod_port = bpf_ntohl(skops->remote_port) & 0xffff;
 	key->peer_port = (__u16)skops->local_port;
@@ -242,12 +248,18 @@ int sl_sockops(struct bpf_sock_ops *skops)
 }
 
 /* Writes a sockaddr_in / sockaddr_in6 answer; 0 when the caller's buffer is too small. */
-static __always_inline int sockopt_answer(struct bpf_sockopt *ctx, const struct sl_addr *addr, __u16 port)
+static __always_inline int sockopt_answer(struct bpf_sockopt *ctx, const struct sl_addr *addr,
+					  __u16 port)
 {
 	__u8 *optval = ctx->optval, *end = ctx->optval_end;
 
 	if (ctx->level == SL_SOL_IP) {
-		struct { __u16 family; __u16 port; __u32 addr; __u8 zero[8]; } *sin = (void *)optval;
+		struct {
+			__u16 family;
+			__u16 port;
+			__u32 addr;
+			__u8 zero[8];
+		} *sin = (void *)optval;
 
 		if (!addr_is_mapped_v4(addr) || optval + sizeof(*sin) > end)
 			return 0;
@@ -257,7 +269,13 @@ static __always_inline int sockopt_answer(struct bpf_sockopt *ctx, const struct 
 		__builtin_memset(sin->zero, 0, sizeof(sin->zero));
 		*(volatile __s32 *)&ctx->optlen = sizeof(*sin);
 	} else {
-		struct { __u16 family; __u16 port; __u32 flowinfo; __u32 addr[4]; __u32 scope; } *sin6 = (void *)optval;
+		struct {
+			__u16 family;
+			__u16 port;
+			__u32 flowinfo;
+			__u32 addr[4];
+			__u32 scope;
+		} *sin6 = (void *)optval;
 		const __u32 *w = (const __u32 *)addr->b;
 
 		if (optval + sizeof(*sin6) > end)
@@ -294,7 +312,8 @@ int sl_getsockopt(struct bpf_sockopt *ctx)
 	struct sl_orig_dst *o;
 	struct sl_addr local;
 
-	if (ctx->optname != SL_SO_ORIGINAL_DST || (ctx->level != SL_SOL_IP && ctx->level != SL_SOL_IPV6))
+	if (ctx->optname != SL_SO_ORIGINAL_DST ||
+	    (ctx->level != SL_SOL_IP && ctx->level != SL_SOL_IPV6))
 		goto untouched;
 	if (!sk || sk->protocol != IPPROTO_TCP)
 		goto untouched;
@@ -305,10 +324,10 @@ int sl_getsockopt(struct bpf_sockopt *ctx)
 		addr_from_v4(&key.addr, SL_LOAD(sk->dst_ip4));
 		addr_from_v4(&local, SL_LOAD(sk->src_ip4));
 	} else {
-		addr_from_words(&key.addr, SL_LOAD(sk->dst_ip6[0]), SL_LOAD(sk->dst_ip6[1]), SL_LOAD(sk->dst_ip6[2]),
-				SL_LOAD(sk->dst_ip6[3]));
-		addr_from_words(&local, SL_LOAD(sk->src_ip6[0]), SL_LOAD(sk->src_ip6[1]), SL_LOAD(sk->src_ip6[2]),
-				SL_LOAD(sk->src_ip6[3]));
+		addr_from_words(&key.addr, SL_LOAD(sk->dst_ip6[0]), SL_LOAD(sk->dst_ip6[1]),
+				SL_LOAD(sk->dst_ip6[2]), SL_LOAD(sk->dst_ip6[3]));
+		addr_from_words(&local, SL_LOAD(sk->src_ip6[0]), SL_LOAD(sk->src_ip6[1]),
+				SL_LOAD(sk->src_ip6[2]), SL_LOAD(sk->src_ip6[3]));
 	}
 	key.port = bpf_ntohs((__u16)SL_LOAD(sk->dst_port));
 	key.proxy_port = (__u16)SL_LOAD(sk->src_port);
@@ -385,8 +404,8 @@ int sl_sk_lookup(struct bpf_sk_lookup *ctx)
 		addr_from_v4(&local, SL_LOAD(ctx->local_ip4));
 		addr_from_v4(&remote, SL_LOAD(ctx->remote_ip4));
 	} else {
-		addr_from_words(&local, SL_LOAD(ctx->local_ip6[0]), SL_LOAD(ctx->local_ip6[1]), SL_LOAD(ctx->local_ip6[2]),
-				SL_LOAD(ctx->local_ip6[3]));
+		addr_from_words(&local, SL_LOAD(ctx->local_ip6[0]), SL_LOAD(ctx->local_ip6[1]),
+				SL_LOAD(ctx->local_ip6[2]), SL_LOAD(ctx->local_ip6[3]));
 		addr_from_words(&remote, SL_LOAD(ctx->remote_ip6[0]), SL_LOAD(ctx->remote_ip6[1]),
 				SL_LOAD(ctx->remote_ip6[2]), SL_LOAD(ctx->remote_ip6[3]));
 	}
@@ -440,7 +459,9 @@ int sl_lo_mark(struct __sk_buff *skb)
 {
 	__u32 mark = skb->mark;
 
-	if ((mark & cfg_proxy_mark_mask) == (cfg_proxy_mark & cfg_proxy_mark_mask) || mark == SL_TPROXY_MARK)
-		skb->mark = (mark & ~cfg_inbound_mark_mask) | (cfg_inbound_mark & cfg_inbound_mark_mask);
+	if ((mark & cfg_proxy_mark_mask) == (cfg_proxy_mark & cfg_proxy_mark_mask) ||
+	    mark == SL_TPROXY_MARK)
+		skb->mark = (mark & ~cfg_inbound_mark_mask) |
+			    (cfg_inbound_mark & cfg_inbound_mark_mask);
 	return SL_TCX_NEXT;
 }

@@ -11,7 +11,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Capture decides first; what it redirects is not load-balanced (the proxy must see the VIP).
  * Returns a CAP_* outcome.
  */
-static __always_inline int sock_capture(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *port, int at_connect)
+static __always_inline int sock_capture(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *port,
+					int at_connect)
 {
 	struct sl_addr orig = *dst;
 	__u16 orig_port = *port;

@@ -15,8 +15,8 @@
 #include "buf.h"
 
 #define AGENT_CONNECT_TIMEOUT_MS 2000
-#define AGENT_IO_TIMEOUT_MS 10000		 /* the whole exchange, after connecting */
-#define AGENT_ANSWER_CAP ((size_t)64 << 20) /* a larger answer is malformed */
+#define AGENT_IO_TIMEOUT_MS	 10000		    /* the whole exchange, after connecting */
+#define AGENT_ANSWER_CAP	 ((size_t)64 << 20) /* a larger answer is malformed */
 
 enum agent_outcome {
 	AGENT_ANSWERED,	   /* exit_code and the body are set */

@@ -8,17 +8,18 @@
 const char cni_supported_versions_json[] = "[\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\",\"1.1.0\"]";
 
 const char *const cni_supported_versions[] = {"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"};
-const unsigned cni_n_supported_versions = sizeof(cni_supported_versions) / sizeof(cni_supported_versions[0]);
+const unsigned cni_n_supported_versions = sizeof(cni_supported_versions) /
+					  sizeof(cni_supported_versions[0]);
 
 static const struct {
 	const char *name;
 	enum cni_command cmd;
 } commands[] = {
-	{"ADD", CMD_ADD},         {"DEL", CMD_DEL},       {"CHECK", CMD_CHECK},
+	{"ADD", CMD_ADD},	  {"DEL", CMD_DEL},	  {"CHECK", CMD_CHECK},
 	{"VERSION", CMD_VERSION}, {"STATUS", CMD_STATUS}, {"GC", CMD_GC},
 };
 
-#define BIT(c) (1u << (c))
+#define BIT(c)		    (1u << (c))
 /* The commands that name an attachment (CNI_CONTAINERID, CNI_IFNAME). */
 #define ATTACHMENT_COMMANDS (BIT(CMD_ADD) | BIT(CMD_CHECK) | BIT(CMD_DEL))
 
@@ -117,8 +118,8 @@ int cni_env_check(enum cni_command cmd, const struct cni_env *env, struct buf *m
 			missing[n++] = env_rules[i].name;
 	}
 	if (n > 0) {
-		if (buf_adds(msg, n == 1 ? "required environment variable " :
-					   "required environment variables ") < 0)
+		if (buf_adds(msg, n == 1 ? "required environment variable "
+					 : "required environment variables ") < 0)
 			return -1;
 		for (i = 0; i < n; i++)
 			if ((i && buf_adds(msg, ", ") < 0) || buf_adds(msg, missing[i]) < 0)

@@ -9,12 +9,12 @@
 
 /* Error codes (SPEC.md "Error codes"). */
 #define CNI_ERR_INCOMPATIBLE_VERSION 1
-#define CNI_ERR_INVALID_ENV 4
-#define CNI_ERR_IO 5
-#define CNI_ERR_DECODE 6
-#define CNI_ERR_INVALID_CONFIG 7
-#define CNI_ERR_TRY_LATER 11
-#define CNI_ERR_NOT_AVAILABLE 50
+#define CNI_ERR_INVALID_ENV	     4
+#define CNI_ERR_IO		     5
+#define CNI_ERR_DECODE		     6
+#define CNI_ERR_INVALID_CONFIG	     7
+#define CNI_ERR_TRY_LATER	     11
+#define CNI_ERR_NOT_AVAILABLE	     50
 
 /* The version answers are given in when the caller's is not known. */
 #define CNI_NEWEST_VERSION "1.1.0"

@@ -104,8 +104,7 @@ static int check_conf(struct dispatch *d)
 		return fail(d, CNI_ERR_INVALID_CONFIG, "invalid network configuration",
 			    "cniVersion is required");
 	if (!cni_version_supported(version)) {
-		if (buf_adds(&details, "config is ") < 0 ||
-		    buf_add_json_cstr(&details, version) < 0 ||
+		if (buf_adds(&details, "config is ") < 0 || buf_add_json_cstr(&details, version) < 0 ||
 		    buf_adds(&details, ", plugin supports ") < 0 ||
 		    buf_adds(&details, cni_supported_versions_json) < 0)
 			rc = CNI_EXIT_OOM;
@@ -123,8 +122,7 @@ static int check_conf(struct dispatch *d)
 	for (i = 0; i < sizeof(floors) / sizeof(floors[0]); i++) {
 		if (floors[i].cmd != d->cmd || cni_version_at_least(version, floors[i].min))
 			continue;
-		if (buf_adds(&details, "config is ") < 0 ||
-		    buf_add_json_cstr(&details, version) < 0)
+		if (buf_adds(&details, "config is ") < 0 || buf_add_json_cstr(&details, version) < 0)
 			rc = CNI_EXIT_OOM;
 		else
 			rc = fail(d, CNI_ERR_INCOMPATIBLE_VERSION, floors[i].name, details.p);
@@ -260,8 +258,7 @@ static int forward(struct dispatch *d)
 			return rc;
 		}
 	}
-	if (build_request(d, &req, cookie[0] ? cookie : NULL,
-			  netns_err[0] ? netns_err : NULL) < 0) {
+	if (build_request(d, &req, cookie[0] ? cookie : NULL, netns_err[0] ? netns_err : NULL) < 0) {
 		rc = CNI_EXIT_OOM;
 		goto out;
 	}
@@ -269,9 +266,9 @@ static int forward(struct dispatch *d)
 	case AGENT_ANSWERED:
 		cni_debug("%s: agent answered with exit code %d and %zu bytes", d->inv->env.command,
 			  ans.exit_code, ans.raw.len - ans.body_off);
-		rc = buf_add(d->out, ans.raw.p + ans.body_off, ans.raw.len - ans.body_off) < 0 ?
-			     CNI_EXIT_OOM :
-			     ans.exit_code;
+		rc = buf_add(d->out, ans.raw.p + ans.body_off, ans.raw.len - ans.body_off) < 0
+			     ? CNI_EXIT_OOM
+			     : ans.exit_code;
 		break;
 	case AGENT_MALFORMED:
 		rc = fail(d, CNI_ERR_TRY_LATER, "sluice agent sent a malformed answer",
@@ -294,14 +291,16 @@ int cni_dispatch(const struct cni_invocation *inv, struct buf *out)
 		.inv = inv,
 		.version = CNI_NEWEST_VERSION,
 		.out = out,
-		.conf = {
-			[CONF_CNI_VERSION] = {"cniVersion", JSON_WANT_STRING},
-			[CONF_NAME] = {"name", JSON_WANT_STRING},
-			[CONF_TYPE] = {"type", JSON_WANT_STRING},
-			[CONF_AGENT_SOCKET] = {"agentSocket", JSON_WANT_STRING},
-			[CONF_EXCLUDE_NAMESPACES] = {"excludeNamespaces", JSON_WANT_STRING_LIST},
-			[CONF_PREV_RESULT] = {"prevResult", JSON_WANT_RAW},
-		},
+		.conf =
+			{
+				[CONF_CNI_VERSION] = {"cniVersion", JSON_WANT_STRING},
+				[CONF_NAME] = {"name", JSON_WANT_STRING},
+				[CONF_TYPE] = {"type", JSON_WANT_STRING},
+				[CONF_AGENT_SOCKET] = {"agentSocket", JSON_WANT_STRING},
+				[CONF_EXCLUDE_NAMESPACES] = {"excludeNamespaces",
+							     JSON_WANT_STRING_LIST},
+				[CONF_PREV_RESULT] = {"prevResult", JSON_WANT_RAW},
+			},
 	};
 	const char *command = inv->env.command;
 	struct buf msg = {0}, details = {0};

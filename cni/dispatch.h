@@ -10,10 +10,10 @@
 #include "buf.h"
 #include "cni-spec.h"
 
-#define CNI_STDIN_CAP ((size_t)16 << 20)
+#define CNI_STDIN_CAP		 ((size_t)16 << 20)
 #define CNI_DEFAULT_AGENT_SOCKET "/var/run/sluice/agent.sock"
 /* cni_dispatch's result when not even an error could be formatted (out of memory). */
-#define CNI_EXIT_OOM (-1)
+#define CNI_EXIT_OOM		 (-1)
 
 /* What main read, once: the environment and all of stdin. */
 struct cni_invocation {

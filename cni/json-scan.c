@@ -135,16 +135,18 @@ static int scan_string(struct scan *s, enum str_mode mode, struct buf *out, cons
 			if (s->end - s->p < 6 || hex4(s->p + 2, &cp) < 0)
 				return scan_fail(s, "invalid \\u escape in string");
 			s->p += 6;
-			if (cp >= 0xd800 && cp < 0xdc00 && s->end - s->p >= 6 &&
-			    s->p[0] == '\\' && s->p[1] == 'u' && hex4(s->p + 2, &lo) == 0 &&
-			    lo >= 0xdc00 && lo < 0xe000) {
+			if (cp >= 0xd800 && cp < 0xdc00 && s->end - s->p >= 6 && s->p[0] == '\\' &&
+			    s->p[1] == 'u' && hex4(s->p + 2, &lo) == 0 && lo >= 0xdc00 &&
+			    lo < 0xe000) {
 				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
 				s->p += 6;
 			} else if (cp >= 0xd800 && cp < 0xe000) {
 				if (mode == STR_VALUE) {
 					s->p -= 6;
-					return scan_fail(s, "unsupported lone surrogate "
-							    "escape in %s", name);
+					return scan_fail(s,
+							 "unsupported lone surrogate "
+							 "escape in %s",
+							 name);
 				}
 				cp = 0xfffd;
 			}
@@ -158,14 +160,30 @@ static int scan_string(struct scan *s, enum str_mode mode, struct buf *out, cons
 			char d;
 
 			switch (c) {
-			case '"': d = '"'; break;
-			case '\\': d = '\\'; break;
-			case '/': d = '/'; break;
-			case 'b': d = '\b'; break;
-			case 'f': d = '\f'; break;
-			case 'n': d = '\n'; break;
-			case 'r': d = '\r'; break;
-			case 't': d = '\t'; break;
+			case '"':
+				d = '"';
+				break;
+			case '\\':
+				d = '\\';
+				break;
+			case '/':
+				d = '/';
+				break;
+			case 'b':
+				d = '\b';
+				break;
+			case 'f':
+				d = '\f';
+				break;
+			case 'n':
+				d = '\n';
+				break;
+			case 'r':
+				d = '\r';
+				break;
+			case 't':
+				d = '\t';
+				break;
 			default:
 				s->p++;
 				return scan_fail(s, "invalid escape '\\%c' in string",
@@ -417,8 +435,8 @@ static int scan_value(struct scan *s, int depth)
 	}
 }
 
-int json_scan_object(const char *data, size_t len, struct json_member *members, size_t n,
-		     char *err, size_t errlen)
+int json_scan_object(const char *data, size_t len, struct json_member *members, size_t n, char *err,
+		     size_t errlen)
 {
 	struct buf key = {0};
 	struct scan s;

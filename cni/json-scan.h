@@ -27,16 +27,16 @@ struct json_member {
 	const char *key;
 	enum json_want want;
 	/* Results: */
-	int present;	    /* the key appeared with a value (see above for null) */
-	struct buf str;	    /* JSON_WANT_STRING */
-	struct buf list;    /* JSON_WANT_STRING_LIST: the items, each followed by a NUL */
+	int present;	 /* the key appeared with a value (see above for null) */
+	struct buf str;	 /* JSON_WANT_STRING */
+	struct buf list; /* JSON_WANT_STRING_LIST: the items, each followed by a NUL */
 	size_t list_count;
 	size_t raw_off, raw_len; /* JSON_WANT_RAW: where the value's text is in the input */
 };
 
 /* Scans data[0..len). Returns 0, or -1 with the reason and its offset in err. */
-int json_scan_object(const char *data, size_t len, struct json_member *members, size_t n,
-		     char *err, size_t errlen);
+int json_scan_object(const char *data, size_t len, struct json_member *members, size_t n, char *err,
+		     size_t errlen);
 
 /* Whether a JSON_WANT_STRING_LIST member holds s. */
 int json_list_contains(const struct json_member *m, const char *s);

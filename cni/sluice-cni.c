@@ -22,7 +22,7 @@
 #include "dispatch.h"
 
 #define IO_TIMEOUT_MS 10000
-#define EINTR_MAX 1000 /* bound on retries of one syscall interrupted by signals */
+#define EINTR_MAX     1000 /* bound on retries of one syscall interrupted by signals */
 
 /* Reads stdin up to CNI_STDIN_CAP + 1 bytes. Returns 0, or -1 with errno set (E2BIG: too large). */
 static int read_stdin(struct buf *b)

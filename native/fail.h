@@ -7,7 +7,7 @@
 #include <stdarg.h>
 
 /* Writes "<fmt...>: <strerror(err)>" to the calling thread's last-error slot and returns -|err|. */
-__attribute__((visibility("hidden"), format(printf, 2, 0)))
-int sl_fail_v(int err, const char *fmt, va_list ap);
+__attribute__((visibility("hidden"), format(printf, 2, 0))) int sl_fail_v(int err, const char *fmt,
+									  va_list ap);
 
 #endif /* SLUICE_FAIL_H */

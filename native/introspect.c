@@ -16,11 +16,11 @@
 #include "internal.h"
 
 /* Newer than the headers libbpf 1.1 builds against here (kernel 6.6). */
-#define SL_BPF_TCX_INGRESS 46
+#define SL_BPF_TCX_INGRESS   46
 #define SL_BPF_LINK_TYPE_TCX 11
 /* An ifindex no interface has: the tcx probe must never attach anything. */
-#define SL_NO_SUCH_IFINDEX 0x7fffffff
-#define SL_MAX_PROG_MAPS 64
+#define SL_NO_SUCH_IFINDEX   0x7fffffff
+#define SL_MAX_PROG_MAPS     64
 
 static int fail(int err, const char *fmt, ...)
 {
@@ -102,10 +102,12 @@ static int read_rodata_map(__u32 map_id, void *value, __u32 value_cap, __u32 *va
 		goto out_fd;
 	}
 	sec = btf__type_by_id(btf, info.btf_value_type_id);
-	if (!sec || !btf_is_datasec(sec) || strcmp(btf__name_by_offset(btf, sec->name_off), ".rodata") != 0)
+	if (!sec || !btf_is_datasec(sec) ||
+	    strcmp(btf__name_by_offset(btf, sec->name_off), ".rodata") != 0)
 		goto out_btf;
 	if (info.value_size > value_cap) {
-		ret = fail(E2BIG, "map %s: .rodata of %u bytes, room for %u", info.name, info.value_size, value_cap);
+		ret = fail(E2BIG, "map %s: .rodata of %u bytes, room for %u", info.name,
+			   info.value_size, value_cap);
 		goto out_btf;
 	}
 	err = bpf_map_lookup_elem(fd, &key, value);
@@ -118,8 +120,10 @@ static int read_rodata_map(__u32 map_id, void *value, __u32 value_cap, __u32 *va
 	for (i = 0; i < btf_vlen(sec); i++, vs++) {
 		const struct btf_type *var = btf__type_by_id(btf, vs->type);
 
-		if (!append_var(vars, vars_cap, &used, btf__name_by_offset(btf, var->name_off), vs->offset, vs->size)) {
-			ret = fail(E2BIG, "map %s: variable list longer than %zu bytes", info.name, vars_cap);
+		if (!append_var(vars, vars_cap, &used, btf__name_by_offset(btf, var->name_off),
+				vs->offset, vs->size)) {
+			ret = fail(E2BIG, "map %s: variable list longer than %zu bytes", info.name,
+				   vars_cap);
 			goto out_btf;
 		}
 	}
@@ -166,8 +170,8 @@ int sl_prog_rodata(uint32_t prog_id, char *name, size_t name_cap, void *value, u
 }
 
 /* Loads a tiny program; the verifier's log goes to log (for telling "unknown helper" apart). */
-static int load_probe(enum bpf_prog_type type, enum bpf_attach_type expected, const struct bpf_insn *insns,
-		      size_t n, char *log, size_t log_cap)
+static int load_probe(enum bpf_prog_type type, enum bpf_attach_type expected,
+		      const struct bpf_insn *insns, size_t n, char *log, size_t log_cap)
 {
 	LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = expected, .log_buf = log,
 		    .log_size = (__u32)log_cap, .log_level = 1);
@@ -180,13 +184,14 @@ static int probe_set_retval(void)
 {
 	/* r1 = 0; call bpf_set_retval; r0 = 1; exit */
 	const struct bpf_insn insns[] = {
-		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_1, .imm = 0 },
-		{ .code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_set_retval },
-		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 1 },
-		{ .code = BPF_JMP | BPF_EXIT },
+		{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_1, .imm = 0},
+		{.code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_set_retval},
+		{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 1},
+		{.code = BPF_JMP | BPF_EXIT},
 	};
 	char log[4096];
-	int fd = load_probe(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_INET4_CONNECT, insns, 4, log, sizeof(log));
+	int fd = load_probe(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_INET4_CONNECT, insns, 4, log,
+			    sizeof(log));
 
 	if (fd >= 0) {
 		close(fd);
@@ -195,7 +200,8 @@ static int probe_set_retval(void)
 	/* an unknown helper id ("invalid func"), or one this program type may not call ("unknown
 	 * func" up to 6.x, "cannot use helper" since)
 	 */
-	if (strstr(log, "unknown func") || strstr(log, "invalid func") || strstr(log, "cannot use helper"))
+	if (strstr(log, "unknown func") || strstr(log, "invalid func") ||
+	    strstr(log, "cannot use helper"))
 		return 0;
 	return fail(fd, "probe bpf_set_retval in cgroup/connect4: %.200s", log);
 }
@@ -204,8 +210,8 @@ static int probe_tcx(void)
 {
 	/* r0 = 0 (TCX_PASS); exit */
 	const struct bpf_insn insns[] = {
-		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0 },
-		{ .code = BPF_JMP | BPF_EXIT },
+		{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0},
+		{.code = BPF_JMP | BPF_EXIT},
 	};
 	char log[1024];
 	int prog, link;
@@ -213,7 +219,8 @@ static int probe_tcx(void)
 	prog = load_probe(BPF_PROG_TYPE_SCHED_CLS, 0, insns, 2, log, sizeof(log));
 	if (prog < 0)
 		return fail(prog, "probe tcx: load a tc program: %.200s", log);
-	link = bpf_link_create(prog, SL_NO_SUCH_IFINDEX, (enum bpf_attach_type)SL_BPF_TCX_INGRESS, NULL);
+	link = bpf_link_create(prog, SL_NO_SUCH_IFINDEX, (enum bpf_attach_type)SL_BPF_TCX_INGRESS,
+			       NULL);
 	close(prog);
 	if (link >= 0) {
 		close(link); /* an interface with that index after all: closing detaches again */

@@ -35,7 +35,7 @@ static int fail(int err, const char *fmt, ...)
 /* epoll data of the stop eventfd; registered fds carry (tag << 32 | fd), and no tag is all ones
  * together with fd -1.
  */
-#define STOP_MARK UINT64_MAX
+#define STOP_MARK	  UINT64_MAX
 #define EVENTS_PER_WAKEUP 64
 
 static pthread_mutex_t poller_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -46,7 +46,7 @@ static struct {
 	int notify_fd; /* the thread's end of the socketpair */
 	int caller_fd; /* the end handed to the caller */
 	pthread_t thread;
-} poller = { .epoll_fd = -1, .stop_fd = -1, .notify_fd = -1, .caller_fd = -1 };
+} poller = {.epoll_fd = -1, .stop_fd = -1, .notify_fd = -1, .caller_fd = -1};
 
 /* Blocking write of whole records: the reader is Node's event loop, and at most one record per
  * armed fd is ever outstanding (ONESHOT), so the socket buffer bounds nothing that matters.
@@ -83,7 +83,7 @@ static void *poller_thread(void *arg)
 
 		n = epoll_wait(poller.epoll_fd, events, EVENTS_PER_WAKEUP, -1);
 		if (n < 0) {
-			struct sl_poller_note died = { .fd = -1, .tag = (uint32_t)errno };
+			struct sl_poller_note died = {.fd = -1, .tag = (uint32_t)errno};
 
 			if (errno == EINTR)
 				continue;
@@ -121,7 +121,7 @@ static void poller_release(void)
 
 int sl_poller_open(void)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = STOP_MARK };
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = STOP_MARK};
 	sigset_t all, old;
 	int pair[2], err, ret;
 
@@ -229,8 +229,8 @@ static int unix_address(const char *path, struct sockaddr_un *addr, const char *
 	memset(addr, 0, sizeof(*addr));
 	addr->sun_family = AF_UNIX;
 	if (len == 0 || len >= sizeof(addr->sun_path))
-		return fail(ENAMETOOLONG, "%s %s: a socket path has 1 to %zu bytes, this one %zu", what,
-			    path, sizeof(addr->sun_path) - 1, len);
+		return fail(ENAMETOOLONG, "%s %s: a socket path has 1 to %zu bytes, this one %zu",
+			    what, path, sizeof(addr->sun_path) - 1, len);
 	memcpy(addr->sun_path, path, len);
 	return 0;
 }
@@ -246,8 +246,8 @@ int sl_seqpacket_listen(const char *path, int backlog)
 		return err;
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
-			return fail(EEXIST, "listen on %s: a file that is not a socket is in the way",
-				    path);
+			return fail(EEXIST,
+				    "listen on %s: a file that is not a socket is in the way", path);
 		if (unlink(path) && errno != ENOENT)
 			return fail(errno, "listen on %s: remove the old socket file", path);
 	} else if (errno != ENOENT) {
@@ -307,15 +307,16 @@ int sl_seqpacket_send_fds(int fd, const void *buf, size_t len, const int *fds, i
 		char buf[CMSG_SPACE(sizeof(int) * SL_SEQPACKET_MAX_FDS)];
 		struct cmsghdr align;
 	} control;
-	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
 	ssize_t n;
 
 	if (len == 0)
-		return fail(EINVAL, "send on socket fd %d: an empty message reads as end of stream", fd);
+		return fail(EINVAL, "send on socket fd %d: an empty message reads as end of stream",
+			    fd);
 	if (nfds < 0 || nfds > SL_SEQPACKET_MAX_FDS)
-		return fail(EINVAL, "send on socket fd %d: %d fds, at most %d fit in one message", fd,
-			    nfds, SL_SEQPACKET_MAX_FDS);
+		return fail(EINVAL, "send on socket fd %d: %d fds, at most %d fit in one message",
+			    fd, nfds, SL_SEQPACKET_MAX_FDS);
 	if (nfds > 0) {
 		struct cmsghdr *c;
 
@@ -333,7 +334,8 @@ int sl_seqpacket_send_fds(int fd, const void *buf, size_t len, const int *fds, i
 	while (n < 0 && errno == EINTR);
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return fail(EAGAIN, "send on socket fd %d: the peer's receive queue is full", fd);
+			return fail(EAGAIN,
+				    "send on socket fd %d: the peer's receive queue is full", fd);
 		return fail(errno, "send with %d fd(s) on socket fd %d", nfds, fd);
 	}
 	return (int)n;
@@ -353,7 +355,7 @@ int sl_seqpacket_recv(int fd, void *buf, size_t len, int *fd_out, int *flags_out
 		char buf[CMSG_SPACE(sizeof(int) * SL_SEQPACKET_MAX_FDS)];
 		struct cmsghdr align;
 	} control;
-	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	struct iovec iov = {.iov_base = buf, .iov_len = len};
 	struct msghdr msg = {
 		.msg_iov = &iov,
 		.msg_iovlen = 1,
@@ -395,7 +397,7 @@ int sl_seqpacket_recv(int fd, void *buf, size_t len, int *fd_out, int *flags_out
 /* --- rtnetlink address notifications -------------------------------------------------------- */
 
 #define ADDR_WATCH_DEFAULT_RCVBUF (1 << 20)
-#define DRAIN_MAX_DATAGRAMS 4096
+#define DRAIN_MAX_DATAGRAMS	  4096
 
 int sl_addr_watch_open(int rcvbuf_bytes)
 {

@@ -94,7 +94,8 @@ static void describe_type(struct jbuf *j, const struct btf *btf, __u32 id, int d
 	} else if (btf_is_composite(t)) {
 		const struct btf_member *m = btf_members(t);
 
-		jprintf(j, "{\"k\":\"%s\",\"size\":%u,\"m\":[", btf_is_struct(t) ? "struct" : "union", t->size);
+		jprintf(j, "{\"k\":\"%s\",\"size\":%u,\"m\":[",
+			btf_is_struct(t) ? "struct" : "union", t->size);
 		for (i = 0; i < btf_vlen(t); i++, m++) {
 			jprintf(j, "%s{\"name\":", i ? "," : "");
 			jname(j, btf, m->name_off);
@@ -137,20 +138,21 @@ static int finish(struct jbuf *j, const char *what, size_t *needed)
  */
 int sl_obj_maps_json(struct bpf_object *obj, char *buf, size_t len, size_t *needed)
 {
-	struct jbuf j = { .buf = buf, .len = len };
+	struct jbuf j = {.buf = buf, .len = len};
 	const struct btf *btf = bpf_object__btf(obj);
 	struct bpf_map *m;
 	int first = 1;
 
 	jprintf(&j, "[");
-	bpf_object__for_each_map(m, obj) {
+	bpf_object__for_each_map(m, obj)
+	{
 		const char *name = bpf_map__name(m);
 
 		if (strchr(name, '.'))
 			continue;
 		jprintf(&j, "%s{\"name\":\"%s\",\"type\":%u,\"keySize\":%u,\"valueSize\":%u,\"maxEntries\":%u,\"flags\":%u",
-			first ? "" : ",", name, bpf_map__type(m), bpf_map__key_size(m), bpf_map__value_size(m),
-			bpf_map__max_entries(m), bpf_map__map_flags(m));
+			first ? "" : ",", name, bpf_map__type(m), bpf_map__key_size(m),
+			bpf_map__value_size(m), bpf_map__max_entries(m), bpf_map__map_flags(m));
 		describe_layout(&j, "key", btf, bpf_map__btf_key_type_id(m));
 		describe_layout(&j, "value", btf, bpf_map__btf_value_type_id(m));
 		jprintf(&j, "}");
@@ -163,7 +165,7 @@ int sl_obj_maps_json(struct bpf_object *obj, char *buf, size_t len, size_t *need
 /* A live map's spec, layouts from the BTF it was created with (null when it has none). */
 int sl_map_spec_json(int map_fd, char *buf, size_t len, size_t *needed)
 {
-	struct jbuf j = { .buf = buf, .len = len };
+	struct jbuf j = {.buf = buf, .len = len};
 	struct bpf_map_info info;
 	__u32 info_len = sizeof(info);
 	struct btf *btf = NULL;
@@ -179,7 +181,8 @@ int sl_map_spec_json(int map_fd, char *buf, size_t len, size_t *needed)
 			return sl_fail(errno, "map %s: load its BTF (id %u)", info.name, info.btf_id);
 	}
 	jprintf(&j, "{\"name\":\"%s\",\"id\":%u,\"type\":%u,\"keySize\":%u,\"valueSize\":%u,\"maxEntries\":%u,\"flags\":%u",
-		info.name, info.id, info.type, info.key_size, info.value_size, info.max_entries, info.map_flags);
+		info.name, info.id, info.type, info.key_size, info.value_size, info.max_entries,
+		info.map_flags);
 	describe_layout(&j, "key", btf, info.btf_key_type_id);
 	describe_layout(&j, "value", btf, info.btf_value_type_id);
 	jprintf(&j, "}");

@@ -99,7 +99,8 @@ static const struct btf_type *rodata_of(struct bpf_object *obj, struct bpf_map *
 
 	*map = NULL;
 	*btf = bpf_object__btf(obj);
-	bpf_object__for_each_map(m, obj) {
+	bpf_object__for_each_map(m, obj)
+	{
 		const char *name = bpf_map__name(m);
 		size_t n = strlen(name);
 
@@ -133,9 +134,11 @@ int sl_obj_rodata_vars(struct bpf_object *obj, char *buf, size_t len)
 	for (i = 0; i < btf_vlen(sec); i++, vs++) {
 		const struct btf_type *t = btf__type_by_id(btf, vs->type);
 
-		n = snprintf(buf + used, len - used, "%s %u\n", btf__name_by_offset(btf, t->name_off), vs->size);
+		n = snprintf(buf + used, len - used, "%s %u\n",
+			     btf__name_by_offset(btf, t->name_off), vs->size);
 		if (n < 0 || (size_t)n >= len - used)
-			return fail(ENOSPC, "list the .rodata of %s: more than %zu bytes", bpf_object__name(obj), len);
+			return fail(ENOSPC, "list the .rodata of %s: more than %zu bytes",
+				    bpf_object__name(obj), len);
 		used += (size_t)n;
 	}
 	return (int)used;
@@ -154,7 +157,8 @@ int sl_obj_set_rodata(struct bpf_object *obj, const char *var, const void *data,
 
 	sec = rodata_of(obj, &map, &btf);
 	if (!sec)
-		return fail(ENOENT, "set %s: object %s has no .rodata with BTF", var, bpf_object__name(obj));
+		return fail(ENOENT, "set %s: object %s has no .rodata with BTF", var,
+			    bpf_object__name(obj));
 	vs = btf_var_secinfos(sec);
 	for (i = 0; i < btf_vlen(sec); i++, vs++) {
 		const struct btf_type *t = btf__type_by_id(btf, vs->type);
@@ -177,10 +181,12 @@ int sl_obj_set_rodata(struct bpf_object *obj, const char *var, const void *data,
 		free(buf);
 		return err ? fail(err, "set %s", var) : 0;
 	}
-	return fail(ENOENT, "set %s: no such variable in the .rodata of %s", var, bpf_object__name(obj));
+	return fail(ENOENT, "set %s: no such variable in the .rodata of %s", var,
+		    bpf_object__name(obj));
 }
 
-int sl_obj_set_map(struct bpf_object *obj, const char *name, uint32_t max_entries, const char *pin_path)
+int sl_obj_set_map(struct bpf_object *obj, const char *name, uint32_t max_entries,
+		   const char *pin_path)
 {
 	struct bpf_map *map = bpf_object__find_map_by_name(obj, name);
 	int err;
@@ -190,7 +196,8 @@ int sl_obj_set_map(struct bpf_object *obj, const char *name, uint32_t max_entrie
 	if (max_entries) {
 		err = bpf_map__set_max_entries(map, max_entries);
 		if (err)
-			return fail(err, "map %s of %s: set max_entries %u", name, bpf_object__name(obj), max_entries);
+			return fail(err, "map %s of %s: set max_entries %u", name,
+				    bpf_object__name(obj), max_entries);
 	}
 	if (pin_path) {
 		/* libbpf reuses a compatible map already pinned there, and fails the load when
@@ -198,7 +205,8 @@ int sl_obj_set_map(struct bpf_object *obj, const char *name, uint32_t max_entrie
 		 */
 		err = bpf_map__set_pin_path(map, pin_path);
 		if (err)
-			return fail(err, "map %s of %s: set pin path %s", name, bpf_object__name(obj), pin_path);
+			return fail(err, "map %s of %s: set pin path %s", name,
+				    bpf_object__name(obj), pin_path);
 	}
 	return 0;
 }
@@ -212,7 +220,8 @@ int sl_obj_pin_maps(struct bpf_object *obj, const char *dir)
 	char path[4096];
 	int err;
 
-	bpf_object__for_each_map(m, obj) {
+	bpf_object__for_each_map(m, obj)
+	{
 		const char *name = bpf_map__name(m);
 
 		if (strchr(name, '.'))
@@ -261,7 +270,8 @@ int sl_obj_load(struct bpf_object *obj)
 /* Runs a loaded program once through BPF_PROG_TEST_RUN: data is the packet (tc, xdp), ctx the
  * context struct for program types that take one (written back when the kernel returns it).
  */
-int sl_prog_test_run(int prog_fd, const void *data, uint32_t data_len, void *ctx, uint32_t ctx_len, uint32_t *retval)
+int sl_prog_test_run(int prog_fd, const void *data, uint32_t data_len, void *ctx, uint32_t ctx_len,
+		     uint32_t *retval)
 {
 	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = data, .data_size_in = data_len, .ctx_in = ctx,
 		    .ctx_size_in = ctx_len, .ctx_out = ctx, .ctx_size_out = ctx_len, .repeat = 1);
@@ -350,7 +360,8 @@ int sl_link_prog_id(const char *link_pin, uint32_t *prog_id)
  * no socket call ever runs without a program. A pin for another cgroup is replaced.
  * Returns 0 when a link was created, 1 when an existing one was updated.
  */
-int sl_cgroup_link(struct bpf_object *obj, const char *name, const char *cgroup_path, const char *link_pin)
+int sl_cgroup_link(struct bpf_object *obj, const char *name, const char *cgroup_path,
+		   const char *link_pin)
 {
 	struct bpf_program *prog = bpf_object__find_program_by_name(obj, name);
 	uint64_t want_cg, have_cg;
@@ -518,7 +529,7 @@ static void *netns_cookie_thread(void *arg)
 
 int sl_netns_cookie_of(const char *netns_path, uint64_t *cookie)
 {
-	struct netns_job job = { .path = netns_path };
+	struct netns_job job = {.path = netns_path};
 	pthread_t t;
 	int err;
 
@@ -546,7 +557,7 @@ int sl_netns_cookie_of(const char *netns_path, uint64_t *cookie)
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 
-#define SL_BPF_TCX_INGRESS 46 /* enum bpf_attach_type, kernel >= 6.6 (newer than these headers) */
+#define SL_BPF_TCX_INGRESS  46 /* enum bpf_attach_type, kernel >= 6.6 (newer than these headers) */
 #define SL_LOOPBACK_IFINDEX 1
 
 struct nl_req {
@@ -588,7 +599,7 @@ static int nl_call(int fd, struct nl_req *r)
 
 static int inpod_rule(int nl, int family, int add, const struct sl_inpod_cfg *cfg)
 {
-	struct nl_req r = { 0 };
+	struct nl_req r = {0};
 	int err;
 
 	r.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct fib_rule_hdr));
@@ -609,7 +620,7 @@ static int inpod_rule(int nl, int family, int add, const struct sl_inpod_cfg *cf
 
 static int inpod_route(int nl, int family, int add, const struct sl_inpod_cfg *cfg)
 {
-	struct nl_req r = { 0 };
+	struct nl_req r = {0};
 	int err;
 
 	r.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
@@ -638,7 +649,8 @@ static int inpod_tcx(int prog_fd, const char *link_pin)
 		close(link_fd);
 		return err;
 	}
-	link_fd = bpf_link_create(prog_fd, SL_LOOPBACK_IFINDEX, (enum bpf_attach_type)SL_BPF_TCX_INGRESS, NULL);
+	link_fd = bpf_link_create(prog_fd, SL_LOOPBACK_IFINDEX,
+				  (enum bpf_attach_type)SL_BPF_TCX_INGRESS, NULL);
 	if (link_fd < 0)
 		return link_fd;
 	err = bpf_obj_pin(link_fd, link_pin);
@@ -693,9 +705,12 @@ static void *inpod_thread(void *arg)
 		return NULL;
 	}
 	close(ns);
-	if (job->add && (inpod_sysctl_on(job, "/proc/sys/net/ipv4/tcp_fwmark_accept", "sysctl net.ipv4.tcp_fwmark_accept=1") ||
-			 inpod_sysctl_on(job, "/proc/sys/net/ipv4/fwmark_reflect", "sysctl net.ipv4.fwmark_reflect=1") ||
-			 (cfg->ipv6 && inpod_sysctl_on(job, "/proc/sys/net/ipv6/fwmark_reflect", "sysctl net.ipv6.fwmark_reflect=1"))))
+	if (job->add && (inpod_sysctl_on(job, "/proc/sys/net/ipv4/tcp_fwmark_accept",
+					 "sysctl net.ipv4.tcp_fwmark_accept=1") ||
+			 inpod_sysctl_on(job, "/proc/sys/net/ipv4/fwmark_reflect",
+					 "sysctl net.ipv4.fwmark_reflect=1") ||
+			 (cfg->ipv6 && inpod_sysctl_on(job, "/proc/sys/net/ipv6/fwmark_reflect",
+						       "sysctl net.ipv6.fwmark_reflect=1"))))
 		return NULL;
 	nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
 	if (nl < 0) {
@@ -705,12 +720,16 @@ static void *inpod_thread(void *arg)
 	/* removal goes on past a failed step: as much as possible is undone */
 	if (inpod_step(job, inpod_rule(nl, AF_INET, job->add, cfg), "ip rule (IPv4)") && job->add)
 		goto out;
-	if (inpod_step(job, inpod_route(nl, AF_INET, job->add, cfg), "ip route local default table (IPv4)") && job->add)
+	if (inpod_step(job, inpod_route(nl, AF_INET, job->add, cfg),
+		       "ip route local default table (IPv4)") &&
+	    job->add)
 		goto out;
 	if (cfg->ipv6) {
-		if (inpod_step(job, inpod_rule(nl, AF_INET6, job->add, cfg), "ip rule (IPv6)") && job->add)
+		if (inpod_step(job, inpod_rule(nl, AF_INET6, job->add, cfg), "ip rule (IPv6)") &&
+		    job->add)
 			goto out;
-		if (inpod_step(job, inpod_route(nl, AF_INET6, job->add, cfg), "ip route local default table (IPv6)") &&
+		if (inpod_step(job, inpod_route(nl, AF_INET6, job->add, cfg),
+			       "ip route local default table (IPv6)") &&
 		    job->add)
 			goto out;
 	}
@@ -723,9 +742,14 @@ out:
 	return NULL;
 }
 
-int sl_inpod_setup(const char *netns_path, int prog_fd, const char *link_pin, const struct sl_inpod_cfg *cfg, int add)
+int sl_inpod_setup(const char *netns_path, int prog_fd, const char *link_pin,
+		   const struct sl_inpod_cfg *cfg, int add)
 {
-	struct inpod_job job = { .netns_path = netns_path, .prog_fd = prog_fd, .link_pin = link_pin, .add = add, .cfg = cfg };
+	struct inpod_job job = {.netns_path = netns_path,
+				.prog_fd = prog_fd,
+				.link_pin = link_pin,
+				.add = add,
+				.cfg = cfg};
 	pthread_t t;
 	int err;
 
@@ -819,7 +843,10 @@ static void *iter_thread(void *arg)
 
 int64_t sl_iter_run(int link_fd, const char *netns_path, void *out, size_t out_len)
 {
-	struct iter_job job = { .link_fd = link_fd, .netns_path = netns_path, .out = out, .out_len = out ? out_len : 0 };
+	struct iter_job job = {.link_fd = link_fd,
+			       .netns_path = netns_path,
+			       .out = out,
+			       .out_len = out ? out_len : 0};
 	const char *where = netns_path && netns_path[0] ? netns_path : "the agent's own netns";
 	pthread_t t;
 	int err;

@@ -16,12 +16,14 @@ const char *sl_last_error(void);
 struct bpf_object *sl_obj_open(const char *path);
 int sl_obj_set_rodata(struct bpf_object *obj, const char *var, const void *data, size_t len);
 int sl_obj_rodata_vars(struct bpf_object *obj, char *buf, size_t len);
-int sl_obj_set_map(struct bpf_object *obj, const char *map, uint32_t max_entries, const char *pin_path);
+int sl_obj_set_map(struct bpf_object *obj, const char *map, uint32_t max_entries,
+		   const char *pin_path);
 int sl_obj_pin_maps(struct bpf_object *obj, const char *dir);
 int sl_obj_load(struct bpf_object *obj);
 int sl_obj_pin_prog(struct bpf_object *obj, const char *prog, const char *path);
 int sl_obj_prog_fd(struct bpf_object *obj, const char *prog);
-int sl_prog_test_run(int prog_fd, const void *data, uint32_t data_len, void *ctx, uint32_t ctx_len, uint32_t *retval);
+int sl_prog_test_run(int prog_fd, const void *data, uint32_t data_len, void *ctx, uint32_t ctx_len,
+		     uint32_t *retval);
 int sl_obj_map_fd(struct bpf_object *obj, const char *map);
 void sl_obj_close(struct bpf_object *obj);
 
@@ -41,15 +43,15 @@ int sl_socket_cookie_of(int pid, int fd, uint64_t *cookie);
 
 /* Routing of a captured pod's source-preserving inbound (see sl_inpod_setup). */
 struct sl_inpod_cfg {
-	uint32_t mark;	/* the inbound mark the tcx program gives the proxy's looped-back packets */
+	uint32_t mark; /* the inbound mark the tcx program gives the proxy's looped-back packets */
 	uint32_t mask;
 	uint32_t table; /* the routing table holding "local default dev lo" */
 	uint32_t pref;	/* the rule's priority */
 	int32_t ipv6;	/* also for IPv6 */
 };
 
-int sl_inpod_setup(const char *netns_path, int prog_fd, const char *link_pin, const struct sl_inpod_cfg *cfg,
-		   int add);
+int sl_inpod_setup(const char *netns_path, int prog_fd, const char *link_pin,
+		   const struct sl_inpod_cfg *cfg, int add);
 int sl_sockhash_add_from_pid(int map_fd, const void *key, int pid, int fd);
 int sl_netns_cookie_self(uint64_t *cookie);
 int sl_netns_cookie_of(const char *netns_path, uint64_t *cookie);

@@ -59,8 +59,10 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--alive') args.alive = true;
     else if (a === '--object-dir') args.objectDir = argv[++i];
     else if (a.startsWith('--object-dir=')) args.objectDir = a.slice(13);
-    else if (a === '--pod' || a === '--namespace' || a === '--type') args.filter[a.slice(2) as keyof FilterArgs] = argv[++i] ?? '';
-    else if (/^--(pod|namespace|type)=/.test(a)) args.filter[a.slice(2, a.indexOf('=')) as keyof FilterArgs] = a.slice(a.indexOf('=') + 1);
+    else if (a === '--pod' || a === '--namespace' || a === '--type')
+      args.filter[a.slice(2) as keyof FilterArgs] = argv[++i] ?? '';
+    else if (/^--(pod|namespace|type)=/.test(a))
+      args.filter[a.slice(2, a.indexOf('=')) as keyof FilterArgs] = a.slice(a.indexOf('=') + 1);
     else if (a === '-h' || a === '--help') args.words.unshift('help');
     else args.words.push(a);
   }
@@ -89,13 +91,17 @@ async function main(argv: string[]): Promise<number> {
       const cfg = config(args);
       const { callAgent } = await import('./agent/local-api');
       try {
-        const st = (await callAgent(cfg.agentSocket, { op: 'status' })) as Pick<AgentStatus, 'ready' | 'reason' | 'phase' | 'datapath'>;
+        const st = (await callAgent(cfg.agentSocket, { op: 'status' })) as Pick<
+          AgentStatus,
+          'ready' | 'reason' | 'phase' | 'datapath'
+        >;
         if (args.output === 'json') process.stdout.write(JSON.stringify(st, null, 2) + '\n');
         else {
           process.stdout.write(st.ready ? `ready: ${st.reason}\n` : `not ready (${st.phase}): ${st.reason}\n`);
           // what this node's kernel lets the agent do about sockets left on removed backends
           const destroy = st.datapath?.sockDestroy;
-          if (destroy) process.stdout.write(`socket destroy: ${destroy === 'available' ? 'available' : `unavailable: ${destroy}`}\n`);
+          if (destroy)
+            process.stdout.write(`socket destroy: ${destroy === 'available' ? 'available' : `unavailable: ${destroy}`}\n`);
         }
         if (args.alive) return st.phase === 'failed' ? 1 : 0;
         return st.ready ? 0 : 1;
@@ -118,7 +124,11 @@ async function main(argv: string[]): Promise<number> {
       const maps = LbMaps.open(cfg.bpfPinDir);
       const handshakes = readOrigdstStat(cfg.bpfPinDir);
       // capture_handshakes is a level (captured handshakes in flight now), the rest are counts
-      const counters = { ...maps.readCounters(), capture_handshakes: Number(handshakes.inFlight), capture_full: Number(handshakes.refused) };
+      const counters = {
+        ...maps.readCounters(),
+        capture_handshakes: Number(handshakes.inFlight),
+        capture_full: Number(handshakes.refused),
+      };
       maps.close();
       if (args.output === 'json') process.stdout.write(JSON.stringify(counters, null, 2) + '\n');
       else {
@@ -135,15 +145,21 @@ async function main(argv: string[]): Promise<number> {
         () => false,
       );
       if (running) {
-        process.stderr.write(`sluice: the agent answers on ${cfg.agentSocket}: stop it before "bpf migrate" (it would load its own objects again)\n`);
+        process.stderr.write(
+          `sluice: the agent answers on ${cfg.agentSocket}: stop it before "bpf migrate" (it would load its own objects again)\n`,
+        );
         return 1;
       }
       const { netnsCookieSelf } = await import('./bpf');
       const { datapathOptions, installDatapath } = await import('./datapath');
       const objectDir = args.objectDir && path.resolve(args.objectDir);
       // --object-dir names another release's objects (a downgrade): settings they lack are theirs to lack
-      const { migration, skipped } = installDatapath({ ...datapathOptions(cfg, netnsCookieSelf(), objectDir), objectRelease: objectDir ? 'other' : 'this' });
-      for (const s of skipped) process.stderr.write(`sluice: ${s} is not in the objects of ${objectDir}: left as that release compiled it\n`);
+      const { migration, skipped } = installDatapath({
+        ...datapathOptions(cfg, netnsCookieSelf(), objectDir),
+        objectRelease: objectDir ? 'other' : 'this',
+      });
+      for (const s of skipped)
+        process.stderr.write(`sluice: ${s} is not in the objects of ${objectDir}: left as that release compiled it\n`);
       const { formatMigration } = await import('./migration-report');
       process.stdout.write(args.output === 'json' ? JSON.stringify(migration, null, 2) + '\n' : formatMigration(migration));
       return 0;

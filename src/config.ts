@@ -108,15 +108,20 @@ const bool: Parser<boolean> = (key, raw) => {
 };
 
 const fileName: Parser<string> = (key, raw) => {
-  if (raw.includes('/') || raw.startsWith('.')) throw new RangeError(`Cannot parse config key ${key} "${raw}": expected a file name, not a path`);
+  if (raw.includes('/') || raw.startsWith('.'))
+    throw new RangeError(`Cannot parse config key ${key} "${raw}": expected a file name, not a path`);
   return raw;
 };
 
 /** A comma-separated list of Kubernetes names (namespaces); spaces around items are ignored. */
 const nameList: Parser<string[]> = (key, raw) => {
-  const items = raw.split(',').map((x) => x.trim()).filter(Boolean);
+  const items = raw
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
   for (const x of items) {
-    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(x)) throw new RangeError(`Cannot parse config key ${key} "${raw}": "${x}" is not a namespace name`);
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(x))
+      throw new RangeError(`Cannot parse config key ${key} "${raw}": "${x}" is not a namespace name`);
   }
   return items;
 };
@@ -124,8 +129,12 @@ const nameList: Parser<string[]> = (key, raw) => {
 /** A comma-separated list of IP addresses, at most `max`. */
 function ipList(max: number): Parser<string[]> {
   return (key, raw) => {
-    const items = raw.split(',').map((x) => x.trim()).filter(Boolean);
-    for (const x of items) if (!isIP(x)) throw new RangeError(`Cannot parse config key ${key} "${raw}": "${x}" is not an IP address`);
+    const items = raw
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean);
+    for (const x of items)
+      if (!isIP(x)) throw new RangeError(`Cannot parse config key ${key} "${raw}": "${x}" is not an IP address`);
     if (items.length > max) throw new RangeError(`Cannot parse config key ${key} "${raw}": at most ${max} addresses`);
     return items;
   };
@@ -152,7 +161,8 @@ const url: Parser<string> = (key, raw) => {
 };
 
 const nodeNameP: Parser<string> = (key, raw) => {
-  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(raw)) throw new RangeError(`Cannot parse config key ${key} "${raw}": not a node name`);
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(raw))
+    throw new RangeError(`Cannot parse config key ${key} "${raw}": not a node name`);
   return raw;
 };
 
@@ -165,7 +175,8 @@ const listenAddress: Parser<ListenAddress | undefined> = (key, raw) => {
   if (!m) throw bad('expected HOST:PORT, [IPv6]:PORT or :PORT, e.g. ":9967" or "127.0.0.1:9968"');
   if (Number(m[3]) > 65535) throw bad(`port ${m[3]} is out of range (0 to 65535)`);
   if (m[1] !== undefined && isIP(host) !== 6) throw bad(`"${host}" is not an IPv6 address`);
-  if (host !== '' && !isIP(host) && !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/i.test(host)) throw bad(`"${host}" is neither an IP address nor a host name`);
+  if (host !== '' && !isIP(host) && !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/i.test(host))
+    throw bad(`"${host}" is neither an IP address nor a host name`);
   return { host, port: Number(m[3]) };
 };
 
@@ -188,7 +199,9 @@ function ringBytes(key: string, raw: string): number {
   const page = 4096;
   const n = /^\d+$/.test(raw) ? Number(raw) : NaN;
   if (!Number.isSafeInteger(n) || n < page || n > 1 << 30 || (n & (n - 1)) !== 0) {
-    throw new RangeError(`Cannot parse config key ${key} "${raw}": expected a power of two from ${page} (one page) to ${1 << 30} bytes`);
+    throw new RangeError(
+      `Cannot parse config key ${key} "${raw}": expected a power of two from ${page} (one page) to ${1 << 30} bytes`,
+    );
   }
   return n;
 }
@@ -241,12 +254,20 @@ const keys: { [name: string]: AnyKeySpec } = {
   'mesh-proxy-gid': { field: 'meshProxyGid', parse: intIn(0, 4294967294), default: () => '1337' },
   'mesh-dns-capture': { field: 'meshDnsCapture', parse: bool, default: () => 'false' },
   'mesh-dns-servers': { field: 'meshDnsServers', parse: ipList(MAX_DNS_SERVERS), default: () => '' },
-  'ambient-proxy-mark': { field: 'ambientProxyMark', parse: markMask, default: () => `0x${DEFAULT_PROXY_MARK.mark.toString(16)}/0x${DEFAULT_PROXY_MARK.mask.toString(16)}` },
+  'ambient-proxy-mark': {
+    field: 'ambientProxyMark',
+    parse: markMask,
+    default: () => `0x${DEFAULT_PROXY_MARK.mark.toString(16)}/0x${DEFAULT_PROXY_MARK.mask.toString(16)}`,
+  },
   'ambient-dns-capture': { field: 'ambientDnsCapture', parse: bool, default: () => 'true' },
   'ztunnel-uds-address': { field: 'ztunnelUdsAddress', parse: optional(absPath), default: () => '/var/run/ztunnel/ztunnel.sock' },
   'k8s-api-server': { field: 'k8sApiServer', parse: optional(url), default: () => '' },
   'k8s-kubeconfig': { field: 'k8sKubeconfig', parse: optional(absPath), default: () => '' },
-  'node-name': { field: 'nodeName', parse: optional(nodeNameP), default: () => (process.env.NODE_NAME ?? os.hostname()).toLowerCase() },
+  'node-name': {
+    field: 'nodeName',
+    parse: optional(nodeNameP),
+    default: () => (process.env.NODE_NAME ?? os.hostname()).toLowerCase(),
+  },
   'repair-mode': { field: 'repairMode', parse: oneOf('repair', 'label', 'delete', 'off'), default: () => 'repair' },
   'log-level': { field: 'logLevel', parse: oneOf('debug', 'info', 'warn', 'error'), default: () => 'info' },
   'prometheus-serve-addr': { field: 'prometheusServeAddr', parse: listenAddress, default: () => '' },
@@ -269,7 +290,8 @@ export function parseConfig(data: Record<string, unknown>): Config {
     let raw: string;
     if (v === undefined || v === null) raw = spec.default();
     else if (typeof v === 'string') raw = v.trim();
-    else if (typeof v === 'boolean' || typeof v === 'number') raw = String(v); // unquoted YAML scalars
+    else if (typeof v === 'boolean' || typeof v === 'number')
+      raw = String(v); // unquoted YAML scalars
     else throw new TypeError(`Cannot parse config key ${name}: expected a string, got ${Array.isArray(v) ? 'a list' : typeof v}`);
     (out as Record<string, unknown>)[spec.field] = spec.parse(name, raw);
   }

@@ -8,7 +8,16 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { applySettings, loadWithMigration, packageRoot, socketFdsUnder, type AttachResult, type BpfObject, type MapMigration, type MigrationRegistry } from './bpf';
+import {
+  applySettings,
+  loadWithMigration,
+  packageRoot,
+  socketFdsUnder,
+  type AttachResult,
+  type BpfObject,
+  type MapMigration,
+  type MigrationRegistry,
+} from './bpf';
 import { EVENTS_RING_BYTES, INBOUND_MARK, MAX_DNS_SERVERS } from './bpf/constants';
 import { probeFeature } from './bpf/introspect';
 import { addrCodec } from './bpf/layout';
@@ -18,8 +27,14 @@ import { DATAPATH_MIGRATIONS } from './map-migrations';
 /** cgroup programs of each object, attached to cgroup-root. */
 export const OBJECTS = {
   'sock_lb.o': [
-    'sl_connect4', 'sl_connect6', 'sl_sendmsg4', 'sl_sendmsg6',
-    'sl_recvmsg4', 'sl_recvmsg6', 'sl_getpeername4', 'sl_getpeername6',
+    'sl_connect4',
+    'sl_connect6',
+    'sl_sendmsg4',
+    'sl_sendmsg6',
+    'sl_recvmsg4',
+    'sl_recvmsg6',
+    'sl_getpeername4',
+    'sl_getpeername6',
   ],
   'capture.o': ['sl_sockops', 'sl_getsockopt'],
 } as const;
@@ -33,17 +48,42 @@ export const SOCK_DESTROY_PROGS = { tcp: 'sl_destroy_tcp', udp: 'sl_destroy_udp'
 
 /** Every pinned map, by its name in the ELF (= its pin file name). */
 export const PINNED_MAPS = [
-  'sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_lb_sock_rev', 'sl_lb_counters', 'sl_lb_pod_opt_out', 'sl_lb_sock_dead',
-  'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst_syn', 'sl_origdst_stat', 'sl_origdst_sock', 'sl_origdst', 'sl_listeners',
-  'sl_ep_stats', 'sl_node_ips', 'sl_bypass_flows',
+  'sl_lb_svc',
+  'sl_lb_backend',
+  'sl_lb_affinity',
+  'sl_lb_sock_rev',
+  'sl_lb_counters',
+  'sl_lb_pod_opt_out',
+  'sl_lb_sock_dead',
+  'sl_endpoints',
+  'sl_pod_ips',
+  'sl_cap_sock',
+  'sl_origdst_syn',
+  'sl_origdst_stat',
+  'sl_origdst_sock',
+  'sl_origdst',
+  'sl_listeners',
+  'sl_ep_stats',
+  'sl_node_ips',
+  'sl_bypass_flows',
   // datapath events (bpf/lib/events.h): the ring, the monitor's gate, the events the ring had no room for
-  'sl_events', 'sl_monitor', 'sl_events_lost',
+  'sl_events',
+  'sl_monitor',
+  'sl_events_lost',
 ] as const;
 
 /** The `const volatile` settings programSettings() gives the objects, by their names in C. */
 export type SettingName =
-  | 'cfg_hostns_only' | 'cfg_host_netns_cookie' | 'cfg_proxy_uid' | 'cfg_proxy_gid' | 'cfg_proxy_mark' | 'cfg_proxy_mark_mask'
-  | 'cfg_inbound_mark' | 'cfg_inbound_mark_mask' | 'cfg_dns_servers' | 'cfg_n_dns_servers';
+  | 'cfg_hostns_only'
+  | 'cfg_host_netns_cookie'
+  | 'cfg_proxy_uid'
+  | 'cfg_proxy_gid'
+  | 'cfg_proxy_mark'
+  | 'cfg_proxy_mark_mask'
+  | 'cfg_inbound_mark'
+  | 'cfg_inbound_mark_mask'
+  | 'cfg_dns_servers'
+  | 'cfg_n_dns_servers';
 
 /** What each object must declare and have configured before load: its .rodata settings and the maps sized by config. */
 export interface ObjectConfig {
@@ -54,18 +94,33 @@ export interface ObjectConfig {
 }
 
 /** The maps sized by config, and the field of MapSizes that sizes each. */
-const SIZED_MAPS = { sl_lb_svc: 'service', sl_lb_backend: 'backend', sl_lb_affinity: 'affinity', sl_events: 'events' } as const satisfies Record<string, keyof MapSizes>;
+const SIZED_MAPS = {
+  sl_lb_svc: 'service',
+  sl_lb_backend: 'backend',
+  sl_lb_affinity: 'affinity',
+  sl_events: 'events',
+} as const satisfies Record<string, keyof MapSizes>;
 export type SizedMap = keyof typeof SIZED_MAPS;
 
 const MESH_SETTINGS = [
-  'cfg_host_netns_cookie', 'cfg_proxy_uid', 'cfg_proxy_gid', 'cfg_proxy_mark', 'cfg_proxy_mark_mask',
-  'cfg_inbound_mark', 'cfg_inbound_mark_mask', 'cfg_dns_servers', 'cfg_n_dns_servers',
+  'cfg_host_netns_cookie',
+  'cfg_proxy_uid',
+  'cfg_proxy_gid',
+  'cfg_proxy_mark',
+  'cfg_proxy_mark_mask',
+  'cfg_inbound_mark',
+  'cfg_inbound_mark_mask',
+  'cfg_dns_servers',
+  'cfg_n_dns_servers',
 ] as const satisfies readonly SettingName[];
 
 /** Per object of OBJECTS (test/unit/contract-settings.test.ts checks it against each object's BTF). */
 // every object queues its events in the one ring: sized alike, or the pins would not match
 export const OBJECT_CONFIG: Record<keyof typeof OBJECTS | typeof SOCK_DESTROY_OBJECT, ObjectConfig> = {
-  'sock_lb.o': { settings: ['cfg_hostns_only', ...MESH_SETTINGS], sizedMaps: ['sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_events'] },
+  'sock_lb.o': {
+    settings: ['cfg_hostns_only', ...MESH_SETTINGS],
+    sizedMaps: ['sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_events'],
+  },
   'capture.o': { settings: MESH_SETTINGS, sizedMaps: ['sl_events'] },
   // the iterators read socket-LB's maps: sized as sock_lb.o sizes them, or the pins would not match
   'sock_destroy.o': { settings: [], sizedMaps: ['sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_events'] },
@@ -141,7 +196,12 @@ export function datapathOptions(cfg: Config, hostNetnsCookie: bigint, objectDir?
     proxyGid: cfg.meshProxyGid,
     dnsServers: cfg.meshDnsServers,
     proxyMark: cfg.ambientProxyMark,
-    sizes: { service: cfg.lbServiceMapMax, backend: cfg.lbBackendMapMax, affinity: cfg.lbAffinityMapMax, events: cfg.monitorRingBytes },
+    sizes: {
+      service: cfg.lbServiceMapMax,
+      backend: cfg.lbBackendMapMax,
+      affinity: cfg.lbAffinityMapMax,
+      events: cfg.monitorRingBytes,
+    },
     objectDir,
   };
 }
@@ -186,7 +246,10 @@ function u32(n: number): Buffer {
 export function programSettings(opts: ProgramSettingsInput): Map<SettingName, Buffer> {
   const cookie = Buffer.alloc(8);
   cookie.writeBigUInt64LE(opts.hostNetnsCookie);
-  if (opts.dnsServers.length > MAX_DNS_SERVERS) throw new RangeError(`Cannot set mesh-dns-servers: ${opts.dnsServers.length} resolvers, the programs have room for ${MAX_DNS_SERVERS}`);
+  if (opts.dnsServers.length > MAX_DNS_SERVERS)
+    throw new RangeError(
+      `Cannot set mesh-dns-servers: ${opts.dnsServers.length} resolvers, the programs have room for ${MAX_DNS_SERVERS}`,
+    );
   const dns = Buffer.alloc(addrCodec.size * MAX_DNS_SERVERS);
   opts.dnsServers.forEach((ip, i) => addrCodec.encode(ip, dns, addrCodec.size * i));
   return new Map<SettingName, Buffer>([
@@ -244,8 +307,10 @@ function configureObject(obj: BpfObject, opts: DatapathOptions): string[] {
  * UDP socket stays on a backend that left its service until the client reconnects.
  */
 function sockDestroyAvailability(dir: string): InstallResult['sockDestroy'] {
-  if (!fs.existsSync(path.join(dir, SOCK_DESTROY_OBJECT))) return { available: false, reason: `no ${SOCK_DESTROY_OBJECT} in ${dir}` };
-  if (!probeFeature('sock_destroy')) return { available: false, reason: 'the kernel has no bpf_sock_destroy kfunc (needs Linux 6.5 or later)' };
+  if (!fs.existsSync(path.join(dir, SOCK_DESTROY_OBJECT)))
+    return { available: false, reason: `no ${SOCK_DESTROY_OBJECT} in ${dir}` };
+  if (!probeFeature('sock_destroy'))
+    return { available: false, reason: 'the kernel has no bpf_sock_destroy kfunc (needs Linux 6.5 or later)' };
   return { available: true, reason: '' };
 }
 
@@ -257,7 +322,8 @@ function sockDestroyAvailability(dir: string): InstallResult['sockDestroy'] {
  * can run them; otherwise pins an earlier run left are removed.
  */
 export function installDatapath(opts: DatapathOptions): InstallResult {
-  for (const d of [LINKS_DIR, NETNS_LINKS_DIR, TCX_LINKS_DIR, PROGS_DIR]) fs.mkdirSync(path.join(opts.pinDir, d), { recursive: true });
+  for (const d of [LINKS_DIR, NETNS_LINKS_DIR, TCX_LINKS_DIR, PROGS_DIR])
+    fs.mkdirSync(path.join(opts.pinDir, d), { recursive: true });
   if (!isBpffs(opts.pinDir)) {
     throw new Error(`Cannot pin under bpf-pin-dir "${opts.pinDir}": not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)`);
   }
@@ -279,7 +345,10 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
         for (const prog of programs) links[prog] = tx.attachCgroup(obj, prog, opts.cgroupRoot, sockLinkPin(opts.pinDir, prog));
         if (file === 'capture.o') {
           // a restart keeps pods captured: every pod's sk_lookup and tcx link gets the new program
-          for (const [prog, linksDir] of [[SK_LOOKUP_PROG, NETNS_LINKS_DIR], [LO_MARK_PROG, TCX_LINKS_DIR]]) {
+          for (const [prog, linksDir] of [
+            [SK_LOOKUP_PROG, NETNS_LINKS_DIR],
+            [LO_MARK_PROG, TCX_LINKS_DIR],
+          ]) {
             // v0.1.0's objects (a downgrade with `bpf migrate`) have no tcx program: the pods'
             // tcx links keep theirs, which reads no map
             if (!obj.hasProgram(prog)) continue;
@@ -295,7 +364,8 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
       // iterators are never attached: pinned for the agent to run (src/lb/sock-destroy.ts)
       const iterators = loaded.get(path.join(dir, SOCK_DESTROY_OBJECT));
       if (iterators) {
-        for (const proto of ['tcp', 'udp'] as const) tx.pinProgram(iterators, SOCK_DESTROY_PROGS[proto], sockDestroyProgPin(opts.pinDir, proto));
+        for (const proto of ['tcp', 'udp'] as const)
+          tx.pinProgram(iterators, SOCK_DESTROY_PROGS[proto], sockDestroyProgPin(opts.pinDir, proto));
       }
       return { links, netnsLinks };
     },
@@ -304,7 +374,8 @@ export function installDatapath(opts: DatapathOptions): InstallResult {
     // the sockets in sl_listeners belong to processes in the cgroup the programs watch
     socketOwners: () => socketFdsUnder(opts.cgroupRoot),
   });
-  if (!sockDestroy.available) for (const proto of ['tcp', 'udp'] as const) fs.rmSync(sockDestroyProgPin(opts.pinDir, proto), { force: true });
+  if (!sockDestroy.available)
+    for (const proto of ['tcp', 'udp'] as const) fs.rmSync(sockDestroyProgPin(opts.pinDir, proto), { force: true });
   return { ...attached, migration: maps, sockDestroy, skipped };
 }
 

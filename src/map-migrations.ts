@@ -67,7 +67,7 @@ export const MAP_POLICIES: Record<string, MapPolicy> = {
     unconvertible: 'rebuild',
     why:
       'connections captured before the upgrade lose their original destination in socket storage: getpeername() in the app ' +
-      'shows the proxy (127.0.0.1:15001) instead; SO_ORIGINAL_DST is answered from the proxy socket\'s own storage and keeps working',
+      "shows the proxy (127.0.0.1:15001) instead; SO_ORIGINAL_DST is answered from the proxy socket's own storage and keeps working",
   },
   sl_origdst_syn: {
     unconvertible: 'rebuild',
@@ -81,8 +81,8 @@ export const MAP_POLICIES: Record<string, MapPolicy> = {
   sl_origdst: {
     unconvertible: 'rebuild',
     why:
-      'connections whose SYN v0.1.0\'s programs saw answer SO_ORIGINAL_DST with their local address (127.0.0.1:15001): ' +
-      'keep v0.1.0\'s layout so that the pin is reused both ways',
+      "connections whose SYN v0.1.0's programs saw answer SO_ORIGINAL_DST with their local address (127.0.0.1:15001): " +
+      "keep v0.1.0's layout so that the pin is reused both ways",
   },
   sl_listeners: {
     unconvertible: 'refuse',

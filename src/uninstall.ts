@@ -16,7 +16,13 @@ function removeInpodRouting(cfg: Config): string[] {
     const linkPin = tcxLinkPin(cfg.bpfPinDir, reg.netnsCookie);
     if (!fs.existsSync(linkPin) || !fs.existsSync(reg.netnsPath)) continue;
     try {
-      inpodRouting('', reg.netnsPath, linkPin, { ...INBOUND_ROUTING, ipv6: reg.ips.some((ip) => ip.includes(':')) ? 1 : 0 }, false);
+      inpodRouting(
+        '',
+        reg.netnsPath,
+        linkPin,
+        { ...INBOUND_ROUTING, ipv6: reg.ips.some((ip) => ip.includes(':')) ? 1 : 0 },
+        false,
+      );
       out.push(`removed the inbound routing of ${reg.namespace}/${reg.name} (${reg.netnsPath})`);
     } catch (e) {
       out.push(`could not remove the inbound routing of ${reg.namespace}/${reg.name}: ${(e as Error).message}`);

@@ -9,11 +9,11 @@
 /* Loads a context field into a register right here. Without it clang may merge the loads of two
  * branches into one through a computed ctx/sock pointer, which the verifier refuses.
  */
-#define SL_LOAD(field)                   \
-	({                               \
-		__u32 __v = (field);     \
+#define SL_LOAD(field)                        \
+	({                                    \
+		__u32 __v = (field);          \
 		asm volatile("" : "+r"(__v)); \
-		__v;                     \
+		__v;                          \
 	})
 
 static __always_inline void addr_from_v4(struct sl_addr *a, __u32 ip4)

@@ -81,7 +81,12 @@ static __always_inline int cap_is_pod_ip(const struct sl_policy *pol, const stru
 static __always_inline int cap_reserved_port(__u16 port)
 {
 	switch (port) {
-	case 15001: case 15006: case 15008: case 15020: case 15021: case 15090:
+	case 15001:
+	case 15006:
+	case 15008:
+	case 15020:
+	case 15021:
+	case 15090:
 		return 1;
 	}
 	return 0;
@@ -128,10 +133,18 @@ static __always_inline void cap_count(__u64 cookie, enum sl_ep_stat which)
 	if (!st)
 		return;
 	switch (which) {
-	case CAP_STAT_OUTBOUND: __sync_fetch_and_add(&st->outbound, 1); break;
-	case CAP_STAT_INBOUND: __sync_fetch_and_add(&st->inbound, 1); break;
-	case CAP_STAT_BYPASS: __sync_fetch_and_add(&st->proxy_bypass, 1); break;
-	case CAP_STAT_NO_LISTENER: __sync_fetch_and_add(&st->no_listener, 1); break;
+	case CAP_STAT_OUTBOUND:
+		__sync_fetch_and_add(&st->outbound, 1);
+		break;
+	case CAP_STAT_INBOUND:
+		__sync_fetch_and_add(&st->inbound, 1);
+		break;
+	case CAP_STAT_BYPASS:
+		__sync_fetch_and_add(&st->proxy_bypass, 1);
+		break;
+	case CAP_STAT_NO_LISTENER:
+		__sync_fetch_and_add(&st->no_listener, 1);
+		break;
 	}
 }
 
@@ -176,7 +189,8 @@ static __always_inline int cap_sock_bound(struct bpf_sock_addr *ctx)
 		return 1;
 	if (ctx->user_family == 2 /* AF_INET */)
 		return SL_LOAD(sk->src_ip4) != 0;
-	return (SL_LOAD(sk->src_ip6[0]) | SL_LOAD(sk->src_ip6[1]) | SL_LOAD(sk->src_ip6[2]) | SL_LOAD(sk->src_ip6[3])) != 0;
+	return (SL_LOAD(sk->src_ip6[0]) | SL_LOAD(sk->src_ip6[1]) | SL_LOAD(sk->src_ip6[2]) |
+		SL_LOAD(sk->src_ip6[3])) != 0;
 }
 
 /*
@@ -187,7 +201,9 @@ static __always_inline int cap_sock_bound(struct bpf_sock_addr *ctx)
  * getpeername then show the pod IP, as under Istio's rules. A socket the app bound keeps its
  * address; loopback destinations keep a loopback source, as the route would give them.
  */
-static __always_inline void cap_bind_pod_source(struct bpf_sock_addr *ctx, const struct sl_policy *pol, const struct sl_addr *orig)
+static __always_inline void cap_bind_pod_source(struct bpf_sock_addr *ctx,
+						const struct sl_policy *pol,
+						const struct sl_addr *orig)
 {
 	int v4 = addr_is_mapped_v4(orig);
 	__u32 i;
@@ -202,12 +218,12 @@ static __always_inline void cap_bind_pod_source(struct bpf_sock_addr *ctx, const
 		if (addr_is_mapped_v4(ip) != v4)
 			continue;
 		if (ctx->user_family == 2 /* AF_INET */) {
-			struct sl_sockaddr_in sin = { .family = 2, .addr = addr_v4(ip) };
+			struct sl_sockaddr_in sin = {.family = 2, .addr = addr_v4(ip)};
 
 			bpf_bind(ctx, (struct sockaddr *)&sin, sizeof(sin));
 		} else {
 			const __u32 *w = (const __u32 *)ip->b;
-			struct sl_sockaddr_in6 sin6 = { .family = 10 };
+			struct sl_sockaddr_in6 sin6 = {.family = 10};
 
 			sin6.addr[0] = w[0];
 			sin6.addr[1] = w[1];
@@ -306,7 +322,8 @@ static __always_inline int cap_is_dns_server(const struct sl_addr *a)
 }
 
 /* DNS capture applies to this connect/datagram (port 53 to a resolver, pod opted in)? */
-static __always_inline int cap_dns_applies(const struct sl_policy *pol, const struct sl_addr *dst, __u16 dport)
+static __always_inline int cap_dns_applies(const struct sl_policy *pol, const struct sl_addr *dst,
+					   __u16 dport)
 {
 	return (pol->flags & SL_POL_DNS) && dport == SL_PORT_DNS && cap_is_dns_server(dst);
 }
@@ -316,7 +333,7 @@ static __always_inline int cap_dns_applies(const struct sl_policy *pol, const st
  */
 static __always_inline struct bpf_sock *cap_listener(__u64 cookie, __u16 port, int v4)
 {
-	struct sl_listener_key key = { .netns_cookie = cookie, .port = port };
+	struct sl_listener_key key = {.netns_cookie = cookie, .port = port};
 	struct bpf_sock *sk;
 	__u32 i;
 
@@ -335,7 +352,8 @@ static __always_inline struct bpf_sock *cap_listener(__u64 cookie, __u16 port, i
 /* The node proxy's own sockets carry its mark (Istio's ztunnel: 0x539/0xfff). */
 static __always_inline int cap_is_proxy_marked(struct bpf_sock *sk)
 {
-	return sk && (SL_LOAD(sk->mark) & cfg_proxy_mark_mask) == (cfg_proxy_mark & cfg_proxy_mark_mask);
+	return sk &&
+	       (SL_LOAD(sk->mark) & cfg_proxy_mark_mask) == (cfg_proxy_mark & cfg_proxy_mark_mask);
 }
 
 /* A sidecar in TPROXY mode connecting to its app from a client's address (Envoy's original_src). */
@@ -351,7 +369,8 @@ static __always_inline int cap_is_tproxy_marked(struct bpf_sock *sk)
  * takes every resolver that is not one of the pod's own addresses (Istio: "! -o lo"). The reply is
  * shown as coming from the resolver through the same reverse entries socket-LB uses.
  */
-static __always_inline int capture_dns_udp(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *dport)
+static __always_inline int capture_dns_udp(struct bpf_sock_addr *ctx, struct sl_addr *dst,
+					   __u16 *dport)
 {
 	struct sl_policy *pol;
 	struct sl_addr to;
@@ -414,8 +433,8 @@ static __always_inline int cap_bound_to_inbound_passthrough(struct bpf_sock_addr
 		return 0;
 	if (ctx->user_family == 2 /* AF_INET */)
 		return SL_LOAD(sk->src_ip4) == bpf_htonl(0x7f000006);
-	return SL_LOAD(sk->src_ip6[0]) == 0 && SL_LOAD(sk->src_ip6[1]) == 0 && SL_LOAD(sk->src_ip6[2]) == 0 &&
-	       SL_LOAD(sk->src_ip6[3]) == bpf_htonl(6);
+	return SL_LOAD(sk->src_ip6[0]) == 0 && SL_LOAD(sk->src_ip6[1]) == 0 &&
+	       SL_LOAD(sk->src_ip6[2]) == 0 && SL_LOAD(sk->src_ip6[3]) == bpf_htonl(6);
 }
 
 /*
@@ -425,7 +444,8 @@ static __always_inline int cap_bound_to_inbound_passthrough(struct bpf_sock_addr
  * node proxy's 15001 socket inside the pod's namespace. No listener there: the connect is still
  * sent to 15001 and refused (fail closed: nothing leaves the pod around the proxy), and counted.
  */
-static __always_inline int capture_connect_ambient(struct bpf_sock_addr *ctx, const struct sl_policy *pol, __u64 cookie,
+static __always_inline int capture_connect_ambient(struct bpf_sock_addr *ctx,
+						   const struct sl_policy *pol, __u64 cookie,
 						   struct sl_addr *dst, __u16 *dport, int at_connect)
 {
 	__u8 why = SL_REASON_NONE;
@@ -521,7 +541,8 @@ static __always_inline int capture_sidecar_nat(struct bpf_sock_addr *ctx,
 	if (cap_port_in(pol->include_out_ports, pol->n_include_out_ports, *dport)) /* 12 */
 		return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect,
 				    SL_REASON_NONE);
-	if ((pol->flags & SL_POL_OUT_ALL) || cap_cidr_in(pol->include_cidrs, pol->n_include_cidrs, dst)) /* 13 */
+	if ((pol->flags & SL_POL_OUT_ALL) ||
+	    cap_cidr_in(pol->include_cidrs, pol->n_include_cidrs, dst)) /* 13 */
 		return cap_redirect(ctx, pol, cookie, dst, dport, pol->outbound_port, 1, at_connect,
 				    SL_REASON_NONE);
 	return cap_why(why, SL_REASON_NOT_INCLUDED, CAP_NONE);
@@ -538,14 +559,17 @@ static __always_inline int capture_sidecar_nat(struct bpf_sock_addr *ctx,
  * rewritten those to 127.0.0.1 by then.)
  */
 static __always_inline int cap_tproxy_inbound(struct bpf_sock_addr *ctx, const struct sl_policy *pol,
-					      const struct sl_addr *dst, __u16 dport, int local, int proxy)
+					      const struct sl_addr *dst, __u16 dport, int local,
+					      int proxy)
 {
 	return (pol->flags & SL_POL_TPROXY) && proxy && local && !cap_is_localhost1(dst) &&
-	       !cap_is_tproxy_marked(ctx->sk) && !cap_bound_to_inbound_passthrough(ctx) && cap_inbound_port(pol, dport);
+	       !cap_is_tproxy_marked(ctx->sk) && !cap_bound_to_inbound_passthrough(ctx) &&
+	       cap_inbound_port(pol, dport);
 }
 
 /* Outbound capture of a pod in sidecar or ambient mode (see the two functions above). */
-static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *dport, int at_connect)
+static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_addr *dst,
+					   __u16 *dport, int at_connect)
 {
 	struct sl_policy *pol;
 	__u64 cookie, uidgid;
@@ -568,7 +592,8 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct sl_
 	is_gid = (__u32)(uidgid >> 32) == cap_proxy_gid(pol);
 	ret = capture_sidecar_nat(ctx, pol, cookie, dst, dport, at_connect, local, is_uid, is_gid,
 				  &why);
-	if ((ret == CAP_NONE || ret == CAP_PROXY) && cap_tproxy_inbound(ctx, pol, dst, *dport, local, is_uid || is_gid))
+	if ((ret == CAP_NONE || ret == CAP_PROXY) &&
+	    cap_tproxy_inbound(ctx, pol, dst, *dport, local, is_uid || is_gid))
 		return cap_redirect(ctx, pol, cookie, dst, dport, pol->inbound_port, 2, at_connect,
 				    SL_REASON_NONE);
 	if (ret == CAP_PROXY)
@@ -596,10 +621,9 @@ static __always_inline int cap_in_pass(__u8 *why, __u8 reason)
  * listener of the pod that owns `local`? CAP_IN_STEER names that pod in *cookie and *pol. When a
  * captured pod's connection is passed, *why (unless NULL) says why; it is left alone otherwise.
  */
-static __always_inline int capture_inbound(const struct sl_addr *local,
-					   const struct sl_addr *remote, __u16 port,
-					   __u16 peer_port, __u32 ingress_ifindex, __u64 *cookie,
-					   struct sl_policy **pol, __u8 *why)
+static __always_inline int capture_inbound(const struct sl_addr *local, const struct sl_addr *remote,
+					   __u16 port, __u16 peer_port, __u32 ingress_ifindex,
+					   __u64 *cookie, struct sl_policy **pol, __u8 *why)
 {
 	struct sl_flow_key flow = {};
 	struct sl_policy *p;
@@ -619,8 +643,8 @@ static __always_inline int capture_inbound(const struct sl_addr *local,
 	 * their ingress interface, so the source tells: loopback, a pod IP, Envoy's passthrough
 	 * source ::6, or a flow recorded in sl_bypass_flows (below).
 	 */
-	if (ingress_ifindex == SL_LOOPBACK_IFINDEX || addr_is_loopback(remote) || addr_is_v6_passthrough(remote) ||
-	    cap_is_pod_ip(p, remote))
+	if (ingress_ifindex == SL_LOOPBACK_IFINDEX || addr_is_loopback(remote) ||
+	    addr_is_v6_passthrough(remote) || cap_is_pod_ip(p, remote))
 		return cap_in_pass(why, SL_REASON_FROM_POD);
 	/* the node's own sockets and the proxy's own hand-off to the app (see capture_bypass_flow) */
 	flow.pod = *local;
@@ -658,7 +682,8 @@ static __always_inline int capture_inbound(const struct sl_addr *local,
  * network namespace; `node_proxy`, `tproxy`: it carries the node proxy's mark, Envoy's TPROXY
  * mark; `pod`: where it connects.
  */
-static __always_inline int capture_bypass_flow(__u64 netns, int node_proxy, int tproxy, const struct sl_addr *pod)
+static __always_inline int capture_bypass_flow(__u64 netns, int node_proxy, int tproxy,
+					       const struct sl_addr *pod)
 {
 	int host = netns == cfg_host_netns_cookie;
 	struct sl_policy *pol;

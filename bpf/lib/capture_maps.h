@@ -49,7 +49,7 @@ struct {
  * REDIRECT keeps every connection, for its whole life, in conntrack (whose usual default size is
  * the same 262144) and drops new SYNs when that is full.
  */
-#define SL_HANDSHAKES_MAX 262144
+#define SL_HANDSHAKES_MAX   262144
 /* Room for connects between the check at connect() and the insert at the SYN. */
 #define SL_HANDSHAKES_ADMIT (SL_HANDSHAKES_MAX - 4096)
 

@@ -124,7 +124,8 @@ static __always_inline int lb_skip(struct bpf_sock_addr *ctx, __u32 counter, __u
 	return SL_ALLOW;
 }
 
-static __always_inline __u32 lb_affinity_backend(struct sl_affinity_key *ak, const struct sl_svc_val *svc)
+static __always_inline __u32 lb_affinity_backend(struct sl_affinity_key *ak,
+						 const struct sl_svc_val *svc)
 {
 	struct sl_affinity_val *av = bpf_map_lookup_elem(&sl_lb_affinity, ak);
 	__u64 now = bpf_ktime_get_ns();
@@ -161,8 +162,8 @@ static __always_inline int lb_pod_opted_out(struct bpf_sock_addr *ctx)
  * pod's own, as it is under kube-proxy). The node-address lookup runs only when a nodePort exists
  * on that port and protocol. On return key->vip is the nodePort's key (its slots use it).
  */
-static __always_inline struct sl_svc_val *lb_nodeport_lookup(struct bpf_sock_addr *ctx, struct sl_svc_key *key,
-							     const struct sl_addr *dst)
+static __always_inline struct sl_svc_val *
+lb_nodeport_lookup(struct bpf_sock_addr *ctx, struct sl_svc_key *key, const struct sl_addr *dst)
 {
 	struct sl_svc_val *svc;
 
@@ -182,8 +183,8 @@ static __always_inline struct sl_svc_val *lb_nodeport_lookup(struct bpf_sock_add
  * backend) instead of at random (one choice per connect).
  * Returns SL_ALLOW (destination possibly rewritten) or SL_REJECT (ECONNREFUSED).
  */
-static __always_inline int lb_translate(struct bpf_sock_addr *ctx, struct sl_addr *dst, __u16 *dport,
-					int per_flow)
+static __always_inline int lb_translate(struct bpf_sock_addr *ctx, struct sl_addr *dst,
+					__u16 *dport, int per_flow)
 {
 	struct sl_svc_key key = {};
 	struct sl_affinity_key ak = {};
@@ -246,7 +247,7 @@ static __always_inline int lb_translate(struct bpf_sock_addr *ctx, struct sl_add
 	if (!be)
 		return lb_skip(ctx, SL_CNT_SLOT_MISS, SL_REASON_SLOT_MISS, dst, *dport);
 	if (svc->flags & SL_SVC_F_AFFINITY) {
-		struct sl_affinity_val av = { .last_ns = bpf_ktime_get_ns(), .backend_id = backend_id };
+		struct sl_affinity_val av = {.last_ns = bpf_ktime_get_ns(), .backend_id = backend_id};
 
 		bpf_map_update_elem(&sl_lb_affinity, &ak, &av, BPF_ANY);
 	}

@@ -10,9 +10,9 @@
  * and HBONE ports. The agent writes the same outbound and inbound ports into every policy.
  */
 #define SL_PORT_OUTBOUND 15001
-#define SL_PORT_INBOUND 15006
-#define SL_PORT_HBONE 15008
-#define SL_PORT_DNS 53
+#define SL_PORT_INBOUND	 15006
+#define SL_PORT_HBONE	 15008
+#define SL_PORT_DNS	 53
 
 /* Room in .rodata for mesh-dns-servers (cfg_dns_servers). */
 #define SL_MAX_DNS_SERVERS 4
@@ -27,9 +27,9 @@
  * connection gets in a captured pod so the app's replies are routed back to the proxy's
  * transparent socket (Istio's in-pod connmark 0x111/0xfff).
  */
-#define SL_PROXY_MARK 0x539
-#define SL_PROXY_MARK_MASK 0xfff
-#define SL_INBOUND_MARK 0x111
+#define SL_PROXY_MARK	     0x539
+#define SL_PROXY_MARK_MASK   0xfff
+#define SL_INBOUND_MARK	     0x111
 #define SL_INBOUND_MARK_MASK 0xfff
 
 #endif /* SLUICE_MESH_CONSTS_H */

@@ -114,7 +114,8 @@ struct sl_destroyed {
 	__u8 pad[3];
 };
 /* only ever a local variable, so absent from the objects' BTF: its size is checked here instead */
-_Static_assert(sizeof(struct sl_destroyed) == 40, "struct sl_destroyed is mirrored by destroyedCodec");
+_Static_assert(sizeof(struct sl_destroyed) == 40,
+	       "struct sl_destroyed is mirrored by destroyedCodec");
 
 /* One datapath decision, as the programs queue it in the ring buffer sl_events while a monitor
  * is attached (bpf/lib/events.h); decoded by eventCodec. Addresses as in the maps (IPv4 mapped),
@@ -126,7 +127,7 @@ struct sl_event {
 	__u64 sock_cookie;  /* the socket's cookie; 0 when there is no socket yet (sk_lookup) */
 	struct sl_addr src; /* the socket's own address (inbound: the connecting peer) */
 	struct sl_addr dst; /* the destination as asked (the VIP, the original destination) */
-	struct sl_addr to;  /* where it was sent instead (backend, proxy); zero when not rewritten */
+	struct sl_addr to; /* where it was sent instead (backend, proxy); zero when not rewritten */
 	__u16 src_port;
 	__u16 dst_port;
 	__u16 to_port;
@@ -143,23 +144,23 @@ _Static_assert(sizeof(struct sl_event) == 88, "struct sl_event is mirrored by ev
 
 /* ---- Mesh capture ---- */
 
-#define SL_MODE_NONE 0
+#define SL_MODE_NONE	0
 #define SL_MODE_SIDECAR 1
 #define SL_MODE_AMBIENT 2
 
-#define SL_POL_OUT_ALL (1 << 0) /* includeOutboundIPRanges "*" */
-#define SL_POL_IN_ALL (1 << 1)	/* includeInboundPorts "*" */
-#define SL_POL_DNS (1 << 2)	/* capture DNS (UDP/TCP 53) to the proxy's DNS port */
+#define SL_POL_OUT_ALL	      (1 << 0) /* includeOutboundIPRanges "*" */
+#define SL_POL_IN_ALL	      (1 << 1) /* includeInboundPorts "*" */
+#define SL_POL_DNS	      (1 << 2) /* capture DNS (UDP/TCP 53) to the proxy's DNS port */
 #define SL_POL_LOOPBACK_RANGE (1 << 3) /* an included outbound range covers loopback */
-#define SL_POL_NO_INBOUND (1 << 4) /* ambient.istio.io/bypass-inbound-capture: outbound only */
+#define SL_POL_NO_INBOUND     (1 << 4) /* ambient.istio.io/bypass-inbound-capture: outbound only */
 /* sidecar.istio.io/interceptionMode TPROXY: the proxy hands inbound connections to the app from
  * the client's address (replies routed back in the pod), and its own connections to local
  * addresses reach 15006 as Istio's mangle rules send them (see cap_tproxy_inbound)
  */
-#define SL_POL_TPROXY (1 << 5)
+#define SL_POL_TPROXY	      (1 << 5)
 
-#define SL_MAX_CIDRS 16
-#define SL_MAX_PORTS 32
+#define SL_MAX_CIDRS   16
+#define SL_MAX_PORTS   32
 #define SL_MAX_POD_IPS 4
 
 /* A CIDR over the 16-byte address: IPv4 prefixes are stored plus 96 (IPv4-mapped). */
@@ -173,7 +174,7 @@ struct sl_cidr {
  * are in host order; the counts bound every loop.
  */
 struct sl_policy {
-	__u8 mode; /* SL_MODE_* */
+	__u8 mode;  /* SL_MODE_* */
 	__u8 flags; /* SL_POL_* */
 	__u8 n_include_cidrs;
 	__u8 n_exclude_cidrs;
@@ -236,7 +237,7 @@ struct sl_origdst_v0_key {
 /* The fill level of sl_origdst_syn and what it turned away (sl_origdst_stat, one entry). */
 struct sl_origdst_stat {
 	__u64 in_flight; /* entries in sl_origdst_syn now: captured handshakes in flight */
-	__u64 refused;	 /* captured connects refused (EAGAIN) because in_flight reached the limit */
+	__u64 refused; /* captured connects refused (EAGAIN) because in_flight reached the limit */
 };
 
 /* The proxy's listening sockets that inbound connections are steered to (sk_lookup). Several

@@ -17,7 +17,7 @@
 #include "events.h"
 #include "lb_maps.h"
 
-#define SL_AF_INET 2
+#define SL_AF_INET  2
 #define SL_AF_INET6 10
 
 struct seq_file;
@@ -77,7 +77,8 @@ static __always_inline void destroy_count(void)
 }
 
 /* The connected peer of a socket; 0 when it has none (an unconnected UDP socket, a listener). */
-static __always_inline int destroy_peer(const struct sock_common *skc, struct sl_addr *peer, __u16 *port)
+static __always_inline int destroy_peer(const struct sock_common *skc, struct sl_addr *peer,
+					__u16 *port)
 {
 	*port = bpf_ntohs(skc->skc_dport);
 	if (*port == 0)
@@ -87,8 +88,10 @@ static __always_inline int destroy_peer(const struct sock_common *skc, struct sl
 		return 1;
 	}
 	if (skc->skc_family == SL_AF_INET6) {
-		addr_from_words(peer, skc->skc_v6_daddr.in6_u.u6_addr32[0], skc->skc_v6_daddr.in6_u.u6_addr32[1],
-				skc->skc_v6_daddr.in6_u.u6_addr32[2], skc->skc_v6_daddr.in6_u.u6_addr32[3]);
+		addr_from_words(peer, skc->skc_v6_daddr.in6_u.u6_addr32[0],
+				skc->skc_v6_daddr.in6_u.u6_addr32[1],
+				skc->skc_v6_daddr.in6_u.u6_addr32[2],
+				skc->skc_v6_daddr.in6_u.u6_addr32[3]);
 		return 1;
 	}
 	return 0;
@@ -105,7 +108,8 @@ static __always_inline int destroy_pair_dead(struct sl_dead_key *dead)
 		return 1;
 	if (!bpf_map_lookup_elem(&sl_node_ips, &dead->vip) && !addr_is_loopback(&dead->vip))
 		return 0;
-	addr_from_words(&dead->vip, 0, 0, addr_is_mapped_v4(&dead->vip) ? bpf_htonl(0x0000ffff) : 0, 0);
+	addr_from_words(&dead->vip, 0, 0, addr_is_mapped_v4(&dead->vip) ? bpf_htonl(0x0000ffff) : 0,
+			0);
 	return bpf_map_lookup_elem(&sl_lb_sock_dead, dead) != NULL;
 }
 
@@ -152,8 +156,8 @@ static __always_inline void destroy_emit(struct sl_event *e, const struct sl_des
  * skc and sk are the same socket (its common part, and the full socket socket storage needs).
  * Writes one struct sl_destroyed to the iterator's output per socket destroyed.
  */
-static __always_inline int destroy_if_left(struct bpf_iter_meta *meta, struct sock_common *skc, void *sk,
-					   __u8 proto)
+static __always_inline int destroy_if_left(struct bpf_iter_meta *meta, struct sock_common *skc,
+					   void *sk, __u8 proto)
 {
 	struct sl_destroyed rec = {};
 	struct sl_dead_key dead = {};

@@ -133,7 +133,10 @@ export class Agent {
       },
     });
     await this.localApi.listen();
-    this.http = await AgentHttp.start(this.cfg, this.metrics, { readiness: () => this.readiness(), alive: () => this.phase !== 'failed' });
+    this.http = await AgentHttp.start(this.cfg, this.metrics, {
+      readiness: () => this.readiness(),
+      alive: () => this.phase !== 'failed',
+    });
     this.loadRegistrations();
 
     const cookie = netnsCookieSelf();
@@ -142,11 +145,15 @@ export class Agent {
     if (closeEventGate(this.cfg.bpfPinDir)) log.info('closed the datapath event gate a previous agent left open');
     // the event feed reads the pins: monitors can attach once the datapath is in place
     const names = new MonitorNames({ registry: this.registry, store: this.store, hostNetnsCookie: cookie });
-    this.monitor = new MonitorHub(() => new PinnedEventFeed(this.cfg.bpfPinDir), names, { onLost: (reason, n) => this.metrics.monitorLost(reason, n) });
+    this.monitor = new MonitorHub(() => new PinnedEventFeed(this.cfg.bpfPinDir), names, {
+      onLost: (reason, n) => this.metrics.monitorLost(reason, n),
+    });
     const maps = LbMaps.open(this.cfg.bpfPinDir);
     this.maps = maps;
     this.lbOptOut = PodLbOptOut.open(this.cfg.bpfPinDir);
-    this.destroyer = SocketDestroyer.open(this.cfg.bpfPinDir, sockDestroy.reason, { terminateTcp: this.cfg.lbSockTerminatePodConnections });
+    this.destroyer = SocketDestroyer.open(this.cfg.bpfPinDir, sockDestroy.reason, {
+      terminateTcp: this.cfg.lbSockTerminatePodConnections,
+    });
     this.capture = CaptureMaps.open(this.cfg.bpfPinDir);
     this.enroller = new Enroller(this.capture, this.cfg.bpfPinDir);
     // the node's addresses change at run time (a bridge or cilium_host address appears after
@@ -160,8 +167,14 @@ export class Agent {
     const actions: Record<string, number> = {};
     for (const m of migration) actions[m.action] = (actions[m.action] ?? 0) + 1;
     log.info('datapath attached', {
-      cgroup: this.cfg.cgroupRoot, pinDir: this.cfg.bpfPinDir, hostnsOnly: this.cfg.lbSockHostnsOnly,
-      netnsCookie: cookie.toString(), links, netnsLinks, restoredServices: restored.services, restoredBackends: restored.backends,
+      cgroup: this.cfg.cgroupRoot,
+      pinDir: this.cfg.bpfPinDir,
+      hostnsOnly: this.cfg.lbSockHostnsOnly,
+      netnsCookie: cookie.toString(),
+      links,
+      netnsLinks,
+      restoredServices: restored.services,
+      restoredBackends: restored.backends,
       maps: actions,
       sockDestroy: sockDestroy.available ? 'available' : sockDestroy.reason,
     });
@@ -174,7 +187,10 @@ export class Agent {
 
     this.reason = 'waiting for the first sync of cluster objects';
     if (this.cfg.source === 'api') {
-      const client = await ApiClient.create({ kubeconfig: this.cfg.k8sKubeconfig || undefined, server: this.cfg.k8sApiServer || undefined });
+      const client = await ApiClient.create({
+        kubeconfig: this.cfg.k8sKubeconfig || undefined,
+        server: this.cfg.k8sApiServer || undefined,
+      });
       this.apiClient = client;
       this.apiSource = new ApiSource(client, { nodeName: this.cfg.nodeName });
       this.writeBack = new WriteBack(client, this.cfg.nodeName);
@@ -274,7 +290,11 @@ export class Agent {
       if (cookie === reg.netnsCookie) continue;
       this.registry.remove(reg.containerId, reg.ifName);
       dropped++;
-      log.info('pod registration dropped: its network namespace is gone', { pod: `${reg.namespace}/${reg.name}`, containerId: reg.containerId, netns: reg.netnsPath });
+      log.info('pod registration dropped: its network namespace is gone', {
+        pod: `${reg.namespace}/${reg.name}`,
+        containerId: reg.containerId,
+        netns: reg.netnsPath,
+      });
     }
     log.info('pod registrations loaded', { registered: n - dropped, dropped });
   }
@@ -305,7 +325,12 @@ export class Agent {
         try {
           await this.apiSource!.getPod(missing.namespace, missing.name);
         } catch (e) {
-          const r = cniError(req.stdin, CniCode.tryAgainLater, 'sluice agent cannot read the Pod from the API server; try again later', (e as Error).message);
+          const r = cniError(
+            req.stdin,
+            CniCode.tryAgainLater,
+            'sluice agent cannot read the Pod from the API server; try again later',
+            (e as Error).message,
+          );
           return new RawReply(`${r.code}\n${r.stdout}`);
         }
       }
@@ -330,7 +355,8 @@ export class Agent {
       // kernel fails its traffic closed until then, and a nack is retried in the background
       if (added && reply.code === 0 && this.zds && this.enroller?.programmed(added.netnsCookie)?.mode === 'ambient') {
         const st = await this.zds.waitForAnswer(this.mesh!.podUid(added), ZDS_ADD_WAIT_MS);
-        if (st && st.state !== 'acked') log.warn('pod started before ztunnel took it', { pod: podKey(added), zds: st.state, error: st.error });
+        if (st && st.state !== 'acked')
+          log.warn('pod started before ztunnel took it', { pod: podKey(added), zds: st.state, error: st.error });
       }
     } catch (e) {
       // handleCni answers every CNI failure itself; this is a bug, still answered in CNI's terms
@@ -339,7 +365,13 @@ export class Agent {
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     const args = req.env?.CNI_ARGS ?? '';
     const pod = /K8S_POD_NAMESPACE=([^;]*)/.exec(args)?.[1] + '/' + /K8S_POD_NAME=([^;]*)/.exec(args)?.[1];
-    const fields = { command: req.command, containerId: req.env?.CNI_CONTAINERID, pod, exit: reply.code, ms: Math.round(ms * 100) / 100 };
+    const fields = {
+      command: req.command,
+      containerId: req.env?.CNI_CONTAINERID,
+      pod,
+      exit: reply.code,
+      ms: Math.round(ms * 100) / 100,
+    };
     if (reply.code === 0) log.info('cni', fields);
     else log.warn('cni failed', { ...fields, error: reply.stdout.trim() });
     return new RawReply(`${reply.code}\n${reply.stdout}`);
@@ -376,7 +408,13 @@ export class Agent {
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     this.lastSync = { at: new Date().toISOString(), ms, report };
     const { failed, ...counts } = report;
-    log.info('services synced', { ...counts, failed: failed.length, services: batch.services, full: !batch.scope, ms: Math.round(ms * 10) / 10 });
+    log.info('services synced', {
+      ...counts,
+      failed: failed.length,
+      services: batch.services,
+      full: !batch.scope,
+      ms: Math.round(ms * 10) / 10,
+    });
     for (const f of failed) log.error('service not programmed', { frontend: f.frontend, service: f.service, reason: f.reason });
     if (failed.length) {
       this.tracker.markAll(); // room may have been freed anywhere
@@ -413,8 +451,10 @@ export class Agent {
       pid: process.pid,
       startedAt: this.startedAt.toISOString(),
       config: {
-        bpfPinDir: this.cfg.bpfPinDir, cgroupRoot: this.cfg.cgroupRoot,
-        lbSockHostnsOnly: this.cfg.lbSockHostnsOnly, k8sObjectsDir: this.cfg.k8sObjectsDir,
+        bpfPinDir: this.cfg.bpfPinDir,
+        cgroupRoot: this.cfg.cgroupRoot,
+        lbSockHostnsOnly: this.cfg.lbSockHostnsOnly,
+        k8sObjectsDir: this.cfg.k8sObjectsDir,
       },
       datapath: this.maps && {
         links: this.links,
@@ -425,7 +465,10 @@ export class Agent {
         sockDestroy: this.destroyer?.unavailable || 'available',
       },
       lastSync: this.lastSync,
-      memory: { rssMiB: Math.round(process.memoryUsage().rss / 1048576), heapUsedMiB: Math.round(process.memoryUsage().heapUsed / 1048576) },
+      memory: {
+        rssMiB: Math.round(process.memoryUsage().rss / 1048576),
+        heapUsedMiB: Math.round(process.memoryUsage().heapUsed / 1048576),
+      },
       source: this.source?.status?.(),
       zds: this.zds && { address: this.cfg.ztunnelUdsAddress, ztunnels: this.zds.server.status() },
       http: this.http?.addresses(),

@@ -76,7 +76,8 @@ export class LocalApiServer {
           if (out instanceof RawReply) conn.end(out.bytes);
           else if (out instanceof Stream) {
             streaming = true;
-            if (!this.server) conn.destroy(); // answered after close(): nobody would end it
+            if (!this.server)
+              conn.destroy(); // answered after close(): nobody would end it
             else if (!conn.destroyed) {
               this.streams.add(conn);
               conn.once('close', () => this.streams.delete(conn));

@@ -41,7 +41,12 @@ export function listPodRegistrations(stateDir: string, pinDir: string): ListedPo
       const cookie = BigInt(reg.netnsCookie || 0);
       const policy = maps?.endpoints.get(cookie);
       const st: EpStats | undefined = maps?.stats.get(cookie);
-      const counters = st && { outbound: Number(st.outbound), inbound: Number(st.inbound), proxyBypass: Number(st.proxyBypass), noListener: Number(st.noListener) };
+      const counters = st && {
+        outbound: Number(st.outbound),
+        inbound: Number(st.inbound),
+        proxyBypass: Number(st.proxyBypass),
+        noListener: Number(st.noListener),
+      };
       const mode = policy?.mode ?? 'none';
       const decision = decisionOf(decisions, reg);
       const parts = [decision ? `rule="${decision.rule}"` : ''];
@@ -53,12 +58,18 @@ export function listPodRegistrations(stateDir: string, pinDir: string): ListedPo
         if (dns) parts.push(`dns-capture=${dns.capture ? 'on' : 'off'}(${dns.from})`);
         parts.push(describePolicy(policy));
       }
-      const zds = policy?.mode === 'ambient' && zdsStates ? (zdsStates[reg.uid] ?? { state: 'pending', attempts: 0, since: '' }) : undefined;
+      const zds =
+        policy?.mode === 'ambient' && zdsStates
+          ? (zdsStates[reg.uid] ?? { state: 'pending', attempts: 0, since: '' })
+          : undefined;
       if (policy?.mode === 'ambient') {
         if (zds) parts.push(`zds=${zds.state}${zds.error ? ` zds-error="${zds.error}"` : ''}`);
         parts.push(`node-proxy=${policy.outboundPort}/${policy.inboundPort}/${PROXY_PORT.hbone}`);
       }
-      if (counters) parts.push(`captured-out=${counters.outbound} captured-in=${counters.inbound} proxy-bypass=${counters.proxyBypass} in-no-listener=${counters.noListener}`);
+      if (counters)
+        parts.push(
+          `captured-out=${counters.outbound} captured-in=${counters.inbound} proxy-bypass=${counters.proxyBypass} in-no-listener=${counters.noListener}`,
+        );
       if (decision && decision.mode !== mode) parts.push(`(agent intends mode=${decision.mode})`);
       const socketLb = optOut?.get(cookie) === undefined;
       if (!socketLb) parts.push('socket-lb=off');

@@ -8,7 +8,6 @@ import * as path from 'node:path';
 import { removeStaleTempFiles, writeFileAtomic } from '../fs/atomic-write';
 import { log } from '../log';
 
-
 /** One attachment the CNI plugin registered (ADD); the file's JSON fields are what scripts read. */
 export interface PodRegistration {
   containerId: string;
@@ -60,7 +59,8 @@ export class PodRegistry {
       if (!f.endsWith('.json') || f.startsWith('.')) continue;
       try {
         const reg = JSON.parse(fs.readFileSync(path.join(this.dir, f), 'utf8')) as PodRegistration;
-        if (typeof reg.containerId !== 'string' || typeof reg.ifName !== 'string') throw new TypeError('missing containerId/ifName');
+        if (typeof reg.containerId !== 'string' || typeof reg.ifName !== 'string')
+          throw new TypeError('missing containerId/ifName');
         this.byKey.set(fileName(reg.containerId, reg.ifName), reg);
       } catch (e) {
         log.warn('pod registration skipped', { file: f, err: (e as Error).message });
@@ -79,7 +79,10 @@ export class PodRegistry {
   }
 
   list(): PodRegistration[] {
-    return [...this.byKey.values()].sort((a, b) => `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`) || a.containerId.localeCompare(b.containerId));
+    return [...this.byKey.values()].sort(
+      (a, b) =>
+        `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`) || a.containerId.localeCompare(b.containerId),
+    );
   }
 
   /** Stores (or replaces) a registration durably. */

@@ -90,7 +90,8 @@ export class RepairSweeper {
       try {
         const r = await this.repair({ ...this.deps, acted: this.acted, missed: this.missed, retryMissedMs: this.intervalMs });
         this.opts.onReport(r);
-        if (r.candidates) log.info(why === 'start' ? 'pods that predate the agent' : 'pods running without sluice found', { why, mode, ...r });
+        if (r.candidates)
+          log.info(why === 'start' ? 'pods that predate the agent' : 'pods running without sluice found', { why, mode, ...r });
       } catch (e) {
         log.warn('repair sweep failed', { why, err: e });
       }

@@ -42,7 +42,10 @@ export function namespacesUnder(cgroupRoot: string, mount = cgroup2Mount()): Map
     if (!/^\d+$/.test(name)) continue;
     const pid = Number(name);
     try {
-      const line = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'));
+      const line = fs
+        .readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+        .split('\n')
+        .find((l) => l.startsWith('0::'));
       if (!line) continue;
       const cg = path.join(mount, line.slice(3));
       if (cg !== cgroupRoot && !cg.startsWith(cgroupRoot.endsWith('/') ? cgroupRoot : cgroupRoot + '/')) continue;
@@ -104,7 +107,10 @@ function hexAddrToPort(field: string): number {
 /** Listening sockets on the proxy ports in a namespace: (pid, fd, port, family) of each. */
 function proxyListeners(ns: NetnsInfo): Array<{ pid: number; fd: number; port: number; family: 4 | 6 }> {
   const byInode = new Map<string, { port: number; family: 4 | 6 }>();
-  for (const [file, family] of [['tcp', 4], ['tcp6', 6]] as const) {
+  for (const [file, family] of [
+    ['tcp', 4],
+    ['tcp6', 6],
+  ] as const) {
     let text = '';
     try {
       text = fs.readFileSync(`/proc/${ns.pids[0]}/net/${file}`, 'utf8');
@@ -184,7 +190,9 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
     // pods sluice never captures are not relabelled or deleted (they start without the agent too)
     .filter((p) => d.cfg.repairMode === 'repair' || !d.cfg.excludeNamespaces.includes(p.metadata.namespace))
     .filter((p) => !d.acted?.has(`${p.metadata.namespace}/${p.metadata.name}`))
-    .filter((p) => Date.now() - (d.missed?.get(`${p.metadata.namespace}/${p.metadata.name}`) ?? -Infinity) >= (d.retryMissedMs ?? 0));
+    .filter(
+      (p) => Date.now() - (d.missed?.get(`${p.metadata.namespace}/${p.metadata.name}`) ?? -Infinity) >= (d.retryMissedMs ?? 0),
+    );
   report.candidates = candidates.length;
   if (candidates.length === 0) return report;
   let namespaces: Map<number, NetnsInfo> | undefined;
@@ -195,7 +203,12 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
     try {
       if (d.cfg.repairMode === 'label') {
         if (!d.api) throw new Error('repair-mode label needs the API server');
-        await d.api.request('PATCH', podPath, { metadata: { labels: { [REPAIR_LABEL.key]: REPAIR_LABEL.value } } }, { contentType: 'application/merge-patch+json' });
+        await d.api.request(
+          'PATCH',
+          podPath,
+          { metadata: { labels: { [REPAIR_LABEL.key]: REPAIR_LABEL.value } } },
+          { contentType: 'application/merge-patch+json' },
+        );
         report.labelled.push(key);
         d.acted?.add(key);
         log.info('pod predates the agent: labelled', { pod: key, label: `${REPAIR_LABEL.key}=${REPAIR_LABEL.value}` });
@@ -248,7 +261,11 @@ export async function repairPods(d: RepairDeps): Promise<RepairReport> {
         report.listeners += adoptListeners(d.cfg.bpfPinDir, ns, BigInt(reg.netnsCookie));
       }
       report.repaired.push(key);
-      log.info('pod predates the agent: registered and enrolled in place', { pod: key, netns: ns.path, netnsCookie: reg.netnsCookie });
+      log.info('pod predates the agent: registered and enrolled in place', {
+        pod: key,
+        netns: ns.path,
+        netnsCookie: reg.netnsCookie,
+      });
     } catch (e) {
       log.warn('repair failed', { pod: key, mode: d.cfg.repairMode, err: (e as Error).message });
     }

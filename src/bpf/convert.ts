@@ -28,7 +28,10 @@ export interface ConversionPlan {
 
 /** Why two layouts cannot be converted field by field. */
 export class UnconvertibleLayout extends Error {
-  constructor(readonly field: string, reason: string) {
+  constructor(
+    readonly field: string,
+    reason: string,
+  ) {
     super(`field ${field || '(whole value)'}: ${reason}`);
     this.name = 'UnconvertibleLayout';
   }
@@ -57,10 +60,13 @@ function matchLeaf(o: Leaf, n: Leaf, ops: CopyOp[], dropped: string[]): void {
     throw new UnconvertibleLayout(o.path, 'a layout with bitfields converts only when it is unchanged');
   }
   if (o.kind !== n.kind) throw new UnconvertibleLayout(o.path, `${o.kind} became ${n.kind}`);
-  if (o.kind === 'opaque' && o.elemSize !== n.elemSize) throw new UnconvertibleLayout(o.path, `opaque ${o.elemSize} bytes became ${n.elemSize}`);
-  if (o.kind === 'float' && o.elemSize !== n.elemSize) throw new UnconvertibleLayout(o.path, `float of ${o.elemSize} bytes became ${n.elemSize}`);
+  if (o.kind === 'opaque' && o.elemSize !== n.elemSize)
+    throw new UnconvertibleLayout(o.path, `opaque ${o.elemSize} bytes became ${n.elemSize}`);
+  if (o.kind === 'float' && o.elemSize !== n.elemSize)
+    throw new UnconvertibleLayout(o.path, `float of ${o.elemSize} bytes became ${n.elemSize}`);
   if (n.elemSize < o.elemSize) throw new UnconvertibleLayout(o.path, `narrowed from ${o.elemSize} to ${n.elemSize} bytes`);
-  if (n.elemSize > o.elemSize && o.signed) throw new UnconvertibleLayout(o.path, `a signed integer widened from ${o.elemSize} to ${n.elemSize} bytes`);
+  if (n.elemSize > o.elemSize && o.signed)
+    throw new UnconvertibleLayout(o.path, `a signed integer widened from ${o.elemSize} to ${n.elemSize} bytes`);
   if (n.elemSize === o.elemSize && o.signed !== n.signed) throw new UnconvertibleLayout(o.path, `signedness changed`);
   const count = Math.min(o.count, n.count);
   if (o.count > n.count) dropped.push(`${o.path}[${n.count}..${o.count - 1}]`);
@@ -76,7 +82,12 @@ function matchLeaf(o: Leaf, n: Leaf, ops: CopyOp[], dropped: string[]): void {
  * The field-by-field plan from one layout to another. Layouts without BTF (null) convert only
  * when they are the same size (copied as they are).
  */
-export function planConversion(oldT: TypeLayout | null, oldSize: number, newT: TypeLayout | null, newSize: number): ConversionPlan {
+export function planConversion(
+  oldT: TypeLayout | null,
+  oldSize: number,
+  newT: TypeLayout | null,
+  newSize: number,
+): ConversionPlan {
   if (oldT === null || newT === null) {
     if (oldSize !== newSize) throw new UnconvertibleLayout('', `no BTF to convert ${oldSize} bytes into ${newSize} by field`);
     return { ops: [{ from: 0, to: 0, len: oldSize }], size: newSize, added: [], dropped: [], verbatim: true };
@@ -96,7 +107,8 @@ export function planConversion(oldT: TypeLayout | null, oldSize: number, newT: T
     const n = newLeaves.get(o.path);
     if (!n) {
       // the same name now holds a struct or an array of them: a type change, not a removal
-      if (newPaths.some((p) => inside(p, o.path))) throw new UnconvertibleLayout(o.path, `${o.kind} became a struct or an array of structs`);
+      if (newPaths.some((p) => inside(p, o.path)))
+        throw new UnconvertibleLayout(o.path, `${o.kind} became a struct or an array of structs`);
       if (!isPadding(o.path)) dropped.push(o.path);
       continue;
     }
@@ -104,10 +116,12 @@ export function planConversion(oldT: TypeLayout | null, oldSize: number, newT: T
     matchLeaf(o, n, ops, dropped);
   }
   for (const p of newPaths) {
-    if (!matched.has(p) && oldPaths.some((o) => inside(o, p))) throw new UnconvertibleLayout(p, `a struct or an array of structs became ${newLeaves.get(p)!.kind}`);
+    if (!matched.has(p) && oldPaths.some((o) => inside(o, p)))
+      throw new UnconvertibleLayout(p, `a struct or an array of structs became ${newLeaves.get(p)!.kind}`);
   }
   const added = [...newLeaves.values()].filter((l) => !matched.has(l.path) && !isPadding(l.path)).map((l) => l.path);
-  if ([...newLeaves.values()].some((l) => l.bitfield)) throw new UnconvertibleLayout('', 'a layout with bitfields converts only when it is unchanged');
+  if ([...newLeaves.values()].some((l) => l.bitfield))
+    throw new UnconvertibleLayout('', 'a layout with bitfields converts only when it is unchanged');
   return { ops: mergeOps(ops.filter((op) => op.len > 0)), size: newSize, added, dropped, verbatim: false };
 }
 

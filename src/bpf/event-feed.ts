@@ -70,9 +70,7 @@ export interface PinnedEventFeedOptions {
 
 /** The EventFeed over the maps pinned under pinDir (the agent's bpf-pin-dir). */
 export class PinnedEventFeed implements EventFeed {
-  private running:
-    | { gate: BpfMap<number, number>; ringFd: number; reader: RingReader; timer?: NodeJS.Timeout }
-    | undefined;
+  private running: { gate: BpfMap<number, number>; ringFd: number; reader: RingReader; timer?: NodeJS.Timeout } | undefined;
   private lostMap: BpfMap<number, bigint> | undefined;
   /** sl_events_lost when this feed first read it: lost() counts from there */
   private lostBase = 0n;

@@ -34,7 +34,16 @@ export type KernelFeature = 'btf' | 'sk_lookup' | 'set_retval' | 'tcx' | 'sock_d
 
 interface IntrospectLib {
   linkDescribe(pin: string, out: Buffer): number;
-  progRodata(id: number, name: Buffer, nameCap: number, value: Buffer, valueCap: number, valueLen: Uint32Array, vars: Buffer, varsCap: number): number;
+  progRodata(
+    id: number,
+    name: Buffer,
+    nameCap: number,
+    value: Buffer,
+    valueCap: number,
+    valueLen: Uint32Array,
+    vars: Buffer,
+    varsCap: number,
+  ): number;
   probeFeature(feature: string): number;
 }
 
@@ -46,7 +55,9 @@ function introspectLib(): IntrospectLib {
   lib = {
     // struct sl_link_desc: type u32, prog_id u32, target u64 (16 bytes)
     linkDescribe: l.func('int sl_link_describe(const char *pin, void *out)'),
-    progRodata: l.func('int sl_prog_rodata(uint32_t id, void *name, size_t name_cap, void *value, uint32_t value_cap, uint32_t *value_len, void *vars, size_t vars_cap)'),
+    progRodata: l.func(
+      'int sl_prog_rodata(uint32_t id, void *name, size_t name_cap, void *value, uint32_t value_cap, uint32_t *value_len, void *vars, size_t vars_cap)',
+    ),
     probeFeature: l.func('int sl_probe_feature(const char *feature)'),
   };
   return lib;
@@ -65,14 +76,20 @@ export function loadedProgram(id: number): LoadedProgram {
   const value = Buffer.alloc(4096);
   const valueLen = new Uint32Array(1);
   const vars = Buffer.alloc(4096);
-  const has = check(introspectLib().progRodata(id, name, name.length, value, value.length, valueLen, vars, vars.length), `read program id ${id}`);
+  const has = check(
+    introspectLib().progRodata(id, name, name.length, value, value.length, valueLen, vars, vars.length),
+    `read program id ${id}`,
+  );
   const text = (b: Buffer) => b.subarray(0, b.indexOf(0) < 0 ? b.length : b.indexOf(0)).toString();
   const prog: LoadedProgram = { id, name: text(name) };
   if (has === 1) {
-    const list = text(vars).split('\n').filter(Boolean).map((line) => {
-      const [n, offset, size] = line.split(' ');
-      return { name: n, offset: Number(offset), size: Number(size) };
-    });
+    const list = text(vars)
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => {
+        const [n, offset, size] = line.split(' ');
+        return { name: n, offset: Number(offset), size: Number(size) };
+      });
     prog.rodata = { vars: list, value: Buffer.from(value.subarray(0, valueLen[0])) };
   }
   return prog;

@@ -231,7 +231,11 @@ export const backendCodec: StructCodec<Backend> = structCodec(BACKEND, {
     b.writeUInt8(v.proto, o + BACKEND.at.proto);
   },
   decode(b, o) {
-    return { ip: decodeAddr(b, o + BACKEND.at.ip), port: b.readUInt16LE(o + BACKEND.at.port), proto: b.readUInt8(o + BACKEND.at.proto) };
+    return {
+      ip: decodeAddr(b, o + BACKEND.at.ip),
+      port: b.readUInt16LE(o + BACKEND.at.port),
+      proto: b.readUInt8(o + BACKEND.at.proto),
+    };
   },
 });
 
@@ -254,7 +258,10 @@ export const affinityKeyCodec: StructCodec<AffinityKey> = structCodec(AFFINITY_K
     b.writeUInt32LE(k.svcId, o + AFFINITY_KEY.at.svc_id);
   },
   decode(b, o) {
-    return { netnsCookie: b.readBigUInt64LE(o + AFFINITY_KEY.at.netns_cookie), svcId: b.readUInt32LE(o + AFFINITY_KEY.at.svc_id) };
+    return {
+      netnsCookie: b.readBigUInt64LE(o + AFFINITY_KEY.at.netns_cookie),
+      svcId: b.readUInt32LE(o + AFFINITY_KEY.at.svc_id),
+    };
   },
 });
 
@@ -569,13 +576,43 @@ function checkCount(what: string, n: number, max: number): void {
 type PolicyList = 'includeCidrs' | 'excludeCidrs' | 'includeOutPorts' | 'excludeOutPorts' | 'includeInPorts' | 'excludeInPorts';
 
 /** Each list of the policy: its array member, count member and bound, for encode and decode alike. */
-const POLICY_LISTS: ReadonlyArray<{ list: PolicyList; what: string; array: keyof typeof POLICY.at; count: keyof typeof POLICY.at; max: number }> = [
+const POLICY_LISTS: ReadonlyArray<{
+  list: PolicyList;
+  what: string;
+  array: keyof typeof POLICY.at;
+  count: keyof typeof POLICY.at;
+  max: number;
+}> = [
   { list: 'includeCidrs', what: 'included ranges', array: 'include_cidrs', count: 'n_include_cidrs', max: MAX_CIDRS },
   { list: 'excludeCidrs', what: 'excluded ranges', array: 'exclude_cidrs', count: 'n_exclude_cidrs', max: MAX_CIDRS },
-  { list: 'includeOutPorts', what: 'included outbound ports', array: 'include_out_ports', count: 'n_include_out_ports', max: MAX_PORTS },
-  { list: 'excludeOutPorts', what: 'excluded outbound ports', array: 'exclude_out_ports', count: 'n_exclude_out_ports', max: MAX_PORTS },
-  { list: 'includeInPorts', what: 'included inbound ports', array: 'include_in_ports', count: 'n_include_in_ports', max: MAX_PORTS },
-  { list: 'excludeInPorts', what: 'excluded inbound ports', array: 'exclude_in_ports', count: 'n_exclude_in_ports', max: MAX_PORTS },
+  {
+    list: 'includeOutPorts',
+    what: 'included outbound ports',
+    array: 'include_out_ports',
+    count: 'n_include_out_ports',
+    max: MAX_PORTS,
+  },
+  {
+    list: 'excludeOutPorts',
+    what: 'excluded outbound ports',
+    array: 'exclude_out_ports',
+    count: 'n_exclude_out_ports',
+    max: MAX_PORTS,
+  },
+  {
+    list: 'includeInPorts',
+    what: 'included inbound ports',
+    array: 'include_in_ports',
+    count: 'n_include_in_ports',
+    max: MAX_PORTS,
+  },
+  {
+    list: 'excludeInPorts',
+    what: 'excluded inbound ports',
+    array: 'exclude_in_ports',
+    count: 'n_exclude_in_ports',
+    max: MAX_PORTS,
+  },
 ];
 
 /** struct sl_policy */
@@ -594,7 +631,8 @@ export const policyCodec: StructCodec<Policy> = structCodec(POLICY, {
     p.podIps.forEach((ip, i) => encodeAddr(ip, b, o + at.pod_ips + ADDR.size * i));
     for (const l of POLICY_LISTS) {
       b.writeUInt8(p[l.list].length, o + at[l.count]);
-      if (l.list === 'includeCidrs' || l.list === 'excludeCidrs') p[l.list].forEach((c, i) => cidrCodec.encode(c, b, o + at[l.array] + CIDR.size * i));
+      if (l.list === 'includeCidrs' || l.list === 'excludeCidrs')
+        p[l.list].forEach((c, i) => cidrCodec.encode(c, b, o + at[l.array] + CIDR.size * i));
       else p[l.list].forEach((port, i) => b.writeUInt16LE(port, o + at[l.array] + 2 * i));
     }
     b.writeUInt32LE(p.proxyUid ?? 0, o + at.proxy_uid);
@@ -606,7 +644,8 @@ export const policyCodec: StructCodec<Policy> = structCodec(POLICY, {
     const mode = (Object.keys(MODE) as MeshMode[]).find((k) => MODE[k] === modeNum) ?? 'none';
     const cidrs = (count: keyof typeof at, array: keyof typeof at): Cidr[] =>
       Array.from({ length: b.readUInt8(o + at[count]) }, (_, i) => cidrCodec.decode(b, o + at[array] + CIDR.size * i));
-    const ports = (count: keyof typeof at, array: keyof typeof at) => Array.from({ length: b.readUInt8(o + at[count]) }, (_, i) => b.readUInt16LE(o + at[array] + 2 * i));
+    const ports = (count: keyof typeof at, array: keyof typeof at) =>
+      Array.from({ length: b.readUInt8(o + at[count]) }, (_, i) => b.readUInt16LE(o + at[array] + 2 * i));
     const proxyUid = b.readUInt32LE(o + at.proxy_uid);
     const proxyGid = b.readUInt32LE(o + at.proxy_gid);
     return {
@@ -647,7 +686,6 @@ export const u8Codec: Codec<number> = {
     return b.readUInt8(o);
   },
 };
-
 
 export interface EpStats {
   outbound: bigint;
@@ -700,7 +738,10 @@ export const origdstStatCodec: StructCodec<OrigdstStat> = structCodec(ORIGDST_ST
     b.writeBigUInt64LE(v.refused, o + ORIGDST_STAT.at.refused);
   },
   decode(b, o) {
-    return { inFlight: b.readBigUInt64LE(o + ORIGDST_STAT.at.in_flight), refused: b.readBigUInt64LE(o + ORIGDST_STAT.at.refused) };
+    return {
+      inFlight: b.readBigUInt64LE(o + ORIGDST_STAT.at.in_flight),
+      refused: b.readBigUInt64LE(o + ORIGDST_STAT.at.refused),
+    };
   },
 });
 
@@ -742,6 +783,16 @@ export const listenerKeyCodec: StructCodec<ListenerKey> = structCodec(LISTENER_K
 
 /** Every codec of a struct shared with the programs: what the layout contract test checks. */
 export const STRUCT_CODECS: ReadonlyArray<StructCodec<unknown>> = [
-  addrCodec, svcKeyCodec, svcValCodec, backendCodec, affinityKeyCodec, affinityValCodec,
-  cidrCodec, policyCodec, epStatsCodec, origdstStatCodec, listenerKeyCodec, deadKeyCodec,
+  addrCodec,
+  svcKeyCodec,
+  svcValCodec,
+  backendCodec,
+  affinityKeyCodec,
+  affinityValCodec,
+  cidrCodec,
+  policyCodec,
+  epStatsCodec,
+  origdstStatCodec,
+  listenerKeyCodec,
+  deadKeyCodec,
 ] as ReadonlyArray<StructCodec<unknown>>;

@@ -136,7 +136,10 @@ function readAll(from: LiveMap, valueSize: number): Entries {
 
 /** The kernel reads exactly the map's sizes from user memory: a converter must return them. */
 function checkSize(to: LiveMap, what: 'key' | 'value', got: number, want: number): void {
-  if (got !== want) throw new RangeError(`Cannot write map ${to.spec.name}: the converter returned a ${what} of ${got} bytes, the map's ${what}s have ${want}`);
+  if (got !== want)
+    throw new RangeError(
+      `Cannot write map ${to.spec.name}: the converter returned a ${what} of ${got} bytes, the map's ${what}s have ${want}`,
+    );
 }
 
 function doesNotFit(to: LiveMap, copied: number): MapMigrationError {
@@ -205,7 +208,12 @@ function keySet(m: LiveMap, valueSize: number): Set<string> {
   return out;
 }
 
-function userCopy(method: Extract<CopyMethod, { kind: 'user' | 'plan' }>, from: LiveMap, to: LiveMap, o: CopyOptions): CopyResult {
+function userCopy(
+  method: Extract<CopyMethod, { kind: 'user' | 'plan' }>,
+  from: LiveMap,
+  to: LiveMap,
+  o: CopyOptions,
+): CopyResult {
   // array slots always exist: after the swap the new programs own them, nothing is "missing"
   if (o.onlyMissing && isArray(to.spec)) return { entries: 0, copied: 0 };
   const ks = from.spec.keySize;
@@ -215,14 +223,21 @@ function userCopy(method: Extract<CopyMethod, { kind: 'user' | 'plan' }>, from: 
   const old = readAll(from, vs);
   const have = o.onlyMissing ? keySet(to, nvs) : undefined;
   // converted straight into the buffers that are written: no allocation per entry
-  const out: Converted = { keys: Buffer.alloc(old.count * nks), values: Buffer.alloc(old.count * nvs), count: 0, keySize: nks, valueSize: nvs };
+  const out: Converted = {
+    keys: Buffer.alloc(old.count * nks),
+    values: Buffer.alloc(old.count * nvs),
+    count: 0,
+    keySize: nks,
+    valueSize: nvs,
+  };
   let beyond = 0;
   for (let i = 0; i < old.count; i++) {
     const kAt = out.count * nks;
     const vAt = out.count * nvs;
     if (method.kind === 'plan') {
       applyPlan(method.key, old.keys, i * ks, out.keys, kAt);
-      for (let c = 0; c < method.slots; c++) applyPlan(method.value, old.values, i * vs + c * method.oldSlot, out.values, vAt + c * method.newSlot);
+      for (let c = 0; c < method.slots; c++)
+        applyPlan(method.value, old.values, i * vs + c * method.oldSlot, out.values, vAt + c * method.newSlot);
     } else {
       const e = method.convert(old.keys.subarray(i * ks, (i + 1) * ks), old.values.subarray(i * vs, (i + 1) * vs));
       if (!e) continue;
@@ -243,7 +258,12 @@ function userCopy(method: Extract<CopyMethod, { kind: 'user' | 'plan' }>, from: 
   return beyond ? { entries: old.count, copied, beyond } : { entries: old.count, copied };
 }
 
-function socketCopy(convertKey: (key: Buffer, cookie: Buffer) => Buffer | undefined, from: LiveMap, to: LiveMap, o: CopyOptions): CopyResult {
+function socketCopy(
+  convertKey: (key: Buffer, cookie: Buffer) => Buffer | undefined,
+  from: LiveMap,
+  to: LiveMap,
+  o: CopyOptions,
+): CopyResult {
   const s = loadShim();
   // a sockhash's 8-byte value reads back as the socket's cookie
   const wanted = new Map<bigint, Buffer[]>();
@@ -270,7 +290,8 @@ function socketCopy(convertKey: (key: Buffer, cookie: Buffer) => Buffer | undefi
     for (const k of keys) {
       const ret = s.sockhashAddFromPid(to.fd, k, owner.pid, owner.fd);
       if (ret === -E2BIG) throw doesNotFit(to, copied);
-      if (ret < 0) throw new BpfError(`put socket ${owner.pid}/${owner.fd} into ${to.spec.name}`, -ret, s.lastError(), { whole: true });
+      if (ret < 0)
+        throw new BpfError(`put socket ${owner.pid}/${owner.fd} into ${to.spec.name}`, -ret, s.lastError(), { whole: true });
       copied++;
     }
     if (wanted.size === 0) break;

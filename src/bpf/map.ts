@@ -225,7 +225,10 @@ export class BpfMap<K, V> {
  * Opens several pinned maps together: all or none (the ones already open are closed when one
  * fails). `open(name, key, value)` is called in order by the builder.
  */
-export function openPinnedSet<T>(pinDir: string, build: (open: <K, V>(name: string, key: Codec<K>, value: Codec<V>) => BpfMap<K, V>) => T): T {
+export function openPinnedSet<T>(
+  pinDir: string,
+  build: (open: <K, V>(name: string, key: Codec<K>, value: Codec<V>) => BpfMap<K, V>) => T,
+): T {
   const opened: Array<BpfMap<unknown, unknown>> = [];
   try {
     return build((name, key, value) => {

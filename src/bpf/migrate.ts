@@ -25,7 +25,17 @@ import { possibleCpus } from './cpus';
 import { applyPlan, planConversion, UnconvertibleLayout, type ConversionPlan } from './convert';
 import { LinkTransaction, PENDING_SUFFIX, pinReplacing } from './link-transaction';
 import { copyEntries, type CopyMethod, type EntryConvert, type LiveMap } from './map-copy';
-import { describeSpec, incompatibility, isPerCpu, layoutId, liveMapSpec, MAP_TYPE, mapTypeName, pinnedMapSpec, type MapSpec } from './map-spec';
+import {
+  describeSpec,
+  incompatibility,
+  isPerCpu,
+  layoutId,
+  liveMapSpec,
+  MAP_TYPE,
+  mapTypeName,
+  pinnedMapSpec,
+  type MapSpec,
+} from './map-spec';
 import { MapMigrationError } from './migration-error';
 import { BpfObject } from './object';
 import { BpfError, loadShim } from './shim';
@@ -122,12 +132,27 @@ interface Plan {
 }
 
 /** Per-type: how entries of an incompatible map can be carried, or why not. */
-function chooseMethod(name: string, old: MapSpec, want: MapSpec, reg: MigrationRegistry, cpus: number): { method: CopyMethod; converter: string; plan?: ConversionPlan } {
+function chooseMethod(
+  name: string,
+  old: MapSpec,
+  want: MapSpec,
+  reg: MigrationRegistry,
+  cpus: number,
+): { method: CopyMethod; converter: string; plan?: ConversionPlan } {
   const registered = reg.converters.find((c) => c.map === name && c.from === layoutId(old) && c.to === layoutId(want));
-  const userTypes: number[] = [MAP_TYPE.hash, MAP_TYPE.array, MAP_TYPE.percpu_hash, MAP_TYPE.percpu_array, MAP_TYPE.lru_hash, MAP_TYPE.lru_percpu_hash, MAP_TYPE.lpm_trie];
+  const userTypes: number[] = [
+    MAP_TYPE.hash,
+    MAP_TYPE.array,
+    MAP_TYPE.percpu_hash,
+    MAP_TYPE.percpu_array,
+    MAP_TYPE.lru_hash,
+    MAP_TYPE.lru_percpu_hash,
+    MAP_TYPE.lpm_trie,
+  ];
   if (userTypes.includes(old.type) && userTypes.includes(want.type)) {
     if (registered) return { method: { kind: 'user', convert: registered.convert }, converter: `registered:${registered.name}` };
-    if (isPerCpu(old.type) !== isPerCpu(want.type)) throw new UnconvertibleLayout('', `${mapTypeName(old.type)} cannot become ${mapTypeName(want.type)} (per-CPU values)`);
+    if (isPerCpu(old.type) !== isPerCpu(want.type))
+      throw new UnconvertibleLayout('', `${mapTypeName(old.type)} cannot become ${mapTypeName(want.type)} (per-CPU values)`);
     const keyPlan = planConversion(old.key, old.keySize, want.key, want.keySize);
     const valuePlan = planConversion(old.value, old.valueSize, want.value, want.valueSize);
     const method: CopyMethod = {
@@ -146,7 +171,8 @@ function chooseMethod(name: string, old: MapSpec, want: MapSpec, reg: MigrationR
     };
     return { method, converter: plan.verbatim ? 'verbatim' : 'by-field', plan };
   }
-  if (old.type !== want.type) throw new UnconvertibleLayout('', `${mapTypeName(old.type)} cannot become ${mapTypeName(want.type)}`);
+  if (old.type !== want.type)
+    throw new UnconvertibleLayout('', `${mapTypeName(old.type)} cannot become ${mapTypeName(want.type)}`);
   if (old.type === MAP_TYPE.sk_storage) {
     // reachable only through each socket, by programs: user space cannot copy it, and the
     // map-element iterator that could (iter/bpf_sk_storage_map) is refused (EPERM) on the
@@ -156,7 +182,10 @@ function chooseMethod(name: string, old: MapSpec, want: MapSpec, reg: MigrationR
   if (old.type === MAP_TYPE.sockhash || old.type === MAP_TYPE.sockmap) {
     if (registered) {
       // the value is the socket: a registered converter decides its key (given the cookie as the value)
-      return { method: { kind: 'sockets', convertKey: (k, cookie) => registered.convert(k, cookie)?.key }, converter: `registered:${registered.name}` };
+      return {
+        method: { kind: 'sockets', convertKey: (k, cookie) => registered.convert(k, cookie)?.key },
+        converter: `registered:${registered.name}`,
+      };
     }
     const keyPlan = planConversion(old.key, old.keySize, want.key, want.keySize);
     const convertKey = (k: Buffer) => {
@@ -164,9 +193,14 @@ function chooseMethod(name: string, old: MapSpec, want: MapSpec, reg: MigrationR
       applyPlan(keyPlan, k, 0, key, 0);
       return key;
     };
-    return { method: { kind: 'sockets', convertKey }, converter: keyPlan.verbatim ? 'sockets-by-cookie' : 'sockets-by-cookie, key by-field', plan: keyPlan };
+    return {
+      method: { kind: 'sockets', convertKey },
+      converter: keyPlan.verbatim ? 'sockets-by-cookie' : 'sockets-by-cookie, key by-field',
+      plan: keyPlan,
+    };
   }
-  if (old.type === MAP_TYPE.ringbuf || old.type === MAP_TYPE.perf_event_array) return { method: { kind: 'none' }, converter: 'none (events, nothing to keep)' };
+  if (old.type === MAP_TYPE.ringbuf || old.type === MAP_TYPE.perf_event_array)
+    return { method: { kind: 'none' }, converter: 'none (events, nothing to keep)' };
   throw new UnconvertibleLayout('', `entries of a ${mapTypeName(old.type)} map are not copied`);
 }
 
@@ -224,7 +258,11 @@ export function loadWithMigration<T>(opts: MigratingLoadOptions<T>): MigratingLo
         if (first) {
           const diff = incompatibility(first.spec, spec);
           if (diff) {
-            throw new MapMigrationError('objects-disagree', spec.name, `map ${spec.name}: ${declaredBy.get(spec.name)} and ${file} declare it differently (${diff})`);
+            throw new MapMigrationError(
+              'objects-disagree',
+              spec.name,
+              `map ${spec.name}: ${declaredBy.get(spec.name)} and ${file} declare it differently (${diff})`,
+            );
           }
           continue;
         }
@@ -275,7 +313,8 @@ export function loadWithMigration<T>(opts: MigratingLoadOptions<T>): MigratingLo
       obj.load();
       for (const spec of obj.mapSpecs()) {
         const p = plans.get(spec.name)!;
-        if (p.report.action !== 'reused' && p.newFd === undefined && declaredBy.get(spec.name) === file) p.newFd = obj.mapFd(spec.name);
+        if (p.report.action !== 'reused' && p.newFd === undefined && declaredBy.get(spec.name) === file)
+          p.newFd = obj.mapFd(spec.name);
       }
     }
     // 4. fill the new maps (the old programs still run: a failure here changes nothing)
@@ -304,7 +343,12 @@ export function loadWithMigration<T>(opts: MigratingLoadOptions<T>): MigratingLo
     for (const p of plans.values()) {
       if (p.report.action !== 'migrated' || !p.method) continue;
       try {
-        const r = copyEntries(p.method, { fd: p.oldFd!, spec: p.oldSpec! }, { fd: p.newFd!, spec: p.spec }, { onlyMissing: true, cpus, socketOwners: opts.socketOwners });
+        const r = copyEntries(
+          p.method,
+          { fd: p.oldFd!, spec: p.oldSpec! },
+          { fd: p.newFd!, spec: p.spec },
+          { onlyMissing: true, cpus, socketOwners: opts.socketOwners },
+        );
         if (r.copied) p.report.caughtUp = r.copied;
       } catch (e) {
         p.report.lost = `entries created while the programs were swapped: ${(e as Error).message}`;

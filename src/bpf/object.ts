@@ -72,7 +72,10 @@ export class BpfObject {
 
   /** Sizes a map and pins it at pinPath; an existing compatible pin is reused at load. A map the object does not declare fails. */
   configureMap(name: string, opts: { maxEntries?: number; pinPath?: string }): this {
-    check(loadShim().objSetMap(this.h, name, opts.maxEntries ?? 0, opts.pinPath ?? null), `configure map ${name} of ${this.path}`);
+    check(
+      loadShim().objSetMap(this.h, name, opts.maxEntries ?? 0, opts.pinPath ?? null),
+      `configure map ${name} of ${this.path}`,
+    );
     return this;
   }
 

@@ -15,6 +15,9 @@ export function runProgram(progFd: number, what: string, input: RunInput): numbe
   const retval = new Uint32Array(1);
   const { data, ctx } = input;
   // the shim knows the fd only: the program is named here, the errno says why
-  checkErrno(loadShim().progTestRun(progFd, data ?? null, data?.length ?? 0, ctx ?? null, ctx?.length ?? 0, retval), `test run of ${what}`);
+  checkErrno(
+    loadShim().progTestRun(progFd, data ?? null, data?.length ?? 0, ctx ?? null, ctx?.length ?? 0, retval),
+    `test run of ${what}`,
+  );
   return retval[0] | 0;
 }

@@ -17,8 +17,14 @@ export class ObjectSettingsError extends Error {
     readonly unknown: readonly string[],
   ) {
     const parts: string[] = [];
-    if (missing.length) parts.push(`its .rodata has no ${missing.join(', ')}, which the agent must set (renamed or removed in bpf/ without the table in src/datapath.ts?)`);
-    if (unknown.length) parts.push(`it declares ${unknown.join(', ')}, which the agent does not set (the programs would run with the compiled-in default)`);
+    if (missing.length)
+      parts.push(
+        `its .rodata has no ${missing.join(', ')}, which the agent must set (renamed or removed in bpf/ without the table in src/datapath.ts?)`,
+      );
+    if (unknown.length)
+      parts.push(
+        `it declares ${unknown.join(', ')}, which the agent does not set (the programs would run with the compiled-in default)`,
+      );
     super(`Cannot configure ${object}: ${parts.join('; and ')}`);
     this.name = 'ObjectSettingsError';
   }
@@ -38,7 +44,12 @@ export interface ApplySettingsOptions {
  * checking the object's .rodata against `declared` both ways. Returns the declared settings that
  * were skipped (only with otherRelease).
  */
-export function applySettings(obj: BpfObject, declared: readonly string[], values: ReadonlyMap<string, Buffer>, opts: ApplySettingsOptions = {}): string[] {
+export function applySettings(
+  obj: BpfObject,
+  declared: readonly string[],
+  values: ReadonlyMap<string, Buffer>,
+  opts: ApplySettingsOptions = {},
+): string[] {
   for (const name of declared) {
     if (!values.has(name)) throw new TypeError(`Cannot configure ${obj.path}: the setting ${name} it must declare has no value`);
   }
@@ -46,7 +57,8 @@ export function applySettings(obj: BpfObject, declared: readonly string[], value
   const missing = declared.filter((n) => !present.has(n));
   const known = opts.otherRelease ? new Set(values.keys()) : new Set(declared);
   const unknown = [...present].filter((n) => !known.has(n));
-  if (unknown.length || (missing.length && !opts.otherRelease)) throw new ObjectSettingsError(obj.path, opts.otherRelease ? [] : missing, unknown);
+  if (unknown.length || (missing.length && !opts.otherRelease))
+    throw new ObjectSettingsError(obj.path, opts.otherRelease ? [] : missing, unknown);
   for (const name of present) obj.setRodata(name, values.get(name)!);
   return missing;
 }

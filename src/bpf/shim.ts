@@ -79,7 +79,14 @@ export interface Shim {
   netnsLink(progFd: number, netnsPath: string, linkPin: string): number;
   linkUpdateProg(linkPin: string, progFd: number): number;
   objProgFd(obj: ObjectHandle, name: string): number;
-  progTestRun(progFd: number, data: Buffer | null, dataLen: number, ctx: Buffer | null, ctxLen: number, retval: Uint32Array): number;
+  progTestRun(
+    progFd: number,
+    data: Buffer | null,
+    dataLen: number,
+    ctx: Buffer | null,
+    ctxLen: number,
+    retval: Uint32Array,
+  ): number;
   objMapFd(obj: ObjectHandle, name: string): number;
   objClose(obj: ObjectHandle): void;
   cgroupLink(obj: ObjectHandle, prog: string, cgroup: string, linkPin: string): number;
@@ -111,7 +118,15 @@ export interface Shim {
   mapNextKey(fd: number, key: Buffer | null, next: Buffer): number;
   mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: Uint32Array, opts: Buffer): number;
   mapDeleteBatch(fd: number, keys: Buffer, count: Uint32Array, opts: Buffer): number;
-  mapLookupBatch(fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: Uint32Array, opts: Buffer): number;
+  mapLookupBatch(
+    fd: number,
+    inBatch: Buffer | null,
+    outBatch: Buffer,
+    keys: Buffer,
+    values: Buffer,
+    count: Uint32Array,
+    opts: Buffer,
+  ): number;
   mapInfo(fd: number, info: Buffer, len: Uint32Array): number;
   progGetFdById(id: number): number;
   close(fd: number): number;
@@ -149,7 +164,9 @@ export function loadShim(): Shim {
     netnsLink: lib.func('int sl_netns_link(int prog_fd, const char *netns, const char *pin)'),
     linkUpdateProg: lib.func('int sl_link_update_prog(const char *pin, int prog_fd)'),
     objProgFd: lib.func('int sl_obj_prog_fd(bpf_object *obj, const char *prog)'),
-    progTestRun: lib.func('int sl_prog_test_run(int prog_fd, const void *data, uint32_t data_len, void *ctx, uint32_t ctx_len, uint32_t *retval)'),
+    progTestRun: lib.func(
+      'int sl_prog_test_run(int prog_fd, const void *data, uint32_t data_len, void *ctx, uint32_t ctx_len, uint32_t *retval)',
+    ),
     objMapFd: lib.func('int sl_obj_map_fd(bpf_object *obj, const char *map)'),
     objClose: lib.func('void sl_obj_close(bpf_object *obj)'),
     cgroupLink: lib.func('int sl_cgroup_link(bpf_object *obj, const char *prog, const char *cg, const char *pin)'),

@@ -19,7 +19,10 @@ export function socketFdsUnder(cgroupRoot: string, mount = cgroup2Mount()): Sock
     if (!/^\d+$/.test(name)) continue;
     const pid = Number(name);
     try {
-      const line = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'));
+      const line = fs
+        .readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+        .split('\n')
+        .find((l) => l.startsWith('0::'));
       if (!line) continue;
       const cg = path.join(mount, line.slice(3));
       if (cg !== cgroupRoot && !cg.startsWith(root)) continue;

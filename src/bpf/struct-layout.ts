@@ -30,12 +30,22 @@ export interface StructCodec<T> extends Codec<T> {
  * A struct's field table from [name, offset, size] rows in C order. Rows must not overlap and must
  * fit in size: a table that contradicts itself is refused here, before any codec uses it.
  */
-export function defineStruct<const F extends string>(name: string, size: number, rows: ReadonlyArray<readonly [F, number, number]>): StructLayout<F> {
+export function defineStruct<const F extends string>(
+  name: string,
+  size: number,
+  rows: ReadonlyArray<readonly [F, number, number]>,
+): StructLayout<F> {
   const fields: Field[] = [];
   let end = 0;
   for (const [field, offset, bytes] of rows) {
-    if (offset < end) throw new RangeError(`Cannot define struct ${name}: member ${field} at offset ${offset} overlaps the member before it (which ends at ${end})`);
-    if (bytes <= 0 || offset + bytes > size) throw new RangeError(`Cannot define struct ${name}: member ${field} (offset ${offset}, ${bytes} bytes) does not fit in ${size} bytes`);
+    if (offset < end)
+      throw new RangeError(
+        `Cannot define struct ${name}: member ${field} at offset ${offset} overlaps the member before it (which ends at ${end})`,
+      );
+    if (bytes <= 0 || offset + bytes > size)
+      throw new RangeError(
+        `Cannot define struct ${name}: member ${field} (offset ${offset}, ${bytes} bytes) does not fit in ${size} bytes`,
+      );
     fields.push({ name: field, offset, size: bytes });
     end = offset + bytes;
   }

@@ -93,7 +93,8 @@ export class BackupStore {
         if (!isSavedOriginal(saved)) throw new Error('missing or mistyped fields');
         originals.set(saved.file as string, saved as SavedOriginal);
       } catch (err) {
-        if (!this.reportedBadOriginals.has(file)) log.warn('Ignoring unreadable saved CNI config original', { file, err: errorMessage(err) });
+        if (!this.reportedBadOriginals.has(file))
+          log.warn('Ignoring unreadable saved CNI config original', { file, err: errorMessage(err) });
         this.reportedBadOriginals.add(file);
       }
     }
@@ -103,13 +104,22 @@ export class BackupStore {
   /** Saves an original durably (nothing is written when the same one is saved already). */
   saveOriginal(originals: SavedOriginals, saved: SavedOriginal): void {
     const known = originals.get(saved.file);
-    if (known !== undefined && known.original === saved.original && known.convertedTo === saved.convertedTo && known.mode === saved.mode) return;
+    if (
+      known !== undefined &&
+      known.original === saved.original &&
+      known.convertedTo === saved.convertedTo &&
+      known.mode === saved.mode
+    )
+      return;
     try {
       fs.mkdirSync(this.backupDir, { recursive: true, mode: 0o700 });
     } catch (err) {
       throw new Error(`Cannot create backup directory ${this.backupDir}: ${errorMessage(err)}`);
     }
-    writeFileAtomic(this.originalPath(saved.file), JSON.stringify(saved, null, 2) + '\n', { mode: 0o600, what: 'saved CNI config original' });
+    writeFileAtomic(this.originalPath(saved.file), JSON.stringify(saved, null, 2) + '\n', {
+      mode: 0o600,
+      what: 'saved CNI config original',
+    });
     originals.set(saved.file, saved);
   }
 

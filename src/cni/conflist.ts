@@ -65,8 +65,10 @@ function isListFileName(name: string, value: JsonObject): boolean {
 function checkList(value: JsonObject): string | undefined {
   if (!('name' in value)) return 'no name';
   if (typeof value.name !== 'string') return `invalid name type ${describeJsonType(value.name)}`;
-  if ('cniVersion' in value && typeof value.cniVersion !== 'string') return `invalid cniVersion type ${describeJsonType(value.cniVersion)}`;
-  if ('disableCheck' in value && typeof value.disableCheck !== 'boolean') return `invalid disableCheck type ${describeJsonType(value.disableCheck)}`;
+  if ('cniVersion' in value && typeof value.cniVersion !== 'string')
+    return `invalid cniVersion type ${describeJsonType(value.cniVersion)}`;
+  if ('disableCheck' in value && typeof value.disableCheck !== 'boolean')
+    return `invalid disableCheck type ${describeJsonType(value.disableCheck)}`;
   if (!('plugins' in value)) return "no 'plugins' key";
   if (!Array.isArray(value.plugins)) return `invalid 'plugins' type ${describeJsonType(value.plugins)}`;
   if (value.plugins.length === 0) return 'no plugins in list';
@@ -80,7 +82,8 @@ function checkList(value: JsonObject): string | undefined {
 function checkSingle(value: JsonObject): string | undefined {
   if (typeof value.type !== 'string' || value.type === '') return "missing 'type'";
   if ('name' in value && typeof value.name !== 'string') return `invalid name type ${describeJsonType(value.name)}`;
-  if ('cniVersion' in value && typeof value.cniVersion !== 'string') return `invalid cniVersion type ${describeJsonType(value.cniVersion)}`;
+  if ('cniVersion' in value && typeof value.cniVersion !== 'string')
+    return `invalid cniVersion type ${describeJsonType(value.cniVersion)}`;
   return undefined;
 }
 
@@ -92,7 +95,8 @@ export function parseCniConfig(name: string, text: string): ParsedCniConfig {
   } catch (err) {
     return { kind: 'invalid', notJson: true, reason: err instanceof Error ? err.message : String(err) };
   }
-  if (!isJsonObject(value)) return { kind: 'invalid', notJson: false, reason: `not a JSON object but ${describeJsonType(value)}` };
+  if (!isJsonObject(value))
+    return { kind: 'invalid', notJson: false, reason: `not a JSON object but ${describeJsonType(value)}` };
   if (isListFileName(name, value)) {
     const problem = checkList(value);
     if (problem !== undefined) return { kind: 'invalid', notJson: false, reason: problem };
@@ -212,7 +216,8 @@ function topObject(text: string): TextContainer {
 function pluginsArray(text: string): TextContainer {
   const members = topObject(text).items.filter((m) => m.key === 'plugins');
   const member = members[members.length - 1];
-  if (member === undefined || text[member.valueStart] !== '[') throw new SyntaxError("Cannot locate JSON value: no 'plugins' array");
+  if (member === undefined || text[member.valueStart] !== '[')
+    throw new SyntaxError("Cannot locate JSON value: no 'plugins' array");
   return readContainer(text, member.valueStart);
 }
 
@@ -281,7 +286,8 @@ export function withSluiceEntryLast(text: string, entry: JsonObject): ListEdit {
   const plugins = (JSON.parse(text) as JsonObject).plugins as unknown[];
   const sluiceIndexes = plugins.flatMap((p, i) => (isSluiceEntry(p) ? [i] : []));
   const lastIndex = plugins.length - 1;
-  if (sluiceIndexes.length === 0) return { text: appendItem(text, pluginsArray(text), entry), change: 'sluice-cni entry missing' };
+  if (sluiceIndexes.length === 0)
+    return { text: appendItem(text, pluginsArray(text), entry), change: 'sluice-cni entry missing' };
   let edited = text;
   let change: string | undefined;
   const sluiceIsLast = sluiceIndexes[sluiceIndexes.length - 1] === lastIndex;

@@ -78,12 +78,14 @@ function parseConf(stdin: string): NetConf {
   }
   if (!(SUPPORTED_VERSIONS as readonly string[]).includes(c.cniVersion)) {
     throw new CniFailure(
-      CniCode.incompatibleVersion, 'incompatible CNI versions',
+      CniCode.incompatibleVersion,
+      'incompatible CNI versions',
       `config is "${c.cniVersion}", plugin supports ${JSON.stringify(SUPPORTED_VERSIONS)}`,
     );
   }
   for (const k of ['name', 'type'] as const) {
-    if (typeof c[k] !== 'string' || c[k] === '') throw new CniFailure(CniCode.invalidConfig, 'invalid network configuration', `${k} is required`);
+    if (typeof c[k] !== 'string' || c[k] === '')
+      throw new CniFailure(CniCode.invalidConfig, 'invalid network configuration', `${k} is required`);
   }
   // null is an absent prevResult, as in Go (libcni, the plugin): encoding/json sets a map to nil
   if (c.prevResult === null) delete c.prevResult;
@@ -121,7 +123,8 @@ export function cniError(stdin: string, code: number, msg: string, details?: str
 /** Dispatches one CNI command. Never throws: failures become CNI error JSON. */
 export function handleCni(req: CniRequest, deps: CniDeps): CniReply {
   // Answered by the plugin alone (cni/dispatch.c), never forwarded: one answer, in one place.
-  if (req.command === 'VERSION') return cniError(req.stdin, CniCode.invalidEnv, 'VERSION is answered by the sluice-cni plugin, not by the agent');
+  if (req.command === 'VERSION')
+    return cniError(req.stdin, CniCode.invalidEnv, 'VERSION is answered by the sluice-cni plugin, not by the agent');
   try {
     const conf = parseConf(req.stdin);
     switch (req.command) {
@@ -160,7 +163,11 @@ function add(req: CniRequest, conf: NetConf, deps: CniDeps): CniReply {
   // Chained plugins pass the previous result on; run alone, there is nothing to pass.
   const prevRaw = rawMember(req.stdin, 'prevResult');
   if (conf.prevResult === undefined || prevRaw === undefined) {
-    throw new CniFailure(CniCode.invalidConfig, 'sluice-cni must be chained after the primary plugin', 'no prevResult in the configuration');
+    throw new CniFailure(
+      CniCode.invalidConfig,
+      'sluice-cni must be chained after the primary plugin',
+      'no prevResult in the configuration',
+    );
   }
   if (!req.netnsCookie) {
     throw new CniFailure(CniCode.invalidEnv, `CNI_NETNS ${req.env.CNI_NETNS} is not usable`, req.netnsError ?? 'no cookie');
@@ -204,15 +211,29 @@ function check(req: CniRequest, conf: NetConf, deps: CniDeps): CniReply {
     throw new CniFailure(CniCode.incompatibleVersion, 'CHECK needs cniVersion 0.4.0 or later', `config is "${conf.cniVersion}"`);
   }
   requireEnv(req.env, ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME']);
-  if (conf.prevResult === undefined) throw new CniFailure(CniCode.invalidConfig, 'sluice-cni must be chained after the primary plugin', 'no prevResult');
+  if (conf.prevResult === undefined)
+    throw new CniFailure(CniCode.invalidConfig, 'sluice-cni must be chained after the primary plugin', 'no prevResult');
   const reg = deps.registry.get(req.env.CNI_CONTAINERID!, req.env.CNI_IFNAME!);
-  if (!reg) throw new CniFailure(CniCode.notRegistered, 'sluice has no registration for this container', `${req.env.CNI_CONTAINERID} ${req.env.CNI_IFNAME}`);
+  if (!reg)
+    throw new CniFailure(
+      CniCode.notRegistered,
+      'sluice has no registration for this container',
+      `${req.env.CNI_CONTAINERID} ${req.env.CNI_IFNAME}`,
+    );
   if (reg.netnsCookie !== req.netnsCookie) {
-    throw new CniFailure(CniCode.notRegistered, 'sluice registered this container in another network namespace', `registered cookie ${reg.netnsCookie}, CNI_NETNS has ${req.netnsCookie ?? req.netnsError}`);
+    throw new CniFailure(
+      CniCode.notRegistered,
+      'sluice registered this container in another network namespace',
+      `registered cookie ${reg.netnsCookie}, CNI_NETNS has ${req.netnsCookie ?? req.netnsError}`,
+    );
   }
   const ips = resultIps(conf.prevResult).sort().join(',');
   if (ips !== [...reg.ips].sort().join(',')) {
-    throw new CniFailure(CniCode.notRegistered, 'sluice registered other IPs for this container', `registered ${reg.ips.join(',')}, prevResult has ${ips}`);
+    throw new CniFailure(
+      CniCode.notRegistered,
+      'sluice registered other IPs for this container',
+      `registered ${reg.ips.join(',')}, prevResult has ${ips}`,
+    );
   }
   return { code: 0, stdout: '' };
 }

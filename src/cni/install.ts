@@ -151,7 +151,8 @@ function withRetries<T>(attempt: () => T | undefined): T | undefined {
 }
 
 function requirePath(name: string, value: unknown): string {
-  if (typeof value !== 'string' || value === '') throw new TypeError(`Cannot use CNI install option ${name}: must be a non-empty path`);
+  if (typeof value !== 'string' || value === '')
+    throw new TypeError(`Cannot use CNI install option ${name}: must be a non-empty path`);
   return path.resolve(value);
 }
 
@@ -201,11 +202,14 @@ export class CniInstaller {
       this.pinnedName = name;
     }
     const pollMs = opts.pollMs ?? DEFAULT_POLL_MS;
-    if (!Number.isFinite(pollMs) || pollMs <= 0) throw new RangeError(`Cannot use CNI install option pollMs ${pollMs}: must be a positive number of milliseconds`);
+    if (!Number.isFinite(pollMs) || pollMs <= 0)
+      throw new RangeError(`Cannot use CNI install option pollMs ${pollMs}: must be a positive number of milliseconds`);
     this.pollMs = pollMs;
     const entry: unknown = JSON.parse(JSON.stringify(opts.pluginConf ?? null));
     if (!isSluiceEntry(entry)) {
-      throw new TypeError(`Cannot use the CNI plugin entry ${JSON.stringify(opts.pluginConf)}: its type must be "${SLUICE_PLUGIN_TYPE}"`);
+      throw new TypeError(
+        `Cannot use the CNI plugin entry ${JSON.stringify(opts.pluginConf)}: its type must be "${SLUICE_PLUGIN_TYPE}"`,
+      );
     }
     this.entry = entry as JsonObject;
     this.binaryPath = path.join(this.binDir, SLUICE_PLUGIN_TYPE);
@@ -278,7 +282,8 @@ export class CniInstaller {
     if (entries === 0) return notInstalled(`${file} has no ${SLUICE_PLUGIN_TYPE} entry`);
     if (entries > 1) return notInstalled(`${file} has ${entries} ${SLUICE_PLUGIN_TYPE} entries`);
     if (!isSluiceEntry(last)) return notInstalled(`the ${SLUICE_PLUGIN_TYPE} entry in ${file} is not the last plugin`);
-    if (!jsonEqual(last, this.entry)) return notInstalled(`the ${SLUICE_PLUGIN_TYPE} entry in ${file} differs from the configured one`);
+    if (!jsonEqual(last, this.entry))
+      return notInstalled(`the ${SLUICE_PLUGIN_TYPE} entry in ${file} differs from the configured one`);
     if (!isRegularFile(this.binaryPath)) return notInstalled(`CNI plugin binary ${this.binaryPath} is missing`);
     return { installed: true, file };
   }
@@ -295,7 +300,9 @@ export class CniInstaller {
     const originals = this.backups.loadOriginals();
     for (const saved of [...originals.values()]) {
       const released = withRetries(() => this.release(saved, originals, true));
-      lines.push(...(released ?? [`could not restore ${path.join(this.confDir, saved.file)}: it kept changing while sluice edited it`]));
+      lines.push(
+        ...(released ?? [`could not restore ${path.join(this.confDir, saved.file)}: it kept changing while sluice edited it`]),
+      );
     }
     if (fs.existsSync(this.confDir)) {
       lines.push(...this.removeRemainingEntries());
@@ -308,7 +315,8 @@ export class CniInstaller {
       fs.unlinkSync(this.binaryPath);
       lines.push(`removed ${this.binaryPath}`);
     } catch (err) {
-      if (errorCode(err) !== 'ENOENT') throw new Error(`Cannot remove CNI plugin binary ${this.binaryPath}: ${errorMessage(err)}`);
+      if (errorCode(err) !== 'ENOENT')
+        throw new Error(`Cannot remove CNI plugin binary ${this.binaryPath}: ${errorMessage(err)}`);
       lines.push(`no CNI plugin binary at ${this.binaryPath}`);
     }
     removeStaleTempFiles(this.binDir);
@@ -401,7 +409,10 @@ export class CniInstaller {
     } catch (err) {
       const code = errorCode(err);
       if (code === 'ENOENT') {
-        return { ok: false, reason: `CNI config directory ${this.confDir} does not exist yet (waiting for the primary CNI plugin to create it)` };
+        return {
+          ok: false,
+          reason: `CNI config directory ${this.confDir} does not exist yet (waiting for the primary CNI plugin to create it)`,
+        };
       }
       if (code === 'ENOTDIR') return { ok: false, reason: `CNI config directory ${this.confDir} is not a directory` };
       throw new Error(`Cannot read CNI config directory ${this.confDir}: ${errorMessage(err)}`);
@@ -423,7 +434,8 @@ export class CniInstaller {
       if (config === undefined) {
         return { ok: false, reason: `waiting for CNI config ${path.join(this.confDir, pinned)} (cni-conf-file-name) to appear` };
       }
-      if (config.parsed.kind === 'invalid') return { ok: false, reason: `Cannot parse CNI config ${config.file}: ${config.parsed.reason}` };
+      if (config.parsed.kind === 'invalid')
+        return { ok: false, reason: `Cannot parse CNI config ${config.file}: ${config.parsed.reason}` };
       return { ok: true, config };
     }
     // A conversion sorts where its .conf was: that is the position the primary CNI chose.
@@ -432,11 +444,15 @@ export class CniInstaller {
     for (const saved of originals.values()) {
       if (saved.convertedTo !== undefined && !present.has(saved.file)) sortsAs.set(saved.convertedTo, saved.file);
     }
-    const choice = configTheRuntimeLoads(files.map((f) => ({ name: f.name, text: f.text })), { sortsAs });
+    const choice = configTheRuntimeLoads(
+      files.map((f) => ({ name: f.name, text: f.text })),
+      { sortsAs },
+    );
     const chosen = choice.found ? files.find((f) => f.name === choice.name) : undefined;
     if (chosen !== undefined) return { ok: true, config: chosen };
     const skipped = choice.skipped.map((f) => `${f.name}: ${f.reason}`);
-    if (skipped.length > 0) return { ok: false, reason: `no loadable CNI config in ${this.confDir} (skipped ${skipped.join('; ')})` };
+    if (skipped.length > 0)
+      return { ok: false, reason: `no loadable CNI config in ${this.confDir} (skipped ${skipped.join('; ')})` };
     return { ok: false, reason: `no CNI config in ${this.confDir} yet (waiting for the primary CNI plugin to write one)` };
   }
 
@@ -471,7 +487,8 @@ export class CniInstaller {
 
   private reconcile(trigger: Trigger): void {
     for (let attempt = 1; !this.reconcileOnce(trigger); attempt++) {
-      if (attempt === MAX_ATTEMPTS) throw new Error(`Cannot install into CNI config in ${this.confDir}: files kept changing while sluice edited them`);
+      if (attempt === MAX_ATTEMPTS)
+        throw new Error(`Cannot install into CNI config in ${this.confDir}: files kept changing while sluice edited them`);
     }
   }
 
@@ -506,7 +523,10 @@ export class CniInstaller {
         ? `moved from ${previous}: ${config.name} is loaded first`
         : `followed to ${config.name}: ${previous} was deleted`;
     }
-    const placed = config.parsed.kind === 'single' ? this.convertAndPlace(config, originals, trigger, moveReason) : this.placeInList(config, originals, trigger, moveReason);
+    const placed =
+      config.parsed.kind === 'single'
+        ? this.convertAndPlace(config, originals, trigger, moveReason)
+        : this.placeInList(config, originals, trigger, moveReason);
     if (placed === undefined) return false;
     this.waitingReason = undefined;
     this.current = placed;
@@ -517,7 +537,8 @@ export class CniInstaller {
       if (saved.file === config.name || (saved.convertedTo ?? saved.file) === placed) continue;
       const released = this.release(saved, originals, false);
       if (released === undefined) return false;
-      if (released.length > 0) log.info('CNI config released', { file: path.join(this.confDir, saved.convertedTo ?? saved.file), actions: released });
+      if (released.length > 0)
+        log.info('CNI config released', { file: path.join(this.confDir, saved.convertedTo ?? saved.file), actions: released });
     }
     if (previous !== undefined && previous !== placed && !held.has(previous)) {
       const old = this.readConfigFile(previous);
@@ -543,7 +564,12 @@ export class CniInstaller {
     // The original is the file as the primary CNI last wrote it: saved again whenever sluice's entry
     // is absent (the primary rewrote the file), kept while the entry is there (sluice's own edit).
     if (!config.parsed.plugins.some(isSluiceEntry)) {
-      this.backups.saveOriginal(originals, { file: config.name, mode: config.mode, original: config.bytes.toString('base64'), savedAt: new Date().toISOString() });
+      this.backups.saveOriginal(originals, {
+        file: config.name,
+        mode: config.mode,
+        original: config.bytes.toString('base64'),
+        savedAt: new Date().toISOString(),
+      });
     }
     if (!this.writeConfig(config, edit.text)) return undefined;
     this.reportWrite(trigger, config.file, moveReason ?? edit.change);
@@ -556,7 +582,12 @@ export class CniInstaller {
    * finds one of them. Returns the list's name, or undefined when the original
    * changed meanwhile.
    */
-  private convertAndPlace(config: ConfigFile, originals: SavedOriginals, trigger: Trigger, moveReason?: string): string | undefined {
+  private convertAndPlace(
+    config: ConfigFile,
+    originals: SavedOriginals,
+    trigger: Trigger,
+    moveReason?: string,
+  ): string | undefined {
     const listName = listFileNameFor(config.name);
     const listFile = path.join(this.confDir, listName);
     const listExists = exists(listFile);
@@ -573,7 +604,8 @@ export class CniInstaller {
       original: config.bytes.toString('base64'),
       savedAt: new Date().toISOString(),
     });
-    if (!listExists || fs.readFileSync(listFile, 'utf8') !== text) writeFileAtomic(listFile, text, { mode: config.mode, owner: config, what: 'CNI config' });
+    if (!listExists || fs.readFileSync(listFile, 'utf8') !== text)
+      writeFileAtomic(listFile, text, { mode: config.mode, owner: config, what: 'CNI config' });
     // The primary rewrote its .conf meanwhile: convert that version at the next pass.
     if (currentVersion(config.file) !== config.version) return undefined;
     fs.unlinkSync(config.file);
@@ -596,7 +628,11 @@ export class CniInstaller {
     const config = this.readConfigFile(heldName);
     if (config === undefined) {
       this.backups.dropOriginal(originals, saved.file);
-      return [saved.convertedTo === undefined ? `${heldFile} was deleted meanwhile; nothing to restore` : `${heldFile} was deleted meanwhile; not restoring ${originalFile}`];
+      return [
+        saved.convertedTo === undefined
+          ? `${heldFile} was deleted meanwhile; nothing to restore`
+          : `${heldFile} was deleted meanwhile; not restoring ${originalFile}`,
+      ];
     }
     if (config.parsed.kind !== 'list') {
       if (!final) return []; // Keep the original until the file parses again.
@@ -631,7 +667,9 @@ export class CniInstaller {
     } else if (hasEntry) {
       if (!this.writeConfig(config, withoutSluiceEntries(config.text))) return undefined;
       const notRestoring = saved.convertedTo === undefined ? '' : `; not restoring ${originalFile}`;
-      lines.push(`removed the ${SLUICE_PLUGIN_TYPE} entry from ${heldFile} (it was changed by another writer since sluice edited it${notRestoring})`);
+      lines.push(
+        `removed the ${SLUICE_PLUGIN_TYPE} entry from ${heldFile} (it was changed by another writer since sluice edited it${notRestoring})`,
+      );
     } else {
       lines.push(`left ${heldFile} as it is: it no longer has a ${SLUICE_PLUGIN_TYPE} entry`);
     }
@@ -649,7 +687,8 @@ export class CniInstaller {
         if (!this.writeConfig(config, withoutSluiceEntries(config.text))) return undefined;
         return `removed the ${SLUICE_PLUGIN_TYPE} entry from ${config.file} (no saved original)`;
       });
-      if (done === undefined) lines.push(`could not remove the ${SLUICE_PLUGIN_TYPE} entry from ${path.join(this.confDir, name)}: it kept changing`);
+      if (done === undefined)
+        lines.push(`could not remove the ${SLUICE_PLUGIN_TYPE} entry from ${path.join(this.confDir, name)}: it kept changing`);
       else if (done !== '') lines.push(done);
     }
     return lines;

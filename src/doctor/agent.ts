@@ -58,9 +58,22 @@ export async function agentObject<T extends K8sObject>(facts: AgentFacts, key: s
 
 export function judgeAgent(f: AgentFacts): CheckResult[] {
   if (!f.status) {
-    return [warn('agent', `agent down (${f.error}): the checks below read the kernel, the pins and the state dir only`, 'start the agent (kubectl -n sluice-system get pods -l app.kubernetes.io/name=sluice -o wide; its log says why it stopped)')];
+    return [
+      warn(
+        'agent',
+        `agent down (${f.error}): the checks below read the kernel, the pins and the state dir only`,
+        'start the agent (kubectl -n sluice-system get pods -l app.kubernetes.io/name=sluice -o wide; its log says why it stopped)',
+      ),
+    ];
   }
   const st = f.status;
-  if (!st.ready) return [fail('agent', `agent up (pid ${st.pid}) but not ready (${st.phase}): ${st.reason}`, 'see the agent log; `sluice status -o json` for details')];
+  if (!st.ready)
+    return [
+      fail(
+        'agent',
+        `agent up (pid ${st.pid}) but not ready (${st.phase}): ${st.reason}`,
+        'see the agent log; `sluice status -o json` for details',
+      ),
+    ];
   return [ok('agent', `agent up (pid ${st.pid}, since ${st.startedAt}), ready: ${st.reason}`)];
 }

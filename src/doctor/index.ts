@@ -42,7 +42,13 @@ export async function runDoctor(cfg: Config): Promise<DoctorReport> {
     });
     await section(out, 'maps.pressure', () => judgeMapPressure(gatherMapUsage(cfg.bpfPinDir)));
   } else {
-    out.push(fail('datapath.links', `nothing pinned under bpf-pin-dir ${cfg.bpfPinDir}: no program is attached by sluice`, 'start the agent'));
+    out.push(
+      fail(
+        'datapath.links',
+        `nothing pinned under bpf-pin-dir ${cfg.bpfPinDir}: no program is attached by sluice`,
+        'start the agent',
+      ),
+    );
   }
   let objects: ClusterObjects | undefined;
   let objectsError: string | undefined;

@@ -72,7 +72,11 @@ export function findTool(name: string): string | undefined {
 
 /** Runs a command inside a network namespace (nsenter --net: bpffs and cgroup2 stay visible). */
 export function inNetns(netnsPath: string, cmd: string[], timeoutMs = 5000): string {
-  return execFileSync('nsenter', [`--net=${netnsPath}`, '--', ...cmd], { encoding: 'utf8', timeout: timeoutMs, stdio: ['ignore', 'pipe', 'pipe'] });
+  return execFileSync('nsenter', [`--net=${netnsPath}`, '--', ...cmd], {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 }
 
 /**
@@ -85,7 +89,9 @@ export function readIstioRules(netnsPath: string): { leftovers: IstioLeftover[];
   const errors: string[] = [];
   const tools: string[] = [];
   const nft = findTool('nft');
-  const saves = nft ? ['iptables-legacy-save', 'ip6tables-legacy-save'] : ['iptables-save', 'ip6tables-save', 'iptables-legacy-save', 'ip6tables-legacy-save'];
+  const saves = nft
+    ? ['iptables-legacy-save', 'ip6tables-legacy-save']
+    : ['iptables-save', 'ip6tables-save', 'iptables-legacy-save', 'ip6tables-legacy-save'];
   const run = (tool: string, args: string[], parse: (text: string) => IstioLeftover[]) => {
     tools.push(path.basename(tool));
     try {

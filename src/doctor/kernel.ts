@@ -98,12 +98,37 @@ interface FeatureSpec {
 }
 
 const FEATURES: Record<KernelFeature | 'netns_cookie', FeatureSpec> = {
-  btf: { what: 'kernel BTF (/sys/kernel/btf/vmlinux)', since: '5.18 built with CONFIG_DEBUG_INFO_BTF', absent: 'fail', consequence: 'the programs cannot be loaded' },
-  netns_cookie: { what: 'network-namespace cookies (SO_NETNS_COOKIE)', since: '5.14', absent: 'fail', consequence: 'pods cannot be identified in the kernel' },
-  set_retval: { what: 'bpf_set_retval in cgroup sock_addr programs', since: '5.18', absent: 'fail', consequence: 'the socket-LB programs do not load (they refuse connects to Services without endpoints with it)' },
+  btf: {
+    what: 'kernel BTF (/sys/kernel/btf/vmlinux)',
+    since: '5.18 built with CONFIG_DEBUG_INFO_BTF',
+    absent: 'fail',
+    consequence: 'the programs cannot be loaded',
+  },
+  netns_cookie: {
+    what: 'network-namespace cookies (SO_NETNS_COOKIE)',
+    since: '5.14',
+    absent: 'fail',
+    consequence: 'pods cannot be identified in the kernel',
+  },
+  set_retval: {
+    what: 'bpf_set_retval in cgroup sock_addr programs',
+    since: '5.18',
+    absent: 'fail',
+    consequence: 'the socket-LB programs do not load (they refuse connects to Services without endpoints with it)',
+  },
   sk_lookup: { what: 'sk_lookup programs', since: '5.9', absent: 'fail', consequence: 'inbound capture does not load' },
-  tcx: { what: 'tcx links', since: '6.6', absent: 'warn', consequence: "ambient pods cannot be enrolled (ztunnel's source-preserving inbound needs a tcx program on the pod's lo)" },
-  sock_destroy: { what: 'the bpf_sock_destroy kfunc', since: '6.5', absent: 'warn', consequence: 'sockets connected to a backend that went away cannot be terminated from the kernel' },
+  tcx: {
+    what: 'tcx links',
+    since: '6.6',
+    absent: 'warn',
+    consequence: "ambient pods cannot be enrolled (ztunnel's source-preserving inbound needs a tcx program on the pod's lo)",
+  },
+  sock_destroy: {
+    what: 'the bpf_sock_destroy kfunc',
+    since: '6.5',
+    absent: 'warn',
+    consequence: 'sockets connected to a backend that went away cannot be terminated from the kernel',
+  },
 };
 
 export function judgeKernel(f: KernelFacts): CheckResult[] {
@@ -111,7 +136,13 @@ export function judgeKernel(f: KernelFacts): CheckResult[] {
   const v = kernelVersion(f.release);
   if (!v) out.push(warn('kernel.version', `cannot parse the kernel release "${f.release}"; the feature probes below decide`));
   else if (v[0] < MIN_KERNEL[0] || (v[0] === MIN_KERNEL[0] && v[1] < MIN_KERNEL[1])) {
-    out.push(fail('kernel.version', `Linux ${f.release}: sluice needs Linux ≥ ${MIN_KERNEL.join('.')}`, `run the node on Linux ≥ ${MIN_KERNEL.join('.')} with BTF`));
+    out.push(
+      fail(
+        'kernel.version',
+        `Linux ${f.release}: sluice needs Linux ≥ ${MIN_KERNEL.join('.')}`,
+        `run the node on Linux ≥ ${MIN_KERNEL.join('.')} with BTF`,
+      ),
+    );
   } else out.push(ok('kernel.version', `Linux ${f.release} (sluice needs ≥ ${MIN_KERNEL.join('.')})`));
 
   for (const [name, spec] of Object.entries(FEATURES) as Array<[keyof typeof FEATURES, FeatureSpec]>) {
@@ -122,19 +153,48 @@ export function judgeKernel(f: KernelFacts): CheckResult[] {
       const msg = `${spec.what} absent (needs Linux ≥ ${spec.since}): ${spec.consequence}`;
       const fix = `run the node on Linux ≥ ${spec.since}`;
       out.push(spec.absent === 'fail' ? fail(id, msg, fix) : warn(id, msg, fix));
-    } else out.push(warn(id, `cannot probe ${spec.what}: ${r.error}`, 'run sluice doctor as root (CAP_BPF, CAP_SYS_ADMIN, CAP_NET_ADMIN)'));
+    } else
+      out.push(
+        warn(id, `cannot probe ${spec.what}: ${r.error}`, 'run sluice doctor as root (CAP_BPF, CAP_SYS_ADMIN, CAP_NET_ADMIN)'),
+      );
   }
 
   const cg = f.cgroupRoot;
-  if (!cg.exists) out.push(fail('kernel.cgroup2', `cgroup-root ${cg.path} does not exist`, 'set cgroup-root to the cgroup2 mount (or a cgroup under it)'));
+  if (!cg.exists)
+    out.push(
+      fail(
+        'kernel.cgroup2',
+        `cgroup-root ${cg.path} does not exist`,
+        'set cgroup-root to the cgroup2 mount (or a cgroup under it)',
+      ),
+    );
   else if (cg.fstype !== 'cgroup2') {
-    out.push(fail('kernel.cgroup2', `cgroup-root ${cg.path} is on ${cg.fstype ?? 'an unknown file system'} (mount ${cg.mountPoint ?? '?'}), not cgroup2`, 'mount cgroup2 (unified hierarchy) and point cgroup-root at it'));
+    out.push(
+      fail(
+        'kernel.cgroup2',
+        `cgroup-root ${cg.path} is on ${cg.fstype ?? 'an unknown file system'} (mount ${cg.mountPoint ?? '?'}), not cgroup2`,
+        'mount cgroup2 (unified hierarchy) and point cgroup-root at it',
+      ),
+    );
   } else out.push(ok('kernel.cgroup2', `cgroup-root ${cg.path} is on cgroup2 (mount ${cg.mountPoint})`));
 
   const pin = f.pinDir;
-  if (!pin.exists) out.push(fail('kernel.bpffs', `bpf-pin-dir ${pin.path} does not exist: nothing is pinned (the agent never started here)`, 'start the agent'));
+  if (!pin.exists)
+    out.push(
+      fail(
+        'kernel.bpffs',
+        `bpf-pin-dir ${pin.path} does not exist: nothing is pinned (the agent never started here)`,
+        'start the agent',
+      ),
+    );
   else if (pin.fstype !== 'bpf') {
-    out.push(fail('kernel.bpffs', `bpf-pin-dir ${pin.path} is on ${pin.fstype ?? 'an unknown file system'} (mount ${pin.mountPoint ?? '?'}), not bpffs: pins cannot live there`, 'mount -t bpf bpf /sys/fs/bpf (on the host, shared with the agent)'));
+    out.push(
+      fail(
+        'kernel.bpffs',
+        `bpf-pin-dir ${pin.path} is on ${pin.fstype ?? 'an unknown file system'} (mount ${pin.mountPoint ?? '?'}), not bpffs: pins cannot live there`,
+        'mount -t bpf bpf /sys/fs/bpf (on the host, shared with the agent)',
+      ),
+    );
   } else out.push(ok('kernel.bpffs', `bpf-pin-dir ${pin.path} is on bpffs (mount ${pin.mountPoint})`));
   return out;
 }

@@ -26,7 +26,10 @@ export interface LbFacts {
 export function gatherLbFacts(cfg: Config, objects: ClusterObjects | undefined, objectsError?: string): LbFacts {
   const facts: LbFacts = { origin: objects?.origin ?? '' };
   // without its Services, EndpointSlices (or the whole directory) the model says nothing
-  const refused = objects?.unreadable.filter((u) => u.what === 'Services' || u.what === 'EndpointSlices' || u.what.startsWith('objects directory')) ?? [];
+  const refused =
+    objects?.unreadable.filter(
+      (u) => u.what === 'Services' || u.what === 'EndpointSlices' || u.what.startsWith('objects directory'),
+    ) ?? [];
   if (!objects || (objects.source === 'api' && !objects.api?.reachable)) {
     facts.modelError = objectsError ?? `the API server is not reachable (${objects?.api?.error ?? 'unknown'})`;
   } else if (refused.length) {
@@ -69,8 +72,10 @@ export function frontendDifferences(want: ListedService, have: ListedService): s
   const hb = sorted(have.backends);
   if (wb.join(',') !== hb.join(',')) out.push(`backends [${hb.join(', ')}] pinned, [${wb.join(', ')}] in the model`);
   if (want.scope !== have.scope) out.push(`scope ${have.scope} pinned, ${want.scope} in the model`);
-  if (want.affinitySec !== have.affinitySec) out.push(`ClientIP affinity ${have.affinitySec}s pinned, ${want.affinitySec}s in the model`);
-  if (want.noLocalEndpoints !== have.noLocalEndpoints) out.push(`"no endpoint on this node" ${have.noLocalEndpoints} pinned, ${want.noLocalEndpoints} in the model`);
+  if (want.affinitySec !== have.affinitySec)
+    out.push(`ClientIP affinity ${have.affinitySec}s pinned, ${want.affinitySec}s in the model`);
+  if (want.noLocalEndpoints !== have.noLocalEndpoints)
+    out.push(`"no endpoint on this node" ${have.noLocalEndpoints} pinned, ${want.noLocalEndpoints} in the model`);
   return out;
 }
 
@@ -81,10 +86,19 @@ function capped(lines: CheckResult[], check: string, fix: string): CheckResult[]
 
 export function judgeLb(f: LbFacts): CheckResult[] {
   const id = 'lb.services';
-  if (f.pinnedError) return [fail(id, `cannot read the pinned socket-LB maps: ${f.pinnedError}`, 'start the agent: it creates and pins the maps')];
-  if (!f.model) return [warn(id, `cannot compare the pinned maps with the model: ${f.modelError}`, 'make the objects readable (k8s-objects-dir, or the API server and its credentials)')];
+  if (f.pinnedError)
+    return [fail(id, `cannot read the pinned socket-LB maps: ${f.pinnedError}`, 'start the agent: it creates and pins the maps')];
+  if (!f.model)
+    return [
+      warn(
+        id,
+        `cannot compare the pinned maps with the model: ${f.modelError}`,
+        'make the objects readable (k8s-objects-dir, or the API server and its credentials)',
+      ),
+    ];
   const pinned = new Map(f.pinned!.map((s) => [s.frontend, s]));
-  const fix = 'restart the agent: it reads the maps back and rewrites what differs; if that recurs, its log says why ("service not programmed": a full map)';
+  const fix =
+    'restart the agent: it reads the maps back and rewrites what differs; if that recurs, its log says why ("service not programmed": a full map)';
   const byService = new Map<string, string[]>();
   const note = (service: string, what: string) => byService.set(service, [...(byService.get(service) ?? []), what]);
   const services = new Set<string>();
@@ -99,12 +113,23 @@ export function judgeLb(f: LbFacts): CheckResult[] {
     for (const d of frontendDifferences(expectedListing(fe), have)) note(fe.service, `${fe.id}: ${d}`);
   }
   // the agent keeps the objects of a manifest that stopped parsing; the doctor cannot see them
-  const verdict = f.modelCaveat ? (msg: string) => warn(id, `${msg} (the model may be incomplete: ${f.modelCaveat})`, fix) : (msg: string) => fail(id, msg, fix);
+  const verdict = f.modelCaveat
+    ? (msg: string) => warn(id, `${msg} (the model may be incomplete: ${f.modelCaveat})`, fix)
+    : (msg: string) => fail(id, msg, fix);
   const lines: CheckResult[] = [];
   for (const [service, problems] of byService) lines.push(verdict(`Service ${service}: ${problems.join('; ')}`));
   for (const stale of pinned.values()) {
-    lines.push(verdict(`${stale.frontend} is in sl_lb_svc (backends ${stale.backends.join(', ') || 'none'}) but no Service has it now: connections to it are still load-balanced`));
+    lines.push(
+      verdict(
+        `${stale.frontend} is in sl_lb_svc (backends ${stale.backends.join(', ') || 'none'}) but no Service has it now: connections to it are still load-balanced`,
+      ),
+    );
   }
   if (lines.length) return capped(lines, id, fix);
-  return [ok(id, `the pinned maps hold the model exactly: ${count(f.model.length, 'frontend')} of ${count(services.size, 'Service')} (objects from ${f.origin})`)];
+  return [
+    ok(
+      id,
+      `the pinned maps hold the model exactly: ${count(f.model.length, 'frontend')} of ${count(services.size, 'Service')} (objects from ${f.origin})`,
+    ),
+  ];
 }

@@ -42,7 +42,8 @@ export function gatherMapUsage(pinDir: string): { maps: MapUsage[]; errors: stri
     try {
       m = BpfMap.openPinnedRaw(pin);
       const info = m.info();
-      if (COUNTED_TYPES.has(info.type)) maps.push({ name, type: info.type, maxEntries: info.maxEntries, entries: m.keys().length });
+      if (COUNTED_TYPES.has(info.type))
+        maps.push({ name, type: info.type, maxEntries: info.maxEntries, entries: m.keys().length });
     } catch (e) {
       // the loader's message names the pin and the cause
       errors.push((e as Error).message);
@@ -74,7 +75,13 @@ export function judgeMapPressure(usage: { maps: MapUsage[]; errors: string[] }):
   }
   if (out.length === 0) {
     const top = [...usage.maps].sort((a, b) => b.entries / (b.maxEntries || 1) - a.entries / (a.maxEntries || 1))[0];
-    out.push(ok(id, `every map below ${pct(PRESSURE_WARN)}` + (top ? `; highest ${top.name} ${pct(top.entries / (top.maxEntries || 1))} (${top.entries}/${top.maxEntries})` : '')));
+    out.push(
+      ok(
+        id,
+        `every map below ${pct(PRESSURE_WARN)}` +
+          (top ? `; highest ${top.name} ${pct(top.entries / (top.maxEntries || 1))} (${top.entries}/${top.maxEntries})` : ''),
+      ),
+    );
   }
   return out;
 }

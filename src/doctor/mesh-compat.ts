@@ -41,8 +41,16 @@ export function ciliumConfig(cm: RawObject): CiliumConfig {
   const mode = data['routing-mode'];
   const tunnel = data.tunnel;
   const overlay = mode !== undefined ? mode === 'tunnel' : tunnel === undefined || tunnel === 'vxlan' || tunnel === 'geneve';
-  const routing = mode !== undefined ? `routing-mode=${mode}` : tunnel !== undefined ? `tunnel=${tunnel}` : 'routing-mode unset (tunnel)';
-  return { socketLb, hostnsOnly: data['bpf-lb-sock-hostns-only'] === 'true', kubeProxyReplacement: kpr, cniExclusive: data['cni-exclusive'], overlay, routing };
+  const routing =
+    mode !== undefined ? `routing-mode=${mode}` : tunnel !== undefined ? `tunnel=${tunnel}` : 'routing-mode unset (tunnel)';
+  return {
+    socketLb,
+    hostnsOnly: data['bpf-lb-sock-hostns-only'] === 'true',
+    kubeProxyReplacement: kpr,
+    cniExclusive: data['cni-exclusive'],
+    overlay,
+    routing,
+  };
 }
 
 /** A Kubernetes label selector (matchLabels and matchExpressions) against labels. */
@@ -93,7 +101,8 @@ function l7Protocols(rules: unknown[]): string[] {
     if (!isObj(r)) continue;
     for (const tp of arr(r.toPorts)) {
       if (!isObj(tp) || !isObj(tp.rules)) continue;
-      for (const k of ['http', 'kafka', 'l7proto']) if (tp.rules[k] !== undefined) found.add(k === 'l7proto' ? String(tp.rules.l7proto) : k.toUpperCase());
+      for (const k of ['http', 'kafka', 'l7proto'])
+        if (tp.rules[k] !== undefined) found.add(k === 'l7proto' ? String(tp.rules.l7proto) : k.toUpperCase());
     }
   }
   return [...found];
@@ -118,7 +127,9 @@ export function mtlsMode(pod: Pod, peerAuths: RawObject[], rootNamespace = 'isti
   const hasSelector = (pa: RawObject) => isObj(pa.spec) && isObj(pa.spec.selector) && Object.keys(pa.spec.selector).length > 0;
   const labels = pod.metadata.labels ?? {};
   const ns = pod.metadata.namespace;
-  const workload = peerAuths.find((pa) => pa.metadata?.namespace === ns && hasSelector(pa) && selects((pa.spec as Json).selector, labels));
+  const workload = peerAuths.find(
+    (pa) => pa.metadata?.namespace === ns && hasSelector(pa) && selects((pa.spec as Json).selector, labels),
+  );
   const namespaced = peerAuths.find((pa) => pa.metadata?.namespace === ns && !hasSelector(pa));
   const mesh = peerAuths.find((pa) => pa.metadata?.namespace === rootNamespace && !hasSelector(pa));
   return modeOf(workload) ?? modeOf(namespaced) ?? modeOf(mesh) ?? 'PERMISSIVE';
@@ -129,14 +140,20 @@ function meshedPods(cfg: Config, pods: Pod[], namespaces: Namespace[]): Array<{ 
   const out: Array<{ pod: Pod; mode: string }> = [];
   for (const pod of pods) {
     const ns = namespaces.find((n) => n.metadata.name === pod.metadata.namespace);
-    const d = decideMode(pod, ns, [], { excludeNamespaces: cfg.excludeNamespaces, dnsCapture: cfg.meshDnsCapture, ambientDnsCapture: cfg.ambientDnsCapture });
+    const d = decideMode(pod, ns, [], {
+      excludeNamespaces: cfg.excludeNamespaces,
+      dnsCapture: cfg.meshDnsCapture,
+      ambientDnsCapture: cfg.ambientDnsCapture,
+    });
     if (d.mode !== 'none') out.push({ pod, mode: d.mode });
   }
   return out;
 }
 
 function injectionInUse(o: ClusterObjects): boolean {
-  const nsLabelled = o.namespaces.some((n) => n.metadata.labels?.['istio-injection'] === 'enabled' || n.metadata.labels?.['istio.io/rev'] !== undefined);
+  const nsLabelled = o.namespaces.some(
+    (n) => n.metadata.labels?.['istio-injection'] === 'enabled' || n.metadata.labels?.['istio.io/rev'] !== undefined,
+  );
   const injected = o.pods.some((p) => p.metadata.annotations?.['sidecar.istio.io/status'] !== undefined);
   return nsLabelled || injected;
 }
@@ -147,30 +164,75 @@ export function judgeCompat(cfg: Config, o: ClusterObjects): CheckResult[] {
   const cnps = [...rawOf(o, 'CiliumNetworkPolicy'), ...rawOf(o, 'CiliumClusterwideNetworkPolicy')];
   const istiods = rawOf(o, 'Deployment').filter((d) => d.metadata?.name === 'istiod' || d.metadata?.labels?.app === 'istiod');
   const peerAuths = rawOf(o, 'PeerAuthentication');
-  const istioCni = rawOf(o, 'DaemonSet').filter((d) => d.metadata?.name === 'istio-cni-node' || d.metadata?.labels?.['k8s-app'] === 'istio-cni-node');
+  const istioCni = rawOf(o, 'DaemonSet').filter(
+    (d) => d.metadata?.name === 'istio-cni-node' || d.metadata?.labels?.['k8s-app'] === 'istio-cni-node',
+  );
   const cilium = cm !== undefined || cnps.length > 0;
   const istio = istiods.length > 0 || peerAuths.length > 0 || istioCni.length > 0;
-  const refused = ['ConfigMap kube-system/cilium-config', 'istiod Deployments', 'CiliumNetworkPolicies', 'PeerAuthentications'].flatMap((w) => {
+  const refused = [
+    'ConfigMap kube-system/cilium-config',
+    'istiod Deployments',
+    'CiliumNetworkPolicies',
+    'PeerAuthentications',
+  ].flatMap((w) => {
     const e = wasUnreadable(o, w);
     return e ? [`${w} (${e})`] : [];
   });
-  if (refused.length) out.push(warn('compat.visible', `cannot read ${refused.join('; ')}: the Cilium/Istio checklist may miss something`, 'grant the doctor read access (get/list) to these, or run it with a kubeconfig that has it'));
+  if (refused.length)
+    out.push(
+      warn(
+        'compat.visible',
+        `cannot read ${refused.join('; ')}: the Cilium/Istio checklist may miss something`,
+        'grant the doctor read access (get/list) to these, or run it with a kubeconfig that has it',
+      ),
+    );
   if (!cilium && !istio) {
-    out.push(ok('compat.visible', 'no Cilium or Istio objects visible (cilium-config, CiliumNetworkPolicy, istiod, PeerAuthentication, istio-cni): nothing to cross-check'));
+    out.push(
+      ok(
+        'compat.visible',
+        'no Cilium or Istio objects visible (cilium-config, CiliumNetworkPolicy, istiod, PeerAuthentication, istio-cni): nothing to cross-check',
+      ),
+    );
     return out;
   }
 
   const cc = cm ? ciliumConfig(cm) : undefined;
   if (cc) {
     if (cc.socketLb && !cc.hostnsOnly) {
-      out.push(fail('compat.cilium_socket_lb', `Cilium's socket-LB runs in pods (kube-proxy-replacement=${cc.kubeProxyReplacement}, bpf-lb-sock-hostns-only is not "true"): it rewrites a meshed pod's connect(VIP) to a backend before sluice's capture, and the proxy loses the Service`, 'set bpf-lb-sock-hostns-only: "true" in kube-system/cilium-config (Helm socketLB.hostNamespaceOnly=true) and restart the Cilium agents'));
+      out.push(
+        fail(
+          'compat.cilium_socket_lb',
+          `Cilium's socket-LB runs in pods (kube-proxy-replacement=${cc.kubeProxyReplacement}, bpf-lb-sock-hostns-only is not "true"): it rewrites a meshed pod's connect(VIP) to a backend before sluice's capture, and the proxy loses the Service`,
+          'set bpf-lb-sock-hostns-only: "true" in kube-system/cilium-config (Helm socketLB.hostNamespaceOnly=true) and restart the Cilium agents',
+        ),
+      );
     } else {
-      out.push(ok('compat.cilium_socket_lb', cc.socketLb ? 'Cilium\'s socket-LB stays in the host namespace (bpf-lb-sock-hostns-only: "true")' : `Cilium's socket-LB is off (kube-proxy-replacement=${cc.kubeProxyReplacement})`));
+      out.push(
+        ok(
+          'compat.cilium_socket_lb',
+          cc.socketLb
+            ? 'Cilium\'s socket-LB stays in the host namespace (bpf-lb-sock-hostns-only: "true")'
+            : `Cilium's socket-LB is off (kube-proxy-replacement=${cc.kubeProxyReplacement})`,
+        ),
+      );
     }
     if (cc.cniExclusive === 'true') {
-      out.push(warn('compat.cilium_cni_exclusive', 'cni-exclusive is "true": Cilium renames every other CNI config to *.cilium_bak, so sluice lives on only inside Cilium\'s own conflist', 'set cni-exclusive: "false" in kube-system/cilium-config (Helm cni.exclusive=false)'));
+      out.push(
+        warn(
+          'compat.cilium_cni_exclusive',
+          'cni-exclusive is "true": Cilium renames every other CNI config to *.cilium_bak, so sluice lives on only inside Cilium\'s own conflist',
+          'set cni-exclusive: "false" in kube-system/cilium-config (Helm cni.exclusive=false)',
+        ),
+      );
     } else {
-      out.push(ok('compat.cilium_cni_exclusive', cc.cniExclusive === 'false' ? 'cni-exclusive is "false": Cilium leaves other CNI configs alone' : 'cni-exclusive is not set: Cilium does not write CNI configs'));
+      out.push(
+        ok(
+          'compat.cilium_cni_exclusive',
+          cc.cniExclusive === 'false'
+            ? 'cni-exclusive is "false": Cilium leaves other CNI configs alone'
+            : 'cni-exclusive is not set: Cilium does not write CNI configs',
+        ),
+      );
     }
   }
 
@@ -187,14 +249,29 @@ export function judgeCompat(cfg: Config, o: ClusterObjects): CheckResult[] {
           if (!clusterwide && pod.metadata.namespace !== (p.metadata?.namespace ?? 'default')) continue;
           if (!selects(spec.endpointSelector, ciliumLabels(pod))) continue;
           const mtls = mtlsMode(pod, peerAuths);
-          if (mtls !== 'DISABLE') split.push(`${pname} has ${protos.join('/')} rules for ${pod.metadata.namespace}/${pod.metadata.name} (${mode}, Istio mTLS ${mtls})`);
+          if (mtls !== 'DISABLE')
+            split.push(
+              `${pname} has ${protos.join('/')} rules for ${pod.metadata.namespace}/${pod.metadata.name} (${mode}, Istio mTLS ${mtls})`,
+            );
         }
       }
     }
     for (const s of split) {
-      out.push(fail('compat.l7_split_brain', `${s}: Cilium's L7 proxy sees Istio's encrypted bytes and cannot apply the rules (split brain)`, 'set PeerAuthentication mtls.mode: DISABLE for those workloads, or express the L7 rules as Istio AuthorizationPolicy'));
+      out.push(
+        fail(
+          'compat.l7_split_brain',
+          `${s}: Cilium's L7 proxy sees Istio's encrypted bytes and cannot apply the rules (split brain)`,
+          'set PeerAuthentication mtls.mode: DISABLE for those workloads, or express the L7 rules as Istio AuthorizationPolicy',
+        ),
+      );
     }
-    if (split.length === 0) out.push(ok('compat.l7_split_brain', `no Cilium L7 rule applies to a meshed pod with Istio mTLS on (${cnps.length} Cilium policies)`));
+    if (split.length === 0)
+      out.push(
+        ok(
+          'compat.l7_split_brain',
+          `no Cilium L7 rule applies to a meshed pod with Istio mTLS on (${cnps.length} Cilium policies)`,
+        ),
+      );
   }
 
   if (cc && istiods.length > 0) {
@@ -205,14 +282,35 @@ export function judgeCompat(cfg: Config, o: ClusterObjects): CheckResult[] {
     });
     if (cc.overlay && injection && offHost.length > 0) {
       const names = offHost.map((d) => `${d.metadata?.namespace}/${d.metadata?.name}`).join(', ');
-      out.push(warn('compat.istiod_host_network', `istiod (${names}) is not on hostNetwork while Cilium runs an overlay (${cc.routing}) and sidecars are injected: an API server outside the overlay (managed control planes) cannot reach the injection webhook`, 'run istiod with hostNetwork: true, or Cilium in native routing'));
+      out.push(
+        warn(
+          'compat.istiod_host_network',
+          `istiod (${names}) is not on hostNetwork while Cilium runs an overlay (${cc.routing}) and sidecars are injected: an API server outside the overlay (managed control planes) cannot reach the injection webhook`,
+          'run istiod with hostNetwork: true, or Cilium in native routing',
+        ),
+      );
     } else {
-      out.push(ok('compat.istiod_host_network', !cc.overlay ? `Cilium routes natively (${cc.routing}): istiod's webhook is reachable from the API server` : !injection ? 'no sidecar injection in use' : 'istiod runs on hostNetwork'));
+      out.push(
+        ok(
+          'compat.istiod_host_network',
+          !cc.overlay
+            ? `Cilium routes natively (${cc.routing}): istiod's webhook is reachable from the API server`
+            : !injection
+              ? 'no sidecar injection in use'
+              : 'istiod runs on hostNetwork',
+        ),
+      );
     }
   }
 
   for (const d of istioCni) {
-    out.push(warn('compat.istio_cni', `istio-cni's node agent (DaemonSet ${d.metadata?.namespace}/${d.metadata?.name}) is installed beside sluice: it captures the same pods with its own rules and serves ZDS on the same socket`, 'install Istio without its CNI component (sluice replaces it; see "Running Istio\'s ztunnel on sluice")'));
+    out.push(
+      warn(
+        'compat.istio_cni',
+        `istio-cni's node agent (DaemonSet ${d.metadata?.namespace}/${d.metadata?.name}) is installed beside sluice: it captures the same pods with its own rules and serves ZDS on the same socket`,
+        'install Istio without its CNI component (sluice replaces it; see "Running Istio\'s ztunnel on sluice")',
+      ),
+    );
   }
   return out;
 }

@@ -108,9 +108,16 @@ function apiReads(nodeName: string): ApiRead[] {
     { what: 'this Node', path: `/api/v1/nodes?fieldSelector=${encodeURIComponent(`metadata.name=${node}`)}` },
     { what: 'ConfigMap kube-system/cilium-config', path: '/api/v1/namespaces/kube-system/configmaps/cilium-config' },
     { what: 'DaemonSet kube-system/kube-proxy', path: '/apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy' },
-    { what: 'kube-proxy Pods', path: `/api/v1/namespaces/kube-system/pods?labelSelector=${encodeURIComponent('k8s-app=kube-proxy')}`, raw: true },
+    {
+      what: 'kube-proxy Pods',
+      path: `/api/v1/namespaces/kube-system/pods?labelSelector=${encodeURIComponent('k8s-app=kube-proxy')}`,
+      raw: true,
+    },
     { what: 'istiod Deployments', path: `/apis/apps/v1/deployments?labelSelector=${encodeURIComponent('app=istiod')}` },
-    { what: 'istio-cni DaemonSets', path: `/apis/apps/v1/daemonsets?labelSelector=${encodeURIComponent('k8s-app=istio-cni-node')}` },
+    {
+      what: 'istio-cni DaemonSets',
+      path: `/apis/apps/v1/daemonsets?labelSelector=${encodeURIComponent('k8s-app=istio-cni-node')}`,
+    },
     { what: 'CiliumNetworkPolicies', path: '/apis/cilium.io/v2/ciliumnetworkpolicies' },
     { what: 'CiliumClusterwideNetworkPolicies', path: '/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies' },
     { what: 'PeerAuthentications', path: '/apis/security.istio.io/v1/peerauthentications' },
@@ -153,7 +160,10 @@ export function readClusterObjects(cfg: Config): Promise<ClusterObjects> {
 /** Raw objects of a kind (and optionally a namespace/name). */
 export function rawOf(objects: ClusterObjects, kind: string, namespace?: string, name?: string): RawObject[] {
   return objects.raw.filter(
-    (o) => o.kind === kind && (namespace === undefined || (o.metadata?.namespace ?? 'default') === namespace) && (name === undefined || o.metadata?.name === name),
+    (o) =>
+      o.kind === kind &&
+      (namespace === undefined || (o.metadata?.namespace ?? 'default') === namespace) &&
+      (name === undefined || o.metadata?.name === name),
   );
 }
 

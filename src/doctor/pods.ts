@@ -119,7 +119,12 @@ function objectsUsable(o: ClusterObjects): boolean {
   return o.api?.reachable === true && !o.unreadable.some((u) => u.what === "this node's Pods" || u.what === 'Namespaces');
 }
 
-async function intendedMode(cfg: Config, reg: PodRegistration, agent: AgentFacts, objects: ClusterObjects | undefined): Promise<PodFacts['intended']> {
+async function intendedMode(
+  cfg: Config,
+  reg: PodRegistration,
+  agent: AgentFacts,
+  objects: ClusterObjects | undefined,
+): Promise<PodFacts['intended']> {
   let pod: Pod | undefined;
   let ns: Namespace | undefined;
   let from: PodFacts['intended']['from'];
@@ -187,7 +192,8 @@ export async function gatherPodFacts(cfg: Config, agent: AgentFacts, objects: Cl
       if (netnsAlive && (captured || p.intended.mode !== 'none')) {
         p.netnsIno = fs.statSync(reg.netnsPath).ino;
         p.skLookup = linkState(netnsLinkPin(cfg.bpfPinDir, reg.netnsCookie));
-        if (p.kernel?.mode === 'ambient' || p.intended.mode === 'ambient') p.tcx = linkState(tcxLinkPin(cfg.bpfPinDir, reg.netnsCookie));
+        if (p.kernel?.mode === 'ambient' || p.intended.mode === 'ambient')
+          p.tcx = linkState(tcxLinkPin(cfg.bpfPinDir, reg.netnsCookie));
       }
       if (netnsAlive && captured) {
         try {
@@ -229,24 +235,50 @@ function samePolicy(a: Policy, b: Policy): boolean {
 }
 
 function policyText(p: Policy): string {
-  return p.mode === 'sidecar' ? describePolicy(p) : JSON.stringify({ flags: p.flags, ports: [p.outboundPort, p.inboundPort, p.dnsPort], podIps: p.podIps });
+  return p.mode === 'sidecar'
+    ? describePolicy(p)
+    : JSON.stringify({ flags: p.flags, ports: [p.outboundPort, p.inboundPort, p.dnsPort], podIps: p.podIps });
 }
 
 export function judgePods(f: PodsFacts): CheckResult[] {
-  if (f.mapsError && f.pods.length > 0) return [fail('pods.mode', `${count(f.pods.length, 'pod')} registered, but the capture maps cannot be read: ${f.mapsError}`, 'start the agent: it creates and pins the maps')];
+  if (f.mapsError && f.pods.length > 0)
+    return [
+      fail(
+        'pods.mode',
+        `${count(f.pods.length, 'pod')} registered, but the capture maps cannot be read: ${f.mapsError}`,
+        'start the agent: it creates and pins the maps',
+      ),
+    ];
   const out: CheckResult[] = [];
   if (f.unregistered.length) {
-    out.push(warn('pods.unregistered', `sl_endpoints captures ${count(f.unregistered.length, 'network namespace')} no registered pod has (netns cookies ${f.unregistered.join(', ')}): left behind by a registration that is gone`, 'restart the agent: it releases the capture of namespaces it has no registration for'));
+    out.push(
+      warn(
+        'pods.unregistered',
+        `sl_endpoints captures ${count(f.unregistered.length, 'network namespace')} no registered pod has (netns cookies ${f.unregistered.join(', ')}): left behind by a registration that is gone`,
+        'restart the agent: it releases the capture of namespaces it has no registration for',
+      ),
+    );
   }
   if (f.pods.length === 0) return [ok('pods.mode', `no pods registered by the CNI plugin (state-dir ${f.stateDir})`), ...out];
   const live = f.pods.filter((p) => p.netnsAlive);
   for (const p of f.pods.filter((x) => !x.netnsAlive)) {
-    out.push(warn('pods.netns', `${podName(p.reg)}: its network namespace ${p.reg.netnsPath} is gone or another (registration of netns cookie ${p.reg.netnsCookie} is stale)`, 'restart the agent: it drops registrations whose namespace is gone'));
+    out.push(
+      warn(
+        'pods.netns',
+        `${podName(p.reg)}: its network namespace ${p.reg.netnsPath} is gone or another (registration of netns cookie ${p.reg.netnsCookie} is stale)`,
+        'restart the agent: it drops registrations whose namespace is gone',
+      ),
+    );
   }
   out.push(...judgeModes(live));
   const captured = live.filter((p) => p.kernel && p.kernel.mode !== 'none');
   out.push(...judgeLinks(live));
-  out.push(...judgeZtunnel(f, captured.filter((p) => p.kernel!.mode === 'ambient')));
+  out.push(
+    ...judgeZtunnel(
+      f,
+      captured.filter((p) => p.kernel!.mode === 'ambient'),
+    ),
+  );
   out.push(...judgeProxies(captured));
   out.push(...judgeIstioRules(captured));
   return out;
@@ -254,7 +286,7 @@ export function judgePods(f: PodsFacts): CheckResult[] {
 
 function judgeModes(pods: PodFacts[]): CheckResult[] {
   const id = 'pods.mode';
-  const fix = 'restart the agent: it re-applies every pod\'s decision at start (and on every change of the pod\'s objects)';
+  const fix = "restart the agent: it re-applies every pod's decision at start (and on every change of the pod's objects)";
   const out: CheckResult[] = [];
   const counts: Record<Mode, number> = { sidecar: 0, ambient: 0, none: 0 };
   for (const p of pods) {
@@ -266,10 +298,22 @@ function judgeModes(pods: PodFacts[]): CheckResult[] {
       const holds = p.kernel ? `mode=${have}` : `nothing (no sl_endpoints entry for netns cookie ${p.reg.netnsCookie})`;
       out.push(fail(id, `${podName(p.reg)}: intended mode=${want.mode} (${want.rule})${basis}, the kernel holds ${holds}`, fix));
     } else if (p.kernel && want.policy && !samePolicy(p.kernel, want.policy)) {
-      out.push(fail(id, `${podName(p.reg)}: mode=${have} as intended, but the kernel's policy [${policyText(p.kernel)}] is not the intended [${policyText(want.policy)}]`, fix));
+      out.push(
+        fail(
+          id,
+          `${podName(p.reg)}: mode=${have} as intended, but the kernel's policy [${policyText(p.kernel)}] is not the intended [${policyText(want.policy)}]`,
+          fix,
+        ),
+      );
     }
   }
-  if (out.length === 0) out.push(ok(id, `${count(pods.length, 'registered pod')}: the kernel holds the intended mode of each (sidecar ${counts.sidecar}, ambient ${counts.ambient}, none ${counts.none})`));
+  if (out.length === 0)
+    out.push(
+      ok(
+        id,
+        `${count(pods.length, 'registered pod')}: the kernel holds the intended mode of each (sidecar ${counts.sidecar}, ambient ${counts.ambient}, none ${counts.none})`,
+      ),
+    );
   return out;
 }
 
@@ -278,7 +322,8 @@ function linkProblem(l: LinkState | undefined, type: number, target: bigint | un
   if (l.error || !l.desc) return `cannot read the ${what} link at ${l.pin}: ${l.error}`;
   if (l.desc.type !== type) return `the link at ${l.pin} is not a ${what} link (type ${l.desc.type})`;
   if (l.desc.target === 0n) return `the ${what} link at ${l.pin} is detached`;
-  if (target !== undefined && l.desc.target !== target) return `the ${what} link at ${l.pin} is attached elsewhere (${l.desc.target}, the pod's is ${target})`;
+  if (target !== undefined && l.desc.target !== target)
+    return `the ${what} link at ${l.pin} is attached elsewhere (${l.desc.target}, the pod's is ${target})`;
   return undefined;
 }
 
@@ -290,41 +335,75 @@ function judgeLinks(pods: PodFacts[]): CheckResult[] {
   for (const p of pods) {
     if (!p.kernel || p.kernel.mode === 'none') continue;
     const a = linkProblem(p.skLookup, LINK_TYPE.netns, p.netnsIno === undefined ? undefined : BigInt(p.netnsIno), 'sk_lookup');
-    if (a) out.push(fail(id, `${podName(p.reg)} (${p.kernel.mode}): ${a}: inbound capture is off`, 'restart the agent: it enrols the pod again'));
+    if (a)
+      out.push(
+        fail(
+          id,
+          `${podName(p.reg)} (${p.kernel.mode}): ${a}: inbound capture is off`,
+          'restart the agent: it enrols the pod again',
+        ),
+      );
     else skl++;
     if (p.kernel.mode === 'ambient') {
       // the tcx link on lo has ifindex 1 (loopback) as its target
       const b = linkProblem(p.tcx, LINK_TYPE.tcx, 1n, 'tcx');
-      if (b) out.push(fail(id, `${podName(p.reg)} (ambient): ${b}: the app's replies to ztunnel's source-preserving connections are not routed back`, 'restart the agent: it enrols the pod again'));
+      if (b)
+        out.push(
+          fail(
+            id,
+            `${podName(p.reg)} (ambient): ${b}: the app's replies to ztunnel's source-preserving connections are not routed back`,
+            'restart the agent: it enrols the pod again',
+          ),
+        );
       else tcx++;
     }
   }
-  if (out.length === 0 && skl > 0) out.push(ok(id, `captured pods' links attached: ${count(skl, 'sk_lookup link')}${tcx ? `, ${count(tcx, 'tcx link')} on lo` : ''}`));
+  if (out.length === 0 && skl > 0)
+    out.push(
+      ok(id, `captured pods' links attached: ${count(skl, 'sk_lookup link')}${tcx ? `, ${count(tcx, 'tcx link')} on lo` : ''}`),
+    );
   return out;
 }
 
 function judgeZtunnel(f: PodsFacts, ambient: PodFacts[]): CheckResult[] {
   const id = 'pods.ztunnel';
   if (ambient.length === 0) return [];
-  if (!f.zdsConfigured) return [ok(id, `ztunnel-uds-address is empty: ${count(ambient.length, 'ambient pod')} not handed to a ztunnel (not checked)`)];
+  if (!f.zdsConfigured)
+    return [
+      ok(id, `ztunnel-uds-address is empty: ${count(ambient.length, 'ambient pod')} not handed to a ztunnel (not checked)`),
+    ];
   const out: CheckResult[] = [];
-  const fix = 'look at ztunnel\'s log and `sluice endpoint list` (zds=…); the agent retries a refused pod with backoff';
+  const fix = "look at ztunnel's log and `sluice endpoint list` (zds=…); the agent retries a refused pod with backoff";
   if (f.agentUp && f.ztunnelsConnected === 0) {
-    out.push(fail(id, `no ztunnel is connected to the agent's ZDS socket: ${count(ambient.length, 'ambient pod')} fail${ambient.length === 1 ? 's' : ''} closed`, 'start ztunnel on this node (its DaemonSet mounts the same ztunnel-uds-address)'));
+    out.push(
+      fail(
+        id,
+        `no ztunnel is connected to the agent's ZDS socket: ${count(ambient.length, 'ambient pod')} fail${ambient.length === 1 ? 's' : ''} closed`,
+        'start ztunnel on this node (its DaemonSet mounts the same ztunnel-uds-address)',
+      ),
+    );
   }
   const stale = f.agentUp ? '' : ' (last known state: agent down)';
   for (const p of ambient) {
     const st = p.zds;
-    if (!st) out.push(fail(id, `${podName(p.reg)}: never handed to ztunnel (no ZDS state for uid ${p.reg.uid || '(none)'})${stale}`, fix));
-    else if (st.state === 'nack') out.push(fail(id, `${podName(p.reg)}: ztunnel refused it: ${st.error ?? 'no reason given'} (attempt ${st.attempts})${stale}`, fix));
+    if (!st)
+      out.push(
+        fail(id, `${podName(p.reg)}: never handed to ztunnel (no ZDS state for uid ${p.reg.uid || '(none)'})${stale}`, fix),
+      );
+    else if (st.state === 'nack')
+      out.push(
+        fail(id, `${podName(p.reg)}: ztunnel refused it: ${st.error ?? 'no reason given'} (attempt ${st.attempts})${stale}`, fix),
+      );
     else if (st.state === 'pending') {
       const ms = st.since ? f.now - Date.parse(st.since) : Infinity;
       const age = Number.isFinite(ms) ? `${Math.round(ms / 1000)} s` : 'an unknown time';
-      if (ms > ZDS_PENDING_FAIL_MS) out.push(fail(id, `${podName(p.reg)}: not acked by ztunnel for ${age}: its traffic fails closed${stale}`, fix));
+      if (ms > ZDS_PENDING_FAIL_MS)
+        out.push(fail(id, `${podName(p.reg)}: not acked by ztunnel for ${age}: its traffic fails closed${stale}`, fix));
       else out.push(warn(id, `${podName(p.reg)}: hand-off to ztunnel in progress (pending for ${age})${stale}`));
     }
   }
-  if (out.length === 0) out.push(ok(id, `${count(ambient.length, 'ambient pod')} acked by ztunnel (${f.ztunnelsConnected ?? '?'} connected)`));
+  if (out.length === 0)
+    out.push(ok(id, `${count(ambient.length, 'ambient pod')} acked by ztunnel (${f.ztunnelsConnected ?? '?'} connected)`));
   return out;
 }
 
@@ -343,12 +422,27 @@ function judgeProxies(pods: PodFacts[]): CheckResult[] {
     const unknown = need.filter((port) => p.listening!.includes(port) && !p.datapathListeners.includes(port));
     const proxy = p.kernel!.mode === 'ambient' ? 'ztunnel' : 'the sidecar';
     if (missing.length) {
-      out.push(fail(id, `${name}: nothing listens on ${missing.join(', ')} in its network namespace: ${proxy} is not running there, captured connections fail closed`, `start ${proxy} for the pod (or remove the pod from the mesh)`));
+      out.push(
+        fail(
+          id,
+          `${name}: nothing listens on ${missing.join(', ')} in its network namespace: ${proxy} is not running there, captured connections fail closed`,
+          `start ${proxy} for the pod (or remove the pod from the mesh)`,
+        ),
+      );
     } else if (unknown.length) {
-      out.push(fail(id, `${name}: ${proxy} listens on ${unknown.join(', ')} but sl_listeners does not hold it (opened before the pod was enrolled?): captured connections fail closed`, `restart ${proxy}: a listener opened before enrolment is never offered to the datapath`));
+      out.push(
+        fail(
+          id,
+          `${name}: ${proxy} listens on ${unknown.join(', ')} but sl_listeners does not hold it (opened before the pod was enrolled?): captured connections fail closed`,
+          `restart ${proxy}: a listener opened before enrolment is never offered to the datapath`,
+        ),
+      );
     } else fine++;
   }
-  if (out.length === 0 && fine > 0) out.push(ok(id, `the proxies of ${count(fine, 'captured pod')} listen on their capture ports and the datapath knows each listener`));
+  if (out.length === 0 && fine > 0)
+    out.push(
+      ok(id, `the proxies of ${count(fine, 'captured pod')} listen on their capture ports and the datapath knows each listener`),
+    );
   return out;
 }
 
@@ -359,9 +453,17 @@ function judgeIstioRules(pods: PodFacts[]): CheckResult[] {
   for (const p of pods) {
     const name = `${podName(p.reg)} (${p.kernel!.mode})`;
     if (p.istio?.length) {
-      out.push(fail(id, `${name}: Istio's own capture rules are in its network namespace (${describeLeftovers(p.istio)}): connections are redirected twice`, 'install Istio without istio-init and without its CNI node agent (sluice replaces both), then recreate the pod'));
+      out.push(
+        fail(
+          id,
+          `${name}: Istio's own capture rules are in its network namespace (${describeLeftovers(p.istio)}): connections are redirected twice`,
+          'install Istio without istio-init and without its CNI node agent (sluice replaces both), then recreate the pod',
+        ),
+      );
     } else if (p.istioErrors?.length) {
-      out.push(warn(id, `${name}: cannot read its rules: ${p.istioErrors.join('; ')}`, 'install nftables and iptables beside sluice'));
+      out.push(
+        warn(id, `${name}: cannot read its rules: ${p.istioErrors.join('; ')}`, 'install nftables and iptables beside sluice'),
+      );
     } else checked++;
   }
   if (out.length === 0 && checked > 0) out.push(ok(id, `no istio-init or istio-cni rules in ${count(checked, 'captured pod')}`));

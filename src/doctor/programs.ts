@@ -11,7 +11,17 @@ import { cgroupId } from '../bpf';
 import { addrCodec } from '../bpf/layout';
 import { describeLink, LINK_TYPE, loadedProgram, probeFeature, type LinkDesc, type LoadedProgram } from '../bpf/introspect';
 import type { Config } from '../config';
-import { LO_MARK_PROG, OBJECTS, programSettings, PROGS_DIR, SK_LOOKUP_PROG, SOCK_DESTROY_PROGS, sockDestroyProgPin, sockLinkPin, type SettingName } from '../datapath';
+import {
+  LO_MARK_PROG,
+  OBJECTS,
+  programSettings,
+  PROGS_DIR,
+  SK_LOOKUP_PROG,
+  SOCK_DESTROY_PROGS,
+  sockDestroyProgPin,
+  sockLinkPin,
+  type SettingName,
+} from '../datapath';
 import { count, fail, ok, warn, type CheckResult } from './report';
 
 export interface LinkFacts {
@@ -98,16 +108,39 @@ export function judgeLinks(f: ProgramFacts): CheckResult[] {
     const id = 'datapath.links';
     if (!l.exists) out.push(fail(id, `${l.prog}: no link pinned at ${l.pin}: the program is not attached`, FIX_ATTACH));
     else if (l.error || !l.link) out.push(fail(id, `${l.prog}: cannot read the link pinned at ${l.pin}: ${l.error}`, FIX_ATTACH));
-    else if (l.link.type !== LINK_TYPE.cgroup) out.push(fail(id, `${l.prog}: the link pinned at ${l.pin} is not a cgroup link (type ${l.link.type})`, FIX_ATTACH));
-    else if (l.link.target === 0n) out.push(fail(id, `${l.prog}: the link pinned at ${l.pin} is detached (its cgroup is gone or someone detached it): the program runs nowhere`, FIX_ATTACH));
+    else if (l.link.type !== LINK_TYPE.cgroup)
+      out.push(fail(id, `${l.prog}: the link pinned at ${l.pin} is not a cgroup link (type ${l.link.type})`, FIX_ATTACH));
+    else if (l.link.target === 0n)
+      out.push(
+        fail(
+          id,
+          `${l.prog}: the link pinned at ${l.pin} is detached (its cgroup is gone or someone detached it): the program runs nowhere`,
+          FIX_ATTACH,
+        ),
+      );
     else if (f.cgroupId !== undefined && l.link.target !== f.cgroupId) {
-      out.push(fail(id, `${l.prog}: attached to cgroup id ${l.link.target}, but cgroup-root ${f.cgroupRoot} is cgroup id ${f.cgroupId}`, FIX_ATTACH));
+      out.push(
+        fail(
+          id,
+          `${l.prog}: attached to cgroup id ${l.link.target}, but cgroup-root ${f.cgroupRoot} is cgroup id ${f.cgroupId}`,
+          FIX_ATTACH,
+        ),
+      );
     } else if (l.loaded && l.loaded.name !== l.prog.slice(0, 15)) {
-      out.push(fail(id, `${l.prog}: the link pinned at ${l.pin} runs program "${l.loaded.name}" (id ${l.loaded.id})`, FIX_ATTACH));
+      out.push(
+        fail(id, `${l.prog}: the link pinned at ${l.pin} runs program "${l.loaded.name}" (id ${l.loaded.id})`, FIX_ATTACH),
+      );
     }
   }
   for (const p of f.pinnedProgs) {
-    if (!p.exists) out.push(fail('datapath.links', `per-pod program ${p.name} is not pinned at ${p.pin}: pods cannot be enrolled`, 'restart the agent: it pins the per-pod programs at start'));
+    if (!p.exists)
+      out.push(
+        fail(
+          'datapath.links',
+          `per-pod program ${p.name} is not pinned at ${p.pin}: pods cannot be enrolled`,
+          'restart the agent: it pins the per-pod programs at start',
+        ),
+      );
   }
   // iterators are run by the agent, never attached: only their pins are looked for, and only
   // where the kernel can run them (without bpf_sock_destroy the kernel checks warn already)
@@ -121,10 +154,22 @@ export function judgeLinks(f: ProgramFacts): CheckResult[] {
       ),
     );
   }
-  if (f.cgroupId === undefined) out.push(fail('datapath.links', `cgroup-root ${f.cgroupRoot} cannot be read: where the programs should be attached is unknown`, 'set cgroup-root to an existing cgroup2 directory'));
+  if (f.cgroupId === undefined)
+    out.push(
+      fail(
+        'datapath.links',
+        `cgroup-root ${f.cgroupRoot} cannot be read: where the programs should be attached is unknown`,
+        'set cgroup-root to an existing cgroup2 directory',
+      ),
+    );
   if (out.length === 0) {
     const iterators = f.iterators?.kernel ? '; socket-destroy iterators pinned (run by the agent, not attached)' : '';
-    out.push(ok('datapath.links', `${count(f.links.length, 'program')} attached to cgroup-root ${f.cgroupRoot} (cgroup id ${f.cgroupId}) through their pinned links; per-pod programs pinned${iterators}`));
+    out.push(
+      ok(
+        'datapath.links',
+        `${count(f.links.length, 'program')} attached to cgroup-root ${f.cgroupRoot} (cgroup id ${f.cgroupId}) through their pinned links; per-pod programs pinned${iterators}`,
+      ),
+    );
   }
   return out;
 }
@@ -151,7 +196,8 @@ const SETTINGS: Record<SettingName, SettingSpec> = {
     key: 'mesh-dns-servers',
     show: (b) => {
       const ips: string[] = [];
-      for (let i = 0; i + addrCodec.size <= b.length; i += addrCodec.size) if (!b.subarray(i, i + addrCodec.size).every((x) => x === 0)) ips.push(addrCodec.decode(b, i));
+      for (let i = 0; i + addrCodec.size <= b.length; i += addrCodec.size)
+        if (!b.subarray(i, i + addrCodec.size).every((x) => x === 0)) ips.push(addrCodec.decode(b, i));
       return ips.length ? ips.join(',') : '(empty: every resolver)';
     },
   },
@@ -186,7 +232,11 @@ export function judgeSettings(f: ProgramFacts): CheckResult[] {
       }
       if (want.length !== loaded.length || !want.equals(loaded)) {
         const key = `${v.name}|${loaded.toString('hex')}`;
-        const m = mismatch.get(key) ?? { loaded: show(v.name, loaded), expected: want.length === loaded.length ? show(v.name, want) : `${want.length} bytes`, progs: [] };
+        const m = mismatch.get(key) ?? {
+          loaded: show(v.name, loaded),
+          expected: want.length === loaded.length ? show(v.name, want) : `${want.length} bytes`,
+          progs: [],
+        };
         m.progs.push(l.prog);
         mismatch.set(key, m);
       }
@@ -196,7 +246,10 @@ export function judgeSettings(f: ProgramFacts): CheckResult[] {
   for (const [key, m] of mismatch) {
     const name = key.split('|')[0];
     const setting = settingSpec(name)?.key ?? name;
-    const source = name === 'cfg_host_netns_cookie' && f.hostNetnsCookieFrom === 'doctor' ? ' (agent down: compared with the cookie of the namespace doctor runs in)' : '';
+    const source =
+      name === 'cfg_host_netns_cookie' && f.hostNetnsCookieFrom === 'doctor'
+        ? ' (agent down: compared with the cookie of the namespace doctor runs in)'
+        : '';
     out.push(
       fail(
         id,
@@ -206,10 +259,23 @@ export function judgeSettings(f: ProgramFacts): CheckResult[] {
     );
   }
   for (const [name, progs] of unknown) {
-    out.push(warn(id, `${name}: a setting this sluice does not know, in ${progs.join(', ')}: the programs come from another sluice version`, 'run doctor from the same version as the agent'));
+    out.push(
+      warn(
+        id,
+        `${name}: a setting this sluice does not know, in ${progs.join(', ')}: the programs come from another sluice version`,
+        'run doctor from the same version as the agent',
+      ),
+    );
   }
   if (compared === 0) {
-    if (f.links.some((l) => l.loaded)) out.push(warn(id, 'the attached programs have no .rodata: their settings cannot be read back', 'restart the agent with this version of sluice'));
+    if (f.links.some((l) => l.loaded))
+      out.push(
+        warn(
+          id,
+          'the attached programs have no .rodata: their settings cannot be read back',
+          'restart the agent with this version of sluice',
+        ),
+      );
     return out;
   }
   if (out.length === 0) {

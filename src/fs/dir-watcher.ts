@@ -160,6 +160,10 @@ export class DirWatcher {
     // expected wait (for the primary CNI plugin to create cni-conf-dir).
     const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
     const report = this.watchFailures === 1 && !(missing && this.missingIsNormal) ? log.warn : log.debug;
-    report(`Cannot watch ${this.what}; relying on the periodic rescan`, { dir: this.dir, err: errorMessage(err), rescanMs: this.rescanMs });
+    report(`Cannot watch ${this.what}; relying on the periodic rescan`, {
+      dir: this.dir,
+      err: errorMessage(err),
+      rescanMs: this.rescanMs,
+    });
   }
 }

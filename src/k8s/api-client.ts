@@ -112,7 +112,8 @@ export class ApiClient {
     // is picked up after a 401 rather than up to a minute later
     this.tokenFile = opts.kubeconfig ? kubeconfigTokenFile(opts.kubeconfig, creds.user) : SA_TOKEN;
     if (this.tokenFile && !fs.existsSync(this.tokenFile)) this.tokenFile = undefined;
-    this.agent = this.serverUrl().protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+    this.agent =
+      this.serverUrl().protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
   }
 
   static async create(opts: ApiClientOptions = {}): Promise<ApiClient> {
@@ -164,7 +165,12 @@ export class ApiClient {
   }
 
   /** One request; the JSON body of a 2xx answer, else an ApiError with the Status' message. */
-  async request<T = unknown>(method: string, path: string, body?: unknown, opts: { contentType?: string; timeoutMs?: number } = {}): Promise<T> {
+  async request<T = unknown>(
+    method: string,
+    path: string,
+    body?: unknown,
+    opts: { contentType?: string; timeoutMs?: number } = {},
+  ): Promise<T> {
     const headers: Record<string, string> = {};
     if (body !== undefined) headers['Content-Type'] = opts.contentType ?? 'application/json';
     return this.withReauth(async () => this.send<T>(await this.options(method, path, headers), body, opts.timeoutMs ?? 30_000));
@@ -198,7 +204,8 @@ export class ApiClient {
           // a failed request's answer is a Status object, or text from something in between
           const st = json as { message?: string; reason?: string } | undefined;
           if (status >= 200 && status < 300) resolve(json as T);
-          else reject(new ApiError(status, `${ro.method} ${ro.path}: ${status} ${st?.message ?? text.slice(0, 200)}`, st?.reason));
+          else
+            reject(new ApiError(status, `${ro.method} ${ro.path}: ${status} ${st?.message ?? text.slice(0, 200)}`, st?.reason));
         });
         res.on('error', reject);
       });

@@ -83,7 +83,12 @@ class Reflector {
     } catch (e) {
       this.stats.skipped++;
       const m = (raw as { metadata?: { namespace?: string; name?: string } } | undefined)?.metadata ?? {};
-      log.warn('Skipping malformed object from the API server', { kind: this.spec.kind, namespace: m.namespace, name: m.name, err: (e as Error).message });
+      log.warn('Skipping malformed object from the API server', {
+        kind: this.spec.kind,
+        namespace: m.namespace,
+        name: m.name,
+        err: (e as Error).message,
+      });
       return undefined;
     }
   }
@@ -232,7 +237,11 @@ export class ApiSource implements ClusterSource {
     // memory of the sync, for no gain in time (listing is CPU-bound on both ends)
     for (const r of this.reflectors) await this.retry('initial list', () => r.list());
     this.initialSync = true;
-    log.info('API server synced', { server: this.client.serverUrl().origin, node: this.sourceOpts.nodeName, ...Object.fromEntries(this.reflectors.map((r, i) => [this.specs()[i].kind, r.rv])) });
+    log.info('API server synced', {
+      server: this.client.serverUrl().origin,
+      node: this.sourceOpts.nodeName,
+      ...Object.fromEntries(this.reflectors.map((r, i) => [this.specs()[i].kind, r.rv])),
+    });
     this.loops = this.reflectors.map((r) => this.watchLoop(r));
   }
 
@@ -249,7 +258,10 @@ export class ApiSource implements ClusterSource {
       raw = await this.client.request('GET', `/api/v1/nodes/${encodeURIComponent(name)}`);
     } catch (e) {
       if (!(e instanceof ApiError && e.status === 404)) throw e; // retried: the API did not answer
-      log.warn('No Node has the name in config node-name; if it is misspelt, no endpoint counts as local and zone hints match nothing', { node: name });
+      log.warn(
+        'No Node has the name in config node-name; if it is misspelt, no endpoint counts as local and zone hints match nothing',
+        { node: name },
+      );
       return;
     }
     let node: Node;
@@ -336,7 +348,12 @@ export class ApiSource implements ClusterSource {
    */
   async getPod(namespace: string, name: string, timeoutMs = 2000): Promise<Pod | undefined> {
     try {
-      const raw = await this.client.request('GET', `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`, undefined, { timeoutMs });
+      const raw = await this.client.request(
+        'GET',
+        `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`,
+        undefined,
+        { timeoutMs },
+      );
       const pod = parseObject({ apiVersion: 'v1', kind: 'Pod', ...(raw as object) }) as Pod;
       this.store?.upsert(pod, { source: 'api:Pod' });
       return pod;

@@ -16,7 +16,8 @@ async function resolve(req: Request) {
   if (req.kubeconfig) kc.loadFromFile(req.kubeconfig);
   else kc.loadFromCluster();
   const cluster = kc.getCurrentCluster();
-  if (!cluster) throw new Error(`Cannot find the API server: no current cluster in ${req.kubeconfig ?? 'the in-cluster configuration'}`);
+  if (!cluster)
+    throw new Error(`Cannot find the API server: no current cluster in ${req.kubeconfig ?? 'the in-cluster configuration'}`);
   const opts: https.RequestOptions = { headers: {} };
   await kc.applyToHTTPSOptions(opts);
   const text = (v: unknown) => (v === undefined || v === null ? undefined : Buffer.isBuffer(v) ? v.toString('utf8') : String(v));

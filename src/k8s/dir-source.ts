@@ -196,7 +196,10 @@ export class DirectorySource implements ClusterSource {
     const started = Date.now();
     // Watch before the initial scan so that a file written while it runs is not missed;
     // but only once the directory is known to exist, so a typo yields one clear error.
-    const isDir = await stat(this.dir).then((st) => st.isDirectory(), () => false);
+    const isDir = await stat(this.dir).then(
+      (st) => st.isDirectory(),
+      () => false,
+    );
     if (isDir) this.watcher.start();
     try {
       await this.rescan();
@@ -241,7 +244,8 @@ export class DirectorySource implements ClusterSource {
 
   /** Directory errors were already logged by scanOnce; anything else (e.g. a throwing store listener) is not. */
   private reportScanFailure(err: unknown): void {
-    if (errorMessage(err) !== this.dirError) log.error('Manifest directory scan failed', { dir: this.dir, err: errorMessage(err) });
+    if (errorMessage(err) !== this.dirError)
+      log.error('Manifest directory scan failed', { dir: this.dir, err: errorMessage(err) });
   }
 
   private async scanOnce(): Promise<void> {
@@ -254,7 +258,8 @@ export class DirectorySource implements ClusterSource {
       names = await readdir(this.dir);
     } catch (err) {
       const message = `Cannot read manifest directory "${this.dir}": ${errorMessage(err)}`;
-      if (message !== this.dirError) log.warn('Cannot read manifest directory; keeping loaded objects', { dir: this.dir, err: message });
+      if (message !== this.dirError)
+        log.warn('Cannot read manifest directory; keeping loaded objects', { dir: this.dir, err: message });
       this.dirError = message;
       throw new Error(message);
     }

@@ -59,7 +59,11 @@ export function sameObject(a: K8sObject, b: K8sObject): boolean {
   const other = b as unknown as Record<string, unknown>;
   return (
     sameFields(top, other, 'metadata') &&
-    sameFields(a.metadata as unknown as Record<string, unknown>, b.metadata as unknown as Record<string, unknown>, 'resourceVersion')
+    sameFields(
+      a.metadata as unknown as Record<string, unknown>,
+      b.metadata as unknown as Record<string, unknown>,
+      'resourceVersion',
+    )
   );
 }
 

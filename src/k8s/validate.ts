@@ -194,7 +194,8 @@ class Checker {
     const s = this.string(v, field);
     const got = s.includes('%') ? 0 : isIP(s);
     if (got === 0) this.fail(field, `must be an IP address, got ${describe(s)}`, RangeError);
-    if (family !== undefined && got !== family) this.fail(field, `must be an IPv${family} address, got ${describe(s)}`, RangeError);
+    if (family !== undefined && got !== family)
+      this.fail(field, `must be an IPv${family} address, got ${describe(s)}`, RangeError);
     return s;
   }
 
@@ -214,7 +215,12 @@ class Checker {
     const out: Record<string, string> = {};
     for (const [k, val] of Object.entries(rec)) {
       // defineProperty, not assignment: a "__proto__" key must stay a plain entry.
-      Object.defineProperty(out, k, { value: this.string(val, `${field}["${k}"]`), enumerable: true, writable: true, configurable: true });
+      Object.defineProperty(out, k, {
+        value: this.string(val, `${field}["${k}"]`),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
     }
     return out;
   }
@@ -301,7 +307,9 @@ function parseServicePort(c: Checker, raw: unknown, field: string): ServicePort 
     port: c.port(p.port, `${field}.port`),
     name: c.optional(p.name, `${field}.name`, (v, f) => c.string(v, f)),
     protocol: c.optional(p.protocol, `${field}.protocol`, (v, f) => c.oneOf(v, f, PROTOCOLS)),
-    targetPort: c.optional(p.targetPort, `${field}.targetPort`, (v, f) => (typeof v === 'number' ? c.port(v, f) : c.nonEmptyString(v, f))),
+    targetPort: c.optional(p.targetPort, `${field}.targetPort`, (v, f) =>
+      typeof v === 'number' ? c.port(v, f) : c.nonEmptyString(v, f),
+    ),
     nodePort: c.optional(p.nodePort, `${field}.nodePort`, (v, f) => c.port(v, f)),
   };
 }
@@ -331,13 +339,19 @@ function parseServiceSpec(c: Checker, raw: unknown): ServiceSpec {
   return {
     type: c.optional(s.type, 'spec.type', (v, f) => c.oneOf(v, f, SERVICE_TYPES)),
     clusterIP: c.optional(s.clusterIP, 'spec.clusterIP', (v, f) => parseClusterIP(c, v, f)),
-    clusterIPs: c.optional(s.clusterIPs, 'spec.clusterIPs', (v, f) => c.array(v, f).map((ip, i) => parseClusterIP(c, ip, `${f}[${i}]`))),
+    clusterIPs: c.optional(s.clusterIPs, 'spec.clusterIPs', (v, f) =>
+      c.array(v, f).map((ip, i) => parseClusterIP(c, ip, `${f}[${i}]`)),
+    ),
     externalIPs: c.optional(s.externalIPs, 'spec.externalIPs', (v, f) => c.array(v, f).map((ip, i) => c.ip(ip, `${f}[${i}]`))),
     ports: c.optional(s.ports, 'spec.ports', (v, f) => c.array(v, f).map((p, i) => parseServicePort(c, p, `${f}[${i}]`))),
     sessionAffinity: c.optional(s.sessionAffinity, 'spec.sessionAffinity', (v, f) => c.oneOf(v, f, SESSION_AFFINITIES)),
     sessionAffinityConfig: parseAffinityConfig(c, s.sessionAffinityConfig),
-    ipFamilies: c.optional(s.ipFamilies, 'spec.ipFamilies', (v, f) => c.array(v, f).map((fam, i) => c.oneOf(fam, `${f}[${i}]`, IP_FAMILIES))),
-    internalTrafficPolicy: c.optional(s.internalTrafficPolicy, 'spec.internalTrafficPolicy', (v, f) => c.oneOf(v, f, TRAFFIC_POLICIES)),
+    ipFamilies: c.optional(s.ipFamilies, 'spec.ipFamilies', (v, f) =>
+      c.array(v, f).map((fam, i) => c.oneOf(fam, `${f}[${i}]`, IP_FAMILIES)),
+    ),
+    internalTrafficPolicy: c.optional(s.internalTrafficPolicy, 'spec.internalTrafficPolicy', (v, f) =>
+      c.oneOf(v, f, TRAFFIC_POLICIES),
+    ),
     loadBalancerSourceRanges: c.optional(s.loadBalancerSourceRanges, 'spec.loadBalancerSourceRanges', (v, f) =>
       c.array(v, f).map((r, i) => c.cidr(r, `${f}[${i}]`)),
     ),
@@ -410,15 +424,22 @@ function parseHints(c: Checker, raw: unknown, field: string): EndpointHints {
 
 function parseEndpoint(c: Checker, raw: unknown, field: string, family: 4 | 6 | undefined): Endpoint {
   const e = c.record(raw, field);
-  const addresses = c.array(e.addresses, `${field}.addresses`).map((a, i) =>
-    family === undefined ? c.nonEmptyString(a, `${field}.addresses[${i}]`) : c.ip(a, `${field}.addresses[${i}]`, family),
-  );
+  const addresses = c
+    .array(e.addresses, `${field}.addresses`)
+    .map((a, i) =>
+      family === undefined ? c.nonEmptyString(a, `${field}.addresses[${i}]`) : c.ip(a, `${field}.addresses[${i}]`, family),
+    );
   if (addresses.length === 0) c.fail(`${field}.addresses`, 'must not be empty', RangeError);
   let conditions: EndpointConditions | undefined;
   const cond = c.optional(e.conditions, `${field}.conditions`, (v, f) => c.record(v, f));
   if (cond !== undefined) {
-    const condition = (name: 'ready' | 'serving' | 'terminating') => c.optional(cond[name], `${field}.conditions.${name}`, (v, f) => c.boolean(v, f));
-    conditions = sharedConditions({ ready: condition('ready'), serving: condition('serving'), terminating: condition('terminating') });
+    const condition = (name: 'ready' | 'serving' | 'terminating') =>
+      c.optional(cond[name], `${field}.conditions.${name}`, (v, f) => c.boolean(v, f));
+    conditions = sharedConditions({
+      ready: condition('ready'),
+      serving: condition('serving'),
+      terminating: condition('terminating'),
+    });
   }
   const nodeName = c.optional(e.nodeName, `${field}.nodeName`, (v, f) => c.string(v, f));
   return {
@@ -488,7 +509,9 @@ function parsePod(c: Checker, raw: Json, metadata: NamespacedObjectMeta): Pod {
   const serviceAccountName = c.optional(s.serviceAccountName, 'spec.serviceAccountName', (v, f) => c.string(v, f));
   if (serviceAccountName !== undefined) pod.spec.serviceAccountName = serviceAccountName;
   for (const list of ['initContainers', 'containers'] as const) {
-    const containers = c.optional(s[list], `spec.${list}`, (v, f) => c.array(v, f).map((x, i) => parseContainer(c, x, `${f}[${i}]`)));
+    const containers = c.optional(s[list], `spec.${list}`, (v, f) =>
+      c.array(v, f).map((x, i) => parseContainer(c, x, `${f}[${i}]`)),
+    );
     if (containers !== undefined) pod.spec[list] = containers;
   }
   // An unscheduled or just-created pod has podIP "" in some serializations: treat as absent.
@@ -525,7 +548,13 @@ export function parseObject(raw: unknown, listed?: { apiVersion: string; kind: K
       return ns;
     }
     case 'Service':
-      return { apiVersion: 'v1', kind, metadata: meta as NamespacedObjectMeta, spec: parseServiceSpec(c, raw.spec), status: parseServiceStatus(c, raw.status) };
+      return {
+        apiVersion: 'v1',
+        kind,
+        metadata: meta as NamespacedObjectMeta,
+        spec: parseServiceSpec(c, raw.spec),
+        status: parseServiceStatus(c, raw.status),
+      };
     case 'Node': {
       const node: Node = { apiVersion: 'v1', kind, metadata: meta };
       return node;
@@ -536,4 +565,3 @@ export function parseObject(raw: unknown, listed?: { apiVersion: string; kind: K
       return parsePod(c, raw, meta as NamespacedObjectMeta);
   }
 }
-

@@ -26,8 +26,10 @@ export class WriteBack {
     if (!reg.namespace || !reg.name) return;
     const work = async () => {
       if (d.refused) await this.event(reg, 'Warning', 'CaptureRefused', `sluice did not enrol the pod: ${d.refused}`);
-      else if (d.mode !== 'none' && previous !== d.mode) await this.event(reg, 'Normal', 'Enrolled', `sluice captures the pod's traffic in ${d.mode} mode (${d.rule})`);
-      else if (d.mode === 'none' && previous !== 'none') await this.event(reg, 'Normal', 'Released', `sluice released the pod from ${previous} mode (${d.rule})`);
+      else if (d.mode !== 'none' && previous !== d.mode)
+        await this.event(reg, 'Normal', 'Enrolled', `sluice captures the pod's traffic in ${d.mode} mode (${d.rule})`);
+      else if (d.mode === 'none' && previous !== 'none')
+        await this.event(reg, 'Normal', 'Released', `sluice released the pod from ${previous} mode (${d.rule})`);
     };
     this.track(reg, work);
   }
@@ -42,14 +44,21 @@ export class WriteBack {
   }
 
   private track(pod: { namespace: string; name: string }, work: () => Promise<void>): void {
-    const p = work().catch((e) => log.warn('write-back to the API server failed', { pod: `${pod.namespace}/${pod.name}`, err: (e as Error).message }));
+    const p = work().catch((e) =>
+      log.warn('write-back to the API server failed', { pod: `${pod.namespace}/${pod.name}`, err: (e as Error).message }),
+    );
     this.pending.push(p);
     void p.finally(() => (this.pending = this.pending.filter((x) => x !== p)));
   }
 
   private async annotate(pod: { namespace: string; name: string }, value: string | null): Promise<void> {
     const path = `/api/v1/namespaces/${encodeURIComponent(pod.namespace)}/pods/${encodeURIComponent(pod.name)}`;
-    await this.client.request('PATCH', path, { metadata: { annotations: { [REDIRECTION_ANNOTATION]: value } } }, { contentType: 'application/merge-patch+json' });
+    await this.client.request(
+      'PATCH',
+      path,
+      { metadata: { annotations: { [REDIRECTION_ANNOTATION]: value } } },
+      { contentType: 'application/merge-patch+json' },
+    );
   }
 
   private async event(reg: PodRegistration, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {

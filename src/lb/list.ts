@@ -30,8 +30,11 @@ export function listLbServices(pinDir: string): ListedService[] {
       const fid = frontendId(k.vip, k.port, protoName(k.proto));
       if (k.slot === 0) {
         masters.push({
-          frontend: fid, id: v.id, scope: v.flags & SVC_F_NODEPORT ? 'nodePort' : v.flags & SVC_F_EXTERNAL ? 'externalIP' : 'clusterIP',
-          affinitySec: v.flags & SVC_F_AFFINITY ? v.affinitySec : 0, noLocalEndpoints: (v.flags & SVC_F_NO_LOCAL) !== 0,
+          frontend: fid,
+          id: v.id,
+          scope: v.flags & SVC_F_NODEPORT ? 'nodePort' : v.flags & SVC_F_EXTERNAL ? 'externalIP' : 'clusterIP',
+          affinitySec: v.flags & SVC_F_AFFINITY ? v.affinitySec : 0,
+          noLocalEndpoints: (v.flags & SVC_F_NO_LOCAL) !== 0,
           backends: new Array(v.count).fill('?'),
         });
       } else {

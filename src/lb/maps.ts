@@ -27,13 +27,15 @@ export class LbMaps {
 
   /** Opens the maps pinned under pinDir (works while the agent is down). */
   static open(pinDir: string): LbMaps {
-    return openPinnedSet(pinDir, (open) =>
-      new LbMaps(
-        open('sl_lb_svc', svcKeyCodec, svcValCodec),
-        open('sl_lb_backend', u32Codec, backendCodec),
-        open('sl_lb_affinity', affinityKeyCodec, affinityValCodec),
-        open('sl_lb_counters', u32Codec, perCpuU64Codec(possibleCpus())),
-      ),
+    return openPinnedSet(
+      pinDir,
+      (open) =>
+        new LbMaps(
+          open('sl_lb_svc', svcKeyCodec, svcValCodec),
+          open('sl_lb_backend', u32Codec, backendCodec),
+          open('sl_lb_affinity', affinityKeyCodec, affinityValCodec),
+          open('sl_lb_counters', u32Codec, perCpuU64Codec(possibleCpus())),
+        ),
     );
   }
 
@@ -47,4 +49,3 @@ export class LbMaps {
     for (const m of [this.svc, this.backend, this.affinity, this.counters]) m.close();
   }
 }
-

@@ -211,9 +211,12 @@ function firewalledFamilies(ranges: readonly string[] | undefined): Set<4 | 6> {
 function serviceAddresses(svc: Service, service: string, warn: (msg: string, fields: Fields) => void): ServiceAddresses {
   const none: ServiceAddresses = { vips: [], externalFamilies: new Set() };
   if (!LB_SERVICE_TYPES.has(svc.spec.type ?? 'ClusterIP') || notForUs(svc.metadata.labels)) return none;
-  const clusterIPs = svc.spec.clusterIPs !== undefined && svc.spec.clusterIPs.length > 0
-    ? svc.spec.clusterIPs
-    : svc.spec.clusterIP !== undefined ? [svc.spec.clusterIP] : [];
+  const clusterIPs =
+    svc.spec.clusterIPs !== undefined && svc.spec.clusterIPs.length > 0
+      ? svc.spec.clusterIPs
+      : svc.spec.clusterIP !== undefined
+        ? [svc.spec.clusterIP]
+        : [];
   const primary = clusterIPs[0];
   if (primary === undefined || primary === '' || primary === 'None') return none;
   const out: ServiceAddresses = { vips: [], externalFamilies: new Set() };
@@ -373,7 +376,8 @@ export function computeFrontends(
         continue;
       }
       const nodePort = isPort(svcPort.nodePort) ? svcPort.nodePort : undefined;
-      if (svcPort.nodePort !== undefined && nodePort === undefined) warn('Skipping nodePort out of range', { service, portName, nodePort: svcPort.nodePort });
+      if (svcPort.nodePort !== undefined && nodePort === undefined)
+        warn('Skipping nodePort out of range', { service, portName, nodePort: svcPort.nodePort });
       // One selection per family serves every frontend of that family.
       const selections = new Map<4 | 6, { endpoints: ResolvedEndpoint[]; selection: Selection<ResolvedEndpoint> }>();
       const select = (family: 4 | 6) => {

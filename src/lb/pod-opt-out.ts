@@ -52,7 +52,8 @@ export class PodLbOptOut {
   apply(t: OptOutTarget, pod: Pick<Pod, 'metadata'> | undefined): boolean {
     const { disabled, invalid } = socketLbDisabled(pod);
     const key = `${t.namespace}/${t.name}`;
-    if (invalid && this.reported.get(t.netnsCookie) !== invalid) log.warn('pod annotation ignored', { pod: key, reason: invalid });
+    if (invalid && this.reported.get(t.netnsCookie) !== invalid)
+      log.warn('pod annotation ignored', { pod: key, reason: invalid });
     if (invalid) this.reported.set(t.netnsCookie, invalid);
     else this.reported.delete(t.netnsCookie);
     if (disabled === this.disabled.has(t.netnsCookie)) return disabled;

@@ -82,7 +82,10 @@ function hasHint(hints: readonly string[] | undefined, name: string): boolean {
 }
 
 /** kube-proxy's topologyModeFromHints: which hints apply, judged over the ready endpoints only. */
-function topologyFromHints(endpoints: readonly SelectableEndpoint[], node: NodeTopology): { mode: TopologyMode; zoneSensitive: boolean } {
+function topologyFromHints(
+  endpoints: readonly SelectableEndpoint[],
+  node: NodeTopology,
+): { mode: TopologyMode; zoneSensitive: boolean } {
   let hasReady = false;
   let allNodeHints = true;
   let hintedForNode = false;

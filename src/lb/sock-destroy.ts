@@ -95,7 +95,15 @@ export class SocketDestroyer {
       return undefined;
     }
     const t0 = process.hrtime.bigint();
-    const report: DestroyReport = { departures: relevant.length, namespaces: namespaces.length, tcp: 0, udp: 0, peers: [], failed: [], ms: 0 };
+    const report: DestroyReport = {
+      departures: relevant.length,
+      namespaces: namespaces.length,
+      tcp: 0,
+      udp: 0,
+      peers: [],
+      failed: [],
+      ms: 0,
+    };
     const useTcp = relevant.some((d) => d.proto === IPPROTO_TCP);
     const useUdp = relevant.some((d) => d.proto === IPPROTO_UDP);
     const iterators: Array<[number, SocketIterator]> = [];
@@ -133,10 +141,16 @@ export class SocketDestroyer {
       const n = Math.floor(out.bytes / destroyedCodec.size);
       if (proto === IPPROTO_TCP) report.tcp += n;
       else report.udp += n;
-      for (let off = 0; off + destroyedCodec.size <= out.output.length && report.peers.length < LOGGED_RECORDS; off += destroyedCodec.size) {
+      for (
+        let off = 0;
+        off + destroyedCodec.size <= out.output.length && report.peers.length < LOGGED_RECORDS;
+        off += destroyedCodec.size
+      ) {
         const r = destroyedCodec.decode(out.output, off);
         const hostPort = (ip: string, port: number) => `${ip.includes(':') ? `[${ip}]` : ip}:${port}`;
-        report.peers.push(`${protoName(r.proto)} ${hostPort(r.peer, r.peerPort)} via ${hostPort(r.vip, r.vipPort)}${netns ? ` in ${netns}` : ''}`);
+        report.peers.push(
+          `${protoName(r.proto)} ${hostPort(r.peer, r.peerPort)} via ${hostPort(r.vip, r.vipPort)}${netns ? ` in ${netns}` : ''}`,
+        );
       }
     }
   }

@@ -6,7 +6,20 @@
  * then the service entry (its count), then surplus slots, removed services and unused backends.
  */
 import { BpfError } from '../bpf';
-import { IPPROTO_TCP, IPPROTO_UDP, protoName, protoNumber, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_NO_LOCAL, SVC_F_NODEPORT, type Backend, type DeadKey, type SvcKey, type SvcVal } from '../bpf/layout';
+import {
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  protoName,
+  protoNumber,
+  SVC_F_AFFINITY,
+  SVC_F_EXTERNAL,
+  SVC_F_NO_LOCAL,
+  SVC_F_NODEPORT,
+  type Backend,
+  type DeadKey,
+  type SvcKey,
+  type SvcVal,
+} from '../bpf/layout';
 import type { LbMaps } from './maps';
 import type { LbFrontend } from './model';
 
@@ -147,8 +160,15 @@ export class LbSync {
       const fid = frontendId(k.vip, k.port, protoName(k.proto));
       if (k.slot === 0) {
         this.services.set(fid, {
-          vip: k.vip, port: k.port, proto: k.proto, id: v.id, flags: v.flags, affinitySec: v.affinitySec,
-          backendIds: [], slotsPresent: v.count, dirty: false,
+          vip: k.vip,
+          port: k.port,
+          proto: k.proto,
+          id: v.id,
+          flags: v.flags,
+          affinitySec: v.affinitySec,
+          backendIds: [],
+          slotsPresent: v.count,
+          dirty: false,
         });
         this.usedSvcIds.add(v.id);
       } else {
@@ -282,17 +302,29 @@ export class LbSync {
         (f.noLocalEndpoints ? SVC_F_NO_LOCAL : 0);
       const cur = this.services.get(f.id);
       const same =
-        cur && !cur.dirty && cur.flags === flags && cur.affinitySec === f.affinityTimeoutSec &&
-        cur.backendIds.length === ids.length && cur.backendIds.every((id, i) => id === ids[i]);
+        cur &&
+        !cur.dirty &&
+        cur.flags === flags &&
+        cur.affinitySec === f.affinityTimeoutSec &&
+        cur.backendIds.length === ids.length &&
+        cur.backendIds.every((id, i) => id === ids[i]);
       if (same) {
         report.unchanged++;
         continue;
       }
       changes.push({
-        f, cur,
+        f,
+        cur,
         next: {
-          vip: f.ip, port: f.port, proto, id: cur?.id ?? this.allocSvcId(), flags, affinitySec: f.affinityTimeoutSec,
-          backendIds: ids as number[], slotsPresent: Math.max(cur?.slotsPresent ?? 0, ids.length), dirty: false,
+          vip: f.ip,
+          port: f.port,
+          proto,
+          id: cur?.id ?? this.allocSvcId(),
+          flags,
+          affinitySec: f.affinityTimeoutSec,
+          backendIds: ids as number[],
+          slotsPresent: Math.max(cur?.slotsPresent ?? 0, ids.length),
+          dirty: false,
         },
       });
     }
@@ -301,7 +333,8 @@ export class LbSync {
     // 4. surplus slots, then record the result
     for (const { f, cur, next } of changes) {
       if (failed.has(f.id)) {
-        if (cur) cur.dirty = true; // the old entry still serves; rewrite on the next sync
+        if (cur)
+          cur.dirty = true; // the old entry still serves; rewrite on the next sync
         else this.usedSvcIds.delete(next.id);
         continue;
       }
@@ -314,7 +347,11 @@ export class LbSync {
         if (gone.length && cur.flags & SVC_F_AFFINITY) affinityDropped.set(cur.id, new Set(gone));
         if (gone.length) {
           const serving = new Set(f.stillServing.map((b) => backendKey({ ip: b.ip, port: b.port, proto: next.proto })));
-          this.departed(f.id, cur, gone.filter((id) => !serving.has(this.backends.get(id) ?? -1)));
+          this.departed(
+            f.id,
+            cur,
+            gone.filter((id) => !serving.has(this.backends.get(id) ?? -1)),
+          );
         }
       } else report.added++;
       this.services.set(f.id, next);
@@ -438,7 +475,12 @@ export class LbSync {
   private writeServices(changes: Change[], failed: Map<string, string>): void {
     const key = (p: Programmed, slot: number): SvcKey => ({ vip: p.vip, port: p.port, proto: p.proto, slot });
     const slotVal = (id: number): SvcVal => ({ id, count: 0, flags: 0, affinitySec: 0 });
-    const entryVal = (p: Programmed): SvcVal => ({ id: p.id, count: p.backendIds.length, flags: p.flags, affinitySec: p.affinitySec });
+    const entryVal = (p: Programmed): SvcVal => ({
+      id: p.id,
+      count: p.backendIds.length,
+      flags: p.flags,
+      affinitySec: p.affinitySec,
+    });
     try {
       const slots: Array<[SvcKey, SvcVal]> = [];
       for (const { next } of changes) next.backendIds.forEach((id, i) => slots.push([key(next, i + 1), slotVal(id)]));
@@ -471,10 +513,19 @@ export class LbSync {
   /** Rewrites a service's entry and slots as recorded (existing keys: needs no room in the map). */
   private rewriteAsRecorded(p: Programmed): void {
     p.backendIds.forEach((id, i) => {
-      if (id) this.tryWrite(() => this.maps.svc.set({ vip: p.vip, port: p.port, proto: p.proto, slot: i + 1 }, { id, count: 0, flags: 0, affinitySec: 0 }));
+      if (id)
+        this.tryWrite(() =>
+          this.maps.svc.set(
+            { vip: p.vip, port: p.port, proto: p.proto, slot: i + 1 },
+            { id, count: 0, flags: 0, affinitySec: 0 },
+          ),
+        );
     });
     this.tryWrite(() =>
-      this.maps.svc.set({ vip: p.vip, port: p.port, proto: p.proto, slot: 0 }, { id: p.id, count: p.backendIds.length, flags: p.flags, affinitySec: p.affinitySec }),
+      this.maps.svc.set(
+        { vip: p.vip, port: p.port, proto: p.proto, slot: 0 },
+        { id: p.id, count: p.backendIds.length, flags: p.flags, affinitySec: p.affinitySec },
+      ),
     );
   }
 

@@ -96,8 +96,11 @@ export class ServiceTracker {
   private onNodeChange(node: Node | undefined): void {
     const zone = zoneOf(node);
     if (zone === this.zone) return;
-    log.info('this node\'s zone changed; recomputing the Services zone hints decide', {
-      node: this.nodeName, from: this.zone, to: zone, services: this.zoneSensitive.size,
+    log.info("this node's zone changed; recomputing the Services zone hints decide", {
+      node: this.nodeName,
+      from: this.zone,
+      to: zone,
+      services: this.zoneSensitive.size,
     });
     this.zone = zone;
     for (const key of this.zoneSensitive) this.dirty.add(key);
@@ -150,13 +153,19 @@ export class ServiceTracker {
     const all = this.store.list('Service');
     for (let i = 0; i < all.length; i += FULL_CHUNK_SERVICES) {
       const chunk = all.slice(i, i + FULL_CHUNK_SERVICES);
-      const slices = chunk.flatMap((svc) => this.slicesByService.get(`Service/${svc.metadata.namespace}/${svc.metadata.name}`) ?? []);
+      const slices = chunk.flatMap(
+        (svc) => this.slicesByService.get(`Service/${svc.metadata.namespace}/${svc.metadata.name}`) ?? [],
+      );
       const out: LbFrontend[] = [];
       for (const f of this.compute(chunk, slices)) {
         const key = `Service/${f.service}`;
         const owner = this.ownerOfFrontend.get(f.id);
         if (owner !== undefined) {
-          log.warn('Duplicate service frontend; keeping the first service', { id: f.id, kept: owner.slice('Service/'.length), skipped: f.service });
+          log.warn('Duplicate service frontend; keeping the first service', {
+            id: f.id,
+            kept: owner.slice('Service/'.length),
+            skipped: f.service,
+          });
           continue;
         }
         this.ownerOfFrontend.set(f.id, key);

@@ -89,7 +89,11 @@ export class AmbientZds {
     const t = this.pods.get(w.uid);
     if (t && t.w.netnsPath === w.netnsPath && t.w.name === w.name && t.w.serviceAccount === w.serviceAccount) return;
     if (t) clearTimeout(t.retry);
-    this.pods.set(w.uid, { w, st: { state: 'pending', attempts: 0, since: new Date().toISOString() }, waiters: t?.waiters ?? [] });
+    this.pods.set(w.uid, {
+      w,
+      st: { state: 'pending', attempts: 0, since: new Date().toISOString() },
+      waiters: t?.waiters ?? [],
+    });
     this.emit(w.uid);
     this.send(w.uid);
   }

@@ -63,7 +63,10 @@ export function readDecisions(file: string): Record<string, Decision> {
   }
 }
 
-export function decisionOf(decisions: Record<string, Decision>, reg: Pick<PodRegistration, 'containerId' | 'ifName'>): Decision | undefined {
+export function decisionOf(
+  decisions: Record<string, Decision>,
+  reg: Pick<PodRegistration, 'containerId' | 'ifName'>,
+): Decision | undefined {
   return decisions[regKey(reg)];
 }
 
@@ -93,7 +96,12 @@ export class MeshController {
    */
   apply(reg: PodRegistration): ModeDecision {
     this.o.lbOptOut?.apply(reg, this.pod(reg));
-    const d = decideMode(this.pod(reg), this.o.store.get(`Namespace/${reg.namespace}`) as Namespace | undefined, reg.ips, this.o.mode);
+    const d = decideMode(
+      this.pod(reg),
+      this.o.store.get(`Namespace/${reg.namespace}`) as Namespace | undefined,
+      reg.ips,
+      this.o.mode,
+    );
     const previous = this.decision(reg);
     const current = this.o.enroller.programmed(reg.netnsCookie);
     const pod = podKey(reg);
@@ -109,7 +117,12 @@ export class MeshController {
     if (d.policy) {
       if (!current || JSON.stringify(current) !== JSON.stringify(d.policy)) {
         this.o.enroller.enrol(reg, d.policy);
-        log.info(current ? 'pod capture updated' : 'pod enrolled', { pod, mode: d.mode, rule: d.rule, netnsCookie: reg.netnsCookie });
+        log.info(current ? 'pod capture updated' : 'pod enrolled', {
+          pod,
+          mode: d.mode,
+          rule: d.rule,
+          netnsCookie: reg.netnsCookie,
+        });
       }
     } else if (current) {
       this.o.enroller.release(reg);

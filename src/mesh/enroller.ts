@@ -24,7 +24,10 @@ const ZERO_STATS = { outbound: 0n, inbound: 0n, proxyBypass: 0n, noListener: 0n 
  * Istio's pod setup puts ::6 on lo for that; sluice replaces that setup, so it does the same.
  */
 function addInboundPassthroughV6(netnsPath: string): void {
-  execFileSync('nsenter', [`--net=${netnsPath}`, '--', 'ip', '-6', 'addr', 'replace', '::6/128', 'dev', 'lo', 'nodad'], { stdio: 'pipe', timeout: 5000 });
+  execFileSync('nsenter', [`--net=${netnsPath}`, '--', 'ip', '-6', 'addr', 'replace', '::6/128', 'dev', 'lo', 'nodad'], {
+    stdio: 'pipe',
+    timeout: 5000,
+  });
 }
 
 /** Does the pod's proxy hand inbound connections to the app from the client's own address? */

@@ -1,7 +1,18 @@
 /* Typed handles to the pinned capture maps (see bpf/lib/capture_maps.h). */
 import * as path from 'node:path';
 import { BpfMap, openPinnedSet } from '../bpf';
-import { addrCodec, epStatsCodec, origdstStatCodec, policyCodec, u32Codec, u64Codec, u8Codec, type EpStats, type OrigdstStat, type Policy } from '../bpf/layout';
+import {
+  addrCodec,
+  epStatsCodec,
+  origdstStatCodec,
+  policyCodec,
+  u32Codec,
+  u64Codec,
+  u8Codec,
+  type EpStats,
+  type OrigdstStat,
+  type Policy,
+} from '../bpf/layout';
 
 export class CaptureMaps {
   private constructor(
@@ -12,13 +23,15 @@ export class CaptureMaps {
   ) {}
 
   static open(pinDir: string): CaptureMaps {
-    return openPinnedSet(pinDir, (open) =>
-      new CaptureMaps(
-        open('sl_endpoints', u64Codec, policyCodec),
-        open('sl_pod_ips', addrCodec, u64Codec),
-        open('sl_ep_stats', u64Codec, epStatsCodec),
-        open('sl_node_ips', addrCodec, u8Codec),
-      ),
+    return openPinnedSet(
+      pinDir,
+      (open) =>
+        new CaptureMaps(
+          open('sl_endpoints', u64Codec, policyCodec),
+          open('sl_pod_ips', addrCodec, u64Codec),
+          open('sl_ep_stats', u64Codec, epStatsCodec),
+          open('sl_node_ips', addrCodec, u8Codec),
+        ),
     );
   }
 

@@ -21,8 +21,18 @@ function ambientPolicy(podIps: string[], annotations: Record<string, string>, dn
   let flags = (parseGoBool(annotations[AMBIENT.dnsCapture]) ?? dnsDefault) ? POL_DNS : 0;
   if (parseGoBool(annotations[AMBIENT.bypassInboundCapture])) flags |= POL_NO_INBOUND;
   return {
-    mode: 'ambient', flags, outboundPort: PROXY_PORTS.outbound, inboundPort: PROXY_PORTS.inbound, dnsPort: PROXY_PORTS.dns,
-    podIps, includeCidrs: [], excludeCidrs: [], includeOutPorts: [], excludeOutPorts: [], includeInPorts: [], excludeInPorts: [],
+    mode: 'ambient',
+    flags,
+    outboundPort: PROXY_PORTS.outbound,
+    inboundPort: PROXY_PORTS.inbound,
+    dnsPort: PROXY_PORTS.dns,
+    podIps,
+    includeCidrs: [],
+    excludeCidrs: [],
+    includeOutPorts: [],
+    excludeOutPorts: [],
+    includeInPorts: [],
+    excludeInPorts: [],
   };
 }
 
@@ -56,7 +66,8 @@ export interface ModeOptions {
 export function decideMode(pod: Pod | undefined, ns: Namespace | undefined, podIps: string[], opts: ModeOptions): ModeDecision {
   if (!pod) return { mode: 'none', rule: 'no Pod object for this endpoint' };
   const namespace = pod.metadata.namespace;
-  if (opts.excludeNamespaces.includes(namespace)) return { mode: 'none', rule: `namespace ${namespace} is in exclude-namespaces` };
+  if (opts.excludeNamespaces.includes(namespace))
+    return { mode: 'none', rule: `namespace ${namespace} is in exclude-namespaces` };
   if (pod.spec?.hostNetwork) return { mode: 'none', rule: 'the pod uses the host network' };
   const annotations = pod.metadata.annotations ?? {};
   // a pod the injector marked is never ambient (istio-cni's enablement selectors skip it), and is
@@ -71,11 +82,21 @@ export function decideMode(pod: Pod | undefined, ns: Namespace | undefined, podI
     return { mode: 'sidecar', rule: sel.rule, policy, proxy: sel.proxy, dns: sel.dns };
   }
   const labels = pod.metadata.labels ?? {};
-  if (annotations[AMBIENT.redirection] === 'disabled') return { mode: 'none', rule: `annotation ${AMBIENT.redirection}=disabled` };
+  if (annotations[AMBIENT.redirection] === 'disabled')
+    return { mode: 'none', rule: `annotation ${AMBIENT.redirection}=disabled` };
   if (labels[AMBIENT.dataplaneMode] === 'none') return { mode: 'none', rule: `pod label ${AMBIENT.dataplaneMode}=none` };
-  if (labels[AMBIENT.dataplaneMode] === 'ambient') return { mode: 'ambient', rule: `pod label ${AMBIENT.dataplaneMode}=ambient`, policy: ambientPolicy(podIps, annotations, opts.ambientDnsCapture ?? true) };
+  if (labels[AMBIENT.dataplaneMode] === 'ambient')
+    return {
+      mode: 'ambient',
+      rule: `pod label ${AMBIENT.dataplaneMode}=ambient`,
+      policy: ambientPolicy(podIps, annotations, opts.ambientDnsCapture ?? true),
+    };
   if (ns?.metadata.labels?.[AMBIENT.dataplaneMode] === 'ambient') {
-    return { mode: 'ambient', rule: `namespace label ${AMBIENT.dataplaneMode}=ambient`, policy: ambientPolicy(podIps, annotations, opts.ambientDnsCapture ?? true) };
+    return {
+      mode: 'ambient',
+      rule: `namespace label ${AMBIENT.dataplaneMode}=ambient`,
+      policy: ambientPolicy(podIps, annotations, opts.ambientDnsCapture ?? true),
+    };
   }
   return { mode: 'none', rule: `no ${ANNOTATION.status} annotation, no ${AMBIENT.dataplaneMode}=ambient label` };
 }

@@ -22,8 +22,12 @@ function parseInterfaces(name: string, value: string): string[] {
   return value.split(',').map((raw) => {
     const item = raw.trim();
     if (item === '') throw new RangeError(`Cannot parse annotation ${name} "${value}": an interface name is empty`);
-    if (item.length > MAX_IFNAME) throw new RangeError(`Cannot parse annotation ${name} "${value}": "${item}" is longer than ${MAX_IFNAME} characters`);
-    if (!IFNAME.test(item)) throw new RangeError(`Cannot parse annotation ${name} "${value}": "${item}" is not an interface name (a letter, then letters, digits, "_", "." or "-")`);
+    if (item.length > MAX_IFNAME)
+      throw new RangeError(`Cannot parse annotation ${name} "${value}": "${item}" is longer than ${MAX_IFNAME} characters`);
+    if (!IFNAME.test(item))
+      throw new RangeError(
+        `Cannot parse annotation ${name} "${value}": "${item}" is not an interface name (a letter, then letters, digits, "_", "." or "-")`,
+      );
     return item;
   });
 }
@@ -34,7 +38,10 @@ function parseInterfaces(name: string, value: string): string[] {
  * istio-cni's order: excludeInterfaces, then reroute-virtual-interfaces (or kubevirtInterfaces).
  */
 export function interfaceRefusal(annotations: Record<string, string>): string | undefined {
-  const excluded = parseInterfaces(INTERFACE_ANNOTATION.excludeInterfaces, annotations[INTERFACE_ANNOTATION.excludeInterfaces] ?? '');
+  const excluded = parseInterfaces(
+    INTERFACE_ANNOTATION.excludeInterfaces,
+    annotations[INTERFACE_ANNOTATION.excludeInterfaces] ?? '',
+  );
   const virtKey = Object.hasOwn(annotations, INTERFACE_ANNOTATION.rerouteVirtualInterfaces)
     ? INTERFACE_ANNOTATION.rerouteVirtualInterfaces
     : INTERFACE_ANNOTATION.kubevirtInterfaces;

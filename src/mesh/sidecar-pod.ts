@@ -86,7 +86,10 @@ export function selectSidecar(pod: Pod, opts: SidecarSelectionOptions = {}): Sid
     return { selected: false, rule: `no ${CONTAINER.proxy} container (have ${have})` };
   }
   if (view.proxyType !== '' && view.proxyType !== 'sidecar') {
-    return { selected: false, rule: `${CONTAINER.proxy} is a ${view.proxyType} proxy (args: proxy ${view.proxyType}), not a sidecar` };
+    return {
+      selected: false,
+      rule: `${CONTAINER.proxy} is a ${view.proxyType} proxy (args: proxy ${view.proxyType}), not a sidecar`,
+    };
   }
   const labels = pod.metadata.labels ?? {};
   const annotations = pod.metadata.annotations ?? {};

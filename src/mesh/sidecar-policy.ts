@@ -5,7 +5,17 @@
  */
 import { isIP } from 'node:net';
 import { PROXY_PORT } from '../bpf/constants';
-import { MAX_CIDRS, MAX_PORTS, POL_DNS, POL_IN_ALL, POL_LOOPBACK_RANGE, POL_OUT_ALL, POL_TPROXY, type Cidr, type Policy } from '../bpf/layout';
+import {
+  MAX_CIDRS,
+  MAX_PORTS,
+  POL_DNS,
+  POL_IN_ALL,
+  POL_LOOPBACK_RANGE,
+  POL_OUT_ALL,
+  POL_TPROXY,
+  type Cidr,
+  type Policy,
+} from '../bpf/layout';
 import { interfaceRefusal } from './sidecar-interfaces';
 
 export const ANNOTATION = {
@@ -28,7 +38,10 @@ const DEFAULT_EXCLUDE_OUTBOUND_PORTS = '15020';
 export const PROXY_PORTS = { outbound: PROXY_PORT.outbound, inbound: PROXY_PORT.inbound, dns: 15053 } as const;
 
 function items(value: string): string[] {
-  return value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
 }
 
 function parsePorts(name: string, value: string): number[] {
@@ -39,7 +52,8 @@ function parsePorts(name: string, value: string): number[] {
     }
     if (!out.includes(Number(item))) out.push(Number(item));
   }
-  if (out.length > MAX_PORTS) throw new RangeError(`Cannot use annotation ${name}: ${out.length} ports, sluice supports at most ${MAX_PORTS}`);
+  if (out.length > MAX_PORTS)
+    throw new RangeError(`Cannot use annotation ${name}: ${out.length} ports, sluice supports at most ${MAX_PORTS}`);
   return out;
 }
 
@@ -54,7 +68,8 @@ function parseCidrs(name: string, value: string): Cidr[] {
     }
     out.push({ ip: m[1].toLowerCase(), prefix: Number(m[2]) });
   }
-  if (out.length > MAX_CIDRS) throw new RangeError(`Cannot use annotation ${name}: ${out.length} ranges, sluice supports at most ${MAX_CIDRS}`);
+  if (out.length > MAX_CIDRS)
+    throw new RangeError(`Cannot use annotation ${name}: ${out.length} ranges, sluice supports at most ${MAX_CIDRS}`);
   return out;
 }
 
@@ -62,7 +77,7 @@ function parseCidrs(name: string, value: string): Cidr[] {
 function coversLoopback(c: Cidr): boolean {
   if (!c.ip.includes(':')) {
     const first = Number(c.ip.split('.')[0]);
-    return c.prefix === 0 || (c.prefix <= 8 ? (first >> (8 - c.prefix)) === (127 >> (8 - c.prefix)) : first === 127);
+    return c.prefix === 0 || (c.prefix <= 8 ? first >> (8 - c.prefix) === 127 >> (8 - c.prefix) : first === 127);
   }
   return c.prefix === 0 || c.ip === '::1' || (c.ip === '::' && c.prefix <= 127);
 }
@@ -81,10 +96,15 @@ export interface SidecarPolicyResult {
  * sets that up), and the proxy's own connections to local addresses reach 15006 as Istio's mangle
  * rules send them (bpf/lib/capture.h, cap_tproxy_inbound).
  */
-export function sidecarPolicy(annotations: Record<string, string>, podIps: string[], opts: { dnsCapture?: boolean } = {}): SidecarPolicyResult {
+export function sidecarPolicy(
+  annotations: Record<string, string>,
+  podIps: string[],
+  opts: { dnsCapture?: boolean } = {},
+): SidecarPolicyResult {
   const mode = annotations[ANNOTATION.interceptionMode] ?? 'REDIRECT';
   if (mode === 'NONE') return { refused: `${ANNOTATION.interceptionMode} is NONE: Istio captures nothing for this pod` };
-  if (mode !== 'REDIRECT' && mode !== 'TPROXY') return { refused: `Cannot parse annotation ${ANNOTATION.interceptionMode} "${mode}": expected REDIRECT, TPROXY or NONE` };
+  if (mode !== 'REDIRECT' && mode !== 'TPROXY')
+    return { refused: `Cannot parse annotation ${ANNOTATION.interceptionMode} "${mode}": expected REDIRECT, TPROXY or NONE` };
   try {
     let flags = opts.dnsCapture ? POL_DNS : 0;
     if (mode === 'TPROXY') flags |= POL_TPROXY;
@@ -107,7 +127,10 @@ export function sidecarPolicy(annotations: Record<string, string>, podIps: strin
       includeCidrs,
       excludeCidrs: parseCidrs(ANNOTATION.excludeOutboundIPRanges, annotations[ANNOTATION.excludeOutboundIPRanges] ?? ''),
       includeOutPorts: parsePorts(ANNOTATION.includeOutboundPorts, annotations[ANNOTATION.includeOutboundPorts] ?? ''),
-      excludeOutPorts: parsePorts(ANNOTATION.excludeOutboundPorts, annotations[ANNOTATION.excludeOutboundPorts] ?? DEFAULT_EXCLUDE_OUTBOUND_PORTS),
+      excludeOutPorts: parsePorts(
+        ANNOTATION.excludeOutboundPorts,
+        annotations[ANNOTATION.excludeOutboundPorts] ?? DEFAULT_EXCLUDE_OUTBOUND_PORTS,
+      ),
       includeInPorts,
       excludeInPorts: parsePorts(ANNOTATION.excludeInboundPorts, annotations[ANNOTATION.excludeInboundPorts] ?? ''),
     };

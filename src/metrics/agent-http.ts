@@ -26,7 +26,9 @@ export function healthz(h: AgentHealth): HttpAnswer {
 /** /readyz: 200 with the reason when ready for pods, 503 with what is missing otherwise. */
 export function readyz(h: AgentHealth): HttpAnswer {
   const r = h.readiness();
-  return r.ready ? { status: 200, contentType: TEXT, body: `ready: ${r.reason}\n` } : { status: 503, contentType: TEXT, body: `not ready: ${r.reason}\n` };
+  return r.ready
+    ? { status: 200, contentType: TEXT, body: `ready: ${r.reason}\n` }
+    : { status: 503, contentType: TEXT, body: `not ready: ${r.reason}\n` };
 }
 
 export class AgentHttp {
@@ -36,7 +38,11 @@ export class AgentHttp {
   ) {}
 
   /** Listens on the configured addresses; rejects (and listens on neither) when one cannot be bound. */
-  static async start(cfg: Pick<Config, 'prometheusServeAddr' | 'healthServeAddr'>, metrics: AgentMetrics, health: AgentHealth): Promise<AgentHttp> {
+  static async start(
+    cfg: Pick<Config, 'prometheusServeAddr' | 'healthServeAddr'>,
+    metrics: AgentMetrics,
+    health: AgentHealth,
+  ): Promise<AgentHttp> {
     let healthEndpoint: HttpEndpoint | undefined;
     if (cfg.healthServeAddr) {
       healthEndpoint = await HttpEndpoint.listen('health-serve-addr', cfg.healthServeAddr, {
@@ -55,7 +61,10 @@ export class AgentHttp {
         throw e;
       }
     }
-    log.info('http endpoints listening', { metrics: metricsEndpoint?.address ?? 'off', health: healthEndpoint?.address ?? 'off' });
+    log.info('http endpoints listening', {
+      metrics: metricsEndpoint?.address ?? 'off',
+      health: healthEndpoint?.address ?? 'off',
+    });
     return new AgentHttp(metricsEndpoint, healthEndpoint);
   }
 

@@ -43,7 +43,15 @@ const CNI_ADD_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
  * socket-LB programs in milliseconds, which kube-proxy's first bucket would hide.
  */
 export const PROGRAMMING_BUCKETS = [
-  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
   ...Array.from({ length: 59 }, (_, i) => 1 + i),
   ...Array.from({ length: 12 }, (_, i) => 60 + 5 * i),
   ...Array.from({ length: 7 }, (_, i) => 120 + 30 * i),
@@ -168,7 +176,7 @@ export class AgentMetrics {
     });
     new Counter({
       name: 'sluice_capture_connections_total',
-      help: 'Connections counted by the capture programs, summed over pods (sl_ep_stats): outbound and inbound captured, proxy_bypass (the proxy\'s own), no_listener (inbound dropped: no proxy listener)',
+      help: "Connections counted by the capture programs, summed over pods (sl_ep_stats): outbound and inbound captured, proxy_bypass (the proxy's own), no_listener (inbound dropped: no proxy listener)",
       labelNames: ['direction'],
       registers,
       collect() {
@@ -189,7 +197,7 @@ export class AgentMetrics {
     if (cfg.source === 'api') {
       new Gauge({
         name: 'sluice_k8s_api_reachable',
-        help: '1 when the API server answered the agent\'s last request, 0 while it does not',
+        help: "1 when the API server answered the agent's last request, 0 while it does not",
         registers,
         collect() {
           const r = metrics.state.apiReachable();
@@ -199,7 +207,7 @@ export class AgentMetrics {
     }
     const programmingDuration = new Histogram({
       name: 'sluice_network_programming_duration_seconds',
-      help: 'From a Service\'s endpoints change (EndpointSlice last-change-trigger-time; standalone: when read) to the datapath serving it, as kube-proxy\'s network_programming_duration_seconds',
+      help: "From a Service's endpoints change (EndpointSlice last-change-trigger-time; standalone: when read) to the datapath serving it, as kube-proxy's network_programming_duration_seconds",
       buckets: PROGRAMMING_BUCKETS,
       registers,
     });
@@ -232,7 +240,7 @@ export class AgentMetrics {
     });
     this.monitorEventsLost = new Counter({
       name: 'sluice_monitor_events_lost_total',
-      help: 'Datapath events sluice monitor did not show: ring (the kernel\'s ring buffer was full), queue (a monitor read too slowly; counted per monitor)',
+      help: "Datapath events sluice monitor did not show: ring (the kernel's ring buffer was full), queue (a monitor read too slowly; counted per monitor)",
       labelNames: ['reason'],
       registers,
     });
@@ -308,7 +316,12 @@ export class AgentMetrics {
 
   /** One repair sweep's outcome. */
   repaired(mode: Config['repairMode'], r: RepairReport): void {
-    const done = { repaired: r.repaired.length, labelled: r.labelled.length, deleted: r.deleted.length, not_found: r.notFound.length };
+    const done = {
+      repaired: r.repaired.length,
+      labelled: r.labelled.length,
+      deleted: r.deleted.length,
+      not_found: r.notFound.length,
+    };
     for (const [result, n] of Object.entries(done)) if (n) this.repairPods.inc({ mode, result }, n);
     const failed = r.candidates - Object.values(done).reduce((a, b) => a + b, 0);
     if (failed > 0) this.repairPods.inc({ mode, result: 'failed' }, failed);

@@ -62,8 +62,10 @@ function pathOf(url: string | undefined): string {
 async function answer(routes: Record<string, Route>, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   const route = Object.hasOwn(routes, pathOf(req.url)) ? routes[pathOf(req.url)] : undefined;
   let a: HttpAnswer;
-  if (!route) a = { status: 404, contentType: 'text/plain; charset=utf-8', body: `not found; try ${Object.keys(routes).join(', ')}\n` };
-  else if (req.method !== 'GET' && req.method !== 'HEAD') a = { status: 405, contentType: 'text/plain; charset=utf-8', body: 'only GET\n' };
+  if (!route)
+    a = { status: 404, contentType: 'text/plain; charset=utf-8', body: `not found; try ${Object.keys(routes).join(', ')}\n` };
+  else if (req.method !== 'GET' && req.method !== 'HEAD')
+    a = { status: 405, contentType: 'text/plain; charset=utf-8', body: 'only GET\n' };
   else {
     try {
       a = await route();

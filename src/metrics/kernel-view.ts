@@ -32,7 +32,10 @@ export interface KernelView {
 }
 
 /** Reads the pins under pinDir; undefined while the datapath is not installed yet. */
-export function readKernelView(pinDir: string, registrations: ReadonlyArray<Pick<PodRegistration, 'netnsCookie'>>): KernelView | undefined {
+export function readKernelView(
+  pinDir: string,
+  registrations: ReadonlyArray<Pick<PodRegistration, 'netnsCookie'>>,
+): KernelView | undefined {
   if (!fs.existsSync(path.join(pinDir, 'sl_lb_svc'))) return undefined;
   const pressure = new Map<string, number>();
   let frontends = 0;
@@ -41,9 +44,14 @@ export function readKernelView(pinDir: string, registrations: ReadonlyArray<Pick
     const pin = path.join(pinDir, name);
     if (!fs.existsSync(pin)) continue;
     // sl_lb_svc's service entries are its slot-0 keys (slots 1..n hold the backends)
-    const c = censusPinnedMap(pin, name !== 'sl_lb_svc' ? undefined : (keys, at) => {
-      if (svcKeySlot(keys, at) === 0) frontends++;
-    });
+    const c = censusPinnedMap(
+      pin,
+      name !== 'sl_lb_svc'
+        ? undefined
+        : (keys, at) => {
+            if (svcKeySlot(keys, at) === 0) frontends++;
+          },
+    );
     if (c.entries === undefined) continue;
     pressure.set(name, c.maxEntries > 0 ? c.entries / c.maxEntries : 0);
     if (name === 'sl_lb_backend') backends = c.entries;
@@ -63,7 +71,10 @@ export function readKernelView(pinDir: string, registrations: ReadonlyArray<Pick
   try {
     for (const [cookie, st] of capture.stats.entries()) {
       podCounters.set(cookie, {
-        outbound: Number(st.outbound), inbound: Number(st.inbound), proxy_bypass: Number(st.proxyBypass), no_listener: Number(st.noListener),
+        outbound: Number(st.outbound),
+        inbound: Number(st.inbound),
+        proxy_bypass: Number(st.proxyBypass),
+        no_listener: Number(st.noListener),
       });
     }
     for (const reg of registrations) {

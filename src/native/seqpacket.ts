@@ -174,13 +174,10 @@ export class SeqpacketServer {
    * an error) and calls onConnection with each accepted connection, which starts reading when
    * its message handler is set.
    */
-  static listen(
-    path: string,
-    onConnection: (conn: SeqpacketConn) => void,
-    opts: SeqpacketServerOptions = {},
-  ): SeqpacketServer {
+  static listen(path: string, onConnection: (conn: SeqpacketConn) => void, opts: SeqpacketServerOptions = {}): SeqpacketServer {
     const backlog = opts.backlog ?? 128;
-    if (!Number.isInteger(backlog) || backlog < 1) throw new RangeError(`Cannot listen with backlog ${backlog}: must be a positive integer`);
+    if (!Number.isInteger(backlog) || backlog < 1)
+      throw new RangeError(`Cannot listen with backlog ${backlog}: must be a positive integer`);
     messageBytes(opts);
     const fd = checkIo(loadIo().seqpacketListen(path, backlog), `Cannot listen on seqpacket socket ${path}`);
     try {

@@ -85,8 +85,18 @@ interface Opts {
 
 /** run.ts's options (make bench passes BENCH_ARGS to both): [name, takes a value]. */
 const RUN_TS_OPTS: Record<string, boolean> = {
-  '--sizes': true, '--count': true, '--warmup': true, '--concurrency': true, '--rounds': true, '--sync-services': true,
-  '--sync-endpoints': true, '--sync-starts': true, '--updates': true, '--skip-latency': false, '--from-json': true, '--no-pin': false,
+  '--sizes': true,
+  '--count': true,
+  '--warmup': true,
+  '--concurrency': true,
+  '--rounds': true,
+  '--sync-services': true,
+  '--sync-endpoints': true,
+  '--sync-starts': true,
+  '--updates': true,
+  '--skip-latency': false,
+  '--from-json': true,
+  '--no-pin': false,
 };
 
 function parseOpts(argv: string[]): Opts {
@@ -118,23 +128,57 @@ function parseOpts(argv: string[]): Opts {
     };
     const num = () => Number(val());
     switch (a) {
-      case '--quick': break;
-      case '--services': o.services = num(); break;
-      case '--endpoints': o.endpoints = num(); break;
-      case '--starts': o.starts = num(); break;
-      case '--changes': o.changes = num(); break;
-      case '--bursts': o.bursts = num(); break;
-      case '--burst-size': o.burstSize = num(); break;
-      case '--gap-ms': o.gapMs = num(); break;
-      case '--pods': o.pods = num(); break;
-      case '--repair-services': o.repairServices = num(); break;
-      case '--repair-runs': o.repairRuns = num(); break;
-      case '--agent-node-flags': o.agentNodeFlags = val().split(/\s+/).filter(Boolean); break;
-      case '--keep-logs': o.keepLogs = true; break;
-      case '--skip-sync': o.skipSync = true; o.skipWatch = true; break;
-      case '--skip-watch': o.skipWatch = true; break;
-      case '--skip-repair': o.skipRepair = true; break;
-      case '--out': o.out = path.resolve(val()); break;
+      case '--quick':
+        break;
+      case '--services':
+        o.services = num();
+        break;
+      case '--endpoints':
+        o.endpoints = num();
+        break;
+      case '--starts':
+        o.starts = num();
+        break;
+      case '--changes':
+        o.changes = num();
+        break;
+      case '--bursts':
+        o.bursts = num();
+        break;
+      case '--burst-size':
+        o.burstSize = num();
+        break;
+      case '--gap-ms':
+        o.gapMs = num();
+        break;
+      case '--pods':
+        o.pods = num();
+        break;
+      case '--repair-services':
+        o.repairServices = num();
+        break;
+      case '--repair-runs':
+        o.repairRuns = num();
+        break;
+      case '--agent-node-flags':
+        o.agentNodeFlags = val().split(/\s+/).filter(Boolean);
+        break;
+      case '--keep-logs':
+        o.keepLogs = true;
+        break;
+      case '--skip-sync':
+        o.skipSync = true;
+        o.skipWatch = true;
+        break;
+      case '--skip-watch':
+        o.skipWatch = true;
+        break;
+      case '--skip-repair':
+        o.skipRepair = true;
+        break;
+      case '--out':
+        o.out = path.resolve(val());
+        break;
       case '--pin': {
         const v = val();
         const m = /^(\d+),(\d+)$/.exec(v);
@@ -168,9 +212,13 @@ function parseOpts(argv: string[]): Opts {
   int('--repair-services', o.repairServices, 1, 1000);
   int('--repair-runs', o.repairRuns, 1, 20);
   // the harness keeps the last 1 MiB of the agent's stderr: ~170 bytes per "services synced" line
-  if (o.changes + 2 * o.bursts > 5000) throw new Error('at most 5,000 changes + 2 × bursts (the agent\'s log lines are read back)');
+  if (o.changes + 2 * o.bursts > 5000)
+    throw new Error("at most 5,000 changes + 2 × bursts (the agent's log lines are read back)");
   const ips = o.services * o.endpoints + o.changes + o.bursts * o.burstSize;
-  if (ips > 524288) throw new Error(`the fake endpoint IPs (${ips}: initial endpoints + one per change) must fit bpf-lb-backend-map-max (524,288)`);
+  if (ips > 524288)
+    throw new Error(
+      `the fake endpoint IPs (${ips}: initial endpoints + one per change) must fit bpf-lb-backend-map-max (524,288)`,
+    );
   return o;
 }
 
@@ -215,23 +263,28 @@ const fakeIp = endpointIp;
 
 function serviceObj(name: string, vip: string) {
   return {
-    apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' },
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace: 'default' },
     spec: { clusterIP: vip, clusterIPs: [vip], ports: [{ name: 'http', port: SVC_PORT, targetPort: TCP_PORT, protocol: 'TCP' }] },
   };
 }
 
 function sliceObj(service: string, ips: string[]) {
   return {
-    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
     metadata: { name: `${service}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': service } },
-    addressType: 'IPv4', endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
+    addressType: 'IPv4',
+    endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
     ports: [{ name: 'http', port: TCP_PORT, protocol: 'TCP' }],
   };
 }
 
 function podObj(p: SimPod, node: string) {
   return {
-    apiVersion: 'v1', kind: 'Pod',
+    apiVersion: 'v1',
+    kind: 'Pod',
     metadata: { name: p.name, namespace: p.namespace, uid: p.uid },
     spec: { nodeName: node, containers: [{ name: 'app', image: 'app' }] },
     status: { phase: 'Running', podIP: p.ipv4, podIPs: [{ ip: p.ipv4 }, ...(p.ipv6 ? [{ ip: p.ipv6 }] : [])] },
@@ -278,7 +331,10 @@ async function spawnAgent(env: LbEnv, o: Opts, timeoutMs = 60000): Promise<{ spa
   const pin = o.pin ? ['taskset', '-c', String(o.pin[0])] : [];
   const spawnAt = Date.now();
   const cli = o.agentNodeFlags ? ['node', ...o.agentNodeFlags, path.join(ROOT, 'build/dist/cli.js')] : [SLUICE];
-  const agent: ChildProcess = env.node.spawn([...pin, ...cli, 'agent', '--config', env.configPath], { inCgroup: false, netnsPath: `/proc/${process.pid}/ns/net` });
+  const agent: ChildProcess = env.node.spawn([...pin, ...cli, 'agent', '--config', env.configPath], {
+    inCgroup: false,
+    netnsPath: `/proc/${process.pid}/ns/net`,
+  });
   env.agent = agent;
   const deadline = spawnAt + timeoutMs;
   for (;;) {
@@ -409,7 +465,8 @@ async function syncPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][]
     const rssAnonKiB = procStatusKiB(st.pid, 'RssAnon');
     const rssFileKiB = procStatusKiB(st.pid, 'RssFile');
     if (!st.ready) throw new Error('sluice status -o json says not ready');
-    if (st.datapath?.services !== o.services) throw new Error(`agent programmed ${st.datapath?.services} services, expected ${o.services}`);
+    if (st.datapath?.services !== o.services)
+      throw new Error(`agent programmed ${st.datapath?.services} services, expected ${o.services}`);
     const lists = api.requests.slice(mark).filter((r) => r.verb === 'list');
     if (lists.length === 0) throw new Error('the stand-in saw no LIST request');
     const firstList = Math.min(...lists.map((r) => r.at));
@@ -424,7 +481,8 @@ async function syncPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][]
     try {
       for (const i of [0, Math.floor(o.services / 2), o.services - 1]) {
         const got = (mapBackends(maps, i) ?? []).sort().join(',');
-        if (got !== [...eps[i]].sort().join(',')) throw new Error(`service ${i}: maps hold [${got}], expected [${eps[i].join(',')}]`);
+        if (got !== [...eps[i]].sort().join(','))
+          throw new Error(`service ${i}: maps hold [${got}], expected [${eps[i].join(',')}]`);
       }
     } finally {
       maps.close();
@@ -503,7 +561,8 @@ class SyncLines {
   /** Complete lines logged since the last call. */
   take(): AgentLog[] {
     const s = this.text();
-    if (s.length >= 1024 * 1024) throw new Error('the agent logged 1 MiB: the harness now drops the start of its stderr (use fewer --changes)');
+    if (s.length >= 1024 * 1024)
+      throw new Error('the agent logged 1 MiB: the harness now drops the start of its stderr (use fewer --changes)');
     const out: AgentLog[] = [];
     for (;;) {
       const idx = s.indexOf(SYNC_MARK, this.off);
@@ -539,8 +598,19 @@ async function watchPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][
     return { i, ip, obj: sliceObj(`svc-${i}`, eps[i]) };
   };
   const r: WatchResult = {
-    loadAvgStart: loadAvg(), loadAvgEnd: '', singles: [], singleTimeouts: 0, pollsPerChange: 0, applyUs: [], parts: [], unmatched: 0,
-    bursts: [], burstTimeouts: 0, syncsPerBurst: [], vmHwmBeforeKiB: procStatusKiB((await cliStatus(env)).pid, 'VmHWM'), vmHwmKiB: 0,
+    loadAvgStart: loadAvg(),
+    loadAvgEnd: '',
+    singles: [],
+    singleTimeouts: 0,
+    pollsPerChange: 0,
+    applyUs: [],
+    parts: [],
+    unmatched: 0,
+    bursts: [],
+    burstTimeouts: 0,
+    syncsPerBurst: [],
+    vmHwmBeforeKiB: procStatusKiB((await cliStatus(env)).pid, 'VmHWM'),
+    vmHwmKiB: 0,
   };
   await sleep(1000); // let the start settle (GC, bookmarks)
   const maps = LbMaps.open(env.node.pinDir);
@@ -575,9 +645,18 @@ async function watchPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][
       if (seen && lines.length === 1) {
         const end = tsOf(lines[0]);
         const ms = Number(lines[0].ms);
-        r.parts.push({ latencyMs: t1 - t0, toSyncStartMs: end - ms - w0, syncMs: ms, syncStartToSeenMs: w1 - (end - ms), seenToLoggedMs: end - w1 });
+        r.parts.push({
+          latencyMs: t1 - t0,
+          toSyncStartMs: end - ms - w0,
+          syncMs: ms,
+          syncStartToSeenMs: w1 - (end - ms),
+          seenToLoggedMs: end - w1,
+        });
       } else if (seen) r.unmatched++;
-      if ((c + 1) % Math.max(1, Math.floor(o.changes / 4)) === 0) progress(`watch: ${c + 1}/${o.changes} single changes, median so far ${fmt(median(r.singles))} ms, max ${fmt(Math.max(...r.singles))} ms`);
+      if ((c + 1) % Math.max(1, Math.floor(o.changes / 4)) === 0)
+        progress(
+          `watch: ${c + 1}/${o.changes} single changes, median so far ${fmt(median(r.singles))} ms, max ${fmt(Math.max(...r.singles))} ms`,
+        );
       if (o.gapMs) await sleep(o.gapMs);
     }
     r.pollsPerChange = polls / Math.max(1, o.changes);
@@ -654,7 +733,12 @@ async function repairPart(o: Opts, node: string): Promise<RepairResult> {
     api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'default' } });
     for (let i = 0; i < o.repairServices; i++) {
       api.apply(serviceObj(`svc-${i}`, vipFor(i)));
-      api.apply(sliceObj(`svc-${i}`, Array.from({ length: 5 }, (_, j) => fakeIp(i * 5 + j))));
+      api.apply(
+        sliceObj(
+          `svc-${i}`,
+          Array.from({ length: 5 }, (_, j) => fakeIp(i * 5 + j)),
+        ),
+      );
     }
     progress(`repair: creating ${o.pods} pods (bridge chain, no sluice-cni), one sleep in each, load ${loadAvg()}`);
     const t = Date.now();
@@ -692,10 +776,19 @@ async function repairPart(o: Opts, node: string): Promise<RepairResult> {
       const logs = agentLogs(env);
       const rep = find(logs, 'pods that predate the agent');
       const regs = logs.filter((l) => l.msg === 'pod predates the agent: registered and enrolled in place');
-      const listedEps = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout) as Array<{ name: string; namespace: string }>;
+      const listedEps = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout) as Array<{
+        name: string;
+        namespace: string;
+      }>;
       const names = new Set(listedEps.map((e) => `${e.namespace}/${e.name}`));
       const missing = pods.filter((p) => !names.has(`${p.namespace}/${p.name}`));
-      if (missing.length) throw new Error(`repair: ${missing.length} pods not in sluice endpoint list (e.g. ${missing.slice(0, 5).map((p) => p.name).join(', ')})`);
+      if (missing.length)
+        throw new Error(
+          `repair: ${missing.length} pods not in sluice endpoint list (e.g. ${missing
+            .slice(0, 5)
+            .map((p) => p.name)
+            .join(', ')})`,
+        );
       const repEnd = tsOf(rep);
       const repMs = Number(rep.ms);
       const x: RepairRun = {
@@ -714,7 +807,9 @@ async function repairPart(o: Opts, node: string): Promise<RepairResult> {
       };
       runs.push(x);
       keepLogs(env, o, `repair-${k + 1}`);
-      progress(`repair: run ${k + 1}/${o.repairRuns}: ${x.repaired} repaired in ${x.repairMs} ms (scan ${x.scanMs} ms, registering ${x.registerMs} ms), API synced → done ${x.apiSyncedToRepairedMs} ms; load ${load}`);
+      progress(
+        `repair: run ${k + 1}/${o.repairRuns}: ${x.repaired} repaired in ${x.repairMs} ms (scan ${x.scanMs} ms, registering ${x.registerMs} ms), API synced → done ${x.apiSyncedToRepairedMs} ms; load ${load}`,
+      );
     }
     return { pods: o.pods, services: o.repairServices, addPodsMs, procNetTcpMs, runs };
   } finally {
@@ -746,7 +841,14 @@ function medRange(xs: number[], f: (v: number) => string): string {
   return xs.length > 1 ? `${f(median(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})` : f(xs[0]);
 }
 
-function report(o: Opts, envInfo: Record<string, string>, sync: SyncResult | undefined, watch: WatchResult | undefined, repair: RepairResult | undefined, totalS: number): string {
+function report(
+  o: Opts,
+  envInfo: Record<string, string>,
+  sync: SyncResult | undefined,
+  watch: WatchResult | undefined,
+  repair: RepairResult | undefined,
+  totalS: number,
+): string {
   const out: string[] = [];
   out.push(`## sluice API-mode benchmark (${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC)`, '');
   out.push(
@@ -762,70 +864,196 @@ function report(o: Opts, envInfo: Record<string, string>, sync: SyncResult | und
     const S = sync.starts;
     const f = (g: (s: SyncStart) => number) => S.map(g);
     rows.push(
-      [`**1. initial sync**, ${int(sync.services)} Services / ${int(sync.endpoints)} endpoints (${S.length} cold start${S.length > 1 ? 's' : ''}, median (range))`, '', '', ''],
-      ['first LIST arrives → first full "services synced" logged', ms(f((s) => s.listToServicesSyncedMs)), '≤ 2,000 ms', verdict(median(f((s) => s.listToServicesSyncedMs)) <= 2000)],
-      ['first LIST arrives → status ready (`sluice status` exits 0)', ms(f((s) => s.listToReadyMs)), '≤ 2,000 ms', verdict(median(f((s) => s.listToReadyMs)) <= 2000)],
-      ['  of which: first LIST → "API server synced" (all kinds listed, 500 per page)', ms(f((s) => s.listToApiSyncedMs)), '', ''],
+      [
+        `**1. initial sync**, ${int(sync.services)} Services / ${int(sync.endpoints)} endpoints (${S.length} cold start${S.length > 1 ? 's' : ''}, median (range))`,
+        '',
+        '',
+        '',
+      ],
+      [
+        'first LIST arrives → first full "services synced" logged',
+        ms(f((s) => s.listToServicesSyncedMs)),
+        '≤ 2,000 ms',
+        verdict(median(f((s) => s.listToServicesSyncedMs)) <= 2000),
+      ],
+      [
+        'first LIST arrives → status ready (`sluice status` exits 0)',
+        ms(f((s) => s.listToReadyMs)),
+        '≤ 2,000 ms',
+        verdict(median(f((s) => s.listToReadyMs)) <= 2000),
+      ],
+      [
+        '  of which: first LIST → "API server synced" (all kinds listed, 500 per page)',
+        ms(f((s) => s.listToApiSyncedMs)),
+        '',
+        '',
+      ],
       ['  of which: first LIST → last page request arrives', ms(f((s) => s.listToLastListMs)), '', ''],
       ['  of which: "API server synced" → "services synced"', ms(f((s) => s.apiSyncedToServicesSyncedMs)), '', ''],
-      ['  of which: map sync ("services synced" ms: collect + map writes)', ms(f((s) => s.syncMs), 1), '', ''],
-      ['  stand-in busy (this process\'s event loop, spawn → ready)', ms(f((s) => s.benchBusyMs)), '', ''],
-      ['LIST requests per start', medRange(f((s) => s.listRequests), int), '', ''],
+      [
+        '  of which: map sync ("services synced" ms: collect + map writes)',
+        ms(
+          f((s) => s.syncMs),
+          1,
+        ),
+        '',
+        '',
+      ],
+      ["  stand-in busy (this process's event loop, spawn → ready)", ms(f((s) => s.benchBusyMs)), '', ''],
+      [
+        'LIST requests per start',
+        medRange(
+          f((s) => s.listRequests),
+          int,
+        ),
+        '',
+        '',
+      ],
       ['agent spawn → first LIST arrives (Node start, datapath load + attach)', ms(f((s) => s.spawnToFirstListMs)), '', ''],
       ['agent spawn → status ready', ms(f((s) => s.spawnToReadyMs)), '', ''],
-      ['peak RSS right after the sync (VmHWM)', medRange(f((s) => s.vmHwmKiB / 1024), (v) => `${fmt(v)} MiB`), '≤ 150 MiB', verdict(median(f((s) => s.vmHwmKiB / 1024)) <= 150)],
-      ['RSS right after the sync (VmRSS): anonymous + file-backed; V8 heap used', `${fmt(median(f((s) => s.vmRssKiB / 1024)))} MiB: ${fmt(median(f((s) => s.rssAnonKiB / 1024)))} + ${fmt(median(f((s) => s.rssFileKiB / 1024)))} MiB; heap ${fmt(median(f((s) => s.heapUsedMiB)), 0)} MiB`, '', ''],
+      [
+        'peak RSS right after the sync (VmHWM)',
+        medRange(
+          f((s) => s.vmHwmKiB / 1024),
+          (v) => `${fmt(v)} MiB`,
+        ),
+        '≤ 150 MiB',
+        verdict(median(f((s) => s.vmHwmKiB / 1024)) <= 150),
+      ],
+      [
+        'RSS right after the sync (VmRSS): anonymous + file-backed; V8 heap used',
+        `${fmt(median(f((s) => s.vmRssKiB / 1024)))} MiB: ${fmt(median(f((s) => s.rssAnonKiB / 1024)))} + ${fmt(median(f((s) => s.rssFileKiB / 1024)))} MiB; heap ${fmt(median(f((s) => s.heapUsedMiB)), 0)} MiB`,
+        '',
+        '',
+      ],
     );
   }
   if (watch) {
-    const q = (xs: number[]) => `${fmt(median(xs))} / ${fmt(quantile(xs, 0.9))} / ${fmt(quantile(xs, 0.99))} / ${fmt(Math.max(...xs))} ms`;
+    const q = (xs: number[]) =>
+      `${fmt(median(xs))} / ${fmt(quantile(xs, 0.9))} / ${fmt(quantile(xs, 0.99))} / ${fmt(Math.max(...xs))} ms`;
     const P = watch.parts;
     const p99 = quantile(watch.singles, 0.99);
     const slow = P.filter((x) => x.latencyMs >= p99);
     rows.push(
-      [`**2. watch event → map updated**, agent synced at ${int(o.services)} Services (maps polled in-process every ~${POLL_MS} ms; ${fmt(watch.pollsPerChange)} polls per change)`, '', '', ''],
-      [`one EndpointSlice change at a time (${watch.singles.length} changes${watch.singleTimeouts ? `, ${watch.singleTimeouts} not seen in ${WAIT_LIMIT_MS / 1000} s` : ''}): median / p90 / p99 / max`, q(watch.singles), 'p99 ≤ 50 ms', verdict(p99 <= 50 && watch.singleTimeouts === 0)],
-      [`  of which, from each change's own "services synced" line (ms resolution; ${P.length} matched${watch.unmatched ? `, ${watch.unmatched} not` : ''}): apply → sync starts (watch delivery, decode, store, 20 ms coalescing timer)`, q(P.map((x) => x.toSyncStartMs)), '', ''],
+      [
+        `**2. watch event → map updated**, agent synced at ${int(o.services)} Services (maps polled in-process every ~${POLL_MS} ms; ${fmt(watch.pollsPerChange)} polls per change)`,
+        '',
+        '',
+        '',
+      ],
+      [
+        `one EndpointSlice change at a time (${watch.singles.length} changes${watch.singleTimeouts ? `, ${watch.singleTimeouts} not seen in ${WAIT_LIMIT_MS / 1000} s` : ''}): median / p90 / p99 / max`,
+        q(watch.singles),
+        'p99 ≤ 50 ms',
+        verdict(p99 <= 50 && watch.singleTimeouts === 0),
+      ],
+      [
+        `  of which, from each change's own "services synced" line (ms resolution; ${P.length} matched${watch.unmatched ? `, ${watch.unmatched} not` : ''}): apply → sync starts (watch delivery, decode, store, 20 ms coalescing timer)`,
+        q(P.map((x) => x.toSyncStartMs)),
+        '',
+        '',
+      ],
       ['  of which: sync starts → new IP seen in the maps', q(P.map((x) => x.syncStartToSeenMs)), '', ''],
       ['  the sync\'s own time ("services synced" ms)', q(P.map((x) => x.syncMs)), '', ''],
       ['  of which after the change is visible (seen → "services synced" logged)', q(P.map((x) => x.seenToLoggedMs)), '', ''],
-      [`  the slowest 1% (${slow.length} changes ≥ p99): median apply → sync start / sync start → seen / sync ms`, `${fmt(median(slow.map((x) => x.toSyncStartMs)))} / ${fmt(median(slow.map((x) => x.syncStartToSeenMs)))} / ${fmt(median(slow.map((x) => x.syncMs)))} ms`, '', ''],
-      ['  api.apply() itself (clone, watch event JSON, TLS write): median / p99', `${fmt(median(watch.applyUs), 0)} / ${fmt(quantile(watch.applyUs, 0.99), 0)} µs`, '', ''],
-      [`bursts of ${o.burstSize} changes applied at once (${watch.bursts.length} bursts${watch.burstTimeouts ? `, ${watch.burstTimeouts} incomplete` : ''}): until all visible, median / p90 / p99 / max`, q(watch.bursts), '', ''],
+      [
+        `  the slowest 1% (${slow.length} changes ≥ p99): median apply → sync start / sync start → seen / sync ms`,
+        `${fmt(median(slow.map((x) => x.toSyncStartMs)))} / ${fmt(median(slow.map((x) => x.syncStartToSeenMs)))} / ${fmt(median(slow.map((x) => x.syncMs)))} ms`,
+        '',
+        '',
+      ],
+      [
+        '  api.apply() itself (clone, watch event JSON, TLS write): median / p99',
+        `${fmt(median(watch.applyUs), 0)} / ${fmt(quantile(watch.applyUs, 0.99), 0)} µs`,
+        '',
+        '',
+      ],
+      [
+        `bursts of ${o.burstSize} changes applied at once (${watch.bursts.length} bursts${watch.burstTimeouts ? `, ${watch.burstTimeouts} incomplete` : ''}): until all visible, median / p90 / p99 / max`,
+        q(watch.bursts),
+        '',
+        '',
+      ],
       ['  "services synced" lines per burst: median (min–max)', medRange(watch.syncsPerBurst, int), '', ''],
-      ['agent peak RSS (VmHWM) before → after the changes', `${fmt(watch.vmHwmBeforeKiB / 1024)} → ${fmt(watch.vmHwmKiB / 1024)} MiB`, '≤ 150 MiB', verdict(watch.vmHwmKiB / 1024 <= 150)],
+      [
+        'agent peak RSS (VmHWM) before → after the changes',
+        `${fmt(watch.vmHwmBeforeKiB / 1024)} → ${fmt(watch.vmHwmKiB / 1024)} MiB`,
+        '≤ 150 MiB',
+        verdict(watch.vmHwmKiB / 1024 <= 150),
+      ],
     );
   }
   if (repair) {
     const R = repair.runs;
     const f = (g: (r: RepairRun) => number) => R.map(g);
     rows.push(
-      [`**3. repair** of ${repair.pods} running pods that predate the agent, ${repair.services} Services (${R.length} run${R.length > 1 ? 's' : ''}, fresh pins and state each)`, '', '', ''],
-      ['repair duration ("pods that predate the agent" ms)', ms(f((r) => r.repairMs)), '≤ 1,000 ms', verdict(median(f((r) => r.repairMs)) <= 1000)],
+      [
+        `**3. repair** of ${repair.pods} running pods that predate the agent, ${repair.services} Services (${R.length} run${R.length > 1 ? 's' : ''}, fresh pins and state each)`,
+        '',
+        '',
+        '',
+      ],
+      [
+        'repair duration ("pods that predate the agent" ms)',
+        ms(f((r) => r.repairMs)),
+        '≤ 1,000 ms',
+        verdict(median(f((r) => r.repairMs)) <= 1000),
+      ],
       ['  of which: /proc scan (repair start → first pod registered)', ms(f((r) => r.scanMs)), '', ''],
       ['  of which: registering + enrolling (first → last pod)', ms(f((r) => r.registerMs)), '', ''],
-      ['  per pod (first → last / (pods - 1))', ms(f((r) => r.registerMs / Math.max(1, r.repaired - 1)), 1), '', ''],
-      ['  context: this process reading /proc/<pod pid>/net/tcp + tcp6 once (median of 20)', `${fmt(repair.procNetTcpMs, 2)} ms`, '', ''],
-      ['  requests to the stand-in other than list/watch during the start', medRange(f((r) => r.otherRequests), int), '', ''],
+      [
+        '  per pod (first → last / (pods - 1))',
+        ms(
+          f((r) => r.registerMs / Math.max(1, r.repaired - 1)),
+          1,
+        ),
+        '',
+        '',
+      ],
+      [
+        '  context: this process reading /proc/<pod pid>/net/tcp + tcp6 once (median of 20)',
+        `${fmt(repair.procNetTcpMs, 2)} ms`,
+        '',
+        '',
+      ],
+      [
+        '  requests to the stand-in other than list/watch during the start',
+        medRange(
+          f((r) => r.otherRequests),
+          int,
+        ),
+        '',
+        '',
+      ],
       ['"API server synced" → repair done', ms(f((r) => r.apiSyncedToRepairedMs)), '', ''],
       ['"services synced" → repair done', ms(f((r) => r.servicesSyncedToRepairedMs)), '', ''],
-      ['pods repaired / candidates / not found / in `sluice endpoint list`', R.map((r) => `${r.repaired}/${r.candidates}/${r.notFound}/${r.listed}`).join(', '), `${repair.pods} listed`, verdict(R.every((r) => r.listed === repair.pods && r.repaired === repair.pods))],
+      [
+        'pods repaired / candidates / not found / in `sluice endpoint list`',
+        R.map((r) => `${r.repaired}/${r.candidates}/${r.notFound}/${r.listed}`).join(', '),
+        `${repair.pods} listed`,
+        verdict(R.every((r) => r.listed === repair.pods && r.repaired === repair.pods)),
+      ],
       ['agent spawn → status ready', ms(f((r) => r.spawnToReadyMs)), '', ''],
     );
   }
   out.push(table(['measurement', 'value', 'target', ''], rows, 1), '');
   const loads: string[] = [];
   if (sync) loads.push(`sync starts: ${sync.starts.map((s) => s.loadAvg.split(' ')[0]).join(', ')}`);
-  if (watch) loads.push(`watch part: ${watch.loadAvgStart.split(' ')[0]} at its start, ${watch.loadAvgEnd.split(' ')[0]} at its end`);
+  if (watch)
+    loads.push(`watch part: ${watch.loadAvgStart.split(' ')[0]} at its start, ${watch.loadAvgEnd.split(' ')[0]} at its end`);
   if (repair) loads.push(`repair runs: ${repair.runs.map((r) => r.loadAvg.split(' ')[0]).join(', ')}`);
-  out.push(`1-minute load average ${loads.join('; ')} (the machine may be shared; the agent and this process together keep up to 2 CPUs busy during a sync).`, '');
+  out.push(
+    `1-minute load average ${loads.join('; ')} (the machine may be shared; the agent and this process together keep up to 2 CPUs busy during a sync).`,
+    '',
+  );
   if (sync) {
     out.push(
       `Objects applied to the stand-in in ${int(sync.applyMs)} ms. First full sync reports: ${sync.starts.map((s) => `\`${JSON.stringify(s.synced)}\``).join(', ')}.`,
       '',
     );
   }
-  if (repair) out.push(`The ${repair.pods} pods took ${fmt(repair.addPodsMs / 1000)} s to create (bridge + host-local, sequentially).`, '');
+  if (repair)
+    out.push(`The ${repair.pods} pods took ${fmt(repair.addPodsMs / 1000)} s to create (bridge + host-local, sequentially).`, '');
   out.push(
     'Reproduce: `make all && node_modules/.bin/tsx test/bench/api.ts` as root (`--quick` for a smoke run; options in the header of test/bench/api.ts).',
     '',
@@ -845,11 +1073,16 @@ async function main(): Promise<void> {
   if (o.pin) await run(['taskset', '-a', '-pc', String(o.pin[1]), String(process.pid)]);
   const cpus = os.cpus();
   const envInfo: Record<string, string> = {
-    kernel: os.release(), cpus: String(cpus.length), cpuModel: cpus[0]?.model?.trim() ?? 'unknown',
-    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM`, loadStart: loadAvg(),
+    kernel: os.release(),
+    cpus: String(cpus.length),
+    cpuModel: cpus[0]?.model?.trim() ?? 'unknown',
+    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM`,
+    loadStart: loadAvg(),
   };
   const NODE = 'bench-node';
-  progress(`kernel ${envInfo.kernel}, ${envInfo.cpus} CPUs, load ${envInfo.loadStart}; ${o.services} services × ${o.endpoints}, ${o.starts} starts, ${o.changes} changes, ${o.bursts}×${o.burstSize} bursts, ${o.pods} pods`);
+  progress(
+    `kernel ${envInfo.kernel}, ${envInfo.cpus} CPUs, load ${envInfo.loadStart}; ${o.services} services × ${o.endpoints}, ${o.starts} starts, ${o.changes} changes, ${o.bursts}×${o.burstSize} bursts, ${o.pods} pods`,
+  );
 
   let sync: SyncResult | undefined;
   let watch: WatchResult | undefined;
@@ -894,7 +1127,10 @@ async function main(): Promise<void> {
   const md = report(o, envInfo, sync, watch, repair, totalS);
   fs.mkdirSync(o.out, { recursive: true });
   fs.writeFileSync(path.join(o.out, 'api.md'), md);
-  fs.writeFileSync(path.join(o.out, 'api.json'), JSON.stringify({ opts: o, env: envInfo, sync, watch, repair, totalS }, null, 2) + '\n');
+  fs.writeFileSync(
+    path.join(o.out, 'api.json'),
+    JSON.stringify({ opts: o, env: envInfo, sync, watch, repair, totalS }, null, 2) + '\n',
+  );
   process.stdout.write(md);
   progress(`done in ${fmt(totalS / 60, 1)} min; wrote ${path.relative(process.cwd(), path.join(o.out, 'api.md'))} and api.json`);
 }

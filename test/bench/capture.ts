@@ -76,20 +76,34 @@ function parseOpts(argv: string[]): Opts {
       return v;
     };
     switch (a) {
-      case '--quick': break;
-      case '--rounds': o.rounds = Number(val()); break;
-      case '--count': o.count = Number(val()); break;
-      case '--warmup': o.warmup = Number(val()); break;
-      case '--rate-concurrency': o.rateC = Number(val()); break;
-      case '--out': o.out = path.resolve(val()); break;
+      case '--quick':
+        break;
+      case '--rounds':
+        o.rounds = Number(val());
+        break;
+      case '--count':
+        o.count = Number(val());
+        break;
+      case '--warmup':
+        o.warmup = Number(val());
+        break;
+      case '--rate-concurrency':
+        o.rateC = Number(val());
+        break;
+      case '--out':
+        o.out = path.resolve(val());
+        break;
       case '--pin': {
         const m = /^(\d+),(\d+)$/.exec(val());
         if (!m) throw new Error('--pin takes APP_CPU,PROXY_CPU');
         o.pin = [Number(m[1]), Number(m[2])];
         break;
       }
-      case '--no-pin': o.pin = undefined; break;
-      default: throw new Error(`unknown option ${a} (see the header of test/bench/capture.ts)`);
+      case '--no-pin':
+        o.pin = undefined;
+        break;
+      default:
+        throw new Error(`unknown option ${a} (see the header of test/bench/capture.ts)`);
     }
   }
   const int = (name: string, v: number, min: number, max: number) => {
@@ -145,18 +159,36 @@ async function main(): Promise<number> {
     const I = await addMeshPod(env, 'istio', { annotations: {} });
     const epS = await endpoint(env, S);
     const epI = await endpoint(env, I);
-    if (epS?.mode !== 'sidecar' || epI?.mode !== 'none') throw new Error(`setup: S mode=${epS?.mode}, I mode=${epI?.mode} (want sidecar, none)`);
+    if (epS?.mode !== 'sidecar' || epI?.mode !== 'none')
+      throw new Error(`setup: S mode=${epS?.mode}, I mode=${epI?.mode} (want sidecar, none)`);
     await loadGolden(env.node, I, readGolden(ISTIO_RULES));
     // The sidecar logs a JSON line per connection: past its 'ready' line its stdout goes to
     // /dev/null, so the harness does not spend a CPU collecting tens of thousands of lines.
     const quiet = ['/bin/sh', '-c', '"$@" | { IFS= read -r l; printf "%s\\n" "$l"; exec cat >/dev/null; }', 'sh'];
-    for (const [pod, inCgroup] of [[S, true], [I, false]] as const) {
-      const sc = env.node.spawn([...quiet, PROBE, 'sidecar', '--id', `sc-${pod.name}`, '--forward', '--bind-inbound-source', '127.0.0.6', '--bind-inbound-source', '::6'], {
-        netnsPath: pod.netnsPath,
-        uid: 1337,
-        gid: 1337,
-        inCgroup,
-      });
+    for (const [pod, inCgroup] of [
+      [S, true],
+      [I, false],
+    ] as const) {
+      const sc = env.node.spawn(
+        [
+          ...quiet,
+          PROBE,
+          'sidecar',
+          '--id',
+          `sc-${pod.name}`,
+          '--forward',
+          '--bind-inbound-source',
+          '127.0.0.6',
+          '--bind-inbound-source',
+          '::6',
+        ],
+        {
+          netnsPath: pod.netnsPath,
+          uid: 1337,
+          gid: 1337,
+          inCgroup,
+        },
+      );
       await env.node.waitForLine(sc, 'ready');
     }
     if (o.pin) {
@@ -175,26 +207,51 @@ async function main(): Promise<number> {
 
     // Each path does what it claims before it is timed.
     for (const v of ['sluice', 'iptables', 'direct'] as Variant[]) {
-      const r = await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', server.ipv4, '--port', String(TCP_PORT), '--timeout-ms', '2000'], {
-        netnsPath: from[v].pod.netnsPath,
-        inCgroup: from[v].inCgroup,
-        allowFail: true,
-      });
+      const r = await env.node.exec(
+        [PROBE, 'connect', '--proto', 'tcp', '--addr', server.ipv4, '--port', String(TCP_PORT), '--timeout-ms', '2000'],
+        {
+          netnsPath: from[v].pod.netnsPath,
+          inCgroup: from[v].inCgroup,
+          allowFail: true,
+        },
+      );
       const line = r.stdout.split('\n').find((l) => l.startsWith('{"ok"'));
       const res = line ? JSON.parse(line) : undefined;
       const sc = sidecarReply(res?.reply);
       const ok =
         v === 'direct'
           ? res?.ok && res.reply.split(' ')[0] === server.name
-          : res?.ok && sc?.via === 'out' && sc.orig === `${server.ipv4}:${TCP_PORT}` && sc.upstream?.split(' ')[0] === server.name;
+          : res?.ok &&
+            sc?.via === 'out' &&
+            sc.orig === `${server.ipv4}:${TCP_PORT}` &&
+            sc.upstream?.split(' ')[0] === server.name;
       if (!ok) throw new Error(`setup check (${v}): ${line ?? r.stdout + r.stderr}`);
       progress(`${v}: ${res.reply}`);
     }
 
     const bench = async (v: Variant, c: number): Promise<BenchOut> => {
-      const args = [...(o.pin ? ['taskset', '-c', String(o.pin[0])] : []), PROBE, 'bench', '--addr', server.ipv4, '--port', String(TCP_PORT), '--count', String(o.count), '--warmup', String(o.warmup), '--concurrency', String(c)];
+      const args = [
+        ...(o.pin ? ['taskset', '-c', String(o.pin[0])] : []),
+        PROBE,
+        'bench',
+        '--addr',
+        server.ipv4,
+        '--port',
+        String(TCP_PORT),
+        '--count',
+        String(o.count),
+        '--warmup',
+        String(o.warmup),
+        '--concurrency',
+        String(c),
+      ];
       if (c === 1) args.push('--percentiles'); // the latency pass: its distribution is charted
-      const r = await env!.node.exec(args, { netnsPath: from[v].pod.netnsPath, inCgroup: from[v].inCgroup, allowFail: true, timeoutMs: 300000 });
+      const r = await env!.node.exec(args, {
+        netnsPath: from[v].pod.netnsPath,
+        inCgroup: from[v].inCgroup,
+        allowFail: true,
+        timeoutMs: 300000,
+      });
       const line = r.stdout.split('\n').find((l) => l.startsWith('{"count"'));
       if (!line) throw new Error(`bench (${v}) printed no result: ${r.stderr.slice(-500)}`);
       return JSON.parse(line) as BenchOut;
@@ -217,7 +274,8 @@ async function main(): Promise<number> {
 
     // --- report ---
     const errors = samples.reduce((n, s) => n + s.lat.errors + s.rate.errors, 0);
-    const of = (v: Variant, f: (s: Sample) => number | null) => median(samples.filter((s) => s.variant === v).map((s) => f(s) ?? NaN));
+    const of = (v: Variant, f: (s: Sample) => number | null) =>
+      median(samples.filter((s) => s.variant === v).map((s) => f(s) ?? NaN));
     const figures: Array<{ name: string; f: (s: Sample) => number | null; lowerIsBetter: boolean; unit: string }> = [
       { name: 'request latency, median', f: (s) => s.lat.op_median_us, lowerIsBetter: true, unit: 'µs' },
       { name: 'request latency, p99', f: (s) => s.lat.op_p99_us, lowerIsBetter: true, unit: 'µs' },
@@ -253,7 +311,9 @@ async function main(): Promise<number> {
         const ri = fig.f(samples.find((x) => x.round === round && x.variant === 'iptables')!) ?? NaN;
         if (fig.lowerIsBetter ? rs <= ri : rs >= ri) ahead++;
       }
-      lines.push(`| ${fig.name} (${fig.unit}) | ${fmt(d)} | ${fmt(s)} | ${fmt(i)} | ${ratio.toFixed(3)} | ${met ? 'met' : 'MISSED'} | ${ahead}/${o.rounds} |`);
+      lines.push(
+        `| ${fig.name} (${fig.unit}) | ${fmt(d)} | ${fmt(s)} | ${fmt(i)} | ${ratio.toFixed(3)} | ${met ? 'met' : 'MISSED'} | ${ahead}/${o.rounds} |`,
+      );
     }
     lines.push(
       '',
@@ -276,8 +336,13 @@ async function main(): Promise<number> {
     fs.mkdirSync(o.out, { recursive: true });
     fs.writeFileSync(path.join(o.out, 'capture.md'), md);
     const raw = {
-      opts: o, kernel: os.release(), cpus: os.cpus().length, iptables: iptVer,
-      loadAvg: { before: load0, after: os.loadavg()[0] }, errors, samples,
+      opts: o,
+      kernel: os.release(),
+      cpus: os.cpus().length,
+      iptables: iptVer,
+      loadAvg: { before: load0, after: os.loadavg()[0] },
+      errors,
+      samples,
     };
     fs.writeFileSync(path.join(o.out, 'capture.json'), JSON.stringify(raw, null, 2) + '\n');
     process.stdout.write(md);

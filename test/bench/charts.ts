@@ -85,7 +85,9 @@ function median(xs: number[]): number {
 }
 
 const loadText = (xs: number[]) =>
-  xs.length ? `1-min load average ${median(xs).toFixed(1)} (max ${Math.max(...xs).toFixed(1)}) during the run` : 'load average not recorded';
+  xs.length
+    ? `1-min load average ${median(xs).toFixed(1)} (max ${Math.max(...xs).toFixed(1)}) during the run`
+    : 'load average not recorded';
 
 /* Without a canvas, vega estimates text as 0.8 em per character, wider than it renders: titles
  * and subtitle lines are kept short (about 70 characters) so the SVG is not padded far past
@@ -94,7 +96,11 @@ const BASE = {
   $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
   background: 'white',
   padding: 12,
-  config: { font: 'sans-serif', title: { anchor: 'start', fontSize: 13, subtitleFontSize: 11, subtitleColor: '#555' }, legend: { orient: 'bottom', columns: 1, labelLimit: 480 } },
+  config: {
+    font: 'sans-serif',
+    title: { anchor: 'start', fontSize: 13, subtitleFontSize: 11, subtitleColor: '#555' },
+    legend: { orient: 'bottom', columns: 1, labelLimit: 480 },
+  },
 } as const;
 
 // ---------------------------------------------------------------------------------------------
@@ -107,7 +113,14 @@ export function connectLatencySpec(r: LbResults): TopLevelSpec {
     for (const [mode, series] of Object.entries(CONNECT_SERIES)) {
       const meds = (s.runs[mode] ?? []).map((x) => x.connect_median_us);
       if (!meds.length) continue;
-      rows.push({ services: s.size.toLocaleString('en-US'), order: s.size, series, median: median(meds), low: Math.min(...meds), high: Math.max(...meds) });
+      rows.push({
+        services: s.size.toLocaleString('en-US'),
+        order: s.size,
+        series,
+        median: median(meds),
+        low: Math.min(...meds),
+        high: Math.max(...meds),
+      });
     }
   }
   if (!rows.length) throw new RangeError('results.json holds no connect runs of sluice, iptables or direct');
@@ -130,23 +143,33 @@ export function connectLatencySpec(r: LbResults): TopLevelSpec {
     encoding: {
       x: { field: 'services', type: 'ordinal', sort: sizes, title: 'Services on the node', axis: { labelAngle: 0 } },
       color: {
-        field: 'series', type: 'nominal', title: null,
+        field: 'series',
+        type: 'nominal',
+        title: null,
         scale: { domain: Object.values(CONNECT_SERIES), range: [COLORS.sluice, COLORS.iptables, COLORS.direct] },
       },
     },
     layer: [
-      { mark: { type: 'line', point: true }, encoding: { y: { field: 'median', type: 'quantitative', title: 'connect latency, median µs' } } },
+      {
+        mark: { type: 'line', point: true },
+        encoding: { y: { field: 'median', type: 'quantitative', title: 'connect latency, median µs' } },
+      },
       { mark: { type: 'rule', strokeWidth: 2 }, encoding: { y: { field: 'low', type: 'quantitative' }, y2: { field: 'high' } } },
       // value labels placed apart, since the lines run close: direct's below right, sluice's
       // above right, iptables' above left
-      ...([
-        [CONNECT_SERIES.direct, 'left', 6, 10],
-        [CONNECT_SERIES.sluice, 'left', 6, -8],
-        [CONNECT_SERIES.iptables, 'right', -6, -8],
-      ] as const).map(([series, align, dx, dy]) => ({
+      ...(
+        [
+          [CONNECT_SERIES.direct, 'left', 6, 10],
+          [CONNECT_SERIES.sluice, 'left', 6, -8],
+          [CONNECT_SERIES.iptables, 'right', -6, -8],
+        ] as const
+      ).map(([series, align, dx, dy]) => ({
         transform: [{ filter: { field: 'series', equal: series } }],
         mark: { type: 'text' as const, align, dx, dy, fontSize: 10 },
-        encoding: { y: { field: 'median', type: 'quantitative' as const }, text: { field: 'median', type: 'quantitative' as const, format: '.0f' } },
+        encoding: {
+          y: { field: 'median', type: 'quantitative' as const },
+          text: { field: 'median', type: 'quantitative' as const, format: '.0f' },
+        },
       })),
     ],
   };
@@ -163,7 +186,10 @@ export function sidecarLatencySpec(r: CaptureResults): TopLevelSpec {
     if (!runs.length) continue;
     // Runs without --percentiles still give two points of the distribution: median and p99.
     const points = (l: (typeof runs)[number]): Array<[number, number]> =>
-      l.op_percentiles_us ?? [[50, l.op_median_us ?? NaN], [99, l.op_p99_us ?? NaN]];
+      l.op_percentiles_us ?? [
+        [50, l.op_median_us ?? NaN],
+        [99, l.op_p99_us ?? NaN],
+      ];
     const byPct = new Map<number, number[]>();
     for (const l of runs) for (const [p, us] of points(l)) byPct.set(p, [...(byPct.get(p) ?? []), us]);
     for (const [p, us] of byPct) {
@@ -183,7 +209,9 @@ export function sidecarLatencySpec(r: CaptureResults): TopLevelSpec {
         'app → capture → the same stand-in sidecar → server pod',
         `${(r.opts?.count ?? NaN).toLocaleString('en-US')} requests per round at concurrency 1`,
         `each percentile: median over ${rounds} interleaved rounds`,
-        load.length ? `1-min load average ${load[0].toFixed(1)} before, ${load[1].toFixed(1)} after` : 'load average not recorded',
+        load.length
+          ? `1-min load average ${load[0].toFixed(1)} before, ${load[1].toFixed(1)} after`
+          : 'load average not recorded',
       ],
     },
     width: 600,
@@ -192,12 +220,17 @@ export function sidecarLatencySpec(r: CaptureResults): TopLevelSpec {
     mark: { type: 'line', point: true },
     encoding: {
       x: {
-        field: 'nines', type: 'quantitative', title: 'percentile of requests', scale: { nice: false, padding: 12 },
+        field: 'nines',
+        type: 'quantitative',
+        title: 'percentile of requests',
+        scale: { nice: false, padding: 12 },
         axis: { values: ticks, labelExpr: "'p' + format(100 - 100 * pow(10, -datum.value), '.3~r')" },
       },
       y: { field: 'us', type: 'quantitative', title: 'request latency µs (log scale)', scale: { type: 'log', nice: false } },
       color: {
-        field: 'series', type: 'nominal', title: null,
+        field: 'series',
+        type: 'nominal',
+        title: null,
         scale: { domain: Object.values(SIDECAR_SERIES), range: [COLORS.sluice, COLORS.iptables, COLORS.direct] },
       },
       tooltip: [{ field: 'series' }, { field: 'percentile' }, { field: 'us', format: '.1f' }],
@@ -228,7 +261,9 @@ export function cniAddSpec(r: CniAddResults): TopLevelSpec {
         `${pods} pods alternating the two conflists`,
         'each plugin exec timed from spawn to exit',
         'boxes: quartiles, whiskers: min–max',
-        load.length ? `1-min load average ${load[0].toFixed(1)} before, ${load[1].toFixed(1)} after` : 'load average not recorded',
+        load.length
+          ? `1-min load average ${load[0].toFixed(1)} before, ${load[1].toFixed(1)} after`
+          : 'load average not recorded',
       ],
     },
     width: 460, // the row labels' estimated width comes on top
@@ -239,8 +274,13 @@ export function cniAddSpec(r: CniAddResults): TopLevelSpec {
       y: { field: 'row', type: 'nominal', sort: Object.values(CNI_ROWS), title: null, axis: { labelLimit: 480 } },
       x: { field: 'ms', type: 'quantitative', title: 'ms' },
       color: {
-        field: 'who', type: 'nominal', title: null,
-        scale: { domain: ['sluice', 'reference bridge plugin (with host-local)', 'process start'], range: [COLORS.sluice, COLORS.direct, '#b9bcc2'] },
+        field: 'who',
+        type: 'nominal',
+        title: null,
+        scale: {
+          domain: ['sluice', 'reference bridge plugin (with host-local)', 'process start'],
+          range: [COLORS.sluice, COLORS.direct, '#b9bcc2'],
+        },
       },
     },
   };
@@ -263,13 +303,32 @@ export async function renderSvg(spec: TopLevelSpec): Promise<string> {
 // command line
 
 export const CHARTS = [
-  { input: 'results.json', output: 'bench-connect-latency.svg', by: 'test/bench/run.ts', spec: (j: unknown) => connectLatencySpec(j as LbResults) },
-  { input: 'capture.json', output: 'bench-sidecar-latency.svg', by: 'test/bench/capture.ts', spec: (j: unknown) => sidecarLatencySpec(j as CaptureResults) },
-  { input: 'cni-add.json', output: 'bench-cni-add.svg', by: 'test/bench/cni-add.ts', spec: (j: unknown) => cniAddSpec(j as CniAddResults) },
+  {
+    input: 'results.json',
+    output: 'bench-connect-latency.svg',
+    by: 'test/bench/run.ts',
+    spec: (j: unknown) => connectLatencySpec(j as LbResults),
+  },
+  {
+    input: 'capture.json',
+    output: 'bench-sidecar-latency.svg',
+    by: 'test/bench/capture.ts',
+    spec: (j: unknown) => sidecarLatencySpec(j as CaptureResults),
+  },
+  {
+    input: 'cni-add.json',
+    output: 'bench-cni-add.svg',
+    by: 'test/bench/cni-add.ts',
+    spec: (j: unknown) => cniAddSpec(j as CniAddResults),
+  },
 ];
 
 /** Draws every chart whose input exists in `inDir` into `outDir`; returns the files written. */
-export async function drawCharts(inDir: string, outDir: string, log: (line: string) => void = () => undefined): Promise<string[]> {
+export async function drawCharts(
+  inDir: string,
+  outDir: string,
+  log: (line: string) => void = () => undefined,
+): Promise<string[]> {
   const written: string[] = [];
   for (const c of CHARTS) {
     const input = path.join(inDir, c.input);

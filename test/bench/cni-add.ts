@@ -27,9 +27,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
-import {
-  buildPluginConfig, invokePlugin, run, type CniConfList, type CniResult, type CniRuntimeConf,
-} from '../harness';
+import { buildPluginConfig, invokePlugin, run, type CniConfList, type CniResult, type CniRuntimeConf } from '../harness';
 import { createLbEnv, ROOT, sluice, startAgent, stopAgent, writeConfig, type LbEnv } from '../kernel/lb-env';
 
 const PODS = Number(process.env.BENCH_PODS ?? 200);
@@ -59,7 +57,11 @@ interface BenchPod {
 const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
 
 /** Runs the plugins of a list one by one; returns the final result and per-plugin times. */
-async function timedAdd(list: CniConfList, rt: CniRuntimeConf, times: Record<string, number>): Promise<{ result: CniResult; total: number }> {
+async function timedAdd(
+  list: CniConfList,
+  rt: CniRuntimeConf,
+  times: Record<string, number>,
+): Promise<{ result: CniResult; total: number }> {
   const t0 = process.hrtime.bigint();
   let prev: CniResult | undefined;
   for (const plugin of list.plugins) {
@@ -73,7 +75,12 @@ async function timedAdd(list: CniConfList, rt: CniRuntimeConf, times: Record<str
   return { result: prev!, total: ms(t0) };
 }
 
-async function timedDel(list: CniConfList, rt: CniRuntimeConf, prevResult: CniResult | undefined, times: Record<string, number>): Promise<number> {
+async function timedDel(
+  list: CniConfList,
+  rt: CniRuntimeConf,
+  prevResult: CniResult | undefined,
+  times: Record<string, number>,
+): Promise<number> {
   const t0 = process.hrtime.bigint();
   for (const plugin of [...list.plugins].reverse()) {
     const conf = buildPluginConfig(list, plugin, prevResult, rt);
@@ -156,7 +163,11 @@ async function main(): Promise<number> {
       name: node.id,
       plugins: [
         {
-          type: 'bridge', bridge: 'slbr0', isGateway: true, ipMasq: false, hairpinMode: true,
+          type: 'bridge',
+          bridge: 'slbr0',
+          isGateway: true,
+          ipMasq: false,
+          hairpinMode: true,
           ipam: { type: 'host-local', dataDir: path.join(node.workDir, 'ipam'), ranges, routes },
         },
       ],
@@ -182,14 +193,29 @@ async function main(): Promise<number> {
         containerId,
         netns: `/var/run/netns/${netnsName}`,
         ifName: 'eth0',
-        args: { K8S_POD_NAMESPACE: 'bench', K8S_POD_NAME: name, K8S_POD_INFRA_CONTAINER_ID: containerId, K8S_POD_UID: randomUUID() },
+        args: {
+          K8S_POD_NAMESPACE: 'bench',
+          K8S_POD_NAME: name,
+          K8S_POD_INFRA_CONTAINER_ID: containerId,
+          K8S_POD_UID: randomUUID(),
+        },
         binDirs: [binDir, REFERENCE_BIN],
         runInNetns: node.netnsPath,
       };
       const pod: BenchPod = { index: i, chain, netnsName, rt, add: {}, del: {}, counted: i >= WARMUP };
       await run(['ip', 'netns', 'add', netnsName]);
       pods.push(pod);
-      if (IPV6) await run(['nsenter', `--net=${rt.netns}`, '--', 'sysctl', '-q', '-w', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
+      if (IPV6)
+        await run([
+          'nsenter',
+          `--net=${rt.netns}`,
+          '--',
+          'sysctl',
+          '-q',
+          '-w',
+          'net.ipv6.conf.all.accept_dad=0',
+          'net.ipv6.conf.default.accept_dad=0',
+        ]);
       const tf = process.hrtime.bigint();
       await run(['nsenter', `--net=${node.netnsPath}`, '--', '/bin/true'], { input: '{}', env: { CNI_COMMAND: 'ADD' } });
       pod.floor = ms(tf);
@@ -200,7 +226,10 @@ async function main(): Promise<number> {
     const addWall = (Date.now() - tAdd0) / 1000;
 
     const listed = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout) as Array<{ containerId: string }>;
-    const wantB = pods.filter((p) => p.chain === 'B').map((p) => p.rt.containerId).sort();
+    const wantB = pods
+      .filter((p) => p.chain === 'B')
+      .map((p) => p.rt.containerId)
+      .sort();
     const got = listed.map((e) => e.containerId).sort();
     if (JSON.stringify(got) !== JSON.stringify(wantB)) {
       errors.push(`after the ADDs sluice lists ${got.length} endpoints, expected exactly the ${wantB.length} chain-B pods`);
@@ -216,7 +245,9 @@ async function main(): Promise<number> {
 
     const left = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout) as unknown[];
     if (left.length) errors.push(`${left.length} registrations leaked after DEL`);
-    const leftFiles = fs.existsSync(path.join(stateDir, 'endpoints')) ? fs.readdirSync(path.join(stateDir, 'endpoints')).filter((f) => !f.startsWith('.')) : [];
+    const leftFiles = fs.existsSync(path.join(stateDir, 'endpoints'))
+      ? fs.readdirSync(path.join(stateDir, 'endpoints')).filter((f) => !f.startsWith('.'))
+      : [];
     if (leftFiles.length) errors.push(`${leftFiles.length} files left in ${stateDir}/endpoints`);
 
     // --- report
@@ -289,10 +320,22 @@ async function main(): Promise<number> {
     fs.mkdirSync(OUT, { recursive: true });
     fs.writeFileSync(path.join(OUT, 'cni-add.md'), md);
     const raw = {
-      pods: PODS, warmup: WARMUP, ipv6: IPV6, kernel: os.release(), cpus: cpus.length,
-      loadAvg: { before: load0, after: os.loadavg()[0] }, errors,
+      pods: PODS,
+      warmup: WARMUP,
+      ipv6: IPV6,
+      kernel: os.release(),
+      cpus: cpus.length,
+      loadAvg: { before: load0, after: os.loadavg()[0] },
+      errors,
       /** per counted pod: its chain and each plugin exec's time, ms (chain A: bridge; B: bridge, sluice-cni) */
-      samples: counted.map((p) => ({ chain: p.chain, add: p.add, del: p.del, addTotal: p.addTotal, delTotal: p.delTotal, floor: p.floor })),
+      samples: counted.map((p) => ({
+        chain: p.chain,
+        add: p.add,
+        del: p.del,
+        addTotal: p.addTotal,
+        delTotal: p.delTotal,
+        floor: p.floor,
+      })),
       /** the agent's own handling time of each chain-B ADD/DEL, ms (from its log) */
       agent: { add: agentTimes(env, 'ADD', bIds), del: agentTimes(env, 'DEL', bIds) },
     };

@@ -98,7 +98,9 @@ export function kubeProxyRuleset(services: IptService[], opts: { clusterCidr: st
     const svc = chainName('KUBE-SVC-', `${spn}tcp`);
     chains.push(svc);
     svcRules.push(`-A KUBE-SERVICES -d ${s.vip}/32 -p tcp ${comment(`${spn} cluster IP`)} -m tcp --dport ${s.port} -j ${svc}`);
-    chainRules.push(`-A ${svc} ! -s ${opts.clusterCidr} -d ${s.vip}/32 -p tcp ${comment(`${spn} cluster IP`)} -m tcp --dport ${s.port} -j KUBE-MARK-MASQ`);
+    chainRules.push(
+      `-A ${svc} ! -s ${opts.clusterCidr} -d ${s.vip}/32 -p tcp ${comment(`${spn} cluster IP`)} -m tcp --dport ${s.port} -j KUBE-MARK-MASQ`,
+    );
     const n = s.endpoints.length;
     const sepRules: string[] = [];
     s.endpoints.forEach((e, i) => {
@@ -114,7 +116,9 @@ export function kubeProxyRuleset(services: IptService[], opts: { clusterCidr: st
     chainRules.push(...sepRules);
   }
   rules.push(...svcRules);
-  rules.push(`-A KUBE-SERVICES ${comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain')} -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS`);
+  rules.push(
+    `-A KUBE-SERVICES ${comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain')} -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS`,
+  );
   rules.push(...chainRules);
   const text = [
     '*nat',
@@ -178,7 +182,8 @@ export async function removeRuleset(node: SimNode, netnsPath: string, info: Ipta
   const o = { netnsPath, inCgroup: false, timeoutMs: 120000 };
   if (info.variant === 'nf_tables' && info.nft) {
     const r = await node.exec(['nft', 'delete', 'table', 'ip', 'nat'], { ...o, allowFail: true });
-    if (r.code !== 0 && !/No such file or directory/.test(r.stderr)) throw new Error(`nft delete table ip nat: ${r.stderr.trim()}`);
+    if (r.code !== 0 && !/No such file or directory/.test(r.stderr))
+      throw new Error(`nft delete table ip nat: ${r.stderr.trim()}`);
     return { pristine: true };
   }
   await node.exec(['iptables', '-w', '5', '-t', 'nat', '-F'], o);

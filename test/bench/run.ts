@@ -50,11 +50,30 @@ import * as path from 'node:path';
 import { run, sleep, waitFor } from '../harness';
 import type { SimPod } from '../harness';
 import {
-  createLbEnv, lbList, PROBE, ROOT, serviceYaml, sliceYaml, sluice, startAgent, stopAgent, TCP_PORT, waitForBackends,
-  writeObjects, type LbEnv,
+  createLbEnv,
+  lbList,
+  PROBE,
+  ROOT,
+  serviceYaml,
+  sliceYaml,
+  sluice,
+  startAgent,
+  stopAgent,
+  TCP_PORT,
+  waitForBackends,
+  writeObjects,
+  type LbEnv,
 } from '../kernel/lb-env';
 import { endpointIp, serviceVip } from './generate';
-import { iptablesInfo, kubeProxyRuleset, loadRuleset, countNatRules, removeRuleset, type IptablesInfo, type IptService } from './iptables';
+import {
+  iptablesInfo,
+  kubeProxyRuleset,
+  loadRuleset,
+  countNatRules,
+  removeRuleset,
+  type IptablesInfo,
+  type IptService,
+} from './iptables';
 
 // ---------------------------------------------------------------------------------------------
 // options
@@ -114,27 +133,59 @@ function parseOpts(argv: string[]): Opts {
       return v;
     };
     switch (a) {
-      case '--quick': break;
-      case '--sizes': o.sizes = val().split(',').map(Number); break;
-      case '--count': o.count = Number(val()); break;
-      case '--warmup': o.warmup = Number(val()); break;
-      case '--concurrency': o.concurrency = Number(val()); break;
-      case '--rounds': o.rounds = Number(val()); break;
-      case '--sync-services': o.syncServices = Number(val()); break;
-      case '--sync-endpoints': o.syncEndpoints = Number(val()); break;
-      case '--updates': o.updates = Number(val()); break;
-      case '--sync-starts': o.syncStarts = Number(val()); break;
-      case '--skip-latency': o.skipLatency = true; break;
-      case '--skip-sync': o.skipSync = true; break;
-      case '--out': o.out = path.resolve(val()); break;
-      case '--pin': o.pin = parsePin(val()); break;
-      case '--no-pin': o.pin = undefined; break;
-      case '--from-json': o.fromJson = path.resolve(val()); break;
+      case '--quick':
+        break;
+      case '--sizes':
+        o.sizes = val().split(',').map(Number);
+        break;
+      case '--count':
+        o.count = Number(val());
+        break;
+      case '--warmup':
+        o.warmup = Number(val());
+        break;
+      case '--concurrency':
+        o.concurrency = Number(val());
+        break;
+      case '--rounds':
+        o.rounds = Number(val());
+        break;
+      case '--sync-services':
+        o.syncServices = Number(val());
+        break;
+      case '--sync-endpoints':
+        o.syncEndpoints = Number(val());
+        break;
+      case '--updates':
+        o.updates = Number(val());
+        break;
+      case '--sync-starts':
+        o.syncStarts = Number(val());
+        break;
+      case '--skip-latency':
+        o.skipLatency = true;
+        break;
+      case '--skip-sync':
+        o.skipSync = true;
+        break;
+      case '--out':
+        o.out = path.resolve(val());
+        break;
+      case '--pin':
+        o.pin = parsePin(val());
+        break;
+      case '--no-pin':
+        o.pin = undefined;
+        break;
+      case '--from-json':
+        o.fromJson = path.resolve(val());
+        break;
       case '-h':
       case '--help':
         process.stdout.write(fs.readFileSync(__filename, 'utf8').split('*/')[0] + '*/\n');
         return process.exit(0);
-      default: throw new Error(`unknown option ${a} (see --help)`);
+      default:
+        throw new Error(`unknown option ${a} (see --help)`);
     }
   }
   const int = (name: string, v: number, min: number, max: number) => {
@@ -150,7 +201,8 @@ function parseOpts(argv: string[]): Opts {
   int('--sync-endpoints', o.syncEndpoints, 1, 64);
   int('--updates', o.updates, 0, 20);
   int('--sync-starts', o.syncStarts, 1, 20);
-  if (o.syncServices * o.syncEndpoints + o.updates * o.syncEndpoints > 524288) throw new Error('at most 524,288 sync endpoints (bpf-lb-backend-map-max)');
+  if (o.syncServices * o.syncEndpoints + o.updates * o.syncEndpoints > 524288)
+    throw new Error('at most 524,288 sync endpoints (bpf-lb-backend-map-max)');
   return o;
 }
 
@@ -254,10 +306,32 @@ const loadAvgs: number[] = [];
 
 /** sl-probe bench from the client pod, inside the test cgroup (the sluice programs apply when attached). */
 async function probeBench(env: LbEnv, o: Opts, addr: string, port: number): Promise<BenchResult> {
-  const args = [...(o.pin ? ['taskset', '-c', String(o.pin[0])] : []), PROBE, 'bench', '--addr', addr, '--port', String(port), '--count', String(o.count), '--warmup', String(o.warmup), '--concurrency', String(o.concurrency)];
+  const args = [
+    ...(o.pin ? ['taskset', '-c', String(o.pin[0])] : []),
+    PROBE,
+    'bench',
+    '--addr',
+    addr,
+    '--port',
+    String(port),
+    '--count',
+    String(o.count),
+    '--warmup',
+    String(o.warmup),
+    '--concurrency',
+    String(o.concurrency),
+  ];
   loadAvgs.push(Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]));
-  const r = await env.node.exec(args, { netnsPath: env.client.netnsPath, inCgroup: true, allowFail: true, timeoutMs: 60000 + (o.count + o.warmup) * 20 });
-  const line = r.stdout.split('\n').filter((l) => l.startsWith('{')).pop();
+  const r = await env.node.exec(args, {
+    netnsPath: env.client.netnsPath,
+    inCgroup: true,
+    allowFail: true,
+    timeoutMs: 60000 + (o.count + o.warmup) * 20,
+  });
+  const line = r.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .pop();
   if (!line) throw new Error(`sl-probe bench ${addr}:${port} printed no result (exit ${r.code}): ${r.stderr.trim()}`);
   const res = JSON.parse(line) as BenchResult;
   if (res.errors > 0) progress(`  WARNING: ${res.errors} of ${res.count} operations to ${addr}:${port} failed`);
@@ -266,14 +340,34 @@ async function probeBench(env: LbEnv, o: Opts, addr: string, port: number): Prom
 
 /** A few plain connects through the VIP, so a broken setup fails loudly instead of being measured. */
 async function checkVip(env: LbEnv, what: string): Promise<void> {
-  const r = await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', MEASURED_VIP, '--port', String(SVC_PORT), '--count', '6', '--timeout-ms', '2000'], {
-    netnsPath: env.client.netnsPath,
-    inCgroup: true,
-    allowFail: true,
-    timeoutMs: 30000,
-  });
-  const res = r.stdout.split('\n').filter((l) => l.startsWith('{') && !l.includes('"summary"')).map((l) => JSON.parse(l) as { ok: boolean; reply?: string });
-  if (res.length !== 6 || !res.every((x) => x.ok)) throw new Error(`${what}: connects to ${MEASURED_VIP}:${SVC_PORT} failed: ${r.stdout.trim()} ${r.stderr.trim()}`);
+  const r = await env.node.exec(
+    [
+      PROBE,
+      'connect',
+      '--proto',
+      'tcp',
+      '--addr',
+      MEASURED_VIP,
+      '--port',
+      String(SVC_PORT),
+      '--count',
+      '6',
+      '--timeout-ms',
+      '2000',
+    ],
+    {
+      netnsPath: env.client.netnsPath,
+      inCgroup: true,
+      allowFail: true,
+      timeoutMs: 30000,
+    },
+  );
+  const res = r.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{') && !l.includes('"summary"'))
+    .map((l) => JSON.parse(l) as { ok: boolean; reply?: string });
+  if (res.length !== 6 || !res.every((x) => x.ok))
+    throw new Error(`${what}: connects to ${MEASURED_VIP}:${SVC_PORT} failed: ${r.stdout.trim()} ${r.stderr.trim()}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -290,7 +384,12 @@ interface SvcSpec {
 function latencyServices(n: number, pods: SimPod[], measuredPort: number): SvcSpec[] {
   const out: SvcSpec[] = [];
   for (let i = 0; i < n - 1; i++) {
-    out.push({ name: `svc-${i}`, vip: vipFor(i), endpoints: [pods[i % pods.length].ipv4, pods[(i + 1) % pods.length].ipv4], targetPort: PORT_DIRECT });
+    out.push({
+      name: `svc-${i}`,
+      vip: vipFor(i),
+      endpoints: [pods[i % pods.length].ipv4, pods[(i + 1) % pods.length].ipv4],
+      targetPort: PORT_DIRECT,
+    });
   }
   out.push({ name: 'measured', vip: MEASURED_VIP, endpoints: [pods[0].ipv4, pods[1].ipv4], targetPort: measuredPort });
   return out;
@@ -300,14 +399,25 @@ function k8sDocs(svcs: SvcSpec[]): string[] {
   const docs: string[] = [];
   for (const s of svcs) {
     docs.push(serviceYaml(s.name, { clusterIP: s.vip, ports: [{ name: 'http', port: SVC_PORT, targetPort: s.targetPort }] }));
-    docs.push(sliceYaml(`${s.name}-1`, { service: s.name, family: 4, endpoints: s.endpoints.map((ip) => ({ ip })), ports: [{ name: 'http', port: s.targetPort }] }));
+    docs.push(
+      sliceYaml(`${s.name}-1`, {
+        service: s.name,
+        family: 4,
+        endpoints: s.endpoints.map((ip) => ({ ip })),
+        ports: [{ name: 'http', port: s.targetPort }],
+      }),
+    );
   }
   return docs;
 }
 
 function iptServices(svcs: SvcSpec[]): IptService[] {
   return svcs.map((s) => ({
-    namespace: 'default', name: s.name, portName: 'http', vip: s.vip, port: SVC_PORT,
+    namespace: 'default',
+    name: s.name,
+    portName: 'http',
+    vip: s.vip,
+    port: SVC_PORT,
     endpoints: s.endpoints.map((ip) => ({ ip, port: s.targetPort })),
   }));
 }
@@ -361,7 +471,8 @@ async function attachSluice(c: Ctx, r: SizeResult): Promise<void> {
   r.agentStartMs.push(Date.now() - t0);
   const synced = agentLogs(c.env).find((l) => l.msg === 'services synced');
   if (typeof synced?.ms === 'number') r.syncMs.push(synced.ms);
-  if (typeof synced?.failed === 'number' && synced.failed > 0) throw new Error(`agent failed to program ${synced.failed} services`);
+  if (typeof synced?.failed === 'number' && synced.failed > 0)
+    throw new Error(`agent failed to program ${synced.failed} services`);
   const [a, b] = c.env.backends;
   await waitForBackends(c.env, `${MEASURED_VIP}:${SVC_PORT}/TCP`, [`${a.ipv4}:${PORT_SLUICE}`, `${b.ipv4}:${PORT_SLUICE}`]);
   const n = await attachedProgs(c.env);
@@ -382,7 +493,8 @@ async function goto(c: Ctx, to: State, r: SizeResult, rulesFile: string): Promis
     r.iptLoadMs.push(await loadRuleset(c.env.node, c.env.client.netnsPath, rulesFile));
     if (r.natRulesLoaded < 0) {
       r.natRulesLoaded = await countNatRules(c.env.node, c.env.client.netnsPath);
-      if (r.natRulesLoaded !== r.iptRules) throw new Error(`iptables-save shows ${r.natRulesLoaded} nat rules, expected ${r.iptRules}`);
+      if (r.natRulesLoaded !== r.iptRules)
+        throw new Error(`iptables-save shows ${r.natRulesLoaded} nat rules, expected ${r.iptRules}`);
     }
     await checkVip(c.env, `iptables, ${r.size} services`);
   }
@@ -393,8 +505,15 @@ async function goto(c: Ctx, to: State, r: SizeResult, rulesFile: string): Promis
 async function latencySize(c: Ctx, size: number): Promise<SizeResult> {
   const { env, o } = c;
   const r: SizeResult = {
-    size, runs: { direct: [], sluice: [], bare: [], iptables: [], 'direct-ipt': [] },
-    agentStartMs: [], syncMs: [], agentHwmKiB: [], iptLoadMs: [], iptRules: 0, iptChains: 0, natRulesLoaded: -1,
+    size,
+    runs: { direct: [], sluice: [], bare: [], iptables: [], 'direct-ipt': [] },
+    agentStartMs: [],
+    syncMs: [],
+    agentHwmKiB: [],
+    iptLoadMs: [],
+    iptRules: 0,
+    iptChains: 0,
+    natRulesLoaded: -1,
   };
   if (c.state !== 'B') throw new Error('a size starts from the bare state');
   writeObjects(env, 'bench.yaml', k8sDocs(latencyServices(size, env.backends, PORT_SLUICE)));
@@ -420,7 +539,9 @@ async function latencySize(c: Ctx, size: number): Promise<SizeResult> {
       for (const m of modes) {
         const res = await probeBench(env, o, ...target[m]);
         r.runs[m].push(res);
-        progress(`${size} svc, round ${round + 1}/${o.rounds}, ${m.padEnd(10)} connect median ${res.connect_median_us} us, p99 ${res.connect_p99_us} us, ${res.rate_per_s}/s`);
+        progress(
+          `${size} svc, round ${round + 1}/${o.rounds}, ${m.padEnd(10)} connect median ${res.connect_median_us} us, p99 ${res.connect_p99_us} us, ${res.rate_per_s}/s`,
+        );
       }
     }
   }
@@ -480,7 +601,9 @@ async function syncBench(c: Ctx): Promise<SyncResult> {
   const file = 'sync.yaml';
   writeObjects(env, file, syncDocs(o));
   const fileBytes = fs.statSync(path.join(env.objectsDir, file)).size;
-  progress(`sync: ${o.syncServices} services / ${o.syncServices * o.syncEndpoints} endpoints, ${(fileBytes / 1e6).toFixed(1)} MB of YAML`);
+  progress(
+    `sync: ${o.syncServices} services / ${o.syncServices * o.syncEndpoints} endpoints, ${(fileBytes / 1e6).toFixed(1)} MB of YAML`,
+  );
 
   const starts: SyncStart[] = [];
   let pid = 0;
@@ -510,12 +633,20 @@ async function syncBench(c: Ctx): Promise<SyncResult> {
     pid = st.pid;
     const { ts: _ts, level: _lv, msg: _m, ...syncedFields } = synced;
     starts.push({
-      loadAvg, spawnToStatusMs, spawnToReadyLogMs: tsMs(at('agent ready')), spawnToAttachedMs: tsMs(at('datapath attached')),
-      dirLoadMs: Number(at('Manifest directory loaded').ms), syncMs: Number(synced.ms), synced: syncedFields,
-      vmHwmKiB: procStatusKiB(pid, 'VmHWM'), vmRssKiB: procStatusKiB(pid, 'VmRSS'),
+      loadAvg,
+      spawnToStatusMs,
+      spawnToReadyLogMs: tsMs(at('agent ready')),
+      spawnToAttachedMs: tsMs(at('datapath attached')),
+      dirLoadMs: Number(at('Manifest directory loaded').ms),
+      syncMs: Number(synced.ms),
+      synced: syncedFields,
+      vmHwmKiB: procStatusKiB(pid, 'VmHWM'),
+      vmRssKiB: procStatusKiB(pid, 'VmRSS'),
     });
     const x = starts[starts.length - 1];
-    progress(`sync: cold start ${k + 1}/${o.syncStarts}: ready in ${x.spawnToStatusMs} ms (dir load ${x.dirLoadMs} ms, map sync ${x.syncMs} ms), VmHWM ${(x.vmHwmKiB / 1024).toFixed(0)} MiB, load avg ${x.loadAvg}`);
+    progress(
+      `sync: cold start ${k + 1}/${o.syncStarts}: ready in ${x.spawnToStatusMs} ms (dir load ${x.dirLoadMs} ms, map sync ${x.syncMs} ms), VmHWM ${(x.vmHwmKiB / 1024).toFixed(0)} MiB, load avg ${x.loadAvg}`,
+    );
   }
   const tl = Date.now();
   const listed = await lbList(env);
@@ -527,7 +658,10 @@ async function syncBench(c: Ctx): Promise<SyncResult> {
   for (let u = 0; u < o.updates; u++) {
     await sleep(1000);
     const index = Math.floor(((u + 1) * o.syncServices) / (o.updates + 1)) % o.syncServices;
-    const expect = Array.from({ length: o.syncEndpoints }, (_, j) => `${fakeIp((o.syncServices + u) * o.syncEndpoints + j)}:${PORT_DIRECT}`);
+    const expect = Array.from(
+      { length: o.syncEndpoints },
+      (_, j) => `${fakeIp((o.syncServices + u) * o.syncEndpoints + j)}:${PORT_DIRECT}`,
+    );
     changed.set(index, u);
     const docs = syncDocs(o, changed);
     const before = agentLogs(env).filter((l) => l.msg === 'services synced').length;
@@ -544,15 +678,23 @@ async function syncBench(c: Ctx): Promise<SyncResult> {
     const writeToListedMs = Date.now() - tw;
     const { ts: _ts, level: _lv, msg: _m, ...report } = line;
     updates.push({ writeToSyncedLogMs, syncMs: Number(line.ms), writeToListedMs, report });
-    progress(`sync: update ${u + 1}: write -> synced ${writeToSyncedLogMs} ms (map sync ${String(line.ms)} ms), -> visible in lb list ${writeToListedMs} ms`);
+    progress(
+      `sync: update ${u + 1}: write -> synced ${writeToSyncedLogMs} ms (map sync ${String(line.ms)} ms), -> visible in lb list ${writeToListedMs} ms`,
+    );
   }
   const vmHwmAfterUpdatesKiB = procStatusKiB(pid, 'VmHWM');
   await detachSluice(c);
   c.state = 'B';
   fs.rmSync(path.join(env.objectsDir, file), { force: true });
   return {
-    services: o.syncServices, endpoints: o.syncServices * o.syncEndpoints, fileBytes, starts,
-    lbListServices: listed.length, lbListMs, updates, vmHwmAfterUpdatesKiB,
+    services: o.syncServices,
+    endpoints: o.syncServices * o.syncEndpoints,
+    fileBytes,
+    starts,
+    lbListServices: listed.length,
+    lbListMs,
+    updates,
+    vmHwmAfterUpdatesKiB,
   };
 }
 
@@ -614,8 +756,10 @@ function report(o: Opts, env: Record<string, string>, sizes: SizeResult[], sync:
   if (sizes.length) {
     out.push('### TCP connection setup from a pod', '');
     out.push(
-      'Median over rounds of each round\'s value. *connect* = socket() + blocking connect(); *op* = connect, read the reply to EOF, close; ' +
-        '*conn/s* = completed ops per second at concurrency ' + o.concurrency + '. The VIP is the last of the N services. ' +
+      "Median over rounds of each round's value. *connect* = socket() + blocking connect(); *op* = connect, read the reply to EOF, close; " +
+        '*conn/s* = completed ops per second at concurrency ' +
+        o.concurrency +
+        '. The VIP is the last of the N services. ' +
         '"direct, sluice attached" is the baseline for sluice: the same node state, the hooks run and miss (the cost every non-service connection pays).',
       '',
     );
@@ -623,10 +767,39 @@ function report(o: Opts, env: Record<string, string>, sizes: SizeResult[], sync:
     for (const s of sizes) {
       for (const m of MODES) {
         const a = agg(s.runs[m]);
-        rows.push([int(s.size), MODE_LABEL[m], fmt(a.med), fmt(a.p99), `${fmt(a.medMin)}–${fmt(a.medMax)}`, fmt(a.opMed), fmt(a.opP99), int(a.rate), int(a.rateBest), String(a.errors)]);
+        rows.push([
+          int(s.size),
+          MODE_LABEL[m],
+          fmt(a.med),
+          fmt(a.p99),
+          `${fmt(a.medMin)}–${fmt(a.medMax)}`,
+          fmt(a.opMed),
+          fmt(a.opP99),
+          int(a.rate),
+          int(a.rateBest),
+          String(a.errors),
+        ]);
       }
     }
-    out.push(table(['services', 'mode', 'connect median µs', 'connect p99 µs', 'connect median: range over rounds µs', 'op median µs', 'op p99 µs', 'conn/s', 'conn/s: best round', 'errors'], rows, 2), '');
+    out.push(
+      table(
+        [
+          'services',
+          'mode',
+          'connect median µs',
+          'connect p99 µs',
+          'connect median: range over rounds µs',
+          'op median µs',
+          'op p99 µs',
+          'conn/s',
+          'conn/s: best round',
+          'errors',
+        ],
+        rows,
+        2,
+      ),
+      '',
+    );
     out.push(
       `conn/s is the mean rate of a run, so it follows the op tail (op p99), which moves with whatever else the machine runs: ` +
         `the 1-minute load average at the start of the runs was median ${fmt(median(loadAvgs), 2)}, max ${fmt(Math.max(...loadAvgs), 2)} ` +
@@ -649,23 +822,39 @@ function report(o: Opts, env: Record<string, string>, sizes: SizeResult[], sync:
       const p1 = pairedRatio(s, 'sluice', 'direct', 'connect_p99_us');
       const r1 = pairedRatio(s, 'sluice', 'direct', 'rate_per_s');
       rr.push([
-        int(s.size), mark(m1, m1 <= 1.1), mark(p1, p1 <= 1.1), mark(r1, r1 >= 1 / 1.1),
-        fmt(pairedRatio(s, 'iptables', 'bare', 'connect_median_us'), 2), fmt(pairedRatio(s, 'iptables', 'bare', 'connect_p99_us'), 2),
+        int(s.size),
+        mark(m1, m1 <= 1.1),
+        mark(p1, p1 <= 1.1),
+        mark(r1, r1 >= 1 / 1.1),
+        fmt(pairedRatio(s, 'iptables', 'bare', 'connect_median_us'), 2),
+        fmt(pairedRatio(s, 'iptables', 'bare', 'connect_p99_us'), 2),
         fmt(pairedRatio(s, 'iptables', 'bare', 'rate_per_s'), 2),
-        fmt(pairedRatio(s, 'direct', 'bare', 'connect_median_us'), 2), fmt(pairedRatio(s, 'direct-ipt', 'bare', 'connect_median_us'), 2),
+        fmt(pairedRatio(s, 'direct', 'bare', 'connect_median_us'), 2),
+        fmt(pairedRatio(s, 'direct-ipt', 'bare', 'connect_median_us'), 2),
       ]);
     }
     out.push(
       table(
-        ['services', 'sluice/direct median ×', 'sluice/direct p99 ×', 'sluice/direct rate ×', 'iptables/bare median ×', 'iptables/bare p99 ×', 'iptables/bare rate ×', 'direct w/ sluice / bare median ×', 'direct w/ rules / bare median ×'],
+        [
+          'services',
+          'sluice/direct median ×',
+          'sluice/direct p99 ×',
+          'sluice/direct rate ×',
+          'iptables/bare median ×',
+          'iptables/bare p99 ×',
+          'iptables/bare rate ×',
+          'direct w/ sluice / bare median ×',
+          'direct w/ rules / bare median ×',
+        ],
         rr,
       ),
       '',
-      '✗ = misses the 1.10× target. *direct* = direct with sluice attached; *bare* = direct with nothing attached and no rules (the iptables world\'s baseline). ' +
+      "✗ = misses the 1.10× target. *direct* = direct with sluice attached; *bare* = direct with nothing attached and no rules (the iptables world's baseline). " +
         'For comparison, the ratios of the medians of the first table (sluice/direct median, p99, rate): ' +
         sizes
           .map((s) => {
-            const d = agg(s.runs.direct), sl = agg(s.runs.sluice);
+            const d = agg(s.runs.direct),
+              sl = agg(s.runs.sluice);
             return `${int(s.size)}: ${fmt(ratio(sl.med, d.med), 2)}, ${fmt(ratio(sl.p99, d.p99), 2)}, ${fmt(ratio(sl.rate, d.rate), 2)}`;
           })
           .join('; ') +
@@ -673,7 +862,8 @@ function report(o: Opts, env: Record<string, string>, sizes: SizeResult[], sync:
       '',
     );
     const big = sizes[sizes.length - 1];
-    const sl = agg(big.runs.sluice), ip = agg(big.runs.iptables);
+    const sl = agg(big.runs.sluice),
+      ip = agg(big.runs.iptables);
     out.push(
       `**sluice vs iptables at ${int(big.size)} services:** connect median ${fmt(sl.med)} vs ${fmt(ip.med)} µs ` +
         `(iptables/sluice ${fmt(pairedRatio(big, 'iptables', 'sluice', 'connect_median_us'), 2)}×), ` +
@@ -685,9 +875,23 @@ function report(o: Opts, env: Record<string, string>, sizes: SizeResult[], sync:
     out.push('### Control plane during the connection benchmark', '');
     out.push(
       table(
-        ['services', 'sluice: agent spawn → ready ms', 'sluice: map sync ms', 'sluice: agent VmHWM MiB', 'iptables-restore ms', 'nat rules', 'nat chains'],
+        [
+          'services',
+          'sluice: agent spawn → ready ms',
+          'sluice: map sync ms',
+          'sluice: agent VmHWM MiB',
+          'iptables-restore ms',
+          'nat rules',
+          'nat chains',
+        ],
         sizes.map((s) => [
-          int(s.size), int(median(s.agentStartMs)), fmt(median(s.syncMs)), fmt(median(s.agentHwmKiB) / 1024), int(median(s.iptLoadMs)), int(s.iptRules), int(s.iptChains),
+          int(s.size),
+          int(median(s.agentStartMs)),
+          fmt(median(s.syncMs)),
+          fmt(median(s.agentHwmKiB) / 1024),
+          int(median(s.iptLoadMs)),
+          int(s.iptRules),
+          int(s.iptChains),
         ]),
       ),
       '',
@@ -701,28 +905,60 @@ function report(o: Opts, env: Record<string, string>, sizes: SizeResult[], sync:
     const st = (f: (x: SyncStart) => number) => median(sync.starts.map(f));
     const span = (f: (x: SyncStart) => number, unit: (v: number) => string) =>
       sync.starts.length > 1 ? ` (${unit(Math.min(...sync.starts.map(f)))}–${unit(Math.max(...sync.starts.map(f)))})` : '';
-    const ms = (f: (x: SyncStart) => number, d = 0) => `${d ? fmt(st(f), d) : int(st(f))} ms${span(f, (v) => (d ? fmt(v, d) : int(v)))}`;
+    const ms = (f: (x: SyncStart) => number, d = 0) =>
+      `${d ? fmt(st(f), d) : int(st(f))} ms${span(f, (v) => (d ? fmt(v, d) : int(v)))}`;
     const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
-    out.push(`### Agent sync: ${int(sync.services)} services / ${int(sync.endpoints)} endpoints (${fmt(sync.fileBytes / 1e6)} MB multi-document YAML, one file)`, '');
+    out.push(
+      `### Agent sync: ${int(sync.services)} services / ${int(sync.endpoints)} endpoints (${fmt(sync.fileBytes / 1e6)} MB multi-document YAML, one file)`,
+      '',
+    );
     out.push(
       `Median of ${sync.starts.length} cold start(s) of the agent (fresh pins each; range in brackets); ` +
         `1-minute load average at the starts: ${sync.starts.map((x) => fmt(x.loadAvg, 2)).join(', ')}. The agent is not pinned to a CPU.`,
       '',
     );
     const rows: string[][] = [
-      ['agent spawn → `sluice status` ready', ms((x) => x.spawnToStatusMs), '≤ 2,000 ms', verdict(st((x) => x.spawnToStatusMs) <= 2000)],
+      [
+        'agent spawn → `sluice status` ready',
+        ms((x) => x.spawnToStatusMs),
+        '≤ 2,000 ms',
+        verdict(st((x) => x.spawnToStatusMs) <= 2000),
+      ],
       ['agent spawn → "agent ready" logged', ms((x) => x.spawnToReadyLogMs), '', ''],
       ['  of which: spawn → "datapath attached" (node start, load, attach)', ms((x) => x.spawnToAttachedMs), '', ''],
       ['  of which: directory load (read + parse + validate, "Manifest directory loaded" ms)', ms((x) => x.dirLoadMs), '', ''],
-      ['  of which: map sync (first "services synced" ms)', ms((x) => x.syncMs, 1), '≤ 2,000 ms', verdict(st((x) => x.syncMs) <= 2000)],
-      ['peak RSS after the first sync (VmHWM)', `${fmt(mib(st((x) => x.vmHwmKiB)))} MiB${span((x) => x.vmHwmKiB, (v) => fmt(mib(v)))}`, '≤ 150 MiB', verdict(mib(st((x) => x.vmHwmKiB)) <= 150)],
+      [
+        '  of which: map sync (first "services synced" ms)',
+        ms((x) => x.syncMs, 1),
+        '≤ 2,000 ms',
+        verdict(st((x) => x.syncMs) <= 2000),
+      ],
+      [
+        'peak RSS after the first sync (VmHWM)',
+        `${fmt(mib(st((x) => x.vmHwmKiB)))} MiB${span(
+          (x) => x.vmHwmKiB,
+          (v) => fmt(mib(v)),
+        )}`,
+        '≤ 150 MiB',
+        verdict(mib(st((x) => x.vmHwmKiB)) <= 150),
+      ],
       ['RSS after the first sync (VmRSS)', `${fmt(mib(st((x) => x.vmRssKiB)))} MiB`, '', ''],
-      [`peak RSS after ${sync.updates.length} incremental updates (VmHWM)`, `${fmt(mib(sync.vmHwmAfterUpdatesKiB))} MiB`, '≤ 150 MiB', verdict(mib(sync.vmHwmAfterUpdatesKiB) <= 150)],
+      [
+        `peak RSS after ${sync.updates.length} incremental updates (VmHWM)`,
+        `${fmt(mib(sync.vmHwmAfterUpdatesKiB))} MiB`,
+        '≤ 150 MiB',
+        verdict(mib(sync.vmHwmAfterUpdatesKiB) <= 150),
+      ],
       ['`sluice bpf lb list -o json` (one CLI run, all services)', `${int(sync.lbListMs)} ms`, '', ''],
     ];
     if (sync.updates.length) {
       rows.push(
-        [`incremental update (1 service's ${o.syncEndpoints} endpoints replaced; median of ${sync.updates.length}): file rename → "services synced" logged`, `${int(upd((u) => u.writeToSyncedLogMs))} ms`, '', ''],
+        [
+          `incremental update (1 service's ${o.syncEndpoints} endpoints replaced; median of ${sync.updates.length}): file rename → "services synced" logged`,
+          `${int(upd((u) => u.writeToSyncedLogMs))} ms`,
+          '',
+          '',
+        ],
         ['  map sync of the update ("services synced" ms)', `${fmt(upd((u) => u.syncMs))} ms`, '', ''],
         ['  file rename → change visible in `sluice bpf lb list -o json`', `${int(upd((u) => u.writeToListedMs))} ms`, '', ''],
       );
@@ -766,7 +1002,9 @@ async function main(): Promise<void> {
     memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM`,
     iptables: `${ipt.version}${ipt.variant === 'nf_tables' ? ' (nft backend)' : ' (legacy backend)'}`,
   };
-  progress(`kernel ${envInfo.kernel}, ${envInfo.cpus} CPUs, ${envInfo.iptables}; sizes ${o.sizes.join(',')}, count ${o.count}, warmup ${o.warmup}, concurrency ${o.concurrency}, rounds ${o.rounds}`);
+  progress(
+    `kernel ${envInfo.kernel}, ${envInfo.cpus} CPUs, ${envInfo.iptables}; sizes ${o.sizes.join(',')}, count ${o.count}, warmup ${o.warmup}, concurrency ${o.concurrency}, rounds ${o.rounds}`,
+  );
 
   const env = await createLbEnv({ backends: 3 });
   const sizes: SizeResult[] = [];
@@ -793,9 +1031,14 @@ async function main(): Promise<void> {
   const md = report(o, envInfo, sizes, sync, totalS);
   fs.mkdirSync(o.out, { recursive: true });
   fs.writeFileSync(path.join(o.out, 'results.md'), md);
-  fs.writeFileSync(path.join(o.out, 'results.json'), JSON.stringify({ opts: o, env: envInfo, sizes, sync, totalS, loadAvgs }, null, 2) + '\n');
+  fs.writeFileSync(
+    path.join(o.out, 'results.json'),
+    JSON.stringify({ opts: o, env: envInfo, sizes, sync, totalS, loadAvgs }, null, 2) + '\n',
+  );
   process.stdout.write(md);
-  progress(`done in ${fmt(totalS / 60, 1)} min; wrote ${path.relative(process.cwd(), path.join(o.out, 'results.md'))} and results.json`);
+  progress(
+    `done in ${fmt(totalS / 60, 1)} min; wrote ${path.relative(process.cwd(), path.join(o.out, 'results.md'))} and results.json`,
+  );
 }
 
 main().catch((e) => {

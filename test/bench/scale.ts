@@ -62,7 +62,9 @@ function parseOpts(argv: string[]): Opts {
   const env = process.env;
   const quick = argv.includes('--quick') || env.BENCH_QUICK === '1';
   const o: Opts = {
-    sizes: (env.BENCH_SCALE_SIZES ?? (quick ? '2000' : env.BENCH_SCALE === '1' ? '10000,50000,100000' : '10000')).split(',').map(Number),
+    sizes: (env.BENCH_SCALE_SIZES ?? (quick ? '2000' : env.BENCH_SCALE === '1' ? '10000,50000,100000' : '10000'))
+      .split(',')
+      .map(Number),
     endpoints: 5,
     changes: quick ? 50 : 200,
     changesAtAll: false,
@@ -81,16 +83,35 @@ function parseOpts(argv: string[]): Opts {
       return v;
     };
     switch (a) {
-      case '--quick': break;
-      case '--sizes': o.sizes = val().split(',').map(Number); break;
-      case '--endpoints': o.endpoints = Number(val()); break;
-      case '--changes': o.changes = Number(val()); break;
-      case '--changes-at-all': o.changesAtAll = true; break;
-      case '--count': o.count = Number(val()); break;
-      case '--warmup': o.warmup = Number(val()); break;
-      case '--rounds': o.rounds = Number(val()); break;
-      case '--starts': o.starts = Number(val()); break;
-      case '--out': o.out = path.resolve(val()); break;
+      case '--quick':
+        break;
+      case '--sizes':
+        o.sizes = val().split(',').map(Number);
+        break;
+      case '--endpoints':
+        o.endpoints = Number(val());
+        break;
+      case '--changes':
+        o.changes = Number(val());
+        break;
+      case '--changes-at-all':
+        o.changesAtAll = true;
+        break;
+      case '--count':
+        o.count = Number(val());
+        break;
+      case '--warmup':
+        o.warmup = Number(val());
+        break;
+      case '--rounds':
+        o.rounds = Number(val());
+        break;
+      case '--starts':
+        o.starts = Number(val());
+        break;
+      case '--out':
+        o.out = path.resolve(val());
+        break;
       case '-h':
       case '--help':
         process.stdout.write(fs.readFileSync(__filename, 'utf8').split('*/')[0] + '*/\n');
@@ -152,16 +173,20 @@ const NODE = 'bench-node';
 
 function serviceObj(name: string, vip: string, targetPort = TCP_PORT) {
   return {
-    apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' },
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace: 'default' },
     spec: { clusterIP: vip, clusterIPs: [vip], ports: [{ name: 'http', port: SVC_PORT, targetPort, protocol: 'TCP' }] },
   };
 }
 
 function sliceObj(service: string, ips: string[], port = TCP_PORT) {
   return {
-    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
     metadata: { name: `${service}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': service } },
-    addressType: 'IPv4', endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
+    addressType: 'IPv4',
+    endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
     ports: [{ name: 'http', port, protocol: 'TCP' }],
   };
 }
@@ -197,13 +222,17 @@ const tsOf = (l: AgentLog): number => Date.parse(String(l.ts));
 async function spawnAgent(env: LbEnv, timeoutMs: number): Promise<{ spawnAt: number; readyAt: number }> {
   env.agentInTestNetns = true;
   const spawnAt = Date.now();
-  env.agent = env.node.spawn([SLUICE, 'agent', '--config', env.configPath], { inCgroup: false, netnsPath: `/proc/${process.pid}/ns/net` });
+  env.agent = env.node.spawn([SLUICE, 'agent', '--config', env.configPath], {
+    inCgroup: false,
+    netnsPath: `/proc/${process.pid}/ns/net`,
+  });
   const socket = path.join(env.node.workDir, 'agent.sock');
   for (;;) {
     const out = env.node.output(env.agent);
     if (out.exited) throw new Error(`agent exited (${out.exitCode ?? out.signal}): ${out.stderr.slice(-2000)}`);
     try {
-      if (((await callAgent(socket, { op: 'status' }, 2000)) as { ready: boolean }).ready) return { spawnAt, readyAt: Date.now() };
+      if (((await callAgent(socket, { op: 'status' }, 2000)) as { ready: boolean }).ready)
+        return { spawnAt, readyAt: Date.now() };
     } catch {
       /* not listening yet */
     }
@@ -269,7 +298,11 @@ async function oneSize(env: LbEnv, o: Opts, size: number, last: boolean): Promis
   // history bigger than what is applied: the stand-in trims it by shifting an array
   const api = await FakeApiServer.start({ historyLimit: 4 * (size * 2 + o.changes) + 1000 });
   try {
-    writeConfig(env, { 'k8s-kubeconfig': api.kubeconfig(path.join(env.node.workDir, 'kubeconfig')), 'node-name': NODE, 'state-dir': path.join(env.node.workDir, 'state') });
+    writeConfig(env, {
+      'k8s-kubeconfig': api.kubeconfig(path.join(env.node.workDir, 'kubeconfig')),
+      'node-name': NODE,
+      'state-dir': path.join(env.node.workDir, 'state'),
+    });
     const t = performance.now();
     api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'default' } });
     const eps: string[][] = [];
@@ -280,11 +313,27 @@ async function oneSize(env: LbEnv, o: Opts, size: number, last: boolean): Promis
       api.apply(sliceObj(`svc-${i}`, ips));
     }
     api.apply(serviceObj('measured', MEASURED_VIP, PORT_SLUICE));
-    api.apply(sliceObj('measured', env.backends.map((b) => b.ipv4), PORT_SLUICE));
+    api.apply(
+      sliceObj(
+        'measured',
+        env.backends.map((b) => b.ipv4),
+        PORT_SLUICE,
+      ),
+    );
     const applyMs = performance.now() - t;
-    progress(`${size}: ${size + 1} Services / ${size * o.endpoints + 2} endpoints in the stand-in (${applyMs.toFixed(0)} ms); load ${loadAvg()}`);
+    progress(
+      `${size}: ${size + 1} Services / ${size * o.endpoints + 2} endpoints in the stand-in (${applyMs.toFixed(0)} ms); load ${loadAvg()}`,
+    );
 
-    const r: SizeResult = { services: size + 1, endpoints: size * o.endpoints + 2, applyMs, starts: [], changes: [], changeTimeouts: 0, vmHwmAfterChangesKiB: 0 };
+    const r: SizeResult = {
+      services: size + 1,
+      endpoints: size * o.endpoints + 2,
+      applyMs,
+      starts: [],
+      changes: [],
+      changeTimeouts: 0,
+      vmHwmAfterChangesKiB: 0,
+    };
     for (let k = 0; k < o.starts; k++) {
       await stopAgent(env);
       await sluice(env, ['uninstall'], true); // fresh pins
@@ -294,8 +343,12 @@ async function oneSize(env: LbEnv, o: Opts, size: number, last: boolean): Promis
       const { spawnAt, readyAt } = await spawnAgent(env, Math.max(60000, size * 3));
       const pid = (JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout) as { pid: number }).pid;
       const vmHwmKiB = procStatusKiB(pid, 'VmHWM');
-      const st = (await callAgent(path.join(env.node.workDir, 'agent.sock'), { op: 'status' })) as { datapath?: { services: number }; memory?: { heapUsedMiB: number } };
-      if (st.datapath?.services !== size + 1) throw new Error(`the agent programmed ${st.datapath?.services} services, expected ${size + 1}`);
+      const st = (await callAgent(path.join(env.node.workDir, 'agent.sock'), { op: 'status' })) as {
+        datapath?: { services: number };
+        memory?: { heapUsedMiB: number };
+      };
+      if (st.datapath?.services !== size + 1)
+        throw new Error(`the agent programmed ${st.datapath?.services} services, expected ${size + 1}`);
       const lists = api.requests.slice(mark).filter((q) => q.verb === 'list');
       const firstList = Math.min(...lists.map((q) => q.at));
       const logs = agentLogs(env);
@@ -304,11 +357,20 @@ async function oneSize(env: LbEnv, o: Opts, size: number, last: boolean): Promis
       const apiSynced = logged(logs, 'API server synced');
       const { ts: _ts, level: _lv, msg: _m, ...syncedFields } = synced;
       const x: Start = {
-        loadAvg: load, listToSyncedMs: tsOf(synced) - firstList, listToReadyMs: readyAt - firstList, listMs: tsOf(apiSynced) - firstList,
-        syncMs: Number(synced.ms), spawnToFirstListMs: firstList - spawnAt, vmHwmKiB, heapUsedMiB: st.memory?.heapUsedMiB ?? NaN, synced: syncedFields,
+        loadAvg: load,
+        listToSyncedMs: tsOf(synced) - firstList,
+        listToReadyMs: readyAt - firstList,
+        listMs: tsOf(apiSynced) - firstList,
+        syncMs: Number(synced.ms),
+        spawnToFirstListMs: firstList - spawnAt,
+        vmHwmKiB,
+        heapUsedMiB: st.memory?.heapUsedMiB ?? NaN,
+        synced: syncedFields,
       };
       r.starts.push(x);
-      progress(`${size}: start ${k + 1}/${o.starts}: first LIST → synced ${x.listToSyncedMs} ms (listing ${x.listMs} ms, map sync ${x.syncMs} ms), → ready ${x.listToReadyMs} ms; VmHWM ${(vmHwmKiB / 1024).toFixed(0)} MiB; load ${load}`);
+      progress(
+        `${size}: start ${k + 1}/${o.starts}: first LIST → synced ${x.listToSyncedMs} ms (listing ${x.listMs} ms, map sync ${x.syncMs} ms), → ready ${x.listToReadyMs} ms; VmHWM ${(vmHwmKiB / 1024).toFixed(0)} MiB; load ${load}`,
+      );
     }
 
     if (last || o.changesAtAll) await changes(api, env, o, size, eps, r);
@@ -349,13 +411,37 @@ async function changes(api: FakeApiServer, env: LbEnv, o: Opts, size: number, ep
   }
   const pid = (JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout) as { pid: number }).pid;
   r.vmHwmAfterChangesKiB = procStatusKiB(pid, 'VmHWM');
-  progress(`${size}: ${o.changes} changes: median ${fmt(median(r.changes))} ms, p99 ${fmt(quantile(r.changes, 0.99))} ms, ${r.changeTimeouts} not seen`);
+  progress(
+    `${size}: ${o.changes} changes: median ${fmt(median(r.changes))} ms, p99 ${fmt(quantile(r.changes, 0.99))} ms, ${r.changeTimeouts} not seen`,
+  );
 }
 
 async function probeBench(env: LbEnv, o: Opts, addr: string, port: number): Promise<BenchRun> {
-  const args = ['taskset', '-c', '0', PROBE, 'bench', '--addr', addr, '--port', String(port), '--count', String(o.count), '--warmup', String(o.warmup)];
-  const res = await env.node.exec(args, { netnsPath: env.client.netnsPath, inCgroup: true, allowFail: true, timeoutMs: 60000 + (o.count + o.warmup) * 20 });
-  const line = res.stdout.split('\n').filter((l) => l.startsWith('{')).pop();
+  const args = [
+    'taskset',
+    '-c',
+    '0',
+    PROBE,
+    'bench',
+    '--addr',
+    addr,
+    '--port',
+    String(port),
+    '--count',
+    String(o.count),
+    '--warmup',
+    String(o.warmup),
+  ];
+  const res = await env.node.exec(args, {
+    netnsPath: env.client.netnsPath,
+    inCgroup: true,
+    allowFail: true,
+    timeoutMs: 60000 + (o.count + o.warmup) * 20,
+  });
+  const line = res.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .pop();
   if (!line) throw new Error(`sl-probe bench ${addr}:${port} printed no result (exit ${res.code}): ${res.stderr.trim()}`);
   return JSON.parse(line) as BenchRun;
 }
@@ -366,9 +452,16 @@ async function connectLatency(env: LbEnv, o: Opts, size: number): Promise<{ dire
   if (check.errors) throw new Error(`connects to ${MEASURED_VIP}:${SVC_PORT} fail`);
   for (let round = 0; round < o.rounds; round++) {
     const order: Array<'direct' | 'sluice'> = round % 2 ? ['sluice', 'direct'] : ['direct', 'sluice'];
-    for (const m of order) out[m].push(m === 'direct' ? await probeBench(env, o, env.backends[0].ipv4, PORT_DIRECT) : await probeBench(env, o, MEASURED_VIP, SVC_PORT));
+    for (const m of order)
+      out[m].push(
+        m === 'direct'
+          ? await probeBench(env, o, env.backends[0].ipv4, PORT_DIRECT)
+          : await probeBench(env, o, MEASURED_VIP, SVC_PORT),
+      );
     const [d, s] = [out.direct[round], out.sluice[round]];
-    progress(`${size}: connect round ${round + 1}/${o.rounds}: direct ${d.connect_median_us} µs, sluice ${s.connect_median_us} µs (median)`);
+    progress(
+      `${size}: connect round ${round + 1}/${o.rounds}: direct ${d.connect_median_us} µs, sluice ${s.connect_median_us} µs (median)`,
+    );
   }
   return out;
 }
@@ -386,7 +479,8 @@ function ratio(c: { direct: BenchRun[]; sluice: BenchRun[] }, field: 'connect_me
 
 function report(o: Opts, envInfo: Record<string, string>, sizes: SizeResult[], totalS: number): string {
   const cols = sizes.map((s) => int(s.services - 1));
-  const row = (name: string, f: (s: SizeResult) => string, target = '') => `| ${name} | ${sizes.map(f).join(' | ')} | ${target} |`;
+  const row = (name: string, f: (s: SizeResult) => string, target = '') =>
+    `| ${name} | ${sizes.map(f).join(' | ')} | ${target} |`;
   const mib = (k: number) => fmt(k / 1024);
   const med = (s: SizeResult, f: (x: Start) => number) => median(s.starts.map(f));
   /** median of the starts, the range in brackets when there are several */
@@ -408,15 +502,30 @@ function report(o: Opts, envInfo: Record<string, string>, sizes: SizeResult[], t
       `${o.starts} cold start(s) per size (fresh pins each): medians, ranges in brackets. Total run time ${fmt(totalS / 60)} min${o.quick ? ' (--quick)' : ''}.`,
     '',
   );
-  out.push(`| Services (× ${o.endpoints} endpoints) | ${cols.join(' | ')} | target |`, `| --- |${sizes.map(() => ' ---: |').join('')} --- |`);
-  out.push(row('first LIST → first full "services synced", ms', (s) => span(s, (x) => x.listToSyncedMs, int), '10k ≤ 2,000 ms; 100k ≤ 15,000 ms'));
+  out.push(
+    `| Services (× ${o.endpoints} endpoints) | ${cols.join(' | ')} | target |`,
+    `| --- |${sizes.map(() => ' ---: |').join('')} --- |`,
+  );
+  out.push(
+    row(
+      'first LIST → first full "services synced", ms',
+      (s) => span(s, (x) => x.listToSyncedMs, int),
+      '10k ≤ 2,000 ms; 100k ≤ 15,000 ms',
+    ),
+  );
   out.push(row('  of which: listing every page of every kind, ms', (s) => span(s, (x) => x.listMs, int)));
   out.push(row('  of which: map sync (compute frontends, write the maps), ms', (s) => span(s, (x) => x.syncMs, int)));
   out.push(row('first LIST → `status` ready, ms', (s) => span(s, (x) => x.listToReadyMs, int)));
-  out.push(row('peak RSS after the first sync (VmHWM), MiB', (s) => span(s, (x) => x.vmHwmKiB, mib), '10k ≤ 150 MiB; 100k ≤ 600 MiB'));
+  out.push(
+    row('peak RSS after the first sync (VmHWM), MiB', (s) => span(s, (x) => x.vmHwmKiB, mib), '10k ≤ 150 MiB; 100k ≤ 600 MiB'),
+  );
   out.push(row('V8 heap used after the sync, MiB', (s) => span(s, (x) => x.heapUsedMiB, int)));
   out.push(row('targets (time / memory)', verdict));
-  out.push(row('watch event → map: median / p99', (s) => (s.changes.length ? `${fmt(median(s.changes))} / ${fmt(quantile(s.changes, 0.99))} ms` : '–')));
+  out.push(
+    row('watch event → map: median / p99', (s) =>
+      s.changes.length ? `${fmt(median(s.changes))} / ${fmt(quantile(s.changes, 0.99))} ms` : '–',
+    ),
+  );
   out.push(row('peak RSS after the changes', (s) => (s.vmHwmAfterChangesKiB ? `${mib(s.vmHwmAfterChangesKiB)} MiB` : '–')));
   out.push(row('1-minute load average at the starts', (s) => s.starts.map((x) => x.loadAvg).join(', ')));
   out.push('');
@@ -440,8 +549,14 @@ function report(o: Opts, envInfo: Record<string, string>, sizes: SizeResult[], t
       '',
     );
   }
-  out.push(`First sync reports (last start of each size): ${sizes.map((s) => `\`${JSON.stringify(s.starts[s.starts.length - 1].synced)}\``).join(', ')}.`, '');
-  out.push('Reproduce: `make all && BENCH_SCALE=1 node_modules/.bin/tsx test/bench/scale.ts` as root (options in its header).', '');
+  out.push(
+    `First sync reports (last start of each size): ${sizes.map((s) => `\`${JSON.stringify(s.starts[s.starts.length - 1].synced)}\``).join(', ')}.`,
+    '',
+  );
+  out.push(
+    'Reproduce: `make all && BENCH_SCALE=1 node_modules/.bin/tsx test/bench/scale.ts` as root (options in its header).',
+    '',
+  );
   return out.join('\n');
 }
 
@@ -455,8 +570,15 @@ async function main(): Promise<void> {
     if (!fs.existsSync(f)) throw new Error(`${f} is missing: run \`make all\` first`);
   }
   const cpus = os.cpus();
-  const envInfo = { kernel: os.release(), cpus: String(cpus.length), cpuModel: cpus[0]?.model?.trim() ?? 'unknown', memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM` };
-  progress(`kernel ${envInfo.kernel}, ${envInfo.cpus} CPUs, load ${loadAvg()}; sizes ${o.sizes.join(',')} × ${o.endpoints} endpoints, ${o.changes} changes, ${o.rounds} connect rounds`);
+  const envInfo = {
+    kernel: os.release(),
+    cpus: String(cpus.length),
+    cpuModel: cpus[0]?.model?.trim() ?? 'unknown',
+    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM`,
+  };
+  progress(
+    `kernel ${envInfo.kernel}, ${envInfo.cpus} CPUs, load ${loadAvg()}; sizes ${o.sizes.join(',')} × ${o.endpoints} endpoints, ${o.changes} changes, ${o.rounds} connect rounds`,
+  );
   const env = await createLbEnv({ backends: 2 });
   const results: SizeResult[] = [];
   const servers: ChildProcess[] = [];
@@ -464,7 +586,24 @@ async function main(): Promise<void> {
     // the measured servers on the other CPU than the client, alike for both modes
     for (const b of env.backends) {
       for (const port of [PORT_SLUICE, PORT_DIRECT]) {
-        const child = env.node.spawn(['taskset', '-c', String(Math.min(1, cpus.length - 1)), PROBE, 'serve', '--proto', 'tcp', '--addr', b.ipv4, '--port', String(port), '--id', b.name], { netnsPath: b.netnsPath, inCgroup: false });
+        const child = env.node.spawn(
+          [
+            'taskset',
+            '-c',
+            String(Math.min(1, cpus.length - 1)),
+            PROBE,
+            'serve',
+            '--proto',
+            'tcp',
+            '--addr',
+            b.ipv4,
+            '--port',
+            String(port),
+            '--id',
+            b.name,
+          ],
+          { netnsPath: b.netnsPath, inCgroup: false },
+        );
         servers.push(child);
         await env.node.waitForLine(child, 'ready');
       }

@@ -24,7 +24,7 @@ struct t_sock_call {
 	__u32 has_sk;	     /* 0: ctx->sk is NULL */
 	__u32 no_storage;    /* 1: bpf_sk_storage_get finds no memory */
 	__u32 sk_mark;	     /* ctx->sk->mark */
-	__u32 sk_src_ip4;    /* ctx->sk->src_ip4 (network order): the address the socket is bound to */
+	__u32 sk_src_ip4; /* ctx->sk->src_ip4 (network order): the address the socket is bound to */
 	__u32 sk_src_ip6[4]; /* ctx->sk->src_ip6 */
 	struct sl_addr dst;  /* where the call goes */
 	__u16 dport;	     /* host order */
@@ -33,11 +33,11 @@ struct t_sock_call {
 };
 
 struct t_sock_result {
-	__s32 ret;	      /* the decision's return: enum sl_cap_outcome, or enum sl_verdict */
-	__s32 retval;	      /* what it set through bpf_set_retval (0: nothing) */
-	struct sl_addr dst;   /* the destination as it left it */
-	__u16 dport;	      /* host order */
-	__u16 bound;	      /* 1: it bound the socket (bpf_bind) */
+	__s32 ret;	    /* the decision's return: enum sl_cap_outcome, or enum sl_verdict */
+	__s32 retval;	    /* what it set through bpf_set_retval (0: nothing) */
+	struct sl_addr dst; /* the destination as it left it */
+	__u16 dport;	    /* host order */
+	__u16 bound;	    /* 1: it bound the socket (bpf_bind) */
 	struct sl_addr bound_addr;
 };
 
@@ -53,7 +53,7 @@ struct t_inbound_call {
 struct t_inbound_result {
 	__s32 decision; /* enum sl_cap_inbound */
 	__u32 pad;
-	__u64 cookie;	/* the pod's netns cookie, when steered */
+	__u64 cookie; /* the pod's netns cookie, when steered */
 };
 
 /* A socket opening a connection, as sockops sees it (capture_bypass_flow). */

@@ -15,12 +15,12 @@
 #include "../../bpf/lib/capture_maps.h"
 #include "../../bpf/lib/lb_maps.h"
 
-#define T_IO_MAP(name, value_type)              \
-	struct {                                \
+#define T_IO_MAP(name, value_type)                \
+	struct {                                  \
 		__uint(type, BPF_MAP_TYPE_ARRAY); \
-		__uint(max_entries, 1);         \
-		__type(key, __u32);             \
-		__type(value, value_type);      \
+		__uint(max_entries, 1);           \
+		__type(key, __u32);               \
+		__type(value, value_type);        \
 	} name SEC(".maps")
 
 T_IO_MAP(t_sock_in, struct t_sock_call);
@@ -114,19 +114,20 @@ static __always_inline void *t_sk_storage_get(void *map, void *sk, void *value, 
 	return NULL;
 }
 
-#define bpf_get_netns_cookie t_get_netns_cookie
-#define bpf_get_socket_cookie t_get_socket_cookie
+#define bpf_get_netns_cookie	t_get_netns_cookie
+#define bpf_get_socket_cookie	t_get_socket_cookie
 #define bpf_get_current_uid_gid t_get_current_uid_gid
-#define bpf_get_prandom_u32 t_get_prandom_u32
-#define bpf_ktime_get_ns t_ktime_get_ns
-#define bpf_set_retval t_set_retval
-#define bpf_bind t_bind
-#define bpf_sk_storage_get t_sk_storage_get
+#define bpf_get_prandom_u32	t_get_prandom_u32
+#define bpf_ktime_get_ns	t_ktime_get_ns
+#define bpf_set_retval		t_set_retval
+#define bpf_bind		t_bind
+#define bpf_sk_storage_get	t_sk_storage_get
 
 /* The sock_addr hook's context for a case: family, protocol, and the socket (its mark and the
  * address it is bound to), or none.
  */
-static __always_inline void t_sock_addr(const struct t_sock_call *c, struct bpf_sock_addr *sa, struct bpf_sock *sk)
+static __always_inline void t_sock_addr(const struct t_sock_call *c, struct bpf_sock_addr *sa,
+					struct bpf_sock *sk)
 {
 	sa->user_family = c->family;
 	sa->protocol = c->protocol;

@@ -24,42 +24,42 @@ struct test_case {
 
 static int check_failures;
 
-#define CHECK(cond)                                                                               \
-	do {                                                                                      \
-		if (!(cond)) {                                                                    \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);  \
-			check_failures++;                                                         \
-		}                                                                                 \
+#define CHECK(cond)                                                                              \
+	do {                                                                                     \
+		if (!(cond)) {                                                                   \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+			check_failures++;                                                        \
+		}                                                                                \
 	} while (0)
 
-#define CHECK_INT(got, want)                                                                      \
-	do {                                                                                      \
-		long long g_ = (long long)(got), w_ = (long long)(want);                          \
-		if (g_ != w_) {                                                                   \
-			fprintf(stderr, "%s:%d: %s is %lld, want %lld\n", __FILE__, __LINE__, #got, \
-				g_, w_);                                                          \
-			check_failures++;                                                         \
-		}                                                                                 \
+#define CHECK_INT(got, want)                                                                  \
+	do {                                                                                  \
+		long long g_ = (long long)(got), w_ = (long long)(want);                      \
+		if (g_ != w_) {                                                               \
+			fprintf(stderr, "%s:%d: %s is %lld, want %lld\n", __FILE__, __LINE__, \
+				#got, g_, w_);                                                \
+			check_failures++;                                                     \
+		}                                                                             \
 	} while (0)
 
-#define CHECK_STR(got, want)                                                                      \
-	do {                                                                                      \
-		const char *g_ = (got), *w_ = (want);                                             \
-		if (!g_ || strcmp(g_, w_) != 0) {                                                 \
-			fprintf(stderr, "%s:%d: %s is\n  %s\nwant\n  %s\n", __FILE__, __LINE__, #got, \
-				g_ ? g_ : "(null)", w_);                                          \
-			check_failures++;                                                         \
-		}                                                                                 \
+#define CHECK_STR(got, want)                                                                    \
+	do {                                                                                    \
+		const char *g_ = (got), *w_ = (want);                                           \
+		if (!g_ || strcmp(g_, w_) != 0) {                                               \
+			fprintf(stderr, "%s:%d: %s is\n  %s\nwant\n  %s\n", __FILE__, __LINE__, \
+				#got, g_ ? g_ : "(null)", w_);                                  \
+			check_failures++;                                                       \
+		}                                                                               \
 	} while (0)
 
-#define CHECK_CONTAINS(got, part)                                                                 \
-	do {                                                                                      \
-		const char *g_ = (got), *p_ = (part);                                             \
-		if (!g_ || !strstr(g_, p_)) {                                                     \
-			fprintf(stderr, "%s:%d: %s is\n  %s\nwhich does not contain\n  %s\n",     \
-				__FILE__, __LINE__, #got, g_ ? g_ : "(null)", p_);                \
-			check_failures++;                                                         \
-		}                                                                                 \
+#define CHECK_CONTAINS(got, part)                                                             \
+	do {                                                                                  \
+		const char *g_ = (got), *p_ = (part);                                         \
+		if (!g_ || !strstr(g_, p_)) {                                                 \
+			fprintf(stderr, "%s:%d: %s is\n  %s\nwhich does not contain\n  %s\n", \
+				__FILE__, __LINE__, #got, g_ ? g_ : "(null)", p_);            \
+			check_failures++;                                                     \
+		}                                                                             \
 	} while (0)
 
 static int run_case(const struct test_case *c)

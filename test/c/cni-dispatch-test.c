@@ -25,11 +25,11 @@
 
 static const char *const versions[] = {"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"};
 #define N_VERSIONS (sizeof(versions) / sizeof(versions[0]))
-#define SUPPORTED "[\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\",\"1.1.0\"]"
+#define SUPPORTED  "[\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\",\"1.1.0\"]"
 
 /* A prevResult as bridge writes it, with formatting a re-serialisation would not keep. */
-#define PREV                                                                                      \
-	"{\n    \"cniVersion\": \"1.0.0\",\n    \"ips\": [{\"interface\": 1, \"address\": "          \
+#define PREV                                                                                \
+	"{\n    \"cniVersion\": \"1.0.0\",\n    \"ips\": [{\"interface\": 1, \"address\": " \
 	"\"10.1.0.5/24\"}],\n    \"x-extra\": 1.50\n}"
 
 #define EXCLUDE ",\"excludeNamespaces\":[\"kube-system\",\"istio-system\"]"
@@ -74,7 +74,8 @@ static struct cni_invocation invocation(const char *command, const char *stdin_t
 				.container_id = "c0ffee",
 				.netns = "/proc/self/ns/net",
 				.ifname = "eth0",
-				.args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=cart-1",
+				.args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=cart-"
+					"1",
 				.path = "/opt/cni/bin",
 			},
 		.stdin_data = stdin_text,
@@ -110,19 +111,19 @@ static char *error_json(const char *version, int code, const char *msg, const ch
 {
 	char *s;
 
-	if (asprintf(&s, "{\"cniVersion\":\"%s\",\"code\":%d,\"msg\":\"%s\"%s%s%s}\n", version, code,
-		     msg, details ? ",\"details\":\"" : "", details ? details : "",
+	if (asprintf(&s, "{\"cniVersion\":\"%s\",\"code\":%d,\"msg\":\"%s\"%s%s%s}\n", version,
+		     code, msg, details ? ",\"details\":\"" : "", details ? details : "",
 		     details ? "\"" : "") < 0)
 		exit(2);
 	return s;
 }
 
-#define CHECK_ERROR(r, version, code_, msg, details)                                              \
-	do {                                                                                      \
-		char *want_ = error_json(version, code_, msg, details);                           \
-		CHECK_INT((r).code, 1);                                                           \
-		CHECK_STR((r).out, want_);                                                        \
-		free(want_);                                                                      \
+#define CHECK_ERROR(r, version, code_, msg, details)                    \
+	do {                                                            \
+		char *want_ = error_json(version, code_, msg, details); \
+		CHECK_INT((r).code, 1);                                 \
+		CHECK_STR((r).out, want_);                              \
+		free(want_);                                            \
 	} while (0)
 
 /* Only the code, for paths whose message another case pins. */
@@ -273,15 +274,18 @@ static void add_and_check_need_CNI_CONTAINERID_CNI_NETNS_and_CNI_IFNAME(void)
 
 		inv.env.container_id = NULL;
 		r = dispatch(&inv);
-		CHECK_ERROR(r, "1.0.0", 4, "required environment variable CNI_CONTAINERID is missing", NULL);
+		CHECK_ERROR(r, "1.0.0", 4,
+			    "required environment variable CNI_CONTAINERID is missing", NULL);
 		inv = invocation(commands[i], c);
 		inv.env.netns = "";
 		r = dispatch(&inv);
-		CHECK_ERROR(r, "1.0.0", 4, "required environment variable CNI_NETNS is missing", NULL);
+		CHECK_ERROR(r, "1.0.0", 4, "required environment variable CNI_NETNS is missing",
+			    NULL);
 		inv = invocation(commands[i], c);
 		inv.env.ifname = NULL;
 		r = dispatch(&inv);
-		CHECK_ERROR(r, "1.0.0", 4, "required environment variable CNI_IFNAME is missing", NULL);
+		CHECK_ERROR(r, "1.0.0", 4, "required environment variable CNI_IFNAME is missing",
+			    NULL);
 		/* CNI_ARGS and CNI_PATH are optional for them (SPEC.md) */
 		inv = invocation(commands[i], c);
 		inv.env.args = NULL;
@@ -298,9 +302,10 @@ static void several_missing_variables_are_named_together(void)
 
 	inv.env.container_id = inv.env.netns = inv.env.ifname = NULL;
 	r = dispatch(&inv);
-	CHECK_ERROR(r, "1.0.0", 4,
-		    "required environment variables CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME are missing",
-		    NULL);
+	CHECK_ERROR(
+		r, "1.0.0", 4,
+		"required environment variables CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME are missing",
+		NULL);
 }
 
 static void del_needs_CNI_CONTAINERID_and_CNI_IFNAME_but_not_CNI_NETNS(void)
@@ -451,7 +456,8 @@ static void an_undecodable_configuration_is_code_6_with_the_reason(void)
 	r = run("DEL", "[1,2]");
 	CHECK_ERROR(r, "1.1.0", 6, "cannot decode network configuration",
 		    "invalid character '[', expected '{' (a JSON object) at offset 0");
-	r = run("ADD", "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"t\",\"excludeNamespaces\":\"kube-system\"}");
+	r = run("ADD", "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"t\","
+		       "\"excludeNamespaces\":\"kube-system\"}");
 	CHECK_ERROR(r, "1.1.0", 6, "cannot decode network configuration",
 		    "\\\"excludeNamespaces\\\" is not a list of strings at offset 64");
 }
@@ -463,15 +469,18 @@ static void a_missing_cniVersion_is_code_7_and_an_unsupported_one_code_1(void)
 	CHECK_ERROR(r, "1.1.0", 7, "invalid network configuration", "cniVersion is required");
 	r = run("DEL", conf("0.2.0", absent_socket, NULL, PREV));
 	CHECK_ERROR(r, "0.2.0", 1, "incompatible CNI versions",
-		    "config is \\\"0.2.0\\\", plugin supports [\\\"0.3.0\\\",\\\"0.3.1\\\",\\\"0.4.0\\\",\\\"1.0.0\\\",\\\"1.1.0\\\"]");
+		    "config is \\\"0.2.0\\\", plugin supports "
+		    "[\\\"0.3.0\\\",\\\"0.3.1\\\",\\\"0.4.0\\\",\\\"1.0.0\\\",\\\"1.1.0\\\"]");
 }
 
 static void a_missing_name_or_type_is_code_7(void)
 {
-	struct result r = run("ADD", "{\"cniVersion\":\"1.0.0\",\"type\":\"sluice-cni\",\"prevResult\":{}}");
+	struct result r = run(
+		"ADD", "{\"cniVersion\":\"1.0.0\",\"type\":\"sluice-cni\",\"prevResult\":{}}");
 
 	CHECK_ERROR(r, "1.0.0", 7, "invalid network configuration", "name is required");
-	r = run("ADD", "{\"cniVersion\":\"1.0.0\",\"name\":\"\",\"type\":\"sluice-cni\",\"prevResult\":{}}");
+	r = run("ADD", "{\"cniVersion\":\"1.0.0\",\"name\":\"\",\"type\":\"sluice-cni\","
+		       "\"prevResult\":{}}");
 	CHECK_ERROR(r, "1.0.0", 7, "invalid network configuration", "name is required");
 	r = run("ADD", "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"prevResult\":{}}");
 	CHECK_ERROR(r, "1.0.0", 7, "invalid network configuration", "type is required");
@@ -481,7 +490,8 @@ static void check_below_0_4_0_and_status_and_gc_below_1_1_0_are_code_1(void)
 {
 	struct result r = run("CHECK", conf("0.3.1", absent_socket, NULL, PREV));
 
-	CHECK_ERROR(r, "0.3.1", 1, "CHECK needs cniVersion 0.4.0 or later", "config is \\\"0.3.1\\\"");
+	CHECK_ERROR(r, "0.3.1", 1, "CHECK needs cniVersion 0.4.0 or later",
+		    "config is \\\"0.3.1\\\"");
 	r = run("STATUS", conf("1.0.0", absent_socket, NULL, NULL));
 	CHECK_ERROR(r, "1.0.0", 1, "STATUS needs cniVersion 1.1.0", "config is \\\"1.0.0\\\"");
 	r = run("GC", conf("0.4.0", absent_socket, NULL, NULL));
@@ -526,12 +536,14 @@ static void errors_answer_in_the_callers_cniVersion(void)
 	size_t i;
 
 	for (i = 0; i < N_VERSIONS; i++) {
-		struct cni_invocation inv = invocation("ADD", conf(versions[i], absent_socket, NULL, PREV));
+		struct cni_invocation inv = invocation("ADD",
+						       conf(versions[i], absent_socket, NULL, PREV));
 		struct result r;
 
 		inv.env.ifname = NULL;
 		r = dispatch(&inv);
-		CHECK_ERROR(r, versions[i], 4, "required environment variable CNI_IFNAME is missing", NULL);
+		CHECK_ERROR(r, versions[i], 4,
+			    "required environment variable CNI_IFNAME is missing", NULL);
 		r = run("ADD", conf(versions[i], absent_socket, NULL, PREV));
 		CHECK_INT(error_code(&r), 11);
 		CHECK_CONTAINS(r.out, versions[i]);
@@ -556,10 +568,12 @@ static void permanent_errors_never_reach_the_agent(void)
 	cases[n++] = (typeof(cases[0])){"CHECK", conf("0.3.1", a.path, NULL, PREV), 1, NULL, NULL};
 	cases[n++] = (typeof(cases[0])){"ADD", conf("1.0.0", a.path, NULL, PREV), 4, "ifname", NULL};
 	cases[n++] = (typeof(cases[0])){"GC", conf("1.1.0", a.path, NULL, NULL), 4, "path", NULL};
-	cases[n++] = (typeof(cases[0])){"ADD", conf("1.0.0", a.path, NULL, PREV), 4, NULL, "/nonexistent"};
+	cases[n++] = (typeof(cases[0])){"ADD", conf("1.0.0", a.path, NULL, PREV), 4, NULL,
+					"/nonexistent"};
 	cases[n++] = (typeof(cases[0])){"ADD", conf("1.0.0", a.path, NULL, NULL), 7, NULL, NULL};
 	cases[n++] = (typeof(cases[0])){"STATUS", conf("1.0.0", a.path, NULL, NULL), 1, NULL, NULL};
-	cases[n++] = (typeof(cases[0])){"ADD", strdup("{\"cniVersion\":\"1.0.0\",\"name\":"), 6, NULL, NULL};
+	cases[n++] = (typeof(cases[0])){"ADD", strdup("{\"cniVersion\":\"1.0.0\",\"name\":"), 6,
+					NULL, NULL};
 	for (i = 0; i < n; i++) {
 		struct cni_invocation inv = invocation(cases[i].command, cases[i].stdin_text);
 		struct result r;
@@ -657,7 +671,8 @@ static void agent_down_every_other_pod_still_fails_closed(void)
 	}
 	/* without excludeNamespaces in the entry (an entry from before this existed) */
 	{
-		struct cni_invocation inv = invocation("ADD", conf("1.0.0", absent_socket, NULL, PREV));
+		struct cni_invocation inv = invocation("ADD",
+						       conf("1.0.0", absent_socket, NULL, PREV));
 		struct result r;
 
 		inv.env.args = "K8S_POD_NAMESPACE=kube-system";
@@ -670,8 +685,11 @@ static void agent_down_every_other_pod_still_fails_closed(void)
 	}
 	/* and the other way round: the earlier duplicate key is overridden */
 	{
-		struct cni_invocation inv = invocation("ADD", conf("1.0.0", absent_socket,
-			",\"excludeNamespaces\":[\"default\"],\"excludeNamespaces\":[\"kube-system\"]", PREV));
+		struct cni_invocation inv = invocation(
+			"ADD",
+			conf("1.0.0",
+			     absent_socket, ",\"excludeNamespaces\":[\"default\"],\"excludeNamespaces\":[\"kube-system\"]",
+			     PREV));
 		struct result r;
 
 		inv.env.args = "K8S_POD_NAMESPACE=default";
@@ -693,8 +711,10 @@ static void the_request_carries_the_command_the_set_variables_stdin_and_the_netn
 	char *c, *want;
 
 	agent_listen(&a);
-	if (asprintf(&c, "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"sluice-cni\","
-			 "\"agentSocket\":\"%s\",\"prevResult\":{\"a\":\"\\u00e9\\n\"}}\n", a.path) < 0)
+	if (asprintf(&c,
+		     "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"type\":\"sluice-cni\","
+		     "\"agentSocket\":\"%s\",\"prevResult\":{\"a\":\"\\u00e9\\n\"}}\n",
+		     a.path) < 0)
 		exit(2);
 	inv = invocation("ADD", c);
 	inv.env.path = NULL; /* unset: not sent */
@@ -705,9 +725,12 @@ static void the_request_carries_the_command_the_set_variables_stdin_and_the_netn
 	CHECK_INT(r.code, 0);
 	if (asprintf(&want,
 		     "{\"op\":\"cni\",\"command\":\"ADD\",\"env\":{\"CNI_CONTAINERID\":\"c0ffee\","
-		     "\"CNI_NETNS\":\"/proc/self/ns/net\",\"CNI_IFNAME\":\"eth0\",\"CNI_ARGS\":\"\"},"
-		     "\"stdin\":\"{\\\"cniVersion\\\":\\\"1.0.0\\\",\\\"name\\\":\\\"n\\\",\\\"type\\\":"
-		     "\\\"sluice-cni\\\",\\\"agentSocket\\\":\\\"%s\\\",\\\"prevResult\\\":{\\\"a\\\":"
+		     "\"CNI_NETNS\":\"/proc/self/ns/"
+		     "net\",\"CNI_IFNAME\":\"eth0\",\"CNI_ARGS\":\"\"},"
+		     "\"stdin\":\"{\\\"cniVersion\\\":\\\"1.0.0\\\",\\\"name\\\":\\\"n\\\","
+		     "\\\"type\\\":"
+		     "\\\"sluice-cni\\\",\\\"agentSocket\\\":\\\"%s\\\",\\\"prevResult\\\":{"
+		     "\\\"a\\\":"
 		     "\\\"\\\\u00e9\\\\n\\\"}}\\u000a\",\"netnsCookie\":\"%" PRIu64 "\"}\n",
 		     a.path, own_netns_cookie()) < 0)
 		exit(2);
@@ -823,7 +846,10 @@ static void an_agent_that_closes_without_answering_counts_as_down(void)
 
 int main(int argc, char **argv)
 {
-#define CASE(fn) {#fn, fn}
+#define CASE(fn)        \
+	{               \
+#fn, fn \
+	}
 	static const struct test_case cases[] = {
 		CASE(a_missing_or_empty_CNI_COMMAND_is_code_4),
 		CASE(an_unknown_CNI_COMMAND_is_code_4_naming_it),

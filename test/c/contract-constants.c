@@ -131,7 +131,7 @@ int main(void)
 	printf("\n  },\n  \"cniAccepted\": [");
 	for (i = 0; i < cni_n_supported_versions; i++)
 		printf("%s\"%s\"", i ? ", " : "", cni_supported_versions[i]);
-	printf("],\n  \"cniVersionAnswer\": %s,\n  \"cniNewest\": \"%s\"\n}\n", cni_supported_versions_json,
-	       CNI_NEWEST_VERSION);
+	printf("],\n  \"cniVersionAnswer\": %s,\n  \"cniNewest\": \"%s\"\n}\n",
+	       cni_supported_versions_json, CNI_NEWEST_VERSION);
 	return 0;
 }

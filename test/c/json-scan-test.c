@@ -20,7 +20,8 @@ static struct scanned scan(const char *text)
 			{
 				[M_VERSION] = {.key = "cniVersion", .want = JSON_WANT_STRING},
 				[M_SOCKET] = {.key = "agentSocket", .want = JSON_WANT_STRING},
-				[M_EXCLUDE] = {.key = "excludeNamespaces", .want = JSON_WANT_STRING_LIST},
+				[M_EXCLUDE] = {.key = "excludeNamespaces",
+					       .want = JSON_WANT_STRING_LIST},
 				[M_PREV] = {.key = "prevResult", .want = JSON_WANT_RAW},
 			},
 	};
@@ -36,7 +37,8 @@ static char *raw(const char *text, const struct json_member *m)
 
 static void strings_are_decoded_and_other_members_skipped(void)
 {
-	const char *text = " {\"name\": \"n\", \"cniVersion\" : \"1.0.0\", \"x\": [1, {\"a\": null}, -2.5e3],"
+	const char *text = " {\"name\": \"n\", \"cniVersion\" : \"1.0.0\", \"x\": [1, {\"a\": "
+			   "null}, -2.5e3],"
 			   " \"agentSocket\": \"/run/s\\u00e9\\/a\\\"b\\n\"}\n";
 	struct scanned s = scan(text);
 
@@ -51,9 +53,10 @@ static void strings_are_decoded_and_other_members_skipped(void)
 
 static void the_last_duplicate_wins_and_null_leaves_a_string_as_it_was(void)
 {
-	const char *text = "{\"cniVersion\":\"0.4.0\",\"cniVersion\":\"1.1.0\",\"agentSocket\":\"/a\","
-			   "\"agentSocket\":null,\"prevResult\":{\"a\":1},\"prevResult\":{ \"b\" : [2] },"
-			   "\"excludeNamespaces\":[\"x\"],\"excludeNamespaces\":[\"y\",\"z\"]}";
+	const char *text =
+		"{\"cniVersion\":\"0.4.0\",\"cniVersion\":\"1.1.0\",\"agentSocket\":\"/a\","
+		"\"agentSocket\":null,\"prevResult\":{\"a\":1},\"prevResult\":{ \"b\" : [2] },"
+		"\"excludeNamespaces\":[\"x\"],\"excludeNamespaces\":[\"y\",\"z\"]}";
 	struct scanned s = scan(text);
 	char *prev;
 
@@ -104,7 +107,8 @@ static void raw_members_keep_their_exact_text(void)
 	char *prev = raw(text, &s.m[M_PREV]);
 
 	CHECK_INT(s.rc, 0);
-	CHECK_STR(prev, "{\n  \"ips\": [ {\"address\": \"10.0.0.5/24\"} ],\n  \"x\": 1.50, \"s\": \"}\\\"]\" }");
+	CHECK_STR(prev, "{\n  \"ips\": [ {\"address\": \"10.0.0.5/24\"} ],\n  \"x\": 1.50, \"s\": "
+			"\"}\\\"]\" }");
 	free(prev);
 	json_members_free(s.m, M_COUNT);
 	s = scan("{\"prevResult\": 42}");
@@ -117,7 +121,8 @@ static void raw_members_keep_their_exact_text(void)
 
 static void string_lists_take_empty_and_escaped_items(void)
 {
-	struct scanned s = scan("{\"excludeNamespaces\":[ ], \"excludeNamespaces\": [\"\", \"kube\\u002dsystem\"]}");
+	struct scanned s = scan("{\"excludeNamespaces\":[ ], \"excludeNamespaces\": [\"\", "
+				"\"kube\\u002dsystem\"]}");
 
 	CHECK_INT(s.rc, 0);
 	CHECK_INT(s.m[M_EXCLUDE].present, 1);
@@ -182,7 +187,8 @@ static void syntax_errors_say_what_was_expected_and_where(void)
 		{"{\"a\":1} x", "unexpected data after the top-level object at offset 8"},
 		{"{\"a\" 1}", "invalid character '1', expected ':' after object key at offset 5"},
 		{"{\"a\":1,}", "invalid character '}', expected a string (object key) at offset 7"},
-		{"{\"a\":[1 2]}", "invalid character '2', expected ',' or ']' in array at offset 8"},
+		{"{\"a\":[1 2]}",
+		 "invalid character '2', expected ',' or ']' in array at offset 8"},
 		{"{\"a\":01}", "invalid character '1', expected ',' or '}' in object at offset 6"},
 		{"{\"a\":-}", "invalid character '}', expected a digit at offset 6"},
 		{"{\"a\":\"x\ty\"}", "invalid control character 0x09 in string at offset 7"},
@@ -225,15 +231,22 @@ static void nesting_is_bounded(void)
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
-		{"strings are decoded and other members skipped", strings_are_decoded_and_other_members_skipped},
-		{"the last duplicate wins and null leaves a string as it was", the_last_duplicate_wins_and_null_leaves_a_string_as_it_was},
-		{"null makes a list or raw member absent, as Go sets a slice or map to nil", null_makes_a_list_or_raw_member_absent},
+		{"strings are decoded and other members skipped",
+		 strings_are_decoded_and_other_members_skipped},
+		{"the last duplicate wins and null leaves a string as it was",
+		 the_last_duplicate_wins_and_null_leaves_a_string_as_it_was},
+		{"null makes a list or raw member absent, as Go sets a slice or map to nil",
+		 null_makes_a_list_or_raw_member_absent},
 		{"nested keys do not count", nested_keys_do_not_count},
 		{"raw members keep their exact text", raw_members_keep_their_exact_text},
-		{"string lists take empty and escaped items", string_lists_take_empty_and_escaped_items},
-		{"a member of the wrong type is an error naming it", a_member_of_the_wrong_type_is_an_error_naming_it},
-		{"NUL and lone surrogates are refused only where they would be used", nul_and_lone_surrogates_are_refused_only_where_they_would_be_used},
-		{"syntax errors say what was expected and where", syntax_errors_say_what_was_expected_and_where},
+		{"string lists take empty and escaped items",
+		 string_lists_take_empty_and_escaped_items},
+		{"a member of the wrong type is an error naming it",
+		 a_member_of_the_wrong_type_is_an_error_naming_it},
+		{"NUL and lone surrogates are refused only where they would be used",
+		 nul_and_lone_surrogates_are_refused_only_where_they_would_be_used},
+		{"syntax errors say what was expected and where",
+		 syntax_errors_say_what_was_expected_and_where},
 		{"nesting is bounded", nesting_is_bounded},
 	};
 

@@ -21,7 +21,11 @@ interface ListedZds {
 
 /** The stand-in's own output lines (one JSON event each) from index `from` on, `conn` events left out. */
 function eventLines(events: ZtEvent[], from = 0, to = events.length): string {
-  return events.slice(from, to).filter((e) => e.event !== 'conn').map((e) => JSON.stringify(e)).join('\n');
+  return events
+    .slice(from, to)
+    .filter((e) => e.event !== 'conn')
+    .map((e) => JSON.stringify(e))
+    .join('\n');
 }
 
 export async function showAmbient(ctx: DemoCtx): Promise<void> {
@@ -37,8 +41,15 @@ export async function showAmbient(ctx: DemoCtx): Promise<void> {
   const zt = startZtunnel(env, 'zt1');
   await zt.waitEvent((e) => e.event === 'snapshot');
   const snapshotAt = zt.events().findIndex((e) => e.event === 'snapshot');
-  check(!zt.events().slice(0, snapshotAt).some((e) => e.event === 'add'), 'the first snapshot holds no pod', zt.events());
-  say('the ztunnel stand-in connects to the agent\'s ZDS socket: hello, then the snapshot of ambient pods (none yet):');
+  check(
+    !zt
+      .events()
+      .slice(0, snapshotAt)
+      .some((e) => e.event === 'add'),
+    'the first snapshot holds no pod',
+    zt.events(),
+  );
+  say("the ztunnel stand-in connects to the agent's ZDS socket: hello, then the snapshot of ambient pods (none yet):");
   shell(`zt-standin --uds ${udsPath(env)} --id zt1   # its output`, eventLines(zt.events(), 0, snapshotAt + 1));
 
   const from = zt.events().length;
@@ -46,24 +57,38 @@ export async function showAmbient(ctx: DemoCtx): Promise<void> {
   writeObjects(env, `ns-${NAMESPACE}.yaml`, [namespaceYaml(NAMESPACE, AMBIENT)]);
   await waitForMode(env, pod, 'ambient', 8000);
   await zt.waitEvent((e) => e.event === 'add' && e.uid === pod.uid, { from });
-  await waitFor('cart zds=acked', async () => {
-    const eps = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout) as ListedZds[];
-    return eps.find((e) => e.name === 'cart' && e.namespace === NAMESPACE)?.zds?.state === 'acked';
-  }, 8000);
-  say('enrolled without a restart; the agent sent AddWorkload with the pod\'s netns, ztunnel acked:');
+  await waitFor(
+    'cart zds=acked',
+    async () => {
+      const eps = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout) as ListedZds[];
+      return eps.find((e) => e.name === 'cart' && e.namespace === NAMESPACE)?.zds?.state === 'acked';
+    },
+    8000,
+  );
+  say("enrolled without a restart; the agent sent AddWorkload with the pod's netns, ztunnel acked:");
   shell('zt-standin … (continued)', eventLines(zt.events(), from));
 
   const [r] = await probe(env, VIP, SVC_PORT, { from: pod, timeoutMs: 2000 });
   const z = ztReply(r?.reply);
-  check(z?.via === 'out' && z.orig === `${VIP}:${SVC_PORT}`, `cart's connect to ${VIP}:${SVC_PORT} reached ztunnel's 15001 with the VIP as original destination`, r);
+  check(
+    z?.via === 'out' && z.orig === `${VIP}:${SVC_PORT}`,
+    `cart's connect to ${VIP}:${SVC_PORT} reached ztunnel's 15001 with the VIP as original destination`,
+    r,
+  );
   check(z.peer?.split(':')[0] === pod.ipv4, "ztunnel sees the pod's own IP as the source", z);
   check(backends.includes(z.upstream?.split(' ')[0] ?? ''), "ztunnel's own upstream connect was load-balanced to a backend", z);
   say(`cart connects to ${VIP}:${SVC_PORT}; the reply comes from ztunnel, which saw:`);
   shell(`sl-probe connect --addr ${VIP} --port ${SVC_PORT}   # in pod cart`, r.reply ?? '');
-  say(`  via=out orig=${z.orig} (SO_ORIGINAL_DST), peer=${z.peer} (the pod's IP), upstream answered by ${z.upstream?.split(' ')[0]}`);
+  say(
+    `  via=out orig=${z.orig} (SO_ORIGINAL_DST), peer=${z.peer} (the pod's IP), upstream answered by ${z.upstream?.split(' ')[0]}`,
+  );
 
   const list = (await sluice(env, ['endpoint', 'list'])).stdout;
   const line = list.split('\n').find((l) => l.includes(`${NAMESPACE}/cart`));
-  check(line !== undefined && line.split(/\s+/)[2] === 'mode=ambient' && line.includes('zds=acked'), 'endpoint list shows shop/cart mode=ambient zds=acked', line);
+  check(
+    line !== undefined && line.split(/\s+/)[2] === 'mode=ambient' && line.includes('zds=acked'),
+    'endpoint list shows shop/cart mode=ambient zds=acked',
+    line,
+  );
   shell('sluice endpoint list', list);
 }

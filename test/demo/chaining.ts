@@ -21,7 +21,11 @@ export async function createDemoNode(features: BuildFeatures): Promise<DemoCtx> 
   env.stateDir = path.join(env.node.workDir, 'state');
   fs.mkdirSync(env.confDir);
   const conflistPath = path.join(env.confDir, PRIMARY_FILE);
-  const primary = { cniVersion: '1.0.0', name: 'podnet', plugins: [{ type: 'bridge', bridge: 'slbr0', ipam: { type: 'host-local' } }] };
+  const primary = {
+    cniVersion: '1.0.0',
+    name: 'podnet',
+    plugins: [{ type: 'bridge', bridge: 'slbr0', ipam: { type: 'host-local' } }],
+  };
   fs.writeFileSync(conflistPath, JSON.stringify(primary, null, 2) + '\n');
   // Test-local paths and ports only (writeConfig adds pins, cgroup, agent socket, ZDS socket).
   const extra: Record<string, string> = { 'cni-conf-dir': env.confDir, 'cni-bin-dir': env.binDir, 'state-dir': env.stateDir };

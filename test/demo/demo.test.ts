@@ -26,9 +26,16 @@ const SCENES = [
 
 describe.skipIf(process.getuid?.() !== 0)('make demo (needs root)', () => {
   it('runs every scene, checks what it tells and removes its node', async () => {
-    const res = spawnSync(path.join(ROOT, 'node_modules/.bin/tsx'), ['test/demo/run.ts'], { cwd: ROOT, encoding: 'utf8', timeout: 170000 });
+    const res = spawnSync(path.join(ROOT, 'node_modules/.bin/tsx'), ['test/demo/run.ts'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 170000,
+    });
     expect(res.status, `${res.stdout}\n${res.stderr}`).toBe(0);
-    const headings = res.stdout.split('\n').filter((l) => l.startsWith('== ')).map((l) => l.slice(3));
+    const headings = res.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('== '))
+      .map((l) => l.slice(3));
     expect(headings).toHaveLength(SCENES.length);
     SCENES.forEach((s, i) => expect(headings[i]).toContain(s));
     expect(res.stdout).toContain('mode=sidecar');

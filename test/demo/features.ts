@@ -35,7 +35,9 @@ export async function detectFeatures(sluiceBin: string): Promise<BuildFeatures> 
   const help = await run([sluiceBin, '--help'], { allowFail: true });
   const commands = commandsFromHelp(help.stdout + help.stderr);
   if (!commands.includes('agent')) {
-    throw new Error(`Cannot read the command list of ${sluiceBin} --help (exit ${help.code}): no "agent" in ${JSON.stringify(commands)}`);
+    throw new Error(
+      `Cannot read the command list of ${sluiceBin} --help (exit ${help.code}): no "agent" in ${JSON.stringify(commands)}`,
+    );
   }
   return { commands: new Set(commands), configKeys: new Set(CONFIG_KEYS) };
 }

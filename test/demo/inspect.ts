@@ -34,7 +34,7 @@ async function traffic(ctx: DemoCtx): Promise<void> {
 }
 
 export async function showMonitor(ctx: DemoCtx): Promise<void> {
-  scene('sluice monitor: the datapath\'s decisions, live');
+  scene("sluice monitor: the datapath's decisions, live");
   if (!ctx.features.commands.has('monitor')) return notInThisBuild('sluice monitor');
   const { env } = ctx;
   const mon = env.node.spawn([SLUICE, 'monitor', '--config', env.configPath], { inCgroup: false });
@@ -42,12 +42,21 @@ export async function showMonitor(ctx: DemoCtx): Promise<void> {
     say('connections from the client, the sidecar pod and the ambient pod while the monitor is attached:');
     // Events flow only while a monitor is attached, and attaching takes a moment: send traffic
     // until decisions show up (bounded: 20 rounds).
-    const decisions = () => env.node.output(mon).stdout.split('\n').filter((l) => l.trim() !== '');
-    await waitFor('sluice monitor to print decisions', async () => {
-      if (env.node.output(mon).exited) throw new Error(`sluice monitor exited: ${env.node.output(mon).stderr.slice(-1000)}`);
-      await traffic(ctx);
-      return decisions().length >= 6;
-    }, 20 * 1000, 100);
+    const decisions = () =>
+      env.node
+        .output(mon)
+        .stdout.split('\n')
+        .filter((l) => l.trim() !== '');
+    await waitFor(
+      'sluice monitor to print decisions',
+      async () => {
+        if (env.node.output(mon).exited) throw new Error(`sluice monitor exited: ${env.node.output(mon).stderr.slice(-1000)}`);
+        await traffic(ctx);
+        return decisions().length >= 6;
+      },
+      20 * 1000,
+      100,
+    );
     shell('sluice monitor', decisions().slice(0, 12).join('\n'), { maxLines: 12 });
   } finally {
     const gone = new Promise((resolve) => mon.once('close', resolve));
@@ -61,11 +70,15 @@ export async function showMetrics(ctx: DemoCtx): Promise<void> {
   if (!ctx.features.configKeys.has('prometheus-serve-addr')) return notInThisBuild('prometheus-serve-addr (/metrics)');
   const url = `http://${METRICS_ADDR}/metrics`;
   // The agent runs in the simulated node's network namespace: its loopback is where it listens.
-  const r = await run(['nsenter', `--net=${ctx.env.node.netnsPath}`, '--', 'curl', '-sS', '--max-time', '5', url], { allowFail: true });
+  const r = await run(['nsenter', `--net=${ctx.env.node.netnsPath}`, '--', 'curl', '-sS', '--max-time', '5', url], {
+    allowFail: true,
+  });
   check(r.code === 0, `curl ${url} in the node's network namespace`, r.stderr);
   const samples = r.stdout.split('\n').filter((l) => l.startsWith('sluice_'));
   check(samples.length > 0, '/metrics carries sluice_ samples', r.stdout.slice(0, 400));
-  say(`the agent serves ${METRICS_ADDR} in the node's namespace (prometheus-serve-addr); ${samples.length} sluice_ samples, a few of them:`);
+  say(
+    `the agent serves ${METRICS_ADDR} in the node's namespace (prometheus-serve-addr); ${samples.length} sluice_ samples, a few of them:`,
+  );
   // One sample per metric name, so the sample shows the breadth; a histogram by its _count.
   const seen = new Set<string>();
   const one = samples.filter((l) => {

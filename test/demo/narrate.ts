@@ -49,12 +49,18 @@ export class DemoCheckError extends Error {
 
 /** Fails the demo with `what` and the value seen unless `ok`. */
 export function check(ok: boolean, what: string, seen?: unknown): asserts ok {
-  if (!ok) throw new DemoCheckError(`demo check failed: ${what}${seen === undefined ? '' : `; seen: ${typeof seen === 'string' ? seen : JSON.stringify(seen)}`}`);
+  if (!ok)
+    throw new DemoCheckError(
+      `demo check failed: ${what}${seen === undefined ? '' : `; seen: ${typeof seen === 'string' ? seen : JSON.stringify(seen)}`}`,
+    );
 }
 
 /** "be1: 11, be2: 9": how many of `items` each key got, keys sorted. */
 export function tally(items: Array<string | undefined>): string {
   const counts = new Map<string, number>();
   for (const k of items) counts.set(k ?? 'failed', (counts.get(k ?? 'failed') ?? 0) + 1);
-  return [...counts].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}: ${v}`).join(', ');
+  return [...counts]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, v]) => `${k}: ${v}`)
+    .join(', ');
 }

@@ -46,7 +46,9 @@ async function main(): Promise<void> {
       await stopAgent(ctx.env).catch(() => undefined);
       await ctx.env.node.destroy();
       scene('Cleaned up');
-      say(`namespaces, cgroup, pins and files of node ${ctx.env.node.id} removed${ctx.env.node.destroyReport.length ? ` (with warnings: ${ctx.env.node.destroyReport.join('; ')})` : ''}; ${((Date.now() - t0) / 1000).toFixed(1)} s in all`);
+      say(
+        `namespaces, cgroup, pins and files of node ${ctx.env.node.id} removed${ctx.env.node.destroyReport.length ? ` (with warnings: ${ctx.env.node.destroyReport.join('; ')})` : ''}; ${((Date.now() - t0) / 1000).toFixed(1)} s in all`,
+      );
     }
   }
 }

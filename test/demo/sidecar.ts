@@ -28,10 +28,22 @@ export async function showSidecar(ctx: DemoCtx): Promise<void> {
   say('the stand-in sidecar listens on 15001/15006 as uid 1337; the app connects to the VIP 10 times:');
   const res = await probe(env, VIP, SVC_PORT, { from: pod, count: 10 });
   const replies = res.map((r) => sidecarReply(r.reply));
-  check(replies.every((r) => r?.via === 'out' && r.orig === `${VIP}:${SVC_PORT}`), 'every connection reached the sidecar with the VIP as original destination', res);
-  check(res.every((r) => r.peer === `${VIP}:${SVC_PORT}`), "the app's getpeername shows the VIP", res.map((r) => r.peer));
+  check(
+    replies.every((r) => r?.via === 'out' && r.orig === `${VIP}:${SVC_PORT}`),
+    'every connection reached the sidecar with the VIP as original destination',
+    res,
+  );
+  check(
+    res.every((r) => r.peer === `${VIP}:${SVC_PORT}`),
+    "the app's getpeername shows the VIP",
+    res.map((r) => r.peer),
+  );
   const upstream = replies.map((r) => r?.upstream?.split(' ')[0]);
-  check(upstream.every((u) => u !== undefined && backends.includes(u)), "the sidecar's upstream connects reached the backends", upstream);
+  check(
+    upstream.every((u) => u !== undefined && backends.includes(u)),
+    "the sidecar's upstream connects reached the backends",
+    upstream,
+  );
   shell(`sl-probe connect --addr ${VIP} --port ${SVC_PORT}   # in pod reviews, one of the 10 answers`, res[0].reply ?? '');
   say(`  the proxy saw         orig=${VIP}:${SVC_PORT} (SO_ORIGINAL_DST) on all 10: the service identity is kept`);
   say(`  the app's peer        ${res[0].peer}`);

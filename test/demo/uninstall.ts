@@ -31,6 +31,8 @@ export async function showUninstall(ctx: DemoCtx): Promise<void> {
   const [r] = await probe(env, VIP, SVC_PORT, { timeoutMs: 300 });
   check(r !== undefined && !r.ok, `${VIP}:${SVC_PORT} is no longer translated`, r);
   say(`the conflist is back to the primary's own bytes, ${env.node.pinDir} is gone, nothing is attached to the cgroup,`);
-  say(`and ${VIP}:${SVC_PORT} is not translated any more (the connect fails, errno ${r.errno ?? '-'}: nothing serves that address)`);
+  say(
+    `and ${VIP}:${SVC_PORT} is not translated any more (the connect fails, errno ${r.errno ?? '-'}: nothing serves that address)`,
+  );
   shell(`cat ${path.basename(ctx.conflistPath)}`, conflist);
 }

@@ -31,28 +31,71 @@ function openssl(args: string[], cwd: string): void {
 /** Writes ca.crt/ca.key/server.crt/server.key into dir (which must exist) and returns them. */
 export function makeCerts(dir: string, commonName = 'sluice-fake-apiserver'): CertBundle {
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
-  openssl(['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '3', '-sha256',
-    '-subj', `/CN=${commonName}-ca`,
-    '-addext', 'basicConstraints=critical,CA:TRUE',
-    '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
-    '-addext', 'subjectKeyIdentifier=hash'], dir);
+  openssl(
+    [
+      'req',
+      '-x509',
+      ...ec,
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.crt',
+      '-days',
+      '3',
+      '-sha256',
+      '-subj',
+      `/CN=${commonName}-ca`,
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+      '-addext',
+      'subjectKeyIdentifier=hash',
+    ],
+    dir,
+  );
   openssl(['req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', `/CN=${commonName}`], dir);
-  fs.writeFileSync(path.join(dir, 'server.ext'), [
-    'basicConstraints=critical,CA:FALSE',
-    'keyUsage=critical,digitalSignature,keyEncipherment',
-    'extendedKeyUsage=serverAuth',
-    'subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost',
-    'authorityKeyIdentifier=keyid',
-    '',
-  ].join('\n'));
+  fs.writeFileSync(
+    path.join(dir, 'server.ext'),
+    [
+      'basicConstraints=critical,CA:FALSE',
+      'keyUsage=critical,digitalSignature,keyEncipherment',
+      'extendedKeyUsage=serverAuth',
+      'subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost',
+      'authorityKeyIdentifier=keyid',
+      '',
+    ].join('\n'),
+  );
   const serial = '0x' + Date.now().toString(16) + Math.floor(Math.random() * 0xffff).toString(16);
-  openssl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-set_serial', serial,
-    '-out', 'server.crt', '-days', '3', '-sha256', '-extfile', 'server.ext'], dir);
+  openssl(
+    [
+      'x509',
+      '-req',
+      '-in',
+      'server.csr',
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-set_serial',
+      serial,
+      '-out',
+      'server.crt',
+      '-days',
+      '3',
+      '-sha256',
+      '-extfile',
+      'server.ext',
+    ],
+    dir,
+  );
   const caFile = path.join(dir, 'ca.crt');
   const certFile = path.join(dir, 'server.crt');
   const keyFile = path.join(dir, 'server.key');
   return {
-    caFile, certFile, keyFile,
+    caFile,
+    certFile,
+    keyFile,
     caPem: fs.readFileSync(caFile, 'utf8'),
     certPem: fs.readFileSync(certFile, 'utf8'),
     keyPem: fs.readFileSync(keyFile, 'utf8'),

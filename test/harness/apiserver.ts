@@ -146,8 +146,20 @@ function col(name: string, type = 'string', priority = 0, format = '', descripti
   return { name, type, format, description: description || `${name} column`, priority };
 }
 
-const NAME_COL = col('Name', 'string', 0, 'name', 'Name must be unique within a namespace. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names');
-const AGE_COL = col('Age', 'string', 0, '', 'CreationTimestamp is a timestamp representing the server time when this object was created.');
+const NAME_COL = col(
+  'Name',
+  'string',
+  0,
+  'name',
+  'Name must be unique within a namespace. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names',
+);
+const AGE_COL = col(
+  'Age',
+  'string',
+  0,
+  '',
+  'CreationTimestamp is a timestamp representing the server time when this object was created.',
+);
 
 const str = (v: unknown): string => (v === undefined || v === null ? '' : String(v));
 const age = (o: Obj, now: number): string => ageOf(o.metadata?.creationTimestamp, now);
@@ -197,16 +209,26 @@ const EVENT_FIELDS: Record<string, (o: Obj) => string> = {
 /** events.k8s.io/v1 field names map onto the same stored (core) fields. */
 const EVENTS_V1_FIELDS: Record<string, (o: Obj) => string> = {
   ...EVENT_FIELDS,
-  ...Object.fromEntries(Object.entries(EVENT_FIELDS)
-    .filter(([k]) => k.startsWith('involvedObject.'))
-    .map(([k, f]) => [k.replace('involvedObject.', 'regarding.'), f])),
+  ...Object.fromEntries(
+    Object.entries(EVENT_FIELDS)
+      .filter(([k]) => k.startsWith('involvedObject.'))
+      .map(([k, f]) => [k.replace('involvedObject.', 'regarding.'), f]),
+  ),
   reportingController: EVENT_FIELDS.reportingComponent,
   deprecatedSource: EVENT_FIELDS.source,
 };
 
 const EVENT_COLUMNS = [
-  col('Last Seen'), col('Type'), col('Reason'), col('Object'), col('Subobject', 'string', 1), col('Source', 'string', 1),
-  col('Message'), col('First Seen', 'string', 1), col('Count', 'string', 1), { ...NAME_COL, priority: 1 },
+  col('Last Seen'),
+  col('Type'),
+  col('Reason'),
+  col('Object'),
+  col('Subobject', 'string', 1),
+  col('Source', 'string', 1),
+  col('Message'),
+  col('First Seen', 'string', 1),
+  col('Count', 'string', 1),
+  { ...NAME_COL, priority: 1 },
 ];
 
 /** Cells of a core (stored-form) Event. */
@@ -215,9 +237,16 @@ function eventCells(e: Obj, now: number): unknown[] {
   const first = e.firstTimestamp || e.eventTime || e.metadata?.creationTimestamp;
   const io = e.involvedObject ?? {};
   return [
-    ageOf(last, now), str(e.type), str(e.reason), `${str(io.kind).toLowerCase()}/${str(io.name)}`, str(io.fieldPath),
+    ageOf(last, now),
+    str(e.type),
+    str(e.reason),
+    `${str(io.kind).toLowerCase()}/${str(io.name)}`,
+    str(io.fieldPath),
     [e.source?.component || e.reportingComponent, e.source?.host].filter(Boolean).join(', '),
-    str(e.message).trim(), ageOf(first, now), str(e.series?.count ?? e.count ?? 1), str(e.metadata?.name),
+    str(e.message).trim(),
+    ageOf(first, now),
+    str(e.series?.count ?? e.count ?? 1),
+    str(e.metadata?.name),
   ];
 }
 
@@ -242,7 +271,12 @@ function renameFields(o: Obj, pairs: Array<[string, string]>, apiVersion: string
 }
 
 const eventToEventsV1 = (o: Obj): Obj => renameFields(o, EVENT_RENAMES, 'events.k8s.io/v1');
-const eventsV1ToEvent = (o: Obj): Obj => renameFields(o, EVENT_RENAMES.map(([a, b]) => [b, a]), 'v1');
+const eventsV1ToEvent = (o: Obj): Obj =>
+  renameFields(
+    o,
+    EVENT_RENAMES.map(([a, b]) => [b, a]),
+    'v1',
+  );
 
 function podCells(p: Obj, now: number): unknown[] {
   const containers: Obj[] = p.spec?.containers ?? [];
@@ -252,27 +286,49 @@ function podCells(p: Obj, now: number): unknown[] {
   let phase = str(p.status?.reason || p.status?.phase);
   for (const s of statuses) if (s.state?.waiting?.reason) phase = s.state.waiting.reason;
   if (p.metadata?.deletionTimestamp) phase = 'Terminating';
-  return [p.metadata?.name, `${ready}/${containers.length}`, phase, restarts, age(p, now),
-    p.status?.podIP || '<none>', p.spec?.nodeName || '<none>', p.status?.nominatedNodeName || '<none>', '<none>'];
+  return [
+    p.metadata?.name,
+    `${ready}/${containers.length}`,
+    phase,
+    restarts,
+    age(p, now),
+    p.status?.podIP || '<none>',
+    p.spec?.nodeName || '<none>',
+    p.status?.nominatedNodeName || '<none>',
+    '<none>',
+  ];
 }
 
 function svcCells(s: Obj, now: number): unknown[] {
   const ports: Obj[] = s.spec?.ports ?? [];
-  const ext: string[] = (s.status?.loadBalancer?.ingress ?? []).map((i: Obj) => i.ip || i.hostname).concat(s.spec?.externalIPs ?? []);
-  const sel = Object.entries(s.spec?.selector ?? {}).map(([k, v]) => `${k}=${v}`).join(',');
-  return [s.metadata?.name, s.spec?.type || 'ClusterIP', s.spec?.clusterIP || '<none>',
-    ext.length ? ext.join(',') : (s.spec?.type === 'LoadBalancer' ? '<pending>' : '<none>'),
+  const ext: string[] = (s.status?.loadBalancer?.ingress ?? [])
+    .map((i: Obj) => i.ip || i.hostname)
+    .concat(s.spec?.externalIPs ?? []);
+  const sel = Object.entries(s.spec?.selector ?? {})
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
+  return [
+    s.metadata?.name,
+    s.spec?.type || 'ClusterIP',
+    s.spec?.clusterIP || '<none>',
+    ext.length ? ext.join(',') : s.spec?.type === 'LoadBalancer' ? '<pending>' : '<none>',
     ports.length ? ports.map((p) => `${p.port}${p.nodePort ? ':' + p.nodePort : ''}/${p.protocol || 'TCP'}`).join(',') : '<none>',
-    age(s, now), sel || '<none>'];
+    age(s, now),
+    sel || '<none>',
+  ];
 }
 
 function sliceCells(e: Obj, now: number): unknown[] {
   const ports: Obj[] = e.ports ?? [];
   const addrs: string[] = (e.endpoints ?? []).flatMap((x: Obj) => x.addresses ?? []);
   const shown = addrs.slice(0, 3).join(',');
-  return [e.metadata?.name, str(e.addressType),
+  return [
+    e.metadata?.name,
+    str(e.addressType),
     ports.length ? ports.map((p) => (p.port === undefined ? '<unset>' : String(p.port))).join(',') : '<unset>',
-    addrs.length === 0 ? '<unset>' : addrs.length > 3 ? `${shown} + ${addrs.length - 3} more...` : shown, age(e, now)];
+    addrs.length === 0 ? '<unset>' : addrs.length > 3 ? `${shown} + ${addrs.length - 3} more...` : shown,
+    age(e, now),
+  ];
 }
 
 function nodeCells(n: Obj, now: number): unknown[] {
@@ -280,16 +336,33 @@ function nodeCells(n: Obj, now: number): unknown[] {
   let st = readyCond ? (readyCond.status === 'True' ? 'Ready' : 'NotReady') : 'Unknown';
   if (n.spec?.unschedulable) st += ',SchedulingDisabled';
   const roles = Object.keys(n.metadata?.labels ?? {})
-    .filter((k) => k.startsWith('node-role.kubernetes.io/')).map((k) => k.slice('node-role.kubernetes.io/'.length));
+    .filter((k) => k.startsWith('node-role.kubernetes.io/'))
+    .map((k) => k.slice('node-role.kubernetes.io/'.length));
   const addr = (t: string): string => (n.status?.addresses ?? []).find((a: Obj) => a.type === t)?.address || '<none>';
-  return [n.metadata?.name, st, roles.join(',') || '<none>', age(n, now), str(n.status?.nodeInfo?.kubeletVersion),
-    addr('InternalIP'), addr('ExternalIP')];
+  return [
+    n.metadata?.name,
+    st,
+    roles.join(',') || '<none>',
+    age(n, now),
+    str(n.status?.nodeInfo?.kubeletVersion),
+    addr('InternalIP'),
+    addr('ExternalIP'),
+  ];
 }
 
-function def(d: Partial<ResourceDef> & Pick<ResourceDef, 'group' | 'plural' | 'singular' | 'kind' | 'namespaced' | 'columns' | 'cells'>): ResourceDef {
+function def(
+  d: Partial<ResourceDef> & Pick<ResourceDef, 'group' | 'plural' | 'singular' | 'kind' | 'namespaced' | 'columns' | 'cells'>,
+): ResourceDef {
   return {
-    version: 'v1', shortNames: [], categories: [], verbs: ALL_VERBS, status: false, fields: {},
-    deleteReturnsObject: false, toStored: identity, fromStored: identity,
+    version: 'v1',
+    shortNames: [],
+    categories: [],
+    verbs: ALL_VERBS,
+    status: false,
+    fields: {},
+    deleteReturnsObject: false,
+    toStored: identity,
+    fromStored: identity,
     store: `${d.group || 'core'}/${d.plural}`,
     ...d,
   };
@@ -297,21 +370,49 @@ function def(d: Partial<ResourceDef> & Pick<ResourceDef, 'group' | 'plural' | 's
 
 const RESOURCES: ResourceDef[] = [
   def({
-    group: '', plural: 'namespaces', singular: 'namespace', kind: 'Namespace', namespaced: false, shortNames: ['ns'],
-    verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'], status: true, deleteReturnsObject: true,
+    group: '',
+    plural: 'namespaces',
+    singular: 'namespace',
+    kind: 'Namespace',
+    namespaced: false,
+    shortNames: ['ns'],
+    verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'],
+    status: true,
+    deleteReturnsObject: true,
     fields: { 'status.phase': (o) => str(o.status?.phase) },
     columns: [NAME_COL, col('Status'), AGE_COL],
     cells: (o, now) => [o.metadata?.name, o.status?.phase || 'Active', age(o, now)],
   }),
   def({
-    group: '', plural: 'nodes', singular: 'node', kind: 'Node', namespaced: false, shortNames: ['no'], status: true,
+    group: '',
+    plural: 'nodes',
+    singular: 'node',
+    kind: 'Node',
+    namespaced: false,
+    shortNames: ['no'],
+    status: true,
     fields: { 'spec.unschedulable': (o) => String(o.spec?.unschedulable === true) },
-    columns: [NAME_COL, col('Status'), col('Roles'), AGE_COL, col('Version'), col('Internal-IP', 'string', 1), col('External-IP', 'string', 1)],
+    columns: [
+      NAME_COL,
+      col('Status'),
+      col('Roles'),
+      AGE_COL,
+      col('Version'),
+      col('Internal-IP', 'string', 1),
+      col('External-IP', 'string', 1),
+    ],
     cells: nodeCells,
   }),
   def({
-    group: '', plural: 'pods', singular: 'pod', kind: 'Pod', namespaced: true, shortNames: ['po'], categories: ['all'],
-    status: true, deleteReturnsObject: true,
+    group: '',
+    plural: 'pods',
+    singular: 'pod',
+    kind: 'Pod',
+    namespaced: true,
+    shortNames: ['po'],
+    categories: ['all'],
+    status: true,
+    deleteReturnsObject: true,
     fields: {
       'spec.nodeName': (o) => str(o.spec?.nodeName),
       'spec.restartPolicy': (o) => str(o.spec?.restartPolicy),
@@ -322,31 +423,74 @@ const RESOURCES: ResourceDef[] = [
       'status.podIP': (o) => str(o.status?.podIP),
       'status.nominatedNodeName': (o) => str(o.status?.nominatedNodeName),
     },
-    columns: [NAME_COL, col('Ready'), col('Status'), col('Restarts', 'string'), AGE_COL, col('IP', 'string', 1),
-      col('Node', 'string', 1), col('Nominated Node', 'string', 1), col('Readiness Gates', 'string', 1)],
+    columns: [
+      NAME_COL,
+      col('Ready'),
+      col('Status'),
+      col('Restarts', 'string'),
+      AGE_COL,
+      col('IP', 'string', 1),
+      col('Node', 'string', 1),
+      col('Nominated Node', 'string', 1),
+      col('Readiness Gates', 'string', 1),
+    ],
     cells: podCells,
   }),
   def({
-    group: '', plural: 'services', singular: 'service', kind: 'Service', namespaced: true, shortNames: ['svc'],
-    categories: ['all'], status: true,
+    group: '',
+    plural: 'services',
+    singular: 'service',
+    kind: 'Service',
+    namespaced: true,
+    shortNames: ['svc'],
+    categories: ['all'],
+    status: true,
     fields: { 'spec.clusterIP': (o) => str(o.spec?.clusterIP), 'spec.type': (o) => str(o.spec?.type || 'ClusterIP') },
-    columns: [NAME_COL, col('Type'), col('Cluster-IP'), col('External-IP'), col('Port(s)'), AGE_COL, col('Selector', 'string', 1)],
+    columns: [
+      NAME_COL,
+      col('Type'),
+      col('Cluster-IP'),
+      col('External-IP'),
+      col('Port(s)'),
+      AGE_COL,
+      col('Selector', 'string', 1),
+    ],
     cells: svcCells,
   }),
   def({
-    group: '', plural: 'events', singular: 'event', kind: 'Event', namespaced: true, shortNames: ['ev'],
-    store: 'events', fields: EVENT_FIELDS, columns: EVENT_COLUMNS, cells: eventCells,
+    group: '',
+    plural: 'events',
+    singular: 'event',
+    kind: 'Event',
+    namespaced: true,
+    shortNames: ['ev'],
+    store: 'events',
+    fields: EVENT_FIELDS,
+    columns: EVENT_COLUMNS,
+    cells: eventCells,
   }),
   def({
-    group: 'discovery.k8s.io', plural: 'endpointslices', singular: 'endpointslice', kind: 'EndpointSlice', namespaced: true,
+    group: 'discovery.k8s.io',
+    plural: 'endpointslices',
+    singular: 'endpointslice',
+    kind: 'EndpointSlice',
+    namespaced: true,
     columns: [NAME_COL, col('AddressType'), col('Ports'), col('Endpoints'), AGE_COL],
     cells: sliceCells,
   }),
   def({
-    group: 'events.k8s.io', plural: 'events', singular: 'event', kind: 'Event', namespaced: true, shortNames: ['ev'],
-    store: 'events', fields: EVENTS_V1_FIELDS, columns: EVENT_COLUMNS,
+    group: 'events.k8s.io',
+    plural: 'events',
+    singular: 'event',
+    kind: 'Event',
+    namespaced: true,
+    shortNames: ['ev'],
+    store: 'events',
+    fields: EVENTS_V1_FIELDS,
+    columns: EVENT_COLUMNS,
     cells: (o, now) => eventCells(eventsV1ToEvent(o), now),
-    toStored: eventsV1ToEvent, fromStored: eventToEventsV1,
+    toStored: eventsV1ToEvent,
+    fromStored: eventToEventsV1,
   }),
 ];
 
@@ -375,8 +519,11 @@ function resolveKind(kind: string): ResourceDef {
     group = kind.slice(kind.indexOf('.') + 1);
   }
   const lower = name.toLowerCase();
-  const hits = RESOURCES.filter((r) => (group === undefined || r.group === group) &&
-    (r.kind.toLowerCase() === lower || r.plural === lower || r.singular === lower || r.shortNames.includes(lower)));
+  const hits = RESOURCES.filter(
+    (r) =>
+      (group === undefined || r.group === group) &&
+      (r.kind.toLowerCase() === lower || r.plural === lower || r.singular === lower || r.shortNames.includes(lower)),
+  );
   const hit = hits.find((r) => r.group === '') ?? hits[0];
   if (!hit) throw new Error(`FakeApiServer: unknown kind ${JSON.stringify(kind)}`);
   return hit;
@@ -398,21 +545,44 @@ function defForObject(o: Obj): ResourceDef {
 /* ------------------------------------------------------------------------------------------ */
 
 const REASONS: Record<number, string> = {
-  400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 404: 'NotFound', 405: 'MethodNotAllowed',
-  406: 'NotAcceptable', 409: 'Conflict', 410: 'Expired', 413: 'RequestEntityTooLarge', 415: 'UnsupportedMediaType',
-  422: 'Invalid', 429: 'TooManyRequests', 500: 'InternalError', 503: 'ServiceUnavailable', 504: 'Timeout',
+  400: 'BadRequest',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'NotFound',
+  405: 'MethodNotAllowed',
+  406: 'NotAcceptable',
+  409: 'Conflict',
+  410: 'Expired',
+  413: 'RequestEntityTooLarge',
+  415: 'UnsupportedMediaType',
+  422: 'Invalid',
+  429: 'TooManyRequests',
+  500: 'InternalError',
+  503: 'ServiceUnavailable',
+  504: 'Timeout',
 };
 
 /** A metav1.Status for a failure, as the real server sends it. */
 export function statusObject(code: number, message: string, reason = REASONS[code] ?? '', details?: Obj): Obj {
   return {
-    kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message,
-    ...(reason ? { reason } : {}), ...(details ? { details } : {}), code,
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: 'Failure',
+    message,
+    ...(reason ? { reason } : {}),
+    ...(details ? { details } : {}),
+    code,
   };
 }
 
 class HttpError extends Error {
-  constructor(readonly code: number, message: string, readonly reason?: string, readonly details?: Obj) {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly reason?: string,
+    readonly details?: Obj,
+  ) {
     super(message);
   }
   status(): Obj {
@@ -431,7 +601,12 @@ function isObj(v: unknown): v is Obj {
 /** JSON with sorted keys, for "did anything change" checks. */
 function canon(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canon).join(',')}]`;
-  if (isObj(v)) return `{${Object.keys(v).sort().filter((k) => v[k] !== undefined).map((k) => `${JSON.stringify(k)}:${canon(v[k])}`).join(',')}}`;
+  if (isObj(v))
+    return `{${Object.keys(v)
+      .sort()
+      .filter((k) => v[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canon(v[k])}`)
+      .join(',')}}`;
   return JSON.stringify(v);
 }
 
@@ -500,7 +675,10 @@ function pointer(p: unknown): string[] {
   if (typeof p !== 'string') throw new PatchError('missing path');
   if (p === '') return [];
   if (!p.startsWith('/')) throw new PatchError(`invalid JSON pointer: "${p}"`);
-  return p.slice(1).split('/').map((t) => t.replace(/~1/g, '/').replace(/~0/g, '~'));
+  return p
+    .slice(1)
+    .split('/')
+    .map((t) => t.replace(/~1/g, '/').replace(/~0/g, '~'));
 }
 
 function arrayIndex(tok: string, len: number, allowEnd: boolean): number {
@@ -568,20 +746,30 @@ export function jsonPatch(doc: unknown, ops: unknown): unknown {
   for (const o of ops as Obj[]) {
     const op = String(o?.op);
     switch (op) {
-      case 'add': root = addAt(root, o.path, clone(o.value), op, false); break;
-      case 'replace': root = addAt(root, o.path, clone(o.value), op, true); break;
-      case 'remove': root = removeAt(root, o.path, op); break;
+      case 'add':
+        root = addAt(root, o.path, clone(o.value), op, false);
+        break;
+      case 'replace':
+        root = addAt(root, o.path, clone(o.value), op, true);
+        break;
+      case 'remove':
+        root = removeAt(root, o.path, op);
+        break;
       case 'move': {
         const v = getAt(root, o.from, op);
         root = removeAt(root, o.from, op);
         root = addAt(root, o.path, v, op, false);
         break;
       }
-      case 'copy': root = addAt(root, o.path, clone(getAt(root, o.from, op)), op, false); break;
-      case 'test':
-        if (canon(getAt(root, o.path, op)) !== canon(o.value)) throw new PatchError(`testing value ${o.path} failed: test failed`);
+      case 'copy':
+        root = addAt(root, o.path, clone(getAt(root, o.from, op)), op, false);
         break;
-      default: throw new PatchError(`Unexpected kind: ${op}`);
+      case 'test':
+        if (canon(getAt(root, o.path, op)) !== canon(o.value))
+          throw new PatchError(`testing value ${o.path} failed: test failed`);
+        break;
+      default:
+        throw new PatchError(`Unexpected kind: ${op}`);
     }
   }
   return root;
@@ -624,11 +812,17 @@ export function parseLabelSelector(sel: string | undefined): Pred {
       preds.push((o) => !(k in labels(o)));
     } else if ((m = term.match(new RegExp(`^(${LABEL_KEY})\\s+(in|notin)\\s*\\(([^)]*)\\)$`)))) {
       const [, k, op, list] = m;
-      const vals = list.split(',').map((v) => v.trim()).filter((v) => v !== '');
-      if (vals.some((v) => !new RegExp(`^${LABEL_VALUE}$`).test(v))) throw new HttpError(400, `unable to parse requirement: ${term}`);
-      preds.push(op === 'in'
-        ? (o) => k in labels(o) && vals.includes(labels(o)[k])
-        : (o) => !(k in labels(o)) || !vals.includes(labels(o)[k]));
+      const vals = list
+        .split(',')
+        .map((v) => v.trim())
+        .filter((v) => v !== '');
+      if (vals.some((v) => !new RegExp(`^${LABEL_VALUE}$`).test(v)))
+        throw new HttpError(400, `unable to parse requirement: ${term}`);
+      preds.push(
+        op === 'in'
+          ? (o) => k in labels(o) && vals.includes(labels(o)[k])
+          : (o) => !(k in labels(o)) || !vals.includes(labels(o)[k]),
+      );
     } else if ((m = term.match(new RegExp(`^(${LABEL_KEY})\\s*(==|=|!=)\\s*(${LABEL_VALUE})$`)))) {
       const [, k, op, v] = m;
       preds.push(op === '!=' ? (o) => labels(o)[k] !== v : (o) => k in labels(o) && labels(o)[k] === v);
@@ -658,7 +852,10 @@ function parseFieldSelector(sel: string | undefined, d: ResourceDef): FieldSel {
   };
   const preds: Pred[] = [];
   let exactName: string | undefined;
-  for (const term of sel.split(',').map((t) => t.trim()).filter((t) => t)) {
+  for (const term of sel
+    .split(',')
+    .map((t) => t.trim())
+    .filter((t) => t)) {
     const m = term.match(/^([^=!]+?)\s*(==|=|!=)\s*(.*)$/);
     if (!m) throw new HttpError(400, `invalid selector: '${sel}'; can't understand '${term}'`);
     const [, k, op, v] = m;
@@ -693,10 +890,27 @@ interface ReqInfo {
 const NAMESPACE_SUBRESOURCES = ['status', 'finalize'];
 
 function requestInfo(method: string, pathname: string, query: Record<string, string>): ReqInfo {
-  const parts = pathname.split('/').filter((p) => p !== '').map((p) => decodeURIComponent(p));
-  const methodVerb: Record<string, string> = { GET: 'get', HEAD: 'get', POST: 'create', PUT: 'update', PATCH: 'patch', DELETE: 'delete' };
+  const parts = pathname
+    .split('/')
+    .filter((p) => p !== '')
+    .map((p) => decodeURIComponent(p));
+  const methodVerb: Record<string, string> = {
+    GET: 'get',
+    HEAD: 'get',
+    POST: 'create',
+    PUT: 'update',
+    PATCH: 'patch',
+    DELETE: 'delete',
+  };
   const nonResource: ReqInfo = {
-    isResource: false, verb: method.toLowerCase(), group: '', version: '', resource: '', legacyWatch: false, extra: false, parts,
+    isResource: false,
+    verb: method.toLowerCase(),
+    group: '',
+    version: '',
+    resource: '',
+    legacyWatch: false,
+    extra: false,
+    parts,
   };
   let cur: string[];
   let group = '';
@@ -722,12 +936,24 @@ function requestInfo(method: string, pathname: string, query: Record<string, str
     if (cur.length > 2 && !NAMESPACE_SUBRESOURCES.includes(cur[2])) cur = cur.slice(2);
   }
   const info: ReqInfo = {
-    isResource: true, verb, group, version, resource: cur[0], name: cur[1], subresource: cur[2],
-    namespace, legacyWatch, extra: cur.length > 3, parts,
+    isResource: true,
+    verb,
+    group,
+    version,
+    resource: cur[0],
+    name: cur[1],
+    subresource: cur[2],
+    namespace,
+    legacyWatch,
+    extra: cur.length > 3,
+    parts,
   };
   if (!info.name && info.verb === 'get') {
     info.verb = truthy(query.watch) ? 'watch' : 'list';
-    const m = (query.fieldSelector ?? '').split(',').map((t) => t.trim().match(/^metadata\.name\s*==?\s*(.+)$/)).find((x) => x);
+    const m = (query.fieldSelector ?? '')
+      .split(',')
+      .map((t) => t.trim().match(/^metadata\.name\s*==?\s*(.+)$/))
+      .find((x) => x);
     if (m && /^[^/%]+$/.test(m[1]) && m[1] !== '.' && m[1] !== '..') info.name = m[1];
   }
   if (!info.name && info.verb === 'delete') info.verb = 'deletecollection';
@@ -896,7 +1122,9 @@ export class FakeApiServer {
     const cfg = {
       apiVersion: 'v1',
       kind: 'Config',
-      clusters: [{ name: 'sluice-fake', cluster: { server: this.url, ...(this.tls ? { 'certificate-authority': this.caFile } : {}) } }],
+      clusters: [
+        { name: 'sluice-fake', cluster: { server: this.url, ...(this.tls ? { 'certificate-authority': this.caFile } : {}) } },
+      ],
       users: [{ name: 'sluice-fake', user }],
       contexts: [{ name: 'sluice-fake', context: { cluster: 'sluice-fake', user: 'sluice-fake', namespace: 'default' } }],
       'current-context': 'sluice-fake',
@@ -927,7 +1155,7 @@ export class FakeApiServer {
   /** Deletes an object; emits DELETED. Returns whether it existed. */
   remove(kind: string, namespace: string | undefined, name: string): boolean {
     const d = resolveKind(kind);
-    const key = keyOf(d, d.namespaced ? namespace ?? 'default' : undefined, name);
+    const key = keyOf(d, d.namespaced ? (namespace ?? 'default') : undefined, name);
     if (!this.store(d).has(key)) return false;
     this.erase(d, key);
     return true;
@@ -935,7 +1163,7 @@ export class FakeApiServer {
 
   get(kind: string, namespace: string | undefined, name: string): Obj | undefined {
     const d = resolveKind(kind);
-    const o = this.store(d).get(keyOf(d, d.namespaced ? namespace ?? 'default' : undefined, name));
+    const o = this.store(d).get(keyOf(d, d.namespaced ? (namespace ?? 'default') : undefined, name));
     return o && clone(d.fromStored(o));
   }
 
@@ -965,13 +1193,16 @@ export class FakeApiServer {
 
   /** Injects failures and/or latency into the next requests (null: clear). */
   setFailure(opts: FailureSpec | null): void {
-    this.failure = opts === null ? null : {
-      status: opts.status,
-      delayMs: opts.delayMs ?? 0,
-      remaining: opts.forRequests ?? Infinity,
-      match: opts.match,
-      message: opts.message ?? 'injected failure',
-    };
+    this.failure =
+      opts === null
+        ? null
+        : {
+            status: opts.status,
+            delayMs: opts.delayMs ?? 0,
+            remaining: opts.forRequests ?? Infinity,
+            match: opts.match,
+            message: opts.message ?? 'injected failure',
+          };
   }
 
   /** Drops every TCP connection (open watches end abruptly, without an ERROR event); keeps listening. */
@@ -1147,7 +1378,13 @@ export class FakeApiServer {
     });
   }
 
-  private respond(res: http.ServerResponse, rec: RequestRecord, code: number, body: unknown, headers: Record<string, string> = {}): void {
+  private respond(
+    res: http.ServerResponse,
+    rec: RequestRecord,
+    code: number,
+    body: unknown,
+    headers: Record<string, string> = {},
+  ): void {
     rec.status = code;
     if (res.destroyed || res.headersSent) return;
     const text = typeof body === 'string' ? body : JSON.stringify(body);
@@ -1170,14 +1407,30 @@ export class FakeApiServer {
     try {
       info = requestInfo(method, url.pathname, query);
     } catch {
-      info = { isResource: false, verb: method.toLowerCase(), group: '', version: '', resource: '', legacyWatch: false, extra: false, parts: [] };
+      info = {
+        isResource: false,
+        verb: method.toLowerCase(),
+        group: '',
+        version: '',
+        resource: '',
+        legacyWatch: false,
+        extra: false,
+        parts: [],
+      };
     }
     const rec: RequestRecord = {
-      method, path: url.pathname, query, verb: info.verb, resource: info.resource ?? '', apiGroup: info.group,
+      method,
+      path: url.pathname,
+      query,
+      verb: info.verb,
+      resource: info.resource ?? '',
+      apiGroup: info.group,
       ...(info.namespace !== undefined ? { namespace: info.namespace } : {}),
       ...(info.name !== undefined ? { name: info.name } : {}),
       ...(info.subresource !== undefined ? { subresource: info.subresource } : {}),
-      status: 0, at: Date.now(), userAgent: String(req.headers['user-agent'] ?? ''),
+      status: 0,
+      at: Date.now(),
+      userAgent: String(req.headers['user-agent'] ?? ''),
     };
     this.requests.push(rec);
     this.bus.emit('request', rec);
@@ -1218,18 +1471,22 @@ export class FakeApiServer {
     const p = info.parts;
     const notFound = (): void => this.respond(res, rec, 404, '404 page not found\n');
     if (rec.method !== 'GET' && rec.method !== 'HEAD') {
-      if (p[0] === 'api' || p[0] === 'apis') throw new HttpError(405, 'the server does not allow this method on the requested resource');
+      if (p[0] === 'api' || p[0] === 'apis')
+        throw new HttpError(405, 'the server does not allow this method on the requested resource');
       return notFound();
     }
     const groupDoc = (g: string): Obj => {
-      const versions = [...new Set(RESOURCES.filter((r) => r.group === g).map((r) => r.version))]
-        .map((v) => ({ groupVersion: `${g}/${v}`, version: v }));
+      const versions = [...new Set(RESOURCES.filter((r) => r.group === g).map((r) => r.version))].map((v) => ({
+        groupVersion: `${g}/${v}`,
+        version: v,
+      }));
       return { name: g, versions, preferredVersion: versions[0] };
     };
     const key = p.join('/');
     if (key === 'api') {
       return this.respond(res, rec, 200, {
-        kind: 'APIVersions', versions: ['v1'],
+        kind: 'APIVersions',
+        versions: ['v1'],
         serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: `127.0.0.1:${this.port}` }],
       });
     }
@@ -1244,8 +1501,15 @@ export class FakeApiServer {
     if (key === 'version') {
       const { major, minor } = this.versionInfo;
       return this.respond(res, rec, 200, {
-        major, minor, gitVersion: `v${major}.${minor}.0`, gitCommit: '0000000000000000000000000000000000000000',
-        gitTreeState: 'clean', buildDate: '2025-01-01T00:00:00Z', goVersion: 'go1.23.0', compiler: 'gc', platform: 'linux/amd64',
+        major,
+        minor,
+        gitVersion: `v${major}.${minor}.0`,
+        gitCommit: '0000000000000000000000000000000000000000',
+        gitTreeState: 'clean',
+        buildDate: '2025-01-01T00:00:00Z',
+        goVersion: 'go1.23.0',
+        compiler: 'gc',
+        platform: 'linux/amd64',
       });
     }
     if (['healthz', 'livez', 'readyz'].includes(key)) return this.respond(res, rec, 200, 'ok');
@@ -1258,20 +1522,37 @@ export class FakeApiServer {
     const resources: Obj[] = [];
     for (const d of defs) {
       resources.push({
-        name: d.plural, singularName: d.singular, namespaced: d.namespaced, kind: d.kind, verbs: d.verbs,
+        name: d.plural,
+        singularName: d.singular,
+        namespaced: d.namespaced,
+        kind: d.kind,
+        verbs: d.verbs,
         ...(d.shortNames.length ? { shortNames: d.shortNames } : {}),
         ...(d.categories.length ? { categories: d.categories } : {}),
         storageVersionHash: createHash('sha256').update(`${d.group}/${d.version}/${d.kind}`).digest('base64').slice(0, 12),
       });
-      if (d.status) resources.push({ name: `${d.plural}/status`, singularName: '', namespaced: d.namespaced, kind: d.kind, verbs: ['get', 'patch', 'update'] });
+      if (d.status)
+        resources.push({
+          name: `${d.plural}/status`,
+          singularName: '',
+          namespaced: d.namespaced,
+          kind: d.kind,
+          verbs: ['get', 'patch', 'update'],
+        });
     }
     return { kind: 'APIResourceList', apiVersion: 'v1', groupVersion: apiVersionOf({ group, version }), resources };
   }
 
   /* ---------------------------------- resources ---------------------------------- */
 
-  private resource(info: ReqInfo, req: http.IncomingMessage, res: http.ServerResponse, rec: RequestRecord,
-    query: Record<string, string>, body: Buffer): void {
+  private resource(
+    info: ReqInfo,
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    rec: RequestRecord,
+    query: Record<string, string>,
+    body: Buffer,
+  ): void {
     const notFound = (): never => {
       throw new HttpError(404, 'the server could not find the requested resource', 'NotFound', {});
     };
@@ -1281,7 +1562,8 @@ export class FakeApiServer {
     const isNsObject = d.plural === 'namespaces';
     const namespace = isNsObject ? undefined : info.namespace;
     if (!d.namespaced && namespace !== undefined) return notFound();
-    if (d.namespaced && info.name !== undefined && namespace === undefined && info.verb !== 'watch' && info.verb !== 'list') return notFound();
+    if (d.namespaced && info.name !== undefined && namespace === undefined && info.verb !== 'watch' && info.verb !== 'list')
+      return notFound();
     if (info.subresource !== undefined && !(info.subresource === 'status' && d.status)) return notFound();
     const verb = info.verb as Verb;
     if (!d.verbs.includes(verb) || (info.subresource && !['get', 'update', 'patch'].includes(verb))) {
@@ -1300,12 +1582,18 @@ export class FakeApiServer {
         return this.respond(res, rec, 200, table ? this.table(d, [o], includeObject, String(this.rv)) : this.served(d, o));
       }
       case 'create':
-        if (d.namespaced && namespace === undefined) throw new HttpError(405, 'the server does not allow this method on the requested resource');
+        if (d.namespaced && namespace === undefined)
+          throw new HttpError(405, 'the server does not allow this method on the requested resource');
         return this.respond(res, rec, 201, this.doCreate(d, namespace, parseJson(body)));
       case 'update':
         return this.respond(res, rec, 200, this.doUpdate(d, namespace, info.name!, parseJson(body), status));
       case 'patch':
-        return this.respond(res, rec, 200, this.doPatch(d, namespace, info.name!, String(req.headers['content-type'] ?? ''), body, status));
+        return this.respond(
+          res,
+          rec,
+          200,
+          this.doPatch(d, namespace, info.name!, String(req.headers['content-type'] ?? ''), body, status),
+        );
       case 'delete':
         return this.respond(res, rec, 200, this.doDelete(d, namespace, info.name!, body));
       case 'deletecollection':
@@ -1338,7 +1626,11 @@ export class FakeApiServer {
 
   private notFoundError(d: ResourceDef, name: string): HttpError {
     const res = d.group ? `${d.plural}.${d.group}` : d.plural;
-    return new HttpError(404, `${res} "${name}" not found`, 'NotFound', { name, ...(d.group ? { group: d.group } : {}), kind: d.plural });
+    return new HttpError(404, `${res} "${name}" not found`, 'NotFound', {
+      name,
+      ...(d.group ? { group: d.group } : {}),
+      kind: d.plural,
+    });
   }
 
   private scope(d: ResourceDef, namespace: string | undefined, query: Record<string, string>): { pred: Pred; filtered: boolean } {
@@ -1350,7 +1642,13 @@ export class FakeApiServer {
     };
   }
 
-  private doList(d: ResourceDef, namespace: string | undefined, query: Record<string, string>, table: boolean, includeObject: string): Obj {
+  private doList(
+    d: ResourceDef,
+    namespace: string | undefined,
+    query: Record<string, string>,
+    table: boolean,
+    includeObject: string,
+  ): Obj {
     const { pred, filtered } = this.scope(d, namespace, query);
     const limit = query.limit ? Number(query.limit) : 0;
     if (!Number.isInteger(limit) || limit < 0) throw new HttpError(400, `invalid limit: ${query.limit}`);
@@ -1369,7 +1667,11 @@ export class FakeApiServer {
         throw new HttpError(400, 'continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)');
       }
       if (tok.rv < this.historyStart) {
-        throw new HttpError(410, 'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.', 'Expired');
+        throw new HttpError(
+          410,
+          'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.',
+          'Expired',
+        );
       }
       listRv = tok.rv;
       start = tok.start;
@@ -1379,7 +1681,8 @@ export class FakeApiServer {
       if (!/^\d+$/.test(query.resourceVersion)) throw new HttpError(400, `invalid resource version: ${query.resourceVersion}`);
       if (n > this.rv) {
         throw new HttpError(504, `Too large resource version: ${n}, current: ${this.rv}`, 'Timeout', {
-          causes: [{ reason: 'ResourceVersionTooLarge', message: 'Too large resource version' }], retryAfterSeconds: 1,
+          causes: [{ reason: 'ResourceVersionTooLarge', message: 'Too large resource version' }],
+          retryAfterSeconds: 1,
         });
       }
       const exact = query.resourceVersionMatch === 'Exact' || (!query.resourceVersionMatch && limit > 0);
@@ -1390,7 +1693,11 @@ export class FakeApiServer {
       }
     } else if (query.resourceVersionMatch) {
       if (query.resourceVersionMatch !== 'NotOlderThan' || query.resourceVersion === undefined) {
-        throw new HttpError(422, `resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided`, 'Invalid');
+        throw new HttpError(
+          422,
+          `resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided`,
+          'Invalid',
+        );
       }
     }
     const snap = this.listSnapshot(d, listRv, state);
@@ -1412,7 +1719,9 @@ export class FakeApiServer {
       page = matched.slice(0, limit);
       const last = page[page.length - 1];
       const lastKey = keyOf(d, last.metadata.namespace, last.metadata.name);
-      meta.continue = Buffer.from(JSON.stringify({ v: 'meta.k8s.io/v1', rv: listRv, start: lastKey + '\u0000' })).toString('base64url');
+      meta.continue = Buffer.from(JSON.stringify({ v: 'meta.k8s.io/v1', rv: listRv, start: lastKey + '\u0000' })).toString(
+        'base64url',
+      );
       if (!filtered) meta.remainingItemCount = snap.keys.length - from - limit;
     }
     if (table) {
@@ -1426,13 +1735,16 @@ export class FakeApiServer {
   private table(d: ResourceDef, objs: Obj[], includeObject: string, resourceVersion: string, columns = true): Obj {
     const now = Date.now();
     return {
-      kind: 'Table', apiVersion: 'meta.k8s.io/v1', metadata: { resourceVersion },
+      kind: 'Table',
+      apiVersion: 'meta.k8s.io/v1',
+      metadata: { resourceVersion },
       columnDefinitions: columns ? d.columns : [],
       rows: objs.map((stored) => {
         const o = this.served(d, stored);
         const row: Obj = { cells: d.cells(o, now) };
         if (includeObject === 'Object') row.object = o;
-        else if (includeObject !== 'None') row.object = { kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: o.metadata };
+        else if (includeObject !== 'None')
+          row.object = { kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: o.metadata };
         return row;
       }),
     };
@@ -1451,10 +1763,22 @@ export class FakeApiServer {
     } else delete o.metadata.namespace;
     if (!o.metadata.name) {
       if (!o.metadata.generateName) {
-        throw new HttpError(422, `${d.kind} "" is invalid: metadata.name: Required value: name or generateName is required`, 'Invalid', {
-          kind: d.kind, ...(d.group ? { group: d.group } : {}),
-          causes: [{ reason: 'FieldValueRequired', message: 'Required value: name or generateName is required', field: 'metadata.name' }],
-        });
+        throw new HttpError(
+          422,
+          `${d.kind} "" is invalid: metadata.name: Required value: name or generateName is required`,
+          'Invalid',
+          {
+            kind: d.kind,
+            ...(d.group ? { group: d.group } : {}),
+            causes: [
+              {
+                reason: 'FieldValueRequired',
+                message: 'Required value: name or generateName is required',
+                field: 'metadata.name',
+              },
+            ],
+          },
+        );
       }
       o.metadata.name = o.metadata.generateName + randomSuffix();
     }
@@ -1462,7 +1786,9 @@ export class FakeApiServer {
     if (this.store(d).has(key)) {
       const res = d.group ? `${d.plural}.${d.group}` : d.plural;
       throw new HttpError(409, `${res} "${o.metadata.name}" already exists`, 'AlreadyExists', {
-        name: o.metadata.name, ...(d.group ? { group: d.group } : {}), kind: d.plural,
+        name: o.metadata.name,
+        ...(d.group ? { group: d.group } : {}),
+        kind: d.plural,
       });
     }
     o.metadata.uid = randomUUID();
@@ -1510,12 +1836,23 @@ export class FakeApiServer {
     }
     if (m.resourceVersion !== undefined && m.resourceVersion !== '' && m.resourceVersion !== cur.metadata.resourceVersion) {
       const res = d.group ? `${d.plural}.${d.group}` : d.plural;
-      throw new HttpError(409, `Operation cannot be fulfilled on ${res} "${name}": the object has been modified; please apply your changes to the latest version and try again`, 'Conflict', {
-        name, ...(d.group ? { group: d.group } : {}), kind: d.plural,
-      });
+      throw new HttpError(
+        409,
+        `Operation cannot be fulfilled on ${res} "${name}": the object has been modified; please apply your changes to the latest version and try again`,
+        'Conflict',
+        {
+          name,
+          ...(d.group ? { group: d.group } : {}),
+          kind: d.plural,
+        },
+      );
     }
     if (m.uid !== undefined && m.uid !== '' && m.uid !== cur.metadata.uid) {
-      throw new HttpError(409, `Precondition failed: UID in precondition: ${m.uid}, UID in object meta: ${cur.metadata.uid}`, 'Conflict');
+      throw new HttpError(
+        409,
+        `Precondition failed: UID in precondition: ${m.uid}, UID in object meta: ${cur.metadata.uid}`,
+        'Conflict',
+      );
     }
   }
 
@@ -1525,19 +1862,31 @@ export class FakeApiServer {
     const key = keyOf(d, namespace, name);
     const cur = this.mustGet(d, namespace, name);
     const next = d.toStored({ ...clone(body), apiVersion: apiVersionOf(d), kind: d.kind });
-    if (!isObj(next.metadata) || !next.metadata.name) throw new HttpError(422, `${d.kind} "" is invalid: metadata.name: Required value: name is required`, 'Invalid');
+    if (!isObj(next.metadata) || !next.metadata.name)
+      throw new HttpError(422, `${d.kind} "" is invalid: metadata.name: Required value: name is required`, 'Invalid');
     this.checkIdentity(d, namespace, name, cur, next);
     return this.update(d, key, cur, this.merged(d, cur, next, status));
   }
 
-  private doPatch(d: ResourceDef, namespace: string | undefined, name: string, contentType: string, body: Buffer, status: boolean): Obj {
+  private doPatch(
+    d: ResourceDef,
+    namespace: string | undefined,
+    name: string,
+    contentType: string,
+    body: Buffer,
+    status: boolean,
+  ): Obj {
     const type = contentType.split(';')[0].trim().toLowerCase();
     const kinds = ['application/json-patch+json', 'application/merge-patch+json', 'application/strategic-merge-patch+json'];
     if (type === 'application/apply-patch+yaml' || type === 'application/apply-patch+cbor') {
       throw new HttpError(415, 'server-side apply is not supported by the fake apiserver', 'UnsupportedMediaType');
     }
     if (!kinds.includes(type)) {
-      throw new HttpError(415, `the body of the request was in an unknown format - accepted media types include: ${kinds.join(', ')}, application/apply-patch+yaml`, 'UnsupportedMediaType');
+      throw new HttpError(
+        415,
+        `the body of the request was in an unknown format - accepted media types include: ${kinds.join(', ')}, application/apply-patch+yaml`,
+        'UnsupportedMediaType',
+      );
     }
     const key = keyOf(d, namespace, name);
     const cur = this.mustGet(d, namespace, name);
@@ -1565,15 +1914,26 @@ export class FakeApiServer {
     const opts = body.length ? parseJson(body) : {};
     const pre = isObj(opts) && isObj(opts.preconditions) ? opts.preconditions : {};
     if (pre.uid && pre.uid !== cur.metadata.uid) {
-      throw new HttpError(409, `Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${cur.metadata.uid}`, 'Conflict');
+      throw new HttpError(
+        409,
+        `Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${cur.metadata.uid}`,
+        'Conflict',
+      );
     }
     if (pre.resourceVersion && pre.resourceVersion !== cur.metadata.resourceVersion) {
-      throw new HttpError(409, `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${cur.metadata.resourceVersion}`, 'Conflict');
+      throw new HttpError(
+        409,
+        `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${cur.metadata.resourceVersion}`,
+        'Conflict',
+      );
     }
     const last = this.erase(d, key);
     if (d.deleteReturnsObject) return this.served(d, last);
     return {
-      kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success',
+      kind: 'Status',
+      apiVersion: 'v1',
+      metadata: {},
+      status: 'Success',
       details: { name, ...(d.group ? { group: d.group } : {}), kind: d.plural, uid: cur.metadata.uid },
     };
   }
@@ -1581,14 +1941,30 @@ export class FakeApiServer {
   private doDeleteCollection(d: ResourceDef, namespace: string | undefined, query: Record<string, string>): Obj {
     const { pred } = this.scope(d, namespace, query);
     const s = this.store(d);
-    const gone = [...s.keys()].sort().filter((k) => pred(s.get(k)!)).map((k) => this.erase(d, k));
-    return { kind: `${d.kind}List`, apiVersion: apiVersionOf(d), metadata: { resourceVersion: String(this.rv) }, items: gone.map((o) => this.item(d, o)) };
+    const gone = [...s.keys()]
+      .sort()
+      .filter((k) => pred(s.get(k)!))
+      .map((k) => this.erase(d, k));
+    return {
+      kind: `${d.kind}List`,
+      apiVersion: apiVersionOf(d),
+      metadata: { resourceVersion: String(this.rv) },
+      items: gone.map((o) => this.item(d, o)),
+    };
   }
 
   /* ---------------------------------- watch ---------------------------------- */
 
-  private doWatch(d: ResourceDef, namespace: string | undefined, name: string | undefined, query: Record<string, string>,
-    res: http.ServerResponse, rec: RequestRecord, table: boolean, includeObject: string): void {
+  private doWatch(
+    d: ResourceDef,
+    namespace: string | undefined,
+    name: string | undefined,
+    query: Record<string, string>,
+    res: http.ServerResponse,
+    rec: RequestRecord,
+    table: boolean,
+    includeObject: string,
+  ): void {
     const { pred } = this.scope(d, namespace, query);
     const field: Pred = name === undefined ? pred : (o) => o.metadata?.name === name && pred(o);
     const rvParam = query.resourceVersion ?? '';
@@ -1600,15 +1976,41 @@ export class FakeApiServer {
     const sendInitial = truthy(query.sendInitialEvents);
     const bookmarks = truthy(query.allowWatchBookmarks);
     if (sendInitial && (!bookmarks || query.resourceVersionMatch !== 'NotOlderThan')) {
-      throw new HttpError(422, 'sendInitialEvents: Forbidden: sendInitialEvents requires allowWatchBookmarks=true and resourceVersionMatch=NotOlderThan', 'Invalid');
+      throw new HttpError(
+        422,
+        'sendInitialEvents: Forbidden: sendInitialEvents requires allowWatchBookmarks=true and resourceVersionMatch=NotOlderThan',
+        'Invalid',
+      );
     }
     rec.status = 200;
-    res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private', 'Audit-Id': randomUUID(), 'Transfer-Encoding': 'chunked' });
+    res.writeHead(200, {
+      'Content-Type': 'application/json',
+      'Cache-Control': 'no-cache, private',
+      'Audit-Id': randomUUID(),
+      'Transfer-Encoding': 'chunked',
+    });
     res.flushHeaders();
     const w: Watcher = {
-      def: d, namespace, name, field, label: () => true, table, includeObject, sentColumns: false, res,
-      info: { resource: d.plural, apiGroup: d.group, ...(namespace !== undefined ? { namespace } : {}), query, userAgent: rec.userAgent, lastResourceVersion: '' },
-      lastRv: since ?? this.rv, timers: [], closed: false,
+      def: d,
+      namespace,
+      name,
+      field,
+      label: () => true,
+      table,
+      includeObject,
+      sentColumns: false,
+      res,
+      info: {
+        resource: d.plural,
+        apiGroup: d.group,
+        ...(namespace !== undefined ? { namespace } : {}),
+        query,
+        userAgent: rec.userAgent,
+        lastResourceVersion: '',
+      },
+      lastRv: since ?? this.rv,
+      timers: [],
+      closed: false,
     };
     if (since !== undefined && since < this.historyStart) {
       this.writeEvent(w, 'ERROR', statusObject(410, `too old resource version: ${since} (${this.historyStart})`, 'Expired'));
@@ -1703,7 +2105,10 @@ function parseJson(body: Buffer): Obj {
 
 function checkKind(d: ResourceDef, body: Obj): void {
   if (body.apiVersion !== undefined && body.apiVersion !== apiVersionOf(d)) {
-    throw new HttpError(400, `the API version in the data (${body.apiVersion}) does not match the expected API version (${apiVersionOf(d)})`);
+    throw new HttpError(
+      400,
+      `the API version in the data (${body.apiVersion}) does not match the expected API version (${apiVersionOf(d)})`,
+    );
   }
   if (body.kind !== undefined && body.kind !== d.kind) {
     throw new HttpError(400, `the kind in the data (${body.kind}) does not match the expected kind (${d.kind})`);
@@ -1715,6 +2120,8 @@ function wantsTable(req: http.IncomingMessage): boolean {
   const accept = String(req.headers.accept ?? '');
   return accept.split(',').some((part) => {
     const params = part.split(';').map((x) => x.trim());
-    return params.includes('as=Table') && params.includes('g=meta.k8s.io') && (params.includes('v=v1') || params.includes('v=v1beta1'));
+    return (
+      params.includes('as=Table') && params.includes('g=meta.k8s.io') && (params.includes('v=v1') || params.includes('v=v1beta1'))
+    );
   });
 }

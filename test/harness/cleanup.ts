@@ -58,8 +58,14 @@ export function ensureBpffs(): void {
   fs.mkdirSync(BPFFS_DIR, { recursive: true });
   execFileSync(
     'flock',
-    ['-w', '10', '/run/lock/sltest-bpffs.lock', 'sh', '-c',
-      `awk '$2 == "${BPFFS_DIR}" && $3 == "bpf" { f = 1 } END { exit !f }' /proc/mounts || mount -t bpf bpf ${BPFFS_DIR}`],
+    [
+      '-w',
+      '10',
+      '/run/lock/sltest-bpffs.lock',
+      'sh',
+      '-c',
+      `awk '$2 == "${BPFFS_DIR}" && $3 == "bpf" { f = 1 } END { exit !f }' /proc/mounts || mount -t bpf bpf ${BPFFS_DIR}`,
+    ],
     { stdio: ['ignore', 'ignore', 'pipe'], timeout: 15000 },
   );
   if (!bpffsMounted()) throw new Error(`bpffs is still not mounted at ${BPFFS_DIR}`);
@@ -204,7 +210,11 @@ export function deleteNetnsSync(name: string): void {
   assertOurs(name);
   if (!fs.existsSync(path.join(NETNS_DIR, name))) return;
   try {
-    const out = execFileSync('ip', ['netns', 'pids', name], { encoding: 'utf8', timeout: 10000, stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = execFileSync('ip', ['netns', 'pids', name], {
+      encoding: 'utf8',
+      timeout: 10000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     killPidsSync(out.split(/\s+/).filter(Boolean).map(Number));
   } catch {
     /* no pids, or not readable */
@@ -285,7 +295,9 @@ export function sweepStaleSync(opts: { all?: boolean } = {}): SweepReport {
       /* reported by removal below */
     }
   }
-  for (const n of listNetns().filter((x) => x.startsWith(PREFIX)).filter(stale)) {
+  for (const n of listNetns()
+    .filter((x) => x.startsWith(PREFIX))
+    .filter(stale)) {
     attempt(`netns ${n}`, () => deleteNetnsSync(n));
   }
   if (bpffsMounted()) {

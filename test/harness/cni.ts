@@ -161,7 +161,12 @@ export async function invokePlugin(
     throw new CniPluginError(
       `CNI plugin ${type} ${command} failed (exit ${res.code}, container ${rt.containerId}, ifName ${rt.ifName}): ` +
         `${errText}${res.stderr.trim() ? `\nstderr: ${res.stderr.trim()}` : ''}\ncommand: ${showCmd(cmd)}`,
-      type, command, res.code, cniError, res.stdout, res.stderr,
+      type,
+      command,
+      res.code,
+      cniError,
+      res.stdout,
+      res.stderr,
     );
   }
   if (!out) return undefined;
@@ -170,7 +175,12 @@ export async function invokePlugin(
   } catch (e) {
     throw new CniPluginError(
       `CNI plugin ${type} ${command} printed invalid JSON: ${(e as Error).message}: ${out.slice(0, 2000)}`,
-      type, command, 0, undefined, res.stdout, res.stderr,
+      type,
+      command,
+      0,
+      undefined,
+      res.stdout,
+      res.stderr,
     );
   }
 }
@@ -183,9 +193,7 @@ export async function cniAdd(conflist: object, rt: CniRuntimeConf): Promise<CniR
     const conf = buildPluginConfig(list, plugin, prev, rt);
     const result = await invokePlugin('ADD', conf, rt);
     if (result === undefined) {
-      throw new CniPluginError(
-        `CNI plugin ${plugin.type} ADD printed no result`, plugin.type, 'ADD', 0, undefined, '', '',
-      );
+      throw new CniPluginError(`CNI plugin ${plugin.type} ADD printed no result`, plugin.type, 'ADD', 0, undefined, '', '');
     }
     prev = result;
   }

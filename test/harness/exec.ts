@@ -37,7 +37,15 @@ export class RunError extends Error {
 const MAX_CAPTURE = 64 * 1024 * 1024;
 
 const SIGNALS: Record<string, number> = {
-  SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGABRT: 6, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15,
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGABRT: 6,
+  SIGKILL: 9,
+  SIGSEGV: 11,
+  SIGPIPE: 13,
+  SIGALRM: 14,
+  SIGTERM: 15,
 };
 
 /** Renders a command line for messages. */
@@ -96,7 +104,10 @@ export function run(cmd: string[], opts: RunOpts = {}): Promise<RunResult> {
         reject(
           new RunError(
             `command ${what}: ${showCmd(cmd)}\n${stderr.trim() || stdout.trim().slice(-4000)}`,
-            cmd, code, stdout, stderr,
+            cmd,
+            code,
+            stdout,
+            stderr,
           ),
         );
       } else {

@@ -113,7 +113,11 @@ function cgroupMounts(withV2 = true): string[] {
 /** cgroup v1 at /sys/fs/cgroup with a cgroup2 mount that offers controllers (what crun 1.8 rejects). */
 function hybridWithV2Controllers(): boolean {
   try {
-    const v2 = fs.readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2');
+    const v2 = fs
+      .readFileSync('/proc/mounts', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' '))
+      .find((f) => f[2] === 'cgroup2');
     if (!v2 || v2[1] === '/sys/fs/cgroup') return false;
     return fs.readFileSync(path.join(v2[1], 'cgroup.controllers'), 'utf8').trim() !== '';
   } catch {
@@ -175,7 +179,8 @@ function removeCniCacheSync(namePrefix: string, problems: string[], orphans: boo
       if (orphans) {
         const entry = JSON.parse(fs.readFileSync(p, 'utf8'));
         const sandboxes = new Set<string>();
-        for (const i of entry?.result?.interfaces ?? []) if (typeof i?.sandbox === 'string' && i.sandbox) sandboxes.add(i.sandbox);
+        for (const i of entry?.result?.interfaces ?? [])
+          if (typeof i?.sandbox === 'string' && i.sandbox) sandboxes.add(i.sandbox);
         if (typeof entry?.netns === 'string' && entry.netns) sandboxes.add(entry.netns);
         for (const ns of sandboxes) deletePodmanNetnsSync(ns);
         const id = entry?.containerId;
@@ -207,7 +212,8 @@ function rmdirIfEmpty(p: string): void {
  */
 export function sweepStalePodmanSync(): string[] {
   const out: string[] = [];
-  for (const m of cgroupMounts(false)) { // cgroup2's are the harness's (sweepStale)
+  for (const m of cgroupMounts(false)) {
+    // cgroup2's are the harness's (sweepStale)
     let names: string[] = [];
     try {
       names = fs.readdirSync(m).filter((n) => ID_RE.test(n));
@@ -305,13 +311,20 @@ class PodmanImpl implements Podman {
 
   private globalFlags(): string[] {
     const f = [
-      '--root', path.join(this.dir, 'root'),
-      '--runroot', path.join(this.dir, 'run'),
-      '--tmpdir', path.join(this.dir, 'tmp'),
-      '--storage-driver', 'vfs',
-      '--cgroup-manager', 'cgroupfs',
-      '--events-backend', 'file',
-      '--network-config-dir', this.opts.networkConfigDir,
+      '--root',
+      path.join(this.dir, 'root'),
+      '--runroot',
+      path.join(this.dir, 'run'),
+      '--tmpdir',
+      path.join(this.dir, 'tmp'),
+      '--storage-driver',
+      'vfs',
+      '--cgroup-manager',
+      'cgroupfs',
+      '--events-backend',
+      'file',
+      '--network-config-dir',
+      this.opts.networkConfigDir,
     ];
     // The runtime keeps its state in its default root (/run/runc, /run/crun): a private one would
     // need --runtime-flag, which podman does not hand on to conmon's exit command (cleanup).
@@ -332,11 +345,16 @@ class PodmanImpl implements Podman {
 
   runFlags(): string[] {
     return [
-      '--cgroups', 'no-conmon',
-      '--cgroup-parent', `/${this.node.id}/podman`,
-      '--ipc', 'none',
-      '--ulimit', 'nofile=20000:20000',
-      '--ulimit', 'nproc=1000:1000',
+      '--cgroups',
+      'no-conmon',
+      '--cgroup-parent',
+      `/${this.node.id}/podman`,
+      '--ipc',
+      'none',
+      '--ulimit',
+      'nofile=20000:20000',
+      '--ulimit',
+      'nproc=1000:1000',
     ];
   }
 
@@ -344,7 +362,8 @@ class PodmanImpl implements Podman {
     const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => fs.existsSync(p));
     if (!busybox) throw new Error('busybox not found (Debian package busybox-static)');
     const out = (await run(['file', '-L', busybox], { allowFail: true })).stdout;
-    if (out && !/statically linked|static-pie/.test(out)) throw new Error(`${busybox} is not static (install busybox-static): ${out.trim()}`);
+    if (out && !/statically linked|static-pie/.test(out))
+      throw new Error(`${busybox} is not static (install busybox-static): ${out.trim()}`);
     const rootfs = path.join(this.dir, 'rootfs');
     fs.mkdirSync(path.join(rootfs, 'bin'), { recursive: true });
     fs.mkdirSync(path.join(rootfs, 'tmp'), { recursive: true });
@@ -447,7 +466,9 @@ class PodmanImpl implements Podman {
 export async function createPodman(node: SimNode, opts: PodmanOpts): Promise<Podman> {
   if (!podmanInstalled()) throw new Error('podman is not installed (Debian package podman; `make deps` installs it)');
   if (!opts.runtime && !which('runc') && hybridWithV2Controllers()) {
-    throw new Error('podman needs runc on this machine (Debian package runc): crun refuses hybrid cgroups whose cgroup2 has controllers');
+    throw new Error(
+      'podman needs runc on this machine (Debian package runc): crun refuses hybrid cgroups whose cgroup2 has controllers',
+    );
   }
   for (const p of sweepStalePodmanSync()) log(p);
   const pm = new PodmanImpl(node, opts);

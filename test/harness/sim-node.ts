@@ -14,7 +14,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { cniAdd, cniDel, type CniConfList, type CniRuntimeConf } from './cni';
 import {
-  BPFFS_DIR, deleteNetnsSync, ensureBpffs, findCgroup2Mount, killCgroupSync, listNetns, NETNS_DIR, removeCgroupSync, rmrfSync,
+  BPFFS_DIR,
+  deleteNetnsSync,
+  ensureBpffs,
+  findCgroup2Mount,
+  killCgroupSync,
+  listNetns,
+  NETNS_DIR,
+  removeCgroupSync,
+  rmrfSync,
   writeOwner,
 } from './cleanup';
 import { run, type RunResult, sleep, waitFor } from './exec';
@@ -186,7 +194,7 @@ export function ipInCidr(ip: string, cidr: string): boolean {
     return (parseIPv6(ip) & mask) === (parseIPv6(net) & mask);
   }
   const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-  return ((parseIPv4(ip) & mask) >>> 0) === ((parseIPv4(net) & mask) >>> 0);
+  return (parseIPv4(ip) & mask) >>> 0 === (parseIPv4(net) & mask) >>> 0;
 }
 
 /** The first host address of a subnet (host-local's default gateway). */
@@ -236,11 +244,7 @@ function nsRun(netnsPath: string, cmd: string[], timeoutMs = 20000, allowFail = 
 }
 
 async function disableDad(netnsPath: string): Promise<void> {
-  await nsRun(netnsPath, [
-    'sysctl', '-q', '-w',
-    'net.ipv6.conf.all.accept_dad=0',
-    'net.ipv6.conf.default.accept_dad=0',
-  ]);
+  await nsRun(netnsPath, ['sysctl', '-q', '-w', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
 }
 
 /** Waits until no IPv6 address in the netns is tentative (and fails on dadfailed). */
@@ -310,7 +314,10 @@ class Node implements SimNode {
   /** nsfs inode numbers of every netns this node created (for the leftover-link check). */
   private netnsInos = new Set<number>();
 
-  constructor(readonly id: string, cgroup2: string) {
+  constructor(
+    readonly id: string,
+    cgroup2: string,
+  ) {
     this.netnsName = `${id}-node`;
     this.netnsPath = path.join(NETNS_DIR, this.netnsName);
     this.cgroupPath = path.join(cgroup2, id);
@@ -436,7 +443,18 @@ class Node implements SimNode {
         await waitNoTentative(this.netnsPath);
       }
       const pod: SimPod = {
-        name, namespace, uid, containerId, netnsName, netnsPath, ifName: 'eth0', ipv4, ipv6, result, conflist, runtimeConf: rt,
+        name,
+        namespace,
+        uid,
+        containerId,
+        netnsName,
+        netnsPath,
+        ifName: 'eth0',
+        ipv4,
+        ipv6,
+        result,
+        conflist,
+        runtimeConf: rt,
       };
       this.pods.push(pod);
       return pod;
@@ -487,7 +505,7 @@ class Node implements SimNode {
       if (gid !== undefined) priv.push(`--regid=${gid}`);
       priv.push('--clear-groups', '--');
     }
-    const cg = opts.inCgroup ?? true ? this.cgroupPath : '';
+    const cg = (opts.inCgroup ?? true) ? this.cgroupPath : '';
     return ['/bin/sh', '-c', WRAPPER, 'sh', cg, opts.netnsPath ?? this.netnsPath, ...priv, ...cmd];
   }
 
@@ -500,8 +518,16 @@ class Node implements SimNode {
       detached: true, // own process group, so destroy() can signal the whole group
     });
     const rec: ChildRec = {
-      stdout: '', stderr: '', lines: [], partial: '', exited: false, closed: false, exitCode: null, signal: null,
-      netnsPath: opts.netnsPath ?? this.netnsPath, events: new EventEmitter(),
+      stdout: '',
+      stderr: '',
+      lines: [],
+      partial: '',
+      exited: false,
+      closed: false,
+      exitCode: null,
+      signal: null,
+      netnsPath: opts.netnsPath ?? this.netnsPath,
+      events: new EventEmitter(),
     };
     rec.events.setMaxListeners(0);
     this.children.set(child, rec);
@@ -563,7 +589,8 @@ class Node implements SimNode {
   waitForLine(child: ChildProcess, pattern: RegExp | string, timeoutMs = 10000): Promise<string> {
     const rec = this.children.get(child);
     if (!rec) return Promise.reject(new Error('waitForLine: not a child spawned by this node'));
-    const matches = (l: string) => (typeof pattern === 'string' ? l.includes(pattern) : new RegExp(pattern.source, pattern.flags.replace('g', '')).test(l));
+    const matches = (l: string) =>
+      typeof pattern === 'string' ? l.includes(pattern) : new RegExp(pattern.source, pattern.flags.replace('g', '')).test(l);
     const hit = rec.lines.find(matches);
     if (hit !== undefined) return Promise.resolve(hit);
     const desc = () =>
@@ -654,7 +681,9 @@ class Node implements SimNode {
         const r = await run(['bpftool', '-j', 'cgroup', 'show', this.cgroupPath], { allowFail: true, timeoutMs: 5000 });
         const progs = r.code === 0 && r.stdout.trim() ? (JSON.parse(r.stdout) as unknown[]) : [];
         if (progs.length) {
-          log(`${this.id}: BPF programs still attached to ${this.cgroupPath} at destroy (released with the cgroup): ${r.stdout.trim()}`);
+          log(
+            `${this.id}: BPF programs still attached to ${this.cgroupPath} at destroy (released with the cgroup): ${r.stdout.trim()}`,
+          );
         }
       });
     }
@@ -708,16 +737,23 @@ class Node implements SimNode {
   private checkLinksGone(cgroupId: number | undefined, netnsInos: number[]): void {
     let links: { id: number; type?: string; cgroup_id?: number; netns_ino?: number }[];
     try {
-      const out = execFileSync('bpftool', ['-j', 'link', 'show'], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] });
+      const out = execFileSync('bpftool', ['-j', 'link', 'show'], {
+        encoding: 'utf8',
+        timeout: 5000,
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
       links = JSON.parse(out.trim() || '[]');
     } catch {
       return; // bpftool missing
     }
     const ours = links.filter(
-      (l) => (cgroupId !== undefined && l.cgroup_id === cgroupId) || (l.netns_ino !== undefined && netnsInos.includes(l.netns_ino)),
+      (l) =>
+        (cgroupId !== undefined && l.cgroup_id === cgroupId) || (l.netns_ino !== undefined && netnsInos.includes(l.netns_ino)),
     );
     if (ours.length) {
-      this.warn(`bpf links still attached to this node's cgroup/netns after destroy: ${ours.map((l) => `${l.id}(${l.type})`).join(' ')}`);
+      this.warn(
+        `bpf links still attached to this node's cgroup/netns after destroy: ${ours.map((l) => `${l.id}(${l.type})`).join(' ')}`,
+      );
     }
   }
 }

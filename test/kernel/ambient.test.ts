@@ -4,8 +4,30 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SimPod } from '../harness';
-import { answeredBy, PROBE, probe, serviceYaml, sliceYaml, sluice, stopAgent, TCP_PORT, UDP_PORT, waitForBackends, writeObjects } from './lb-env';
-import { addMeshPod, createMeshEnv, endpoint, namespaceYaml, sidecarReply, startApp, updatePodObject, waitForMode, type MeshEnv } from './mesh-env';
+import {
+  answeredBy,
+  PROBE,
+  probe,
+  serviceYaml,
+  sliceYaml,
+  sluice,
+  stopAgent,
+  TCP_PORT,
+  UDP_PORT,
+  waitForBackends,
+  writeObjects,
+} from './lb-env';
+import {
+  addMeshPod,
+  createMeshEnv,
+  endpoint,
+  namespaceYaml,
+  sidecarReply,
+  startApp,
+  updatePodObject,
+  waitForMode,
+  type MeshEnv,
+} from './mesh-env';
 
 const VIP = '10.96.0.10';
 const AMB = { 'istio.io/dataplane-mode': 'ambient' };
@@ -21,7 +43,10 @@ describe.skipIf(process.getuid?.() !== 0)('ambient capture (needs root)', () => 
   let be2: string;
 
   async function startNodeProxy(pod: SimPod): Promise<void> {
-    const c = env.node.spawn([PROBE, 'sidecar', '--id', `zt-${pod.name}`, '--mark', '0x539', '--extra-port', '15008', '--forward'], { netnsPath: pod.netnsPath });
+    const c = env.node.spawn(
+      [PROBE, 'sidecar', '--id', `zt-${pod.name}`, '--mark', '0x539', '--extra-port', '15008', '--forward'],
+      { netnsPath: pod.netnsPath },
+    );
     await env.node.waitForLine(c, 'ready');
   }
 
@@ -35,13 +60,21 @@ describe.skipIf(process.getuid?.() !== 0)('ambient capture (needs root)', () => 
     const [a, b] = env.backends;
     writeObjects(env, 'svc.yaml', [
       serviceYaml('web', { clusterIP: VIP, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }),
-      sliceYaml('web-1', { service: 'web', family: 4, endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }], ports: [{ name: 'http', port: TCP_PORT }] }),
+      sliceYaml('web-1', {
+        service: 'web',
+        family: 4,
+        endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }],
+        ports: [{ name: 'http', port: TCP_PORT }],
+      }),
     ]);
     await waitForBackends(env, `${VIP}:80/TCP`, [`${a.ipv4}:${TCP_PORT}`, `${b.ipv4}:${TCP_PORT}`]);
     labelNamespace({});
     writeObjects(env, 'ns-other.yaml', [namespaceYaml('other')]);
     plain = await addMeshPod(env, 'plain', { namespace: 'shop' });
-    optedOut = await addMeshPod(env, 'opted-out', { namespace: 'shop', annotations: { 'ambient.istio.io/redirection': 'disabled' } });
+    optedOut = await addMeshPod(env, 'opted-out', {
+      namespace: 'shop',
+      annotations: { 'ambient.istio.io/redirection': 'disabled' },
+    });
     labelledNone = await addMeshPod(env, 'labelled-none', { namespace: 'shop', labels: { 'istio.io/dataplane-mode': 'none' } });
     sidecar = await addMeshPod(env, 'with-sidecar', { namespace: 'shop', annotations: { 'sidecar.istio.io/status': '{}' } });
     podLabelled = await addMeshPod(env, 'pod-labelled', { namespace: 'other', labels: AMB });
@@ -66,8 +99,14 @@ describe.skipIf(process.getuid?.() !== 0)('ambient capture (needs root)', () => 
     labelNamespace(AMB);
     const ep = await waitForMode(env, plain, 'ambient');
     expect(ep.reason).toContain('namespace label istio.io/dataplane-mode=ambient');
-    expect(await endpoint(env, optedOut)).toMatchObject({ mode: 'none', reason: expect.stringContaining('ambient.istio.io/redirection=disabled') });
-    expect(await endpoint(env, labelledNone)).toMatchObject({ mode: 'none', reason: expect.stringContaining('istio.io/dataplane-mode=none') });
+    expect(await endpoint(env, optedOut)).toMatchObject({
+      mode: 'none',
+      reason: expect.stringContaining('ambient.istio.io/redirection=disabled'),
+    });
+    expect(await endpoint(env, labelledNone)).toMatchObject({
+      mode: 'none',
+      reason: expect.stringContaining('istio.io/dataplane-mode=none'),
+    });
     expect((await endpoint(env, sidecar))?.mode).toBe('sidecar');
     const line = (await sluice(env, ['endpoint', 'list'])).stdout.split('\n').find((l) => l.includes('shop/plain'))!;
     expect(line.split(/\s+/).slice(1, 3)).toEqual(['shop/plain', 'mode=ambient']);
@@ -83,7 +122,10 @@ describe.skipIf(process.getuid?.() !== 0)('ambient capture (needs root)', () => 
 
   it("the node proxy's own marked sockets are not captured", async () => {
     const [a] = env.backends;
-    const res = await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', a.ipv4, '--port', String(TCP_PORT), '--mark', '0x539'], { netnsPath: plain.netnsPath, allowFail: true });
+    const res = await env.node.exec(
+      [PROBE, 'connect', '--proto', 'tcp', '--addr', a.ipv4, '--port', String(TCP_PORT), '--mark', '0x539'],
+      { netnsPath: plain.netnsPath, allowFail: true },
+    );
     expect(JSON.parse(res.stdout.split('\n')[0]).reply.split(' ')[0]).toBe(be1);
   });
 

@@ -13,26 +13,48 @@ import { endpoint, sidecarReply, startSidecar, waitForMode, type MeshEnv } from 
 const NODE = 'sim-node';
 
 function svc(name: string, ip: string, ns = 'default') {
-  return { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: ns }, spec: { clusterIP: ip, clusterIPs: [ip], ports: [{ name: 'http', port: 80, targetPort: TCP_PORT, protocol: 'TCP' }] } };
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace: ns },
+    spec: { clusterIP: ip, clusterIPs: [ip], ports: [{ name: 'http', port: 80, targetPort: TCP_PORT, protocol: 'TCP' }] },
+  };
 }
 
 function slice(name: string, service: string, ips: string[], ns = 'default') {
   return {
-    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
     metadata: { name, namespace: ns, labels: { 'kubernetes.io/service-name': service } },
-    addressType: 'IPv4', endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true } })), ports: [{ name: 'http', port: TCP_PORT, protocol: 'TCP' }],
+    addressType: 'IPv4',
+    endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
+    ports: [{ name: 'http', port: TCP_PORT, protocol: 'TCP' }],
   };
 }
 
 /** A Pod; with the injector's status annotation it also runs Istio's sidecar container (`proxy sidecar`). */
-function pod(name: string, o: { ns?: string; annotations?: Record<string, string>; labels?: Record<string, string>; node?: string } = {}) {
+function pod(
+  name: string,
+  o: { ns?: string; annotations?: Record<string, string>; labels?: Record<string, string>; node?: string } = {},
+) {
   const containers: Array<{ name: string; image: string; args?: string[] }> = [{ name: 'app', image: 'app' }];
-  if (o.annotations?.['sidecar.istio.io/status'] !== undefined) containers.push({ name: 'istio-proxy', image: 'proxyv2', args: ['proxy', 'sidecar'] });
-  return { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: o.ns ?? 'default', annotations: o.annotations ?? {}, labels: o.labels ?? {} }, spec: { nodeName: o.node ?? NODE, containers } };
+  if (o.annotations?.['sidecar.istio.io/status'] !== undefined)
+    containers.push({ name: 'istio-proxy', image: 'proxyv2', args: ['proxy', 'sidecar'] });
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: o.ns ?? 'default', annotations: o.annotations ?? {}, labels: o.labels ?? {} },
+    spec: { nodeName: o.node ?? NODE, containers },
+  };
 }
 
 function node(name: string, zone: string) {
-  return { apiVersion: 'v1', kind: 'Node', metadata: { name, labels: { 'topology.kubernetes.io/zone': zone } }, status: { conditions: [{ type: 'Ready', status: 'True' }] } };
+  return {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name, labels: { 'topology.kubernetes.io/zone': zone } },
+    status: { conditions: [{ type: 'Ready', status: 'True' }] },
+  };
 }
 
 describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
@@ -51,7 +73,10 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
     env.binDir = path.join(env.node.workDir, 'cni-bin');
     env.stateDir = path.join(env.node.workDir, 'state');
     fs.mkdirSync(env.confDir);
-    fs.writeFileSync(path.join(env.confDir, '10-podnet.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'podnet', plugins: [{ type: 'bridge' }] }));
+    fs.writeFileSync(
+      path.join(env.confDir, '10-podnet.conflist'),
+      JSON.stringify({ cniVersion: '1.0.0', name: 'podnet', plugins: [{ type: 'bridge' }] }),
+    );
     tokenFile = path.join(env.node.workDir, 'token');
     const kubeconfig = api.kubeconfig(path.join(env.node.workDir, 'kubeconfig'), { tokenFile });
     api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'default' } });
@@ -60,17 +85,25 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
     api.apply(svc('web', '10.96.0.10'));
     api.apply(slice('web-1', 'web', [a.ipv4, b.ipv4]));
     api.apply(pod('on-other-node', { node: 'elsewhere' }));
-    writeConfig(env, { 'k8s-kubeconfig': kubeconfig, 'node-name': NODE, 'cni-conf-dir': env.confDir, 'cni-bin-dir': env.binDir, 'state-dir': env.stateDir });
+    writeConfig(env, {
+      'k8s-kubeconfig': kubeconfig,
+      'node-name': NODE,
+      'cni-conf-dir': env.confDir,
+      'cni-bin-dir': env.binDir,
+      'state-dir': env.stateDir,
+    });
     await startAgent(env, { inTestNetns: true });
   });
 
   // a failure shows what the agent was doing
   afterEach((ctx) => {
-    if (ctx.task.result?.state === 'fail' && env?.agent) console.error(`[agent log tail]\n${env.node.output(env.agent).stderr.split('\n').slice(-40).join('\n')}`);
+    if (ctx.task.result?.state === 'fail' && env?.agent)
+      console.error(`[agent log tail]\n${env.node.output(env.agent).stderr.split('\n').slice(-40).join('\n')}`);
   });
 
   afterAll(async () => {
-    if (process.env.SLUICE_TEST_AGENT_LOG && env?.agent) fs.writeFileSync(process.env.SLUICE_TEST_AGENT_LOG, env.node.output(env.agent).stderr);
+    if (process.env.SLUICE_TEST_AGENT_LOG && env?.agent)
+      fs.writeFileSync(process.env.SLUICE_TEST_AGENT_LOG, env.node.output(env.agent).stderr);
     await stopAgent(env);
     await env?.node.destroy();
     await api?.stop();
@@ -83,7 +116,7 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l));
 
-  it('the initial sync programs the Services from the API server; only this node\'s Pods are watched', async () => {
+  it("the initial sync programs the Services from the API server; only this node's Pods are watched", async () => {
     await waitForBackends(env, '10.96.0.10:80/TCP', [`${a.ipv4}:${TCP_PORT}`, `${b.ipv4}:${TCP_PORT}`]);
     const res = await probe(env, '10.96.0.10', 80, { count: 20 });
     expect(new Set(res.map(answeredBy))).toEqual(new Set([a.name, b.name]));
@@ -102,7 +135,8 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
       if (r.verb !== 'get') expect(r.query.fieldSelector).toBe(`metadata.name=${NODE}`);
     }
     const { callAgent } = await import('../../src/agent/local-api');
-    const known = async (key: string) => (await callAgent(path.join(env.node.workDir, 'agent.sock'), { op: 'object', key })) as any;
+    const known = async (key: string) =>
+      (await callAgent(path.join(env.node.workDir, 'agent.sock'), { op: 'object', key })) as any;
     expect((await known(`Node/${NODE}`))?.metadata?.labels).toEqual({ 'topology.kubernetes.io/zone': 'zone-a' });
     expect(await known('Node/elsewhere')).toBeNull();
 
@@ -140,19 +174,30 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
     // the reflectors' own relist counters, not a log line: a relist that did not list fails below
     const relists = async (): Promise<Record<string, number>> => {
       const st = JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout);
-      return Object.fromEntries(Object.entries(st.source.resources as Record<string, { relistsAfterGone: number; lists: number }>).map(([k, v]) => [k, v.relistsAfterGone]));
+      return Object.fromEntries(
+        Object.entries(st.source.resources as Record<string, { relistsAfterGone: number; lists: number }>).map(([k, v]) => [
+          k,
+          v.relistsAfterGone,
+        ]),
+      );
     };
     const relistsBefore = await relists();
     const before = agentLog().length;
     api.compact();
     api.expireWatches();
-    await waitFor('every kind relisted', async () => {
-      const now = await relists();
-      return Object.keys(now).every((k) => now[k] > relistsBefore[k]);
-    }, 5000);
+    await waitFor(
+      'every kind relisted',
+      async () => {
+        const now = await relists();
+        return Object.keys(now).every((k) => now[k] > relistsBefore[k]);
+      },
+      5000,
+    );
     const res = await stream;
     expect(res.filter((r) => !r.ok)).toEqual([]);
-    const synced = agentLog().slice(before).filter((l) => l.msg === 'services synced');
+    const synced = agentLog()
+      .slice(before)
+      .filter((l) => l.msg === 'services synced');
     for (const s of synced) expect(s).toMatchObject({ updated: 0, removed: 0, added: 0 });
     // a change made while the watches are expired is seen only through the relist: it is applied
     const sliceRelists = (await relists()).EndpointSlice;
@@ -168,17 +213,25 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
 
   it('API server down: the datapath keeps working, status says since when; it converges when back', async () => {
     const down = api.restart({ downMs: 6000 }); // killed, back on the same port 6 s later
-    await waitFor('unreachable reported', async () => {
-      const st = JSON.parse((await sluice(env, ['status', '-o', 'json'], true)).stdout);
-      return st.source?.unreachableSince ? st : undefined;
-    }, 6000);
+    await waitFor(
+      'unreachable reported',
+      async () => {
+        const st = JSON.parse((await sluice(env, ['status', '-o', 'json'], true)).stdout);
+        return st.source?.unreachableSince ? st : undefined;
+      },
+      6000,
+    );
     const res = await probe(env, '10.96.0.10', 80, { count: 10 });
     expect(res.every((r) => r.ok)).toBe(true);
     await down;
     api.apply(svc('late', '10.96.0.12'));
     api.apply(slice('late-1', 'late', [a.ipv4]));
     await waitForBackends(env, '10.96.0.12:80/TCP', [`${a.ipv4}:${TCP_PORT}`]);
-    await waitFor('reachable again in status', async () => JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout).source.reachable === true, 5000);
+    await waitFor(
+      'reachable again in status',
+      async () => JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout).source.reachable === true,
+      5000,
+    );
     expect(agentLog().some((l) => l.msg === 'API server reachable again')).toBe(true);
   }, 60000);
 
@@ -202,7 +255,12 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
   }, 30000);
 
   it('a malformed object is logged with its name and skipped', async () => {
-    api.apply({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'broken', namespace: 'default' }, spec: { clusterIP: '10.96.0.13', ports: [{ port: 99999 }] } });
+    api.apply({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'broken', namespace: 'default' },
+      spec: { clusterIP: '10.96.0.13', ports: [{ port: 99999 }] },
+    });
     api.apply(svc('after-broken', '10.96.0.14'));
     await waitFor('after-broken programmed', async () => (await lbList(env)).some((s) => s.frontend === '10.96.0.14:80/TCP'));
     expect(agentLog().some((l) => l.msg === 'Skipping malformed object from the API server' && l.name === 'broken')).toBe(true);
@@ -212,7 +270,11 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
     const { addPodThroughChain } = await import('./api-mode-helpers');
     // the pod reflector's relist and next watch answer 3 s late: the Pod reaches the agent only
     // through the GET its ADD makes
-    api.setFailure({ delayMs: 3000, forRequests: 2, match: (r) => (r.verb === 'watch' || r.verb === 'list') && r.resource === 'pods' });
+    api.setFailure({
+      delayMs: 3000,
+      forRequests: 2,
+      match: (r) => (r.verb === 'watch' || r.verb === 'list') && r.resource === 'pods',
+    });
     api.compact();
     api.expireWatches();
     api.apply(pod('early', { annotations: { 'sidecar.istio.io/status': '{}' } }));
@@ -232,11 +294,22 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
 
   it('an ambient pod is annotated pending, then enabled once ztunnel acked it over ZDS; Events; release removes the annotation', async () => {
     const { addPodThroughChain } = await import('./api-mode-helpers');
-    api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'mesh', labels: { 'istio.io/dataplane-mode': 'ambient' } } });
+    api.apply({
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: { name: 'mesh', labels: { 'istio.io/dataplane-mode': 'ambient' } },
+    });
     api.apply(pod('amb', { ns: 'mesh' }));
     const { callAgent } = await import('../../src/agent/local-api');
-    const known = async (key: string) => (await callAgent(path.join(env.node.workDir, 'agent.sock'), { op: 'object', key })) as any;
-    await waitFor('pod and namespace known', async () => (await known('Pod/mesh/amb')) !== null && (await known('Namespace/mesh'))?.metadata?.labels?.['istio.io/dataplane-mode'] === 'ambient', 10000);
+    const known = async (key: string) =>
+      (await callAgent(path.join(env.node.workDir, 'agent.sock'), { op: 'object', key })) as any;
+    await waitFor(
+      'pod and namespace known',
+      async () =>
+        (await known('Pod/mesh/amb')) !== null &&
+        (await known('Namespace/mesh'))?.metadata?.labels?.['istio.io/dataplane-mode'] === 'ambient',
+      10000,
+    );
     const p = await addPodThroughChain(env, 'amb', 'mesh');
     await waitForMode(env, p, 'ambient', 10000);
     const redirection = () => (api.get('Pod', 'mesh', 'amb') as any)?.metadata?.annotations?.['ambient.istio.io/redirection'];
@@ -253,20 +326,40 @@ describe.skipIf(process.getuid?.() !== 0)('API mode (needs root)', () => {
     await waitFor('event', () => api.events.some((e: any) => e.involvedObject?.name === 'amb' && e.reason === 'Enrolled'), 5000);
     api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'mesh', labels: {} } });
     await waitForMode(env, p, 'none', 10000);
-    await waitFor('annotation removed', () => (api.get('Pod', 'mesh', 'amb') as any)?.metadata?.annotations?.['ambient.istio.io/redirection'] === undefined, 5000);
-    await waitFor('release event', () => api.events.some((e: any) => e.involvedObject?.name === 'amb' && e.reason === 'Released'), 5000);
+    await waitFor(
+      'annotation removed',
+      () => (api.get('Pod', 'mesh', 'amb') as any)?.metadata?.annotations?.['ambient.istio.io/redirection'] === undefined,
+      5000,
+    );
+    await waitFor(
+      'release event',
+      () => api.events.some((e: any) => e.involvedObject?.name === 'amb' && e.reason === 'Released'),
+      5000,
+    );
   }, 30000);
 
-  it('every request the agent made is allowed by deploy/\'s ClusterRole, which grants nothing unused', async () => {
+  it("every request the agent made is allowed by deploy/'s ClusterRole, which grants nothing unused", async () => {
     const rendered = (await run(['kubectl', 'kustomize', path.join(__dirname, '../../deploy')], { allowFail: true })).stdout;
     const docs = rendered ? (rendered.split(/^---$/m).map((d) => loadYaml(d)) as any[]) : [];
-    const role = docs.find((d) => d?.kind === 'ClusterRole') ?? (loadYaml(fs.readFileSync(path.join(__dirname, '../../deploy/base/clusterrole.yaml'), 'utf8')) as any);
+    const role =
+      docs.find((d) => d?.kind === 'ClusterRole') ??
+      (loadYaml(fs.readFileSync(path.join(__dirname, '../../deploy/base/clusterrole.yaml'), 'utf8')) as any);
     const granted = new Set<string>();
-    for (const rule of role.rules) for (const g of rule.apiGroups) for (const r of rule.resources) for (const v of rule.verbs) granted.add(`${g}/${r}/${v}`);
-    const groupOf = (res: string, group: string) => (res === 'endpointslices' ? 'discovery.k8s.io' : group === 'events.k8s.io' ? group : '');
-    const used = new Set(api.requests.filter((r) => r.userAgent?.includes('node') || !r.userAgent?.includes('kubectl')).filter((r) => r.resource).map((r) => `${groupOf(r.resource, r.apiGroup)}/${r.resource}/${r.verb}`));
+    for (const rule of role.rules)
+      for (const g of rule.apiGroups) for (const r of rule.resources) for (const v of rule.verbs) granted.add(`${g}/${r}/${v}`);
+    const groupOf = (res: string, group: string) =>
+      res === 'endpointslices' ? 'discovery.k8s.io' : group === 'events.k8s.io' ? group : '';
+    const used = new Set(
+      api.requests
+        .filter((r) => r.userAgent?.includes('node') || !r.userAgent?.includes('kubectl'))
+        .filter((r) => r.resource)
+        .map((r) => `${groupOf(r.resource, r.apiGroup)}/${r.resource}/${r.verb}`),
+    );
     for (const u of used) expect(granted.has(u), `agent used ${u}`).toBe(true);
     // and the role grants nothing the agent never used (delete is only in the repair-delete overlay)
-    expect([...granted].filter((g) => !used.has(g)), JSON.stringify([...used])).toEqual([]);
+    expect(
+      [...granted].filter((g) => !used.has(g)),
+      JSON.stringify([...used]),
+    ).toEqual([]);
   });
 });

@@ -28,15 +28,32 @@ export function buildBpfVariant(workDir: string, name: string, edits: BpfEdit[])
   for (const e of edits) {
     const file = path.join(src, e.file);
     const text = fs.readFileSync(file, 'utf8');
-    if (!e.find.test(text)) throw new Error(`variant ${name}: edit "${e.what}" does not apply to bpf/${e.file} (${e.find} not found)`);
+    if (!e.find.test(text))
+      throw new Error(`variant ${name}: edit "${e.what}" does not apply to bpf/${e.file} (${e.find} not found)`);
     fs.writeFileSync(file, text.replace(e.find, e.replace as string));
   }
   const arch = execFileSync('uname', ['-m'], { encoding: 'utf8' }).trim();
   for (const c of fs.readdirSync(src).filter((f) => f.endsWith('.c'))) {
-    execFileSync('clang', ['-O2', '-g', '-Wall', '-Werror', '-target', 'bpf', `-I/usr/include/${arch}-linux-gnu`, '-c', path.join(src, c), '-o', path.join(out, c.replace(/\.c$/, '.o'))], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: 60000,
-    });
+    execFileSync(
+      'clang',
+      [
+        '-O2',
+        '-g',
+        '-Wall',
+        '-Werror',
+        '-target',
+        'bpf',
+        `-I/usr/include/${arch}-linux-gnu`,
+        '-c',
+        path.join(src, c),
+        '-o',
+        path.join(out, c.replace(/\.c$/, '.o')),
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        timeout: 60000,
+      },
+    );
   }
   return out;
 }

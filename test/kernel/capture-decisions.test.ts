@@ -8,13 +8,41 @@ import * as net from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CAPTURE_OUTCOME, INBOUND_DECISION, PROXY_PORT, TPROXY_MARK } from '../../src/bpf/constants';
 import {
-  addrCodec, epStatsCodec, listenerKeyCodec, origdstStatCodec, POL_DNS, POL_IN_ALL, POL_LOOPBACK_RANGE, POL_NO_INBOUND, POL_OUT_ALL, POL_TPROXY, policyCodec, u32Codec, u64Codec, u8Codec,
-  type EpStats, type Policy,
+  addrCodec,
+  epStatsCodec,
+  listenerKeyCodec,
+  origdstStatCodec,
+  POL_DNS,
+  POL_IN_ALL,
+  POL_LOOPBACK_RANGE,
+  POL_NO_INBOUND,
+  POL_OUT_ALL,
+  POL_TPROXY,
+  policyCodec,
+  u32Codec,
+  u64Codec,
+  u8Codec,
+  type EpStats,
+  type Policy,
 } from '../../src/bpf/layout';
 import { layoutMismatches, readObjectBtf } from '../unit/contract/btf';
 import {
-  bypassCallCodec, bypassResultCodec, DecisionObject, flowKeyCodec, inboundCallCodec, inboundResultCodec, IO_CODECS, origDstCodec, sockCallCodec, sockResultCodec, TEST_OBJECT_DIR,
-  type BypassCall, type InboundCall, type OrigDst, type SockCall, type SockResult,
+  bypassCallCodec,
+  bypassResultCodec,
+  DecisionObject,
+  flowKeyCodec,
+  inboundCallCodec,
+  inboundResultCodec,
+  IO_CODECS,
+  origDstCodec,
+  sockCallCodec,
+  sockResultCodec,
+  TEST_OBJECT_DIR,
+  type BypassCall,
+  type InboundCall,
+  type OrigDst,
+  type SockCall,
+  type SockResult,
 } from './decision-programs';
 
 const root = process.getuid?.() === 0;
@@ -35,8 +63,19 @@ const { none: NONE, proxy: PROXIED, redirected: REDIRECTED, refused: REFUSED } =
 
 function policy(mode: Policy['mode'], flags: number, more: Partial<Policy> = {}): Policy {
   return {
-    mode, flags, outboundPort: PROXY_PORT.outbound, inboundPort: PROXY_PORT.inbound, dnsPort: 15053, podIps: [POD, POD6],
-    includeCidrs: [], excludeCidrs: [], includeOutPorts: [], excludeOutPorts: [], includeInPorts: [], excludeInPorts: [], ...more,
+    mode,
+    flags,
+    outboundPort: PROXY_PORT.outbound,
+    inboundPort: PROXY_PORT.inbound,
+    dnsPort: 15053,
+    podIps: [POD, POD6],
+    includeCidrs: [],
+    excludeCidrs: [],
+    includeOutPorts: [],
+    excludeOutPorts: [],
+    includeInPorts: [],
+    excludeInPorts: [],
+    ...more,
   };
 }
 
@@ -90,7 +129,12 @@ describe.skipIf(!root)('capture decisions under BPF_PROG_RUN (needs root: loads 
   /** One socket call; each is a new socket (its storage starts empty), the pod's counters add up. */
   function connect(call: Partial<SockCall> & Pick<SockCall, 'dst' | 'dport'>, o = t): Outcome {
     maps(o).storage.set(0, { addr: '::', port: 0, captured: 0 });
-    const r = o.run('t_capture_connect', { in: 't_sock_in', out: 't_sock_out' }, { netnsCookie: COOKIE, uid: APP, gid: APP, ...call }, { call: sockCallCodec, result: sockResultCodec });
+    const r = o.run(
+      't_capture_connect',
+      { in: 't_sock_in', out: 't_sock_out' },
+      { netnsCookie: COOKIE, uid: APP, gid: APP, ...call },
+      { call: sockCallCodec, result: sockResultCodec },
+    );
     const m = maps(o);
     return { ...r, storage: m.storage.get(0)!, stats: m.stats.get(COOKIE)! };
   }
@@ -103,7 +147,12 @@ describe.skipIf(!root)('capture decisions under BPF_PROG_RUN (needs root: loads 
     dport: port,
     storage: { addr: dst, port: dport, captured },
   });
-  const untouched = (ret: number, dst: string, dport: number) => ({ ret, dst, dport, storage: { addr: '::', port: 0, captured: 0 } });
+  const untouched = (ret: number, dst: string, dport: number) => ({
+    ret,
+    dst,
+    dport,
+    storage: { addr: '::', port: 0, captured: 0 },
+  });
 
   it('the test codecs match the test objects (decision_io.h and the kernel-only structs they read)', () => {
     for (const file of ['capture_test.o', 'lb_test.o']) {
@@ -116,14 +165,24 @@ describe.skipIf(!root)('capture decisions under BPF_PROG_RUN (needs root: loads 
   });
 
   describe('sidecar outbound: ISTIO_OUTPUT in its order', () => {
-    const ALL_OUT = policy('sidecar', POL_OUT_ALL | POL_IN_ALL, { excludeOutPorts: [9999], excludeCidrs: [{ ip: '10.200.0.0', prefix: 16 }] });
+    const ALL_OUT = policy('sidecar', POL_OUT_ALL | POL_IN_ALL, {
+      excludeOutPorts: [9999],
+      excludeCidrs: [{ ip: '10.200.0.0', prefix: 16 }],
+    });
 
     beforeEach(() => enrol(ALL_OUT));
 
     it('an app connect goes to 15001 on loopback, from the pod IP, its destination kept in the socket (IPv4 and IPv6)', () => {
-      expect(connect({ dst: VIP, dport: 80 })).toMatchObject({ ...redirectedTo(15001, VIP, 80, 1), bound: POD, stats: { outbound: 1n } });
+      expect(connect({ dst: VIP, dport: 80 })).toMatchObject({
+        ...redirectedTo(15001, VIP, 80, 1),
+        bound: POD,
+        stats: { outbound: 1n },
+      });
       enrol(ALL_OUT);
-      expect(connect({ dst: 'fd00:96::10', dport: 80 })).toMatchObject({ ...redirectedTo(15001, 'fd00:96::10', 80, 1), bound: POD6 });
+      expect(connect({ dst: 'fd00:96::10', dport: 80 })).toMatchObject({
+        ...redirectedTo(15001, 'fd00:96::10', 80, 1),
+        bound: POD6,
+      });
     });
 
     it('no bind at sendmsg, nor for a socket the app bound itself', () => {
@@ -137,7 +196,7 @@ describe.skipIf(!root)('capture decisions under BPF_PROG_RUN (needs root: loads 
       expect(connect({ dst: POD, dport: 9999, uid: PROXY })).toMatchObject(untouched(NONE, POD, 9999));
     });
 
-    it('2: to a local address from a socket bound to 127.0.0.6 / ::6 (Envoy\'s inbound passthrough): left alone', () => {
+    it("2: to a local address from a socket bound to 127.0.0.6 / ::6 (Envoy's inbound passthrough): left alone", () => {
       expect(connect({ dst: POD, dport: 8080, uid: PROXY, boundTo: '127.0.0.6' })).toMatchObject(untouched(NONE, POD, 8080));
       expect(connect({ dst: POD6, dport: 8080, uid: PROXY, boundTo: '::6' })).toMatchObject(untouched(NONE, POD6, 8080));
     });
@@ -156,24 +215,30 @@ describe.skipIf(!root)('capture decisions under BPF_PROG_RUN (needs root: loads 
     });
 
     it('5: the proxy uid elsewhere is not captured (socket-LB then applies), and counted', () => {
-      expect(connect({ dst: VIP, dport: 80, uid: PROXY })).toMatchObject({ ...untouched(PROXIED, VIP, 80), stats: { proxyBypass: 1n, outbound: 0n } });
+      expect(connect({ dst: VIP, dport: 80, uid: PROXY })).toMatchObject({
+        ...untouched(PROXIED, VIP, 80),
+        stats: { proxyBypass: 1n, outbound: 0n },
+      });
     });
 
     it('6 and 8: the proxy gid with another uid: to its pod IP it meets rule 4 first, unless a range covers loopback; elsewhere not captured', () => {
       expect(connect({ dst: POD, dport: 8080, gid: PROXY })).toMatchObject(untouched(NONE, POD, 8080));
-      expect(connect({ dst: VIP, dport: 80, gid: PROXY })).toMatchObject({ ...untouched(PROXIED, VIP, 80), stats: { proxyBypass: 1n } });
+      expect(connect({ dst: VIP, dport: 80, gid: PROXY })).toMatchObject({
+        ...untouched(PROXIED, VIP, 80),
+        stats: { proxyBypass: 1n },
+      });
       enrol({ ...ALL_OUT, flags: ALL_OUT.flags | POL_LOOPBACK_RANGE });
       expect(connect({ dst: POD, dport: 8080, gid: PROXY })).toMatchObject(redirectedTo(15006, POD, 8080, 2));
     });
 
-    it('the pod\'s own proxy uid and gid win over the node\'s', () => {
+    it("the pod's own proxy uid and gid win over the node's", () => {
       enrol({ ...ALL_OUT, proxyUid: 2000, proxyGid: 2001 });
       expect(connect({ dst: VIP, dport: 80, uid: 2000 })).toMatchObject({ ret: PROXIED });
       expect(connect({ dst: VIP, dport: 80, gid: 2001 })).toMatchObject({ ret: PROXIED });
       expect(connect({ dst: VIP, dport: 80, uid: PROXY })).toMatchObject({ ret: REDIRECTED, dport: 15001 });
     });
 
-    it('9: with DNS capture, TCP 53 goes to 15053 (the uid\'s rule 3 excepts it, the gid\'s rule 6 does not)', () => {
+    it("9: with DNS capture, TCP 53 goes to 15053 (the uid's rule 3 excepts it, the gid's rule 6 does not)", () => {
       enrol({ ...ALL_OUT, flags: ALL_OUT.flags | POL_DNS });
       expect(connect({ dst: VIP, dport: 53 })).toMatchObject(redirectedTo(15053, VIP, 53, 1));
       enrol({ ...ALL_OUT, flags: ALL_OUT.flags | POL_DNS });
@@ -207,14 +272,20 @@ describe.skipIf(!root)('capture decisions under BPF_PROG_RUN (needs root: loads 
     });
 
     it('12 and 13 without "*": included ports and included ranges are captured, nothing else', () => {
-      enrol(policy('sidecar', POL_IN_ALL, { includeOutPorts: [3306], includeCidrs: [{ ip: '10.96.0.0', prefix: 12 }], excludeCidrs: [{ ip: '10.200.0.0', prefix: 16 }] }));
+      enrol(
+        policy('sidecar', POL_IN_ALL, {
+          includeOutPorts: [3306],
+          includeCidrs: [{ ip: '10.96.0.0', prefix: 12 }],
+          excludeCidrs: [{ ip: '10.200.0.0', prefix: 16 }],
+        }),
+      );
       expect(connect({ dst: '192.168.1.1', dport: 3306 })).toMatchObject({ ret: REDIRECTED, dport: 15001 });
       expect(connect({ dst: VIP, dport: 80 })).toMatchObject({ ret: REDIRECTED, dport: 15001 });
       expect(connect({ dst: '192.168.1.1', dport: 80 })).toMatchObject(untouched(NONE, '192.168.1.1', 80));
       expect(connect({ dst: '10.200.0.1', dport: 3306 })).toMatchObject({ ret: NONE }); // 11 before 12
     });
 
-    it('TPROXY mode: the proxy\'s own connect to a local address nat left alone reaches 15006, unless marked 1337 or from 127.0.0.6', () => {
+    it("TPROXY mode: the proxy's own connect to a local address nat left alone reaches 15006, unless marked 1337 or from 127.0.0.6", () => {
       const tproxy = policy('sidecar', POL_OUT_ALL | POL_IN_ALL | POL_TPROXY, { excludeOutPorts: [8080] });
       enrol(tproxy);
       expect(connect({ dst: POD, dport: 8080, uid: PROXY })).toMatchObject(redirectedTo(15006, POD, 8080, 2));
@@ -246,9 +317,14 @@ describe.skipIf(!root)('capture decisions under BPF_PROG_RUN (needs root: loads 
       expect(connect({ dst: VIP, dport: 80, hasSk: false })).toMatchObject(untouched(NONE, VIP, 80));
     });
 
-    it('UDP DNS: an app query goes to 15053, the proxy\'s and excluded ones do not, other ports never', () => {
+    it("UDP DNS: an app query goes to 15053, the proxy's and excluded ones do not, other ports never", () => {
       enrol({ ...ALL_OUT, flags: ALL_OUT.flags | POL_DNS });
-      expect(connect({ dst: VIP, dport: 53, protocol: 17 })).toMatchObject({ ret: REDIRECTED, dst: '127.0.0.1', dport: 15053, stats: { outbound: 1n } });
+      expect(connect({ dst: VIP, dport: 53, protocol: 17 })).toMatchObject({
+        ret: REDIRECTED,
+        dst: '127.0.0.1',
+        dport: 15053,
+        stats: { outbound: 1n },
+      });
       expect(connect({ dst: VIP, dport: 53, protocol: 17, uid: PROXY })).toMatchObject({ ret: PROXIED, dst: VIP, dport: 53 });
       expect(connect({ dst: VIP, dport: 5353, protocol: 17 })).toMatchObject({ ret: NONE, dst: VIP, dport: 5353 });
       enrol({ ...ALL_OUT, flags: ALL_OUT.flags | POL_DNS, excludeOutPorts: [53] });
@@ -263,13 +339,20 @@ describe.skipIf(!root)('capture decisions under BPF_PROG_RUN (needs root: loads 
 
     beforeEach(() => enrol(AMBIENT));
 
-    it('the node proxy\'s marked sockets (mark under mask) are not captured, and counted', () => {
-      expect(connect({ dst: VIP, dport: 80, skMark: 0x539 })).toMatchObject({ ...untouched(PROXIED, VIP, 80), stats: { proxyBypass: 1n } });
+    it("the node proxy's marked sockets (mark under mask) are not captured, and counted", () => {
+      expect(connect({ dst: VIP, dport: 80, skMark: 0x539 })).toMatchObject({
+        ...untouched(PROXIED, VIP, 80),
+        stats: { proxyBypass: 1n },
+      });
       expect(connect({ dst: VIP, dport: 80, skMark: 0x1539 })).toMatchObject({ ret: PROXIED });
     });
 
     it('anything but the pod itself goes to 15001; without a listener there it still does (fail closed), counted', () => {
-      expect(connect({ dst: VIP, dport: 80 })).toMatchObject({ ...redirectedTo(15001, VIP, 80, 1), bound: POD, stats: { outbound: 1n, noListener: 1n } });
+      expect(connect({ dst: VIP, dport: 80 })).toMatchObject({
+        ...redirectedTo(15001, VIP, 80, 1),
+        bound: POD,
+        stats: { outbound: 1n, noListener: 1n },
+      });
       enrol(AMBIENT);
       expect(connect({ dst: POD, dport: 8080 })).toMatchObject(untouched(NONE, POD, 8080));
       expect(connect({ dst: '127.0.0.1', dport: 8080 })).toMatchObject(untouched(NONE, '127.0.0.1', 8080));
@@ -306,17 +389,21 @@ describe.skipIf(!root)('capture decisions under BPF_PROG_RUN (needs root: loads 
     const PEER = '10.1.0.9';
 
     function inbound(call: InboundCall): { decision: number; cookie: bigint } {
-      return t.run('t_capture_inbound', { in: 't_inbound_in', out: 't_inbound_out' }, call, { call: inboundCallCodec, result: inboundResultCodec });
+      return t.run('t_capture_inbound', { in: 't_inbound_in', out: 't_inbound_out' }, call, {
+        call: inboundCallCodec,
+        result: inboundResultCodec,
+      });
     }
     const STEER = { decision: INBOUND_DECISION.steer, cookie: COOKIE };
     const PASS = { decision: INBOUND_DECISION.pass, cookie: 0n };
 
-    it('a sidecar pod: every port but the excluded and the proxy\'s own goes to its inbound listener', () => {
+    it("a sidecar pod: every port but the excluded and the proxy's own goes to its inbound listener", () => {
       enrol(policy('sidecar', POL_IN_ALL, { excludeInPorts: [9090] }));
       expect(inbound({ local: POD, remote: PEER, port: 8080 })).toEqual(STEER);
       expect(inbound({ local: POD6, remote: 'fd00:1::9', port: 8080 })).toEqual(STEER);
       expect(inbound({ local: POD, remote: PEER, port: 9090 })).toEqual(PASS);
-      for (const port of [15001, 15006, 15008, 15020, 15021, 15090]) expect(inbound({ local: POD, remote: PEER, port }), `port ${port}`).toEqual(PASS);
+      for (const port of [15001, 15006, 15008, 15020, 15021, 15090])
+        expect(inbound({ local: POD, remote: PEER, port }), `port ${port}`).toEqual(PASS);
     });
 
     it('a list of included ports is taken as it is', () => {
@@ -348,7 +435,7 @@ describe.skipIf(!root)('capture decisions under BPF_PROG_RUN (needs root: loads 
       expect(inbound({ local: POD, remote: PEER, port: 8080 })).toEqual(PASS);
     });
 
-    it('an ambient pod: all but HBONE 15008, Istio\'s probe SNAT address, and pods that bypass inbound capture', () => {
+    it("an ambient pod: all but HBONE 15008, Istio's probe SNAT address, and pods that bypass inbound capture", () => {
       enrol(policy('ambient', 0));
       expect(inbound({ local: POD, remote: PEER, port: 8080 })).toEqual(STEER);
       expect(inbound({ local: POD, remote: PEER, port: 15008 })).toEqual(PASS);
@@ -360,10 +447,13 @@ describe.skipIf(!root)('capture decisions under BPF_PROG_RUN (needs root: loads 
 
   describe('connections inbound capture leaves alone (sockops records them)', () => {
     function bypass(call: BypassCall): number {
-      return t.run('t_capture_bypass', { in: 't_bypass_in', out: 't_bypass_out' }, call, { call: bypassCallCodec, result: bypassResultCodec });
+      return t.run('t_capture_bypass', { in: 't_bypass_in', out: 't_bypass_out' }, call, {
+        call: bypassCallCodec,
+        result: bypassResultCodec,
+      });
     }
 
-    it('ambient: the node\'s own sockets, and the node proxy\'s marked ones from the pod itself', () => {
+    it("ambient: the node's own sockets, and the node proxy's marked ones from the pod itself", () => {
       enrol(policy('ambient', 0));
       expect(bypass({ netnsCookie: HOST_NETNS, pod: POD })).toBe(1);
       expect(bypass({ netnsCookie: COOKIE, nodeProxy: true, pod: POD })).toBe(1);
@@ -372,7 +462,7 @@ describe.skipIf(!root)('capture decisions under BPF_PROG_RUN (needs root: loads 
       expect(bypass({ netnsCookie: OTHER_NETNS, pod: POD })).toBe(0);
     });
 
-    it('sidecar in TPROXY mode: Envoy\'s marked hand-off from the pod itself, nothing from the node', () => {
+    it("sidecar in TPROXY mode: Envoy's marked hand-off from the pod itself, nothing from the node", () => {
       enrol(policy('sidecar', POL_IN_ALL | POL_TPROXY));
       expect(bypass({ netnsCookie: COOKIE, tproxy: true, pod: POD })).toBe(1);
       expect(bypass({ netnsCookie: HOST_NETNS, pod: POD })).toBe(0);

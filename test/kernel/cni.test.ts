@@ -29,14 +29,26 @@ describe.skipIf(process.getuid?.() !== 0)('chained CNI plugin (needs root)', () 
 
   /** Runs the installed plugin binary once, as a runtime would, with the given stdin. */
   async function plugin(command: string | undefined, stdin: string, extraEnv: Record<string, string> = {}) {
-    const e: Record<string, string> = { CNI_CONTAINERID: 'direct-1', CNI_NETNS: env.client.netnsPath, CNI_IFNAME: 'eth9', CNI_PATH: binDir, ...extraEnv };
+    const e: Record<string, string> = {
+      CNI_CONTAINERID: 'direct-1',
+      CNI_NETNS: env.client.netnsPath,
+      CNI_IFNAME: 'eth9',
+      CNI_PATH: binDir,
+      ...extraEnv,
+    };
     if (command) e.CNI_COMMAND = command;
     const res = await run([path.join(binDir, 'sluice-cni')], { input: stdin, env: e, allowFail: true });
     return { code: res.code, stdout: res.stdout, json: res.stdout ? JSON.parse(res.stdout) : undefined };
   }
 
   const conf = (extra: Record<string, unknown> = {}) =>
-    JSON.stringify({ cniVersion: '1.0.0', name: 'podnet', type: 'sluice-cni', agentSocket: path.join(env.node.workDir, 'agent.sock'), ...extra });
+    JSON.stringify({
+      cniVersion: '1.0.0',
+      name: 'podnet',
+      type: 'sluice-cni',
+      agentSocket: path.join(env.node.workDir, 'agent.sock'),
+      ...extra,
+    });
 
   beforeAll(async () => {
     env = await createLbEnv({ backends: 0 });
@@ -60,7 +72,9 @@ describe.skipIf(process.getuid?.() !== 0)('chained CNI plugin (needs root)', () 
     const list = JSON.parse(fs.readFileSync(primaryFile(), 'utf8'));
     expect(list.plugins.map((p: { type: string }) => p.type)).toEqual(['bridge', 'sluice-cni']);
     expect(list.plugins[0]).toEqual(JSON.parse(primaryText).plugins[0]);
-    expect(fs.readFileSync(path.join(confDir, '20-other.conf'), 'utf8')).toBe('{"cniVersion":"0.4.0","name":"other","type":"ptp"}\n');
+    expect(fs.readFileSync(path.join(confDir, '20-other.conf'), 'utf8')).toBe(
+      '{"cniVersion":"0.4.0","name":"other","type":"ptp"}\n',
+    );
     const st = JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout);
     expect(st).toMatchObject({ ready: true, cni: { installed: true, file: primaryFile() } });
   });
@@ -72,13 +86,19 @@ describe.skipIf(process.getuid?.() !== 0)('chained CNI plugin (needs root)', () 
     expect(line.split(/\s+/).slice(0, 3)).toEqual([`${pod.ipv4},${pod.ipv6}`, 'default/web-1', 'mode=none']);
     expect(line).toContain(`netns-cookie=${netnsCookieOf(pod.netnsPath)}`);
     const eps = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout);
-    expect(eps.find((e: { name: string }) => e.name === 'web-1')).toMatchObject({ namespace: 'default', uid: pod.uid, containerId: pod.containerId, ifName: 'eth0' });
+    expect(eps.find((e: { name: string }) => e.name === 'web-1')).toMatchObject({
+      namespace: 'default',
+      uid: pod.uid,
+      containerId: pod.containerId,
+      ifName: 'eth0',
+    });
     await env.node.removePod(pod);
     expect((await sluice(env, ['endpoint', 'list'])).stdout).not.toContain('web-1');
   });
 
   it('ADD prints the prevResult byte for byte', async () => {
-    const prev = '{ "cniVersion" : "1.0.0",\n  "ips": [ {"address": "10.9.9.9/24", "interface": 0} ],\n "interfaces":[{"name":"eth9"}], "x-extra": 1.50 }';
+    const prev =
+      '{ "cniVersion" : "1.0.0",\n  "ips": [ {"address": "10.9.9.9/24", "interface": 0} ],\n "interfaces":[{"name":"eth9"}], "x-extra": 1.50 }';
     const stdin = conf().replace(/}$/, `, "prevResult": ${prev}}`);
     const res = await plugin('ADD', stdin);
     expect(res.code).toBe(0);
@@ -91,7 +111,11 @@ describe.skipIf(process.getuid?.() !== 0)('chained CNI plugin (needs root)', () 
     const entry = sluiceEntry();
     await run(['ip', 'netns', 'del', pod.netnsName]);
     const delConf = conf({ ...entry, prevResult: pod.result });
-    const first = await plugin('DEL', delConf, { CNI_CONTAINERID: pod.containerId, CNI_IFNAME: 'eth0', CNI_NETNS: pod.netnsPath });
+    const first = await plugin('DEL', delConf, {
+      CNI_CONTAINERID: pod.containerId,
+      CNI_IFNAME: 'eth0',
+      CNI_NETNS: pod.netnsPath,
+    });
     expect(first).toMatchObject({ code: 0, stdout: '' });
     const second = await plugin('DEL', delConf, { CNI_CONTAINERID: pod.containerId, CNI_IFNAME: 'eth0', CNI_NETNS: '' });
     expect(second).toMatchObject({ code: 0, stdout: '' });
@@ -110,11 +134,17 @@ describe.skipIf(process.getuid?.() !== 0)('chained CNI plugin (needs root)', () 
   it('bad input gets CNI error JSON with the spec codes', async () => {
     const prev = { prevResult: { cniVersion: '1.0.0', ips: [] } };
     expect((await plugin(undefined, conf(prev))).json).toMatchObject({ code: 4 });
-    expect((await plugin('ADD', conf(prev), { CNI_CONTAINERID: '' })).json).toMatchObject({ code: 4, msg: 'required environment variable CNI_CONTAINERID is missing' });
+    expect((await plugin('ADD', conf(prev), { CNI_CONTAINERID: '' })).json).toMatchObject({
+      code: 4,
+      msg: 'required environment variable CNI_CONTAINERID is missing',
+    });
     expect((await plugin('ADD', conf(prev), { CNI_NETNS: '/nonexistent/netns' })).json).toMatchObject({ code: 4 });
     expect((await plugin('ADD', '{"cniVersion": "1.0.0", "name": ')).json).toMatchObject({ code: 6 });
-    expect((await plugin('ADD', conf({ name: '' , ...prev}))).json).toMatchObject({ code: 7 });
-    expect((await plugin('ADD', conf())).json).toMatchObject({ code: 7, msg: 'sluice-cni must be chained after the primary plugin' });
+    expect((await plugin('ADD', conf({ name: '', ...prev }))).json).toMatchObject({ code: 7 });
+    expect((await plugin('ADD', conf())).json).toMatchObject({
+      code: 7,
+      msg: 'sluice-cni must be chained after the primary plugin',
+    });
     expect((await plugin('ADD', conf({ cniVersion: '0.2.0', ...prev }))).json).toMatchObject({ code: 1, cniVersion: '0.2.0' });
     const version = await plugin('VERSION', '{"cniVersion":"0.4.0"}');
     expect(version.json).toEqual({ cniVersion: '0.4.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
@@ -138,10 +168,18 @@ describe.skipIf(process.getuid?.() !== 0)('chained CNI plugin (needs root)', () 
 
   it('with the agent down a pod of an excluded namespace starts and one of default gets 11; permanent errors keep their codes', async () => {
     // the agent copied exclude-namespaces (here the default, kube-system,istio-system) into its entry
-    expect(sluiceEntry()).toEqual({ type: 'sluice-cni', agentSocket: path.join(env.node.workDir, 'agent.sock'), excludeNamespaces: ['kube-system', 'istio-system'] });
+    expect(sluiceEntry()).toEqual({
+      type: 'sluice-cni',
+      agentSocket: path.join(env.node.workDir, 'agent.sock'),
+      excludeNamespaces: ['kube-system', 'istio-system'],
+    });
     await stopAgent(env);
     try {
-      const system = await env.node.addPod('coredns-1', { namespace: 'kube-system', extraPlugins: [sluiceEntry()], binDirs: [binDir] });
+      const system = await env.node.addPod('coredns-1', {
+        namespace: 'kube-system',
+        extraPlugins: [sluiceEntry()],
+        binDirs: [binDir],
+      });
       expect(system.ipv4).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
       const failed = await addPod('web-down').then(
         () => undefined,
@@ -149,7 +187,10 @@ describe.skipIf(process.getuid?.() !== 0)('chained CNI plugin (needs root)', () 
       );
       expect(failed).toBeInstanceOf(CniPluginError);
       expect(failed).toMatchObject({ plugin: 'sluice-cni', command: 'ADD' });
-      expect((failed as CniPluginError).cniError).toMatchObject({ code: 11, msg: 'sluice agent is not reachable; try again later' });
+      expect((failed as CniPluginError).cniError).toMatchObject({
+        code: 11,
+        msg: 'sluice agent is not reachable; try again later',
+      });
       expect(env.node.pods.map((p) => p.name)).not.toContain('web-down');
 
       // the excluded pod's ADD prints the primary's result byte for byte, CHECK succeeds
@@ -159,9 +200,18 @@ describe.skipIf(process.getuid?.() !== 0)('chained CNI plugin (needs root)', () 
       expect(await plugin('ADD', stdin, args)).toMatchObject({ code: 0, stdout: prev + '\n' });
       expect(await plugin('CHECK', stdin, args)).toMatchObject({ code: 0, stdout: '' });
       // errors retrying cannot fix are never "try again later", agent or not
-      expect((await plugin('ADD', stdin, { ...args, CNI_IFNAME: '' })).json).toMatchObject({ code: 4, msg: 'required environment variable CNI_IFNAME is missing' });
-      expect((await plugin('ADD', stdin.replace('"1.0.0"', '"0.2.0"'), args)).json).toMatchObject({ code: 1, cniVersion: '0.2.0' });
-      expect((await plugin('ADD', conf(sluiceEntry()), args)).json).toMatchObject({ code: 7, msg: 'sluice-cni must be chained after the primary plugin' });
+      expect((await plugin('ADD', stdin, { ...args, CNI_IFNAME: '' })).json).toMatchObject({
+        code: 4,
+        msg: 'required environment variable CNI_IFNAME is missing',
+      });
+      expect((await plugin('ADD', stdin.replace('"1.0.0"', '"0.2.0"'), args)).json).toMatchObject({
+        code: 1,
+        cniVersion: '0.2.0',
+      });
+      expect((await plugin('ADD', conf(sluiceEntry()), args)).json).toMatchObject({
+        code: 7,
+        msg: 'sluice-cni must be chained after the primary plugin',
+      });
       await env.node.removePod(system); // DEL while the agent is down succeeds
     } finally {
       await startAgent(env);
@@ -196,7 +246,10 @@ describe.skipIf(process.getuid?.() !== 0)('chained CNI plugin (needs root)', () 
     fs.writeFileSync(primaryFile() + '.tmp', primaryText);
     fs.renameSync(primaryFile() + '.tmp', primaryFile());
     await waitFor('sluice re-inserted', () => fs.readFileSync(primaryFile(), 'utf8').includes('sluice-cni'), 3000);
-    expect(JSON.parse(fs.readFileSync(primaryFile(), 'utf8')).plugins.map((p: { type: string }) => p.type)).toEqual(['bridge', 'sluice-cni']);
+    expect(JSON.parse(fs.readFileSync(primaryFile(), 'utf8')).plugins.map((p: { type: string }) => p.type)).toEqual([
+      'bridge',
+      'sluice-cni',
+    ]);
   });
 
   it('uninstall removes the entry and binary and leaves the primary exactly as it was', async () => {
@@ -204,7 +257,9 @@ describe.skipIf(process.getuid?.() !== 0)('chained CNI plugin (needs root)', () 
     await sluice(env, ['uninstall']);
     expect(fs.readFileSync(primaryFile(), 'utf8')).toBe(primaryText);
     expect(fs.existsSync(path.join(binDir, 'sluice-cni'))).toBe(false);
-    expect(fs.readFileSync(path.join(confDir, '20-other.conf'), 'utf8')).toBe('{"cniVersion":"0.4.0","name":"other","type":"ptp"}\n');
+    expect(fs.readFileSync(path.join(confDir, '20-other.conf'), 'utf8')).toBe(
+      '{"cniVersion":"0.4.0","name":"other","type":"ptp"}\n',
+    );
     expect(fs.readdirSync(confDir).sort()).toEqual(['10-podnet.conflist', '20-other.conf']);
   });
 });

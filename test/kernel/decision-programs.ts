@@ -267,7 +267,11 @@ export const origDstCodec: StructCodec<OrigDst> = structCodec(ORIG_DST, {
     b.writeUInt8(v.captured, o + ORIG_DST.at.captured);
   },
   decode(b, o) {
-    return { addr: addrCodec.decode(b, o + ORIG_DST.at.addr), port: b.readUInt16LE(o + ORIG_DST.at.port), captured: b.readUInt8(o + ORIG_DST.at.captured) };
+    return {
+      addr: addrCodec.decode(b, o + ORIG_DST.at.addr),
+      port: b.readUInt16LE(o + ORIG_DST.at.port),
+      captured: b.readUInt8(o + ORIG_DST.at.captured),
+    };
   },
 });
 
@@ -326,8 +330,16 @@ export const sockRevCodec: StructCodec<RevEntry[]> = structCodec(SOCK_REV, {
 
 /** Every codec of this file, for the check of their field tables against the test objects' BTF. */
 export const IO_CODECS: ReadonlyArray<StructCodec<unknown>> = [
-  sockCallCodec, sockResultCodec, inboundCallCodec, inboundResultCodec, bypassCallCodec, bypassResultCodec,
-  flowKeyCodec, origDstCodec, revEntryCodec, sockRevCodec,
+  sockCallCodec,
+  sockResultCodec,
+  inboundCallCodec,
+  inboundResultCodec,
+  bypassCallCodec,
+  bypassResultCodec,
+  flowKeyCodec,
+  origDstCodec,
+  revEntryCodec,
+  sockRevCodec,
 ] as ReadonlyArray<StructCodec<unknown>>;
 
 /** The node settings a test object is loaded with, unless the test gives others. */

@@ -13,7 +13,19 @@ import { CaptureMaps } from '../../src/mesh/maps';
 import { run, waitFor, type SimPod } from '../harness';
 import { FakeApiServer } from '../harness/apiserver';
 import { loadGolden, readGolden } from './istio-golden';
-import { serviceYaml, sliceYaml, sluice, SLUICE, startAgent, stopAgent, TCP_PORT, waitForBackends, writeConfig, writeObjects, removeObjects } from './lb-env';
+import {
+  serviceYaml,
+  sliceYaml,
+  sluice,
+  SLUICE,
+  startAgent,
+  stopAgent,
+  TCP_PORT,
+  waitForBackends,
+  writeConfig,
+  writeObjects,
+  removeObjects,
+} from './lb-env';
 import { addMeshPod, createMeshEnv, namespaceYaml, startSidecar, type MeshEnv } from './mesh-env';
 import { startZtunnel, type Ztunnel } from './ztunnel-env';
 import type { ChildProcess } from 'node:child_process';
@@ -30,13 +42,21 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
 
   /** Runs doctor in the node's network namespace, as the DaemonSet's hostNetwork pod does. */
   async function doctor(): Promise<{ code: number; report: DoctorReport }> {
-    const json = await env.node.exec([SLUICE, 'doctor', '-o', 'json', '--config', env.configPath], { inCgroup: false, allowFail: true, timeoutMs: 30000 });
+    const json = await env.node.exec([SLUICE, 'doctor', '-o', 'json', '--config', env.configPath], {
+      inCgroup: false,
+      allowFail: true,
+      timeoutMs: 30000,
+    });
     return { code: json.code, report: JSON.parse(json.stdout) as DoctorReport };
   }
 
   /** The text form: one line per check result, then the summary. */
   async function doctorText(): Promise<{ code: number; text: string }> {
-    const r = await env.node.exec([SLUICE, 'doctor', '--config', env.configPath], { inCgroup: false, allowFail: true, timeoutMs: 30000 });
+    const r = await env.node.exec([SLUICE, 'doctor', '--config', env.configPath], {
+      inCgroup: false,
+      allowFail: true,
+      timeoutMs: 30000,
+    });
     return { code: r.code, text: r.stdout };
   }
 
@@ -62,7 +82,10 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
   }
 
   async function zdsState(pod: SimPod): Promise<string | undefined> {
-    const eps = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout) as Array<{ name: string; zds?: { state: string } }>;
+    const eps = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout) as Array<{
+      name: string;
+      zds?: { state: string };
+    }>;
     return eps.find((e) => e.name === pod.name)?.zds?.state;
   }
 
@@ -79,7 +102,12 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
     const [b1, b2] = env.backends;
     writeObjects(env, 'svc.yaml', [
       serviceYaml('web', { clusterIP: VIP, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }),
-      sliceYaml('web-4', { service: 'web', family: 4, endpoints: [{ ip: b1.ipv4 }, { ip: b2.ipv4 }], ports: [{ name: 'http', port: TCP_PORT }] }),
+      sliceYaml('web-4', {
+        service: 'web',
+        family: 4,
+        endpoints: [{ ip: b1.ipv4 }, { ip: b2.ipv4 }],
+        ports: [{ name: 'http', port: TCP_PORT }],
+      }),
     ]);
     await waitForBackends(env, `${VIP}:80/TCP`, [`${b1.ipv4}:${TCP_PORT}`, `${b2.ipv4}:${TCP_PORT}`]);
     writeObjects(env, 'ns.yaml', [namespaceYaml('shop', { 'istio.io/dataplane-mode': 'ambient' })]);
@@ -102,14 +130,37 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
     expect(d.report.healthy).toBe(true);
     const checks = new Set(d.report.checks.map((c) => c.check));
     for (const id of [
-      'agent', 'kernel.version', 'kernel.btf', 'kernel.netns_cookie', 'kernel.set_retval', 'kernel.sk_lookup', 'kernel.tcx', 'kernel.sock_destroy',
-      'kernel.cgroup2', 'kernel.bpffs', 'datapath.links', 'datapath.settings', 'maps.pressure', 'lb.services', 'cni.chain', 'cni.binary',
-      'pods.mode', 'pods.links', 'pods.ztunnel', 'pods.proxy', 'pods.iptables', 'cluster.source', 'compat.visible',
-    ]) expect(checks, id).toContain(id);
+      'agent',
+      'kernel.version',
+      'kernel.btf',
+      'kernel.netns_cookie',
+      'kernel.set_retval',
+      'kernel.sk_lookup',
+      'kernel.tcx',
+      'kernel.sock_destroy',
+      'kernel.cgroup2',
+      'kernel.bpffs',
+      'datapath.links',
+      'datapath.settings',
+      'maps.pressure',
+      'lb.services',
+      'cni.chain',
+      'cni.binary',
+      'pods.mode',
+      'pods.links',
+      'pods.ztunnel',
+      'pods.proxy',
+      'pods.iptables',
+      'cluster.source',
+      'compat.visible',
+    ])
+      expect(checks, id).toContain(id);
     const t = await doctorText();
     expect(t.code).toBe(0);
     expect(t.text.trim().split('\n')).toHaveLength(d.report.checks.length + 1);
-    expect(t.text).toMatch(/^ok +datapath\.settings +the loaded programs' settings equal the config .*bpf-lb-sock-hostns-only=false/m);
+    expect(t.text).toMatch(
+      /^ok +datapath\.settings +the loaded programs' settings equal the config .*bpf-lb-sock-hostns-only=false/m,
+    );
     expect(t.text).toMatch(/^ok +pods\.mode +2 registered pods: .*sidecar 1, ambient 1/m);
     expect(t.text).toMatch(/^ok +lb\.services +the pinned maps hold the model exactly: 1 frontend of 1 Service\b/m);
     expect(t.text).toMatch(/^healthy: \d+ ok, 0 warn, 0 fail$/m);
@@ -126,7 +177,11 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
     const d = await doctor();
     expect(d.code).toBe(1);
     expect(failures(d.report, 'datapath.links')).toEqual([
-      expect.objectContaining({ status: 'fail', message: expect.stringMatching(/^sl_connect4: the link pinned at .*sl_connect4 is detached/), fix: expect.stringContaining('restart the agent') }),
+      expect.objectContaining({
+        status: 'fail',
+        message: expect.stringMatching(/^sl_connect4: the link pinned at .*sl_connect4 is detached/),
+        fix: expect.stringContaining('restart the agent'),
+      }),
     ]);
     const t = await doctorText();
     expect(t.code).toBe(1);
@@ -143,12 +198,17 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
       expect(d.code).toBe(1);
       const f = failures(d.report, 'datapath.settings');
       expect(f).toHaveLength(1);
-      expect(f[0].message).toMatch(/^cfg_hostns_only: the loaded programs have false, bpf-lb-sock-hostns-only is true now \(sl_connect4, sl_connect6, /);
+      expect(f[0].message).toMatch(
+        /^cfg_hostns_only: the loaded programs have false, bpf-lb-sock-hostns-only is true now \(sl_connect4, sl_connect6, /,
+      );
       expect(f[0].fix).toMatch(/restart the agent/);
       // the fix works: the restarted agent's programs carry the new value, read back from the kernel
       await restartAgent();
       const after = await doctor();
-      expect(after.report.checks.find((c) => c.check === 'datapath.settings')).toMatchObject({ status: 'ok', message: expect.stringContaining('bpf-lb-sock-hostns-only=true') });
+      expect(after.report.checks.find((c) => c.check === 'datapath.settings')).toMatchObject({
+        status: 'ok',
+        message: expect.stringContaining('bpf-lb-sock-hostns-only=true'),
+      });
     } finally {
       writeConfig(env, meshConfig);
     }
@@ -181,11 +241,20 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
     const d = await doctor();
     expect(d.code).toBe(1);
     expect(failures(d.report, 'cni.chain')).toEqual([
-      expect.objectContaining({ status: 'fail', message: `${file} (the file the runtime loads) has no sluice-cni entry (plugins: bridge): new pods start uncaptured` }),
+      expect.objectContaining({
+        status: 'fail',
+        message: `${file} (the file the runtime loads) has no sluice-cni entry (plugins: bridge): new pods start uncaptured`,
+      }),
     ]);
-    expect(d.report.checks.find((c) => c.check === 'agent')).toMatchObject({ status: 'warn', message: expect.stringMatching(/^agent down/) });
+    expect(d.report.checks.find((c) => c.check === 'agent')).toMatchObject({
+      status: 'warn',
+      message: expect.stringMatching(/^agent down/),
+    });
     for (const id of ['kernel.version', 'datapath.links', 'datapath.settings', 'lb.services', 'pods.mode', 'pods.proxy']) {
-      expect(d.report.checks.filter((c) => c.check === id).map((c) => c.status), id).toEqual(['ok']);
+      expect(
+        d.report.checks.filter((c) => c.check === id).map((c) => c.status),
+        id,
+      ).toEqual(['ok']);
     }
     await startAgentAcked(); // puts sluice back into the conflist
     await expectHealthy();
@@ -193,7 +262,8 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
 
   it("a pod's policy deleted from sl_endpoints: pods.mode fails naming the pod and both modes", async () => {
     const maps = CaptureMaps.open(env.node.pinDir);
-    const cookie = fs.readdirSync(path.join(env.stateDir, 'endpoints'))
+    const cookie = fs
+      .readdirSync(path.join(env.stateDir, 'endpoints'))
       .map((f) => JSON.parse(fs.readFileSync(path.join(env.stateDir, 'endpoints', f), 'utf8')))
       .find((e) => e.name === 'sc').netnsCookie as string;
     try {
@@ -221,7 +291,8 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
       expect(failures(d.report, 'pods.iptables')).toEqual([
         expect.objectContaining({
           status: 'fail',
-          message: "default/sc (sidecar): Istio's own capture rules are in its network namespace (nft table ip nat: ISTIO_INBOUND, ISTIO_REDIRECT, ISTIO_IN_REDIRECT, ISTIO_OUTPUT): connections are redirected twice",
+          message:
+            "default/sc (sidecar): Istio's own capture rules are in its network namespace (nft table ip nat: ISTIO_INBOUND, ISTIO_REDIRECT, ISTIO_IN_REDIRECT, ISTIO_OUTPUT): connections are redirected twice",
         }),
       ]);
     } finally {
@@ -235,20 +306,29 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
     const d = await doctor();
     expect(d.code).toBe(1);
     expect(failures(d.report, 'pods.proxy')).toEqual([
-      expect.objectContaining({ status: 'fail', message: 'default/sc (sidecar): nothing listens on 15001, 15006 in its network namespace: the sidecar is not running there, captured connections fail closed' }),
+      expect.objectContaining({
+        status: 'fail',
+        message:
+          'default/sc (sidecar): nothing listens on 15001, 15006 in its network namespace: the sidecar is not running there, captured connections fail closed',
+      }),
     ]);
     sidecar = await startSidecar(env, sc);
     await expectHealthy();
   });
 
-  it('an ambient pod ztunnel does not ack: pods.ztunnel fails with ztunnel\'s reason', async () => {
+  it("an ambient pod ztunnel does not ack: pods.ztunnel fails with ztunnel's reason", async () => {
     await stopChild(zt.child);
     zt = startZtunnel(env, 'zt2', ['--nack-uid', amb.uid]);
     await waitFor('amb nacked', async () => (await zdsState(amb)) === 'nack', 10000);
     const d = await doctor();
     expect(d.code).toBe(1);
     const f = failures(d.report, 'pods.ztunnel');
-    expect(f).toEqual([expect.objectContaining({ status: 'fail', message: expect.stringMatching(/^shop\/amb: ztunnel refused it: .*injected nack \(attempt \d+\)$/) })]);
+    expect(f).toEqual([
+      expect.objectContaining({
+        status: 'fail',
+        message: expect.stringMatching(/^shop\/amb: ztunnel refused it: .*injected nack \(attempt \d+\)$/),
+      }),
+    ]);
     await stopChild(zt.child);
     zt = startZtunnel(env, 'zt3');
     await waitFor('amb acked again', async () => (await zdsState(amb)) === 'acked', 10000);
@@ -278,7 +358,9 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor (needs root)', () => {
         "CiliumNetworkPolicy default/l7 has HTTP rules for default/sc (sidecar, Istio mTLS PERMISSIVE): Cilium's L7 proxy sees Istio's encrypted bytes and cannot apply the rules (split brain)",
       );
       expect(compat[0].message).toMatch(/kube-proxy-replacement=true, bpf-lb-sock-hostns-only is not "true"/);
-      expect(compat[3].message).toMatch(/^istiod \(istio-system\/istiod\) is not on hostNetwork while Cilium runs an overlay \(routing-mode=tunnel\)/);
+      expect(compat[3].message).toMatch(
+        /^istiod \(istio-system\/istiod\) is not on hostNetwork while Cilium runs an overlay \(routing-mode=tunnel\)/,
+      );
     } finally {
       removeObjects(env, 'cilium-istio.yaml');
     }
@@ -304,7 +386,12 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor in API mode (stand-in A
       'agent-socket': path.join(dir, 'agent.sock'),
       'ztunnel-uds-address': '',
     };
-    fs.writeFileSync(configPath, Object.entries(data).map(([k, v]) => `${k}: "${v}"`).join('\n') + '\n');
+    fs.writeFileSync(
+      configPath,
+      Object.entries(data)
+        .map(([k, v]) => `${k}: "${v}"`)
+        .join('\n') + '\n',
+    );
   });
 
   afterAll(async () => {
@@ -321,16 +408,40 @@ describe.skipIf(process.getuid?.() !== 0)('sluice doctor in API mode (stand-in A
     const from = api.requests.length;
     const d = await doctor();
     expect(d.code).toBe(1);
-    expect(d.report.checks.find((c) => c.check === 'cluster.source')).toEqual({ check: 'cluster.source', status: 'ok', message: `API server ${api.url} reachable (v1.32.0)` });
-    expect(d.report.checks.find((c) => c.check === 'cluster.kube_proxy')).toMatchObject({ status: 'fail', fix: expect.stringContaining('k8s-api-server') });
-    const paths = api.requests.slice(from).map((r) => `${r.method} ${r.path}${r.query.fieldSelector ? `?fieldSelector=${r.query.fieldSelector}` : ''}`);
-    expect(paths).toEqual(expect.arrayContaining(['GET /api/v1/services', 'GET /apis/discovery.k8s.io/v1/endpointslices', 'GET /api/v1/pods?fieldSelector=spec.nodeName=n1']));
+    expect(d.report.checks.find((c) => c.check === 'cluster.source')).toEqual({
+      check: 'cluster.source',
+      status: 'ok',
+      message: `API server ${api.url} reachable (v1.32.0)`,
+    });
+    expect(d.report.checks.find((c) => c.check === 'cluster.kube_proxy')).toMatchObject({
+      status: 'fail',
+      fix: expect.stringContaining('k8s-api-server'),
+    });
+    const paths = api.requests
+      .slice(from)
+      .map((r) => `${r.method} ${r.path}${r.query.fieldSelector ? `?fieldSelector=${r.query.fieldSelector}` : ''}`);
+    expect(paths).toEqual(
+      expect.arrayContaining([
+        'GET /api/v1/services',
+        'GET /apis/discovery.k8s.io/v1/endpointslices',
+        'GET /api/v1/pods?fieldSelector=spec.nodeName=n1',
+      ]),
+    );
     expect(api.requests.slice(from).every((r) => r.method === 'GET')).toBe(true); // doctor only reads
   });
 
   it('kube-proxy Pods visible: cluster.kube_proxy is ok', async () => {
-    api.apply({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'kube-proxy-n1', namespace: 'kube-system', labels: { 'k8s-app': 'kube-proxy' } }, spec: { nodeName: 'n1' } });
+    api.apply({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'kube-proxy-n1', namespace: 'kube-system', labels: { 'k8s-app': 'kube-proxy' } },
+      spec: { nodeName: 'n1' },
+    });
     const d = await doctor();
-    expect(d.report.checks.find((c) => c.check === 'cluster.kube_proxy')).toEqual({ check: 'cluster.kube_proxy', status: 'ok', message: 'kube-proxy runs: the kubernetes Service VIP is served without sluice' });
+    expect(d.report.checks.find((c) => c.check === 'cluster.kube_proxy')).toEqual({
+      check: 'cluster.kube_proxy',
+      status: 'ok',
+      message: 'kube-proxy runs: the kubernetes Service VIP is served without sluice',
+    });
   });
 });

@@ -31,8 +31,17 @@ function replies(env: LbEnv, child: ChildProcess): HeldReply[] {
     .map((l) => JSON.parse(l) as HeldReply);
 }
 
-export async function holdSocket(env: LbEnv, from: SimPod, proto: 'tcp' | 'udp', addr: string, port: number): Promise<HeldSocket> {
-  const child = env.node.spawn([PROBE, 'hold', '--proto', proto, '--addr', addr, '--port', String(port), '--timeout-ms', '2000'], { netnsPath: from.netnsPath });
+export async function holdSocket(
+  env: LbEnv,
+  from: SimPod,
+  proto: 'tcp' | 'udp',
+  addr: string,
+  port: number,
+): Promise<HeldSocket> {
+  const child = env.node.spawn(
+    [PROBE, 'hold', '--proto', proto, '--addr', addr, '--port', String(port), '--timeout-ms', '2000'],
+    { netnsPath: from.netnsPath },
+  );
   const first = await waitFor(`held ${proto} socket to ${addr}:${port}`, () => {
     const out = env.node.output(child);
     if (out.exited && replies(env, child).length === 0) throw new Error(`sl-probe hold exited: ${out.stderr}`);

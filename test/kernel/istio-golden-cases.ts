@@ -84,7 +84,13 @@ const IPT_TEST = 'tools/istio-iptables/pkg/capture/run_test.go getCommonTestCase
 const PROXY = { uid: 1337, gid: 1337 };
 
 /** istio-iptables' capture config as annotations (see the header). */
-function iptablesConfig(c: { inboundPortsInclude?: string; inboundPortsExclude?: string; outboundIPRangesInclude?: string; outboundIPRangesExclude?: string; outboundPortsInclude?: string }): Record<string, string> {
+function iptablesConfig(c: {
+  inboundPortsInclude?: string;
+  inboundPortsExclude?: string;
+  outboundIPRangesInclude?: string;
+  outboundIPRangesExclude?: string;
+  outboundPortsInclude?: string;
+}): Record<string, string> {
   const a: Record<string, string> = {
     ...STATUS,
     [`${T}includeInboundPorts`]: c.inboundPortsInclude ?? '',
@@ -123,19 +129,41 @@ const OWN_15001_TPROXY =
  * connect to 15001; without istio-cni's injector exclusions, 15020, 15021 and 15090 from another
  * pod and from the gid.
  */
-function tproxyDeviations(o: { families: Family[]; proxy: { uid: number; gid: number }; allInbound: boolean; injectorPorts: boolean }): Deviation[] {
+function tproxyDeviations(o: {
+  families: Family[];
+  proxy: { uid: number; gid: number };
+  allInbound: boolean;
+  injectorPorts: boolean;
+}): Deviation[] {
   return o.families.flatMap((f) => {
     const self = (port: number) => (f === 4 ? `self:${port}` : `[self6]:${port}`);
-    const out: Deviation[] = [`client → ${self(15008)}`, `uid ${o.proxy.uid} → ${self(15008)}`, `gid ${o.proxy.gid} → ${self(15008)}`].map((probe) => ({
-      probe, why: HBONE_TPROXY, istio: `in ${self(15008)} > ERR:111`, sluice: 'fail 111',
+    const out: Deviation[] = [
+      `client → ${self(15008)}`,
+      `uid ${o.proxy.uid} → ${self(15008)}`,
+      `gid ${o.proxy.gid} → ${self(15008)}`,
+    ].map((probe) => ({
+      probe,
+      why: HBONE_TPROXY,
+      istio: `in ${self(15008)} > ERR:111`,
+      sluice: 'fail 111',
     }));
     if (o.allInbound) {
-      out.push({ probe: `gid ${o.proxy.gid} → ${self(15001)}`, why: OWN_15001_TPROXY, istio: `in ${self(15001)} > sidecar(out)`, sluice: `out ${self(15001)} > ERR:40` });
+      out.push({
+        probe: `gid ${o.proxy.gid} → ${self(15001)}`,
+        why: OWN_15001_TPROXY,
+        istio: `in ${self(15001)} > sidecar(out)`,
+        sluice: `out ${self(15001)} > ERR:40`,
+      });
     }
     if (o.injectorPorts) {
       for (const port of [15020, 15021, 15090]) {
         for (const who of ['client', `gid ${o.proxy.gid}`]) {
-          out.push({ probe: `${who} → ${self(port)}`, why: INJECTOR_PORTS, istio: `in ${self(port)} > ERR:111`, sluice: 'fail 111' });
+          out.push({
+            probe: `${who} → ${self(port)}`,
+            why: INJECTOR_PORTS,
+            istio: `in ${self(port)} > ERR:111`,
+            sluice: 'fail 111',
+          });
         }
       }
     }
@@ -162,7 +190,12 @@ export const GOLDEN_CASES: GoldenCase[] = [
   {
     golden: `${CNI}/include-exclude-ports.txt.golden`,
     upstream: `${CNI_TEST} "include-exclude-ports"`,
-    annotations: { ...STATUS, [`${T}includeInboundPorts`]: '1111,2222', [`${T}excludeInboundPorts`]: '3333,4444', [`${T}excludeOutboundPorts`]: '5555,6666' },
+    annotations: {
+      ...STATUS,
+      [`${T}includeInboundPorts`]: '1111,2222',
+      [`${T}excludeInboundPorts`]: '3333,4444',
+      [`${T}excludeOutboundPorts`]: '5555,6666',
+    },
     proxy: PROXY,
     deviations: [],
   },
@@ -233,7 +266,12 @@ export const GOLDEN_CASES: GoldenCase[] = [
     proxy: PROXY,
     deviations: [
       ...inbound15001([4]),
-      ...[15020, 15021, 15090].map((port) => ({ probe: `client → self:${port}`, why: INJECTOR_PORTS, istio: `in self:${port} > ERR:111`, sluice: 'fail 111' })),
+      ...[15020, 15021, 15090].map((port) => ({
+        probe: `client → self:${port}`,
+        why: INJECTOR_PORTS,
+        istio: `in self:${port} > ERR:111`,
+        sluice: 'fail 111',
+      })),
     ],
   },
   {
@@ -248,7 +286,10 @@ export const GOLDEN_CASES: GoldenCase[] = [
     upstream: `${CNI_TEST} "tproxy"`,
     annotations: { ...STATUS, ...TPROXY },
     proxy: PROXY,
-    deviations: [...inbound15001([4]), ...tproxyDeviations({ families: [4], proxy: PROXY, allInbound: true, injectorPorts: false })],
+    deviations: [
+      ...inbound15001([4]),
+      ...tproxyDeviations({ families: [4], proxy: PROXY, allInbound: true, injectorPorts: false }),
+    ],
   },
   {
     golden: `${CNI}/custom-uid-tproxy.txt.golden`,
@@ -257,20 +298,33 @@ export const GOLDEN_CASES: GoldenCase[] = [
     agent: { 'mesh-proxy-uid': '1000670000', 'mesh-proxy-gid': '1000670001' },
     proxy: { uid: 1000670000, gid: 1000670001 },
     note: 'the stand-in proxy runs as uid 0 and the gid 1000670001 (TPROXY: the injector runs the proxy as root)',
-    deviations: [...inbound15001([4]), ...tproxyDeviations({ families: [4], proxy: { uid: 1000670000, gid: 1000670001 }, allInbound: true, injectorPorts: false })],
+    deviations: [
+      ...inbound15001([4]),
+      ...tproxyDeviations({ families: [4], proxy: { uid: 1000670000, gid: 1000670001 }, allInbound: true, injectorPorts: false }),
+    ],
   },
   {
     golden: `${IPT}/tproxy.golden`,
     upstream:
       `${IPT_TEST} "tproxy" (InboundInterceptionMode TPROXY, InboundPortsInclude "*", OutboundIPRangesExclude "1.1.0.0/16", ` +
       'OutboundIPRangesInclude "9.9.0.0/16", RedirectDNS with DNSServersV4 127.0.0.53, ExcludeInterfaces "not-istio-nic", EnableIPv6)',
-    annotations: { ...iptablesConfig({ inboundPortsInclude: '*', outboundIPRangesExclude: '1.1.0.0/16', outboundIPRangesInclude: '9.9.0.0/16' }), ...TPROXY },
+    annotations: {
+      ...iptablesConfig({
+        inboundPortsInclude: '*',
+        outboundIPRangesExclude: '1.1.0.0/16',
+        outboundIPRangesInclude: '9.9.0.0/16',
+      }),
+      ...TPROXY,
+    },
     agent: { 'mesh-dns-capture': 'true', 'mesh-dns-servers': '127.0.0.53' },
     proxy: PROXY,
     note:
       "ExcludeInterfaces names an interface the pod does not have, so its rules ('-i/-o not-istio-nic -j RETURN') match nothing and the pod carries no " +
       "excludeInterfaces annotation; istio-iptables' DNSServersV4 is what sluice's node-wide mesh-dns-servers stands for",
-    deviations: [...inbound15001([4, 6]), ...tproxyDeviations({ families: [4, 6], proxy: PROXY, allInbound: true, injectorPorts: true })],
+    deviations: [
+      ...inbound15001([4, 6]),
+      ...tproxyDeviations({ families: [4, 6], proxy: PROXY, allInbound: true, injectorPorts: true }),
+    ],
   },
   {
     golden: `${IPT}/inbound-ports-tproxy.golden`,
@@ -284,18 +338,28 @@ export const GOLDEN_CASES: GoldenCase[] = [
     upstream: `${IPT_TEST} "inbound-ports-wildcard-tproxy" (InboundPortsInclude "*", InboundInterceptionMode TPROXY)`,
     annotations: { ...iptablesConfig({ inboundPortsInclude: '*' }), ...TPROXY },
     proxy: PROXY,
-    deviations: [...inbound15001([4]), ...tproxyDeviations({ families: [4], proxy: PROXY, allInbound: true, injectorPorts: true })],
+    deviations: [
+      ...inbound15001([4]),
+      ...tproxyDeviations({ families: [4], proxy: PROXY, allInbound: true, injectorPorts: true }),
+    ],
   },
   {
     golden: `${DERIVED}/dual-stack-exclusions.golden`,
-    upstream: 'derived here (see the file header): basic.txt.golden + excludeInboundPorts 9090, excludeOutboundPorts 5555, excludeOutboundIPRanges 192.0.2.0/24, dual stack',
-    annotations: { ...STATUS, [`${T}excludeInboundPorts`]: '9090', [`${T}excludeOutboundPorts`]: '5555', [`${T}excludeOutboundIPRanges`]: '192.0.2.0/24' },
+    upstream:
+      'derived here (see the file header): basic.txt.golden + excludeInboundPorts 9090, excludeOutboundPorts 5555, excludeOutboundIPRanges 192.0.2.0/24, dual stack',
+    annotations: {
+      ...STATUS,
+      [`${T}excludeInboundPorts`]: '9090',
+      [`${T}excludeOutboundPorts`]: '5555',
+      [`${T}excludeOutboundIPRanges`]: '192.0.2.0/24',
+    },
     proxy: PROXY,
     deviations: inbound15001([4, 6]),
   },
   {
     golden: `${DERIVED}/dual-stack-include-ports-ranges.golden`,
-    upstream: 'derived here (see the file header): includeOutboundIPRanges 10.0.0.0/8, excludeOutboundIPRanges 192.0.2.0/24, includeOutboundPorts 8080, dual stack',
+    upstream:
+      'derived here (see the file header): includeOutboundIPRanges 10.0.0.0/8, excludeOutboundIPRanges 192.0.2.0/24, includeOutboundPorts 8080, dual stack',
     annotations: {
       ...STATUS,
       [`${T}includeOutboundIPRanges`]: '10.0.0.0/8',
@@ -307,7 +371,8 @@ export const GOLDEN_CASES: GoldenCase[] = [
   },
 ];
 
-const UID_LISTS = 'proxy uid "3,4" and gid "1,2" (lists): sluice has one proxy uid and one gid, and sets them node-wide (mesh-proxy-uid, mesh-proxy-gid)';
+const UID_LISTS =
+  'proxy uid "3,4" and gid "1,2" (lists): sluice has one proxy uid and one gid, and sets them node-wide (mesh-proxy-uid, mesh-proxy-gid)';
 const VIRT =
   'RerouteVirtualInterfaces (traffic.sidecar.istio.io/kubevirtInterfaces): traffic routed in from those interfaces is not sent by a socket of the pod, so a socket hook cannot see it; sluice refuses such a pod (src/mesh/sidecar-interfaces.ts)';
 const OWNER_GROUPS = 'owner-group include/exclude (ISTIO_OUTBOUND_OWNER_GROUPS*): sluice has no per-group capture setting';
@@ -316,40 +381,81 @@ export const NOT_EXPRESSIBLE: NotExpressible[] = [
   {
     golden: `${CNI}/invalid-drop.txt.golden`,
     upstream: `${CNI_TEST} "invalid-drop" (proxy env INVALID_DROP=true)`,
-    reason: "--drop-invalid: a mangle PREROUTING rule drops conntrack-INVALID packets; sluice has no per-packet hook and no such setting (the golden's nat rules are basic.txt.golden's, covered there)",
+    reason:
+      "--drop-invalid: a mangle PREROUTING rule drops conntrack-INVALID packets; sluice has no per-packet hook and no such setting (the golden's nat rules are basic.txt.golden's, covered there)",
   },
   {
     golden: `${CNI}/status-ports.txt.golden`,
     upstream: 'none: no test references it at 86c9f01, nor at its creation (3f8c750, istio#33992)',
-    reason: 'no upstream entry maps it to annotations; it holds the 2021 rule form (owner rules without the 15008 exception, excluded inbound port 22), not what istio-cni writes at 86c9f01',
+    reason:
+      'no upstream entry maps it to annotations; it holds the 2021 rule form (owner rules without the 15008 exception, excluded inbound port 22), not what istio-cni writes at 86c9f01',
   },
-  { golden: `${IPT}/ip-range.golden`, upstream: `${IPT_TEST} "ip-range"`, reason: `${UID_LISTS}; also DNS capture for 127.0.0.53 only` },
-  { golden: `${IPT}/ipv6-virt-interfaces.golden`, upstream: `${IPT_TEST} "ipv6-virt-interfaces"`, reason: `${VIRT}; eth0, named here, is the pod's own interface: Istio leaves all traffic arriving on it alone` },
-  { golden: `${IPT}/ipv6-ipnets.golden`, upstream: `${IPT_TEST} "ipv6-ipnets"`, reason: `${VIRT}; eth0, named here, is the pod's own interface` },
+  {
+    golden: `${IPT}/ip-range.golden`,
+    upstream: `${IPT_TEST} "ip-range"`,
+    reason: `${UID_LISTS}; also DNS capture for 127.0.0.53 only`,
+  },
+  {
+    golden: `${IPT}/ipv6-virt-interfaces.golden`,
+    upstream: `${IPT_TEST} "ipv6-virt-interfaces"`,
+    reason: `${VIRT}; eth0, named here, is the pod's own interface: Istio leaves all traffic arriving on it alone`,
+  },
+  {
+    golden: `${IPT}/ipv6-ipnets.golden`,
+    upstream: `${IPT_TEST} "ipv6-ipnets"`,
+    reason: `${VIRT}; eth0, named here, is the pod's own interface`,
+  },
   { golden: `${IPT}/ipv6-uid-gid.golden`, upstream: `${IPT_TEST} "ipv6-uid-gid"`, reason: `${UID_LISTS}; also ${VIRT}` },
   { golden: `${IPT}/kube-virt-interfaces.golden`, upstream: `${IPT_TEST} "kube-virt-interfaces"`, reason: VIRT },
-  { golden: `${IPT}/ipnets-with-kube-virt-interfaces.golden`, upstream: `${IPT_TEST} "ipnets-with-kube-virt-interfaces"`, reason: VIRT },
+  {
+    golden: `${IPT}/ipnets-with-kube-virt-interfaces.golden`,
+    upstream: `${IPT_TEST} "ipnets-with-kube-virt-interfaces"`,
+    reason: VIRT,
+  },
   {
     golden: `${IPT}/basic-exclude-nic.golden`,
     upstream: `${IPT_TEST} "basic-exclude-nic"`,
-    reason: 'excludeInterfaces (traffic.sidecar.istio.io/excludeInterfaces): traffic through another interface is told apart per packet; a socket hook does not know the interface a connection will use, so sluice refuses such a pod (src/mesh/sidecar-interfaces.ts)',
+    reason:
+      'excludeInterfaces (traffic.sidecar.istio.io/excludeInterfaces): traffic through another interface is told apart per packet; a socket hook does not know the interface a connection will use, so sluice refuses such a pod (src/mesh/sidecar-interfaces.ts)',
   },
-  { golden: `${IPT}/dns-uid-gid.golden`, upstream: `${IPT_TEST} "dns-uid-gid"`, reason: `${UID_LISTS}; also DNS capture for given servers only` },
+  {
+    golden: `${IPT}/dns-uid-gid.golden`,
+    upstream: `${IPT_TEST} "dns-uid-gid"`,
+    reason: `${UID_LISTS}; also DNS capture for given servers only`,
+  },
   { golden: `${IPT}/ipv6-dns-uid-gid.golden`, upstream: `${IPT_TEST} "ipv6-dns-uid-gid"`, reason: UID_LISTS },
   { golden: `${IPT}/outbound-owner-groups.golden`, upstream: `${IPT_TEST} "outbound-owner-groups"`, reason: OWNER_GROUPS },
-  { golden: `${IPT}/outbound-owner-groups-exclude.golden`, upstream: `${IPT_TEST} "outbound-owner-groups-exclude"`, reason: OWNER_GROUPS },
-  { golden: `${IPT}/ipv6-dns-outbound-owner-groups.golden`, upstream: `${IPT_TEST} "ipv6-dns-outbound-owner-groups"`, reason: OWNER_GROUPS },
-  { golden: `${IPT}/ipv6-dns-outbound-owner-groups-exclude.golden`, upstream: `${IPT_TEST} "ipv6-dns-outbound-owner-groups-exclude"`, reason: OWNER_GROUPS },
-  { golden: `${IPT}/loopback-outbound-iprange.golden`, upstream: `${IPT_TEST} "loopback-outbound-iprange"`, reason: `${UID_LISTS}; also DNS capture for 127.0.0.53 only` },
+  {
+    golden: `${IPT}/outbound-owner-groups-exclude.golden`,
+    upstream: `${IPT_TEST} "outbound-owner-groups-exclude"`,
+    reason: OWNER_GROUPS,
+  },
+  {
+    golden: `${IPT}/ipv6-dns-outbound-owner-groups.golden`,
+    upstream: `${IPT_TEST} "ipv6-dns-outbound-owner-groups"`,
+    reason: OWNER_GROUPS,
+  },
+  {
+    golden: `${IPT}/ipv6-dns-outbound-owner-groups-exclude.golden`,
+    upstream: `${IPT_TEST} "ipv6-dns-outbound-owner-groups-exclude"`,
+    reason: OWNER_GROUPS,
+  },
+  {
+    golden: `${IPT}/loopback-outbound-iprange.golden`,
+    upstream: `${IPT_TEST} "loopback-outbound-iprange"`,
+    reason: `${UID_LISTS}; also DNS capture for 127.0.0.53 only`,
+  },
   {
     golden: `${IPT}/drop-invalid.golden`,
     upstream: `${IPT_TEST} "drop-invalid"`,
-    reason: '--drop-invalid: a mangle PREROUTING rule drops conntrack-INVALID packets; sluice has no per-packet hook and no such setting',
+    reason:
+      '--drop-invalid: a mangle PREROUTING rule drops conntrack-INVALID packets; sluice has no per-packet hook and no such setting',
   },
   {
     golden: `${IPT}/host-ipv4-loopback-cidr.golden`,
     upstream: `${IPT_TEST} "host-ipv4-loopback-cidr" (HostIPv4LoopbackCidr "127.0.0.1/8")`,
-    reason: "istio-iptables' --host-ipv4-loopback-cidr has no pod annotation; sluice's localhost is Istio's default, 127.0.0.1/32 (and ::1)",
+    reason:
+      "istio-iptables' --host-ipv4-loopback-cidr has no pod annotation; sluice's localhost is Istio's default, 127.0.0.1/32 (and ::1)",
   },
 ];
 

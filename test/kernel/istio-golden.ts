@@ -92,18 +92,26 @@ export function parseGolden(text: string, file: string): GoldenRules {
   const v4 = blocks.slice(0, split);
   const v6 = split < blocks.length ? blocks.slice(split) : undefined;
   if (v6 && new Set(v6.map((b) => b.name)).size !== v6.length) {
-    throw new SyntaxError(`${file}: a table appears three times (${blocks.map((b) => b.name).join(', ')}); expected one IPv4 and one IPv6 restore input`);
+    throw new SyntaxError(
+      `${file}: a table appears three times (${blocks.map((b) => b.name).join(', ')}); expected one IPv4 and one IPv6 restore input`,
+    );
   }
   // istio-iptables ends an IPv6-enabled run with ip6tables-save (run.go's deferred final state)
   const ipv6Run = sawCommandFirst && commands[commands.length - 1] === 'ip6tables-save';
   if (sawCommandFirst && ipv6Run !== (v6 !== undefined)) {
-    throw new SyntaxError(`${file}: the recorded calls say IPv6 ${ipv6Run ? 'enabled' : 'disabled'}, but the file has ${v6 ? 'an' : 'no'} IPv6 restore input`);
+    throw new SyntaxError(
+      `${file}: the recorded calls say IPv6 ${ipv6Run ? 'enabled' : 'disabled'}, but the file has ${v6 ? 'an' : 'no'} IPv6 restore input`,
+    );
   }
-  for (const [fam, tables] of [[4, v4], [6, v6 ?? []]] as const) {
+  for (const [fam, tables] of [
+    [4, v4],
+    [6, v6 ?? []],
+  ] as const) {
     for (const t of tables) {
       for (const l of t.lines) {
         const wrong = l.split(/\s+/).find((tok) => (fam === 4 ? IPV6_CIDR : IPV4_CIDR).test(tok));
-        if (wrong) throw new SyntaxError(`${file}: the IPv${fam} ${t.name} table holds ${wrong} ("${l}"): the IPv4/IPv6 split is wrong`);
+        if (wrong)
+          throw new SyntaxError(`${file}: the IPv${fam} ${t.name} table holds ${wrong} ("${l}"): the IPv4/IPv6 split is wrong`);
       }
     }
   }
@@ -194,7 +202,8 @@ export async function loadGolden(node: SimNode, pod: SimPod, golden: GoldenRules
     const file = path.join(dir, `${pod.name}.v${fam}.rules`);
     fs.writeFileSync(file, restoreInput(tables));
     const res = await node.exec([`${tool}-restore`, '-w', '5', file], { ...o, allowFail: true });
-    if (res.code !== 0) throw new Error(`${tool}-restore of ${golden.file} in pod ${pod.name} failed (exit ${res.code}): ${res.stderr.trim()}`);
+    if (res.code !== 0)
+      throw new Error(`${tool}-restore of ${golden.file} in pod ${pod.name} failed (exit ${res.code}): ${res.stderr.trim()}`);
     await tproxyRoutes(node, pod, fam, tproxyMark(tables));
     for (const table of TABLES) {
       const have = (await node.exec([tool, '-w', '5', '-t', table, '-S'], o)).stdout;
@@ -203,7 +212,9 @@ export async function loadGolden(node: SimNode, pod: SimPod, golden: GoldenRules
       const got = rulesPerChain(have.split('\n'));
       for (const chain of new Set([...want.keys(), ...got.keys()])) {
         if ((want.get(chain) ?? 0) !== (got.get(chain) ?? 0)) {
-          throw new Error(`${tool} -t ${table} in pod ${pod.name}: chain ${chain} lists ${got.get(chain) ?? 0} rules, ${golden.file} gives ${want.get(chain) ?? 0}:\n${have}`);
+          throw new Error(
+            `${tool} -t ${table} in pod ${pod.name}: chain ${chain} lists ${got.get(chain) ?? 0} rules, ${golden.file} gives ${want.get(chain) ?? 0}:\n${have}`,
+          );
         }
       }
     }

@@ -67,7 +67,9 @@ const SELF_PORTS = [TCP_PORT, 9090, DNS_PORT, 15001, 15006, 15008, 15020, 15021,
 /** Inbound: served, unserved, and the sidecar's own ports. */
 const INBOUND_PORTS = [TCP_PORT, 9090, 15000, 15001, 15006, 15008, 15020, 15021, 15090];
 
-const PORT_ANNOTATIONS = ['includeInboundPorts', 'excludeInboundPorts', 'includeOutboundPorts', 'excludeOutboundPorts'].map((k) => `traffic.sidecar.istio.io/${k}`);
+const PORT_ANNOTATIONS = ['includeInboundPorts', 'excludeInboundPorts', 'includeOutboundPorts', 'excludeOutboundPorts'].map(
+  (k) => `traffic.sidecar.istio.io/${k}`,
+);
 
 /** The ports a case's annotations name (each is probed outbound, on the pod itself and inbound). */
 export function annotatedPorts(annotations: Record<string, string>): number[] {
@@ -95,7 +97,11 @@ function label(as: Identity, ids: { uid: number; gid: number }): string {
 }
 
 /** The probes of one case. `ids`: the proxy's uid and gid (what the golden's owner rules name). */
-export function probeMatrix(o: { families: Family[]; annotations: Record<string, string>; proxy: { uid: number; gid: number } }): Probe[] {
+export function probeMatrix(o: {
+  families: Family[];
+  annotations: Record<string, string>;
+  proxy: { uid: number; gid: number };
+}): Probe[] {
   const extra = annotatedPorts(o.annotations);
   const uniq = (xs: number[]) => [...new Set(xs)].sort((a, b) => a - b);
   const probes: Probe[] = [];

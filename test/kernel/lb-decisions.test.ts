@@ -7,10 +7,29 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { possibleCpus } from '../../src/bpf';
 import { VERDICT } from '../../src/bpf/constants';
 import {
-  affinityKeyCodec, affinityValCodec, backendCodec, COUNTERS, IPPROTO_TCP, IPPROTO_UDP, perCpuU64Codec, SVC_F_AFFINITY, SVC_F_NO_LOCAL, svcKeyCodec, svcValCodec, u32Codec,
-  type CounterName, type SvcVal,
+  affinityKeyCodec,
+  affinityValCodec,
+  backendCodec,
+  COUNTERS,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  perCpuU64Codec,
+  SVC_F_AFFINITY,
+  SVC_F_NO_LOCAL,
+  svcKeyCodec,
+  svcValCodec,
+  u32Codec,
+  type CounterName,
+  type SvcVal,
 } from '../../src/bpf/layout';
-import { DecisionObject, sockCallCodec, sockResultCodec, sockRevCodec, type SockCall, type SockResult } from './decision-programs';
+import {
+  DecisionObject,
+  sockCallCodec,
+  sockResultCodec,
+  sockRevCodec,
+  type SockCall,
+  type SockResult,
+} from './decision-programs';
 
 const root = process.getuid?.() === 0;
 
@@ -54,7 +73,14 @@ describe.skipIf(!root)('socket-LB backend selection under BPF_PROG_RUN (needs ro
   }
 
   /** A service port VIP:port/proto with its backend ids in slots 1..n (entry: slot 0). */
-  function service(o: DecisionObject, vip: string, port: number, proto: number, ids: number[], entry: Partial<SvcVal> = {}): void {
+  function service(
+    o: DecisionObject,
+    vip: string,
+    port: number,
+    proto: number,
+    ids: number[],
+    entry: Partial<SvcVal> = {},
+  ): void {
     const m = maps(o);
     m.svc.set({ vip, port, proto, slot: 0 }, { id: SVC_ID, count: ids.length, flags: 0, affinitySec: 0, ...entry });
     ids.forEach((id, i) => m.svc.set({ vip, port, proto, slot: i + 1 }, { id, count: 0, flags: 0, affinitySec: 0 }));
@@ -63,7 +89,8 @@ describe.skipIf(!root)('socket-LB backend selection under BPF_PROG_RUN (needs ro
   /** Empty maps and counters, the backends in place. */
   function reset(o: DecisionObject): void {
     const m = maps(o);
-    for (const map of [m.svc, m.backend, m.affinity] as const) for (const k of map.keys() as unknown[]) (map as { delete(k: unknown): boolean }).delete(k);
+    for (const map of [m.svc, m.backend, m.affinity] as const)
+      for (const k of map.keys() as unknown[]) (map as { delete(k: unknown): boolean }).delete(k);
     for (const [id, be] of Object.entries(BACKENDS)) m.backend.set(Number(id), be);
     COUNTERS.forEach((_, i) => m.counters.set(i, 0n));
   }
@@ -81,7 +108,12 @@ describe.skipIf(!root)('socket-LB backend selection under BPF_PROG_RUN (needs ro
   /** One connect (or sendmsg, atConnect false) of a new socket. */
   function translate(call: Partial<SockCall> & Pick<SockCall, 'dst' | 'dport'>, o = t): SockResult {
     maps(o).rev.set(0, []);
-    return o.run('t_lb_translate', { in: 't_sock_in', out: 't_sock_out' }, { netnsCookie: POD_NETNS, ...call }, { call: sockCallCodec, result: sockResultCodec });
+    return o.run(
+      't_lb_translate',
+      { in: 't_sock_in', out: 't_sock_out' },
+      { netnsCookie: POD_NETNS, ...call },
+      { call: sockCallCodec, result: sockResultCodec },
+    );
   }
 
   const allowed = (dst: string, dport: number) => ({ ret: VERDICT.allow, retval: 0, dst, dport });
@@ -139,10 +171,13 @@ describe.skipIf(!root)('socket-LB backend selection under BPF_PROG_RUN (needs ro
     service(t, VIP, 53, IPPROTO_UDP, [104, 105]);
     const first = translate({ dst: VIP, dport: 53, protocol: IPPROTO_UDP, atConnect: false, socketCookie: 77n, random: 0 });
     for (const random of [1, 2, 3, 99]) {
-      expect(translate({ dst: VIP, dport: 53, protocol: IPPROTO_UDP, atConnect: false, socketCookie: 77n, random })).toEqual(first);
+      expect(translate({ dst: VIP, dport: 53, protocol: IPPROTO_UDP, atConnect: false, socketCookie: 77n, random })).toEqual(
+        first,
+      );
     }
     const chosen = new Set<string>();
-    for (let cookie = 1n; cookie <= 32n; cookie++) chosen.add(translate({ dst: VIP, dport: 53, protocol: IPPROTO_UDP, atConnect: false, socketCookie: cookie }).dst);
+    for (let cookie = 1n; cookie <= 32n; cookie++)
+      chosen.add(translate({ dst: VIP, dport: 53, protocol: IPPROTO_UDP, atConnect: false, socketCookie: cookie }).dst);
     expect([...chosen].sort()).toEqual(['10.2.0.4', '10.2.0.5']);
   });
 
@@ -155,10 +190,15 @@ describe.skipIf(!root)('socket-LB backend selection under BPF_PROG_RUN (needs ro
     expect(translate({ dst: VIP, dport: 80, random: 1, nowNs: 118n * SECOND })).toEqual(allowed('10.2.0.1', 8080));
     expect(counters()).toEqual({ translated: 3, affinity_hit: 2 });
     // another client namespace has its own entry
-    expect(translate({ dst: VIP, dport: 80, random: 1, nowNs: 118n * SECOND, netnsCookie: 9n })).toEqual(allowed('10.2.0.2', 8080));
+    expect(translate({ dst: VIP, dport: 80, random: 1, nowNs: 118n * SECOND, netnsCookie: 9n })).toEqual(
+      allowed('10.2.0.2', 8080),
+    );
     // more than 10 s after the last use: chosen anew
     expect(translate({ dst: VIP, dport: 80, random: 1, nowNs: 128n * SECOND + 1n })).toEqual(allowed('10.2.0.2', 8080));
-    expect(maps(t).affinity.get({ netnsCookie: POD_NETNS, svcId: SVC_ID })).toEqual({ lastNs: 128n * SECOND + 1n, backendId: 102 });
+    expect(maps(t).affinity.get({ netnsCookie: POD_NETNS, svcId: SVC_ID })).toEqual({
+      lastNs: 128n * SECOND + 1n,
+      backendId: 102,
+    });
   });
 
   it('ClientIP affinity naming a backend that is gone: chosen anew', () => {
@@ -168,7 +208,7 @@ describe.skipIf(!root)('socket-LB backend selection under BPF_PROG_RUN (needs ro
     expect(counters()).toEqual({ translated: 1 });
   });
 
-  it('bpf-lb-sock-hostns-only: a pod\'s connect is left to kube-proxy (hostns_skip), the host\'s is translated', () => {
+  it("bpf-lb-sock-hostns-only: a pod's connect is left to kube-proxy (hostns_skip), the host's is translated", () => {
     service(hostnsOnly, VIP, 80, IPPROTO_TCP, [101]);
     expect(translate({ dst: VIP, dport: 80 }, hostnsOnly)).toEqual(allowed(VIP, 80));
     expect(translate({ dst: VIP, dport: 80, netnsCookie: HOST_NETNS }, hostnsOnly)).toEqual(allowed('10.2.0.1', 8080));

@@ -41,7 +41,13 @@ export async function createLbEnv(opts: { backends?: number } = {}): Promise<LbE
   const node = await createNode();
   const objectsDir = path.join(node.workDir, 'objects');
   fs.mkdirSync(objectsDir, { recursive: true });
-  const env: LbEnv = { node, client: undefined as unknown as SimPod, backends: [], objectsDir, configPath: path.join(node.workDir, 'sluice.yaml') };
+  const env: LbEnv = {
+    node,
+    client: undefined as unknown as SimPod,
+    backends: [],
+    objectsDir,
+    configPath: path.join(node.workDir, 'sluice.yaml'),
+  };
   try {
     env.client = await node.addPod('client');
     for (let i = 1; i <= (opts.backends ?? 2); i++) {
@@ -60,7 +66,10 @@ export async function createLbEnv(opts: { backends?: number } = {}): Promise<LbE
 /** Starts sl-probe servers in a pod: TCP and UDP, IPv4 and IPv6, each answering with `name`. */
 export async function serve(env: LbEnv, pod: SimPod, name = pod.name): Promise<void> {
   for (const ip of [pod.ipv4, pod.ipv6].filter(Boolean) as string[]) {
-    for (const [proto, port] of [['tcp', TCP_PORT], ['udp', UDP_PORT]] as const) {
+    for (const [proto, port] of [
+      ['tcp', TCP_PORT],
+      ['udp', UDP_PORT],
+    ] as const) {
       const child = env.node.spawn([PROBE, 'serve', '--proto', proto, '--addr', ip, '--port', String(port), '--id', name], {
         netnsPath: pod.netnsPath,
         inCgroup: false,
@@ -84,7 +93,12 @@ export function writeConfig(env: LbEnv, extra: Record<string, string> = {}): voi
     'health-serve-addr': '127.0.0.1:0',
     ...extra,
   };
-  fs.writeFileSync(env.configPath, Object.entries(data).map(([k, v]) => `${k}: "${v}"`).join('\n') + '\n');
+  fs.writeFileSync(
+    env.configPath,
+    Object.entries(data)
+      .map(([k, v]) => `${k}: "${v}"`)
+      .join('\n') + '\n',
+  );
 }
 
 /** Replaces a file in the objects dir the way a careful writer does: temp file, then rename. */
@@ -116,13 +130,19 @@ export async function startAgent(
   env.agentInTestNetns = opts.inTestNetns ?? env.agentInTestNetns;
   const netnsPath = env.agentInTestNetns ? `/proc/${process.pid}/ns/net` : undefined;
   // `bin`: another release's sluice (the upgrade test starts the first release)
-  const agent = env.node.spawn([opts.bin ?? SLUICE, 'agent', '--config', env.configPath], { inCgroup: false, netnsPath, env: opts.env });
+  const agent = env.node.spawn([opts.bin ?? SLUICE, 'agent', '--config', env.configPath], {
+    inCgroup: false,
+    netnsPath,
+    env: opts.env,
+  });
   env.cliBin = opts.bin; // the CLI of the release whose agent runs reads its maps
   env.agent = agent;
   // an agent that dies on its own is a finding: say so with the end of its log
   agent.once('exit', (code, signal) => {
     if (env.agent !== agent) return; // stopped by the test
-    console.error(`[sluice agent exited unexpectedly: code ${code} signal ${signal}]\n${env.node.output(agent).stderr.slice(-4000)}`);
+    console.error(
+      `[sluice agent exited unexpectedly: code ${code} signal ${signal}]\n${env.node.output(agent).stderr.slice(-4000)}`,
+    );
   });
   await waitFor(
     'agent ready',
@@ -189,7 +209,18 @@ export interface ProbeOpts {
 
 /** Runs sl-probe connect inside the test cgroup and returns one result per attempt. */
 export async function probe(env: LbEnv, addr: string, port: number, o: ProbeOpts = {}): Promise<ProbeResult[]> {
-  const args = [PROBE, 'connect', '--proto', o.proto ?? 'tcp', '--addr', addr, '--port', String(port), '--count', String(o.count ?? 1)];
+  const args = [
+    PROBE,
+    'connect',
+    '--proto',
+    o.proto ?? 'tcp',
+    '--addr',
+    addr,
+    '--port',
+    String(port),
+    '--count',
+    String(o.count ?? 1),
+  ];
   if (o.udpMode) args.push('--udp-mode', o.udpMode);
   if (o.sameSocket) args.push('--same-socket');
   if (o.intervalMs) args.push('--interval-ms', String(o.intervalMs));
@@ -197,7 +228,12 @@ export async function probe(env: LbEnv, addr: string, port: number, o: ProbeOpts
   const from = o.from ?? env.client;
   const netnsPath = from === 'node' ? env.node.netnsPath : from.netnsPath;
   const count = o.count ?? 1;
-  const res = await env.node.exec(args, { netnsPath, uid: o.uid, allowFail: true, timeoutMs: 20000 + count * ((o.intervalMs ?? 0) + 50) });
+  const res = await env.node.exec(args, {
+    netnsPath,
+    uid: o.uid,
+    allowFail: true,
+    timeoutMs: 20000 + count * ((o.intervalMs ?? 0) + 50),
+  });
   return res.stdout
     .split('\n')
     .filter((l) => l.startsWith('{') && !l.includes('"summary"'))
@@ -254,7 +290,8 @@ export function serviceYaml(name: string, spec: ServiceOpts): string {
   ];
   if (spec.type) lines.push(`  type: ${spec.type}`);
   if (spec.externalIPs) lines.push(`  externalIPs: [${spec.externalIPs.map((i) => `"${i}"`).join(', ')}]`);
-  if (spec.affinitySec) lines.push('  sessionAffinity: ClientIP', `  sessionAffinityConfig: {clientIP: {timeoutSeconds: ${spec.affinitySec}}}`);
+  if (spec.affinitySec)
+    lines.push('  sessionAffinity: ClientIP', `  sessionAffinityConfig: {clientIP: {timeoutSeconds: ${spec.affinitySec}}}`);
   if (spec.internalTrafficPolicy) lines.push(`  internalTrafficPolicy: ${spec.internalTrafficPolicy}`);
   if (spec.externalTrafficPolicy) lines.push(`  externalTrafficPolicy: ${spec.externalTrafficPolicy}`);
   if (spec.trafficDistribution) lines.push(`  trafficDistribution: ${spec.trafficDistribution}`);
@@ -276,7 +313,11 @@ export interface EndpointSpec {
 }
 
 function endpointYaml(e: EndpointSpec): string {
-  const conditions = { ready: e.ready ?? true, ...(e.serving !== undefined ? { serving: e.serving } : {}), ...(e.terminating !== undefined ? { terminating: e.terminating } : {}) };
+  const conditions = {
+    ready: e.ready ?? true,
+    ...(e.serving !== undefined ? { serving: e.serving } : {}),
+    ...(e.terminating !== undefined ? { terminating: e.terminating } : {}),
+  };
   const fields: Record<string, unknown> = { addresses: [e.ip], conditions };
   if (e.nodeName) fields.nodeName = e.nodeName;
   if (e.zones || e.nodes) {
@@ -290,7 +331,14 @@ function endpointYaml(e: EndpointSpec): string {
 
 export function sliceYaml(
   name: string,
-  spec: { service: string; family: 4 | 6; endpoints: EndpointSpec[]; ports: Array<{ name?: string; port: number; protocol?: 'TCP' | 'UDP' }>; namespace?: string; labels?: Record<string, string> },
+  spec: {
+    service: string;
+    family: 4 | 6;
+    endpoints: EndpointSpec[];
+    ports: Array<{ name?: string; port: number; protocol?: 'TCP' | 'UDP' }>;
+    namespace?: string;
+    labels?: Record<string, string>;
+  },
 ): string {
   const labels = { 'kubernetes.io/service-name': spec.service, ...spec.labels };
   return [
@@ -301,7 +349,9 @@ export function sliceYaml(
     'endpoints:',
     ...(spec.endpoints.length ? spec.endpoints.map(endpointYaml) : ['[]']),
     'ports:',
-    ...spec.ports.map((p) => `- {${p.name !== undefined ? `name: "${p.name}", ` : ''}port: ${p.port}, protocol: ${p.protocol ?? 'TCP'}}`),
+    ...spec.ports.map(
+      (p) => `- {${p.name !== undefined ? `name: "${p.name}", ` : ''}port: ${p.port}, protocol: ${p.protocol ?? 'TCP'}}`,
+    ),
   ]
     .join('\n')
     .replace('endpoints:\n[]', 'endpoints: []');

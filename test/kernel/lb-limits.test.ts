@@ -2,8 +2,22 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../harness';
 import {
-  answeredBy, createLbEnv, lbList, probe, serviceYaml, sliceYaml, SLUICE, sluice, startAgent, stopAgent, TCP_PORT,
-  waitForAbsent, waitForBackends, writeConfig, writeObjects, type LbEnv,
+  answeredBy,
+  createLbEnv,
+  lbList,
+  probe,
+  serviceYaml,
+  sliceYaml,
+  SLUICE,
+  sluice,
+  startAgent,
+  stopAgent,
+  TCP_PORT,
+  waitForAbsent,
+  waitForBackends,
+  writeConfig,
+  writeObjects,
+  type LbEnv,
 } from './lb-env';
 
 describe.skipIf(process.getuid?.() !== 0)('socket-LB map limits (needs root)', () => {
@@ -14,7 +28,14 @@ describe.skipIf(process.getuid?.() !== 0)('socket-LB map limits (needs root)', (
     const docs: string[] = [];
     for (let i = 1; i <= n; i++) {
       docs.push(serviceYaml(`s${i}`, { clusterIP: `10.96.1.${i}`, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }));
-      docs.push(sliceYaml(`s${i}-1`, { service: `s${i}`, family: 4, endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }], ports: [{ name: 'http', port: TCP_PORT }] }));
+      docs.push(
+        sliceYaml(`s${i}-1`, {
+          service: `s${i}`,
+          family: 4,
+          endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }],
+          ports: [{ name: 'http', port: TCP_PORT }],
+        }),
+      );
     }
     return docs;
   }
@@ -72,9 +93,18 @@ describe.skipIf(process.getuid?.() !== 0)('socket-LB map limits (needs root)', (
     await startAgent(env);
     const st = JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout);
     const svc = st.datapath.migration.find((m: { map: string }) => m.map === 'sl_lb_svc');
-    expect(svc).toMatchObject({ action: 'migrated', converter: 'verbatim', reason: 'max entries 16 → 32', entries: 12, copied: 12 });
+    expect(svc).toMatchObject({
+      action: 'migrated',
+      converter: 'verbatim',
+      reason: 'max entries 16 → 32',
+      entries: 12,
+      copied: 12,
+    });
     expect((await stream).filter((r) => !r.ok)).toEqual([]);
-    await waitForBackends(env, '10.96.1.8:80/TCP', [`${env.backends[0].ipv4}:${TCP_PORT}`, `${env.backends[1].ipv4}:${TCP_PORT}`]);
+    await waitForBackends(env, '10.96.1.8:80/TCP', [
+      `${env.backends[0].ipv4}:${TCP_PORT}`,
+      `${env.backends[1].ipv4}:${TCP_PORT}`,
+    ]);
     expect(await lbList(env)).toHaveLength(8);
   });
 

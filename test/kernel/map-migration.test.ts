@@ -19,7 +19,20 @@ import { DATAPATH_MIGRATIONS } from '../../src/map-migrations';
 import { parseConfig } from '../../src/config';
 import { buildBpfVariant, EDIT, type BpfEdit } from './bpf-variant';
 import { holdSocket, type HeldSocket } from './held-socket';
-import { answeredBy, lbList, probe, serviceYaml, sliceYaml, sluice, startAgent, stopAgent, TCP_PORT, UDP_PORT, waitForBackends, writeObjects } from './lb-env';
+import {
+  answeredBy,
+  lbList,
+  probe,
+  serviceYaml,
+  sliceYaml,
+  sluice,
+  startAgent,
+  stopAgent,
+  TCP_PORT,
+  UDP_PORT,
+  waitForBackends,
+  writeObjects,
+} from './lb-env';
 import { addMeshPod, createMeshEnv, sidecarReply, startApp, startSidecar, type MeshEnv } from './mesh-env';
 
 const VIP = '10.96.0.10';
@@ -29,8 +42,18 @@ const STATUS = { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}' };
 
 /** A later release: every kind of change the migration carries without loss. */
 const V2: BpfEdit[] = [
-  { file: 'lib/shared.h', what: 'sl_svc_val gains a field', find: /(struct sl_svc_val \{[^}]*)\};/, replace: '$1\t__u32 weight;\n};' },
-  { file: 'lib/shared.h', what: 'sl_affinity_val fields move, one more', find: /struct sl_affinity_val \{[^}]*\};/, replace: 'struct sl_affinity_val {\n\t__u32 backend_id;\n\t__u32 hits;\n\t__u64 last_ns;\n};' },
+  {
+    file: 'lib/shared.h',
+    what: 'sl_svc_val gains a field',
+    find: /(struct sl_svc_val \{[^}]*)\};/,
+    replace: '$1\t__u32 weight;\n};',
+  },
+  {
+    file: 'lib/shared.h',
+    what: 'sl_affinity_val fields move, one more',
+    find: /struct sl_affinity_val \{[^}]*\};/,
+    replace: 'struct sl_affinity_val {\n\t__u32 backend_id;\n\t__u32 hits;\n\t__u64 last_ns;\n};',
+  },
   EDIT.counterMore,
   EDIT.biggerSockhash,
   EDIT.mapMore,
@@ -38,20 +61,39 @@ const V2: BpfEdit[] = [
 
 /** Socket storage changes: nothing can carry it. */
 const V3: BpfEdit[] = [
-  { file: 'lib/shared.h', what: 'more reverse slots per socket', find: /#define SL_SOCK_REV_SLOTS \d+/, replace: '#define SL_SOCK_REV_SLOTS 16' },
-  { file: 'lib/shared.h', what: 'sl_orig_dst padding becomes a field', find: /(struct sl_orig_dst \{[^}]*)__u8 pad;/, replace: '$1__u8 flags;' },
+  {
+    file: 'lib/shared.h',
+    what: 'more reverse slots per socket',
+    find: /#define SL_SOCK_REV_SLOTS \d+/,
+    replace: '#define SL_SOCK_REV_SLOTS 16',
+  },
+  {
+    file: 'lib/shared.h',
+    what: 'sl_orig_dst padding becomes a field',
+    find: /(struct sl_orig_dst \{[^}]*)__u8 pad;/,
+    replace: '$1__u8 flags;',
+  },
 ];
 
 /** A retyped field in a map that may start empty, which the agent refills. */
-const V5: BpfEdit[] = [{ file: 'lib/shared.h', what: 'sl_ep_stats.outbound becomes signed', find: /__u64 outbound;/, replace: '__s64 outbound;' }];
+const V5: BpfEdit[] = [
+  { file: 'lib/shared.h', what: 'sl_ep_stats.outbound becomes signed', find: /__u64 outbound;/, replace: '__s64 outbound;' },
+];
 
 /** A re-keyed sockhash (its size changes too: the kernel keeps no BTF for it). */
 const V6: BpfEdit[] = [
-  { file: 'lib/shared.h', what: 'sl_listener_key.family becomes signed, a field more', find: /(struct sl_listener_key \{[^}]*)__u8 family;([^}]*)\};/, replace: '$1__s8 family;$2\t__u32 zone;\n};' },
+  {
+    file: 'lib/shared.h',
+    what: 'sl_listener_key.family becomes signed, a field more',
+    find: /(struct sl_listener_key \{[^}]*)__u8 family;([^}]*)\};/,
+    replace: '$1__s8 family;$2\t__u32 zone;\n};',
+  },
 ];
 
 /** A retyped field: no field-by-field conversion, and sl_lb_svc may not start empty. */
-const V4: BpfEdit[] = [{ file: 'lib/shared.h', what: 'sl_svc_val.count becomes signed', find: /__u16 count;/, replace: '__s16 count;' }];
+const V4: BpfEdit[] = [
+  { file: 'lib/shared.h', what: 'sl_svc_val.count becomes signed', find: /__u16 count;/, replace: '__s16 count;' },
+];
 
 describe.skipIf(process.getuid?.() !== 0)('map migration between releases (needs root)', () => {
   let env: MeshEnv;
@@ -87,7 +129,10 @@ describe.skipIf(process.getuid?.() !== 0)('map migration between releases (needs
   }
 
   function pins(): string[] {
-    return fs.readdirSync(env.node.pinDir).filter((n) => n.startsWith('sl_')).sort();
+    return fs
+      .readdirSync(env.node.pinDir)
+      .filter((n) => n.startsWith('sl_'))
+      .sort();
   }
 
   function mapIds(): Record<string, number | undefined> {
@@ -96,7 +141,8 @@ describe.skipIf(process.getuid?.() !== 0)('map migration between releases (needs
 
   function linkPrograms(): Record<string, number | undefined> {
     const out: Record<string, number | undefined> = {};
-    for (const progs of Object.values(OBJECTS)) for (const p of progs) out[p] = pinnedLinkInfo(sockLinkPin(env.node.pinDir, p))?.progId;
+    for (const progs of Object.values(OBJECTS))
+      for (const p of progs) out[p] = pinnedLinkInfo(sockLinkPin(env.node.pinDir, p))?.progId;
     return out;
   }
 
@@ -112,7 +158,9 @@ describe.skipIf(process.getuid?.() !== 0)('map migration between releases (needs
 
   /** sl_lb_svc as bpftool prints it with the map's own BTF: key → value fields. */
   async function svcDump(): Promise<Map<string, Record<string, unknown>>> {
-    const out = JSON.parse((await run(['bpftool', '-j', 'map', 'dump', 'pinned', path.join(env.node.pinDir, 'sl_lb_svc')])).stdout) as Array<{
+    const out = JSON.parse(
+      (await run(['bpftool', '-j', 'map', 'dump', 'pinned', path.join(env.node.pinDir, 'sl_lb_svc')])).stdout,
+    ) as Array<{
       formatted: { key: unknown; value: Record<string, unknown> };
     }>;
     return new Map(out.map((e) => [JSON.stringify(e.formatted.key), e.formatted.value]));
@@ -163,11 +211,21 @@ describe.skipIf(process.getuid?.() !== 0)('map migration between releases (needs
         ],
       }),
       sliceYaml('web-1', {
-        service: 'web', family: 4, endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }],
-        ports: [{ name: 'http', port: TCP_PORT }, { name: 'dns', port: UDP_PORT, protocol: 'UDP' }],
+        service: 'web',
+        family: 4,
+        endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }],
+        ports: [
+          { name: 'http', port: TCP_PORT },
+          { name: 'dns', port: UDP_PORT, protocol: 'UDP' },
+        ],
       }),
       serviceYaml('sticky', { clusterIP: STICKY, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }], affinitySec: 600 }),
-      sliceYaml('sticky-1', { service: 'sticky', family: 4, endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }], ports: [{ name: 'http', port: TCP_PORT }] }),
+      sliceYaml('sticky-1', {
+        service: 'sticky',
+        family: 4,
+        endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }],
+        ports: [{ name: 'http', port: TCP_PORT }],
+      }),
     ]);
     await waitForBackends(env, `${STICKY}:80/TCP`, [`${a.ipv4}:${TCP_PORT}`, `${b.ipv4}:${TCP_PORT}`]);
     meshed = await addMeshPod(env, 'meshed', { annotations: STATUS });
@@ -222,7 +280,16 @@ describe.skipIf(process.getuid?.() !== 0)('map migration between releases (needs
     expect(m.sl_listeners.copied).toBe(m.sl_listeners.entries);
     expect(m.sl_variant_added).toMatchObject({ action: 'created' });
     // socket storage whose layout is unchanged is kept: live sockets keep their state
-    for (const name of ['sl_lb_sock_rev', 'sl_cap_sock', 'sl_lb_backend', 'sl_endpoints', 'sl_pod_ips', 'sl_origdst_syn', 'sl_ep_stats', 'sl_node_ips']) {
+    for (const name of [
+      'sl_lb_sock_rev',
+      'sl_cap_sock',
+      'sl_lb_backend',
+      'sl_endpoints',
+      'sl_pod_ips',
+      'sl_origdst_syn',
+      'sl_ep_stats',
+      'sl_node_ips',
+    ]) {
       expect(m[name], name).toMatchObject({ action: 'reused' });
       expect(mapIds()[name], name).toBe(ids[name]);
     }
@@ -242,7 +309,10 @@ describe.skipIf(process.getuid?.() !== 0)('map migration between releases (needs
     expect(after.every((r) => r.ok && answeredBy(r) === sticky)).toBe(true);
     // inbound capture finds the sidecar's listener in the new sockhash
     const inbound = await probe(env, meshed.ipv4, 8080, { count: 3 });
-    expect(inbound.map((r) => sidecarReply(r.reply)?.via), JSON.stringify(inbound)).toEqual(['in', 'in', 'in']);
+    expect(
+      inbound.map((r) => sidecarReply(r.reply)?.via),
+      JSON.stringify(inbound),
+    ).toEqual(['in', 'in', 'in']);
     for (const h of Object.values(held)) h.close();
   });
 
@@ -308,15 +378,26 @@ describe.skipIf(process.getuid?.() !== 0)('map migration between releases (needs
       const st = JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout);
       const m = byMap(st.datapath.migration);
       expect(m.sl_ep_stats).toMatchObject({ action: 'rebuilt' });
-      expect(m.sl_ep_stats.lost).toMatch(/field outbound: signedness changed; starts empty: per-pod capture counters restart at zero/);
-      const log = env.node.output(agent).stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      expect(m.sl_ep_stats.lost).toMatch(
+        /field outbound: signedness changed; starts empty: per-pod capture counters restart at zero/,
+      );
+      const log = env.node
+        .output(agent)
+        .stderr.split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l));
       expect(log.find((r) => r.msg === 'map rebuilt' && r.map === 'sl_ep_stats')).toBeDefined();
       expect(log.find((r) => r.msg === 'per-pod counters recreated')?.pods).toBe(1);
       const inbound = await probe(env, meshed.ipv4, TCP_PORT, { count: 3 });
-      expect(inbound.map((r) => sidecarReply(r.reply)?.via), JSON.stringify(inbound)).toEqual(['in', 'in', 'in']);
+      expect(
+        inbound.map((r) => sidecarReply(r.reply)?.via),
+        JSON.stringify(inbound),
+      ).toEqual(['in', 'in', 'in']);
       const out = await probe(env, VIP, 80, { from: meshed, count: 2 });
       expect(out.every((r) => r.ok && sidecarReply(r.reply)?.via === 'out')).toBe(true);
-      const ep = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout).find((e: { name: string }) => e.name === 'meshed');
+      const ep = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout).find(
+        (e: { name: string }) => e.name === 'meshed',
+      );
       expect(ep.counters).toMatchObject({ outbound: 2, inbound: 3 });
     }
   });
@@ -394,7 +475,8 @@ describe.skipIf(process.getuid?.() !== 0)('map migration between releases (needs
         configure: () => undefined, // the objects' defaults are the config's defaults
         attach: (loaded, tx) => {
           const obj = loaded.get(path.join(v2, 'sock_lb.o'))!;
-          for (const prog of OBJECTS['sock_lb.o']) tx.attachCgroup(obj, prog, env.node.cgroupPath, sockLinkPin(env.node.pinDir, prog));
+          for (const prog of OBJECTS['sock_lb.o'])
+            tx.attachCgroup(obj, prog, env.node.cgroupPath, sockLinkPin(env.node.pinDir, prog));
           throw new Error('injected attach failure');
         },
         ownsPin: (n) => n.startsWith('sl_'),

@@ -17,7 +17,9 @@ export interface MeshEnv extends LbEnv {
 }
 
 /** `agentBin`: start another release's agent (default: this tree's). */
-export async function createMeshEnv(opts: { backends?: number; extraConfig?: Record<string, string>; agentBin?: string } = {}): Promise<MeshEnv> {
+export async function createMeshEnv(
+  opts: { backends?: number; extraConfig?: Record<string, string>; agentBin?: string } = {},
+): Promise<MeshEnv> {
   const env = (await createLbEnv({ backends: opts.backends ?? 2 })) as MeshEnv;
   env.confDir = path.join(env.node.workDir, 'net.d');
   env.binDir = path.join(env.node.workDir, 'cni-bin');
@@ -25,7 +27,11 @@ export async function createMeshEnv(opts: { backends?: number; extraConfig?: Rec
   fs.mkdirSync(env.confDir);
   fs.writeFileSync(
     path.join(env.confDir, '10-podnet.conflist'),
-    JSON.stringify({ cniVersion: '1.0.0', name: 'podnet', plugins: [{ type: 'bridge', bridge: 'slbr0', ipam: { type: 'host-local' } }] }),
+    JSON.stringify({
+      cniVersion: '1.0.0',
+      name: 'podnet',
+      plugins: [{ type: 'bridge', bridge: 'slbr0', ipam: { type: 'host-local' } }],
+    }),
   );
   writeConfig(env, { 'cni-conf-dir': env.confDir, 'cni-bin-dir': env.binDir, 'state-dir': env.stateDir, ...opts.extraConfig });
   await startAgent(env, { bin: opts.agentBin });
@@ -65,7 +71,11 @@ function podObject(name: string, o: PodYamlOptions): Record<string, unknown> {
     apiVersion: 'v1',
     kind: 'Pod',
     metadata: { name, namespace: o.namespace ?? 'default', annotations: o.annotations ?? {}, labels: o.labels ?? {} },
-    spec: { nodeName: 'sim-node', containers: withImage(containers), ...(o.initContainers ? { initContainers: withImage(o.initContainers) } : {}) },
+    spec: {
+      nodeName: 'sim-node',
+      containers: withImage(containers),
+      ...(o.initContainers ? { initContainers: withImage(o.initContainers) } : {}),
+    },
   };
 }
 
@@ -75,7 +85,9 @@ export function podYaml(name: string, o: PodYamlOptions = {}): string {
 }
 
 export function namespaceYaml(name: string, labels: Record<string, string> = {}): string {
-  return `apiVersion: v1\nkind: Namespace\nmetadata: {name: ${name}, labels: {${Object.entries(labels).map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(', ')}}}`;
+  return `apiVersion: v1\nkind: Namespace\nmetadata: {name: ${name}, labels: {${Object.entries(labels)
+    .map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`)
+    .join(', ')}}}`;
 }
 
 /** Adds a pod through bridge + host-local + sluice-cni (its Pod object written first). */
@@ -101,7 +113,11 @@ export async function waitForPodObject(env: MeshEnv, name: string, o: PodYamlOpt
   const key = `Pod/${want.metadata.namespace}/${name}`;
   // the spec fields this agent keeps (an older release, in the upgrade test, keeps fewer)
   const view = (p: Pod, keys: string[]) =>
-    JSON.stringify([p.metadata.annotations ?? {}, p.metadata.labels ?? {}, keys.map((k) => (p.spec as Record<string, unknown>)[k])]);
+    JSON.stringify([
+      p.metadata.annotations ?? {},
+      p.metadata.labels ?? {},
+      keys.map((k) => (p.spec as Record<string, unknown>)[k]),
+    ]);
   await waitFor(`${key} loaded`, async () => {
     const pod = (await callAgent(path.join(env.node.workDir, 'agent.sock'), { op: 'object', key })) as Pod | null;
     if (pod === null) return false;
@@ -125,19 +141,37 @@ export async function endpoint(env: MeshEnv, pod: SimPod): Promise<ListedEp | un
 }
 
 export async function waitForMode(env: MeshEnv, pod: SimPod, mode: string, timeoutMs = 3000): Promise<ListedEp> {
-  return waitFor(`${pod.namespace}/${pod.name} mode=${mode}`, async () => {
-    const ep = await endpoint(env, pod);
-    return ep?.mode === mode ? ep : undefined;
-  }, timeoutMs);
+  return waitFor(
+    `${pod.namespace}/${pod.name} mode=${mode}`,
+    async () => {
+      const ep = await endpoint(env, pod);
+      return ep?.mode === mode ? ep : undefined;
+    },
+    timeoutMs,
+  );
 }
 
 /** Starts the stand-in sidecar in a pod, as uid/gid 1337 (Envoy's), forwarding to the original destination. */
 export async function startSidecar(env: MeshEnv, pod: SimPod, extra: string[] = []): Promise<ChildProcess> {
-  const child = env.node.spawn([PROBE, 'sidecar', '--id', `sc-${pod.name}`, '--forward', '--bind-inbound-source', '127.0.0.6', '--bind-inbound-source', '::6', ...extra], {
-    netnsPath: pod.netnsPath,
-    uid: 1337,
-    gid: 1337,
-  });
+  const child = env.node.spawn(
+    [
+      PROBE,
+      'sidecar',
+      '--id',
+      `sc-${pod.name}`,
+      '--forward',
+      '--bind-inbound-source',
+      '127.0.0.6',
+      '--bind-inbound-source',
+      '::6',
+      ...extra,
+    ],
+    {
+      netnsPath: pod.netnsPath,
+      uid: 1337,
+      gid: 1337,
+    },
+  );
   await env.node.waitForLine(child, 'ready');
   return child;
 }
@@ -161,11 +195,22 @@ export function sidecarReply(line: string | undefined): SidecarReply | undefined
     const eq = part.indexOf('=');
     f[part.slice(0, eq)] = part.slice(eq + 1);
   }
-  return { id: head.split(' ')[1], via: f.via, orig: f.orig, local: f.local, peer: f.peer, upstreamPeer: f.upstream_peer, upstream };
+  return {
+    id: head.split(' ')[1],
+    via: f.via,
+    orig: f.orig,
+    local: f.local,
+    peer: f.peer,
+    upstreamPeer: f.upstream_peer,
+    upstream,
+  };
 }
 
 export async function startApp(env: MeshEnv, pod: SimPod, port: number, ip = pod.ipv4): Promise<ChildProcess> {
-  const child = env.node.spawn([PROBE, 'serve', '--proto', 'tcp', '--addr', ip, '--port', String(port), '--id', `app-${pod.name}`], { netnsPath: pod.netnsPath, inCgroup: false });
+  const child = env.node.spawn(
+    [PROBE, 'serve', '--proto', 'tcp', '--addr', ip, '--port', String(port), '--id', `app-${pod.name}`],
+    { netnsPath: pod.netnsPath, inCgroup: false },
+  );
   await env.node.waitForLine(child, 'ready');
   return child;
 }

@@ -12,7 +12,23 @@ import { LAST_CHANGE_TRIGGER_TIME } from '../../src/metrics';
 import { FakeApiServer } from '../harness/apiserver';
 import { waitFor } from '../harness';
 import { addPodThroughChain } from './api-mode-helpers';
-import { createLbEnv, lbList, probe, serviceYaml, SLUICE, sliceYaml, sluice, startAgent, stopAgent, TCP_PORT, UDP_PORT, waitForBackends, writeConfig, writeObjects, type LbEnv } from './lb-env';
+import {
+  createLbEnv,
+  lbList,
+  probe,
+  serviceYaml,
+  SLUICE,
+  sliceYaml,
+  sluice,
+  startAgent,
+  stopAgent,
+  TCP_PORT,
+  UDP_PORT,
+  waitForBackends,
+  writeConfig,
+  writeObjects,
+  type LbEnv,
+} from './lb-env';
 import { startApp, startSidecar, type MeshEnv } from './mesh-env';
 import { startZtunnel } from './ztunnel-env';
 
@@ -23,12 +39,24 @@ const STATUS = { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}' };
 
 /** Every metric the agent must export (README "Metrics"). */
 const METRICS = [
-  'sluice_cni_requests_total', 'sluice_cni_add_duration_seconds', 'sluice_lb_frontends', 'sluice_lb_backends',
-  'sluice_bpf_map_pressure', 'sluice_datapath_events_total', 'sluice_endpoints', 'sluice_capture_connections_total',
-  'sluice_k8s_events_total', 'sluice_k8s_api_reachable', 'sluice_network_programming_duration_seconds',
-  'sluice_repair_pods_total', 'sluice_zds_connected', 'sluice_zds_pending',
+  'sluice_cni_requests_total',
+  'sluice_cni_add_duration_seconds',
+  'sluice_lb_frontends',
+  'sluice_lb_backends',
+  'sluice_bpf_map_pressure',
+  'sluice_datapath_events_total',
+  'sluice_endpoints',
+  'sluice_capture_connections_total',
+  'sluice_k8s_events_total',
+  'sluice_k8s_api_reachable',
+  'sluice_network_programming_duration_seconds',
+  'sluice_repair_pods_total',
+  'sluice_zds_connected',
+  'sluice_zds_pending',
   // prom-client's process and runtime metrics
-  'process_cpu_user_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_size_used_bytes',
+  'process_cpu_user_seconds_total',
+  'process_resident_memory_bytes',
+  'nodejs_heap_size_used_bytes',
 ];
 
 interface Scrape {
@@ -58,24 +86,51 @@ function parse(text: string): Scrape {
 
 function podObject(name: string, o: { ns?: string; annotations?: Record<string, string>; ip?: string; uid?: string } = {}) {
   return {
-    apiVersion: 'v1', kind: 'Pod',
+    apiVersion: 'v1',
+    kind: 'Pod',
     metadata: { name, namespace: o.ns ?? 'default', uid: o.uid, annotations: o.annotations ?? {} },
     // an injected pod has Istio's sidecar container (istio-cni captures only those)
-    spec: { nodeName: NODE, containers: [{ name: 'app', image: 'app' }, ...(o.annotations?.['sidecar.istio.io/status'] ? [{ name: 'istio-proxy', image: 'proxyv2', args: ['proxy', 'sidecar'] }] : [])] },
+    spec: {
+      nodeName: NODE,
+      containers: [
+        { name: 'app', image: 'app' },
+        ...(o.annotations?.['sidecar.istio.io/status']
+          ? [{ name: 'istio-proxy', image: 'proxyv2', args: ['proxy', 'sidecar'] }]
+          : []),
+      ],
+    },
     ...(o.ip ? { status: { phase: 'Running', podIP: o.ip, podIPs: [{ ip: o.ip }] } } : {}),
   };
 }
 
 function serviceObject(name: string, ip: string, ports: Array<{ name: string; port: number; protocol: 'TCP' | 'UDP' }>) {
-  return { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' }, spec: { clusterIP: ip, clusterIPs: [ip], ports: ports.map((p) => ({ ...p, targetPort: p.port })) } };
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace: 'default' },
+    spec: { clusterIP: ip, clusterIPs: [ip], ports: ports.map((p) => ({ ...p, targetPort: p.port })) },
+  };
 }
 
 /** An EndpointSlice as the controller writes it, with the time of the change that caused it. */
-function sliceObject(name: string, service: string, ips: string[], ports: Array<{ name: string; port: number; protocol: 'TCP' | 'UDP' }>) {
+function sliceObject(
+  name: string,
+  service: string,
+  ips: string[],
+  ports: Array<{ name: string; port: number; protocol: 'TCP' | 'UDP' }>,
+) {
   return {
-    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
-    metadata: { name, namespace: 'default', labels: { 'kubernetes.io/service-name': service }, annotations: { [LAST_CHANGE_TRIGGER_TIME]: new Date().toISOString() } },
-    addressType: 'IPv4', endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true } })), ports,
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: {
+      name,
+      namespace: 'default',
+      labels: { 'kubernetes.io/service-name': service },
+      annotations: { [LAST_CHANGE_TRIGGER_TIME]: new Date().toISOString() },
+    },
+    addressType: 'IPv4',
+    endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
+    ports,
   };
 }
 
@@ -99,7 +154,11 @@ describe.skipIf(process.getuid?.() !== 0)('metrics and health endpoints (needs r
     env.stateDir = path.join(env.node.workDir, 'state');
     fs.mkdirSync(env.confDir); // empty: the primary CNI has not written its config yet
     api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'default' } });
-    api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'amb', labels: { 'istio.io/dataplane-mode': 'ambient' } } });
+    api.apply({
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: { name: 'amb', labels: { 'istio.io/dataplane-mode': 'ambient' } },
+    });
     api.apply({ apiVersion: 'v1', kind: 'Node', metadata: { name: NODE } });
     // a pod that started before the agent (repaired in place) and one whose netns is nowhere
     const legacy = await env.node.addPod('legacy');
@@ -107,22 +166,36 @@ describe.skipIf(process.getuid?.() !== 0)('metrics and health endpoints (needs r
     api.apply(podObject('legacy', { ip: legacy.ipv4, uid: legacy.uid }));
     api.apply(podObject('ghost', { ip: '10.255.255.254' }));
     const kubeconfig = api.kubeconfig(path.join(env.node.workDir, 'kubeconfig'));
-    writeConfig(env, { 'k8s-kubeconfig': kubeconfig, 'node-name': NODE, 'cni-conf-dir': env.confDir, 'cni-bin-dir': env.binDir, 'state-dir': env.stateDir });
+    writeConfig(env, {
+      'k8s-kubeconfig': kubeconfig,
+      'node-name': NODE,
+      'cni-conf-dir': env.confDir,
+      'cni-bin-dir': env.binDir,
+      'state-dir': env.stateDir,
+    });
     // in this process's network namespace, to reach the stand-in API server and the endpoints on
     // 127.0.0.1 (nothing is attached to it: programs go to the test cgroup and pods' namespaces)
-    env.agent = env.node.spawn([SLUICE, 'agent', '--config', env.configPath], { inCgroup: false, netnsPath: `/proc/${process.pid}/ns/net` });
+    env.agent = env.node.spawn([SLUICE, 'agent', '--config', env.configPath], {
+      inCgroup: false,
+      netnsPath: `/proc/${process.pid}/ns/net`,
+    });
     const agent = env.agent;
-    const st = await waitFor('agent synced (not ready: no CNI config yet)', async () => {
-      const out = env.node.output(agent);
-      if (out.exited) throw new Error(`agent exited (${out.exitCode ?? out.signal}): ${out.stderr.slice(-2000)}`);
-      const s = await status();
-      return s.phase === 'ready' ? s : undefined;
-    }, 20000);
+    const st = await waitFor(
+      'agent synced (not ready: no CNI config yet)',
+      async () => {
+        const out = env.node.output(agent);
+        if (out.exited) throw new Error(`agent exited (${out.exitCode ?? out.signal}): ${out.stderr.slice(-2000)}`);
+        const s = await status();
+        return s.phase === 'ready' ? s : undefined;
+      },
+      20000,
+    );
     addrs = st.http;
   });
 
   afterEach((ctx) => {
-    if (ctx.task.result?.state === 'fail' && env?.agent) console.error(`[agent log tail]\n${env.node.output(env.agent).stderr.split('\n').slice(-40).join('\n')}`);
+    if (ctx.task.result?.state === 'fail' && env?.agent)
+      console.error(`[agent log tail]\n${env.node.output(env.agent).stderr.split('\n').slice(-40).join('\n')}`);
   });
 
   afterAll(async () => {
@@ -147,16 +220,25 @@ describe.skipIf(process.getuid?.() !== 0)('metrics and health endpoints (needs r
     expect((await sluice(env, ['status'], true)).code).toBe(1); // the same meaning as `sluice status`
     fs.writeFileSync(
       path.join(env.confDir, '10-podnet.conflist'),
-      JSON.stringify({ cniVersion: '1.0.0', name: 'podnet', plugins: [{ type: 'bridge', bridge: 'slbr0', ipam: { type: 'host-local' } }] }),
+      JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'podnet',
+        plugins: [{ type: 'bridge', bridge: 'slbr0', ipam: { type: 'host-local' } }],
+      }),
     );
     await waitFor('/readyz 200', async () => (await fetch(`http://${addrs.health}/readyz`)).status === 200, 10000);
-    expect(await (await fetch(`http://${addrs.health}/readyz`)).text()).toMatch(/^ready: programs attached, first sync done, CNI plugin in /);
+    expect(await (await fetch(`http://${addrs.health}/readyz`)).text()).toMatch(
+      /^ready: programs attached, first sync done, CNI plugin in /,
+    );
     expect((await sluice(env, ['status'], true)).code).toBe(0);
   });
 
   it('Services synced: frontends, backends and map pressure equal what the pinned maps hold; programming latency observed per change', async () => {
     const [a, b] = env.backends;
-    const ports = [{ name: 'http', port: TCP_PORT, protocol: 'TCP' as const }, { name: 'dns', port: UDP_PORT, protocol: 'UDP' as const }];
+    const ports = [
+      { name: 'http', port: TCP_PORT, protocol: 'TCP' as const },
+      { name: 'dns', port: UDP_PORT, protocol: 'UDP' as const },
+    ];
     const before = await scrape();
     api.apply(serviceObject('web', VIP, ports));
     api.apply(sliceObject('web-1', 'web', [a.ipv4, b.ipv4], ports));
@@ -177,7 +259,18 @@ describe.skipIf(process.getuid?.() !== 0)('metrics and health endpoints (needs r
     const svcEntries = listed.reduce((n, s) => n + 1 + s.backends.length, 0);
     expect(m.v('sluice_bpf_map_pressure{map_name="sl_lb_svc"}')).toBe(svcEntries / 1048576);
     expect(m.v('sluice_bpf_map_pressure{map_name="sl_lb_backend"}')).toBe(4 / 524288);
-    for (const map of ['sl_lb_affinity', 'sl_lb_pod_opt_out', 'sl_lb_sock_dead', 'sl_endpoints', 'sl_pod_ips', 'sl_ep_stats', 'sl_origdst_syn', 'sl_listeners', 'sl_node_ips', 'sl_bypass_flows']) {
+    for (const map of [
+      'sl_lb_affinity',
+      'sl_lb_pod_opt_out',
+      'sl_lb_sock_dead',
+      'sl_endpoints',
+      'sl_pod_ips',
+      'sl_ep_stats',
+      'sl_origdst_syn',
+      'sl_listeners',
+      'sl_node_ips',
+      'sl_bypass_flows',
+    ]) {
       const p = m.v(`sluice_bpf_map_pressure{map_name="${map}"}`);
       expect(p, map).toBeGreaterThanOrEqual(0);
       expect(p, map).toBeLessThan(1);
@@ -186,15 +279,25 @@ describe.skipIf(process.getuid?.() !== 0)('metrics and health endpoints (needs r
     // the two annotated slice changes, each observed once, from their trigger times
     const count = (x: Scrape) => x.v('sluice_network_programming_duration_seconds_count');
     expect(count(m) - count(before)).toBe(2);
-    const seconds = m.v('sluice_network_programming_duration_seconds_sum') - before.v('sluice_network_programming_duration_seconds_sum');
+    const seconds =
+      m.v('sluice_network_programming_duration_seconds_sum') - before.v('sluice_network_programming_duration_seconds_sum');
     expect(seconds).toBeGreaterThan(0);
     expect(seconds).toBeLessThan(20);
-    expect(m.v('sluice_k8s_events_total{kind="Service",type="create"}') - before.v('sluice_k8s_events_total{kind="Service",type="create"}')).toBe(2);
-    expect(m.v('sluice_k8s_events_total{kind="EndpointSlice",type="create"}') - before.v('sluice_k8s_events_total{kind="EndpointSlice",type="create"}')).toBe(2);
+    expect(
+      m.v('sluice_k8s_events_total{kind="Service",type="create"}') -
+        before.v('sluice_k8s_events_total{kind="Service",type="create"}'),
+    ).toBe(2);
+    expect(
+      m.v('sluice_k8s_events_total{kind="EndpointSlice",type="create"}') -
+        before.v('sluice_k8s_events_total{kind="EndpointSlice",type="create"}'),
+    ).toBe(2);
     api.apply(sliceObject('web-1', 'web', [a.ipv4], ports));
     await waitForBackends(env, `${VIP}:${TCP_PORT}/TCP`, [`${a.ipv4}:${TCP_PORT}`]);
     const after = await scrape();
-    expect(after.v('sluice_k8s_events_total{kind="EndpointSlice",type="update"}') - m.v('sluice_k8s_events_total{kind="EndpointSlice",type="update"}')).toBe(1);
+    expect(
+      after.v('sluice_k8s_events_total{kind="EndpointSlice",type="update"}') -
+        m.v('sluice_k8s_events_total{kind="EndpointSlice",type="update"}'),
+    ).toBe(1);
     expect(count(after) - count(m)).toBe(1);
     expect(after.v('sluice_lb_backends')).toBe(2);
     api.apply(sliceObject('web-1', 'web', [a.ipv4, b.ipv4], ports));
@@ -212,7 +315,9 @@ describe.skipIf(process.getuid?.() !== 0)('metrics and health endpoints (needs r
       const c = net.createConnection(path.join(env.node.workDir, 'agent.sock'));
       let out = '';
       c.setEncoding('utf8');
-      c.on('connect', () => c.write(JSON.stringify({ op: 'cni', command: 'ADD', env: { CNI_COMMAND: 'ADD' }, stdin: '{}' }) + '\n'));
+      c.on('connect', () =>
+        c.write(JSON.stringify({ op: 'cni', command: 'ADD', env: { CNI_COMMAND: 'ADD' }, stdin: '{}' }) + '\n'),
+      );
       c.on('data', (d: string) => (out += d));
       c.on('end', () => resolve(out));
       c.on('error', reject);
@@ -315,14 +420,17 @@ describe.skipIf(process.getuid?.() !== 0)('metrics and health endpoints (needs r
     const m = await scrape();
     for (const name of METRICS) {
       expect(m.text, name).toMatch(new RegExp(`^# TYPE ${name} (counter|gauge|histogram)$`, 'm'));
-      expect([...m.s.keys()].some((k) => k === name || k.startsWith(`${name}{`) || k.startsWith(`${name}_`)), `${name} has samples`).toBe(true);
+      expect(
+        [...m.s.keys()].some((k) => k === name || k.startsWith(`${name}{`) || k.startsWith(`${name}_`)),
+        `${name} has samples`,
+      ).toBe(true);
     }
     // no per-pod or per-Service label anywhere
     for (const k of m.s.keys()) expect(k, k).not.toMatch(/pod=|namespace=|service=|uid=/);
   });
 });
 
-describe.skipIf(process.getuid?.() !== 0)('metrics of a standalone agent in the node\'s namespace (needs root)', () => {
+describe.skipIf(process.getuid?.() !== 0)("metrics of a standalone agent in the node's namespace (needs root)", () => {
   let env: LbEnv;
 
   /** Scrapes from inside the node's network namespace, where the agent listens on 127.0.0.1. */
@@ -353,7 +461,9 @@ describe.skipIf(process.getuid?.() !== 0)('metrics of a standalone agent in the 
     await waitForBackends(env, `${VIP}:80/TCP`, [`${a.ipv4}:${TCP_PORT}`]);
     const m = await scrapeInNode();
     // the Service and its slice, read in one batch: two changes, each observed once
-    expect(m.v('sluice_network_programming_duration_seconds_count') - before.v('sluice_network_programming_duration_seconds_count')).toBe(2);
+    expect(
+      m.v('sluice_network_programming_duration_seconds_count') - before.v('sluice_network_programming_duration_seconds_count'),
+    ).toBe(2);
     expect(m.v('sluice_lb_frontends')).toBe(1);
     expect(m.v('sluice_k8s_events_total{kind="Service",type="create"}')).toBe(1);
     expect(m.text).not.toContain('sluice_k8s_api_reachable');

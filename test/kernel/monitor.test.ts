@@ -313,7 +313,23 @@ describe.skipIf(process.getuid?.() !== 0)('sluice monitor on a simulated node (n
       await settle(() => fromClient(VIP, 80).then(() => undefined), [[m, (ls) => ls.some((l) => l.type === 'lb-translate')]]);
       // one connected socket, sending every 20 ms until it fails (then it connects again)
       const client = env.node.spawn(
-        [PROBE, 'connect', '--proto', 'udp', '--addr', DNS_VIP, '--port', '53', '--count', '100000', '--interval-ms', '20', '--timeout-ms', '1000', '--persist'],
+        [
+          PROBE,
+          'connect',
+          '--proto',
+          'udp',
+          '--addr',
+          DNS_VIP,
+          '--port',
+          '53',
+          '--count',
+          '100000',
+          '--interval-ms',
+          '20',
+          '--timeout-ms',
+          '1000',
+          '--persist',
+        ],
         { netnsPath: cl.netnsPath },
       );
       try {

@@ -61,8 +61,17 @@ describe.skipIf(process.getuid?.() !== 0)('podman runs containers on a conflist 
       name: net,
       plugins: [
         {
-          type: 'bridge', bridge: 'slbr1', isGateway: true, ipMasq: false, hairpinMode: true,
-          ipam: { type: 'host-local', dataDir: path.join(env.node.workDir, 'ipam-podman'), ranges: [[{ subnet: SUBNET }]], routes: [{ dst: '0.0.0.0/0' }] },
+          type: 'bridge',
+          bridge: 'slbr1',
+          isGateway: true,
+          ipMasq: false,
+          hairpinMode: true,
+          ipam: {
+            type: 'host-local',
+            dataDir: path.join(env.node.workDir, 'ipam-podman'),
+            ranges: [[{ subnet: SUBNET }]],
+            routes: [{ dst: '0.0.0.0/0' }],
+          },
         },
       ],
     };
@@ -72,7 +81,11 @@ describe.skipIf(process.getuid?.() !== 0)('podman runs containers on a conflist 
     await startAgent(env);
     const installed = JSON.parse(fs.readFileSync(primaryFile, 'utf8'));
     expect(installed.plugins.map((p: { type: string }) => p.type)).toEqual(['bridge', 'sluice-cni']);
-    pm = await createPodman(env.node, { networkConfigDir: confDir, cniPluginDirs: [binDir, '/usr/lib/cni'], defaultNetwork: net });
+    pm = await createPodman(env.node, {
+      networkConfigDir: confDir,
+      cniPluginDirs: [binDir, '/usr/lib/cni'],
+      defaultNetwork: net,
+    });
     await pm.importBusybox(IMAGE);
     const nets = (await pm.podman(['network', 'ls', '--format', '{{.Name}}'])).stdout.split('\n');
     expect(nets).toContain(net);
@@ -100,14 +113,18 @@ describe.skipIf(process.getuid?.() !== 0)('podman runs containers on a conflist 
     expect(ep!.ips).toContain(ip);
     expect(ep!.netnsCookie).toMatch(/^[1-9]\d*$/);
     expect(ep!.netnsCookie).toBe(String(netnsCookieOf(netnsPath)));
-    const line = (await sluice(env, ['endpoint', 'list'])).stdout.split('\n').find((l) => l.includes(`container=${id.slice(0, 12)}`));
+    const line = (await sluice(env, ['endpoint', 'list'])).stdout
+      .split('\n')
+      .find((l) => l.includes(`container=${id.slice(0, 12)}`));
     expect(line?.split(/\s+/).slice(0, 2)).toEqual([ip, `-/${ctrName('web')}`]);
 
     const addr = (await pm!.podman(['exec', id, 'ip', '-4', 'addr', 'show', 'eth0'])).stdout;
     expect(addr).toContain(`inet ${ip}/24`);
 
     // the container reaches a TCP server on the node's side of the bridge, with its own address
-    const srv = env.node.spawn([PROBE, 'serve', '--proto', 'tcp', '--addr', GATEWAY, '--port', '8080', '--id', 'gateway'], { inCgroup: false });
+    const srv = env.node.spawn([PROBE, 'serve', '--proto', 'tcp', '--addr', GATEWAY, '--port', '8080', '--id', 'gateway'], {
+      inCgroup: false,
+    });
     await env.node.waitForLine(srv, 'ready');
     const nc = await pm!.podman(['exec', id, 'nc', '-w', '3', GATEWAY, '8080']);
     expect(nc.stdout.split(' ').slice(0, 2)).toEqual(['gateway', ip]);
@@ -120,10 +137,15 @@ describe.skipIf(process.getuid?.() !== 0)('podman runs containers on a conflist 
     expect((await pm!.podman(['ps', '-a', '-q'])).stdout.trim()).toBe('');
   });
 
-  it('a container that exits on its own is unregistered by podman\'s cleanup (DEL from conmon\'s exit command)', async () => {
+  it("a container that exits on its own is unregistered by podman's cleanup (DEL from conmon's exit command)", async () => {
     const id = (await runCtr('short', ['sleep', '3'])).stdout.trim();
     expect((await endpoints()).some((e) => e.containerId === id)).toBe(true);
-    await waitFor('the exited container to be unregistered', async () => !(await endpoints()).some((e) => e.containerId === id), 20000, 200);
+    await waitFor(
+      'the exited container to be unregistered',
+      async () => !(await endpoints()).some((e) => e.containerId === id),
+      20000,
+      200,
+    );
     expect((await pm!.inspect(id)).State.Status).toBe('exited');
     expect(cacheEntries()).toEqual([]);
     await pm!.podman(['rm', '-f', '-t', '0', id]);

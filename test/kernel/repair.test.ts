@@ -13,9 +13,13 @@ const NODE = 'sim-node';
 
 /** A running Pod; with the injector's status annotation it also runs Istio's sidecar container. */
 function podObject(p: SimPod, annotations: Record<string, string> = {}) {
-  const sidecar = annotations['sidecar.istio.io/status'] !== undefined ? [{ name: 'istio-proxy', image: 'proxyv2', args: ['proxy', 'sidecar'] }] : [];
+  const sidecar =
+    annotations['sidecar.istio.io/status'] !== undefined
+      ? [{ name: 'istio-proxy', image: 'proxyv2', args: ['proxy', 'sidecar'] }]
+      : [];
   return {
-    apiVersion: 'v1', kind: 'Pod',
+    apiVersion: 'v1',
+    kind: 'Pod',
     metadata: { name: p.name, namespace: p.namespace, uid: p.uid, annotations },
     spec: { nodeName: NODE, containers: [{ name: 'app', image: 'app' }, ...sidecar] },
     status: { phase: 'Running', podIP: p.ipv4, podIPs: [{ ip: p.ipv4 }, ...(p.ipv6 ? [{ ip: p.ipv6 }] : [])] },
@@ -56,7 +60,11 @@ describe.skipIf(process.getuid?.() !== 0)('repair of pods that predate the agent
   });
 
   async function eps() {
-    return JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout) as Array<{ name: string; mode: string; netnsPath: string }>;
+    return JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout) as Array<{
+      name: string;
+      mode: string;
+      netnsPath: string;
+    }>;
   }
 
   it('repair registers running pods and enrols them in place', async () => {
@@ -81,7 +89,11 @@ describe.skipIf(process.getuid?.() !== 0)('repair of pods that predate the agent
     env.node.spawn(['sleep', '300'], { netnsPath: gap.netnsPath });
     await startSidecar(env, gap);
     api.apply(podObject(gap, { 'sidecar.istio.io/status': '{}' }));
-    await waitFor('in-gap repaired without a restart', async () => (await eps()).find((e) => e.name === 'in-gap')?.mode === 'sidecar', 10000);
+    await waitFor(
+      'in-gap repaired without a restart',
+      async () => (await eps()).find((e) => e.name === 'in-gap')?.mode === 'sidecar',
+      10000,
+    );
     const [be] = env.backends;
     expect(sidecarReply((await probe(env, be.ipv4, 8080, { from: gap }))[0].reply)).toMatchObject({ via: 'out' });
     expect(env.node.output(env.agent!).stderr).toMatch(/"msg":"pods running without sluice found","why":"pod change"/);
@@ -93,7 +105,11 @@ describe.skipIf(process.getuid?.() !== 0)('repair of pods that predate the agent
     api.apply(podObject(late));
     config('label');
     await startAgent(env, { inTestNetns: true });
-    await waitFor('labelled', () => (api.get('Pod', 'default', 'late-label') as any)?.metadata?.labels?.['cni.istio.io/uninitialized'] === 'true', 5000);
+    await waitFor(
+      'labelled',
+      () => (api.get('Pod', 'default', 'late-label') as any)?.metadata?.labels?.['cni.istio.io/uninitialized'] === 'true',
+      5000,
+    );
     expect((await eps()).some((e) => e.name === 'late-label')).toBe(false);
   });
 

@@ -17,9 +17,15 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture across nodes (needs r
     nodeB = await createNode();
     await joinNodes(env.node, nodeB);
     remote = await nodeB.addPod('remote');
-    const server = nodeB.spawn([PROBE, 'serve', '--proto', 'tcp', '--addr', remote.ipv4, '--port', String(TCP_PORT), '--id', 'remote-server'], { netnsPath: remote.netnsPath, inCgroup: false });
+    const server = nodeB.spawn(
+      [PROBE, 'serve', '--proto', 'tcp', '--addr', remote.ipv4, '--port', String(TCP_PORT), '--id', 'remote-server'],
+      { netnsPath: remote.netnsPath, inCgroup: false },
+    );
     await nodeB.waitForLine(server, 'ready');
-    const server6 = nodeB.spawn([PROBE, 'serve', '--proto', 'tcp', '--addr', remote.ipv6!, '--port', String(TCP_PORT), '--id', 'remote-server'], { netnsPath: remote.netnsPath, inCgroup: false });
+    const server6 = nodeB.spawn(
+      [PROBE, 'serve', '--proto', 'tcp', '--addr', remote.ipv6!, '--port', String(TCP_PORT), '--id', 'remote-server'],
+      { netnsPath: remote.netnsPath, inCgroup: false },
+    );
     await nodeB.waitForLine(server6, 'ready');
     app = await addMeshPod(env, 'meshed', { annotations: { 'sidecar.istio.io/status': '{}' } });
     await startSidecar(env, app);
@@ -33,13 +39,22 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture across nodes (needs r
   });
 
   async function fromRemote(addr: string, port: number) {
-    const res = await nodeB.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', addr, '--port', String(port)], { netnsPath: remote.netnsPath, inCgroup: false, allowFail: true });
+    const res = await nodeB.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', addr, '--port', String(port)], {
+      netnsPath: remote.netnsPath,
+      inCgroup: false,
+      allowFail: true,
+    });
     return JSON.parse(res.stdout.split('\n')[0]);
   }
 
   it('inbound from a pod on another node reaches the sidecar with the original destination', async () => {
     const r = sidecarReply((await fromRemote(app.ipv4, 8080)).reply)!;
-    expect(r).toMatchObject({ via: 'in', orig: `${app.ipv4}:8080`, local: `${app.ipv4}:8080`, peer: expect.stringContaining(remote.ipv4) });
+    expect(r).toMatchObject({
+      via: 'in',
+      orig: `${app.ipv4}:8080`,
+      local: `${app.ipv4}:8080`,
+      peer: expect.stringContaining(remote.ipv4),
+    });
     expect(r.upstream?.split(' ')[0]).toBe('app-meshed');
     const r6 = sidecarReply((await fromRemote(app.ipv6!, 9090)).reply)!;
     expect(r6).toMatchObject({ via: 'in', orig: `[${app.ipv6}]:9090` });

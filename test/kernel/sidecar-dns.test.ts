@@ -5,7 +5,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SimPod } from '../harness';
 import { answeredBy, PROBE, probe, stopAgent } from './lb-env';
-import { addMeshPod, createMeshEnv, endpoint, ISTIO_PROXY, sidecarReply, startSidecar, waitForMode, type MeshEnv } from './mesh-env';
+import {
+  addMeshPod,
+  createMeshEnv,
+  endpoint,
+  ISTIO_PROXY,
+  sidecarReply,
+  startSidecar,
+  waitForMode,
+  type MeshEnv,
+} from './mesh-env';
 
 describe.skipIf(process.getuid?.() !== 0)('sidecar DNS capture (needs root)', () => {
   let env: MeshEnv;
@@ -14,7 +23,12 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar DNS capture (needs root)', ()
   let other: SimPod;
 
   async function udpServer(pod: SimPod, addr: string, port: number, id: string, uid?: number) {
-    const c = env.node.spawn([PROBE, 'serve', '--proto', 'udp', '--addr', addr, '--port', String(port), '--id', id], { netnsPath: pod.netnsPath, inCgroup: false, uid, gid: uid });
+    const c = env.node.spawn([PROBE, 'serve', '--proto', 'udp', '--addr', addr, '--port', String(port), '--id', id], {
+      netnsPath: pod.netnsPath,
+      inCgroup: false,
+      uid,
+      gid: uid,
+    });
     await env.node.waitForLine(c, 'ready');
   }
 
@@ -24,7 +38,13 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar DNS capture (needs root)', ()
     // configure the resolver list before the agent loads (rodata): restart with DNS capture on
     await stopAgent(env);
     const { writeConfig, startAgent } = await import('./lb-env');
-    writeConfig(env, { 'cni-conf-dir': env.confDir, 'cni-bin-dir': env.binDir, 'state-dir': env.stateDir, 'mesh-dns-capture': 'true', 'mesh-dns-servers': resolver.ipv4 });
+    writeConfig(env, {
+      'cni-conf-dir': env.confDir,
+      'cni-bin-dir': env.binDir,
+      'state-dir': env.stateDir,
+      'mesh-dns-capture': 'true',
+      'mesh-dns-servers': resolver.ipv4,
+    });
     await startAgent(env);
     await udpServer(resolver, resolver.ipv4, 53, 'real-resolver');
     await udpServer(other, other.ipv4, 53, 'other-dns');
@@ -58,20 +78,31 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar DNS capture (needs root)', ()
   });
 
   it('excludeOutboundPorts "53" keeps UDP DNS out of the proxy too (Istio: "-p udp --dport 53 -j RETURN")', async () => {
-    const excluded = await addMeshPod(env, 'dns-excluded', { annotations: { 'sidecar.istio.io/status': '{}', 'traffic.sidecar.istio.io/excludeOutboundPorts': '53' } });
+    const excluded = await addMeshPod(env, 'dns-excluded', {
+      annotations: { 'sidecar.istio.io/status': '{}', 'traffic.sidecar.istio.io/excludeOutboundPorts': '53' },
+    });
     await udpServer(excluded, '127.0.0.1', 15053, 'dns-proxy-excluded', 1337);
     await waitForMode(env, excluded, 'sidecar');
-    expect(answeredBy((await probe(env, resolver.ipv4, 53, { proto: 'udp', udpMode: 'unconnected', from: excluded }))[0])).toBe('real-resolver');
-    expect(answeredBy((await probe(env, resolver.ipv4, 53, { proto: 'udp', udpMode: 'connected', from: excluded }))[0])).toBe('real-resolver');
+    expect(answeredBy((await probe(env, resolver.ipv4, 53, { proto: 'udp', udpMode: 'unconnected', from: excluded }))[0])).toBe(
+      'real-resolver',
+    );
+    expect(answeredBy((await probe(env, resolver.ipv4, 53, { proto: 'udp', udpMode: 'connected', from: excluded }))[0])).toBe(
+      'real-resolver',
+    );
   });
 
   it("a proxy with ISTIO_META_DNS_CAPTURE=false keeps its pod's DNS uncaptured, whatever mesh-dns-capture says", async () => {
-    const off = await addMeshPod(env, 'dns-off', { annotations: { 'sidecar.istio.io/status': '{}' }, containers: [{ name: 'app' }, { ...ISTIO_PROXY, env: [{ name: 'ISTIO_META_DNS_CAPTURE', value: 'false' }] }] });
+    const off = await addMeshPod(env, 'dns-off', {
+      annotations: { 'sidecar.istio.io/status': '{}' },
+      containers: [{ name: 'app' }, { ...ISTIO_PROXY, env: [{ name: 'ISTIO_META_DNS_CAPTURE', value: 'false' }] }],
+    });
     await startSidecar(env, off, ['--extra-port', '15053']);
     await udpServer(off, '127.0.0.1', 15053, 'dns-proxy-off', 1337);
     const ep = await waitForMode(env, off, 'sidecar');
     expect(ep.reason).toContain('dns-capture=off(ISTIO_META_DNS_CAPTURE=false)');
-    expect(answeredBy((await probe(env, resolver.ipv4, 53, { proto: 'udp', udpMode: 'unconnected', from: off }))[0])).toBe('real-resolver');
+    expect(answeredBy((await probe(env, resolver.ipv4, 53, { proto: 'udp', udpMode: 'unconnected', from: off }))[0])).toBe(
+      'real-resolver',
+    );
     // the pod without the env takes the node default
     expect((await endpoint(env, app))?.reason).toContain('dns-capture=on(mesh-dns-capture)');
   });

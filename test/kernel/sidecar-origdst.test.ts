@@ -53,7 +53,21 @@ describe.skipIf(process.getuid?.() !== 0)('original destinations live as long as
   async function setInFlight(n: number): Promise<void> {
     const { capture_full } = await counters();
     const bytes = (v: number) => [...Buffer.from(new BigUint64Array([BigInt(v)]).buffer)].map((b) => String(b));
-    await run(['bpftool', 'map', 'update', 'pinned', statPin, 'key', '0', '0', '0', '0', 'value', ...bytes(n), ...bytes(capture_full)]);
+    await run([
+      'bpftool',
+      'map',
+      'update',
+      'pinned',
+      statPin,
+      'key',
+      '0',
+      '0',
+      '0',
+      '0',
+      'value',
+      ...bytes(n),
+      ...bytes(capture_full),
+    ]);
   }
 
   beforeAll(async () => {
@@ -69,37 +83,78 @@ describe.skipIf(process.getuid?.() !== 0)('original destinations live as long as
   });
 
   it(`${TOTAL} concurrent captured connections on the node: every proxy socket reads its own original destination, at accept and with all open`, async () => {
-    const proxies = pods.map((p) => env.node.spawn([LOAD, 'proxy', '--count', String(2 * PER_FAMILY), '--wait-stdin', '--timeout-s', '240'], { netnsPath: p.netnsPath }));
+    const proxies = pods.map((p) =>
+      env.node.spawn([LOAD, 'proxy', '--count', String(2 * PER_FAMILY), '--wait-stdin', '--timeout-s', '240'], {
+        netnsPath: p.netnsPath,
+      }),
+    );
     for (const proxy of proxies) await env.node.waitForLine(proxy, 'ready');
     const slabBefore = slabKb();
     const started = Date.now();
     const clients = pods.map((p, i) =>
-      env.node.spawn([LOAD, 'client', '--count-v4', String(PER_FAMILY), '--count-v6', String(PER_FAMILY), '--first-index', String(i * PER_FAMILY), '--timeout-s', '240'], {
-        netnsPath: p.netnsPath,
-      }),
+      env.node.spawn(
+        [
+          LOAD,
+          'client',
+          '--count-v4',
+          String(PER_FAMILY),
+          '--count-v6',
+          String(PER_FAMILY),
+          '--first-index',
+          String(i * PER_FAMILY),
+          '--timeout-s',
+          '240',
+        ],
+        {
+          netnsPath: p.netnsPath,
+        },
+      ),
     );
-    const line = async (child: (typeof clients)[number], pattern: string) => JSON.parse(await env.node.waitForLine(child, pattern, 240000));
+    const line = async (child: (typeof clients)[number], pattern: string) =>
+      JSON.parse(await env.node.waitForLine(child, pattern, 240000));
     const opened = await Promise.all(clients.map((c) => line(c, '"event":"open"')));
     const accepted = await Promise.all(proxies.map((c) => line(c, '"event":"accepted"')));
     const allOpen = Date.now() - started;
     const slabAllOpen = slabKb();
-    const handshakeMap = JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'pinned', path.join(env.node.pinDir, 'sl_origdst_syn')])).stdout) as { bytes_memlock?: number };
+    const handshakeMap = JSON.parse(
+      (await run(['bpftool', '-j', 'map', 'show', 'pinned', path.join(env.node.pinDir, 'sl_origdst_syn')])).stdout,
+    ) as { bytes_memlock?: number };
     // every pod's connections are open now: the proxies check, with all of them open
     for (const proxy of proxies) proxy.stdin!.end('check\n');
     const checked = await Promise.all(proxies.map((c) => line(c, '"event":"checked"')));
     const done = await Promise.all(clients.map((c) => line(c, '"event":"done"')));
     const elapsed = Date.now() - started;
     const report = {
-      connections: TOTAL, pods: PODS, allOpenMs: allOpen, elapsedMs: elapsed,
-      slabKb: { before: slabBefore, allOpen: slabAllOpen, perConnectionBytes: Math.round(((slabAllOpen - slabBefore) * 1024) / TOTAL) },
-      handshakeMapMemlockBytes: handshakeMap.bytes_memlock, opened, accepted, checked, done,
+      connections: TOTAL,
+      pods: PODS,
+      allOpenMs: allOpen,
+      elapsedMs: elapsed,
+      slabKb: {
+        before: slabBefore,
+        allOpen: slabAllOpen,
+        perConnectionBytes: Math.round(((slabAllOpen - slabBefore) * 1024) / TOTAL),
+      },
+      handshakeMapMemlockBytes: handshakeMap.bytes_memlock,
+      opened,
+      accepted,
+      checked,
+      done,
     };
     console.log(`origdst load: ${JSON.stringify(report)}`);
     fs.mkdirSync(path.join(ROOT, 'build/bench'), { recursive: true });
     fs.writeFileSync(path.join(ROOT, 'build/bench/origdst-load.json'), JSON.stringify(report, null, 2) + '\n');
     const perPod = 2 * PER_FAMILY;
     expect(opened.map((o) => [o.open, o.failed])).toEqual(pods.map(() => [perPod, 0]));
-    expect(checked.map((c) => ({ accepted: c.accepted, extra: c.extra, ok_at_accept: c.ok_at_accept, ok_all_open: c.ok_all_open, duplicates: c.duplicates, bad: c.bad }))).toEqual(
+    expect(
+      checked.map((c) => ({
+        accepted: c.accepted,
+        extra: c.extra,
+        ok_at_accept: c.ok_at_accept,
+        ok_all_open: c.ok_all_open,
+        duplicates: c.duplicates,
+        bad: c.bad,
+      })),
+    ).toEqual(
       pods.map(() => ({ accepted: perPod, extra: 0, ok_at_accept: perPod, ok_all_open: perPod, duplicates: 0, bad: [] })),
     );
     expect(done.map((d) => ({ opened: d.opened, peer_mismatch: d.peer_mismatch, closed_by_proxy: d.closed_by_proxy }))).toEqual(
@@ -112,9 +167,19 @@ describe.skipIf(process.getuid?.() !== 0)('original destinations live as long as
 
   it('a captured connect nobody accepts leaves no entry behind', async () => {
     // no proxy listens on 15001 now: the captured connect is refused by the kernel
-    const res = await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', '198.18.0.1', '--port', '80', '--count', '3'], { netnsPath: pod.netnsPath, allowFail: true });
-    const attempts = res.stdout.split('\n').filter((l) => l.startsWith('{"ok"')).map((l) => JSON.parse(l));
-    expect(attempts.map((a) => [a.ok, a.errno])).toEqual([[false, 111], [false, 111], [false, 111]]);
+    const res = await env.node.exec(
+      [PROBE, 'connect', '--proto', 'tcp', '--addr', '198.18.0.1', '--port', '80', '--count', '3'],
+      { netnsPath: pod.netnsPath, allowFail: true },
+    );
+    const attempts = res.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{"ok"'))
+      .map((l) => JSON.parse(l));
+    expect(attempts.map((a) => [a.ok, a.errno])).toEqual([
+      [false, 111],
+      [false, 111],
+      [false, 111],
+    ]);
     expect((await counters()).capture_handshakes).toBe(0);
     expect(await handshakeEntries()).toEqual([]);
   });
@@ -123,7 +188,10 @@ describe.skipIf(process.getuid?.() !== 0)('original destinations live as long as
     const before = await counters();
     await setInFlight(HANDSHAKES_ADMIT);
     try {
-      const res = await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', '198.18.0.1', '--port', '80'], { netnsPath: pod.netnsPath, allowFail: true });
+      const res = await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', '198.18.0.1', '--port', '80'], {
+        netnsPath: pod.netnsPath,
+        allowFail: true,
+      });
       expect(JSON.parse(res.stdout.split('\n')[0])).toMatchObject({ ok: false, errno: 11, stage: 'connect' });
     } finally {
       await setInFlight(before.capture_handshakes);
@@ -131,7 +199,10 @@ describe.skipIf(process.getuid?.() !== 0)('original destinations live as long as
     const after = await counters();
     expect(after.capture_full - before.capture_full).toBe(1);
     // one below the limit: admitted again (and refused by the kernel: nothing listens)
-    const res = await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', '198.18.0.1', '--port', '80'], { netnsPath: pod.netnsPath, allowFail: true });
+    const res = await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', '198.18.0.1', '--port', '80'], {
+      netnsPath: pod.netnsPath,
+      allowFail: true,
+    });
     expect(JSON.parse(res.stdout.split('\n')[0])).toMatchObject({ ok: false, errno: 111 });
   });
 
@@ -140,7 +211,22 @@ describe.skipIf(process.getuid?.() !== 0)('original destinations live as long as
     await stopAgent(env);
     // what v0.1.0 pinned there (LRU_HASH, {netns, address, port} -> destination), with one entry
     fs.rmSync(pin);
-    await run(['bpftool', 'map', 'create', pin, 'type', 'lru_hash', 'key', '32', 'value', '20', 'entries', '65536', 'name', 'sl_origdst']);
+    await run([
+      'bpftool',
+      'map',
+      'create',
+      pin,
+      'type',
+      'lru_hash',
+      'key',
+      '32',
+      'value',
+      '20',
+      'entries',
+      '65536',
+      'name',
+      'sl_origdst',
+    ]);
     await run(['bpftool', 'map', 'update', 'pinned', pin, 'key', ...Array(32).fill('1'), 'value', ...Array(20).fill('2')]);
     const before = pinnedMapSpec(pin)!.id;
     await startAgent(env);

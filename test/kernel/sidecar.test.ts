@@ -5,10 +5,30 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SimPod } from '../harness';
 import {
-  answeredBy, PROBE, probe, serviceYaml, sliceYaml, sluice, stopAgent, TCP_PORT, UDP_PORT, waitForBackends, writeObjects,
+  answeredBy,
+  PROBE,
+  probe,
+  serviceYaml,
+  sliceYaml,
+  sluice,
+  stopAgent,
+  TCP_PORT,
+  UDP_PORT,
+  waitForBackends,
+  writeObjects,
 } from './lb-env';
 import {
-  addMeshPod, createMeshEnv, endpoint, ISTIO_PROXY, sidecarReply, startApp, startSidecar, updatePodObject, waitForMode, type MeshEnv, type PodYamlOptions,
+  addMeshPod,
+  createMeshEnv,
+  endpoint,
+  ISTIO_PROXY,
+  sidecarReply,
+  startApp,
+  startSidecar,
+  updatePodObject,
+  waitForMode,
+  type MeshEnv,
+  type PodYamlOptions,
 } from './mesh-env';
 
 const VIP = '10.96.0.10';
@@ -32,9 +52,19 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
     const [a, b] = env.backends;
     writeObjects(env, 'svc.yaml', [
       serviceYaml('web', { clusterIP: VIP, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }),
-      sliceYaml('web-1', { service: 'web', family: 4, endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }], ports: [{ name: 'http', port: TCP_PORT }] }),
+      sliceYaml('web-1', {
+        service: 'web',
+        family: 4,
+        endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }],
+        ports: [{ name: 'http', port: TCP_PORT }],
+      }),
       serviceYaml('web6', { clusterIP: VIP6, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }),
-      sliceYaml('web6-1', { service: 'web6', family: 6, endpoints: [{ ip: a.ipv6! }, { ip: b.ipv6! }], ports: [{ name: 'http', port: TCP_PORT }] }),
+      sliceYaml('web6-1', {
+        service: 'web6',
+        family: 6,
+        endpoints: [{ ip: a.ipv6! }, { ip: b.ipv6! }],
+        ports: [{ name: 'http', port: TCP_PORT }],
+      }),
     ]);
     await waitForBackends(env, `${VIP}:80/TCP`, [`${a.ipv4}:${TCP_PORT}`, `${b.ipv4}:${TCP_PORT}`]);
     app = await addMeshPod(env, 'meshed', { annotations: STATUS });
@@ -86,11 +116,21 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
       expect(res.every((r) => r.ok && [be1, be2].includes(answeredBy(r)!))).toBe(true);
     }
     // gid 1337 alone (uid 0): spawn with gid only
-    const res = await env.node.exec(['/bin/sh', '-c', `exec setpriv --regid=1337 --clear-groups -- ${process.cwd()}/build/sl-probe connect --proto tcp --addr ${VIP} --port 80 --count 5`], {
-      netnsPath: app.netnsPath,
-      allowFail: true,
-    });
-    const lines = res.stdout.split('\n').filter((l) => l.startsWith('{"ok"')).map((l) => JSON.parse(l));
+    const res = await env.node.exec(
+      [
+        '/bin/sh',
+        '-c',
+        `exec setpriv --regid=1337 --clear-groups -- ${process.cwd()}/build/sl-probe connect --proto tcp --addr ${VIP} --port 80 --count 5`,
+      ],
+      {
+        netnsPath: app.netnsPath,
+        allowFail: true,
+      },
+    );
+    const lines = res.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{"ok"'))
+      .map((l) => JSON.parse(l));
     expect(lines).toHaveLength(5);
     expect(lines.every((r) => r.ok && [be1, be2].includes(r.reply.split(' ')[0]))).toBe(true);
   });
@@ -140,7 +180,9 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
 
   it('excludeOutboundPorts and excludeOutboundIPRanges leave matching traffic alone', async () => {
     const [a] = env.backends;
-    await updatePodObject(env, app, { annotations: { ...STATUS, [`${T}excludeOutboundPorts`]: `${TCP_PORT}`, [`${T}excludeOutboundIPRanges`]: '10.96.0.0/16' } });
+    await updatePodObject(env, app, {
+      annotations: { ...STATUS, [`${T}excludeOutboundPorts`]: `${TCP_PORT}`, [`${T}excludeOutboundIPRanges`]: '10.96.0.0/16' },
+    });
     await waitFor(async () => (await endpoint(env, app))?.reason.includes('out-exclude-ports=8080'));
     expect(answeredBy((await fromApp(a.ipv4, TCP_PORT))[0])).toBe(be1); // direct, not via the sidecar
     expect([be1, be2]).toContain(answeredBy((await fromApp(VIP, 80))[0])); // excluded range: socket-LB
@@ -152,14 +194,18 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
     await waitFor(async () => (await endpoint(env, app))?.reason.includes('out=10.96.0.0/16'));
     expect(sidecarReply((await fromApp(VIP, 80))[0].reply)?.orig).toBe(`${VIP}:80`);
     expect(answeredBy((await fromApp(a.ipv4, TCP_PORT))[0])).toBe(be1);
-    await updatePodObject(env, app, { annotations: { ...STATUS, [`${T}includeOutboundIPRanges`]: '', [`${T}includeOutboundPorts`]: `${TCP_PORT}` } });
+    await updatePodObject(env, app, {
+      annotations: { ...STATUS, [`${T}includeOutboundIPRanges`]: '', [`${T}includeOutboundPorts`]: `${TCP_PORT}` },
+    });
     await waitFor(async () => (await endpoint(env, app))?.reason.includes('out-ports=8080'));
     expect(sidecarReply((await fromApp(a.ipv4, TCP_PORT))[0].reply)?.orig).toBe(`${a.ipv4}:${TCP_PORT}`);
     expect([be1, be2]).toContain(answeredBy((await fromApp(VIP, 80))[0]));
   });
 
   it('includeInboundPorts and excludeInboundPorts select the ports steered inbound, as istio-iptables does', async () => {
-    await updatePodObject(env, app, { annotations: { ...STATUS, [`${T}includeInboundPorts`]: '8080,9090', [`${T}excludeInboundPorts`]: '9090' } });
+    await updatePodObject(env, app, {
+      annotations: { ...STATUS, [`${T}includeInboundPorts`]: '8080,9090', [`${T}excludeInboundPorts`]: '9090' },
+    });
     await waitFor(async () => (await endpoint(env, app))?.reason.includes('in=8080,9090'));
     expect(sidecarReply((await probe(env, app.ipv4, 8080))[0].reply)?.via).toBe('in');
     // with a port list Istio ignores excludeInboundPorts: 9090 is steered all the same
@@ -202,7 +248,10 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
     /** The pod's policy routing rules (ip rule), both families. */
     async function rules(): Promise<string> {
       const o = { netnsPath: tp.netnsPath, inCgroup: false };
-      return (await env.node.exec(['ip', '-4', 'rule', 'show'], o)).stdout + (await env.node.exec(['ip', '-6', 'rule', 'show'], o)).stdout;
+      return (
+        (await env.node.exec(['ip', '-4', 'rule', 'show'], o)).stdout +
+        (await env.node.exec(['ip', '-6', 'rule', 'show'], o)).stdout
+      );
     }
 
     beforeAll(async () => {
@@ -210,7 +259,11 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
       // Istio's injector runs the proxy as uid 0, gid 1337 with NET_ADMIN in TPROXY mode;
       // Envoy's inbound listener is transparent and connects to the app from the client's
       // address with mark 1337 (original_src)
-      const sc = env.node.spawn([PROBE, 'sidecar', '--id', 'sc-tproxied', '--forward', '--tproxy', '1337'], { netnsPath: tp.netnsPath, uid: 0, gid: 1337 });
+      const sc = env.node.spawn([PROBE, 'sidecar', '--id', 'sc-tproxied', '--forward', '--tproxy', '1337'], {
+        netnsPath: tp.netnsPath,
+        uid: 0,
+        gid: 1337,
+      });
       await env.node.waitForLine(sc, 'ready');
       await startApp(env, tp, 8080);
       await startApp(env, tp, 8080, tp.ipv6);
@@ -225,12 +278,21 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
     });
 
     it("inbound reaches the sidecar with the original destination, and the app sees the client's own address (IPv4 and IPv6)", async () => {
-      for (const [dst, src] of [[tp.ipv4, env.client.ipv4], [tp.ipv6!, env.client.ipv6!]]) {
+      for (const [dst, src] of [
+        [tp.ipv4, env.client.ipv4],
+        [tp.ipv6!, env.client.ipv6!],
+      ]) {
         const [res] = await probe(env, dst, 8080);
         const r = sidecarReply(res.reply);
         const show = (a: string) => (a.includes(':') ? `[${a}]` : a);
-        expect(r, `reply ${res.reply ?? res.errno}`).toMatchObject({ via: 'in', orig: `${show(dst)}:8080`, local: `${show(dst)}:8080` });
-        expect(r!.upstream).toMatch(new RegExp(`^app-tproxied ${src.replace(/\./g, '\\.')} \\d+ ${dst.replace(/\./g, '\\.')} 8080$`));
+        expect(r, `reply ${res.reply ?? res.errno}`).toMatchObject({
+          via: 'in',
+          orig: `${show(dst)}:8080`,
+          local: `${show(dst)}:8080`,
+        });
+        expect(r!.upstream).toMatch(
+          new RegExp(`^app-tproxied ${src.replace(/\./g, '\\.')} \\d+ ${dst.replace(/\./g, '\\.')} 8080$`),
+        );
       }
       expect((await endpoint(env, tp))!.counters!.inbound).toBeGreaterThanOrEqual(2);
     });
@@ -241,7 +303,12 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
       expect(out.local?.startsWith(`${tp.ipv4}:`)).toBe(true);
       // the proxy's gid alone (uid 0, as Istio runs it in TPROXY mode) to its own pod IP: nat
       // returns it (not the proxy uid), the mangle rules mark it 1338 and TPROXY it to 15006
-      const res = await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', tp.ipv4, '--port', '8080'], { netnsPath: tp.netnsPath, uid: 0, gid: 1337, allowFail: true });
+      const res = await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', tp.ipv4, '--port', '8080'], {
+        netnsPath: tp.netnsPath,
+        uid: 0,
+        gid: 1337,
+        allowFail: true,
+      });
       const r = sidecarReply(JSON.parse(res.stdout.split('\n')[0]).reply);
       expect(r).toMatchObject({ via: 'in', orig: `${tp.ipv4}:8080` });
       expect(r!.upstream).toMatch(/^app-tproxied /);
@@ -273,7 +340,7 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
     expect(sidecarReply((await fromApp(VIP, 80))[0].reply)?.via).toBe('out');
   });
 
-  describe("only pods istio-cni would redirect are captured (its checks, cni/pkg/plugin/plugin.go)", () => {
+  describe('only pods istio-cni would redirect are captured (its checks, cni/pkg/plugin/plugin.go)', () => {
     /** A pod with everything a capture would use: the stand-in sidecar (uid 1337) and an app on 8080. */
     async function podWithSidecar(name: string, o: PodYamlOptions): Promise<SimPod> {
       const p = await addMeshPod(env, name, o);
@@ -301,7 +368,10 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
     });
 
     it('a pod with an istio-init init container redirects itself and is not captured', async () => {
-      const p = await podWithSidecar('self-init', { annotations: STATUS, initContainers: [{ name: 'istio-init', args: ['istio-iptables', '-p', '15001'] }] });
+      const p = await podWithSidecar('self-init', {
+        annotations: STATUS,
+        initContainers: [{ name: 'istio-init', args: ['istio-iptables', '-p', '15001'] }],
+      });
       await expectUncaptured(p, 'container istio-init present: the pod sets up its own redirection');
     });
 
@@ -312,41 +382,67 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
 
     it("DNS capture follows the proxy's ISTIO_META_DNS_CAPTURE (mesh-dns-capture is off here)", async () => {
       const [resolverPod] = env.backends;
-      const resolver = env.node.spawn([PROBE, 'serve', '--proto', 'udp', '--addr', resolverPod.ipv4, '--port', '53', '--id', 'real-resolver'], { netnsPath: resolverPod.netnsPath, inCgroup: false });
+      const resolver = env.node.spawn(
+        [PROBE, 'serve', '--proto', 'udp', '--addr', resolverPod.ipv4, '--port', '53', '--id', 'real-resolver'],
+        { netnsPath: resolverPod.netnsPath, inCgroup: false },
+      );
       await env.node.waitForLine(resolver, 'ready');
-      const p = await podWithSidecar('dns-env', { annotations: STATUS, containers: [{ name: 'app' }, { ...ISTIO_PROXY, env: [{ name: 'ISTIO_META_DNS_CAPTURE', value: 'true' }] }] });
-      const proxyDns = env.node.spawn([PROBE, 'serve', '--proto', 'udp', '--addr', '127.0.0.1', '--port', '15053', '--id', 'dns-proxy'], { netnsPath: p.netnsPath, inCgroup: false, uid: 1337, gid: 1337 });
+      const p = await podWithSidecar('dns-env', {
+        annotations: STATUS,
+        containers: [{ name: 'app' }, { ...ISTIO_PROXY, env: [{ name: 'ISTIO_META_DNS_CAPTURE', value: 'true' }] }],
+      });
+      const proxyDns = env.node.spawn(
+        [PROBE, 'serve', '--proto', 'udp', '--addr', '127.0.0.1', '--port', '15053', '--id', 'dns-proxy'],
+        { netnsPath: p.netnsPath, inCgroup: false, uid: 1337, gid: 1337 },
+      );
       await env.node.waitForLine(proxyDns, 'ready');
       const ep = await waitForMode(env, p, 'sidecar');
       expect(ep.reason).toContain('dns-capture=on(ISTIO_META_DNS_CAPTURE=true)');
       expect(ep.reason).toMatch(/ dns=15053( |$)/);
       const captured = await probe(env, resolverPod.ipv4, 53, { proto: 'udp', udpMode: 'unconnected', from: p, count: 2 });
       expect(captured.map((r) => [answeredBy(r), r.peer])).toEqual(Array(2).fill(['dns-proxy', `${resolverPod.ipv4}:53`]));
-      expect(sidecarReply((await probe(env, resolverPod.ipv4, 53, { from: p }))[0].reply)).toMatchObject({ via: '15053', orig: `${resolverPod.ipv4}:53` });
+      expect(sidecarReply((await probe(env, resolverPod.ipv4, 53, { from: p }))[0].reply)).toMatchObject({
+        via: '15053',
+        orig: `${resolverPod.ipv4}:53`,
+      });
       // the pod without the env keeps the node default: not captured
       expect((await endpoint(env, app))?.reason).toContain('dns-capture=off(mesh-dns-capture)');
-      expect(answeredBy((await probe(env, resolverPod.ipv4, 53, { proto: 'udp', udpMode: 'unconnected', from: app }))[0])).toBe('real-resolver');
+      expect(answeredBy((await probe(env, resolverPod.ipv4, 53, { proto: 'udp', udpMode: 'unconnected', from: app }))[0])).toBe(
+        'real-resolver',
+      );
     });
 
     it("endpoint list shows the proxy uid/gid from istio-proxy's securityContext, else mesh-proxy-uid/gid", async () => {
-      const custom = await addMeshPod(env, 'custom-uid', { annotations: STATUS, containers: [{ name: 'app' }, { ...ISTIO_PROXY, securityContext: { runAsUser: 1000670000, runAsGroup: 1000670001 } }] });
-      expect((await waitForMode(env, custom, 'sidecar')).reason).toMatch(/^rule="istio-proxy sidecar with annotation sidecar\.istio\.io\/status" proxy-uid=1000670000 proxy-gid=1000670001 /);
+      const custom = await addMeshPod(env, 'custom-uid', {
+        annotations: STATUS,
+        containers: [{ name: 'app' }, { ...ISTIO_PROXY, securityContext: { runAsUser: 1000670000, runAsGroup: 1000670001 } }],
+      });
+      expect((await waitForMode(env, custom, 'sidecar')).reason).toMatch(
+        /^rule="istio-proxy sidecar with annotation sidecar\.istio\.io\/status" proxy-uid=1000670000 proxy-gid=1000670001 /,
+      );
       expect((await endpoint(env, app))?.reason).toContain(' proxy-uid=1337 proxy-gid=1337 ');
       // the kernel uses them: that pod's proxy uid connects straight (socket-LB), 1337 is an app there
       const [be] = env.backends;
       const connectAs = async (uid: number) =>
-        JSON.parse((await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', be.ipv4, '--port', String(TCP_PORT), '--timeout-ms', '1000'], { netnsPath: custom.netnsPath, uid, gid: uid, allowFail: true })).stdout.split('\n')[0]);
+        JSON.parse(
+          (
+            await env.node.exec(
+              [PROBE, 'connect', '--proto', 'tcp', '--addr', be.ipv4, '--port', String(TCP_PORT), '--timeout-ms', '1000'],
+              { netnsPath: custom.netnsPath, uid, gid: uid, allowFail: true },
+            )
+          ).stdout.split('\n')[0],
+        );
       expect(answeredBy(await connectAs(1000670000))).toBe(be.name);
       expect(await connectAs(1337)).toMatchObject({ ok: false, errno: 111 }); // captured to 15001, where nothing listens
     });
 
     it('an annotation sluice cannot honour (excludeInterfaces) or an invalid one fails the CNI ADD, naming it, as istio-cni does', async () => {
-      await expect(addMeshPod(env, 'exclude-if', { annotations: { ...STATUS, [`${T}excludeInterfaces`]: 'net1' } })).rejects.toThrow(
-        /"code":\s*102.*traffic\.sidecar\.istio\.io\/excludeInterfaces \\"net1\\" is not supported by sluice/s,
-      );
-      await expect(addMeshPod(env, 'bad-ports', { annotations: { ...STATUS, [`${T}excludeOutboundPorts`]: '80,x' } })).rejects.toThrow(
-        /"code":\s*102.*excludeOutboundPorts \\"80,x\\": \\"x\\" is not a port/s,
-      );
+      await expect(
+        addMeshPod(env, 'exclude-if', { annotations: { ...STATUS, [`${T}excludeInterfaces`]: 'net1' } }),
+      ).rejects.toThrow(/"code":\s*102.*traffic\.sidecar\.istio\.io\/excludeInterfaces \\"net1\\" is not supported by sluice/s);
+      await expect(
+        addMeshPod(env, 'bad-ports', { annotations: { ...STATUS, [`${T}excludeOutboundPorts`]: '80,x' } }),
+      ).rejects.toThrow(/"code":\s*102.*excludeOutboundPorts \\"80,x\\": \\"x\\" is not a port/s);
       const eps = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout) as Array<{ name: string }>;
       expect(eps.map((e) => e.name)).not.toContain('exclude-if');
       expect(eps.map((e) => e.name)).not.toContain('bad-ports');

@@ -8,9 +8,26 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BRIDGE_NAME, waitFor } from '../harness';
 import {
-  answeredBy, createLbEnv, lbList, PROBE, probe, removeObjects, serviceYaml, sliceYaml, sluice, startAgent, stopAgent,
-  TCP_PORT, UDP_PORT, waitForAbsent, waitForBackends, writeConfig, writeObjects,
-  type LbEnv, type ProbeOpts, type ServiceOpts,
+  answeredBy,
+  createLbEnv,
+  lbList,
+  PROBE,
+  probe,
+  removeObjects,
+  serviceYaml,
+  sliceYaml,
+  sluice,
+  startAgent,
+  stopAgent,
+  TCP_PORT,
+  UDP_PORT,
+  waitForAbsent,
+  waitForBackends,
+  writeConfig,
+  writeObjects,
+  type LbEnv,
+  type ProbeOpts,
+  type ServiceOpts,
 } from './lb-env';
 
 const NODE = 'sim-node';
@@ -36,10 +53,21 @@ describe.skipIf(process.getuid?.() !== 0)('socket-LB NodePorts (needs root)', ()
   const host = (ip: string) => (ip.includes(':') ? `[${ip}]` : ip);
 
   /** One dual-stack NodePort Service `name` with both backend pods in both families. */
-  function writeNodePortService(name: string, svc: Partial<ServiceOpts>, endpoints: Array<{ nodeName?: string; ready?: boolean }> = [{}, {}]): void {
-    const eps = (family: 4 | 6) => endpoints.map((e, i) => ({ ...e, ip: (family === 4 ? env.backends[i].ipv4 : env.backends[i].ipv6)! }));
+  function writeNodePortService(
+    name: string,
+    svc: Partial<ServiceOpts>,
+    endpoints: Array<{ nodeName?: string; ready?: boolean }> = [{}, {}],
+  ): void {
+    const eps = (family: 4 | 6) =>
+      endpoints.map((e, i) => ({ ...e, ip: (family === 4 ? env.backends[i].ipv4 : env.backends[i].ipv6)! }));
     writeObjects(env, `${name}.yaml`, [
-      serviceYaml(name, { clusterIP: '10.96.3.10', clusterIPs: ['10.96.3.10', 'fd00:96::3:10'], ports: PORTS, type: 'NodePort', ...svc }),
+      serviceYaml(name, {
+        clusterIP: '10.96.3.10',
+        clusterIPs: ['10.96.3.10', 'fd00:96::3:10'],
+        ports: PORTS,
+        type: 'NodePort',
+        ...svc,
+      }),
       sliceYaml(`${name}-v4`, { service: name, family: 4, endpoints: eps(4), ports: SLICE_PORTS }),
       sliceYaml(`${name}-v6`, { service: name, family: 6, endpoints: eps(6), ports: SLICE_PORTS }),
     ]);
@@ -49,17 +77,31 @@ describe.skipIf(process.getuid?.() !== 0)('socket-LB NodePorts (needs root)', ()
     for (const family of [4, 6] as const) {
       const any = family === 4 ? '0.0.0.0' : '[::]';
       const addr = (p: 0 | 1) => (family === 4 ? env.backends[p].ipv4 : `[${env.backends[p].ipv6}]`);
-      await waitForBackends(env, `${any}:${NP_TCP}/TCP`, pods.map((p) => `${addr(p)}:${TCP_PORT}`));
-      await waitForBackends(env, `${any}:${NP_UDP}/UDP`, pods.map((p) => `${addr(p)}:${UDP_PORT}`));
+      await waitForBackends(
+        env,
+        `${any}:${NP_TCP}/TCP`,
+        pods.map((p) => `${addr(p)}:${TCP_PORT}`),
+      );
+      await waitForBackends(
+        env,
+        `${any}:${NP_UDP}/UDP`,
+        pods.map((p) => `${addr(p)}:${UDP_PORT}`),
+      );
     }
   }
 
   /** TCP and connected UDP to ip on the nodePorts: every attempt answered, by exactly `names`, the peer shown as dialled. */
   async function expectServed(ip: string, names: string[], o: ProbeOpts = {}): Promise<void> {
-    for (const [proto, port] of [['tcp', NP_TCP], ['udp', NP_UDP]] as const) {
+    for (const [proto, port] of [
+      ['tcp', NP_TCP],
+      ['udp', NP_UDP],
+    ] as const) {
       const res = await probe(env, ip, port, { count: 20, ...o, proto, udpMode: 'connected' });
       const where = `${proto} ${ip}:${port} from ${o.from === 'node' ? 'the node' : 'the client pod'}`;
-      expect(res.filter((r) => !r.ok), where).toEqual([]);
+      expect(
+        res.filter((r) => !r.ok),
+        where,
+      ).toEqual([]);
       expect(new Set(res.map(answeredBy)), where).toEqual(new Set(names));
       expect(new Set(res.map((r) => r.peer)), where).toEqual(new Set([`${host(ip)}:${port}`]));
     }
@@ -81,7 +123,8 @@ describe.skipIf(process.getuid?.() !== 0)('socket-LB NodePorts (needs root)', ()
   });
 
   afterEach((ctx) => {
-    if (ctx.task.result?.state === 'fail' && env?.agent) console.error(`[agent log tail]\n${env.node.output(env.agent).stderr.split('\n').slice(-30).join('\n')}`);
+    if (ctx.task.result?.state === 'fail' && env?.agent)
+      console.error(`[agent log tail]\n${env.node.output(env.agent).stderr.split('\n').slice(-30).join('\n')}`);
   });
 
   afterAll(async () => {
@@ -93,9 +136,14 @@ describe.skipIf(process.getuid?.() !== 0)('socket-LB NodePorts (needs root)', ()
   it('a nodePort is listed as 0.0.0.0 and [::] and reached through each node address, from a pod and from the node', async () => {
     writeNodePortService('np', {});
     await waitForNodePorts([0, 1]);
-    const listed = (await lbList(env)).filter((s) => s.frontend.endsWith(`:${NP_TCP}/TCP`) || s.frontend.endsWith(`:${NP_UDP}/UDP`));
+    const listed = (await lbList(env)).filter(
+      (s) => s.frontend.endsWith(`:${NP_TCP}/TCP`) || s.frontend.endsWith(`:${NP_UDP}/UDP`),
+    );
     expect(listed.map((s) => [s.frontend, s.scope]).sort()).toEqual([
-      [`0.0.0.0:${NP_UDP}/UDP`, 'nodePort'], [`0.0.0.0:${NP_TCP}/TCP`, 'nodePort'], [`[::]:${NP_UDP}/UDP`, 'nodePort'], [`[::]:${NP_TCP}/TCP`, 'nodePort'],
+      [`0.0.0.0:${NP_UDP}/UDP`, 'nodePort'],
+      [`0.0.0.0:${NP_TCP}/TCP`, 'nodePort'],
+      [`[::]:${NP_UDP}/UDP`, 'nodePort'],
+      [`[::]:${NP_TCP}/TCP`, 'nodePort'],
     ]);
     for (const ip of [env.node.gateway4, env.node.gateway6!]) {
       await expectServed(ip, [be1, be2]);
@@ -103,16 +151,20 @@ describe.skipIf(process.getuid?.() !== 0)('socket-LB NodePorts (needs root)', ()
     }
   });
 
-  it('loopback reaches the nodePort from the node; a pod\'s loopback stays the pod\'s own', async () => {
+  it("loopback reaches the nodePort from the node; a pod's loopback stays the pod's own", async () => {
     writeNodePortService('np', {});
     await waitForNodePorts([0, 1]);
     await expectServed('127.0.0.1', [be1, be2], { from: 'node' });
     await expectServed('::1', [be1, be2], { from: 'node' });
 
     // a server on the client pod's own loopback answers its connects to 127.0.0.1:nodePort
-    const own = env.node.spawn([PROBE, 'serve', '--proto', 'tcp', '--addr', '127.0.0.1', '--port', String(NP_TCP), '--id', 'pod-own-loopback'], {
-      netnsPath: env.client.netnsPath, inCgroup: false,
-    });
+    const own = env.node.spawn(
+      [PROBE, 'serve', '--proto', 'tcp', '--addr', '127.0.0.1', '--port', String(NP_TCP), '--id', 'pod-own-loopback'],
+      {
+        netnsPath: env.client.netnsPath,
+        inCgroup: false,
+      },
+    );
     await env.node.waitForLine(own, 'ready');
     const before = await counters();
     const res = await probe(env, '127.0.0.1', NP_TCP, { count: 5 });
@@ -124,7 +176,7 @@ describe.skipIf(process.getuid?.() !== 0)('socket-LB NodePorts (needs root)', ()
     own.kill('SIGTERM');
   });
 
-  it('the node\'s addresses are followed live: an added address is served, a removed one no longer', async () => {
+  it("the node's addresses are followed live: an added address is served, a removed one no longer", async () => {
     writeNodePortService('np', {});
     await waitForNodePorts([0, 1]);
     await nodeCmd(['ip', 'addr', 'add', `${EXTRA4}/32`, 'dev', BRIDGE_NAME]);
@@ -145,7 +197,7 @@ describe.skipIf(process.getuid?.() !== 0)('socket-LB NodePorts (needs root)', ()
     }
   });
 
-  it('an address that is not the node\'s is left alone on a nodePort', async () => {
+  it("an address that is not the node's is left alone on a nodePort", async () => {
     writeNodePortService('np', {});
     await waitForNodePorts([0, 1]);
     const before = await counters();
@@ -157,8 +209,13 @@ describe.skipIf(process.getuid?.() !== 0)('socket-LB NodePorts (needs root)', ()
   });
 
   it('externalTrafficPolicy and internalTrafficPolicy Local: the nodePort still reaches the endpoints on other nodes, the ClusterIP is refused', async () => {
-    writeNodePortService('np', { externalTrafficPolicy: 'Local', internalTrafficPolicy: 'Local' }, [{ nodeName: 'node-b' }, { nodeName: 'node-c' }]);
-    await waitFor('ClusterIP without local endpoints', async () => (await lbList(env)).some((s) => s.frontend === '10.96.3.10:80/TCP' && s.noLocalEndpoints));
+    writeNodePortService('np', { externalTrafficPolicy: 'Local', internalTrafficPolicy: 'Local' }, [
+      { nodeName: 'node-b' },
+      { nodeName: 'node-c' },
+    ]);
+    await waitFor('ClusterIP without local endpoints', async () =>
+      (await lbList(env)).some((s) => s.frontend === '10.96.3.10:80/TCP' && s.noLocalEndpoints),
+    );
     await waitForNodePorts([0, 1]);
     for (const ip of [env.node.gateway4, env.node.gateway6!]) {
       await expectServed(ip, [be1, be2]);
@@ -173,9 +230,16 @@ describe.skipIf(process.getuid?.() !== 0)('socket-LB NodePorts (needs root)', ()
     writeNodePortService('np', {}, [{ ready: false }, { ready: false }]);
     await waitForNodePorts([]);
     const before = await counters();
-    for (const [ip, from] of [[env.node.gateway4, undefined], [env.node.gateway6!, undefined], ['127.0.0.1', 'node']] as const) {
+    for (const [ip, from] of [
+      [env.node.gateway4, undefined],
+      [env.node.gateway6!, undefined],
+      ['127.0.0.1', 'node'],
+    ] as const) {
       const res = await probe(env, ip, NP_TCP, { timeoutMs: 2000, from });
-      expect(res.map((r) => [r.ok, r.errno, r.stage]), ip).toEqual([[false, 111, 'connect']]);
+      expect(
+        res.map((r) => [r.ok, r.errno, r.stage]),
+        ip,
+      ).toEqual([[false, 111, 'connect']]);
     }
     expect((await counters()).no_backend - before.no_backend).toBe(3);
     removeObjects(env, 'np.yaml');

@@ -8,8 +8,23 @@ import { run } from '../harness';
 import { probeFeature } from '../../src/bpf/introspect';
 import { SOCK_DESTROY_PROGS } from '../../src/datapath';
 import {
-  answeredBy, createLbEnv, lbList, probe, removeObjects, serviceYaml, sliceYaml, sluice, startAgent, stopAgent,
-  TCP_PORT, UDP_PORT, waitForAbsent, waitForBackends, writeConfig, writeObjects, type LbEnv,
+  answeredBy,
+  createLbEnv,
+  lbList,
+  probe,
+  removeObjects,
+  serviceYaml,
+  sliceYaml,
+  sluice,
+  startAgent,
+  stopAgent,
+  TCP_PORT,
+  UDP_PORT,
+  waitForAbsent,
+  waitForBackends,
+  writeConfig,
+  writeObjects,
+  type LbEnv,
 } from './lb-env';
 
 const SOCK_DESTROY_PROGRAMS = Object.values(SOCK_DESTROY_PROGS);
@@ -21,7 +36,10 @@ describe.skipIf(process.getuid?.() !== 0)('socket load balancing (needs root)', 
   let be1: string;
   let be2: string;
 
-  function webObjects(endpoints4: Array<{ ip: string; ready?: boolean }>, endpoints6?: Array<{ ip: string; ready?: boolean }>): string[] {
+  function webObjects(
+    endpoints4: Array<{ ip: string; ready?: boolean }>,
+    endpoints6?: Array<{ ip: string; ready?: boolean }>,
+  ): string[] {
     const ports = [
       { name: 'http', port: 80, targetPort: 'http-alt', protocol: 'TCP' as const },
       { name: 'dns', port: 53, targetPort: UDP_PORT, protocol: 'UDP' as const },
@@ -35,7 +53,12 @@ describe.skipIf(process.getuid?.() !== 0)('socket load balancing (needs root)', 
       serviceYaml('web', { clusterIP: VIP4, ports, externalIPs: ['10.97.0.7'] }),
       sliceYaml('web-v4', { service: 'web', family: 4, endpoints: endpoints4, ports: slicePorts }),
       serviceYaml('web6', { clusterIP: VIP6, ports }),
-      sliceYaml('web6-v6', { service: 'web6', family: 6, endpoints: endpoints6 ?? [{ ip: a.ipv6! }, { ip: b.ipv6! }], ports: slicePorts }),
+      sliceYaml('web6-v6', {
+        service: 'web6',
+        family: 6,
+        endpoints: endpoints6 ?? [{ ip: a.ipv6! }, { ip: b.ipv6! }],
+        ports: slicePorts,
+      }),
       serviceYaml('empty', { clusterIP: '10.96.0.11', ports: [{ port: 80, targetPort: TCP_PORT }] }),
     ];
   }
@@ -62,7 +85,18 @@ describe.skipIf(process.getuid?.() !== 0)('socket load balancing (needs root)', 
     expect(st.ready).toBe(true);
     expect(Object.keys(st.datapath.links)).toHaveLength(10);
     const cg = await run(['bpftool', 'cgroup', 'show', env.node.cgroupPath]);
-    for (const hook of ['connect4', 'connect6', 'sendmsg4', 'sendmsg6', 'recvmsg4', 'recvmsg6', 'getpeername4', 'getpeername6', 'sock_ops', 'getsockopt']) {
+    for (const hook of [
+      'connect4',
+      'connect6',
+      'sendmsg4',
+      'sendmsg6',
+      'recvmsg4',
+      'recvmsg6',
+      'getpeername4',
+      'getpeername6',
+      'sock_ops',
+      'getsockopt',
+    ]) {
       expect(cg.stdout).toContain(hook);
     }
   });
@@ -161,8 +195,17 @@ describe.skipIf(process.getuid?.() !== 0)('socket load balancing (needs root)', 
   it('sessionAffinity ClientIP keeps a client on one backend', async () => {
     const [a, b] = env.backends;
     writeObjects(env, 'sticky.yaml', [
-      serviceYaml('sticky', { clusterIP: '10.96.0.20', ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }], affinitySec: 300 }),
-      sliceYaml('sticky-1', { service: 'sticky', family: 4, endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }], ports: [{ name: 'http', port: TCP_PORT }] }),
+      serviceYaml('sticky', {
+        clusterIP: '10.96.0.20',
+        ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }],
+        affinitySec: 300,
+      }),
+      sliceYaml('sticky-1', {
+        service: 'sticky',
+        family: 4,
+        endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }],
+        ports: [{ name: 'http', port: TCP_PORT }],
+      }),
     ]);
     await waitForBackends(env, '10.96.0.20:80/TCP', [`${a.ipv4}:${TCP_PORT}`, `${b.ipv4}:${TCP_PORT}`]);
     expect((await lbList(env)).find((s) => s.frontend === '10.96.0.20:80/TCP')?.affinitySec).toBe(300);
@@ -221,7 +264,11 @@ describe.skipIf(process.getuid?.() !== 0)('socket load balancing (needs root)', 
     expect(tcp).toHaveLength(600);
     expect(tcp.filter((r) => !r.ok)).toEqual([]);
     expect(udp.filter((r) => !r.ok || r.peer !== `${VIP4}:53`)).toEqual([]);
-    const log = env.node.output(env.agent!).stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const log = env.node
+      .output(env.agent!)
+      .stderr.split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
     // the links were updated in place, not recreated, and no unchanged service was rewritten
     expect(log.find((r) => r.msg === 'datapath attached').links.sl_connect4).toBe('updated');
     const synced = log.find((r) => r.msg === 'services synced');
@@ -262,14 +309,21 @@ describe.skipIf(process.getuid?.() !== 0)('socket load balancing (needs root)', 
   it('uninstall removes every program, link and pin', async () => {
     await stopAgent(env);
     // the socket-destroy iterators (pinned, never attached) and the maps of this release go too
-    const iterators = probeFeature('sock_destroy') ? SOCK_DESTROY_PROGRAMS.map((p) => path.join(env.node.pinDir, 'progs', p)) : [];
+    const iterators = probeFeature('sock_destroy')
+      ? SOCK_DESTROY_PROGRAMS.map((p) => path.join(env.node.pinDir, 'progs', p))
+      : [];
     for (const p of iterators) expect(fs.existsSync(p), p).toBe(true);
     const out = await sluice(env, ['uninstall']);
     expect(out.stdout).toContain('sl_lb_svc');
     for (const name of ['sl_lb_pod_opt_out', 'sl_lb_sock_dead', ...iterators]) expect(out.stdout).toContain(name);
     expect(fs.existsSync(env.node.pinDir)).toBe(false);
     const cg = await run(['bpftool', 'cgroup', 'show', env.node.cgroupPath]);
-    expect(cg.stdout.trim().split('\n').filter((l) => /sl_/.test(l))).toEqual([]);
+    expect(
+      cg.stdout
+        .trim()
+        .split('\n')
+        .filter((l) => /sl_/.test(l)),
+    ).toEqual([]);
     const res = await probe(env, VIP4, 80, { timeoutMs: 500 });
     expect(res[0].ok).toBe(false);
   });

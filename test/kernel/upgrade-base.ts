@@ -24,7 +24,11 @@ export interface BaseRelease {
 }
 
 function git(args: string[]): string {
-  return execFileSync('git', ['-C', ROOT, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30000 }).trim();
+  return execFileSync('git', ['-C', ROOT, ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: 30000,
+  }).trim();
 }
 
 /**
@@ -41,7 +45,9 @@ export function baseCommit(): { commit: string } | { skip: string } {
     return { commit: git(['rev-parse', '--verify', '--quiet', `${BASE_REF}^{commit}`]) };
   } catch {
     if (git(['rev-parse', '--is-shallow-repository']) === 'true') {
-      return { skip: `shallow clone: v0.1.0 (${BASE_REF}) is not in its history (git fetch --unshallow to run the upgrade test)` };
+      return {
+        skip: `shallow clone: v0.1.0 (${BASE_REF}) is not in its history (git fetch --unshallow to run the upgrade test)`,
+      };
     }
     throw new Error(`v0.1.0 (${BASE_REF}) is not in the history of ${ROOT}, which is not shallow: was the history rewritten?`);
   }
@@ -64,7 +70,8 @@ export async function buildBaseRelease(commit: string, workDir: string): Promise
     await run(['make', '-C', src, 'all'], { timeoutMs: 600000 });
     fs.rmSync(staging, { recursive: true, force: true });
     fs.mkdirSync(staging, { recursive: true });
-    for (const part of ['bin', 'build', 'package.json']) fs.cpSync(path.join(src, part), path.join(staging, part), { recursive: true });
+    for (const part of ['bin', 'build', 'package.json'])
+      fs.cpSync(path.join(src, part), path.join(staging, part), { recursive: true });
     fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(staging, 'node_modules'));
     fs.writeFileSync(path.join(staging, '.complete'), `${commit}\n`);
     fs.rmSync(cache, { recursive: true, force: true });

@@ -32,7 +32,10 @@ describe.skipIf(!root || 'skip' in base)('original destinations across a release
   /** TcpExtListenOverflows of the pod's namespace: SYNs dropped because an accept queue was full. */
   async function listenOverflows(): Promise<number> {
     const res = await env.node.exec(['cat', '/proc/net/netstat'], { netnsPath: pod.netnsPath, inCgroup: false });
-    const [names, values] = res.stdout.split('\n').filter((l) => l.startsWith('TcpExt:')).map((l) => l.split(/\s+/).slice(1));
+    const [names, values] = res.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('TcpExt:'))
+      .map((l) => l.split(/\s+/).slice(1));
     return Number(values[names.indexOf('ListenOverflows')]);
   }
 
@@ -40,7 +43,9 @@ describe.skipIf(!root || 'skip' in base)('original destinations across a release
   async function holdTwo(): Promise<ChildProcess[]> {
     const before = await listenOverflows();
     const apps = [0, 1].map(() =>
-      env.node.spawn([PROBE, 'hold', '--proto', 'tcp', '--addr', DEST, '--port', '80', '--timeout-ms', '120000'], { netnsPath: pod.netnsPath }),
+      env.node.spawn([PROBE, 'hold', '--proto', 'tcp', '--addr', DEST, '--port', '80', '--timeout-ms', '120000'], {
+        netnsPath: pod.netnsPath,
+      }),
     );
     // a dropped SYN: the queue is full (one established connection) and the other connect ran
     await waitFor('a handshake held back by the full accept queue', async () => (await listenOverflows()) > before, 10000);
@@ -49,16 +54,31 @@ describe.skipIf(!root || 'skip' in base)('original destinations across a release
 
   /** The proxy accepts both connections now and answers each with what SO_ORIGINAL_DST said. */
   async function acceptBoth(apps: ChildProcess[]): Promise<Array<string | undefined>> {
-    const lines = () => env.node.output(proxy).stdout.split('\n').filter((l) => l.startsWith('{"conn"'));
+    const lines = () =>
+      env.node
+        .output(proxy)
+        .stdout.split('\n')
+        .filter((l) => l.startsWith('{"conn"'));
     proxy.stdin!.write('accept\naccept\n');
     accepted += 2;
-    const got = await waitFor('the proxy accepted both', () => (lines().length >= accepted ? lines().slice(accepted - 2) : undefined), 130000);
+    const got = await waitFor(
+      'the proxy accepted both',
+      () => (lines().length >= accepted ? lines().slice(accepted - 2) : undefined),
+      130000,
+    );
     const replies = await Promise.all(
       apps.map((app) =>
-        waitFor('the app has its reply', () => {
-          const l = env.node.output(app).stdout.split('\n').find((x) => x.startsWith('{'));
-          return l ? (JSON.parse(l) as { ok: boolean; reply?: string }) : undefined;
-        }, 10000),
+        waitFor(
+          'the app has its reply',
+          () => {
+            const l = env.node
+              .output(app)
+              .stdout.split('\n')
+              .find((x) => x.startsWith('{'));
+            return l ? (JSON.parse(l) as { ok: boolean; reply?: string }) : undefined;
+          },
+          10000,
+        ),
       ),
     );
     for (const app of apps) app.stdin!.end();
@@ -73,7 +93,11 @@ describe.skipIf(!root || 'skip' in base)('original destinations across a release
     env = await createMeshEnv({ backends: 0, agentBin: old.sluice });
     pod = await addMeshPod(env, 'meshed', { annotations: STATUS });
     await waitForMode(env, pod, 'sidecar');
-    proxy = env.node.spawn([PROBE, 'sidecar', '--id', 'held', '--v4-only', '--accept-on-stdin'], { netnsPath: pod.netnsPath, uid: 1337, gid: 1337 });
+    proxy = env.node.spawn([PROBE, 'sidecar', '--id', 'held', '--v4-only', '--accept-on-stdin'], {
+      netnsPath: pod.netnsPath,
+      uid: 1337,
+      gid: 1337,
+    });
     await env.node.waitForLine(proxy, 'ready');
   }, 900000);
 
@@ -98,8 +122,16 @@ describe.skipIf(!root || 'skip' in base)('original destinations across a release
     const apps = await holdTwo();
     await stopAgent(env);
     // v0.1.0's map sizes (deploy/README.md, Downgrade)
-    writeConfig(env, { 'cni-conf-dir': env.confDir, 'cni-bin-dir': env.binDir, 'state-dir': env.stateDir, 'bpf-lb-service-map-max': '262144', 'bpf-lb-backend-map-max': '65536' });
-    const migrated = JSON.parse((await run([SLUICE, 'bpf', 'migrate', '--object-dir', old.objectDir, '-o', 'json', '--config', env.configPath])).stdout) as MapMigration[];
+    writeConfig(env, {
+      'cni-conf-dir': env.confDir,
+      'cni-bin-dir': env.binDir,
+      'state-dir': env.stateDir,
+      'bpf-lb-service-map-max': '262144',
+      'bpf-lb-backend-map-max': '65536',
+    });
+    const migrated = JSON.parse(
+      (await run([SLUICE, 'bpf', 'migrate', '--object-dir', old.objectDir, '-o', 'json', '--config', env.configPath])).stdout,
+    ) as MapMigration[];
     expect(await acceptBoth(apps)).toEqual([`${DEST}:80`, `${DEST}:80`]);
     expect(migrated.find((m) => m.map === 'sl_origdst')).toMatchObject({ action: 'reused' });
   }, 240000);

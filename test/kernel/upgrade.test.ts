@@ -15,10 +15,32 @@ import { perCpuU64Codec, u32Codec } from '../../src/bpf/layout';
 import type { MapMigration } from '../../src/bpf/migrate';
 import { pinnedMapSpec } from '../../src/bpf/map-spec';
 import {
-  answeredBy, lbList as listLb, PROBE, probe, serviceYaml, sliceYaml, sluice, startAgent, stopAgent, TCP_PORT, UDP_PORT, waitForBackends, writeConfig, writeObjects,
+  answeredBy,
+  lbList as listLb,
+  PROBE,
+  probe,
+  serviceYaml,
+  sliceYaml,
+  sluice,
+  startAgent,
+  stopAgent,
+  TCP_PORT,
+  UDP_PORT,
+  waitForBackends,
+  writeConfig,
+  writeObjects,
   type ProbeResult,
 } from './lb-env';
-import { addMeshPod, createMeshEnv, namespaceYaml, sidecarReply, startApp, startSidecar, waitForMode, type MeshEnv } from './mesh-env';
+import {
+  addMeshPod,
+  createMeshEnv,
+  namespaceYaml,
+  sidecarReply,
+  startApp,
+  startSidecar,
+  waitForMode,
+  type MeshEnv,
+} from './mesh-env';
 import { buildBpfVariant, EDIT, type BpfEdit } from './bpf-variant';
 import { baseCommit, buildBaseRelease, type BaseRelease } from './upgrade-base';
 
@@ -50,13 +72,21 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     conn?: number;
   }
   function attempts(child: ChildProcess): Attempt[] {
-    return env.node.output(child).stdout.split('\n').filter((l) => l.startsWith('{') && !l.includes('"summary"')).map((l) => JSON.parse(l) as Attempt);
+    return env.node
+      .output(child)
+      .stdout.split('\n')
+      .filter((l) => l.startsWith('{') && !l.includes('"summary"'))
+      .map((l) => JSON.parse(l) as Attempt);
   }
   async function moreAttempts(child: ChildProcess, from: number, n: number): Promise<Attempt[]> {
-    return waitFor(`${n} more attempts`, () => {
-      const all = attempts(child);
-      return all.length >= from + n ? all.slice(from, from + n) : undefined;
-    }, 10000);
+    return waitFor(
+      `${n} more attempts`,
+      () => {
+        const all = attempts(child);
+        return all.length >= from + n ? all.slice(from, from + n) : undefined;
+      },
+      10000,
+    );
   }
 
   /** The web Service on these backend pods (both at the start and after each step). */
@@ -70,8 +100,13 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
         ],
       }),
       sliceYaml('web-1', {
-        service: 'web', family: 4, endpoints: pods.map((p) => ({ ip: p.ipv4 })),
-        ports: [{ name: 'http', port: TCP_PORT }, { name: 'dns', port: UDP_PORT, protocol: 'UDP' }],
+        service: 'web',
+        family: 4,
+        endpoints: pods.map((p) => ({ ip: p.ipv4 })),
+        ports: [
+          { name: 'http', port: TCP_PORT },
+          { name: 'dns', port: UDP_PORT, protocol: 'UDP' },
+        ],
       }),
     ]);
   }
@@ -87,9 +122,24 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
   }
 
   function mapIds(): Record<string, number | undefined> {
-    const names = ['sl_lb_svc', 'sl_lb_backend', 'sl_lb_affinity', 'sl_lb_sock_rev', 'sl_lb_counters', 'sl_endpoints', 'sl_pod_ips', 'sl_cap_sock', 'sl_origdst', 'sl_listeners', 'sl_ep_stats', 'sl_node_ips'];
+    const names = [
+      'sl_lb_svc',
+      'sl_lb_backend',
+      'sl_lb_affinity',
+      'sl_lb_sock_rev',
+      'sl_lb_counters',
+      'sl_endpoints',
+      'sl_pod_ips',
+      'sl_cap_sock',
+      'sl_origdst',
+      'sl_listeners',
+      'sl_ep_stats',
+      'sl_node_ips',
+    ];
     // the maps pinned now (sl_origdst: v0.1.0's layout, kept by this tree for the switch either way)
-    return Object.fromEntries(names.map((n) => [n, pinnedMapSpec(path.join(env.node.pinDir, n))?.id]).filter(([, id]) => id !== undefined));
+    return Object.fromEntries(
+      names.map((n) => [n, pinnedMapSpec(path.join(env.node.pinDir, n))?.id]).filter(([, id]) => id !== undefined),
+    );
   }
 
   /** What `endpoint list -o json` says of each pod that both releases report (not counters, which traffic changes). */
@@ -102,7 +152,9 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
   async function endpoints(): Promise<unknown[]> {
     const eps = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout) as Array<Record<string, unknown>>;
     const keep = ['name', 'namespace', 'ips', 'mode', 'netnsCookie', 'netnsPath', 'containerId', 'ifName', 'uid'];
-    return eps.map((e) => Object.fromEntries(keep.map((k) => [k, e[k]]))).sort((a, b) => String(a.name).localeCompare(String(b.name)));
+    return eps
+      .map((e) => Object.fromEntries(keep.map((k) => [k, e[k]])))
+      .sort((a, b) => String(a.name).localeCompare(String(b.name)));
   }
 
   interface Streams {
@@ -131,7 +183,14 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
   }
 
   async function expectNothingFailed(s: Streams, n: number): Promise<void> {
-    const [tcp, udp, st, scOut, scIn, ambOut] = await Promise.all([s.tcp, s.udp, s.sticky, s.sidecarOut, s.sidecarIn, s.ambientOut]);
+    const [tcp, udp, st, scOut, scIn, ambOut] = await Promise.all([
+      s.tcp,
+      s.udp,
+      s.sticky,
+      s.sidecarOut,
+      s.sidecarIn,
+      s.ambientOut,
+    ]);
     expect(tcp).toHaveLength(n);
     expect(tcp.filter((r) => !r.ok || r.peer !== `${VIP}:80`)).toEqual([]);
     expect(udp.filter((r) => !r.ok || r.peer !== `${VIP}:53`)).toEqual([]);
@@ -139,7 +198,9 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     expect(st.filter((r) => !r.ok || answeredBy(r) !== sticky)).toEqual([]);
     // every pod stayed captured: each connection went through its proxy
     const via = (r: ProbeResult) => sidecarReply(r.reply);
-    expect(scOut.filter((r) => !r.ok || via(r)?.via !== 'out' || via(r)?.orig !== `${VIP}:80` || via(r)?.id !== `sc-${meshed.name}`)).toEqual([]);
+    expect(
+      scOut.filter((r) => !r.ok || via(r)?.via !== 'out' || via(r)?.orig !== `${VIP}:80` || via(r)?.id !== `sc-${meshed.name}`),
+    ).toEqual([]);
     expect(scIn.filter((r) => !r.ok || via(r)?.via !== 'in')).toEqual([]);
     expect(ambOut.filter((r) => !r.ok || via(r)?.via !== 'out' || via(r)?.id !== `zt-${ambient.name}`)).toEqual([]);
     for (const list of [st, scOut, scIn, ambOut]) expect(list).toHaveLength(n / 4);
@@ -154,7 +215,12 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     writeWeb([a, b]);
     writeObjects(env, 'svc.yaml', [
       serviceYaml('sticky', { clusterIP: STICKY, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }], affinitySec: 600 }),
-      sliceYaml('sticky-1', { service: 'sticky', family: 4, endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }], ports: [{ name: 'http', port: TCP_PORT }] }),
+      sliceYaml('sticky-1', {
+        service: 'sticky',
+        family: 4,
+        endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }],
+        ports: [{ name: 'http', port: TCP_PORT }],
+      }),
     ]);
     writeObjects(env, 'ns-shop.yaml', [namespaceYaml('shop', AMBIENT)]);
     await waitForBackends(env, `${STICKY}:80/TCP`, [`${a.ipv4}:${TCP_PORT}`, `${b.ipv4}:${TCP_PORT}`]);
@@ -162,7 +228,10 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     await startSidecar(env, meshed);
     await startApp(env, meshed, TCP_PORT);
     ambient = await addMeshPod(env, 'amb', { namespace: 'shop' });
-    const proxy = env.node.spawn([PROBE, 'sidecar', '--id', `zt-${ambient.name}`, '--mark', '0x539', '--extra-port', '15008', '--forward'], { netnsPath: ambient.netnsPath });
+    const proxy = env.node.spawn(
+      [PROBE, 'sidecar', '--id', `zt-${ambient.name}`, '--mark', '0x539', '--extra-port', '15008', '--forward'],
+      { netnsPath: ambient.netnsPath },
+    );
     await env.node.waitForLine(proxy, 'ready');
     await waitForMode(env, meshed, 'sidecar');
     await waitForMode(env, ambient, 'ambient');
@@ -182,7 +251,23 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     expect(eps.map((e) => (e as { mode: string }).mode).sort()).toEqual(['ambient', 'sidecar']);
     const ids = mapIds();
     pinned = env.node.spawn(
-      [PROBE, 'connect', '--proto', 'udp', '--addr', VIP, '--port', '53', '--count', '100000', '--interval-ms', '20', '--timeout-ms', '1000', '--persist'],
+      [
+        PROBE,
+        'connect',
+        '--proto',
+        'udp',
+        '--addr',
+        VIP,
+        '--port',
+        '53',
+        '--count',
+        '100000',
+        '--interval-ms',
+        '20',
+        '--timeout-ms',
+        '1000',
+        '--persist',
+      ],
       // the node's own namespace: sockets are destroyed there and in pods registered through CNI
       { netnsPath: env.node.netnsPath },
     );
@@ -199,13 +284,19 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     const migration = st.datapath.migration as MapMigration[];
     // maps this tree added do not matter to v0.1.0, which never opens them
     sameMapsAsBase = migration.filter((m) => m.action !== 'created').every((m) => m.action === 'reused');
-    expect(migration.filter((m) => m.action !== 'created').map((m) => m.map).sort()).toEqual(Object.keys(ids).sort());
+    expect(
+      migration
+        .filter((m) => m.action !== 'created')
+        .map((m) => m.map)
+        .sort(),
+    ).toEqual(Object.keys(ids).sort());
     // each map either kept (the same kernel map) or migrated with every entry carried
     const now = mapIds();
     for (const m of migration) {
       if (m.action === 'reused') expect(now[m.map], m.map).toBe(ids[m.map]);
       else if (m.action === 'created') expect(ids[m.map], m.map).toBeUndefined();
-      else if (m.action === 'removed') expect(now[m.map], m.map).toBeUndefined(); // a map this tree no longer has
+      else if (m.action === 'removed')
+        expect(now[m.map], m.map).toBeUndefined(); // a map this tree no longer has
       else {
         expect(m.action, m.map).toBe('migrated');
         expect(now[m.map], m.map).not.toBe(ids[m.map]);
@@ -219,7 +310,8 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     // v0.1.0's original destinations: the very map, read by this tree's getsockopt as well
     expect(byMap.sl_origdst).toMatchObject({ action: 'reused' });
     // the new default sizes: the entries copied as they are
-    for (const name of ['sl_lb_svc', 'sl_lb_backend']) expect(byMap[name], name).toMatchObject({ action: 'migrated', converter: 'verbatim' });
+    for (const name of ['sl_lb_svc', 'sl_lb_backend'])
+      expect(byMap[name], name).toMatchObject({ action: 'migrated', converter: 'verbatim' });
     expect(byMap.sl_lb_svc.copied).toBeGreaterThan(0);
     expect(byMap.sl_lb_counters).toMatchObject({ action: 'migrated', converter: 'verbatim' });
     for (const name of ['sl_lb_pod_opt_out', 'sl_lb_sock_dead']) expect(byMap[name], name).toMatchObject({ action: 'created' });
@@ -231,7 +323,11 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     const busy = await sluice(env, ['bpf', 'migrate'], true);
     expect(busy.code).toBe(1);
     expect(busy.stderr).toContain('stop it before "bpf migrate"');
-    const log = env.node.output(agent).stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const log = env.node
+      .output(agent)
+      .stderr.split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
     const attached = log.find((r) => r.msg === 'datapath attached');
     expect(Object.values(attached.links).every((x) => x === 'updated')).toBe(true);
     expect(attached.netnsLinks).toBe(2);
@@ -244,16 +340,24 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     const from = attempts(pinned).length;
     writeWeb([live]);
     await waitForBackends(env, `${VIP}:53/UDP`, [`${live.ipv4}:${UDP_PORT}`]);
-    const moved = await waitFor('the client on a second connection', () => {
-      const later = attempts(pinned).slice(from);
-      return later.some((x) => x.ok && x.conn === 2) ? later : undefined;
-    }, 10000);
+    const moved = await waitFor(
+      'the client on a second connection',
+      () => {
+        const later = attempts(pinned).slice(from);
+        return later.some((x) => x.ok && x.conn === 2) ? later : undefined;
+      },
+      10000,
+    );
     // one attempt failed (its socket destroyed), every later one answered by the live backend
     const i = moved.findIndex((x) => !x.ok);
     expect(i, JSON.stringify(moved)).toBeGreaterThanOrEqual(0);
-    expect(moved.slice(i + 1).map((x) => [x.ok, x.conn, answeredBy(x)])).toEqual(Array(moved.length - i - 1).fill([true, 2, live.name]));
+    expect(moved.slice(i + 1).map((x) => [x.ok, x.conn, answeredBy(x)])).toEqual(
+      Array(moved.length - i - 1).fill([true, 2, live.name]),
+    );
     expect(moved.slice(0, i).every((x) => x.conn === 1 && answeredBy(x) === gone.name)).toBe(true);
-    expect(JSON.parse((await sluice(env, ['bpf', 'lb', 'counters', '-o', 'json'])).stdout).sock_destroyed).toBeGreaterThanOrEqual(1);
+    expect(JSON.parse((await sluice(env, ['bpf', 'lb', 'counters', '-o', 'json'])).stdout).sock_destroyed).toBeGreaterThanOrEqual(
+      1,
+    );
     pinned.kill('SIGTERM');
     writeWeb([a, b]);
     await waitForBackends(env, `${VIP}:53/UDP`, [`${a.ipv4}:${UDP_PORT}`, `${b.ipv4}:${UDP_PORT}`]);
@@ -270,7 +374,11 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
       await startAgent(env, { bin: old.sluice });
     } else {
       // v0.1.0 has no migration: it exits before attaching anything, the datapath runs on
-      const res = await env.node.exec([old.sluice, 'agent', '--config', env.configPath], { inCgroup: false, allowFail: true, timeoutMs: 20000 });
+      const res = await env.node.exec([old.sluice, 'agent', '--config', env.configPath], {
+        inCgroup: false,
+        allowFail: true,
+        timeoutMs: 20000,
+      });
       expect(res.code).not.toBe(0);
       expect(res.stderr).toMatch(/does not match this configuration/);
     }
@@ -319,14 +427,26 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     const s = await startStreams(400);
     await stopAgent(env);
     // as it is, v0.1.0 refuses these pins and changes nothing
-    const refused = await env.node.exec([old.sluice, 'agent', '--config', env.configPath], { inCgroup: false, allowFail: true, timeoutMs: 20000 });
+    const refused = await env.node.exec([old.sluice, 'agent', '--config', env.configPath], {
+      inCgroup: false,
+      allowFail: true,
+      timeoutMs: 20000,
+    });
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toMatch(/does not match this configuration/);
     expect(mapIds()).toEqual(ids);
     // bpf migrate sizes the maps as the config it reads says: v0.1.0's agent reads the same
     // config, and its defaults are smaller than this release's (deploy/README.md, Downgrade)
-    writeConfig(env, { 'cni-conf-dir': env.confDir, 'cni-bin-dir': env.binDir, 'state-dir': env.stateDir, 'bpf-lb-service-map-max': '262144', 'bpf-lb-backend-map-max': '65536' });
-    const migrated = JSON.parse((await sluice(env, ['bpf', 'migrate', '--object-dir', old.objectDir, '-o', 'json'])).stdout) as MapMigration[];
+    writeConfig(env, {
+      'cni-conf-dir': env.confDir,
+      'cni-bin-dir': env.binDir,
+      'state-dir': env.stateDir,
+      'bpf-lb-service-map-max': '262144',
+      'bpf-lb-backend-map-max': '65536',
+    });
+    const migrated = JSON.parse(
+      (await sluice(env, ['bpf', 'migrate', '--object-dir', old.objectDir, '-o', 'json'])).stdout,
+    ) as MapMigration[];
     const m = Object.fromEntries(migrated.map((x) => [x.map, x]));
     expect(m.sl_lb_counters.lost).toMatch(/[0-9]+ array slots past the new max_entries/);
     expect(m.sl_listeners).toMatchObject({ action: 'migrated', converter: 'sockets-by-cookie' });

@@ -48,7 +48,15 @@ export function startZtunnel(env: MeshEnv, id: string, extra: string[] = []): Zt
     child,
     events,
     waitEvent: (pred, opts = {}) =>
-      waitFor(`ztunnel ${id} event`, async () => events().slice(opts.from ?? 0).find(pred), opts.timeoutMs ?? 8000, 20),
+      waitFor(
+        `ztunnel ${id} event`,
+        async () =>
+          events()
+            .slice(opts.from ?? 0)
+            .find(pred),
+        opts.timeoutMs ?? 8000,
+        20,
+      ),
   };
 }
 
@@ -73,5 +81,15 @@ export function ztReply(line: string | undefined): ZtReply | undefined {
     const eq = part.indexOf('=');
     if (eq > 0) f[part.slice(0, eq)] = part.slice(eq + 1);
   }
-  return { id: head.split(' ')[1], via: f.via, orig: f.orig, how: f.how, local: f.local, peer: f.peer, upstreamPeer: f.upstream_peer, upstreamSrc: f.upstream_src, upstream };
+  return {
+    id: head.split(' ')[1],
+    via: f.via,
+    orig: f.orig,
+    how: f.how,
+    local: f.local,
+    peer: f.peer,
+    upstreamPeer: f.upstream_peer,
+    upstreamSrc: f.upstream_src,
+    upstream,
+  };
 }

@@ -6,7 +6,19 @@
 import * as fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNode, joinNodes, run, waitFor, type SimNode, type SimPod } from '../harness';
-import { answeredBy, PROBE, probe, serviceYaml, sliceYaml, sluice, startAgent, stopAgent, TCP_PORT, waitForBackends, writeObjects } from './lb-env';
+import {
+  answeredBy,
+  PROBE,
+  probe,
+  serviceYaml,
+  sliceYaml,
+  sluice,
+  startAgent,
+  stopAgent,
+  TCP_PORT,
+  waitForBackends,
+  writeObjects,
+} from './lb-env';
 import { addMeshPod, createMeshEnv, namespaceYaml, startApp, updatePodObject, waitForMode, type MeshEnv } from './mesh-env';
 import { startZtunnel, ztReply, type Ztunnel } from './ztunnel-env';
 
@@ -35,10 +47,15 @@ describe.skipIf(process.getuid?.() !== 0)('ambient with ztunnel over ZDS (needs 
   }
 
   async function waitZds(pod: SimPod, state: string, timeoutMs = 8000): Promise<ListedZds> {
-    return waitFor(`${pod.name} zds=${state}`, async () => {
-      const e = await zdsOf(pod);
-      return e?.zds?.state === state ? e : undefined;
-    }, timeoutMs, 25);
+    return waitFor(
+      `${pod.name} zds=${state}`,
+      async () => {
+        const e = await zdsOf(pod);
+        return e?.zds?.state === state ? e : undefined;
+      },
+      timeoutMs,
+      25,
+    );
   }
 
   async function stopZtunnel(z: Ztunnel | undefined, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
@@ -48,7 +65,10 @@ describe.skipIf(process.getuid?.() !== 0)('ambient with ztunnel over ZDS (needs 
     await gone;
   }
 
-  function ambientPod(name: string, o: { annotations?: Record<string, string>; labels?: Record<string, string> } = {}): Promise<SimPod> {
+  function ambientPod(
+    name: string,
+    o: { annotations?: Record<string, string>; labels?: Record<string, string> } = {},
+  ): Promise<SimPod> {
     return addMeshPod(env, name, { namespace: 'amb', ...o });
   }
 
@@ -58,15 +78,28 @@ describe.skipIf(process.getuid?.() !== 0)('ambient with ztunnel over ZDS (needs 
     const [b1, b2] = env.backends;
     writeObjects(env, 'svc.yaml', [
       serviceYaml('web', { clusterIP: VIP, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }),
-      sliceYaml('web-4', { service: 'web', family: 4, endpoints: [{ ip: b1.ipv4 }, { ip: b2.ipv4 }], ports: [{ name: 'http', port: TCP_PORT }] }),
+      sliceYaml('web-4', {
+        service: 'web',
+        family: 4,
+        endpoints: [{ ip: b1.ipv4 }, { ip: b2.ipv4 }],
+        ports: [{ name: 'http', port: TCP_PORT }],
+      }),
       serviceYaml('web6', { clusterIP: VIP6, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }),
-      sliceYaml('web6-6', { service: 'web6', family: 6, endpoints: [{ ip: b1.ipv6! }, { ip: b2.ipv6! }], ports: [{ name: 'http', port: TCP_PORT }] }),
+      sliceYaml('web6-6', {
+        service: 'web6',
+        family: 6,
+        endpoints: [{ ip: b1.ipv6! }, { ip: b2.ipv6! }],
+        ports: [{ name: 'http', port: TCP_PORT }],
+      }),
     ]);
     await waitForBackends(env, `${VIP}:80/TCP`, [`${b1.ipv4}:${TCP_PORT}`, `${b2.ipv4}:${TCP_PORT}`]);
     writeObjects(env, 'ns.yaml', [namespaceYaml('amb', { 'istio.io/dataplane-mode': 'ambient' }), namespaceYaml('plain')]);
     resolver = await addMeshPod(env, 'resolver', { namespace: 'plain' });
     for (const proto of ['udp', 'tcp']) {
-      const c = env.node.spawn([PROBE, 'serve', '--proto', proto, '--addr', resolver.ipv4, '--port', '53', '--id', 'resolver'], { netnsPath: resolver.netnsPath, inCgroup: false });
+      const c = env.node.spawn([PROBE, 'serve', '--proto', proto, '--addr', resolver.ipv4, '--port', '53', '--id', 'resolver'], {
+        netnsPath: resolver.netnsPath,
+        inCgroup: false,
+      });
       await env.node.waitForLine(c, 'ready');
     }
     a1 = await ambientPod('a1');
@@ -113,8 +146,11 @@ describe.skipIf(process.getuid?.() !== 0)('ambient with ztunnel over ZDS (needs 
     expect(be).toContain(z6.upstream?.split(' ')[0]);
   });
 
-  it('inbound goes through ztunnel, which reaches the app from the client\'s own address (IPv4 and IPv6)', async () => {
-    for (const [dst, src] of [[a1.ipv4, env.client.ipv4], [a1.ipv6!, env.client.ipv6!]]) {
+  it("inbound goes through ztunnel, which reaches the app from the client's own address (IPv4 and IPv6)", async () => {
+    for (const [dst, src] of [
+      [a1.ipv4, env.client.ipv4],
+      [a1.ipv6!, env.client.ipv6!],
+    ]) {
       const [r] = await probe(env, dst, APP_PORT);
       const z = ztReply(r.reply)!;
       expect(z, JSON.stringify(r)).toMatchObject({ via: 'in' });
@@ -140,11 +176,18 @@ describe.skipIf(process.getuid?.() !== 0)('ambient with ztunnel over ZDS (needs 
     expect(answeredBy((await probe(env, a1.ipv4, APP_PORT, { from: 'node' }))[0])).toBe('app-a1');
     const late = '192.0.2.77';
     await run(['nsenter', `--net=${env.node.netnsPath}`, '--', 'ip', 'addr', 'add', `${late}/32`, 'dev', 'lo']);
-    await waitFor('late node address probed directly', async () => {
-      const res = await env.node.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', a1.ipv4, '--port', String(APP_PORT), '--bind', late], { netnsPath: env.node.netnsPath, allowFail: true });
-      const r = JSON.parse(res.stdout.split('\n')[0]);
-      return answeredBy(r) === 'app-a1' && r.reply.split(' ')[1] === late;
-    }, 3000);
+    await waitFor(
+      'late node address probed directly',
+      async () => {
+        const res = await env.node.exec(
+          [PROBE, 'connect', '--proto', 'tcp', '--addr', a1.ipv4, '--port', String(APP_PORT), '--bind', late],
+          { netnsPath: env.node.netnsPath, allowFail: true },
+        );
+        const r = JSON.parse(res.stdout.split('\n')[0]);
+        return answeredBy(r) === 'app-a1' && r.reply.split(' ')[1] === late;
+      },
+      3000,
+    );
   });
 
   it('traffic forwarded through the node with a node source address is still captured', async () => {
@@ -154,28 +197,68 @@ describe.skipIf(process.getuid?.() !== 0)('ambient with ztunnel over ZDS (needs 
       await joinNodes(env.node, far);
       const client = await far.addPod('far');
       // the node SNATs what it forwards into its pods to its own bridge address (a NodePort path)
-      await run(['nsenter', `--net=${env.node.netnsPath}`, '--', 'iptables', '-t', 'nat', '-A', 'POSTROUTING', '-s', far.cidr4, '-o', 'slbr0', '-j', 'SNAT', '--to-source', env.node.gateway4]);
-      const res = await far.exec([PROBE, 'connect', '--proto', 'tcp', '--addr', a1.ipv4, '--port', String(APP_PORT), '--timeout-ms', '2000'], { netnsPath: client.netnsPath, allowFail: true });
+      await run([
+        'nsenter',
+        `--net=${env.node.netnsPath}`,
+        '--',
+        'iptables',
+        '-t',
+        'nat',
+        '-A',
+        'POSTROUTING',
+        '-s',
+        far.cidr4,
+        '-o',
+        'slbr0',
+        '-j',
+        'SNAT',
+        '--to-source',
+        env.node.gateway4,
+      ]);
+      const res = await far.exec(
+        [PROBE, 'connect', '--proto', 'tcp', '--addr', a1.ipv4, '--port', String(APP_PORT), '--timeout-ms', '2000'],
+        { netnsPath: client.netnsPath, allowFail: true },
+      );
       const z = ztReply(JSON.parse(res.stdout.split('\n')[0]).reply);
       expect(z, res.stdout).toMatchObject({ via: 'in' });
       expect(z!.peer?.split(':')[0]).toBe(env.node.gateway4);
     } finally {
-      await run(['nsenter', `--net=${env.node.netnsPath}`, '--', 'iptables', '-t', 'nat', '-F', 'POSTROUTING'], { allowFail: true });
+      await run(['nsenter', `--net=${env.node.netnsPath}`, '--', 'iptables', '-t', 'nat', '-F', 'POSTROUTING'], {
+        allowFail: true,
+      });
       await far?.destroy();
     }
   });
 
-  it('DNS over UDP and TCP goes to ztunnel\'s 15053; replies show the resolver; ztunnel\'s own queries pass; the pod annotation opts out', async () => {
+  it("DNS over UDP and TCP goes to ztunnel's 15053; replies show the resolver; ztunnel's own queries pass; the pod annotation opts out", async () => {
     const [u] = await probe(env, resolver.ipv4, 53, { proto: 'udp', udpMode: 'unconnected', from: a1 });
     expect(ztReply(u.reply), JSON.stringify(u)).toMatchObject({ via: 'dns' });
     expect(u.peer).toBe(`${resolver.ipv4}:53`);
     const [t] = await probe(env, resolver.ipv4, 53, { from: a1 });
     expect(ztReply(t.reply)).toMatchObject({ via: 'dns' });
-    const own = await env.node.exec([PROBE, 'connect', '--proto', 'udp', '--addr', resolver.ipv4, '--port', '53', '--mark', '0x539', '--udp-mode', 'unconnected'], { netnsPath: a1.netnsPath, allowFail: true });
+    const own = await env.node.exec(
+      [
+        PROBE,
+        'connect',
+        '--proto',
+        'udp',
+        '--addr',
+        resolver.ipv4,
+        '--port',
+        '53',
+        '--mark',
+        '0x539',
+        '--udp-mode',
+        'unconnected',
+      ],
+      { netnsPath: a1.netnsPath, allowFail: true },
+    );
     expect(answeredBy(JSON.parse(own.stdout.split('\n')[0]))).toBe('resolver');
     const noDns = await ambientPod('no-dns', { annotations: { 'ambient.istio.io/dns-capture': 'false' } });
     await waitZds(noDns, 'acked');
-    expect(answeredBy((await probe(env, resolver.ipv4, 53, { proto: 'udp', udpMode: 'unconnected', from: noDns }))[0])).toBe('resolver');
+    expect(answeredBy((await probe(env, resolver.ipv4, 53, { proto: 'udp', udpMode: 'unconnected', from: noDns }))[0])).toBe(
+      'resolver',
+    );
     expect(ztReply((await probe(env, VIP, 80, { from: noDns }))[0].reply)?.via).toBe('out');
   });
 
@@ -241,7 +324,12 @@ describe.skipIf(process.getuid?.() !== 0)('ambient with ztunnel over ZDS (needs 
     const b1 = await ambientPod('b1');
     await newZt.waitEvent((e) => e.event === 'add' && e.uid === b1.uid);
     await waitZds(b1, 'acked');
-    expect(oldZt.events().slice(fromOld).some((e) => e.event === 'add' && e.uid === b1.uid)).toBe(false);
+    expect(
+      oldZt
+        .events()
+        .slice(fromOld)
+        .some((e) => e.event === 'add' && e.uid === b1.uid),
+    ).toBe(false);
     const b2 = await ambientPod('b2');
     await waitZds(b2, 'acked');
     const [fo, fn] = [oldZt.events().length, newZt.events().length];
@@ -269,23 +357,38 @@ describe.skipIf(process.getuid?.() !== 0)('ambient with ztunnel over ZDS (needs 
     const logFrom = env.node.output(env.agent!).stderr.length;
     const t0 = Date.now();
     writeObjects(env, 'ns-bulk.yaml', [namespaceYaml('bulk', { 'istio.io/dataplane-mode': 'ambient' })]);
-    await waitFor('100 pods acked', async () => {
-      const eps: ListedZds[] = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout);
-      return eps.filter((e) => e.namespace === 'bulk' && e.zds?.state === 'acked').length === 100;
-    }, 30000, 50);
+    await waitFor(
+      '100 pods acked',
+      async () => {
+        const eps: ListedZds[] = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout);
+        return eps.filter((e) => e.namespace === 'bulk' && e.zds?.state === 'acked').length === 100;
+      },
+      30000,
+      50,
+    );
     const lines = env.node.output(env.agent!).stderr.slice(logFrom).split('\n');
-    const at = (msg: string) => lines.filter((l) => l.includes(`"msg":"${msg}"`) && l.includes('bulk/')).map((l) => Date.parse(JSON.parse(l).ts));
+    const at = (msg: string) =>
+      lines.filter((l) => l.includes(`"msg":"${msg}"`) && l.includes('bulk/')).map((l) => Date.parse(JSON.parse(l).ts));
     const enrolled = at('pod enrolled');
     const acked = at('ztunnel acked the pod');
     expect([enrolled.length, acked.length]).toEqual([100, 100]);
-    const result = { pods: 100, enrolledMs: Math.max(...enrolled) - t0, ackedMs: Math.max(...acked) - t0, firstAckMs: Math.min(...acked) - t0 };
-    console.log(`[measure] 100 pods: label → last enrolled ${result.enrolledMs} ms, → last acked by ztunnel ${result.ackedMs} ms (first ack ${result.firstAckMs} ms)`);
+    const result = {
+      pods: 100,
+      enrolledMs: Math.max(...enrolled) - t0,
+      ackedMs: Math.max(...acked) - t0,
+      firstAckMs: Math.min(...acked) - t0,
+    };
+    console.log(
+      `[measure] 100 pods: label → last enrolled ${result.enrolledMs} ms, → last acked by ztunnel ${result.ackedMs} ms (first ack ${result.firstAckMs} ms)`,
+    );
     fs.mkdirSync('build/bench', { recursive: true });
     fs.writeFileSync('build/bench/ztunnel-enrol.json', JSON.stringify(result) + '\n');
   }, 180000);
 
   it('uninstall removes the in-pod routing with the datapath', async () => {
-    const rules = async () => (await run(['nsenter', `--net=${a1.netnsPath}`, '--', 'ip', 'rule'])).stdout + (await run(['nsenter', `--net=${a1.netnsPath}`, '--', 'ip', '-6', 'rule'])).stdout;
+    const rules = async () =>
+      (await run(['nsenter', `--net=${a1.netnsPath}`, '--', 'ip', 'rule'])).stdout +
+      (await run(['nsenter', `--net=${a1.netnsPath}`, '--', 'ip', '-6', 'rule'])).stdout;
     expect(await rules()).toContain('fwmark 0x111/0xfff lookup 100');
     await stopZtunnel(zt);
     await stopAgent(env);

@@ -64,18 +64,19 @@
 #endif
 
 #define EXIT_USAGE 2
-#define COUNT_MAX 100000L /* per family: 198.18.0.0/15 holds 131072 addresses */
-#define PORT_BASE 10000
-#define PORT_SPAN 5000
-#define MSG_LEN 8
+#define COUNT_MAX  100000L /* per family: 198.18.0.0/15 holds 131072 addresses */
+#define PORT_BASE  10000
+#define PORT_SPAN  5000
+#define MSG_LEN	   8
 #define EVENTS_MAX 1024
-#define BAD_SHOWN 5 /* wrong answers quoted in the summary */
-#define FD_SLACK 64 /* listeners, epoll, stdio */
+#define BAD_SHOWN  5  /* wrong answers quoted in the summary */
+#define FD_SLACK   64 /* listeners, epoll, stdio */
 
 static void usage(FILE *f)
 {
 	fputs("usage:\n"
-	      "  origdst-load proxy --count N [--port P (15001)] [--wait-stdin] [--timeout-s T (120)]\n"
+	      "  origdst-load proxy --count N [--port P (15001)] [--wait-stdin] [--timeout-s T "
+	      "(120)]\n"
 	      "  origdst-load client --count-v4 N4 --count-v6 N6 [--first-index K (0)]\n"
 	      "      [--parallel C (256)] [--timeout-s T (120)]\n"
 	      "K + N4 and K + N6 at most 100000; see the header of test/tools/origdst-load.c.\n",
@@ -96,7 +97,8 @@ static long parse_long(const char *name, const char *s, long min, long max)
 	errno = 0;
 	long v = strtol(s, &end, 10);
 	if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
-		fprintf(stderr, "origdst-load: %s must be an integer in [%ld, %ld]: %s\n", name, min, max, s);
+		fprintf(stderr, "origdst-load: %s must be an integer in [%ld, %ld]: %s\n", name,
+			min, max, s);
 		exit(EXIT_USAGE);
 	}
 	return v;
@@ -134,8 +136,8 @@ static int raise_nofile(long n)
 		rl.rlim_max = (rlim_t)n;
 	if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
 		getrlimit(RLIMIT_NOFILE, &rl);
-		fprintf(stderr, "origdst-load: RLIMIT_NOFILE to %ld (hard limit %llu): %s; use more processes\n", n,
-			(unsigned long long)rl.rlim_max, strerror(errno));
+		fprintf(stderr, "origdst-load: RLIMIT_NOFILE to %ld (hard limit %llu): %s; use more processes\n",
+			n, (unsigned long long)rl.rlim_max, strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -199,7 +201,7 @@ static void format_addr(const struct sockaddr_storage *ss, char *buf, size_t len
 
 static int epoll_set(int ep, int op, int fd, uint32_t events, uint64_t data)
 {
-	struct epoll_event ev = { .events = events, .data.u64 = data };
+	struct epoll_event ev = {.events = events, .data.u64 = data};
 
 	return epoll_ctl(ep, op, fd, &ev);
 }
@@ -210,7 +212,7 @@ static int epoll_set(int ep, int op, int fd, uint32_t events, uint64_t data)
 
 struct pconn {
 	int fd;
-	int family; /* AF_INET / AF_INET6 of the accepted socket */
+	int family;	/* AF_INET / AF_INET6 of the accepted socket */
 	int err_accept; /* errno of the first SO_ORIGINAL_DST, 0 when answered */
 	struct sockaddr_storage at_accept;
 	uint8_t msg[MSG_LEN];
@@ -319,7 +321,7 @@ static void proxy_read(struct proxy *p, struct pconn *c)
 /* Every connection: the family and index it carries, its two answers, each (family, index) once. */
 static long proxy_check(struct proxy *p, long *ok_accept, long *ok_end, long *dup)
 {
-	uint8_t *seen[2] = { calloc((size_t)COUNT_MAX, 1), calloc((size_t)COUNT_MAX, 1) };
+	uint8_t *seen[2] = {calloc((size_t)COUNT_MAX, 1), calloc((size_t)COUNT_MAX, 1)};
 	char want_s[64], got_s[80];
 	long ok = 0;
 
@@ -340,7 +342,8 @@ static long proxy_check(struct proxy *p, long *ok_accept, long *ok_end, long *du
 		idx = ntohl(idx);
 		if (c->got != MSG_LEN || (fam != 4 && fam != 6) || idx >= COUNT_MAX ||
 		    (int)(fam == 4 ? AF_INET : AF_INET6) != c->family) {
-			snprintf(got_s, sizeof(got_s), "%d bytes, family %u, index %u", c->got, fam, idx);
+			snprintf(got_s, sizeof(got_s), "%d bytes, family %u, index %u", c->got, fam,
+				 idx);
 			proxy_note_bad(p, "message", "family and index", got_s);
 			continue;
 		}
@@ -377,7 +380,7 @@ static long proxy_check(struct proxy *p, long *ok_accept, long *ok_end, long *du
 /* --wait-stdin: a line or EOF on stdin, or the deadline. */
 static void proxy_wait_stdin(int64_t deadline)
 {
-	struct pollfd pfd = { .fd = 0, .events = POLLIN };
+	struct pollfd pfd = {.fd = 0, .events = POLLIN};
 	char line[64];
 
 	while (now_ms() < deadline) {
@@ -393,7 +396,7 @@ static void proxy_wait_stdin(int64_t deadline)
 
 static int run_proxy(long count, long port, bool wait_stdin, long timeout_s)
 {
-	struct proxy p = { .count = count };
+	struct proxy p = {.count = count};
 	struct epoll_event evs[EVENTS_MAX];
 	int64_t start, deadline, all_open = 0;
 
@@ -432,7 +435,8 @@ static int run_proxy(long count, long port, bool wait_stdin, long timeout_s)
 		}
 	}
 	all_open = now_ms();
-	printf("{\"proxy\":true,\"event\":\"accepted\",\"accepted\":%ld,\"messages\":%ld,\"accept_ms\":%lld}\n",
+	printf("{\"proxy\":true,\"event\":\"accepted\",\"accepted\":%ld,\"messages\":%ld,\"accept_"
+	       "ms\":%lld}\n",
 	       p.accepted, p.messages, (long long)(start ? all_open - start : 0));
 	fflush(stdout);
 	if (wait_stdin)
@@ -445,11 +449,14 @@ static int run_proxy(long count, long port, bool wait_stdin, long timeout_s)
 	/* connections beyond N that arrived while waiting count as extra */
 	proxy_accept_some(&p, p.ls[0]);
 	proxy_accept_some(&p, p.ls[1]);
-	printf("{\"proxy\":true,\"event\":\"checked\",\"count\":%ld,\"accepted\":%ld,\"messages\":%ld,"
-	       "\"extra\":%ld,\"ok\":%ld,\"ok_at_accept\":%ld,\"ok_all_open\":%ld,\"duplicates\":%ld,"
+	printf("{\"proxy\":true,\"event\":\"checked\",\"count\":%ld,\"accepted\":%ld,\"messages\":%"
+	       "ld,"
+	       "\"extra\":%ld,\"ok\":%ld,\"ok_at_accept\":%ld,\"ok_all_open\":%ld,\"duplicates\":%"
+	       "ld,"
 	       "\"accept_ms\":%lld,\"check_ms\":%lld,\"maxrss_kb\":%ld,\"bad\":[",
 	       count, p.accepted, p.messages, p.extra, ok, ok_accept, ok_end, dup,
-	       (long long)(start ? all_open - start : 0), (long long)(checked - check_start), maxrss_kb());
+	       (long long)(start ? all_open - start : 0), (long long)(checked - check_start),
+	       maxrss_kb());
 	for (int i = 0; i < p.nbad && i < BAD_SHOWN; i++)
 		printf("%s\"%s\"", i ? "," : "", p.bad[i]);
 	printf("],\"bad_count\":%d}\n", p.nbad);
@@ -505,7 +512,8 @@ static void client_start(struct client *cl, long k)
 
 	client_family_index(cl, k, &family, &idx);
 	dest(family, idx, &ss, &len);
-	c->fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	c->fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		       0);
 	if (c->fd < 0) {
 		client_fail(cl, c, errno);
 		return;
@@ -573,7 +581,8 @@ static void client_readable(struct client *cl, long k)
 
 static int run_client(long n4, long n6, long first, long parallel, long timeout_s)
 {
-	struct client cl = { .n4 = n4, .n6 = n6, .count = n4 + n6, .first = first, .parallel = parallel };
+	struct client cl = {
+		.n4 = n4, .n6 = n6, .count = n4 + n6, .first = first, .parallel = parallel};
 	struct epoll_event evs[EVENTS_MAX];
 	int64_t start = now_ms(), deadline = start + timeout_s * 1000, opened = 0;
 
@@ -592,7 +601,8 @@ static int run_client(long n4, long n6, long first, long parallel, long timeout_
 			client_start(&cl, cl.next++);
 		if (!opened && cl.open + cl.failed == cl.count) {
 			opened = now_ms();
-			printf("{\"client\":true,\"event\":\"open\",\"open\":%ld,\"failed\":%ld,\"connect_ms\":%lld}\n",
+			printf("{\"client\":true,\"event\":\"open\",\"open\":%ld,\"failed\":%ld,"
+			       "\"connect_ms\":%lld}\n",
 			       cl.open, cl.failed, (long long)(opened - start));
 			fflush(stdout);
 		}
@@ -610,8 +620,10 @@ static int run_client(long n4, long n6, long first, long parallel, long timeout_
 		}
 	}
 	long unfinished = cl.count - cl.closed - cl.failed;
-	printf("{\"client\":true,\"event\":\"done\",\"count\":%ld,\"opened\":%ld,\"failed\":%ld,\"first_errno\":%d,"
-	       "\"peer_mismatch\":%ld,\"closed_by_proxy\":%ld,\"unfinished\":%ld,\"connect_ms\":%lld,"
+	printf("{\"client\":true,\"event\":\"done\",\"count\":%ld,\"opened\":%ld,\"failed\":%ld,"
+	       "\"first_errno\":%d,"
+	       "\"peer_mismatch\":%ld,\"closed_by_proxy\":%ld,\"unfinished\":%ld,\"connect_ms\":%"
+	       "lld,"
 	       "\"total_ms\":%lld,\"maxrss_kb\":%ld}\n",
 	       cl.count, cl.open, cl.failed, cl.first_errno, cl.peer_bad, cl.closed, unfinished,
 	       (long long)(opened ? opened - start : -1), (long long)(now_ms() - start), maxrss_kb());

@@ -45,37 +45,37 @@
 #include <time.h>
 #include <unistd.h>
 
-#define EXIT_USAGE 2
-#define ID_MAX 64
+#define EXIT_USAGE	       2
+#define ID_MAX		       64
 /* Room for a sidecar line, which embeds an upstream line of < UPSTREAM_MAX. */
-#define REPLY_MAX 1024
-#define UPSTREAM_MAX 512
-#define PEER_MAX (INET6_ADDRSTRLEN + 16)
-#define COUNT_MAX 1000000L
-#define MS_MAX 3600000L
+#define REPLY_MAX	       1024
+#define UPSTREAM_MAX	       512
+#define PEER_MAX	       (INET6_ADDRSTRLEN + 16)
+#define COUNT_MAX	       1000000L
+#define MS_MAX		       3600000L
 /* How long serve blocks in poll() before re-checking the stop flag; this
  * closes the race where a signal lands just before a blocking call. */
-#define SERVE_POLL_MS 200
+#define SERVE_POLL_MS	       200
 /* A server line is < 200 bytes, so a handful of reads always reaches EOF. */
-#define BENCH_MAX_READS 64
-#define DRAIN_MAX_READS 4
+#define BENCH_MAX_READS	       64
+#define DRAIN_MAX_READS	       4
 /* --extra-port may be given this many times */
-#define PORTS_MAX 8
+#define PORTS_MAX	       8
 /* out, in and the extra ports, each IPv4 and IPv6 */
-#define LISTENERS_MAX ((2 + PORTS_MAX) * 2)
+#define LISTENERS_MAX	       ((2 + PORTS_MAX) * 2)
 /* Connections handled by their own thread; beyond that, inline. */
-#define SIDECAR_THREADS_MAX 256
-#define SIDECAR_STACK_SIZE (256 * 1024)
+#define SIDECAR_THREADS_MAX    256
+#define SIDECAR_STACK_SIZE     (256 * 1024)
 /* Upstream connect and read timeout (each). */
-#define SIDECAR_UPSTREAM_MS 2000
+#define SIDECAR_UPSTREAM_MS    2000
 /* On stop, wait this long for connection threads to finish. */
-#define SIDECAR_STOP_WAIT_S 10
+#define SIDECAR_STOP_WAIT_S    10
 /* Connections accepted from one listener per poll() round. */
-#define SIDECAR_ACCEPT_BATCH 16
+#define SIDECAR_ACCEPT_BATCH   16
 /* --accept-on-stdin: how long one line waits for a connection to accept */
 #define SIDECAR_ACCEPT_WAIT_MS 60000L
 /* Bound upstream sockets remembered at once (one per connection thread, plus inline ones). */
-#define SIDECAR_OWN_MAX (SIDECAR_THREADS_MAX + 16)
+#define SIDECAR_OWN_MAX	       (SIDECAR_THREADS_MAX + 16)
 
 /* The netfilter values, without pulling in the netfilter headers. */
 #ifndef SO_ORIGINAL_DST
@@ -93,7 +93,14 @@ struct target {
 	socklen_t len;
 };
 
-enum cmd { CMD_SERVE = 1, CMD_CONNECT = 2, CMD_BENCH = 4, CMD_SIDECAR = 8, CMD_BATCH = 16, CMD_HOLD = 32 };
+enum cmd {
+	CMD_SERVE = 1,
+	CMD_CONNECT = 2,
+	CMD_BENCH = 4,
+	CMD_SIDECAR = 8,
+	CMD_BATCH = 16,
+	CMD_HOLD = 32
+};
 
 /* Repeatable options: --extra-port, --bind-inbound-source (once per family). */
 struct port_list {
@@ -129,7 +136,7 @@ struct opts {
 	bool v4_only;
 	bool percentiles; /* bench: also print the op latency at PERCENTILES_PM */
 	bool hold;	  /* serve: keep TCP connections, one reply line per line received */
-	bool persist;	  /* connect: one connected socket for every attempt, a new one after a failure */
+	bool persist; /* connect: one connected socket for every attempt, a new one after a failure */
 	bool accept_on_stdin; /* sidecar: accept one connection per line read, backlog 0 */
 };
 
@@ -145,33 +152,33 @@ struct optdef {
 
 #define ALL_CMDS (CMD_SERVE | CMD_CONNECT | CMD_BENCH | CMD_HOLD)
 #define MARK_MAX 0xffffffffUL
-#define OFF(f) offsetof(struct opts, f)
+#define OFF(f)	 offsetof(struct opts, f)
 
 static const struct optdef optdefs[] = {
-	{ "--proto", CMD_SERVE | CMD_CONNECT | CMD_HOLD, OPT_STR, OFF(proto), 0, 0 },
-	{ "--addr", ALL_CMDS, OPT_STR, OFF(addr), 0, 0 },
-	{ "--port", ALL_CMDS, OPT_LONG, OFF(port), 1, 65535 },
-	{ "--id", CMD_SERVE | CMD_SIDECAR, OPT_STR, OFF(id), 0, 0 },
-	{ "--count", CMD_CONNECT | CMD_BENCH, OPT_LONG, OFF(count), 1, COUNT_MAX },
-	{ "--interval-ms", CMD_CONNECT, OPT_LONG, OFF(interval_ms), 0, MS_MAX },
-	{ "--timeout-ms", CMD_CONNECT | CMD_BENCH | CMD_HOLD, OPT_LONG, OFF(timeout_ms), 1, MS_MAX },
-	{ "--udp-mode", CMD_CONNECT, OPT_STR, OFF(udp_mode), 0, 0 },
-	{ "--same-socket", CMD_CONNECT, OPT_FLAG, OFF(same_socket), 0, 0 },
-	{ "--warmup", CMD_BENCH, OPT_LONG, OFF(warmup), 0, COUNT_MAX },
-	{ "--concurrency", CMD_BENCH, OPT_LONG, OFF(concurrency), 1, 1024 },
-	{ "--percentiles", CMD_BENCH, OPT_FLAG, OFF(percentiles), 0, 0 },
-	{ "--bind", CMD_CONNECT, OPT_STR, OFF(bind), 0, 0 },
-	{ "--mark", CMD_CONNECT | CMD_SIDECAR, OPT_MARK, OFF(mark), 0, 0 },
-	{ "--out-port", CMD_SIDECAR, OPT_LONG, OFF(out_port), 1, 65535 },
-	{ "--in-port", CMD_SIDECAR, OPT_LONG, OFF(in_port), 1, 65535 },
-	{ "--extra-port", CMD_SIDECAR, OPT_PORTS, OFF(extra_ports), 1, 65535 },
-	{ "--forward", CMD_SIDECAR, OPT_FLAG, OFF(forward), 0, 0 },
-	{ "--bind-inbound-source", CMD_SIDECAR, OPT_ADDRS, OFF(inbound_src), 0, 0 },
-	{ "--tproxy", CMD_SIDECAR, OPT_MARK, OFF(tproxy_mark), 0, 0 },
-	{ "--v4-only", CMD_SIDECAR, OPT_FLAG, OFF(v4_only), 0, 0 },
-	{ "--hold", CMD_SERVE, OPT_FLAG, OFF(hold), 0, 0 },
-	{ "--persist", CMD_CONNECT, OPT_FLAG, OFF(persist), 0, 0 },
-	{ "--accept-on-stdin", CMD_SIDECAR, OPT_FLAG, OFF(accept_on_stdin), 0, 0 },
+	{"--proto", CMD_SERVE | CMD_CONNECT | CMD_HOLD, OPT_STR, OFF(proto), 0, 0},
+	{"--addr", ALL_CMDS, OPT_STR, OFF(addr), 0, 0},
+	{"--port", ALL_CMDS, OPT_LONG, OFF(port), 1, 65535},
+	{"--id", CMD_SERVE | CMD_SIDECAR, OPT_STR, OFF(id), 0, 0},
+	{"--count", CMD_CONNECT | CMD_BENCH, OPT_LONG, OFF(count), 1, COUNT_MAX},
+	{"--interval-ms", CMD_CONNECT, OPT_LONG, OFF(interval_ms), 0, MS_MAX},
+	{"--timeout-ms", CMD_CONNECT | CMD_BENCH | CMD_HOLD, OPT_LONG, OFF(timeout_ms), 1, MS_MAX},
+	{"--udp-mode", CMD_CONNECT, OPT_STR, OFF(udp_mode), 0, 0},
+	{"--same-socket", CMD_CONNECT, OPT_FLAG, OFF(same_socket), 0, 0},
+	{"--warmup", CMD_BENCH, OPT_LONG, OFF(warmup), 0, COUNT_MAX},
+	{"--concurrency", CMD_BENCH, OPT_LONG, OFF(concurrency), 1, 1024},
+	{"--percentiles", CMD_BENCH, OPT_FLAG, OFF(percentiles), 0, 0},
+	{"--bind", CMD_CONNECT, OPT_STR, OFF(bind), 0, 0},
+	{"--mark", CMD_CONNECT | CMD_SIDECAR, OPT_MARK, OFF(mark), 0, 0},
+	{"--out-port", CMD_SIDECAR, OPT_LONG, OFF(out_port), 1, 65535},
+	{"--in-port", CMD_SIDECAR, OPT_LONG, OFF(in_port), 1, 65535},
+	{"--extra-port", CMD_SIDECAR, OPT_PORTS, OFF(extra_ports), 1, 65535},
+	{"--forward", CMD_SIDECAR, OPT_FLAG, OFF(forward), 0, 0},
+	{"--bind-inbound-source", CMD_SIDECAR, OPT_ADDRS, OFF(inbound_src), 0, 0},
+	{"--tproxy", CMD_SIDECAR, OPT_MARK, OFF(tproxy_mark), 0, 0},
+	{"--v4-only", CMD_SIDECAR, OPT_FLAG, OFF(v4_only), 0, 0},
+	{"--hold", CMD_SERVE, OPT_FLAG, OFF(hold), 0, 0},
+	{"--persist", CMD_CONNECT, OPT_FLAG, OFF(persist), 0, 0},
+	{"--accept-on-stdin", CMD_SIDECAR, OPT_FLAG, OFF(accept_on_stdin), 0, 0},
 };
 
 #define N_OPTDEFS (sizeof(optdefs) / sizeof(optdefs[0]))
@@ -274,8 +281,8 @@ static long parse_long(const char *name, const char *s, long min, long max)
 	errno = 0;
 	long v = strtol(s, &end, 10);
 	if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
-		fprintf(stderr, "sl-probe: %s must be an integer in [%ld, %ld]: %s\n",
-			name, min, max, s);
+		fprintf(stderr, "sl-probe: %s must be an integer in [%ld, %ld]: %s\n", name, min,
+			max, s);
 		exit(EXIT_USAGE);
 	}
 	return v;
@@ -296,8 +303,8 @@ static long parse_mark(const char *name, const char *s)
 		ok = errno == 0 && *end == '\0' && v <= MARK_MAX;
 	}
 	if (!ok) {
-		fprintf(stderr, "sl-probe: %s must be decimal or 0x hex in [0, 0x%lx]: %s\n",
-			name, MARK_MAX, s);
+		fprintf(stderr, "sl-probe: %s must be decimal or 0x hex in [0, 0x%lx]: %s\n", name,
+			MARK_MAX, s);
 		exit(EXIT_USAGE);
 	}
 	return (long)v;
@@ -382,7 +389,8 @@ static void validate_opts(enum cmd cmd, const struct opts *o)
 			usage_error("--id must be 1-64 chars without whitespace", o->id);
 	}
 	if (cmd == CMD_SIDECAR && o->tproxy_mark >= 0 && o->inbound_src.n > 0)
-		usage_error("--tproxy and --bind-inbound-source both choose the inbound source", NULL);
+		usage_error("--tproxy and --bind-inbound-source both choose the inbound source",
+			    NULL);
 	if (cmd == CMD_CONNECT && strcmp(o->udp_mode, "connected") != 0 &&
 	    strcmp(o->udp_mode, "unconnected") != 0)
 		usage_error("--udp-mode must be connected or unconnected", o->udp_mode);
@@ -436,8 +444,7 @@ static bool parse_target(const char *addr, long port, struct target *t)
 /* ------------------------------------------------------------------ */
 
 /* Host part in inet_ntop form plus host-order port. */
-static bool format_host(const struct sockaddr_storage *ss, char *host, size_t hostlen,
-			unsigned *port)
+static bool format_host(const struct sockaddr_storage *ss, char *host, size_t hostlen, unsigned *port)
 {
 	if (ss->ss_family == AF_INET) {
 		const struct sockaddr_in *in4 = (const struct sockaddr_in *)ss;
@@ -468,7 +475,7 @@ static void format_peer(const struct sockaddr_storage *ss, char *buf, size_t len
 
 static struct timeval ms_to_timeval(long ms)
 {
-	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 	return tv;
 }
 
@@ -504,7 +511,7 @@ static double now_us(void)
 
 static void sleep_ms(long ms)
 {
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
 	nanosleep(&ts, NULL);
 }
 
@@ -590,7 +597,7 @@ static int open_server_socket(const char *who, const struct target *t, int type,
 /* Returns 1 if readable, 0 on timeout or signal, -1 on error. */
 static int wait_readable(int fd)
 {
-	struct pollfd p = { .fd = fd, .events = POLLIN };
+	struct pollfd p = {.fd = fd, .events = POLLIN};
 	int r = poll(&p, 1, SERVE_POLL_MS);
 
 	if (r < 0)
@@ -778,7 +785,7 @@ struct attempt {
 	char reply[REPLY_MAX];
 	char peer[PEER_MAX];
 	char local[PEER_MAX]; /* TCP: the client's own address (getsockname); empty otherwise */
-	long conn;	      /* --persist: the number of the connection used (1, 2, ...); 0 otherwise */
+	long conn; /* --persist: the number of the connection used (1, 2, ...); 0 otherwise */
 };
 
 /* Record errno at the failing stage; returns false for tail calls. */
@@ -803,7 +810,7 @@ static int connect_with_timeout(int fd, const struct target *t, long timeout_ms)
 		return 0;
 	if (errno != EINPROGRESS)
 		return -1;
-	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	struct pollfd p = {.fd = fd, .events = POLLOUT};
 	int r = poll(&p, 1, (int)timeout_ms);
 	if (r < 0)
 		return -1;
@@ -856,8 +863,8 @@ static int read_line(int fd, char *buf, size_t len)
 /* What is done to a client socket before it connects or sends: connect's
  * --mark/--bind, and the sidecar's upstream sockets. */
 struct client_sock {
-	long mark; /* SO_MARK value, or -1 */
-	bool bind; /* bind to src (port 0) first */
+	long mark;	  /* SO_MARK value, or -1 */
+	bool bind;	  /* bind to src (port 0) first */
 	bool transparent; /* IP_TRANSPARENT / IPV6_TRANSPARENT first: src may be any address */
 	struct target src;
 };
@@ -881,8 +888,7 @@ static int prepare_client_socket(int fd, const struct client_sock *cs, const cha
 }
 
 /* connect's --bind and --mark; --bind must be of the target's family. */
-static void parse_client_sock(const struct opts *o, const struct target *t,
-			      struct client_sock *cs)
+static void parse_client_sock(const struct opts *o, const struct target *t, struct client_sock *cs)
 {
 	memset(cs, 0, sizeof(*cs));
 	cs->mark = o->mark;
@@ -925,20 +931,19 @@ static bool tcp_attempt(const struct target *t, const struct client_sock *cs, lo
 	if (fd < 0)
 		return attempt_fail(a, "socket");
 	bool ok = prepare_client_socket(fd, cs, &stage) == 0 ? tcp_attempt_on(fd, t, timeout_ms, a)
-							      : attempt_fail(a, stage);
+							     : attempt_fail(a, stage);
 	close(fd);
 	return ok;
 }
 
-static int open_udp_client(const struct target *t, const struct client_sock *cs,
-			   long timeout_ms, const char **stage)
+static int open_udp_client(const struct target *t, const struct client_sock *cs, long timeout_ms,
+			   const char **stage)
 {
 	*stage = "socket";
 	int fd = socket(t->ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
-	if (set_timeout(fd, SO_RCVTIMEO, timeout_ms) < 0 ||
-	    prepare_client_socket(fd, cs, stage) < 0) {
+	if (set_timeout(fd, SO_RCVTIMEO, timeout_ms) < 0 || prepare_client_socket(fd, cs, stage) < 0) {
 		int e = errno;
 		close(fd);
 		errno = e;
@@ -947,11 +952,9 @@ static int open_udp_client(const struct target *t, const struct client_sock *cs,
 	return fd;
 }
 
-static bool udp_recv_reply(int fd, struct attempt *a, struct sockaddr_storage *src,
-			   socklen_t *srclen)
+static bool udp_recv_reply(int fd, struct attempt *a, struct sockaddr_storage *src, socklen_t *srclen)
 {
-	ssize_t n = recvfrom(fd, a->reply, sizeof(a->reply) - 1, 0,
-			     (struct sockaddr *)src, srclen);
+	ssize_t n = recvfrom(fd, a->reply, sizeof(a->reply) - 1, 0, (struct sockaddr *)src, srclen);
 	if (n < 0)
 		return attempt_fail(a, "recv");
 	a->reply[n] = '\0';
@@ -996,8 +999,8 @@ static bool udp_unconnected_attempt(int fd, const struct target *t, struct attem
 }
 
 /* *shared_fd holds the socket kept across attempts with --same-socket. */
-static bool udp_attempt(const struct opts *o, const struct target *t,
-			const struct client_sock *cs, int *shared_fd, struct attempt *a)
+static bool udp_attempt(const struct opts *o, const struct target *t, const struct client_sock *cs,
+			int *shared_fd, struct attempt *a)
 {
 	int fd = o->same_socket ? *shared_fd : -1;
 
@@ -1017,8 +1020,8 @@ static bool udp_attempt(const struct opts *o, const struct target *t,
 }
 
 /* --persist: *fd is the socket kept between attempts (-1: connect a new one, counted in *conns). */
-static bool persist_attempt(const struct opts *o, const struct target *t, const struct client_sock *cs,
-			    int *fd, long *conns, struct attempt *a)
+static bool persist_attempt(const struct opts *o, const struct target *t,
+			    const struct client_sock *cs, int *fd, long *conns, struct attempt *a)
 {
 	bool tcp = strcmp(o->proto, "tcp") == 0;
 	const char *stage = "socket";
@@ -1043,7 +1046,7 @@ static bool persist_attempt(const struct opts *o, const struct target *t, const 
 		*fd = nfd;
 		(*conns)++;
 		goto connected;
-fail_new:
+	fail_new:
 		attempt_fail(a, stage);
 		close(nfd);
 		a->conn = *conns + 1;
@@ -1137,11 +1140,11 @@ static int run_connect(const struct opts *o, const struct target *t)
 /* ------------------------------------------------------------------ */
 
 /* Targets per batch run; a probe matrix of one identity stays well below. */
-#define BATCH_MAX 512
+#define BATCH_MAX	512
 #define TARGET_TEXT_MAX 128
 
 struct batch_target {
-	const char *text; /* as given, echoed in the result */
+	const char *text;  /* as given, echoed in the result */
 	const char *proto; /* "tcp", "udp" or "udpc" */
 	struct target t;
 	struct client_sock cs;
@@ -1423,7 +1426,8 @@ static double permille(const double *sorted, long n, long pm)
 
 /* Where --percentiles samples the distribution, in per mille: dense enough to draw it, with
  * the tail that separates capture paths (99, 99.9). */
-static const long PERCENTILES_PM[] = { 10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 950, 990, 999 };
+static const long PERCENTILES_PM[] = {10,  50,	100, 200, 300, 400, 500,
+				      600, 700, 800, 900, 950, 990, 999};
 
 static void print_percentiles(const char *name, const double *sorted, long n)
 {
@@ -1444,8 +1448,7 @@ static void print_stat_field(const char *name, const double *sorted, long n, lon
 
 /* Move each worker's valid samples into one contiguous prefix. Destination
  * never passes source, so memmove in place is safe. */
-static long gather_samples(struct bench_worker *w, long nworkers, double *connect_us,
-			   double *op_us)
+static long gather_samples(struct bench_worker *w, long nworkers, double *connect_us, double *op_us)
 {
 	long n = 0;
 
@@ -1457,8 +1460,8 @@ static long gather_samples(struct bench_worker *w, long nworkers, double *connec
 	return n;
 }
 
-static void print_bench_result(long count, long errors, double *connect_us, double *op_us,
-			       long n, double elapsed_s, bool percentiles)
+static void print_bench_result(long count, long errors, double *connect_us, double *op_us, long n,
+			       double elapsed_s, bool percentiles)
 {
 	qsort(connect_us, (size_t)n, sizeof(double), cmp_double);
 	qsort(op_us, (size_t)n, sizeof(double), cmp_double);
@@ -1477,7 +1480,7 @@ static void print_bench_result(long count, long errors, double *connect_us, doub
 static int run_bench(const struct opts *o, const struct target *t)
 {
 	long nw = o->concurrency;
-	struct bench_shared sh = { .target = t, .timeout_ms = o->timeout_ms };
+	struct bench_shared sh = {.target = t, .timeout_ms = o->timeout_ms};
 	double *connect_us = calloc((size_t)o->count, sizeof(double));
 	double *op_us = calloc((size_t)o->count, sizeof(double));
 	struct bench_worker *w = calloc((size_t)nw, sizeof(*w));
@@ -1531,8 +1534,8 @@ static int run_bench(const struct opts *o, const struct target *t)
 struct sc_listener {
 	int fd;
 	int family;
-	bool inbound; /* the in-port: upstream may bind to the inbound source */
-	char via[8];  /* "out", "in" or the extra port's number */
+	bool inbound;	     /* the in-port: upstream may bind to the inbound source */
+	char via[8];	     /* "out", "in" or the extra port's number */
 	char name[PEER_MAX]; /* "0.0.0.0:15001", for messages */
 };
 
@@ -1565,7 +1568,7 @@ struct sidecar {
 	pthread_attr_t attr;
 	pthread_mutex_t lock; /* guards active */
 	pthread_cond_t idle;  /* signalled when active drops to 0 */
-	int active;           /* connection threads running */
+	int active;	      /* connection threads running */
 };
 
 struct sc_conn {
@@ -1603,8 +1606,7 @@ static void format_errno(char *buf, size_t len, int err)
 /* Where the connection was going before the redirect, as Envoy asks. */
 static int get_orig_dst(int fd, int family, struct sockaddr_storage *ss)
 {
-	socklen_t len = family == AF_INET6 ? sizeof(struct sockaddr_in6)
-					   : sizeof(struct sockaddr_in);
+	socklen_t len = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 	memset(ss, 0, sizeof(*ss));
 	int r = family == AF_INET6 ? getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, ss, &len)
 				   : getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, ss, &len);
@@ -1722,8 +1724,8 @@ static void sc_forward(const struct sidecar *sc, const struct sc_listener *l,
 		       const struct sockaddr_storage *orig, const struct sockaddr_storage *peer,
 		       struct sc_seen *s)
 {
-	struct target t = { .ss = *orig };
-	struct client_sock cs = { .mark = sc->mark };
+	struct target t = {.ss = *orig};
+	struct client_sock cs = {.mark = sc->mark};
 	int fi = family_index(orig->ss_family);
 
 	t.len = orig->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
@@ -1816,8 +1818,7 @@ static void sc_log(const struct sc_listener *l, const struct sc_seen *s)
 }
 
 /* upstream goes last: the upstream's line may contain spaces. */
-static void sc_reply(int cfd, const char *id, const struct sc_listener *l,
-		     const struct sc_seen *s)
+static void sc_reply(int cfd, const char *id, const struct sc_listener *l, const struct sc_seen *s)
 {
 	char line[REPLY_MAX];
 	int n = snprintf(line, sizeof(line), "sidecar %s via=%s orig=%s local=%s peer=%s%s%s%s%s\n",
@@ -1888,7 +1889,7 @@ static void sc_dispatch(struct sidecar *sc, const struct sc_listener *l, int cfd
 
 	struct sc_conn *c = slot ? malloc(sizeof(*c)) : NULL;
 	if (c) {
-		*c = (struct sc_conn){ .sc = sc, .l = l, .fd = cfd, .peer = *peer };
+		*c = (struct sc_conn){.sc = sc, .l = l, .fd = cfd, .peer = *peer};
 		if (sc_spawn(sc, c))
 			return;
 		free(c);
@@ -1915,7 +1916,7 @@ static int sc_serve(struct sidecar *sc)
 	struct pollfd p[LISTENERS_MAX];
 
 	for (int i = 0; i < sc->nls; i++)
-		p[i] = (struct pollfd){ .fd = sc->ls[i].fd, .events = POLLIN };
+		p[i] = (struct pollfd){.fd = sc->ls[i].fd, .events = POLLIN};
 	while (!g_stop) {
 		int r = poll(p, (nfds_t)sc->nls, SERVE_POLL_MS);
 		if (r < 0 && errno != EINTR)
@@ -1935,19 +1936,21 @@ static int sc_serve_on_stdin(struct sidecar *sc)
 	char line[64];
 
 	for (int i = 0; i < sc->nls; i++)
-		p[i] = (struct pollfd){ .fd = sc->ls[i].fd, .events = POLLIN };
+		p[i] = (struct pollfd){.fd = sc->ls[i].fd, .events = POLLIN};
 	while (!g_stop && fgets(line, sizeof(line), stdin)) {
 		int cfd = -1, i = 0;
 		struct sockaddr_storage peer;
 
-		for (long waited = 0; cfd < 0 && waited < SIDECAR_ACCEPT_WAIT_MS && !g_stop; waited += SERVE_POLL_MS) {
+		for (long waited = 0; cfd < 0 && waited < SIDECAR_ACCEPT_WAIT_MS && !g_stop;
+		     waited += SERVE_POLL_MS) {
 			int r = poll(p, (nfds_t)sc->nls, SERVE_POLL_MS);
 			if (r < 0 && errno != EINTR)
 				return cmd_fail("sidecar", "poll", -1);
 			for (i = 0; r > 0 && i < sc->nls; i++) {
 				socklen_t plen = sizeof(peer);
 				if ((p[i].revents & POLLIN) &&
-				    (cfd = accept4(sc->ls[i].fd, (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC)) >= 0)
+				    (cfd = accept4(sc->ls[i].fd, (struct sockaddr *)&peer, &plen,
+						   SOCK_CLOEXEC)) >= 0)
 					break;
 			}
 		}
@@ -1975,8 +1978,7 @@ static void sc_wait_idle(struct sidecar *sc)
 	pthread_mutex_unlock(&sc->lock);
 }
 
-static int sc_add_listener(struct sidecar *sc, int family, long port, const char *via,
-			   bool inbound)
+static int sc_add_listener(struct sidecar *sc, int family, long port, const char *via, bool inbound)
 {
 	struct target t;
 	struct sc_listener *l = &sc->ls[sc->nls];
@@ -2024,15 +2026,14 @@ static int sc_open_listeners(struct sidecar *sc, const struct opts *o)
 /* Ports must differ (two listeners cannot share one); one source per family. */
 static void sc_config(const struct opts *o, struct sidecar *sc)
 {
-	long ports[2 + PORTS_MAX] = { o->out_port, o->in_port };
+	long ports[2 + PORTS_MAX] = {o->out_port, o->in_port};
 	int nports = 2 + o->extra_ports.n;
 
 	memcpy(ports + 2, o->extra_ports.v, (size_t)o->extra_ports.n * sizeof(long));
 	for (int i = 0; i < nports; i++)
 		for (int j = 0; j < i; j++)
 			if (ports[i] == ports[j]) {
-				fprintf(stderr, "sl-probe: sidecar port %ld given twice\n",
-					ports[i]);
+				fprintf(stderr, "sl-probe: sidecar port %ld given twice\n", ports[i]);
 				exit(EXIT_USAGE);
 			}
 	memset(sc, 0, sizeof(*sc));
@@ -2057,7 +2058,7 @@ static void sc_config(const struct opts *o, struct sidecar *sc)
 static int run_sidecar(const struct opts *o)
 {
 	struct sidecar sc;
-	static struct sc_own own = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	static struct sc_own own = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 	sc_config(o, &sc);
 	sc.own = &own;

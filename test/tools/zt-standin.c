@@ -119,56 +119,56 @@
 #include <unistd.h>
 
 #define EXIT_PROTOCOL 1
-#define EXIT_USAGE 2
+#define EXIT_USAGE    2
 
 /* --id goes into every reply line: one short token. */
-#define ID_MAX 64
+#define ID_MAX		    64
 /* Both ends of ZDS read into 1024 bytes (protocol.rs, ztunnelserver_linux.go). */
-#define ZDS_MSG_MAX 1024
+#define ZDS_MSG_MAX	    1024
 /* Room for more fds than the one allowed, so a request with two is seen and rejected. */
-#define ZDS_FDS_MAX 4
+#define ZDS_FDS_MAX	    4
 /* A nack's text; keeps every response well under the server's 1024 bytes. */
-#define ZDS_ERR_MAX 512
+#define ZDS_ERR_MAX	    512
 /* istio's readWriteDeadline: a send the server does not take within it is a dead connection. */
 #define ZDS_SEND_TIMEOUT_MS 5000
 /* ztunnel's RETRY_DURATION for proxies that failed to start. */
-#define RETRY_PENDING_MS 5000
-#define NACK_UIDS_MAX 64
+#define RETRY_PENDING_MS    5000
+#define NACK_UIDS_MAX	    64
 /* Running plus pending workloads; each running one holds 8-9 fds and a thread. */
-#define WORKLOADS_MAX 512
+#define WORKLOADS_MAX	    512
 /* uids added or kept before snapshot_sent on one connection. */
-#define SNAPSHOT_NAMES_MAX 4096
+#define SNAPSHOT_NAMES_MAX  4096
 /* Connection threads across all pods; beyond, the pod's own thread handles the connection. */
-#define CONN_THREADS_MAX 256
-#define THREAD_STACK_SIZE (256 * 1024)
+#define CONN_THREADS_MAX    256
+#define THREAD_STACK_SIZE   (256 * 1024)
 /* Upstream connect, and the read of its line, each. */
-#define UPSTREAM_MS 2000
-#define UPSTREAM_LINE_MAX 512
+#define UPSTREAM_MS	    2000
+#define UPSTREAM_LINE_MAX   512
 /* Holds the longest reply: id, five addresses and an upstream line. */
-#define REPLY_MAX 1024
+#define REPLY_MAX	    1024
 /* After the reply: how long and how many reads to wait for the client's EOF. */
-#define FINISH_MS 2000
-#define FINISH_READS_MAX 16
+#define FINISH_MS	    2000
+#define FINISH_READS_MAX    16
 /* Connections (or datagrams) taken from one socket per poll() round. */
-#define ACCEPT_BATCH 16
+#define ACCEPT_BATCH	    16
 /* ztunnel's listen(128) (inpod/config.rs InPodSocketPortReuseFactory). */
-#define LISTEN_BACKLOG 128
-#define MS_MAX 3600000L
+#define LISTEN_BACKLOG	    128
+#define MS_MAX		    3600000L
 /* An event line longer than this (it would take ~500 long uids) is dropped with an error. */
-#define EVENT_MAX (4 * 1024 * 1024)
-#define ADDR_TEXT_MAX (INET6_ADDRSTRLEN + 16)
+#define EVENT_MAX	    (4 * 1024 * 1024)
+#define ADDR_TEXT_MAX	    (INET6_ADDRSTRLEN + 16)
 
-#define PORT_OUTBOUND 15001
-#define PORT_INBOUND 15006
-#define PORT_HBONE 15008
-#define PORT_DNS 15053
+#define PORT_OUTBOUND	  15001
+#define PORT_INBOUND	  15006
+#define PORT_HBONE	  15008
+#define PORT_DNS	  15053
 /* 15008, 15006, 15001 and DNS TCP+UDP on 127.0.0.1 and ::1 */
 #define PROXY_SOCKETS_MAX 7
 
 /* ztunnel's nack texts start with these (workloadmanager.rs); servers may log or match them. */
-#define NACK_READ "failure to read message : "
-#define NACK_START "failure to start proxy : "
-#define NACK_PROCESS "failure to process message : "
+#define NACK_READ     "failure to read message : "
+#define NACK_START    "failure to start proxy : "
+#define NACK_PROCESS  "failure to process message : "
 #define NACK_PROTOCOL NACK_PROCESS "protocol error: "
 
 /* The netfilter values, without the netfilter headers. */
@@ -194,7 +194,7 @@ struct options {
 	unsigned n_nack_uids;
 };
 
-static struct options opt = { .mark = 0x539, .reconnect_ms = 200 };
+static struct options opt = {.mark = 0x539, .reconnect_ms = 200};
 
 /* Set once by the signal thread; stop_fd becomes readable at the same time. */
 static atomic_bool stopping;
@@ -228,8 +228,8 @@ enum wait_result { WAIT_READY, WAIT_TIMEOUT, WAIT_CANCELLED, WAIT_ERROR };
 static enum wait_result wait_fd(int fd, short events, int cancel_fd, int64_t deadline)
 {
 	for (;;) {
-		struct pollfd p[2] = { { .fd = fd, .events = events },
-				       { .fd = cancel_fd, .events = POLLIN } };
+		struct pollfd p[2] = {{.fd = fd, .events = events},
+				      {.fd = cancel_fd, .events = POLLIN}};
 		int r = poll(p, 2, deadline < 0 ? -1 : remaining_ms(deadline));
 
 		if (r < 0 && errno == EINTR)
@@ -688,8 +688,8 @@ static bool decode_workload_info(struct pb_reader r, struct zds_request *q, stru
  * scalar wins, embedded messages merge. */
 static bool decode_variant(struct pb_reader r, struct zds_request *q, struct pb_error *e)
 {
-	static const char *const names[] = { "", "AddWorkload", "KeepWorkload", "DelWorkload",
-					     "SnapshotSent" };
+	static const char *const names[] = {"", "AddWorkload", "KeepWorkload", "DelWorkload",
+					    "SnapshotSent"};
 	const char *msg = names[q->kind];
 
 	while (r.p < r.end) {
@@ -710,8 +710,9 @@ static bool decode_variant(struct pb_reader r, struct zds_request *q, struct pb_
 			struct pb_reader sub;
 
 			if (w != PB_LEN)
-				return pb_fail(e, "AddWorkload.workload_info: wire type %u, "
-						  "expected %u",
+				return pb_fail(e,
+					       "AddWorkload.workload_info: wire type %u, "
+					       "expected %u",
 					       w, PB_LEN);
 			ok = pb_len(&r, &sub, msg, f, e) && decode_workload_info(sub, q, e);
 			q->has_info = true;
@@ -728,7 +729,7 @@ static bool decode_variant(struct pb_reader r, struct zds_request *q, struct pb_
 static bool zds_decode_request(const uint8_t *buf, size_t len, struct zds_request *q,
 			       struct pb_error *e)
 {
-	struct pb_reader r = { buf, buf + len };
+	struct pb_reader r = {buf, buf + len};
 
 	memset(q, 0, sizeof(*q));
 	while (r.p < r.end) {
@@ -748,8 +749,8 @@ static bool zds_decode_request(const uint8_t *buf, size_t len, struct zds_reques
 			continue;
 		}
 		if (w != PB_LEN)
-			return pb_fail(e, "WorkloadRequest field %u: wire type %u, expected %u",
-				       f, w, PB_LEN);
+			return pb_fail(e, "WorkloadRequest field %u: wire type %u, expected %u", f,
+				       w, PB_LEN);
 		/* another variant of the oneof replaces the one before; the same one merges */
 		if (kind != q->kind) {
 			memset(q, 0, sizeof(*q));
@@ -794,7 +795,7 @@ static size_t zds_encode_ack(uint8_t *buf, const char *error, size_t error_len)
 }
 
 /* ZdsHello{version = 1: V1 = 1} */
-static const uint8_t zds_hello[] = { 1 << 3 | PB_VARINT, 1 };
+static const uint8_t zds_hello[] = {1 << 3 | PB_VARINT, 1};
 
 /* ------------------------------------------------------------------ */
 /* addresses                                                           */
@@ -807,7 +808,7 @@ static void sa_canonical(struct sockaddr_storage *ss)
 
 	if (ss->ss_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
 		return;
-	struct sockaddr_in s4 = { .sin_family = AF_INET, .sin_port = s6->sin6_port };
+	struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_port = s6->sin6_port};
 	memcpy(&s4.sin_addr, &s6->sin6_addr.s6_addr[12], 4);
 	memset(ss, 0, sizeof(*ss));
 	memcpy(ss, &s4, sizeof(s4));
@@ -886,7 +887,7 @@ static void sa_v6(struct sockaddr_storage *ss, const struct in6_addr *addr, unsi
 /* ------------------------------------------------------------------ */
 
 enum via { VIA_OUT, VIA_IN, VIA_HBONE, VIA_DNS };
-static const char *const via_names[] = { "out", "in", "hbone", "dns" };
+static const char *const via_names[] = {"out", "in", "hbone", "dns"};
 
 struct proxy_socket {
 	int fd;
@@ -971,8 +972,7 @@ static bool is_proxy_port(unsigned port)
 }
 
 /* Non-blocking connect bounded by deadline; 0, or -1 with errno. */
-static int connect_within(int fd, const struct sockaddr_storage *dst, int cancel_fd,
-			  int64_t deadline)
+static int connect_within(int fd, const struct sockaddr_storage *dst, int cancel_fd, int64_t deadline)
 {
 	if (connect(fd, (const struct sockaddr *)dst, sa_len(dst)) == 0)
 		return 0;
@@ -1158,11 +1158,12 @@ static int format_reply(char *line, size_t cap, enum via via, const struct conn_
 	int n;
 
 	if (via == VIA_OUT || via == VIA_IN)
-		n = snprintf(line, cap,
-			     "ztunnel %s via=%s orig=%s how=%s local=%s peer=%s %s=%s upstream=%s\n",
-			     opt.id, via_names[via], r->orig, r->how, r->local, r->peer,
-			     via == VIA_OUT ? "upstream_peer" : "upstream_src", r->upstream_addr,
-			     r->upstream);
+		n = snprintf(
+			line, cap,
+			"ztunnel %s via=%s orig=%s how=%s local=%s peer=%s %s=%s upstream=%s\n",
+			opt.id, via_names[via], r->orig, r->how, r->local, r->peer,
+			via == VIA_OUT ? "upstream_peer" : "upstream_src", r->upstream_addr,
+			r->upstream);
 	else
 		n = snprintf(line, cap, "ztunnel %s via=%s local=%s peer=%s\n", opt.id,
 			     via_names[via], r->local, r->peer);
@@ -1189,7 +1190,7 @@ static void finish_connection(int fd, int cancel_fd)
 
 static void handle_connection(struct conn *c)
 {
-	struct conn_report r = { .how = "local" };
+	struct conn_report r = {.how = "local"};
 	struct sockaddr_storage local;
 	socklen_t len = sizeof(local);
 	char line[REPLY_MAX];
@@ -1254,7 +1255,7 @@ static void dispatch_connection(struct proxy *p, int fd, enum via via,
 		close(fd);
 		return;
 	}
-	*c = (struct conn){ .p = p, .fd = fd, .via = via, .peer = *peer };
+	*c = (struct conn){.p = p, .fd = fd, .via = via, .peer = *peer};
 	pthread_mutex_lock(&p->lock);
 	p->conns++;
 	pthread_mutex_unlock(&p->lock);
@@ -1287,8 +1288,7 @@ static void accept_some(struct proxy *p, const struct proxy_socket *s)
 		socklen_t len = sizeof(peer);
 
 		memset(&peer, 0, sizeof(peer));
-		int fd = accept4(s->fd, (struct sockaddr *)&peer, &len,
-				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(s->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
 				log_err("pod %s: accept on the %s listener: %s", p->uid.s,
@@ -1314,20 +1314,18 @@ static void answer_datagrams(struct proxy *p, const struct proxy_socket *s)
 				     (struct sockaddr *)&peer, &len);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EINTR)
-				log_err("pod %s: recvfrom on DNS UDP: %s", p->uid.s,
-					errtext(errno));
+				log_err("pod %s: recvfrom on DNS UDP: %s", p->uid.s, errtext(errno));
 			return;
 		}
-		struct conn c = { .p = p, .fd = s->fd, .via = VIA_DNS, .peer = peer };
-		struct conn_report r = { .how = "local" };
+		struct conn c = {.p = p, .fd = s->fd, .via = VIA_DNS, .peer = peer};
+		struct conn_report r = {.how = "local"};
 		sa_text(&peer, r.peer, sizeof(r.peer));
 		sa_text(&s->addr, r.local, sizeof(r.local));
 		emit_conn(&c, &r, "udp");
 		int m = format_reply(line, sizeof(line), VIA_DNS, &r);
 		if (sendto(s->fd, line, (size_t)m, MSG_DONTWAIT | MSG_NOSIGNAL,
 			   (const struct sockaddr *)&peer, len) < 0)
-			log_err("pod %s: DNS UDP reply to %s: %s", p->uid.s, r.peer,
-				errtext(errno));
+			log_err("pod %s: DNS UDP reply to %s: %s", p->uid.s, r.peer, errtext(errno));
 	}
 }
 
@@ -1335,9 +1333,9 @@ static void serve(struct proxy *p)
 {
 	struct pollfd pfd[PROXY_SOCKETS_MAX + 1];
 
-	pfd[0] = (struct pollfd){ .fd = p->stop_fd, .events = POLLIN };
+	pfd[0] = (struct pollfd){.fd = p->stop_fd, .events = POLLIN};
 	for (unsigned i = 0; i < p->nsockets; i++)
-		pfd[i + 1] = (struct pollfd){ .fd = p->sockets[i].fd, .events = POLLIN };
+		pfd[i + 1] = (struct pollfd){.fd = p->sockets[i].fd, .events = POLLIN};
 	for (;;) {
 		int r = poll(pfd, p->nsockets + 1, -1);
 
@@ -1365,8 +1363,7 @@ static void serve(struct proxy *p)
 /* in-pod proxy: sockets                                               */
 /* ------------------------------------------------------------------ */
 
-__attribute__((format(printf, 3, 4))) static int fail_text(char *err, size_t n, const char *fmt,
-							   ...)
+__attribute__((format(printf, 3, 4))) static int fail_text(char *err, size_t n, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -1412,8 +1409,8 @@ static int open_socket(struct proxy *p, enum via via, int type, const struct soc
 		fail_text(err, n, "%s %s (%s): %s (errno %d)", step, text, proto, errtext(e), e);
 		return e;
 	}
-	p->sockets[p->nsockets++] =
-		(struct proxy_socket){ .fd = fd, .via = via, .type = type, .addr = *addr };
+	p->sockets[p->nsockets++] = (struct proxy_socket){
+		.fd = fd, .via = via, .type = type, .addr = *addr};
 	return 0;
 }
 
@@ -1458,9 +1455,7 @@ static int open_sockets(struct proxy *p, char *err, size_t n)
 	static const struct {
 		unsigned port;
 		enum via via;
-	} listeners[] = { { PORT_HBONE, VIA_HBONE },
-			  { PORT_INBOUND, VIA_IN },
-			  { PORT_OUTBOUND, VIA_OUT } };
+	} listeners[] = {{PORT_HBONE, VIA_HBONE}, {PORT_INBOUND, VIA_IN}, {PORT_OUTBOUND, VIA_OUT}};
 	struct sockaddr_storage addr;
 
 	sa_v4(&addr, INADDR_LOOPBACK, PORT_DNS);
@@ -1603,7 +1598,7 @@ static void emit_listening(const struct proxy *p)
 	jl_text(&j, "uid", &p->uid);
 	for (unsigned i = 0; i < p->nsockets; i++) {
 		const struct proxy_socket *s = &p->sockets[i];
-		static const char *const keys[] = { "outbound", "inbound", "hbone" };
+		static const char *const keys[] = {"outbound", "inbound", "hbone"};
 
 		if (s->via == VIA_DNS)
 			continue;
@@ -1739,7 +1734,7 @@ static bool names_has(const struct session *s, const struct text *uid)
 /* Remembers a uid the snapshot named; false (and the reason in a) when it cannot. */
 static bool names_insert(struct session *s, const struct zstr *uid, struct answer *a)
 {
-	struct text t = { .len = uid->len, .s = (char *)uid->s };
+	struct text t = {.len = uid->len, .s = (char *)uid->s};
 
 	if (names_has(s, &t))
 		return true;
@@ -2034,11 +2029,11 @@ static enum read_result zds_read(int fd, struct zds_request *q, int *netns_fd, c
 		struct cmsghdr align;
 		char space[CMSG_SPACE(sizeof(int) * ZDS_FDS_MAX)];
 	} control;
-	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
-	struct msghdr mh = { .msg_iov = &iov,
-			     .msg_iovlen = 1,
-			     .msg_control = control.space,
-			     .msg_controllen = sizeof(control.space) };
+	struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
+	struct msghdr mh = {.msg_iov = &iov,
+			    .msg_iovlen = 1,
+			    .msg_control = control.space,
+			    .msg_controllen = sizeof(control.space)};
 	int fds[ZDS_FDS_MAX];
 	unsigned n_fds = 0, total_fds = 0;
 	ssize_t len;
@@ -2135,7 +2130,7 @@ enum session_end { END_CONTINUE, END_EOF, END_ERROR, END_STOP, END_PROTOCOL_ERRO
 static enum session_end zds_handle_one(int fd, struct session *s, char *reason, size_t n)
 {
 	static struct zds_request q; /* large; one request at a time on this thread */
-	struct answer a = { .verdict = GO_ON };
+	struct answer a = {.verdict = GO_ON};
 	int netns_fd;
 	char err[ZDS_ERR_MAX];
 
@@ -2231,9 +2226,9 @@ static enum session_end zds_session(int fd, char *reason, size_t n)
  * with istio's 5 s deadline on sends. */
 static int zds_connect(const char *path)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	struct timeval tv = { .tv_sec = ZDS_SEND_TIMEOUT_MS / 1000 };
+	struct timeval tv = {.tv_sec = ZDS_SEND_TIMEOUT_MS / 1000};
 
 	if (fd < 0)
 		return -1;
@@ -2414,8 +2409,7 @@ static int parse_args(int argc, char **argv)
 	}
 	size_t path_max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
 	if (strlen(opt.uds) == 0 || strlen(opt.uds) > path_max) {
-		fprintf(stderr, "zt-standin: --uds \"%s\" must be 1..%zu bytes\n", opt.uds,
-			path_max);
+		fprintf(stderr, "zt-standin: --uds \"%s\" must be 1..%zu bytes\n", opt.uds, path_max);
 		return -1;
 	}
 	size_t id_len = strlen(opt.id);
@@ -2423,8 +2417,9 @@ static int parse_args(int argc, char **argv)
 	for (size_t i = 0; i < id_len; i++)
 		id_ok = id_ok && opt.id[i] > ' ' && opt.id[i] < 0x7f;
 	if (!id_ok) {
-		fprintf(stderr, "zt-standin: --id \"%s\" must be 1..%d printable ASCII characters "
-				"without spaces (it is a token in every reply line)\n",
+		fprintf(stderr,
+			"zt-standin: --id \"%s\" must be 1..%d printable ASCII characters "
+			"without spaces (it is a token in every reply line)\n",
 			opt.id, ID_MAX);
 		return -1;
 	}

@@ -23,7 +23,9 @@ import { run, sleep, waitFor } from '../harness/exec';
 
 function pod(name: string, namespace = 'default', nodeName = 'node-a', labels: Record<string, string> = {}): Obj {
   return {
-    apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, labels },
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace, labels },
     spec: { nodeName, containers: [{ name: 'app', image: 'busybox' }] },
     status: { phase: 'Running', podIP: '10.244.0.10' },
   };
@@ -49,28 +51,36 @@ function call(s: FakeApiServer, method: string, p: string, opts: CallOpts = {}):
   const mod = u.protocol === 'https:' ? https : http;
   const body = opts.body === undefined ? undefined : typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body);
   return new Promise((resolve, reject) => {
-    const req = mod.request(u, {
-      method, ca: s.caPem || undefined, agent: false,
-      headers: {
-        Accept: opts.accept ?? 'application/json',
-        ...(opts.token === '' ? {} : { Authorization: `Bearer ${opts.token ?? s.token}` }),
-        // Content-Length: Node's client sends a DELETE body unframed otherwise
-        ...(body !== undefined ? { 'Content-Type': opts.contentType ?? 'application/json', 'Content-Length': String(Buffer.byteLength(body)) } : {}),
+    const req = mod.request(
+      u,
+      {
+        method,
+        ca: s.caPem || undefined,
+        agent: false,
+        headers: {
+          Accept: opts.accept ?? 'application/json',
+          ...(opts.token === '' ? {} : { Authorization: `Bearer ${opts.token ?? s.token}` }),
+          // Content-Length: Node's client sends a DELETE body unframed otherwise
+          ...(body !== undefined
+            ? { 'Content-Type': opts.contentType ?? 'application/json', 'Content-Length': String(Buffer.byteLength(body)) }
+            : {}),
+        },
       },
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let json: any;
-        try {
-          json = JSON.parse(text);
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
-      });
-    });
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json: any;
+          try {
+            json = JSON.parse(text);
+          } catch {
+            json = undefined;
+          }
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+        });
+      },
+    );
     req.on('error', reject);
     if (body !== undefined) req.write(body);
     req.end();
@@ -91,33 +101,37 @@ class Stream {
     const u = new URL(p, s.url);
     const mod = u.protocol === 'https:' ? https : http;
     return new Promise((resolve, reject) => {
-      st.req = mod.request(u, { method: 'GET', ca: s.caPem || undefined, agent: false, headers: { Authorization: `Bearer ${token ?? s.token}` } }, (res) => {
-        st.status = res.statusCode ?? 0;
-        let buf = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => {
-          buf += c;
-          let nl: number;
-          while ((nl = buf.indexOf('\n')) >= 0) {
-            const line = buf.slice(0, nl);
-            buf = buf.slice(nl + 1);
-            if (line.trim()) st.events.push(JSON.parse(line));
-          }
-        });
-        res.on('end', () => {
-          st.ended = true;
-          st.how = st.how || 'end';
-        });
-        res.on('error', (e) => {
-          st.ended = true;
-          st.how = st.how || String(e.message);
-        });
-        res.on('aborted', () => {
-          st.ended = true;
-          st.how = st.how || 'aborted';
-        });
-        resolve(st);
-      });
+      st.req = mod.request(
+        u,
+        { method: 'GET', ca: s.caPem || undefined, agent: false, headers: { Authorization: `Bearer ${token ?? s.token}` } },
+        (res) => {
+          st.status = res.statusCode ?? 0;
+          let buf = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => {
+            buf += c;
+            let nl: number;
+            while ((nl = buf.indexOf('\n')) >= 0) {
+              const line = buf.slice(0, nl);
+              buf = buf.slice(nl + 1);
+              if (line.trim()) st.events.push(JSON.parse(line));
+            }
+          });
+          res.on('end', () => {
+            st.ended = true;
+            st.how = st.how || 'end';
+          });
+          res.on('error', (e) => {
+            st.ended = true;
+            st.how = st.how || String(e.message);
+          });
+          res.on('aborted', () => {
+            st.ended = true;
+            st.how = st.how || 'aborted';
+          });
+          resolve(st);
+        },
+      );
       st.req.on('error', (e) => {
         st.ended = true;
         st.how = st.how || e.message;
@@ -128,9 +142,18 @@ class Stream {
   }
 
   /** Waits until `count` events (not bookmarks unless withBookmarks) have arrived; returns them. */
-  async take(count: number, opts: { withBookmarks?: boolean; timeoutMs?: number } = {}): Promise<Array<{ type: string; object: any }>> {
-    const pick = (): Array<{ type: string; object: any }> => this.events.filter((e) => opts.withBookmarks || e.type !== 'BOOKMARK');
-    await waitFor(`${count} watch events (have ${JSON.stringify(pick().map((e) => e.type))})`, () => pick().length >= count, opts.timeoutMs ?? 5000, 10);
+  async take(
+    count: number,
+    opts: { withBookmarks?: boolean; timeoutMs?: number } = {},
+  ): Promise<Array<{ type: string; object: any }>> {
+    const pick = (): Array<{ type: string; object: any }> =>
+      this.events.filter((e) => opts.withBookmarks || e.type !== 'BOOKMARK');
+    await waitFor(
+      `${count} watch events (have ${JSON.stringify(pick().map((e) => e.type))})`,
+      () => pick().length >= count,
+      opts.timeoutMs ?? 5000,
+      10,
+    );
     return pick().slice(0, count);
   }
 
@@ -143,7 +166,8 @@ class Stream {
   }
 }
 
-const names = (evs: Array<{ type: string; object: any }>): string[] => evs.map((e) => `${e.type} ${e.object?.metadata?.name ?? ''}`.trim());
+const names = (evs: Array<{ type: string; object: any }>): string[] =>
+  evs.map((e) => `${e.type} ${e.object?.metadata?.name ?? ''}`.trim());
 
 let servers: FakeApiServer[] = [];
 const streams: Stream[] = [];
@@ -181,8 +205,15 @@ describe.skipIf(!hasKubectl)('FakeApiServer with the real kubectl', () => {
   });
 
   /** kubectl against s; a fresh discovery cache per server (the cache is keyed by host:port). */
-  async function kubectl(s: FakeApiServer, args: string[], allowFail = false): Promise<{ code: number; stdout: string; stderr: string }> {
-    return run(['kubectl', '--kubeconfig', s.kubeconfig(), '--cache-dir', cacheDir, '--request-timeout', '10s', ...args], { allowFail, timeoutMs: 30000 });
+  async function kubectl(
+    s: FakeApiServer,
+    args: string[],
+    allowFail = false,
+  ): Promise<{ code: number; stdout: string; stderr: string }> {
+    return run(['kubectl', '--kubeconfig', s.kubeconfig(), '--cache-dir', cacheDir, '--request-timeout', '10s', ...args], {
+      allowFail,
+      timeoutMs: 30000,
+    });
   }
 
   test('get pods -A -o json lists the applied pods (discovery through /api, /apis and the group versions)', async () => {
@@ -196,7 +227,17 @@ describe.skipIf(!hasKubectl)('FakeApiServer with the real kubectl', () => {
     // kubectl fills in kind/apiVersion of the items the server sends without them
     expect(list.items[0]).toMatchObject({ apiVersion: 'v1', kind: 'Pod' });
     const paths = s.requests.map((q) => q.path);
-    expect(paths).toEqual(expect.arrayContaining(['/version', '/api', '/apis', '/api/v1', '/apis/discovery.k8s.io/v1', '/apis/events.k8s.io/v1', '/api/v1/pods']));
+    expect(paths).toEqual(
+      expect.arrayContaining([
+        '/version',
+        '/api',
+        '/apis',
+        '/api/v1',
+        '/apis/discovery.k8s.io/v1',
+        '/apis/events.k8s.io/v1',
+        '/api/v1/pods',
+      ]),
+    );
     const lists = s.requests.filter((q) => q.path === '/api/v1/pods');
     expect(lists[0]).toMatchObject({ verb: 'list', resource: 'pods', status: 200 });
     expect(lists[0].userAgent).toMatch(/^kubectl\//);
@@ -205,7 +246,11 @@ describe.skipIf(!hasKubectl)('FakeApiServer with the real kubectl', () => {
   test('get pods -A -w -o json receives a pod applied after the watch started', async () => {
     const s = await server();
     s.apply(pod('before', 'ns1'));
-    const child = spawn('kubectl', ['--kubeconfig', s.kubeconfig(), '--cache-dir', cacheDir, 'get', 'pods', '-A', '-w', '-o', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      'kubectl',
+      ['--kubeconfig', s.kubeconfig(), '--cache-dir', cacheDir, 'get', 'pods', '-A', '-w', '-o', 'json'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     children.push(child);
     let out = '';
     let err = '';
@@ -213,10 +258,17 @@ describe.skipIf(!hasKubectl)('FakeApiServer with the real kubectl', () => {
     child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
     const w = await s.waitForWatch((x) => x.resource === 'pods' && /^kubectl\//.test(x.userAgent), 20000);
     // it lists, then watches from the resourceVersion of its list (101: one pod applied)
-    expect(s.requests.find((q) => q.path === '/api/v1/pods' && q.verb === 'list')).toMatchObject({ status: 200, query: { limit: '500' } });
+    expect(s.requests.find((q) => q.path === '/api/v1/pods' && q.verb === 'list')).toMatchObject({
+      status: 200,
+      query: { limit: '500' },
+    });
     expect(w.query.resourceVersion).toBe('101');
     s.apply(pod('after', 'ns1'));
-    await waitFor(`kubectl -w to print the new pod (stdout: ${out}, stderr: ${err})`, () => out.includes('"name": "after"'), 10000);
+    await waitFor(
+      `kubectl -w to print the new pod (stdout: ${out}, stderr: ${err})`,
+      () => out.includes('"name": "after"'),
+      10000,
+    );
     expect(out).toContain('"name": "before"');
     child.kill('SIGTERM');
     const watchReq = s.requests.find((q) => q.verb === 'watch' && q.resource === 'pods')!;
@@ -228,17 +280,47 @@ describe.skipIf(!hasKubectl)('FakeApiServer with the real kubectl', () => {
     const s = await server();
     s.apply(pod('p', 'ns'));
     const rv0 = s.get('Pod', 'ns', 'p')!.metadata.resourceVersion;
-    const r = await kubectl(s, ['patch', 'pod', '-n', 'ns', 'p', '--type', 'merge', '-p', '{"metadata":{"annotations":{"a":"b"}}}']);
+    const r = await kubectl(s, [
+      'patch',
+      'pod',
+      '-n',
+      'ns',
+      'p',
+      '--type',
+      'merge',
+      '-p',
+      '{"metadata":{"annotations":{"a":"b"}}}',
+    ]);
     expect(r.stdout.trim()).toBe('pod/p patched');
     const after = s.get('Pod', 'ns', 'p')!;
     expect(after.metadata.annotations).toEqual({ a: 'b' });
     expect(Number(after.metadata.resourceVersion)).toBeGreaterThan(Number(rv0));
-    const again = await kubectl(s, ['patch', 'pod', '-n', 'ns', 'p', '--type', 'merge', '-p', '{"metadata":{"annotations":{"a":"b"}}}']);
+    const again = await kubectl(s, [
+      'patch',
+      'pod',
+      '-n',
+      'ns',
+      'p',
+      '--type',
+      'merge',
+      '-p',
+      '{"metadata":{"annotations":{"a":"b"}}}',
+    ]);
     expect(again.stdout.trim()).toBe('pod/p patched (no change)');
     expect(s.get('Pod', 'ns', 'p')!.metadata.resourceVersion).toBe(after.metadata.resourceVersion);
     // strategic (kubectl's default) and JSON patch, with a ~1-escaped key
     await kubectl(s, ['patch', 'pod', '-n', 'ns', 'p', '-p', '{"metadata":{"labels":{"x":"y"}}}']);
-    await kubectl(s, ['patch', 'pod', '-n', 'ns', 'p', '--type', 'json', '-p', '[{"op":"add","path":"/metadata/annotations/ambient.istio.io~1redirection","value":"enabled"}]']);
+    await kubectl(s, [
+      'patch',
+      'pod',
+      '-n',
+      'ns',
+      'p',
+      '--type',
+      'json',
+      '-p',
+      '[{"op":"add","path":"/metadata/annotations/ambient.istio.io~1redirection","value":"enabled"}]',
+    ]);
     const last = s.get('Pod', 'ns', 'p')!;
     expect(last.metadata.labels).toEqual({ x: 'y' });
     expect(last.metadata.annotations).toEqual({ a: 'b', 'ambient.istio.io/redirection': 'enabled' });
@@ -257,28 +339,67 @@ describe.skipIf(!hasKubectl)('FakeApiServer with the real kubectl', () => {
   test('get ns, get svc -A, get endpointslices -A, get events -A print the server-side tables', async () => {
     const s = await server();
     s.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' }, status: { phase: 'Active' } });
-    s.apply({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' }, spec: { clusterIP: '10.96.0.10', ports: [{ port: 80, protocol: 'TCP' }] } });
     s.apply({
-      apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'web-abcde', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
-      addressType: 'IPv4', endpoints: [{ addresses: ['10.244.0.10'] }], ports: [{ port: 8080 }],
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'web', namespace: 'shop' },
+      spec: { clusterIP: '10.96.0.10', ports: [{ port: 80, protocol: 'TCP' }] },
     });
-    s.apply({ apiVersion: 'v1', kind: 'Event', metadata: { name: 'web-1.abc', namespace: 'shop' }, involvedObject: { kind: 'Pod', name: 'web-1', namespace: 'shop' }, reason: 'Redirected', message: 'traffic captured', type: 'Normal' });
+    s.apply({
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'web-abcde', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
+      addressType: 'IPv4',
+      endpoints: [{ addresses: ['10.244.0.10'] }],
+      ports: [{ port: 8080 }],
+    });
+    s.apply({
+      apiVersion: 'v1',
+      kind: 'Event',
+      metadata: { name: 'web-1.abc', namespace: 'shop' },
+      involvedObject: { kind: 'Pod', name: 'web-1', namespace: 'shop' },
+      reason: 'Redirected',
+      message: 'traffic captured',
+      type: 'Normal',
+    });
     // an events.k8s.io/v1 Event is the same storage: kubectl get events (core) shows it too
-    s.apply({ apiVersion: 'events.k8s.io/v1', kind: 'Event', metadata: { name: 'web-2.def', namespace: 'shop' }, regarding: { kind: 'Pod', name: 'web-2', namespace: 'shop' }, reason: 'Enrolled', note: 'ambient', type: 'Normal', reportingController: 'sluice', reportingInstance: 'node-a', action: 'Enroll', eventTime: new Date().toISOString() });
+    s.apply({
+      apiVersion: 'events.k8s.io/v1',
+      kind: 'Event',
+      metadata: { name: 'web-2.def', namespace: 'shop' },
+      regarding: { kind: 'Pod', name: 'web-2', namespace: 'shop' },
+      reason: 'Enrolled',
+      note: 'ambient',
+      type: 'Normal',
+      reportingController: 'sluice',
+      reportingInstance: 'node-a',
+      action: 'Enroll',
+      eventTime: new Date().toISOString(),
+    });
     const ns = await kubectl(s, ['get', 'ns']);
     expect(ns.stdout).toMatch(/^NAME\s+STATUS\s+AGE\nshop\s+Active\s+\d+s\n$/);
     const svc = await kubectl(s, ['get', 'svc', '-A']);
-    expect(svc.stdout).toMatch(/NAMESPACE\s+NAME\s+TYPE\s+CLUSTER-IP\s+EXTERNAL-IP\s+PORT\(S\)\s+AGE\nshop\s+web\s+ClusterIP\s+10\.96\.0\.10\s+<none>\s+80\/TCP\s+\d+s/);
+    expect(svc.stdout).toMatch(
+      /NAMESPACE\s+NAME\s+TYPE\s+CLUSTER-IP\s+EXTERNAL-IP\s+PORT\(S\)\s+AGE\nshop\s+web\s+ClusterIP\s+10\.96\.0\.10\s+<none>\s+80\/TCP\s+\d+s/,
+    );
     const eps = await kubectl(s, ['get', 'endpointslices', '-A']);
-    expect(eps.stdout).toMatch(/NAMESPACE\s+NAME\s+ADDRESSTYPE\s+PORTS\s+ENDPOINTS\s+AGE\nshop\s+web-abcde\s+IPv4\s+8080\s+10\.244\.0\.10\s+\d+s/);
+    expect(eps.stdout).toMatch(
+      /NAMESPACE\s+NAME\s+ADDRESSTYPE\s+PORTS\s+ENDPOINTS\s+AGE\nshop\s+web-abcde\s+IPv4\s+8080\s+10\.244\.0\.10\s+\d+s/,
+    );
     const ev = await kubectl(s, ['get', 'events', '-A']);
     expect(ev.stdout).toMatch(/NAMESPACE\s+LAST SEEN\s+TYPE\s+REASON\s+OBJECT\s+MESSAGE/);
     expect(ev.stdout).toMatch(/shop\s+\S+\s+Normal\s+Redirected\s+pod\/web-1\s+traffic captured/);
     expect(ev.stdout).toMatch(/shop\s+\S+\s+Normal\s+Enrolled\s+pod\/web-2\s+ambient/);
     const evJson = JSON.parse((await kubectl(s, ['get', 'events.events.k8s.io', '-n', 'shop', '-o', 'json'])).stdout);
-    expect(evJson.items.map((e: Obj) => [e.metadata.name, e.note, e.regarding?.name])).toEqual([['web-1.abc', 'traffic captured', 'web-1'], ['web-2.def', 'ambient', 'web-2']]);
+    expect(evJson.items.map((e: Obj) => [e.metadata.name, e.note, e.regarding?.name])).toEqual([
+      ['web-1.abc', 'traffic captured', 'web-1'],
+      ['web-2.def', 'ambient', 'web-2'],
+    ]);
     // short names resolve through discovery
-    expect((await kubectl(s, ['get', 'po,svc,ns', '-A', '-o', 'name'])).stdout.split('\n').filter((l) => l)).toEqual(['service/web', 'namespace/shop']);
+    expect((await kubectl(s, ['get', 'po,svc,ns', '-A', '-o', 'name'])).stdout.split('\n').filter((l) => l)).toEqual([
+      'service/web',
+      'namespace/shop',
+    ]);
     expect(s.requests.filter((q) => q.resource === 'events').map((q) => q.apiGroup)).toEqual(['', 'events.k8s.io']);
   });
 
@@ -318,8 +439,16 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     const groups = (await call(s, 'GET', '/apis')).json;
     expect(groups.kind).toBe('APIGroupList');
     expect(groups.groups.map((g: Obj) => g.preferredVersion.groupVersion)).toEqual(['discovery.k8s.io/v1', 'events.k8s.io/v1']);
-    expect((await call(s, 'GET', '/apis/discovery.k8s.io/v1')).json.resources[0]).toMatchObject({ name: 'endpointslices', kind: 'EndpointSlice', namespaced: true });
-    expect((await call(s, 'GET', '/apis/events.k8s.io/v1')).json.resources[0]).toMatchObject({ name: 'events', kind: 'Event', shortNames: ['ev'] });
+    expect((await call(s, 'GET', '/apis/discovery.k8s.io/v1')).json.resources[0]).toMatchObject({
+      name: 'endpointslices',
+      kind: 'EndpointSlice',
+      namespaced: true,
+    });
+    expect((await call(s, 'GET', '/apis/events.k8s.io/v1')).json.resources[0]).toMatchObject({
+      name: 'events',
+      kind: 'Event',
+      shortNames: ['ev'],
+    });
     expect((await call(s, 'GET', '/version')).json).toMatchObject({ major: '1', minor: '32', gitVersion: 'v1.32.0' });
     expect((await call(s, 'GET', '/openapi/v2')).status).toBe(404);
     const unknown = await call(s, 'GET', '/api/v1/configmaps');
@@ -341,12 +470,22 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     expect(list.items[0].apiVersion).toBeUndefined();
     expect((await call(s, 'GET', '/api/v1/namespaces/ns2/pods')).json.items.map((p: Obj) => p.metadata.name)).toEqual(['b']);
     const one = await call(s, 'GET', '/api/v1/namespaces/ns1/pods/a');
-    expect(one.json).toMatchObject({ kind: 'Pod', apiVersion: 'v1', metadata: { name: 'a', namespace: 'ns1', resourceVersion: '101' } });
+    expect(one.json).toMatchObject({
+      kind: 'Pod',
+      apiVersion: 'v1',
+      metadata: { name: 'a', namespace: 'ns1', resourceVersion: '101' },
+    });
     const missing = await call(s, 'GET', '/api/v1/namespaces/ns1/pods/zzz');
     expect(missing.status).toBe(404);
     expect(missing.json).toEqual({
-      kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'pods "zzz" not found',
-      reason: 'NotFound', details: { name: 'zzz', kind: 'pods' }, code: 404,
+      kind: 'Status',
+      apiVersion: 'v1',
+      metadata: {},
+      status: 'Failure',
+      message: 'pods "zzz" not found',
+      reason: 'NotFound',
+      details: { name: 'zzz', kind: 'pods' },
+      code: 404,
     });
     // the test side of the state
     expect(s.list('pods').map((p) => p.metadata.name)).toEqual(['a', 'b']);
@@ -396,16 +535,27 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     const [bm] = await w.take(1, { withBookmarks: true });
     expect(bm).toEqual({ type: 'BOOKMARK', object: { kind: 'Pod', apiVersion: 'v1', metadata: { resourceVersion: '101' } } });
     s.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'unrelated' } });
-    await waitFor('a bookmark at rv 102', () => w.events.some((e) => e.type === 'BOOKMARK' && e.object.metadata.resourceVersion === '102'), 3000, 10);
+    await waitFor(
+      'a bookmark at rv 102',
+      () => w.events.some((e) => e.type === 'BOOKMARK' && e.object.metadata.resourceVersion === '102'),
+      3000,
+      10,
+    );
     const plain = await Stream.open(s, `/api/v1/pods?watch=true&resourceVersion=${s.resourceVersion}`);
     streams.push(plain);
     await sleep(350);
     expect(plain.events).toEqual([]);
-    const list = await Stream.open(s, '/api/v1/pods?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan');
+    const list = await Stream.open(
+      s,
+      '/api/v1/pods?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan',
+    );
     streams.push(list);
     const [added, end] = await list.take(2, { withBookmarks: true });
     expect(names([added])).toEqual(['ADDED a']);
-    expect(end).toMatchObject({ type: 'BOOKMARK', object: { metadata: { resourceVersion: '102', annotations: { 'k8s.io/initial-events-end': 'true' } } } });
+    expect(end).toMatchObject({
+      type: 'BOOKMARK',
+      object: { metadata: { resourceVersion: '102', annotations: { 'k8s.io/initial-events-end': 'true' } } },
+    });
   });
 
   test('expireWatches(): open watches get ERROR 410 Expired and are closed; a watch from an older resourceVersion then gets 410; list still works', async () => {
@@ -422,14 +572,27 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     const err = w.events[w.events.length - 1];
     expect(err).toEqual({
       type: 'ERROR',
-      object: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'too old resource version: 102 (102)', reason: 'Expired', code: 410 },
+      object: {
+        kind: 'Status',
+        apiVersion: 'v1',
+        metadata: {},
+        status: 'Failure',
+        message: 'too old resource version: 102 (102)',
+        reason: 'Expired',
+        code: 410,
+      },
     });
     expect(s.watches).toEqual([]);
     const late = await Stream.open(s, `/api/v1/pods?watch=true&resourceVersion=${rv}`);
     streams.push(late);
     expect(late.status).toBe(200); // like the real server: 200, then the ERROR event, then the end
     await late.untilEnded();
-    expect(late.events).toEqual([{ type: 'ERROR', object: expect.objectContaining({ code: 410, reason: 'Expired', message: `too old resource version: ${rv} (102)` }) }]);
+    expect(late.events).toEqual([
+      {
+        type: 'ERROR',
+        object: expect.objectContaining({ code: 410, reason: 'Expired', message: `too old resource version: ${rv} (102)` }),
+      },
+    ]);
     const list = await call(s, 'GET', '/api/v1/pods');
     expect(list.status).toBe(200);
     expect(list.json.items).toHaveLength(2);
@@ -472,10 +635,11 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     s.apply(pod('a1', 'ns', 'node-a', { app: 'web', tier: 'front' }));
     s.apply(pod('a2', 'ns', 'node-a', { app: 'db' }));
     s.apply(pod('b1', 'other', 'node-b', { app: 'web' }));
-    const q = (sel: string): Promise<string[]> => call(s, 'GET', `/api/v1/pods?${sel}`).then((r) => {
-      expect(r.status).toBe(200);
-      return r.json.items.map((p: Obj) => p.metadata.name);
-    });
+    const q = (sel: string): Promise<string[]> =>
+      call(s, 'GET', `/api/v1/pods?${sel}`).then((r) => {
+        expect(r.status).toBe(200);
+        return r.json.items.map((p: Obj) => p.metadata.name);
+      });
     expect(await q('fieldSelector=spec.nodeName%3Dnode-a')).toEqual(['a1', 'a2']);
     expect(await q('fieldSelector=spec.nodeName%3D%3Dnode-b')).toEqual(['b1']);
     expect(await q('fieldSelector=spec.nodeName!%3Dnode-a')).toEqual(['b1']);
@@ -491,9 +655,25 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     expect(bad.status).toBe(400);
     expect(bad.json).toMatchObject({ kind: 'Status', reason: 'BadRequest', message: 'field label not supported: spec.bogus' });
     // EndpointSlices by their Service's label
-    s.apply({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'web-1', namespace: 'ns', labels: { 'kubernetes.io/service-name': 'web' } }, addressType: 'IPv4', endpoints: [] });
-    s.apply({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'db-1', namespace: 'ns', labels: { 'kubernetes.io/service-name': 'db' } }, addressType: 'IPv4', endpoints: [] });
-    const slices = await call(s, 'GET', '/apis/discovery.k8s.io/v1/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb');
+    s.apply({
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'web-1', namespace: 'ns', labels: { 'kubernetes.io/service-name': 'web' } },
+      addressType: 'IPv4',
+      endpoints: [],
+    });
+    s.apply({
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: 'db-1', namespace: 'ns', labels: { 'kubernetes.io/service-name': 'db' } },
+      addressType: 'IPv4',
+      endpoints: [],
+    });
+    const slices = await call(
+      s,
+      'GET',
+      '/apis/discovery.k8s.io/v1/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb',
+    );
     expect(slices.json.items.map((e: Obj) => e.metadata.name)).toEqual(['web-1']);
 
     const rv = s.resourceVersion;
@@ -517,7 +697,11 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
 
   test('Nodes by fieldSelector metadata.name: get, list and watch of one Node, recorded with its name for RBAC', async () => {
     const s = await server();
-    const node = (name: string, zone: string): Obj => ({ apiVersion: 'v1', kind: 'Node', metadata: { name, labels: { 'topology.kubernetes.io/zone': zone } } });
+    const node = (name: string, zone: string): Obj => ({
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: { name, labels: { 'topology.kubernetes.io/zone': zone } },
+    });
     s.apply(node('node-a', 'zone-1'));
     s.apply(node('node-b', 'zone-1'));
     const one = await call(s, 'GET', '/api/v1/nodes?fieldSelector=metadata.name%3Dnode-a');
@@ -525,7 +709,10 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     const got = await call(s, 'GET', '/api/v1/nodes/node-a');
     expect(got.json.metadata.labels).toEqual({ 'topology.kubernetes.io/zone': 'zone-1' });
     expect((await call(s, 'GET', '/api/v1/nodes/node-z')).status).toBe(404);
-    const w = await Stream.open(s, `/api/v1/nodes?watch=true&resourceVersion=${one.json.metadata.resourceVersion}&fieldSelector=metadata.name%3Dnode-a`);
+    const w = await Stream.open(
+      s,
+      `/api/v1/nodes?watch=true&resourceVersion=${one.json.metadata.resourceVersion}&fieldSelector=metadata.name%3Dnode-a`,
+    );
     streams.push(w);
     s.apply(node('node-b', 'zone-2'));
     s.apply(node('node-a', 'zone-2'));
@@ -536,7 +723,12 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
       ['DELETED', 'node-a', 'zone-2'],
     ]);
     const reqs = s.requests.filter((r) => r.resource === 'nodes');
-    expect(reqs.map((r) => [r.verb, r.name])).toEqual([['list', 'node-a'], ['get', 'node-a'], ['get', 'node-z'], ['watch', 'node-a']]);
+    expect(reqs.map((r) => [r.verb, r.name])).toEqual([
+      ['list', 'node-a'],
+      ['get', 'node-a'],
+      ['get', 'node-z'],
+      ['watch', 'node-a'],
+    ]);
   });
 
   test('limit + continue page through a consistent snapshot; a compacted continue token is 410', async () => {
@@ -567,8 +759,13 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     expect((await call(s, 'GET', '/api/v1/pods?limit=2&continue=garbage')).status).toBe(400);
     // resourceVersion / resourceVersionMatch are accepted
     expect((await call(s, 'GET', '/api/v1/pods?resourceVersion=0')).status).toBe(200);
-    expect((await call(s, 'GET', `/api/v1/pods?resourceVersion=${s.resourceVersion}&resourceVersionMatch=NotOlderThan`)).status).toBe(200);
-    expect((await call(s, 'GET', '/api/v1/pods?resourceVersion=999999&resourceVersionMatch=NotOlderThan')).json).toMatchObject({ code: 504, reason: 'Timeout' });
+    expect(
+      (await call(s, 'GET', `/api/v1/pods?resourceVersion=${s.resourceVersion}&resourceVersionMatch=NotOlderThan`)).status,
+    ).toBe(200);
+    expect((await call(s, 'GET', '/api/v1/pods?resourceVersion=999999&resourceVersionMatch=NotOlderThan')).json).toMatchObject({
+      code: 504,
+      reason: 'Timeout',
+    });
   });
 
   test('timeoutSeconds ends the watch cleanly', async () => {
@@ -588,11 +785,17 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     const w = await Stream.open(s, `/api/v1/pods?watch=true&resourceVersion=${s.resourceVersion}`);
     streams.push(w);
     const url = '/api/v1/namespaces/ns/pods/p';
-    const merge = await call(s, 'PATCH', url, { contentType: 'application/merge-patch+json', body: { metadata: { labels: { drop: null, added: 'x' }, annotations: { a: 'b' } } } });
+    const merge = await call(s, 'PATCH', url, {
+      contentType: 'application/merge-patch+json',
+      body: { metadata: { labels: { drop: null, added: 'x' }, annotations: { a: 'b' } } },
+    });
     expect(merge.status).toBe(200);
     expect(merge.json.metadata.labels).toEqual({ keep: '1', added: 'x' });
     expect(merge.json.metadata.resourceVersion).toBe('102');
-    const smp = await call(s, 'PATCH', url, { contentType: 'application/strategic-merge-patch+json', body: { metadata: { annotations: { c: 'd', a: null } } } });
+    const smp = await call(s, 'PATCH', url, {
+      contentType: 'application/strategic-merge-patch+json',
+      body: { metadata: { annotations: { c: 'd', a: null } } },
+    });
     expect(smp.json.metadata.annotations).toEqual({ c: 'd' });
     const jp = await call(s, 'PATCH', url, {
       contentType: 'application/json-patch+json',
@@ -607,12 +810,21 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     expect(jp.json.metadata.labels.keep).toBe('2');
     // like the real server: a JSON patch "add" under a missing parent fails
     s.apply(pod('bare', 'ns'));
-    const noParent = await call(s, 'PATCH', '/api/v1/namespaces/ns/pods/bare', { contentType: 'application/json-patch+json', body: [{ op: 'add', path: '/metadata/annotations/x', value: 'y' }] });
+    const noParent = await call(s, 'PATCH', '/api/v1/namespaces/ns/pods/bare', {
+      contentType: 'application/json-patch+json',
+      body: [{ op: 'add', path: '/metadata/annotations/x', value: 'y' }],
+    });
     expect(noParent.status).toBe(422);
     expect(noParent.json).toMatchObject({ kind: 'Status', code: 422 });
-    const noop = await call(s, 'PATCH', url, { contentType: 'application/merge-patch+json', body: { metadata: { labels: { keep: '2' } } } });
+    const noop = await call(s, 'PATCH', url, {
+      contentType: 'application/merge-patch+json',
+      body: { metadata: { labels: { keep: '2' } } },
+    });
     expect(noop.json.metadata.resourceVersion).toBe(jp.json.metadata.resourceVersion);
-    const stale = await call(s, 'PATCH', url, { contentType: 'application/merge-patch+json', body: { metadata: { resourceVersion: '101', labels: { x: 'y' } } } });
+    const stale = await call(s, 'PATCH', url, {
+      contentType: 'application/merge-patch+json',
+      body: { metadata: { resourceVersion: '101', labels: { x: 'y' } } },
+    });
     expect(stale.status).toBe(409);
     expect(stale.json).toMatchObject({ reason: 'Conflict', code: 409 });
     const apply = await call(s, 'PATCH', url, { contentType: 'application/apply-patch+yaml', body: '{}' });
@@ -620,49 +832,102 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     // status can't be changed through the main resource; it can through /status
     await call(s, 'PATCH', url, { contentType: 'application/merge-patch+json', body: { status: { phase: 'Failed' } } });
     expect(s.get('Pod', 'ns', 'p')!.status.phase).toBe('Running');
-    await call(s, 'PATCH', `${url}/status`, { contentType: 'application/merge-patch+json', body: { status: { phase: 'Failed' } } });
+    await call(s, 'PATCH', `${url}/status`, {
+      contentType: 'application/merge-patch+json',
+      body: { status: { phase: 'Failed' } },
+    });
     expect(s.get('Pod', 'ns', 'p')!.status.phase).toBe('Failed');
     // a namespace too
     s.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'ns' } });
-    const nsPatch = await call(s, 'PATCH', '/api/v1/namespaces/ns', { contentType: 'application/merge-patch+json', body: { metadata: { labels: { 'istio.io/dataplane-mode': 'ambient' } } } });
+    const nsPatch = await call(s, 'PATCH', '/api/v1/namespaces/ns', {
+      contentType: 'application/merge-patch+json',
+      body: { metadata: { labels: { 'istio.io/dataplane-mode': 'ambient' } } },
+    });
     expect(nsPatch.json.metadata.labels).toEqual({ 'istio.io/dataplane-mode': 'ambient' });
     expect(names(await w.take(5))).toEqual(['MODIFIED p', 'MODIFIED p', 'MODIFIED p', 'ADDED bare', 'MODIFIED p']);
-    const rec = s.requests.filter((q) => q.method === 'PATCH').map((q) => [q.verb, q.resource, q.namespace, q.name, q.subresource, q.status]);
-    expect(rec.slice(-2)).toEqual([['patch', 'pods', 'ns', 'p', 'status', 200], ['patch', 'namespaces', 'ns', 'ns', undefined, 200]]);
+    const rec = s.requests
+      .filter((q) => q.method === 'PATCH')
+      .map((q) => [q.verb, q.resource, q.namespace, q.name, q.subresource, q.status]);
+    expect(rec.slice(-2)).toEqual([
+      ['patch', 'pods', 'ns', 'p', 'status', 200],
+      ['patch', 'namespaces', 'ns', 'ns', undefined, 200],
+    ]);
   });
 
   test('POST events (core/v1 and events.k8s.io/v1): stored in one storage, named from generateName, 201, recorded in events', async () => {
     const s = await server();
     const core = await call(s, 'POST', '/api/v1/namespaces/ns/events', {
-      body: { apiVersion: 'v1', kind: 'Event', metadata: { generateName: 'web-1.' }, involvedObject: { kind: 'Pod', namespace: 'ns', name: 'web-1' }, reason: 'Captured', message: 'm', type: 'Normal' },
+      body: {
+        apiVersion: 'v1',
+        kind: 'Event',
+        metadata: { generateName: 'web-1.' },
+        involvedObject: { kind: 'Pod', namespace: 'ns', name: 'web-1' },
+        reason: 'Captured',
+        message: 'm',
+        type: 'Normal',
+      },
     });
     expect(core.status).toBe(201);
     expect(core.json.metadata.name).toMatch(/^web-1\.[a-z0-9]{5}$/);
     expect(core.json.metadata).toMatchObject({ namespace: 'ns', resourceVersion: '101' });
     const v1 = await call(s, 'POST', '/apis/events.k8s.io/v1/namespaces/ns/events', {
       body: {
-        apiVersion: 'events.k8s.io/v1', kind: 'Event', metadata: { name: 'web-1.x' }, regarding: { kind: 'Pod', namespace: 'ns', name: 'web-1' },
-        reason: 'Enrolled', note: 'ambient', type: 'Normal', action: 'Enroll', reportingController: 'sluice.dev/agent', reportingInstance: 'node-a', eventTime: '2025-01-01T00:00:00.000000Z',
+        apiVersion: 'events.k8s.io/v1',
+        kind: 'Event',
+        metadata: { name: 'web-1.x' },
+        regarding: { kind: 'Pod', namespace: 'ns', name: 'web-1' },
+        reason: 'Enrolled',
+        note: 'ambient',
+        type: 'Normal',
+        action: 'Enroll',
+        reportingController: 'sluice.dev/agent',
+        reportingInstance: 'node-a',
+        eventTime: '2025-01-01T00:00:00.000000Z',
       },
     });
     expect(v1.status).toBe(201);
-    expect(v1.json).toMatchObject({ apiVersion: 'events.k8s.io/v1', kind: 'Event', note: 'ambient', regarding: { name: 'web-1' } });
-    expect(s.events.map((e) => [e.apiVersion, e.reason])).toEqual([['v1', 'Captured'], ['events.k8s.io/v1', 'Enrolled']]);
+    expect(v1.json).toMatchObject({
+      apiVersion: 'events.k8s.io/v1',
+      kind: 'Event',
+      note: 'ambient',
+      regarding: { name: 'web-1' },
+    });
+    expect(s.events.map((e) => [e.apiVersion, e.reason])).toEqual([
+      ['v1', 'Captured'],
+      ['events.k8s.io/v1', 'Enrolled'],
+    ]);
     // one storage: the events.k8s.io one is a core Event too, converted
     const asCore = (await call(s, 'GET', '/api/v1/namespaces/ns/events/web-1.x')).json;
-    expect(asCore).toMatchObject({ apiVersion: 'v1', kind: 'Event', message: 'ambient', involvedObject: { name: 'web-1' }, reportingComponent: 'sluice.dev/agent' });
+    expect(asCore).toMatchObject({
+      apiVersion: 'v1',
+      kind: 'Event',
+      message: 'ambient',
+      involvedObject: { name: 'web-1' },
+      reportingComponent: 'sluice.dev/agent',
+    });
     expect((await call(s, 'GET', '/apis/events.k8s.io/v1/events')).json.items).toHaveLength(2);
-    expect((await call(s, 'GET', '/api/v1/events?fieldSelector=reason%3DEnrolled')).json.items.map((e: Obj) => e.metadata.name)).toEqual(['web-1.x']);
+    expect(
+      (await call(s, 'GET', '/api/v1/events?fieldSelector=reason%3DEnrolled')).json.items.map((e: Obj) => e.metadata.name),
+    ).toEqual(['web-1.x']);
     // errors as the real server gives them
-    const dup = await call(s, 'POST', '/api/v1/namespaces/ns/events', { body: { metadata: { name: 'web-1.x' }, involvedObject: {} } });
+    const dup = await call(s, 'POST', '/api/v1/namespaces/ns/events', {
+      body: { metadata: { name: 'web-1.x' }, involvedObject: {} },
+    });
     expect(dup.status).toBe(409);
     expect(dup.json).toMatchObject({ reason: 'AlreadyExists', message: 'events "web-1.x" already exists' });
     const noName = await call(s, 'POST', '/api/v1/namespaces/ns/events', { body: { metadata: {}, involvedObject: {} } });
     expect(noName.status).toBe(422);
     expect(noName.json.message).toContain('name or generateName is required');
-    const wrongNs = await call(s, 'POST', '/api/v1/namespaces/ns/events', { body: { metadata: { name: 'z', namespace: 'other' } } });
+    const wrongNs = await call(s, 'POST', '/api/v1/namespaces/ns/events', {
+      body: { metadata: { name: 'z', namespace: 'other' } },
+    });
     expect(wrongNs.status).toBe(400);
-    expect(s.requests.filter((q) => q.method === 'POST').map((q) => [q.verb, q.apiGroup, q.resource, q.namespace])[0]).toEqual(['create', '', 'events', 'ns']);
+    expect(s.requests.filter((q) => q.method === 'POST').map((q) => [q.verb, q.apiGroup, q.resource, q.namespace])[0]).toEqual([
+      'create',
+      '',
+      'events',
+      'ns',
+    ]);
   });
 
   test('DELETE a pod: the object back, a DELETED event; preconditions; deletecollection', async () => {
@@ -682,10 +947,19 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     const coll = await call(s, 'DELETE', '/api/v1/namespaces/ns/pods?fieldSelector=spec.nodeName%3Dnode-b');
     expect(coll.json.items.map((x: Obj) => x.metadata.name)).toEqual(['q', 'r']);
     expect(names(await w.take(3))).toEqual(['DELETED p', 'DELETED q', 'DELETED r']);
-    expect(s.requests.filter((q) => q.method === 'DELETE').map((q) => q.verb)).toEqual(['delete', 'delete', 'delete', 'deletecollection']);
+    expect(s.requests.filter((q) => q.method === 'DELETE').map((q) => q.verb)).toEqual([
+      'delete',
+      'delete',
+      'delete',
+      'deletecollection',
+    ]);
     // other kinds answer with a Success Status
     s.apply({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'svc', namespace: 'ns' }, spec: {} });
-    expect((await call(s, 'DELETE', '/api/v1/namespaces/ns/services/svc')).json).toMatchObject({ kind: 'Status', status: 'Success', details: { name: 'svc', kind: 'services' } });
+    expect((await call(s, 'DELETE', '/api/v1/namespaces/ns/services/svc')).json).toMatchObject({
+      kind: 'Status',
+      status: 'Success',
+      details: { name: 'svc', kind: 'services' },
+    });
   });
 
   test('401 Status without the token, with a wrong one, and with the old one after rotateToken()', async () => {
@@ -695,7 +969,15 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     for (const token of ['', 'wrong']) {
       const r = await call(s, 'GET', '/api/v1/pods', { token });
       expect(r.status).toBe(401);
-      expect(r.json).toEqual({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'Unauthorized', reason: 'Unauthorized', code: 401 });
+      expect(r.json).toEqual({
+        kind: 'Status',
+        apiVersion: 'v1',
+        metadata: {},
+        status: 'Failure',
+        message: 'Unauthorized',
+        reason: 'Unauthorized',
+        code: 401,
+      });
     }
     expect((await call(s, 'GET', '/version', { token: 'wrong' })).status).toBe(401);
     const w = await Stream.open(s, `/api/v1/pods?watch=true&resourceVersion=${s.resourceVersion}`);
@@ -718,7 +1000,15 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     expect(codes).toEqual([500, 500, 200, 200]);
     s.setFailure({ status: 503, forRequests: 1 });
     const r = await call(s, 'GET', '/api/v1/pods');
-    expect(r.json).toEqual({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'injected failure', reason: 'ServiceUnavailable', code: 503 });
+    expect(r.json).toEqual({
+      kind: 'Status',
+      apiVersion: 'v1',
+      metadata: {},
+      status: 'Failure',
+      message: 'injected failure',
+      reason: 'ServiceUnavailable',
+      code: 503,
+    });
     s.setFailure({ status: 429, forRequests: 1 });
     const tm = await call(s, 'GET', '/api/v1/pods');
     expect(tm.status).toBe(429);
@@ -835,10 +1125,11 @@ describe('FakeApiServer protocol (raw HTTPS)', () => {
     expect(s.requests.every((q) => q.at > 0 && q.status > 0)).toBe(true);
   });
 
-  test('a Table for clients that ask for one (kubectl\'s human-readable output)', async () => {
+  test("a Table for clients that ask for one (kubectl's human-readable output)", async () => {
     const s = await server();
     s.apply(pod('p', 'ns'));
-    const accept = 'application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json';
+    const accept =
+      'application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json';
     const t = (await call(s, 'GET', '/api/v1/pods', { accept })).json;
     expect(t).toMatchObject({ kind: 'Table', apiVersion: 'meta.k8s.io/v1', metadata: { resourceVersion: '101' } });
     expect(t.columnDefinitions.map((c: Obj) => c.name).slice(0, 5)).toEqual(['Name', 'Ready', 'Status', 'Restarts', 'Age']);
@@ -895,10 +1186,16 @@ describe('FakeApiServer with @kubernetes/client-node', () => {
     const rest = await api.listPodForAllNamespaces({ limit: 1, _continue: page.metadata?._continue });
     expect(rest.items.map((p) => p.metadata?.name)).toEqual(['b']);
     // client-node's patch sends application/json-patch+json unless told otherwise
-    const patched = await api.patchNamespacedPod({ name: 'a', namespace: 'ns1', body: [{ op: 'add', path: '/metadata/annotations', value: { x: 'y' } }] });
+    const patched = await api.patchNamespacedPod({
+      name: 'a',
+      namespace: 'ns1',
+      body: [{ op: 'add', path: '/metadata/annotations', value: { x: 'y' } }],
+    });
     expect(patched.metadata?.annotations).toEqual({ x: 'y' });
-    const merged = await api.patchNamespacedPod({ name: 'a', namespace: 'ns1', body: { metadata: { annotations: { x: null, z: 'w' } } } },
-      setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+    const merged = await api.patchNamespacedPod(
+      { name: 'a', namespace: 'ns1', body: { metadata: { annotations: { x: null, z: 'w' } } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
     expect(merged.metadata?.annotations).toEqual({ z: 'w' });
     expect(s.requests.filter((q) => q.verb === 'patch').map((q) => q.status)).toEqual([200, 200]);
     // a merge-patch body sent as a JSON patch is a 400, as on the real server
@@ -921,12 +1218,20 @@ describe('FakeApiServer with @kubernetes/client-node', () => {
     const rv = (await kc.makeApiClient(CoreV1Api).listPodForAllNamespaces()).metadata!.resourceVersion!;
     const seen: Array<[string, string | undefined, string | undefined, number | undefined]> = [];
     let done: unknown = 'not yet';
-    const ctl = await new Watch(kc).watch('/api/v1/pods', { allowWatchBookmarks: true, resourceVersion: rv },
+    const ctl = await new Watch(kc).watch(
+      '/api/v1/pods',
+      { allowWatchBookmarks: true, resourceVersion: rv },
       (type, obj) => seen.push([type, obj?.metadata?.name, obj?.metadata?.resourceVersion, obj?.code]),
-      (e) => (done = e));
+      (e) => (done = e),
+    );
     await s.waitForWatch();
     s.apply(pod('b', 'ns'));
-    await waitFor('an ADDED and a bookmark', () => seen.some((x) => x[0] === 'ADDED') && seen.some((x) => x[0] === 'BOOKMARK' && x[2] === '102'), 5000, 10);
+    await waitFor(
+      'an ADDED and a bookmark',
+      () => seen.some((x) => x[0] === 'ADDED') && seen.some((x) => x[0] === 'BOOKMARK' && x[2] === '102'),
+      5000,
+      10,
+    );
     expect(seen[0]).toEqual(['ADDED', 'b', '102', undefined]);
     s.expireWatches();
     await waitFor('done', () => done !== 'not yet', 5000, 10);
@@ -936,7 +1241,12 @@ describe('FakeApiServer with @kubernetes/client-node', () => {
     // a watch from the now too old rv: the same
     const seen2: string[] = [];
     let done2: unknown = 'not yet';
-    await new Watch(kc).watch('/api/v1/pods', { resourceVersion: rv }, (type, obj) => seen2.push(`${type} ${obj.code}`), (e) => (done2 = e));
+    await new Watch(kc).watch(
+      '/api/v1/pods',
+      { resourceVersion: rv },
+      (type, obj) => seen2.push(`${type} ${obj.code}`),
+      (e) => (done2 = e),
+    );
     await waitFor('done2', () => done2 !== 'not yet', 5000, 10);
     expect(seen2).toEqual(['ERROR 410']);
     expect(done2).toBeNull();
@@ -947,7 +1257,12 @@ describe('FakeApiServer with @kubernetes/client-node', () => {
     const kc = kubeConfig(s);
     s.setFailure({ status: 503, forRequests: 1 });
     let done: any = 'not yet';
-    await new Watch(kc).watch('/api/v1/pods', {}, () => undefined, (e) => (done = e));
+    await new Watch(kc).watch(
+      '/api/v1/pods',
+      {},
+      () => undefined,
+      (e) => (done = e),
+    );
     await waitFor('done', () => done !== 'not yet', 5000, 10);
     expect(done).toBeInstanceOf(Error);
     expect(done.statusCode).toBe(503);
@@ -955,7 +1270,12 @@ describe('FakeApiServer with @kubernetes/client-node', () => {
     let cut: any = 'not yet';
     const events: string[] = [];
     s.apply(pod('p'));
-    await new Watch(kc).watch('/api/v1/pods', {}, (t, o) => events.push(`${t} ${o.metadata.name}`), (e) => (cut = e));
+    await new Watch(kc).watch(
+      '/api/v1/pods',
+      {},
+      (t, o) => events.push(`${t} ${o.metadata.name}`),
+      (e) => (cut = e),
+    );
     await s.waitForWatch();
     await waitFor('the initial ADDED', () => events.length === 1, 5000, 10);
     expect(events).toEqual(['ADDED p']);

@@ -77,13 +77,22 @@ describe('writeFileAtomic', () => {
       new RegExp(`^Cannot write pod registration ${file}: EISDIR`),
     );
     expect(entries()).toEqual(['sub']);
-    expect(() => writeFileAtomic(path.join(dir, 'missing', 'f'), 'x', { mode: 0o644, what: 'CNI config' })).toThrow(/^Cannot write CNI config .*missing\/f: ENOENT/);
+    expect(() => writeFileAtomic(path.join(dir, 'missing', 'f'), 'x', { mode: 0o644, what: 'CNI config' })).toThrow(
+      /^Cannot write CNI config .*missing\/f: ENOENT/,
+    );
   });
 });
 
 describe('temp files', () => {
   it('removeStaleTempFiles removes only what an interrupted write left', () => {
-    for (const name of ['.a.json.0123456789ab.sluice-tmp', '.b.0123456789ab.sluice-tmp', 'a.json', '.a.json.tmp', 'x.sluice-tmp', '.a.json.0123.sluice-tmp']) {
+    for (const name of [
+      '.a.json.0123456789ab.sluice-tmp',
+      '.b.0123456789ab.sluice-tmp',
+      'a.json',
+      '.a.json.tmp',
+      'x.sluice-tmp',
+      '.a.json.0123.sluice-tmp',
+    ]) {
       fs.writeFileSync(path.join(dir, name), '');
     }
     removeStaleTempFiles(dir);
@@ -91,7 +100,7 @@ describe('temp files', () => {
     expect(() => removeStaleTempFiles(path.join(dir, 'missing'))).not.toThrow();
   });
 
-  it('isAtomicWriteTempFile tells the writer\'s temp files from everything else', () => {
+  it("isAtomicWriteTempFile tells the writer's temp files from everything else", () => {
     expect(isAtomicWriteTempFile('.10-calico.conflist.0123456789ab.sluice-tmp')).toBe(true);
     expect(isAtomicWriteTempFile('10-calico.conflist')).toBe(false);
     expect(isAtomicWriteTempFile('10-calico.conflist.sluice_bak')).toBe(false);

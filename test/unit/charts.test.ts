@@ -8,7 +8,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  CNI_ROWS, CONNECT_SERIES, SIDECAR_SERIES, cniAddSpec, connectLatencySpec, drawCharts, sidecarLatencySpec, type CaptureResults,
+  CNI_ROWS,
+  CONNECT_SERIES,
+  SIDECAR_SERIES,
+  cniAddSpec,
+  connectLatencySpec,
+  drawCharts,
+  sidecarLatencySpec,
+  type CaptureResults,
   type LbResults,
 } from '../bench/charts';
 
@@ -17,15 +24,22 @@ const fixture = <T>(name: string): T => JSON.parse(fs.readFileSync(path.join(FIX
 
 /** Parses with expat; returns the parser's complaint, or '' when the document is well-formed. */
 function xmlError(file: string): string {
-  const r = spawnSync('python3', ['-c', 'import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])', file], { encoding: 'utf8' });
+  const r = spawnSync('python3', ['-c', 'import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])', file], {
+    encoding: 'utf8',
+  });
   if (r.error) throw new Error(`Cannot run python3 to parse ${file}: ${r.error.message}`);
-  return r.status === 0 ? '' : r.stderr.trim().split('\n').pop() ?? `exit ${r.status}`;
+  return r.status === 0 ? '' : (r.stderr.trim().split('\n').pop() ?? `exit ${r.status}`);
 }
 
 /** The lines of text the SVG shows: each <text>, or each <tspan> of a multi-line one, entities decoded. */
 function texts(svg: string): string[] {
   const decode = (s: string) =>
-    s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;|&apos;/g, "'").replace(/&amp;/g, '&');
+    s
+      .replace(/&lt;/g, '<')
+      .replace(/&gt;/g, '>')
+      .replace(/&quot;/g, '"')
+      .replace(/&#39;|&apos;/g, "'")
+      .replace(/&amp;/g, '&');
   return [...svg.matchAll(/<text[^>]*>(.*?)<\/text>/g)].flatMap((m) =>
     m[1].includes('<tspan') ? [...m[1].matchAll(/<tspan[^>]*>([^<]*)<\/tspan>/g)].map((t) => decode(t[1])) : [decode(m[1])],
   );
@@ -46,7 +60,11 @@ describe('benchmark charts', () => {
   afterAll(() => fs.rmSync(out, { recursive: true, force: true }));
 
   it('draws one SVG per results file', () => {
-    expect(written.map((f) => path.basename(f)).sort()).toEqual(['bench-cni-add.svg', 'bench-connect-latency.svg', 'bench-sidecar-latency.svg']);
+    expect(written.map((f) => path.basename(f)).sort()).toEqual([
+      'bench-cni-add.svg',
+      'bench-connect-latency.svg',
+      'bench-sidecar-latency.svg',
+    ]);
     expect(fs.readdirSync(out).sort()).toEqual(written.map((f) => path.basename(f)).sort()); // no temp file left
   });
 
@@ -73,7 +91,9 @@ describe('benchmark charts', () => {
     for (const s of Object.values(CONNECT_SERIES)) expect(connect).toContain(s);
     expect(connect).toContain('TCP connect latency from a pod vs Services (lower is better)');
     expect(connect).toEqual(expect.arrayContaining(['1', '10,000'])); // the sizes, as axis labels
-    expect(connect).toEqual(expect.arrayContaining(['2 CPUs, kernel 6.18.0-fixture', '1-min load average 2.0 (max 2.5) during the run']));
+    expect(connect).toEqual(
+      expect.arrayContaining(['2 CPUs, kernel 6.18.0-fixture', '1-min load average 2.0 (max 2.5) during the run']),
+    );
     const sidecar = svg('bench-sidecar-latency.svg');
     for (const s of Object.values(SIDECAR_SERIES)) expect(sidecar).toContain(s);
     expect(sidecar).toContain('1-min load average 3.2 before, 3.8 after');

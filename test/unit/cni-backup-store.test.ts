@@ -43,7 +43,10 @@ describe('saved originals', () => {
     store.saveOriginal(originals, original('10-calico.conflist', '{"a": 1}'));
     store.saveOriginal(originals, original('20-flannel.conf', '{"b": 2}', { convertedTo: '20-flannel.conflist' }));
     expect(fs.statSync(backupDir).mode & 0o777).toBe(0o700);
-    expect(fs.readdirSync(backupDir).sort()).toEqual(['cni-original.10-calico.conflist.json', 'cni-original.20-flannel.conf.json']);
+    expect(fs.readdirSync(backupDir).sort()).toEqual([
+      'cni-original.10-calico.conflist.json',
+      'cni-original.20-flannel.conf.json',
+    ]);
     expect(fs.statSync(path.join(backupDir, 'cni-original.10-calico.conflist.json')).mode & 0o777).toBe(0o600);
     const again = new BackupStore(backupDir, confDir).loadOriginals();
     expect([...again.values()]).toEqual([...originals.values()]);
@@ -69,7 +72,10 @@ describe('saved originals', () => {
     expect(store.loadOriginals().size).toBe(0);
     expect(store.loadOriginals().size).toBe(0);
     const warned = warn.mock.calls.map((c) => (c[1] as { file: string }).file).sort();
-    expect(warned).toEqual([path.join(backupDir, 'cni-original.bad.conflist.json'), path.join(backupDir, 'cni-original.torn.conflist.json')]);
+    expect(warned).toEqual([
+      path.join(backupDir, 'cni-original.bad.conflist.json'),
+      path.join(backupDir, 'cni-original.torn.conflist.json'),
+    ]);
   });
 
   it('dropOriginal forgets it on disk and in the map', () => {
@@ -87,7 +93,10 @@ describe('configs moved aside (cni-exclusive)', () => {
     fs.writeFileSync(path.join(confDir, '30-single.conf'), 'single');
     const ino = fs.statSync(path.join(confDir, '20-other.conflist')).ino;
     store.moveAside(['20-other.conflist', '30-single.conf']);
-    expect(fs.readdirSync(confDir).sort()).toEqual([`20-other.conflist${MOVED_ASIDE_SUFFIX}`, `30-single.conf${MOVED_ASIDE_SUFFIX}`]);
+    expect(fs.readdirSync(confDir).sort()).toEqual([
+      `20-other.conflist${MOVED_ASIDE_SUFFIX}`,
+      `30-single.conf${MOVED_ASIDE_SUFFIX}`,
+    ]);
     expect(store.restoreMovedAside()).toEqual([
       `restored ${path.join(confDir, '20-other.conflist')} (moved aside by cni-exclusive)`,
       `restored ${path.join(confDir, '30-single.conf')} (moved aside by cni-exclusive)`,
@@ -107,7 +116,9 @@ describe('configs moved aside (cni-exclusive)', () => {
     fs.writeFileSync(path.join(confDir, `a.conflist${MOVED_ASIDE_SUFFIX}`), 'aside');
     fs.writeFileSync(path.join(confDir, 'a.conflist'), 'written again');
     fs.writeFileSync(path.join(confDir, MOVED_ASIDE_SUFFIX), 'a file named only by the suffix');
-    expect(store.restoreMovedAside()).toEqual([`kept ${path.join(confDir, `a.conflist${MOVED_ASIDE_SUFFIX}`)}: ${path.join(confDir, 'a.conflist')} exists again`]);
+    expect(store.restoreMovedAside()).toEqual([
+      `kept ${path.join(confDir, `a.conflist${MOVED_ASIDE_SUFFIX}`)}: ${path.join(confDir, 'a.conflist')} exists again`,
+    ]);
     expect(fs.readFileSync(path.join(confDir, 'a.conflist'), 'utf8')).toBe('written again');
   });
 });

@@ -35,7 +35,13 @@ function req(command: string, stdin: string, env: Record<string, string> = {}): 
     command,
     stdin,
     netnsCookie: '4242',
-    env: { CNI_CONTAINERID: 'c0ffee', CNI_NETNS: '/var/run/netns/x', CNI_IFNAME: 'eth0', CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=cart-1;K8S_POD_UID=u-1', ...env },
+    env: {
+      CNI_CONTAINERID: 'c0ffee',
+      CNI_NETNS: '/var/run/netns/x',
+      CNI_IFNAME: 'eth0',
+      CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=cart-1;K8S_POD_UID=u-1',
+      ...env,
+    },
   };
 }
 
@@ -49,7 +55,14 @@ describe.each(SUPPORTED_VERSIONS)('cniVersion %s', (version) => {
     const reply = handleCni(req('ADD', conf(version)), deps);
     expect(reply).toEqual({ code: 0, stdout: PREV.replace('VER', version) + '\n' });
     const reg = deps.registry.get('c0ffee', 'eth0')!;
-    expect(reg).toMatchObject({ namespace: 'shop', name: 'cart-1', uid: 'u-1', ips: ['10.1.0.5', 'fd00::5'], netnsCookie: '4242', network: 'podnet' });
+    expect(reg).toMatchObject({
+      namespace: 'shop',
+      name: 'cart-1',
+      uid: 'u-1',
+      ips: ['10.1.0.5', 'fd00::5'],
+      netnsCookie: '4242',
+      network: 'podnet',
+    });
   });
 
   it('DEL unregisters and is idempotent', () => {
@@ -71,7 +84,7 @@ describe.each(SUPPORTED_VERSIONS)('cniVersion %s', (version) => {
     });
   });
 
-  it('cniError answers in the caller\'s cniVersion', () => {
+  it("cniError answers in the caller's cniVersion", () => {
     expect(cniError(conf(version), 11, 'sluice agent failed', 'boom')).toEqual({
       code: 1,
       stdout: `{"cniVersion":"${version}","code":11,"msg":"sluice agent failed","details":"boom"}\n`,
@@ -80,7 +93,7 @@ describe.each(SUPPORTED_VERSIONS)('cniVersion %s', (version) => {
 });
 
 describe('CNI errors', () => {
-  it('cniError answers in the newest version when the caller\'s stdin has none, and leaves out empty details', () => {
+  it("cniError answers in the newest version when the caller's stdin has none, and leaves out empty details", () => {
     for (const stdin of ['', '{"cniVersion": ', '{"name":"n"}', '{"cniVersion":""}', '[1]']) {
       expect(JSON.parse(cniError(stdin, 11, 'm', '').stdout)).toEqual({ cniVersion: '1.1.0', code: 11, msg: 'm' });
     }
@@ -88,9 +101,15 @@ describe('CNI errors', () => {
 
   it('a null prevResult is an absent one, as in Go: ADD is unchained, DEL is fine', () => {
     const nullPrev = '{"cniVersion":"1.0.0","name":"podnet","type":"sluice-cni","prevResult":null}';
-    expect(error(handleCni(req('ADD', nullPrev), deps))).toMatchObject({ code: 7, msg: 'sluice-cni must be chained after the primary plugin' });
+    expect(error(handleCni(req('ADD', nullPrev), deps))).toMatchObject({
+      code: 7,
+      msg: 'sluice-cni must be chained after the primary plugin',
+    });
     expect(handleCni(req('DEL', nullPrev), deps)).toEqual({ code: 0, stdout: '' });
-    expect(error(handleCni(req('DEL', nullPrev.replace('null', '[]')), deps))).toMatchObject({ code: 7, details: 'prevResult must be an object' });
+    expect(error(handleCni(req('DEL', nullPrev.replace('null', '[]')), deps))).toMatchObject({
+      code: 7,
+      details: 'prevResult must be an object',
+    });
   });
 
   it('an unsupported version is code 1', () => {
@@ -101,7 +120,10 @@ describe('CNI errors', () => {
 
   it('missing CNI_* variables are code 4', () => {
     for (const v of ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME']) {
-      expect(error(handleCni(req('ADD', conf('1.0.0'), { [v]: '' }), deps))).toMatchObject({ code: 4, msg: `required environment variable ${v} is missing` });
+      expect(error(handleCni(req('ADD', conf('1.0.0'), { [v]: '' }), deps))).toMatchObject({
+        code: 4,
+        msg: `required environment variable ${v} is missing`,
+      });
     }
     expect(error(handleCni(req('FROB', conf('1.0.0')), deps)).code).toBe(4);
   });
@@ -119,8 +141,14 @@ describe('CNI errors', () => {
   });
 
   it('an invalid config is code 7, and so is running unchained', () => {
-    expect(error(handleCni(req('ADD', '{"cniVersion":"1.0.0","type":"sluice-cni"}'), deps))).toMatchObject({ code: 7, details: 'name is required' });
-    expect(error(handleCni(req('ADD', '{"name":"n","type":"sluice-cni"}'), deps))).toMatchObject({ code: 7, details: 'cniVersion is required' });
+    expect(error(handleCni(req('ADD', '{"cniVersion":"1.0.0","type":"sluice-cni"}'), deps))).toMatchObject({
+      code: 7,
+      details: 'name is required',
+    });
+    expect(error(handleCni(req('ADD', '{"name":"n","type":"sluice-cni"}'), deps))).toMatchObject({
+      code: 7,
+      details: 'cniVersion is required',
+    });
     const unchained = error(handleCni(req('ADD', '{"cniVersion":"1.0.0","name":"n","type":"sluice-cni"}'), deps));
     expect(unchained).toMatchObject({ code: 7, msg: 'sluice-cni must be chained after the primary plugin' });
   });
@@ -152,18 +180,29 @@ describe('CHECK, STATUS and GC', () => {
   });
 
   it('STATUS reports code 50 while the agent is not ready', () => {
-    expect(handleCni(req('STATUS', '{"cniVersion":"1.1.0","name":"n","type":"sluice-cni"}'), deps)).toEqual({ code: 0, stdout: '' });
+    expect(handleCni(req('STATUS', '{"cniVersion":"1.1.0","name":"n","type":"sluice-cni"}'), deps)).toEqual({
+      code: 0,
+      stdout: '',
+    });
     ready = { ready: false, reason: 'first sync pending' };
-    expect(error(handleCni(req('STATUS', '{"cniVersion":"1.1.0","name":"n","type":"sluice-cni"}'), deps))).toMatchObject({ code: 50 });
+    expect(error(handleCni(req('STATUS', '{"cniVersion":"1.1.0","name":"n","type":"sluice-cni"}'), deps))).toMatchObject({
+      code: 50,
+    });
   });
 
   it('GC forgets attachments the runtime no longer lists, of its own network only', () => {
     handleCni(req('ADD', conf('1.1.0')), deps);
     handleCni(req('ADD', conf('1.1.0'), { CNI_CONTAINERID: 'keep' }), deps);
     handleCni(req('ADD', conf('1.1.0').replace('"podnet"', '"othernet"'), { CNI_CONTAINERID: 'other' }), deps);
-    const gc = '{"cniVersion":"1.1.0","name":"podnet","type":"sluice-cni","cni.dev/valid-attachments":[{"containerID":"keep","ifname":"eth0"}]}';
+    const gc =
+      '{"cniVersion":"1.1.0","name":"podnet","type":"sluice-cni","cni.dev/valid-attachments":[{"containerID":"keep","ifname":"eth0"}]}';
     expect(handleCni(req('GC', gc), deps)).toEqual({ code: 0, stdout: '' });
-    expect(deps.registry.list().map((e) => e.containerId).sort()).toEqual(['keep', 'other']);
+    expect(
+      deps.registry
+        .list()
+        .map((e) => e.containerId)
+        .sort(),
+    ).toEqual(['keep', 'other']);
   });
 
   it('registrations survive a new registry on the same state dir', () => {
@@ -189,6 +228,10 @@ describe('spec helpers', () => {
   });
 
   it('parseCniArgs splits K=V pairs', () => {
-    expect(parseCniArgs('IgnoreUnknown=1;K8S_POD_NAME=a=b;bad;K8S_POD_NAMESPACE=')).toEqual({ IgnoreUnknown: '1', K8S_POD_NAME: 'a=b', K8S_POD_NAMESPACE: '' });
+    expect(parseCniArgs('IgnoreUnknown=1;K8S_POD_NAME=a=b;bad;K8S_POD_NAMESPACE=')).toEqual({
+      IgnoreUnknown: '1',
+      K8S_POD_NAME: 'a=b',
+      K8S_POD_NAMESPACE: '',
+    });
   });
 });

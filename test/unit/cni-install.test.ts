@@ -27,7 +27,8 @@ vi.mock('node:fs', async (importOriginal) => {
   return {
     ...real,
     watch: (...args: Parameters<typeof real.watch>) => {
-      if (hooks.failWatch) throw Object.assign(new Error('ENOSPC: System limit for number of file watchers reached'), { code: 'ENOSPC' });
+      if (hooks.failWatch)
+        throw Object.assign(new Error('ENOSPC: System limit for number of file watchers reached'), { code: 'ENOSPC' });
       return real.watch(...args);
     },
   };
@@ -163,7 +164,10 @@ function sleep(ms: number): Promise<void> {
 function hasEntryLast(name: string): boolean {
   try {
     const plugins = readJson(name).plugins as Record<string, unknown>[];
-    return plugins.filter((p) => p.type === 'sluice-cni').length === 1 && JSON.stringify(plugins[plugins.length - 1]) === JSON.stringify(ENTRY);
+    return (
+      plugins.filter((p) => p.type === 'sluice-cni').length === 1 &&
+      JSON.stringify(plugins[plugins.length - 1]) === JSON.stringify(ENTRY)
+    );
   } catch {
     return false;
   }
@@ -287,7 +291,10 @@ describe('install', () => {
   });
 
   test('an outdated sluice entry is replaced in place, other entries untouched', () => {
-    write('10-net.conflist', JSON.stringify({ name: 'net', plugins: [{ type: 'bridge' }, { type: 'sluice-cni', agentSocket: '/old.sock' }] }, null, 2));
+    write(
+      '10-net.conflist',
+      JSON.stringify({ name: 'net', plugins: [{ type: 'bridge' }, { type: 'sluice-cni', agentSocket: '/old.sock' }] }, null, 2),
+    );
     installer().install();
     expect(readJson('10-net.conflist')).toEqual({ name: 'net', plugins: [{ type: 'bridge' }, ENTRY] });
   });
@@ -315,7 +322,10 @@ describe('install', () => {
     write('10-net.conflist', text);
     const inst = installer();
     inst.install();
-    expect(readJson('10-net.conflist')).toEqual({ ...(JSON.parse(text) as object), plugins: [{ type: 'bridge', args: 'a]b"},{[]' }, ENTRY] });
+    expect(readJson('10-net.conflist')).toEqual({
+      ...(JSON.parse(text) as object),
+      plugins: [{ type: 'bridge', args: 'a]b"},{[]' }, ENTRY],
+    });
     inst.uninstall();
     expect(readFileSync(conf('10-net.conflist'), 'utf8')).toBe(text);
   });
@@ -352,7 +362,11 @@ describe('install', () => {
   test('a .conf without cniVersion and a .json without plugins convert with cniVersion 0.3.1', () => {
     write('10-a.json', JSON.stringify({ name: 'a', type: 'bridge', bridge: 'cni0' }));
     installer().install();
-    expect(readJson('10-a.conflist')).toEqual({ cniVersion: '0.3.1', name: 'a', plugins: [{ type: 'bridge', bridge: 'cni0' }, ENTRY] });
+    expect(readJson('10-a.conflist')).toEqual({
+      cniVersion: '0.3.1',
+      name: 'a',
+      plugins: [{ type: 'bridge', bridge: 'cni0' }, ENTRY],
+    });
     expect(existsSync(conf('10-a.json'))).toBe(false);
   });
 
@@ -399,13 +413,14 @@ describe('install', () => {
   });
 });
 
-describe('the agent\'s entry (install-config)', () => {
+describe("the agent's entry (install-config)", () => {
   test('carries exclude-namespaces, and an agent started with other ones rewrites it in place', () => {
     write('10-calico.conflist', PRIMARY_TEXT);
     const agentSocket = '/var/run/sluice/agent.sock';
     const first = installer({ pluginConf: sluiceCniEntry({ agentSocket, excludeNamespaces: ['kube-system', 'istio-system'] }) });
     first.install();
-    const entryOf = () => (readJson('10-calico.conflist').plugins as Record<string, unknown>[]).filter((p) => p.type === 'sluice-cni');
+    const entryOf = () =>
+      (readJson('10-calico.conflist').plugins as Record<string, unknown>[]).filter((p) => p.type === 'sluice-cni');
     expect(entryOf()).toEqual([{ type: 'sluice-cni', agentSocket, excludeNamespaces: ['kube-system', 'istio-system'] }]);
     first.stop();
     // the next agent start, with the key changed
@@ -413,7 +428,10 @@ describe('the agent\'s entry (install-config)', () => {
     next.install();
     expect(entryOf()).toEqual([{ type: 'sluice-cni', agentSocket, excludeNamespaces: ['kube-system', 'monitoring'] }]);
     expect(pluginTypes('10-calico.conflist')).toEqual(['calico', 'portmap', 'sluice-cni']);
-    expect(infoSpy).toHaveBeenCalledWith('CNI config installed', { file: conf('10-calico.conflist'), reason: 'sluice-cni entry outdated' });
+    expect(infoSpy).toHaveBeenCalledWith('CNI config installed', {
+      file: conf('10-calico.conflist'),
+      reason: 'sluice-cni entry outdated',
+    });
     expect(next.status()).toEqual({ installed: true, file: conf('10-calico.conflist') });
     // and uninstall still gives the primary its bytes back
     next.uninstall();
@@ -432,7 +450,10 @@ describe('uninstall', () => {
     expect(statSync(conf('10-calico.conflist')).mode & 0o7777).toBe(0o644);
     expect(existsSync(join(binDir, 'sluice-cni'))).toBe(false);
     expect(readdirSync(backupDir)).toEqual([]);
-    expect(lines).toEqual([`restored ${conf('10-calico.conflist')} to its original content`, `removed ${join(binDir, 'sluice-cni')}`]);
+    expect(lines).toEqual([
+      `restored ${conf('10-calico.conflist')} to its original content`,
+      `removed ${join(binDir, 'sluice-cni')}`,
+    ]);
     expect(inst.status().installed).toBe(false);
   });
 
@@ -507,7 +528,14 @@ describe('other files', () => {
     const inst = installer({ exclusive: true });
     inst.install();
     expect(readdirSync(confDir).sort()).toEqual(
-      ['.10-calico.conflist.swp', '10-calico.conflist', '20-other.conflist.sluice_bak', '30-single.conf.sluice_bak', '40-broken.conflist', 'README'].sort(),
+      [
+        '.10-calico.conflist.swp',
+        '10-calico.conflist',
+        '20-other.conflist.sluice_bak',
+        '30-single.conf.sluice_bak',
+        '40-broken.conflist',
+        'README',
+      ].sort(),
     );
     expect(inst.status()).toEqual({ installed: true, file: conf('10-calico.conflist') });
     // A file of a moved-aside name written again meanwhile wins: its backup is kept and reported.
@@ -530,7 +558,10 @@ describe('other files', () => {
     inst.install();
     inst.watch();
     rewrite('99-podman.conflist', conflist('podman', 'bridge'));
-    await waitFor('the move aside', () => existsSync(conf('99-podman.conflist.sluice_bak')) && !existsSync(conf('99-podman.conflist')));
+    await waitFor(
+      'the move aside',
+      () => existsSync(conf('99-podman.conflist.sluice_bak')) && !existsSync(conf('99-podman.conflist')),
+    );
     expect(inst.status()).toEqual({ installed: true, file: conf('10-calico.conflist') });
   });
 
@@ -573,7 +604,9 @@ describe('watch', () => {
     rewrite('10-calico.conflist', rewritten);
     await waitFor('the repair', () => hasEntryLast('10-calico.conflist'), 1000);
     expect(readFileSync(conf('10-calico.conflist'), 'utf8')).toContain('"mtu": 1400');
-    expect(repairs()).toEqual([['CNI config repaired', { file: conf('10-calico.conflist'), reason: 'sluice-cni entry missing' }]]);
+    expect(repairs()).toEqual([
+      ['CNI config repaired', { file: conf('10-calico.conflist'), reason: 'sluice-cni entry missing' }],
+    ]);
     inst.uninstall();
     expect(readFileSync(conf('10-calico.conflist'), 'utf8')).toBe(rewritten);
   });
@@ -594,9 +627,15 @@ describe('watch', () => {
     inst.install();
     inst.watch();
     rewrite('10-cilium.conflist', conflist('cilium', 'cilium-cni'));
-    await waitFor('the move', () => hasEntryLast('10-cilium.conflist') && readFileSync(conf('20-calico.conflist'), 'utf8') === PRIMARY_TEXT);
+    await waitFor(
+      'the move',
+      () => hasEntryLast('10-cilium.conflist') && readFileSync(conf('20-calico.conflist'), 'utf8') === PRIMARY_TEXT,
+    );
     expect(inst.status()).toEqual({ installed: true, file: conf('10-cilium.conflist') });
-    expect(repairs()[0][1]).toMatchObject({ file: conf('10-cilium.conflist'), reason: expect.stringContaining('moved from 20-calico.conflist') });
+    expect(repairs()[0][1]).toMatchObject({
+      file: conf('10-cilium.conflist'),
+      reason: expect.stringContaining('moved from 20-calico.conflist'),
+    });
   });
 
   test('moves away from a converted .conf and restores it', async () => {
@@ -617,7 +656,12 @@ describe('watch', () => {
     inst.watch();
     const rewritten = SINGLE_TEXT.replace('"hairpinMode": true', '"hairpinMode": false');
     rewrite('10-flannel.conf', rewritten);
-    await waitFor('the new conversion', () => !existsSync(conf('10-flannel.conf')) && (readJson('10-flannel.conflist').plugins as { delegate?: { hairpinMode: boolean } }[])[0].delegate?.hairpinMode === false);
+    await waitFor(
+      'the new conversion',
+      () =>
+        !existsSync(conf('10-flannel.conf')) &&
+        (readJson('10-flannel.conflist').plugins as { delegate?: { hairpinMode: boolean } }[])[0].delegate?.hairpinMode === false,
+    );
     expect(hasEntryLast('10-flannel.conflist')).toBe(true);
     inst.uninstall();
     expect(readdirSync(confDir)).toEqual(['10-flannel.conf']);

@@ -14,7 +14,9 @@ const isRoot = process.getuid?.() === 0;
 function casesOf(binary: string): string[] {
   const r = spawnSync(binary, ['--list'], { encoding: 'utf8' });
   if (r.error || r.status !== 0) {
-    throw new Error(`Cannot list the cases of ${binary} (built by make all): ${r.error?.message ?? `exit ${r.status}: ${r.stderr}`}`);
+    throw new Error(
+      `Cannot list the cases of ${binary} (built by make all): ${r.error?.message ?? `exit ${r.status}: ${r.stderr}`}`,
+    );
   }
   return r.stdout.split('\n').filter((line) => line !== '');
 }
@@ -38,13 +40,21 @@ describe.skipIf(!isRoot)('cni/dispatch.c (needs root)', () => cTestSuite('cni-di
 
 describe('bin/sluice-cni', () => {
   it.each(SUPPORTED_VERSIONS)('VERSION with cniVersion %s lists exactly the versions the agent accepts', (version) => {
-    const r = spawnSync(path.join(ROOT, 'bin/sluice-cni'), [], { input: JSON.stringify({ cniVersion: version }), env: { CNI_COMMAND: 'VERSION' }, encoding: 'utf8' });
+    const r = spawnSync(path.join(ROOT, 'bin/sluice-cni'), [], {
+      input: JSON.stringify({ cniVersion: version }),
+      env: { CNI_COMMAND: 'VERSION' },
+      encoding: 'utf8',
+    });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toBe(JSON.stringify({ cniVersion: version, supportedVersions: SUPPORTED_VERSIONS }) + '\n');
   });
 
-  it('answers an unknown command from the process environment with code 4, in the caller\'s version', () => {
-    const r = spawnSync(path.join(ROOT, 'bin/sluice-cni'), [], { input: '{"cniVersion":"0.4.0"}', env: { CNI_COMMAND: 'FROB' }, encoding: 'utf8' });
+  it("answers an unknown command from the process environment with code 4, in the caller's version", () => {
+    const r = spawnSync(path.join(ROOT, 'bin/sluice-cni'), [], {
+      input: '{"cniVersion":"0.4.0"}',
+      env: { CNI_COMMAND: 'FROB' },
+      encoding: 'utf8',
+    });
     expect(r.status).toBe(1);
     expect(JSON.parse(r.stdout)).toMatchObject({ cniVersion: '0.4.0', code: 4, msg: 'unknown CNI_COMMAND' });
   });

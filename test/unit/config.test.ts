@@ -20,13 +20,15 @@ describe('config', () => {
   });
 
   it('bpf-lb-sock-terminate-pod-connections takes Cilium\'s spelling and "true"/"false" only', () => {
-    expect(parseConfig({ 'cgroup-root': '/x', 'bpf-lb-sock-terminate-pod-connections': 'true' }).lbSockTerminatePodConnections).toBe(true);
+    expect(
+      parseConfig({ 'cgroup-root': '/x', 'bpf-lb-sock-terminate-pod-connections': 'true' }).lbSockTerminatePodConnections,
+    ).toBe(true);
     expect(() => parseConfig({ 'cgroup-root': '/x', 'bpf-lb-sock-terminate-pod-connections': 'on' })).toThrow(
       'Cannot parse config key bpf-lb-sock-terminate-pod-connections "on": expected "true" or "false"',
     );
   });
 
-  it('monitor-ring-bytes is a power of two of at least one page (a BPF ring buffer\'s size)', () => {
+  it("monitor-ring-bytes is a power of two of at least one page (a BPF ring buffer's size)", () => {
     expect(parseConfig({ 'cgroup-root': '/x' }).monitorRingBytes).toBe(524288);
     expect(parseConfig({ 'cgroup-root': '/x', 'monitor-ring-bytes': '4096' }).monitorRingBytes).toBe(4096);
     for (const bad of ['2048', '12288', '0x1000', '2147483648']) {
@@ -43,7 +45,9 @@ describe('config', () => {
   });
 
   it('malformed values are rejected with the key and the value', () => {
-    expect(() => parseConfig({ 'bpf-lb-sock-hostns-only': 'yes' })).toThrow('Cannot parse config key bpf-lb-sock-hostns-only "yes"');
+    expect(() => parseConfig({ 'bpf-lb-sock-hostns-only': 'yes' })).toThrow(
+      'Cannot parse config key bpf-lb-sock-hostns-only "yes"',
+    );
     expect(() => parseConfig({ 'bpf-pin-dir': 'relative/dir' })).toThrow(/bpf-pin-dir "relative\/dir": not an absolute path/);
     expect(() => parseConfig({ 'bpf-lb-backend-map-max': '12x' })).toThrow(/bpf-lb-backend-map-max "12x"/);
     expect(() => parseConfig({ 'bpf-lb-backend-map-max': '4' })).toThrow(/from 16/);
@@ -52,16 +56,28 @@ describe('config', () => {
 
   it('serve addresses are Go listen addresses: ":port" is every address, empty turns the endpoint off', () => {
     const base = { 'cgroup-root': '/x' };
-    expect(parseConfig(base)).toMatchObject({ prometheusServeAddr: undefined, healthServeAddr: { host: '127.0.0.1', port: 9968 } });
+    expect(parseConfig(base)).toMatchObject({
+      prometheusServeAddr: undefined,
+      healthServeAddr: { host: '127.0.0.1', port: 9968 },
+    });
     expect(parseConfig({ ...base, 'prometheus-serve-addr': ':9967' }).prometheusServeAddr).toEqual({ host: '', port: 9967 });
     expect(parseConfig({ ...base, 'prometheus-serve-addr': '[::1]:0' }).prometheusServeAddr).toEqual({ host: '::1', port: 0 });
-    expect(parseConfig({ ...base, 'prometheus-serve-addr': 'localhost:9967' }).prometheusServeAddr).toEqual({ host: 'localhost', port: 9967 });
+    expect(parseConfig({ ...base, 'prometheus-serve-addr': 'localhost:9967' }).prometheusServeAddr).toEqual({
+      host: 'localhost',
+      port: 9967,
+    });
     expect(parseConfig({ ...base, 'health-serve-addr': '' }).healthServeAddr).toBeUndefined();
-    expect(() => parseConfig({ ...base, 'prometheus-serve-addr': '9967' })).toThrow('Cannot parse config key prometheus-serve-addr "9967": expected HOST:PORT');
-    expect(() => parseConfig({ ...base, 'health-serve-addr': '127.0.0.1:70000' })).toThrow(/health-serve-addr "127.0.0.1:70000": port 70000 is out of range/);
+    expect(() => parseConfig({ ...base, 'prometheus-serve-addr': '9967' })).toThrow(
+      'Cannot parse config key prometheus-serve-addr "9967": expected HOST:PORT',
+    );
+    expect(() => parseConfig({ ...base, 'health-serve-addr': '127.0.0.1:70000' })).toThrow(
+      /health-serve-addr "127.0.0.1:70000": port 70000 is out of range/,
+    );
     expect(() => parseConfig({ ...base, 'health-serve-addr': '[10.0.0.1]:80' })).toThrow(/"10.0.0.1" is not an IPv6 address/);
     expect(() => parseConfig({ ...base, 'health-serve-addr': '::1:80' })).toThrow(/expected HOST:PORT/);
-    expect(() => parseConfig({ ...base, 'health-serve-addr': 'a_b:80' })).toThrow(/"a_b" is neither an IP address nor a host name/);
+    expect(() => parseConfig({ ...base, 'health-serve-addr': 'a_b:80' })).toThrow(
+      /"a_b" is neither an IP address nor a host name/,
+    );
     expect(formatListenAddress({ host: '::1', port: 9968 })).toBe('[::1]:9968');
     expect(formatListenAddress({ host: '', port: 9967 })).toBe(':9967');
   });
@@ -76,7 +92,10 @@ describe('config', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'slcfg-'));
     try {
       const f = path.join(dir, 'cm.yaml');
-      fs.writeFileSync(f, 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: sluice}\ndata:\n  bpf-pin-dir: /sys/fs/bpf/x\n  cgroup-root: /c\n  not-a-key: "1"\n');
+      fs.writeFileSync(
+        f,
+        'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: sluice}\ndata:\n  bpf-pin-dir: /sys/fs/bpf/x\n  cgroup-root: /c\n  not-a-key: "1"\n',
+      );
       expect(loadConfig(f).bpfPinDir).toBe('/sys/fs/bpf/x');
       fs.writeFileSync(f, '- a list\n');
       expect(() => loadConfig(f)).toThrow(/expected a map of keys/);

@@ -26,7 +26,12 @@ const DEPLOY = path.join(ROOT, 'deploy');
 const NOT_IN_CONFIGMAP = ['k8s-objects-dir', 'k8s-kubeconfig']; // standalone mode; a kubeconfig is for runs outside a pod
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
-type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> }; [k: string]: any };
+type Obj = {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  [k: string]: any;
+};
 
 function render(dir: string): Obj[] {
   const out = execFileSync('kubectl', ['kustomize', path.join(DEPLOY, dir)], { encoding: 'utf8' });
@@ -40,7 +45,12 @@ function one(objs: Obj[], kind: string, name: string): Obj {
 }
 
 const MODELS: Record<string, { new (data: any): { validate(): void } }> = {
-  Namespace, ServiceAccount, ConfigMap, DaemonSet, ClusterRole, ClusterRoleBinding,
+  Namespace,
+  ServiceAccount,
+  ConfigMap,
+  DaemonSet,
+  ClusterRole,
+  ClusterRoleBinding,
 };
 const TYPES: Record<string, [module: string, iface: string]> = {
   Namespace: ['kubernetes-models/v1/Namespace', 'INamespace'],
@@ -76,11 +86,20 @@ const agent = () => agentPod().containers.find((c: any) => c.name === 'agent');
 const configData = (objs = base): Record<string, string> => one(objs, 'ConfigMap', 'sluice-config').data;
 
 /** volumeMount name → {hostPath, type, mountPath, propagation, readOnly} for a pod's container. */
-function hostMounts(pod: any, container: any): Record<string, { hostPath?: string; type?: string; mountPath: string; propagation?: string; readOnly?: boolean }> {
+function hostMounts(
+  pod: any,
+  container: any,
+): Record<string, { hostPath?: string; type?: string; mountPath: string; propagation?: string; readOnly?: boolean }> {
   const out: Record<string, any> = {};
   for (const m of container.volumeMounts ?? []) {
     const v = pod.volumes.find((x: any) => x.name === m.name);
-    out[m.name] = { hostPath: v?.hostPath?.path, type: v?.hostPath?.type, mountPath: m.mountPath, propagation: m.mountPropagation, readOnly: m.readOnly };
+    out[m.name] = {
+      hostPath: v?.hostPath?.path,
+      type: v?.hostPath?.type,
+      mountPath: m.mountPath,
+      propagation: m.mountPropagation,
+      readOnly: m.readOnly,
+    };
   }
   return out;
 }
@@ -94,8 +113,12 @@ function containerPathOf(mounts: ReturnType<typeof hostMounts>, host: string): s
 describe('deploy/ (the kustomize base)', () => {
   it('renders a Namespace, ServiceAccount, ClusterRole and binding, ConfigMap and the agent DaemonSet, in sluice-system', () => {
     expect(base.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual([
-      'ClusterRole/sluice-agent', 'ClusterRoleBinding/sluice-agent', 'ConfigMap/sluice-config',
-      'DaemonSet/sluice-agent', 'Namespace/sluice-system', 'ServiceAccount/sluice-agent',
+      'ClusterRole/sluice-agent',
+      'ClusterRoleBinding/sluice-agent',
+      'ConfigMap/sluice-config',
+      'DaemonSet/sluice-agent',
+      'Namespace/sluice-system',
+      'ServiceAccount/sluice-agent',
     ]);
     for (const o of base) {
       if (['Namespace', 'ClusterRole', 'ClusterRoleBinding'].includes(o.kind)) expect(o.metadata.namespace).toBeUndefined();
@@ -131,12 +154,15 @@ describe('deploy/ (the kustomize base)', () => {
     expect(c.command).toEqual(['/opt/sluice/bin/sluice', 'agent', '--config-dir', '/etc/sluice/config']);
     const m = c.volumeMounts.find((x: any) => x.mountPath === '/etc/sluice/config');
     expect(m.readOnly).toBe(true);
-    expect(agentPod().volumes.find((v: any) => v.name === m.name)).toEqual({ name: m.name, configMap: { name: 'sluice-config' } });
+    expect(agentPod().volumes.find((v: any) => v.name === m.name)).toEqual({
+      name: m.name,
+      configMap: { name: 'sluice-config' },
+    });
     expect(c.env).toContainEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
     expect(configData()['node-name']).toBe('');
   });
 
-  it('probes are httpGets on the agent\'s loopback health address: readiness /readyz, liveness and startup /healthz', () => {
+  it("probes are httpGets on the agent's loopback health address: readiness /readyz, liveness and startup /healthz", () => {
     const c = agent();
     const health = parseConfig({ 'health-serve-addr': configData()['health-serve-addr'], 'cgroup-root': '/x' }).healthServeAddr!;
     expect(health).toEqual({ host: '127.0.0.1', port: 9968 });
@@ -155,10 +181,14 @@ describe('deploy/ (the kustomize base)', () => {
   });
 
   it('metrics are served on every node address at the port the pod declares and its annotations name', () => {
-    const metrics = parseConfig({ 'prometheus-serve-addr': configData()['prometheus-serve-addr'], 'cgroup-root': '/x' }).prometheusServeAddr!;
+    const metrics = parseConfig({ 'prometheus-serve-addr': configData()['prometheus-serve-addr'], 'cgroup-root': '/x' })
+      .prometheusServeAddr!;
     expect(metrics).toEqual({ host: '', port: 9967 });
     expect(agent().ports).toEqual([{ name: 'prometheus', containerPort: metrics.port, hostPort: metrics.port, protocol: 'TCP' }]);
-    expect(agentDs().spec.template.metadata.annotations).toEqual({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(metrics.port) });
+    expect(agentDs().spec.template.metadata.annotations).toEqual({
+      'prometheus.io/scrape': 'true',
+      'prometheus.io/port': String(metrics.port),
+    });
   });
 
   it('the agent container is not privileged: it drops ALL capabilities and adds back only the five it uses', () => {
@@ -188,20 +218,36 @@ describe('deploy/ (the kustomize base)', () => {
 
   it('every host directory the agent needs is mounted, with the propagation it needs', () => {
     const mounts = hostMounts(agentPod(), agent());
-    const byHost = Object.fromEntries(Object.values(mounts).filter((m) => m.hostPath).map((m) => [m.hostPath, m]));
+    const byHost = Object.fromEntries(
+      Object.values(mounts)
+        .filter((m) => m.hostPath)
+        .map((m) => [m.hostPath, m]),
+    );
     expect(byHost['/sys/fs/bpf']).toMatchObject({ mountPath: '/sys/fs/bpf', propagation: 'HostToContainer', type: 'Directory' });
     expect(byHost['/sys/fs/cgroup']).toMatchObject({ mountPath: '/run/sluice/cgroupv2', readOnly: true });
     expect(byHost['/etc/cni/net.d']).toMatchObject({ mountPath: '/host/etc/cni/net.d', type: 'DirectoryOrCreate' });
     expect(byHost['/opt/cni/bin']).toMatchObject({ mountPath: '/host/opt/cni/bin', type: 'DirectoryOrCreate' });
-    expect(byHost['/var/run/netns']).toMatchObject({ mountPath: '/var/run/netns', propagation: 'HostToContainer', type: 'DirectoryOrCreate' });
+    expect(byHost['/var/run/netns']).toMatchObject({
+      mountPath: '/var/run/netns',
+      propagation: 'HostToContainer',
+      type: 'DirectoryOrCreate',
+    });
     expect(byHost['/var/run/sluice']).toMatchObject({ mountPath: '/run/sluice', type: 'DirectoryOrCreate' });
     expect(byHost['/var/run/ztunnel']).toMatchObject({ mountPath: '/run/ztunnel', type: 'DirectoryOrCreate' });
-    expect(Object.keys(byHost).sort()).toEqual(['/etc/cni/net.d', '/opt/cni/bin', '/sys/fs/bpf', '/sys/fs/cgroup', '/var/run/netns', '/var/run/sluice', '/var/run/ztunnel']);
+    expect(Object.keys(byHost).sort()).toEqual([
+      '/etc/cni/net.d',
+      '/opt/cni/bin',
+      '/sys/fs/bpf',
+      '/sys/fs/cgroup',
+      '/var/run/netns',
+      '/var/run/sluice',
+      '/var/run/ztunnel',
+    ]);
     // Bidirectional propagation would need a privileged container.
     for (const m of Object.values(mounts)) expect(m.propagation).not.toBe('Bidirectional');
   });
 
-  it('the ConfigMap\'s paths are where the mounts put the host\'s directories', () => {
+  it("the ConfigMap's paths are where the mounts put the host's directories", () => {
     const data = configData();
     const mounts = hostMounts(agentPod(), agent());
     // The image's /var/run is the link to /run (deploy/Dockerfile checks it).
@@ -276,14 +322,24 @@ describe('deploy/ (the kustomize base)', () => {
   it('RBAC grants exactly the verbs the agent uses: no secrets, no wildcards, no pod delete', () => {
     const role = one(base, 'ClusterRole', 'sluice-agent');
     const grants = new Set<string>();
-    for (const r of role.rules) for (const g of r.apiGroups) for (const res of r.resources) for (const v of r.verbs) grants.add(`${g || 'core'}/${res}:${v}`);
+    for (const r of role.rules)
+      for (const g of r.apiGroups)
+        for (const res of r.resources) for (const v of r.verbs) grants.add(`${g || 'core'}/${res}:${v}`);
     expect([...grants].sort()).toEqual([
       'core/events:create',
-      'core/namespaces:list', 'core/namespaces:watch',
-      'core/nodes:get', 'core/nodes:list', 'core/nodes:watch',
-      'core/pods:get', 'core/pods:list', 'core/pods:patch', 'core/pods:watch',
-      'core/services:list', 'core/services:watch',
-      'discovery.k8s.io/endpointslices:list', 'discovery.k8s.io/endpointslices:watch',
+      'core/namespaces:list',
+      'core/namespaces:watch',
+      'core/nodes:get',
+      'core/nodes:list',
+      'core/nodes:watch',
+      'core/pods:get',
+      'core/pods:list',
+      'core/pods:patch',
+      'core/pods:watch',
+      'core/services:list',
+      'core/services:watch',
+      'discovery.k8s.io/endpointslices:list',
+      'discovery.k8s.io/endpointslices:watch',
     ]);
     for (const r of role.rules) {
       expect(Object.keys(r).sort()).toEqual(['apiGroups', 'resources', 'verbs']); // no resourceNames, no nonResourceURLs
@@ -293,10 +349,11 @@ describe('deploy/ (the kustomize base)', () => {
     }
     expect(role.aggregationRule).toBeUndefined();
     const text = fs.readFileSync(path.join(DEPLOY, 'base/clusterrole.yaml'), 'utf8');
-    for (const m of text.matchAll(/^(\s*)- apiGroups:/gm)) expect(text.slice(0, m.index).trimEnd().split('\n').pop(), 'a comment above every rule').toMatch(/^\s*#/);
+    for (const m of text.matchAll(/^(\s*)- apiGroups:/gm))
+      expect(text.slice(0, m.index).trimEnd().split('\n').pop(), 'a comment above every rule').toMatch(/^\s*#/);
   });
 
-  it('the ClusterRoleBinding gives the ClusterRole to the agent\'s ServiceAccount, and nothing else', () => {
+  it("the ClusterRoleBinding gives the ClusterRole to the agent's ServiceAccount, and nothing else", () => {
     expect(one(base, 'ClusterRoleBinding', 'sluice-agent')).toMatchObject({
       roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'sluice-agent' },
       subjects: [{ kind: 'ServiceAccount', name: 'sluice-agent', namespace: 'sluice-system' }],
@@ -322,8 +379,10 @@ describe('deploy/overlays/repair-delete', () => {
 });
 
 describe('deploy/uninstall', () => {
-  it('runs `sluice uninstall` on every node with the agent\'s ConfigMap and host directories, then stays up as its done signal', () => {
-    expect(uninstall.map((o) => `${o.kind}/${o.metadata.namespace}/${o.metadata.name}`)).toEqual(['DaemonSet/sluice-system/sluice-uninstall']);
+  it("runs `sluice uninstall` on every node with the agent's ConfigMap and host directories, then stays up as its done signal", () => {
+    expect(uninstall.map((o) => `${o.kind}/${o.metadata.namespace}/${o.metadata.name}`)).toEqual([
+      'DaemonSet/sluice-system/sluice-uninstall',
+    ]);
     const pod = uninstall[0].spec.template.spec;
     const [c, ...others] = pod.containers;
     expect(others).toEqual([]);
@@ -368,17 +427,32 @@ describe('rendered objects against the Kubernetes API schemas', () => {
       lines.push(`import type { ${iface} as T${i} } from '${mod}';`, `export const o${i}: T${i} = ${JSON.stringify(o)};`);
     });
     fs.writeFileSync(path.join(dir, 'check.ts'), lines.join('\n') + '\n');
-    const r = spawnSync(process.execPath, [
-      path.join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '--strict', '--skipLibCheck',
-      '--module', 'commonjs', '--moduleResolution', 'node', '--target', 'es2022', '--types', 'node', path.join(dir, 'check.ts'),
-    ], { encoding: 'utf8', cwd: dir });
+    const r = spawnSync(
+      process.execPath,
+      [
+        path.join(ROOT, 'node_modules/typescript/bin/tsc'),
+        '--noEmit',
+        '--strict',
+        '--skipLibCheck',
+        '--module',
+        'commonjs',
+        '--moduleResolution',
+        'node',
+        '--target',
+        'es2022',
+        '--types',
+        'node',
+        path.join(dir, 'check.ts'),
+      ],
+      { encoding: 'utf8', cwd: dir },
+    );
     expect(r.stdout + r.stderr).toBe('');
     expect(r.status).toBe(0);
   });
 });
 
 describe('deploy/conflist-example.json', () => {
-  it('is what the installer leaves: the primary\'s bridge + host-local entry, then sluice\'s, last', () => {
+  it("is what the installer leaves: the primary's bridge + host-local entry, then sluice's, last", () => {
     const text = fs.readFileSync(path.join(DEPLOY, 'conflist-example.json'), 'utf8');
     const conf = JSON.parse(text);
     expect(conf.plugins).toHaveLength(2);
@@ -386,7 +460,11 @@ describe('deploy/conflist-example.json', () => {
     // The entry the agent writes from this ConfigMap: the socket, and the namespaces whose pods
     // start while the agent is down (cni/README.md).
     const entry = sluiceCniEntry(parseConfig(configData()));
-    expect(entry).toEqual({ type: 'sluice-cni', agentSocket: configData()['agent-socket'], excludeNamespaces: configData()['exclude-namespaces'].split(',') });
+    expect(entry).toEqual({
+      type: 'sluice-cni',
+      agentSocket: configData()['agent-socket'],
+      excludeNamespaces: configData()['exclude-namespaces'].split(','),
+    });
     expect(conf.plugins[1]).toEqual(entry);
     // The installer, given this file, has nothing left to change.
     expect(withSluiceEntryLast(text, entry)).toEqual({ text, change: undefined });
@@ -394,7 +472,7 @@ describe('deploy/conflist-example.json', () => {
   });
 });
 
-describe('make install (the image\'s tree)', () => {
+describe("make install (the image's tree)", () => {
   let dest: string;
   let tree: string;
   beforeAll(() => {
@@ -411,11 +489,21 @@ describe('make install (the image\'s tree)', () => {
   };
 
   it('lays out the launcher, the CNI plugin, the eBPF objects, the shim, the compiled JS and package.json under /opt/sluice', () => {
-    for (const f of ['bin/sluice', 'bin/sluice-cni', 'build/libsluice.so', 'build/dist/cli.js', 'package.json', 'package-lock.json']) {
+    for (const f of [
+      'bin/sluice',
+      'bin/sluice-cni',
+      'build/libsluice.so',
+      'build/dist/cli.js',
+      'package.json',
+      'package-lock.json',
+    ]) {
       expect(fs.existsSync(path.join(tree, f)), f).toBe(true);
     }
     for (const f of ['bin/sluice', 'bin/sluice-cni']) expect(fs.statSync(path.join(tree, f)).mode & 0o111, f).toBe(0o111);
-    const objs = fs.readdirSync(path.join(ROOT, 'bpf')).filter((f) => f.endsWith('.c')).map((f) => f.replace(/\.c$/, '.o'));
+    const objs = fs
+      .readdirSync(path.join(ROOT, 'bpf'))
+      .filter((f) => f.endsWith('.c'))
+      .map((f) => f.replace(/\.c$/, '.o'));
     expect(fs.readdirSync(path.join(tree, 'build/bpf')).sort()).toEqual(objs.sort());
     expect(fs.existsSync(path.join(tree, 'build/dist/.stamp'))).toBe(false);
     expect(fs.readdirSync(dest)).toEqual(['opt']);
@@ -432,15 +520,26 @@ describe('make install (the image\'s tree)', () => {
     const r = spawnSync(process.execPath, ['-e', probe], { cwd: '/', env: env(), encoding: 'utf8' });
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe(tree);
-    const api = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(path.join(tree, 'build/dist/agent/agent.js'))})`], { cwd: '/', env: env(), encoding: 'utf8' });
+    const api = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(path.join(tree, 'build/dist/agent/agent.js'))})`], {
+      cwd: '/',
+      env: env(),
+      encoding: 'utf8',
+    });
     expect(api.stderr).toBe('');
     expect(api.status).toBe(0);
   });
 
   it('the installed sluice-cni answers VERSION with the version JSON', () => {
-    const r = spawnSync(path.join(tree, 'bin/sluice-cni'), [], { input: '{"cniVersion":"1.0.0"}', env: { CNI_COMMAND: 'VERSION' }, encoding: 'utf8' });
+    const r = spawnSync(path.join(tree, 'bin/sluice-cni'), [], {
+      input: '{"cniVersion":"1.0.0"}',
+      env: { CNI_COMMAND: 'VERSION' },
+      encoding: 'utf8',
+    });
     expect(r.status).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ cniVersion: '1.0.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
+    expect(JSON.parse(r.stdout)).toEqual({
+      cniVersion: '1.0.0',
+      supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'],
+    });
   });
 
   it('the installed sluice-cni is statically linked: the runtime runs it on the node, with whatever libc the node has', () => {
@@ -456,18 +555,25 @@ describe('make install (the image\'s tree)', () => {
 
   it('the installed node_modules hold the production dependencies and no devDependencies', () => {
     const mods = path.join(tree, 'node_modules');
-    for (const dev of ['vitest', 'typescript', 'tsx', 'vite', 'kubernetes-models', 'esbuild']) expect(fs.existsSync(path.join(mods, dev)), dev).toBe(false);
-    const lock = JSON.parse(fs.readFileSync(path.join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean; optional?: boolean }> };
-    const devOnly = Object.entries(lock.packages).filter(([p, v]) => p && v.dev).map(([p]) => p);
+    for (const dev of ['vitest', 'typescript', 'tsx', 'vite', 'kubernetes-models', 'esbuild'])
+      expect(fs.existsSync(path.join(mods, dev)), dev).toBe(false);
+    const lock = JSON.parse(fs.readFileSync(path.join(ROOT, 'package-lock.json'), 'utf8')) as {
+      packages: Record<string, { dev?: boolean; optional?: boolean }>;
+    };
+    const devOnly = Object.entries(lock.packages)
+      .filter(([p, v]) => p && v.dev)
+      .map(([p]) => p);
     expect(devOnly.length).toBeGreaterThan(0);
     expect(devOnly.filter((p) => fs.existsSync(path.join(tree, p)))).toEqual([]);
-    const prod = Object.entries(lock.packages).filter(([p, v]) => p && !v.dev && !v.optional).map(([p]) => p);
+    const prod = Object.entries(lock.packages)
+      .filter(([p, v]) => p && !v.dev && !v.optional)
+      .map(([p]) => p);
     expect(prod.filter((p) => !fs.existsSync(path.join(tree, p)))).toEqual([]);
     const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
     for (const d of Object.keys(pkg.dependencies)) expect(fs.existsSync(path.join(mods, d)), d).toBe(true);
   });
 
-  it('the DaemonSet\'s command and the Dockerfile name files the installed tree has', () => {
+  it("the DaemonSet's command and the Dockerfile name files the installed tree has", () => {
     const inTree = (p: string) => path.join(dest, p);
     expect(fs.existsSync(inTree(agent().command[0]))).toBe(true);
     const dockerfile = fs.readFileSync(path.join(DEPLOY, 'Dockerfile'), 'utf8');
@@ -484,7 +590,8 @@ describe('make install (the image\'s tree)', () => {
 describe('deploy/README.md', () => {
   it('covers install, upgrade, uninstall, the capabilities and why repair-delete is opt-in', () => {
     const readme = fs.readFileSync(path.join(DEPLOY, 'README.md'), 'utf8');
-    for (const h of ['## Install', '## Upgrade', '## Uninstall', '## Capabilities', '## Repair by deletion']) expect(readme).toContain(h);
+    for (const h of ['## Install', '## Upgrade', '## Uninstall', '## Capabilities', '## Repair by deletion'])
+      expect(readme).toContain(h);
     expect(readme).toContain('kubectl apply -k deploy/');
     expect(readme).toContain('kubectl apply -k deploy/uninstall/');
     expect(readme).toContain('kubectl apply -k deploy/overlays/repair-delete/');

@@ -31,7 +31,8 @@ vi.mock('node:fs', async (importOriginal) => {
   return {
     ...real,
     watch: (...args: Parameters<typeof real.watch>) => {
-      if (hooks.failWatch) throw Object.assign(new Error('ENOSPC: System limit for number of file watchers reached'), { code: 'ENOSPC' });
+      if (hooks.failWatch)
+        throw Object.assign(new Error('ENOSPC: System limit for number of file watchers reached'), { code: 'ENOSPC' });
       hooks.lastWatcher = real.watch(...args);
       return hooks.lastWatcher;
     },
@@ -119,7 +120,9 @@ afterEach(async () => {
 describe('isManifestFileName', () => {
   test('accepts yaml, yml and json files only, skipping hidden and temp files', () => {
     expect(['a.yaml', 'a.yml', 'a.json', 'svc.v2.yaml'].every(isManifestFileName)).toBe(true);
-    expect(['.a.yaml', 'a.yaml~', 'a.yaml.tmp', 'a.tmp', 'a.txt', '.yaml', '..data', 'yaml'].some(isManifestFileName)).toBe(false);
+    expect(['.a.yaml', 'a.yaml~', 'a.yaml.tmp', 'a.tmp', 'a.txt', '.yaml', '..data', 'yaml'].some(isManifestFileName)).toBe(
+      false,
+    );
   });
 });
 
@@ -137,10 +140,13 @@ describe('DirectorySource', () => {
   });
 
   test('reads Node objects too (the agent takes its zone from the one named like its node)', async () => {
-    write('nodes.yaml', [
-      'apiVersion: v1\nkind: Node\nmetadata:\n  name: node-1\n  labels: {topology.kubernetes.io/zone: zone-a}\nstatus: {capacity: {cpu: "2"}}',
-      'apiVersion: v1\nkind: Node\nmetadata: {name: node-2}',
-    ].join('\n---\n'));
+    write(
+      'nodes.yaml',
+      [
+        'apiVersion: v1\nkind: Node\nmetadata:\n  name: node-1\n  labels: {topology.kubernetes.io/zone: zone-a}\nstatus: {capacity: {cpu: "2"}}',
+        'apiVersion: v1\nkind: Node\nmetadata: {name: node-2}',
+      ].join('\n---\n'),
+    );
     await startSource();
     expect(store.list('Node').map((n) => [n.metadata.name, n.metadata.labels])).toEqual([
       ['node-1', { 'topology.kubernetes.io/zone': 'zone-a' }],
@@ -192,7 +198,10 @@ describe('DirectorySource', () => {
   });
 
   test('names the list item of a malformed object inside a List', async () => {
-    write('l.yaml', 'apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: ok}\n- apiVersion: v1\n  kind: Service\n  metadata: {}\n');
+    write(
+      'l.yaml',
+      'apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: ok}\n- apiVersion: v1\n  kind: Service\n  metadata: {}\n',
+    );
     await startSource();
     expect(store.list('Service')).toHaveLength(1);
     expect(warn).toHaveBeenCalledWith('Skipping malformed document', expect.objectContaining({ document: 1, item: 2 }));
@@ -277,7 +286,10 @@ describe('DirectorySource', () => {
     write('10-base.yaml', serviceYaml('web', '10.96.0.1'));
     await startSource();
     expect(clusterIPOf(store, 'web')).toBe('10.96.0.2');
-    expect(warn).toHaveBeenCalledWith(expect.stringContaining('several sources'), expect.objectContaining({ key: 'Service/default/web' }));
+    expect(warn).toHaveBeenCalledWith(
+      expect.stringContaining('several sources'),
+      expect.objectContaining({ key: 'Service/default/web' }),
+    );
     unlinkSync(join(dir, '20-override.yaml'));
     await waitFor(store, () => clusterIPOf(store, 'web') === '10.96.0.1');
   });
@@ -314,7 +326,10 @@ describe('DirectorySource', () => {
     hooks.failWatch = true;
     const src = await startSource({ rescanMs: 30 });
     expect(src.status().watching).toBe(false);
-    expect(warn).toHaveBeenCalledWith(expect.stringContaining('periodic rescan'), expect.objectContaining({ err: expect.stringContaining('ENOSPC') }));
+    expect(warn).toHaveBeenCalledWith(
+      expect.stringContaining('periodic rescan'),
+      expect.objectContaining({ err: expect.stringContaining('ENOSPC') }),
+    );
     write('late.yaml', serviceYaml('late', '10.96.0.7'));
     await waitFor(store, () => store.get('Service/default/late') !== undefined);
     expect(warn.mock.calls.filter(([msg]) => String(msg).includes('Cannot watch'))).toHaveLength(1);
@@ -385,7 +400,9 @@ describe('DirectorySource at scale', () => {
       const endpoints: string[] = [];
       for (let j = 0; j < endpointsPerSlice; j++) {
         const k = i * endpointsPerSlice + j;
-        endpoints.push(`- addresses: ["10.244.${(k >> 8) & 255}.${k & 255}"]\n  conditions: {ready: true}\n  nodeName: node-${k % 7}`);
+        endpoints.push(
+          `- addresses: ["10.244.${(k >> 8) & 255}.${k & 255}"]\n  conditions: {ready: true}\n  nodeName: node-${k % 7}`,
+        );
       }
       docs.push(
         serviceYaml(`svc-${i}`, `10.96.${i >> 8}.${i & 255}`, namespace),

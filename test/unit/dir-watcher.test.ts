@@ -9,7 +9,10 @@ import { DirWatcher, type DirChangeCause, type DirWatcherOptions } from '../../s
 import { log } from '../../src/log';
 
 /* Lets a test make fs.watch fail, as when inotify watches run out. */
-const hooks = vi.hoisted(() => ({ failWatch: undefined as string | undefined, lastWatcher: undefined as import('node:fs').FSWatcher | undefined }));
+const hooks = vi.hoisted(() => ({
+  failWatch: undefined as string | undefined,
+  lastWatcher: undefined as import('node:fs').FSWatcher | undefined,
+}));
 
 vi.mock('node:fs', async (importOriginal) => {
   const real = await importOriginal<typeof import('node:fs')>();
@@ -130,7 +133,9 @@ describe('DirWatcher', () => {
     vi.advanceTimersByTime(2000);
     expect(causes).toEqual(['rescan', 'rescan']);
     const warnings = warn.mock.calls.filter(([msg]) => msg === 'Cannot watch directory; relying on the periodic rescan');
-    expect(warnings).toEqual([['Cannot watch directory; relying on the periodic rescan', { dir, err: 'ENOSPC: cannot watch', rescanMs: 1000 }]]);
+    expect(warnings).toEqual([
+      ['Cannot watch directory; relying on the periodic rescan', { dir, err: 'ENOSPC: cannot watch', rescanMs: 1000 }],
+    ]);
     hooks.failWatch = undefined;
     vi.advanceTimersByTime(1000);
     expect(w.watching).toBe(true);
@@ -142,10 +147,16 @@ describe('DirWatcher', () => {
     expected.start();
     expect(expected.watching).toBe(false);
     expect(warn).not.toHaveBeenCalled();
-    expect(debug).toHaveBeenCalledWith('Cannot watch CNI config directory; relying on the periodic rescan', expect.objectContaining({ err: expect.stringContaining('ENOENT') }));
+    expect(debug).toHaveBeenCalledWith(
+      'Cannot watch CNI config directory; relying on the periodic rescan',
+      expect.objectContaining({ err: expect.stringContaining('ENOENT') }),
+    );
     const unexpected = watcher({ what: 'manifest directory' });
     unexpected.start();
-    expect(warn).toHaveBeenCalledWith('Cannot watch manifest directory; relying on the periodic rescan', expect.objectContaining({ dir }));
+    expect(warn).toHaveBeenCalledWith(
+      'Cannot watch manifest directory; relying on the periodic rescan',
+      expect.objectContaining({ dir }),
+    );
     fs.mkdirSync(dir);
     vi.advanceTimersByTime(1000);
     expect(expected.watching).toBe(true);
@@ -156,7 +167,10 @@ describe('DirWatcher', () => {
     w.start();
     hooks.lastWatcher?.emit('error', new Error('EMFILE'));
     expect(w.watching).toBe(false);
-    expect(warn).toHaveBeenCalledWith('Cannot watch directory; relying on the periodic rescan', expect.objectContaining({ err: 'EMFILE' }));
+    expect(warn).toHaveBeenCalledWith(
+      'Cannot watch directory; relying on the periodic rescan',
+      expect.objectContaining({ err: 'EMFILE' }),
+    );
   });
 
   it('follows a directory replaced by another one at the same path', async () => {
@@ -196,7 +210,10 @@ describe('DirWatcher', () => {
     }).start();
     vi.advanceTimersByTime(2000);
     expect(calls).toBe(2);
-    expect(error).toHaveBeenCalledWith('Handling a change of the directory failed', expect.objectContaining({ cause: 'rescan', err: 'boom' }));
+    expect(error).toHaveBeenCalledWith(
+      'Handling a change of the directory failed',
+      expect.objectContaining({ cause: 'rescan', err: 'boom' }),
+    );
   });
 
   it('rejects negative or non-finite durations', () => {

@@ -25,7 +25,12 @@ const HELM = path.join(ROOT, 'build/bin/helm');
 const NS = 'sluice-system';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
-type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> }; [k: string]: any };
+type Obj = {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  [k: string]: any;
+};
 
 const tmpDirs: string[] = [];
 function tmpDir(prefix: string): string {
@@ -47,8 +52,11 @@ beforeAll(() => {
   }
   const home = tmpDir('sluice-helm-home-');
   helmEnv = {
-    PATH: process.env.PATH, HOME: home,
-    HELM_CACHE_HOME: path.join(home, 'cache'), HELM_CONFIG_HOME: path.join(home, 'config'), HELM_DATA_HOME: path.join(home, 'data'),
+    PATH: process.env.PATH,
+    HOME: home,
+    HELM_CACHE_HOME: path.join(home, 'cache'),
+    HELM_CONFIG_HOME: path.join(home, 'config'),
+    HELM_DATA_HOME: path.join(home, 'data'),
   };
   valuesDir = tmpDir('sluice-helm-values-');
 }, 150_000);
@@ -104,15 +112,18 @@ const agent = (objs: Obj[]) => agentPod(objs).containers.find((c: any) => c.name
 /** volumeMount name → {hostPath, mountPath} of the agent container. */
 function agentHostMounts(objs: Obj[]): Record<string, { hostPath?: string; mountPath: string }> {
   const pod = agentPod(objs);
-  return Object.fromEntries(agent(objs).volumeMounts.map((m: any) => {
-    const v = pod.volumes.find((x: any) => x.name === m.name);
-    return [m.name, { hostPath: v?.hostPath?.path, mountPath: m.mountPath }];
-  }));
+  return Object.fromEntries(
+    agent(objs).volumeMounts.map((m: any) => {
+      const v = pod.volumes.find((x: any) => x.name === m.name);
+      return [m.name, { hostPath: v?.hostPath?.path, mountPath: m.mountPath }];
+    }),
+  );
 }
 
 /** Paths of the leaves of a values tree; objects under `atomic` paths count as one value. */
 function leafPaths(v: any, atomic: string[], prefix = ''): string[] {
-  if (v === null || typeof v !== 'object' || Array.isArray(v) || Object.keys(v).length === 0 || atomic.includes(prefix)) return [prefix];
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || Object.keys(v).length === 0 || atomic.includes(prefix))
+    return [prefix];
   return Object.entries(v).flatMap(([k, x]) => leafPaths(x, atomic, prefix ? `${prefix}.${k}` : k));
 }
 const ATOMIC_VALUES = ['resources', 'updateStrategy', 'extraConfig', 'prometheus.serviceMonitor.labels'];
@@ -131,9 +142,12 @@ describe('helm and the chart', () => {
 
   it('helm lint --strict passes with the defaults and with every optional part switched on', () => {
     const everything = {
-      repair: { mode: 'delete' }, k8sServiceHost: '10.0.0.1', k8sServicePort: 6443,
+      repair: { mode: 'delete' },
+      k8sServiceHost: '10.0.0.1',
+      k8sServicePort: 6443,
       prometheus: { serviceMonitor: { enabled: true, trustCRDsExist: true, labels: { release: 'prom' } } },
-      image: { digest: `sha256:${'a'.repeat(64)}`, pullPolicy: 'Always' }, extraConfig: { 'log-level': 'debug' },
+      image: { digest: `sha256:${'a'.repeat(64)}`, pullPolicy: 'Always' },
+      extraConfig: { 'log-level': 'debug' },
     };
     for (const values of [undefined, everything]) {
       const args = ['lint', '--strict', CHART];
@@ -149,13 +163,14 @@ describe('helm and the chart', () => {
     }
   });
 
-  it('the chart and its default image tag carry the package\'s version', () => {
+  it("the chart and its default image tag carry the package's version", () => {
     const chart = load(fs.readFileSync(path.join(CHART, 'Chart.yaml'), 'utf8')) as any;
     const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
     expect(chart.apiVersion).toBe('v2');
     expect(chart.version).toBe(pkg.version);
     expect(chart.appVersion).toBe(pkg.version);
-    for (const c of [...agentPod(defaults).initContainers, ...agentPod(defaults).containers]) expect(c.image, c.name).toBe(`ghcr.io/example/sluice:${pkg.version}`);
+    for (const c of [...agentPod(defaults).initContainers, ...agentPod(defaults).containers])
+      expect(c.image, c.name).toBe(`ghcr.io/example/sluice:${pkg.version}`);
   });
 });
 
@@ -164,15 +179,24 @@ describe('one source of truth with the kustomize base', () => {
   function expectSameObjects(chart: Obj[], base: Obj[]) {
     const c = byId(chart);
     const b = byId(base);
-    expect([...b.keys()].filter((k) => !c.has(k)), 'only in the kustomize rendering').toEqual([`Namespace//${NS}`]);
-    expect([...c.keys()].filter((k) => !b.has(k)), 'only in the helm rendering').toEqual([]);
+    expect(
+      [...b.keys()].filter((k) => !c.has(k)),
+      'only in the kustomize rendering',
+    ).toEqual([`Namespace//${NS}`]);
+    expect(
+      [...c.keys()].filter((k) => !b.has(k)),
+      'only in the helm rendering',
+    ).toEqual([]);
     for (const [k, o] of c) expect(o, k).toEqual(b.get(k));
   }
 
   it('with the default values, helm template renders the objects of `kubectl kustomize deploy/`, except the Namespace, which Helm creates', () => {
     expect(defaults.map(id).sort()).toEqual([
-      `ClusterRole//sluice-agent`, `ClusterRoleBinding//sluice-agent`, `ConfigMap/${NS}/sluice-config`,
-      `DaemonSet/${NS}/sluice-agent`, `ServiceAccount/${NS}/sluice-agent`,
+      `ClusterRole//sluice-agent`,
+      `ClusterRoleBinding//sluice-agent`,
+      `ConfigMap/${NS}/sluice-config`,
+      `DaemonSet/${NS}/sluice-agent`,
+      `ServiceAccount/${NS}/sluice-agent`,
     ]);
     expectSameObjects(defaults, kustomize('.'));
   });
@@ -181,7 +205,7 @@ describe('one source of truth with the kustomize base', () => {
     expectSameObjects(render({ repair: { mode: 'delete' } }), kustomize('overlays/repair-delete'));
   });
 
-  it('in another namespace, every namespaced object and the ClusterRoleBinding\'s subject follow the release namespace', () => {
+  it("in another namespace, every namespaced object and the ClusterRoleBinding's subject follow the release namespace", () => {
     const r = helm(['template', 'sluice', CHART, '--namespace', 'kube-system']);
     expect(r.status).toBe(0);
     const objs = (loadAll(r.stdout) as Obj[]).filter(Boolean);
@@ -189,7 +213,9 @@ describe('one source of truth with the kustomize base', () => {
       if (o.kind.startsWith('Cluster')) expect(o.metadata.namespace).toBeUndefined();
       else expect(o.metadata.namespace, id(o)).toBe('kube-system');
     }
-    expect(one(objs, 'ClusterRoleBinding', 'sluice-agent').subjects).toEqual([{ kind: 'ServiceAccount', name: 'sluice-agent', namespace: 'kube-system' }]);
+    expect(one(objs, 'ClusterRoleBinding', 'sluice-agent').subjects).toEqual([
+      { kind: 'ServiceAccount', name: 'sluice-agent', namespace: 'kube-system' },
+    ]);
   });
 });
 
@@ -204,35 +230,64 @@ describe('every value reaches its ConfigMap key', () => {
     { values: { cni: { binPath: '/home/kubernetes/bin/' } }, data: { 'cni-bin-dir': '/host/home/kubernetes/bin' } },
     { values: { cni: { confPath: '/etc/cni/multus/net.d' } }, data: { 'cni-conf-dir': '/host/etc/cni/multus/net.d' } },
     { values: { cni: { confFileName: '10-calico.conflist' } }, data: { 'cni-conf-file-name': '10-calico.conflist' } },
-    { values: { excludeNamespaces: ['kube-system', 'istio-system', 'monitoring'] }, data: { 'exclude-namespaces': 'kube-system,istio-system,monitoring' } },
+    {
+      values: { excludeNamespaces: ['kube-system', 'istio-system', 'monitoring'] },
+      data: { 'exclude-namespaces': 'kube-system,istio-system,monitoring' },
+    },
     { values: { excludeNamespaces: [] }, data: { 'exclude-namespaces': '' } },
     { values: { repair: { mode: 'label' } }, data: { 'repair-mode': 'label' } },
     { values: { repair: { mode: 'off' } }, data: { 'repair-mode': 'off' } },
     { values: { ambient: { dnsCapture: false } }, data: { 'ambient-dns-capture': 'false' } },
-    { values: { ztunnel: { udsAddress: '/var/run/istio/zds.sock' } }, data: { 'ztunnel-uds-address': '/var/run/istio/zds.sock' } },
+    {
+      values: { ztunnel: { udsAddress: '/var/run/istio/zds.sock' } },
+      data: { 'ztunnel-uds-address': '/var/run/istio/zds.sock' },
+    },
     { values: { ztunnel: { udsAddress: '' } }, data: { 'ztunnel-uds-address': '' } },
     { values: { k8sServiceHost: '10.0.0.1', k8sServicePort: 6443 }, data: { 'k8s-api-server': 'https://10.0.0.1:6443' } },
-    { values: { k8sServiceHost: 'api.example.com', k8sServicePort: '443' }, data: { 'k8s-api-server': 'https://api.example.com:443' } },
+    {
+      values: { k8sServiceHost: 'api.example.com', k8sServicePort: '443' },
+      data: { 'k8s-api-server': 'https://api.example.com:443' },
+    },
     { values: { k8sServiceHost: 'fd00::1', k8sServicePort: 6443 }, data: { 'k8s-api-server': 'https://[fd00::1]:6443' } },
     { values: { k8sServiceHost: '[fd00::2]', k8sServicePort: 6443 }, data: { 'k8s-api-server': 'https://[fd00::2]:6443' } },
     { values: { prometheus: { enabled: false } }, data: { 'prometheus-serve-addr': '' } },
     { values: { prometheus: { port: 9100 } }, data: { 'prometheus-serve-addr': ':9100' } },
     { values: { healthPort: 9879 }, data: { 'health-serve-addr': '127.0.0.1:9879' } },
     // extraConfig: keys the chart writes with a default, and keys it does not write at all.
-    { values: { extraConfig: { 'log-level': 'debug', 'mesh-dns-capture': true, 'bpf-lb-service-map-max': '524288' } }, data: { 'log-level': 'debug', 'mesh-dns-capture': 'true', 'bpf-lb-service-map-max': '524288' } },
-    { values: { extraConfig: { 'k8s-kubeconfig': '/etc/sluice/kubeconfig' } }, data: { 'k8s-kubeconfig': '/etc/sluice/kubeconfig' } },
+    {
+      values: { extraConfig: { 'log-level': 'debug', 'mesh-dns-capture': true, 'bpf-lb-service-map-max': '524288' } },
+      data: { 'log-level': 'debug', 'mesh-dns-capture': 'true', 'bpf-lb-service-map-max': '524288' },
+    },
+    {
+      values: { extraConfig: { 'k8s-kubeconfig': '/etc/sluice/kubeconfig' } },
+      data: { 'k8s-kubeconfig': '/etc/sluice/kubeconfig' },
+    },
   ];
   // Values that set no ConfigMap key; each has its own test below.
   const NOT_IN_CONFIGMAP = [
-    'image.repository', 'image.tag', 'image.digest', 'image.pullPolicy', 'resources', 'updateStrategy',
-    'prometheus.serviceMonitor.enabled', 'prometheus.serviceMonitor.labels', 'prometheus.serviceMonitor.interval', 'prometheus.serviceMonitor.trustCRDsExist',
+    'image.repository',
+    'image.tag',
+    'image.digest',
+    'image.pullPolicy',
+    'resources',
+    'updateStrategy',
+    'prometheus.serviceMonitor.enabled',
+    'prometheus.serviceMonitor.labels',
+    'prometheus.serviceMonitor.interval',
+    'prometheus.serviceMonitor.trustCRDsExist',
   ];
 
   it('the cases cover every value of values.yaml', () => {
     const values = load(fs.readFileSync(path.join(CHART, 'values.yaml'), 'utf8'));
     const covered = new Set([...CASES.flatMap((c) => leafPaths(c.values, ATOMIC_VALUES)), ...NOT_IN_CONFIGMAP]);
-    expect(leafPaths(values, ATOMIC_VALUES).filter((p) => !covered.has(p)), 'values without a test').toEqual([]);
-    expect([...covered].filter((p) => !leafPaths(values, ATOMIC_VALUES).includes(p)), 'tested values that values.yaml lacks').toEqual([]);
+    expect(
+      leafPaths(values, ATOMIC_VALUES).filter((p) => !covered.has(p)),
+      'values without a test',
+    ).toEqual([]);
+    expect(
+      [...covered].filter((p) => !leafPaths(values, ATOMIC_VALUES).includes(p)),
+      'tested values that values.yaml lacks',
+    ).toEqual([]);
   });
 
   it('the default ConfigMap has the keys the agent reads, and its values parse', () => {
@@ -265,8 +320,14 @@ describe('values outside the ConfigMap', () => {
   it('ztunnel.udsAddress: its directory is the host directory mounted for the ZDS socket; empty: no such mount', () => {
     // /var/run paths are mounted at /run (the image's /var/run is the link to /run), as in the base.
     expect(agentHostMounts(defaults)['ztunnel-run']).toEqual({ hostPath: '/var/run/ztunnel', mountPath: '/run/ztunnel' });
-    expect(agentHostMounts(render({ ztunnel: { udsAddress: '/var/run/istio/zds.sock' } }))['ztunnel-run']).toEqual({ hostPath: '/var/run/istio', mountPath: '/run/istio' });
-    expect(agentHostMounts(render({ ztunnel: { udsAddress: '/opt/zds/zds.sock' } }))['ztunnel-run']).toEqual({ hostPath: '/opt/zds', mountPath: '/opt/zds' });
+    expect(agentHostMounts(render({ ztunnel: { udsAddress: '/var/run/istio/zds.sock' } }))['ztunnel-run']).toEqual({
+      hostPath: '/var/run/istio',
+      mountPath: '/run/istio',
+    });
+    expect(agentHostMounts(render({ ztunnel: { udsAddress: '/opt/zds/zds.sock' } }))['ztunnel-run']).toEqual({
+      hostPath: '/opt/zds',
+      mountPath: '/opt/zds',
+    });
     const none = render({ ztunnel: { udsAddress: '' } });
     expect(agentHostMounts(none)).not.toHaveProperty(['ztunnel-run']);
     expect(agentPod(none).volumes.map((v: any) => v.name)).not.toContain('ztunnel-run');
@@ -274,7 +335,9 @@ describe('values outside the ConfigMap', () => {
 
   it('image: repository, tag, digest and pull policy reach the agent and its init container; the tag defaults to appVersion', () => {
     const digest = `sha256:${'0123456789abcdef'.repeat(4)}`;
-    const pinned = agentPod(render({ image: { repository: 'registry.example/sluice', tag: '1.2.3', digest, pullPolicy: 'Always' } }));
+    const pinned = agentPod(
+      render({ image: { repository: 'registry.example/sluice', tag: '1.2.3', digest, pullPolicy: 'Always' } }),
+    );
     for (const c of [...pinned.initContainers, ...pinned.containers]) {
       expect(c.image, c.name).toBe(`registry.example/sluice:1.2.3@${digest}`);
       expect(c.imagePullPolicy, c.name).toBe('Always');
@@ -287,21 +350,27 @@ describe('values outside the ConfigMap', () => {
     }
   });
 
-  it('resources merge into the agent container\'s, as Helm merges values', () => {
+  it("resources merge into the agent container's, as Helm merges values", () => {
     expect(agent(defaults).resources).toEqual({ requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } });
-    expect(agent(render({ resources: { limits: { memory: '1Gi', cpu: '2' } } })).resources).toEqual({ requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '1Gi', cpu: '2' } });
+    expect(agent(render({ resources: { limits: { memory: '1Gi', cpu: '2' } } })).resources).toEqual({
+      requests: { cpu: '100m', memory: '128Mi' },
+      limits: { memory: '1Gi', cpu: '2' },
+    });
     // null removes a default, as everywhere in Helm.
     expect(agent(render({ resources: { limits: null } })).resources).toEqual({ requests: { cpu: '100m', memory: '128Mi' } });
   });
 
   it('updateStrategy: RollingUpdate with its parameters, or OnDelete without them (the API server rejects rollingUpdate there)', () => {
     const ds = (values: object) => one(render(values), 'DaemonSet', 'sluice-agent').spec.updateStrategy;
-    expect(ds({ updateStrategy: { rollingUpdate: { maxUnavailable: '10%' } } })).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxUnavailable: '10%' } });
+    expect(ds({ updateStrategy: { rollingUpdate: { maxUnavailable: '10%' } } })).toEqual({
+      type: 'RollingUpdate',
+      rollingUpdate: { maxUnavailable: '10%' },
+    });
     expect(ds({ updateStrategy: { type: 'OnDelete' } })).toEqual({ type: 'OnDelete' });
     expect(refusal({ updateStrategy: { type: 'Recreate' } })).toContain('/updateStrategy/type');
   });
 
-  it('prometheus.enabled: the container port (the host\'s, hostNetwork) and the scrape annotations; disabled: neither', () => {
+  it("prometheus.enabled: the container port (the host's, hostNetwork) and the scrape annotations; disabled: neither", () => {
     const port = (objs: Obj[]) => agent(objs).ports;
     const annotations = (objs: Obj[]) => one(objs, 'DaemonSet', 'sluice-agent').spec.template.metadata.annotations;
     expect(port(defaults)).toEqual([{ name: 'prometheus', containerPort: 9967, hostPort: 9967, protocol: 'TCP' }]);
@@ -316,7 +385,9 @@ describe('values outside the ConfigMap', () => {
   });
 
   it('k8sServiceHost and k8sServicePort only as a pair', () => {
-    expect(refusal({ k8sServiceHost: '10.0.0.1' })).toContain('k8sServiceHost is "10.0.0.1" but k8sServicePort is empty: set both');
+    expect(refusal({ k8sServiceHost: '10.0.0.1' })).toContain(
+      'k8sServiceHost is "10.0.0.1" but k8sServicePort is empty: set both',
+    );
     expect(refusal({ k8sServicePort: 6443 })).toContain('k8sServicePort is "6443" but k8sServiceHost is empty: set both');
     // A port in the host, or a URL, is not a host.
     expect(refusal({ k8sServiceHost: 'api.example.com:6443', k8sServicePort: 6443 })).toContain('/k8sServiceHost');
@@ -325,10 +396,18 @@ describe('values outside the ConfigMap', () => {
   });
 
   it('extraConfig may not set a key a value owns, nor one the mounts fix; the refusal names the value to use', () => {
-    expect(refusal({ extraConfig: { 'cni-exclusive': 'true' } })).toContain('extraConfig.cni-exclusive "true": set it with the value cni.exclusive instead');
-    expect(refusal({ extraConfig: { 'k8s-api-server': 'https://10.0.0.1:6443' } })).toContain('set it with the value k8sServiceHost and k8sServicePort instead');
-    expect(refusal({ extraConfig: { 'prometheus-serve-addr': ':1' } })).toContain('set it with the value prometheus.enabled and prometheus.port instead');
-    expect(refusal({ extraConfig: { 'node-name': 'node-a' } })).toContain('extraConfig.node-name "node-a": the chart keeps this key as it is: each agent takes its node from NODE_NAME');
+    expect(refusal({ extraConfig: { 'cni-exclusive': 'true' } })).toContain(
+      'extraConfig.cni-exclusive "true": set it with the value cni.exclusive instead',
+    );
+    expect(refusal({ extraConfig: { 'k8s-api-server': 'https://10.0.0.1:6443' } })).toContain(
+      'set it with the value k8sServiceHost and k8sServicePort instead',
+    );
+    expect(refusal({ extraConfig: { 'prometheus-serve-addr': ':1' } })).toContain(
+      'set it with the value prometheus.enabled and prometheus.port instead',
+    );
+    expect(refusal({ extraConfig: { 'node-name': 'node-a' } })).toContain(
+      'extraConfig.node-name "node-a": the chart keeps this key as it is: each agent takes its node from NODE_NAME',
+    );
     expect(refusal({ extraConfig: { 'cgroup-root': '/sys/fs/cgroup' } })).toContain('extraConfig.cgroup-root');
     // Keys are config keys; values strings (or booleans): a bare number would come out of Helm
     // as a float and could be printed in exponent form.
@@ -352,7 +431,7 @@ describe('values outside the ConfigMap', () => {
     expect(refusal({ image: { pullPolicy: 'always' } })).toContain('/image/pullPolicy');
   });
 
-  it('Kubernetes before 1.30 is refused: the agent\'s AppArmor setting is a field since 1.30', () => {
+  it("Kubernetes before 1.30 is refused: the agent's AppArmor setting is a field since 1.30", () => {
     expect(refusal(undefined, ['--kube-version', '1.29.9'])).toContain('incompatible with Kubernetes v1.29.9');
     expect(render(undefined, ['--kube-version', '1.30.0']).map(id)).toEqual(defaults.map(id));
   });
@@ -362,10 +441,12 @@ describe('metrics for the Prometheus Operator: Service and ServiceMonitor', () =
   const MONITOR_API = ['--api-versions', 'monitoring.coreos.com/v1/ServiceMonitor'];
 
   it('is refused without prometheus.enabled, and without the CRD unless trustCRDsExist', () => {
-    expect(refusal({ prometheus: { enabled: false, serviceMonitor: { enabled: true, trustCRDsExist: true } } }))
-      .toContain('prometheus.serviceMonitor.enabled is true but prometheus.enabled is false');
-    expect(refusal({ prometheus: { serviceMonitor: { enabled: true } } }))
-      .toContain('does not serve monitoring.coreos.com/v1 ServiceMonitor: install the CRD first, or set prometheus.serviceMonitor.trustCRDsExist=true');
+    expect(refusal({ prometheus: { enabled: false, serviceMonitor: { enabled: true, trustCRDsExist: true } } })).toContain(
+      'prometheus.serviceMonitor.enabled is true but prometheus.enabled is false',
+    );
+    expect(refusal({ prometheus: { serviceMonitor: { enabled: true } } })).toContain(
+      'does not serve monitoring.coreos.com/v1 ServiceMonitor: install the CRD first, or set prometheus.serviceMonitor.trustCRDsExist=true',
+    );
     const trusted = render({ prometheus: { serviceMonitor: { enabled: true, trustCRDsExist: true } } });
     const served = render({ prometheus: { serviceMonitor: { enabled: true } } }, MONITOR_API);
     expect(served).toEqual(trusted);
@@ -383,7 +464,7 @@ describe('metrics for the Prometheus Operator: Service and ServiceMonitor', () =
     expect(rest(objs)).toEqual(rest(defaults));
   });
 
-  it('the Service is headless and selects the agents\' pods by their metrics port', () => {
+  it("the Service is headless and selects the agents' pods by their metrics port", () => {
     const objs = render({ prometheus: { port: 9100, serviceMonitor: { enabled: true } } }, MONITOR_API);
     const svc = one(objs, 'Service', 'sluice-agent');
     const ds = one(objs, 'DaemonSet', 'sluice-agent');
@@ -395,7 +476,7 @@ describe('metrics for the Prometheus Operator: Service and ServiceMonitor', () =
     expect(agent(objs).ports).toContainEqual(expect.objectContaining({ name: 'prometheus', containerPort: 9100 }));
   });
 
-  it('the ServiceMonitor has the shape of the Prometheus Operator\'s CRD (monitoring.coreos.com/v1) and scrapes that Service', () => {
+  it("the ServiceMonitor has the shape of the Prometheus Operator's CRD (monitoring.coreos.com/v1) and scrapes that Service", () => {
     // Checked by hand against the CRD's openAPIV3Schema (prometheus-operator
     // example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml, operator 0.84):
     // spec.selector and spec.endpoints are required; the fields below are the ones the chart
@@ -406,7 +487,11 @@ describe('metrics for the Prometheus Operator: Service and ServiceMonitor', () =
     const svc = one(objs, 'Service', 'sluice-agent');
     expect(sm.apiVersion).toBe('monitoring.coreos.com/v1');
     expect(Object.keys(sm).sort()).toEqual(['apiVersion', 'kind', 'metadata', 'spec']);
-    expect(sm.metadata).toEqual({ name: 'sluice-agent', namespace: NS, labels: { 'app.kubernetes.io/part-of': 'sluice', ...labels } });
+    expect(sm.metadata).toEqual({
+      name: 'sluice-agent',
+      namespace: NS,
+      labels: { 'app.kubernetes.io/part-of': 'sluice', ...labels },
+    });
     expect(Object.keys(sm.spec).sort()).toEqual(['endpoints', 'namespaceSelector', 'selector']);
     // selector: a LabelSelector (matchLabels: string map)
     expect(Object.keys(sm.spec.selector)).toEqual(['matchLabels']);
@@ -423,7 +508,8 @@ describe('metrics for the Prometheus Operator: Service and ServiceMonitor', () =
     expect(ep.interval).toMatch(/^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$/);
     expect(ep.interval).toBe('30s');
     for (const rl of ep.relabelings) {
-      for (const k of Object.keys(rl)) expect(['sourceLabels', 'separator', 'targetLabel', 'regex', 'modulus', 'replacement', 'action']).toContain(k);
+      for (const k of Object.keys(rl))
+        expect(['sourceLabels', 'separator', 'targetLabel', 'regex', 'modulus', 'replacement', 'action']).toContain(k);
       for (const l of rl.sourceLabels) expect(l).toMatch(/^[a-zA-Z_][a-zA-Z0-9_]*$/);
       expect(['replace', 'Replace']).toContain(rl.action);
       expect(typeof rl.targetLabel).toBe('string');
@@ -437,13 +523,20 @@ describe('metrics for the Prometheus Operator: Service and ServiceMonitor', () =
   });
 
   it('the interval must be a Prometheus duration', () => {
-    expect(refusal({ prometheus: { serviceMonitor: { enabled: true, interval: '10 seconds' } } }, MONITOR_API)).toContain('/prometheus/serviceMonitor/interval');
+    expect(refusal({ prometheus: { serviceMonitor: { enabled: true, interval: '10 seconds' } } }, MONITOR_API)).toContain(
+      '/prometheus/serviceMonitor/interval',
+    );
   });
 });
 
 describe('rendered objects against the Kubernetes API schemas', () => {
   const MODELS: Record<string, { new (data: any): { validate(): void } }> = {
-    ServiceAccount, ConfigMap, DaemonSet, ClusterRole, ClusterRoleBinding, Service,
+    ServiceAccount,
+    ConfigMap,
+    DaemonSet,
+    ClusterRole,
+    ClusterRoleBinding,
+    Service,
   };
   const TYPES: Record<string, [module: string, iface: string]> = {
     ServiceAccount: ['kubernetes-models/v1/ServiceAccount', 'IServiceAccount'],
@@ -459,9 +552,17 @@ describe('rendered objects against the Kubernetes API schemas', () => {
     renderings = [
       defaults,
       render({
-        repair: { mode: 'delete' }, k8sServiceHost: 'fd00::1', k8sServicePort: 6443,
-        cni: { binPath: '/home/kubernetes/bin', confPath: '/etc/cni/multus/net.d', confFileName: '10-calico.conflist', exclusive: true },
-        ztunnel: { udsAddress: '' }, updateStrategy: { type: 'OnDelete' },
+        repair: { mode: 'delete' },
+        k8sServiceHost: 'fd00::1',
+        k8sServicePort: 6443,
+        cni: {
+          binPath: '/home/kubernetes/bin',
+          confPath: '/etc/cni/multus/net.d',
+          confFileName: '10-calico.conflist',
+          exclusive: true,
+        },
+        ztunnel: { udsAddress: '' },
+        updateStrategy: { type: 'OnDelete' },
         image: { repository: 'registry.example/sluice', digest: `sha256:${'f'.repeat(64)}`, pullPolicy: 'IfNotPresent' },
         prometheus: { port: 9100, serviceMonitor: { enabled: true, trustCRDsExist: true, labels: { release: 'prom' } } },
         extraConfig: { 'log-level': 'debug', 'k8s-kubeconfig': '/etc/sluice/kubeconfig' },
@@ -490,10 +591,25 @@ describe('rendered objects against the Kubernetes API schemas', () => {
       lines.push(`import type { ${iface} as T${i} } from '${mod}';`, `export const o${i}: T${i} = ${JSON.stringify(o)};`);
     });
     fs.writeFileSync(path.join(dir, 'check.ts'), lines.join('\n') + '\n');
-    const r = spawnSync(process.execPath, [
-      path.join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '--strict', '--skipLibCheck',
-      '--module', 'commonjs', '--moduleResolution', 'node', '--target', 'es2022', '--types', 'node', path.join(dir, 'check.ts'),
-    ], { encoding: 'utf8', cwd: dir });
+    const r = spawnSync(
+      process.execPath,
+      [
+        path.join(ROOT, 'node_modules/typescript/bin/tsc'),
+        '--noEmit',
+        '--strict',
+        '--skipLibCheck',
+        '--module',
+        'commonjs',
+        '--moduleResolution',
+        'node',
+        '--target',
+        'es2022',
+        '--types',
+        'node',
+        path.join(dir, 'check.ts'),
+      ],
+      { encoding: 'utf8', cwd: dir },
+    );
     expect(r.stdout + r.stderr).toBe('');
     expect(r.status).toBe(0);
   });
@@ -506,7 +622,13 @@ describe('the READMEs', () => {
     expect(at, 'the section "## Helm install/upgrade" in deploy/README.md').toBeGreaterThan(0);
     const end = deployReadme.indexOf('\n## ', at + 1);
     const section = deployReadme.slice(at, end < 0 ? undefined : end);
-    for (const cmd of ['helm install sluice deploy/helm/sluice', 'helm upgrade sluice deploy/helm/sluice', 'helm uninstall sluice', 'kubectl apply -k deploy/uninstall/']) expect(section, cmd).toContain(cmd);
+    for (const cmd of [
+      'helm install sluice deploy/helm/sluice',
+      'helm upgrade sluice deploy/helm/sluice',
+      'helm uninstall sluice',
+      'kubectl apply -k deploy/uninstall/',
+    ])
+      expect(section, cmd).toContain(cmd);
     // Every value is documented there.
     const values = load(fs.readFileSync(path.join(CHART, 'values.yaml'), 'utf8'));
     for (const p of leafPaths(values, ATOMIC_VALUES)) expect(section, p).toContain(`\`${p}\``);

@@ -33,20 +33,29 @@ describe("Istio's goldens in the case table", () => {
   it('every golden copied from istio/istio is either a case or listed with a reason, exactly once', () => {
     const upstream = goldenFiles('test/istio-golden');
     expect(upstream).toHaveLength(36);
-    const named = [...GOLDEN_CASES.map((c) => c.golden), ...NOT_EXPRESSIBLE.map((n) => n.golden)].filter((g) => g.startsWith('test/istio-golden/'));
+    const named = [...GOLDEN_CASES.map((c) => c.golden), ...NOT_EXPRESSIBLE.map((n) => n.golden)].filter((g) =>
+      g.startsWith('test/istio-golden/'),
+    );
     expect([...named].sort()).toEqual(upstream);
     for (const n of NOT_EXPRESSIBLE) expect(n.reason.length, n.golden).toBeGreaterThan(20);
   });
 
   it('every derived rule file is a case', () => {
     const derived = goldenFiles('test/istio-derived');
-    expect(GOLDEN_CASES.map((c) => c.golden).filter((g) => g.startsWith('test/istio-derived/')).sort()).toEqual(derived);
+    expect(
+      GOLDEN_CASES.map((c) => c.golden)
+        .filter((g) => g.startsWith('test/istio-derived/'))
+        .sort(),
+    ).toEqual(derived);
   });
 
   it("every golden parses; istio-cni's are IPv4 only, istio-iptables' have IPv6 rules exactly when the run enabled IPv6", () => {
     for (const g of [...goldenFiles('test/istio-golden'), ...goldenFiles('test/istio-derived')]) {
       const r = readGolden(g);
-      expect(r.v4.some((t) => t.name === 'nat'), g).toBe(true);
+      expect(
+        r.v4.some((t) => t.name === 'nat'),
+        g,
+      ).toBe(true);
       if (g.includes('/cni/')) expect(r.v6, g).toBeUndefined();
     }
     expect(readGolden('test/istio-golden/tools/istio-iptables/pkg/capture/testdata/ipv6-inbound-ports.golden').v6).toBeDefined();
@@ -64,7 +73,13 @@ describe("Istio's goldens in the case table", () => {
     const all = [...GOLDEN_CASES.map((c) => c.golden), ...NOT_EXPRESSIBLE.map((n) => n.golden)];
     const withTarget = all.filter((g) => tproxyMark(readGolden(g).v4) !== undefined);
     expect(withTarget.map((g) => path.basename(g)).sort()).toEqual(
-      ['custom-uid-tproxy.txt.golden', 'inbound-ports-tproxy.golden', 'inbound-ports-wildcard-tproxy.golden', 'tproxy.golden', 'tproxy.txt.golden'].sort(),
+      [
+        'custom-uid-tproxy.txt.golden',
+        'inbound-ports-tproxy.golden',
+        'inbound-ports-wildcard-tproxy.golden',
+        'tproxy.golden',
+        'tproxy.txt.golden',
+      ].sort(),
     );
     for (const g of withTarget) {
       const c = GOLDEN_CASES.find((x) => x.golden === g);
@@ -102,19 +117,37 @@ describe("Istio's goldens in the case table", () => {
 });
 
 describe('golden parsing', () => {
-  const v4nat = ['* nat', '-N ISTIO_OUTPUT', '-A OUTPUT -j ISTIO_OUTPUT', '-A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN', 'COMMIT'];
+  const v4nat = [
+    '* nat',
+    '-N ISTIO_OUTPUT',
+    '-A OUTPUT -j ISTIO_OUTPUT',
+    '-A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN',
+    'COMMIT',
+  ];
   const v6nat = ['* nat', '-N ISTIO_OUTPUT', '-A OUTPUT -j ISTIO_OUTPUT', '-A ISTIO_OUTPUT -o lo -s ::6/128 -j RETURN', 'COMMIT'];
 
   it("splits istio-iptables' recorded run at the first repeated table: IPv4 input, then IPv6", () => {
-    const g = parseGolden(['iptables-save', 'ip6tables-save', ...v4nat, '* raw', '-N X', 'COMMIT', ...v6nat, 'iptables-save', 'ip6tables-save'].join('\n'), 'x.golden');
+    const g = parseGolden(
+      ['iptables-save', 'ip6tables-save', ...v4nat, '* raw', '-N X', 'COMMIT', ...v6nat, 'iptables-save', 'ip6tables-save'].join(
+        '\n',
+      ),
+      'x.golden',
+    );
     expect(g.v4.map((t) => t.name)).toEqual(['nat', 'raw']);
     expect(g.v6?.map((t) => t.name)).toEqual(['nat']);
     expect(g.v6?.[0].lines).toContain('-A ISTIO_OUTPUT -o lo -s ::6/128 -j RETURN');
   });
 
   it('refuses a file whose recorded calls and restore inputs disagree, or whose split puts an address in the wrong family', () => {
-    expect(() => parseGolden(['iptables-save', 'ip6tables-save', ...v4nat, 'iptables-save'].join('\n').replace('127.0.0.6/32', '::6/128'), 'a.golden')).toThrow(/IPv4 nat table holds ::6\/128/);
-    expect(() => parseGolden(['iptables-save', 'ip6tables-save', ...v4nat, 'iptables-save', 'ip6tables-save'].join('\n'), 'b.golden')).toThrow(/IPv6 enabled/);
+    expect(() =>
+      parseGolden(
+        ['iptables-save', 'ip6tables-save', ...v4nat, 'iptables-save'].join('\n').replace('127.0.0.6/32', '::6/128'),
+        'a.golden',
+      ),
+    ).toThrow(/IPv4 nat table holds ::6\/128/);
+    expect(() =>
+      parseGolden(['iptables-save', 'ip6tables-save', ...v4nat, 'iptables-save', 'ip6tables-save'].join('\n'), 'b.golden'),
+    ).toThrow(/IPv6 enabled/);
     expect(() => parseGolden([...v4nat, ...v6nat, ...v6nat].join('\n'), 'c.golden')).toThrow(/three times/);
     expect(() => parseGolden(['* nat', 'iptables -t nat -A X', 'COMMIT'].join('\n'), 'd.golden')).toThrow(/d.golden:2/);
     expect(() => parseGolden(['* nat', '-N X'].join('\n'), 'e.golden')).toThrow(/no COMMIT/);
@@ -130,25 +163,58 @@ describe('golden parsing', () => {
 
 describe('probes and outcomes', () => {
   it("probe every port a case's annotations name, outbound, on the pod itself and inbound", () => {
-    const annotations = { 'traffic.sidecar.istio.io/includeInboundPorts': '1111, 2222', 'traffic.sidecar.istio.io/excludeOutboundPorts': '5555', 'traffic.sidecar.istio.io/includeOutboundIPRanges': '*' };
+    const annotations = {
+      'traffic.sidecar.istio.io/includeInboundPorts': '1111, 2222',
+      'traffic.sidecar.istio.io/excludeOutboundPorts': '5555',
+      'traffic.sidecar.istio.io/includeOutboundIPRanges': '*',
+    };
     expect(annotatedPorts(annotations)).toEqual([1111, 2222, 5555]);
     const names = probeMatrix({ families: [4], annotations, proxy: { uid: 1337, gid: 1337 } }).map((p) => p.name);
-    for (const n of ['app → be1:5555', 'uid 1337 → self:1111', 'gid 1337 → self:2222', 'client → self:5555', 'client → self:15001', 'uid 1337 from 127.0.0.6 → self:8080', 'app udp → be1:53']) {
+    for (const n of [
+      'app → be1:5555',
+      'uid 1337 → self:1111',
+      'gid 1337 → self:2222',
+      'client → self:5555',
+      'client → self:15001',
+      'uid 1337 from 127.0.0.6 → self:8080',
+      'app udp → be1:53',
+    ]) {
       expect(names).toContain(n);
     }
     expect(names.some((n) => n.includes('[self6]'))).toBe(false);
   });
 
   it('write what happened with symbols, so two pods compare equal when they behave alike', () => {
-    const symbols = new Map([['self', '10.1.0.5'], ['be1', '10.1.0.3'], ['be16', 'fd00:1::3'], ['VIP', '10.96.0.10']]);
+    const symbols = new Map([
+      ['self', '10.1.0.5'],
+      ['be1', '10.1.0.3'],
+      ['be16', 'fd00:1::3'],
+      ['VIP', '10.96.0.10'],
+    ]);
     const side = { pod: 'meshed', symbols };
     const p = (to: string, proto: Probe['proto'] = 'tcp'): Probe => ({ name: 'x', family: 4, as: 'app', proto, to, port: 8080 });
-    expect(outcome(p('be1'), { ok: true, reply: 'sidecar sc-meshed via=out orig=10.1.0.3:8080 local=10.1.0.3:8080 peer=10.1.0.5:4000 upstream=be1 10.1.0.5 3000 10.1.0.3 8080' }, side)).toBe(
-      'out be1:8080 > be1',
-    );
-    expect(outcome(p('be16'), { ok: true, reply: 'sidecar sc-meshed via=out orig=[fd00:1::3]:8080 local=x peer=y upstream=ERR:111:Connection_refused' }, side)).toBe('out [be16]:8080 > ERR:111');
+    expect(
+      outcome(
+        p('be1'),
+        {
+          ok: true,
+          reply:
+            'sidecar sc-meshed via=out orig=10.1.0.3:8080 local=10.1.0.3:8080 peer=10.1.0.5:4000 upstream=be1 10.1.0.5 3000 10.1.0.3 8080',
+        },
+        side,
+      ),
+    ).toBe('out be1:8080 > be1');
+    expect(
+      outcome(
+        p('be16'),
+        { ok: true, reply: 'sidecar sc-meshed via=out orig=[fd00:1::3]:8080 local=x peer=y upstream=ERR:111:Connection_refused' },
+        side,
+      ),
+    ).toBe('out [be16]:8080 > ERR:111');
     expect(outcome(p('self'), { ok: true, reply: 'app-meshed 10.1.0.5 4000 10.1.0.5 8080' }, side)).toBe('direct app');
-    expect(outcome(p('be1', 'udp'), { ok: true, reply: 'dns-meshed 127.0.0.1 1 127.0.0.1 15053', peer: '10.1.0.3:53' }, side)).toBe('answered dns-proxy from be1:53');
+    expect(
+      outcome(p('be1', 'udp'), { ok: true, reply: 'dns-meshed 127.0.0.1 1 127.0.0.1 15053', peer: '10.1.0.3:53' }, side),
+    ).toBe('answered dns-proxy from be1:53');
     expect(outcome(p('be1'), { ok: false, errno: 111 }, side)).toBe('fail 111');
     expect(comparable(p('VIP'), 'out VIP:80 > be1')).toBe('captured (out VIP:80)');
     expect(comparable(p('VIP'), 'fail 111')).toBe('not captured');

@@ -33,7 +33,9 @@ describe('ObjectStore', () => {
     const web = svc('web');
     expect(store.upsert(web)).toBe(true);
     expect(store.get('Service/default/web')).toBe(web);
-    expect(events).toEqual([{ type: 'upsert', kind: 'Service', key: 'Service/default/web', obj: web, old: undefined, revision: 1 }]);
+    expect(events).toEqual([
+      { type: 'upsert', kind: 'Service', key: 'Service/default/web', obj: web, old: undefined, revision: 1 },
+    ]);
     expect(store.revision).toBe(1);
     expect(store.size).toBe(1);
   });
@@ -84,7 +86,11 @@ describe('ObjectStore', () => {
     store.upsert(svc('a', '10.96.0.1', undefined, 'zz'));
     store.upsert(svc('a'));
     store.upsert(ns('default'));
-    expect(store.list('Service').map((s) => `${s.metadata.namespace}/${s.metadata.name}`)).toEqual(['default/a', 'default/b', 'zz/a']);
+    expect(store.list('Service').map((s) => `${s.metadata.namespace}/${s.metadata.name}`)).toEqual([
+      'default/a',
+      'default/b',
+      'zz/a',
+    ]);
     expect(store.list('Namespace')).toHaveLength(1);
     expect(store.list('Pod')).toEqual([]);
   });

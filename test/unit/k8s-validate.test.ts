@@ -51,23 +51,60 @@ describe('parseObject', () => {
   });
 
   test('Services and EndpointSlices keep only name, namespace and labels of their metadata: an annotation-only change is no change', () => {
-    const meta = { name: 'web', namespace: 'shop', uid: 'u1', resourceVersion: '7', labels: { a: 'b' }, annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"big":"json"}' } };
+    const meta = {
+      name: 'web',
+      namespace: 'shop',
+      uid: 'u1',
+      resourceVersion: '7',
+      labels: { a: 'b' },
+      annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"big":"json"}' },
+    };
     const svc = parseObject({ apiVersion: 'v1', kind: 'Service', metadata: meta, spec: { clusterIP: '10.96.0.1' } });
-    const slice = parseObject({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: meta, addressType: 'IPv4', endpoints: [] });
-    for (const o of [svc, slice]) expect(JSON.parse(JSON.stringify(o.metadata))).toEqual({ name: 'web', namespace: 'shop', labels: { a: 'b' } });
-    const changed = parseObject({ apiVersion: 'v1', kind: 'Service', metadata: { ...meta, resourceVersion: '8', annotations: { x: 'y' } }, spec: { clusterIP: '10.96.0.1' } });
+    const slice = parseObject({
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: meta,
+      addressType: 'IPv4',
+      endpoints: [],
+    });
+    for (const o of [svc, slice])
+      expect(JSON.parse(JSON.stringify(o.metadata))).toEqual({ name: 'web', namespace: 'shop', labels: { a: 'b' } });
+    const changed = parseObject({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { ...meta, resourceVersion: '8', annotations: { x: 'y' } },
+      spec: { clusterIP: '10.96.0.1' },
+    });
     expect(sameObject(svc, changed)).toBe(true);
   });
 
   test('an EndpointSlice keeps its last-change-trigger-time annotation (the programming latency metric reads it), and only that one', () => {
     const trigger = { 'endpoints.kubernetes.io/last-change-trigger-time': '2026-01-01T00:00:00Z' };
-    const meta = { name: 'web-1', namespace: 'shop', labels: { a: 'b' }, annotations: { ...trigger, 'kubectl.kubernetes.io/last-applied-configuration': '{}' } };
-    const slice = parseObject({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: meta, addressType: 'IPv4', endpoints: [] });
+    const meta = {
+      name: 'web-1',
+      namespace: 'shop',
+      labels: { a: 'b' },
+      annotations: { ...trigger, 'kubectl.kubernetes.io/last-applied-configuration': '{}' },
+    };
+    const slice = parseObject({
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: meta,
+      addressType: 'IPv4',
+      endpoints: [],
+    });
     expect(slice.metadata).toEqual({ name: 'web-1', namespace: 'shop', labels: { a: 'b' }, annotations: trigger });
     const svc = parseObject({ apiVersion: 'v1', kind: 'Service', metadata: meta, spec: { clusterIP: '10.96.0.1' } });
     expect(svc.metadata.annotations).toBeUndefined();
-    expect(() => parseObject({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { ...meta, annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': 7 } }, addressType: 'IPv4', endpoints: [] }))
-      .toThrow(/metadata\.annotations\["endpoints\.kubernetes\.io\/last-change-trigger-time"\]/);
+    expect(() =>
+      parseObject({
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
+        metadata: { ...meta, annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': 7 } },
+        addressType: 'IPv4',
+        endpoints: [],
+      }),
+    ).toThrow(/metadata\.annotations\["endpoints\.kubernetes\.io\/last-change-trigger-time"\]/);
   });
 
   test('keeps metadata uid, labels, annotations and resourceVersion', () => {
@@ -108,11 +145,15 @@ describe('parseObject', () => {
   test('accepts an EndpointSlice with conditions, nodeName and ports', () => {
     const s = parseObject(
       slice({
-        endpoints: [{ addresses: ['10.0.0.1'], conditions: { ready: true, serving: true, terminating: false }, nodeName: 'n1', zone: 'a' }],
+        endpoints: [
+          { addresses: ['10.0.0.1'], conditions: { ready: true, serving: true, terminating: false }, nodeName: 'n1', zone: 'a' },
+        ],
         ports: [{ name: 'http', port: 8080, protocol: 'TCP', appProtocol: 'http' }],
       }),
     ) as EndpointSlice;
-    expect(s.endpoints).toEqual([{ addresses: ['10.0.0.1'], conditions: { ready: true, serving: true, terminating: false }, nodeName: 'n1' }]);
+    expect(s.endpoints).toEqual([
+      { addresses: ['10.0.0.1'], conditions: { ready: true, serving: true, terminating: false }, nodeName: 'n1' },
+    ]);
     expect(s.ports).toEqual([{ name: 'http', port: 8080, protocol: 'TCP' }]);
     expect(s.metadata.labels?.['kubernetes.io/service-name']).toBe('web');
   });
@@ -128,7 +169,12 @@ describe('parseObject', () => {
         ],
       }),
     ) as EndpointSlice;
-    expect(s.endpoints.map((e) => e.hints)).toEqual([{ forZones: ['zone-a'], forNodes: ['n1'] }, { forZones: ['zone-a'] }, { forZones: ['zone-a'] }, undefined]);
+    expect(s.endpoints.map((e) => e.hints)).toEqual([
+      { forZones: ['zone-a'], forNodes: ['n1'] },
+      { forZones: ['zone-a'] },
+      { forZones: ['zone-a'] },
+      undefined,
+    ]);
     expect(s.endpoints[1].hints).toBe(s.endpoints[2].hints); // one shared object per shape
     expect(() => parseObject(slice({ endpoints: [{ addresses: ['10.0.0.1'], hints: { forZones: [{ name: '' }] } }] }))).toThrow(
       'Cannot parse EndpointSlice "shop/web-abc": endpoints[0].hints.forZones[0].name must not be empty',
@@ -167,9 +213,14 @@ describe('parseObject', () => {
       loadBalancerSourceRanges: [' 198.51.100.0/24', '2001:db8::/32'],
     });
     expect(svc.status).toEqual({
-      loadBalancer: { ingress: [{ ip: '203.0.113.1', ipMode: 'VIP' }, { ip: '203.0.113.2', ipMode: 'Proxy' }, { ip: '2001:db8::1' }] },
+      loadBalancer: {
+        ingress: [{ ip: '203.0.113.1', ipMode: 'VIP' }, { ip: '203.0.113.2', ipMode: 'Proxy' }, { ip: '2001:db8::1' }],
+      },
     });
-    const hostnameOnly = parseObject({ ...service({ clusterIP: '10.96.0.10' }), status: { loadBalancer: { ingress: [{ hostname: 'x' }] } } }) as Service;
+    const hostnameOnly = parseObject({
+      ...service({ clusterIP: '10.96.0.10' }),
+      status: { loadBalancer: { ingress: [{ hostname: 'x' }] } },
+    }) as Service;
     expect(hostnameOnly.status).toBeUndefined();
   });
 
@@ -181,9 +232,9 @@ describe('parseObject', () => {
       'spec.loadBalancerSourceRanges[0] must be a CIDR such as 10.0.0.0/8, got "10.0.0.0/33"',
     );
     expect(() => parseObject(service({ loadBalancerSourceRanges: ['10.0.0.1'] }))).toThrow(RangeError);
-    expect(() => parseObject({ ...service({}), status: { loadBalancer: { ingress: [{ ip: '203.0.113.1', ipMode: 'Direct' }] } } })).toThrow(
-      'status.loadBalancer.ingress[0].ipMode must be one of VIP|Proxy, got "Direct"',
-    );
+    expect(() =>
+      parseObject({ ...service({}), status: { loadBalancer: { ingress: [{ ip: '203.0.113.1', ipMode: 'Direct' }] } } }),
+    ).toThrow('status.loadBalancer.ingress[0].ipMode must be one of VIP|Proxy, got "Direct"');
     expect(() => parseObject({ ...service({}), status: { loadBalancer: { ingress: [{ ip: 'lb.example.com' }] } } })).toThrow(
       'status.loadBalancer.ingress[0].ip must be an IP address',
     );
@@ -191,12 +242,17 @@ describe('parseObject', () => {
 
   test('accepts a Node: cluster-scoped, its labels kept, its spec and status dropped', () => {
     const node = parseObject({
-      apiVersion: 'v1', kind: 'Node',
+      apiVersion: 'v1',
+      kind: 'Node',
       metadata: { name: 'node-1', namespace: 'ignored', labels: { 'topology.kubernetes.io/zone': 'zone-a' } },
       spec: { podCIDR: '10.244.1.0/24' },
       status: { addresses: [{ type: 'InternalIP', address: '192.0.2.10' }] },
     });
-    expect(node).toEqual({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-1', labels: { 'topology.kubernetes.io/zone': 'zone-a' } } });
+    expect(node).toEqual({
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: { name: 'node-1', labels: { 'topology.kubernetes.io/zone': 'zone-a' } },
+    });
     expect(objectKey(node)).toBe('Node/node-1');
   });
 
@@ -241,7 +297,9 @@ describe('parseObject', () => {
       kind: 'Pod',
       metadata: { name: 'p', namespace: 'shop' },
       spec: {
-        initContainers: [{ name: 'istio-validation', image: 'x', args: ['istio-iptables', '--run-validation'], securityContext: {} }],
+        initContainers: [
+          { name: 'istio-validation', image: 'x', args: ['istio-iptables', '--run-validation'], securityContext: {} },
+        ],
         containers: [{ name: 'app', image: 'app:1', ports: [{ containerPort: 8080 }] }, proxy],
       },
     }) as Pod;
@@ -261,13 +319,25 @@ describe('parseObject', () => {
 
   test('rejects malformed containers, naming the field', () => {
     const pod = (spec: unknown) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p', namespace: 'shop' }, spec });
-    expect(() => parseObject(pod({ containers: {} }))).toThrow('Cannot parse Pod "shop/p": spec.containers must be an array, got {...}');
-    expect(() => parseObject(pod({ containers: [{ image: 'x' }] }))).toThrow('Cannot parse Pod "shop/p": spec.containers[0].name must be a string, got nothing');
+    expect(() => parseObject(pod({ containers: {} }))).toThrow(
+      'Cannot parse Pod "shop/p": spec.containers must be an array, got {...}',
+    );
+    expect(() => parseObject(pod({ containers: [{ image: 'x' }] }))).toThrow(
+      'Cannot parse Pod "shop/p": spec.containers[0].name must be a string, got nothing',
+    );
     expect(() => parseObject(pod({ initContainers: [{ name: '' }] }))).toThrow('spec.initContainers[0].name must not be empty');
-    expect(() => parseObject(pod({ containers: [{ name: 'c', args: 'proxy sidecar' }] }))).toThrow('spec.containers[0].args must be an array, got "proxy sidecar"');
-    expect(() => parseObject(pod({ containers: [{ name: 'c', args: ['proxy', 1] }] }))).toThrow('spec.containers[0].args[1] must be a string, got 1');
-    expect(() => parseObject(pod({ containers: [{ name: 'c', env: [{ value: 'x' }] }] }))).toThrow('spec.containers[0].env[0].name must be a string, got nothing');
-    expect(() => parseObject(pod({ containers: [{ name: 'c', env: [{ name: 'A', value: true }] }] }))).toThrow('spec.containers[0].env[0].value must be a string, got true');
+    expect(() => parseObject(pod({ containers: [{ name: 'c', args: 'proxy sidecar' }] }))).toThrow(
+      'spec.containers[0].args must be an array, got "proxy sidecar"',
+    );
+    expect(() => parseObject(pod({ containers: [{ name: 'c', args: ['proxy', 1] }] }))).toThrow(
+      'spec.containers[0].args[1] must be a string, got 1',
+    );
+    expect(() => parseObject(pod({ containers: [{ name: 'c', env: [{ value: 'x' }] }] }))).toThrow(
+      'spec.containers[0].env[0].name must be a string, got nothing',
+    );
+    expect(() => parseObject(pod({ containers: [{ name: 'c', env: [{ name: 'A', value: true }] }] }))).toThrow(
+      'spec.containers[0].env[0].value must be a string, got true',
+    );
     expect(() => parseObject(pod({ containers: [{ name: 'c', securityContext: { runAsUser: '1337' } }] }))).toThrow(
       'spec.containers[0].securityContext.runAsUser must be an integer, got "1337"',
     );
@@ -279,7 +349,9 @@ describe('parseObject', () => {
 
   test('accepts null container fields as absent, as the API serializes them', () => {
     const pod = parseObject({
-      apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p' },
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'p' },
       spec: { containers: [{ name: 'c', args: null, env: null, securityContext: { runAsUser: null } }], initContainers: null },
     }) as Pod;
     expect(pod.spec).toEqual({ containers: [{ name: 'c', securityContext: {} }] });
@@ -337,7 +409,9 @@ describe('parseObject', () => {
   test('rejects service ports that are not integers', () => {
     expect(() => parseObject(service({ ports: [{ port: '80' }] }))).toThrow(TypeError);
     expect(() => parseObject(service({ ports: [{ port: 80.5 }] }))).toThrow(/must be an integer/);
-    expect(() => parseObject(service({ ports: [{ name: 'x' }] }))).toThrow(/spec.ports\[0\].port must be an integer, got nothing/);
+    expect(() => parseObject(service({ ports: [{ name: 'x' }] }))).toThrow(
+      /spec.ports\[0\].port must be an integer, got nothing/,
+    );
     expect(() => parseObject(service({ ports: [{ port: 0 }] }))).toThrow(RangeError);
   });
 
@@ -378,7 +452,8 @@ describe('parseObject', () => {
 
   test('checks session affinity and its timeout', () => {
     expect(() => parseObject(service({ sessionAffinity: 'Cookie' }))).toThrow(RangeError);
-    const timeout = (t: unknown) => service({ sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: t } } });
+    const timeout = (t: unknown) =>
+      service({ sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: t } } });
     expect(() => parseObject(timeout(0))).toThrow(RangeError);
     expect(() => parseObject(timeout(86401))).toThrow(/must be in 1..86400/);
     expect(() => parseObject(timeout(1.5))).toThrow(TypeError);
@@ -391,7 +466,9 @@ describe('parseObject', () => {
   });
 
   test('requires label and annotation values to be strings', () => {
-    expect(() => parseObject(service({}, { name: 'web', labels: { version: 1 } }))).toThrow(/metadata.labels\["version"\] must be a string/);
+    expect(() => parseObject(service({}, { name: 'web', labels: { version: 1 } }))).toThrow(
+      /metadata.labels\["version"\] must be a string/,
+    );
   });
 
   test('keeps a "__proto__" label as a plain entry', () => {
@@ -442,7 +519,9 @@ describe('expandList', () => {
   });
 
   test('rejects a List whose items is not an array', () => {
-    expect(() => expandList({ apiVersion: 'v1', kind: 'List', items: {} })).toThrow('Cannot parse List: items must be an array, got {...}');
+    expect(() => expandList({ apiVersion: 'v1', kind: 'List', items: {} })).toThrow(
+      'Cannot parse List: items must be an array, got {...}',
+    );
   });
 
   test('leaves a kind ending in List without items alone', () => {

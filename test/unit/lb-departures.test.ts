@@ -41,17 +41,29 @@ function memMaps(): LbMaps {
 
 type Obj = Record<string, unknown>;
 const svc = (spec: Obj): Service =>
-  parseObject({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' }, spec: { clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }], ...spec } }) as Service;
+  parseObject({
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: 'web', namespace: 'shop' },
+    spec: { clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80 }], ...spec },
+  }) as Service;
 const slice = (endpoints: Obj[]): EndpointSlice =>
   parseObject({
-    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
     metadata: { name: 'web-1', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
-    addressType: 'IPv4', endpoints, ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    addressType: 'IPv4',
+    endpoints,
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
   }) as EndpointSlice;
 const ep = (ip: string, conditions: Obj = {}, extra: Obj = {}): Obj => ({ addresses: [ip], conditions, ...extra });
 
 /** Programs the Service as `before`, then as `after`; returns what departed (backend ip, frontend). */
-function departed(before: { svc: Service; eps: Obj[] }, after: { svc?: Service; eps: Obj[] }, zone = ''): Array<[string, string]> {
+function departed(
+  before: { svc: Service; eps: Obj[] },
+  after: { svc?: Service; eps: Obj[] },
+  zone = '',
+): Array<[string, string]> {
   const sync = new LbSync(memMaps());
   const opts = { nodeName: 'node-1', zone, warn: () => undefined };
   sync.apply(computeFrontends([before.svc], [slice(before.eps)], opts));
@@ -66,26 +78,37 @@ describe('departures', () => {
   test('a deleted endpoint departs from every frontend that used it, nodePort included', () => {
     const s = svc({ type: 'NodePort', ports: [{ name: 'http', port: 80, nodePort: 30080 }] });
     expect(departed({ svc: s, eps: [ep('10.0.0.1'), ep('10.0.0.2')] }, { svc: s, eps: [ep('10.0.0.2')] }).sort()).toEqual([
-      ['10.0.0.1', '0.0.0.0:30080/TCP'], ['10.0.0.1', '10.96.0.10:80/TCP'],
+      ['10.0.0.1', '0.0.0.0:30080/TCP'],
+      ['10.0.0.1', '10.96.0.10:80/TCP'],
     ]);
   });
 
   test('an endpoint neither ready nor serving departs', () => {
     const s = svc({});
-    expect(departed({ svc: s, eps: [ep('10.0.0.1'), ep('10.0.0.2')] }, { svc: s, eps: [ep('10.0.0.1', { ready: false, serving: false }), ep('10.0.0.2')] })).toEqual([
-      ['10.0.0.1', '10.96.0.10:80/TCP'],
-    ]);
+    expect(
+      departed(
+        { svc: s, eps: [ep('10.0.0.1'), ep('10.0.0.2')] },
+        { svc: s, eps: [ep('10.0.0.1', { ready: false, serving: false }), ep('10.0.0.2')] },
+      ),
+    ).toEqual([['10.0.0.1', '10.96.0.10:80/TCP']]);
   });
 
   test('an endpoint terminating but still serving does not depart while others are ready (it drains)', () => {
     const s = svc({});
-    expect(departed({ svc: s, eps: [ep('10.0.0.1'), ep('10.0.0.2')] }, { svc: s, eps: [ep('10.0.0.1', { ready: false, serving: true, terminating: true }), ep('10.0.0.2')] })).toEqual([]);
+    expect(
+      departed(
+        { svc: s, eps: [ep('10.0.0.1'), ep('10.0.0.2')] },
+        { svc: s, eps: [ep('10.0.0.1', { ready: false, serving: true, terminating: true }), ep('10.0.0.2')] },
+      ),
+    ).toEqual([]);
   });
 
   test('an endpoint no longer chosen because of zone hints does not depart', () => {
     const s = svc({});
     const z = (ip: string, zone: string) => ep(ip, {}, { hints: { forZones: [{ name: zone }] } });
-    expect(departed({ svc: s, eps: [ep('10.0.0.1'), ep('10.0.0.2')] }, { svc: s, eps: [z('10.0.0.1', 'b'), z('10.0.0.2', 'a')] }, 'a')).toEqual([]);
+    expect(
+      departed({ svc: s, eps: [ep('10.0.0.1'), ep('10.0.0.2')] }, { svc: s, eps: [z('10.0.0.1', 'b'), z('10.0.0.2', 'a')] }, 'a'),
+    ).toEqual([]);
   });
 
   test('internalTrafficPolicy turning Local keeps the remote endpoints (not chosen, still serving)', () => {
@@ -95,7 +118,8 @@ describe('departures', () => {
 
   test('a deleted Service: every backend departs from each of its frontends', () => {
     expect(departed({ svc: svc({}), eps: [ep('10.0.0.1'), ep('10.0.0.2')] }, { eps: [] }).sort()).toEqual([
-      ['10.0.0.1', '10.96.0.10:80/TCP'], ['10.0.0.2', '10.96.0.10:80/TCP'],
+      ['10.0.0.1', '10.96.0.10:80/TCP'],
+      ['10.0.0.2', '10.96.0.10:80/TCP'],
     ]);
   });
 
@@ -118,39 +142,67 @@ describe('departures', () => {
     const sync = new LbSync(memMaps());
     const v6 = (ips: string[]) => ({
       svc: parseObject({
-        apiVersion: 'v1', kind: 'Service', metadata: { name: 'dns', namespace: 'kube-system' },
-        spec: { clusterIP: 'fd00::a', clusterIPs: ['fd00::a'], ipFamilies: ['IPv6'], ports: [{ name: 'dns', port: 53, protocol: 'UDP' }] },
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name: 'dns', namespace: 'kube-system' },
+        spec: {
+          clusterIP: 'fd00::a',
+          clusterIPs: ['fd00::a'],
+          ipFamilies: ['IPv6'],
+          ports: [{ name: 'dns', port: 53, protocol: 'UDP' }],
+        },
       }) as Service,
       slice: parseObject({
-        apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
         metadata: { name: 'dns-1', namespace: 'kube-system', labels: { 'kubernetes.io/service-name': 'dns' } },
-        addressType: 'IPv6', endpoints: ips.map((ip) => ({ addresses: [ip] })), ports: [{ name: 'dns', port: 5353, protocol: 'UDP' }],
+        addressType: 'IPv6',
+        endpoints: ips.map((ip) => ({ addresses: [ip] })),
+        ports: [{ name: 'dns', port: 5353, protocol: 'UDP' }],
       }) as EndpointSlice,
     });
     const a = v6(['fd00::1', 'fd00::2']);
     sync.apply(computeFrontends([a.svc], [a.slice], { warn: () => undefined }));
     const b = v6(['fd00::2']);
     sync.apply(computeFrontends([b.svc], [b.slice], { warn: () => undefined }));
-    expect(sync.takeDepartures()).toEqual([{ frontend: '[fd00::a]:53/UDP', vip: 'fd00::a', vipPort: 53, backend: 'fd00::1', backendPort: 5353, proto: 17 }]);
+    expect(sync.takeDepartures()).toEqual([
+      { frontend: '[fd00::a]:53/UDP', vip: 'fd00::a', vipPort: 53, backend: 'fd00::1', backendPort: 5353, proto: 17 },
+    ]);
   });
 });
 
 describe('backends in the map', () => {
   const two = (name: string, vip: string): Service =>
-    parseObject({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop' }, spec: { clusterIP: vip, ports: [{ name: 'http', port: 80 }] } }) as Service;
+    parseObject({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name, namespace: 'shop' },
+      spec: { clusterIP: vip, ports: [{ name: 'http', port: 80 }] },
+    }) as Service;
   const sliceOf = (svcName: string, ips: string[]): EndpointSlice =>
     parseObject({
-      apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
       metadata: { name: `${svcName}-1`, namespace: 'shop', labels: { 'kubernetes.io/service-name': svcName } },
-      addressType: 'IPv4', endpoints: ips.map((ip) => ({ addresses: [ip] })), ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+      addressType: 'IPv4',
+      endpoints: ips.map((ip) => ({ addresses: [ip] })),
+      ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
     }) as EndpointSlice;
 
   test('a backend two services share stays until the last one drops it, then leaves the map', () => {
     const maps = memMaps();
     const sync = new LbSync(maps);
-    const ips = () => maps.backend.entries().map(([, b]) => b.ip).sort();
+    const ips = () =>
+      maps.backend
+        .entries()
+        .map(([, b]) => b.ip)
+        .sort();
     const apply = (a: string[], b: string[]) =>
-      sync.apply(computeFrontends([two('a', '10.96.0.1'), two('b', '10.96.0.2')], [sliceOf('a', a), sliceOf('b', b)], { warn: () => undefined }));
+      sync.apply(
+        computeFrontends([two('a', '10.96.0.1'), two('b', '10.96.0.2')], [sliceOf('a', a), sliceOf('b', b)], {
+          warn: () => undefined,
+        }),
+      );
     apply(['10.0.0.1', '10.0.0.2'], ['10.0.0.2']);
     expect(ips()).toEqual(['10.0.0.1', '10.0.0.2']);
     expect(apply(['10.0.0.1'], ['10.0.0.2']).backends).toBe(2); // 10.0.0.2 still used by b

@@ -69,8 +69,25 @@ describe('computeFrontends', () => {
 
   test('resolves a named targetPort through the slice port of the same name', () => {
     const { frontends } = compute(
-      [svc('web', { clusterIP: '10.96.0.10', ports: [{ name: 'http', port: 80, targetPort: 'web' }, { name: 'admin', port: 81, targetPort: 9000 }] })],
-      [slice('web', [ready('10.0.0.1')], [{ name: 'admin', port: 9000, protocol: 'TCP' }, { name: 'http', port: 8080, protocol: 'TCP' }])],
+      [
+        svc('web', {
+          clusterIP: '10.96.0.10',
+          ports: [
+            { name: 'http', port: 80, targetPort: 'web' },
+            { name: 'admin', port: 81, targetPort: 9000 },
+          ],
+        }),
+      ],
+      [
+        slice(
+          'web',
+          [ready('10.0.0.1')],
+          [
+            { name: 'admin', port: 9000, protocol: 'TCP' },
+            { name: 'http', port: 8080, protocol: 'TCP' },
+          ],
+        ),
+      ],
     );
     expect(frontends.map((f) => [f.id, f.portName, f.backends])).toEqual([
       ['10.96.0.10:80/TCP', 'http', [{ ip: '10.0.0.1', port: 8080 }]],
@@ -90,7 +107,10 @@ describe('computeFrontends', () => {
   test('uses different backend ports from different slices of one service', () => {
     const { frontends } = compute(
       [svc('web', { clusterIP: '10.96.0.10', ports: http })],
-      [slice('web', [ready('10.0.0.1')], [{ name: 'http', port: 8080 }]), slice('web', [ready('10.0.0.2')], [{ name: 'http', port: 9090 }])],
+      [
+        slice('web', [ready('10.0.0.1')], [{ name: 'http', port: 8080 }]),
+        slice('web', [ready('10.0.0.2')], [{ name: 'http', port: 9090 }]),
+      ],
     );
     expect(frontends[0].backends).toEqual([
       { ip: '10.0.0.1', port: 8080 },
@@ -191,7 +211,10 @@ describe('computeFrontends', () => {
 
   test('NodePort and LoadBalancer services contribute their clusterIPs', () => {
     const { frontends } = compute(
-      [svc('np', { type: 'NodePort', clusterIP: '10.96.0.1', ports: http }), svc('lb', { type: 'LoadBalancer', clusterIP: '10.96.0.2', ports: http })],
+      [
+        svc('np', { type: 'NodePort', clusterIP: '10.96.0.1', ports: http }),
+        svc('lb', { type: 'LoadBalancer', clusterIP: '10.96.0.2', ports: http }),
+      ],
       [],
     );
     expect(frontends.map((f) => `${f.service} ${f.id}`)).toEqual(['shop/np 10.96.0.1:80/TCP', 'shop/lb 10.96.0.2:80/TCP']);
@@ -209,7 +232,9 @@ describe('computeFrontends', () => {
       ],
       [
         slice('web', [ready('10.0.0.1')], [...httpSlicePort, { name: 'dns', port: 5353, protocol: 'UDP' }]),
-        slice('web', [ready('fd00::1')], [...httpSlicePort, { name: 'dns', port: 5353, protocol: 'UDP' }], { addressType: 'IPv6' }),
+        slice('web', [ready('fd00::1')], [...httpSlicePort, { name: 'dns', port: 5353, protocol: 'UDP' }], {
+          addressType: 'IPv6',
+        }),
       ],
     );
     expect(frontends.map((f) => [f.id, f.scope, f.family, f.backends])).toEqual([
@@ -235,7 +260,14 @@ describe('computeFrontends', () => {
 
   test('dual-stack services get a frontend per family with backends of that family', () => {
     const { frontends } = compute(
-      [svc('web', { clusterIP: '10.96.0.10', clusterIPs: ['10.96.0.10', 'fd00:10:96::a'], ipFamilies: ['IPv4', 'IPv6'], ports: http })],
+      [
+        svc('web', {
+          clusterIP: '10.96.0.10',
+          clusterIPs: ['10.96.0.10', 'fd00:10:96::a'],
+          ipFamilies: ['IPv4', 'IPv6'],
+          ports: http,
+        }),
+      ],
       [
         slice('web', [ready('10.0.0.1')], httpSlicePort, { addressType: 'IPv4' }),
         slice('web', [ready('fd00:10:244::1')], httpSlicePort, { addressType: 'IPv6' }),
@@ -255,16 +287,50 @@ describe('computeFrontends', () => {
 
   test('skips SCTP ports and defaults a missing protocol to TCP', () => {
     const { frontends } = compute(
-      [svc('web', { clusterIP: '10.96.0.10', ports: [{ name: 'sctp', port: 9, protocol: 'SCTP' }, { name: 'plain', port: 80 }] })],
-      [slice('web', [ready('10.0.0.1')], [{ name: 'sctp', port: 9, protocol: 'SCTP' }, { name: 'plain', port: 8080 }])],
+      [
+        svc('web', {
+          clusterIP: '10.96.0.10',
+          ports: [
+            { name: 'sctp', port: 9, protocol: 'SCTP' },
+            { name: 'plain', port: 80 },
+          ],
+        }),
+      ],
+      [
+        slice(
+          'web',
+          [ready('10.0.0.1')],
+          [
+            { name: 'sctp', port: 9, protocol: 'SCTP' },
+            { name: 'plain', port: 8080 },
+          ],
+        ),
+      ],
     );
     expect(frontends.map((f) => [f.id, f.backends])).toEqual([['10.96.0.10:80/TCP', [{ ip: '10.0.0.1', port: 8080 }]]]);
   });
 
   test('serves the same port number over TCP and UDP as two frontends', () => {
     const { frontends } = compute(
-      [svc('dns', { clusterIP: '10.96.0.10', ports: [{ name: 'dns', port: 53, protocol: 'UDP' }, { name: 'dns-tcp', port: 53, protocol: 'TCP' }] })],
-      [slice('dns', [ready('10.0.0.1')], [{ name: 'dns', port: 53, protocol: 'UDP' }, { name: 'dns-tcp', port: 53, protocol: 'TCP' }])],
+      [
+        svc('dns', {
+          clusterIP: '10.96.0.10',
+          ports: [
+            { name: 'dns', port: 53, protocol: 'UDP' },
+            { name: 'dns-tcp', port: 53, protocol: 'TCP' },
+          ],
+        }),
+      ],
+      [
+        slice(
+          'dns',
+          [ready('10.0.0.1')],
+          [
+            { name: 'dns', port: 53, protocol: 'UDP' },
+            { name: 'dns-tcp', port: 53, protocol: 'TCP' },
+          ],
+        ),
+      ],
     );
     expect(frontends.map((f) => f.id)).toEqual(['10.96.0.10:53/TCP', '10.96.0.10:53/UDP']);
   });
@@ -277,7 +343,14 @@ describe('computeFrontends', () => {
 
   test('ClientIP affinity uses the configured timeout', () => {
     const { frontends } = compute(
-      [svc('web', { clusterIP: '10.96.0.10', sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 30 } }, ports: http })],
+      [
+        svc('web', {
+          clusterIP: '10.96.0.10',
+          sessionAffinity: 'ClientIP',
+          sessionAffinityConfig: { clientIP: { timeoutSeconds: 30 } },
+          ports: http,
+        }),
+      ],
       [],
     );
     expect(frontends[0].affinityTimeoutSec).toBe(30);
@@ -303,16 +376,25 @@ describe('computeFrontends', () => {
     expect(frontends[0].service).toBe('shop/alpha');
     expect(frontends[0].backends.map((b) => b.ip)).toEqual(['10.0.0.1']);
     expect(warnings).toEqual([
-      { msg: expect.stringContaining('Duplicate'), fields: { id: '10.96.0.10:80/TCP', kept: 'shop/alpha', skipped: 'shop/zeta' } },
+      {
+        msg: expect.stringContaining('Duplicate'),
+        fields: { id: '10.96.0.10:80/TCP', kept: 'shop/alpha', skipped: 'shop/zeta' },
+      },
     ]);
   });
 
   test('an externalIP equal to another service clusterIP is a duplicate too', () => {
     const { frontends, warnings } = compute(
-      [svc('a', { clusterIP: '10.96.0.10', ports: http }), svc('b', { clusterIP: '10.96.0.11', externalIPs: ['10.96.0.10'], ports: http })],
+      [
+        svc('a', { clusterIP: '10.96.0.10', ports: http }),
+        svc('b', { clusterIP: '10.96.0.11', externalIPs: ['10.96.0.10'], ports: http }),
+      ],
       [],
     );
-    expect(frontends.map((f) => `${f.id} ${f.service} ${f.scope}`)).toEqual(['10.96.0.10:80/TCP shop/a clusterIP', '10.96.0.11:80/TCP shop/b clusterIP']);
+    expect(frontends.map((f) => `${f.id} ${f.service} ${f.scope}`)).toEqual([
+      '10.96.0.10:80/TCP shop/a clusterIP',
+      '10.96.0.11:80/TCP shop/b clusterIP',
+    ]);
     expect(warnings).toHaveLength(1);
   });
 
@@ -321,14 +403,20 @@ describe('computeFrontends', () => {
       [svc('a', { clusterIP: 'FD00::0001', ports: http }), svc('b', { clusterIP: 'fd00:0:0:0:0:0:0:1', ports: http })],
       [slice('a', [ready('FD00:0:0::00AB'), ready('fd00::ab')], httpSlicePort, { addressType: 'IPv6' })],
     );
-    expect(frontends.map((f) => [f.id, f.ip, f.backends])).toEqual([['[fd00::1]:80/TCP', 'fd00::1', [{ ip: 'fd00::ab', port: 8080 }]]]);
+    expect(frontends.map((f) => [f.id, f.ip, f.backends])).toEqual([
+      ['[fd00::1]:80/TCP', 'fd00::1', [{ ip: 'fd00::ab', port: 8080 }]],
+    ]);
     expect(warnings).toHaveLength(1);
   });
 
   test('sorts IPv6 backends numerically', () => {
     const { frontends } = compute(
       [svc('a', { clusterIP: 'fd00::1', ports: http })],
-      [slice('a', [ready('fd00::10'), ready('fd00::9'), ready('::ffff:10.0.0.1'), ready('fd00:1::')], httpSlicePort, { addressType: 'IPv6' })],
+      [
+        slice('a', [ready('fd00::10'), ready('fd00::9'), ready('::ffff:10.0.0.1'), ready('fd00:1::')], httpSlicePort, {
+          addressType: 'IPv6',
+        }),
+      ],
     );
     expect(frontends[0].backends.map((b) => b.ip)).toEqual(['::ffff:10.0.0.1', 'fd00::9', 'fd00::10', 'fd00:1::']);
   });

@@ -2,7 +2,9 @@
 import { describe, expect, test } from 'vitest';
 import { SOCKET_LB_DISABLED_ANNOTATION, socketLbDisabled } from '../../src/lb/pod-opt-out';
 
-const pod = (annotations?: Record<string, string>) => ({ metadata: { name: 'p', namespace: 'ns', ...(annotations ? { annotations } : {}) } });
+const pod = (annotations?: Record<string, string>) => ({
+  metadata: { name: 'p', namespace: 'ns', ...(annotations ? { annotations } : {}) },
+});
 
 describe('socket-lb.sluice.io/disabled', () => {
   test('"true" opts the pod out; "false", no annotation and no Pod object do not', () => {

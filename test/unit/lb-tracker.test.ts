@@ -5,14 +5,22 @@ import { ServiceTracker } from '../../src/lb/tracker';
 import type { EndpointSlice, Node, Service } from '../../src/k8s/types';
 
 function svc(name: string, ip: string): Service {
-  return { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' }, spec: { clusterIP: ip, ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 8080 }] } } as Service;
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace: 'default' },
+    spec: { clusterIP: ip, ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 8080 }] },
+  } as Service;
 }
 
 function slice(name: string, service: string, ips: string[]): EndpointSlice {
   return {
-    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
     metadata: { name, namespace: 'default', labels: { 'kubernetes.io/service-name': service } },
-    addressType: 'IPv4', endpoints: ips.map((ip) => ({ addresses: [ip] })), ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    addressType: 'IPv4',
+    endpoints: ips.map((ip) => ({ addresses: [ip] })),
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
   } as EndpointSlice;
 }
 
@@ -66,13 +74,20 @@ describe('service change tracker', () => {
     t.collect();
     store.upsert(slice('x', 'b', ['10.1.0.1']));
     const b = t.collect();
-    expect(b.frontends.map((f) => [f.id, f.backends.length]).sort()).toEqual([['10.96.0.1:80/TCP', 0], ['10.96.0.2:80/TCP', 1]]);
+    expect(b.frontends.map((f) => [f.id, f.backends.length]).sort()).toEqual([
+      ['10.96.0.1:80/TCP', 0],
+      ['10.96.0.2:80/TCP', 1],
+    ]);
   });
 });
 
-describe('service change tracker and this node\'s zone', () => {
+describe("service change tracker and this node's zone", () => {
   function node(name: string, zone?: string, extra: Record<string, string> = {}): Node {
-    return { apiVersion: 'v1', kind: 'Node', metadata: { name, labels: { ...(zone ? { 'topology.kubernetes.io/zone': zone } : {}), ...extra } } };
+    return {
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: { name, labels: { ...(zone ? { 'topology.kubernetes.io/zone': zone } : {}), ...extra } },
+    };
   }
 
   /** A slice whose endpoints carry zone hints: ip -> zone. */
@@ -97,7 +112,7 @@ describe('service change tracker and this node\'s zone', () => {
   const backends = (b: { frontends: Array<{ id: string; backends: Array<{ ip: string }> }> }) =>
     Object.fromEntries(b.frontends.map((f) => [f.id, f.backends.map((x) => x.ip)]));
 
-  it('the first batch selects with the Node\'s zone', () => {
+  it("the first batch selects with the Node's zone", () => {
     const { first } = setup();
     expect(backends(first)).toEqual({ '10.96.0.1:80/TCP': ['10.1.0.1'], '10.96.0.2:80/TCP': ['10.1.0.3', '10.1.0.4'] });
   });

@@ -35,16 +35,31 @@ describe('loader errors carry their context once', () => {
   });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('an object that is no ELF file: its path and libbpf\'s reason', () => {
+  it("an object that is no ELF file: its path and libbpf's reason", () => {
     const file = path.join(dir, 'not-elf.o');
     fs.writeFileSync(file, 'not an object');
     expect(messageOf(() => BpfObject.open(file))).toBe(`open bpf object ${file}: BPF object format invalid`);
   });
 
   it.each([
-    ['a map', (o: BpfObject) => o.configureMap('sl_no_such_map', { maxEntries: 8 }), 'map sl_no_such_map not in object sock_lb: No such file or directory', 'sl_no_such_map'],
-    ['a setting', (o: BpfObject) => o.setRodata('cfg_no_such', Buffer.alloc(4)), 'set cfg_no_such: no such variable in the .rodata of sock_lb: No such file or directory', 'cfg_no_such'],
-    ['a program', (o: BpfObject) => o.progFd('sl_no_such_prog'), 'program sl_no_such_prog not in object sock_lb: No such file or directory', 'sl_no_such_prog'],
+    [
+      'a map',
+      (o: BpfObject) => o.configureMap('sl_no_such_map', { maxEntries: 8 }),
+      'map sl_no_such_map not in object sock_lb: No such file or directory',
+      'sl_no_such_map',
+    ],
+    [
+      'a setting',
+      (o: BpfObject) => o.setRodata('cfg_no_such', Buffer.alloc(4)),
+      'set cfg_no_such: no such variable in the .rodata of sock_lb: No such file or directory',
+      'cfg_no_such',
+    ],
+    [
+      'a program',
+      (o: BpfObject) => o.progFd('sl_no_such_prog'),
+      'program sl_no_such_prog not in object sock_lb: No such file or directory',
+      'sl_no_such_prog',
+    ],
   ])('%s the object does not have: named once, with the object', (_what, call, message, name) => {
     const obj = BpfObject.open(SOCK_LB);
     try {
@@ -72,7 +87,9 @@ describe('loader errors carry their context once', () => {
       const buf = Buffer.alloc(Number(needed[0]));
       const n = s.objMapsJson(h, buf, buf.length, needed);
       expect(n).toBe(buf.length - 1);
-      expect(JSON.parse(buf.subarray(0, n).toString()).map((m: { name: string }) => m.name)).toEqual(objectMapSpecs(h, SOCK_LB).map((m) => m.name));
+      expect(JSON.parse(buf.subarray(0, n).toString()).map((m: { name: string }) => m.name)).toEqual(
+        objectMapSpecs(h, SOCK_LB).map((m) => m.name),
+      );
     } finally {
       s.objClose(h);
     }

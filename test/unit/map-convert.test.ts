@@ -57,7 +57,9 @@ describe('conversion plans', () => {
     const withWeight = struct(['id', u32], ['count', u16], ['flags', u16], ['affinity_s', u32], ['weight', u32]);
     const plan = planConversion(svcVal, 12, withWeight, 16);
     expect(plan).toMatchObject({ verbatim: false, added: ['weight'], dropped: [], ops: [{ from: 0, to: 0, len: 12 }] });
-    expect(convert(svcVal, withWeight, [1, 0, 0, 0, 2, 0, 3, 0, 4, 0, 0, 0])).toEqual([1, 0, 0, 0, 2, 0, 3, 0, 4, 0, 0, 0, 0, 0, 0, 0]);
+    expect(convert(svcVal, withWeight, [1, 0, 0, 0, 2, 0, 3, 0, 4, 0, 0, 0])).toEqual([
+      1, 0, 0, 0, 2, 0, 3, 0, 4, 0, 0, 0, 0, 0, 0, 0,
+    ]);
   });
 
   test('moved fields are copied to their new offsets; padding that becomes a field is not "dropped"', () => {
@@ -83,7 +85,9 @@ describe('conversion plans', () => {
     expect(() => planConversion(struct(['a', u32]), 4, struct(['a', u16]), 2)).toThrow('field a: narrowed from 4 to 2 bytes');
     expect(() => planConversion(struct(['count', u16]), 2, struct(['count', s16]), 2)).toThrow('field count: signedness changed');
     const nested = struct(['a', struct(['x', u16], ['y', u16])]);
-    expect(() => planConversion(struct(['a', { k: 'array', n: 4, of: u8 }]), 4, nested, 4)).toThrow('field a: int became a struct or an array of structs');
+    expect(() => planConversion(struct(['a', { k: 'array', n: 4, of: u8 }]), 4, nested, 4)).toThrow(
+      'field a: int became a struct or an array of structs',
+    );
     expect(() => planConversion(nested, 4, struct(['a', u32]), 4)).toThrow('field a: a struct or an array of structs became int');
   });
 
@@ -101,9 +105,20 @@ describe('conversion plans', () => {
   });
 
   test('a bitfield converts only when the layout is unchanged', () => {
-    const bits: TypeLayout = { k: 'struct', size: 4, m: [{ name: 'mode', off: 0, bits: 3, t: u32 }, { name: 'flags', off: 3, bits: 5, t: u32 }] };
+    const bits: TypeLayout = {
+      k: 'struct',
+      size: 4,
+      m: [
+        { name: 'mode', off: 0, bits: 3, t: u32 },
+        { name: 'flags', off: 3, bits: 5, t: u32 },
+      ],
+    };
     expect(planConversion(bits, 4, bits, 4).verbatim).toBe(true);
-    const more: TypeLayout = { k: 'struct', size: 8, m: [...(bits as Extract<TypeLayout, { m: unknown }>).m, { name: 'extra', off: 32, bits: 0, t: u32 }] };
+    const more: TypeLayout = {
+      k: 'struct',
+      size: 8,
+      m: [...(bits as Extract<TypeLayout, { m: unknown }>).m, { name: 'extra', off: 32, bits: 0, t: u32 }],
+    };
     expect(() => planConversion(bits, 4, more, 8)).toThrow(/bitfields/);
   });
 
@@ -129,7 +144,15 @@ describe('flattened layouts', () => {
 describe('compatibility of a pinned map', () => {
   const value = struct(['id', u32], ['count', u16], ['flags', u16], ['affinity_s', u32]);
   const spec = (over: Partial<MapSpec> = {}): MapSpec => ({
-    name: 'sl_lb_svc', type: MAP_TYPE.hash, keySize: 24, valueSize: 12, maxEntries: 262144, flags: 1, key: null, value, ...over,
+    name: 'sl_lb_svc',
+    type: MAP_TYPE.hash,
+    keySize: 24,
+    valueSize: 12,
+    maxEntries: 262144,
+    flags: 1,
+    key: null,
+    value,
+    ...over,
   });
 
   test('the same spec is compatible', () => {
@@ -151,6 +174,10 @@ describe('compatibility of a pinned map', () => {
     const id = layoutId(spec());
     expect(id).toMatch(/^[0-9a-f]{12}$/);
     expect(layoutId(spec({ maxEntries: 16, flags: 0 }))).toBe(id);
-    expect(layoutId(spec({ value: struct(['id', u32], ['count', u16], ['flags', u16], ['affinity_s', u32], ['w', u32]), valueSize: 16 }))).not.toBe(id);
+    expect(
+      layoutId(
+        spec({ value: struct(['id', u32], ['count', u16], ['flags', u16], ['affinity_s', u32], ['w', u32]), valueSize: 16 }),
+      ),
+    ).not.toBe(id);
   });
 });

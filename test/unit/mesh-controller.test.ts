@@ -34,13 +34,30 @@ class RecordingEnroller {
 }
 
 function registration(name: string, namespace: string, cookie: string): PodRegistration {
-  return { containerId: `c-${name}`, ifName: 'eth0', namespace, name, uid: `u-${name}`, ips: ['10.1.0.' + cookie], netnsCookie: cookie, netnsPath: `/proc/self/ns/net`, network: 'n', createdAt: '' };
+  return {
+    containerId: `c-${name}`,
+    ifName: 'eth0',
+    namespace,
+    name,
+    uid: `u-${name}`,
+    ips: ['10.1.0.' + cookie],
+    netnsCookie: cookie,
+    netnsPath: `/proc/self/ns/net`,
+    network: 'n',
+    createdAt: '',
+  };
 }
 
 const obj = (o: object) => parseObject(o);
-const ns = (name: string, labels: Record<string, string> = {}) => obj({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } });
+const ns = (name: string, labels: Record<string, string> = {}) =>
+  obj({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } });
 const pod = (name: string, namespace: string, labels: Record<string, string> = {}, annotations: Record<string, string> = {}) =>
-  obj({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, labels, annotations }, spec: { nodeName: 'n1', containers: [{ name: 'app' }] } });
+  obj({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace, labels, annotations },
+    spec: { nodeName: 'n1', containers: [{ name: 'app' }] },
+  });
 
 /** What the controller asks of socket-LB's opt-out: the annotation it saw per call, and forgets. */
 class RecordingOptOut {
@@ -68,10 +85,23 @@ describe('MeshController', () => {
     store = new ObjectStore();
     registry = new PodRegistry(dir);
     enroller = new RecordingEnroller();
-    for (const o of [ns('amb', { 'istio.io/dataplane-mode': 'ambient' }), ns('plain'), pod('a', 'amb'), pod('b', 'amb'), pod('p', 'plain')]) store.upsert(o);
-    for (const e of [registration('a', 'amb', '1'), registration('b', 'amb', '2'), registration('p', 'plain', '3')]) registry.put(e);
+    for (const o of [
+      ns('amb', { 'istio.io/dataplane-mode': 'ambient' }),
+      ns('plain'),
+      pod('a', 'amb'),
+      pod('b', 'amb'),
+      pod('p', 'plain'),
+    ])
+      store.upsert(o);
+    for (const e of [registration('a', 'amb', '1'), registration('b', 'amb', '2'), registration('p', 'plain', '3')])
+      registry.put(e);
     mesh = new MeshController({
-      store, registry, enroller: enroller as unknown as Enroller, lbOptOut: optOut, mode: { excludeNamespaces: [] }, decisionsFile: path.join(dir, 'decisions.json'),
+      store,
+      registry,
+      enroller: enroller as unknown as Enroller,
+      lbOptOut: optOut,
+      mode: { excludeNamespaces: [] },
+      decisionsFile: path.join(dir, 'decisions.json'),
     });
     store.on('change', (ev) => mesh.changed(ev));
     mesh.markAll();
@@ -89,8 +119,23 @@ describe('MeshController', () => {
   });
 
   it('a Service or EndpointSlice change re-decides no pod', () => {
-    store.upsert(obj({ apiVersion: 'v1', kind: 'Service', metadata: { name: 's', namespace: 'amb' }, spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }] } }));
-    store.upsert(obj({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 's-1', namespace: 'amb', labels: { 'kubernetes.io/service-name': 's' } }, addressType: 'IPv4', endpoints: [] }));
+    store.upsert(
+      obj({
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name: 's', namespace: 'amb' },
+        spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }] },
+      }),
+    );
+    store.upsert(
+      obj({
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
+        metadata: { name: 's-1', namespace: 'amb', labels: { 'kubernetes.io/service-name': 's' } },
+        addressType: 'IPv4',
+        endpoints: [],
+      }),
+    );
     expect(mesh.flush()).toBe(0);
   });
 
@@ -118,7 +163,14 @@ describe('MeshController', () => {
     store.upsert(pod('p', 'plain', {}, { 'socket-lb.sluice.io/disabled': 'true' }));
     expect(mesh.flush()).toBe(1);
     expect(optOut.calls).toEqual(['apply 3 true']);
-    store.upsert(obj({ apiVersion: 'v1', kind: 'Service', metadata: { name: 's', namespace: 'plain' }, spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }] } }));
+    store.upsert(
+      obj({
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name: 's', namespace: 'plain' },
+        spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }] },
+      }),
+    );
     expect(mesh.flush()).toBe(0);
     expect(optOut.calls).toEqual(['apply 3 true']);
   });

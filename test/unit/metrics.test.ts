@@ -8,19 +8,42 @@ import { RawReply } from '../../src/agent/local-api';
 import { svcKeyCodec, svcKeySlot } from '../../src/bpf/layout';
 import { ObjectStore } from '../../src/k8s/store';
 import type { EndpointSlice, Service } from '../../src/k8s/types';
-import { AgentHttp, AgentMetrics, cniReplyCode, HttpEndpoint, LAST_CHANGE_TRIGGER_TIME, lastChangeTriggerTime, PodCounterTotals, PROGRAMMING_BUCKETS, ProgrammingLatency } from '../../src/metrics';
+import {
+  AgentHttp,
+  AgentMetrics,
+  cniReplyCode,
+  HttpEndpoint,
+  LAST_CHANGE_TRIGGER_TIME,
+  lastChangeTriggerTime,
+  PodCounterTotals,
+  PROGRAMMING_BUCKETS,
+  ProgrammingLatency,
+} from '../../src/metrics';
 
 const T0 = Date.parse('2026-01-01T00:00:00Z');
 
 function service(name: string): Service {
-  return { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' }, spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }] } };
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace: 'default' },
+    spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }] },
+  };
 }
 
 function slice(name: string, svc: string, trigger?: string, ip = '10.0.0.1'): EndpointSlice {
   return {
-    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
-    metadata: { name, namespace: 'default', labels: { 'kubernetes.io/service-name': svc }, ...(trigger ? { annotations: { [LAST_CHANGE_TRIGGER_TIME]: trigger } } : {}) },
-    addressType: 'IPv4', endpoints: [{ addresses: [ip], conditions: { ready: true } }], ports: [{ port: 80 }],
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: {
+      name,
+      namespace: 'default',
+      labels: { 'kubernetes.io/service-name': svc },
+      ...(trigger ? { annotations: { [LAST_CHANGE_TRIGGER_TIME]: trigger } } : {}),
+    },
+    addressType: 'IPv4',
+    endpoints: [{ addresses: [ip], conditions: { ready: true } }],
+    ports: [{ port: 80 }],
   } as EndpointSlice;
 }
 
@@ -34,8 +57,8 @@ function latencyRig(readTimeWithoutAnnotation: boolean) {
   return { pl, store, observed, advance: (ms: number) => (now += ms), at: (ms: number) => new Date(now + ms).toISOString() };
 }
 
-describe('network programming latency (kube-proxy\'s rules)', () => {
-  it('the EndpointSlice controller\'s trigger time is parsed as RFC 3339 with nanoseconds; anything else is ignored', () => {
+describe("network programming latency (kube-proxy's rules)", () => {
+  it("the EndpointSlice controller's trigger time is parsed as RFC 3339 with nanoseconds; anything else is ignored", () => {
     expect(lastChangeTriggerTime({ [LAST_CHANGE_TRIGGER_TIME]: '2026-01-01T00:00:01.123456789Z' })).toBe(T0 + 1123);
     expect(lastChangeTriggerTime({ [LAST_CHANGE_TRIGGER_TIME]: '2026-01-01T02:00:01+02:00' })).toBe(T0 + 1000);
     expect(lastChangeTriggerTime({ [LAST_CHANGE_TRIGGER_TIME]: 'Jan 1 2026' })).toBeUndefined();
@@ -61,7 +84,7 @@ describe('network programming latency (kube-proxy\'s rules)', () => {
     expect(r.observed).toEqual([]);
   });
 
-  it('a slice deletion drops the Service\'s pending times, as kube-proxy does', () => {
+  it("a slice deletion drops the Service's pending times, as kube-proxy does", () => {
     const r = latencyRig(false);
     r.store.upsert(slice('web-1', 'web', r.at(-100)));
     r.store.delete('EndpointSlice/default/web-1');
@@ -93,15 +116,21 @@ describe('network programming latency (kube-proxy\'s rules)', () => {
     expect(r.observed).toEqual([0.03]);
   });
 
-  it('a trigger time ahead of the agent\'s clock counts as 0, not negative', () => {
+  it("a trigger time ahead of the agent's clock counts as 0, not negative", () => {
     const r = latencyRig(false);
     r.store.upsert(slice('web-1', 'web', r.at(2000)));
     r.pl.programmed();
     expect(r.observed).toEqual([0]);
   });
 
-  it('the histogram has every bucket boundary of kube-proxy\'s, and finer ones below', () => {
-    const kubeProxy = [0.25, 0.5, ...Array.from({ length: 59 }, (_, i) => i + 1), ...Array.from({ length: 12 }, (_, i) => 60 + 5 * i), ...Array.from({ length: 7 }, (_, i) => 120 + 30 * i)];
+  it("the histogram has every bucket boundary of kube-proxy's, and finer ones below", () => {
+    const kubeProxy = [
+      0.25,
+      0.5,
+      ...Array.from({ length: 59 }, (_, i) => i + 1),
+      ...Array.from({ length: 12 }, (_, i) => 60 + 5 * i),
+      ...Array.from({ length: 7 }, (_, i) => 120 + 30 * i),
+    ];
     expect(PROGRAMMING_BUCKETS.filter((b) => b >= 0.25)).toEqual(kubeProxy);
     expect(PROGRAMMING_BUCKETS.filter((b) => b < 0.25).length).toBeGreaterThan(3);
     expect([...PROGRAMMING_BUCKETS].sort((a, b) => a - b)).toEqual(PROGRAMMING_BUCKETS);
@@ -111,7 +140,14 @@ describe('network programming latency (kube-proxy\'s rules)', () => {
 describe('per-pod counter totals', () => {
   it('stay monotonic when a pod is released (its entry deleted) and when it is enrolled again at zero', () => {
     const t = new PodCounterTotals(['out', 'in'] as const);
-    expect(t.update(new Map([[1n, { out: 5, in: 1 }], [2n, { out: 2, in: 0 }]]))).toEqual({ out: 7, in: 1 });
+    expect(
+      t.update(
+        new Map([
+          [1n, { out: 5, in: 1 }],
+          [2n, { out: 2, in: 0 }],
+        ]),
+      ),
+    ).toEqual({ out: 7, in: 1 });
     // pod 2 released: what it had counted stays in the total
     expect(t.update(new Map([[1n, { out: 6, in: 1 }]]))).toEqual({ out: 8, in: 1 });
     // pod 1 released and enrolled again between two scrapes: its entry starts at zero again
@@ -190,13 +226,17 @@ describe('agent metrics fed through their hooks (no kernel: the pinned maps are 
     expect(s.get('sluice_repair_pods_total{mode="repair",result="failed"}')).toBe(2);
   });
 
-  it('API reachability is a metric in API mode only; without a datapath the kernel\'s metrics have no samples', async () => {
+  it("API reachability is a metric in API mode only; without a datapath the kernel's metrics have no samples", async () => {
     expect(samples(await metrics('api', false).scrape()).get('sluice_k8s_api_reachable')).toBe(0);
     expect(samples(await metrics('api', true).scrape()).get('sluice_k8s_api_reachable')).toBe(1);
     const text = await metrics('standalone').scrape();
     expect(text).not.toContain('sluice_k8s_api_reachable');
     expect(text).toContain('# TYPE sluice_bpf_map_pressure gauge');
-    expect([...samples(text).keys()].filter((k) => /^sluice_(bpf_map_pressure|datapath_events_total|capture_connections_total|endpoints)\{/.test(k))).toEqual([]);
+    expect(
+      [...samples(text).keys()].filter((k) =>
+        /^sluice_(bpf_map_pressure|datapath_events_total|capture_connections_total|endpoints)\{/.test(k),
+      ),
+    ).toEqual([]);
     expect(samples(text).get('sluice_zds_connected')).toBe(0);
   });
 });
@@ -223,17 +263,26 @@ describe('HTTP endpoints', () => {
   it('/healthz answers while the agent lives, /readyz says 503 and why until it is ready', async () => {
     let ready = false;
     let alive = true;
-    const m = new AgentMetrics({ bpfPinDir: '/nonexistent', source: 'standalone', repairMode: 'off' }, { registrations: () => [], zds: () => undefined, apiReachable: () => undefined });
+    const m = new AgentMetrics(
+      { bpfPinDir: '/nonexistent', source: 'standalone', repairMode: 'off' },
+      { registrations: () => [], zds: () => undefined, apiReachable: () => undefined },
+    );
     const h = await AgentHttp.start(
       { healthServeAddr: { host: '127.0.0.1', port: 0 }, prometheusServeAddr: { host: '127.0.0.1', port: 0 } },
       m,
-      { readiness: () => ({ ready, reason: ready ? 'programs attached' : 'CNI plugin not installed: no config' }), alive: () => alive },
+      {
+        readiness: () => ({ ready, reason: ready ? 'programs attached' : 'CNI plugin not installed: no config' }),
+        alive: () => alive,
+      },
     );
     open.push(h);
     const { health, metrics } = h.addresses();
     expect(health).toMatch(/^127\.0\.0\.1:\d+$/);
     expect(await get(`http://${health}/healthz`)).toMatchObject({ status: 200, body: 'ok\n' });
-    expect(await get(`http://${health}/readyz`)).toMatchObject({ status: 503, body: 'not ready: CNI plugin not installed: no config\n' });
+    expect(await get(`http://${health}/readyz`)).toMatchObject({
+      status: 503,
+      body: 'not ready: CNI plugin not installed: no config\n',
+    });
     ready = true;
     expect(await get(`http://${health}/readyz`)).toMatchObject({ status: 200, body: 'ready: programs attached\n' });
     alive = false;

@@ -8,14 +8,7 @@ import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createNode, run, type SimNode } from '../harness';
 import { loadIo } from '../../src/native/io-lib';
-import {
-  closePoller,
-  NativeIoError,
-  SeqpacketConn,
-  SeqpacketServer,
-  watch,
-  watchedCount,
-} from '../../src/native';
+import { closePoller, NativeIoError, SeqpacketConn, SeqpacketServer, watch, watchedCount } from '../../src/native';
 
 const ROOT = path.resolve(__dirname, '../..');
 const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
@@ -55,7 +48,9 @@ interface Received {
 function nextMessages(conn: SeqpacketConn, count: number): Promise<Received[]> {
   return new Promise((resolve, reject) => {
     const got: Received[] = [];
-    conn.onClose((err) => reject(new Error(`${conn.label} closed after ${got.length} of ${count} messages: ${err?.message ?? 'end of stream'}`)));
+    conn.onClose((err) =>
+      reject(new Error(`${conn.label} closed after ${got.length} of ${count} messages: ${err?.message ?? 'end of stream'}`)),
+    );
     conn.onMessage((msg, fd, truncated) => {
       got.push({ msg, fd, truncated });
       if (got.length === count) resolve(got);
@@ -68,9 +63,7 @@ async function pair(opts: { serverMaxBytes?: number; clientMaxBytes?: number } =
   const p = sockPath();
   let accepted!: (c: SeqpacketConn) => void;
   const acceptedConn = new Promise<SeqpacketConn>((r) => (accepted = r));
-  const server = track(
-    SeqpacketServer.listen(p, (c) => accepted(track(c)), { maxMessageBytes: opts.serverMaxBytes }),
-  );
+  const server = track(SeqpacketServer.listen(p, (c) => accepted(track(c)), { maxMessageBytes: opts.serverMaxBytes }));
   const client = track(SeqpacketConn.connect(p, { maxMessageBytes: opts.clientMaxBytes }));
   return { path: p, server, client, peer: await acceptedConn };
 }
@@ -296,10 +289,12 @@ describe('seqpacket sockets', () => {
     const first = track(SeqpacketServer.listen(p, (c) => track(c)));
     let second: SeqpacketConn | undefined;
     const accepted = new Promise<void>((resolve) => {
-      track(SeqpacketServer.listen(p, (c) => {
-        second = track(c);
-        resolve();
-      }));
+      track(
+        SeqpacketServer.listen(p, (c) => {
+          second = track(c);
+          resolve();
+        }),
+      );
     });
     track(SeqpacketConn.connect(p));
     await accepted;
@@ -320,7 +315,9 @@ describe('the poller', () => {
   it('drives 1000 request/reply round trips with timers faked: readiness needs no timer', async () => {
     const { client, peer } = await pair();
     peer.onMessage((msg) => peer.send(msg)); // echo
-    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval', 'setImmediate', 'clearTimeout', 'clearInterval', 'clearImmediate'] });
+    vi.useFakeTimers({
+      toFake: ['setTimeout', 'setInterval', 'setImmediate', 'clearTimeout', 'clearInterval', 'clearImmediate'],
+    });
     try {
       const replies: number[] = [];
       await new Promise<void>((resolve, reject) => {
@@ -536,8 +533,10 @@ describe('address watch', () => {
         }
         const out = node.output(child);
         if (out.exited || Date.now() > deadline) {
-          throw new Error(`no line for ${what} (${out.exited ? `watcher exited ${out.exitCode}` : 'timed out'}): ` +
-            `stdout ${out.stdout.slice(-4000)} stderr ${out.stderr.slice(-4000)}`);
+          throw new Error(
+            `no line for ${what} (${out.exited ? `watcher exited ${out.exitCode}` : 'timed out'}): ` +
+              `stdout ${out.stdout.slice(-4000)} stderr ${out.stderr.slice(-4000)}`,
+          );
         }
         // the next line, or the deadline
         await new Promise<void>((resolve) => {

@@ -42,7 +42,7 @@ beforeEach(() => {
 afterEach(() => fs.rmSync(stateDir, { recursive: true, force: true }));
 
 describe('PodRegistry', () => {
-  it('put writes the record durably: data and directory fsync\'ed, no temp file left', () => {
+  it("put writes the record durably: data and directory fsync'ed, no temp file left", () => {
     const registry = new PodRegistry(stateDir);
     registry.load();
     registry.put(REG);
@@ -54,7 +54,7 @@ describe('PodRegistry', () => {
     expect(hooks.fsynced[1]).toBe(endpointsDir());
   });
 
-  it('the agent\'s load removes temp files of interrupted writes; a reader beside the agent does not', () => {
+  it("the agent's load removes temp files of interrupted writes; a reader beside the agent does not", () => {
     const registry = new PodRegistry(stateDir);
     registry.load();
     registry.put(REG);

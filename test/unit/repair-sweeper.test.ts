@@ -28,7 +28,12 @@ async function flush(): Promise<void> {
   for (let i = 0; i < 10; i++) await Promise.resolve();
 }
 
-const deps = { cfg: { repairMode: 'repair' } as Config, store: {}, registry: {}, enrol: () => ({ mode: 'none' }) } as unknown as SweepDeps;
+const deps = {
+  cfg: { repairMode: 'repair' } as Config,
+  store: {},
+  registry: {},
+  enrol: () => ({ mode: 'none' }),
+} as unknown as SweepDeps;
 
 afterEach(() => vi.useRealTimers());
 

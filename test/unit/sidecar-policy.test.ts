@@ -11,7 +11,12 @@ const T = 'traffic.sidecar.istio.io/';
 /** An injected pod: the app and Istio's sidecar container, as the injector writes them. */
 function pod(annotations: Record<string, string>, namespace = 'shop', extra: Partial<Pod['spec']> = {}): Pod {
   const containers = [{ name: 'app' }, { name: 'istio-proxy', args: ['proxy', 'sidecar'] }];
-  return { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'cart-1', namespace, annotations }, spec: { nodeName: 'n1', containers, ...extra } } as Pod;
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: 'cart-1', namespace, annotations },
+    spec: { nodeName: 'n1', containers, ...extra },
+  } as Pod;
 }
 
 const opts = { excludeNamespaces: ['kube-system', 'istio-system'] };
@@ -19,7 +24,14 @@ const opts = { excludeNamespaces: ['kube-system', 'istio-system'] };
 describe('sidecar policy', () => {
   it('defaults capture every outbound range and every inbound port to 15001/15006', () => {
     const { policy } = sidecarPolicy({}, ['10.1.0.5']);
-    expect(policy).toMatchObject({ mode: 'sidecar', outboundPort: 15001, inboundPort: 15006, includeCidrs: [], includeInPorts: [], podIps: ['10.1.0.5'] });
+    expect(policy).toMatchObject({
+      mode: 'sidecar',
+      outboundPort: 15001,
+      inboundPort: 15006,
+      includeCidrs: [],
+      includeInPorts: [],
+      podIps: ['10.1.0.5'],
+    });
     expect(policy!.flags & POL_OUT_ALL).toBeTruthy();
     expect(policy!.flags & POL_IN_ALL).toBeTruthy();
   });
@@ -37,7 +49,10 @@ describe('sidecar policy', () => {
       ['10.1.0.5', 'fd00::5'],
     );
     expect(policy).toMatchObject({
-      includeCidrs: [{ ip: '10.96.0.0', prefix: 12 }, { ip: 'fd00:96::', prefix: 64 }],
+      includeCidrs: [
+        { ip: '10.96.0.0', prefix: 12 },
+        { ip: 'fd00:96::', prefix: 64 },
+      ],
       excludeCidrs: [{ ip: '10.96.0.10', prefix: 32 }],
       includeOutPorts: [8443, 9000],
       excludeOutPorts: [5432],
@@ -45,7 +60,9 @@ describe('sidecar policy', () => {
       excludeInPorts: [9091],
     });
     expect(policy!.flags & (POL_OUT_ALL | POL_IN_ALL)).toBe(0);
-    expect(describePolicy(policy!)).toBe('out=10.96.0.0/12,fd00:96::/64 out-exclude=10.96.0.10/32 out-ports=8443,9000 out-exclude-ports=5432 in=8080,9090 in-exclude-ports=9091');
+    expect(describePolicy(policy!)).toBe(
+      'out=10.96.0.0/12,fd00:96::/64 out-exclude=10.96.0.10/32 out-ports=8443,9000 out-exclude-ports=5432 in=8080,9090 in-exclude-ports=9091',
+    );
   });
 
   it('excludeOutboundPorts defaults to the proxy status port 15020 when absent, as istio-cni; present and empty means none', () => {
@@ -69,12 +86,18 @@ describe('sidecar policy', () => {
     expect(sidecarPolicy({ [`${T}includeInboundPorts`]: '70000' }, []).refused).toMatch(/"70000" is not a port/);
     const many = Array.from({ length: 17 }, (_, i) => `10.${i}.0.0/16`).join(',');
     expect(sidecarPolicy({ [`${T}excludeOutboundIPRanges`]: many }, []).refused).toMatch(/at most 16/);
-    expect(sidecarPolicy({ 'sidecar.istio.io/interceptionMode': 'FAST' }, []).refused).toMatch(/expected REDIRECT, TPROXY or NONE/);
+    expect(sidecarPolicy({ 'sidecar.istio.io/interceptionMode': 'FAST' }, []).refused).toMatch(
+      /expected REDIRECT, TPROXY or NONE/,
+    );
   });
 
   it('interceptionMode TPROXY is REDIRECT plus the TPROXY flag, shown in the description', () => {
-    const redirect = sidecarPolicy({ 'sidecar.istio.io/interceptionMode': 'REDIRECT', [`${T}excludeInboundPorts`]: '9090' }, ['10.1.0.5']).policy!;
-    const tproxy = sidecarPolicy({ 'sidecar.istio.io/interceptionMode': 'TPROXY', [`${T}excludeInboundPorts`]: '9090' }, ['10.1.0.5']).policy!;
+    const redirect = sidecarPolicy({ 'sidecar.istio.io/interceptionMode': 'REDIRECT', [`${T}excludeInboundPorts`]: '9090' }, [
+      '10.1.0.5',
+    ]).policy!;
+    const tproxy = sidecarPolicy({ 'sidecar.istio.io/interceptionMode': 'TPROXY', [`${T}excludeInboundPorts`]: '9090' }, [
+      '10.1.0.5',
+    ]).policy!;
     expect(tproxy).toEqual({ ...redirect, flags: redirect.flags | POL_TPROXY });
     expect(redirect.flags & POL_TPROXY).toBe(0);
     expect(describePolicy(tproxy)).toBe(`${describePolicy(redirect)} interception=TPROXY`);
@@ -82,7 +105,10 @@ describe('sidecar policy', () => {
   });
 
   it('the policy round-trips through the kernel layout', () => {
-    const { policy } = sidecarPolicy({ [`${T}includeOutboundIPRanges`]: '10.96.0.0/12,fd00::/8', [`${T}excludeInboundPorts`]: '1,65535' }, ['10.1.0.5', 'fd00::5']);
+    const { policy } = sidecarPolicy(
+      { [`${T}includeOutboundIPRanges`]: '10.96.0.0/12,fd00::/8', [`${T}excludeInboundPorts`]: '1,65535' },
+      ['10.1.0.5', 'fd00::5'],
+    );
     const buf = Buffer.alloc(policyCodec.size);
     policyCodec.encode(policy!, buf, 0);
     expect(buf[84 + 16]).toBe(96 + 12); // IPv4 prefixes are stored over the mapped 128 bits
@@ -127,12 +153,16 @@ describe('interface annotations', () => {
     it.each(names)(`${key}: %s (%j) valid=%s, as Istio validates it`, (_, value, valid) => {
       const refused = sidecarPolicy({ [key]: value }, []).refused;
       // valid names are then refused as unsupported, invalid ones as unparsable
-      expect(refused).toMatch(new RegExp(valid ? `^${quoted} ".*" is not supported by sluice` : `^Cannot parse annotation ${quoted} `));
+      expect(refused).toMatch(
+        new RegExp(valid ? `^${quoted} ".*" is not supported by sluice` : `^Cannot parse annotation ${quoted} `),
+      );
     });
   }
 
-  it('absent or empty interface lists change nothing, as Istio\'s defaults are empty', () => {
-    expect(sidecarPolicy({ [EXCLUDE]: '', [KUBEVIRT]: '', [REROUTE]: '' }, ['10.1.0.5']).policy).toEqual(sidecarPolicy({}, ['10.1.0.5']).policy);
+  it("absent or empty interface lists change nothing, as Istio's defaults are empty", () => {
+    expect(sidecarPolicy({ [EXCLUDE]: '', [KUBEVIRT]: '', [REROUTE]: '' }, ['10.1.0.5']).policy).toEqual(
+      sidecarPolicy({}, ['10.1.0.5']).policy,
+    );
   });
 
   it('excludeInterfaces is refused: the egress interface of a connect is not known at connect time', () => {
@@ -151,27 +181,46 @@ describe('interface annotations', () => {
 
   it('reroute-virtual-interfaces wins over kubevirtInterfaces whenever present, even empty; the other is then not read', () => {
     expect(sidecarPolicy({ [REROUTE]: '', [KUBEVIRT]: 'tap0' }, []).refused).toBeUndefined();
-    expect(sidecarPolicy({ [REROUTE]: 'tap1', [KUBEVIRT]: 'tap0' }, []).refused).toMatch(/^istio\.io\/reroute-virtual-interfaces "tap1"/);
-    expect(sidecarPolicy({ [REROUTE]: 'tap1', [KUBEVIRT]: '0bad' }, []).refused).toMatch(/^istio\.io\/reroute-virtual-interfaces "tap1" is not supported/);
-    expect(sidecarPolicy({ [REROUTE]: '0bad', [KUBEVIRT]: 'tap0' }, []).refused).toMatch(/^Cannot parse annotation istio\.io\/reroute-virtual-interfaces "0bad"/);
+    expect(sidecarPolicy({ [REROUTE]: 'tap1', [KUBEVIRT]: 'tap0' }, []).refused).toMatch(
+      /^istio\.io\/reroute-virtual-interfaces "tap1"/,
+    );
+    expect(sidecarPolicy({ [REROUTE]: 'tap1', [KUBEVIRT]: '0bad' }, []).refused).toMatch(
+      /^istio\.io\/reroute-virtual-interfaces "tap1" is not supported/,
+    );
+    expect(sidecarPolicy({ [REROUTE]: '0bad', [KUBEVIRT]: 'tap0' }, []).refused).toMatch(
+      /^Cannot parse annotation istio\.io\/reroute-virtual-interfaces "0bad"/,
+    );
   });
 
-  it('an invalid port is reported before any interface, in istio-cni\'s order', () => {
-    expect(sidecarPolicy({ [`${T}includeOutboundPorts`]: 'x', [EXCLUDE]: 'eth0;echo' }, []).refused).toMatch(/includeOutboundPorts "x"/);
-    expect(sidecarPolicy({ [EXCLUDE]: '0bad', [KUBEVIRT]: 'tap0' }, []).refused).toMatch(/^Cannot parse annotation traffic\.sidecar\.istio\.io\/excludeInterfaces/);
+  it("an invalid port is reported before any interface, in istio-cni's order", () => {
+    expect(sidecarPolicy({ [`${T}includeOutboundPorts`]: 'x', [EXCLUDE]: 'eth0;echo' }, []).refused).toMatch(
+      /includeOutboundPorts "x"/,
+    );
+    expect(sidecarPolicy({ [EXCLUDE]: '0bad', [KUBEVIRT]: 'tap0' }, []).refused).toMatch(
+      /^Cannot parse annotation traffic\.sidecar\.istio\.io\/excludeInterfaces/,
+    );
   });
 });
 
 describe('mode decision', () => {
   it('a pod with the injector status annotation is in sidecar mode', () => {
-    expect(decideMode(pod(STATUS), undefined, ['10.1.0.5'], opts)).toMatchObject({ mode: 'sidecar', rule: 'istio-proxy sidecar with annotation sidecar.istio.io/status' });
+    expect(decideMode(pod(STATUS), undefined, ['10.1.0.5'], opts)).toMatchObject({
+      mode: 'sidecar',
+      rule: 'istio-proxy sidecar with annotation sidecar.istio.io/status',
+    });
   });
 
   it('excluded namespaces, the host network and missing objects are never captured', () => {
-    expect(decideMode(pod(STATUS, 'istio-system'), undefined, [], opts)).toMatchObject({ mode: 'none', rule: 'namespace istio-system is in exclude-namespaces' });
+    expect(decideMode(pod(STATUS, 'istio-system'), undefined, [], opts)).toMatchObject({
+      mode: 'none',
+      rule: 'namespace istio-system is in exclude-namespaces',
+    });
     expect(decideMode(pod(STATUS, 'shop', { hostNetwork: true }), undefined, [], opts).mode).toBe('none');
     expect(decideMode(undefined, undefined, [], opts)).toMatchObject({ mode: 'none', rule: 'no Pod object for this endpoint' });
-    expect(decideMode(pod({}), undefined, [], opts)).toMatchObject({ mode: 'none', rule: 'no sidecar.istio.io/status annotation, no istio.io/dataplane-mode=ambient label' });
+    expect(decideMode(pod({}), undefined, [], opts)).toMatchObject({
+      mode: 'none',
+      rule: 'no sidecar.istio.io/status annotation, no istio.io/dataplane-mode=ambient label',
+    });
   });
 
   it('an invalid annotation leaves the pod out, saying why', () => {
@@ -181,8 +230,9 @@ describe('mode decision', () => {
   });
 });
 
-describe('ambient enrolment rules, in Istio\'s order', () => {
-  const ns = (labels: Record<string, string>) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels } }) as never;
+describe("ambient enrolment rules, in Istio's order", () => {
+  const ns = (labels: Record<string, string>) =>
+    ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels } }) as never;
   const AMB = { 'istio.io/dataplane-mode': 'ambient' };
   const withLabels = (labels: Record<string, string>, annotations: Record<string, string> = {}) => {
     const p = pod(annotations);
@@ -191,11 +241,18 @@ describe('ambient enrolment rules, in Istio\'s order', () => {
   };
 
   it('a namespace labelled ambient enrols its pods', () => {
-    expect(decideMode(pod({}), ns(AMB), ['10.1.0.5'], opts)).toMatchObject({ mode: 'ambient', rule: 'namespace label istio.io/dataplane-mode=ambient', policy: { mode: 'ambient', outboundPort: 15001, inboundPort: 15006 } });
+    expect(decideMode(pod({}), ns(AMB), ['10.1.0.5'], opts)).toMatchObject({
+      mode: 'ambient',
+      rule: 'namespace label istio.io/dataplane-mode=ambient',
+      policy: { mode: 'ambient', outboundPort: 15001, inboundPort: 15006 },
+    });
   });
 
   it('a pod labelled ambient is enrolled in an unlabelled namespace', () => {
-    expect(decideMode(withLabels(AMB), ns({}), [], opts)).toMatchObject({ mode: 'ambient', rule: 'pod label istio.io/dataplane-mode=ambient' });
+    expect(decideMode(withLabels(AMB), ns({}), [], opts)).toMatchObject({
+      mode: 'ambient',
+      rule: 'pod label istio.io/dataplane-mode=ambient',
+    });
   });
 
   it('excluded namespaces come first', () => {
@@ -209,8 +266,14 @@ describe('ambient enrolment rules, in Istio\'s order', () => {
   });
 
   it('the opt-outs win over the namespace label: the annotation and the label none', () => {
-    expect(decideMode(pod({ 'ambient.istio.io/redirection': 'disabled' }), ns(AMB), [], opts)).toMatchObject({ mode: 'none', rule: 'annotation ambient.istio.io/redirection=disabled' });
-    expect(decideMode(withLabels({ 'istio.io/dataplane-mode': 'none' }), ns(AMB), [], opts)).toMatchObject({ mode: 'none', rule: 'pod label istio.io/dataplane-mode=none' });
+    expect(decideMode(pod({ 'ambient.istio.io/redirection': 'disabled' }), ns(AMB), [], opts)).toMatchObject({
+      mode: 'none',
+      rule: 'annotation ambient.istio.io/redirection=disabled',
+    });
+    expect(decideMode(withLabels({ 'istio.io/dataplane-mode': 'none' }), ns(AMB), [], opts)).toMatchObject({
+      mode: 'none',
+      rule: 'pod label istio.io/dataplane-mode=none',
+    });
     // "enabled" is Istio's own status write-back, not an opt-out
     expect(decideMode(pod({ 'ambient.istio.io/redirection': 'enabled' }), ns(AMB), [], opts).mode).toBe('ambient');
   });

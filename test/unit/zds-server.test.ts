@@ -71,7 +71,13 @@ describe('ZDS server', () => {
   let sock: string;
   const close: Array<() => void> = [];
   const nsPath = '/proc/self/ns/net';
-  const wl = (uid: string, netnsPath = nsPath): ZdsWorkload => ({ uid, name: `p-${uid}`, namespace: 'ns', serviceAccount: 'sa', netnsPath });
+  const wl = (uid: string, netnsPath = nsPath): ZdsWorkload => ({
+    uid,
+    name: `p-${uid}`,
+    namespace: 'ns',
+    serviceAccount: 'sa',
+    netnsPath,
+  });
 
   beforeEach(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zds-'));
@@ -83,7 +89,13 @@ describe('ZDS server', () => {
   });
 
   function server(pods: ZdsWorkload[], opts: { deadlineMs?: number; results?: Array<[string, unknown]> } = {}): ZdsServer {
-    const s = new ZdsServer({ path: sock, listen, deadlineMs: opts.deadlineMs, snapshot: () => pods, onSnapshotResult: (uid, r) => opts.results?.push([uid, r]) });
+    const s = new ZdsServer({
+      path: sock,
+      listen,
+      deadlineMs: opts.deadlineMs,
+      snapshot: () => pods,
+      onSnapshotResult: (uid, r) => opts.results?.push([uid, r]),
+    });
     s.listen();
     close.push(() => s.close());
     return s;
@@ -97,10 +109,16 @@ describe('ZDS server', () => {
     await peer.until(() => peer.got.length === 4);
     expect(peer.kinds()).toEqual(['add', 'add', 'keep', 'snapshotSent']);
     const selfIno = fs.statSync(nsPath).ino;
-    expect(peer.got[0]).toMatchObject({ req: { add: { uid: 'a', workloadInfo: { name: 'p-a', namespace: 'ns', serviceAccount: 'sa' } } }, fdIno: selfIno });
+    expect(peer.got[0]).toMatchObject({
+      req: { add: { uid: 'a', workloadInfo: { name: 'p-a', namespace: 'ns', serviceAccount: 'sa' } } },
+      fdIno: selfIno,
+    });
     expect(peer.got[2]).toMatchObject({ req: { keep: { uid: 'gone' } }, fdIno: undefined });
     expect(peer.got[3].fdIno).toBeUndefined();
-    expect(results).toEqual([['a', { ok: true }], ['b', { ok: false, error: 'no room' }]]);
+    expect(results).toEqual([
+      ['a', { ok: true }],
+      ['b', { ok: false, error: 'no room' }],
+    ]);
   });
 
   it('sends one request at a time: the next waits for the ack of the previous', async () => {
@@ -166,7 +184,12 @@ describe('ZDS server', () => {
   it('per pod: pending without ztunnel, acked from the snapshot, a nack retried until acked, del on release', async () => {
     let nacks = 2;
     const states: string[] = [];
-    const zds = new AmbientZds({ path: sock, listen, stateFile: path.join(dir, 'zds.json'), onState: (w, st) => states.push(`${w.uid}:${st.state}`) });
+    const zds = new AmbientZds({
+      path: sock,
+      listen,
+      stateFile: path.join(dir, 'zds.json'),
+      onState: (w, st) => states.push(`${w.uid}:${st.state}`),
+    });
     close.push(() => zds.close());
     zds.start();
     zds.enrolled(wl('p1'));

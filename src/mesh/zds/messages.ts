@@ -73,9 +73,12 @@ export function decodeAck(buf: Buffer): string {
 
 /** For tests and tools: decodes what the server sends. */
 export function decodeRequest(buf: Buffer): WorkloadRequest {
-  const m = Request.toObject(Request.decode(buf), { defaults: true, oneofs: true }) as Record<string, unknown> & { payload?: string };
+  const m = Request.toObject(Request.decode(buf), { defaults: true, oneofs: true }) as Record<string, unknown> & {
+    payload?: string;
+  };
   const kind = m.payload;
-  if (kind === 'add' || kind === 'keep' || kind === 'del' || kind === 'snapshotSent') return { [kind]: m[kind] } as WorkloadRequest;
+  if (kind === 'add' || kind === 'keep' || kind === 'del' || kind === 'snapshotSent')
+    return { [kind]: m[kind] } as WorkloadRequest;
   throw new SyntaxError('ZDS request without a payload');
 }
 

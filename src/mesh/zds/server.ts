@@ -11,7 +11,15 @@
  */
 import * as fs from 'node:fs';
 import { log } from '../../log';
-import { decodeAck, decodeHello, encodeRequest, requestKind, ZDS_MAX_MESSAGE, type WorkloadInfo, type WorkloadRequest } from './messages';
+import {
+  decodeAck,
+  decodeHello,
+  encodeRequest,
+  requestKind,
+  ZDS_MAX_MESSAGE,
+  type WorkloadInfo,
+  type WorkloadRequest,
+} from './messages';
 
 /** One message-preserving connection (the native seqpacket layer, or a test double). */
 export interface PacketConn {
@@ -127,7 +135,10 @@ class ZtunnelConn {
       // the kernel holds its own reference in the message
       if (fd !== undefined) fs.closeSync(fd);
     }
-    this.timer = setTimeout(() => this.close(`no answer to ${requestKind(next.req)} within ${this.deadlineMs} ms`), this.deadlineMs);
+    this.timer = setTimeout(
+      () => this.close(`no answer to ${requestKind(next.req)} within ${this.deadlineMs} ms`),
+      this.deadlineMs,
+    );
   }
 
   private message(msg: Buffer, fd: number | undefined, truncated: boolean): void {
@@ -180,7 +191,13 @@ export class ZdsServer {
 
   listen(): void {
     this.listener = this.opts.listen(this.opts.path, (c) => {
-      const zc = new ZtunnelConn(this.nextId++, c, this.deadlineMs, (z) => this.sendSnapshot(z), (z) => this.forget(z));
+      const zc = new ZtunnelConn(
+        this.nextId++,
+        c,
+        this.deadlineMs,
+        (z) => this.sendSnapshot(z),
+        (z) => this.forget(z),
+      );
       this.conns.push(zc);
       log.info('ztunnel connected', { conn: zc.id, connected: this.conns.length });
     });
@@ -193,7 +210,13 @@ export class ZdsServer {
   }
 
   status(): ZtunnelStatus[] {
-    return this.conns.map((c) => ({ id: c.id, connectedAt: c.connectedAt.toISOString(), state: c.state, version: c.version, queued: c.queued }));
+    return this.conns.map((c) => ({
+      id: c.id,
+      connectedAt: c.connectedAt.toISOString(),
+      state: c.state,
+      version: c.version,
+      queued: c.queued,
+    }));
   }
 
   /** Hands a pod to the newest ztunnel; resolves with its answer. Throws NoZtunnelError. */
@@ -206,7 +229,9 @@ export class ZdsServer {
 
   /** Tells every connected ztunnel that the pod is gone (old and new during an upgrade). */
   async del(uid: string): Promise<void> {
-    const results = await Promise.allSettled(this.conns.filter((c) => c.state !== 'hello').map((c) => c.request({ del: { uid } })));
+    const results = await Promise.allSettled(
+      this.conns.filter((c) => c.state !== 'hello').map((c) => c.request({ del: { uid } })),
+    );
     for (const r of results) {
       if (r.status === 'rejected') log.warn('ZDS del not delivered', { uid, err: (r.reason as Error).message });
       else if (r.value) log.warn('ztunnel refused a del', { uid, error: r.value });

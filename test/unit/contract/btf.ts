@@ -90,7 +90,13 @@ export function parseBtfJson(json: string): BtfDescription {
 
 /** The BTF of a built object file. */
 export function readObjectBtf(objectFile: string): BtfDescription {
-  return parseBtfJson(execFileSync('bpftool', ['btf', 'dump', 'file', objectFile, '-j'], { encoding: 'utf8', timeout: 30_000, maxBuffer: 64 << 20 }));
+  return parseBtfJson(
+    execFileSync('bpftool', ['btf', 'dump', 'file', objectFile, '-j'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+      maxBuffer: 64 << 20,
+    }),
+  );
 }
 
 /** Where a codec's field table and the struct in BTF disagree, one line each (empty: they agree). */
@@ -116,6 +122,7 @@ export function layoutMismatches(table: StructLayout, btf: BtfStruct): string[] 
   const order = (names: string[]) => names.filter((n) => inC.has(n) && inTs.has(n));
   const cOrder = order(btf.members.map((m) => m.name));
   const tsOrder = order(table.fields.map((f) => f.name));
-  if (cOrder.join() !== tsOrder.join()) out.push(`${s}: members are in the order ${cOrder.join(', ')} in C, ${tsOrder.join(', ')} in its codec`);
+  if (cOrder.join() !== tsOrder.join())
+    out.push(`${s}: members are in the order ${cOrder.join(', ')} in C, ${tsOrder.join(', ')} in its codec`);
   return out;
 }

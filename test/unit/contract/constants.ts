@@ -6,11 +6,39 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  CAPTURE_OUTCOME, DEFAULT_PROXY_MARK, DNS_PORT, EP_STATS, EVENT_REASONS, EVENT_TYPES, INBOUND_DECISION, INBOUND_MARK, LISTENER_SLOTS, MAX_DNS_SERVERS, PROXY_PORT, SOCK_REV_SLOTS, TPROXY_MARK, VERDICT,
+  CAPTURE_OUTCOME,
+  DEFAULT_PROXY_MARK,
+  DNS_PORT,
+  EP_STATS,
+  EVENT_REASONS,
+  EVENT_TYPES,
+  INBOUND_DECISION,
+  INBOUND_MARK,
+  LISTENER_SLOTS,
+  MAX_DNS_SERVERS,
+  PROXY_PORT,
+  SOCK_REV_SLOTS,
+  TPROXY_MARK,
+  VERDICT,
 } from '../../../src/bpf/constants';
 import {
-  COUNTERS, IPPROTO_TCP, IPPROTO_UDP, MAX_CIDRS, MAX_POD_IPS, MAX_PORTS, MODE, POL_DNS, POL_IN_ALL, POL_LOOPBACK_RANGE, POL_NO_INBOUND, POL_OUT_ALL, POL_TPROXY, SVC_F_AFFINITY,
-  SVC_F_EXTERNAL, SVC_F_NO_LOCAL, SVC_F_NODEPORT,
+  COUNTERS,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  MAX_CIDRS,
+  MAX_POD_IPS,
+  MAX_PORTS,
+  MODE,
+  POL_DNS,
+  POL_IN_ALL,
+  POL_LOOPBACK_RANGE,
+  POL_NO_INBOUND,
+  POL_OUT_ALL,
+  POL_TPROXY,
+  SVC_F_AFFINITY,
+  SVC_F_EXTERNAL,
+  SVC_F_NO_LOCAL,
+  SVC_F_NODEPORT,
 } from '../../../src/bpf/layout';
 import { CniCode, NEWEST_VERSION, SUPPORTED_VERSIONS } from '../../../src/cni/spec';
 
@@ -109,7 +137,8 @@ export function typeScriptMirror(): Record<string, number> {
   };
   // numbered lists mirrored as arrays: the index is the number
   COUNTERS.forEach((name, i) => (out[`SL_CNT_${name.toUpperCase()}`] = i));
-  const statName = (field: string) => (field === 'proxyBypass' ? 'BYPASS' : field.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase());
+  const statName = (field: string) =>
+    field === 'proxyBypass' ? 'BYPASS' : field.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase();
   EP_STATS.forEach((field, i) => (out[`CAP_STAT_${statName(field)}`] = i));
   // datapath events: tables by number, the C name the kebab-case name in upper snake case
   const cName = (kebab: string) => kebab.replace(/-/g, '_').toUpperCase();
@@ -130,11 +159,16 @@ export function constantsMismatches(c: CConstants, ts: Record<string, number>, d
     if (!(name in ts)) out.push(`${name} = ${value} in C has no TypeScript mirror`);
     else if (ts[name] !== value) out.push(`${name} is ${value} in C, ${ts[name]} in TypeScript`);
   }
-  for (const name of Object.keys(ts)) if (!(name in c.numbers)) out.push(`${name} is mirrored in TypeScript (${ts[name]}) but C does not print it`);
-  for (const name of definedInHeaders) if (!(name in c.numbers)) out.push(`${name} is defined in the C headers but test/c/contract-constants.c does not print it`);
+  for (const name of Object.keys(ts))
+    if (!(name in c.numbers)) out.push(`${name} is mirrored in TypeScript (${ts[name]}) but C does not print it`);
+  for (const name of definedInHeaders)
+    if (!(name in c.numbers)) out.push(`${name} is defined in the C headers but test/c/contract-constants.c does not print it`);
   const versions = JSON.stringify(SUPPORTED_VERSIONS);
-  if (JSON.stringify(c.cniAccepted) !== versions) out.push(`the plugin accepts CNI versions ${JSON.stringify(c.cniAccepted)}, src/cni/spec.ts ${versions}`);
-  if (JSON.stringify(c.cniVersionAnswer) !== versions) out.push(`the plugin's VERSION answer lists ${JSON.stringify(c.cniVersionAnswer)}, src/cni/spec.ts ${versions}`);
-  if (c.cniNewest !== NEWEST_VERSION) out.push(`the plugin's newest CNI version is ${c.cniNewest}, src/cni/spec.ts ${NEWEST_VERSION}`);
+  if (JSON.stringify(c.cniAccepted) !== versions)
+    out.push(`the plugin accepts CNI versions ${JSON.stringify(c.cniAccepted)}, src/cni/spec.ts ${versions}`);
+  if (JSON.stringify(c.cniVersionAnswer) !== versions)
+    out.push(`the plugin's VERSION answer lists ${JSON.stringify(c.cniVersionAnswer)}, src/cni/spec.ts ${versions}`);
+  if (c.cniNewest !== NEWEST_VERSION)
+    out.push(`the plugin's newest CNI version is ${c.cniNewest}, src/cni/spec.ts ${NEWEST_VERSION}`);
   return out;
 }
