@@ -3,8 +3,7 @@
  * from its pins; starting it again re-opens them and writes only differences.
  */
 import { netnsCookieOf, netnsCookieSelf, type MapMigration } from '../bpf';
-import { cniError, handleCni, PodRefusedError, type CniReply, type CniRequest } from '../cni/handler';
-import { CniCode, parseCniArgs } from '../cni/spec';
+import type { CniRequest } from '../cni/handler';
 import type { CniInstaller } from '../cni/install';
 import { cniInstaller } from '../cni/install-config';
 import * as os from 'node:os';
@@ -32,8 +31,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Enroller } from '../mesh/enroller';
 import { MeshController } from '../mesh/controller';
-import { LocalApiServer, RawReply } from './local-api';
-import { PodRegistry, type PodRegistration } from './pod-registry';
+import { CniRequests } from './cni-requests';
+import { LocalApiServer } from './local-api';
+import { PodRegistry } from './pod-registry';
 import { RepairSweeper } from './repair-sweeper';
 import { AgentHttp, AgentMetrics } from '../metrics';
 import { MonitorHub } from '../monitor/hub';
@@ -44,8 +44,6 @@ import { monitorStream } from '../monitor/stream';
 const RESYNC_DELAY_MS = 20;
 /** Services that did not fit (a full map) are retried this often, in case room was freed. */
 const RETRY_FAILED_MS = 5000;
-/** How long a CNI ADD of an ambient pod waits for ztunnel's answer (istio-cni's deadline). */
-const ZDS_ADD_WAIT_MS = 5000;
 
 export type Phase = 'starting' | 'ready' | 'stopping' | 'failed';
 
@@ -111,6 +109,7 @@ export class Agent {
   private lbOptOut?: PodLbOptOut;
   private destroyer?: SocketDestroyer;
   private monitor?: MonitorHub;
+  private readonly cniRequests: CniRequests;
 
   constructor(private readonly cfg: Config) {
     this.registry = new PodRegistry(cfg.stateDir);
@@ -119,12 +118,23 @@ export class Agent {
       { registrations: () => this.registry.list(), zds: () => this.zds, apiReachable: () => this.apiSource?.status().reachable },
       { startedAtMs: this.startedAt.getTime(), processMetrics: cfg.prometheusServeAddr !== undefined },
     );
+    // CNI requests may come at any time: what the agent has not created yet is asked for per request
+    this.cniRequests = new CniRequests({
+      registry: this.registry,
+      readiness: () => this.readiness(),
+      store: this.store,
+      apiSource: () => this.apiSource,
+      mesh: () => this.mesh,
+      enroller: () => this.enroller,
+      zds: () => this.zds,
+      metrics: this.metrics,
+    });
   }
 
   async start(): Promise<void> {
     this.localApi = new LocalApiServer(this.cfg.agentSocket, {
       status: () => this.status(),
-      cni: (req) => this.metrics.cni(String(req.command), () => this.cni(req as unknown as CniRequest)),
+      cni: (req) => this.cniRequests.handle(req as unknown as CniRequest),
       // the agent's view of one object (`Kind/namespace/name`): for debugging and tests
       object: (req) => this.store.get(String(req.key)) ?? null,
       monitor: (req) => {
@@ -257,15 +267,6 @@ export class Agent {
     if (stats) log.info('per-pod counters recreated', { pods: stats });
   }
 
-  /** The Pod an ADD names, when the store does not hold it yet. */
-  private missingPod(req: CniRequest): { namespace: string; name: string } | undefined {
-    const args = parseCniArgs(req.env?.CNI_ARGS);
-    const namespace = args.K8S_POD_NAMESPACE;
-    const name = args.K8S_POD_NAME;
-    if (!namespace || !name || this.store.get(`Pod/${namespace}/${name}`)) return undefined;
-    return { namespace, name };
-  }
-
   private ambientZds(address: string): AmbientZds {
     fs.mkdirSync(path.dirname(address), { recursive: true });
     return new AmbientZds({
@@ -312,69 +313,6 @@ export class Agent {
     const cni = this.installer?.status();
     if (cni && !cni.installed) return { ready: false, reason: `CNI plugin not installed: ${cni.reason ?? 'unknown'}` };
     return { ready: true, reason: 'programs attached, first sync done' + (cni ? `, CNI plugin in ${cni.file}` : '') };
-  }
-
-  private async cni(req: CniRequest): Promise<RawReply> {
-    const t0 = process.hrtime.bigint();
-    let reply: CniReply;
-    try {
-      // CNI ADD can come before the Pod's watch event: the capture decision must still be made
-      // now, so a cache miss asks the API server (bounded); no answer fails ADD with 11.
-      const missing = req.command === 'ADD' && this.apiSource ? this.missingPod(req) : undefined;
-      if (missing) {
-        try {
-          await this.apiSource!.getPod(missing.namespace, missing.name);
-        } catch (e) {
-          const r = cniError(
-            req.stdin,
-            CniCode.tryAgainLater,
-            'sluice agent cannot read the Pod from the API server; try again later',
-            (e as Error).message,
-          );
-          return new RawReply(`${r.code}\n${r.stdout}`);
-        }
-      }
-      let added: PodRegistration | undefined;
-      reply = handleCni(req, {
-        registry: this.registry,
-        readiness: () => this.readiness(),
-        // capture is in place before ADD returns: the pod's containers start right after
-        onAdd: (reg) => {
-          added = reg;
-          const d = this.mesh?.apply(reg);
-          // as istio-cni: an invalid capture annotation fails the pod's start, naming it, rather
-          // than letting the pod run outside the mesh
-          if (d?.refused) {
-            this.mesh?.removed(reg);
-            throw new PodRefusedError(d.refused);
-          }
-        },
-        onDel: (reg) => this.mesh?.removed(reg),
-      });
-      // with a ztunnel connected, an ambient pod starts once ztunnel serves it (bounded); the
-      // kernel fails its traffic closed until then, and a nack is retried in the background
-      if (added && reply.code === 0 && this.zds && this.enroller?.programmed(added.netnsCookie)?.mode === 'ambient') {
-        const st = await this.zds.waitForAnswer(this.mesh!.podUid(added), ZDS_ADD_WAIT_MS);
-        if (st && st.state !== 'acked')
-          log.warn('pod started before ztunnel took it', { pod: podKey(added), zds: st.state, error: st.error });
-      }
-    } catch (e) {
-      // handleCni answers every CNI failure itself; this is a bug, still answered in CNI's terms
-      reply = cniError(req.stdin, CniCode.tryAgainLater, 'sluice agent failed', (e as Error).message);
-    }
-    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    const args = req.env?.CNI_ARGS ?? '';
-    const pod = /K8S_POD_NAMESPACE=([^;]*)/.exec(args)?.[1] + '/' + /K8S_POD_NAME=([^;]*)/.exec(args)?.[1];
-    const fields = {
-      command: req.command,
-      containerId: req.env?.CNI_CONTAINERID,
-      pod,
-      exit: reply.code,
-      ms: Math.round(ms * 100) / 100,
-    };
-    if (reply.code === 0) log.info('cni', fields);
-    else log.warn('cni failed', { ...fields, error: reply.stdout.trim() });
-    return new RawReply(`${reply.code}\n${reply.stdout}`);
   }
 
   /** A change syncs soon; a retry of failed services waits longer but never delays a change. */
@@ -504,10 +442,6 @@ function nodeAddresses(): string[] {
     .flat()
     .filter((a): a is os.NetworkInterfaceInfo => a !== undefined && !a.internal)
     .map((a) => a.address.split('%')[0]);
-}
-
-function podKey(reg: PodRegistration): string {
-  return reg.namespace || reg.name ? `${reg.namespace}/${reg.name}` : reg.containerId.slice(0, 12);
 }
 
 /** Runs the agent until SIGTERM/SIGINT. */

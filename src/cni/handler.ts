@@ -4,7 +4,7 @@
  *
  * The plugin answers VERSION and the errors that retrying cannot fix itself, before it forwards
  * anything; this handler checks them again for any other caller, in the same words. Every CNI
- * error the agent sends, here or elsewhere (the Agent's adapter), is formatted by cniError.
+ * error the agent sends, here or elsewhere (src/agent/cni-requests.ts), is formatted by cniError.
  */
 import type { PodRegistration, PodRegistry } from '../agent/pod-registry';
 import { CniCode, NEWEST_VERSION, parseCniArgs, rawMember, SUPPORTED_VERSIONS, versionAtLeast } from './spec';
