@@ -20,8 +20,8 @@ import { datapathOptions, installDatapath } from '../datapath';
 import { closeEventGate, PinnedEventFeed } from '../bpf/event-feed';
 import { LbMaps } from '../lb/maps';
 import { PodLbOptOut } from '../lb/pod-opt-out';
-import { SocketDestroyer, type DestroyReport } from '../lb/sock-destroy';
-import { LbSync, type SyncReport } from '../lb/sync';
+import { SocketDestroyer } from '../lb/sock-destroy';
+import { LbSync } from '../lb/sync';
 import { log } from '../log';
 import { AmbientZds } from '../mesh/ambient-zds';
 import type { ZtunnelStatus } from '../mesh/zds/server';
@@ -35,15 +35,11 @@ import { CniRequests } from './cni-requests';
 import { LocalApiServer } from './local-api';
 import { PodRegistry } from './pod-registry';
 import { RepairSweeper } from './repair-sweeper';
+import { ServiceSyncLoop, type LastSync } from './service-sync-loop';
 import { AgentHttp, AgentMetrics } from '../metrics';
 import { MonitorHub } from '../monitor/hub';
 import { MonitorNames } from '../monitor/names';
 import { monitorStream } from '../monitor/stream';
-
-/** Coalesces bursts of object changes (a file with 10,000 services is one burst). */
-const RESYNC_DELAY_MS = 20;
-/** Services that did not fit (a full map) are retried this often, in case room was freed. */
-const RETRY_FAILED_MS = 5000;
 
 export type Phase = 'starting' | 'ready' | 'stopping' | 'failed';
 
@@ -64,7 +60,7 @@ export interface AgentStatus {
     /** 'available', or why sockets on removed backends are not destroyed (an older kernel) */
     sockDestroy: string;
   };
-  lastSync?: { at: string; ms: number; report: SyncReport };
+  lastSync?: LastSync;
   source?: unknown;
   cni?: { installed: boolean; file?: string; reason?: string };
   memory?: { rssMiB: number; heapUsedMiB: number };
@@ -89,9 +85,7 @@ export class Agent {
   private source?: ClusterSource & { status?(): unknown };
   private readonly store = new ObjectStore();
   private localApi?: LocalApiServer;
-  private timer?: NodeJS.Timeout;
-  private timerDueMs = 0;
-  private lastSync?: AgentStatus['lastSync'];
+  private services?: ServiceSyncLoop;
   private readonly registry: PodRegistry;
   private tracker?: ServiceTracker;
   private apiSource?: ApiSource;
@@ -237,12 +231,27 @@ export class Agent {
       { cfg: this.cfg, store: this.store, registry: this.registry, enrol: (reg) => mesh.apply(reg), api: this.apiClient },
       { onReport: (r) => this.metrics.repaired(this.cfg.repairMode, r) },
     );
+    const services = new ServiceSyncLoop({
+      tracker: this.tracker,
+      sync: this.sync,
+      destroyer: this.destroyer,
+      podNetns: () => this.registry.list().map((e) => e.netnsPath),
+      // first the pods whose Pod or Namespace changed are re-decided and (once ready) pods running
+      // without sluice looked for if a Pod changed; then the changed Services are written
+      beforeSync: () => {
+        this.mesh?.flush();
+        if (this.phase === 'ready') this.repair?.sweepIfDue();
+      },
+      onReport: (r) => this.metrics.programmed(r),
+    });
+    this.services = services;
+    if (this.phase === 'stopping') services.stop(); // stop() came during the start: no sync is scheduled
     this.store.on('change', (ev) => {
       this.mesh?.changed(ev);
       if (ev.kind === 'Pod') this.repair?.podChanged(ev.key.slice('Pod/'.length), ev.type === 'delete');
-      this.scheduleResync();
+      services.changed();
     });
-    this.resync();
+    services.syncNow();
     const known = new Set(this.registry.list().map((e) => e.netnsCookie));
     const stale = this.enroller.releaseUnknown(known);
     if (stale) log.info('released capture of pods no longer registered', { count: stale });
@@ -315,69 +324,6 @@ export class Agent {
     return { ready: true, reason: 'programs attached, first sync done' + (cni ? `, CNI plugin in ${cni.file}` : '') };
   }
 
-  /** A change syncs soon; a retry of failed services waits longer but never delays a change. */
-  private scheduleResync(delayMs = RESYNC_DELAY_MS): void {
-    if (this.phase === 'stopping') return;
-    if (this.timer) {
-      if (this.timerDueMs <= Date.now() + delayMs) return;
-      clearTimeout(this.timer);
-    }
-    this.timerDueMs = Date.now() + delayMs;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      try {
-        this.resync();
-      } catch (e) {
-        log.error('sync failed', { err: e });
-      }
-    }, delayMs);
-  }
-
-  /** Re-decides the pods whose Pod or Namespace changed, then writes the changed Services. */
-  private resync(): void {
-    this.mesh?.flush();
-    if (this.phase === 'ready') this.repair?.sweepIfDue();
-    if (!this.sync || !this.tracker?.pending) return;
-    const t0 = process.hrtime.bigint();
-    const batch = this.tracker.collectChunks();
-    const report = this.sync.applyChunks(batch);
-    this.metrics.programmed(report);
-    this.destroySockets();
-    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    this.lastSync = { at: new Date().toISOString(), ms, report };
-    const { failed, ...counts } = report;
-    log.info('services synced', {
-      ...counts,
-      failed: failed.length,
-      services: batch.services,
-      full: !batch.scope,
-      ms: Math.round(ms * 10) / 10,
-    });
-    for (const f of failed) log.error('service not programmed', { frontend: f.frontend, service: f.service, reason: f.reason });
-    if (failed.length) {
-      this.tracker.markAll(); // room may have been freed anywhere
-      this.scheduleResync(RETRY_FAILED_MS);
-    }
-  }
-
-  /** Sockets left on backends that the sync just removed, in the node and every registered pod. */
-  private destroySockets(): void {
-    const departures = this.sync?.takeDepartures() ?? [];
-    if (!departures.length || !this.destroyer) return;
-    let r: DestroyReport | undefined;
-    try {
-      r = this.destroyer.destroy(departures, [undefined, ...this.registry.list().map((e) => e.netnsPath)]);
-    } catch (e) {
-      // the maps are written already: a failed destroy leaves sockets as they were, nothing more
-      log.error('sockets on departed backends not destroyed', { departures: departures.length, err: e });
-      return;
-    }
-    if (!r) return;
-    const fields = { ...r, ms: Math.round(r.ms * 10) / 10 };
-    if (r.tcp || r.udp || r.failed.length) log.info('sockets on departed backends destroyed', fields);
-    else log.debug('no socket on departed backends', fields);
-  }
-
   status(): AgentStatus {
     const { ready, reason } = this.readiness();
     return {
@@ -397,12 +343,12 @@ export class Agent {
       datapath: this.maps && {
         links: this.links,
         services: this.sync?.serviceCount ?? 0,
-        backends: this.lastSync?.report.backends ?? 0,
+        backends: this.services?.lastSync?.report.backends ?? 0,
         counters: this.maps.readCounters(),
         migration: this.migration,
         sockDestroy: this.destroyer?.unavailable || 'available',
       },
-      lastSync: this.lastSync,
+      lastSync: this.services?.lastSync,
       memory: {
         rssMiB: Math.round(process.memoryUsage().rss / 1048576),
         heapUsedMiB: Math.round(process.memoryUsage().heapUsed / 1048576),
@@ -417,7 +363,7 @@ export class Agent {
   /** Stops following the cluster and closes the API; the datapath stays in the kernel. */
   async stop(): Promise<void> {
     this.phase = 'stopping';
-    if (this.timer) clearTimeout(this.timer);
+    this.services?.stop();
     await this.repair?.stop();
     this.installer?.stop();
     await this.source?.stop();
