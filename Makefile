@@ -66,12 +66,12 @@ build/test/contract-constants: test/c/contract-constants.c $(BPF_HDRS) cni/cni-s
 	@mkdir -p $(@D)
 	$(CC) $(CNI_CFLAGS) -Icni -o $@ $< cni/cni-spec.c cni/buf.c
 
-build/sl-probe: test/tools/sl-probe.c
+build/sl-probe: test/tools/sl-probe.c test/tools/sock-util.h
 	@mkdir -p $(@D)
 	$(CC) -O2 -Wall -Wextra -pthread -o $@ $<
 
 # A stand-in for Istio's ztunnel (ZDS client and in-pod proxy) for the ambient tests.
-build/zt-standin: test/tools/zt-standin.c
+build/zt-standin: test/tools/zt-standin.c test/tools/sock-util.h
 	@mkdir -p $(@D)
 	$(CC) -O2 -Wall -Wextra -Werror -pthread -o $@ $<
 
@@ -88,7 +88,7 @@ build/bin/helm: $(HELM_LAYER)
 	mv -f $@.tmp $@
 
 # The load test of original destinations: many captured connections, a proxy checking each.
-build/origdst-load: test/tools/origdst-load.c
+build/origdst-load: test/tools/origdst-load.c test/tools/sock-util.h
 	@mkdir -p $(@D)
 	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
 
@@ -146,7 +146,7 @@ bench: deps all
 # TypeScript (biome.jsonc: lint + format; test/tsconfig.json type-checks the tests, benchmarks and
 # harnesses, which vitest and tsx run without checking) and C (.clang-format: kernel style).
 # `make format` rewrites.
-C_SRCS := $(shell git ls-files 'bpf/*.[ch]' 'native/*.[ch]' 'cni/*.[ch]' 'test/c/*.[ch]' 'test/tools/*.c' 'test/bpf/*.[ch]' 2>/dev/null)
+C_SRCS := $(shell git ls-files 'bpf/*.[ch]' 'native/*.[ch]' 'cni/*.[ch]' 'test/c/*.[ch]' 'test/tools/*.[ch]' 'test/bpf/*.[ch]' 2>/dev/null)
 
 lint: deps
 	node_modules/.bin/biome ci --error-on-warnings

@@ -1,5 +1,5 @@
-/* Internal to libsluice (shim.c, io.c, introspect.c): how a failing call records its message for
- * sl_last_error(). Not part of the library's interface.
+/* Internal to libsluice (shim.c; the other files call its sl_fail, internal.h): how a failing
+ * call records its message for sl_last_error(). Not part of the library's interface.
  */
 #ifndef SLUICE_FAIL_H
 #define SLUICE_FAIL_H

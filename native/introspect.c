@@ -1,7 +1,6 @@
 /* libsluice: see introspect.h. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,7 +10,6 @@
 #include <bpf/libbpf.h>
 #include <linux/bpf.h>
 
-#include "fail.h"
 #include "introspect.h"
 #include "internal.h"
 
@@ -22,15 +20,7 @@
 #define SL_NO_SUCH_IFINDEX   0x7fffffff
 #define SL_MAX_PROG_MAPS     64
 
-static int fail(int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	err = sl_fail_v(err, fmt, ap);
-	va_end(ap);
-	return err;
-}
+#define fail sl_fail
 
 int sl_link_describe(const char *link_pin, struct sl_link_desc *out)
 {

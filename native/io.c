@@ -5,7 +5,6 @@
 #include <linux/rtnetlink.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -15,20 +14,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "fail.h"
+#include "internal.h"
 #include "io.h"
 
-static int fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int fail(int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	err = sl_fail_v(err, fmt, ap);
-	va_end(ap);
-	return err;
-}
+#define fail sl_fail
 
 /* --- the poller ---------------------------------------------------------------------------- */
 

@@ -185,17 +185,24 @@ export interface DatapathOptions extends ProgramSettingsInput {
   objectRelease?: 'this' | 'other';
 }
 
-/** The datapath as the configuration asks for it; hostNetnsCookie: the agent's own netns. */
-export function datapathOptions(cfg: Config, hostNetnsCookie: bigint, objectDir?: string): DatapathOptions {
+/** The program settings the configuration asks for (the agent loads them, `sluice doctor` checks them); hostNetnsCookie: the agent's own netns. */
+export function programSettingsInput(cfg: Config, hostNetnsCookie: bigint): ProgramSettingsInput {
   return {
-    pinDir: cfg.bpfPinDir,
-    cgroupRoot: cfg.cgroupRoot,
     hostnsOnly: cfg.lbSockHostnsOnly,
     hostNetnsCookie,
     proxyUid: cfg.meshProxyUid,
     proxyGid: cfg.meshProxyGid,
     dnsServers: cfg.meshDnsServers,
     proxyMark: cfg.ambientProxyMark,
+  };
+}
+
+/** The datapath as the configuration asks for it; hostNetnsCookie: the agent's own netns. */
+export function datapathOptions(cfg: Config, hostNetnsCookie: bigint, objectDir?: string): DatapathOptions {
+  return {
+    pinDir: cfg.bpfPinDir,
+    cgroupRoot: cfg.cgroupRoot,
+    ...programSettingsInput(cfg, hostNetnsCookie),
     sizes: {
       service: cfg.lbServiceMapMax,
       backend: cfg.lbBackendMapMax,

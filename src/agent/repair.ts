@@ -15,6 +15,7 @@ import { PROXY_PORT } from '../bpf/constants';
 import { listenerKeyCodec } from '../bpf/layout';
 import { loadShim } from '../bpf/shim';
 import type { Config } from '../config';
+import { pidsUnder } from '../cgroup-pids';
 import { cgroup2Mount } from '../config';
 import type { ApiClient } from '../k8s/api-client';
 import type { ObjectStore } from '../k8s/store';
@@ -38,17 +39,8 @@ interface NetnsInfo {
 export function namespacesUnder(cgroupRoot: string, mount = cgroup2Mount()): Map<number, NetnsInfo> {
   const self = fs.statSync('/proc/self/ns/net').ino;
   const out = new Map<number, NetnsInfo>();
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const pid = Number(name);
+  for (const pid of pidsUnder(cgroupRoot, mount)) {
     try {
-      const line = fs
-        .readFileSync(`/proc/${pid}/cgroup`, 'utf8')
-        .split('\n')
-        .find((l) => l.startsWith('0::'));
-      if (!line) continue;
-      const cg = path.join(mount, line.slice(3));
-      if (cg !== cgroupRoot && !cg.startsWith(cgroupRoot.endsWith('/') ? cgroupRoot : cgroupRoot + '/')) continue;
       const ino = fs.statSync(`/proc/${pid}/ns/net`).ino;
       if (ino === self) continue;
       const info = out.get(ino) ?? { ino, pids: [], path: `/proc/${pid}/ns/net` };

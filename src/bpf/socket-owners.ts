@@ -3,7 +3,7 @@
  * the socket itself is reached again through one of these fds (pidfd_getfd).
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { pidsUnder } from '../cgroup-pids';
 import { cgroup2Mount } from '../config';
 
 export interface SocketFd {
@@ -13,19 +13,9 @@ export interface SocketFd {
 
 /** Socket fds of the processes under cgroupRoot (read from /proc; processes may end meanwhile). */
 export function socketFdsUnder(cgroupRoot: string, mount = cgroup2Mount()): SocketFd[] {
-  const root = cgroupRoot.endsWith('/') ? cgroupRoot : cgroupRoot + '/';
   const out: SocketFd[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const pid = Number(name);
+  for (const pid of pidsUnder(cgroupRoot, mount)) {
     try {
-      const line = fs
-        .readFileSync(`/proc/${pid}/cgroup`, 'utf8')
-        .split('\n')
-        .find((l) => l.startsWith('0::'));
-      if (!line) continue;
-      const cg = path.join(mount, line.slice(3));
-      if (cg !== cgroupRoot && !cg.startsWith(root)) continue;
       for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
         try {
           if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:')) out.push({ pid, fd: Number(fd) });

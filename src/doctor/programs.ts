@@ -15,6 +15,7 @@ import {
   LO_MARK_PROG,
   OBJECTS,
   programSettings,
+  programSettingsInput,
   PROGS_DIR,
   SK_LOOKUP_PROG,
   SOCK_DESTROY_PROGS,
@@ -89,14 +90,7 @@ export function gatherProgramFacts(cfg: Config, hostNetnsCookie: bigint, hostNet
       return { name: SOCK_DESTROY_PROGS[proto], pin, exists: fs.existsSync(pin) };
     }),
   };
-  const expected = programSettings({
-    hostnsOnly: cfg.lbSockHostnsOnly,
-    hostNetnsCookie,
-    proxyUid: cfg.meshProxyUid,
-    proxyGid: cfg.meshProxyGid,
-    dnsServers: cfg.meshDnsServers,
-    proxyMark: cfg.ambientProxyMark,
-  });
+  const expected = programSettings(programSettingsInput(cfg, hostNetnsCookie));
   return { cgroupRoot: cfg.cgroupRoot, cgroupId: cg, links, pinnedProgs, iterators, expected, hostNetnsCookieFrom };
 }
 

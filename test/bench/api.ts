@@ -45,17 +45,42 @@
  * `finally` (and on signals by the harness's exit handlers); every wait is bounded.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import type { ChildProcess } from 'node:child_process';
 import { FakeApiServer } from '../harness/apiserver';
 import { run, sleep, type SimPod } from '../harness';
-import { createLbEnv, ROOT, SLUICE, sluice, stopAgent, TCP_PORT, writeConfig, type LbEnv } from '../kernel/lb-env';
-import { callAgent } from '../../src/agent/local-api';
+import { createLbEnv, ROOT, SLUICE, sluice, stopAgent, writeConfig, type LbEnv } from '../kernel/lb-env';
 import { LbMaps } from '../../src/lb/maps';
-import { IPPROTO_TCP } from '../../src/bpf/layout';
 import { endpointIp, serviceVip } from './generate';
+import {
+  agentLogs,
+  checkCanRun,
+  checkInt,
+  destroyBenchEnv,
+  fmt,
+  int,
+  loadAvg,
+  logged,
+  machineInfo,
+  mapBackends,
+  median,
+  NODE,
+  pause,
+  printHelp,
+  procStatusKiB,
+  progressLogger,
+  quantile,
+  runMain,
+  serviceObj,
+  sliceObj,
+  spawnAgent as spawnAgentWith,
+  table,
+  tsOf,
+  verdict,
+  writeReport,
+  yieldLoop,
+  type AgentLog,
+} from './lib';
 
 // ---------------------------------------------------------------------------------------------
 // options
@@ -188,8 +213,7 @@ function parseOpts(argv: string[]): Opts {
       }
       case '-h':
       case '--help':
-        process.stdout.write(fs.readFileSync(__filename, 'utf8').split('*/')[0] + '*/\n');
-        return process.exit(0);
+        return printHelp(__filename);
       default:
         if (a in RUN_TS_OPTS) {
           if (RUN_TS_OPTS[a]) i++;
@@ -198,19 +222,16 @@ function parseOpts(argv: string[]): Opts {
         throw new Error(`unknown option ${a} (see --help)`);
     }
   }
-  const int = (name: string, v: number, min: number, max: number) => {
-    if (!Number.isInteger(v) || v < min || v > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${v}`);
-  };
-  int('--services', o.services, 1, 100000);
-  int('--endpoints', o.endpoints, 1, 64);
-  int('--starts', o.starts, 1, 20);
-  int('--changes', o.changes, 0, 100000);
-  int('--bursts', o.bursts, 0, 10000);
-  int('--burst-size', o.burstSize, 1, Math.min(1000, o.services));
-  int('--gap-ms', o.gapMs, 0, 10000);
-  int('--pods', o.pods, 1, 200); // one /24 per node, shared with the client pod
-  int('--repair-services', o.repairServices, 1, 1000);
-  int('--repair-runs', o.repairRuns, 1, 20);
+  checkInt('--services', o.services, 1, 100000);
+  checkInt('--endpoints', o.endpoints, 1, 64);
+  checkInt('--starts', o.starts, 1, 20);
+  checkInt('--changes', o.changes, 0, 100000);
+  checkInt('--bursts', o.bursts, 0, 10000);
+  checkInt('--burst-size', o.burstSize, 1, Math.min(1000, o.services));
+  checkInt('--gap-ms', o.gapMs, 0, 10000);
+  checkInt('--pods', o.pods, 1, 200); // one /24 per node, shared with the client pod
+  checkInt('--repair-services', o.repairServices, 1, 1000);
+  checkInt('--repair-runs', o.repairRuns, 1, 20);
   // the harness keeps the last 1 MiB of the agent's stderr: ~170 bytes per "services synced" line
   if (o.changes + 2 * o.bursts > 5000)
     throw new Error("at most 5,000 changes + 2 × bursts (the agent's log lines are read back)");
@@ -226,60 +247,13 @@ function parseOpts(argv: string[]): Opts {
 // helpers
 
 const t0Run = Date.now();
-function progress(msg: string): void {
-  process.stderr.write(`[bench-api +${((Date.now() - t0Run) / 1000).toFixed(0)}s] ${msg}\n`);
-}
-
-function quantile(xs: number[], q: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  // nearest rank: the smallest value with at least q of the samples at or below it
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
-}
-function median(xs: number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-function loadAvg(): string {
-  return fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-}
-
-function procStatusKiB(pid: number, field: string): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
-  return Number(m[1]);
-}
-
-const SVC_PORT = 80;
+const progress = progressLogger('bench-api', t0Run);
 
 /** The VIP of Service i (generate.ts: 172.16.0.0/12). */
 const vipFor = serviceVip;
 
 /** Fake endpoint address idx (generate.ts: 10.241.0.1 upwards, outside every harness pod /24). */
 const fakeIp = endpointIp;
-
-function serviceObj(name: string, vip: string) {
-  return {
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: { name, namespace: 'default' },
-    spec: { clusterIP: vip, clusterIPs: [vip], ports: [{ name: 'http', port: SVC_PORT, targetPort: TCP_PORT, protocol: 'TCP' }] },
-  };
-}
-
-function sliceObj(service: string, ips: string[]) {
-  return {
-    apiVersion: 'discovery.k8s.io/v1',
-    kind: 'EndpointSlice',
-    metadata: { name: `${service}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': service } },
-    addressType: 'IPv4',
-    endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
-    ports: [{ name: 'http', port: TCP_PORT, protocol: 'TCP' }],
-  };
-}
 
 function podObj(p: SimPod, node: string) {
   return {
@@ -291,64 +265,11 @@ function podObj(p: SimPod, node: string) {
   };
 }
 
-interface AgentLog {
-  ts?: string;
-  msg?: string;
-  [k: string]: unknown;
-}
-
-function agentLogs(env: LbEnv): AgentLog[] {
-  if (!env.agent) return [];
-  const out: AgentLog[] = [];
-  for (const l of env.node.output(env.agent).stderr.split('\n')) {
-    if (!l.startsWith('{')) continue;
-    try {
-      out.push(JSON.parse(l) as AgentLog);
-    } catch {
-      /* the first line may be cut by the harness's 1 MiB bound */
-    }
-  }
-  return out;
-}
-
-const tsOf = (l: AgentLog): number => Date.parse(String(l.ts));
-
-function find(logs: AgentLog[], msg: string, pred: (l: AgentLog) => boolean = () => true): AgentLog {
-  const l = logs.find((x) => x.msg === msg && pred(x));
-  if (!l) throw new Error(`the agent did not log "${msg}"`);
-  return l;
-}
-
-const agentSocket = (env: LbEnv) => path.join(env.node.workDir, 'agent.sock');
-
-/**
- * Starts the agent as the harness's startAgent({ inTestNetns: true }) does (outside the test
- * cgroup, in this process's netns), but polls readiness on the agent's socket in-process every
- * 10 ms instead of starting the CLI. Returns the spawn time and the first time status said ready.
- */
-async function spawnAgent(env: LbEnv, o: Opts, timeoutMs = 60000): Promise<{ spawnAt: number; readyAt: number }> {
-  env.agentInTestNetns = true;
+/** Starts the agent in this process's netns (lib.ts), pinned and with node flags as the options say. */
+function spawnAgent(env: LbEnv, o: Opts, timeoutMs = 60000): Promise<{ spawnAt: number; readyAt: number }> {
   const pin = o.pin ? ['taskset', '-c', String(o.pin[0])] : [];
-  const spawnAt = Date.now();
   const cli = o.agentNodeFlags ? ['node', ...o.agentNodeFlags, path.join(ROOT, 'build/dist/cli.js')] : [SLUICE];
-  const agent: ChildProcess = env.node.spawn([...pin, ...cli, 'agent', '--config', env.configPath], {
-    inCgroup: false,
-    netnsPath: `/proc/${process.pid}/ns/net`,
-  });
-  env.agent = agent;
-  const deadline = spawnAt + timeoutMs;
-  for (;;) {
-    const out = env.node.output(agent);
-    if (out.exited) throw new Error(`agent exited (${out.exitCode ?? out.signal}): ${out.stderr.slice(-2000)}`);
-    try {
-      const st = (await callAgent(agentSocket(env), { op: 'status' }, 2000)) as { ready: boolean };
-      if (st.ready) return { spawnAt, readyAt: Date.now() };
-    } catch {
-      /* not listening yet */
-    }
-    if (Date.now() > deadline) throw new Error(`agent not ready after ${timeoutMs} ms: ${out.stderr.slice(-2000)}`);
-    await sleep(10);
-  }
+  return spawnAgentWith(env, timeoutMs, { command: [...pin, ...cli] });
 }
 
 interface Status {
@@ -377,13 +298,6 @@ async function restartFresh(env: LbEnv): Promise<void> {
   await stopAgent(env);
   await sluice(env, ['uninstall']);
 }
-
-/** Blocks this thread for about `ms` without spinning (the event loop is stalled meanwhile). */
-const waitCell = new Int32Array(new SharedArrayBuffer(4));
-function pause(ms: number): void {
-  Atomics.wait(waitCell, 0, 0, ms);
-}
-const yieldLoop = () => new Promise<void>((r) => setImmediate(r));
 
 // ---------------------------------------------------------------------------------------------
 // part 1: initial sync from the stand-in
@@ -434,27 +348,13 @@ function applySyncObjects(api: FakeApiServer, o: Opts): { eps: string[][]; apply
   return { eps, applyMs: performance.now() - t };
 }
 
-/** The backend IPs the pinned maps hold for Service i (undefined: no service entry). */
-function mapBackends(maps: LbMaps, i: number): string[] | undefined {
-  const key = { vip: vipFor(i), port: SVC_PORT, proto: IPPROTO_TCP, slot: 0 };
-  const head = maps.svc.get(key);
-  if (!head) return undefined;
-  const ips: string[] = [];
-  for (let slot = 1; slot <= head.count; slot++) {
-    const v = maps.svc.get({ ...key, slot });
-    const b = v && maps.backend.get(v.id);
-    if (b) ips.push(b.ip);
-  }
-  return ips;
-}
-
 async function syncPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][]): Promise<SyncStart[]> {
   const starts: SyncStart[] = [];
   for (let k = 0; k < o.starts; k++) {
     if (k > 0) keepLogs(env, o, `sync-${k}`);
     await restartFresh(env); // fresh pins (and, the first time, nothing left from an earlier run)
     await sleep(k === 0 ? 200 : 1000);
-    const load = loadAvg();
+    const load = loadAvg(3);
     const mark = api.requests.length;
     const elu0 = performance.eventLoopUtilization();
     const { spawnAt, readyAt } = await spawnAgent(env, o, Math.max(60000, o.services * 2));
@@ -472,15 +372,15 @@ async function syncPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][]
     const firstList = Math.min(...lists.map((r) => r.at));
     const lastList = Math.max(...lists.map((r) => r.at));
     const logs = agentLogs(env);
-    const synced = find(logs, 'services synced', (l) => l.full === true);
+    const synced = logged(logs, 'services synced', (l) => l.full === true);
     if (synced.failed !== 0) throw new Error(`agent failed to program ${String(synced.failed)} services`);
-    const apiSynced = find(logs, 'API server synced');
-    const attached = find(logs, 'datapath attached');
+    const apiSynced = logged(logs, 'API server synced');
+    const attached = logged(logs, 'datapath attached');
     // spot check: a few services hold exactly their endpoints
     const maps = LbMaps.open(env.node.pinDir);
     try {
       for (const i of [0, Math.floor(o.services / 2), o.services - 1]) {
-        const got = (mapBackends(maps, i) ?? []).sort().join(',');
+        const got = (mapBackends(maps, vipFor(i)) ?? []).sort().join(',');
         if (got !== [...eps[i]].sort().join(','))
           throw new Error(`service ${i}: maps hold [${got}], expected [${eps[i].join(',')}]`);
       }
@@ -598,7 +498,7 @@ async function watchPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][
     return { i, ip, obj: sliceObj(`svc-${i}`, eps[i]) };
   };
   const r: WatchResult = {
-    loadAvgStart: loadAvg(),
+    loadAvgStart: loadAvg(3),
     loadAvgEnd: '',
     singles: [],
     singleTimeouts: 0,
@@ -627,7 +527,7 @@ async function watchPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][
       let seen = false;
       while (performance.now() - t0 < WAIT_LIMIT_MS) {
         polls++;
-        if (mapBackends(maps, ch.i)?.includes(ch.ip)) {
+        if (mapBackends(maps, vipFor(ch.i))?.includes(ch.ip)) {
           seen = true;
           break;
         }
@@ -667,7 +567,7 @@ async function watchPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][
       for (const ch of chs) api.apply(ch.obj);
       let left = chs;
       while (left.length && performance.now() - t0 < WAIT_LIMIT_MS) {
-        left = left.filter((ch) => !mapBackends(maps, ch.i)?.includes(ch.ip));
+        left = left.filter((ch) => !mapBackends(maps, vipFor(ch.i))?.includes(ch.ip));
         if (!left.length) break;
         pause(POLL_MS);
         await yieldLoop();
@@ -685,7 +585,7 @@ async function watchPart(api: FakeApiServer, env: LbEnv, o: Opts, eps: string[][
   } finally {
     maps.close();
   }
-  r.loadAvgEnd = loadAvg();
+  r.loadAvgEnd = loadAvg(3);
   return r;
 }
 
@@ -740,7 +640,7 @@ async function repairPart(o: Opts, node: string): Promise<RepairResult> {
         ),
       );
     }
-    progress(`repair: creating ${o.pods} pods (bridge chain, no sluice-cni), one sleep in each, load ${loadAvg()}`);
+    progress(`repair: creating ${o.pods} pods (bridge chain, no sluice-cni), one sleep in each, load ${loadAvg(3)}`);
     const t = Date.now();
     const pods: SimPod[] = [];
     let firstPid = 0;
@@ -770,11 +670,11 @@ async function repairPart(o: Opts, node: string): Promise<RepairResult> {
       await restartFresh(env);
       fs.rmSync(stateDir, { recursive: true, force: true }); // forget the registrations: every pod predates the agent again
       await sleep(k === 0 ? 200 : 1000);
-      const load = loadAvg();
+      const load = loadAvg(3);
       const mark = api.requests.length;
       const { spawnAt, readyAt } = await spawnAgent(env, o, Math.max(60000, o.services * 2));
       const logs = agentLogs(env);
-      const rep = find(logs, 'pods that predate the agent');
+      const rep = logged(logs, 'pods that predate the agent');
       const regs = logs.filter((l) => l.msg === 'pod predates the agent: registered and enrolled in place');
       const listedEps = JSON.parse((await sluice(env, ['endpoint', 'list', '-o', 'json'])).stdout) as Array<{
         name: string;
@@ -797,8 +697,8 @@ async function repairPart(o: Opts, node: string): Promise<RepairResult> {
         candidates: Number(rep.candidates),
         repaired: Array.isArray(rep.repaired) ? rep.repaired.length : NaN,
         notFound: Array.isArray(rep.notFound) ? rep.notFound.length : NaN,
-        apiSyncedToRepairedMs: repEnd - tsOf(find(logs, 'API server synced')),
-        servicesSyncedToRepairedMs: repEnd - tsOf(find(logs, 'services synced')),
+        apiSyncedToRepairedMs: repEnd - tsOf(logged(logs, 'API server synced')),
+        servicesSyncedToRepairedMs: repEnd - tsOf(logged(logs, 'services synced')),
         scanMs: regs.length ? tsOf(regs[0]) - (repEnd - repMs) : NaN,
         registerMs: regs.length ? tsOf(regs[regs.length - 1]) - tsOf(regs[0]) : NaN,
         spawnToReadyMs: readyAt - spawnAt,
@@ -813,27 +713,13 @@ async function repairPart(o: Opts, node: string): Promise<RepairResult> {
     }
     return { pods: o.pods, services: o.repairServices, addPodsMs, procNetTcpMs, runs };
   } finally {
-    if (env) {
-      await stopAgent(env).catch(() => undefined);
-      await sluice(env, ['uninstall'], true).catch(() => undefined);
-      await env.node.destroy();
-      if (env.node.destroyReport.length) progress(`cleanup warnings: ${env.node.destroyReport.join('; ')}`);
-    }
+    if (env) await destroyBenchEnv(env, progress);
     await api.stop();
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // report
-
-const fmt = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : 'n/a');
-const int = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString('en-US') : 'n/a');
-const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
-
-function table(head: string[], rows: string[][], left = 1): string {
-  const align = head.map((_, i) => (i < left ? ' --- ' : ' ---: '));
-  return [`| ${head.join(' | ')} |`, `|${align.join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
-}
 
 /** "median (min–max)" over runs, or the value alone for one run. */
 function medRange(xs: number[], f: (v: number) => string): string {
@@ -1066,20 +952,9 @@ function report(
 
 async function main(): Promise<void> {
   const o = parseOpts(process.argv.slice(2));
-  if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (namespaces, cgroups, BPF)');
-  for (const f of [SLUICE, path.join(ROOT, 'build/dist/cli.js'), path.join(ROOT, 'build/libsluice.so')]) {
-    if (!fs.existsSync(f)) throw new Error(`${f} is missing: run \`make all\` first`);
-  }
+  checkCanRun([SLUICE, path.join(ROOT, 'build/dist/cli.js'), path.join(ROOT, 'build/libsluice.so')]);
   if (o.pin) await run(['taskset', '-a', '-pc', String(o.pin[1]), String(process.pid)]);
-  const cpus = os.cpus();
-  const envInfo: Record<string, string> = {
-    kernel: os.release(),
-    cpus: String(cpus.length),
-    cpuModel: cpus[0]?.model?.trim() ?? 'unknown',
-    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM`,
-    loadStart: loadAvg(),
-  };
-  const NODE = 'bench-node';
+  const envInfo: Record<string, string> = { ...machineInfo(), loadStart: loadAvg(3) };
   progress(
     `kernel ${envInfo.kernel}, ${envInfo.cpus} CPUs, load ${envInfo.loadStart}; ${o.services} services × ${o.endpoints}, ${o.starts} starts, ${o.changes} changes, ${o.bursts}×${o.burstSize} bursts, ${o.pods} pods`,
   );
@@ -1098,12 +973,12 @@ async function main(): Promise<void> {
       writeConfig(env, { 'k8s-kubeconfig': kubeconfig, 'node-name': NODE, 'state-dir': path.join(env.node.workDir, 'state') });
       progress(`node ${env.node.id}; applying ${o.services} Services and EndpointSlices to the stand-in`);
       const { eps, applyMs } = applySyncObjects(api, o);
-      progress(`applied in ${applyMs.toFixed(0)} ms; load ${loadAvg()}`);
+      progress(`applied in ${applyMs.toFixed(0)} ms; load ${loadAvg(3)}`);
       const starts = await syncPart(api, env, o, eps);
       sync = { services: o.services, endpoints: o.services * o.endpoints, applyMs, starts };
       if (o.skipWatch) keepLogs(env, o, `sync-${o.starts}`);
       if (!o.skipWatch) {
-        progress(`watch: ${o.changes} single changes, then ${o.bursts} bursts of ${o.burstSize}; load ${loadAvg()}`);
+        progress(`watch: ${o.changes} single changes, then ${o.bursts} bursts of ${o.burstSize}; load ${loadAvg(3)}`);
         watch = await watchPart(api, env, o, eps);
         keepLogs(env, o, 'watch');
         progress(
@@ -1112,12 +987,7 @@ async function main(): Promise<void> {
         );
       }
     } finally {
-      if (env) {
-        await stopAgent(env).catch(() => undefined);
-        await sluice(env, ['uninstall'], true).catch(() => undefined);
-        await env.node.destroy();
-        if (env.node.destroyReport.length) progress(`cleanup warnings: ${env.node.destroyReport.join('; ')}`);
-      }
+      if (env) await destroyBenchEnv(env, progress);
       await api.stop();
     }
   }
@@ -1125,17 +995,7 @@ async function main(): Promise<void> {
 
   const totalS = (Date.now() - t0Run) / 1000;
   const md = report(o, envInfo, sync, watch, repair, totalS);
-  fs.mkdirSync(o.out, { recursive: true });
-  fs.writeFileSync(path.join(o.out, 'api.md'), md);
-  fs.writeFileSync(
-    path.join(o.out, 'api.json'),
-    JSON.stringify({ opts: o, env: envInfo, sync, watch, repair, totalS }, null, 2) + '\n',
-  );
-  process.stdout.write(md);
-  progress(`done in ${fmt(totalS / 60, 1)} min; wrote ${path.relative(process.cwd(), path.join(o.out, 'api.md'))} and api.json`);
+  writeReport(o.out, 'api', md, { opts: o, env: envInfo, sync, watch, repair, totalS }, progress, totalS);
 }
 
-main().catch((e) => {
-  process.stderr.write(`bench-api failed: ${(e as Error).stack ?? e}\n`);
-  process.exit(1);
-});
+runMain('bench-api', main);

@@ -66,6 +66,28 @@ import {
 } from '../kernel/lb-env';
 import { endpointIp, serviceVip } from './generate';
 import {
+  agentLogs,
+  checkCanRun,
+  checkInt,
+  destroyBenchEnv,
+  fmt,
+  int,
+  loadAvg,
+  machineInfo,
+  median,
+  MEASURED_VIP,
+  printHelp,
+  procStatusKiB,
+  progressLogger,
+  runMain,
+  slProbeBench,
+  SVC_PORT,
+  table,
+  verdict,
+  writeReport,
+  type AgentLog,
+} from './lib';
+import {
   iptablesInfo,
   kubeProxyRuleset,
   loadRuleset,
@@ -182,25 +204,21 @@ function parseOpts(argv: string[]): Opts {
         break;
       case '-h':
       case '--help':
-        process.stdout.write(fs.readFileSync(__filename, 'utf8').split('*/')[0] + '*/\n');
-        return process.exit(0);
+        return printHelp(__filename);
       default:
         throw new Error(`unknown option ${a} (see --help)`);
     }
   }
-  const int = (name: string, v: number, min: number, max: number) => {
-    if (!Number.isInteger(v) || v < min || v > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${v}`);
-  };
   if (o.sizes.length === 0) throw new Error('--sizes is empty');
-  for (const s of o.sizes) int('a size', s, 1, 100000);
-  int('--count', o.count, 10, 1_000_000);
-  int('--warmup', o.warmup, 0, 1_000_000);
-  int('--concurrency', o.concurrency, 1, 64);
-  int('--rounds', o.rounds, 1, 50);
-  int('--sync-services', o.syncServices, 1, 100000);
-  int('--sync-endpoints', o.syncEndpoints, 1, 64);
-  int('--updates', o.updates, 0, 20);
-  int('--sync-starts', o.syncStarts, 1, 20);
+  for (const s of o.sizes) checkInt('a size', s, 1, 100000);
+  checkInt('--count', o.count, 10, 1_000_000);
+  checkInt('--warmup', o.warmup, 0, 1_000_000);
+  checkInt('--concurrency', o.concurrency, 1, 64);
+  checkInt('--rounds', o.rounds, 1, 50);
+  checkInt('--sync-services', o.syncServices, 1, 100000);
+  checkInt('--sync-endpoints', o.syncEndpoints, 1, 64);
+  checkInt('--updates', o.updates, 0, 20);
+  checkInt('--sync-starts', o.syncStarts, 1, 20);
   if (o.syncServices * o.syncEndpoints + o.updates * o.syncEndpoints > 524288)
     throw new Error('at most 524,288 sync endpoints (bpf-lb-backend-map-max)');
   return o;
@@ -212,49 +230,15 @@ function parseOpts(argv: string[]): Opts {
 const PORT_DIRECT = TCP_PORT; // 8080, started by createLbEnv
 const PORT_SLUICE = 8081;
 const PORT_IPT = 8082;
-const SVC_PORT = 80;
-/** The measured service's VIP, the same at every size (see the header). Never generated for others. */
-const MEASURED_VIP = '10.250.255.254';
 
 const t0Run = Date.now();
-
-function progress(msg: string): void {
-  process.stderr.write(`[bench +${((Date.now() - t0Run) / 1000).toFixed(0)}s] ${msg}\n`);
-}
-
-function median(xs: number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
+const progress = progressLogger('bench', t0Run);
 
 /** The VIP of generated service i (generate.ts: 172.16.0.0/12); the measured VIP is never among them. */
 const vipFor = serviceVip;
 
 /** Fake endpoint addresses (generate.ts: 10.241.0.1 upwards, outside every harness pod /24). */
 const fakeIp = endpointIp;
-
-interface AgentLog {
-  ts?: string;
-  msg?: string;
-  [k: string]: unknown;
-}
-
-function agentLogs(env: LbEnv): AgentLog[] {
-  if (!env.agent) return [];
-  return env.node
-    .output(env.agent)
-    .stderr.split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => {
-      try {
-        return JSON.parse(l) as AgentLog;
-      } catch {
-        return {};
-      }
-    });
-}
 
 async function attachedProgs(env: LbEnv): Promise<number> {
   const r = await run(['bpftool', '-j', 'cgroup', 'show', env.node.cgroupPath], { timeoutMs: 10000 });
@@ -306,34 +290,13 @@ const loadAvgs: number[] = [];
 
 /** sl-probe bench from the client pod, inside the test cgroup (the sluice programs apply when attached). */
 async function probeBench(env: LbEnv, o: Opts, addr: string, port: number): Promise<BenchResult> {
-  const args = [
-    ...(o.pin ? ['taskset', '-c', String(o.pin[0])] : []),
-    PROBE,
-    'bench',
-    '--addr',
-    addr,
-    '--port',
-    String(port),
-    '--count',
-    String(o.count),
-    '--warmup',
-    String(o.warmup),
-    '--concurrency',
-    String(o.concurrency),
-  ];
-  loadAvgs.push(Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]));
-  const r = await env.node.exec(args, {
-    netnsPath: env.client.netnsPath,
-    inCgroup: true,
-    allowFail: true,
-    timeoutMs: 60000 + (o.count + o.warmup) * 20,
+  loadAvgs.push(Number(loadAvg()));
+  const res = await slProbeBench<BenchResult>(env, addr, port, {
+    count: o.count,
+    warmup: o.warmup,
+    concurrency: o.concurrency,
+    cpu: o.pin?.[0],
   });
-  const line = r.stdout
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .pop();
-  if (!line) throw new Error(`sl-probe bench ${addr}:${port} printed no result (exit ${r.code}): ${r.stderr.trim()}`);
-  const res = JSON.parse(line) as BenchResult;
   if (res.errors > 0) progress(`  WARNING: ${res.errors} of ${res.count} operations to ${addr}:${port} failed`);
   return res;
 }
@@ -576,12 +539,6 @@ interface SyncResult {
   vmHwmAfterUpdatesKiB: number;
 }
 
-function procStatusKiB(pid: number, field: string): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
-  return Number(m[1]);
-}
-
 /** The sync objects; `changed` maps a service index to the generation of its replaced endpoints. */
 function syncDocs(o: Opts, changed = new Map<number, number>()): string[] {
   const svcs: SvcSpec[] = [];
@@ -615,7 +572,7 @@ async function syncBench(c: Ctx): Promise<SyncResult> {
     } else {
       await sluice(env, ['uninstall']); // fresh pins
     }
-    const loadAvg = Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
+    const load = Number(loadAvg());
     const t0 = Date.now();
     await startAgent(env, { readyTimeoutMs: 120000 });
     const spawnToStatusMs = Date.now() - t0;
@@ -633,7 +590,7 @@ async function syncBench(c: Ctx): Promise<SyncResult> {
     pid = st.pid;
     const { ts: _ts, level: _lv, msg: _m, ...syncedFields } = synced;
     starts.push({
-      loadAvg,
+      loadAvg: load,
       spawnToStatusMs,
       spawnToReadyLogMs: tsMs(at('agent ready')),
       spawnToAttachedMs: tsMs(at('datapath attached')),
@@ -701,14 +658,7 @@ async function syncBench(c: Ctx): Promise<SyncResult> {
 // ---------------------------------------------------------------------------------------------
 // report
 
-const fmt = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : 'n/a');
-const int = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString('en-US') : 'n/a');
 const ratio = (a: number, b: number) => (b > 0 && Number.isFinite(a) ? a / b : NaN);
-/** A Markdown table; the first `left` columns are left-aligned, the others right-aligned. */
-function table(head: string[], rows: string[][], left = 1): string {
-  const align = head.map((_, i) => (i < left ? ' --- ' : ' ---: '));
-  return [`| ${head.join(' | ')} |`, `|${align.join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
-}
 
 interface Agg {
   med: number;
@@ -907,7 +857,6 @@ function report(o: Opts, env: Record<string, string>, sizes: SizeResult[], sync:
       sync.starts.length > 1 ? ` (${unit(Math.min(...sync.starts.map(f)))}–${unit(Math.max(...sync.starts.map(f)))})` : '';
     const ms = (f: (x: SyncStart) => number, d = 0) =>
       `${d ? fmt(st(f), d) : int(st(f))} ms${span(f, (v) => (d ? fmt(v, d) : int(v)))}`;
-    const verdict = (ok: boolean) => (ok ? 'met' : '**missed**');
     out.push(
       `### Agent sync: ${int(sync.services)} services / ${int(sync.endpoints)} endpoints (${fmt(sync.fileBytes / 1e6)} MB multi-document YAML, one file)`,
       '',
@@ -989,17 +938,10 @@ async function main(): Promise<void> {
     process.stdout.write(report(saved.opts, saved.env, saved.sizes, saved.sync, saved.totalS));
     return;
   }
-  if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (namespaces, cgroups, BPF)');
-  for (const f of [PROBE, path.join(ROOT, 'bin/sluice'), path.join(ROOT, 'build/dist/cli.js')]) {
-    if (!fs.existsSync(f)) throw new Error(`${f} is missing: run \`make all\` first`);
-  }
+  checkCanRun([PROBE, path.join(ROOT, 'bin/sluice'), path.join(ROOT, 'build/dist/cli.js')]);
   const ipt = await iptablesInfo();
-  const cpus = os.cpus();
   const envInfo = {
-    kernel: os.release(),
-    cpus: String(cpus.length),
-    cpuModel: cpus[0]?.model?.trim() ?? 'unknown',
-    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM`,
+    ...machineInfo(),
     iptables: `${ipt.version}${ipt.variant === 'nf_tables' ? ' (nft backend)' : ' (legacy backend)'}`,
   };
   progress(
@@ -1023,25 +965,11 @@ async function main(): Promise<void> {
     }
     if (!o.skipSync) sync = await syncBench(c);
   } finally {
-    await stopAgent(env).catch(() => undefined);
-    await env.node.destroy();
-    if (env.node.destroyReport.length) progress(`cleanup warnings: ${env.node.destroyReport.join('; ')}`);
+    await destroyBenchEnv(env, progress, { uninstall: false });
   }
   const totalS = (Date.now() - t0Run) / 1000;
   const md = report(o, envInfo, sizes, sync, totalS);
-  fs.mkdirSync(o.out, { recursive: true });
-  fs.writeFileSync(path.join(o.out, 'results.md'), md);
-  fs.writeFileSync(
-    path.join(o.out, 'results.json'),
-    JSON.stringify({ opts: o, env: envInfo, sizes, sync, totalS, loadAvgs }, null, 2) + '\n',
-  );
-  process.stdout.write(md);
-  progress(
-    `done in ${fmt(totalS / 60, 1)} min; wrote ${path.relative(process.cwd(), path.join(o.out, 'results.md'))} and results.json`,
-  );
+  writeReport(o.out, 'results', md, { opts: o, env: envInfo, sizes, sync, totalS, loadAvgs }, progress, totalS);
 }
 
-main().catch((e) => {
-  process.stderr.write(`bench failed: ${(e as Error).stack ?? e}\n`);
-  process.exit(1);
-});
+runMain('bench', main);

@@ -31,18 +31,45 @@
  * test cgroup only; every wait is bounded; the node is destroyed and the stand-in stopped in
  * `finally` (on signals, by the harness's exit handlers).
  */
-import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { ChildProcess } from 'node:child_process';
 import { FakeApiServer } from '../harness/apiserver';
 import { sleep } from '../harness';
-import { createLbEnv, PROBE, ROOT, SLUICE, sluice, stopAgent, TCP_PORT, writeConfig, type LbEnv } from '../kernel/lb-env';
+import { createLbEnv, PROBE, ROOT, SLUICE, sluice, stopAgent, writeConfig, type LbEnv } from '../kernel/lb-env';
 import { callAgent } from '../../src/agent/local-api';
 import { LbMaps } from '../../src/lb/maps';
-import { IPPROTO_TCP } from '../../src/bpf/layout';
 import { endpointIp, serviceVip } from './generate';
+import {
+  agentLogs,
+  agentSocket,
+  checkCanRun,
+  checkInt,
+  destroyBenchEnv,
+  fmt,
+  int,
+  loadAvg,
+  logged,
+  machineInfo,
+  mapBackends,
+  MEASURED_VIP,
+  NODE,
+  pause,
+  printHelp,
+  procStatusKiB,
+  progressLogger,
+  quantile,
+  runMain,
+  serviceObj,
+  sliceObj,
+  slProbeBench,
+  spawnAgent,
+  SVC_PORT,
+  tsOf,
+  writeReport,
+  yieldLoop,
+} from './lib';
 
 interface Opts {
   sizes: number[];
@@ -114,8 +141,7 @@ function parseOpts(argv: string[]): Opts {
         break;
       case '-h':
       case '--help':
-        process.stdout.write(fs.readFileSync(__filename, 'utf8').split('*/')[0] + '*/\n');
-        return process.exit(0);
+        return printHelp(__filename);
       default:
         // make bench passes BENCH_ARGS to every benchmark: the others' options are not ours
         if (a.startsWith('--')) {
@@ -125,17 +151,14 @@ function parseOpts(argv: string[]): Opts {
         throw new Error(`unknown argument ${a} (see --help)`);
     }
   }
-  const int = (name: string, v: number, min: number, max: number) => {
-    if (!Number.isInteger(v) || v < min || v > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${v}`);
-  };
-  for (const s of o.sizes) int('a size', s, 1, 100000);
+  for (const s of o.sizes) checkInt('a size', s, 1, 100000);
   o.sizes.sort((a, b) => a - b);
-  int('--endpoints', o.endpoints, 1, 64);
-  int('--changes', o.changes, 0, 5000);
-  int('--count', o.count, 10, 1_000_000);
-  int('--warmup', o.warmup, 0, 1_000_000);
-  int('--rounds', o.rounds, 1, 50);
-  int('--starts', o.starts, 1, 20);
+  checkInt('--endpoints', o.endpoints, 1, 64);
+  checkInt('--changes', o.changes, 0, 5000);
+  checkInt('--count', o.count, 10, 1_000_000);
+  checkInt('--warmup', o.warmup, 0, 1_000_000);
+  checkInt('--rounds', o.rounds, 1, 50);
+  checkInt('--starts', o.starts, 1, 20);
   // the backend map (bpf-lb-backend-map-max, 524,288) holds the endpoints and one per change
   const ips = Math.max(...o.sizes) * o.endpoints + o.changes + 2;
   if (ips > 524288) throw new Error(`${ips} endpoints (size × endpoints + changes) do not fit bpf-lb-backend-map-max (524,288)`);
@@ -146,119 +169,13 @@ function parseOpts(argv: string[]): Opts {
 // helpers
 
 const t0Run = Date.now();
-function progress(msg: string): void {
-  process.stderr.write(`[bench-scale +${((Date.now() - t0Run) / 1000).toFixed(0)}s] ${msg}\n`);
-}
+const progress = progressLogger('bench-scale', t0Run);
 
-function quantile(xs: number[], q: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
-}
+// nearest rank, as this report has always given it (lib's median interpolates between the middle two)
 const median = (xs: number[]) => quantile(xs, 0.5);
-const loadAvg = () => fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
 
-function procStatusKiB(pid: number, field: string): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
-  return Number(m[1]);
-}
-
-const SVC_PORT = 80;
-/** The measured Service: outside generate.ts's VIP range. */
-const MEASURED_VIP = '10.250.255.254';
 const PORT_SLUICE = 8081;
 const PORT_DIRECT = 8082;
-const NODE = 'bench-node';
-
-function serviceObj(name: string, vip: string, targetPort = TCP_PORT) {
-  return {
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: { name, namespace: 'default' },
-    spec: { clusterIP: vip, clusterIPs: [vip], ports: [{ name: 'http', port: SVC_PORT, targetPort, protocol: 'TCP' }] },
-  };
-}
-
-function sliceObj(service: string, ips: string[], port = TCP_PORT) {
-  return {
-    apiVersion: 'discovery.k8s.io/v1',
-    kind: 'EndpointSlice',
-    metadata: { name: `${service}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': service } },
-    addressType: 'IPv4',
-    endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true } })),
-    ports: [{ name: 'http', port, protocol: 'TCP' }],
-  };
-}
-
-interface AgentLog {
-  ts?: string;
-  msg?: string;
-  [k: string]: unknown;
-}
-
-function agentLogs(env: LbEnv): AgentLog[] {
-  const out: AgentLog[] = [];
-  for (const l of env.node.output(env.agent!).stderr.split('\n')) {
-    if (!l.startsWith('{')) continue;
-    try {
-      out.push(JSON.parse(l) as AgentLog);
-    } catch {
-      /* the first line may be cut by the harness's 1 MiB bound */
-    }
-  }
-  return out;
-}
-
-function logged(logs: AgentLog[], msg: string, pred: (l: AgentLog) => boolean = () => true): AgentLog {
-  const l = logs.find((x) => x.msg === msg && pred(x));
-  if (!l) throw new Error(`the agent did not log "${msg}"`);
-  return l;
-}
-
-const tsOf = (l: AgentLog): number => Date.parse(String(l.ts));
-
-/** Starts the agent in this process's netns and polls its socket until status says ready. */
-async function spawnAgent(env: LbEnv, timeoutMs: number): Promise<{ spawnAt: number; readyAt: number }> {
-  env.agentInTestNetns = true;
-  const spawnAt = Date.now();
-  env.agent = env.node.spawn([SLUICE, 'agent', '--config', env.configPath], {
-    inCgroup: false,
-    netnsPath: `/proc/${process.pid}/ns/net`,
-  });
-  const socket = path.join(env.node.workDir, 'agent.sock');
-  for (;;) {
-    const out = env.node.output(env.agent);
-    if (out.exited) throw new Error(`agent exited (${out.exitCode ?? out.signal}): ${out.stderr.slice(-2000)}`);
-    try {
-      if (((await callAgent(socket, { op: 'status' }, 2000)) as { ready: boolean }).ready)
-        return { spawnAt, readyAt: Date.now() };
-    } catch {
-      /* not listening yet */
-    }
-    if (Date.now() - spawnAt > timeoutMs) throw new Error(`agent not ready after ${timeoutMs} ms: ${out.stderr.slice(-2000)}`);
-    await sleep(10);
-  }
-}
-
-/** The backend IPs the pinned maps hold for the frontend vip:80/TCP (undefined: none). */
-function mapBackends(maps: LbMaps, vip: string): string[] | undefined {
-  const key = { vip, port: SVC_PORT, proto: IPPROTO_TCP, slot: 0 };
-  const head = maps.svc.get(key);
-  if (!head) return undefined;
-  const ips: string[] = [];
-  for (let slot = 1; slot <= head.count; slot++) {
-    const v = maps.svc.get({ ...key, slot });
-    const b = v && maps.backend.get(v.id);
-    if (b) ips.push(b.ip);
-  }
-  return ips;
-}
-
-const waitCell = new Int32Array(new SharedArrayBuffer(4));
-/** Blocks this thread for about `ms` without spinning. */
-const pause = (ms: number) => Atomics.wait(waitCell, 0, 0, ms);
-const yieldLoop = () => new Promise<void>((r) => setImmediate(r));
 
 // ---------------------------------------------------------------------------------------------
 // one size
@@ -343,7 +260,7 @@ async function oneSize(env: LbEnv, o: Opts, size: number, last: boolean): Promis
       const { spawnAt, readyAt } = await spawnAgent(env, Math.max(60000, size * 3));
       const pid = (JSON.parse((await sluice(env, ['status', '-o', 'json'])).stdout) as { pid: number }).pid;
       const vmHwmKiB = procStatusKiB(pid, 'VmHWM');
-      const st = (await callAgent(path.join(env.node.workDir, 'agent.sock'), { op: 'status' })) as {
+      const st = (await callAgent(agentSocket(env), { op: 'status' })) as {
         datapath?: { services: number };
         memory?: { heapUsedMiB: number };
       };
@@ -416,34 +333,8 @@ async function changes(api: FakeApiServer, env: LbEnv, o: Opts, size: number, ep
   );
 }
 
-async function probeBench(env: LbEnv, o: Opts, addr: string, port: number): Promise<BenchRun> {
-  const args = [
-    'taskset',
-    '-c',
-    '0',
-    PROBE,
-    'bench',
-    '--addr',
-    addr,
-    '--port',
-    String(port),
-    '--count',
-    String(o.count),
-    '--warmup',
-    String(o.warmup),
-  ];
-  const res = await env.node.exec(args, {
-    netnsPath: env.client.netnsPath,
-    inCgroup: true,
-    allowFail: true,
-    timeoutMs: 60000 + (o.count + o.warmup) * 20,
-  });
-  const line = res.stdout
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .pop();
-  if (!line) throw new Error(`sl-probe bench ${addr}:${port} printed no result (exit ${res.code}): ${res.stderr.trim()}`);
-  return JSON.parse(line) as BenchRun;
+function probeBench(env: LbEnv, o: Opts, addr: string, port: number): Promise<BenchRun> {
+  return slProbeBench<BenchRun>(env, addr, port, { count: o.count, warmup: o.warmup, cpu: 0 });
 }
 
 async function connectLatency(env: LbEnv, o: Opts, size: number): Promise<{ direct: BenchRun[]; sluice: BenchRun[] }> {
@@ -468,9 +359,6 @@ async function connectLatency(env: LbEnv, o: Opts, size: number): Promise<{ dire
 
 // ---------------------------------------------------------------------------------------------
 // report
-
-const fmt = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : 'n/a');
-const int = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString('en-US') : 'n/a');
 
 /** Median over rounds of the per-round ratio sluice/direct of a field. */
 function ratio(c: { direct: BenchRun[]; sluice: BenchRun[] }, field: 'connect_median_us' | 'connect_p99_us'): number {
@@ -565,17 +453,9 @@ function report(o: Opts, envInfo: Record<string, string>, sizes: SizeResult[], t
 
 async function main(): Promise<void> {
   const o = parseOpts(process.argv.slice(2));
-  if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (namespaces, cgroups, BPF)');
-  for (const f of [SLUICE, PROBE, path.join(ROOT, 'build/dist/cli.js'), path.join(ROOT, 'build/libsluice.so')]) {
-    if (!fs.existsSync(f)) throw new Error(`${f} is missing: run \`make all\` first`);
-  }
+  checkCanRun([SLUICE, PROBE, path.join(ROOT, 'build/dist/cli.js'), path.join(ROOT, 'build/libsluice.so')]);
   const cpus = os.cpus();
-  const envInfo = {
-    kernel: os.release(),
-    cpus: String(cpus.length),
-    cpuModel: cpus[0]?.model?.trim() ?? 'unknown',
-    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM`,
-  };
+  const envInfo = machineInfo();
   progress(
     `kernel ${envInfo.kernel}, ${envInfo.cpus} CPUs, load ${loadAvg()}; sizes ${o.sizes.join(',')} × ${o.endpoints} endpoints, ${o.changes} changes, ${o.rounds} connect rounds`,
   );
@@ -610,21 +490,11 @@ async function main(): Promise<void> {
     }
     for (let k = 0; k < o.sizes.length; k++) results.push(await oneSize(env, o, o.sizes[k], k === o.sizes.length - 1));
   } finally {
-    await stopAgent(env).catch(() => undefined);
-    await sluice(env, ['uninstall'], true).catch(() => undefined);
-    await env.node.destroy();
-    if (env.node.destroyReport.length) progress(`cleanup warnings: ${env.node.destroyReport.join('; ')}`);
+    await destroyBenchEnv(env, progress);
   }
   const totalS = (Date.now() - t0Run) / 1000;
   const md = report(o, envInfo, results, totalS);
-  fs.mkdirSync(o.out, { recursive: true });
-  fs.writeFileSync(path.join(o.out, 'scale.md'), md);
-  fs.writeFileSync(path.join(o.out, 'scale.json'), JSON.stringify({ opts: o, env: envInfo, results, totalS }, null, 2) + '\n');
-  process.stdout.write(md);
-  progress(`done in ${fmt(totalS / 60)} min; wrote ${path.relative(process.cwd(), path.join(o.out, 'scale.md'))} and scale.json`);
+  writeReport(o.out, 'scale', md, { opts: o, env: envInfo, results, totalS }, progress, totalS);
 }
 
-main().catch((e) => {
-  process.stderr.write(`bench-scale failed: ${(e as Error).stack ?? e}\n`);
-  process.exit(1);
-});
+runMain('bench-scale', main);

@@ -43,19 +43,7 @@ import {
   type Probe,
   type Symbols,
 } from './istio-probes';
-import {
-  PROBE,
-  ROOT,
-  serviceYaml,
-  sliceYaml,
-  startAgent,
-  stopAgent,
-  TCP_PORT,
-  waitForBackends,
-  writeConfig,
-  writeObjects,
-  type ProbeResult,
-} from './lb-env';
+import { PROBE, ROOT, startAgent, stopAgent, TCP_PORT, writeConfig, writeWebService, type ProbeResult } from './lb-env';
 import { addMeshPod, createMeshEnv, endpoint, ISTIO_PROXY, startApp, updatePodObject, type MeshEnv } from './mesh-env';
 
 type Side = 'S' | 'I';
@@ -249,23 +237,7 @@ describe.skipIf(process.getuid?.() !== 0)(
         ),
       ];
       for (const c of servers) await env.node.waitForLine(c, 'ready');
-      writeObjects(env, 'svc.yaml', [
-        serviceYaml('web', { clusterIP: VIP, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }),
-        sliceYaml('web-1', {
-          service: 'web',
-          family: 4,
-          endpoints: [{ ip: be1.ipv4 }, { ip: be2.ipv4 }],
-          ports: [{ name: 'http', port: TCP_PORT }],
-        }),
-        serviceYaml('web6', { clusterIP: VIP6, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }),
-        sliceYaml('web6-1', {
-          service: 'web6',
-          family: 6,
-          endpoints: [{ ip: be1.ipv6! }, { ip: be2.ipv6! }],
-          ports: [{ name: 'http', port: TCP_PORT }],
-        }),
-      ]);
-      await waitForBackends(env, `${VIP}:80/TCP`, [`${be1.ipv4}:${TCP_PORT}`, `${be2.ipv4}:${TCP_PORT}`]);
+      await writeWebService(env, VIP, VIP6);
       S = await addMeshPod(env, 'meshed', { annotations: { [STATUS_ANNOTATION]: 'true' } });
       I = await addMeshPod(env, 'istio', { annotations: {} });
       const epI = await endpoint(env, I);

@@ -357,6 +357,35 @@ export function sliceYaml(
     .replace('endpoints:\n[]', 'endpoints: []');
 }
 
+/**
+ * Service `web` (vip:80 → TCP_PORT) on the first two backend pods, and with vip6 also `web6`, the
+ * same in IPv6, written to svc.yaml; waits until the IPv4 one is in the maps.
+ */
+export async function writeWebService(env: LbEnv, vip: string, vip6?: string): Promise<void> {
+  const [a, b] = env.backends;
+  writeObjects(env, 'svc.yaml', [
+    serviceYaml('web', { clusterIP: vip, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }),
+    sliceYaml('web-1', {
+      service: 'web',
+      family: 4,
+      endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }],
+      ports: [{ name: 'http', port: TCP_PORT }],
+    }),
+    ...(vip6 === undefined
+      ? []
+      : [
+          serviceYaml('web6', { clusterIP: vip6, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }),
+          sliceYaml('web6-1', {
+            service: 'web6',
+            family: 6,
+            endpoints: [{ ip: a.ipv6! }, { ip: b.ipv6! }],
+            ports: [{ name: 'http', port: TCP_PORT }],
+          }),
+        ]),
+  ]);
+  await waitForBackends(env, `${vip}:80/TCP`, [`${a.ipv4}:${TCP_PORT}`, `${b.ipv4}:${TCP_PORT}`]);
+}
+
 /** A Node object; in standalone mode the agent reads its zone from the one named like config node-name. */
 export function nodeYaml(name: string, labels: Record<string, string> = {}): string {
   return ['apiVersion: v1', 'kind: Node', `metadata: {name: ${name}, labels: ${JSON.stringify(labels)}}`].join('\n');

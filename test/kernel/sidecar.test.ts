@@ -4,19 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SimPod } from '../harness';
-import {
-  answeredBy,
-  PROBE,
-  probe,
-  serviceYaml,
-  sliceYaml,
-  sluice,
-  stopAgent,
-  TCP_PORT,
-  UDP_PORT,
-  waitForBackends,
-  writeObjects,
-} from './lb-env';
+import { answeredBy, PROBE, probe, sluice, stopAgent, TCP_PORT, UDP_PORT, writeWebService } from './lb-env';
 import {
   addMeshPod,
   createMeshEnv,
@@ -49,24 +37,7 @@ describe.skipIf(process.getuid?.() !== 0)('sidecar capture (needs root)', () => 
   beforeAll(async () => {
     env = await createMeshEnv({ backends: 2 });
     [be1, be2] = env.backends.map((p) => p.name);
-    const [a, b] = env.backends;
-    writeObjects(env, 'svc.yaml', [
-      serviceYaml('web', { clusterIP: VIP, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }),
-      sliceYaml('web-1', {
-        service: 'web',
-        family: 4,
-        endpoints: [{ ip: a.ipv4 }, { ip: b.ipv4 }],
-        ports: [{ name: 'http', port: TCP_PORT }],
-      }),
-      serviceYaml('web6', { clusterIP: VIP6, ports: [{ name: 'http', port: 80, targetPort: TCP_PORT }] }),
-      sliceYaml('web6-1', {
-        service: 'web6',
-        family: 6,
-        endpoints: [{ ip: a.ipv6! }, { ip: b.ipv6! }],
-        ports: [{ name: 'http', port: TCP_PORT }],
-      }),
-    ]);
-    await waitForBackends(env, `${VIP}:80/TCP`, [`${a.ipv4}:${TCP_PORT}`, `${b.ipv4}:${TCP_PORT}`]);
+    await writeWebService(env, VIP, VIP6);
     app = await addMeshPod(env, 'meshed', { annotations: STATUS });
     await startSidecar(env, app);
     await startApp(env, app, 8080);

@@ -56,12 +56,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef SO_ORIGINAL_DST
-#define SO_ORIGINAL_DST 80
-#endif
-#ifndef IP6T_SO_ORIGINAL_DST
-#define IP6T_SO_ORIGINAL_DST 80
-#endif
+#include "sock-util.h"
 
 #define EXIT_USAGE 2
 #define COUNT_MAX  100000L /* per family: 198.18.0.0/15 holds 131072 addresses */
@@ -170,18 +165,6 @@ static void dest(int family, uint32_t i, struct sockaddr_storage *ss, socklen_t 
 	}
 }
 
-static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-	if (a->ss_family != b->ss_family)
-		return false;
-	if (a->ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-	return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
-}
-
 static void format_addr(const struct sockaddr_storage *ss, char *buf, size_t len)
 {
 	char host[INET6_ADDRSTRLEN] = "?";
@@ -229,18 +212,10 @@ struct proxy {
 	int nbad;
 };
 
-/* Where the connection was going, as Envoy asks: SOL_IP for IPv4, SOL_IPV6 for IPv6. */
+/* Where the connection was going (get_orig_dst): 0, or the errno. */
 static int orig_dst(int fd, int family, struct sockaddr_storage *ss)
 {
-	socklen_t len = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-
-	memset(ss, 0, sizeof(*ss));
-	int r = family == AF_INET6 ? getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, ss, &len)
-				   : getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, ss, &len);
-	if (r < 0)
-		return errno;
-	ss->ss_family = (sa_family_t)family;
-	return 0;
+	return get_orig_dst(fd, family, ss) < 0 ? errno : 0;
 }
 
 static int proxy_listen(int family, long port)
@@ -351,9 +326,9 @@ static long proxy_check(struct proxy *p, long *ok_accept, long *ok_end, long *du
 			(*dup)++;
 		dest((int)fam, idx, &want, &wlen);
 		format_addr(&want, want_s, sizeof(want_s));
-		bool a = c->err_accept == 0 && same_addr(&c->at_accept, &want);
+		bool a = c->err_accept == 0 && same_sockaddr(&c->at_accept, &want);
 		int err_end = orig_dst(c->fd, c->family, &at_end);
-		bool e = err_end == 0 && same_addr(&at_end, &want);
+		bool e = err_end == 0 && same_sockaddr(&at_end, &want);
 		*ok_accept += a;
 		*ok_end += e;
 		ok += a && e;
@@ -549,7 +524,7 @@ static void client_connected(struct client *cl, long k)
 	}
 	client_family_index(cl, k, &family, &idx);
 	dest(family, idx, &want, &wlen);
-	if (getpeername(c->fd, (struct sockaddr *)&peer, &plen) < 0 || !same_addr(&peer, &want))
+	if (getpeername(c->fd, (struct sockaddr *)&peer, &plen) < 0 || !same_sockaddr(&peer, &want))
 		cl->peer_bad++;
 	msg[0] = htonl((uint32_t)family);
 	msg[1] = htonl(idx);

@@ -45,6 +45,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sock-util.h"
+
 #define EXIT_USAGE	       2
 #define ID_MAX		       64
 /* Room for a sidecar line, which embeds an upstream line of < UPSTREAM_MAX. */
@@ -76,14 +78,6 @@
 #define SIDECAR_ACCEPT_WAIT_MS 60000L
 /* Bound upstream sockets remembered at once (one per connection thread, plus inline ones). */
 #define SIDECAR_OWN_MAX	       (SIDECAR_THREADS_MAX + 16)
-
-/* The netfilter values, without pulling in the netfilter headers. */
-#ifndef SO_ORIGINAL_DST
-#define SO_ORIGINAL_DST 80
-#endif
-#ifndef IP6T_SO_ORIGINAL_DST
-#define IP6T_SO_ORIGINAL_DST 80
-#endif
 
 /* Set by the SIGTERM/SIGINT handler; the only global mutable state. */
 static volatile sig_atomic_t g_stop;
@@ -818,15 +812,7 @@ static int connect_with_timeout(int fd, const struct target *t, long timeout_ms)
 		errno = ETIMEDOUT;
 		return -1;
 	}
-	int soerr = 0;
-	socklen_t sl = sizeof(soerr);
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
-		return -1;
-	if (soerr != 0) {
-		errno = soerr;
-		return -1;
-	}
-	return 0;
+	return connect_result(fd);
 }
 
 static int set_blocking(int fd)
@@ -1603,18 +1589,6 @@ static void format_errno(char *buf, size_t len, int err)
 			*p = '_';
 }
 
-/* Where the connection was going before the redirect, as Envoy asks. */
-static int get_orig_dst(int fd, int family, struct sockaddr_storage *ss)
-{
-	socklen_t len = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-	memset(ss, 0, sizeof(*ss));
-	int r = family == AF_INET6 ? getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, ss, &len)
-				   : getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, ss, &len);
-	if (r == 0)
-		ss->ss_family = (sa_family_t)family;
-	return r;
-}
-
 static unsigned sockaddr_port(const struct sockaddr_storage *a)
 {
 	if (a->ss_family == AF_INET)
@@ -1632,18 +1606,6 @@ static unsigned listener_port(const struct sc_listener *l)
 	if (getsockname(l->fd, (struct sockaddr *)&a, &len) != 0)
 		return 0;
 	return sockaddr_port(&a);
-}
-
-static bool same_sockaddr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-	if (a->ss_family != b->ss_family)
-		return false;
-	if (a->ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-	return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
 }
 
 /* Remembers a bound upstream socket's address; returns its slot, or -1 when full. */

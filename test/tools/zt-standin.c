@@ -118,6 +118,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sock-util.h"
+
 #define EXIT_PROTOCOL 1
 #define EXIT_USAGE    2
 
@@ -170,14 +172,6 @@
 #define NACK_START    "failure to start proxy : "
 #define NACK_PROCESS  "failure to process message : "
 #define NACK_PROTOCOL NACK_PROCESS "protocol error: "
-
-/* The netfilter values, without the netfilter headers. */
-#ifndef SO_ORIGINAL_DST
-#define SO_ORIGINAL_DST 80
-#endif
-#ifndef IP6T_SO_ORIGINAL_DST
-#define IP6T_SO_ORIGINAL_DST 80
-#endif
 
 /* ------------------------------------------------------------------ */
 /* options                                                             */
@@ -980,15 +974,7 @@ static int connect_within(int fd, const struct sockaddr_storage *dst, int cancel
 		return -1;
 	if (wait_fd(fd, POLLOUT, cancel_fd, deadline) != WAIT_READY)
 		return -1;
-	int err = 0;
-	socklen_t len = sizeof(err);
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		return -1;
-	if (err != 0) {
-		errno = err;
-		return -1;
-	}
-	return 0;
+	return connect_result(fd);
 }
 
 /* The upstream's first line, without its end; 0, or -1 with errno. A peer that closes

@@ -8,16 +8,9 @@ import { fsyncDirectory, isAtomicWriteTempFile, removeStaleTempFiles, writeFileA
 /* Records what fsync is called on: the written file's fd and the directory's. */
 const hooks = vi.hoisted(() => ({ fsynced: [] as string[] }));
 
-vi.mock('node:fs', async (importOriginal) => {
-  const real = await importOriginal<typeof import('node:fs')>();
-  return {
-    ...real,
-    fsyncSync: (fd: number) => {
-      hooks.fsynced.push(real.readlinkSync(`/proc/self/fd/${fd}`));
-      return real.fsyncSync(fd);
-    },
-  };
-});
+vi.mock('node:fs', async (importOriginal) =>
+  (await import('./fsync-recorder')).recordingFsync(await importOriginal<typeof import('node:fs')>(), hooks),
+);
 
 let dir: string;
 

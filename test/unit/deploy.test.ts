@@ -2,74 +2,33 @@
  * the opt-in repair-delete overlay, the uninstall DaemonSet, the conflist example, the Docker
  * image's layout (`make install DESTDIR=…`) and deploy/README.md.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadAll } from 'js-yaml';
-import { Namespace } from 'kubernetes-models/v1/Namespace';
-import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
-import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
-import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
-import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
-import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { CONFIG_KEYS, loadConfigDir, parseConfig } from '../../src/config';
 import { withSluiceEntryLast } from '../../src/cni/conflist';
 import { sluiceCniEntry } from '../../src/cni/install-config';
 import { setLogLevel } from '../../src/log';
+import {
+  expectNoUnknownFields,
+  expectSchemaValid,
+  kustomize as render,
+  one,
+  ROOT,
+  tmpDirMaker,
+  type Obj,
+} from './deploy-objects';
 
-const ROOT = path.resolve(__dirname, '../..');
 const DEPLOY = path.join(ROOT, 'deploy');
 
 // Keys of src/config.ts that the production ConfigMap leaves out on purpose.
 const NOT_IN_CONFIGMAP = ['k8s-objects-dir', 'k8s-kubeconfig']; // standalone mode; a kubeconfig is for runs outside a pod
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
-type Obj = {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
-  [k: string]: any;
-};
 
-function render(dir: string): Obj[] {
-  const out = execFileSync('kubectl', ['kustomize', path.join(DEPLOY, dir)], { encoding: 'utf8' });
-  return (loadAll(out) as Obj[]).filter(Boolean);
-}
-
-function one(objs: Obj[], kind: string, name: string): Obj {
-  const found = objs.filter((o) => o.kind === kind && o.metadata.name === name);
-  expect(found, `${kind}/${name}`).toHaveLength(1);
-  return found[0];
-}
-
-const MODELS: Record<string, { new (data: any): { validate(): void } }> = {
-  Namespace,
-  ServiceAccount,
-  ConfigMap,
-  DaemonSet,
-  ClusterRole,
-  ClusterRoleBinding,
-};
-const TYPES: Record<string, [module: string, iface: string]> = {
-  Namespace: ['kubernetes-models/v1/Namespace', 'INamespace'],
-  ServiceAccount: ['kubernetes-models/v1/ServiceAccount', 'IServiceAccount'],
-  ConfigMap: ['kubernetes-models/v1/ConfigMap', 'IConfigMap'],
-  DaemonSet: ['kubernetes-models/apps/v1/DaemonSet', 'IDaemonSet'],
-  ClusterRole: ['kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole', 'IClusterRole'],
-  ClusterRoleBinding: ['kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding', 'IClusterRoleBinding'],
-};
-
-const tmpDirs: string[] = [];
-function tmpDir(prefix: string): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  tmpDirs.push(d);
-  return d;
-}
-afterAll(() => {
-  for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true });
-});
+const tmpDir = tmpDirMaker();
 
 let base: Obj[];
 let repairDelete: Obj[];
@@ -409,45 +368,11 @@ describe('deploy/uninstall', () => {
 
 describe('rendered objects against the Kubernetes API schemas', () => {
   it('every object of the base, the overlay and uninstall validates with its kubernetes-models class', () => {
-    for (const o of [...base, ...repairDelete, ...uninstall]) {
-      const Model = MODELS[o.kind];
-      expect(Model, o.kind).toBeDefined();
-      expect(() => new Model(o).validate(), `${o.kind}/${o.metadata.name}`).not.toThrow();
-    }
+    expectSchemaValid([...base, ...repairDelete, ...uninstall], (o) => `${o.kind}/${o.metadata.name}`);
   });
 
   it('no object has a field the API types lack (a misspelt field would otherwise be dropped silently)', () => {
-    // kubernetes-models' validate() allows unknown fields; TypeScript's excess-property check on
-    // the same types does not.
-    const dir = tmpDir('sluice-deploy-types-');
-    fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'));
-    const lines: string[] = [];
-    [...base, ...repairDelete, ...uninstall].forEach((o, i) => {
-      const [mod, iface] = TYPES[o.kind];
-      lines.push(`import type { ${iface} as T${i} } from '${mod}';`, `export const o${i}: T${i} = ${JSON.stringify(o)};`);
-    });
-    fs.writeFileSync(path.join(dir, 'check.ts'), lines.join('\n') + '\n');
-    const r = spawnSync(
-      process.execPath,
-      [
-        path.join(ROOT, 'node_modules/typescript/bin/tsc'),
-        '--noEmit',
-        '--strict',
-        '--skipLibCheck',
-        '--module',
-        'commonjs',
-        '--moduleResolution',
-        'node',
-        '--target',
-        'es2022',
-        '--types',
-        'node',
-        path.join(dir, 'check.ts'),
-      ],
-      { encoding: 'utf8', cwd: dir },
-    );
-    expect(r.stdout + r.stderr).toBe('');
-    expect(r.status).toBe(0);
+    expectNoUnknownFields([...base, ...repairDelete, ...uninstall], tmpDir('sluice-deploy-types-'));
   });
 });
 

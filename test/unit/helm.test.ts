@@ -5,42 +5,21 @@
  * or its field, contradictory values are refused, and the objects validate against the Kubernetes
  * API types (the ServiceMonitor, a CRD, against the Prometheus Operator's schema by hand).
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { load, loadAll } from 'js-yaml';
-import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
-import { Service } from 'kubernetes-models/v1/Service';
-import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
-import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
-import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
-import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { CONFIG_KEYS, parseConfig } from '../../src/config';
+import { expectNoUnknownFields, expectSchemaValid, kustomize, one, ROOT, tmpDirMaker, type Obj } from './deploy-objects';
 
-const ROOT = path.resolve(__dirname, '../..');
 const CHART = path.join(ROOT, 'deploy/helm/sluice');
 const HELM = path.join(ROOT, 'build/bin/helm');
 const NS = 'sluice-system';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
-type Obj = {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
-  [k: string]: any;
-};
 
-const tmpDirs: string[] = [];
-function tmpDir(prefix: string): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  tmpDirs.push(d);
-  return d;
-}
-afterAll(() => {
-  for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true });
-});
+const tmpDir = tmpDirMaker();
 
 // helm keeps caches and repository config under $HOME by default: give it a throwaway home.
 let helmEnv: NodeJS.ProcessEnv;
@@ -92,19 +71,9 @@ function refusal(values?: object, extra: string[] = []): string {
   return r.stderr;
 }
 
-function kustomize(dir: string): Obj[] {
-  const out = execFileSync('kubectl', ['kustomize', path.join(ROOT, 'deploy', dir)], { encoding: 'utf8' });
-  return (loadAll(out) as Obj[]).filter(Boolean);
-}
-
 const id = (o: Obj) => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
 const byId = (objs: Obj[]) => new Map(objs.map((o) => [id(o), o]));
 
-function one(objs: Obj[], kind: string, name: string): Obj {
-  const found = objs.filter((o) => o.kind === kind && o.metadata.name === name);
-  expect(found, `${kind}/${name}`).toHaveLength(1);
-  return found[0];
-}
 const configData = (objs: Obj[]): Record<string, string> => one(objs, 'ConfigMap', 'sluice-config').data;
 const agentPod = (objs: Obj[]) => one(objs, 'DaemonSet', 'sluice-agent').spec.template.spec;
 const agent = (objs: Obj[]) => agentPod(objs).containers.find((c: any) => c.name === 'agent');
@@ -530,22 +499,6 @@ describe('metrics for the Prometheus Operator: Service and ServiceMonitor', () =
 });
 
 describe('rendered objects against the Kubernetes API schemas', () => {
-  const MODELS: Record<string, { new (data: any): { validate(): void } }> = {
-    ServiceAccount,
-    ConfigMap,
-    DaemonSet,
-    ClusterRole,
-    ClusterRoleBinding,
-    Service,
-  };
-  const TYPES: Record<string, [module: string, iface: string]> = {
-    ServiceAccount: ['kubernetes-models/v1/ServiceAccount', 'IServiceAccount'],
-    ConfigMap: ['kubernetes-models/v1/ConfigMap', 'IConfigMap'],
-    DaemonSet: ['kubernetes-models/apps/v1/DaemonSet', 'IDaemonSet'],
-    ClusterRole: ['kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole', 'IClusterRole'],
-    ClusterRoleBinding: ['kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding', 'IClusterRoleBinding'],
-    Service: ['kubernetes-models/v1/Service', 'IService'],
-  };
   // The defaults, and every option that changes an object's shape at once.
   let renderings: Obj[][];
   beforeAll(() => {
@@ -573,45 +526,11 @@ describe('rendered objects against the Kubernetes API schemas', () => {
   const apiObjects = () => renderings.flat().filter((o) => o.kind !== 'ServiceMonitor');
 
   it('every object validates with its kubernetes-models class', () => {
-    for (const o of apiObjects()) {
-      const Model = MODELS[o.kind];
-      expect(Model, o.kind).toBeDefined();
-      expect(() => new Model(o).validate(), id(o)).not.toThrow();
-    }
+    expectSchemaValid(apiObjects(), id);
   });
 
   it('no object has a field the API types lack (a misspelt field would otherwise be dropped silently)', () => {
-    // kubernetes-models' validate() allows unknown fields; TypeScript's excess-property check on
-    // the same types does not.
-    const dir = tmpDir('sluice-helm-types-');
-    fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'));
-    const lines: string[] = [];
-    apiObjects().forEach((o, i) => {
-      const [mod, iface] = TYPES[o.kind];
-      lines.push(`import type { ${iface} as T${i} } from '${mod}';`, `export const o${i}: T${i} = ${JSON.stringify(o)};`);
-    });
-    fs.writeFileSync(path.join(dir, 'check.ts'), lines.join('\n') + '\n');
-    const r = spawnSync(
-      process.execPath,
-      [
-        path.join(ROOT, 'node_modules/typescript/bin/tsc'),
-        '--noEmit',
-        '--strict',
-        '--skipLibCheck',
-        '--module',
-        'commonjs',
-        '--moduleResolution',
-        'node',
-        '--target',
-        'es2022',
-        '--types',
-        'node',
-        path.join(dir, 'check.ts'),
-      ],
-      { encoding: 'utf8', cwd: dir },
-    );
-    expect(r.stdout + r.stderr).toBe('');
-    expect(r.status).toBe(0);
+    expectNoUnknownFields(apiObjects(), tmpDir('sluice-helm-types-'));
   });
 });
 

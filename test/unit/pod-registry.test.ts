@@ -8,16 +8,9 @@ import { PodRegistry, readPodRegistrations, type PodRegistration } from '../../s
 /* Records what fsync is called on. */
 const hooks = vi.hoisted(() => ({ fsynced: [] as string[] }));
 
-vi.mock('node:fs', async (importOriginal) => {
-  const real = await importOriginal<typeof import('node:fs')>();
-  return {
-    ...real,
-    fsyncSync: (fd: number) => {
-      hooks.fsynced.push(real.readlinkSync(`/proc/self/fd/${fd}`));
-      return real.fsyncSync(fd);
-    },
-  };
-});
+vi.mock('node:fs', async (importOriginal) =>
+  (await import('./fsync-recorder')).recordingFsync(await importOriginal<typeof import('node:fs')>(), hooks),
+);
 
 let stateDir: string;
 const endpointsDir = () => path.join(stateDir, 'endpoints');
