@@ -10,7 +10,7 @@ import { log } from '../log';
 
 /** Coalesces bursts of object changes (a file with 10,000 services is one burst). */
 export const RESYNC_DELAY_MS = 20;
-/** Services that did not fit (a full map) are retried this often, in case room was freed. */
+/** Services that did not fit (a full map), or a sync that threw, are retried this often. */
 export const RETRY_FAILED_MS = 5000;
 
 /** The last sync that wrote Services (`sluice status`). */
@@ -95,7 +95,10 @@ export class ServiceSyncLoop {
       try {
         this.syncNow();
       } catch (e) {
-        log.error('sync failed', { err: e });
+        // the changes it took are not lost: every Service is written again on the retry
+        log.error('sync failed; retrying', { err: e, inMs: RETRY_FAILED_MS });
+        this.deps.tracker.markAll();
+        this.schedule(RETRY_FAILED_MS);
       }
     }, delayMs);
   }

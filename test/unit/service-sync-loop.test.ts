@@ -174,7 +174,7 @@ describe('ServiceSyncLoop', () => {
     try {
       f.change(loop);
       vi.advanceTimersByTime(RESYNC_DELAY_MS);
-      expect(stderr.mock.calls.map((c) => JSON.parse(String(c[0])).msg)).toContain('sync failed');
+      expect(stderr.mock.calls.map((c) => JSON.parse(String(c[0])).msg)).toContain('sync failed; retrying');
     } finally {
       stderr.mockRestore();
     }
@@ -182,6 +182,33 @@ describe('ServiceSyncLoop', () => {
     f.order.length = 0;
     f.change(loop);
     vi.advanceTimersByTime(RESYNC_DELAY_MS);
+    expect(f.order).toEqual(['before', 'sync', 'report']);
+    loop.stop();
+  });
+
+  it('a sync that throws is retried in full after RETRY_FAILED_MS, with no further change', () => {
+    let throws = true;
+    const f = fakes();
+    f.deps.sync.applyChunks = () => {
+      if (throws) throw new Error('map update failed');
+      f.order.push('sync');
+      return { added: 0, updated: 0, removed: 0, unchanged: 0, backends: 0, failed: [] };
+    };
+    const loop = new ServiceSyncLoop(f.deps);
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      f.change(loop);
+      vi.advanceTimersByTime(RESYNC_DELAY_MS);
+    } finally {
+      stderr.mockRestore();
+    }
+    // the throw consumed the tracker's changes: they come back as a full sync
+    expect(f.order).toEqual(['before', 'markAll']);
+    throws = false;
+    f.order.length = 0;
+    vi.advanceTimersByTime(RETRY_FAILED_MS - 1);
+    expect(f.order).toEqual([]);
+    vi.advanceTimersByTime(1);
     expect(f.order).toEqual(['before', 'sync', 'report']);
     loop.stop();
   });
