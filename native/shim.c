@@ -550,8 +550,11 @@ int sl_netns_cookie_of(const char *netns_path, uint64_t *cookie)
  * reach the proxy as Istio's CONNMARK restore sends them), "ip rule fwmark MARK/MASK pref PREF
  * lookup TABLE" and "ip route replace local default dev lo table TABLE" for IPv4 (and IPv6), and
  * a tcx ingress link on lo running the marking program. Done with rtnetlink from a thread that
- * entered the namespace: no process is spawned per pod. The sysctls stay set on removal: without
- * a mark rule they change nothing.
+ * entered the namespace: no process is spawned per pod. Also tcp_migrate_req: when one of the
+ * proxy's SO_REUSEPORT listeners closes (the old ztunnel of an upgrade), the connections queued on
+ * it, established or in their handshake, move to another listener of the group instead of being
+ * reset (the kernel's default). The sysctls stay set on removal: without a mark rule the first
+ * three change nothing, and migrating instead of resetting only spares connections.
  */
 #include <linux/fib_rules.h>
 #include <linux/netlink.h>
@@ -677,11 +680,14 @@ static int inpod_step(struct inpod_job *job, int err, const char *what)
 	return err;
 }
 
-/* Writes "1" to a sysctl of the namespace the thread is in. */
-static int inpod_sysctl_on(struct inpod_job *job, const char *path, const char *what)
+/* Writes "1" to a sysctl of the namespace the thread is in; a kernel without it (ENOENT) is an
+ * error only when the sysctl is required. */
+static int inpod_sysctl_on(struct inpod_job *job, const char *path, const char *what, int required)
 {
 	int fd = open(path, O_WRONLY | O_CLOEXEC), err = 0;
 
+	if (fd < 0 && errno == ENOENT && !required)
+		return 0;
 	if (fd < 0 || write(fd, "1", 1) != 1)
 		err = -errno;
 	if (fd >= 0)
@@ -706,11 +712,14 @@ static void *inpod_thread(void *arg)
 	}
 	close(ns);
 	if (job->add && (inpod_sysctl_on(job, "/proc/sys/net/ipv4/tcp_fwmark_accept",
-					 "sysctl net.ipv4.tcp_fwmark_accept=1") ||
+					 "sysctl net.ipv4.tcp_fwmark_accept=1", 1) ||
 			 inpod_sysctl_on(job, "/proc/sys/net/ipv4/fwmark_reflect",
-					 "sysctl net.ipv4.fwmark_reflect=1") ||
+					 "sysctl net.ipv4.fwmark_reflect=1", 1) ||
 			 (cfg->ipv6 && inpod_sysctl_on(job, "/proc/sys/net/ipv6/fwmark_reflect",
-						       "sysctl net.ipv6.fwmark_reflect=1"))))
+						       "sysctl net.ipv6.fwmark_reflect=1", 1)) ||
+			 /* Linux >= 5.14; older ones reset the queue as before */
+			 inpod_sysctl_on(job, "/proc/sys/net/ipv4/tcp_migrate_req",
+					 "sysctl net.ipv4.tcp_migrate_req=1", 0)))
 		return NULL;
 	nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
 	if (nl < 0) {

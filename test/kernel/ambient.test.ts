@@ -3,7 +3,7 @@
  * each enrolled pod's namespace, as ztunnel does), socket-LB for the proxy's own connects.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { SimPod } from '../harness';
+import { waitFor, type SimPod } from '../harness';
 import { answeredBy, PROBE, probe, sluice, stopAgent, TCP_PORT, UDP_PORT, writeObjects, writeWebService } from './lb-env';
 import {
   addMeshPod,
@@ -135,6 +135,40 @@ describe.skipIf(process.getuid?.() !== 0)('ambient capture (needs root)', () => 
     expect(inbound[0].ok).toBe(false);
     const ep = (await endpoint(env, lonely))!;
     expect(ep.counters!.noListener).toBeGreaterThanOrEqual(2);
+  });
+
+  it("a node proxy's listener that closes hands its queued connections to the next one of its SO_REUSEPORT group, as in a ztunnel upgrade", async () => {
+    const pod = await addMeshPod(env, 'handover', { namespace: 'shop' });
+    await waitForMode(env, pod, 'ambient');
+    const sysctl = await env.node.exec(['cat', '/proc/sys/net/ipv4/tcp_migrate_req'], { netnsPath: pod.netnsPath });
+    expect(sysctl.stdout.trim()).toBe('1');
+    const nodeProxy = [PROBE, 'sidecar', '--mark', '0x539', '--extra-port', '15008', '--v4-only', '--reuseport'];
+    // the old node proxy accepts nothing: the app's connection waits, established, in its queue
+    const old = env.node.spawn([...nodeProxy, '--id', 'zt-old', '--accept-on-stdin'], { netnsPath: pod.netnsPath });
+    await env.node.waitForLine(old, 'ready');
+    const app = env.node.spawn([PROBE, 'connect', '--proto', 'tcp', '--addr', VIP, '--port', '80', '--timeout-ms', '30000'], {
+      netnsPath: pod.netnsPath,
+    });
+    await waitFor('the connection queued on the old listener', async () => {
+      const ss = await env.node.exec(['ss', '-Hltn', 'sport = :15001'], { netnsPath: pod.netnsPath });
+      return ss.stdout.trim().split(/\s+/)[1] === '1'; // a listener's Recv-Q: its accept queue
+    });
+    const next = env.node.spawn([...nodeProxy, '--id', 'zt-new', '--forward'], { netnsPath: pod.netnsPath });
+    await env.node.waitForLine(next, 'ready');
+    old.kill('SIGKILL'); // its listeners close with the connection still queued
+    const line = await waitFor(
+      "the app's reply",
+      () =>
+        env.node
+          .output(app)
+          .stdout.split('\n')
+          .find((l) => l.startsWith('{') && !l.includes('"summary"')),
+      30000,
+    );
+    const res = JSON.parse(line) as { ok: boolean; reply?: string };
+    expect(res.ok).toBe(true); // the kernel's default would have reset it
+    expect(sidecarReply(res.reply!)).toMatchObject({ id: 'zt-new', via: 'out', orig: `${VIP}:80` });
+    next.kill('SIGTERM');
   });
 
   it('pod label and annotation changes enrol and release live', async () => {

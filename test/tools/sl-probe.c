@@ -132,6 +132,7 @@ struct opts {
 	bool hold;	  /* serve: keep TCP connections, one reply line per line received */
 	bool persist; /* connect: one connected socket for every attempt, a new one after a failure */
 	bool accept_on_stdin; /* sidecar: accept one connection per line read, backlog 0 */
+	bool reuseport;	      /* sidecar: SO_REUSEPORT on the listeners (ztunnel's) */
 };
 
 enum optkind { OPT_STR, OPT_LONG, OPT_FLAG, OPT_MARK, OPT_PORTS, OPT_ADDRS };
@@ -173,6 +174,7 @@ static const struct optdef optdefs[] = {
 	{"--hold", CMD_SERVE, OPT_FLAG, OFF(hold), 0, 0},
 	{"--persist", CMD_CONNECT, OPT_FLAG, OFF(persist), 0, 0},
 	{"--accept-on-stdin", CMD_SIDECAR, OPT_FLAG, OFF(accept_on_stdin), 0, 0},
+	{"--reuseport", CMD_SIDECAR, OPT_FLAG, OFF(reuseport), 0, 0},
 };
 
 #define N_OPTDEFS (sizeof(optdefs) / sizeof(optdefs[0]))
@@ -220,6 +222,7 @@ static void usage(FILE *f)
 	      "  sl-probe sidecar --id ID [--out-port P (15001)] [--in-port P (15006)]\n"
 	      "      [--extra-port P]... [--forward] [--mark N]\n"
 	      "      [--bind-inbound-source ADDR]... [--tproxy N] [--v4-only]\n"
+	      "      [--reuseport] [--accept-on-stdin]\n"
 	      "      Stand-in for Envoy/ztunnel: TCP listeners on 0.0.0.0 and [::]\n"
 	      "      (v6-only) at each port; prints 'ready' once listening, serves\n"
 	      "      until SIGTERM/SIGINT. Each connection gets the line\n"
@@ -235,6 +238,8 @@ static void usage(FILE *f)
 	      "      client's own address (IP_TRANSPARENT, port 0, SO_MARK=N: Istio's\n"
 	      "      original_src mark 1337); not with --bind-inbound-source;\n"
 	      "      --v4-only skips the IPv6 listeners.\n"
+	      "      --reuseport sets SO_REUSEPORT on the listeners before bind, as\n"
+	      "      ztunnel does: a second instance can listen beside the first.\n"
 	      "      --accept-on-stdin listens with backlog 0 and accepts nothing\n"
 	      "      until told: each line read on stdin accepts one connection\n"
 	      "      (from any listener, waiting up to 60 s) and handles it as\n"
@@ -566,7 +571,8 @@ static int serve_fail(const char *what, int fd)
 /* Non-blocking so a connection that disappears between poll() and
  * accept() cannot wedge the loop (and thus the stop flag check).
  * mark < 0 leaves SO_MARK alone. */
-static int open_server_socket(const char *who, const struct target *t, int type, long mark)
+static int open_server_socket(const char *who, const struct target *t, int type, long mark,
+			      bool reuseport)
 {
 	int one = 1;
 	int fd = socket(t->ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -581,6 +587,8 @@ static int open_server_socket(const char *who, const struct target *t, int type,
 		return cmd_fail(who, "IPV6_V6ONLY", fd);
 	if (mark >= 0 && set_mark(fd, mark) < 0)
 		return cmd_fail(who, "SO_MARK", fd);
+	if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+		return cmd_fail(who, "SO_REUSEPORT", fd);
 	if (bind(fd, (const struct sockaddr *)&t->ss, t->len) < 0)
 		return cmd_fail(who, "bind", fd);
 	if (type == SOCK_STREAM && listen(fd, SOMAXCONN) < 0)
@@ -759,7 +767,7 @@ static int run_serve(const struct opts *o, const struct target *t)
 		serve_fail("sigaction", -1);
 		return 1;
 	}
-	int fd = open_server_socket("serve", t, tcp ? SOCK_STREAM : SOCK_DGRAM, -1);
+	int fd = open_server_socket("serve", t, tcp ? SOCK_STREAM : SOCK_DGRAM, -1, false);
 	if (fd < 0)
 		return 1;
 	printf("ready\n");
@@ -1543,6 +1551,7 @@ struct sidecar {
 	const char *id;
 	bool forward;
 	bool accept_on_stdin;
+	bool reuseport;
 	long mark;
 	long tproxy_mark; /* --tproxy, or -1 */
 	struct sc_own *own;
@@ -1949,7 +1958,7 @@ static int sc_add_listener(struct sidecar *sc, int family, long port, const char
 	parse_target(family == AF_INET6 ? "::" : "0.0.0.0", port, &t);
 	format_peer(&t.ss, l->name, sizeof(l->name));
 	snprintf(who, sizeof(who), "sidecar %s", l->name);
-	l->fd = open_server_socket(who, &t, SOCK_STREAM, sc->mark);
+	l->fd = open_server_socket(who, &t, SOCK_STREAM, sc->mark, sc->reuseport);
 	if (l->fd < 0)
 		return -1;
 	/* Envoy's inbound listener in TPROXY mode is transparent (Istio: listener.transparent) */
@@ -2002,6 +2011,7 @@ static void sc_config(const struct opts *o, struct sidecar *sc)
 	sc->id = o->id;
 	sc->forward = o->forward;
 	sc->accept_on_stdin = o->accept_on_stdin;
+	sc->reuseport = o->reuseport;
 	sc->mark = o->mark;
 	sc->tproxy_mark = o->tproxy_mark;
 	for (int i = 0; i < o->inbound_src.n; i++) {
