@@ -8,25 +8,30 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { type ParseArgsOptionsConfig, parseArgs } from 'node:util';
 
+/** The options every connect-latency benchmark has (run.ts, scale.ts, capture.ts, monitor.ts), each with its own defaults. */
+export const LATENCY_OPTIONS = {
+  quick: { type: 'boolean' },
+  count: { type: 'string' },
+  warmup: { type: 'string' },
+  rounds: { type: 'string' },
+  out: { type: 'string' },
+} as const satisfies ParseArgsOptionsConfig;
+
 /**
  * run.ts's options (its header says what each means). `make bench BENCH_ARGS=…` gives the same
  * arguments to run.ts, api.ts and scale.ts, so those two accept all of these: the ones they also
  * define (`--quick`, `--out`, …) with their own meaning, the others ignored.
  */
 export const RUN_OPTIONS = {
-  quick: { type: 'boolean' },
+  ...LATENCY_OPTIONS,
   sizes: { type: 'string' },
-  count: { type: 'string' },
-  warmup: { type: 'string' },
   concurrency: { type: 'string' },
-  rounds: { type: 'string' },
   'sync-services': { type: 'string' },
   'sync-endpoints': { type: 'string' },
   'sync-starts': { type: 'string' },
   updates: { type: 'string' },
   'skip-latency': { type: 'boolean' },
   'skip-sync': { type: 'boolean' },
-  out: { type: 'string' },
   pin: { type: 'string' },
   'no-pin': { type: 'boolean' },
   'from-json': { type: 'string' },

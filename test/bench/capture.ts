@@ -41,7 +41,7 @@ import { run, type SimPod } from '../harness';
 import { loadGolden, readGolden } from '../kernel/istio-golden';
 import { PROBE, ROOT, stopAgent, TCP_PORT } from '../kernel/lb-env';
 import { addMeshPod, createMeshEnv, endpoint, sidecarReply, type MeshEnv } from '../kernel/mesh-env';
-import { intArg, parseOptions, pinOption } from './args';
+import { intArg, LATENCY_OPTIONS, parseOptions, pinOption } from './args';
 
 const STATUS = { 'sidecar.istio.io/status': '{"initContainers":null,"containers":["istio-proxy"]}' };
 /** Istio's rules for a sidecar pod with default annotations (istio-cni's dry-run test "basic"). */
@@ -61,16 +61,7 @@ interface Opts {
 function parseOpts(argv: string[]): Opts {
   const v = parseOptions(
     argv,
-    {
-      quick: { type: 'boolean' },
-      rounds: { type: 'string' },
-      count: { type: 'string' },
-      warmup: { type: 'string' },
-      'rate-concurrency': { type: 'string' },
-      out: { type: 'string' },
-      pin: { type: 'string' },
-      'no-pin': { type: 'boolean' },
-    },
+    { ...LATENCY_OPTIONS, 'rate-concurrency': { type: 'string' }, pin: { type: 'string' }, 'no-pin': { type: 'boolean' } },
     __filename,
   );
   const quick = v.quick ?? false;

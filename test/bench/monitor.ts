@@ -42,7 +42,7 @@ import {
   writeObjects,
   type LbEnv,
 } from '../kernel/lb-env';
-import { intArg, parseOptions } from './args';
+import { intArg, LATENCY_OPTIONS, parseOptions } from './args';
 
 const VIP = '10.96.9.10';
 const ALL_VARIANTS = ['noev', 'closed', 'reader', 'before'] as const;
@@ -64,18 +64,7 @@ interface Opts {
 }
 
 function parseOpts(argv: string[]): Opts {
-  const v = parseOptions(
-    argv,
-    {
-      quick: { type: 'boolean' },
-      rounds: { type: 'string' },
-      count: { type: 'string' },
-      warmup: { type: 'string' },
-      out: { type: 'string' },
-      before: { type: 'string' },
-    },
-    __filename,
-  );
+  const v = parseOptions(argv, { ...LATENCY_OPTIONS, before: { type: 'string' } }, __filename);
   const quick = v.quick ?? false;
   return {
     quick,
