@@ -52,10 +52,10 @@ import { run, sleep, type SimPod } from '../harness';
 import { createLbEnv, ROOT, SLUICE, sluice, stopAgent, writeConfig, type LbEnv } from '../kernel/lb-env';
 import { LbMaps } from '../../src/lb/maps';
 import { endpointIp, serviceVip } from './generate';
+import { intArg, parseOptions, pinArg, RUN_OPTIONS } from './args';
 import {
   agentLogs,
   checkCanRun,
-  checkInt,
   destroyBenchEnv,
   fmt,
   int,
@@ -66,7 +66,6 @@ import {
   median,
   NODE,
   pause,
-  printHelp,
   procStatusKiB,
   progressLogger,
   quantile,
@@ -108,130 +107,53 @@ interface Opts {
   out: string;
 }
 
-/** run.ts's options (make bench passes BENCH_ARGS to both): [name, takes a value]. */
-const RUN_TS_OPTS: Record<string, boolean> = {
-  '--sizes': true,
-  '--count': true,
-  '--warmup': true,
-  '--concurrency': true,
-  '--rounds': true,
-  '--sync-services': true,
-  '--sync-endpoints': true,
-  '--sync-starts': true,
-  '--updates': true,
-  '--skip-latency': false,
-  '--from-json': true,
-  '--no-pin': false,
-};
+/** api.ts's options, over run.ts's (make bench passes BENCH_ARGS to both; those of run.ts alone are ignored). */
+const API_OPTIONS = {
+  ...RUN_OPTIONS,
+  services: { type: 'string' },
+  endpoints: { type: 'string' },
+  starts: { type: 'string' },
+  changes: { type: 'string' },
+  bursts: { type: 'string' },
+  'burst-size': { type: 'string' },
+  'gap-ms': { type: 'string' },
+  pods: { type: 'string' },
+  'repair-services': { type: 'string' },
+  'repair-runs': { type: 'string' },
+  'agent-node-flags': { type: 'string' },
+  'keep-logs': { type: 'boolean' },
+  'skip-watch': { type: 'boolean' },
+  'skip-repair': { type: 'boolean' },
+} as const;
 
 function parseOpts(argv: string[]): Opts {
-  const quick = argv.includes('--quick') || process.env.BENCH_QUICK === '1';
+  // FLAGS start with a dash ("--trace-gc"), which parseArgs takes for a forgotten value: pass them
+  // as --agent-node-flags=FLAGS, so the spaced form the header shows keeps working
+  const i = argv.indexOf('--agent-node-flags');
+  if (i >= 0 && i + 1 < argv.length) argv = [...argv.slice(0, i), `--agent-node-flags=${argv[i + 1]}`, ...argv.slice(i + 2)];
+  const v = parseOptions(argv, API_OPTIONS, __filename);
+  const quick = v.quick || process.env.BENCH_QUICK === '1';
+  const services = intArg('--services', v.services ?? (quick ? 1000 : 10000), { min: 1, max: 100000 });
   const o: Opts = {
-    services: quick ? 1000 : 10000,
-    endpoints: 5,
-    starts: quick ? 1 : 3,
-    changes: quick ? 100 : 1000,
-    bursts: quick ? 10 : 100,
-    burstSize: 10,
-    gapMs: 5,
-    pods: quick ? 20 : 100,
-    repairServices: 10,
-    repairRuns: quick ? 1 : 3,
-    keepLogs: false,
-    skipSync: false,
-    skipWatch: false,
-    skipRepair: false,
+    services,
+    endpoints: intArg('--endpoints', v.endpoints ?? 5, { min: 1, max: 64 }),
+    starts: intArg('--starts', v.starts ?? (quick ? 1 : 3), { min: 1, max: 20 }),
+    changes: intArg('--changes', v.changes ?? (quick ? 100 : 1000), { max: 100000 }),
+    bursts: intArg('--bursts', v.bursts ?? (quick ? 10 : 100), { max: 10000 }),
+    burstSize: intArg('--burst-size', v['burst-size'] ?? 10, { min: 1, max: Math.min(1000, services) }),
+    gapMs: intArg('--gap-ms', v['gap-ms'] ?? 5, { max: 10000 }),
+    pods: intArg('--pods', v.pods ?? (quick ? 20 : 100), { min: 1, max: 200 }), // one /24 per node, shared with the client pod
+    repairServices: intArg('--repair-services', v['repair-services'] ?? 10, { min: 1, max: 1000 }),
+    repairRuns: intArg('--repair-runs', v['repair-runs'] ?? (quick ? 1 : 3), { min: 1, max: 20 }),
+    pin: v.pin === undefined ? undefined : pinArg('--pin', v.pin, { form: 'AGENT_CPU,BENCH_CPU' }),
+    agentNodeFlags: v['agent-node-flags']?.split(/\s+/).filter(Boolean),
+    keepLogs: v['keep-logs'] ?? false,
+    skipSync: v['skip-sync'] ?? false,
+    skipWatch: (v['skip-sync'] || v['skip-watch']) ?? false,
+    skipRepair: v['skip-repair'] ?? false,
     quick,
-    out: path.join(ROOT, 'build/bench'),
+    out: path.resolve(v.out ?? path.join(ROOT, 'build/bench')),
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    const num = () => Number(val());
-    switch (a) {
-      case '--quick':
-        break;
-      case '--services':
-        o.services = num();
-        break;
-      case '--endpoints':
-        o.endpoints = num();
-        break;
-      case '--starts':
-        o.starts = num();
-        break;
-      case '--changes':
-        o.changes = num();
-        break;
-      case '--bursts':
-        o.bursts = num();
-        break;
-      case '--burst-size':
-        o.burstSize = num();
-        break;
-      case '--gap-ms':
-        o.gapMs = num();
-        break;
-      case '--pods':
-        o.pods = num();
-        break;
-      case '--repair-services':
-        o.repairServices = num();
-        break;
-      case '--repair-runs':
-        o.repairRuns = num();
-        break;
-      case '--agent-node-flags':
-        o.agentNodeFlags = val().split(/\s+/).filter(Boolean);
-        break;
-      case '--keep-logs':
-        o.keepLogs = true;
-        break;
-      case '--skip-sync':
-        o.skipSync = true;
-        o.skipWatch = true;
-        break;
-      case '--skip-watch':
-        o.skipWatch = true;
-        break;
-      case '--skip-repair':
-        o.skipRepair = true;
-        break;
-      case '--out':
-        o.out = path.resolve(val());
-        break;
-      case '--pin': {
-        const v = val();
-        const m = /^(\d+),(\d+)$/.exec(v);
-        if (v !== 'none' && !m) throw new Error(`--pin takes AGENT_CPU,BENCH_CPU or none, got ${v}`);
-        o.pin = m ? [Number(m[1]), Number(m[2])] : undefined;
-        break;
-      }
-      case '-h':
-      case '--help':
-        return printHelp(__filename);
-      default:
-        if (a in RUN_TS_OPTS) {
-          if (RUN_TS_OPTS[a]) i++;
-          break;
-        }
-        throw new Error(`unknown option ${a} (see --help)`);
-    }
-  }
-  checkInt('--services', o.services, 1, 100000);
-  checkInt('--endpoints', o.endpoints, 1, 64);
-  checkInt('--starts', o.starts, 1, 20);
-  checkInt('--changes', o.changes, 0, 100000);
-  checkInt('--bursts', o.bursts, 0, 10000);
-  checkInt('--burst-size', o.burstSize, 1, Math.min(1000, o.services));
-  checkInt('--gap-ms', o.gapMs, 0, 10000);
-  checkInt('--pods', o.pods, 1, 200); // one /24 per node, shared with the client pod
-  checkInt('--repair-services', o.repairServices, 1, 1000);
-  checkInt('--repair-runs', o.repairRuns, 1, 20);
   // the harness keeps the last 1 MiB of the agent's stderr: ~170 bytes per "services synced" line
   if (o.changes + 2 * o.bursts > 5000)
     throw new Error("at most 5,000 changes + 2 × bursts (the agent's log lines are read back)");

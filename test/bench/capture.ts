@@ -25,7 +25,7 @@
  * Options: --quick (fewer requests, 5 rounds), --rounds N (>= 5), --count N, --warmup N,
  * --rate-concurrency C, --out DIR (default build/bench), --pin APP_CPU,PROXY_CPU (taskset: the apps on
  * one CPU, both sidecars and the server on another; default 0,1 with >= 2 CPUs, as test/bench/run.ts),
- * --no-pin (let the scheduler place them). Output: a Markdown table on stdout and
+ * --no-pin or --pin none (let the scheduler place them). Output: a Markdown table on stdout and
  * in DIR/capture.md, the raw figures of every pass in DIR/capture.json (with the latency pass's
  * distribution, sl-probe bench --percentiles; test/bench/charts.ts draws it). Exit 1 when a request
  * failed or the setup check failed.
@@ -41,6 +41,7 @@ import { run, type SimPod } from '../harness';
 import { loadGolden, readGolden } from '../kernel/istio-golden';
 import { PROBE, ROOT, stopAgent, TCP_PORT } from '../kernel/lb-env';
 import { addMeshPod, createMeshEnv, endpoint, sidecarReply, type MeshEnv } from '../kernel/mesh-env';
+import { intArg, LATENCY_OPTIONS, parseOptions, pinOption } from './args';
 
 const STATUS = { 'sidecar.istio.io/status': '{"initContainers":null,"containers":["istio-proxy"]}' };
 /** Istio's rules for a sidecar pod with default annotations (istio-cni's dry-run test "basic"). */
@@ -58,62 +59,21 @@ interface Opts {
 }
 
 function parseOpts(argv: string[]): Opts {
-  const quick = argv.includes('--quick');
-  const o: Opts = {
+  const v = parseOptions(
+    argv,
+    { ...LATENCY_OPTIONS, 'rate-concurrency': { type: 'string' }, pin: { type: 'string' }, 'no-pin': { type: 'boolean' } },
+    __filename,
+  );
+  const quick = v.quick ?? false;
+  return {
     quick,
-    rounds: quick ? 5 : 9,
-    count: quick ? 1000 : 4000,
-    warmup: quick ? 100 : 400,
-    rateC: 4,
-    out: path.join(ROOT, 'build/bench'),
-    pin: os.cpus().length >= 2 ? [0, 1] : undefined,
+    rounds: intArg('--rounds', v.rounds ?? (quick ? 5 : 9), { min: 5, max: 50 }),
+    count: intArg('--count', v.count ?? (quick ? 1000 : 4000), { min: 100, max: 200000 }),
+    warmup: intArg('--warmup', v.warmup ?? (quick ? 100 : 400), { max: 100000 }),
+    rateC: intArg('--rate-concurrency', v['rate-concurrency'] ?? 4, { min: 1, max: 64 }),
+    out: path.resolve(v.out ?? path.join(ROOT, 'build/bench')),
+    pin: pinOption(v, { form: 'APP_CPU,PROXY_CPU' }),
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    switch (a) {
-      case '--quick':
-        break;
-      case '--rounds':
-        o.rounds = Number(val());
-        break;
-      case '--count':
-        o.count = Number(val());
-        break;
-      case '--warmup':
-        o.warmup = Number(val());
-        break;
-      case '--rate-concurrency':
-        o.rateC = Number(val());
-        break;
-      case '--out':
-        o.out = path.resolve(val());
-        break;
-      case '--pin': {
-        const m = /^(\d+),(\d+)$/.exec(val());
-        if (!m) throw new Error('--pin takes APP_CPU,PROXY_CPU');
-        o.pin = [Number(m[1]), Number(m[2])];
-        break;
-      }
-      case '--no-pin':
-        o.pin = undefined;
-        break;
-      default:
-        throw new Error(`unknown option ${a} (see the header of test/bench/capture.ts)`);
-    }
-  }
-  const int = (name: string, v: number, min: number, max: number) => {
-    if (!Number.isInteger(v) || v < min || v > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${v}`);
-  };
-  int('--rounds', o.rounds, 5, 50);
-  int('--count', o.count, 100, 200000);
-  int('--warmup', o.warmup, 0, 100000);
-  int('--rate-concurrency', o.rateC, 1, 64);
-  return o;
 }
 
 type Variant = 'sluice' | 'iptables' | 'direct';

@@ -35,17 +35,6 @@ export function runMain(tag: string, main: () => Promise<void>): void {
   });
 }
 
-/** Prints the header comment of a benchmark's file (its --help). */
-export function printHelp(file: string): never {
-  process.stdout.write(fs.readFileSync(file, 'utf8').split('*/')[0] + '*/\n');
-  return process.exit(0);
-}
-
-/** Throws unless v is an integer from min to max (option checks). */
-export function checkInt(name: string, v: number, min: number, max: number): void {
-  if (!Number.isInteger(v) || v < min || v > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${v}`);
-}
-
 /** Throws unless this process is root and every file of the build is there. */
 export function checkCanRun(files: string[]): void {
   if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (namespaces, cgroups, BPF)');

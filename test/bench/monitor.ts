@@ -42,6 +42,7 @@ import {
   writeObjects,
   type LbEnv,
 } from '../kernel/lb-env';
+import { intArg, LATENCY_OPTIONS, parseOptions } from './args';
 
 const VIP = '10.96.9.10';
 const ALL_VARIANTS = ['noev', 'closed', 'reader', 'before'] as const;
@@ -63,23 +64,16 @@ interface Opts {
 }
 
 function parseOpts(argv: string[]): Opts {
-  const quick = argv.includes('--quick');
-  const o: Opts = {
+  const v = parseOptions(argv, { ...LATENCY_OPTIONS, before: { type: 'string' } }, __filename);
+  const quick = v.quick ?? false;
+  return {
     quick,
-    rounds: quick ? 5 : 9,
-    count: quick ? 2000 : 5000,
-    warmup: quick ? 200 : 500,
-    out: path.join(ROOT, 'build/bench'),
+    rounds: intArg('--rounds', v.rounds ?? (quick ? 5 : 9), { min: 1, max: 50 }),
+    count: intArg('--count', v.count ?? (quick ? 2000 : 5000), { min: 10, max: 1_000_000 }),
+    warmup: intArg('--warmup', v.warmup ?? (quick ? 200 : 500), { max: 1_000_000 }),
+    out: path.resolve(v.out ?? path.join(ROOT, 'build/bench')),
+    before: v.before === undefined ? undefined : path.resolve(v.before),
   };
-  for (let i = 0; i < argv.length; i++) {
-    const next = () => argv[++i];
-    if (argv[i] === '--rounds') o.rounds = Number(next());
-    else if (argv[i] === '--count') o.count = Number(next());
-    else if (argv[i] === '--warmup') o.warmup = Number(next());
-    else if (argv[i] === '--out') o.out = path.resolve(next());
-    else if (argv[i] === '--before') o.before = path.resolve(next());
-  }
-  return o;
 }
 
 interface BenchResult {

@@ -45,7 +45,6 @@
  * the harness's exit handlers.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { run, sleep, waitFor } from '../harness';
 import type { SimPod } from '../harness';
@@ -68,7 +67,6 @@ import { endpointIp, serviceVip } from './generate';
 import {
   agentLogs,
   checkCanRun,
-  checkInt,
   destroyBenchEnv,
   fmt,
   int,
@@ -76,7 +74,6 @@ import {
   machineInfo,
   median,
   MEASURED_VIP,
-  printHelp,
   procStatusKiB,
   progressLogger,
   runMain,
@@ -96,6 +93,7 @@ import {
   type IptablesInfo,
   type IptService,
 } from './iptables';
+import { intArg, intListArg, parseOptions, pinOption, RUN_OPTIONS } from './args';
 
 // ---------------------------------------------------------------------------------------------
 // options
@@ -122,103 +120,29 @@ interface Opts {
 }
 
 function parseOpts(argv: string[]): Opts {
+  const v = parseOptions(argv, RUN_OPTIONS, __filename);
   const env = process.env;
-  const quick = argv.includes('--quick') || env.BENCH_QUICK === '1';
+  const quick = v.quick || env.BENCH_QUICK === '1';
   const o: Opts = {
-    sizes: (env.BENCH_SIZES ?? (quick ? '1,1000' : '1,1000,10000')).split(',').map(Number),
-    count: Number(env.BENCH_COUNT ?? (quick ? 1000 : 5000)),
-    warmup: Number(env.BENCH_WARMUP ?? (quick ? 100 : 500)),
-    concurrency: Number(env.BENCH_CONCURRENCY ?? 1),
-    rounds: Number(env.BENCH_ROUNDS ?? (quick ? 2 : 9)),
-    syncServices: Number(env.BENCH_SYNC_SERVICES ?? (quick ? 1000 : 10000)),
-    syncEndpoints: 5,
-    syncStarts: quick ? 1 : 3,
-    updates: quick ? 2 : 3,
-    skipLatency: false,
-    skipSync: false,
+    sizes: intListArg('--sizes', v.sizes ?? env.BENCH_SIZES ?? (quick ? '1,1000' : '1,1000,10000'), { min: 1, max: 100000 }),
+    count: intArg('--count', v.count ?? env.BENCH_COUNT ?? (quick ? 1000 : 5000), { min: 10, max: 1_000_000 }),
+    warmup: intArg('--warmup', v.warmup ?? env.BENCH_WARMUP ?? (quick ? 100 : 500), { max: 1_000_000 }),
+    concurrency: intArg('--concurrency', v.concurrency ?? env.BENCH_CONCURRENCY ?? 1, { min: 1, max: 64 }),
+    rounds: intArg('--rounds', v.rounds ?? env.BENCH_ROUNDS ?? (quick ? 2 : 9), { min: 1, max: 50 }),
+    syncServices: intArg('--sync-services', v['sync-services'] ?? env.BENCH_SYNC_SERVICES ?? (quick ? 1000 : 10000), {
+      min: 1,
+      max: 100000,
+    }),
+    syncEndpoints: intArg('--sync-endpoints', v['sync-endpoints'] ?? 5, { min: 1, max: 64 }),
+    syncStarts: intArg('--sync-starts', v['sync-starts'] ?? (quick ? 1 : 3), { min: 1, max: 20 }),
+    updates: intArg('--updates', v.updates ?? (quick ? 2 : 3), { max: 20 }),
+    skipLatency: v['skip-latency'] ?? false,
+    skipSync: v['skip-sync'] ?? false,
     quick,
-    pin: os.cpus().length >= 2 ? [0, 1] : undefined,
-    out: path.join(ROOT, 'build/bench'),
+    pin: pinOption(v, { form: 'CLIENT_CPU,SERVER_CPU', env: env.BENCH_PIN }),
+    out: path.resolve(v.out ?? path.join(ROOT, 'build/bench')),
+    fromJson: v['from-json'] === undefined ? undefined : path.resolve(v['from-json']),
   };
-  const parsePin = (v: string): [number, number] | undefined => {
-    if (v === 'none') return undefined;
-    const m = /^(\d+),(\d+)$/.exec(v);
-    if (!m) throw new Error(`--pin takes CLIENT_CPU,SERVER_CPU or none, got ${v}`);
-    return [Number(m[1]), Number(m[2])];
-  };
-  if (env.BENCH_PIN) o.pin = parsePin(env.BENCH_PIN);
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    switch (a) {
-      case '--quick':
-        break;
-      case '--sizes':
-        o.sizes = val().split(',').map(Number);
-        break;
-      case '--count':
-        o.count = Number(val());
-        break;
-      case '--warmup':
-        o.warmup = Number(val());
-        break;
-      case '--concurrency':
-        o.concurrency = Number(val());
-        break;
-      case '--rounds':
-        o.rounds = Number(val());
-        break;
-      case '--sync-services':
-        o.syncServices = Number(val());
-        break;
-      case '--sync-endpoints':
-        o.syncEndpoints = Number(val());
-        break;
-      case '--updates':
-        o.updates = Number(val());
-        break;
-      case '--sync-starts':
-        o.syncStarts = Number(val());
-        break;
-      case '--skip-latency':
-        o.skipLatency = true;
-        break;
-      case '--skip-sync':
-        o.skipSync = true;
-        break;
-      case '--out':
-        o.out = path.resolve(val());
-        break;
-      case '--pin':
-        o.pin = parsePin(val());
-        break;
-      case '--no-pin':
-        o.pin = undefined;
-        break;
-      case '--from-json':
-        o.fromJson = path.resolve(val());
-        break;
-      case '-h':
-      case '--help':
-        return printHelp(__filename);
-      default:
-        throw new Error(`unknown option ${a} (see --help)`);
-    }
-  }
-  if (o.sizes.length === 0) throw new Error('--sizes is empty');
-  for (const s of o.sizes) checkInt('a size', s, 1, 100000);
-  checkInt('--count', o.count, 10, 1_000_000);
-  checkInt('--warmup', o.warmup, 0, 1_000_000);
-  checkInt('--concurrency', o.concurrency, 1, 64);
-  checkInt('--rounds', o.rounds, 1, 50);
-  checkInt('--sync-services', o.syncServices, 1, 100000);
-  checkInt('--sync-endpoints', o.syncEndpoints, 1, 64);
-  checkInt('--updates', o.updates, 0, 20);
-  checkInt('--sync-starts', o.syncStarts, 1, 20);
   if (o.syncServices * o.syncEndpoints + o.updates * o.syncEndpoints > 524288)
     throw new Error('at most 524,288 sync endpoints (bpf-lb-backend-map-max)');
   return o;

@@ -25,6 +25,7 @@
  *   --starts 3 (cold starts per size: medians reported, ranges in brackets)
  *   --changes 200  --changes-at-all  --count 3000 --warmup 300 --rounds 7 (connect latency)
  *   --out build/bench  --quick (sizes 2000, 1 start, 50 changes, 2 rounds of 1,000 connects)
+ *   run.ts's other options are accepted and ignored (make bench passes the same BENCH_ARGS to both)
  *
  * Safety: the harness's `sltest-` namespaces and cgroup only (createLbEnv); the agent runs in this
  * process's network namespace to reach the stand-in on 127.0.0.1, and attaches its programs to the
@@ -41,11 +42,11 @@ import { createLbEnv, PROBE, ROOT, SLUICE, sluice, stopAgent, writeConfig, type 
 import { callAgent } from '../../src/agent/local-api';
 import { LbMaps } from '../../src/lb/maps';
 import { endpointIp, serviceVip } from './generate';
+import { intArg, intListArg, parseOptions, RUN_OPTIONS } from './args';
 import {
   agentLogs,
   agentSocket,
   checkCanRun,
-  checkInt,
   destroyBenchEnv,
   fmt,
   int,
@@ -56,7 +57,6 @@ import {
   MEASURED_VIP,
   NODE,
   pause,
-  printHelp,
   procStatusKiB,
   progressLogger,
   quantile,
@@ -85,80 +85,32 @@ interface Opts {
   quick: boolean;
 }
 
+/** scale.ts's options, over run.ts's (make bench passes BENCH_ARGS to both; those of run.ts alone are ignored). */
+const SCALE_OPTIONS = {
+  ...RUN_OPTIONS,
+  endpoints: { type: 'string' },
+  changes: { type: 'string' },
+  'changes-at-all': { type: 'boolean' },
+  starts: { type: 'string' },
+} as const;
+
 function parseOpts(argv: string[]): Opts {
+  const v = parseOptions(argv, SCALE_OPTIONS, __filename);
   const env = process.env;
-  const quick = argv.includes('--quick') || env.BENCH_QUICK === '1';
+  const quick = v.quick || env.BENCH_QUICK === '1';
+  const sizes = v.sizes ?? env.BENCH_SCALE_SIZES ?? (quick ? '2000' : env.BENCH_SCALE === '1' ? '10000,50000,100000' : '10000');
   const o: Opts = {
-    sizes: (env.BENCH_SCALE_SIZES ?? (quick ? '2000' : env.BENCH_SCALE === '1' ? '10000,50000,100000' : '10000'))
-      .split(',')
-      .map(Number),
-    endpoints: 5,
-    changes: quick ? 50 : 200,
-    changesAtAll: false,
-    count: quick ? 1000 : 3000,
-    warmup: quick ? 100 : 300,
-    rounds: quick ? 2 : 7,
-    starts: quick ? 1 : 3,
-    out: path.join(ROOT, 'build/bench'),
+    sizes: intListArg('--sizes', sizes, { min: 1, max: 100000 }).sort((a, b) => a - b),
+    endpoints: intArg('--endpoints', v.endpoints ?? 5, { min: 1, max: 64 }),
+    changes: intArg('--changes', v.changes ?? (quick ? 50 : 200), { max: 5000 }),
+    changesAtAll: v['changes-at-all'] ?? false,
+    count: intArg('--count', v.count ?? (quick ? 1000 : 3000), { min: 10, max: 1_000_000 }),
+    warmup: intArg('--warmup', v.warmup ?? (quick ? 100 : 300), { max: 1_000_000 }),
+    rounds: intArg('--rounds', v.rounds ?? (quick ? 2 : 7), { min: 1, max: 50 }),
+    starts: intArg('--starts', v.starts ?? (quick ? 1 : 3), { min: 1, max: 20 }),
+    out: path.resolve(v.out ?? path.join(ROOT, 'build/bench')),
     quick,
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    switch (a) {
-      case '--quick':
-        break;
-      case '--sizes':
-        o.sizes = val().split(',').map(Number);
-        break;
-      case '--endpoints':
-        o.endpoints = Number(val());
-        break;
-      case '--changes':
-        o.changes = Number(val());
-        break;
-      case '--changes-at-all':
-        o.changesAtAll = true;
-        break;
-      case '--count':
-        o.count = Number(val());
-        break;
-      case '--warmup':
-        o.warmup = Number(val());
-        break;
-      case '--rounds':
-        o.rounds = Number(val());
-        break;
-      case '--starts':
-        o.starts = Number(val());
-        break;
-      case '--out':
-        o.out = path.resolve(val());
-        break;
-      case '-h':
-      case '--help':
-        return printHelp(__filename);
-      default:
-        // make bench passes BENCH_ARGS to every benchmark: the others' options are not ours
-        if (a.startsWith('--')) {
-          if (argv[i + 1] !== undefined && !argv[i + 1].startsWith('--')) i++;
-          break;
-        }
-        throw new Error(`unknown argument ${a} (see --help)`);
-    }
-  }
-  for (const s of o.sizes) checkInt('a size', s, 1, 100000);
-  o.sizes.sort((a, b) => a - b);
-  checkInt('--endpoints', o.endpoints, 1, 64);
-  checkInt('--changes', o.changes, 0, 5000);
-  checkInt('--count', o.count, 10, 1_000_000);
-  checkInt('--warmup', o.warmup, 0, 1_000_000);
-  checkInt('--rounds', o.rounds, 1, 50);
-  checkInt('--starts', o.starts, 1, 20);
   // the backend map (bpf-lb-backend-map-max, 524,288) holds the endpoints and one per change
   const ips = Math.max(...o.sizes) * o.endpoints + o.changes + 2;
   if (ips > 524288) throw new Error(`${ips} endpoints (size × endpoints + changes) do not fit bpf-lb-backend-map-max (524,288)`);
