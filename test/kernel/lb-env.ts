@@ -207,6 +207,48 @@ export interface ProbeOpts {
   uid?: number;
 }
 
+/** An attempt of a steady client (sl-probe connect --persist): conn numbers its sockets (1, 2 …). */
+export interface SteadyAttempt extends ProbeResult {
+  conn?: number;
+}
+
+/**
+ * A client that lives through a change: sl-probe connect keeping one connected socket and sending
+ * every 20 ms (a new socket after a failure), or with `udpMode: 'unconnected'` one unconnected
+ * UDP socket. Runs until killed (100,000 attempts).
+ */
+export function startSteadyClient(
+  env: LbEnv,
+  o: { proto: 'tcp' | 'udp'; addr: string; port: number; from: SimPod | 'node'; udpMode?: 'unconnected' },
+): ChildProcess {
+  const args = [PROBE, 'connect', '--proto', o.proto, '--addr', o.addr, '--port', String(o.port)];
+  args.push('--count', '100000', '--interval-ms', '20', '--timeout-ms', '1000');
+  if (o.udpMode) args.push('--udp-mode', o.udpMode, '--same-socket');
+  else args.push('--persist');
+  return env.node.spawn(args, { netnsPath: o.from === 'node' ? env.node.netnsPath : o.from.netnsPath });
+}
+
+/** The attempts a running sl-probe connect has printed so far. */
+export function attemptsOf(env: LbEnv, child: ChildProcess): SteadyAttempt[] {
+  return env.node
+    .output(child)
+    .stdout.split('\n')
+    .filter((l) => l.startsWith('{') && !l.includes('"summary"'))
+    .map((l) => JSON.parse(l) as SteadyAttempt);
+}
+
+/** Waits until a running sl-probe connect has made `n` more attempts than `from`; returns those. */
+export function moreAttempts(env: LbEnv, child: ChildProcess, from: number, n: number): Promise<SteadyAttempt[]> {
+  return waitFor(
+    `${n} more attempts`,
+    () => {
+      const all = attemptsOf(env, child);
+      return all.length >= from + n ? all.slice(from, from + n) : undefined;
+    },
+    10000,
+  );
+}
+
 /** Runs sl-probe connect inside the test cgroup and returns one result per attempt. */
 export async function probe(env: LbEnv, addr: string, port: number, o: ProbeOpts = {}): Promise<ProbeResult[]> {
   const args = [

@@ -34,6 +34,7 @@ import {
   waitForBackends,
   writeConfig,
   writeObjects,
+  startSteadyClient,
 } from './lb-env';
 import {
   addMeshPod,
@@ -379,26 +380,7 @@ describe.skipIf(process.getuid?.() !== 0)('datapath events (needs root)', () => 
     'sock-destroy: a connected UDP socket whose backend left the Service (Linux >= 6.5)',
     async () => {
       const [a, b] = env.backends;
-      const client = env.node.spawn(
-        [
-          PROBE,
-          'connect',
-          '--proto',
-          'udp',
-          '--addr',
-          VIP_DNS,
-          '--port',
-          '53',
-          '--count',
-          '100000',
-          '--interval-ms',
-          '20',
-          '--timeout-ms',
-          '1000',
-          '--persist',
-        ],
-        { netnsPath: plain.netnsPath },
-      );
+      const client = startSteadyClient(env, { proto: 'udp', addr: VIP_DNS, port: 53, from: plain });
       clients.push(client);
       await eventWhere("the client's lb-translate", (x) => x.type === 'lb-translate' && x.dst === VIP_DNS);
       clear();

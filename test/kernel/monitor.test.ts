@@ -11,7 +11,6 @@ import { type SimPod, waitFor } from '../harness';
 import {
   answeredBy,
   lbList,
-  PROBE,
   probe,
   SLUICE,
   serve,
@@ -23,6 +22,7 @@ import {
   UDP_PORT,
   waitForBackends,
   writeObjects,
+  startSteadyClient,
 } from './lb-env';
 import { addMeshPod, createMeshEnv, type MeshEnv, namespaceYaml, startApp, startSidecar, waitForMode } from './mesh-env';
 
@@ -312,26 +312,7 @@ describe.skipIf(process.getuid?.() !== 0)('sluice monitor on a simulated node (n
       const m = startMonitor(['-o', 'json']);
       await settle(() => fromClient(VIP, 80).then(() => undefined), [[m, (ls) => ls.some((l) => l.type === 'lb-translate')]]);
       // one connected socket, sending every 20 ms until it fails (then it connects again)
-      const client = env.node.spawn(
-        [
-          PROBE,
-          'connect',
-          '--proto',
-          'udp',
-          '--addr',
-          DNS_VIP,
-          '--port',
-          '53',
-          '--count',
-          '100000',
-          '--interval-ms',
-          '20',
-          '--timeout-ms',
-          '1000',
-          '--persist',
-        ],
-        { netnsPath: cl.netnsPath },
-      );
+      const client = startSteadyClient(env, { proto: 'udp', addr: DNS_VIP, port: 53, from: cl });
       try {
         await env.node.waitForLine(client, `"reply":"${be1.name} `);
         dns([be2]);

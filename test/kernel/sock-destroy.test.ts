@@ -26,7 +26,10 @@ import {
   waitForBackends,
   writeConfig,
   writeObjects,
-  type ProbeResult,
+  attemptsOf,
+  moreAttempts,
+  startSteadyClient,
+  type SteadyAttempt,
 } from './lb-env';
 
 /** The backends' TCP servers that keep connections open (serve --hold). */
@@ -50,10 +53,6 @@ function kernelHasSockDestroy(): boolean {
   } catch {
     return false;
   }
-}
-
-interface Attempt extends ProbeResult {
-  conn?: number;
 }
 
 describe.skipIf(process.getuid?.() !== 0 || !kernelHasSockDestroy())(
@@ -124,58 +123,14 @@ describe.skipIf(process.getuid?.() !== 0 || !kernelHasSockDestroy())(
       return JSON.parse((await sluice(env, ['bpf', 'lb', 'counters', '-o', 'json'])).stdout)[name];
     }
 
-    /** A client that keeps one connected socket and sends every 20 ms; a new socket after a failure. */
-    function startClient(o: {
-      proto: 'tcp' | 'udp';
-      addr: string;
-      port: number;
-      from: SimPod | 'node';
-      udpMode?: 'unconnected';
-    }): ChildProcess {
-      const args = [
-        PROBE,
-        'connect',
-        '--proto',
-        o.proto,
-        '--addr',
-        o.addr,
-        '--port',
-        String(o.port),
-        '--count',
-        '100000',
-        '--interval-ms',
-        '20',
-        '--timeout-ms',
-        '1000',
-      ];
-      if (o.udpMode) args.push('--udp-mode', o.udpMode, '--same-socket');
-      else args.push('--persist');
-      const child = env.node.spawn(args, { netnsPath: o.from === 'node' ? env.node.netnsPath : o.from.netnsPath });
+    /** A steady client (lb-env's startSteadyClient), stopped after each test. */
+    function startClient(o: Parameters<typeof startSteadyClient>[1]): ChildProcess {
+      const child = startSteadyClient(env, o);
       clients.push(child);
       return child;
     }
 
-    function attempts(child: ChildProcess): Attempt[] {
-      return env.node
-        .output(child)
-        .stdout.split('\n')
-        .filter((l) => l.startsWith('{') && !l.includes('"summary"'))
-        .map((l) => JSON.parse(l) as Attempt);
-    }
-
-    const by = (a: Attempt) => (a.ok ? a.reply?.split(' ')[0] : undefined);
-
-    /** Waits until the client has made `n` more attempts than `from`. */
-    async function moreAttempts(child: ChildProcess, from: number, n: number): Promise<Attempt[]> {
-      return waitFor(
-        `${n} more attempts`,
-        () => {
-          const all = attempts(child);
-          return all.length >= from + n ? all.slice(from, from + n) : undefined;
-        },
-        10000,
-      );
-    }
+    const by = (a: SteadyAttempt) => (a.ok ? a.reply?.split(' ')[0] : undefined);
 
     async function stopClients(): Promise<void> {
       for (const c of clients.splice(0)) {
@@ -224,19 +179,19 @@ describe.skipIf(process.getuid?.() !== 0 || !kernelHasSockDestroy())(
 
     /** A client's attempts around a change: `during` were made while the sync ran, `after` once it was over. */
     interface Around {
-      during: Attempt[];
-      after: Attempt[];
+      during: SteadyAttempt[];
+      after: SteadyAttempt[];
     }
 
     /** The next `n` attempts of a client once the Service moved to `pods` (those made meanwhile too). */
     async function around(clients: ChildProcess[], pods: SimPod[], n: number): Promise<Around[]> {
-      const before = clients.map((c) => attempts(c).length);
+      const before = clients.map((c) => attemptsOf(env, c).length);
       await moveServiceTo(pods);
-      const synced = clients.map((c) => attempts(c).length);
+      const synced = clients.map((c) => attemptsOf(env, c).length);
       return Promise.all(
         clients.map(async (c, i) => ({
-          during: attempts(c).slice(before[i], synced[i]),
-          after: await moreAttempts(c, synced[i], n),
+          during: attemptsOf(env, c).slice(before[i], synced[i]),
+          after: await moreAttempts(env, c, synced[i], n),
         })),
       );
     }
@@ -253,7 +208,7 @@ describe.skipIf(process.getuid?.() !== 0 || !kernelHasSockDestroy())(
     ): Promise<Around> {
       await resetToFirstBackend();
       const client = startClient({ proto, addr: to?.addr ?? vipOf(family), port: to?.port ?? (proto === 'tcp' ? 80 : 53), from });
-      const first = await moreAttempts(client, 0, 3);
+      const first = await moreAttempts(env, client, 0, 3);
       expect(first.map((a) => [a.ok, by(a), a.conn])).toEqual(Array(3).fill([true, be1, 1]));
       const [r] = await around([client], [env.backends[1]], 8);
       await stopClients();
@@ -327,7 +282,7 @@ describe.skipIf(process.getuid?.() !== 0 || !kernelHasSockDestroy())(
         await resetToFirstBackend();
         const direct = startClient({ proto: 'udp', addr: ipOf(env.backends[0], family), port: UDP_PORT, from: pod });
         const unconnected = startClient({ proto: 'udp', addr: vipOf(family), port: 53, from: pod, udpMode: 'unconnected' });
-        for (const c of [direct, unconnected]) expect((await moreAttempts(c, 0, 2)).every((a) => a.ok)).toBe(true);
+        for (const c of [direct, unconnected]) expect((await moreAttempts(env, c, 0, 2)).every((a) => a.ok)).toBe(true);
         const before = await counter('sock_destroyed');
         const [d, u] = await around([direct, unconnected], [env.backends[1]], 6);
         const dAll = [...d.during, ...d.after];

@@ -30,6 +30,9 @@ import {
   writeConfig,
   writeObjects,
   type ProbeResult,
+  attemptsOf,
+  moreAttempts,
+  startSteadyClient,
 } from './lb-env';
 import {
   addMeshPod,
@@ -67,27 +70,6 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
   let sameMapsAsBase: boolean;
   /** a client on one connected UDP socket to the VIP in the node's namespace, opened while v0.1.0 ran */
   let pinned: ChildProcess;
-
-  interface Attempt extends ProbeResult {
-    conn?: number;
-  }
-  function attempts(child: ChildProcess): Attempt[] {
-    return env.node
-      .output(child)
-      .stdout.split('\n')
-      .filter((l) => l.startsWith('{') && !l.includes('"summary"'))
-      .map((l) => JSON.parse(l) as Attempt);
-  }
-  async function moreAttempts(child: ChildProcess, from: number, n: number): Promise<Attempt[]> {
-    return waitFor(
-      `${n} more attempts`,
-      () => {
-        const all = attempts(child);
-        return all.length >= from + n ? all.slice(from, from + n) : undefined;
-      },
-      10000,
-    );
-  }
 
   /** The web Service on these backend pods (both at the start and after each step). */
   function writeWeb(pods: SimPod[]): void {
@@ -250,28 +232,11 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     const eps = await endpoints();
     expect(eps.map((e) => (e as { mode: string }).mode).sort()).toEqual(['ambient', 'sidecar']);
     const ids = mapIds();
-    pinned = env.node.spawn(
-      [
-        PROBE,
-        'connect',
-        '--proto',
-        'udp',
-        '--addr',
-        VIP,
-        '--port',
-        '53',
-        '--count',
-        '100000',
-        '--interval-ms',
-        '20',
-        '--timeout-ms',
-        '1000',
-        '--persist',
-      ],
-      // the node's own namespace: sockets are destroyed there and in pods registered through CNI
-      { netnsPath: env.node.netnsPath },
+    // the node's own namespace: sockets are destroyed there and in pods registered through CNI
+    pinned = startSteadyClient(env, { proto: 'udp', addr: VIP, port: 53, from: 'node' });
+    expect((await moreAttempts(env, pinned, 0, 3)).map((a) => [a.ok, a.conn, a.peer])).toEqual(
+      Array(3).fill([true, 1, `${VIP}:53`]),
     );
-    expect((await moreAttempts(pinned, 0, 3)).map((a) => [a.ok, a.conn, a.peer])).toEqual(Array(3).fill([true, 1, `${VIP}:53`]));
     const s = await startStreams(400);
     await stopAgent(env);
     const agent = await startAgent(env);
@@ -317,8 +282,10 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
     for (const name of ['sl_lb_pod_opt_out', 'sl_lb_sock_dead']) expect(byMap[name], name).toMatchObject({ action: 'created' });
     expect(migration.filter((m) => m.action === 'rebuilt')).toEqual([]);
     // the socket v0.1.0 translated still shows the VIP as its peer, on its first connection
-    const n = attempts(pinned).length;
-    expect((await moreAttempts(pinned, n, 3)).map((a) => [a.ok, a.conn, a.peer])).toEqual(Array(3).fill([true, 1, `${VIP}:53`]));
+    const n = attemptsOf(env, pinned).length;
+    expect((await moreAttempts(env, pinned, n, 3)).map((a) => [a.ok, a.conn, a.peer])).toEqual(
+      Array(3).fill([true, 1, `${VIP}:53`]),
+    );
     // bpf migrate never loads objects under a running agent
     const busy = await sluice(env, ['bpf', 'migrate'], true);
     expect(busy.code).toBe(1);
@@ -335,15 +302,15 @@ describe.skipIf(!root || 'skip' in base)('upgrade from v0.1.0 (needs root and gi
 
   it('a connected UDP socket v0.1.0 translated is destroyed by this agent when its backend leaves, and reconnects to a live one', async () => {
     const [a, b] = env.backends;
-    const on = answeredBy(attempts(pinned).at(-1)!);
+    const on = answeredBy(attemptsOf(env, pinned).at(-1)!);
     const [gone, live] = on === a.name ? [a, b] : [b, a];
-    const from = attempts(pinned).length;
+    const from = attemptsOf(env, pinned).length;
     writeWeb([live]);
     await waitForBackends(env, `${VIP}:53/UDP`, [`${live.ipv4}:${UDP_PORT}`]);
     const moved = await waitFor(
       'the client on a second connection',
       () => {
-        const later = attempts(pinned).slice(from);
+        const later = attemptsOf(env, pinned).slice(from);
         return later.some((x) => x.ok && x.conn === 2) ? later : undefined;
       },
       10000,
