@@ -320,7 +320,8 @@ describe.skipIf(process.getuid?.() !== 0)('ambient with ztunnel over ZDS (needs 
 
   it('during a ztunnel upgrade new adds go to the new ztunnel, dels to both, and traffic survives the old one leaving', async () => {
     const oldZt = zt!;
-    const newZt = startZtunnel(env, 'zt-new');
+    // a long upstream timeout: the drain test after this one holds a connection on its upstream
+    const newZt = startZtunnel(env, 'zt-new', ['--upstream-timeout-ms', '15000']);
     await newZt.waitEvent((e) => e.event === 'snapshot');
     const fromOld = oldZt.events().length;
     const b1 = await ambientPod('b1');
@@ -364,7 +365,7 @@ describe.skipIf(process.getuid?.() !== 0)('ambient with ztunnel over ZDS (needs 
       (await env.node.exec(['ss', '-Hn', ...args], { netnsPath: pod.netnsPath, inCgroup: false })).stdout
         .split('\n')
         .filter((l) => l.trim() !== '');
-    /** a1's connection to the slow backend, held by ztunnel until the backend answers (ztunnel waits 2 s). */
+    /** a1's connection to the slow backend, held by ztunnel until the backend answers (--upstream-timeout-ms 15000). */
     async function held(): Promise<{ result: Promise<ProbeResult[]> }> {
       const result = probe(env, slowPod.ipv4, SLOW_PORT, { from: a1, timeoutMs: 10000 });
       await waitFor(
@@ -419,7 +420,7 @@ describe.skipIf(process.getuid?.() !== 0)('ambient with ztunnel over ZDS (needs 
     ).toBe(true);
 
     // a connection still open at the deadline is cut: ztunnel answers ECANCELED for its upstream
-    const short = startZtunnel(env, 'zt-short', ['--termination-deadline-ms', '300']);
+    const short = startZtunnel(env, 'zt-short', ['--termination-deadline-ms', '300', '--upstream-timeout-ms', '15000']);
     zt = short;
     await short.waitEvent((e) => e.event === 'snapshot');
     await waitZds(a1, 'acked');

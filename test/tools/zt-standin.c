@@ -15,7 +15,7 @@
  *
  *   zt-standin --uds PATH --id ID [--mark N (0x539)] [--reconnect-ms MS (200)]
  *              [--nack-uid UID]... [--nack-adds N (0)] [--ack-delay-ms MS (0)]
- *              [--termination-deadline-ms MS (5000)]
+ *              [--termination-deadline-ms MS (5000)] [--upstream-timeout-ms MS (2000)]
  *
  * ZDS, as ztunnel speaks it. ztunnel is the client of an AF_UNIX SOCK_SEQPACKET socket; it
  * connects (retrying every --reconnect-ms while the path is absent or refuses), sends
@@ -65,7 +65,8 @@
  * getsockopt(SOL_IP, SO_ORIGINAL_DST) into a zeroed sockaddr_storage with optlen 128, else
  * getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST) the same way, else the local address; `how` says
  * which answered (ipv4|ipv6|local). The upstream is a new socket in the pod's netns with the
- * mark, connected within 2 s; LINE is its first line (<= 512 bytes, 2 s), or ERR:<errno>
+ * mark, connected within --upstream-timeout-ms; LINE is its first line (<= 512 bytes, within the
+ * same time again), or ERR:<errno>
  * (ERR:40, ELOOP, without connecting, for a destination on the proxy's own ports, as ztunnel's
  * illegal_ports check refuses: outbound only towards loopback, inbound always). Inbound
  * connects from the client's own address (IP_TRANSPARENT + IP_FREEBIND, bind to the peer's
@@ -154,7 +155,7 @@
 /* Connection threads across all pods; beyond, the pod's own thread handles the connection. */
 #define CONN_THREADS_MAX    256
 #define THREAD_STACK_SIZE   (256 * 1024)
-/* Upstream connect, and the read of its line, each. */
+/* Upstream connect, and the read of its line, each (--upstream-timeout-ms). */
 #define UPSTREAM_MS	    2000
 #define UPSTREAM_LINE_MAX   512
 /* Holds the longest reply: id, five addresses and an upstream line. */
@@ -199,12 +200,15 @@ struct options {
 	long ack_delay_ms;
 	long nack_adds;
 	long termination_deadline_ms;
+	long upstream_ms;
 	const char *nack_uids[NACK_UIDS_MAX];
 	unsigned n_nack_uids;
 };
 
-static struct options opt = {
-	.mark = 0x539, .reconnect_ms = 200, .termination_deadline_ms = DRAIN_DEADLINE_MS};
+static struct options opt = {.mark = 0x539,
+			     .reconnect_ms = 200,
+			     .termination_deadline_ms = DRAIN_DEADLINE_MS,
+			     .upstream_ms = UPSTREAM_MS};
 
 /* Set once by the signal thread; stop_fd becomes readable at the same time. */
 static atomic_bool stopping;
@@ -1081,7 +1085,7 @@ static void forward(const struct conn *c, const struct sockaddr_storage *dst, st
 	bool inbound = c->via == VIA_IN;
 	/* freebind_connect: from the client's address unless it is the destination's own */
 	bool from_client = inbound && p->transparent && !sa_same_ip(&c->peer, dst);
-	int64_t deadline = now_ms() + UPSTREAM_MS;
+	int64_t deadline = now_ms() + opt.upstream_ms;
 	int fd = upstream_socket(from_client ? c->peer.ss_family : dst->ss_family, p->mark);
 	struct sockaddr_storage addr;
 	socklen_t len = sizeof(addr);
@@ -1096,7 +1100,7 @@ static void forward(const struct conn *c, const struct sockaddr_storage *dst, st
 	if ((inbound ? getsockname(fd, (struct sockaddr *)&addr, &len)
 		     : getpeername(fd, (struct sockaddr *)&addr, &len)) == 0)
 		sa_text(&addr, r->upstream_addr, sizeof(r->upstream_addr));
-	if (read_line(fd, r->upstream, sizeof(r->upstream), p->cut_fd, now_ms() + UPSTREAM_MS) < 0)
+	if (read_line(fd, r->upstream, sizeof(r->upstream), p->cut_fd, now_ms() + opt.upstream_ms) < 0)
 		goto fail;
 	close(fd);
 	return;
@@ -2410,7 +2414,7 @@ static void usage(FILE *f)
 {
 	fputs("usage: zt-standin --uds PATH --id ID [--mark N (0x539)] [--reconnect-ms MS (200)]\n"
 	      "         [--nack-uid UID]... [--nack-adds N (0)] [--ack-delay-ms MS (0)]\n"
-	      "         [--termination-deadline-ms MS (5000)]\n"
+	      "         [--termination-deadline-ms MS (5000)] [--upstream-timeout-ms MS (2000)]\n"
 	      "  A stand-in for ztunnel: ZDS client on PATH, in-pod proxies on\n"
 	      "  15001/15006/15008 and DNS on 15053 in each pod's netns. N is decimal or\n"
 	      "  0x hex. JSON events on stdout, one per line; errors on stderr.\n"
@@ -2483,14 +2487,15 @@ static int parse_args(int argc, char **argv)
 				return -1;
 			}
 			*(reconnect ? &opt.reconnect_ms : &opt.ack_delay_ms) = (long)v;
-		} else if (strcmp(a, "--termination-deadline-ms") == 0) {
-			if (!parse_number(val, 0, MS_MAX, &v)) {
-				fprintf(stderr,
-					"zt-standin: %s \"%s\" is not a number of ms in [0, %ld]\n",
-					a, val, MS_MAX);
+		} else if (strcmp(a, "--termination-deadline-ms") == 0 ||
+			   strcmp(a, "--upstream-timeout-ms") == 0) {
+			bool upstream = strcmp(a, "--upstream-timeout-ms") == 0;
+			if (!parse_number(val, upstream ? 1 : 0, MS_MAX, &v)) {
+				fprintf(stderr, "zt-standin: %s \"%s\" is not a number of ms in [%d, %ld]\n",
+					a, val, upstream ? 1 : 0, MS_MAX);
 				return -1;
 			}
-			opt.termination_deadline_ms = (long)v;
+			*(upstream ? &opt.upstream_ms : &opt.termination_deadline_ms) = (long)v;
 		} else if (strcmp(a, "--nack-adds") == 0) {
 			if (!parse_number(val, 0, INT_MAX, &v)) {
 				fprintf(stderr, "zt-standin: --nack-adds \"%s\" is not a count\n",
