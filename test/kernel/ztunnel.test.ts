@@ -10,6 +10,7 @@ import {
   answeredBy,
   PROBE,
   probe,
+  type ProbeResult,
   serviceYaml,
   sliceYaml,
   sluice,
@@ -20,11 +21,12 @@ import {
   writeObjects,
 } from './lb-env';
 import { addMeshPod, createMeshEnv, namespaceYaml, startApp, updatePodObject, waitForMode, type MeshEnv } from './mesh-env';
-import { startZtunnel, ztReply, type Ztunnel } from './ztunnel-env';
+import { startZtunnel, type ZtEvent, ztReply, type Ztunnel } from './ztunnel-env';
 
 const VIP = '10.96.0.20';
 const VIP6 = 'fd00:96::20';
 const APP_PORT = 8080;
+const SLOW_PORT = 7070;
 
 interface ListedZds {
   name: string;
@@ -318,7 +320,8 @@ describe.skipIf(process.getuid?.() !== 0)('ambient with ztunnel over ZDS (needs 
 
   it('during a ztunnel upgrade new adds go to the new ztunnel, dels to both, and traffic survives the old one leaving', async () => {
     const oldZt = zt!;
-    const newZt = startZtunnel(env, 'zt-new');
+    // a long upstream timeout: the drain test after this one holds a connection on its upstream
+    const newZt = startZtunnel(env, 'zt-new', ['--upstream-timeout-ms', '15000']);
     await newZt.waitEvent((e) => e.event === 'snapshot');
     const fromOld = oldZt.events().length;
     const b1 = await ambientPod('b1');
@@ -348,6 +351,93 @@ describe.skipIf(process.getuid?.() !== 0)('ambient with ztunnel over ZDS (needs 
     expect(ztReply(out.at(-1)!.reply)?.id).toBe('zt-new');
     expect(ztReply(inn.at(-1)!.reply)?.id).toBe('zt-new');
     zt = newZt;
+  });
+
+  it('SIGTERM drains ztunnel as ztunnel does: all listeners close, a connection in progress completes; past --termination-deadline-ms one is cut', async () => {
+    // a backend that accepts only when told: ztunnel's upstream connect waits in its accept queue
+    const slowPod = await addMeshPod(env, 'slow', { namespace: 'plain' });
+    const slow = env.node.spawn(
+      [PROBE, 'sidecar', '--id', 'slow', '--v4-only', '--accept-on-stdin', '--extra-port', String(SLOW_PORT)],
+      { netnsPath: slowPod.netnsPath, inCgroup: false },
+    );
+    await env.node.waitForLine(slow, 'ready');
+    const lines = async (pod: SimPod, args: string[]) =>
+      (await env.node.exec(['ss', '-Hn', ...args], { netnsPath: pod.netnsPath, inCgroup: false })).stdout
+        .split('\n')
+        .filter((l) => l.trim() !== '');
+    /** a1's connection to the slow backend, held by ztunnel until the backend answers (--upstream-timeout-ms 15000). */
+    async function held(): Promise<{ result: Promise<ProbeResult[]> }> {
+      const result = probe(env, slowPod.ipv4, SLOW_PORT, { from: a1, timeoutMs: 10000 });
+      await waitFor(
+        "ztunnel's upstream connect queued at the slow backend",
+        async () => (await lines(slowPod, ['-t', 'state', 'established', 'sport', '=', `:${SLOW_PORT}`])).length === 1,
+        8000,
+        20,
+      );
+      return { result };
+    }
+    async function terminate(z: Ztunnel): Promise<{ from: number; gone: Promise<unknown> }> {
+      const from = z.events().length;
+      const gone = new Promise((r) => z.child.once('exit', r));
+      z.child.kill('SIGTERM');
+      return { from, gone };
+    }
+
+    // graceful: the listeners close at once, the connection in progress goes on and completes
+    const draining = zt!;
+    const proxyPorts = /:(15001|15006|15008|15053)$/;
+    const proxyListeners = async () => (await lines(a1, ['-lntu'])).filter((l) => proxyPorts.test(l.split(/\s+/)[4]));
+    expect((await proxyListeners()).length).toBeGreaterThan(0);
+    const conn = await held();
+    const { from, gone } = await terminate(draining);
+    expect(await draining.waitEvent((e) => e.event === 'draining', { from })).toMatchObject({
+      connections: 1,
+      deadlineMs: 5000,
+    });
+    expect(await proxyListeners()).toEqual([]);
+    const [late] = await probe(env, VIP, 80, { from: a1, timeoutMs: 500 });
+    expect(ztReply(late.reply)?.id, JSON.stringify(late)).not.toBe(draining.id);
+    slow.stdin!.write('accept\n');
+    const [r] = await conn.result;
+    const z = ztReply(r.reply);
+    expect(z, JSON.stringify(r)).toMatchObject({ id: draining.id, via: 'out', orig: `${slowPod.ipv4}:${SLOW_PORT}` });
+    expect(z!.upstream).toMatch(/^sidecar slow /);
+    await gone;
+    expect(env.node.output(draining.child)).toMatchObject({ exitCode: 0 });
+    let ev = draining.events().slice(from);
+    const at = (pred: (e: ZtEvent) => boolean) => ev.findIndex(pred);
+    expect(ev.find((e) => e.event === 'drained')).toMatchObject({ cut: 0 });
+    const order = [
+      at((e) => e.event === 'draining'),
+      at((e) => e.event === 'conn' && e.uid === a1.uid),
+      at((e) => e.event === 'drained'),
+      at((e) => e.event === 'stopped' && e.uid === a1.uid && e.reason === 'exit'),
+      at((e) => e.event === 'exit' && e.status === 0),
+    ];
+    expect(
+      order.every((i, k) => i >= 0 && (k === 0 || i > order[k - 1])),
+      JSON.stringify(ev),
+    ).toBe(true);
+
+    // a connection still open at the deadline is cut: ztunnel answers ECANCELED for its upstream
+    const short = startZtunnel(env, 'zt-short', ['--termination-deadline-ms', '300', '--upstream-timeout-ms', '15000']);
+    zt = short;
+    await short.waitEvent((e) => e.event === 'snapshot');
+    await waitZds(a1, 'acked');
+    const cutConn = await held();
+    const t = await terminate(short);
+    const [c] = await cutConn.result;
+    expect(ztReply(c.reply), JSON.stringify(c)).toMatchObject({ id: 'zt-short', via: 'out', upstream: 'ERR:125' });
+    await t.gone;
+    expect(env.node.output(short.child)).toMatchObject({ exitCode: 0 });
+    ev = short.events().slice(t.from);
+    expect(ev.find((e) => e.event === 'draining')).toMatchObject({ connections: 1, deadlineMs: 300 });
+    expect(ev.find((e) => e.event === 'drained')).toMatchObject({ cut: 1 });
+    slow.stdin!.end();
+
+    zt = startZtunnel(env, 'zt4');
+    await zt.waitEvent((e) => e.event === 'snapshot');
+    await waitZds(a1, 'acked');
   });
 
   it('100 running pods labelled ambient are enrolled and acked by ztunnel (time measured)', async () => {

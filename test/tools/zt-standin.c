@@ -15,6 +15,7 @@
  *
  *   zt-standin --uds PATH --id ID [--mark N (0x539)] [--reconnect-ms MS (200)]
  *              [--nack-uid UID]... [--nack-adds N (0)] [--ack-delay-ms MS (0)]
+ *              [--termination-deadline-ms MS (5000)] [--upstream-timeout-ms MS (2000)]
  *
  * ZDS, as ztunnel speaks it. ztunnel is the client of an AF_UNIX SOCK_SEQPACKET socket; it
  * connects (retrying every --reconnect-ms while the path is absent or refuses), sends
@@ -64,15 +65,16 @@
  * getsockopt(SOL_IP, SO_ORIGINAL_DST) into a zeroed sockaddr_storage with optlen 128, else
  * getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST) the same way, else the local address; `how` says
  * which answered (ipv4|ipv6|local). The upstream is a new socket in the pod's netns with the
- * mark, connected within 2 s; LINE is its first line (<= 512 bytes, 2 s), or ERR:<errno>
+ * mark, connected within --upstream-timeout-ms; LINE is its first line (<= 512 bytes, within the
+ * same time again), or ERR:<errno>
  * (ERR:40, ELOOP, without connecting, for a destination on the proxy's own ports, as ztunnel's
  * illegal_ports check refuses: outbound only towards loopback, inbound always). Inbound
  * connects from the client's own address (IP_TRANSPARENT + IP_FREEBIND, bind to the peer's
  * address, port 0) unless the listener could not be made transparent or the client's address
  * is the destination's (proxy.rs freebind_connect). An address unknown is printed `-`.
- * Stopping a pod's proxy closes its sockets and cuts its connections at once (ztunnel drains a
- * removed pod with DrainMode::Immediate): one waiting on its upstream replies ERR:125
- * (ECANCELED) and is closed.
+ * Stopping a pod's proxy (del, snapshot, replaced) closes its sockets and cuts its connections
+ * at once (ztunnel drains a removed pod with DrainMode::Immediate, inpod/statemanager.rs): a
+ * connection cut while waiting on its upstream replies ERR:125 (ECANCELED) and is closed.
  * Addresses: IPv4 `a.b.c.d:port` (IPv4-mapped IPv6 as plain IPv4), IPv6 `[addr]:port`.
  *
  * Output: one JSON object per line on stdout (line-buffered), errors as text on stderr.
@@ -86,8 +88,18 @@
  *   {"event":"retry","uid":U,"error":E}   {"event":"read-error","error":E}
  *   {"event":"protocol-error","error":E}  {"event":"exit","status":N}
  *   {"event":"conn","uid":U,"via":"out|in|hbone|dns", ...the reply's fields...}
+ *   {"event":"draining","proxies":N,"connections":N,"deadlineMs":N}  {"event":"drained","cut":N}
  * Events are printed before the answer (or reply) they describe is sent.
- * SIGTERM/SIGINT: stop every proxy (its sockets closed, its connections cut), exit 0.
+ * SIGTERM/SIGINT: a graceful drain, as ztunnel's (app.rs Bound::wait_termination starts
+ * DrainMode::Graceful; drain.rs run_with_drain; config.rs self_termination_deadline, by default
+ * DEFAULT_CONNECTION_TERMINATION_DEADLINE, 5 s). The ZDS connection, if any, ends
+ * (`disconnected` "stopping"); every pod's proxy stops accepting, all at once: its serve loop
+ * ends and its sockets close (`draining` once all have, or at the deadline: how many
+ * connections are open); the connections go on and end on their own until
+ * --termination-deadline-ms after the drain began; those still open then are cut as a stop
+ * cuts them (`drained`: how many). Then `stopped` "exit" per pod and
+ * `exit` 0. A second signal during the drain exits at once with status 1. A protocol error
+ * (status 1) stops the proxies at once, as ztunnel's process::exit does.
  */
 #define _GNU_SOURCE
 
@@ -143,7 +155,7 @@
 /* Connection threads across all pods; beyond, the pod's own thread handles the connection. */
 #define CONN_THREADS_MAX    256
 #define THREAD_STACK_SIZE   (256 * 1024)
-/* Upstream connect, and the read of its line, each. */
+/* Upstream connect, and the read of its line, each (--upstream-timeout-ms). */
 #define UPSTREAM_MS	    2000
 #define UPSTREAM_LINE_MAX   512
 /* Holds the longest reply: id, five addresses and an upstream line. */
@@ -156,6 +168,9 @@
 /* ztunnel's listen(128) (inpod/config.rs InPodSocketPortReuseFactory). */
 #define LISTEN_BACKLOG	    128
 #define MS_MAX		    3600000L
+/* ztunnel's DEFAULT_CONNECTION_TERMINATION_DEADLINE (config.rs): a drain's connections get
+ * this long to end on their own */
+#define DRAIN_DEADLINE_MS   5000
 /* An event line longer than this (it would take ~500 long uids) is dropped with an error. */
 #define EVENT_MAX	    (4 * 1024 * 1024)
 #define ADDR_TEXT_MAX	    (INET6_ADDRSTRLEN + 16)
@@ -184,11 +199,16 @@ struct options {
 	long reconnect_ms;
 	long ack_delay_ms;
 	long nack_adds;
+	long termination_deadline_ms;
+	long upstream_ms;
 	const char *nack_uids[NACK_UIDS_MAX];
 	unsigned n_nack_uids;
 };
 
-static struct options opt = {.mark = 0x539, .reconnect_ms = 200};
+static struct options opt = {.mark = 0x539,
+			     .reconnect_ms = 200,
+			     .termination_deadline_ms = DRAIN_DEADLINE_MS,
+			     .upstream_ms = UPSTREAM_MS};
 
 /* Set once by the signal thread; stop_fd becomes readable at the same time. */
 static atomic_bool stopping;
@@ -890,7 +910,8 @@ struct proxy_socket {
 	struct sockaddr_storage addr;
 };
 
-enum proxy_state { PROXY_STARTING, PROXY_LISTENING, PROXY_FAILED };
+/* CLOSED: the serve loop has ended and the listeners are closed; it accepts nothing more. */
+enum proxy_state { PROXY_STARTING, PROXY_LISTENING, PROXY_FAILED, PROXY_CLOSED };
 
 /* One pod's proxy. Its thread lives in the pod's netns; the connection threads it creates
  * inherit that netns, so their upstream sockets are the pod's too. */
@@ -898,8 +919,10 @@ struct proxy {
 	struct text uid;
 	int netns_fd; /* the workload's, read by the starting thread only */
 	uint32_t mark;
-	/* eventfd written once to stop: the proxy's thread and its connection threads poll it */
+	/* eventfds, each written once: stop_fd ends the serve loop (the listeners close), cut_fd
+	 * cuts the connections (their threads poll it); a stop writes both, a drain stop_fd first */
 	int stop_fd;
+	int cut_fd;
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -1062,7 +1085,7 @@ static void forward(const struct conn *c, const struct sockaddr_storage *dst, st
 	bool inbound = c->via == VIA_IN;
 	/* freebind_connect: from the client's address unless it is the destination's own */
 	bool from_client = inbound && p->transparent && !sa_same_ip(&c->peer, dst);
-	int64_t deadline = now_ms() + UPSTREAM_MS;
+	int64_t deadline = now_ms() + opt.upstream_ms;
 	int fd = upstream_socket(from_client ? c->peer.ss_family : dst->ss_family, p->mark);
 	struct sockaddr_storage addr;
 	socklen_t len = sizeof(addr);
@@ -1071,13 +1094,13 @@ static void forward(const struct conn *c, const struct sockaddr_storage *dst, st
 		goto fail;
 	if (from_client)
 		bind_to_client(fd, &c->peer, p->uid.s);
-	if (connect_within(fd, dst, p->stop_fd, deadline) < 0)
+	if (connect_within(fd, dst, p->cut_fd, deadline) < 0)
 		goto fail;
 	memset(&addr, 0, sizeof(addr));
 	if ((inbound ? getsockname(fd, (struct sockaddr *)&addr, &len)
 		     : getpeername(fd, (struct sockaddr *)&addr, &len)) == 0)
 		sa_text(&addr, r->upstream_addr, sizeof(r->upstream_addr));
-	if (read_line(fd, r->upstream, sizeof(r->upstream), p->stop_fd, now_ms() + UPSTREAM_MS) < 0)
+	if (read_line(fd, r->upstream, sizeof(r->upstream), p->cut_fd, now_ms() + opt.upstream_ms) < 0)
 		goto fail;
 	close(fd);
 	return;
@@ -1195,7 +1218,7 @@ static void handle_connection(struct conn *c)
 	emit_conn(c, &r, c->via == VIA_DNS ? "tcp" : NULL);
 	int n = format_reply(line, sizeof(line), c->via, &r);
 	(void)send(c->fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-	finish_connection(c->fd, c->p->stop_fd);
+	finish_connection(c->fd, c->p->cut_fd);
 }
 
 /* The last touch of the proxy: once conns is 0 its thread may free it. */
@@ -1500,9 +1523,12 @@ static void *proxy_thread(void *arg)
 	if (ok < 0)
 		return NULL;
 	serve(p);
-	/* stopping: close the listeners, then wait for the connections, which see stop_fd too */
+	/* stopping: close the listeners, then wait for the connections to end (on their own, or
+	 * cut through cut_fd) */
 	close_sockets(p);
 	pthread_mutex_lock(&p->lock);
+	p->state = PROXY_CLOSED;
+	pthread_cond_broadcast(&p->cond);
 	while (p->conns > 0)
 		pthread_cond_wait(&p->cond, &p->lock);
 	pthread_mutex_unlock(&p->lock);
@@ -1513,6 +1539,8 @@ static void proxy_free(struct proxy *p)
 {
 	if (p->stop_fd >= 0)
 		close(p->stop_fd);
+	if (p->cut_fd >= 0)
+		close(p->cut_fd);
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->cond);
 	text_free(&p->uid);
@@ -1534,9 +1562,15 @@ static struct proxy *proxy_start(const struct text *uid, int netns_fd, char *err
 	p->netns_fd = netns_fd;
 	p->mark = opt.mark;
 	p->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	p->cut_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	pthread_mutex_init(&p->lock, NULL);
-	pthread_cond_init(&p->cond, NULL);
-	if (p->stop_fd < 0) {
+	/* the drain's timed waits count on the clock now_ms() reads */
+	pthread_condattr_t cattr;
+	pthread_condattr_init(&cattr);
+	pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+	pthread_cond_init(&p->cond, &cattr);
+	pthread_condattr_destroy(&cattr);
+	if (p->stop_fd < 0 || p->cut_fd < 0) {
 		fail_text(err, n, "eventfd: %s (errno %d)", errtext(errno), errno);
 		proxy_free(p);
 		return NULL;
@@ -1564,12 +1598,42 @@ static struct proxy *proxy_start(const struct text *uid, int netns_fd, char *err
 	return NULL;
 }
 
+static void proxy_signal(struct proxy *p, int fd, const char *what)
+{
+	if (eventfd_write(fd, 1) < 0)
+		log_err("pod %s: eventfd_write to %s: %s", p->uid.s, what, errtext(errno));
+}
+
+/* A drain's first step: the serve loop ends and closes the listeners; connections go on. */
+static void proxy_stop_accepting(struct proxy *p)
+{
+	proxy_signal(p, p->stop_fd, "stop accepting");
+}
+
+/* Waits until the proxy accepts nothing more (its serve loop has returned and closed the
+ * listeners, so no connection can be added behind the count) and, when `conns_too`, until its
+ * connections have ended; or until deadline. Returns the connections still open. */
+static unsigned proxy_wait(struct proxy *p, bool conns_too, int64_t deadline)
+{
+	struct timespec at = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000};
+	unsigned open;
+
+	pthread_mutex_lock(&p->lock);
+	while ((p->state != PROXY_CLOSED || (conns_too && p->conns > 0)) &&
+	       pthread_cond_timedwait(&p->cond, &p->lock, &at) != ETIMEDOUT)
+		;
+	open = p->conns;
+	pthread_mutex_unlock(&p->lock);
+	return open;
+}
+
 /* Closes the proxy's sockets and cuts its connections (ztunnel drains a deleted pod's
- * proxy with DrainMode::Immediate); returns once all of its threads are gone. */
+ * proxy with DrainMode::Immediate); returns once all of its threads are gone. After a drain
+ * (drain_proxies) this only joins what is left. */
 static void proxy_stop(struct proxy *p)
 {
-	if (eventfd_write(p->stop_fd, 1) < 0)
-		log_err("pod %s: eventfd_write to stop the proxy: %s", p->uid.s, errtext(errno));
+	proxy_signal(p, p->stop_fd, "stop the proxy");
+	proxy_signal(p, p->cut_fd, "cut the connections");
 	pthread_join(p->thread, NULL);
 	proxy_free(p);
 }
@@ -1677,6 +1741,49 @@ static bool workload_start(struct workload *w, char *err, size_t n)
 	}
 	emit_listening(w->proxy);
 	return true;
+}
+
+/* SIGTERM/SIGINT, as ztunnel's DrainMode::Graceful (app.rs Bound::wait_termination,
+ * drain.rs run_with_drain): every proxy stops accepting at once, then the connections get until
+ * the deadline to end on their own, then what is left is cut. The proxies are joined and
+ * announced after (workload_drop). */
+static void drain_proxies(void)
+{
+	int64_t deadline = now_ms() + opt.termination_deadline_ms;
+	unsigned open = 0, cut = 0, n = 0;
+	char text[64];
+	struct jline j;
+
+	for (size_t i = 0; i < n_workloads; i++)
+		if (workloads[i]->proxy)
+			proxy_stop_accepting(workloads[i]->proxy);
+	for (size_t i = 0; i < n_workloads; i++) {
+		if (workloads[i]->proxy) {
+			open += proxy_wait(workloads[i]->proxy, false, deadline);
+			n++;
+		}
+	}
+	jl_begin(&j, "draining");
+	snprintf(text, sizeof(text), ",\"proxies\":%u,\"connections\":%u,\"deadlineMs\":%ld", n,
+		 open, opt.termination_deadline_ms);
+	jl_raw(&j, text);
+	jl_emit(&j);
+	for (size_t i = 0; i < n_workloads; i++) {
+		struct proxy *p = workloads[i]->proxy;
+		unsigned left = p ? proxy_wait(p, true, deadline) : 0;
+
+		if (left > 0) {
+			cut += left;
+			proxy_signal(p, p->cut_fd, "cut the connections");
+		}
+	}
+	if (cut > 0)
+		log_err("drain deadline of %ld ms passed with %u connections open; cutting them",
+			opt.termination_deadline_ms, cut);
+	jl_begin(&j, "drained");
+	snprintf(text, sizeof(text), ",\"cut\":%u", cut);
+	jl_raw(&j, text);
+	jl_emit(&j);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2307,9 +2414,12 @@ static void usage(FILE *f)
 {
 	fputs("usage: zt-standin --uds PATH --id ID [--mark N (0x539)] [--reconnect-ms MS (200)]\n"
 	      "         [--nack-uid UID]... [--nack-adds N (0)] [--ack-delay-ms MS (0)]\n"
+	      "         [--termination-deadline-ms MS (5000)] [--upstream-timeout-ms MS (2000)]\n"
 	      "  A stand-in for ztunnel: ZDS client on PATH, in-pod proxies on\n"
 	      "  15001/15006/15008 and DNS on 15053 in each pod's netns. N is decimal or\n"
-	      "  0x hex. JSON events on stdout, one per line; errors on stderr.\n",
+	      "  0x hex. JSON events on stdout, one per line; errors on stderr.\n"
+	      "  SIGTERM/SIGINT drains: every proxy stops accepting, open connections get\n"
+	      "  --termination-deadline-ms to end, then are cut; a second signal exits at once.\n",
 	      f);
 }
 
@@ -2377,6 +2487,15 @@ static int parse_args(int argc, char **argv)
 				return -1;
 			}
 			*(reconnect ? &opt.reconnect_ms : &opt.ack_delay_ms) = (long)v;
+		} else if (strcmp(a, "--termination-deadline-ms") == 0 ||
+			   strcmp(a, "--upstream-timeout-ms") == 0) {
+			bool upstream = strcmp(a, "--upstream-timeout-ms") == 0;
+			if (!parse_number(val, upstream ? 1 : 0, MS_MAX, &v)) {
+				fprintf(stderr, "zt-standin: %s \"%s\" is not a number of ms in [%d, %ld]\n",
+					a, val, upstream ? 1 : 0, MS_MAX);
+				return -1;
+			}
+			*(upstream ? &opt.upstream_ms : &opt.termination_deadline_ms) = (long)v;
 		} else if (strcmp(a, "--nack-adds") == 0) {
 			if (!parse_number(val, 0, INT_MAX, &v)) {
 				fprintf(stderr, "zt-standin: --nack-adds \"%s\" is not a count\n",
@@ -2456,6 +2575,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	int rc = zds_run();
+	/* stopped by a signal: drain; a protocol error exits at once, as ztunnel's process::exit */
+	if (rc == 0)
+		drain_proxies();
 	while (n_workloads > 0)
 		workload_drop(n_workloads - 1, "exit");
 	snprintf(status, sizeof(status), "%d", rc);
