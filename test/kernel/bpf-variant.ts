@@ -3,9 +3,9 @@
  * map-migration tests upgrade to and back from. Every edit must apply, or the build fails naming
  * it (so a changed header is noticed, not silently tested unchanged).
  */
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { compileBpf } from '../harness/bpf-compile';
 
 export const BPF_SRC = path.resolve(__dirname, '../../bpf');
 
@@ -32,29 +32,8 @@ export function buildBpfVariant(workDir: string, name: string, edits: BpfEdit[])
       throw new Error(`variant ${name}: edit "${e.what}" does not apply to bpf/${e.file} (${e.find} not found)`);
     fs.writeFileSync(file, text.replace(e.find, e.replace as string));
   }
-  const arch = execFileSync('uname', ['-m'], { encoding: 'utf8' }).trim();
-  for (const c of fs.readdirSync(src).filter((f) => f.endsWith('.c'))) {
-    execFileSync(
-      'clang',
-      [
-        '-O2',
-        '-g',
-        '-Wall',
-        '-Werror',
-        '-target',
-        'bpf',
-        `-I/usr/include/${arch}-linux-gnu`,
-        '-c',
-        path.join(src, c),
-        '-o',
-        path.join(out, c.replace(/\.c$/, '.o')),
-      ],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        timeout: 60000,
-      },
-    );
-  }
+  for (const c of fs.readdirSync(src).filter((f) => f.endsWith('.c')))
+    compileBpf(path.join(src, c), path.join(out, c.replace(/\.c$/, '.o')));
   return out;
 }
 

@@ -3,10 +3,10 @@
  * one codec or named as the kernel's own; and the check failing when C changes alone, on a mutated
  * BTF description and on an object built from an edited shared.h.
  */
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { compileBpf } from '../harness/bpf-compile';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventCodec, STRUCT_CODECS, svcValCodec } from '../../src/bpf/layout';
 import type { StructCodec } from '../../src/bpf/struct-layout';
@@ -44,24 +44,7 @@ function snippetBtf(decl: string) {
   try {
     const src = path.join(dir, 'snippet.c');
     fs.writeFileSync(src, `#include "${path.join(ROOT, 'bpf/lib/shared.h')}"\n${decl}\n`);
-    const arch = execFileSync('uname', ['-m'], { encoding: 'utf8' }).trim();
-    execFileSync(
-      'clang',
-      [
-        '-O2',
-        '-g',
-        '-Wall',
-        '-Werror',
-        '-target',
-        'bpf',
-        `-I/usr/include/${arch}-linux-gnu`,
-        '-c',
-        src,
-        '-o',
-        path.join(dir, 'snippet.o'),
-      ],
-      { stdio: 'pipe', timeout: 60_000 },
-    );
+    compileBpf(src, path.join(dir, 'snippet.o'));
     return readObjectBtf(path.join(dir, 'snippet.o'));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -167,25 +150,8 @@ describe('the layout check fails when C changes alone', () => {
         text = text.replace(find, replace);
       }
       fs.writeFileSync(header, text);
-      const arch = execFileSync('uname', ['-m'], { encoding: 'utf8' }).trim();
       const obj = path.join(dir, 'sock_lb.o');
-      execFileSync(
-        'clang',
-        [
-          '-O2',
-          '-g',
-          '-Wall',
-          '-Werror',
-          '-target',
-          'bpf',
-          `-I/usr/include/${arch}-linux-gnu`,
-          '-c',
-          path.join(dir, 'bpf/sock_lb.c'),
-          '-o',
-          obj,
-        ],
-        { stdio: 'pipe', timeout: 120_000 },
-      );
+      compileBpf(path.join(dir, 'bpf/sock_lb.c'), obj, 120_000);
       const edited = readObjectBtf(obj);
       const svc = STRUCT_CODECS.find((c) => c.layout.name === 'sl_svc_val')!;
       const aff = STRUCT_CODECS.find((c) => c.layout.name === 'sl_affinity_val')!;

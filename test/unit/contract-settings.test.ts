@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { compileBpf } from '../harness/bpf-compile';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { BpfObject, ObjectSettingsError, applySettings } from '../../src/bpf';
 import {
@@ -124,12 +124,7 @@ describe('a renamed .rodata global fails the load', () => {
         'SEC("tc") int older(struct __sk_buff *skb) { return cfg_proxy_uid + (int)cfg_host_netns_cookie; }',
       ].join('\n'),
     );
-    const arch = execFileSync('uname', ['-m'], { encoding: 'utf8' }).trim();
-    execFileSync(
-      'clang',
-      ['-O2', '-g', '-target', 'bpf', `-I/usr/include/${arch}-linux-gnu`, '-c', src, '-o', path.join(work, 'older.o')],
-      { stdio: 'pipe', timeout: 60_000 },
-    );
+    compileBpf(src, path.join(work, 'older.o'));
     const skipped = configure(path.join(work, 'older.o'), true);
     expect(skipped.sort()).toEqual(
       OBJECT_CONFIG['capture.o'].settings.filter((n) => n !== 'cfg_proxy_uid' && n !== 'cfg_host_netns_cookie').sort(),
