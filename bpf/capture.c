@@ -298,10 +298,10 @@ static __always_inline int sockopt_answer(struct bpf_sockopt *ctx, const struct 
 /*
  * SO_ORIGINAL_DST on a socket of a captured pod: for a connection the pod's app made to the
  * proxy, where the app was going (kept with the accepted socket; while its handshake is still in
- * flight, from sl_origdst_syn; from sl_origdst when v0.1.0's programs saw its SYN); otherwise (an inbound connection steered by sk_lookup, whose
- * local address is still the original destination) the socket's own local address, as conntrack
- * answers for a connection that was not translated. Every other call is left as the kernel
- * answered it.
+ * flight, from sl_origdst_syn; from sl_origdst when v0.1.0's programs saw its SYN); otherwise
+ * (an inbound connection steered by sk_lookup, whose local address is still the original
+ * destination) the socket's own local address, as conntrack answers for a connection that was
+ * not translated. Every other call is left as the kernel answered it.
  */
 SEC("cgroup/getsockopt")
 int sl_getsockopt(struct bpf_sockopt *ctx)

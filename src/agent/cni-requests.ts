@@ -14,7 +14,7 @@ import type { MeshController } from '../mesh/controller';
 import type { Enroller } from '../mesh/enroller';
 import type { AgentMetrics } from '../metrics';
 import { RawReply } from './local-api';
-import type { PodRegistration, PodRegistry } from './pod-registry';
+import { podLabel, type PodRegistration, type PodRegistry } from './pod-registry';
 
 /** How long a CNI ADD of an ambient pod waits for ztunnel's answer (istio-cni's deadline). */
 export const ZDS_ADD_WAIT_MS = 5000;
@@ -53,12 +53,13 @@ export class CniRequests {
   private async answer(req: CniRequest): Promise<RawReply> {
     const t0 = process.hrtime.bigint();
     const { registry, apiSource, mesh, enroller, zds } = this.deps;
+    const args = parseCniArgs(req.env?.CNI_ARGS);
     let reply: CniReply;
     try {
       // CNI ADD can come before the Pod's watch event: the capture decision must still be made
       // now, so a cache miss asks the API server (bounded); no answer fails ADD with 11.
       const api = apiSource();
-      const missing = req.command === 'ADD' && api ? this.missingPod(req) : undefined;
+      const missing = req.command === 'ADD' && api ? this.missingPod(args) : undefined;
       if (missing) {
         try {
           await api!.getPod(missing.namespace, missing.name);
@@ -95,19 +96,17 @@ export class CniRequests {
       if (added && reply.code === 0 && z && enroller()?.programmed(added.netnsCookie)?.mode === 'ambient') {
         const st = await z.waitForAnswer(mesh()!.podUid(added), ZDS_ADD_WAIT_MS);
         if (st && st.state !== 'acked')
-          log.warn('pod started before ztunnel took it', { pod: podKey(added), zds: st.state, error: st.error });
+          log.warn('pod started before ztunnel took it', { pod: podLabel(added), zds: st.state, error: st.error });
       }
     } catch (e) {
       // handleCni answers every CNI failure itself; this is a bug, still answered in CNI's terms
       reply = cniError(req.stdin, CniCode.tryAgainLater, 'sluice agent failed', (e as Error).message);
     }
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    const args = req.env?.CNI_ARGS ?? '';
-    const pod = /K8S_POD_NAMESPACE=([^;]*)/.exec(args)?.[1] + '/' + /K8S_POD_NAME=([^;]*)/.exec(args)?.[1];
     const fields = {
       command: req.command,
       containerId: req.env?.CNI_CONTAINERID,
-      pod,
+      pod: `${args.K8S_POD_NAMESPACE}/${args.K8S_POD_NAME}`,
       exit: reply.code,
       ms: Math.round(ms * 100) / 100,
     };
@@ -117,15 +116,10 @@ export class CniRequests {
   }
 
   /** The Pod an ADD names, when the store does not hold it yet. */
-  private missingPod(req: CniRequest): { namespace: string; name: string } | undefined {
-    const args = parseCniArgs(req.env?.CNI_ARGS);
+  private missingPod(args: Record<string, string>): { namespace: string; name: string } | undefined {
     const namespace = args.K8S_POD_NAMESPACE;
     const name = args.K8S_POD_NAME;
     if (!namespace || !name || this.deps.store.get(`Pod/${namespace}/${name}`)) return undefined;
     return { namespace, name };
   }
-}
-
-function podKey(reg: PodRegistration): string {
-  return reg.namespace || reg.name ? `${reg.namespace}/${reg.name}` : reg.containerId.slice(0, 12);
 }

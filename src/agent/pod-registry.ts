@@ -25,6 +25,11 @@ export interface PodRegistration {
   createdAt: string;
 }
 
+/** The pod a registration is for, in log lines: `namespace/name`, or its container id's start. */
+export function podLabel(reg: PodRegistration): string {
+  return reg.namespace || reg.name ? `${reg.namespace}/${reg.name}` : reg.containerId.slice(0, 12);
+}
+
 /** Named `endpoints` as Cilium names its per-pod state; kept so existing nodes' registrations are read. */
 function registryDir(stateDir: string): string {
   return path.join(stateDir, 'endpoints');

@@ -12,7 +12,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { PodRegistration, PodRegistry } from '../agent/pod-registry';
+import { podLabel, type PodRegistration, type PodRegistry } from '../agent/pod-registry';
 import type { ObjectStore, ChangeEvent } from '../k8s/store';
 import type { Namespace, Pod } from '../k8s/types';
 import type { WriteBack } from '../k8s/write-back';
@@ -48,10 +48,6 @@ export interface MeshControllerOptions {
 /** The registry's key of an attachment (a pod may have several: one per interface). */
 function regKey(reg: Pick<PodRegistration, 'containerId' | 'ifName'>): string {
   return `${reg.containerId}/${reg.ifName}`;
-}
-
-function podKey(reg: PodRegistration): string {
-  return reg.namespace || reg.name ? `${reg.namespace}/${reg.name}` : reg.containerId.slice(0, 12);
 }
 
 /** Reads the decisions the agent last made, by registration (containerId/ifName). */
@@ -104,7 +100,7 @@ export class MeshController {
     );
     const previous = this.decision(reg);
     const current = this.o.enroller.programmed(reg.netnsCookie);
-    const pod = podKey(reg);
+    const pod = podLabel(reg);
     // the decision is recorded before the kernel changes, so that whoever sees the new mode in
     // the maps (`endpoint list`) also sees the rule behind it
     const next = recorded(d);
@@ -174,7 +170,7 @@ export class MeshController {
       try {
         this.apply(reg);
       } catch (e) {
-        log.error('capture update failed', { pod: podKey(reg), err: e });
+        log.error('capture update failed', { pod: podLabel(reg), err: e });
       }
     }
     return n;
@@ -207,7 +203,7 @@ export class MeshController {
     if (!this.o.zds) return this.o.writeBack?.redirection(reg, 'enabled');
     const uid = this.podUid(reg);
     if (!uid) {
-      log.warn('ambient pod without a uid: not handed to ztunnel', { pod: podKey(reg) });
+      log.warn('ambient pod without a uid: not handed to ztunnel', { pod: podLabel(reg) });
       return;
     }
     const serviceAccount = this.pod(reg)?.spec.serviceAccountName || 'default';
